@@ -1,0 +1,425 @@
+//! The [`AAuth`] handle and its builder.
+//!
+//! Everything the layer needs per request is computed here once, at build time
+//! (canonical authorities, the `Accept-Signature-Scheme` value, the required component
+//! list), and shared behind one `Arc`: cloning an [`AAuth`] or a layer is a reference
+//! count increment.
+//!
+//! Options that weaken the protocol's guarantees (plain http on loopback, ignoring the
+//! request's authority) sit behind [`AAuthBuilder::dangerous`], so that they are visible
+//! in code review.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::clock::{Clock, SystemClock};
+use crate::discovery::{IdentifierPolicy, KeyResolver};
+use crate::httpsig::{DEFAULT_HEADER_CAP, DEFAULT_MAX_COMPONENTS, SignatureAlphabet};
+use crate::jose::AlgPolicy;
+use crate::sigkey::{AcceptedSchemes, Scheme};
+use crate::token::{IssuerTrust, TokenKind, TokenPolicy};
+use crate::verifier::VerifiedToken;
+
+/// A configuration mistake found by [`AAuthBuilder::build`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("tower-aauth configuration: {0}")]
+pub struct ConfigError(String);
+
+impl ConfigError {
+    pub(crate) fn new(message: impl Into<String>) -> Self {
+        ConfigError(message.into())
+    }
+}
+
+/// Which generation of the wire format the layer speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Profile {
+    /// draft-hardt-oauth-aauth-protocol-11 with Signature-Key -09 (the default).
+    #[default]
+    Draft11,
+}
+
+/// The resource's AAuth configuration. Cheap to clone.
+#[derive(Clone)]
+pub struct AAuth {
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for AAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AAuth").field("resource", &self.shared.resource).finish_non_exhaustive()
+    }
+}
+
+/// Configuration shared by the layer and guards.
+pub(crate) struct Shared {
+    pub(crate) resource: String,
+    pub(crate) scheme: String,
+    /// Allowed authorities; the first is the resource identifier's own.
+    pub(crate) authorities: Vec<String>,
+    pub(crate) ignore_request_authority: bool,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) resolver: Arc<dyn KeyResolver>,
+    pub(crate) schemes: AcceptedSchemes,
+    pub(crate) tokens: TokenPolicy,
+    pub(crate) identifiers: IdentifierPolicy,
+    pub(crate) token_identifiers: IdentifierPolicy,
+    pub(crate) window: u64,
+    pub(crate) max_skew: u64,
+    pub(crate) header_cap: usize,
+    pub(crate) max_components: usize,
+    pub(crate) required: Vec<String>,
+    pub(crate) require_query: bool,
+    pub(crate) alphabet: SignatureAlphabet,
+    pub(crate) max_body_bytes: usize,
+    pub(crate) token_cache: moka::sync::Cache<[u8; 32], Arc<VerifiedToken>>,
+    pub(crate) profile: Profile,
+}
+
+impl AAuth {
+    /// Starts a configuration for the resource identified by `resource`
+    /// (`https://host`, exactly as agents will address it and as tokens name it in `aud`).
+    pub fn builder(resource: impl Into<String>) -> AAuthBuilder {
+        AAuthBuilder::new(resource.into())
+    }
+
+    /// The resource identifier.
+    pub fn resource(&self) -> &str {
+        &self.shared.resource
+    }
+
+    /// The injected clock.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.shared.clock
+    }
+
+    /// The wire profile.
+    pub fn profile(&self) -> Profile {
+        self.shared.profile
+    }
+
+    /// The verifying layer: put it outermost, around the whole router.
+    pub fn layer(&self) -> crate::layer::AAuthLayer {
+        crate::layer::AAuthLayer::new(self.clone())
+    }
+
+    /// Number of verified tokens currently cached.
+    pub fn cached_tokens(&self) -> u64 {
+        self.shared.token_cache.run_pending_tasks();
+        self.shared.token_cache.entry_count()
+    }
+}
+
+/// Builds an [`AAuth`]. See each method for its default.
+pub struct AAuthBuilder {
+    resource: String,
+    extra_authorities: Vec<String>,
+    ignore_request_authority: bool,
+    allow_http_loopback: bool,
+    clock: Arc<dyn Clock>,
+    resolver: Option<Arc<dyn KeyResolver>>,
+    schemes: Vec<Scheme>,
+    tokens: TokenPolicy,
+    window: u64,
+    max_skew: u64,
+    header_cap: usize,
+    max_components: usize,
+    extra_required: Vec<String>,
+    require_query: bool,
+    alphabet: SignatureAlphabet,
+    max_body_bytes: usize,
+    token_cache_entries: u64,
+    profile: Profile,
+}
+
+impl std::fmt::Debug for AAuthBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AAuthBuilder").field("resource", &self.resource).finish_non_exhaustive()
+    }
+}
+
+impl AAuthBuilder {
+    fn new(resource: String) -> Self {
+        AAuthBuilder {
+            tokens: TokenPolicy::new(resource.clone()),
+            resource,
+            extra_authorities: Vec::new(),
+            ignore_request_authority: false,
+            allow_http_loopback: false,
+            clock: Arc::new(SystemClock),
+            resolver: None,
+            schemes: vec![Scheme::Jwt, Scheme::JwksUri, Scheme::Hwk],
+            window: 60,
+            max_skew: 60,
+            header_cap: DEFAULT_HEADER_CAP,
+            max_components: DEFAULT_MAX_COMPONENTS,
+            extra_required: Vec::new(),
+            require_query: false,
+            alphabet: SignatureAlphabet::Lenient,
+            max_body_bytes: 1024 * 1024,
+            token_cache_entries: 100_000,
+            profile: Profile::Draft11,
+        }
+    }
+
+    /// Also serve requests addressed to `authority` (`host[:port]`), for example a second
+    /// DNS name. `@authority` is taken from this list, never from `Host` unchecked.
+    pub fn authority(mut self, authority: impl Into<String>) -> Self {
+        self.extra_authorities.push(authority.into().to_ascii_lowercase());
+        self
+    }
+
+    /// Injects the clock (default: the system clock).
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    /// Injects a shared clock.
+    pub fn shared_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Replaces the key resolver (default: discovery over HTTPS with [`crate::discovery::ReqwestFetch`]).
+    pub fn key_resolver(mut self, resolver: impl KeyResolver) -> Self {
+        self.resolver = Some(Arc::new(resolver));
+        self
+    }
+
+    /// Which `Signature-Key` schemes the layer accepts (default: `jwt`, `jwks_uri`, `hwk`,
+    /// in that order of preference). Others are `unsupported_scheme`.
+    pub fn accept_schemes(mut self, schemes: impl IntoIterator<Item = Scheme>) -> Self {
+        self.schemes = schemes.into_iter().collect();
+        self
+    }
+
+    /// Which token kinds are accepted in `Signature-Key` (default: agent, person, auth).
+    pub fn accept_tokens(mut self, kinds: impl IntoIterator<Item = TokenKind>) -> Self {
+        self.tokens.accepted = kinds.into_iter().collect();
+        self
+    }
+
+    /// Trusts `issuer` as an access server: its `aa-auth+jwt` (`dwk` `aauth-access.json`)
+    /// are accepted. Repeatable.
+    pub fn auth_server(mut self, issuer: impl Into<String>) -> Self {
+        self.tokens.access_servers.push(issuer.into());
+        self
+    }
+
+    /// Trusts `issuer` as a person server (person tokens, and auth tokens with `dwk`
+    /// `aauth-person.json`). Repeatable.
+    pub fn person_server(mut self, issuer: impl Into<String>) -> Self {
+        let issuer = issuer.into();
+        match &mut self.tokens.person_servers {
+            IssuerTrust::Listed(list) => list.push(issuer),
+            IssuerTrust::Any => {}
+        }
+        self
+    }
+
+    /// Accepts tokens from any person server (the AAUTH-11 three-party posture). Fetches
+    /// then go to identifiers chosen by callers, bounded only by egress admission and the
+    /// discovery budget: opt in deliberately.
+    pub fn accept_any_person_server(mut self) -> Self {
+        self.tokens.person_servers = IssuerTrust::Any;
+        self
+    }
+
+    /// Restricts agent tokens to these agent providers (default: any).
+    pub fn agent_providers(mut self, issuers: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        self.tokens.agent_providers = IssuerTrust::Listed(issuers.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// The `created` window in seconds (default 60): older signatures are `invalid_signature`.
+    pub fn signature_window(mut self, seconds: u64) -> Self {
+        self.window = seconds;
+        self
+    }
+
+    /// How far `created` or a token's `iat` may be ahead of our clock (default 60 s):
+    /// beyond it, `clock_skew`.
+    pub fn max_clock_skew(mut self, seconds: u64) -> Self {
+        self.max_skew = seconds;
+        self.tokens.max_iat_skew = seconds;
+        self
+    }
+
+    /// Components every signature must cover in addition to `@method`, `@authority`,
+    /// `@path` and `signature-key` (for example `content-digest`).
+    pub fn require_components(mut self, components: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        self.extra_required.extend(components.into_iter().map(Into::into));
+        self
+    }
+
+    /// Requires `@query` to be covered whenever the request has a query (default: off,
+    /// because several agent libraries do not cover it).
+    pub fn require_query_coverage(mut self, required: bool) -> Self {
+        self.require_query = required;
+        self
+    }
+
+    /// Cap on each signature header, in bytes (default 8 KiB).
+    pub fn max_header_bytes(mut self, bytes: usize) -> Self {
+        self.header_cap = bytes;
+        self
+    }
+
+    /// Cap on a body buffered to check `Content-Digest` (default 1 MiB; larger is `413`).
+    pub fn max_body_bytes(mut self, bytes: usize) -> Self {
+        self.max_body_bytes = bytes;
+        self
+    }
+
+    /// Refuses base64url `Signature` byte sequences (RFC 9651 strictness). By default both
+    /// alphabets are accepted because PyPI `aauth` sends base64url.
+    pub fn refuse_base64url_signatures(mut self) -> Self {
+        self.alphabet = SignatureAlphabet::StandardOnly;
+        self
+    }
+
+    /// Bound on the verified-token cache (default 100 000 entries).
+    pub fn token_cache_entries(mut self, entries: u64) -> Self {
+        self.token_cache_entries = entries;
+        self
+    }
+
+    /// Options that weaken the protocol's guarantees, for development and special
+    /// deployments.
+    pub fn dangerous(&mut self) -> DangerousOptions<'_> {
+        DangerousOptions { builder: self }
+    }
+
+    /// Validates and freezes the configuration.
+    pub fn build(self) -> Result<AAuth, ConfigError> {
+        let identifiers = if self.allow_http_loopback {
+            IdentifierPolicy::allowing_http_loopback()
+        } else {
+            IdentifierPolicy::strict()
+        };
+        if !identifiers.admits(&self.resource) {
+            return Err(ConfigError::new(
+                "the resource identifier must be https://host (lower case, no port or path); \
+                 http on loopback needs dangerous().allow_http_loopback()",
+            ));
+        }
+        let (scheme, authority) = self
+            .resource
+            .split_once("://")
+            .map(|(s, a)| (s.to_owned(), a.to_owned()))
+            .ok_or_else(|| ConfigError::new("the resource identifier has no scheme"))?;
+        let mut authorities = vec![authority];
+        for extra in self.extra_authorities {
+            if extra.is_empty() || !extra.bytes().all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b)) {
+                return Err(ConfigError::new("an extra authority is not host[:port]"));
+            }
+            authorities.push(extra);
+        }
+        if self.schemes.is_empty() {
+            return Err(ConfigError::new("at least one Signature-Key scheme must be accepted"));
+        }
+        let mut required: Vec<String> = ["@method", "@authority", "@path", "signature-key"].map(str::to_owned).to_vec();
+        for component in self.extra_required {
+            let valid = !component.is_empty()
+                && component
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"@-_.".contains(&b));
+            if !valid {
+                return Err(ConfigError::new("a required component is not a lower-case component name"));
+            }
+            if !required.contains(&component) {
+                required.push(component);
+            }
+        }
+        for issuer in &self.tokens.access_servers {
+            if !identifiers.admits(issuer) {
+                return Err(ConfigError::new("an auth server identifier is not https://host"));
+            }
+        }
+        let resolver: Arc<dyn KeyResolver> = match self.resolver {
+            Some(resolver) => resolver,
+            None => default_resolver(&identifiers)?,
+        };
+        let mut tokens = self.tokens;
+        tokens.max_iat_skew = self.max_skew;
+        if self.profile != Profile::Draft11 {
+            tokens.alg = AlgPolicy::Legacy;
+        }
+        let token_cache = moka::sync::Cache::builder()
+            .max_capacity(self.token_cache_entries)
+            .time_to_live(Duration::from_secs(3600))
+            .build();
+        Ok(AAuth {
+            shared: Arc::new(Shared {
+                resource: self.resource,
+                scheme,
+                authorities,
+                ignore_request_authority: self.ignore_request_authority,
+                clock: self.clock,
+                resolver,
+                schemes: AcceptedSchemes::new(self.schemes),
+                tokens,
+                token_identifiers: identifiers.clone(),
+                identifiers,
+                window: self.window,
+                max_skew: self.max_skew,
+                header_cap: self.header_cap,
+                max_components: self.max_components,
+                required,
+                require_query: self.require_query,
+                alphabet: self.alphabet,
+                max_body_bytes: self.max_body_bytes,
+                token_cache,
+                profile: self.profile,
+            }),
+        })
+    }
+}
+
+#[cfg(feature = "reqwest")]
+fn default_resolver(identifiers: &IdentifierPolicy) -> Result<Arc<dyn KeyResolver>, ConfigError> {
+    let fetch = if identifiers.allows_http_loopback() {
+        crate::discovery::ReqwestFetch::allowing_http()
+    } else {
+        crate::discovery::ReqwestFetch::new()
+    };
+    Ok(Arc::new(crate::discovery::DiscoveryResolver::new(fetch, identifiers.clone())))
+}
+
+#[cfg(not(feature = "reqwest"))]
+fn default_resolver(_: &IdentifierPolicy) -> Result<Arc<dyn KeyResolver>, ConfigError> {
+    Err(ConfigError::new(
+        "without the `reqwest` feature a key resolver must be given with key_resolver()",
+    ))
+}
+
+/// Options that weaken the protocol's guarantees. Reach them with
+/// [`AAuthBuilder::dangerous`].
+pub struct DangerousOptions<'a> {
+    builder: &'a mut AAuthBuilder,
+}
+
+impl std::fmt::Debug for DangerousOptions<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DangerousOptions")
+    }
+}
+
+impl DangerousOptions<'_> {
+    /// Admits `http://127.0.0.1:PORT`, `http://localhost:PORT` and `http://[::1]:PORT` as
+    /// identifiers (ours, signers', issuers'), for local development and demos.
+    pub fn allow_http_loopback(&mut self) -> &mut Self {
+        self.builder.allow_http_loopback = true;
+        self
+    }
+
+    /// Always uses the resource identifier's authority for `@authority`, whatever `Host`
+    /// says. For deployments behind a proxy that rewrites `Host`; cross-host replay is then
+    /// stopped only by `aud` and the signature covering our authority.
+    pub fn ignore_request_authority(&mut self) -> &mut Self {
+        self.builder.ignore_request_authority = true;
+        self
+    }
+}

@@ -1,0 +1,311 @@
+//! One error type for every refusal the crate makes.
+//!
+//! Each variant maps to a stable, registered code ([`Error::code`]) and an HTTP status.
+//! The human `detail` is always a fixed string chosen by this crate: keys, tokens,
+//! signatures, addresses and upstream error text never reach a client through it.
+
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode, header};
+
+use crate::wire;
+
+/// A `Signature-Error` code from the SIGKEY-09 registry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum SignatureErrorCode {
+    /// `unsupported_algorithm`
+    UnsupportedAlgorithm,
+    /// `unsupported_scheme`
+    UnsupportedScheme,
+    /// `invalid_signature`
+    InvalidSignature,
+    /// `invalid_input`
+    InvalidInput,
+    /// `invalid_request`
+    InvalidRequest,
+    /// `invalid_key`
+    InvalidKey,
+    /// `unknown_key`
+    UnknownKey,
+    /// `issuer_missing`
+    IssuerMissing,
+    /// `issuer_mismatch`
+    IssuerMismatch,
+    /// `invalid_jwt`
+    InvalidJwt,
+    /// `expired_jwt`
+    ExpiredJwt,
+    /// `revoked_jwt`
+    RevokedJwt,
+    /// `clock_skew`
+    ClockSkew,
+}
+
+impl SignatureErrorCode {
+    /// Every registered code this crate can emit.
+    pub const ALL: [SignatureErrorCode; 13] = [
+        Self::UnsupportedAlgorithm,
+        Self::UnsupportedScheme,
+        Self::InvalidSignature,
+        Self::InvalidInput,
+        Self::InvalidRequest,
+        Self::InvalidKey,
+        Self::UnknownKey,
+        Self::IssuerMissing,
+        Self::IssuerMismatch,
+        Self::InvalidJwt,
+        Self::ExpiredJwt,
+        Self::RevokedJwt,
+        Self::ClockSkew,
+    ];
+
+    /// The registered token, as sent in `Signature-Error: error=<code>`.
+    pub const fn as_str(self) -> &'static str {
+        use wire::code::*;
+        match self {
+            Self::UnsupportedAlgorithm => UNSUPPORTED_ALGORITHM,
+            Self::UnsupportedScheme => UNSUPPORTED_SCHEME,
+            Self::InvalidSignature => INVALID_SIGNATURE,
+            Self::InvalidInput => INVALID_INPUT,
+            Self::InvalidRequest => INVALID_REQUEST,
+            Self::InvalidKey => INVALID_KEY,
+            Self::UnknownKey => UNKNOWN_KEY,
+            Self::IssuerMissing => ISSUER_MISSING,
+            Self::IssuerMismatch => ISSUER_MISMATCH,
+            Self::InvalidJwt => INVALID_JWT,
+            Self::ExpiredJwt => EXPIRED_JWT,
+            Self::RevokedJwt => REVOKED_JWT,
+            Self::ClockSkew => CLOCK_SKEW,
+        }
+    }
+}
+
+impl std::fmt::Display for SignatureErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a request was refused.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A signature or credential failure: `401` with `Signature-Error`.
+    #[error("{code}: {detail}")]
+    Signature {
+        /// The registered code.
+        code: SignatureErrorCode,
+        /// A fixed, non-secret explanation.
+        detail: &'static str,
+        /// For `invalid_input`: the components the request must cover.
+        required_input: Option<Box<[String]>>,
+        /// For `unsupported_scheme` / `unsupported_algorithm`: the advertised list.
+        accept: Option<HeaderValue>,
+    },
+    /// The resource cannot decide right now (discovery budget spent, replay store
+    /// unreachable): `503` with `Retry-After`, no `Signature-Error`.
+    #[error("temporarily unavailable: {detail}")]
+    Unavailable {
+        /// Seconds the client should wait.
+        retry_after: u32,
+        /// A fixed, non-secret explanation.
+        detail: &'static str,
+    },
+    /// A signed body larger than the configured cap: `413`.
+    #[error("request body too large")]
+    PayloadTooLarge,
+    /// A policy denial after successful verification: `403`, never with `Signature-Error`.
+    #[error("forbidden: {detail}")]
+    Forbidden {
+        /// A stable code for the problem body (for example `insufficient_scope`).
+        code: &'static str,
+        /// A fixed, non-secret explanation.
+        detail: &'static str,
+    },
+    /// A misconfiguration detected at run time (for example an extractor without its
+    /// layer): `500`. The detail goes to logs, never to the client.
+    #[error("server misconfiguration: {detail}")]
+    Misconfigured {
+        /// A fixed explanation for the operator.
+        detail: &'static str,
+    },
+}
+
+impl Error {
+    /// A `401` signature error with a fixed detail.
+    pub const fn signature(code: SignatureErrorCode, detail: &'static str) -> Self {
+        Error::Signature {
+            code,
+            detail,
+            required_input: None,
+            accept: None,
+        }
+    }
+
+    /// `invalid_signature`.
+    pub const fn invalid_signature(detail: &'static str) -> Self {
+        Self::signature(SignatureErrorCode::InvalidSignature, detail)
+    }
+
+    /// `invalid_jwt`.
+    pub const fn invalid_jwt(detail: &'static str) -> Self {
+        Self::signature(SignatureErrorCode::InvalidJwt, detail)
+    }
+
+    /// `invalid_key`.
+    pub const fn invalid_key(detail: &'static str) -> Self {
+        Self::signature(SignatureErrorCode::InvalidKey, detail)
+    }
+
+    /// `invalid_input` naming the components the request must cover.
+    pub fn invalid_input(required: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        Error::Signature {
+            code: SignatureErrorCode::InvalidInput,
+            detail: "the signature does not cover every required component",
+            required_input: Some(required.into_iter().map(Into::into).collect()),
+            accept: None,
+        }
+    }
+
+    /// The stable code: a registered `Signature-Error` code for `401`s, otherwise the
+    /// problem-body code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::Signature { code, .. } => code.as_str(),
+            Error::Unavailable { .. } => "temporarily_unavailable",
+            Error::PayloadTooLarge => "payload_too_large",
+            Error::Forbidden { code, .. } => code,
+            Error::Misconfigured { .. } => "server_error",
+        }
+    }
+
+    /// The `Signature-Error` code, when this is a signature failure.
+    pub fn signature_code(&self) -> Option<SignatureErrorCode> {
+        match self {
+            Error::Signature { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+
+    /// The fixed human explanation.
+    pub fn detail(&self) -> &'static str {
+        match self {
+            Error::Signature { detail, .. }
+            | Error::Unavailable { detail, .. }
+            | Error::Forbidden { detail, .. }
+            | Error::Misconfigured { detail } => detail,
+            Error::PayloadTooLarge => "the signed request body exceeds the configured limit",
+        }
+    }
+
+    /// The HTTP status this error is answered with.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Error::Signature { .. } => StatusCode::UNAUTHORIZED,
+            Error::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Error::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Error::Forbidden { .. } => StatusCode::FORBIDDEN,
+            Error::Misconfigured { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The RFC 9457 problem document for this error.
+    pub fn problem_json(&self) -> serde_json::Value {
+        let status = self.status();
+        let code = self.code();
+        let detail = match self {
+            // Operators read the real cause in logs; clients get nothing specific.
+            Error::Misconfigured { .. } => "internal server error",
+            _ => self.detail(),
+        };
+        let mut body = serde_json::json!({
+            "type": match self {
+                Error::Signature { .. } => format!("urn:ietf:params:sig-error:{code}"),
+                _ => "about:blank".to_owned(),
+            },
+            "title": status.canonical_reason().unwrap_or("Error"),
+            "status": status.as_u16(),
+            "error": code,
+            "detail": detail,
+        });
+        if let Error::Signature {
+            required_input: Some(required),
+            ..
+        } = self
+        {
+            body["required_input"] = serde_json::json!(required);
+        }
+        body
+    }
+
+    /// The protocol headers of the response: `Signature-Error` (and `Accept-Signature-*`)
+    /// for signature failures, `Retry-After` for `503`, and always `Cache-Control: no-store`.
+    pub fn write_headers(&self, headers: &mut http::HeaderMap) {
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        match self {
+            Error::Signature {
+                code,
+                required_input,
+                accept,
+                ..
+            } => {
+                headers.insert(wire::header::SIGNATURE_ERROR, signature_error_value(*code, required_input.as_deref()));
+                if let Some(accept) = accept {
+                    let name = match code {
+                        SignatureErrorCode::UnsupportedAlgorithm => wire::header::ACCEPT_SIGNATURE_ALG,
+                        _ => wire::header::ACCEPT_SIGNATURE_SCHEME,
+                    };
+                    headers.insert(name, accept.clone());
+                }
+            }
+            Error::Unavailable { retry_after, .. } => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
+            }
+            _ => {}
+        }
+    }
+
+    /// The complete response: status, protocol headers and a problem+json body.
+    pub fn to_response<B: From<Bytes>>(&self) -> Response<B> {
+        let body = serde_json::to_vec(&self.problem_json()).unwrap_or_default();
+        let mut response = Response::new(B::from(Bytes::from(body)));
+        *response.status_mut() = self.status();
+        let headers = response.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+        self.write_headers(headers);
+        response
+    }
+}
+
+/// `error=<code>` and, for `invalid_input`, `required_input=("…" …)`.
+fn signature_error_value(code: SignatureErrorCode, required: Option<&[String]>) -> HeaderValue {
+    let mut value = format!("error={}", code.as_str());
+    if let Some(required) = required.filter(|r| !r.is_empty()) {
+        let mut list = sfv::ListSerializer::new();
+        {
+            let mut inner = list.inner_list();
+            for component in required {
+                if let Ok(s) = sfv::StringRef::from_str(component) {
+                    let _ = inner.bare_item(s);
+                }
+            }
+            let _ = inner.finish();
+        }
+        if let Some(serialized) = list.finish() {
+            value.push_str(", required_input=");
+            value.push_str(&serialized);
+        }
+    }
+    // Built only from registry tokens and sf-strings, which are visible ASCII.
+    HeaderValue::from_str(&value).unwrap_or_else(|_| HeaderValue::from_static("error=invalid_signature"))
+}
+
+#[cfg(feature = "axum")]
+impl axum_core::response::IntoResponse for Error {
+    fn into_response(self) -> axum_core::response::Response {
+        if let Error::Misconfigured { detail } = &self {
+            tracing::error!(target: "tower_aauth", detail, "tower-aauth misconfiguration");
+        }
+        self.to_response::<axum_core::body::Body>()
+    }
+}

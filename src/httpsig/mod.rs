@@ -1,0 +1,607 @@
+//! RFC 9421 HTTP Message Signatures, the part a verifier needs.
+//!
+//! * [`SignatureHeaders::read`] pulls `Signature-Input`, `Signature` and `Signature-Key`
+//!   out of a request, size-capped, multi-line fields joined with `", "`.
+//! * [`ParsedInput::parse`] parses the selected `Signature-Input` member with `sfv`
+//!   (RFC 9651): covered components, their parameters, and the signature parameters.
+//! * [`SignatureBase`] rebuilds the signature base exactly as RFC 9421 §2.5 says, into a
+//!   reusable buffer.
+//! * [`decode_signature`] turns the `Signature` byte sequence into raw bytes. Standard
+//!   base64 is the RFC form; base64url (what PyPI `aauth` emits) is accepted unless the
+//!   option refuses it, because the bytes are checked cryptographically anyway.
+//!
+//! The AAuth policy on top (which components are required, the `created` window, which
+//! key) lives in [`crate::verifier`]; this module is the plain RFC engine, usable on its
+//! own with a static key as the RFC's test vectors require.
+
+pub mod digest;
+
+use std::borrow::Cow;
+
+use base64::Engine;
+use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
+use http::HeaderMap;
+use sfv::visitor::{DictionaryVisitor, EntryVisitor};
+use sfv::{BareItem, Dictionary, InnerList, KeyRef, ListEntry, Parser};
+
+use crate::error::Error;
+use crate::jose::Jwk;
+use crate::wire;
+
+/// Default cap on each signature-related header field (bytes, all lines together).
+pub const DEFAULT_HEADER_CAP: usize = 8 * 1024;
+
+/// Default cap on the number of covered components.
+pub const DEFAULT_MAX_COMPONENTS: usize = 24;
+
+/// The three signature fields of a request, as received (lines joined with `", "`).
+#[derive(Debug, Clone)]
+pub struct SignatureHeaders<'a> {
+    /// `Signature-Input`.
+    pub input: Cow<'a, str>,
+    /// `Signature`.
+    pub signature: Cow<'a, str>,
+    /// `Signature-Key`.
+    pub key: Cow<'a, str>,
+}
+
+impl<'a> SignatureHeaders<'a> {
+    /// Reads the three fields.
+    ///
+    /// `Ok(None)`: none present (an unsigned request). Some but not all present, a field
+    /// over `cap` bytes, or a field that is not visible ASCII: `invalid_signature`.
+    pub fn read(headers: &'a HeaderMap, cap: usize) -> Result<Option<Self>, Error> {
+        let input = field_value(headers, wire::header::SIGNATURE_INPUT, cap)?;
+        let signature = field_value(headers, wire::header::SIGNATURE, cap)?;
+        let key = field_value(headers, wire::header::SIGNATURE_KEY, cap)?;
+        match (input, signature, key) {
+            (None, None, None) => Ok(None),
+            (Some(input), Some(signature), Some(key)) => Ok(Some(SignatureHeaders { input, signature, key })),
+            _ => Err(Error::invalid_signature(
+                "Signature-Input, Signature and Signature-Key must be sent together",
+            )),
+        }
+    }
+}
+
+/// The canonical value of a header field per RFC 9421 §2.1: each line trimmed, lines
+/// joined with `", "`. `None` when absent. Non-ASCII or control bytes are refused.
+pub fn field_value<'a>(headers: &'a HeaderMap, name: &str, cap: usize) -> Result<Option<Cow<'a, str>>, Error> {
+    let mut values = headers.get_all(name).iter();
+    let Some(first) = values.next() else {
+        return Ok(None);
+    };
+    let first = ascii_field(first.as_bytes())?;
+    let Some(second) = values.next() else {
+        if first.len() > cap {
+            return Err(Error::invalid_signature("a signature header exceeds the size limit"));
+        }
+        return Ok(Some(Cow::Borrowed(first)));
+    };
+    let mut joined = String::with_capacity(first.len() * 2 + 2);
+    joined.push_str(first);
+    for value in std::iter::once(second).chain(values) {
+        joined.push_str(", ");
+        joined.push_str(ascii_field(value.as_bytes())?);
+        if joined.len() > cap {
+            return Err(Error::invalid_signature("a signature header exceeds the size limit"));
+        }
+    }
+    if joined.len() > cap {
+        return Err(Error::invalid_signature("a signature header exceeds the size limit"));
+    }
+    Ok(Some(Cow::Owned(joined)))
+}
+
+fn ascii_field(bytes: &[u8]) -> Result<&str, Error> {
+    if !bytes.iter().all(|&b| b == b'\t' || (0x20..0x7f).contains(&b)) {
+        return Err(Error::invalid_signature("a covered field holds non-ASCII or control characters"));
+    }
+    // Checked above: printable ASCII plus tab is UTF-8.
+    let text = std::str::from_utf8(bytes).map_err(|_| Error::invalid_signature("a field is not ASCII"))?;
+    Ok(text.trim_matches(|c| c == ' ' || c == '\t'))
+}
+
+/// Parses an RFC 9651 Dictionary, refusing duplicate member names (RFC 9651 would keep
+/// the last; an attacker-appended duplicate label must not silently win).
+pub fn parse_dictionary_strict(input: &str) -> Option<Dictionary> {
+    Parser::new(input).parse_dictionary_with_visitor(NoDuplicates(Dictionary::new())).ok()
+}
+
+struct NoDuplicates(Dictionary);
+
+#[derive(Debug)]
+struct DuplicateMember;
+
+impl std::fmt::Display for DuplicateMember {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("duplicate dictionary member")
+    }
+}
+
+impl std::error::Error for DuplicateMember {}
+
+impl<'de> DictionaryVisitor<'de> for NoDuplicates {
+    type Out = Dictionary;
+    type Error = DuplicateMember;
+
+    fn entry(&mut self, key: &'de KeyRef) -> Result<impl EntryVisitor<'de>, Self::Error> {
+        if self.0.contains_key(key) {
+            return Err(DuplicateMember);
+        }
+        match <Dictionary as DictionaryVisitor<'de>>::entry(&mut self.0, key) {
+            Ok(entry) => Ok(entry),
+            Err(never) => match never {},
+        }
+    }
+
+    fn finish(self) -> Result<Dictionary, Self::Error> {
+        Ok(self.0)
+    }
+}
+
+/// A derived component (RFC 9421 §2.2), request side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Derived {
+    /// `@method`
+    Method,
+    /// `@authority`
+    Authority,
+    /// `@path`
+    Path,
+    /// `@query`
+    Query,
+    /// `@target-uri`
+    TargetUri,
+    /// `@scheme`
+    Scheme,
+    /// `@request-target`
+    RequestTarget,
+}
+
+impl Derived {
+    fn from_name(name: &str) -> Option<Self> {
+        Some(match name {
+            "@method" => Derived::Method,
+            "@authority" => Derived::Authority,
+            "@path" => Derived::Path,
+            "@query" => Derived::Query,
+            "@target-uri" => Derived::TargetUri,
+            "@scheme" => Derived::Scheme,
+            "@request-target" => Derived::RequestTarget,
+            _ => return None,
+        })
+    }
+}
+
+/// One covered component.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Component {
+    /// A derived component.
+    Derived(Derived),
+    /// An HTTP field, optionally re-serialised strictly (`;sf`) or narrowed to one
+    /// Dictionary member (`;key="…"`).
+    Field {
+        /// Lower-case field name.
+        name: String,
+        /// `;sf`
+        sf: bool,
+        /// `;key="…"`
+        key: Option<String>,
+    },
+}
+
+/// A covered component together with its identifier as it appears in the base.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CoveredComponent {
+    /// What to take the value from.
+    pub component: Component,
+    /// The serialized identifier, for example `"@method"` or `"example-dict";key="a"`.
+    pub identifier: String,
+}
+
+impl CoveredComponent {
+    /// The bare component name (`@method`, `content-digest`, …).
+    pub fn name(&self) -> &str {
+        match &self.component {
+            Component::Derived(_) => {
+                let quoted = self.identifier.split(';').next().unwrap_or_default();
+                quoted.trim_matches('"')
+            }
+            Component::Field { name, .. } => name,
+        }
+    }
+}
+
+/// The signature parameters of `Signature-Input` (RFC 9421 §2.3).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SignatureParams {
+    /// `created`, Unix seconds.
+    pub created: Option<u64>,
+    /// `expires`, Unix seconds.
+    pub expires: Option<u64>,
+    /// `keyid`.
+    pub keyid: Option<String>,
+    /// `alg` (ignored for algorithm selection; AAuth takes the algorithm from the key).
+    pub alg: Option<String>,
+    /// `nonce`.
+    pub nonce: Option<String>,
+    /// `tag`.
+    pub tag: Option<String>,
+}
+
+/// The selected `Signature-Input` member, parsed and checked for well-formedness.
+#[derive(Debug, Clone)]
+pub struct ParsedInput {
+    /// The label (dictionary key).
+    pub label: String,
+    /// Covered components in signed order.
+    pub components: Vec<CoveredComponent>,
+    /// Signature parameters.
+    pub params: SignatureParams,
+    /// The strict re-serialisation of the member value: the `@signature-params` value.
+    pub signature_params: String,
+}
+
+impl ParsedInput {
+    /// Parses `Signature-Input` and selects its single member.
+    ///
+    /// AAuth profile: exactly one label. Everything malformed is `invalid_signature`.
+    pub fn parse(field: &str, max_components: usize) -> Result<Self, Error> {
+        let dict = parse_dictionary_strict(field)
+            .ok_or(Error::invalid_signature("Signature-Input is not a valid structured dictionary"))?;
+        if dict.len() != 1 {
+            return Err(Error::invalid_signature("exactly one signature label is accepted"));
+        }
+        let (label, entry) = dict.into_iter().next().ok_or(Error::invalid_signature("Signature-Input is empty"))?;
+        let ListEntry::InnerList(inner) = entry else {
+            return Err(Error::invalid_signature("Signature-Input member is not an inner list"));
+        };
+        Self::from_inner_list(label.as_str().to_owned(), inner, max_components)
+    }
+
+    /// Builds from an already-selected member value.
+    pub fn from_inner_list(label: String, inner: InnerList, max_components: usize) -> Result<Self, Error> {
+        if inner.items.len() > max_components {
+            return Err(Error::invalid_signature("too many covered components"));
+        }
+        let mut components: Vec<CoveredComponent> = Vec::with_capacity(inner.items.len());
+        for item in &inner.items {
+            let component = parse_component(item)?;
+            if components.iter().any(|c| c.identifier == component.identifier) {
+                return Err(Error::invalid_signature("a component is covered twice"));
+            }
+            components.push(component);
+        }
+        let params = parse_signature_params(&inner.params)?;
+        let mut serializer = sfv::ListSerializer::new();
+        serializer.members(std::iter::once(&ListEntry::InnerList(inner)));
+        let signature_params = serializer.finish().unwrap_or_default();
+        Ok(ParsedInput {
+            label,
+            components,
+            params,
+            signature_params,
+        })
+    }
+
+    /// Whether `name` (a bare component name such as `@query`) is covered.
+    pub fn covers(&self, name: &str) -> bool {
+        self.components.iter().any(|c| c.name() == name)
+    }
+}
+
+fn parse_component(item: &sfv::Item) -> Result<CoveredComponent, Error> {
+    let BareItem::String(name) = &item.bare_item else {
+        return Err(Error::invalid_signature("a component identifier is not a string"));
+    };
+    let name = name.as_str();
+    let component = if name.starts_with('@') {
+        let derived = Derived::from_name(name).ok_or(Error::invalid_signature("unknown derived component"))?;
+        if !item.params.is_empty() {
+            return Err(Error::invalid_signature("derived components take no parameters here"));
+        }
+        Component::Derived(derived)
+    } else {
+        if name.is_empty()
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"!#$%&'*+-.^_`|~".contains(&b))
+        {
+            return Err(Error::invalid_signature("a component name is not a lower-case field name"));
+        }
+        let mut sf = false;
+        let mut key = None;
+        for (param, value) in &item.params {
+            match (param.as_str(), value) {
+                ("sf", BareItem::Boolean(true)) => sf = true,
+                ("key", BareItem::String(k)) => key = Some(k.as_str().to_owned()),
+                // bs, req, tr and anything unknown are not supported on requests.
+                _ => return Err(Error::invalid_signature("unsupported component parameter")),
+            }
+        }
+        if sf && key.is_some() {
+            return Err(Error::invalid_signature("sf and key cannot be combined"));
+        }
+        Component::Field {
+            name: name.to_owned(),
+            sf,
+            key,
+        }
+    };
+    let mut identifier = String::with_capacity(name.len() + 2);
+    {
+        let mut serializer = sfv::ListSerializer::with_buffer(&mut identifier);
+        serializer.members(std::iter::once(&ListEntry::Item(item.clone())));
+        let _ = serializer.finish();
+    }
+    Ok(CoveredComponent { component, identifier })
+}
+
+fn parse_signature_params(params: &sfv::Parameters) -> Result<SignatureParams, Error> {
+    let mut out = SignatureParams::default();
+    for (name, value) in params {
+        match (name.as_str(), value) {
+            ("created", BareItem::Integer(v)) => out.created = Some(non_negative(i64::from(*v))?),
+            ("expires", BareItem::Integer(v)) => out.expires = Some(non_negative(i64::from(*v))?),
+            ("keyid", BareItem::String(v)) => out.keyid = Some(v.as_str().to_owned()),
+            ("alg", BareItem::String(v)) => out.alg = Some(v.as_str().to_owned()),
+            ("nonce", BareItem::String(v)) => out.nonce = Some(v.as_str().to_owned()),
+            ("tag", BareItem::String(v)) => out.tag = Some(v.as_str().to_owned()),
+            ("created" | "expires" | "keyid" | "alg" | "nonce" | "tag", _) => {
+                return Err(Error::invalid_signature("a signature parameter has the wrong type"));
+            }
+            // Unknown parameters are signed as part of @signature-params; keep them there.
+            _ => {}
+        }
+    }
+    Ok(out)
+}
+
+fn non_negative(value: i64) -> Result<u64, Error> {
+    u64::try_from(value).map_err(|_| Error::invalid_signature("a signature time is negative"))
+}
+
+/// The request-side values the derived components are taken from.
+///
+/// `authority` and `scheme` come from configuration (the resource identifier or an
+/// allow-listed authority), never from `Host` or `X-Forwarded-*` alone.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestTarget<'a> {
+    /// Method as sent (case preserved).
+    pub method: &'a str,
+    /// Lower-case scheme.
+    pub scheme: &'a str,
+    /// Canonical authority: lower-case host, default port omitted.
+    pub authority: &'a str,
+    /// Path as received (not decoded); empty means `/`.
+    pub path: &'a str,
+    /// Query without the `?`, if the target had one.
+    pub query: Option<&'a str>,
+}
+
+/// A reusable buffer holding a signature base.
+#[derive(Debug, Default, Clone)]
+pub struct SignatureBase {
+    buffer: String,
+}
+
+impl SignatureBase {
+    /// An empty base with room for a typical AAuth request.
+    pub fn new() -> Self {
+        SignatureBase {
+            buffer: String::with_capacity(1024),
+        }
+    }
+
+    /// The base bytes, as signed.
+    pub fn as_bytes(&self) -> &[u8] {
+        self.buffer.as_bytes()
+    }
+
+    /// The base as text (always ASCII).
+    pub fn as_str(&self) -> &str {
+        &self.buffer
+    }
+
+    /// Rebuilds the base for `input` over the given request (RFC 9421 §2.5). The buffer
+    /// is cleared first and its allocation reused.
+    pub fn build(&mut self, input: &ParsedInput, target: &RequestTarget<'_>, headers: &HeaderMap) -> Result<(), Error> {
+        self.buffer.clear();
+        for covered in &input.components {
+            self.buffer.push_str(&covered.identifier);
+            self.buffer.push_str(": ");
+            match &covered.component {
+                Component::Derived(derived) => self.push_derived(*derived, target),
+                Component::Field { name, sf, key } => {
+                    let value = field_value(headers, name, usize::MAX)?
+                        .ok_or(Error::invalid_signature("a covered field is absent"))?;
+                    if *sf {
+                        self.buffer.push_str(&strict_reserialize(&value)?);
+                    } else if let Some(key) = key {
+                        self.buffer.push_str(&dictionary_member(&value, key)?);
+                    } else {
+                        self.buffer.push_str(&value);
+                    }
+                }
+            }
+            self.buffer.push('\n');
+        }
+        self.buffer.push_str("\"@signature-params\": ");
+        self.buffer.push_str(&input.signature_params);
+        if !self.buffer.bytes().all(|b| b == b'\n' || b == b'\t' || (0x20..0x7f).contains(&b)) {
+            return Err(Error::invalid_signature("the signature base is not ASCII"));
+        }
+        Ok(())
+    }
+
+    fn push_derived(&mut self, derived: Derived, target: &RequestTarget<'_>) {
+        let path = if target.path.is_empty() { "/" } else { target.path };
+        let buffer = &mut self.buffer;
+        match derived {
+            Derived::Method => buffer.push_str(target.method),
+            Derived::Authority => buffer.push_str(target.authority),
+            Derived::Path => buffer.push_str(path),
+            Derived::Query => {
+                buffer.push('?');
+                buffer.push_str(target.query.unwrap_or_default());
+            }
+            Derived::Scheme => buffer.push_str(target.scheme),
+            Derived::TargetUri => {
+                buffer.push_str(target.scheme);
+                buffer.push_str("://");
+                buffer.push_str(target.authority);
+                buffer.push_str(path);
+                if let Some(query) = target.query {
+                    buffer.push('?');
+                    buffer.push_str(query);
+                }
+            }
+            Derived::RequestTarget => {
+                buffer.push_str(path);
+                if let Some(query) = target.query {
+                    buffer.push('?');
+                    buffer.push_str(query);
+                }
+            }
+        }
+    }
+}
+
+/// `;sf`: strict re-serialisation. The field's type is not known in general, so the
+/// first of Dictionary, List, Item that parses is used (the order RFC 9421's examples need).
+fn strict_reserialize(value: &str) -> Result<String, Error> {
+    use sfv::FieldType;
+    if let Some(dict) = parse_dictionary_strict(value) {
+        if let Some(serialized) = dict.serialize() {
+            return Ok(serialized);
+        }
+    }
+    if let Ok(list) = Parser::new(value).parse::<sfv::List>() {
+        if let Some(serialized) = list.serialize() {
+            return Ok(serialized);
+        }
+    }
+    if let Ok(item) = Parser::new(value).parse::<sfv::Item>() {
+        return Ok(item.serialize());
+    }
+    Err(Error::invalid_signature("a field covered with ;sf is not a structured field"))
+}
+
+/// `;key="…"`: one Dictionary member, strictly serialised (RFC 9421 §2.1.2).
+fn dictionary_member(value: &str, key: &str) -> Result<String, Error> {
+    let dict = parse_dictionary_strict(value).ok_or(Error::invalid_signature("a field covered with ;key is not a dictionary"))?;
+    let member = dict
+        .iter()
+        .find(|(k, _)| k.as_str() == key)
+        .map(|(_, v)| v)
+        .ok_or(Error::invalid_signature("a dictionary member covered with ;key is absent"))?;
+    let mut serializer = sfv::ListSerializer::new();
+    serializer.members(std::iter::once(member));
+    Ok(serializer.finish().unwrap_or_default())
+}
+
+/// Which alphabets a `Signature` byte sequence may arrive in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SignatureAlphabet {
+    /// Standard base64 (RFC 9651) or base64url, padded or not (the default: PyPI
+    /// `aauth` sends base64url, and the bytes are verified cryptographically anyway).
+    Lenient,
+    /// Standard base64 only, as RFC 9651 requires.
+    StandardOnly,
+}
+
+/// Extracts the raw signature bytes for `label` from the `Signature` field.
+///
+/// The field must hold exactly one member, `label`, whose value is a byte sequence.
+pub fn decode_signature(field: &str, label: &str, alphabet: SignatureAlphabet) -> Result<Vec<u8>, Error> {
+    let dict = match parse_dictionary_strict(field) {
+        Some(dict) => dict,
+        None if alphabet == SignatureAlphabet::Lenient => {
+            return decode_lenient_signature(field, label);
+        }
+        None => return Err(Error::invalid_signature("Signature is not a valid structured dictionary")),
+    };
+    if dict.len() != 1 {
+        return Err(Error::invalid_signature("Signature must hold exactly the one signed label"));
+    }
+    match dict.get(label) {
+        Some(ListEntry::Item(sfv::Item {
+            bare_item: BareItem::ByteSequence(bytes),
+            ..
+        })) => Ok(bytes.clone()),
+        Some(_) => Err(Error::invalid_signature("the Signature member is not a byte sequence")),
+        None => Err(Error::invalid_signature("Signature has no member for the signed label")),
+    }
+}
+
+/// Fallback for base64url byte sequences: `label=:<base64url>:` with optional parameters.
+fn decode_lenient_signature(field: &str, label: &str) -> Result<Vec<u8>, Error> {
+    let rest = field
+        .strip_prefix(label)
+        .and_then(|rest| rest.strip_prefix("=:"))
+        .ok_or(Error::invalid_signature("Signature is not a valid structured dictionary"))?;
+    let end = rest
+        .find(':')
+        .ok_or(Error::invalid_signature("Signature byte sequence is not terminated"))?;
+    let (encoded, tail) = (&rest[..end], &rest[end + 1..]);
+    // Nothing but parameters may follow; a second member would be a second signature.
+    if tail.contains(',') {
+        return Err(Error::invalid_signature("Signature must hold exactly the one signed label"));
+    }
+    if !tail.is_empty() && !tail.starts_with(';') {
+        return Err(Error::invalid_signature("Signature is not a valid structured dictionary"));
+    }
+    [&URL_SAFE_NO_PAD, &URL_SAFE, &STANDARD_NO_PAD, &STANDARD]
+        .iter()
+        .find_map(|engine| engine.decode(encoded).ok())
+        .ok_or(Error::invalid_signature("Signature byte sequence is not base64"))
+}
+
+/// Verifies a signature over `base` with `key` (Ed25519, `verify_strict`).
+pub fn verify_base(base: &SignatureBase, signature: &[u8], key: &Jwk) -> Result<(), Error> {
+    if signature.len() != 64 {
+        return Err(Error::invalid_signature("an Ed25519 signature is 64 bytes"));
+    }
+    if key.verify(base.as_bytes(), signature) {
+        Ok(())
+    } else {
+        Err(Error::invalid_signature("the signature does not verify"))
+    }
+}
+
+/// Standard base64 of `bytes`, as this crate always emits byte sequences.
+pub fn encode_signature(bytes: &[u8]) -> String {
+    STANDARD.encode(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn duplicate_labels_are_refused() {
+        assert!(parse_dictionary_strict("sig=(\"@method\"), sig=(\"@path\")").is_none());
+        assert!(parse_dictionary_strict("sig=(\"@method\"), sig2=(\"@path\")").is_some());
+    }
+
+    #[test]
+    fn lenient_signature_accepts_base64url_and_standard() {
+        let bytes: Vec<u8> = (0u8..64).map(|b| b.wrapping_mul(37)).collect();
+        let url = URL_SAFE_NO_PAD.encode(&bytes);
+        let std = STANDARD.encode(&bytes);
+        assert_eq!(decode_signature(&format!("sig=:{url}:"), "sig", SignatureAlphabet::Lenient).unwrap(), bytes);
+        assert_eq!(decode_signature(&format!("sig=:{std}:"), "sig", SignatureAlphabet::Lenient).unwrap(), bytes);
+        assert_eq!(decode_signature(&format!("sig=:{std}:"), "sig", SignatureAlphabet::StandardOnly).unwrap(), bytes);
+        if url != std {
+            assert!(decode_signature(&format!("sig=:{url}:"), "sig", SignatureAlphabet::StandardOnly).is_err());
+        }
+    }
+
+    #[test]
+    fn second_signature_member_is_refused() {
+        let std = STANDARD.encode([1u8; 64]);
+        let field = format!("sig=:{std}:, sig2=:{std}:");
+        assert!(decode_signature(&field, "sig", SignatureAlphabet::Lenient).is_err());
+    }
+}

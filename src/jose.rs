@@ -1,0 +1,601 @@
+//! JOSE, as much as AAuth needs and no more: Ed25519 JWKs, RFC 7638 thumbprints, and a
+//! strict compact-JWS verifier and signer over `ed25519-dalek`.
+//!
+//! # Why not `jsonwebtoken`
+//!
+//! Draft -11 requires `"alg":"Ed25519"` (RFC 9864), which `jsonwebtoken` cannot parse; it
+//! does not check `typ`; and it applies a 60 s `exp` leeway by default. A compact JWS is
+//! three base64url segments, so a verifier that checks `typ` first, takes the algorithm
+//! from configuration and the key, and calls `verify_strict` is both simpler and faster.
+//!
+//! # Strictness
+//!
+//! * Only the compact serialization, exactly three non-empty segments, characters
+//!   `[A-Za-z0-9_-]` and `.` only, canonical unpadded base64url (trailing bits must be zero).
+//! * Header and payload must be UTF-8 JSON objects without duplicate member names and at
+//!   most [`MAX_JSON_DEPTH`] deep.
+//! * `crit`, `jku`, `jwk`, `x5u`, `x5c`, `enc`, `zip`, `b64` and `cty` headers are refused:
+//!   keys come only from the issuer's published JWKS.
+//! * `alg` must be `Ed25519` (the legacy profile also allows `EdDSA` with an Ed25519 key).
+
+use std::fmt;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
+use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+
+use crate::error::{Error, SignatureErrorCode};
+use crate::wire;
+
+/// The deepest JSON nesting accepted in a JWT, JWK or metadata document.
+pub const MAX_JSON_DEPTH: usize = 16;
+
+/// Largest compact JWT accepted (bytes), checked before any decoding.
+pub const MAX_JWT_LEN: usize = 8 * 1024;
+
+/// Encodes bytes as unpadded base64url.
+pub fn b64url(bytes: impl AsRef<[u8]>) -> String {
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// Decodes canonical unpadded base64url (no `=`, no `+`/`/`, zero trailing bits).
+pub fn b64url_decode(text: &str) -> Option<Vec<u8>> {
+    URL_SAFE_NO_PAD.decode(text).ok()
+}
+
+/// Which spellings of the Ed25519 algorithm a key or token may carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AlgPolicy {
+    /// Draft -11: `alg` present and exactly `Ed25519`.
+    #[default]
+    Strict,
+    /// Demo generation: `Ed25519`, `EdDSA`, or (on JWKs) no `alg` at all, always with an
+    /// OKP/Ed25519 key.
+    Legacy,
+}
+
+/// An Ed25519 public key in JWK form (`kty` `OKP`, `crv` `Ed25519`).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Jwk {
+    key: VerifyingKey,
+    x: String,
+    kid: Option<String>,
+    alg: Option<String>,
+}
+
+impl fmt::Debug for Jwk {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Jwk")
+            .field("kid", &self.kid)
+            .field("alg", &self.alg)
+            .field("thumbprint", &self.thumbprint())
+            .finish()
+    }
+}
+
+impl Jwk {
+    /// The JWK of a verifying key, with `alg` `Ed25519`.
+    pub fn from_verifying_key(key: VerifyingKey, kid: Option<String>) -> Self {
+        Jwk {
+            x: b64url(key.as_bytes()),
+            key,
+            kid,
+            alg: Some(wire::alg::ED25519.to_owned()),
+        }
+    }
+
+    /// Parses a public Ed25519 JWK from a JSON object.
+    ///
+    /// Refuses private members, other key types, non-canonical `x`, weak (small-order)
+    /// keys, and an `alg` the policy does not allow. A missing or polymorphic `alg` is
+    /// `unsupported_algorithm` in the strict profile; a key of another type is
+    /// `unsupported_algorithm`; everything structurally wrong is `invalid_key`.
+    pub fn from_json(object: &Map<String, Value>, policy: AlgPolicy) -> Result<Self, Error> {
+        const PRIVATE: [&str; 8] = ["d", "p", "q", "dp", "dq", "qi", "k", "oth"];
+        if PRIVATE.iter().any(|m| object.contains_key(*m)) {
+            return Err(Error::invalid_key("a public key must not carry private members"));
+        }
+        let kty = str_member(object, "kty").ok_or(Error::invalid_key("the key has no kty"))?;
+        let alg = match object.get("alg") {
+            None => None,
+            Some(Value::String(alg)) => Some(alg.as_str()),
+            Some(_) => return Err(Error::invalid_key("the key's alg is not a string")),
+        };
+        if kty != "OKP" {
+            return Err(match kty {
+                "EC" | "RSA" | "AKP" => Error::signature(
+                    SignatureErrorCode::UnsupportedAlgorithm,
+                    "only Ed25519 keys are supported",
+                ),
+                _ => Error::invalid_key("unsupported or invalid key type"),
+            });
+        }
+        let crv = str_member(object, "crv").ok_or(Error::invalid_key("the key has no crv"))?;
+        if crv != "Ed25519" {
+            return Err(if crv == "Ed448" {
+                Error::signature(SignatureErrorCode::UnsupportedAlgorithm, "only Ed25519 keys are supported")
+            } else {
+                Error::invalid_key("the key's crv is not an Edwards curve")
+            });
+        }
+        check_alg(alg, policy)?;
+        let x = str_member(object, "x").ok_or(Error::invalid_key("the key has no x"))?;
+        let key = decode_public_key(x)?;
+        let kid = match object.get("kid") {
+            None => None,
+            Some(Value::String(kid)) if is_opaque_id(kid) => Some(kid.clone()),
+            Some(_) => return Err(Error::invalid_key("the key's kid is not a printable string")),
+        };
+        Ok(Jwk {
+            key,
+            x: x.to_owned(),
+            kid,
+            alg: alg.map(str::to_owned),
+        })
+    }
+
+    /// The `ed25519-dalek` verifying key.
+    pub fn verifying_key(&self) -> &VerifyingKey {
+        &self.key
+    }
+
+    /// The `kid`, if any.
+    pub fn kid(&self) -> Option<&str> {
+        self.kid.as_deref()
+    }
+
+    /// The `alg`, if any.
+    pub fn alg(&self) -> Option<&str> {
+        self.alg.as_deref()
+    }
+
+    /// The base64url `x` member.
+    pub fn x(&self) -> &str {
+        &self.x
+    }
+
+    /// RFC 7638 SHA-256 thumbprint, base64url without padding.
+    pub fn thumbprint(&self) -> String {
+        thumbprint_of_x(&self.x)
+    }
+
+    /// The public JWK as JSON, with `kid`, `alg` and `use` when known.
+    pub fn to_json(&self) -> Value {
+        let mut object = Map::new();
+        object.insert("kty".into(), "OKP".into());
+        object.insert("crv".into(), "Ed25519".into());
+        object.insert("x".into(), self.x.clone().into());
+        if let Some(kid) = &self.kid {
+            object.insert("kid".into(), kid.clone().into());
+        }
+        if let Some(alg) = &self.alg {
+            object.insert("alg".into(), alg.clone().into());
+        }
+        Value::Object(object)
+    }
+
+    /// Verifies an Ed25519 signature over `message` with `verify_strict` (rejects
+    /// small-order components and non-canonical encodings).
+    pub fn verify(&self, message: &[u8], signature: &[u8]) -> bool {
+        let Ok(bytes) = <[u8; 64]>::try_from(signature) else {
+            return false;
+        };
+        self.key
+            .verify_strict(message, &Signature::from_bytes(&bytes))
+            .is_ok()
+    }
+}
+
+/// RFC 7638 thumbprint of an Ed25519 key given by its canonical base64url `x`.
+pub fn thumbprint_of_x(x: &str) -> String {
+    // Members in lexicographic order, no whitespace (RFC 7638 §3.2).
+    let mut hasher = Sha256::new();
+    hasher.update(br#"{"crv":"Ed25519","kty":"OKP","x":""#);
+    hasher.update(x.as_bytes());
+    hasher.update(br#""}"#);
+    b64url(hasher.finalize())
+}
+
+fn str_member<'a>(object: &'a Map<String, Value>, name: &str) -> Option<&'a str> {
+    object.get(name).and_then(Value::as_str)
+}
+
+fn check_alg(alg: Option<&str>, policy: AlgPolicy) -> Result<(), Error> {
+    match (alg, policy) {
+        (Some(wire::alg::ED25519), _) => Ok(()),
+        (Some(wire::alg::EDDSA) | None, AlgPolicy::Legacy) => Ok(()),
+        (None, AlgPolicy::Strict) => Err(Error::signature(
+            SignatureErrorCode::UnsupportedAlgorithm,
+            "the key has no fully specified alg",
+        )),
+        (Some(wire::alg::EDDSA), AlgPolicy::Strict) => Err(Error::signature(
+            SignatureErrorCode::UnsupportedAlgorithm,
+            "the polymorphic EdDSA algorithm is not accepted; use Ed25519",
+        )),
+        (Some(_), _) => Err(Error::invalid_key("the key's alg does not match its key type")),
+    }
+}
+
+/// Decodes a canonical 32-byte Ed25519 public key and refuses weak keys.
+pub(crate) fn decode_public_key(x: &str) -> Result<VerifyingKey, Error> {
+    if x.len() != 43 {
+        return Err(Error::invalid_key("the key's x is not 32 bytes"));
+    }
+    let bytes = b64url_decode(x).ok_or(Error::invalid_key("the key's x is not canonical base64url"))?;
+    let bytes: [u8; 32] = bytes
+        .try_into()
+        .map_err(|_| Error::invalid_key("the key's x is not 32 bytes"))?;
+    let key = VerifyingKey::from_bytes(&bytes).map_err(|_| Error::invalid_key("the key's x is not a curve point"))?;
+    if key.is_weak() {
+        return Err(Error::invalid_key("the key is a small-order point"));
+    }
+    Ok(key)
+}
+
+/// An opaque identifier (`kid`, `jti`, `sub`): 1–256 bytes of visible ASCII.
+pub(crate) fn is_opaque_id(value: &str) -> bool {
+    !value.is_empty() && value.len() <= 256 && value.bytes().all(|b| (0x21..=0x7e).contains(&b))
+}
+
+/// A compact JWS whose structure and header were checked but whose signature was not.
+#[derive(Debug, Clone)]
+pub struct UnverifiedJws<'a> {
+    signing_input: &'a str,
+    header: Map<String, Value>,
+    payload: Map<String, Value>,
+    signature: [u8; 64],
+}
+
+impl<'a> UnverifiedJws<'a> {
+    /// Parses a compact JWS strictly (see the module docs). Every failure is `invalid_jwt`.
+    pub fn parse(token: &'a str, policy: AlgPolicy) -> Result<Self, Error> {
+        if token.len() > MAX_JWT_LEN {
+            return Err(Error::invalid_jwt("the token exceeds the size limit"));
+        }
+        if !token.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.') {
+            return Err(Error::invalid_jwt("the token is not a compact JWS"));
+        }
+        let mut parts = token.split('.');
+        let (Some(h), Some(p), Some(s), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+            return Err(Error::invalid_jwt("the token does not have three segments"));
+        };
+        if h.is_empty() || p.is_empty() || s.is_empty() {
+            return Err(Error::invalid_jwt("the token has an empty segment"));
+        }
+        let header = decode_json_segment(h)?;
+        check_header(&header, policy)?;
+        let signature = b64url_decode(s)
+            .and_then(|bytes| <[u8; 64]>::try_from(bytes).ok())
+            .ok_or(Error::invalid_jwt("the token's signature is not 64 bytes of base64url"))?;
+        let payload = decode_json_segment(p)?;
+        Ok(UnverifiedJws {
+            signing_input: &token[..h.len() + 1 + p.len()],
+            header,
+            payload,
+            signature,
+        })
+    }
+
+    /// The protected header.
+    pub fn header(&self) -> &Map<String, Value> {
+        &self.header
+    }
+
+    /// The `typ` header.
+    pub fn typ(&self) -> Option<&str> {
+        str_member(&self.header, "typ")
+    }
+
+    /// The `kid` header.
+    pub fn kid(&self) -> Option<&str> {
+        str_member(&self.header, "kid")
+    }
+
+    /// The `alg` header (already checked against the policy).
+    pub fn alg(&self) -> &str {
+        str_member(&self.header, "alg").unwrap_or_default()
+    }
+
+    /// The claims.
+    pub fn payload(&self) -> &Map<String, Value> {
+        &self.payload
+    }
+
+    /// Consumes the token, returning its claims.
+    pub fn into_payload(self) -> Map<String, Value> {
+        self.payload
+    }
+
+    /// Verifies the signature with `key`. The key's own `alg`, when present, must agree
+    /// with the header's (`Ed25519`, or `EdDSA` as its legacy spelling).
+    pub fn verify_with(&self, key: &Jwk) -> Result<(), Error> {
+        if let Some(key_alg) = key.alg() {
+            let compatible = key_alg == self.alg() || (key_alg == wire::alg::EDDSA && self.alg() == wire::alg::ED25519);
+            let legacy_alias = key_alg == wire::alg::ED25519 && self.alg() == wire::alg::EDDSA;
+            if !compatible && !legacy_alias {
+                return Err(Error::invalid_jwt("the token's alg does not match the issuer key"));
+            }
+        }
+        if key.verify(self.signing_input.as_bytes(), &self.signature) {
+            Ok(())
+        } else {
+            Err(Error::invalid_jwt("the token's signature does not verify"))
+        }
+    }
+}
+
+fn check_header(header: &Map<String, Value>, policy: AlgPolicy) -> Result<(), Error> {
+    const REFUSED: [&str; 9] = ["crit", "jku", "jwk", "x5u", "x5c", "enc", "zip", "b64", "cty"];
+    if REFUSED.iter().any(|name| header.contains_key(*name)) {
+        return Err(Error::invalid_jwt("the token carries a header this verifier refuses"));
+    }
+    match (str_member(header, "alg"), policy) {
+        (Some(wire::alg::ED25519), _) | (Some(wire::alg::EDDSA), AlgPolicy::Legacy) => {}
+        _ => return Err(Error::invalid_jwt("the token's alg is not accepted")),
+    }
+    match header.get("typ") {
+        Some(Value::String(_)) => {}
+        _ => return Err(Error::invalid_jwt("the token has no typ")),
+    }
+    match header.get("kid") {
+        None => {}
+        Some(Value::String(kid)) if is_opaque_id(kid) => {}
+        Some(_) => return Err(Error::invalid_jwt("the token's kid is not a printable string")),
+    }
+    Ok(())
+}
+
+fn decode_json_segment(segment: &str) -> Result<Map<String, Value>, Error> {
+    let bytes = b64url_decode(segment).ok_or(Error::invalid_jwt("a token segment is not canonical base64url"))?;
+    parse_json_object(&bytes).ok_or(Error::invalid_jwt("a token segment is not a strict JSON object"))
+}
+
+/// Parses a UTF-8 JSON object, refusing duplicate member names at any depth and nesting
+/// deeper than [`MAX_JSON_DEPTH`].
+pub fn parse_json_object(bytes: &[u8]) -> Option<Map<String, Value>> {
+    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+    let value = StrictValue { depth: 0 }.deserialize(&mut deserializer).ok()?;
+    deserializer.end().ok()?;
+    match value {
+        Value::Object(object) => Some(object),
+        _ => None,
+    }
+}
+
+struct StrictValue {
+    depth: usize,
+}
+
+impl<'de> DeserializeSeed<'de> for StrictValue {
+    type Value = Value;
+    fn deserialize<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for StrictValue {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(v.into())
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(v.into())
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_owned()))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        if self.depth >= MAX_JSON_DEPTH {
+            return Err(de::Error::custom("nesting too deep"));
+        }
+        let mut items = Vec::new();
+        while let Some(item) = seq.next_element_seed(StrictValue { depth: self.depth + 1 })? {
+            items.push(item);
+        }
+        Ok(Value::Array(items))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        if self.depth >= MAX_JSON_DEPTH {
+            return Err(de::Error::custom("nesting too deep"));
+        }
+        let mut object = Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            let value = map.next_value_seed(StrictValue { depth: self.depth + 1 })?;
+            if object.insert(key, value).is_some() {
+                return Err(de::Error::custom("duplicate member"));
+            }
+        }
+        Ok(Value::Object(object))
+    }
+}
+
+/// An Ed25519 signing key with its `kid`; what the resource signs resource tokens with.
+///
+/// `Debug` never prints key material, and the secret is zeroized on drop.
+#[derive(Clone)]
+pub struct ResourceKey {
+    signing: SigningKey,
+    kid: String,
+}
+
+impl fmt::Debug for ResourceKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResourceKey")
+            .field("kid", &self.kid)
+            .field("key", &"<redacted>")
+            .finish()
+    }
+}
+
+impl ResourceKey {
+    /// A fresh key from the operating system's CSPRNG; `kid` is its thumbprint.
+    pub fn generate() -> Self {
+        let mut seed = [0u8; 32];
+        getrandom::fill(&mut seed).expect("the operating system has no usable random source");
+        Self::from_seed(seed)
+    }
+
+    /// A key from a 32-byte seed; `kid` is its thumbprint.
+    pub fn from_seed(seed: [u8; 32]) -> Self {
+        let signing = SigningKey::from_bytes(&seed);
+        let kid = thumbprint_of_x(&b64url(signing.verifying_key().as_bytes()));
+        ResourceKey { signing, kid }
+    }
+
+    /// A key from an unencrypted PKCS#8 PEM (`-----BEGIN PRIVATE KEY-----`).
+    pub fn from_pkcs8_pem(pem: &str) -> Result<Self, crate::config::ConfigError> {
+        use ed25519_dalek::pkcs8::DecodePrivateKey;
+        let signing = SigningKey::from_pkcs8_pem(pem)
+            .map_err(|_| crate::config::ConfigError::new("the signing key is not an Ed25519 PKCS#8 PEM"))?;
+        let kid = thumbprint_of_x(&b64url(signing.verifying_key().as_bytes()));
+        Ok(ResourceKey { signing, kid })
+    }
+
+    /// Replaces the derived `kid`.
+    pub fn with_kid(mut self, kid: impl Into<String>) -> Self {
+        self.kid = kid.into();
+        self
+    }
+
+    /// The `kid` published in the JWKS and put in token headers.
+    pub fn kid(&self) -> &str {
+        &self.kid
+    }
+
+    /// The public JWK (`kid`, `alg` `Ed25519`).
+    pub fn public_jwk(&self) -> Jwk {
+        Jwk::from_verifying_key(self.signing.verifying_key(), Some(self.kid.clone()))
+    }
+
+    /// Signs raw bytes (for example an RFC 9421 signature base).
+    pub fn sign_bytes(&self, message: &[u8]) -> [u8; 64] {
+        self.signing.sign(message).to_bytes()
+    }
+
+    /// Signs a compact JWS with header `{"alg":<alg>,"typ":<typ>,"kid":<kid>}`.
+    pub fn sign_jwt(&self, typ: &str, alg: &str, claims: &Value) -> String {
+        let header = serde_json::json!({ "alg": alg, "typ": typ, "kid": self.kid });
+        let mut token = b64url(serde_json::to_vec(&header).unwrap_or_default());
+        token.push('.');
+        token.push_str(&b64url(serde_json::to_vec(claims).unwrap_or_default()));
+        let signature = self.signing.sign(token.as_bytes());
+        token.push('.');
+        token.push_str(&b64url(signature.to_bytes()));
+        token
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const RFC9421_X: &str = "JrQLj5P_89iXES9-vFgrIy29clF9CC_oPPsw3c5D0bs";
+
+    fn jwk(json: Value) -> Result<Jwk, Error> {
+        Jwk::from_json(json.as_object().unwrap(), AlgPolicy::Strict)
+    }
+
+    #[test]
+    fn thumbprint_matches_rfc8037_a3() {
+        assert_eq!(
+            thumbprint_of_x("11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"),
+            "kPrK_qmxVWaYVA9wwBF6Iuo3vVzz7TxHCTwXBygrS4k"
+        );
+    }
+
+    #[test]
+    fn thumbprint_matches_rfc9421_test_key_and_ignores_alg_and_kid() {
+        let key = jwk(serde_json::json!({"kty":"OKP","crv":"Ed25519","x":RFC9421_X,"alg":"Ed25519","kid":"k"})).unwrap();
+        assert_eq!(key.thumbprint(), "poqkLGiymh_W0uP6PZFw-dvez3QJT5SolqXBCW38r0U");
+    }
+
+    #[test]
+    fn non_canonical_x_is_invalid_key() {
+        let err = jwk(serde_json::json!({"kty":"OKP","crv":"Ed25519","x":"JrQLj5P_89iXES9-vFgrIy29clF9CC_oPPsw3c5D0bt","alg":"Ed25519"})).unwrap_err();
+        assert_eq!(err.signature_code(), Some(SignatureErrorCode::InvalidKey));
+    }
+
+    #[test]
+    fn strict_policy_requires_alg() {
+        let err = jwk(serde_json::json!({"kty":"OKP","crv":"Ed25519","x":RFC9421_X})).unwrap_err();
+        assert_eq!(err.signature_code(), Some(SignatureErrorCode::UnsupportedAlgorithm));
+        let err = jwk(serde_json::json!({"kty":"OKP","crv":"Ed25519","x":RFC9421_X,"alg":"EdDSA"})).unwrap_err();
+        assert_eq!(err.signature_code(), Some(SignatureErrorCode::UnsupportedAlgorithm));
+    }
+
+    #[test]
+    fn legacy_policy_infers_ed25519() {
+        let object = serde_json::json!({"kty":"OKP","crv":"Ed25519","x":RFC9421_X});
+        assert!(Jwk::from_json(object.as_object().unwrap(), AlgPolicy::Legacy).is_ok());
+    }
+
+    #[test]
+    fn private_members_are_refused() {
+        let err = jwk(serde_json::json!({"kty":"OKP","crv":"Ed25519","x":RFC9421_X,"alg":"Ed25519","d":"n4Ni-HpISpVObnQMW0wOhCKROaIKqKtW_2ZYb2p9KcU"})).unwrap_err();
+        assert_eq!(err.signature_code(), Some(SignatureErrorCode::InvalidKey));
+    }
+
+    #[test]
+    fn identity_point_is_a_weak_key() {
+        let err = jwk(serde_json::json!({"kty":"OKP","crv":"Ed25519","x":"AQAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA","alg":"Ed25519"})).unwrap_err();
+        assert_eq!(err.signature_code(), Some(SignatureErrorCode::InvalidKey));
+    }
+
+    #[test]
+    fn sign_then_parse_and_verify() {
+        let key = ResourceKey::from_seed([7; 32]);
+        let token = key.sign_jwt("aa-resource+jwt", "Ed25519", &serde_json::json!({"iss":"https://r.example"}));
+        let jws = UnverifiedJws::parse(&token, AlgPolicy::Strict).unwrap();
+        assert_eq!(jws.typ(), Some("aa-resource+jwt"));
+        jws.verify_with(&key.public_jwk()).unwrap();
+        let other = ResourceKey::from_seed([8; 32]);
+        assert!(jws.verify_with(&other.public_jwk()).is_err());
+    }
+
+    #[test]
+    fn duplicate_members_and_deep_nesting_are_refused() {
+        assert!(parse_json_object(br#"{"alg":"Ed25519","alg":"none"}"#).is_none());
+        assert!(parse_json_object(br#"{"a":{"b":1,"b":2}}"#).is_none());
+        let deep = format!("{{\"a\":{}1{}}}", "[".repeat(40), "]".repeat(40));
+        assert!(parse_json_object(deep.as_bytes()).is_none());
+        assert!(parse_json_object(br#"[1]"#).is_none());
+    }
+
+    #[test]
+    fn refused_headers_and_algs() {
+        let key = ResourceKey::from_seed([7; 32]);
+        for alg in ["none", "None", "HS256", "EdDSA", "ed25519", "ES256"] {
+            let token = key.sign_jwt("aa-auth+jwt", alg, &serde_json::json!({}));
+            assert!(UnverifiedJws::parse(&token, AlgPolicy::Strict).is_err(), "{alg}");
+        }
+        let token = key.sign_jwt("aa-auth+jwt", "EdDSA", &serde_json::json!({}));
+        assert!(UnverifiedJws::parse(&token, AlgPolicy::Legacy).is_ok());
+    }
+
+    #[test]
+    fn debug_redacts_signing_key() {
+        let key = ResourceKey::from_seed([9; 32]);
+        let printed = format!("{key:?}");
+        assert!(printed.contains("redacted"));
+        assert!(!printed.contains(&b64url([9u8; 32])));
+    }
+}

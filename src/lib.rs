@@ -1,0 +1,27 @@
+#![doc = include_str!("../README.md")]
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+pub mod clock;
+pub mod config;
+pub mod discovery;
+pub mod error;
+pub mod httpsig;
+pub mod jose;
+pub mod layer;
+pub mod sigkey;
+pub mod token;
+pub mod verifier;
+pub mod wire;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use config::{AAuth, AAuthBuilder, ConfigError, Profile};
+pub use error::{Error, SignatureErrorCode};
+pub use jose::{Jwk, ResourceKey};
+pub use layer::{AAuthLayer, AAuthService, ResponseFuture};
+pub use sigkey::Scheme;
+pub use token::{Scopes, TokenClaims, TokenKind};
+pub use verifier::{VerifiedRequest, VerifiedToken};
+#[cfg(feature = "test-util")]
+pub mod testing;

@@ -1,0 +1,244 @@
+//! The `Signature-Key` header (draft-hardt-httpbis-signature-key-09): which key signed
+//! the request, by scheme.
+//!
+//! * `hwk` — the public key is in the header's parameters.
+//! * `jwks_uri` — `{id}/.well-known/{dwk}` names a JWKS; `kid` selects the key.
+//! * `jwt` — a JWT whose issuer key verifies it; its `cnf.jwk` is the request key.
+//!
+//! A selected member whose scheme is not accepted is `unsupported_scheme`, answered with
+//! `Accept-Signature-Scheme` listing exactly the accepted set.
+
+use http::HeaderValue;
+use serde_json::{Map, Value};
+use sfv::{BareItem, ListEntry};
+
+use crate::error::{Error, SignatureErrorCode};
+use crate::httpsig::parse_dictionary_strict;
+use crate::jose::{AlgPolicy, Jwk};
+use crate::wire;
+
+/// A `Signature-Key` scheme this crate implements.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Scheme {
+    /// `hwk`: header web key (pseudonymous).
+    Hwk,
+    /// `jwks_uri`: key published by an identified signer.
+    JwksUri,
+    /// `jwt`: key confirmed (`cnf.jwk`) by a token.
+    Jwt,
+}
+
+impl Scheme {
+    /// The scheme token.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Scheme::Hwk => wire::scheme::HWK,
+            Scheme::JwksUri => wire::scheme::JWKS_URI,
+            Scheme::Jwt => wire::scheme::JWT,
+        }
+    }
+
+    fn from_token(token: &str) -> Option<Self> {
+        Some(match token {
+            wire::scheme::HWK => Scheme::Hwk,
+            wire::scheme::JWKS_URI => Scheme::JwksUri,
+            wire::scheme::JWT => Scheme::Jwt,
+            _ => return None,
+        })
+    }
+}
+
+impl std::fmt::Display for Scheme {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The set of schemes a layer accepts, with its precomputed `Accept-Signature-Scheme`.
+#[derive(Debug, Clone)]
+pub struct AcceptedSchemes {
+    schemes: Vec<Scheme>,
+    header: HeaderValue,
+}
+
+impl AcceptedSchemes {
+    /// Accept these schemes, in this order of preference.
+    pub fn new(schemes: impl IntoIterator<Item = Scheme>) -> Self {
+        let mut list: Vec<Scheme> = Vec::new();
+        for scheme in schemes {
+            if !list.contains(&scheme) {
+                list.push(scheme);
+            }
+        }
+        let text = list.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ");
+        AcceptedSchemes {
+            header: HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static("jwt")),
+            schemes: list,
+        }
+    }
+
+    /// Whether `scheme` is accepted.
+    pub fn contains(&self, scheme: Scheme) -> bool {
+        self.schemes.contains(&scheme)
+    }
+
+    /// The accepted schemes.
+    pub fn schemes(&self) -> &[Scheme] {
+        &self.schemes
+    }
+
+    /// The `unsupported_scheme` error, with `Accept-Signature-Scheme`.
+    pub fn unsupported(&self) -> Error {
+        Error::Signature {
+            code: SignatureErrorCode::UnsupportedScheme,
+            detail: "the Signature-Key scheme is not accepted here",
+            required_input: None,
+            accept: Some(self.header.clone()),
+        }
+    }
+}
+
+impl Default for AcceptedSchemes {
+    fn default() -> Self {
+        AcceptedSchemes::new([Scheme::Jwt, Scheme::JwksUri, Scheme::Hwk])
+    }
+}
+
+/// The key source named by the selected `Signature-Key` member.
+#[derive(Debug, Clone)]
+pub enum SignatureKey {
+    /// The key itself.
+    Hwk(Jwk),
+    /// An identified signer's published key.
+    JwksUri {
+        /// The signer's server identifier.
+        id: String,
+        /// The well-known document name.
+        dwk: String,
+        /// The key id in the signer's JWKS.
+        kid: String,
+    },
+    /// A token whose `cnf.jwk` is the key.
+    Jwt {
+        /// The compact JWT.
+        token: String,
+    },
+}
+
+impl SignatureKey {
+    /// The scheme.
+    pub fn scheme(&self) -> Scheme {
+        match self {
+            SignatureKey::Hwk(_) => Scheme::Hwk,
+            SignatureKey::JwksUri { .. } => Scheme::JwksUri,
+            SignatureKey::Jwt { .. } => Scheme::Jwt,
+        }
+    }
+
+    /// Parses `field` and selects the member for `label`.
+    ///
+    /// Members for other labels are ignored, whatever their scheme.
+    pub fn parse(field: &str, label: &str, accepted: &AcceptedSchemes) -> Result<Self, Error> {
+        let dict = parse_dictionary_strict(field).ok_or(Error::invalid_key("Signature-Key is not a valid structured dictionary"))?;
+        let member = dict
+            .iter()
+            .find(|(key, _)| key.as_str() == label)
+            .map(|(_, entry)| entry)
+            .ok_or(Error::invalid_signature("Signature-Key has no member for the signed label"))?;
+        let ListEntry::Item(item) = member else {
+            return Err(Error::invalid_key("the Signature-Key member is not an item"));
+        };
+        let BareItem::Token(scheme) = &item.bare_item else {
+            return Err(Error::invalid_key("the Signature-Key scheme is not a token"));
+        };
+        let scheme = Scheme::from_token(scheme.as_str()).ok_or_else(|| accepted.unsupported())?;
+        if !accepted.contains(scheme) {
+            return Err(accepted.unsupported());
+        }
+        let string_param = |name: &str| -> Result<Option<&str>, Error> {
+            match item.params.iter().find(|(k, _)| k.as_str() == name).map(|(_, v)| v) {
+                None => Ok(None),
+                Some(BareItem::String(s)) => Ok(Some(s.as_str())),
+                Some(_) => Err(Error::invalid_key("a Signature-Key parameter is not a string")),
+            }
+        };
+        match scheme {
+            Scheme::Hwk => {
+                if item.params.iter().any(|(k, _)| k.as_str() == "kid") {
+                    return Err(Error::invalid_key("hwk must not carry kid"));
+                }
+                let mut jwk = Map::new();
+                for (name, value) in &item.params {
+                    let BareItem::String(value) = value else {
+                        return Err(Error::invalid_key("an hwk parameter is not a string"));
+                    };
+                    jwk.insert(name.as_str().to_owned(), Value::String(value.as_str().to_owned()));
+                }
+                // hwk's alg was forbidden before SIGKEY-08 and is required since: accept it
+                // absent, `Ed25519`, or `EdDSA`; the key type is explicit either way.
+                Ok(SignatureKey::Hwk(Jwk::from_json(&jwk, AlgPolicy::Legacy)?))
+            }
+            Scheme::JwksUri => {
+                let (Some(id), Some(dwk), Some(kid)) = (string_param("id")?, string_param("dwk")?, string_param("kid")?) else {
+                    return Err(Error::invalid_key("jwks_uri needs id, dwk and kid"));
+                };
+                Ok(SignatureKey::JwksUri {
+                    id: id.to_owned(),
+                    dwk: dwk.to_owned(),
+                    kid: kid.to_owned(),
+                })
+            }
+            Scheme::Jwt => {
+                let token = string_param("jwt").map_err(|_| Error::invalid_jwt("the jwt parameter is not a string"))?;
+                let token = token.ok_or(Error::invalid_jwt("the jwt scheme needs a jwt parameter"))?;
+                Ok(SignatureKey::Jwt { token: token.to_owned() })
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const X: &str = "JrQLj5P_89iXES9-vFgrIy29clF9CC_oPPsw3c5D0bs";
+
+    #[test]
+    fn hwk_with_and_without_alg() {
+        let accepted = AcceptedSchemes::default();
+        for field in [
+            format!(r#"sig=hwk;kty="OKP";crv="Ed25519";x="{X}";alg="Ed25519""#),
+            format!(r#"sig=hwk;kty="OKP";crv="Ed25519";x="{X}""#),
+        ] {
+            let SignatureKey::Hwk(jwk) = SignatureKey::parse(&field, "sig", &accepted).unwrap() else {
+                panic!("not hwk");
+            };
+            assert_eq!(jwk.thumbprint(), "poqkLGiymh_W0uP6PZFw-dvez3QJT5SolqXBCW38r0U");
+        }
+    }
+
+    #[test]
+    fn unknown_scheme_is_unsupported_with_accept_list() {
+        let accepted = AcceptedSchemes::new([Scheme::Jwt]);
+        let err = SignatureKey::parse(r#"sig=x509;x5u="https://a.example""#, "sig", &accepted).unwrap_err();
+        let mut headers = http::HeaderMap::new();
+        err.write_headers(&mut headers);
+        assert_eq!(headers["signature-error"], "error=unsupported_scheme");
+        assert_eq!(headers["accept-signature-scheme"], "jwt");
+        let err = SignatureKey::parse(&format!(r#"sig=hwk;kty="OKP";crv="Ed25519";x="{X}""#), "sig", &accepted).unwrap_err();
+        assert_eq!(err.signature_code(), Some(SignatureErrorCode::UnsupportedScheme));
+    }
+
+    #[test]
+    fn unselected_members_are_ignored() {
+        let field = format!(r#"other=foo, sig=hwk;kty="OKP";crv="Ed25519";x="{X}""#);
+        assert!(SignatureKey::parse(&field, "sig", &AcceptedSchemes::default()).is_ok());
+    }
+
+    #[test]
+    fn symmetric_key_in_hwk_is_invalid_key() {
+        let err = SignatureKey::parse(r#"sig=hwk;kty="oct";k="c2VjcmV0""#, "sig", &AcceptedSchemes::default()).unwrap_err();
+        assert_eq!(err.signature_code(), Some(SignatureErrorCode::InvalidKey));
+    }
+}

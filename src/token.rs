@@ -1,0 +1,501 @@
+//! The AAuth tokens an agent presents in `Signature-Key: sig=jwt;jwt="…"`, and the rules
+//! each kind is validated by (AAUTH-11 §"AAuth Tokens").
+//!
+//! Validation is split so that everything that costs no I/O runs before any key is
+//! fetched ([`TokenPolicy::check_claims`]: `typ`, `dwk`, issuer trust, `aud`, times,
+//! required claims, `cnf.jwk`); the issuer signature is checked afterwards with the key
+//! discovery found. A token that fails any rule is a signature failure (`401`):
+//! `expired_jwt` for `exp`, `clock_skew` for a future `iat`, `invalid_jwt` otherwise.
+
+use std::sync::Arc;
+
+use serde_json::{Map, Value};
+
+use crate::error::{Error, SignatureErrorCode};
+use crate::jose::{AlgPolicy, Jwk, UnverifiedJws, is_opaque_id};
+use crate::wire;
+
+/// The kind of a credential token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum TokenKind {
+    /// `aa-agent+jwt`: the agent's identity, issued by its agent provider.
+    Agent,
+    /// `aa-person+jwt`: the person, issued by a person server; never authorization.
+    Person,
+    /// `aa-auth+jwt`: consented scopes, issued by a person or access server.
+    Auth,
+}
+
+impl TokenKind {
+    /// The `typ` of this kind in the strict profile.
+    pub const fn typ(self) -> &'static str {
+        match self {
+            TokenKind::Agent => wire::typ::AGENT,
+            TokenKind::Person => wire::typ::PERSON,
+            TokenKind::Auth => wire::typ::AUTH,
+        }
+    }
+
+    /// Maps a `typ` (RFC 7515 §4.1.9: `application/` prefix optional, case-insensitive).
+    pub fn from_typ(typ: &str, legacy: bool) -> Option<Self> {
+        let typ = match typ.get(..12) {
+            Some(prefix) if prefix.eq_ignore_ascii_case("application/") => &typ[12..],
+            _ => typ,
+        };
+        let is = |name: &str| typ.eq_ignore_ascii_case(name);
+        if is(wire::typ::AGENT) {
+            Some(TokenKind::Agent)
+        } else if is(wire::typ::PERSON) {
+            Some(TokenKind::Person)
+        } else if is(wire::typ::AUTH) {
+            Some(TokenKind::Auth)
+        } else if legacy && is(wire::typ::LEGACY_AUTH) {
+            Some(TokenKind::Auth)
+        } else if legacy && is(wire::typ::LEGACY_AGENT) {
+            Some(TokenKind::Agent)
+        } else {
+            None
+        }
+    }
+}
+
+impl std::fmt::Display for TokenKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.typ())
+    }
+}
+
+/// A space-separated scope set (RFC 6749 §3.3), order irrelevant, duplicates harmless.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Scopes(Arc<[String]>);
+
+impl Scopes {
+    /// Parses the RFC 6749 grammar strictly: tokens of `%x21 / %x23-5B / %x5D-7E`
+    /// separated by single spaces, no leading or trailing space.
+    pub fn parse(text: &str) -> Option<Self> {
+        if text.is_empty() {
+            return Some(Scopes::default());
+        }
+        let mut scopes: Vec<String> = Vec::new();
+        for token in text.split(' ') {
+            if token.is_empty() || !token.bytes().all(|b| b == 0x21 || (0x23..=0x5b).contains(&b) || (0x5d..=0x7e).contains(&b)) {
+                return None;
+            }
+            if !scopes.iter().any(|s| s == token) {
+                scopes.push(token.to_owned());
+            }
+        }
+        Some(Scopes(scopes.into()))
+    }
+
+    /// A scope set from trusted values (configuration).
+    pub fn from_iter_unchecked<I: IntoIterator<Item = S>, S: Into<String>>(iter: I) -> Self {
+        let mut scopes: Vec<String> = Vec::new();
+        for scope in iter {
+            let scope = scope.into();
+            if !scopes.contains(&scope) {
+                scopes.push(scope);
+            }
+        }
+        Scopes(scopes.into())
+    }
+
+    /// Whether `scope` is granted (exact, case-sensitive match).
+    pub fn contains(&self, scope: &str) -> bool {
+        self.0.iter().any(|s| s == scope)
+    }
+
+    /// Whether every scope of `required` is granted.
+    pub fn contains_all(&self, required: &Scopes) -> bool {
+        required.iter().all(|s| self.contains(s))
+    }
+
+    /// The scopes.
+    pub fn iter(&self) -> impl Iterator<Item = &str> {
+        self.0.iter().map(String::as_str)
+    }
+
+    /// Number of distinct scopes.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether no scope is granted.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl std::fmt::Display for Scopes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, scope) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(" ")?;
+            }
+            f.write_str(scope)?;
+        }
+        Ok(())
+    }
+}
+
+/// The validated claims of a credential token.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct TokenClaims {
+    /// Which kind of token.
+    pub kind: TokenKind,
+    /// `iss`.
+    pub iss: String,
+    /// `dwk` (the issuer's well-known document name).
+    pub dwk: String,
+    /// `sub`: the agent identifier (agent tokens) or the directed person id.
+    pub sub: Option<String>,
+    /// `aud`, when present (always our identifier once validated).
+    pub aud: Option<String>,
+    /// `jti`.
+    pub jti: Option<String>,
+    /// `iat`.
+    pub iat: Option<u64>,
+    /// `exp`.
+    pub exp: u64,
+    /// `scope` (auth tokens).
+    pub scope: Scopes,
+    /// `ps`: the person server.
+    pub ps: Option<String>,
+    /// `cnf.jwk`: the key that must sign the request.
+    pub cnf: Jwk,
+    /// `agent` (demo generation auth tokens only).
+    pub agent: Option<String>,
+    /// The `kid` header the issuer key is selected by.
+    pub kid: String,
+    /// Every claim, for custom checks.
+    pub raw: Arc<Map<String, Value>>,
+}
+
+/// Who may issue tokens of one kind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IssuerTrust {
+    /// Any issuer with a valid identifier (egress admission and budgets still apply).
+    Any,
+    /// Only these issuer identifiers (exact string match).
+    Listed(Vec<String>),
+}
+
+impl IssuerTrust {
+    fn allows(&self, iss: &str) -> bool {
+        match self {
+            IssuerTrust::Any => true,
+            IssuerTrust::Listed(list) => list.iter().any(|i| i == iss),
+        }
+    }
+}
+
+/// The claim rules, fixed at build time.
+#[derive(Debug, Clone)]
+pub struct TokenPolicy {
+    /// Our resource identifier: the only accepted `aud`.
+    pub resource: String,
+    /// Token kinds accepted in `Signature-Key` at all.
+    pub accepted: Vec<TokenKind>,
+    /// Access servers (auth tokens with `dwk` `aauth-access.json`).
+    pub access_servers: Vec<String>,
+    /// Person servers (person tokens, and auth tokens with `dwk` `aauth-person.json`).
+    pub person_servers: IssuerTrust,
+    /// Agent providers (agent tokens).
+    pub agent_providers: IssuerTrust,
+    /// How far `iat` may be ahead of our clock (seconds).
+    pub max_iat_skew: u64,
+    /// Longest accepted agent-token lifetime (`exp − iat`).
+    pub max_agent_lifetime: u64,
+    /// Longest accepted person/auth-token lifetime.
+    pub max_grant_lifetime: u64,
+    /// JOSE algorithm spellings.
+    pub alg: AlgPolicy,
+    /// Demo-generation typs and claims.
+    pub legacy: bool,
+}
+
+impl TokenPolicy {
+    /// A policy for `resource` with the AAUTH-11 defaults: all three kinds accepted, no
+    /// trusted access or person servers, any agent provider, 60 s `iat` skew, 24 h agent
+    /// and 1 h person/auth lifetimes.
+    pub fn new(resource: impl Into<String>) -> Self {
+        TokenPolicy {
+            resource: resource.into(),
+            accepted: vec![TokenKind::Agent, TokenKind::Person, TokenKind::Auth],
+            access_servers: Vec::new(),
+            person_servers: IssuerTrust::Listed(Vec::new()),
+            agent_providers: IssuerTrust::Any,
+            max_iat_skew: 60,
+            max_agent_lifetime: 24 * 3600,
+            max_grant_lifetime: 3600,
+            alg: AlgPolicy::Strict,
+            legacy: false,
+        }
+    }
+
+    /// Every check that needs no key: `typ` first, then `dwk`, issuer trust, `aud`,
+    /// times, required claims and `cnf.jwk`. Runs before any fetch.
+    pub fn check_claims(&self, jws: &UnverifiedJws<'_>, now: u64) -> Result<TokenClaims, Error> {
+        let typ = jws.typ().ok_or(Error::invalid_jwt("the token has no typ"))?;
+        let kind = TokenKind::from_typ(typ, self.legacy).ok_or(Error::invalid_jwt("the token's typ is not a credential"))?;
+        if !self.accepted.contains(&kind) {
+            return Err(Error::invalid_jwt("this kind of token is not accepted here"));
+        }
+        let kid = jws.kid().ok_or(Error::invalid_jwt("the token has no kid"))?.to_owned();
+        let claims = jws.payload();
+        let iss = req_str(claims, "iss")?;
+        if !is_identifier_shaped(iss) {
+            return Err(Error::invalid_jwt("the token's iss is not a server identifier"));
+        }
+        let dwk = match claims.get("dwk") {
+            Some(Value::String(dwk)) => dwk.as_str(),
+            None if self.legacy => wire::dwk::LEGACY_ISSUER,
+            _ => return Err(Error::invalid_jwt("the token has no dwk")),
+        };
+        let trusted = match (kind, dwk) {
+            (TokenKind::Agent, wire::dwk::AGENT) => self.agent_providers.allows(iss),
+            (TokenKind::Person, wire::dwk::PERSON) => self.person_servers.allows(iss),
+            (TokenKind::Auth, wire::dwk::ACCESS) => self.access_servers.iter().any(|s| s == iss),
+            (TokenKind::Auth, wire::dwk::PERSON) => self.person_servers.allows(iss),
+            (TokenKind::Auth, wire::dwk::LEGACY_ISSUER) if self.legacy => self.access_servers.iter().any(|s| s == iss),
+            _ => return Err(Error::invalid_jwt("the token's dwk does not fit its typ")),
+        };
+        if !trusted {
+            return Err(Error::invalid_jwt("the token's issuer is not trusted here"));
+        }
+
+        let exp = req_u64(claims, "exp")?;
+        let iat = opt_u64(claims, "iat")?;
+        if let Some(nbf) = opt_u64(claims, "nbf")? {
+            if nbf > now {
+                return Err(Error::invalid_jwt("the token is not valid yet"));
+            }
+        }
+        if exp <= now {
+            return Err(Error::signature(SignatureErrorCode::ExpiredJwt, "the token has expired"));
+        }
+        if let Some(iat) = iat {
+            if iat > now.saturating_add(self.max_iat_skew) {
+                return Err(Error::signature(SignatureErrorCode::ClockSkew, "the token was issued in the future"));
+            }
+            let max = match kind {
+                TokenKind::Agent => self.max_agent_lifetime,
+                TokenKind::Person | TokenKind::Auth => self.max_grant_lifetime,
+            };
+            if exp.saturating_sub(iat) > max {
+                return Err(Error::invalid_jwt("the token's lifetime is longer than allowed"));
+            }
+        } else if !self.legacy {
+            return Err(Error::invalid_jwt("the token has no iat"));
+        }
+
+        let sub = opt_id(claims, "sub")?;
+        let jti = opt_id(claims, "jti")?;
+        let ps = opt_str(claims, "ps")?;
+        if let Some(ps) = ps {
+            if !is_identifier_shaped(ps) {
+                return Err(Error::invalid_jwt("the token's ps is not a server identifier"));
+            }
+        }
+        let agent = opt_str(claims, "agent")?;
+        let aud = match claims.get("aud") {
+            None => None,
+            Some(Value::String(aud)) => Some(aud.as_str()),
+            Some(Value::Array(items)) => match items.as_slice() {
+                [Value::String(aud)] => Some(aud.as_str()),
+                _ => return Err(Error::invalid_jwt("the token names more than one audience")),
+            },
+            Some(_) => return Err(Error::invalid_jwt("the token's aud is not a string")),
+        };
+        let scope = match claims.get("scope") {
+            None => Scopes::default(),
+            Some(Value::String(text)) => Scopes::parse(text).ok_or(Error::invalid_jwt("the token's scope is malformed"))?,
+            Some(_) => return Err(Error::invalid_jwt("the token's scope is not a string")),
+        };
+
+        match kind {
+            TokenKind::Agent => {
+                let sub = sub.ok_or(Error::invalid_jwt("the agent token has no sub"))?;
+                if !self.legacy && !is_agent_identifier(sub) {
+                    return Err(Error::invalid_jwt("the agent token's sub is not an agent identifier"));
+                }
+                if !self.legacy && jti.is_none() {
+                    return Err(Error::invalid_jwt("the agent token has no jti"));
+                }
+                if let Some(parent) = opt_str(claims, "parent_agent")? {
+                    if !is_agent_identifier(parent) {
+                        return Err(Error::invalid_jwt("the agent token's parent_agent is not an agent identifier"));
+                    }
+                }
+            }
+            TokenKind::Person => {
+                if claims.contains_key("scope") {
+                    return Err(Error::invalid_jwt("a person token must not carry scope"));
+                }
+                require_grant_claims(sub, jti, aud, &self.resource)?;
+            }
+            TokenKind::Auth => {
+                if self.legacy && typ.eq_ignore_ascii_case(wire::typ::LEGACY_AUTH) {
+                    // Demo generation: `agent` and at least one of `sub`/`scope`.
+                    if aud != Some(self.resource.as_str()) {
+                        return Err(Error::invalid_jwt("the token's audience is not this resource"));
+                    }
+                    if agent.is_none() || (sub.is_none() && scope.is_empty()) {
+                        return Err(Error::invalid_jwt("the legacy auth token lacks agent, sub or scope"));
+                    }
+                } else {
+                    require_grant_claims(sub, jti, aud, &self.resource)?;
+                    if ps.is_none() && !self.legacy {
+                        return Err(Error::invalid_jwt("the auth token has no ps"));
+                    }
+                }
+            }
+        }
+
+        let cnf = cnf_jwk(claims, self.alg)?;
+        Ok(TokenClaims {
+            kind,
+            iss: iss.to_owned(),
+            dwk: dwk.to_owned(),
+            sub: sub.map(str::to_owned),
+            aud: aud.map(str::to_owned),
+            jti: jti.map(str::to_owned),
+            iat,
+            exp,
+            scope,
+            ps: ps.map(str::to_owned),
+            cnf,
+            agent: agent.map(str::to_owned),
+            kid,
+            raw: Arc::new(claims.clone()),
+        })
+    }
+}
+
+fn require_grant_claims(sub: Option<&str>, jti: Option<&str>, aud: Option<&str>, resource: &str) -> Result<(), Error> {
+    match aud {
+        Some(aud) if aud == resource => {}
+        _ => return Err(Error::invalid_jwt("the token's audience is not this resource")),
+    }
+    if sub.is_none() {
+        return Err(Error::invalid_jwt("the token has no sub"));
+    }
+    if jti.is_none() {
+        return Err(Error::invalid_jwt("the token has no jti"));
+    }
+    Ok(())
+}
+
+fn cnf_jwk(claims: &Map<String, Value>, policy: AlgPolicy) -> Result<Jwk, Error> {
+    let jwk = claims
+        .get("cnf")
+        .and_then(Value::as_object)
+        .and_then(|cnf| cnf.get("jwk"))
+        .and_then(Value::as_object)
+        .ok_or(Error::invalid_jwt("the token has no cnf.jwk"))?;
+    // Structurally incomplete confirmation keys are refused before decoding.
+    if !["kty", "crv", "x"].iter().all(|m| jwk.get(*m).is_some_and(Value::is_string)) {
+        return Err(Error::invalid_jwt("the token's cnf.jwk is incomplete"));
+    }
+    Jwk::from_json(jwk, policy)
+}
+
+fn req_str<'a>(claims: &'a Map<String, Value>, name: &str) -> Result<&'a str, Error> {
+    opt_str(claims, name)?.ok_or(Error::invalid_jwt("the token lacks a required claim"))
+}
+
+fn opt_str<'a>(claims: &'a Map<String, Value>, name: &str) -> Result<Option<&'a str>, Error> {
+    match claims.get(name) {
+        None => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(_) => Err(Error::invalid_jwt("a token claim has the wrong type")),
+    }
+}
+
+fn opt_id<'a>(claims: &'a Map<String, Value>, name: &str) -> Result<Option<&'a str>, Error> {
+    match opt_str(claims, name)? {
+        Some(id) if !is_opaque_id(id) => Err(Error::invalid_jwt("a token identifier claim holds invalid characters")),
+        other => Ok(other),
+    }
+}
+
+fn req_u64(claims: &Map<String, Value>, name: &str) -> Result<u64, Error> {
+    opt_u64(claims, name)?.ok_or(Error::invalid_jwt("the token lacks a required time claim"))
+}
+
+fn opt_u64(claims: &Map<String, Value>, name: &str) -> Result<Option<u64>, Error> {
+    match claims.get(name) {
+        None => Ok(None),
+        Some(Value::Number(n)) => n
+            .as_u64()
+            .filter(|v| *v <= i64::MAX as u64)
+            .map(Some)
+            .ok_or(Error::invalid_jwt("a token time claim is not a non-negative integer")),
+        Some(_) => Err(Error::invalid_jwt("a token time claim is not a number")),
+    }
+}
+
+/// Cheap shape check on `iss`/`ps` before the full admission rules of
+/// [`crate::discovery::IdentifierPolicy`]: an `https://` or `http://` URL of printable ASCII.
+fn is_identifier_shaped(value: &str) -> bool {
+    (value.starts_with("https://") || value.starts_with("http://"))
+        && value.len() <= 2048
+        && value.bytes().all(|b| (0x21..0x7f).contains(&b))
+}
+
+/// `aauth:local@domain` (AAUTH-11): `local` of ASCII letters, digits, `-`, `_`, `+`, `.`,
+/// 1–255 characters; `domain` a lower-case DNS name.
+pub fn is_agent_identifier(value: &str) -> bool {
+    let Some(rest) = value.strip_prefix("aauth:") else {
+        return false;
+    };
+    let Some((local, domain)) = rest.rsplit_once('@') else {
+        return false;
+    };
+    !local.is_empty()
+        && local.len() <= 255
+        && local.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_+.".contains(&b))
+        && crate::discovery::is_dns_name(domain)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn typ_follows_media_type_rules_only() {
+        assert_eq!(TokenKind::from_typ("aa-auth+jwt", false), Some(TokenKind::Auth));
+        assert_eq!(TokenKind::from_typ("application/aa-auth+jwt", false), Some(TokenKind::Auth));
+        assert_eq!(TokenKind::from_typ("AA-AUTH+JWT", false), Some(TokenKind::Auth));
+        assert_eq!(TokenKind::from_typ("aa-auth+jwt ", false), None);
+        assert_eq!(TokenKind::from_typ("aa-auth+jwt;v=1", false), None);
+        assert_eq!(TokenKind::from_typ("auth+jwt", false), None);
+        assert_eq!(TokenKind::from_typ("auth+jwt", true), Some(TokenKind::Auth));
+        assert_eq!(TokenKind::from_typ("aa-resource+jwt", true), None);
+        assert_eq!(TokenKind::from_typ("resource+jwt", true), None);
+    }
+
+    #[test]
+    fn scope_grammar() {
+        assert_eq!(Scopes::parse("data.read data.write").unwrap().len(), 2);
+        assert_eq!(Scopes::parse("data.read data.read").unwrap().len(), 1);
+        for bad in ["a  b", " a", "a ", "a\tb", "a\"b", "a\\b", "ä"] {
+            assert!(Scopes::parse(bad).is_none(), "{bad:?}");
+        }
+        let granted = Scopes::parse("data.write data.read").unwrap();
+        assert!(granted.contains_all(&Scopes::parse("data.read").unwrap()));
+        assert!(!granted.contains("Data.Read"));
+        assert!(!granted.contains("data.rea"));
+    }
+
+    #[test]
+    fn agent_identifier_grammar() {
+        assert!(is_agent_identifier("aauth:assistant-v2@agent.example"));
+        assert!(is_agent_identifier("aauth:My.Agent+sub@agent.example"));
+        assert!(!is_agent_identifier("aauth:My Agent@agent.example"));
+        assert!(!is_agent_identifier("https://agent.example"));
+        assert!(!is_agent_identifier("aauth:@agent.example"));
+    }
+}

@@ -1,0 +1,391 @@
+//! The verification pipeline: what [`crate::layer`] runs on every signed request.
+//!
+//! # Design
+//!
+//! Verification is split into a synchronous head ([`Verifier::verify_head`]) and an
+//! asynchronous tail ([`Pending::finish`]). The head does everything that needs no I/O —
+//! header presence and size, `Signature-Input` parsing, covered-component policy, the
+//! `created` window, the scheme, JWT shape and claims, the HTTP signature itself when the
+//! key is already known — in the order of increasing cost, so garbage is refused before
+//! anything expensive happens. When the key is in memory (`hwk`; `jwt` with the token or
+//! its issuer key cached) the head finishes the job and the layer never allocates a
+//! future. Only a cache miss or a covered `content-digest` (which needs the body) takes
+//! the boxed slow path.
+//!
+//! Under the `jwt` scheme the HTTP signature is verified with the token's (not yet
+//! trusted) `cnf.jwk` *before* the issuer's keys are fetched: a request with a stolen
+//! token and a wrong signature never causes a fetch. Acceptance still requires both.
+
+use std::sync::Arc;
+
+use http::{HeaderMap, Method, Uri};
+use sha2::{Digest, Sha256};
+
+use crate::config::Shared;
+use crate::discovery::{KeyQuery, is_known_dwk};
+use crate::error::Error;
+use crate::httpsig::{ParsedInput, RequestTarget, SignatureBase, SignatureHeaders, decode_signature, verify_base};
+use crate::jose::{Jwk, UnverifiedJws};
+use crate::sigkey::{Scheme, SignatureKey};
+use crate::token::{TokenClaims, TokenKind};
+use crate::wire;
+
+/// What the layer learned about a request whose signature verified. Inserted into the
+/// request's extensions for guards, extractors and handlers.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct VerifiedRequest {
+    /// The `Signature-Key` scheme.
+    pub scheme: Scheme,
+    /// RFC 7638 thumbprint of the key that signed the request.
+    pub key_thumbprint: Arc<str>,
+    /// The signature label.
+    pub label: Arc<str>,
+    /// The covered component names, in signed order.
+    pub covered: Arc<[String]>,
+    /// The signature's `created`.
+    pub created: u64,
+    /// For `jwks_uri`: the signer's identifier.
+    pub signer: Option<Arc<str>>,
+    /// For `jwt`: the verified token.
+    pub token: Option<Arc<VerifiedToken>>,
+}
+
+impl VerifiedRequest {
+    /// The token's kind, if a token was presented.
+    pub fn token_kind(&self) -> Option<TokenKind> {
+        self.token.as_ref().map(|t| t.claims.kind)
+    }
+
+    /// Whether `component` (for example `@query`) was covered by the signature.
+    pub fn covers(&self, component: &str) -> bool {
+        self.covered.iter().any(|c| c == component)
+    }
+}
+
+/// A token whose issuer signature and claims verified.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct VerifiedToken {
+    /// The validated claims.
+    pub claims: TokenClaims,
+    /// SHA-256 of the token's exact bytes (its cache key).
+    pub hash: [u8; 32],
+}
+
+/// Outcome of the synchronous head.
+pub(crate) enum Step {
+    /// No signature headers at all.
+    Unsigned,
+    /// Finished without I/O.
+    Done(Result<VerifiedRequest, Error>),
+    /// Needs a key fetch or the body.
+    Pending(Box<Pending>),
+}
+
+/// The key work left for the slow path.
+enum KeyWork {
+    /// Signature and token (if any) already verified.
+    None,
+    /// A `jwks_uri` signer's key, then the HTTP signature.
+    Signer { issuer: String, dwk: String, kid: String, base: SignatureBase, signature: Vec<u8> },
+    /// A token's issuer key, then the token signature (the HTTP signature already verified
+    /// with `cnf.jwk`).
+    TokenIssuer { token: String, claims: Box<TokenClaims>, hash: [u8; 32] },
+}
+
+/// State carried from the head to the slow path.
+pub(crate) struct Pending {
+    work: KeyWork,
+    verified: VerifiedRequest,
+    /// The `Content-Digest` field to check against the body, when covered.
+    pub(crate) digest: Option<String>,
+}
+
+/// Runs the pipeline against one configuration.
+pub(crate) struct Verifier<'a> {
+    pub(crate) shared: &'a Shared,
+}
+
+impl Verifier<'_> {
+    /// The synchronous head (see the module docs).
+    pub(crate) fn verify_head(&self, method: &Method, uri: &Uri, headers: &HeaderMap, path: &str) -> Step {
+        let shared = self.shared;
+        let fields = match SignatureHeaders::read(headers, shared.header_cap) {
+            Ok(None) => return Step::Unsigned,
+            Ok(Some(fields)) => fields,
+            Err(error) => return Step::Done(Err(error)),
+        };
+        match self.verify_fields(&fields, method, uri, headers, path) {
+            Ok(step) => step,
+            Err(error) => Step::Done(Err(error)),
+        }
+    }
+
+    fn verify_fields(
+        &self,
+        fields: &SignatureHeaders<'_>,
+        method: &Method,
+        uri: &Uri,
+        headers: &HeaderMap,
+        path: &str,
+    ) -> Result<Step, Error> {
+        let shared = self.shared;
+        let now = shared.clock.now();
+        let input = ParsedInput::parse(&fields.input, shared.max_components)?;
+        self.check_coverage(&input, uri)?;
+        let created = input.params.created.ok_or(Error::invalid_signature("the signature has no created parameter"))?;
+        if created > now.saturating_add(shared.max_skew) {
+            return Err(Error::signature(
+                crate::error::SignatureErrorCode::ClockSkew,
+                "the signature was created in the future",
+            ));
+        }
+        if now.saturating_sub(created) > shared.window {
+            return Err(Error::invalid_signature("the signature is too old"));
+        }
+        if let Some(expires) = input.params.expires {
+            if expires < created || expires <= now {
+                return Err(Error::invalid_signature("the signature has expired"));
+            }
+        }
+        let signature = decode_signature(&fields.signature, &input.label, shared.alphabet)?;
+        if signature.len() != 64 {
+            return Err(Error::invalid_signature("an Ed25519 signature is 64 bytes"));
+        }
+        let key = SignatureKey::parse(&fields.key, &input.label, &shared.schemes)?;
+
+        let authority = self.authority(uri, headers)?;
+        let target = RequestTarget {
+            method: method.as_str(),
+            scheme: &shared.scheme,
+            authority,
+            path,
+            query: uri.query(),
+        };
+        let mut base = SignatureBase::new();
+        base.build(&input, &target, headers)?;
+
+        let digest = if input.covers(wire::header::CONTENT_DIGEST) {
+            let field = crate::httpsig::field_value(headers, wire::header::CONTENT_DIGEST, shared.header_cap)?
+                .ok_or(Error::invalid_signature("a covered field is absent"))?;
+            Some(field.into_owned())
+        } else {
+            None
+        };
+        let verified = |scheme, thumbprint: String, signer: Option<Arc<str>>, token| VerifiedRequest {
+            scheme,
+            key_thumbprint: thumbprint.into(),
+            label: input.label.as_str().into(),
+            covered: input.components.iter().map(|c| c.name().to_owned()).collect(),
+            created,
+            signer,
+            token,
+        };
+
+        let (work, verified) = match key {
+            SignatureKey::Hwk(jwk) => {
+                check_keyid(&input, &[&jwk.thumbprint()])?;
+                verify_base(&base, &signature, &jwk)?;
+                (KeyWork::None, verified(Scheme::Hwk, jwk.thumbprint(), None, None))
+            }
+            SignatureKey::JwksUri { id, dwk, kid } => {
+                if !shared.identifiers.admits(&id) {
+                    return Err(Error::invalid_key("the signer identifier is not admitted"));
+                }
+                if !is_known_dwk(&dwk) {
+                    return Err(Error::invalid_key("the well-known document name is not recognised"));
+                }
+                check_keyid(&input, &[&kid])?;
+                let query = KeyQuery {
+                    issuer: &id,
+                    dwk: &dwk,
+                    kid: &kid,
+                };
+                match shared.resolver.cached(&query) {
+                    Some(key) => {
+                        let key = key?;
+                        verify_base(&base, &signature, &key)?;
+                        (KeyWork::None, verified(Scheme::JwksUri, key.thumbprint(), Some(id.as_str().into()), None))
+                    }
+                    None => {
+                        let partial = verified(Scheme::JwksUri, String::new(), Some(id.as_str().into()), None);
+                        (KeyWork::Signer { issuer: id, dwk, kid, base, signature }, partial)
+                    }
+                }
+            }
+            SignatureKey::Jwt { token } => {
+                let hash: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+                if let Some(cached) = shared.token_cache.get(&hash) {
+                    // A token verified before: only time and revocation can have changed.
+                    if cached.claims.exp <= now {
+                        return Err(Error::signature(crate::error::SignatureErrorCode::ExpiredJwt, "the token has expired"));
+                    }
+                    let cnf = &cached.claims.cnf;
+                    check_keyid(&input, &[&cnf.thumbprint(), cnf.kid().unwrap_or_default()])?;
+                    verify_base(&base, &signature, cnf)?;
+                    (KeyWork::None, verified(Scheme::Jwt, cnf.thumbprint(), None, Some(cached)))
+                } else {
+                    let jws = UnverifiedJws::parse(&token, shared.tokens.alg)?;
+                    let claims = shared.tokens.check_claims(&jws, now)?;
+                    if !shared.token_identifiers.admits(&claims.iss) {
+                        return Err(Error::invalid_jwt("the token's issuer identifier is not admitted"));
+                    }
+                    check_keyid(&input, &[&claims.cnf.thumbprint(), claims.cnf.kid().unwrap_or_default()])?;
+                    // Proof of possession first: no fetch for a request its key did not sign.
+                    verify_base(&base, &signature, &claims.cnf)?;
+                    let thumbprint = claims.cnf.thumbprint();
+                    let query = KeyQuery {
+                        issuer: &claims.iss,
+                        dwk: &claims.dwk,
+                        kid: &claims.kid,
+                    };
+                    match shared.resolver.cached(&query) {
+                        Some(key) => {
+                            let key = key.map_err(token_key_error)?;
+                            jws.verify_with(&key)?;
+                            let token = self.remember(claims, hash);
+                            (KeyWork::None, verified(Scheme::Jwt, thumbprint, None, Some(token)))
+                        }
+                        None => {
+                            let partial = verified(Scheme::Jwt, thumbprint, None, None);
+                            (
+                                KeyWork::TokenIssuer {
+                                    token,
+                                    claims: Box::new(claims),
+                                    hash,
+                                },
+                                partial,
+                            )
+                        }
+                    }
+                }
+            }
+        };
+        match (work, digest) {
+            (KeyWork::None, None) => Ok(Step::Done(Ok(verified))),
+            (work, digest) => Ok(Step::Pending(Box::new(Pending { work, verified, digest }))),
+        }
+    }
+
+    fn remember(&self, claims: TokenClaims, hash: [u8; 32]) -> Arc<VerifiedToken> {
+        let token = Arc::new(VerifiedToken { claims, hash });
+        self.shared.token_cache.insert(hash, token.clone());
+        token
+    }
+
+    /// Required components: the AAuth minimum, configured extras, `@query` when the
+    /// policy asks for it and a query is present.
+    fn check_coverage(&self, input: &ParsedInput, uri: &Uri) -> Result<(), Error> {
+        let shared = self.shared;
+        let query_needed = shared.require_query && uri.query().is_some();
+        let missing = shared.required.iter().any(|c| !input.covers(c)) || (query_needed && !input.covers("@query"));
+        if missing {
+            let mut required: Vec<String> = shared.required.clone();
+            if query_needed {
+                required.push("@query".to_owned());
+            }
+            return Err(Error::invalid_input(required));
+        }
+        Ok(())
+    }
+
+    /// The canonical authority for `@authority`: one of the configured authorities, chosen
+    /// by the request's `Host` (or absolute-form authority), never taken from it unchecked.
+    fn authority<'s>(&'s self, uri: &Uri, headers: &HeaderMap) -> Result<&'s str, Error> {
+        let shared = self.shared;
+        if shared.ignore_request_authority {
+            return Ok(&shared.authorities[0]);
+        }
+        let host = headers.get(http::header::HOST).map(|h| h.to_str().unwrap_or("\u{0}"));
+        let from_uri = uri.authority().map(|a| a.as_str());
+        let requested = match (from_uri, host) {
+            (Some(a), Some(h)) if !authority_eq(a, h, &shared.scheme) => {
+                return Err(Error::invalid_signature("the request target and Host disagree"));
+            }
+            (Some(a), _) => a,
+            (None, Some(h)) => h,
+            (None, None) => return Ok(&shared.authorities[0]),
+        };
+        shared
+            .authorities
+            .iter()
+            .find(|a| authority_eq(a, requested, &shared.scheme))
+            .map(String::as_str)
+            .ok_or(Error::invalid_signature("the request's authority is not served by this resource"))
+    }
+}
+
+/// Compares authorities: host case-insensitively, default port omitted.
+fn authority_eq(configured: &str, requested: &str, scheme: &str) -> bool {
+    let default_port = if scheme == "https" { ":443" } else { ":80" };
+    let requested = requested.strip_suffix(default_port).unwrap_or(requested);
+    configured.eq_ignore_ascii_case(requested)
+}
+
+/// `keyid`, when sent, must name the key `Signature-Key` names.
+fn check_keyid(input: &ParsedInput, names: &[&str]) -> Result<(), Error> {
+    match &input.params.keyid {
+        Some(keyid) if !names.iter().any(|n| !n.is_empty() && n == keyid) => {
+            Err(Error::invalid_signature("keyid names a different key than Signature-Key"))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// A token issuer's key lookup failing is a token failure.
+fn token_key_error(error: Error) -> Error {
+    match error.signature_code() {
+        Some(crate::error::SignatureErrorCode::UnknownKey) => error,
+        Some(crate::error::SignatureErrorCode::IssuerMismatch | crate::error::SignatureErrorCode::IssuerMissing) => error,
+        _ => Error::invalid_jwt("the token issuer's keys could not be used"),
+    }
+}
+
+impl Pending {
+    /// The slow path: fetch what is missing, verify, check the body digest.
+    pub(crate) async fn finish(self, shared: Arc<Shared>, body: Option<&[u8]>) -> Result<VerifiedRequest, Error> {
+        let Pending { work, mut verified, digest } = self;
+        match work {
+            KeyWork::None => {}
+            KeyWork::Signer {
+                issuer,
+                dwk,
+                kid,
+                base,
+                signature,
+            } => {
+                let key = shared
+                    .resolver
+                    .resolve(KeyQuery {
+                        issuer: &issuer,
+                        dwk: &dwk,
+                        kid: &kid,
+                    })
+                    .await?;
+                verify_base(&base, &signature, &key)?;
+                verified.key_thumbprint = key.thumbprint().into();
+            }
+            KeyWork::TokenIssuer { token, claims, hash } => {
+                let key: Arc<Jwk> = shared
+                    .resolver
+                    .resolve(KeyQuery {
+                        issuer: &claims.iss,
+                        dwk: &claims.dwk,
+                        kid: &claims.kid,
+                    })
+                    .await
+                    .map_err(token_key_error)?;
+                let jws = UnverifiedJws::parse(&token, shared.tokens.alg)?;
+                jws.verify_with(&key)?;
+                let verifier = Verifier { shared: &shared };
+                verified.token = Some(verifier.remember(*claims, hash));
+            }
+        }
+        if let Some(field) = digest {
+            let body = body.ok_or(Error::invalid_signature("the body could not be read"))?;
+            crate::httpsig::digest::verify_content_digest(&field, body)?;
+        }
+        Ok(verified)
+    }
+}

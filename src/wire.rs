@@ -1,0 +1,120 @@
+//! Every name that appears on the wire: header names, token `typ`s, well-known document
+//! names (`dwk`), claim names and `Signature-Error` codes.
+//!
+//! Draft churn touches this module first; nothing else in the crate spells these strings.
+
+/// HTTP header names (lower case, as HTTP/2 sends them).
+pub mod header {
+    /// RFC 9421 `Signature-Input`.
+    pub const SIGNATURE_INPUT: &str = "signature-input";
+    /// RFC 9421 `Signature`.
+    pub const SIGNATURE: &str = "signature";
+    /// `Signature-Key` (draft-hardt-httpbis-signature-key).
+    pub const SIGNATURE_KEY: &str = "signature-key";
+    /// `Signature-Error`, sent with every 401 caused by a signature or credential failure.
+    pub const SIGNATURE_ERROR: &str = "signature-error";
+    /// `Accept-Signature-Scheme`, sent with `unsupported_scheme`.
+    pub const ACCEPT_SIGNATURE_SCHEME: &str = "accept-signature-scheme";
+    /// `Accept-Signature-Alg`, sent with `unsupported_algorithm`.
+    pub const ACCEPT_SIGNATURE_ALG: &str = "accept-signature-alg";
+    /// `AAuth-Requirement`, the challenge header (AAUTH-11).
+    pub const AAUTH_REQUIREMENT: &str = "aauth-requirement";
+    /// `AAuth`, the challenge header of the demo generation (legacy profile only).
+    pub const AAUTH_LEGACY: &str = "aauth";
+    /// `Content-Digest` (RFC 9530).
+    pub const CONTENT_DIGEST: &str = "content-digest";
+    /// `AAuth-Capabilities`, sent by agents.
+    pub const AAUTH_CAPABILITIES: &str = "aauth-capabilities";
+}
+
+/// JWT `typ` header values.
+pub mod typ {
+    /// Agent token (AAUTH-11).
+    pub const AGENT: &str = "aa-agent+jwt";
+    /// Person token (AAUTH-11).
+    pub const PERSON: &str = "aa-person+jwt";
+    /// Auth token (AAUTH-11).
+    pub const AUTH: &str = "aa-auth+jwt";
+    /// Resource token, minted by the resource (AAUTH-11).
+    pub const RESOURCE: &str = "aa-resource+jwt";
+    /// Agent token of the demo generation (legacy profile).
+    pub const LEGACY_AGENT: &str = "agent+jwt";
+    /// Auth token of the demo generation (legacy profile).
+    pub const LEGACY_AUTH: &str = "auth+jwt";
+    /// Resource token of the demo generation (legacy profile).
+    pub const LEGACY_RESOURCE: &str = "resource+jwt";
+}
+
+/// Well-known metadata document names (`dwk`).
+pub mod dwk {
+    /// Agent provider metadata.
+    pub const AGENT: &str = "aauth-agent.json";
+    /// Person server metadata.
+    pub const PERSON: &str = "aauth-person.json";
+    /// Access server metadata.
+    pub const ACCESS: &str = "aauth-access.json";
+    /// Resource metadata (ours).
+    pub const RESOURCE: &str = "aauth-resource.json";
+    /// Auth server metadata of the demo generation (legacy profile).
+    pub const LEGACY_ISSUER: &str = "aauth-issuer.json";
+}
+
+/// `Signature-Key` scheme tokens.
+pub mod scheme {
+    /// Key carried in the header itself.
+    pub const HWK: &str = "hwk";
+    /// Key found at `{id}/.well-known/{dwk}` → `jwks_uri` → `kid`.
+    pub const JWKS_URI: &str = "jwks_uri";
+    /// Key is the `cnf.jwk` of a JWT verified with its issuer's key.
+    pub const JWT: &str = "jwt";
+}
+
+/// JOSE algorithm identifiers.
+pub mod alg {
+    /// Fully specified Ed25519 (RFC 9864); the only JWS algorithm in the strict profile.
+    pub const ED25519: &str = "Ed25519";
+    /// Polymorphic EdDSA; accepted only by the legacy profile, and only with an Ed25519 key.
+    pub const EDDSA: &str = "EdDSA";
+}
+
+/// `AAuth-Requirement` values.
+pub mod requirement {
+    /// The endpoint decides on agent identity.
+    pub const AGENT_TOKEN: &str = "agent-token";
+    /// The endpoint needs the person, or the resource needs a person token to mint.
+    pub const PERSON_TOKEN: &str = "person-token";
+    /// Consent or policy is needed; carries `resource-token`.
+    pub const AUTH_TOKEN: &str = "auth-token";
+    /// The `resource-token` parameter.
+    pub const RESOURCE_TOKEN_PARAM: &str = "resource-token";
+}
+
+/// `Signature-Error` codes (SIGKEY-09 registry, as AAUTH-11 uses them).
+pub mod code {
+    /// Algorithm or key type not supported.
+    pub const UNSUPPORTED_ALGORITHM: &str = "unsupported_algorithm";
+    /// `Signature-Key` scheme not accepted here.
+    pub const UNSUPPORTED_SCHEME: &str = "unsupported_scheme";
+    /// Signature missing, malformed, stale, or failed.
+    pub const INVALID_SIGNATURE: &str = "invalid_signature";
+    /// Required components not covered.
+    pub const INVALID_INPUT: &str = "invalid_input";
+    /// Malformed request unrelated to the signature.
+    pub const INVALID_REQUEST: &str = "invalid_request";
+    /// Key unparsable, untrusted, or inconsistent.
+    pub const INVALID_KEY: &str = "invalid_key";
+    /// `kid` not in the issuer's JWKS.
+    pub const UNKNOWN_KEY: &str = "unknown_key";
+    /// Metadata lacks `issuer`.
+    pub const ISSUER_MISSING: &str = "issuer_missing";
+    /// Metadata `issuer` differs from the discovery identity.
+    pub const ISSUER_MISMATCH: &str = "issuer_mismatch";
+    /// JWT malformed, of the wrong kind, or its signature failed.
+    pub const INVALID_JWT: &str = "invalid_jwt";
+    /// JWT `exp` passed.
+    pub const EXPIRED_JWT: &str = "expired_jwt";
+    /// JWT revoked.
+    pub const REVOKED_JWT: &str = "revoked_jwt";
+    /// `created` or `iat` ahead of our clock by more than the window.
+    pub const CLOCK_SKEW: &str = "clock_skew";
+}
