@@ -48,7 +48,9 @@ pub struct AAuth {
 
 impl std::fmt::Debug for AAuth {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AAuth").field("resource", &self.shared.resource).finish_non_exhaustive()
+        f.debug_struct("AAuth")
+            .field("resource", &self.shared.resource)
+            .finish_non_exhaustive()
     }
 }
 
@@ -135,7 +137,9 @@ pub struct AAuthBuilder {
 
 impl std::fmt::Debug for AAuthBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AAuthBuilder").field("resource", &self.resource).finish_non_exhaustive()
+        f.debug_struct("AAuthBuilder")
+            .field("resource", &self.resource)
+            .finish_non_exhaustive()
     }
 }
 
@@ -312,7 +316,11 @@ impl AAuthBuilder {
             .ok_or_else(|| ConfigError::new("the resource identifier has no scheme"))?;
         let mut authorities = vec![authority];
         for extra in self.extra_authorities {
-            if extra.is_empty() || !extra.bytes().all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b)) {
+            if extra.is_empty()
+                || !extra
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b))
+            {
                 return Err(ConfigError::new("an extra authority is not host[:port]"));
             }
             authorities.push(extra);
@@ -320,14 +328,18 @@ impl AAuthBuilder {
         if self.schemes.is_empty() {
             return Err(ConfigError::new("at least one Signature-Key scheme must be accepted"));
         }
-        let mut required: Vec<String> = ["@method", "@authority", "@path", "signature-key"].map(str::to_owned).to_vec();
+        let mut required: Vec<String> = ["@method", "@authority", "@path", "signature-key"]
+            .map(str::to_owned)
+            .to_vec();
         for component in self.extra_required {
             let valid = !component.is_empty()
                 && component
                     .bytes()
                     .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"@-_.".contains(&b));
             if !valid {
-                return Err(ConfigError::new("a required component is not a lower-case component name"));
+                return Err(ConfigError::new(
+                    "a required component is not a lower-case component name",
+                ));
             }
             if !required.contains(&component) {
                 required.push(component);
@@ -385,7 +397,10 @@ fn default_resolver(identifiers: &IdentifierPolicy) -> Result<Arc<dyn KeyResolve
     } else {
         crate::discovery::ReqwestFetch::new()
     };
-    Ok(Arc::new(crate::discovery::DiscoveryResolver::new(fetch, identifiers.clone())))
+    Ok(Arc::new(crate::discovery::DiscoveryResolver::new(
+        fetch,
+        identifiers.clone(),
+    )))
 }
 
 #[cfg(not(feature = "reqwest"))]

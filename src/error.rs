@@ -249,7 +249,10 @@ impl Error {
                 accept,
                 ..
             } => {
-                headers.insert(wire::header::SIGNATURE_ERROR, signature_error_value(*code, required_input.as_deref()));
+                headers.insert(
+                    wire::header::SIGNATURE_ERROR,
+                    signature_error_value(*code, required_input.as_deref()),
+                );
                 if let Some(accept) = accept {
                     let name = match code {
                         SignatureErrorCode::UnsupportedAlgorithm => wire::header::ACCEPT_SIGNATURE_ALG,
@@ -271,7 +274,10 @@ impl Error {
         let mut response = Response::new(B::from(Bytes::from(body)));
         *response.status_mut() = self.status();
         let headers = response.headers_mut();
-        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
         self.write_headers(headers);
         response
     }

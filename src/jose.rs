@@ -116,7 +116,10 @@ impl Jwk {
         let crv = str_member(object, "crv").ok_or(Error::invalid_key("the key has no crv"))?;
         if crv != "Ed25519" {
             return Err(if crv == "Ed448" {
-                Error::signature(SignatureErrorCode::UnsupportedAlgorithm, "only Ed25519 keys are supported")
+                Error::signature(
+                    SignatureErrorCode::UnsupportedAlgorithm,
+                    "only Ed25519 keys are supported",
+                )
             } else {
                 Error::invalid_key("the key's crv is not an Edwards curve")
             });
@@ -183,9 +186,7 @@ impl Jwk {
         let Ok(bytes) = <[u8; 64]>::try_from(signature) else {
             return false;
         };
-        self.key
-            .verify_strict(message, &Signature::from_bytes(&bytes))
-            .is_ok()
+        self.key.verify_strict(message, &Signature::from_bytes(&bytes)).is_ok()
     }
 }
 
@@ -255,7 +256,10 @@ impl<'a> UnverifiedJws<'a> {
         if token.len() > MAX_JWT_LEN {
             return Err(Error::invalid_jwt("the token exceeds the size limit"));
         }
-        if !token.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.') {
+        if !token
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+        {
             return Err(Error::invalid_jwt("the token is not a compact JWS"));
         }
         let mut parts = token.split('.');
@@ -524,7 +528,8 @@ mod tests {
 
     #[test]
     fn thumbprint_matches_rfc9421_test_key_and_ignores_alg_and_kid() {
-        let key = jwk(serde_json::json!({"kty":"OKP","crv":"Ed25519","x":RFC9421_X,"alg":"Ed25519","kid":"k"})).unwrap();
+        let key =
+            jwk(serde_json::json!({"kty":"OKP","crv":"Ed25519","x":RFC9421_X,"alg":"Ed25519","kid":"k"})).unwrap();
         assert_eq!(key.thumbprint(), "poqkLGiymh_W0uP6PZFw-dvez3QJT5SolqXBCW38r0U");
     }
 
@@ -563,7 +568,11 @@ mod tests {
     #[test]
     fn sign_then_parse_and_verify() {
         let key = ResourceKey::from_seed([7; 32]);
-        let token = key.sign_jwt("aa-resource+jwt", "Ed25519", &serde_json::json!({"iss":"https://r.example"}));
+        let token = key.sign_jwt(
+            "aa-resource+jwt",
+            "Ed25519",
+            &serde_json::json!({"iss":"https://r.example"}),
+        );
         let jws = UnverifiedJws::parse(&token, AlgPolicy::Strict).unwrap();
         assert_eq!(jws.typ(), Some("aa-resource+jwt"));
         jws.verify_with(&key.public_jwk()).unwrap();

@@ -64,7 +64,9 @@ pub struct AAuthService<S> {
 
 impl<S: std::fmt::Debug> std::fmt::Debug for AAuthService<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AAuthService").field("inner", &self.inner).finish_non_exhaustive()
+        f.debug_struct("AAuthService")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
     }
 }
 

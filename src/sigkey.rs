@@ -140,12 +140,15 @@ impl SignatureKey {
     ///
     /// Members for other labels are ignored, whatever their scheme.
     pub fn parse(field: &str, label: &str, accepted: &AcceptedSchemes) -> Result<Self, Error> {
-        let dict = parse_dictionary_strict(field).ok_or(Error::invalid_key("Signature-Key is not a valid structured dictionary"))?;
+        let dict = parse_dictionary_strict(field)
+            .ok_or(Error::invalid_key("Signature-Key is not a valid structured dictionary"))?;
         let member = dict
             .iter()
             .find(|(key, _)| key.as_str() == label)
             .map(|(_, entry)| entry)
-            .ok_or(Error::invalid_signature("Signature-Key has no member for the signed label"))?;
+            .ok_or(Error::invalid_signature(
+                "Signature-Key has no member for the signed label",
+            ))?;
         let ListEntry::Item(item) = member else {
             return Err(Error::invalid_key("the Signature-Key member is not an item"));
         };
@@ -180,7 +183,9 @@ impl SignatureKey {
                 Ok(SignatureKey::Hwk(Jwk::from_json(&jwk, AlgPolicy::Legacy)?))
             }
             Scheme::JwksUri => {
-                let (Some(id), Some(dwk), Some(kid)) = (string_param("id")?, string_param("dwk")?, string_param("kid")?) else {
+                let (Some(id), Some(dwk), Some(kid)) =
+                    (string_param("id")?, string_param("dwk")?, string_param("kid")?)
+                else {
                     return Err(Error::invalid_key("jwks_uri needs id, dwk and kid"));
                 };
                 Ok(SignatureKey::JwksUri {
@@ -192,7 +197,9 @@ impl SignatureKey {
             Scheme::Jwt => {
                 let token = string_param("jwt").map_err(|_| Error::invalid_jwt("the jwt parameter is not a string"))?;
                 let token = token.ok_or(Error::invalid_jwt("the jwt scheme needs a jwt parameter"))?;
-                Ok(SignatureKey::Jwt { token: token.to_owned() })
+                Ok(SignatureKey::Jwt {
+                    token: token.to_owned(),
+                })
             }
         }
     }
@@ -226,7 +233,8 @@ mod tests {
         err.write_headers(&mut headers);
         assert_eq!(headers["signature-error"], "error=unsupported_scheme");
         assert_eq!(headers["accept-signature-scheme"], "jwt");
-        let err = SignatureKey::parse(&format!(r#"sig=hwk;kty="OKP";crv="Ed25519";x="{X}""#), "sig", &accepted).unwrap_err();
+        let err =
+            SignatureKey::parse(&format!(r#"sig=hwk;kty="OKP";crv="Ed25519";x="{X}""#), "sig", &accepted).unwrap_err();
         assert_eq!(err.signature_code(), Some(SignatureErrorCode::UnsupportedScheme));
     }
 
@@ -238,7 +246,8 @@ mod tests {
 
     #[test]
     fn symmetric_key_in_hwk_is_invalid_key() {
-        let err = SignatureKey::parse(r#"sig=hwk;kty="oct";k="c2VjcmV0""#, "sig", &AcceptedSchemes::default()).unwrap_err();
+        let err =
+            SignatureKey::parse(r#"sig=hwk;kty="oct";k="c2VjcmV0""#, "sig", &AcceptedSchemes::default()).unwrap_err();
         assert_eq!(err.signature_code(), Some(SignatureErrorCode::InvalidKey));
     }
 }

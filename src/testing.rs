@@ -66,7 +66,9 @@ pub struct SignOptions {
 impl Default for SignOptions {
     fn default() -> Self {
         SignOptions {
-            components: ["@method", "@authority", "@path", "signature-key"].map(str::to_owned).to_vec(),
+            components: ["@method", "@authority", "@path", "signature-key"]
+                .map(str::to_owned)
+                .to_vec(),
             label: "sig".to_owned(),
             authority: None,
             base64url: false,
@@ -167,7 +169,11 @@ impl TestAgent {
         if request.uri().query().is_some() && !components.iter().any(|c| c == "@query") {
             components.push("@query".to_owned());
         }
-        let list = components.iter().map(|c| format!("\"{c}\"")).collect::<Vec<_>>().join(" ");
+        let list = components
+            .iter()
+            .map(|c| format!("\"{c}\""))
+            .collect::<Vec<_>>()
+            .join(" ");
         let input_value = format!("{label}=({list});created={created}{}", options.extra_params);
         let input = ParsedInput::parse(&input_value, 64).expect("test signature input parses");
         let authority = options

@@ -48,9 +48,7 @@ impl TokenKind {
             Some(TokenKind::Agent)
         } else if is(wire::typ::PERSON) {
             Some(TokenKind::Person)
-        } else if is(wire::typ::AUTH) {
-            Some(TokenKind::Auth)
-        } else if legacy && is(wire::typ::LEGACY_AUTH) {
+        } else if is(wire::typ::AUTH) || (legacy && is(wire::typ::LEGACY_AUTH)) {
             Some(TokenKind::Auth)
         } else if legacy && is(wire::typ::LEGACY_AGENT) {
             Some(TokenKind::Agent)
@@ -79,7 +77,11 @@ impl Scopes {
         }
         let mut scopes: Vec<String> = Vec::new();
         for token in text.split(' ') {
-            if token.is_empty() || !token.bytes().all(|b| b == 0x21 || (0x23..=0x5b).contains(&b) || (0x5d..=0x7e).contains(&b)) {
+            if token.is_empty()
+                || !token
+                    .bytes()
+                    .all(|b| b == 0x21 || (0x23..=0x5b).contains(&b) || (0x5d..=0x7e).contains(&b))
+            {
                 return None;
             }
             if !scopes.iter().any(|s| s == token) {
@@ -239,7 +241,8 @@ impl TokenPolicy {
     /// times, required claims and `cnf.jwk`. Runs before any fetch.
     pub fn check_claims(&self, jws: &UnverifiedJws<'_>, now: u64) -> Result<TokenClaims, Error> {
         let typ = jws.typ().ok_or(Error::invalid_jwt("the token has no typ"))?;
-        let kind = TokenKind::from_typ(typ, self.legacy).ok_or(Error::invalid_jwt("the token's typ is not a credential"))?;
+        let kind =
+            TokenKind::from_typ(typ, self.legacy).ok_or(Error::invalid_jwt("the token's typ is not a credential"))?;
         if !self.accepted.contains(&kind) {
             return Err(Error::invalid_jwt("this kind of token is not accepted here"));
         }
@@ -268,17 +271,23 @@ impl TokenPolicy {
 
         let exp = req_u64(claims, "exp")?;
         let iat = opt_u64(claims, "iat")?;
-        if let Some(nbf) = opt_u64(claims, "nbf")? {
-            if nbf > now {
-                return Err(Error::invalid_jwt("the token is not valid yet"));
-            }
+        if let Some(nbf) = opt_u64(claims, "nbf")?
+            && nbf > now
+        {
+            return Err(Error::invalid_jwt("the token is not valid yet"));
         }
         if exp <= now {
-            return Err(Error::signature(SignatureErrorCode::ExpiredJwt, "the token has expired"));
+            return Err(Error::signature(
+                SignatureErrorCode::ExpiredJwt,
+                "the token has expired",
+            ));
         }
         if let Some(iat) = iat {
             if iat > now.saturating_add(self.max_iat_skew) {
-                return Err(Error::signature(SignatureErrorCode::ClockSkew, "the token was issued in the future"));
+                return Err(Error::signature(
+                    SignatureErrorCode::ClockSkew,
+                    "the token was issued in the future",
+                ));
             }
             let max = match kind {
                 TokenKind::Agent => self.max_agent_lifetime,
@@ -294,10 +303,10 @@ impl TokenPolicy {
         let sub = opt_id(claims, "sub")?;
         let jti = opt_id(claims, "jti")?;
         let ps = opt_str(claims, "ps")?;
-        if let Some(ps) = ps {
-            if !is_identifier_shaped(ps) {
-                return Err(Error::invalid_jwt("the token's ps is not a server identifier"));
-            }
+        if let Some(ps) = ps
+            && !is_identifier_shaped(ps)
+        {
+            return Err(Error::invalid_jwt("the token's ps is not a server identifier"));
         }
         let agent = opt_str(claims, "agent")?;
         let aud = match claims.get("aud") {
@@ -311,7 +320,9 @@ impl TokenPolicy {
         };
         let scope = match claims.get("scope") {
             None => Scopes::default(),
-            Some(Value::String(text)) => Scopes::parse(text).ok_or(Error::invalid_jwt("the token's scope is malformed"))?,
+            Some(Value::String(text)) => {
+                Scopes::parse(text).ok_or(Error::invalid_jwt("the token's scope is malformed"))?
+            }
             Some(_) => return Err(Error::invalid_jwt("the token's scope is not a string")),
         };
 
@@ -324,10 +335,12 @@ impl TokenPolicy {
                 if !self.legacy && jti.is_none() {
                     return Err(Error::invalid_jwt("the agent token has no jti"));
                 }
-                if let Some(parent) = opt_str(claims, "parent_agent")? {
-                    if !is_agent_identifier(parent) {
-                        return Err(Error::invalid_jwt("the agent token's parent_agent is not an agent identifier"));
-                    }
+                if let Some(parent) = opt_str(claims, "parent_agent")?
+                    && !is_agent_identifier(parent)
+                {
+                    return Err(Error::invalid_jwt(
+                        "the agent token's parent_agent is not an agent identifier",
+                    ));
                 }
             }
             TokenKind::Person => {
@@ -396,7 +409,10 @@ fn cnf_jwk(claims: &Map<String, Value>, policy: AlgPolicy) -> Result<Jwk, Error>
         .and_then(Value::as_object)
         .ok_or(Error::invalid_jwt("the token has no cnf.jwk"))?;
     // Structurally incomplete confirmation keys are refused before decoding.
-    if !["kty", "crv", "x"].iter().all(|m| jwk.get(*m).is_some_and(Value::is_string)) {
+    if !["kty", "crv", "x"]
+        .iter()
+        .all(|m| jwk.get(*m).is_some_and(Value::is_string))
+    {
         return Err(Error::invalid_jwt("the token's cnf.jwk is incomplete"));
     }
     Jwk::from_json(jwk, policy)
@@ -467,7 +483,10 @@ mod tests {
     #[test]
     fn typ_follows_media_type_rules_only() {
         assert_eq!(TokenKind::from_typ("aa-auth+jwt", false), Some(TokenKind::Auth));
-        assert_eq!(TokenKind::from_typ("application/aa-auth+jwt", false), Some(TokenKind::Auth));
+        assert_eq!(
+            TokenKind::from_typ("application/aa-auth+jwt", false),
+            Some(TokenKind::Auth)
+        );
         assert_eq!(TokenKind::from_typ("AA-AUTH+JWT", false), Some(TokenKind::Auth));
         assert_eq!(TokenKind::from_typ("aa-auth+jwt ", false), None);
         assert_eq!(TokenKind::from_typ("aa-auth+jwt;v=1", false), None);

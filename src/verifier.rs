@@ -88,10 +88,20 @@ enum KeyWork {
     /// Signature and token (if any) already verified.
     None,
     /// A `jwks_uri` signer's key, then the HTTP signature.
-    Signer { issuer: String, dwk: String, kid: String, base: SignatureBase, signature: Vec<u8> },
+    Signer {
+        issuer: String,
+        dwk: String,
+        kid: String,
+        base: SignatureBase,
+        signature: Vec<u8>,
+    },
     /// A token's issuer key, then the token signature (the HTTP signature already verified
     /// with `cnf.jwk`).
-    TokenIssuer { token: String, claims: Box<TokenClaims>, hash: [u8; 32] },
+    TokenIssuer {
+        token: String,
+        claims: Box<TokenClaims>,
+        hash: [u8; 32],
+    },
 }
 
 /// State carried from the head to the slow path.
@@ -134,7 +144,10 @@ impl Verifier<'_> {
         let now = shared.clock.now();
         let input = ParsedInput::parse(&fields.input, shared.max_components)?;
         self.check_coverage(&input, uri)?;
-        let created = input.params.created.ok_or(Error::invalid_signature("the signature has no created parameter"))?;
+        let created = input
+            .params
+            .created
+            .ok_or(Error::invalid_signature("the signature has no created parameter"))?;
         if created > now.saturating_add(shared.max_skew) {
             return Err(Error::signature(
                 crate::error::SignatureErrorCode::ClockSkew,
@@ -144,10 +157,10 @@ impl Verifier<'_> {
         if now.saturating_sub(created) > shared.window {
             return Err(Error::invalid_signature("the signature is too old"));
         }
-        if let Some(expires) = input.params.expires {
-            if expires < created || expires <= now {
-                return Err(Error::invalid_signature("the signature has expired"));
-            }
+        if let Some(expires) = input.params.expires
+            && (expires < created || expires <= now)
+        {
+            return Err(Error::invalid_signature("the signature has expired"));
         }
         let signature = decode_signature(&fields.signature, &input.label, shared.alphabet)?;
         if signature.len() != 64 {
@@ -206,11 +219,23 @@ impl Verifier<'_> {
                     Some(key) => {
                         let key = key?;
                         verify_base(&base, &signature, &key)?;
-                        (KeyWork::None, verified(Scheme::JwksUri, key.thumbprint(), Some(id.as_str().into()), None))
+                        (
+                            KeyWork::None,
+                            verified(Scheme::JwksUri, key.thumbprint(), Some(id.as_str().into()), None),
+                        )
                     }
                     None => {
                         let partial = verified(Scheme::JwksUri, String::new(), Some(id.as_str().into()), None);
-                        (KeyWork::Signer { issuer: id, dwk, kid, base, signature }, partial)
+                        (
+                            KeyWork::Signer {
+                                issuer: id,
+                                dwk,
+                                kid,
+                                base,
+                                signature,
+                            },
+                            partial,
+                        )
                     }
                 }
             }
@@ -219,19 +244,28 @@ impl Verifier<'_> {
                 if let Some(cached) = shared.token_cache.get(&hash) {
                     // A token verified before: only time and revocation can have changed.
                     if cached.claims.exp <= now {
-                        return Err(Error::signature(crate::error::SignatureErrorCode::ExpiredJwt, "the token has expired"));
+                        return Err(Error::signature(
+                            crate::error::SignatureErrorCode::ExpiredJwt,
+                            "the token has expired",
+                        ));
                     }
                     let cnf = &cached.claims.cnf;
                     check_keyid(&input, &[&cnf.thumbprint(), cnf.kid().unwrap_or_default()])?;
                     verify_base(&base, &signature, cnf)?;
-                    (KeyWork::None, verified(Scheme::Jwt, cnf.thumbprint(), None, Some(cached)))
+                    (
+                        KeyWork::None,
+                        verified(Scheme::Jwt, cnf.thumbprint(), None, Some(cached)),
+                    )
                 } else {
                     let jws = UnverifiedJws::parse(&token, shared.tokens.alg)?;
                     let claims = shared.tokens.check_claims(&jws, now)?;
                     if !shared.token_identifiers.admits(&claims.iss) {
                         return Err(Error::invalid_jwt("the token's issuer identifier is not admitted"));
                     }
-                    check_keyid(&input, &[&claims.cnf.thumbprint(), claims.cnf.kid().unwrap_or_default()])?;
+                    check_keyid(
+                        &input,
+                        &[&claims.cnf.thumbprint(), claims.cnf.kid().unwrap_or_default()],
+                    )?;
                     // Proof of possession first: no fetch for a request its key did not sign.
                     verify_base(&base, &signature, &claims.cnf)?;
                     let thumbprint = claims.cnf.thumbprint();
@@ -312,7 +346,9 @@ impl Verifier<'_> {
             .iter()
             .find(|a| authority_eq(a, requested, &shared.scheme))
             .map(String::as_str)
-            .ok_or(Error::invalid_signature("the request's authority is not served by this resource"))
+            .ok_or(Error::invalid_signature(
+                "the request's authority is not served by this resource",
+            ))
     }
 }
 
@@ -326,9 +362,9 @@ fn authority_eq(configured: &str, requested: &str, scheme: &str) -> bool {
 /// `keyid`, when sent, must name the key `Signature-Key` names.
 fn check_keyid(input: &ParsedInput, names: &[&str]) -> Result<(), Error> {
     match &input.params.keyid {
-        Some(keyid) if !names.iter().any(|n| !n.is_empty() && n == keyid) => {
-            Err(Error::invalid_signature("keyid names a different key than Signature-Key"))
-        }
+        Some(keyid) if !names.iter().any(|n| !n.is_empty() && n == keyid) => Err(Error::invalid_signature(
+            "keyid names a different key than Signature-Key",
+        )),
         _ => Ok(()),
     }
 }
@@ -337,7 +373,9 @@ fn check_keyid(input: &ParsedInput, names: &[&str]) -> Result<(), Error> {
 fn token_key_error(error: Error) -> Error {
     match error.signature_code() {
         Some(crate::error::SignatureErrorCode::UnknownKey) => error,
-        Some(crate::error::SignatureErrorCode::IssuerMismatch | crate::error::SignatureErrorCode::IssuerMissing) => error,
+        Some(crate::error::SignatureErrorCode::IssuerMismatch | crate::error::SignatureErrorCode::IssuerMissing) => {
+            error
+        }
         _ => Error::invalid_jwt("the token issuer's keys could not be used"),
     }
 }
@@ -345,7 +383,11 @@ fn token_key_error(error: Error) -> Error {
 impl Pending {
     /// The slow path: fetch what is missing, verify, check the body digest.
     pub(crate) async fn finish(self, shared: Arc<Shared>, body: Option<&[u8]>) -> Result<VerifiedRequest, Error> {
-        let Pending { work, mut verified, digest } = self;
+        let Pending {
+            work,
+            mut verified,
+            digest,
+        } = self;
         match work {
             KeyWork::None => {}
             KeyWork::Signer {

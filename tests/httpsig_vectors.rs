@@ -8,7 +8,9 @@ use base64::Engine;
 use common::*;
 use http::{HeaderMap, HeaderValue, Request, StatusCode};
 use tower_aauth::discovery::StaticResolver;
-use tower_aauth::httpsig::{ParsedInput, RequestTarget, SignatureAlphabet, SignatureBase, decode_signature, verify_base};
+use tower_aauth::httpsig::{
+    ParsedInput, RequestTarget, SignatureAlphabet, SignatureBase, decode_signature, verify_base,
+};
 use tower_aauth::jose::{AlgPolicy, Jwk, b64url_decode};
 use tower_aauth::testing::TestAgent;
 use tower_aauth::{AAuth, ManualClock, wire};
@@ -40,7 +42,8 @@ fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
 #[test]
 fn rfc9421_b26_ed25519_base_is_byte_exact_and_verifies() {
     let input_field = r#"sig-b26=("date" "@method" "@path" "@authority" "content-type" "content-length");created=1618884473;keyid="test-key-ed25519""#;
-    let signature_field = "sig-b26=:wqcAqbmYJ2ji2glfAMaRy4gruYYnx2nEFN2HN6jrnDnQCK1u02Gb04v9EDgwUPiu4A0w6vuQv5lIp5WPpBKRCw==:";
+    let signature_field =
+        "sig-b26=:wqcAqbmYJ2ji2glfAMaRy4gruYYnx2nEFN2HN6jrnDnQCK1u02Gb04v9EDgwUPiu4A0w6vuQv5lIp5WPpBKRCw==:";
     let request_headers = headers(&[
         ("host", "example.com"),
         ("date", "Tue, 20 Apr 2021 02:07:55 GMT"),
@@ -111,12 +114,20 @@ fn rfc9421_b4_added_query_param_and_header_still_verify() {
         ("accept", "*/*"),
         ("accept-language", "en-US,en;q=0.5"),
     ]);
-    assert!(b4_check("GET", "example.org", "name1=Value1&Name2=value2&param=added", &h));
+    assert!(b4_check(
+        "GET",
+        "example.org",
+        "name1=Value1&Name2=value2&param=added",
+        &h
+    ));
 }
 
 #[test]
 fn rfc9421_b4_removed_date_added_referer_folded_accept_still_verify() {
-    let h = headers(&[("referer", "https://developer.example.org/demo"), ("accept", "application/json, */*")]);
+    let h = headers(&[
+        ("referer", "https://developer.example.org/demo"),
+        ("accept", "application/json, */*"),
+    ]);
     assert!(b4_check("GET", "example.org", "name1=Value1&Name2=value2", &h));
 }
 
@@ -157,7 +168,10 @@ fn rfc9421_b25_hmac_signature_is_refused() {
         24,
     )
     .unwrap();
-    let h = headers(&[("date", "Tue, 20 Apr 2021 02:07:55 GMT"), ("content-type", "application/json")]);
+    let h = headers(&[
+        ("date", "Tue, 20 Apr 2021 02:07:55 GMT"),
+        ("content-type", "application/json"),
+    ]);
     let target = RequestTarget {
         method: "POST",
         scheme: "https",
@@ -185,7 +199,9 @@ async fn derived_v1_hwk_vector_reproduces_and_is_accepted() {
         .key_resolver(StaticResolver::new())
         .build()
         .unwrap();
-    let mut request = Request::get("https://resource.example/api/documents").body(Body::empty()).unwrap();
+    let mut request = Request::get("https://resource.example/api/documents")
+        .body(Body::empty())
+        .unwrap();
     test_agent().sign(&mut request, &tower_aauth::testing::KeySource::Hwk, 1_730_217_600);
     assert_eq!(
         request.headers()["signature-key"],
@@ -229,7 +245,8 @@ fn v2_request(body: &'static str, signature: &str) -> Request<Body> {
 
 fn v2_service() -> axum::Router {
     let issuer_key = {
-        let jwk = serde_json::json!({"kty":"OKP","crv":"Ed25519","x":TEST_KEY_X,"kid":"test-key-ed25519","alg":"Ed25519"});
+        let jwk =
+            serde_json::json!({"kty":"OKP","crv":"Ed25519","x":TEST_KEY_X,"kid":"test-key-ed25519","alg":"Ed25519"});
         Jwk::from_json(jwk.as_object().unwrap(), AlgPolicy::Strict).unwrap()
     };
     let aauth = AAuth::builder("https://resource.example")
@@ -239,19 +256,27 @@ fn v2_service() -> axum::Router {
         .unwrap();
     axum::Router::new()
         .fallback(|request: Request<Body>| async move {
-            let verified = request.extensions().get::<tower_aauth::VerifiedRequest>().cloned().unwrap();
+            let verified = request
+                .extensions()
+                .get::<tower_aauth::VerifiedRequest>()
+                .cloned()
+                .unwrap();
             let body = axum::body::to_bytes(request.into_body(), 1024).await.unwrap();
             format!("{}:{}", verified.token_kind().unwrap(), String::from_utf8_lossy(&body))
         })
         .layer(aauth.layer())
 }
 
-const V2_SIGNATURE: &str = "sig=:IvBK5EjgmHvDw3obS2kFxbRjiCV8B9qpKnC9n3B+gKiufStxHS5spin9J2fVAulTwqherVgbvTjisfXufpUrCA==:";
+const V2_SIGNATURE: &str =
+    "sig=:IvBK5EjgmHvDw3obS2kFxbRjiCV8B9qpKnC9n3B+gKiufStxHS5spin9J2fVAulTwqherVgbvTjisfXufpUrCA==:";
 
 #[tokio::test]
 async fn derived_v2_jwt_agent_token_with_content_digest_is_accepted() {
     use tower::ServiceExt;
-    let response = v2_service().oneshot(v2_request(r#"{"name":"widget"}"#, V2_SIGNATURE)).await.unwrap();
+    let response = v2_service()
+        .oneshot(v2_request(r#"{"name":"widget"}"#, V2_SIGNATURE))
+        .await
+        .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     let body = axum::body::to_bytes(response.into_body(), 1024).await.unwrap();
     // The handler still receives the buffered body.
@@ -261,7 +286,10 @@ async fn derived_v2_jwt_agent_token_with_content_digest_is_accepted() {
 #[tokio::test]
 async fn derived_v2_with_a_swapped_body_is_invalid_signature() {
     use tower::ServiceExt;
-    let response = v2_service().oneshot(v2_request(r#"{"name":"gadget"}"#, V2_SIGNATURE)).await.unwrap();
+    let response = v2_service()
+        .oneshot(v2_request(r#"{"name":"gadget"}"#, V2_SIGNATURE))
+        .await
+        .unwrap();
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(response.headers()["signature-error"], "error=invalid_signature");
 }
@@ -274,7 +302,10 @@ async fn derived_v2_with_a_flipped_signature_byte_is_invalid_signature() {
         .unwrap();
     bytes[10] ^= 1;
     let flipped = format!("sig=:{}:", base64::engine::general_purpose::STANDARD.encode(bytes));
-    let response = v2_service().oneshot(v2_request(r#"{"name":"widget"}"#, &flipped)).await.unwrap();
+    let response = v2_service()
+        .oneshot(v2_request(r#"{"name":"widget"}"#, &flipped))
+        .await
+        .unwrap();
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(response.headers()["signature-error"], "error=invalid_signature");
 }

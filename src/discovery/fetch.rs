@@ -63,7 +63,8 @@ impl FetchError {
 pub(crate) fn max_age(cache_control: &str) -> Option<u64> {
     cache_control.split(',').find_map(|directive| {
         let (name, value) = directive.trim().split_once('=')?;
-        name.eq_ignore_ascii_case("max-age").then(|| value.trim_matches('"').parse().ok())?
+        name.eq_ignore_ascii_case("max-age")
+            .then(|| value.trim_matches('"').parse().ok())?
     })
 }
 
@@ -124,7 +125,13 @@ impl super::Fetch for ReqwestFetch {
                 .header(http::header::ACCEPT, "application/json")
                 .send()
                 .await
-                .map_err(|e| if e.is_timeout() { FetchError::Timeout } else { FetchError::Transport })?;
+                .map_err(|e| {
+                    if e.is_timeout() {
+                        FetchError::Timeout
+                    } else {
+                        FetchError::Transport
+                    }
+                })?;
             if response.status() != http::StatusCode::OK {
                 return Err(FetchError::Status(response.status().as_u16()));
             }
@@ -145,11 +152,13 @@ impl super::Fetch for ReqwestFetch {
                 .and_then(|v| v.to_str().ok())
                 .and_then(max_age);
             let mut body = Vec::new();
-            while let Some(chunk) = response
-                .chunk()
-                .await
-                .map_err(|e| if e.is_timeout() { FetchError::Timeout } else { FetchError::Transport })?
-            {
+            while let Some(chunk) = response.chunk().await.map_err(|e| {
+                if e.is_timeout() {
+                    FetchError::Timeout
+                } else {
+                    FetchError::Transport
+                }
+            })? {
                 if body.len() + chunk.len() > max_bytes {
                     return Err(FetchError::TooLarge);
                 }

@@ -19,9 +19,9 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-pub use fetch::{FetchError, FetchedDocument};
 #[cfg(feature = "reqwest")]
 pub use fetch::ReqwestFetch;
+pub use fetch::{FetchError, FetchedDocument};
 
 use crate::error::{Error, SignatureErrorCode};
 use crate::jose::{AlgPolicy, Jwk, parse_json_object};
@@ -71,7 +71,9 @@ impl IdentifierPolicy {
     /// Also admits `http://127.0.0.1:PORT`, `http://localhost:PORT` and `http://[::1]:PORT`
     /// (development only: see [`crate::config::DangerousOptions`]).
     pub fn allowing_http_loopback() -> Self {
-        IdentifierPolicy { allow_http_loopback: true }
+        IdentifierPolicy {
+            allow_http_loopback: true,
+        }
     }
 
     /// Whether http on loopback is admitted.
@@ -81,10 +83,11 @@ impl IdentifierPolicy {
 
     /// Checks a server identifier by its raw string, before any URL parser or DNS sees it.
     pub fn admits(&self, identifier: &str) -> bool {
-        if let Some(host) = identifier.strip_prefix("https://") {
-            if is_dns_name(host) && host.contains('.') {
-                return true;
-            }
+        if let Some(host) = identifier.strip_prefix("https://")
+            && is_dns_name(host)
+            && host.contains('.')
+        {
+            return true;
         }
         self.allow_http_loopback && is_loopback_origin(identifier)
     }
@@ -103,14 +106,22 @@ pub fn is_dns_name(host: &str) -> bool {
             && label.len() <= 63
             && !label.starts_with('-')
             && !label.ends_with('-')
-            && label.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
     });
-    well_formed && labels.last().is_some_and(|last| last.as_bytes()[0].is_ascii_lowercase())
+    well_formed
+        && labels
+            .last()
+            .is_some_and(|last| last.as_bytes()[0].is_ascii_lowercase())
 }
 
 /// `http(s)://127.0.0.1[:port]`, `http(s)://localhost[:port]`, `http(s)://[::1][:port]`.
 fn is_loopback_origin(identifier: &str) -> bool {
-    let Some(authority) = identifier.strip_prefix("http://").or_else(|| identifier.strip_prefix("https://")) else {
+    let Some(authority) = identifier
+        .strip_prefix("http://")
+        .or_else(|| identifier.strip_prefix("https://"))
+    else {
         return false;
     };
     let (host, port) = match authority.strip_prefix("[::1]") {
@@ -121,7 +132,8 @@ fn is_loopback_origin(identifier: &str) -> bool {
         },
     };
     let port = port.strip_prefix(':').unwrap_or(port);
-    let port_ok = port.is_empty() || (port.len() <= 5 && port.bytes().all(|b| b.is_ascii_digit()) && port.parse::<u16>().is_ok_and(|p| p > 0));
+    let port_ok = port.is_empty()
+        || (port.len() <= 5 && port.bytes().all(|b| b.is_ascii_digit()) && port.parse::<u16>().is_ok_and(|p| p > 0));
     matches!(host, "127.0.0.1" | "localhost" | "[::1]") && port_ok
 }
 
@@ -195,8 +207,12 @@ impl KeySet {
         let mut duplicated: Vec<String> = Vec::new();
         for entry in entries {
             let Some(object) = entry.as_object() else { continue };
-            let Ok(jwk) = Jwk::from_json(object, policy) else { continue };
-            let Some(kid) = jwk.kid().map(str::to_owned) else { continue };
+            let Ok(jwk) = Jwk::from_json(object, policy) else {
+                continue;
+            };
+            let Some(kid) = jwk.kid().map(str::to_owned) else {
+                continue;
+            };
             if keys.insert(kid.clone(), Arc::new(jwk)).is_some() {
                 duplicated.push(kid);
             }
@@ -215,7 +231,12 @@ impl KeySet {
 pub fn metadata_jwks_uri(body: &[u8], issuer: &str) -> Result<String, Error> {
     let document = parse_json_object(body).ok_or(Error::invalid_key("the metadata is not a JSON object"))?;
     match document.get("issuer") {
-        None => return Err(Error::signature(SignatureErrorCode::IssuerMissing, "the metadata has no issuer")),
+        None => {
+            return Err(Error::signature(
+                SignatureErrorCode::IssuerMissing,
+                "the metadata has no issuer",
+            ));
+        }
         Some(Value::String(found)) if found == issuer => {}
         Some(_) => {
             return Err(Error::signature(
@@ -231,7 +252,9 @@ pub fn metadata_jwks_uri(body: &[u8], issuer: &str) -> Result<String, Error> {
         .strip_prefix(issuer)
         .is_some_and(|rest| rest.starts_with('/') && !rest.starts_with("//"));
     if !same_origin || !jwks_uri.bytes().all(|b| (0x21..0x7f).contains(&b)) || jwks_uri.contains(['\\', '@', '#']) {
-        return Err(Error::invalid_key("the metadata's jwks_uri is not on the issuer's origin"));
+        return Err(Error::invalid_key(
+            "the metadata's jwks_uri is not on the issuer's origin",
+        ));
     }
     Ok(jwks_uri.clone())
 }
@@ -327,7 +350,10 @@ impl<F: Fetch> KeyResolver for DiscoveryResolver<F> {
             let set = Arc::new(self.fetch_key_set(query.issuer, query.dwk).await?);
             let found = set.get(query.kid).cloned();
             self.keys.insert(cache_key, set);
-            found.ok_or(Error::signature(SignatureErrorCode::UnknownKey, "the issuer publishes no key with that kid"))
+            found.ok_or(Error::signature(
+                SignatureErrorCode::UnknownKey,
+                "the issuer publishes no key with that kid",
+            ))
         })
     }
 }
@@ -348,7 +374,8 @@ impl StaticResolver {
     /// Adds `key` for `(issuer, dwk)` under its `kid`.
     pub fn with_key(mut self, issuer: &str, dwk: &str, key: Jwk) -> Self {
         let kid = key.kid().unwrap_or_default().to_owned();
-        self.keys.insert((issuer.to_owned(), dwk.to_owned(), kid), Arc::new(key));
+        self.keys
+            .insert((issuer.to_owned(), dwk.to_owned(), kid), Arc::new(key));
         self
     }
 }
@@ -356,16 +383,16 @@ impl StaticResolver {
 impl KeyResolver for StaticResolver {
     fn cached(&self, query: &KeyQuery<'_>) -> Option<Result<Arc<Jwk>, Error>> {
         let key = (query.issuer.to_owned(), query.dwk.to_owned(), query.kid.to_owned());
-        Some(
-            self.keys
-                .get(&key)
-                .cloned()
-                .ok_or(Error::signature(SignatureErrorCode::UnknownKey, "no pinned key with that kid")),
-        )
+        Some(self.keys.get(&key).cloned().ok_or(Error::signature(
+            SignatureErrorCode::UnknownKey,
+            "no pinned key with that kid",
+        )))
     }
 
     fn resolve<'a>(&'a self, query: KeyQuery<'a>) -> BoxFuture<'a, Result<Arc<Jwk>, Error>> {
-        let result = self.cached(&query).unwrap_or_else(|| Err(Error::invalid_key("no pinned key")));
+        let result = self
+            .cached(&query)
+            .unwrap_or_else(|| Err(Error::invalid_key("no pinned key")));
         Box::pin(async move { result })
     }
 }
@@ -408,15 +435,22 @@ mod tests {
     #[test]
     fn metadata_issuer_must_match() {
         let ok = br#"{"issuer":"https://a.example","jwks_uri":"https://a.example/jwks.json"}"#;
-        assert_eq!(metadata_jwks_uri(ok, "https://a.example").unwrap(), "https://a.example/jwks.json");
+        assert_eq!(
+            metadata_jwks_uri(ok, "https://a.example").unwrap(),
+            "https://a.example/jwks.json"
+        );
         let other = br#"{"issuer":"https://b.example","jwks_uri":"https://b.example/jwks.json"}"#;
         assert_eq!(
-            metadata_jwks_uri(other, "https://a.example").unwrap_err().signature_code(),
+            metadata_jwks_uri(other, "https://a.example")
+                .unwrap_err()
+                .signature_code(),
             Some(SignatureErrorCode::IssuerMismatch)
         );
         let missing = br#"{"jwks_uri":"https://a.example/jwks.json"}"#;
         assert_eq!(
-            metadata_jwks_uri(missing, "https://a.example").unwrap_err().signature_code(),
+            metadata_jwks_uri(missing, "https://a.example")
+                .unwrap_err()
+                .signature_code(),
             Some(SignatureErrorCode::IssuerMissing)
         );
         let cross = br#"{"issuer":"https://a.example","jwks_uri":"https://a.example.evil.example/jwks"}"#;

@@ -14,7 +14,8 @@ use crate::error::Error;
 
 /// Checks `field` (the `Content-Digest` value) against `body`.
 pub fn verify_content_digest(field: &str, body: &[u8]) -> Result<(), Error> {
-    let dict = parse_dictionary_strict(field).ok_or(Error::invalid_signature("Content-Digest is not a valid dictionary"))?;
+    let dict =
+        parse_dictionary_strict(field).ok_or(Error::invalid_signature("Content-Digest is not a valid dictionary"))?;
     let mut checked = 0;
     for (algorithm, entry) in &dict {
         let expected = match entry {
@@ -22,7 +23,11 @@ pub fn verify_content_digest(field: &str, body: &[u8]) -> Result<(), Error> {
                 bare_item: BareItem::ByteSequence(bytes),
                 ..
             }) => bytes,
-            _ => return Err(Error::invalid_signature("a Content-Digest member is not a byte sequence")),
+            _ => {
+                return Err(Error::invalid_signature(
+                    "a Content-Digest member is not a byte sequence",
+                ));
+            }
         };
         let matches = match algorithm.as_str() {
             "sha-256" => bool::from(Sha256::digest(body).as_slice().ct_eq(expected)),
@@ -35,7 +40,9 @@ pub fn verify_content_digest(field: &str, body: &[u8]) -> Result<(), Error> {
         checked += 1;
     }
     if checked == 0 {
-        return Err(Error::invalid_signature("Content-Digest has no sha-256 or sha-512 member"));
+        return Err(Error::invalid_signature(
+            "Content-Digest has no sha-256 or sha-512 member",
+        ));
     }
     Ok(())
 }

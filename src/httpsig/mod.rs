@@ -95,7 +95,9 @@ pub fn field_value<'a>(headers: &'a HeaderMap, name: &str, cap: usize) -> Result
 
 fn ascii_field(bytes: &[u8]) -> Result<&str, Error> {
     if !bytes.iter().all(|&b| b == b'\t' || (0x20..0x7f).contains(&b)) {
-        return Err(Error::invalid_signature("a covered field holds non-ASCII or control characters"));
+        return Err(Error::invalid_signature(
+            "a covered field holds non-ASCII or control characters",
+        ));
     }
     // Checked above: printable ASCII plus tab is UTF-8.
     let text = std::str::from_utf8(bytes).map_err(|_| Error::invalid_signature("a field is not ASCII"))?;
@@ -105,7 +107,9 @@ fn ascii_field(bytes: &[u8]) -> Result<&str, Error> {
 /// Parses an RFC 9651 Dictionary, refusing duplicate member names (RFC 9651 would keep
 /// the last; an attacker-appended duplicate label must not silently win).
 pub fn parse_dictionary_strict(input: &str) -> Option<Dictionary> {
-    Parser::new(input).parse_dictionary_with_visitor(NoDuplicates(Dictionary::new())).ok()
+    Parser::new(input)
+        .parse_dictionary_with_visitor(NoDuplicates(Dictionary::new()))
+        .ok()
 }
 
 struct NoDuplicates(Dictionary);
@@ -248,12 +252,16 @@ impl ParsedInput {
     ///
     /// AAuth profile: exactly one label. Everything malformed is `invalid_signature`.
     pub fn parse(field: &str, max_components: usize) -> Result<Self, Error> {
-        let dict = parse_dictionary_strict(field)
-            .ok_or(Error::invalid_signature("Signature-Input is not a valid structured dictionary"))?;
+        let dict = parse_dictionary_strict(field).ok_or(Error::invalid_signature(
+            "Signature-Input is not a valid structured dictionary",
+        ))?;
         if dict.len() != 1 {
             return Err(Error::invalid_signature("exactly one signature label is accepted"));
         }
-        let (label, entry) = dict.into_iter().next().ok_or(Error::invalid_signature("Signature-Input is empty"))?;
+        let (label, entry) = dict
+            .into_iter()
+            .next()
+            .ok_or(Error::invalid_signature("Signature-Input is empty"))?;
         let ListEntry::InnerList(inner) = entry else {
             return Err(Error::invalid_signature("Signature-Input member is not an inner list"));
         };
@@ -308,7 +316,9 @@ fn parse_component(item: &sfv::Item) -> Result<CoveredComponent, Error> {
                 .bytes()
                 .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"!#$%&'*+-.^_`|~".contains(&b))
         {
-            return Err(Error::invalid_signature("a component name is not a lower-case field name"));
+            return Err(Error::invalid_signature(
+                "a component name is not a lower-case field name",
+            ));
         }
         let mut sf = false;
         let mut key = None;
@@ -429,7 +439,11 @@ impl SignatureBase {
         }
         self.buffer.push_str("\"@signature-params\": ");
         self.buffer.push_str(&input.signature_params);
-        if !self.buffer.bytes().all(|b| b == b'\n' || b == b'\t' || (0x20..0x7f).contains(&b)) {
+        if !self
+            .buffer
+            .bytes()
+            .all(|b| b == b'\n' || b == b'\t' || (0x20..0x7f).contains(&b))
+        {
             return Err(Error::invalid_signature("the signature base is not ASCII"));
         }
         Ok(())
@@ -472,30 +486,36 @@ impl SignatureBase {
 /// first of Dictionary, List, Item that parses is used (the order RFC 9421's examples need).
 fn strict_reserialize(value: &str) -> Result<String, Error> {
     use sfv::FieldType;
-    if let Some(dict) = parse_dictionary_strict(value) {
-        if let Some(serialized) = dict.serialize() {
-            return Ok(serialized);
-        }
+    if let Some(serialized) = parse_dictionary_strict(value).and_then(|dict| dict.serialize()) {
+        return Ok(serialized);
     }
-    if let Ok(list) = Parser::new(value).parse::<sfv::List>() {
-        if let Some(serialized) = list.serialize() {
-            return Ok(serialized);
-        }
+    if let Some(serialized) = Parser::new(value)
+        .parse::<sfv::List>()
+        .ok()
+        .and_then(|list| list.serialize())
+    {
+        return Ok(serialized);
     }
     if let Ok(item) = Parser::new(value).parse::<sfv::Item>() {
         return Ok(item.serialize());
     }
-    Err(Error::invalid_signature("a field covered with ;sf is not a structured field"))
+    Err(Error::invalid_signature(
+        "a field covered with ;sf is not a structured field",
+    ))
 }
 
 /// `;key="…"`: one Dictionary member, strictly serialised (RFC 9421 §2.1.2).
 fn dictionary_member(value: &str, key: &str) -> Result<String, Error> {
-    let dict = parse_dictionary_strict(value).ok_or(Error::invalid_signature("a field covered with ;key is not a dictionary"))?;
+    let dict = parse_dictionary_strict(value).ok_or(Error::invalid_signature(
+        "a field covered with ;key is not a dictionary",
+    ))?;
     let member = dict
         .iter()
         .find(|(k, _)| k.as_str() == key)
         .map(|(_, v)| v)
-        .ok_or(Error::invalid_signature("a dictionary member covered with ;key is absent"))?;
+        .ok_or(Error::invalid_signature(
+            "a dictionary member covered with ;key is absent",
+        ))?;
     let mut serializer = sfv::ListSerializer::new();
     serializer.members(std::iter::once(member));
     Ok(serializer.finish().unwrap_or_default())
@@ -520,10 +540,16 @@ pub fn decode_signature(field: &str, label: &str, alphabet: SignatureAlphabet) -
         None if alphabet == SignatureAlphabet::Lenient => {
             return decode_lenient_signature(field, label);
         }
-        None => return Err(Error::invalid_signature("Signature is not a valid structured dictionary")),
+        None => {
+            return Err(Error::invalid_signature(
+                "Signature is not a valid structured dictionary",
+            ));
+        }
     };
     if dict.len() != 1 {
-        return Err(Error::invalid_signature("Signature must hold exactly the one signed label"));
+        return Err(Error::invalid_signature(
+            "Signature must hold exactly the one signed label",
+        ));
     }
     match dict.get(label) {
         Some(ListEntry::Item(sfv::Item {
@@ -540,17 +566,23 @@ fn decode_lenient_signature(field: &str, label: &str) -> Result<Vec<u8>, Error> 
     let rest = field
         .strip_prefix(label)
         .and_then(|rest| rest.strip_prefix("=:"))
-        .ok_or(Error::invalid_signature("Signature is not a valid structured dictionary"))?;
+        .ok_or(Error::invalid_signature(
+            "Signature is not a valid structured dictionary",
+        ))?;
     let end = rest
         .find(':')
         .ok_or(Error::invalid_signature("Signature byte sequence is not terminated"))?;
     let (encoded, tail) = (&rest[..end], &rest[end + 1..]);
     // Nothing but parameters may follow; a second member would be a second signature.
     if tail.contains(',') {
-        return Err(Error::invalid_signature("Signature must hold exactly the one signed label"));
+        return Err(Error::invalid_signature(
+            "Signature must hold exactly the one signed label",
+        ));
     }
     if !tail.is_empty() && !tail.starts_with(';') {
-        return Err(Error::invalid_signature("Signature is not a valid structured dictionary"));
+        return Err(Error::invalid_signature(
+            "Signature is not a valid structured dictionary",
+        ));
     }
     [&URL_SAFE_NO_PAD, &URL_SAFE, &STANDARD_NO_PAD, &STANDARD]
         .iter()
@@ -590,9 +622,18 @@ mod tests {
         let bytes: Vec<u8> = (0u8..64).map(|b| b.wrapping_mul(37)).collect();
         let url = URL_SAFE_NO_PAD.encode(&bytes);
         let std = STANDARD.encode(&bytes);
-        assert_eq!(decode_signature(&format!("sig=:{url}:"), "sig", SignatureAlphabet::Lenient).unwrap(), bytes);
-        assert_eq!(decode_signature(&format!("sig=:{std}:"), "sig", SignatureAlphabet::Lenient).unwrap(), bytes);
-        assert_eq!(decode_signature(&format!("sig=:{std}:"), "sig", SignatureAlphabet::StandardOnly).unwrap(), bytes);
+        assert_eq!(
+            decode_signature(&format!("sig=:{url}:"), "sig", SignatureAlphabet::Lenient).unwrap(),
+            bytes
+        );
+        assert_eq!(
+            decode_signature(&format!("sig=:{std}:"), "sig", SignatureAlphabet::Lenient).unwrap(),
+            bytes
+        );
+        assert_eq!(
+            decode_signature(&format!("sig=:{std}:"), "sig", SignatureAlphabet::StandardOnly).unwrap(),
+            bytes
+        );
         if url != std {
             assert!(decode_signature(&format!("sig=:{url}:"), "sig", SignatureAlphabet::StandardOnly).is_err());
         }

@@ -92,7 +92,8 @@ impl Harness {
     }
 
     pub fn auth_token(&self, scope: &str) -> String {
-        self.access_server.auth_token(RESOURCE, &self.agent.public_jwk(), scope, NOW)
+        self.access_server
+            .auth_token(RESOURCE, &self.agent.public_jwk(), scope, NOW)
     }
 }
 
