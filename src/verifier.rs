@@ -2,8 +2,8 @@
 //!
 //! # Design
 //!
-//! Verification is split into a synchronous head ([`Verifier::verify_head`]) and an
-//! asynchronous tail ([`Pending::finish`]). The head does everything that needs no I/O —
+//! Verification is split into a synchronous head (`Verifier::verify_head`) and an
+//! asynchronous tail (`Pending::finish`). The head does everything that needs no I/O —
 //! header presence and size, `Signature-Input` parsing, covered-component policy, the
 //! `created` window, the scheme, JWT shape and claims, the HTTP signature itself when the
 //! key is already known — in the order of increasing cost, so garbage is refused before
