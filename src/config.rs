@@ -31,13 +31,62 @@ impl ConfigError {
     }
 }
 
-/// Which generation of the wire format the layer speaks.
+/// Which generations of the wire format the layer accepts, and in which it answers.
+///
+/// See [`crate::legacy`] for every form the demo generation adds and why each is safe to
+/// accept only when asked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum Profile {
-    /// draft-hardt-oauth-aauth-protocol-11 with Signature-Key -09 (the default).
+    /// draft-hardt-oauth-aauth-protocol-11 with Signature-Key -09 only (the default).
+    /// Every demo-generation form is refused.
     #[default]
     Draft11,
+    /// The demo generation (the seed article's wire format): its forms are accepted as
+    /// well as draft -11's, and every request is answered in the demo generation
+    /// (`AAuth: require=…` challenges). For a resource that serves only demo-era agents.
+    Legacy,
+    /// Both generations side by side: the forms of both are accepted, and each request is
+    /// answered in the generation it was spoken in ([`VerifiedRequest::generation`]).
+    /// Unsigned requests carry no evidence and are answered in draft -11.
+    ///
+    /// [`VerifiedRequest::generation`]: crate::VerifiedRequest::generation
+    Both,
+}
+
+impl Profile {
+    /// Whether demo-generation forms are accepted at all.
+    pub const fn accepts_legacy(self) -> bool {
+        !matches!(self, Profile::Draft11)
+    }
+
+    /// The generation to answer in, given whether the request used any demo-generation
+    /// form (`spoke_legacy`).
+    pub const fn answer_in(self, spoke_legacy: bool) -> Generation {
+        match self {
+            Profile::Draft11 => Generation::Draft11,
+            Profile::Legacy => Generation::Legacy,
+            Profile::Both if spoke_legacy => Generation::Legacy,
+            Profile::Both => Generation::Draft11,
+        }
+    }
+
+    /// The generation an unsigned request (or one refused before its generation was
+    /// known) is answered in.
+    pub const fn default_generation(self) -> Generation {
+        self.answer_in(false)
+    }
+}
+
+/// A generation of the AAuth wire format, as detected on a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum Generation {
+    /// draft-hardt-oauth-aauth-protocol-11 / Signature-Key -09.
+    #[default]
+    Draft11,
+    /// The demo generation (DEMO-Q1 / MAR-2026 through AAUTH-10 token forms).
+    Legacy,
 }
 
 /// The resource's AAuth configuration. Cheap to clone.
@@ -99,6 +148,13 @@ impl AAuth {
     /// The wire profile.
     pub fn profile(&self) -> Profile {
         self.shared.profile
+    }
+
+    /// The generation to answer a request in: the one recorded on its
+    /// [`VerifiedRequest`](crate::VerifiedRequest) when it was verified, else the
+    /// profile's default (draft -11 unless the profile is [`Profile::Legacy`]).
+    pub fn generation_for(&self, verified: Option<&crate::VerifiedRequest>) -> Generation {
+        verified.map_or(self.shared.profile.default_generation(), |v| v.generation)
     }
 
     /// The verifying layer: put it outermost, around the whole router.
@@ -265,6 +321,14 @@ impl AAuthBuilder {
         self
     }
 
+    /// Which wire generations are accepted and answered (default [`Profile::Draft11`]).
+    /// [`Profile::Legacy`] and [`Profile::Both`] add the demo generation's forms; see
+    /// [`crate::legacy`].
+    pub fn profile(mut self, profile: Profile) -> Self {
+        self.profile = profile;
+        self
+    }
+
     /// Cap on each signature header, in bytes (default 8 KiB).
     pub fn max_header_bytes(mut self, bytes: usize) -> Self {
         self.header_cap = bytes;
@@ -352,12 +416,13 @@ impl AAuthBuilder {
         }
         let resolver: Arc<dyn KeyResolver> = match self.resolver {
             Some(resolver) => resolver,
-            None => default_resolver(&identifiers)?,
+            None => default_resolver(&identifiers, self.profile)?,
         };
         let mut tokens = self.tokens;
         tokens.max_iat_skew = self.max_skew;
-        if self.profile != Profile::Draft11 {
+        if self.profile.accepts_legacy() {
             tokens.alg = AlgPolicy::Legacy;
+            tokens.legacy = true;
         }
         let token_cache = moka::sync::Cache::builder()
             .max_capacity(self.token_cache_entries)
@@ -391,20 +456,24 @@ impl AAuthBuilder {
 }
 
 #[cfg(feature = "reqwest")]
-fn default_resolver(identifiers: &IdentifierPolicy) -> Result<Arc<dyn KeyResolver>, ConfigError> {
+fn default_resolver(identifiers: &IdentifierPolicy, profile: Profile) -> Result<Arc<dyn KeyResolver>, ConfigError> {
     let fetch = if identifiers.allows_http_loopback() {
         crate::discovery::ReqwestFetch::allowing_http()
     } else {
         crate::discovery::ReqwestFetch::new()
     };
-    Ok(Arc::new(crate::discovery::DiscoveryResolver::new(
-        fetch,
-        identifiers.clone(),
-    )))
+    let alg = if profile.accepts_legacy() {
+        AlgPolicy::Legacy
+    } else {
+        AlgPolicy::Strict
+    };
+    Ok(Arc::new(
+        crate::discovery::DiscoveryResolver::new(fetch, identifiers.clone()).with_alg_policy(alg),
+    ))
 }
 
 #[cfg(not(feature = "reqwest"))]
-fn default_resolver(_: &IdentifierPolicy) -> Result<Arc<dyn KeyResolver>, ConfigError> {
+fn default_resolver(_: &IdentifierPolicy, _: Profile) -> Result<Arc<dyn KeyResolver>, ConfigError> {
     Err(ConfigError::new(
         "without the `reqwest` feature a key resolver must be given with key_resolver()",
     ))

@@ -10,13 +10,14 @@ pub mod error;
 pub mod httpsig;
 pub mod jose;
 pub mod layer;
+pub mod legacy;
 pub mod sigkey;
 pub mod token;
 pub mod verifier;
 pub mod wire;
 
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use config::{AAuth, AAuthBuilder, ConfigError, Profile};
+pub use config::{AAuth, AAuthBuilder, ConfigError, Generation, Profile};
 pub use error::{Error, SignatureErrorCode};
 pub use jose::{Jwk, ResourceKey};
 pub use layer::{AAuthLayer, AAuthService, ResponseFuture};

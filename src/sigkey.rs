@@ -136,12 +136,34 @@ impl SignatureKey {
         }
     }
 
-    /// Parses `field` and selects the member for `label`.
+    /// Parses `field` and selects the member for `label` (draft -11 forms only).
     ///
     /// Members for other labels are ignored, whatever their scheme.
     pub fn parse(field: &str, label: &str, accepted: &AcceptedSchemes) -> Result<Self, Error> {
-        let dict = parse_dictionary_strict(field)
-            .ok_or(Error::invalid_key("Signature-Key is not a valid structured dictionary"))?;
+        Self::parse_profiled(field, label, accepted, false).map(|parsed| parsed.key)
+    }
+
+    /// Parses `field` and selects the member for `label`; with `legacy`, the demo
+    /// generation's forms are accepted too (see [`crate::legacy`]): the non-RFC 9651
+    /// member shape (tried only when the strict parse fails) and `jwks_uri` without `dwk`.
+    pub fn parse_profiled(
+        field: &str,
+        label: &str,
+        accepted: &AcceptedSchemes,
+        legacy: bool,
+    ) -> Result<ParsedSignatureKey, Error> {
+        let Some(dict) = parse_dictionary_strict(field) else {
+            if !legacy {
+                return Err(Error::invalid_key("Signature-Key is not a valid structured dictionary"));
+            }
+            let member = crate::legacy::signature_key_member(field, label)?;
+            let params: Vec<(&str, Option<&str>)> = member
+                .params
+                .iter()
+                .map(|(name, value)| (*name, Some(value.as_str())))
+                .collect();
+            return from_params(member.scheme, &params, accepted, legacy, true);
+        };
         let member = dict
             .iter()
             .find(|(key, _)| key.as_str() == label)
@@ -155,54 +177,93 @@ impl SignatureKey {
         let BareItem::Token(scheme) = &item.bare_item else {
             return Err(Error::invalid_key("the Signature-Key scheme is not a token"));
         };
-        let scheme = Scheme::from_token(scheme.as_str()).ok_or_else(|| accepted.unsupported())?;
-        if !accepted.contains(scheme) {
-            return Err(accepted.unsupported());
-        }
-        let string_param = |name: &str| -> Result<Option<&str>, Error> {
-            match item.params.iter().find(|(k, _)| k.as_str() == name).map(|(_, v)| v) {
-                None => Ok(None),
-                Some(BareItem::String(s)) => Ok(Some(s.as_str())),
-                Some(_) => Err(Error::invalid_key("a Signature-Key parameter is not a string")),
-            }
-        };
-        match scheme {
-            Scheme::Hwk => {
-                if item.params.iter().any(|(k, _)| k.as_str() == "kid") {
-                    return Err(Error::invalid_key("hwk must not carry kid"));
-                }
-                let mut jwk = Map::new();
-                for (name, value) in &item.params {
-                    let BareItem::String(value) = value else {
-                        return Err(Error::invalid_key("an hwk parameter is not a string"));
-                    };
-                    jwk.insert(name.as_str().to_owned(), Value::String(value.as_str().to_owned()));
-                }
-                // hwk's alg was forbidden before SIGKEY-08 and is required since: accept it
-                // absent, `Ed25519`, or `EdDSA`; the key type is explicit either way.
-                Ok(SignatureKey::Hwk(Jwk::from_json(&jwk, AlgPolicy::Legacy)?))
-            }
-            Scheme::JwksUri => {
-                let (Some(id), Some(dwk), Some(kid)) =
-                    (string_param("id")?, string_param("dwk")?, string_param("kid")?)
-                else {
-                    return Err(Error::invalid_key("jwks_uri needs id, dwk and kid"));
-                };
-                Ok(SignatureKey::JwksUri {
-                    id: id.to_owned(),
-                    dwk: dwk.to_owned(),
-                    kid: kid.to_owned(),
-                })
-            }
-            Scheme::Jwt => {
-                let token = string_param("jwt").map_err(|_| Error::invalid_jwt("the jwt parameter is not a string"))?;
-                let token = token.ok_or(Error::invalid_jwt("the jwt scheme needs a jwt parameter"))?;
-                Ok(SignatureKey::Jwt {
-                    token: token.to_owned(),
-                })
-            }
-        }
+        let params: Vec<(&str, Option<&str>)> = item
+            .params
+            .iter()
+            .map(|(name, value)| match value {
+                BareItem::String(s) => (name.as_str(), Some(s.as_str())),
+                _ => (name.as_str(), None),
+            })
+            .collect();
+        from_params(scheme.as_str(), &params, accepted, legacy, false)
     }
+}
+
+/// A selected `Signature-Key` member and whether it used a demo-generation form.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ParsedSignatureKey {
+    /// The key source.
+    pub key: SignatureKey,
+    /// Whether the member was in a demo-generation form: the non-RFC 9651 shape,
+    /// `jwks_uri` without `dwk`, or `hwk` without `alg`.
+    pub legacy_form: bool,
+}
+
+/// Builds the key source from a member's scheme and parameters (`None`: not a string).
+fn from_params(
+    scheme: &str,
+    params: &[(&str, Option<&str>)],
+    accepted: &AcceptedSchemes,
+    legacy: bool,
+    mut legacy_form: bool,
+) -> Result<ParsedSignatureKey, Error> {
+    let scheme = Scheme::from_token(scheme).ok_or_else(|| accepted.unsupported())?;
+    if !accepted.contains(scheme) {
+        return Err(accepted.unsupported());
+    }
+    let string_param = |name: &str| -> Result<Option<&str>, Error> {
+        match params.iter().find(|(k, _)| *k == name).map(|(_, v)| v) {
+            None => Ok(None),
+            Some(Some(s)) => Ok(Some(s)),
+            Some(None) => Err(Error::invalid_key("a Signature-Key parameter is not a string")),
+        }
+    };
+    let key = match scheme {
+        Scheme::Hwk => {
+            if params.iter().any(|(k, _)| *k == "kid") {
+                return Err(Error::invalid_key("hwk must not carry kid"));
+            }
+            let mut jwk = Map::new();
+            for (name, value) in params {
+                let Some(value) = value else {
+                    return Err(Error::invalid_key("an hwk parameter is not a string"));
+                };
+                jwk.insert((*name).to_owned(), Value::String((*value).to_owned()));
+            }
+            // hwk's alg was forbidden before SIGKEY-08 and is required since: accept it
+            // absent, `Ed25519`, or `EdDSA`; the key type is explicit either way.
+            legacy_form |= !jwk.contains_key("alg");
+            SignatureKey::Hwk(Jwk::from_json(&jwk, AlgPolicy::Legacy)?)
+        }
+        Scheme::JwksUri => {
+            let (id, dwk, kid) = (string_param("id")?, string_param("dwk")?, string_param("kid")?);
+            // The demo's agents sent no dwk: their only document was aauth-agent.json.
+            let dwk = match dwk {
+                None if legacy => {
+                    legacy_form = true;
+                    Some(wire::dwk::AGENT)
+                }
+                dwk => dwk,
+            };
+            let (Some(id), Some(dwk), Some(kid)) = (id, dwk, kid) else {
+                return Err(Error::invalid_key("jwks_uri needs id, dwk and kid"));
+            };
+            SignatureKey::JwksUri {
+                id: id.to_owned(),
+                dwk: dwk.to_owned(),
+                kid: kid.to_owned(),
+            }
+        }
+        Scheme::Jwt => {
+            let token = string_param("jwt").map_err(|_| Error::invalid_jwt("the jwt parameter is not a string"))?;
+            let token = token.ok_or(Error::invalid_jwt("the jwt scheme needs a jwt parameter"))?;
+            SignatureKey::Jwt {
+                token: token.to_owned(),
+            }
+        }
+    };
+    Ok(ParsedSignatureKey { key, legacy_form })
 }
 
 #[cfg(test)]

@@ -61,6 +61,10 @@ pub struct SignOptions {
     /// Extra signature parameters appended after `created` (already serialised, e.g.
     /// `;expires=1730217660`).
     pub extra_params: String,
+    /// Send `Signature-Key` in the demo generation's non-RFC 9651 form
+    /// (`sig=(scheme=jwt jwt="…")`, `jwks_uri` without `dwk` when it is
+    /// `aauth-agent.json`, `hwk` without `alg`), as the seed article shows it.
+    pub legacy_signature_key: bool,
 }
 
 impl Default for SignOptions {
@@ -73,6 +77,7 @@ impl Default for SignOptions {
             authority: None,
             base64url: false,
             extra_params: String::new(),
+            legacy_signature_key: false,
         }
     }
 }
@@ -137,6 +142,24 @@ impl TestAgent {
         }
     }
 
+    /// The demo generation's `Signature-Key` value for `source` (not RFC 9651; accepted
+    /// only under the legacy profiles).
+    pub fn legacy_signature_key_value(&self, source: &KeySource, label: &str) -> String {
+        match source {
+            KeySource::Hwk => format!(
+                r#"{label}=(scheme=hwk kty="OKP" crv="Ed25519" x="{}")"#,
+                self.public_jwk().x()
+            ),
+            KeySource::JwksUri { id, dwk, kid } if dwk == wire::dwk::AGENT => {
+                format!(r#"{label}=(scheme=jwks_uri id="{id}" kid="{kid}")"#)
+            }
+            KeySource::JwksUri { id, dwk, kid } => {
+                format!(r#"{label}=(scheme=jwks_uri id="{id}" dwk="{dwk}" kid="{kid}")"#)
+            }
+            KeySource::Jwt(token) => format!(r#"{label}=(scheme=jwt jwt="{token}")"#),
+        }
+    }
+
     /// Signs `request` with the default options.
     pub fn sign<B>(&self, request: &mut Request<B>, source: &KeySource, created: u64) {
         self.sign_with(request, source, created, &SignOptions::default());
@@ -161,9 +184,14 @@ impl TestAgent {
     pub fn sign_with<B>(&self, request: &mut Request<B>, source: &KeySource, created: u64, options: &SignOptions) {
         let label = &options.label;
         let headers = request.headers_mut();
+        let signature_key = if options.legacy_signature_key {
+            self.legacy_signature_key_value(source, label)
+        } else {
+            self.signature_key_value(source, label)
+        };
         headers.insert(
             wire::header::SIGNATURE_KEY,
-            HeaderValue::from_str(&self.signature_key_value(source, label)).expect("Signature-Key is ASCII"),
+            HeaderValue::from_str(&signature_key).expect("Signature-Key is ASCII"),
         );
         let mut components = options.components.clone();
         if request.uri().query().is_some() && !components.iter().any(|c| c == "@query") {
@@ -296,6 +324,44 @@ impl TestIssuer {
                 "exp": now + 3600,
             }),
         )
+    }
+
+    /// A demo-generation auth token, as the seed article shows it: `typ` `auth+jwt`,
+    /// `alg` `EdDSA`, no `dwk`, `cnf.jwk` without `alg`, an `agent` claim naming the agent
+    /// provider `agent`, for `resource`, granting `scope`, valid from `now` for an hour.
+    /// Accepted only under the legacy profiles, from a configured auth server whose key
+    /// is published under `aauth-issuer.json`.
+    pub fn legacy_auth_token(&self, resource: &str, agent_key: &Jwk, agent: &str, scope: &str, now: u64) -> String {
+        self.key.sign_jwt(
+            wire::typ::LEGACY_AUTH,
+            wire::alg::EDDSA,
+            &self.legacy_auth_claims(resource, agent_key, agent, scope, now),
+        )
+    }
+
+    /// The claims [`TestIssuer::legacy_auth_token`] signs, to modify before signing with
+    /// [`TestIssuer::sign_with_alg`].
+    pub fn legacy_auth_claims(&self, resource: &str, agent_key: &Jwk, agent: &str, scope: &str, now: u64) -> Value {
+        let mut jwk = agent_key.to_json();
+        if let Some(object) = jwk.as_object_mut() {
+            object.remove("alg");
+        }
+        json!({
+            "iss": self.issuer,
+            "aud": resource,
+            "jti": format!("legacy-at-{now}"),
+            "cnf": { "jwk": jwk },
+            "iat": now,
+            "scope": scope,
+            "exp": now + 3600,
+            "agent": agent,
+        })
+    }
+
+    /// Signs `claims` as a token of `typ` with the given JOSE `alg` spelling
+    /// (`Ed25519`, or the demo generation's `EdDSA`).
+    pub fn sign_with_alg(&self, typ: &str, alg: &str, claims: &Value) -> String {
+        self.key.sign_jwt(typ, alg, claims)
     }
 
     /// An `aa-person+jwt` for `resource`, bound to `agent`, valid from `now` for an hour.

@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
+use crate::config::Generation;
 use crate::error::{Error, SignatureErrorCode};
 use crate::jose::{AlgPolicy, Jwk, UnverifiedJws, is_opaque_id};
 use crate::wire;
@@ -171,6 +172,10 @@ pub struct TokenClaims {
     pub agent: Option<String>,
     /// The `kid` header the issuer key is selected by.
     pub kid: String,
+    /// [`Generation::Legacy`] when the token used any demo-generation form (legacy
+    /// `typ`, `EdDSA`, no `dwk`/`iat`/`ps`, a `cnf.jwk` without `alg`, …); only possible
+    /// when [`TokenPolicy::legacy`] is on.
+    pub generation: Generation,
     /// Every claim, for custom checks.
     pub raw: Arc<Map<String, Value>>,
 }
@@ -214,7 +219,7 @@ pub struct TokenPolicy {
     pub max_grant_lifetime: u64,
     /// JOSE algorithm spellings.
     pub alg: AlgPolicy,
-    /// Demo-generation typs and claims.
+    /// Also accept the demo generation's typs and claims (see [`crate::legacy`]).
     pub legacy: bool,
 }
 
@@ -248,15 +253,21 @@ impl TokenPolicy {
         }
         let kid = jws.kid().ok_or(Error::invalid_jwt("the token has no kid"))?.to_owned();
         let claims = jws.payload();
+        // Every relaxation below is gated on `self.legacy`; using one marks the token.
+        let mut legacy_form = TokenKind::from_typ(typ, false).is_none() || jws.alg() == wire::alg::EDDSA;
         let iss = req_str(claims, "iss")?;
         if !is_identifier_shaped(iss) {
             return Err(Error::invalid_jwt("the token's iss is not a server identifier"));
         }
-        let dwk = match claims.get("dwk") {
-            Some(Value::String(dwk)) => dwk.as_str(),
-            None if self.legacy => wire::dwk::LEGACY_ISSUER,
+        let dwk = match (claims.get("dwk"), kind) {
+            (Some(Value::String(dwk)), _) => dwk.as_str(),
+            // Before AP-00 tokens named no document: agents' keys were in aauth-agent.json,
+            // auth servers' in aauth-issuer.json.
+            (None, TokenKind::Agent) if self.legacy => wire::dwk::AGENT,
+            (None, TokenKind::Auth) if self.legacy => wire::dwk::LEGACY_ISSUER,
             _ => return Err(Error::invalid_jwt("the token has no dwk")),
         };
+        legacy_form |= !claims.contains_key("dwk");
         let trusted = match (kind, dwk) {
             (TokenKind::Agent, wire::dwk::AGENT) => self.agent_providers.allows(iss),
             (TokenKind::Person, wire::dwk::PERSON) => self.person_servers.allows(iss),
@@ -296,7 +307,9 @@ impl TokenPolicy {
             if exp.saturating_sub(iat) > max {
                 return Err(Error::invalid_jwt("the token's lifetime is longer than allowed"));
             }
-        } else if !self.legacy {
+        } else if self.legacy {
+            legacy_form = true;
+        } else {
             return Err(Error::invalid_jwt("the token has no iat"));
         }
 
@@ -329,11 +342,17 @@ impl TokenPolicy {
         match kind {
             TokenKind::Agent => {
                 let sub = sub.ok_or(Error::invalid_jwt("the agent token has no sub"))?;
-                if !self.legacy && !is_agent_identifier(sub) {
-                    return Err(Error::invalid_jwt("the agent token's sub is not an agent identifier"));
-                }
-                if !self.legacy && jti.is_none() {
-                    return Err(Error::invalid_jwt("the agent token has no jti"));
+                // Before AP-01 the agent was named by its provider's URL plus a delegate
+                // `sub`, and agent tokens carried no `jti`.
+                if !is_agent_identifier(sub) || jti.is_none() {
+                    if !self.legacy {
+                        return Err(Error::invalid_jwt(if jti.is_none() {
+                            "the agent token has no jti"
+                        } else {
+                            "the agent token's sub is not an agent identifier"
+                        }));
+                    }
+                    legacy_form = true;
                 }
                 if let Some(parent) = opt_str(claims, "parent_agent")?
                     && !is_agent_identifier(parent)
@@ -350,24 +369,31 @@ impl TokenPolicy {
                 require_grant_claims(sub, jti, aud, &self.resource)?;
             }
             TokenKind::Auth => {
-                if self.legacy && typ.eq_ignore_ascii_case(wire::typ::LEGACY_AUTH) {
-                    // Demo generation: `agent` and at least one of `sub`/`scope`.
+                if ps.is_some() && sub.is_some() {
+                    require_grant_claims(sub, jti, aud, &self.resource)?;
+                } else if self.legacy {
+                    // DEMO-Q1 … AAUTH-10: no `ps`, `sub` optional if `scope` is granted,
+                    // `agent`/`act` optional (the signing context names no agent to
+                    // compare them with); the audience stays ours.
+                    legacy_form = true;
                     if aud != Some(self.resource.as_str()) {
                         return Err(Error::invalid_jwt("the token's audience is not this resource"));
                     }
-                    if agent.is_none() || (sub.is_none() && scope.is_empty()) {
-                        return Err(Error::invalid_jwt("the legacy auth token lacks agent, sub or scope"));
+                    if sub.is_none() && scope.is_empty() {
+                        return Err(Error::invalid_jwt("the legacy auth token has neither sub nor scope"));
+                    }
+                    if claims.get("act").is_some_and(|act| !act.is_object()) {
+                        return Err(Error::invalid_jwt("the auth token's act is not an object"));
                     }
                 } else {
                     require_grant_claims(sub, jti, aud, &self.resource)?;
-                    if ps.is_none() && !self.legacy {
-                        return Err(Error::invalid_jwt("the auth token has no ps"));
-                    }
+                    return Err(Error::invalid_jwt("the auth token has no ps"));
                 }
             }
         }
 
         let cnf = cnf_jwk(claims, self.alg)?;
+        legacy_form |= cnf.alg().is_none_or(|alg| alg == wire::alg::EDDSA);
         Ok(TokenClaims {
             kind,
             iss: iss.to_owned(),
@@ -382,6 +408,11 @@ impl TokenPolicy {
             cnf,
             agent: agent.map(str::to_owned),
             kid,
+            generation: if legacy_form && self.legacy {
+                Generation::Legacy
+            } else {
+                Generation::Draft11
+            },
             raw: Arc::new(claims.clone()),
         })
     }

@@ -21,7 +21,7 @@ use std::sync::Arc;
 use http::{HeaderMap, Method, Uri};
 use sha2::{Digest, Sha256};
 
-use crate::config::Shared;
+use crate::config::{Generation, Profile, Shared};
 use crate::discovery::{KeyQuery, is_known_dwk};
 use crate::error::Error;
 use crate::httpsig::{ParsedInput, RequestTarget, SignatureBase, SignatureHeaders, decode_signature, verify_base};
@@ -49,6 +49,10 @@ pub struct VerifiedRequest {
     pub signer: Option<Arc<str>>,
     /// For `jwt`: the verified token.
     pub token: Option<Arc<VerifiedToken>>,
+    /// The wire generation to answer this request in: decided by the profile, and under
+    /// [`Profile::Both`] by whether the request used any
+    /// demo-generation form (see [`crate::legacy`]).
+    pub generation: Generation,
 }
 
 impl VerifiedRequest {
@@ -149,10 +153,7 @@ impl Verifier<'_> {
             .created
             .ok_or(Error::invalid_signature("the signature has no created parameter"))?;
         if created > now.saturating_add(shared.max_skew) {
-            return Err(Error::signature(
-                crate::error::SignatureErrorCode::ClockSkew,
-                "the signature was created in the future",
-            ));
+            return Err(future_created(shared.profile, &fields.key));
         }
         if now.saturating_sub(created) > shared.window {
             return Err(Error::invalid_signature("the signature is too old"));
@@ -166,7 +167,14 @@ impl Verifier<'_> {
         if signature.len() != 64 {
             return Err(Error::invalid_signature("an Ed25519 signature is 64 bytes"));
         }
-        let key = SignatureKey::parse(&fields.key, &input.label, &shared.schemes)?;
+        let parsed = SignatureKey::parse_profiled(
+            &fields.key,
+            &input.label,
+            &shared.schemes,
+            shared.profile.accepts_legacy(),
+        )?;
+        let legacy_key = parsed.legacy_form;
+        let profile = shared.profile;
 
         let authority = self.authority(uri, headers)?;
         let target = RequestTarget {
@@ -186,21 +194,36 @@ impl Verifier<'_> {
         } else {
             None
         };
-        let verified = |scheme, thumbprint: String, signer: Option<Arc<str>>, token| VerifiedRequest {
-            scheme,
-            key_thumbprint: thumbprint.into(),
-            label: input.label.as_str().into(),
-            covered: input.components.iter().map(|c| c.name().to_owned()).collect(),
-            created,
-            signer,
-            token,
+        let verified = |scheme,
+                        thumbprint: String,
+                        signer: Option<Arc<str>>,
+                        token: Option<Arc<VerifiedToken>>,
+                        legacy_key_alg: bool| {
+            let spoke_legacy = legacy_key
+                || legacy_key_alg
+                || token
+                    .as_ref()
+                    .is_some_and(|t| t.claims.generation == Generation::Legacy);
+            VerifiedRequest {
+                scheme,
+                key_thumbprint: thumbprint.into(),
+                label: input.label.as_str().into(),
+                covered: input.components.iter().map(|c| c.name().to_owned()).collect(),
+                created,
+                signer,
+                token,
+                generation: profile.answer_in(spoke_legacy),
+            }
         };
 
-        let (work, verified) = match key {
+        let (work, verified) = match parsed.key {
             SignatureKey::Hwk(jwk) => {
                 check_keyid(&input, &[&jwk.thumbprint()])?;
                 verify_base(&base, &signature, &jwk)?;
-                (KeyWork::None, verified(Scheme::Hwk, jwk.thumbprint(), None, None))
+                (
+                    KeyWork::None,
+                    verified(Scheme::Hwk, jwk.thumbprint(), None, None, false),
+                )
             }
             SignatureKey::JwksUri { id, dwk, kid } => {
                 if !shared.identifiers.admits(&id) {
@@ -218,14 +241,21 @@ impl Verifier<'_> {
                 match shared.resolver.cached(&query) {
                     Some(key) => {
                         let key = key?;
+                        check_key_alg(profile, &key)?;
                         verify_base(&base, &signature, &key)?;
                         (
                             KeyWork::None,
-                            verified(Scheme::JwksUri, key.thumbprint(), Some(id.as_str().into()), None),
+                            verified(
+                                Scheme::JwksUri,
+                                key.thumbprint(),
+                                Some(id.as_str().into()),
+                                None,
+                                is_legacy_key(&key),
+                            ),
                         )
                     }
                     None => {
-                        let partial = verified(Scheme::JwksUri, String::new(), Some(id.as_str().into()), None);
+                        let partial = verified(Scheme::JwksUri, String::new(), Some(id.as_str().into()), None, false);
                         (
                             KeyWork::Signer {
                                 issuer: id,
@@ -254,7 +284,7 @@ impl Verifier<'_> {
                     verify_base(&base, &signature, cnf)?;
                     (
                         KeyWork::None,
-                        verified(Scheme::Jwt, cnf.thumbprint(), None, Some(cached)),
+                        verified(Scheme::Jwt, cnf.thumbprint(), None, Some(cached), false),
                     )
                 } else {
                     let jws = UnverifiedJws::parse(&token, shared.tokens.alg)?;
@@ -277,12 +307,23 @@ impl Verifier<'_> {
                     match shared.resolver.cached(&query) {
                         Some(key) => {
                             let key = key.map_err(token_key_error)?;
+                            check_key_alg(profile, &key).map_err(token_key_error)?;
                             jws.verify_with(&key)?;
                             let token = self.remember(claims, hash);
-                            (KeyWork::None, verified(Scheme::Jwt, thumbprint, None, Some(token)))
+                            (
+                                KeyWork::None,
+                                verified(Scheme::Jwt, thumbprint, None, Some(token), false),
+                            )
                         }
                         None => {
-                            let partial = verified(Scheme::Jwt, thumbprint, None, None);
+                            // The claims already tell the token's generation.
+                            let partial = verified(
+                                Scheme::Jwt,
+                                thumbprint,
+                                None,
+                                None,
+                                claims.generation == Generation::Legacy,
+                            );
                             (
                                 KeyWork::TokenIssuer {
                                     token,
@@ -369,6 +410,42 @@ fn check_keyid(input: &ParsedInput, names: &[&str]) -> Result<(), Error> {
     }
 }
 
+/// A `created` beyond the allowed skew: `clock_skew` since SIGKEY-09; the demo
+/// generation knew only `invalid_signature`. Under [`Profile::Both`] only the
+/// `Signature-Key` form can tell the generation this early.
+fn future_created(profile: Profile, signature_key: &str) -> Error {
+    let legacy = match profile {
+        Profile::Draft11 => false,
+        Profile::Legacy => true,
+        Profile::Both => crate::legacy::is_legacy_signature_key(signature_key),
+    };
+    if legacy {
+        Error::invalid_signature("the signature was created in the future")
+    } else {
+        Error::signature(
+            crate::error::SignatureErrorCode::ClockSkew,
+            "the signature was created in the future",
+        )
+    }
+}
+
+/// Draft -11 keys carry a fully specified `alg`, whatever resolver produced them (a
+/// pinned key may have been parsed leniently).
+fn check_key_alg(profile: Profile, key: &Jwk) -> Result<(), Error> {
+    if is_legacy_key(key) && !profile.accepts_legacy() {
+        return Err(Error::signature(
+            crate::error::SignatureErrorCode::UnsupportedAlgorithm,
+            "the key has no fully specified alg",
+        ));
+    }
+    Ok(())
+}
+
+/// A signer key published without `alg` (or with `EdDSA`) is a demo-generation key.
+fn is_legacy_key(key: &Jwk) -> bool {
+    key.alg().is_none_or(|alg| alg == wire::alg::EDDSA)
+}
+
 /// A token issuer's key lookup failing is a token failure.
 fn token_key_error(error: Error) -> Error {
     match error.signature_code() {
@@ -405,8 +482,12 @@ impl Pending {
                         kid: &kid,
                     })
                     .await?;
+                check_key_alg(shared.profile, &key)?;
                 verify_base(&base, &signature, &key)?;
                 verified.key_thumbprint = key.thumbprint().into();
+                if is_legacy_key(&key) {
+                    verified.generation = shared.profile.answer_in(true);
+                }
             }
             KeyWork::TokenIssuer { token, claims, hash } => {
                 let key: Arc<Jwk> = shared
@@ -418,6 +499,7 @@ impl Pending {
                     })
                     .await
                     .map_err(token_key_error)?;
+                check_key_alg(shared.profile, &key).map_err(token_key_error)?;
                 let jws = UnverifiedJws::parse(&token, shared.tokens.alg)?;
                 jws.verify_with(&key)?;
                 let verifier = Verifier { shared: &shared };

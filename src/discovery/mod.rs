@@ -245,6 +245,11 @@ pub fn metadata_jwks_uri(body: &[u8], issuer: &str) -> Result<String, Error> {
             ));
         }
     }
+    same_origin_jwks_uri(&document, issuer)
+}
+
+/// The document's `jwks_uri`, which must be on `issuer`'s origin.
+fn same_origin_jwks_uri(document: &serde_json::Map<String, Value>, issuer: &str) -> Result<String, Error> {
     let Some(Value::String(jwks_uri)) = document.get("jwks_uri") else {
         return Err(Error::invalid_key("the metadata has no jwks_uri"));
     };
@@ -257,6 +262,23 @@ pub fn metadata_jwks_uri(body: &[u8], issuer: &str) -> Result<String, Error> {
         ));
     }
     Ok(jwks_uri.clone())
+}
+
+/// [`metadata_jwks_uri`] for demo-generation documents: the signer's identifier may be
+/// under `issuer` or `agent`, or absent; when present it must still equal `issuer`.
+pub fn legacy_metadata_jwks_uri(body: &[u8], issuer: &str) -> Result<String, Error> {
+    let document = parse_json_object(body).ok_or(Error::invalid_key("the metadata is not a JSON object"))?;
+    match document.get("issuer").or_else(|| document.get("agent")) {
+        None => {}
+        Some(Value::String(found)) if found == issuer => {}
+        Some(_) => {
+            return Err(Error::signature(
+                SignatureErrorCode::IssuerMismatch,
+                "the metadata issuer differs from the identifier",
+            ));
+        }
+    }
+    same_origin_jwks_uri(&document, issuer)
 }
 
 /// The default [`KeyResolver`]: fetches metadata and JWKS through a [`Fetch`] and keeps
@@ -300,7 +322,11 @@ impl<F: Fetch> DiscoveryResolver<F> {
         }
     }
 
-    /// Accept legacy key spellings (`EdDSA`, no `alg`) in fetched JWKS.
+    /// Accept legacy key spellings (`EdDSA`, no `alg`) in fetched JWKS. With
+    /// [`AlgPolicy::Legacy`] the demo generation's discovery is accepted too: the auth
+    /// server document `aauth-issuer.json`, and metadata that names its signer under
+    /// `agent` instead of `issuer` or not at all (the `jwks_uri` must still be on the
+    /// identifier's origin, which is what binds the keys to it).
     pub fn with_alg_policy(mut self, alg: AlgPolicy) -> Self {
         self.alg = alg;
         self
@@ -319,7 +345,10 @@ impl<F: Fetch> DiscoveryResolver<F> {
             .get(&metadata_url, self.limits.max_metadata_bytes)
             .await
             .map_err(|e| e.into_error())?;
-        let jwks_uri = metadata_jwks_uri(&metadata.body, issuer)?;
+        let jwks_uri = match self.alg {
+            AlgPolicy::Strict => metadata_jwks_uri(&metadata.body, issuer)?,
+            AlgPolicy::Legacy => legacy_metadata_jwks_uri(&metadata.body, issuer)?,
+        };
         let jwks = self
             .fetch
             .get(&jwks_uri, self.limits.max_jwks_bytes)
@@ -340,7 +369,8 @@ impl<F: Fetch> KeyResolver for DiscoveryResolver<F> {
             if !self.identifiers.admits(query.issuer) {
                 return Err(Error::invalid_key("the signer identifier is not admitted"));
             }
-            if !is_known_dwk(query.dwk) {
+            let legacy_dwk = self.alg == AlgPolicy::Legacy && query.dwk == crate::wire::dwk::LEGACY_ISSUER;
+            if !is_known_dwk(query.dwk) && !legacy_dwk {
                 return Err(Error::invalid_key("the well-known document name is not recognised"));
             }
             let cache_key = (query.issuer.to_owned(), query.dwk.to_owned());
@@ -455,6 +485,25 @@ mod tests {
         );
         let cross = br#"{"issuer":"https://a.example","jwks_uri":"https://a.example.evil.example/jwks"}"#;
         assert!(metadata_jwks_uri(cross, "https://a.example").is_err());
+    }
+
+    #[test]
+    fn legacy_metadata_may_name_its_signer_under_agent_or_not_at_all() {
+        let id = "https://a.example";
+        for ok in [
+            &br#"{"agent":"https://a.example","jwks_uri":"https://a.example/jwks.json"}"#[..],
+            br#"{"jwks_uri":"https://a.example/jwks.json"}"#,
+            br#"{"issuer":"https://a.example","jwks_uri":"https://a.example/jwks.json"}"#,
+        ] {
+            assert_eq!(legacy_metadata_jwks_uri(ok, id).unwrap(), "https://a.example/jwks.json");
+        }
+        let other = br#"{"agent":"https://b.example","jwks_uri":"https://a.example/jwks.json"}"#;
+        assert_eq!(
+            legacy_metadata_jwks_uri(other, id).unwrap_err().signature_code(),
+            Some(SignatureErrorCode::IssuerMismatch)
+        );
+        let cross = br#"{"jwks_uri":"https://b.example/jwks.json"}"#;
+        assert!(legacy_metadata_jwks_uri(cross, id).is_err());
     }
 
     #[test]
