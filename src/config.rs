@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::clock::{Clock, SystemClock};
-use crate::discovery::{IdentifierPolicy, KeyResolver};
+use crate::discovery::{DiscoveryConfig, Fetch, IdentifierPolicy, KeyResolver};
 use crate::httpsig::{DEFAULT_HEADER_CAP, DEFAULT_MAX_COMPONENTS, SignatureAlphabet};
 use crate::jose::AlgPolicy;
 use crate::sigkey::{AcceptedSchemes, Scheme};
@@ -177,6 +177,8 @@ pub struct AAuthBuilder {
     allow_http_loopback: bool,
     clock: Arc<dyn Clock>,
     resolver: Option<Arc<dyn KeyResolver>>,
+    discovery: Option<DiscoveryConfig>,
+    fetcher: Option<Arc<dyn Fetch>>,
     schemes: Vec<Scheme>,
     tokens: TokenPolicy,
     window: u64,
@@ -209,6 +211,8 @@ impl AAuthBuilder {
             allow_http_loopback: false,
             clock: Arc::new(SystemClock),
             resolver: None,
+            discovery: None,
+            fetcher: None,
             schemes: vec![Scheme::Jwt, Scheme::JwksUri, Scheme::Hwk],
             window: 60,
             max_skew: 60,
@@ -245,6 +249,21 @@ impl AAuthBuilder {
     /// Replaces the key resolver (default: discovery over HTTPS with [`crate::discovery::ReqwestFetch`]).
     pub fn key_resolver(mut self, resolver: impl KeyResolver) -> Self {
         self.resolver = Some(Arc::new(resolver));
+        self
+    }
+
+    /// Sizes, lifetimes, budgets and the issuer allow-list of the built-in discovery
+    /// resolver (default: [`DiscoveryConfig::default`]).
+    pub fn discovery(mut self, config: DiscoveryConfig) -> Self {
+        self.discovery = Some(config);
+        self
+    }
+
+    /// The HTTP client of the built-in discovery resolver (default: the guarded
+    /// [`crate::discovery::ReqwestFetch`]). Bring your own for custom TLS roots, mTLS or an
+    /// egress proxy; identifier admission, caching and budgets still apply.
+    pub fn fetcher(mut self, fetch: impl Fetch) -> Self {
+        self.fetcher = Some(Arc::new(fetch));
         self
     }
 
@@ -414,16 +433,34 @@ impl AAuthBuilder {
                 return Err(ConfigError::new("an auth server identifier is not https://host"));
             }
         }
-        let resolver: Arc<dyn KeyResolver> = match self.resolver {
-            Some(resolver) => resolver,
-            None => default_resolver(&identifiers, self.profile)?,
-        };
         let mut tokens = self.tokens;
         tokens.max_iat_skew = self.max_skew;
         if self.profile.accepts_legacy() {
             tokens.alg = AlgPolicy::Legacy;
             tokens.legacy = true;
         }
+        let resolver: Arc<dyn KeyResolver> = match self.resolver {
+            Some(_) if self.discovery.is_some() || self.fetcher.is_some() => {
+                return Err(ConfigError::new(
+                    "discovery() and fetcher() configure the built-in resolver; they cannot be combined with key_resolver()",
+                ));
+            }
+            Some(resolver) => resolver,
+            None => {
+                let fetch = match self.fetcher {
+                    Some(fetch) => fetch,
+                    None => default_fetch(&identifiers)?,
+                };
+                Arc::new(
+                    crate::discovery::DiscoveryResolver::builder(fetch)
+                        .identifiers(identifiers.clone())
+                        .config(self.discovery.unwrap_or_default())
+                        .alg_policy(tokens.alg)
+                        .clock(self.clock.clone())
+                        .build(),
+                )
+            }
+        };
         let token_cache = moka::sync::Cache::builder()
             .max_capacity(self.token_cache_entries)
             .time_to_live(Duration::from_secs(3600))
@@ -456,26 +493,18 @@ impl AAuthBuilder {
 }
 
 #[cfg(feature = "reqwest")]
-fn default_resolver(identifiers: &IdentifierPolicy, profile: Profile) -> Result<Arc<dyn KeyResolver>, ConfigError> {
-    let fetch = if identifiers.allows_http_loopback() {
-        crate::discovery::ReqwestFetch::allowing_http()
+fn default_fetch(identifiers: &IdentifierPolicy) -> Result<Arc<dyn Fetch>, ConfigError> {
+    Ok(if identifiers.allows_http_loopback() {
+        Arc::new(crate::discovery::ReqwestFetch::allowing_http_loopback())
     } else {
-        crate::discovery::ReqwestFetch::new()
-    };
-    let alg = if profile.accepts_legacy() {
-        AlgPolicy::Legacy
-    } else {
-        AlgPolicy::Strict
-    };
-    Ok(Arc::new(
-        crate::discovery::DiscoveryResolver::new(fetch, identifiers.clone()).with_alg_policy(alg),
-    ))
+        Arc::new(crate::discovery::ReqwestFetch::new())
+    })
 }
 
 #[cfg(not(feature = "reqwest"))]
-fn default_resolver(_: &IdentifierPolicy, _: Profile) -> Result<Arc<dyn KeyResolver>, ConfigError> {
+fn default_fetch(_: &IdentifierPolicy) -> Result<Arc<dyn Fetch>, ConfigError> {
     Err(ConfigError::new(
-        "without the `reqwest` feature a key resolver must be given with key_resolver()",
+        "without the `reqwest` feature give a fetcher() or a key_resolver()",
     ))
 }
 

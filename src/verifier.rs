@@ -446,8 +446,12 @@ fn is_legacy_key(key: &Jwk) -> bool {
     key.alg().is_none_or(|alg| alg == wire::alg::EDDSA)
 }
 
-/// A token issuer's key lookup failing is a token failure.
+/// A token issuer's key lookup failing is a token failure; a capacity refusal (`503`)
+/// stays one.
 fn token_key_error(error: Error) -> Error {
+    if matches!(error, Error::Unavailable { .. }) {
+        return error;
+    }
     match error.signature_code() {
         Some(crate::error::SignatureErrorCode::UnknownKey) => error,
         Some(crate::error::SignatureErrorCode::IssuerMismatch | crate::error::SignatureErrorCode::IssuerMissing) => {

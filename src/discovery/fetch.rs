@@ -1,10 +1,34 @@
-//! The HTTP side of discovery.
+//! The HTTP side of discovery: the guarded fetcher.
+//!
+//! # Design
+//!
+//! [`GuardedFetch`] is three steps, each replaceable for tests or deployments:
+//!
+//! 1. **Admission** of the raw URL ([`super::admission::admit_url`]): scheme, host grammar,
+//!    no port, no userinfo. Numeric-host tricks never reach a resolver.
+//! 2. **Resolution** through a [`NameResolver`] (default: the system resolver), then a check
+//!    of *every* resolved address ([`super::admission::is_public_address`]). One refused
+//!    address refuses the name.
+//! 3. **Connection** through a [`Connector`] that receives only the vetted socket
+//!    addresses. The default [`ReqwestConnector`] builds a client whose DNS resolver
+//!    answers with those addresses and nothing else, so there is no second lookup for a
+//!    rebinding attacker to win. It follows no redirects, reads no proxy from the
+//!    environment, does not decompress, caps the body while streaming it and checks the
+//!    content type.
+//!
+//! The whole fetch (resolution included) runs under one total timeout.
+//!
+//! A deployment that needs its own TLS roots, mTLS or an egress proxy implements
+//! [`super::Fetch`] directly, or a [`Connector`] to keep steps 1–2.
 
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use bytes::Bytes;
 
 use super::BoxFuture;
+use super::admission::{admit_url, is_public_address};
+use super::metrics::Shown;
 use crate::error::Error;
 
 /// A fetched document.
@@ -12,7 +36,7 @@ use crate::error::Error;
 pub struct FetchedDocument {
     /// The body, at most the requested number of bytes.
     pub body: Bytes,
-    /// `Cache-Control: max-age`, when the server sent one.
+    /// `Cache-Control: max-age`, when the server sent one (`no-store`/`no-cache` read as 0).
     pub max_age: Option<u64>,
 }
 
@@ -35,6 +59,9 @@ pub enum FetchError {
     /// The URL or the address it resolved to is not admitted.
     #[error("destination refused by egress policy")]
     Refused,
+    /// Name resolution failed.
+    #[error("name resolution failed")]
+    Resolution,
     /// Connection, TLS or protocol failure.
     #[error("transport failure")]
     Transport,
@@ -47,8 +74,8 @@ pub enum FetchError {
     /// The body exceeded the cap.
     #[error("response too large")]
     TooLarge,
-    /// The content type is not JSON.
-    #[error("unexpected content type")]
+    /// The content type is not JSON, or the body is content-encoded.
+    #[error("unexpected content type or encoding")]
     ContentType,
 }
 
@@ -59,117 +86,302 @@ impl FetchError {
     }
 }
 
-/// Parses `max-age` out of a `Cache-Control` value.
+/// Parses the cache lifetime out of a `Cache-Control` value: `max-age`, or 0 for
+/// `no-store`/`no-cache` (the cache clamps it to its floor anyway).
 pub(crate) fn max_age(cache_control: &str) -> Option<u64> {
-    cache_control.split(',').find_map(|directive| {
-        let (name, value) = directive.trim().split_once('=')?;
-        name.eq_ignore_ascii_case("max-age")
-            .then(|| value.trim_matches('"').parse().ok())?
-    })
+    let mut found = None;
+    for directive in cache_control.split(',') {
+        let directive = directive.trim();
+        if directive.eq_ignore_ascii_case("no-store") || directive.eq_ignore_ascii_case("no-cache") {
+            return Some(0);
+        }
+        if let Some((name, value)) = directive.split_once('=')
+            && name.trim().eq_ignore_ascii_case("max-age")
+        {
+            found = value.trim().trim_matches('"').parse().ok().or(found);
+        }
+    }
+    found
 }
 
-/// The default fetcher: `reqwest` with rustls, no redirects, no proxies from the
-/// environment, a total timeout, a streamed body cap and a JSON content-type check.
-#[cfg(feature = "reqwest")]
+/// Resolves a host name to addresses. Inject one to control DNS (tests, split-horizon
+/// deployments); the default is [`SystemResolver`].
+pub trait NameResolver: Send + Sync + 'static {
+    /// All addresses of `host` (a DNS name that passed admission).
+    fn resolve<'a>(&'a self, host: &'a str) -> BoxFuture<'a, Result<Vec<IpAddr>, FetchError>>;
+}
+
+/// The operating system's resolver (`getaddrinfo` through tokio).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemResolver;
+
+impl NameResolver for SystemResolver {
+    fn resolve<'a>(&'a self, host: &'a str) -> BoxFuture<'a, Result<Vec<IpAddr>, FetchError>> {
+        Box::pin(async move {
+            let addresses = tokio::net::lookup_host((host, 0))
+                .await
+                .map_err(|_| FetchError::Resolution)?;
+            Ok(addresses.map(|a| a.ip()).collect())
+        })
+    }
+}
+
+/// One GET, with its destination already vetted.
+#[derive(Debug, Clone, Copy)]
+pub struct PinnedRequest<'a> {
+    /// The URL, as admitted.
+    pub url: &'a str,
+    /// The URL's host.
+    pub host: &'a str,
+    /// The only addresses the connection may go to.
+    pub addresses: &'a [SocketAddr],
+    /// The body cap.
+    pub max_bytes: usize,
+    /// The time left for the whole request.
+    pub timeout: Duration,
+    /// Whether plain http is acceptable (loopback in development mode only).
+    pub allow_http: bool,
+}
+
+/// Performs a vetted GET. Implement it to keep admission and address checks while
+/// bringing your own HTTP client; the default is [`ReqwestConnector`].
+pub trait Connector: Send + Sync + 'static {
+    /// GETs `request.url`, connecting only to `request.addresses`.
+    fn get<'a>(&'a self, request: PinnedRequest<'a>) -> BoxFuture<'a, Result<FetchedDocument, FetchError>>;
+}
+
+/// Settings of a [`GuardedFetch`].
 #[derive(Debug, Clone)]
-pub struct ReqwestFetch {
-    client: reqwest::Client,
+pub struct FetchPolicy {
+    /// Admit http (and loopback addresses) for literal loopback origins (development only).
+    pub allow_http_loopback: bool,
+    /// Total time for one fetch, resolution included (default 5 s).
+    pub timeout: Duration,
 }
 
+impl Default for FetchPolicy {
+    fn default() -> Self {
+        FetchPolicy {
+            allow_http_loopback: false,
+            timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// The default [`super::Fetch`]: URL admission, resolution with every address checked,
+/// then a connection pinned to the checked addresses (see the module docs).
+#[derive(Debug, Clone)]
+pub struct GuardedFetch<R, C> {
+    resolver: R,
+    connector: C,
+    policy: FetchPolicy,
+}
+
+impl<R: NameResolver, C: Connector> GuardedFetch<R, C> {
+    /// A fetcher over an injected resolver and connector.
+    pub fn with_parts(resolver: R, connector: C, policy: FetchPolicy) -> Self {
+        GuardedFetch {
+            resolver,
+            connector,
+            policy,
+        }
+    }
+
+    /// The policy in force.
+    pub fn policy(&self) -> &FetchPolicy {
+        &self.policy
+    }
+
+    async fn fetch(&self, url: &str, max_bytes: usize) -> Result<FetchedDocument, FetchError> {
+        let Some(admitted) = admit_url(url, self.policy.allow_http_loopback) else {
+            tracing::debug!(url = %Shown(url), "discovery: URL refused before resolution");
+            return Err(FetchError::Refused);
+        };
+        let addresses = match admitted.fixed_addresses {
+            Some(addresses) => addresses,
+            None => self.resolver.resolve(&admitted.host).await?,
+        };
+        if addresses.is_empty() {
+            return Err(FetchError::Resolution);
+        }
+        if let Some(bad) = addresses
+            .iter()
+            .find(|ip| !(is_public_address(**ip) || (admitted.loopback && ip.is_loopback())))
+        {
+            tracing::warn!(host = %Shown(&admitted.host), address = %bad, "discovery: resolved address refused");
+            return Err(FetchError::Refused);
+        }
+        let addresses: Vec<SocketAddr> = addresses
+            .into_iter()
+            .map(|ip| SocketAddr::new(ip, admitted.port))
+            .collect();
+        self.connector
+            .get(PinnedRequest {
+                url,
+                host: &admitted.host,
+                addresses: &addresses,
+                max_bytes,
+                timeout: self.policy.timeout,
+                allow_http: admitted.loopback,
+            })
+            .await
+    }
+}
+
+impl<R: NameResolver, C: Connector> super::Fetch for GuardedFetch<R, C> {
+    fn get<'a>(&'a self, url: &'a str, max_bytes: usize) -> BoxFuture<'a, Result<FetchedDocument, FetchError>> {
+        Box::pin(async move {
+            tokio::time::timeout(self.policy.timeout, self.fetch(url, max_bytes))
+                .await
+                .unwrap_or(Err(FetchError::Timeout))
+        })
+    }
+}
+
+/// The default guarded fetcher: system resolver, reqwest connector.
 #[cfg(feature = "reqwest")]
-impl ReqwestFetch {
-    /// Default limits: 2 s to connect, 5 s in total, https only.
+pub type ReqwestFetch = GuardedFetch<SystemResolver, ReqwestConnector>;
+
+#[cfg(feature = "reqwest")]
+impl GuardedFetch<SystemResolver, ReqwestConnector> {
+    /// Default limits: https only, public addresses only, 5 s in total.
     pub fn new() -> Self {
-        Self::build(false, Duration::from_secs(5))
+        Self::with_policy(FetchPolicy::default())
     }
 
-    /// Also allows plain http (for loopback development servers; the identifier policy
-    /// decides which hosts are reachable at all).
-    pub fn allowing_http() -> Self {
-        Self::build(true, Duration::from_secs(5))
+    /// Also admits http and loopback addresses for literal loopback origins
+    /// (`http://127.0.0.1:PORT`, `http://localhost:PORT`, `http://[::1]:PORT`), for local
+    /// development; every other destination is refused exactly as by [`Self::new`].
+    pub fn allowing_http_loopback() -> Self {
+        Self::with_policy(FetchPolicy {
+            allow_http_loopback: true,
+            ..FetchPolicy::default()
+        })
     }
 
-    /// With a different total timeout.
-    pub fn with_timeout(http: bool, timeout: Duration) -> Self {
-        Self::build(http, timeout)
-    }
-
-    fn build(http: bool, timeout: Duration) -> Self {
-        let client = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .no_proxy()
-            .https_only(!http)
-            .connect_timeout(Duration::from_secs(2).min(timeout))
-            .timeout(timeout)
-            .user_agent(concat!("tower-aauth/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .unwrap_or_default();
-        ReqwestFetch { client }
+    /// With an explicit policy.
+    pub fn with_policy(policy: FetchPolicy) -> Self {
+        Self::with_parts(SystemResolver, ReqwestConnector, policy)
     }
 }
 
 #[cfg(feature = "reqwest")]
-impl Default for ReqwestFetch {
+impl Default for GuardedFetch<SystemResolver, ReqwestConnector> {
     fn default() -> Self {
         Self::new()
     }
 }
 
+/// The default [`Connector`]: `reqwest` with rustls and the web PKI roots.
 #[cfg(feature = "reqwest")]
-impl super::Fetch for ReqwestFetch {
-    fn get<'a>(&'a self, url: &'a str, max_bytes: usize) -> BoxFuture<'a, Result<FetchedDocument, FetchError>> {
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ReqwestConnector;
+
+/// A reqwest DNS resolver that knows one name and answers it with the vetted addresses.
+#[cfg(feature = "reqwest")]
+struct PinnedResolve {
+    host: String,
+    addresses: Vec<SocketAddr>,
+}
+
+#[cfg(feature = "reqwest")]
+impl reqwest::dns::Resolve for PinnedResolve {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let answer: Result<reqwest::dns::Addrs, Box<dyn std::error::Error + Send + Sync>> =
+            if name.as_str() == self.host {
+                Ok(Box::new(self.addresses.clone().into_iter()))
+            } else {
+                Err("name not vetted by discovery".into())
+            };
+        Box::pin(std::future::ready(answer))
+    }
+}
+
+#[cfg(feature = "reqwest")]
+impl Connector for ReqwestConnector {
+    fn get<'a>(&'a self, request: PinnedRequest<'a>) -> BoxFuture<'a, Result<FetchedDocument, FetchError>> {
         Box::pin(async move {
-            let mut response = self
-                .client
-                .get(url)
-                .header(http::header::ACCEPT, "application/json")
-                .send()
-                .await
-                .map_err(|e| {
-                    if e.is_timeout() {
-                        FetchError::Timeout
-                    } else {
-                        FetchError::Transport
-                    }
-                })?;
-            if response.status() != http::StatusCode::OK {
-                return Err(FetchError::Status(response.status().as_u16()));
-            }
-            let headers = response.headers();
-            let content_type = headers
-                .get(http::header::CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or_default();
-            let essence = content_type.split(';').next().unwrap_or_default().trim();
-            if !(essence.eq_ignore_ascii_case("application/json") || essence.to_ascii_lowercase().ends_with("+json")) {
-                return Err(FetchError::ContentType);
-            }
-            if response.content_length().is_some_and(|len| len > max_bytes as u64) {
-                return Err(FetchError::TooLarge);
-            }
-            let max_age = headers
-                .get(http::header::CACHE_CONTROL)
-                .and_then(|v| v.to_str().ok())
-                .and_then(max_age);
-            let mut body = Vec::new();
-            while let Some(chunk) = response.chunk().await.map_err(|e| {
+            // One client per fetch: its resolver knows only this fetch's vetted addresses.
+            // Fetches are rare (cached, cooled down, budgeted), so the build cost is noise.
+            let client = reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .no_proxy()
+                .https_only(!request.allow_http)
+                .dns_resolver(std::sync::Arc::new(PinnedResolve {
+                    host: request.host.to_owned(),
+                    addresses: request.addresses.to_vec(),
+                }))
+                .pool_max_idle_per_host(0)
+                .connect_timeout(Duration::from_secs(2).min(request.timeout))
+                .timeout(request.timeout)
+                .user_agent(concat!("tower-aauth/", env!("CARGO_PKG_VERSION")))
+                .build()
+                .map_err(|_| FetchError::Transport)?;
+            let transport = |e: reqwest::Error| {
                 if e.is_timeout() {
                     FetchError::Timeout
                 } else {
                     FetchError::Transport
                 }
-            })? {
-                if body.len() + chunk.len() > max_bytes {
+            };
+            let mut response = client
+                .get(request.url)
+                .header(http::header::ACCEPT, "application/json")
+                .header(http::header::ACCEPT_ENCODING, "identity")
+                .send()
+                .await
+                .map_err(transport)?;
+            let document = read_checked(
+                response.status(),
+                response.headers(),
+                response.content_length(),
+                request.max_bytes,
+            )?;
+            let mut body = Vec::new();
+            while let Some(chunk) = response.chunk().await.map_err(transport)? {
+                if body.len() + chunk.len() > request.max_bytes {
                     return Err(FetchError::TooLarge);
                 }
                 body.extend_from_slice(&chunk);
             }
             Ok(FetchedDocument {
                 body: Bytes::from(body),
-                max_age,
+                max_age: document,
             })
         })
     }
+}
+
+/// Status, content type, encoding and declared length checks; returns the `max-age`.
+#[cfg(feature = "reqwest")]
+fn read_checked(
+    status: http::StatusCode,
+    headers: &http::HeaderMap,
+    content_length: Option<u64>,
+    max_bytes: usize,
+) -> Result<Option<u64>, FetchError> {
+    if status != http::StatusCode::OK {
+        return Err(FetchError::Status(status.as_u16()));
+    }
+    let header = |name| headers.get(name).and_then(|v: &http::HeaderValue| v.to_str().ok());
+    let essence = header(http::header::CONTENT_TYPE)
+        .unwrap_or_default()
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    if !(essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"))) {
+        return Err(FetchError::ContentType);
+    }
+    // Never decompress: a compressed body would bypass the cap on what we hold in memory.
+    if header(http::header::CONTENT_ENCODING).is_some_and(|e| !e.trim().eq_ignore_ascii_case("identity")) {
+        return Err(FetchError::ContentType);
+    }
+    if content_length.is_some_and(|len| len > max_bytes as u64) {
+        return Err(FetchError::TooLarge);
+    }
+    Ok(header(http::header::CACHE_CONTROL).and_then(max_age))
 }
 
 #[cfg(test)]
@@ -177,8 +389,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn max_age_is_read() {
+    fn cache_lifetime_is_read() {
         assert_eq!(max_age("public, max-age=300"), Some(300));
-        assert_eq!(max_age("no-store"), None);
+        assert_eq!(max_age("max-age=\"60\""), Some(60));
+        assert_eq!(max_age("no-store"), Some(0));
+        assert_eq!(max_age("max-age=300, no-cache"), Some(0));
+        assert_eq!(max_age("public"), None);
     }
 }

@@ -1,0 +1,575 @@
+//! The default [`KeyResolver`]: a bounded cache of issuer key sets over a [`Fetch`].
+//!
+//! # Design
+//!
+//! One cache entry per `(issuer, dwk)` holds the last good key set, the `jwks_uri` the
+//! metadata named, and three instants on the injected [`Clock`]: until when the keys are
+//! fresh, until when they may still be served while the issuer cannot be reached
+//! (stale-while-error), and when the issuer was last fetched. A failed fetch is recorded
+//! in the same entry (negative caching, with exponential backoff) and never discards
+//! keys that were good: documents are validated completely before they replace anything.
+//!
+//! Reads ([`KeyResolver::cached`]) are synchronous lookups in a `moka::sync::Cache`
+//! (bounded by entry count and by weight) and answer everything that needs no fetch,
+//! including "unknown `kid`, but this issuer was fetched less than a cooldown ago" and
+//! "this issuer failed a moment ago". Fetches happen in [`KeyResolver::resolve`], through
+//! a `moka::future::Cache` used for its `try_get_with`: concurrent callers that observed
+//! the same entry generation share one fetch. The flight re-reads the store before
+//! fetching, so a caller that arrives after a refresh finished uses its result instead
+//! of fetching again.
+//!
+//! Time for every protocol rule comes from the [`Clock`] (tests use a virtual one); moka's
+//! own real-time expiry is only a memory backstop.
+//!
+//! Costs an attacker can impose are bounded: fetches for never-seen issuers draw on a
+//! global token bucket (over budget: `503` + `Retry-After`, no `Signature-Error`);
+//! random `kid`s against a known issuer cause at most one fetch per cooldown; a failing
+//! issuer at most one per negative TTL.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use super::keyset::{KeyLookup, KeySet, legacy_metadata_jwks_uri, metadata_jwks_uri};
+use super::metrics::{DiscoveryMetrics, Shown};
+use super::{BoxFuture, Fetch, IdentifierPolicy, KeyQuery, KeyResolver, is_known_dwk};
+use crate::clock::{Clock, SystemClock};
+use crate::error::{Error, SignatureErrorCode};
+use crate::jose::{AlgPolicy, Jwk};
+
+/// Sizes, lifetimes and budgets for discovery.
+#[derive(Debug, Clone)]
+pub struct DiscoveryConfig {
+    /// Largest metadata document (default 64 KiB).
+    pub max_metadata_bytes: usize,
+    /// Largest JWKS (default 256 KiB).
+    pub max_jwks_bytes: usize,
+    /// Most entries in one JWKS (default 32); more fails the document.
+    pub max_keys: usize,
+    /// Lifetime of documents sent without `Cache-Control: max-age` (default 5 min).
+    pub default_ttl: Duration,
+    /// Floor for `max-age` (default 60 s): `no-store` or `max-age=0` cannot force a fetch
+    /// per request.
+    pub min_ttl: Duration,
+    /// Ceiling for `max-age` (default 24 h).
+    pub max_ttl: Duration,
+    /// How long past their freshness keys are still served while refreshes fail
+    /// (default 1 h). After that, requests naming them are `unknown_key`.
+    pub max_stale: Duration,
+    /// How long a failure is remembered before the issuer is tried again (default 30 s),
+    /// doubling with each consecutive failure up to `max_negative_ttl`.
+    pub negative_ttl: Duration,
+    /// Longest backoff after repeated failures (default 5 min).
+    pub max_negative_ttl: Duration,
+    /// Least time between two fetches of one issuer caused by unknown `kid`s (default
+    /// 60 s: AAUTH-11 forbids fetching an issuer's JWKS more than once a minute).
+    pub unknown_kid_cooldown: Duration,
+    /// Most cached issuers (default 10 000).
+    pub max_entries: u64,
+    /// Most cached bytes, approximately (default 32 MiB).
+    pub max_weight_bytes: u64,
+    /// Fetches of never-seen issuers allowed per minute, across all callers (default 30).
+    /// Allow-listed issuers do not draw on it.
+    pub new_issuers_per_minute: u32,
+    /// When set, only these issuers are ever fetched; others are `invalid_key` without
+    /// any network activity.
+    pub allowed_issuers: Option<Vec<String>>,
+}
+
+impl Default for DiscoveryConfig {
+    fn default() -> Self {
+        DiscoveryConfig {
+            max_metadata_bytes: 64 * 1024,
+            max_jwks_bytes: 256 * 1024,
+            max_keys: 32,
+            default_ttl: Duration::from_secs(300),
+            min_ttl: Duration::from_secs(60),
+            max_ttl: Duration::from_secs(24 * 3600),
+            max_stale: Duration::from_secs(3600),
+            negative_ttl: Duration::from_secs(30),
+            max_negative_ttl: Duration::from_secs(300),
+            unknown_kid_cooldown: Duration::from_secs(60),
+            max_entries: 10_000,
+            max_weight_bytes: 32 * 1024 * 1024,
+            new_issuers_per_minute: 30,
+            allowed_issuers: None,
+        }
+    }
+}
+
+/// What the cache knows about one `(issuer, dwk)`.
+#[derive(Debug)]
+struct Entry {
+    /// Unique per stored entry; single-flight keys on it.
+    generation: u64,
+    jwks_uri: Option<Arc<str>>,
+    metadata_fresh_until: u64,
+    keys: Option<Arc<KeySet>>,
+    fresh_until: u64,
+    stale_until: u64,
+    last_fetch: u64,
+    failure: Option<Failure>,
+}
+
+#[derive(Debug)]
+struct Failure {
+    error: Error,
+    retry_at: u64,
+    streak: u32,
+}
+
+/// The answer the cache can give without fetching.
+enum Answer {
+    Key(Arc<Jwk>),
+    Refused(Error),
+    Fetch,
+}
+
+const UNKNOWN_KEY: Error = Error::signature(
+    SignatureErrorCode::UnknownKey,
+    "the issuer publishes no key with that kid",
+);
+const UNUSABLE_KEY: Error = Error::invalid_key("the key with that kid is not a usable Ed25519 key");
+
+/// The default [`KeyResolver`]: fetches metadata and JWKS through a [`Fetch`] and keeps
+/// key sets in a bounded cache (see the module docs). Cheap to clone; clones share the
+/// cache and the counters.
+pub struct DiscoveryResolver<F: Fetch> {
+    inner: Arc<Inner<F>>,
+}
+
+impl<F: Fetch> Clone for DiscoveryResolver<F> {
+    fn clone(&self) -> Self {
+        DiscoveryResolver {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+struct Inner<F> {
+    fetch: F,
+    identifiers: IdentifierPolicy,
+    config: DiscoveryConfig,
+    alg: AlgPolicy,
+    clock: Arc<dyn Clock>,
+    store: moka::sync::Cache<String, Arc<Entry>>,
+    flights: moka::future::Cache<(String, u64), Arc<Entry>>,
+    generations: AtomicU64,
+    budget: Mutex<Bucket>,
+    metrics: DiscoveryMetrics,
+}
+
+impl<F: Fetch> std::fmt::Debug for DiscoveryResolver<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DiscoveryResolver")
+            .field("identifiers", &self.inner.identifiers)
+            .field("config", &self.inner.config)
+            .field("cached_issuers", &self.inner.store.entry_count())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds a [`DiscoveryResolver`].
+pub struct DiscoveryResolverBuilder<F: Fetch> {
+    fetch: F,
+    identifiers: IdentifierPolicy,
+    config: DiscoveryConfig,
+    alg: AlgPolicy,
+    clock: Arc<dyn Clock>,
+}
+
+impl<F: Fetch> std::fmt::Debug for DiscoveryResolverBuilder<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DiscoveryResolverBuilder")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<F: Fetch> DiscoveryResolverBuilder<F> {
+    /// Which identifiers may be fetched (default: strict `https://host`).
+    pub fn identifiers(mut self, identifiers: IdentifierPolicy) -> Self {
+        self.identifiers = identifiers;
+        self
+    }
+
+    /// Sizes, lifetimes and budgets.
+    pub fn config(mut self, config: DiscoveryConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Accept legacy key spellings (`EdDSA`, no `alg`) in fetched JWKS. With
+    /// [`AlgPolicy::Legacy`] the demo generation's discovery is accepted too: the auth
+    /// server document `aauth-issuer.json`, and metadata that names its signer under
+    /// `agent` instead of `issuer` or not at all (the `jwks_uri` must still be on the
+    /// identifier's origin, which is what binds the keys to it).
+    pub fn alg_policy(mut self, alg: AlgPolicy) -> Self {
+        self.alg = alg;
+        self
+    }
+
+    /// The clock for every lifetime, cooldown and budget (default: the system clock).
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Builds the resolver.
+    pub fn build(self) -> DiscoveryResolver<F> {
+        let config = self.config;
+        let entries = config.max_entries.max(1);
+        let capacity = config.max_weight_bytes.max(entries);
+        // Every entry weighs at least capacity / entries, so the weight bound also bounds
+        // the entry count.
+        let min_weight = u32::try_from(capacity.div_ceil(entries)).unwrap_or(u32::MAX);
+        let backstop = config.max_ttl + config.max_stale + config.max_negative_ttl;
+        let store = moka::sync::Cache::builder()
+            .max_capacity(capacity)
+            .weigher(move |key: &String, entry: &Arc<Entry>| {
+                let bytes = 256
+                    + key.len()
+                    + entry.jwks_uri.as_ref().map_or(0, |u| u.len())
+                    + entry.keys.as_ref().map_or(0, |k| k.weight());
+                u32::try_from(bytes).unwrap_or(u32::MAX).max(min_weight)
+            })
+            .time_to_live(backstop)
+            .build();
+        let flights = moka::future::Cache::builder()
+            .max_capacity(entries)
+            .time_to_live(Duration::from_secs(60))
+            .build();
+        let now = self.clock.now();
+        let per_minute = config.new_issuers_per_minute;
+        DiscoveryResolver {
+            inner: Arc::new(Inner {
+                fetch: self.fetch,
+                identifiers: self.identifiers,
+                alg: self.alg,
+                clock: self.clock,
+                store,
+                flights,
+                generations: AtomicU64::new(1),
+                budget: Mutex::new(Bucket {
+                    tokens: f64::from(per_minute),
+                    updated: now,
+                }),
+                metrics: DiscoveryMetrics::default(),
+                config,
+            }),
+        }
+    }
+}
+
+impl<F: Fetch> DiscoveryResolver<F> {
+    /// Starts a resolver over `fetch`.
+    pub fn builder(fetch: F) -> DiscoveryResolverBuilder<F> {
+        DiscoveryResolverBuilder {
+            fetch,
+            identifiers: IdentifierPolicy::strict(),
+            config: DiscoveryConfig::default(),
+            alg: AlgPolicy::Strict,
+            clock: Arc::new(SystemClock),
+        }
+    }
+
+    /// A resolver over `fetch` with default limits and the system clock.
+    pub fn new(fetch: F, identifiers: IdentifierPolicy) -> Self {
+        Self::builder(fetch).identifiers(identifiers).build()
+    }
+
+    /// The counters.
+    pub fn metrics(&self) -> &DiscoveryMetrics {
+        &self.inner.metrics
+    }
+
+    /// Number of cached `(issuer, dwk)` entries (good or failed).
+    pub fn cached_issuers(&self) -> u64 {
+        self.inner.store.run_pending_tasks();
+        self.inner.store.entry_count()
+    }
+
+    /// Approximate bytes held by the cache.
+    pub fn cached_weight(&self) -> u64 {
+        self.inner.store.run_pending_tasks();
+        self.inner.store.weighted_size()
+    }
+}
+
+impl<F: Fetch> Inner<F> {
+    fn store_key(issuer: &str, dwk: &str) -> String {
+        // Neither part can contain a space: both passed admission.
+        format!("{issuer} {dwk}")
+    }
+
+    fn ttl(&self, max_age: Option<u64>) -> u64 {
+        let config = &self.config;
+        max_age.unwrap_or(config.default_ttl.as_secs()).clamp(
+            config.min_ttl.as_secs(),
+            config.max_ttl.as_secs().max(config.min_ttl.as_secs()),
+        )
+    }
+
+    /// What `entry` answers for `kid` at `now` without fetching.
+    fn answer(&self, entry: &Entry, kid: &str, now: u64) -> Answer {
+        let found = |keys: &KeySet| match keys.lookup(kid) {
+            KeyLookup::Found(key) => Some(Answer::Key(key)),
+            KeyLookup::Unusable => Some(Answer::Refused(UNUSABLE_KEY)),
+            KeyLookup::Missing => None,
+        };
+        if let Some(keys) = &entry.keys
+            && now < entry.fresh_until
+        {
+            if let Some(answer) = found(keys) {
+                return answer;
+            }
+            let cooldown = self.config.unknown_kid_cooldown.as_secs();
+            if now < entry.last_fetch.saturating_add(cooldown) {
+                self.metrics.cooldown_hit();
+                tracing::debug!(kid = %Shown(kid), "discovery: unknown kid within the refresh cooldown");
+                return Answer::Refused(UNKNOWN_KEY);
+            }
+            return Answer::Fetch;
+        }
+        match &entry.failure {
+            Some(failure) if now < failure.retry_at => {
+                self.metrics.negative_hit();
+                match &entry.keys {
+                    Some(keys) if now < entry.stale_until => {
+                        let answer = found(keys).unwrap_or(Answer::Refused(UNKNOWN_KEY));
+                        if matches!(answer, Answer::Key(_)) {
+                            self.metrics.stale();
+                        }
+                        answer
+                    }
+                    // Known once, unreachable past the stale limit: the key can no longer
+                    // be confirmed.
+                    Some(_) => Answer::Refused(UNKNOWN_KEY),
+                    None => Answer::Refused(failure.error.clone()),
+                }
+            }
+            _ => Answer::Fetch,
+        }
+    }
+
+    /// Fetches for `key` unless a concurrent caller already did (see the module docs).
+    async fn flight(
+        &self,
+        key: &str,
+        issuer: &str,
+        dwk: &str,
+        observed: Option<Arc<Entry>>,
+    ) -> Result<Arc<Entry>, Error> {
+        let generation = observed.as_ref().map_or(0, |e| e.generation);
+        let flight_key = (key.to_owned(), generation);
+        let result = self
+            .flights
+            .try_get_with(flight_key.clone(), async {
+                if let Some(current) = self.store.get(key)
+                    && current.generation != generation
+                {
+                    return Ok(current);
+                }
+                if observed.is_none() {
+                    self.charge_budget(issuer)?;
+                }
+                let entry = Arc::new(self.refresh(issuer, dwk, observed.as_deref()).await);
+                self.store.insert(key.to_owned(), entry.clone());
+                Ok::<_, Error>(entry)
+            })
+            .await;
+        self.flights.invalidate(&flight_key).await;
+        result.map_err(|error| (*error).clone())
+    }
+
+    /// A never-seen issuer draws one token from the global bucket.
+    fn charge_budget(&self, issuer: &str) -> Result<(), Error> {
+        if self
+            .config
+            .allowed_issuers
+            .as_ref()
+            .is_some_and(|list| list.iter().any(|i| i == issuer))
+        {
+            return Ok(());
+        }
+        let per_minute = f64::from(self.config.new_issuers_per_minute);
+        let now = self.clock.now();
+        let mut bucket = self.budget.lock().unwrap_or_else(|p| p.into_inner());
+        let elapsed = now.saturating_sub(bucket.updated) as f64;
+        bucket.tokens = (bucket.tokens + elapsed * per_minute / 60.0).min(per_minute);
+        bucket.updated = now;
+        if bucket.tokens >= 1.0 {
+            bucket.tokens -= 1.0;
+            return Ok(());
+        }
+        self.metrics.budget_refused();
+        let retry_after = if per_minute > 0.0 {
+            ((1.0 - bucket.tokens) * 60.0 / per_minute).ceil().max(1.0) as u32
+        } else {
+            60
+        };
+        tracing::warn!(issuer = %Shown(issuer), retry_after, "discovery: new-issuer budget exhausted");
+        Err(Error::Unavailable {
+            retry_after,
+            detail: "too many new issuers to discover right now",
+        })
+    }
+
+    /// Fetches metadata (unless still fresh) and JWKS, and builds the next entry. A
+    /// failure keeps the previous keys and records itself.
+    async fn refresh(&self, issuer: &str, dwk: &str, previous: Option<&Entry>) -> Entry {
+        let now = self.clock.now();
+        let generation = self.generations.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(issuer = %Shown(issuer), dwk = %Shown(dwk), refresh = previous.is_some(), "discovery: fetching");
+        match self.fetch_documents(issuer, dwk, previous, now).await {
+            Ok((jwks_uri, metadata_fresh_until, keys, ttl)) => Entry {
+                generation,
+                jwks_uri: Some(jwks_uri),
+                metadata_fresh_until,
+                keys: Some(Arc::new(keys)),
+                fresh_until: now.saturating_add(ttl),
+                stale_until: now.saturating_add(ttl).saturating_add(self.config.max_stale.as_secs()),
+                last_fetch: now,
+                failure: None,
+            },
+            Err(error) => {
+                self.metrics.failed();
+                let streak = previous
+                    .and_then(|p| p.failure.as_ref())
+                    .map_or(1, |f| f.streak.saturating_add(1));
+                let backoff = self
+                    .config
+                    .negative_ttl
+                    .as_secs()
+                    .saturating_mul(1 << (streak - 1).min(16))
+                    .min(
+                        self.config
+                            .max_negative_ttl
+                            .as_secs()
+                            .max(self.config.negative_ttl.as_secs()),
+                    );
+                tracing::info!(
+                    issuer = %Shown(issuer),
+                    dwk = %Shown(dwk),
+                    code = error.code(),
+                    retry_in = backoff,
+                    "discovery: fetch failed"
+                );
+                Entry {
+                    generation,
+                    jwks_uri: previous.and_then(|p| p.jwks_uri.clone()),
+                    metadata_fresh_until: previous.map_or(0, |p| p.metadata_fresh_until),
+                    keys: previous.and_then(|p| p.keys.clone()),
+                    fresh_until: previous.map_or(0, |p| p.fresh_until),
+                    stale_until: previous.map_or(0, |p| p.stale_until),
+                    last_fetch: now,
+                    failure: Some(Failure {
+                        error,
+                        retry_at: now.saturating_add(backoff),
+                        streak,
+                    }),
+                }
+            }
+        }
+    }
+
+    async fn fetch_documents(
+        &self,
+        issuer: &str,
+        dwk: &str,
+        previous: Option<&Entry>,
+        now: u64,
+    ) -> Result<(Arc<str>, u64, KeySet, u64), Error> {
+        let known_uri = previous
+            .filter(|p| now < p.metadata_fresh_until)
+            .and_then(|p| p.jwks_uri.clone());
+        let (jwks_uri, metadata_fresh_until) = match known_uri {
+            Some(uri) => (uri, previous.map_or(0, |p| p.metadata_fresh_until)),
+            None => {
+                self.metrics.fetched(issuer, false);
+                let url = format!("{issuer}/.well-known/{dwk}");
+                let metadata = self
+                    .fetch
+                    .get(&url, self.config.max_metadata_bytes)
+                    .await
+                    .map_err(|e| {
+                        tracing::debug!(issuer = %Shown(issuer), cause = %e, "discovery: metadata fetch failed");
+                        e.into_error()
+                    })?;
+                let uri = match self.alg {
+                    AlgPolicy::Strict => metadata_jwks_uri(&metadata.body, issuer)?,
+                    AlgPolicy::Legacy => legacy_metadata_jwks_uri(&metadata.body, issuer)?,
+                };
+                (Arc::from(uri), now.saturating_add(self.ttl(metadata.max_age)))
+            }
+        };
+        self.metrics.fetched(issuer, true);
+        let jwks = self
+            .fetch
+            .get(&jwks_uri, self.config.max_jwks_bytes)
+            .await
+            .map_err(|e| {
+                tracing::debug!(issuer = %Shown(issuer), cause = %e, "discovery: JWKS fetch failed");
+                e.into_error()
+            })?;
+        let keys = KeySet::from_jwks(&jwks.body, self.config.max_keys, self.alg)?;
+        tracing::debug!(issuer = %Shown(issuer), keys = keys.len(), "discovery: key set refreshed");
+        Ok((jwks_uri, metadata_fresh_until, keys, self.ttl(jwks.max_age)))
+    }
+
+    fn admit(&self, query: &KeyQuery<'_>) -> Result<(), Error> {
+        if !self.identifiers.admits(query.issuer) {
+            return Err(Error::invalid_key("the signer identifier is not admitted"));
+        }
+        let legacy_dwk = self.alg == AlgPolicy::Legacy && query.dwk == crate::wire::dwk::LEGACY_ISSUER;
+        if !is_known_dwk(query.dwk) && !legacy_dwk {
+            return Err(Error::invalid_key("the well-known document name is not recognised"));
+        }
+        if let Some(list) = &self.config.allowed_issuers
+            && !list.iter().any(|i| i == query.issuer)
+        {
+            return Err(Error::invalid_key("the issuer is not on the discovery allow-list"));
+        }
+        Ok(())
+    }
+}
+
+struct Bucket {
+    tokens: f64,
+    updated: u64,
+}
+
+impl<F: Fetch> KeyResolver for DiscoveryResolver<F> {
+    fn cached(&self, query: &KeyQuery<'_>) -> Option<Result<Arc<Jwk>, Error>> {
+        let inner = &*self.inner;
+        let entry = inner.store.get(&Inner::<F>::store_key(query.issuer, query.dwk))?;
+        match inner.answer(&entry, query.kid, inner.clock.now()) {
+            Answer::Key(key) => Some(Ok(key)),
+            Answer::Refused(error) => Some(Err(error)),
+            Answer::Fetch => None,
+        }
+    }
+
+    fn resolve<'a>(&'a self, query: KeyQuery<'a>) -> BoxFuture<'a, Result<Arc<Jwk>, Error>> {
+        Box::pin(async move {
+            let inner = &*self.inner;
+            inner.admit(&query)?;
+            let key = Inner::<F>::store_key(query.issuer, query.dwk);
+            let observed = inner.store.get(&key);
+            if let Some(entry) = &observed {
+                match inner.answer(entry, query.kid, inner.clock.now()) {
+                    Answer::Key(key) => return Ok(key),
+                    Answer::Refused(error) => return Err(error),
+                    Answer::Fetch => {}
+                }
+            }
+            let entry = inner.flight(&key, query.issuer, query.dwk, observed).await?;
+            match inner.answer(&entry, query.kid, inner.clock.now()) {
+                Answer::Key(key) => Ok(key),
+                Answer::Refused(error) => Err(error),
+                // Only with a zero cooldown or negative TTL: never fetch twice per request.
+                Answer::Fetch => Err(entry.failure.as_ref().map_or(UNKNOWN_KEY, |f| f.error.clone())),
+            }
+        })
+    }
+}
