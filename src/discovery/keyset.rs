@@ -56,10 +56,11 @@ impl KeySet {
         self.keys.is_empty()
     }
 
-    /// Parses a JWKS document. Keys that are not usable Ed25519 keys are skipped (an
+    /// Parses a JWKS document. Keys of other types or algorithms are skipped (an
     /// unselected key must never fail the set) but remembered by `kid` as unusable; a
-    /// `kid` that appears twice is unusable. More than `max_keys` entries, or a document
-    /// that is not a JWKS, fails as a whole.
+    /// `kid` that appears twice is unusable. More than `max_keys` entries, a key that
+    /// claims to be Ed25519 but is malformed (wrong `kty`, bad `x`, private members), or
+    /// a document that is not a JWKS fails as a whole, so it never replaces a good set.
     pub fn from_jwks(body: &[u8], max_keys: usize, policy: AlgPolicy) -> Result<Self, Error> {
         let document = parse_json_object(body).ok_or(Error::invalid_key("the JWKS is not a JSON object"))?;
         let Some(Value::Array(entries)) = document.get("keys") else {
@@ -78,8 +79,13 @@ impl KeySet {
             if set.unusable.contains(kid) {
                 continue;
             }
-            let usable = Jwk::from_json(object, policy).ok().filter(|jwk| jwk.kid() == Some(kid));
-            match usable {
+            let parsed = Jwk::from_json(object, policy);
+            if let Err(error) = &parsed
+                && is_broken_ed25519(object, error)
+            {
+                return Err(Error::invalid_key("the JWKS has a malformed Ed25519 key"));
+            }
+            match parsed.ok() {
                 Some(jwk) if !set.keys.contains_key(kid) => {
                     set.keys.insert(kid.to_owned(), Arc::new(jwk));
                 }
@@ -101,6 +107,15 @@ impl KeySet {
             .map(|kid| kid.len() + PER_KEY)
             .sum()
     }
+}
+
+/// Whether an entry that failed to parse claims to be an Ed25519 key (by `crv` or `alg`)
+/// and is malformed as one: such a document is broken as a whole, unlike one that merely
+/// carries keys of other types (which are skipped, as AAUTH-11 requires).
+fn is_broken_ed25519(object: &serde_json::Map<String, Value>, error: &Error) -> bool {
+    let member = |name| object.get(name).and_then(Value::as_str);
+    let claims = member("crv") == Some("Ed25519") || member("alg") == Some("Ed25519");
+    claims && (member("kty") != Some("OKP") || error.signature_code() == Some(SignatureErrorCode::InvalidKey))
 }
 
 /// Parses metadata fetched for `issuer` and returns its `jwks_uri`.
@@ -241,6 +256,24 @@ mod tests {
         );
         let set = KeySet::from_jwks(body.as_bytes(), 32, AlgPolicy::Strict).unwrap();
         assert!(matches!(set.lookup("a"), KeyLookup::Unusable));
+    }
+
+    #[test]
+    fn a_malformed_ed25519_key_fails_the_set() {
+        for key in [
+            format!(r#"{{"kty":"EC","crv":"Ed25519","x":"{X}","kid":"a","alg":"Ed25519"}}"#),
+            format!(
+                r#"{{"kty":"OKP","crv":"Ed25519","x":"{}","kid":"a","alg":"Ed25519"}}"#,
+                "A".repeat(5000)
+            ),
+            format!(r#"{{"kty":"OKP","crv":"Ed25519","x":"{X}","d":"{X}","kid":"a","alg":"Ed25519"}}"#),
+        ] {
+            let body = format!(r#"{{"keys":[{key}]}}"#);
+            assert!(
+                KeySet::from_jwks(body.as_bytes(), 32, AlgPolicy::Strict).is_err(),
+                "{key}"
+            );
+        }
     }
 
     #[test]
