@@ -16,6 +16,8 @@ use crate::clock::{Clock, SystemClock};
 use crate::discovery::{DiscoveryConfig, Fetch, IdentifierPolicy, KeyResolver};
 use crate::httpsig::{DEFAULT_HEADER_CAP, DEFAULT_MAX_COMPONENTS, SignatureAlphabet};
 use crate::jose::AlgPolicy;
+use crate::policy::{Revocations, ScopeCeilings};
+use crate::replay::{MemoryReplayStore, ReplayProtection, ReplayStore};
 use crate::sigkey::{AcceptedSchemes, Scheme};
 use crate::token::{IssuerTrust, TokenKind, TokenPolicy};
 use crate::verifier::VerifiedToken;
@@ -126,6 +128,12 @@ pub(crate) struct Shared {
     pub(crate) max_body_bytes: usize,
     pub(crate) token_cache: moka::sync::Cache<[u8; 32], Arc<VerifiedToken>>,
     pub(crate) profile: Profile,
+    pub(crate) replay_protection: ReplayProtection,
+    pub(crate) replay_store: Arc<dyn ReplayStore>,
+    /// Signature window + skew: how long a signature could be accepted again.
+    pub(crate) replay_ttl: Duration,
+    pub(crate) revocations: Revocations,
+    pub(crate) ceilings: ScopeCeilings,
 }
 
 impl AAuth {
@@ -162,6 +170,21 @@ impl AAuth {
         crate::layer::AAuthLayer::new(self.clone())
     }
 
+    /// The revocation set the layer checks on every request (hot-reloadable).
+    pub fn revocations(&self) -> &Revocations {
+        &self.shared.revocations
+    }
+
+    /// The per-agent scope ceilings (hot-reloadable).
+    pub fn scope_ceilings(&self) -> &ScopeCeilings {
+        &self.shared.ceilings
+    }
+
+    /// The replay store (also used for single-use grants).
+    pub fn replay_store(&self) -> &Arc<dyn ReplayStore> {
+        &self.shared.replay_store
+    }
+
     /// Number of verified tokens currently cached.
     pub fn cached_tokens(&self) -> u64 {
         self.shared.token_cache.run_pending_tasks();
@@ -191,6 +214,10 @@ pub struct AAuthBuilder {
     max_body_bytes: usize,
     token_cache_entries: u64,
     profile: Profile,
+    replay_protection: ReplayProtection,
+    replay_store: Option<Arc<dyn ReplayStore>>,
+    revocations: Revocations,
+    ceilings: ScopeCeilings,
 }
 
 impl std::fmt::Debug for AAuthBuilder {
@@ -224,6 +251,10 @@ impl AAuthBuilder {
             max_body_bytes: 1024 * 1024,
             token_cache_entries: 100_000,
             profile: Profile::Draft11,
+            replay_protection: ReplayProtection::default(),
+            replay_store: None,
+            revocations: Revocations::new(),
+            ceilings: ScopeCeilings::new(),
         }
     }
 
@@ -373,6 +404,40 @@ impl AAuthBuilder {
         self
     }
 
+    /// Which requests are checked against the replay store (default:
+    /// [`ReplayProtection::UnsafeMethods`]). See [`crate::replay`].
+    pub fn replay_protection(mut self, protection: ReplayProtection) -> Self {
+        self.replay_protection = protection;
+        self
+    }
+
+    /// The replay store (default: a [`MemoryReplayStore`] of
+    /// [`MemoryReplayStore::DEFAULT_CAPACITY`] entries, for one process). Several replicas
+    /// share a `RedisReplayStore` (feature `redis`).
+    pub fn replay_store(mut self, store: impl ReplayStore) -> Self {
+        self.replay_store = Some(Arc::new(store));
+        self
+    }
+
+    /// A replay store shared with other code (for example several [`AAuth`]s).
+    pub fn shared_replay_store(mut self, store: Arc<dyn ReplayStore>) -> Self {
+        self.replay_store = Some(store);
+        self
+    }
+
+    /// The revocation set (default: empty). Keep a clone of the handle to revoke or reload
+    /// at run time; [`AAuth::revocations`] returns it too.
+    pub fn revocations(mut self, revocations: Revocations) -> Self {
+        self.revocations = revocations;
+        self
+    }
+
+    /// Per-agent scope ceilings (default: none). Hot-reloadable through the handle.
+    pub fn scope_ceilings(mut self, ceilings: ScopeCeilings) -> Self {
+        self.ceilings = ceilings;
+        self
+    }
+
     /// Options that weaken the protocol's guarantees, for development and special
     /// deployments.
     pub fn dangerous(&mut self) -> DangerousOptions<'_> {
@@ -487,6 +552,14 @@ impl AAuthBuilder {
                 max_body_bytes: self.max_body_bytes,
                 token_cache,
                 profile: self.profile,
+                replay_protection: self.replay_protection,
+                replay_store: self
+                    .replay_store
+                    .unwrap_or_else(|| Arc::new(MemoryReplayStore::default())),
+                // +1: `created` and our clock have one-second resolution.
+                replay_ttl: Duration::from_secs(self.window.saturating_add(self.max_skew).saturating_add(1)),
+                revocations: self.revocations,
+                ceilings: self.ceilings,
             }),
         })
     }

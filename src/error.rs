@@ -102,6 +102,17 @@ pub enum Error {
         /// For `unsupported_scheme` / `unsupported_algorithm`: the advertised list.
         accept: Option<HeaderValue>,
     },
+    /// A revoked agent, key, token or subject: `401` with `Signature-Error:
+    /// error=revoked_jwt`. For a revoked auth token (`person_token`) also
+    /// `AAuth-Requirement: requirement=person-token` (digest §7), never
+    /// `requirement=auth-token`.
+    #[error("revoked_jwt: {detail}")]
+    Revoked {
+        /// A fixed, non-secret explanation.
+        detail: &'static str,
+        /// Whether to ask for a person token (the revoked credential was an auth token).
+        person_token: bool,
+    },
     /// The resource cannot decide right now (discovery budget spent, replay store
     /// unreachable): `503` with `Retry-After`, no `Signature-Error`.
     #[error("temporarily unavailable: {detail}")]
@@ -172,6 +183,7 @@ impl Error {
     pub fn code(&self) -> &'static str {
         match self {
             Error::Signature { code, .. } => code.as_str(),
+            Error::Revoked { .. } => wire::code::REVOKED_JWT,
             Error::Unavailable { .. } => "temporarily_unavailable",
             Error::PayloadTooLarge => "payload_too_large",
             Error::Forbidden { code, .. } => code,
@@ -183,6 +195,7 @@ impl Error {
     pub fn signature_code(&self) -> Option<SignatureErrorCode> {
         match self {
             Error::Signature { code, .. } => Some(*code),
+            Error::Revoked { .. } => Some(SignatureErrorCode::RevokedJwt),
             _ => None,
         }
     }
@@ -191,6 +204,7 @@ impl Error {
     pub fn detail(&self) -> &'static str {
         match self {
             Error::Signature { detail, .. }
+            | Error::Revoked { detail, .. }
             | Error::Unavailable { detail, .. }
             | Error::Forbidden { detail, .. }
             | Error::Misconfigured { detail } => detail,
@@ -201,7 +215,7 @@ impl Error {
     /// The HTTP status this error is answered with.
     pub fn status(&self) -> StatusCode {
         match self {
-            Error::Signature { .. } => StatusCode::UNAUTHORIZED,
+            Error::Signature { .. } | Error::Revoked { .. } => StatusCode::UNAUTHORIZED,
             Error::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Error::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Error::Forbidden { .. } => StatusCode::FORBIDDEN,
@@ -220,7 +234,7 @@ impl Error {
         };
         let mut body = serde_json::json!({
             "type": match self {
-                Error::Signature { .. } => format!("urn:ietf:params:sig-error:{code}"),
+                Error::Signature { .. } | Error::Revoked { .. } => format!("urn:ietf:params:sig-error:{code}"),
                 _ => "about:blank".to_owned(),
             },
             "title": status.canonical_reason().unwrap_or("Error"),
@@ -261,6 +275,18 @@ impl Error {
                     headers.insert(name, accept.clone());
                 }
             }
+            Error::Revoked { person_token, .. } => {
+                headers.insert(
+                    wire::header::SIGNATURE_ERROR,
+                    signature_error_value(SignatureErrorCode::RevokedJwt, None),
+                );
+                if *person_token {
+                    headers.insert(
+                        wire::header::AAUTH_REQUIREMENT,
+                        HeaderValue::from_static(wire::requirement::PERSON_TOKEN_VALUE),
+                    );
+                }
+            }
             Error::Unavailable { retry_after, .. } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
             }
@@ -279,7 +305,21 @@ impl Error {
             HeaderValue::from_static("application/problem+json"),
         );
         self.write_headers(headers);
+        response.extensions_mut().insert(self.audit_outcome());
         response
+    }
+
+    /// The audit decision and reason of this refusal.
+    pub fn audit_outcome(&self) -> crate::policy::audit::AuditOutcome {
+        use crate::policy::audit::{AuditOutcome, Decision};
+        AuditOutcome {
+            decision: match self {
+                Error::Forbidden { .. } => Decision::Deny,
+                _ => Decision::Reject,
+            },
+            reason: self.code(),
+            detail: self.detail(),
+        }
     }
 }
 

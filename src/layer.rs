@@ -29,6 +29,8 @@ use tower_service::Service;
 
 use crate::config::{AAuth, Shared};
 use crate::error::Error;
+use crate::policy::audit::{self, AuditContext};
+use crate::replay::{self, Insertion, ReplayKey};
 use crate::verifier::{Pending, Step, VerifiedRequest, Verifier};
 
 /// Verifies AAuth request signatures. Build it with [`AAuth::layer`].
@@ -70,7 +72,21 @@ impl<S: std::fmt::Debug> std::fmt::Debug for AAuthService<S> {
     }
 }
 
-type VerifyFuture<B> = Pin<Box<dyn Future<Output = Result<Request<B>, Error>> + Send>>;
+/// The slow path's result: the request to pass on, or a refusal with what was verified
+/// before it (for the audit event).
+type VerifyFuture<B> = Pin<Box<dyn Future<Output = Result<Request<B>, Refusal>> + Send>>;
+
+/// A refusal from the slow path.
+struct Refusal {
+    error: Error,
+    verified: Option<VerifiedRequest>,
+}
+
+impl From<Error> for Refusal {
+    fn from(error: Error) -> Self {
+        Refusal { error, verified: None }
+    }
+}
 
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for AAuthService<S>
 where
@@ -92,33 +108,41 @@ where
         // The service that was polled ready is the one that must be called.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        let verifier = Verifier { shared: &self.shared };
-        let step = verifier.verify_head(
-            request.method(),
-            request.uri(),
-            request.headers(),
-            original_path(&request),
-        );
+        let shared = &self.shared;
+        let verifier = Verifier { shared };
+        let path = original_path(&request);
+        let mut audit = audit::enabled().then(|| Box::new(AuditContext::new(request.method(), path)));
+        let step = verifier.verify_head(request.method(), request.uri(), request.headers(), path);
         let state = match step {
             Step::Unsigned => State::Inner {
                 future: inner.call(request),
             },
-            Step::Done(Ok(verified)) => {
-                request.extensions_mut().insert(verified);
-                State::Inner {
-                    future: inner.call(request),
+            Step::Done(Ok(mut verified)) => {
+                let admission = admit_now(shared, &mut verified);
+                if let Some(audit) = &mut audit {
+                    audit.verified = Some(verified.clone());
+                }
+                match admission {
+                    Ok(None) => {
+                        request.extensions_mut().insert(verified);
+                        State::Inner {
+                            future: inner.call(request),
+                        }
+                    }
+                    Ok(Some(key)) => State::Verifying {
+                        future: Box::pin(admit_later(shared.clone(), key, verified, request)),
+                        service: Some(inner),
+                    },
+                    Err(error) => reject(error, audit.as_deref()),
                 }
             }
-            Step::Done(Err(error)) => {
-                log_rejection(&error);
-                State::Rejected { error: Some(error) }
-            }
+            Step::Done(Err(error)) => reject(error, audit.as_deref()),
             Step::Pending(pending) => State::Verifying {
-                future: Box::pin(finish(*pending, self.shared.clone(), request)),
+                future: Box::pin(finish(*pending, shared.clone(), request)),
                 service: Some(inner),
             },
         };
-        ResponseFuture { state }
+        ResponseFuture { state, audit }
     }
 }
 
@@ -131,31 +155,92 @@ fn original_path<B>(request: &Request<B>) -> &str {
     request.uri().path()
 }
 
-async fn finish<B>(pending: Pending, shared: Arc<Shared>, request: Request<B>) -> Result<Request<B>, Error>
+/// After verification, before anything downstream: revocation (on every request, cached
+/// tokens included), then the replay store. `Ok(Some(key))`: the store must be awaited.
+fn admit_now(shared: &Shared, verified: &mut VerifiedRequest) -> Result<Option<ReplayKey>, Error> {
+    shared.revocations.check(verified)?;
+    let Some(key) = verified.replay.take() else {
+        return Ok(None);
+    };
+    match shared.replay_store.try_insert(&key, shared.replay_ttl) {
+        Some(Ok(Insertion::First)) => Ok(None),
+        Some(Ok(Insertion::Repeat)) => Err(replay::REPLAYED),
+        Some(Err(error)) => Err(error),
+        None => Ok(Some(key)),
+    }
+}
+
+/// The replay store's slow path (a networked store).
+async fn remember(shared: &Shared, key: ReplayKey) -> Result<(), Error> {
+    match shared.replay_store.insert(key, shared.replay_ttl).await? {
+        Insertion::First => Ok(()),
+        Insertion::Repeat => Err(replay::REPLAYED),
+    }
+}
+
+async fn admit_later<B>(
+    shared: Arc<Shared>,
+    key: ReplayKey,
+    verified: VerifiedRequest,
+    mut request: Request<B>,
+) -> Result<Request<B>, Refusal> {
+    match remember(&shared, key).await {
+        Ok(()) => {
+            request.extensions_mut().insert(verified);
+            Ok(request)
+        }
+        Err(error) => Err(Refusal {
+            error,
+            verified: Some(verified),
+        }),
+    }
+}
+
+async fn finish<B>(pending: Pending, shared: Arc<Shared>, request: Request<B>) -> Result<Request<B>, Refusal>
 where
     B: Body + From<Bytes> + Send + 'static,
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    if pending.digest.is_none() {
-        let verified: VerifiedRequest = pending.finish(shared, None).await?;
-        let mut request = request;
-        request.extensions_mut().insert(verified);
-        return Ok(request);
-    }
-    let (parts, body) = request.into_parts();
-    let limit = shared.max_body_bytes;
-    let bytes = match Limited::new(body, limit).collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(error) if error.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
-            return Err(Error::PayloadTooLarge);
-        }
-        Err(_) => return Err(Error::invalid_signature("the request body could not be read")),
+    let (request, mut verified) = if pending.digest.is_none() {
+        let verified: VerifiedRequest = pending.finish(shared.clone(), None).await?;
+        (request, verified)
+    } else {
+        let (parts, body) = request.into_parts();
+        let limit = shared.max_body_bytes;
+        let bytes = match Limited::new(body, limit).collect().await {
+            Ok(collected) => collected.to_bytes(),
+            Err(error) if error.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
+                return Err(Error::PayloadTooLarge.into());
+            }
+            Err(_) => return Err(Error::invalid_signature("the request body could not be read").into()),
+        };
+        let verified = pending.finish(shared.clone(), Some(&bytes)).await?;
+        (Request::from_parts(parts, B::from(bytes)), verified)
     };
-    let verified = pending.finish(shared, Some(&bytes)).await?;
-    let mut request = Request::from_parts(parts, B::from(bytes));
-    request.extensions_mut().insert(verified);
-    Ok(request)
+    match admit_now(&shared, &mut verified) {
+        Ok(None) => {
+            let mut request = request;
+            request.extensions_mut().insert(verified);
+            Ok(request)
+        }
+        Ok(Some(key)) => admit_later(shared, key, verified, request).await,
+        Err(error) => Err(Refusal {
+            error,
+            verified: Some(verified),
+        }),
+    }
+}
+
+fn reject<S, B>(error: Error, audit: Option<&AuditContext>) -> State<S, B>
+where
+    S: Service<Request<B>>,
+{
+    log_rejection(&error);
+    if let Some(audit) = audit {
+        audit.refusal(&error);
+    }
+    State::Rejected { error: Some(error) }
 }
 
 fn log_rejection(error: &Error) {
@@ -170,6 +255,7 @@ pin_project! {
     {
         #[pin]
         state: State<S, B>,
+        audit: Option<Box<AuditContext>>,
     }
 }
 
@@ -204,7 +290,13 @@ where
         let mut this = self.project();
         loop {
             match this.state.as_mut().project() {
-                StateProj::Inner { future } => return future.poll(cx),
+                StateProj::Inner { future } => {
+                    let result = ready!(future.poll(cx));
+                    if let (Ok(response), Some(audit)) = (&result, this.audit.take()) {
+                        audit.response(response);
+                    }
+                    return Poll::Ready(result);
+                }
                 StateProj::Verifying { future, service } => {
                     let result = ready!(future.as_mut().poll(cx));
                     match result {
@@ -215,11 +307,18 @@ where
                                 };
                                 return Poll::Ready(Ok(error.to_response()));
                             };
+                            if let Some(audit) = this.audit.as_mut() {
+                                audit.verified = request.extensions().get::<VerifiedRequest>().cloned();
+                            }
                             let future = service.call(request);
                             this.state.set(State::Inner { future });
                         }
-                        Err(error) => {
+                        Err(Refusal { error, verified }) => {
                             log_rejection(&error);
+                            if let Some(audit) = this.audit.as_mut() {
+                                audit.verified = verified;
+                                audit.refusal(&error);
+                            }
                             this.state.set(State::Rejected { error: Some(error) });
                         }
                     }

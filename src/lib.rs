@@ -11,6 +11,8 @@ pub mod httpsig;
 pub mod jose;
 pub mod layer;
 pub mod legacy;
+pub mod policy;
+pub mod replay;
 pub mod sigkey;
 pub mod token;
 pub mod verifier;

@@ -486,7 +486,7 @@ fn opt_u64(claims: &Map<String, Value>, name: &str) -> Result<Option<u64>, Error
 
 /// Cheap shape check on `iss`/`ps` before the full admission rules of
 /// [`crate::discovery::IdentifierPolicy`]: an `https://` or `http://` URL of printable ASCII.
-fn is_identifier_shaped(value: &str) -> bool {
+pub(crate) fn is_identifier_shaped(value: &str) -> bool {
     (value.starts_with("https://") || value.starts_with("http://"))
         && value.len() <= 2048
         && value.bytes().all(|b| (0x21..0x7f).contains(&b))

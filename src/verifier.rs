@@ -26,6 +26,7 @@ use crate::discovery::{KeyQuery, is_known_dwk};
 use crate::error::Error;
 use crate::httpsig::{ParsedInput, RequestTarget, SignatureBase, SignatureHeaders, decode_signature, verify_base};
 use crate::jose::{Jwk, UnverifiedJws};
+use crate::replay::ReplayKey;
 use crate::sigkey::{Scheme, SignatureKey};
 use crate::token::{TokenClaims, TokenKind};
 use crate::wire;
@@ -53,6 +54,9 @@ pub struct VerifiedRequest {
     /// [`Profile::Both`] by whether the request used any
     /// demo-generation form (see [`crate::legacy`]).
     pub generation: Generation,
+    /// The replay-store key, when this request's method is replay-checked; taken by the
+    /// layer before the request goes on.
+    pub(crate) replay: Option<ReplayKey>,
 }
 
 impl VerifiedRequest {
@@ -98,6 +102,8 @@ enum KeyWork {
         kid: String,
         base: SignatureBase,
         signature: Vec<u8>,
+        /// Whether the request is replay-checked (the key needs the thumbprint).
+        protect: bool,
     },
     /// A token's issuer key, then the token signature (the HTTP signature already verified
     /// with `cnf.jwk`).
@@ -194,6 +200,7 @@ impl Verifier<'_> {
         } else {
             None
         };
+        let protect = shared.replay_protection.covers(method);
         let verified = |scheme,
                         thumbprint: String,
                         signer: Option<Arc<str>>,
@@ -206,6 +213,8 @@ impl Verifier<'_> {
                     .is_some_and(|t| t.claims.generation == Generation::Legacy);
             VerifiedRequest {
                 scheme,
+                replay: (protect && !thumbprint.is_empty())
+                    .then(|| ReplayKey::signature(&thumbprint, base.as_bytes())),
                 key_thumbprint: thumbprint.into(),
                 label: input.label.as_str().into(),
                 covered: input.components.iter().map(|c| c.name().to_owned()).collect(),
@@ -263,6 +272,7 @@ impl Verifier<'_> {
                                 kid,
                                 base,
                                 signature,
+                                protect,
                             },
                             partial,
                         )
@@ -477,6 +487,7 @@ impl Pending {
                 kid,
                 base,
                 signature,
+                protect,
             } => {
                 let key = shared
                     .resolver
@@ -488,7 +499,11 @@ impl Pending {
                     .await?;
                 check_key_alg(shared.profile, &key)?;
                 verify_base(&base, &signature, &key)?;
-                verified.key_thumbprint = key.thumbprint().into();
+                let thumbprint = key.thumbprint();
+                if protect {
+                    verified.replay = Some(ReplayKey::signature(&thumbprint, base.as_bytes()));
+                }
+                verified.key_thumbprint = thumbprint.into();
                 if is_legacy_key(&key) {
                     verified.generation = shared.profile.answer_in(true);
                 }

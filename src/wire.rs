@@ -83,6 +83,9 @@ pub mod requirement {
     pub const AGENT_TOKEN: &str = "agent-token";
     /// The endpoint needs the person, or the resource needs a person token to mint.
     pub const PERSON_TOKEN: &str = "person-token";
+    /// The complete `AAuth-Requirement` value asking for a person token (sent with a
+    /// revoked auth token, digest §7).
+    pub const PERSON_TOKEN_VALUE: &str = "requirement=person-token";
     /// Consent or policy is needed; carries `resource-token`.
     pub const AUTH_TOKEN: &str = "auth-token";
     /// The `resource-token` parameter.

@@ -1,0 +1,206 @@
+//! Per-agent scope ceilings: the most an agent may ever use, whatever a token grants.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use serde::Deserialize;
+
+use super::PolicyError;
+use super::revocation::Revoked;
+use crate::error::Error;
+use crate::token::Scopes;
+use crate::verifier::VerifiedRequest;
+
+/// One snapshot of ceilings.
+///
+/// Ceilings apply by agent identifier ([`VerifiedRequest::agent_id`]) and by signing-key
+/// thumbprint. When both name the request, a scope must be under **both**; when neither
+/// does, the default ceiling applies (none by default: unlisted agents are limited only by
+/// their tokens).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CeilingSet {
+    agents: HashMap<String, Scopes>,
+    keys: HashMap<String, Scopes>,
+    default: Option<Scopes>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Document {
+    #[serde(default)]
+    agents: HashMap<String, String>,
+    #[serde(default)]
+    key_thumbprints: HashMap<String, String>,
+    #[serde(default)]
+    default: Option<String>,
+}
+
+fn parse_scopes(text: &str) -> Result<Scopes, &'static str> {
+    Scopes::parse(text).ok_or("a ceiling is a space-separated scope list (RFC 6749 §3.3)")
+}
+
+impl CeilingSet {
+    /// No ceilings.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Limits agent `agent_id` to `scopes`.
+    pub fn agent(mut self, agent_id: impl Into<String>, scopes: &str) -> Result<Self, PolicyError> {
+        let agent_id = agent_id.into();
+        Revoked::Agent(agent_id.clone())
+            .validate()
+            .map_err(|reason| PolicyError::entry("agents", 0, reason))?;
+        let scopes = parse_scopes(scopes).map_err(|reason| PolicyError::entry("agents", 0, reason))?;
+        self.agents.insert(agent_id, scopes);
+        Ok(self)
+    }
+
+    /// Limits the key with RFC 7638 thumbprint `thumbprint` to `scopes`.
+    pub fn key(mut self, thumbprint: impl Into<String>, scopes: &str) -> Result<Self, PolicyError> {
+        let thumbprint = thumbprint.into();
+        Revoked::KeyThumbprint(thumbprint.clone())
+            .validate()
+            .map_err(|reason| PolicyError::entry("key_thumbprints", 0, reason))?;
+        let scopes = parse_scopes(scopes).map_err(|reason| PolicyError::entry("key_thumbprints", 0, reason))?;
+        self.keys.insert(thumbprint, scopes);
+        Ok(self)
+    }
+
+    /// The ceiling for agents and keys not listed.
+    pub fn default_ceiling(mut self, scopes: &str) -> Result<Self, PolicyError> {
+        self.default = Some(parse_scopes(scopes).map_err(|reason| PolicyError::entry("default", 0, reason))?);
+        Ok(self)
+    }
+
+    /// Reads ceilings from JSON:
+    ///
+    /// ```json
+    /// {"agents": {"aauth:reporting@agent.example": "reports:read"},
+    ///  "key_thumbprints": {"NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs": "code:read code:write"},
+    ///  "default": "reports:read"}
+    /// ```
+    ///
+    /// Unknown or duplicate members, wrong types and malformed entries are errors.
+    pub fn from_json(bytes: &[u8]) -> Result<Self, PolicyError> {
+        if bytes.len() > 16 * 1024 * 1024 {
+            return Err(PolicyError::new("the ceiling document is larger than 16 MiB"));
+        }
+        let document: Document = serde_json::from_slice(bytes)
+            .map_err(|e| PolicyError::new(format!("the ceiling document is not valid: {e}")))?;
+        let mut set = CeilingSet::new();
+        // Sorted so that the index in an error message is reproducible.
+        let mut agents: Vec<_> = document.agents.into_iter().collect();
+        agents.sort();
+        for (i, (agent, scopes)) in agents.into_iter().enumerate() {
+            set = set
+                .agent(agent, &scopes)
+                .map_err(|e| PolicyError::entry("agents", i, e.reason()))?;
+        }
+        let mut keys: Vec<_> = document.key_thumbprints.into_iter().collect();
+        keys.sort();
+        for (i, (key, scopes)) in keys.into_iter().enumerate() {
+            set = set
+                .key(key, &scopes)
+                .map_err(|e| PolicyError::entry("key_thumbprints", i, e.reason()))?;
+        }
+        if let Some(default) = document.default {
+            set = set.default_ceiling(&default)?;
+        }
+        Ok(set)
+    }
+
+    /// Whether no ceiling is configured.
+    pub fn is_empty(&self) -> bool {
+        self.agents.is_empty() && self.keys.is_empty() && self.default.is_none()
+    }
+
+    /// Whether `scope` is under every ceiling that applies to `request`.
+    pub fn permits(&self, request: &VerifiedRequest, scope: &str) -> bool {
+        if self.is_empty() {
+            return true;
+        }
+        let by_agent = request.agent_id().and_then(|id| self.agents.get(id));
+        let by_key = self.keys.get(&*request.key_thumbprint);
+        match (by_agent, by_key) {
+            (None, None) => self.default.as_ref().is_none_or(|d| d.contains(scope)),
+            (agent, key) => agent.is_none_or(|c| c.contains(scope)) && key.is_none_or(|c| c.contains(scope)),
+        }
+    }
+
+    /// `403 scope_above_ceiling` unless every scope of `required` is under the ceilings
+    /// that apply to `request`. A ceiling is not raised by consent, so this is a denial,
+    /// never a step-up challenge.
+    pub fn check<'a>(&self, request: &VerifiedRequest, required: impl IntoIterator<Item = &'a str>) -> Result<(), Error> {
+        if required.into_iter().all(|scope| self.permits(request, scope)) {
+            Ok(())
+        } else {
+            Err(Error::Forbidden {
+                code: SCOPE_ABOVE_CEILING,
+                detail: "the agent may not use this scope",
+            })
+        }
+    }
+
+    /// `granted` narrowed to what the ceilings permit for `request`.
+    pub fn effective(&self, request: &VerifiedRequest, granted: &Scopes) -> Scopes {
+        if self.is_empty() {
+            return granted.clone();
+        }
+        Scopes::from_iter_unchecked(granted.iter().filter(|s| self.permits(request, s)))
+    }
+}
+
+/// The problem code of a ceiling denial.
+pub const SCOPE_ABOVE_CEILING: &str = "scope_above_ceiling";
+
+/// Hot-reloadable ceilings shared by clones (same model as
+/// [`super::Revocations`]: lock-free reads, whole-snapshot replacement, a failed reload
+/// keeps the ceilings in force).
+#[derive(Clone, Default)]
+pub struct ScopeCeilings {
+    current: Arc<ArcSwap<CeilingSet>>,
+}
+
+impl std::fmt::Debug for ScopeCeilings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ScopeCeilings").finish_non_exhaustive()
+    }
+}
+
+impl ScopeCeilings {
+    /// No ceilings.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Ceilings starting from `set`.
+    pub fn from_set(set: CeilingSet) -> Self {
+        ScopeCeilings {
+            current: Arc::new(ArcSwap::from_pointee(set)),
+        }
+    }
+
+    /// Replaces the ceilings.
+    pub fn replace(&self, set: CeilingSet) {
+        self.current.store(Arc::new(set));
+    }
+
+    /// Replaces the ceilings from JSON ([`CeilingSet::from_json`]); on error the current
+    /// ceilings stay in force.
+    pub fn reload_json(&self, bytes: &[u8]) -> Result<(), PolicyError> {
+        self.replace(CeilingSet::from_json(bytes)?);
+        Ok(())
+    }
+
+    /// The ceilings in force now.
+    pub fn snapshot(&self) -> Arc<CeilingSet> {
+        self.current.load_full()
+    }
+
+    /// [`CeilingSet::check`] against the ceilings in force.
+    pub fn check<'a>(&self, request: &VerifiedRequest, required: impl IntoIterator<Item = &'a str>) -> Result<(), Error> {
+        self.current.load().check(request, required)
+    }
+}
