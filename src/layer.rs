@@ -4,12 +4,16 @@
 //!   identity; guards and extractors decide later.
 //! * Partial or bad signature: `401` with exactly one `Signature-Error`,
 //!   `Cache-Control: no-store` and a problem+json body; the inner service never runs.
-//! * Valid: a [`VerifiedRequest`] is inserted into the request's extensions and the inner
-//!   service is called.
+//! * Valid: the revocation set is checked (`401 revoked_jwt`), then the replay store for
+//!   replay-checked methods (`401 invalid_signature` on a second use, `503` when the store
+//!   cannot answer); then a [`VerifiedRequest`] is inserted into the request's extensions
+//!   and the inner service is called. See [`crate::policy`] and [`crate::replay`].
+//! * Every request ends in exactly one audit event ([`crate::policy::audit`]) when a
+//!   subscriber listens to that target; nothing is captured for it otherwise.
 //!
 //! When every key is in memory the whole verification runs inside `call` and the future
-//! is the inner service's own, wrapped without boxing. Only a key fetch or a covered
-//! `content-digest` takes the boxed slow path.
+//! is the inner service's own, wrapped without boxing. Only a key fetch, a covered
+//! `content-digest` or a networked replay store takes the boxed slow path.
 //!
 //! The request body type must be constructible from [`Bytes`] so that a body buffered to
 //! check `Content-Digest` can be handed on (axum's `Body` and `Full<Bytes>` are).

@@ -127,7 +127,9 @@ async fn a_replay_is_refused_on_the_slow_path_with_a_covered_body() {
         .body(Body::from(&body[..]))
         .unwrap();
     harness.agent.sign_with_body(&mut request, body, &KeySource::Hwk, NOW);
-    let mut replay = Request::post(format!("{RESOURCE}/trade")).body(Body::from(&body[..])).unwrap();
+    let mut replay = Request::post(format!("{RESOURCE}/trade"))
+        .body(Body::from(&body[..]))
+        .unwrap();
     *replay.headers_mut() = request.headers().clone();
     assert_eq!(harness.send(request).await.status(), StatusCode::OK);
     harness.calls.store(0, std::sync::atomic::Ordering::SeqCst);
@@ -157,9 +159,12 @@ async fn a_bad_signature_is_not_remembered() {
     let harness = Harness::new();
     let request = signed_post(&harness, "/orders");
     let mut forged = copy(&request);
-    forged
-        .headers_mut()
-        .insert("signature", "sig=:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA==:".parse().unwrap());
+    forged.headers_mut().insert(
+        "signature",
+        "sig=:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA==:"
+            .parse()
+            .unwrap(),
+    );
     assert_refused(&harness, harness.send(forged).await, "invalid_signature").await;
     assert_eq!(harness.send(request).await.status(), StatusCode::OK);
 }
@@ -216,7 +221,9 @@ async fn thirty_two_concurrent_copies_on_two_threads_are_served_exactly_once() {
 async fn a_full_store_fails_closed_with_503_and_retry_after() {
     let harness = Harness::with(|b| b.replay_store(MemoryReplayStore::new(2)));
     for n in 0..2 {
-        let mut request = Request::post(format!("{RESOURCE}/orders/{n}")).body(Body::empty()).unwrap();
+        let mut request = Request::post(format!("{RESOURCE}/orders/{n}"))
+            .body(Body::empty())
+            .unwrap();
         harness.agent.sign(&mut request, &KeySource::Hwk, NOW);
         assert_eq!(harness.send(request).await.status(), StatusCode::OK);
     }

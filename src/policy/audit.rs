@@ -230,7 +230,10 @@ mod tests {
 
     #[test]
     fn requirement_reasons_are_fixed_strings() {
-        assert_eq!(requirement_reason(b"requirement=auth-token; resource-token=\"x\""), "auth-token");
+        assert_eq!(
+            requirement_reason(b"requirement=auth-token; resource-token=\"x\""),
+            "auth-token"
+        );
         assert_eq!(requirement_reason(b"requirement=person-token"), "person-token");
         assert_eq!(requirement_reason(b"require=agent-token"), "agent-token");
         assert_eq!(requirement_reason(b"requirement=interaction; code=\"x\""), "other");

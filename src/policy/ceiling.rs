@@ -132,7 +132,11 @@ impl CeilingSet {
     /// `403 scope_above_ceiling` unless every scope of `required` is under the ceilings
     /// that apply to `request`. A ceiling is not raised by consent, so this is a denial,
     /// never a step-up challenge.
-    pub fn check<'a>(&self, request: &VerifiedRequest, required: impl IntoIterator<Item = &'a str>) -> Result<(), Error> {
+    pub fn check<'a>(
+        &self,
+        request: &VerifiedRequest,
+        required: impl IntoIterator<Item = &'a str>,
+    ) -> Result<(), Error> {
         if required.into_iter().all(|scope| self.permits(request, scope)) {
             Ok(())
         } else {
@@ -200,7 +204,11 @@ impl ScopeCeilings {
     }
 
     /// [`CeilingSet::check`] against the ceilings in force.
-    pub fn check<'a>(&self, request: &VerifiedRequest, required: impl IntoIterator<Item = &'a str>) -> Result<(), Error> {
+    pub fn check<'a>(
+        &self,
+        request: &VerifiedRequest,
+        required: impl IntoIterator<Item = &'a str>,
+    ) -> Result<(), Error> {
         self.current.load().check(request, required)
     }
 }

@@ -111,7 +111,9 @@ impl RevocationSet {
 
     /// Adds `entry` after checking its shape.
     pub fn insert(&mut self, entry: Revoked) -> Result<(), PolicyError> {
-        entry.validate().map_err(|reason| PolicyError::entry("revocation", 0, reason))?;
+        entry
+            .validate()
+            .map_err(|reason| PolicyError::entry("revocation", 0, reason))?;
         if self.count >= MAX_REVOCATIONS {
             return Err(PolicyError::new("too many revocations in one set"));
         }
@@ -172,13 +174,16 @@ impl RevocationSet {
         }
         let document: Document = serde_json::from_slice(bytes)
             .map_err(|e| PolicyError::new(format!("the revocation document is not valid: {e}")))?;
-        let total = document.agents.len() + document.key_thumbprints.len() + document.jtis.len() + document.subjects.len();
+        let total =
+            document.agents.len() + document.key_thumbprints.len() + document.jtis.len() + document.subjects.len();
         if total > MAX_REVOCATIONS {
             return Err(PolicyError::new("too many revocations in one set"));
         }
         let mut set = RevocationSet::new();
         let mut add = |member: &'static str, index: usize, entry: Revoked| -> Result<(), PolicyError> {
-            entry.validate().map_err(|reason| PolicyError::entry(member, index, reason))?;
+            entry
+                .validate()
+                .map_err(|reason| PolicyError::entry(member, index, reason))?;
             set.insert(entry)
         };
         for (i, id) in document.agents.into_iter().enumerate() {
@@ -255,7 +260,11 @@ impl RevocationSet {
             && claims.sub.as_ref().is_some_and(|sub| self.subjects.contains(sub));
         if jti_revoked || subject_revoked {
             return Err(Error::Revoked {
-                detail: if jti_revoked { "the token is revoked" } else { "the subject is revoked" },
+                detail: if jti_revoked {
+                    "the token is revoked"
+                } else {
+                    "the subject is revoked"
+                },
                 person_token: grant,
             });
         }
@@ -290,7 +299,9 @@ impl Revocations {
 
     /// Revokes one more thing.
     pub fn revoke(&self, entry: Revoked) -> Result<(), PolicyError> {
-        entry.validate().map_err(|reason| PolicyError::entry("revocation", 0, reason))?;
+        entry
+            .validate()
+            .map_err(|reason| PolicyError::entry("revocation", 0, reason))?;
         let mut result = Ok(());
         self.current.rcu(|current| {
             let mut next = RevocationSet::clone(current);

@@ -168,10 +168,7 @@ mod tests {
         assert_ne!(a, ReplayKey::signature("thumb-b", b"base"));
         assert_ne!(a, ReplayKey::signature("thumb-a", b"base2"));
         // The separator keeps the thumbprint/base boundary unambiguous.
-        assert_ne!(
-            ReplayKey::signature("ab", b"c"),
-            ReplayKey::signature("a", b"bc")
-        );
+        assert_ne!(ReplayKey::signature("ab", b"c"), ReplayKey::signature("a", b"bc"));
     }
 
     #[test]

@@ -1,0 +1,320 @@
+//! Audit events: exactly one structured event per decision, field by field, and never a
+//! token or signature in them.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::body::Body;
+use axum::response::IntoResponse;
+use axum::routing::{get as get_route, post};
+use common::*;
+use http::{Request, StatusCode};
+use tower::ServiceExt;
+use tower_aauth::Error;
+use tower_aauth::policy::Revoked;
+use tower_aauth::policy::audit::{TARGET, field};
+use tower_aauth::testing::KeySource;
+use tracing::field::{Field, Visit};
+use tracing_subscriber::layer::{Context, SubscriberExt};
+
+type Event = BTreeMap<String, String>;
+
+/// Records every event of the audit target as a field → value map.
+#[derive(Clone, Default)]
+struct Capture(Arc<Mutex<Vec<Event>>>);
+
+struct Fields<'a>(&'a mut Event);
+
+impl Visit for Fields<'_> {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.0.insert(field.name().to_owned(), value.to_owned());
+    }
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.0.insert(field.name().to_owned(), value.to_string());
+    }
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        self.0.insert(field.name().to_owned(), format!("{value:?}"));
+    }
+}
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Capture {
+    fn on_event(&self, event: &tracing::Event<'_>, _: Context<'_, S>) {
+        if event.metadata().target() == TARGET {
+            let mut fields = Event::new();
+            event.record(&mut Fields(&mut fields));
+            self.0.lock().unwrap().push(fields);
+        }
+    }
+}
+
+impl Capture {
+    fn install(&self) -> tracing::subscriber::DefaultGuard {
+        tracing::subscriber::set_default(tracing_subscriber::registry().with(self.clone()))
+    }
+
+    fn take(&self) -> Vec<Event> {
+        std::mem::take(&mut *self.0.lock().unwrap())
+    }
+
+    /// The single event of one request.
+    fn one(&self) -> Event {
+        let mut events = self.take();
+        assert_eq!(events.len(), 1, "exactly one audit event per request: {events:?}");
+        events.pop().unwrap()
+    }
+}
+
+const IDENTITY: [&str; 8] = [
+    field::AGENT,
+    field::KEY_THUMBPRINT,
+    field::SCHEME,
+    field::TOKEN_KIND,
+    field::ISSUER,
+    field::SUBJECT,
+    field::SCOPES,
+    field::JTI,
+];
+
+/// An app whose routes answer the way guards would: allow, challenge, deny.
+fn app(harness: &Harness) -> Router {
+    Router::new()
+        .route("/data", get_route(|| async { "data" }))
+        .route(
+            "/challenge",
+            get_route(|| async {
+                (
+                    StatusCode::UNAUTHORIZED,
+                    [(
+                        "aauth-requirement",
+                        r#"requirement=auth-token; resource-token="eyJ.x.y""#,
+                    )],
+                )
+                    .into_response()
+            }),
+        )
+        .route(
+            "/deny",
+            post(|| async {
+                Error::Forbidden {
+                    code: "insufficient_scope",
+                    detail: "the grant does not cover this route",
+                }
+                .into_response()
+            }),
+        )
+        .layer(harness.aauth.layer())
+}
+
+fn signed(harness: &Harness, method: &str, path: &str, source: &KeySource) -> Request<Body> {
+    let mut request = Request::builder()
+        .method(method)
+        .uri(format!("{RESOURCE}{path}?secret=q"))
+        .body(Body::empty())
+        .unwrap();
+    harness.agent.sign(&mut request, source, NOW);
+    request
+}
+
+fn assert_no_secrets(event: &Event, request: &Request<Body>) {
+    let secrets: Vec<String> = ["signature", "signature-key", "signature-input"]
+        .iter()
+        .filter_map(|h| request.headers().get(*h))
+        .map(|v| v.to_str().unwrap().to_owned())
+        .collect();
+    for value in event.values() {
+        assert!(!value.contains("secret=q"), "query logged: {value}");
+        for secret in &secrets {
+            assert!(
+                !secret.contains(value.as_str()) || value.len() < 40,
+                "header material logged: {value}"
+            );
+        }
+        assert!(!value.contains("eyJ"), "a token logged: {value}");
+    }
+}
+
+#[tokio::test]
+async fn an_allowed_auth_token_request_logs_every_identity_field() {
+    let capture = Capture::default();
+    let _guard = capture.install();
+    let harness = Harness::new();
+    let source = KeySource::Jwt(harness.auth_token("data.read data.write"));
+    let request = signed(&harness, "GET", "/data", &source);
+    let copy_headers = request.headers().clone();
+    let response = app(&harness).oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let event = capture.one();
+    assert_eq!(event[field::DECISION], "allow");
+    assert_eq!(event[field::REASON], "verified");
+    assert_eq!(event[field::STATUS], "200");
+    assert_eq!(event[field::METHOD], "GET");
+    assert_eq!(event[field::ROUTE], "/data");
+    assert_eq!(event[field::KEY_THUMBPRINT], harness.agent.thumbprint());
+    assert_eq!(event[field::SCHEME], "jwt");
+    assert_eq!(event[field::TOKEN_KIND], "aa-auth+jwt");
+    assert_eq!(event[field::ISSUER], AS);
+    assert_eq!(event[field::SUBJECT], "user-1");
+    assert_eq!(event[field::SCOPES], "data.read data.write");
+    assert!(event[field::JTI].starts_with("at-"));
+    assert!(!event.contains_key(field::AGENT), "AAUTH-11 auth tokens name no agent");
+    assert!(!event.contains_key(field::DETAIL));
+    let mut original = Request::get("/").body(Body::empty()).unwrap();
+    *original.headers_mut() = copy_headers;
+    assert_no_secrets(&event, &original);
+    for name in event.keys().filter(|k| *k != "message") {
+        assert!(field::ALL.contains(&name.as_str()), "undocumented field {name}");
+    }
+}
+
+#[tokio::test]
+async fn an_agent_token_request_logs_the_agent_identifier() {
+    let capture = Capture::default();
+    let _guard = capture.install();
+    let harness = Harness::new();
+    let token = harness
+        .agent_provider
+        .agent_token("aauth:assistant@agent.example", &harness.agent.public_jwk(), NOW);
+    let request = signed(&harness, "GET", "/data", &KeySource::Jwt(token));
+    assert_eq!(app(&harness).oneshot(request).await.unwrap().status(), StatusCode::OK);
+    let event = capture.one();
+    assert_eq!(event[field::AGENT], "aauth:assistant@agent.example");
+    assert_eq!(event[field::ISSUER], AP);
+    assert_eq!(event[field::TOKEN_KIND], "aa-agent+jwt");
+    assert!(!event.contains_key(field::SUBJECT), "an agent is not a subject");
+    assert!(!event.contains_key(field::SCOPES));
+}
+
+#[tokio::test]
+async fn an_unsigned_request_is_an_allow_without_identity() {
+    let capture = Capture::default();
+    let _guard = capture.install();
+    let harness = Harness::new();
+    let response = app(&harness).oneshot(get("/data")).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let event = capture.one();
+    assert_eq!(event[field::DECISION], "allow");
+    assert_eq!(event[field::REASON], "unsigned");
+    for name in IDENTITY {
+        assert!(!event.contains_key(name), "{name} without a verified identity");
+    }
+}
+
+#[tokio::test]
+async fn a_bad_signature_is_a_reject_without_identity() {
+    let capture = Capture::default();
+    let _guard = capture.install();
+    let harness = Harness::new();
+    let mut request = signed(&harness, "GET", "/data", &KeySource::Hwk);
+    request.headers_mut().insert(
+        "signature",
+        "sig=:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA==:"
+            .parse()
+            .unwrap(),
+    );
+    let response = app(&harness).oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    let event = capture.one();
+    assert_eq!(event[field::DECISION], "reject");
+    assert_eq!(event[field::REASON], "invalid_signature");
+    assert_eq!(event[field::STATUS], "401");
+    assert!(event.contains_key(field::DETAIL));
+    for name in IDENTITY {
+        assert!(!event.contains_key(name), "{name} logged for an unverified request");
+    }
+}
+
+#[tokio::test]
+async fn a_revoked_request_is_a_reject_with_the_verified_identity() {
+    let capture = Capture::default();
+    let _guard = capture.install();
+    let harness = Harness::new();
+    harness
+        .aauth
+        .revocations()
+        .revoke(Revoked::KeyThumbprint(harness.agent.thumbprint()))
+        .unwrap();
+    let response = app(&harness)
+        .oneshot(signed(&harness, "GET", "/data", &KeySource::Hwk))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    let event = capture.one();
+    assert_eq!(event[field::DECISION], "reject");
+    assert_eq!(event[field::REASON], "revoked_jwt");
+    assert_eq!(event[field::DETAIL], "the signing key is revoked");
+    assert_eq!(event[field::KEY_THUMBPRINT], harness.agent.thumbprint());
+    assert_eq!(event[field::SCHEME], "hwk");
+}
+
+#[tokio::test]
+async fn a_replay_is_a_reject_logged_once() {
+    let capture = Capture::default();
+    let _guard = capture.install();
+    let harness = Harness::new();
+    let request = signed(&harness, "POST", "/deny", &KeySource::Hwk);
+    let mut replay = Request::post(request.uri().clone()).body(Body::empty()).unwrap();
+    *replay.headers_mut() = request.headers().clone();
+    app(&harness).oneshot(request).await.unwrap();
+    capture.take();
+    app(&harness).oneshot(replay).await.unwrap();
+    let event = capture.one();
+    assert_eq!(event[field::DECISION], "reject");
+    assert_eq!(event[field::REASON], "invalid_signature");
+    assert_eq!(event[field::DETAIL], "the signature was already used");
+}
+
+#[tokio::test]
+async fn a_challenge_from_a_guard_is_logged_as_a_challenge() {
+    let capture = Capture::default();
+    let _guard = capture.install();
+    let harness = Harness::new();
+    let response = app(&harness)
+        .oneshot(signed(&harness, "GET", "/challenge", &KeySource::Hwk))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    let event = capture.one();
+    assert_eq!(event[field::DECISION], "challenge");
+    assert_eq!(event[field::REASON], "auth-token");
+    assert_eq!(event[field::STATUS], "401");
+    assert_eq!(event[field::KEY_THUMBPRINT], harness.agent.thumbprint());
+    assert!(!event.values().any(|v| v.contains("eyJ")), "resource token logged");
+}
+
+#[tokio::test]
+async fn a_denial_from_a_guard_is_logged_with_its_code() {
+    let capture = Capture::default();
+    let _guard = capture.install();
+    let harness = Harness::new();
+    let response = app(&harness)
+        .oneshot(signed(&harness, "POST", "/deny", &KeySource::Hwk))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    let event = capture.one();
+    assert_eq!(event[field::DECISION], "deny");
+    assert_eq!(event[field::REASON], "insufficient_scope");
+    assert_eq!(event[field::DETAIL], "the grant does not cover this route");
+    assert_eq!(event[field::METHOD], "POST");
+    assert_eq!(event[field::ROUTE], "/deny");
+}
+
+#[tokio::test]
+async fn a_slow_path_request_is_logged_once_with_its_identity() {
+    let capture = Capture::default();
+    let _guard = capture.install();
+    let harness = Harness::new();
+    let body = br#"{"n":1}"#;
+    let mut request = Request::post(format!("{RESOURCE}/deny"))
+        .body(Body::from(&body[..]))
+        .unwrap();
+    harness.agent.sign_with_body(&mut request, body, &KeySource::Hwk, NOW);
+    let response = app(&harness).oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    let event = capture.one();
+    assert_eq!(event[field::DECISION], "deny");
+    assert_eq!(event[field::KEY_THUMBPRINT], harness.agent.thumbprint());
+}

@@ -1,0 +1,192 @@
+//! Replay protection shared by two resource instances through a real `redis-server`
+//! (feature `redis`). The harness starts `redis-server` on a free loopback port and kills
+//! it at the end; `.ci/run` installs it.
+#![cfg(feature = "redis")]
+
+mod common;
+
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use common::*;
+use http::{Request, StatusCode};
+use tower::ServiceExt;
+use tower_aauth::replay::RedisReplayStore;
+use tower_aauth::testing::KeySource;
+
+/// A `redis-server` child process on a loopback port, killed on drop.
+struct RedisServer {
+    port: u16,
+    child: Option<Child>,
+}
+
+impl RedisServer {
+    fn start() -> Self {
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let mut server = RedisServer { port, child: None };
+        server.spawn();
+        server
+    }
+
+    fn spawn(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server must be installed (apt-get install redis-server; .ci/run does it)");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// One resource instance with its own connection to the shared Redis.
+async fn instance(redis: &RedisServer) -> Harness {
+    let store = RedisReplayStore::builder(redis.url())
+        .operation_timeout(Duration::from_millis(500))
+        .connect()
+        .await
+        .unwrap();
+    Harness::with(move |b| b.replay_store(store))
+}
+
+fn signed_post(harness: &Harness, path: &str, created: u64) -> Request<Body> {
+    let mut request = Request::post(format!("{RESOURCE}{path}")).body(Body::empty()).unwrap();
+    harness.agent.sign(&mut request, &KeySource::Hwk, created);
+    request
+}
+
+fn copy(request: &Request<Body>) -> Request<Body> {
+    let mut copy = Request::builder()
+        .method(request.method().clone())
+        .uri(request.uri().clone())
+        .body(Body::empty())
+        .unwrap();
+    *copy.headers_mut() = request.headers().clone();
+    copy
+}
+
+#[tokio::test]
+async fn a_replay_sent_to_another_instance_is_refused() {
+    let redis = RedisServer::start();
+    let a = instance(&redis).await;
+    let b = instance(&redis).await;
+    let request = signed_post(&a, "/orders", NOW);
+    let replay = copy(&request);
+    assert_eq!(a.send(request).await.status(), StatusCode::OK);
+    assert_refused(&b, b.send(replay).await, "invalid_signature").await;
+    // A fresh signature is served by either instance.
+    assert_eq!(
+        b.send(signed_post(&b, "/orders", NOW + 1)).await.status(),
+        StatusCode::OK
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thirty_two_concurrent_copies_across_two_instances_are_served_exactly_once() {
+    let redis = RedisServer::start();
+    let a = instance(&redis).await;
+    let b = instance(&redis).await;
+    let request = signed_post(&a, "/orders", NOW);
+    let (router_a, router_b) = (a.router(), b.router());
+    let tasks: Vec<_> = (0..32)
+        .map(|i| {
+            let router = if i % 2 == 0 { router_a.clone() } else { router_b.clone() };
+            let request = copy(&request);
+            tokio::spawn(async move { router.oneshot(request).await.unwrap().status() })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for task in tasks {
+        statuses.push(task.await.unwrap());
+    }
+    assert_eq!(
+        statuses.iter().filter(|s| **s == StatusCode::OK).count(),
+        1,
+        "{statuses:?}"
+    );
+    assert_eq!(statuses.iter().filter(|s| **s == StatusCode::UNAUTHORIZED).count(), 31);
+    assert_eq!(a.calls() + b.calls(), 1);
+}
+
+#[tokio::test]
+async fn redis_down_fails_closed_with_503_and_recovers_when_it_returns() {
+    let mut redis = RedisServer::start();
+    let a = instance(&redis).await;
+    assert_eq!(a.send(signed_post(&a, "/orders/1", NOW)).await.status(), StatusCode::OK);
+
+    redis.kill();
+    a.calls.store(0, std::sync::atomic::Ordering::SeqCst);
+    let response = a.send(signed_post(&a, "/orders/2", NOW)).await;
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(response.headers()["retry-after"], "1");
+    assert_eq!(response.headers()["cache-control"], "no-store");
+    assert!(response.headers().get("signature-error").is_none());
+    assert_eq!(body_json(response).await["error"], "temporarily_unavailable");
+    assert_eq!(a.calls(), 0, "nothing is served unprotected");
+
+    // The same port again (a fresh, empty Redis): the manager reconnects by itself.
+    redis.spawn();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut created = NOW + 1;
+    loop {
+        let status = a.send(signed_post(&a, "/orders/3", created)).await.status();
+        if status == StatusCode::OK {
+            break;
+        }
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(Instant::now() < deadline, "did not recover after Redis came back");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        created += 1;
+        a.clock.set(created);
+    }
+    // And protection works again.
+    let request = signed_post(&a, "/orders/4", created);
+    let replay = copy(&request);
+    assert_eq!(a.send(request).await.status(), StatusCode::OK);
+    a.calls.store(0, std::sync::atomic::Ordering::SeqCst);
+    assert_refused(&a, a.send(replay).await, "invalid_signature").await;
+}
+
+#[tokio::test]
+async fn an_instance_started_before_redis_answers_503_then_serves() {
+    let mut redis = RedisServer::start();
+    redis.kill();
+    let a = instance(&redis).await;
+    let response = a.send(signed_post(&a, "/orders", NOW)).await;
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(a.calls(), 0);
+    redis.spawn();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut created = NOW;
+    while a.send(signed_post(&a, "/orders", created)).await.status() != StatusCode::OK {
+        assert!(Instant::now() < deadline, "did not recover");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        created += 1;
+        a.clock.set(created);
+    }
+}
