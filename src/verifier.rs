@@ -213,8 +213,7 @@ impl Verifier<'_> {
                     .is_some_and(|t| t.claims.generation == Generation::Legacy);
             VerifiedRequest {
                 scheme,
-                replay: (protect && !thumbprint.is_empty())
-                    .then(|| ReplayKey::signature(&thumbprint, base.as_bytes())),
+                replay: (protect && !thumbprint.is_empty()).then(|| ReplayKey::signature(&thumbprint, base.as_bytes())),
                 key_thumbprint: thumbprint.into(),
                 label: input.label.as_str().into(),
                 covered: input.components.iter().map(|c| c.name().to_owned()).collect(),
