@@ -90,6 +90,24 @@ pub mod requirement {
     pub const AUTH_TOKEN: &str = "auth-token";
     /// The `resource-token` parameter.
     pub const RESOURCE_TOKEN_PARAM: &str = "resource-token";
+    /// The user must visit `url` with `code` (sent with `202`).
+    pub const INTERACTION: &str = "interaction";
+    /// The interaction URL parameter of `requirement=interaction`.
+    pub const URL_PARAM: &str = "url";
+    /// The interaction code parameter of `requirement=interaction`.
+    pub const CODE_PARAM: &str = "code";
+}
+
+/// Problem `error` codes of a pending URL (deferred responses).
+pub mod poll {
+    /// The person declined: `403`.
+    pub const DENIED: &str = "denied";
+    /// The pending request expired before completion: `408`.
+    pub const EXPIRED: &str = "expired";
+    /// Polled faster than `Retry-After`: `429`.
+    pub const SLOW_DOWN: &str = "slow_down";
+    /// The interaction code was wrong too often, or the pending request is over: `410`.
+    pub const INVALID_CODE: &str = "invalid_code";
 }
 
 /// `Signature-Error` codes (SIGKEY-09 registry, as AAUTH-11 uses them).

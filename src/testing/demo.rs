@@ -1,0 +1,1 @@
+//! The seed's consent flow on loopback (work in progress).

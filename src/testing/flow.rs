@@ -1,0 +1,489 @@
+//! [`AgentClient`]: a [`TestAgent`] that follows the AAuth flow over real HTTP.
+//!
+//! 1. Sign the request with the agent's own key source and send it.
+//! 2. On `401` with `AAuth-Requirement: requirement=auth-token; resource-token="…"`, read
+//!    the resource token's `aud` (unverified: the agent only routes by it; the auth server
+//!    verifies it), fetch `{aud}/.well-known/aauth-access.json` and its
+//!    `auth_token_endpoint` (the document's `issuer` must equal `aud`).
+//! 3. `POST {"resource_token": …}` there, signed, covering `content-digest`.
+//! 4. On `202`, report `requirement=interaction` (`url`, `code`) to the observer and poll
+//!    `Location` with signed `GET`s, waiting `Retry-After` (default 5 s) between polls and
+//!    five more seconds after a `429 slow_down`, until `200 {"auth_token", "expires_in"}`
+//!    or a terminal error.
+//! 5. Retry the original request with `Signature-Key: sig=jwt;jwt="<auth token>"`.
+//!
+//! Every exchange is kept in order ([`FlowOutcome::transcript`]) so that a test or the demo
+//! can check each step against the protocol, and streamed to an optional observer as it
+//! happens.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Method, Request, StatusCode, header};
+use serde_json::{Map, Value};
+
+use crate::clock::{Clock, SystemClock};
+use crate::httpsig::parse_dictionary_strict;
+use crate::jose::{b64url_decode, parse_json_object};
+use crate::testing::{KeySource, TestAgent};
+use crate::wire;
+
+/// Which step of the flow an exchange belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum FlowStep {
+    /// The first, signed request to the resource.
+    Resource,
+    /// The auth server's metadata.
+    Metadata,
+    /// `POST` of the resource token to the auth token endpoint.
+    Token,
+    /// A signed `GET` of the pending URL.
+    Poll,
+    /// The request retried with the auth token.
+    Retry,
+}
+
+/// One request and its response.
+#[derive(Debug, Clone)]
+pub struct Exchange {
+    /// The step.
+    pub step: FlowStep,
+    /// The request method.
+    pub method: Method,
+    /// The request URL.
+    pub url: String,
+    /// The request headers, as signed and sent.
+    pub request_headers: HeaderMap,
+    /// The request body.
+    pub request_body: Bytes,
+    /// The response status.
+    pub status: StatusCode,
+    /// The response headers.
+    pub headers: HeaderMap,
+    /// The response body.
+    pub body: Bytes,
+}
+
+impl Exchange {
+    /// The response body as a JSON object, if it is one.
+    pub fn json(&self) -> Option<Map<String, Value>> {
+        parse_json_object(&self.body)
+    }
+
+    /// A response header as text.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// The problem `error` code of the response, if any.
+    pub fn error_code(&self) -> Option<String> {
+        self.json()?.get("error")?.as_str().map(str::to_owned)
+    }
+}
+
+/// What the observer sees while the flow runs.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum FlowEvent {
+    /// An exchange completed.
+    Exchange(Exchange),
+    /// The auth server needs the person: show them `url` and `code`.
+    Interaction {
+        /// The interaction URL, with `?code=` appended.
+        url: String,
+        /// The interaction code.
+        code: String,
+    },
+    /// The agent waits before the next poll.
+    Waiting {
+        /// Seconds.
+        seconds: u64,
+    },
+}
+
+/// Why the flow stopped short of the resource's answer.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum FlowError {
+    /// A transport failure.
+    #[error("HTTP request to {url} failed: {message}")]
+    Transport {
+        /// The URL.
+        url: String,
+        /// The client's message.
+        message: String,
+    },
+    /// A response that does not follow the protocol.
+    #[error("protocol violation at {step:?}: {detail}")]
+    Protocol {
+        /// Where.
+        step: FlowStep,
+        /// What was wrong.
+        detail: String,
+    },
+    /// The auth server refused the token request or ended the pending request
+    /// (`403 denied`, `408 expired`, `410`, …).
+    #[error("the auth server answered {status} {error}")]
+    Refused {
+        /// Where.
+        step: FlowStep,
+        /// The status.
+        status: StatusCode,
+        /// The problem `error` code (empty when absent).
+        error: String,
+        /// Every exchange so far, the refusal last.
+        transcript: Vec<Exchange>,
+    },
+    /// The pending request did not complete within the polling budget.
+    #[error("gave up polling after {0:?}")]
+    PollingTimeout(Duration),
+}
+
+/// The resource's final answer and how the flow got there.
+#[derive(Debug, Clone)]
+pub struct FlowOutcome {
+    /// The last exchange with the resource.
+    pub response: Exchange,
+    /// The auth token obtained, when the resource asked for one.
+    pub auth_token: Option<String>,
+    /// Every exchange in order.
+    pub transcript: Vec<Exchange>,
+}
+
+type Observer = Arc<dyn Fn(&FlowEvent) + Send + Sync>;
+
+/// An agent that follows `401` → auth server → retry over HTTP. Cheap to clone.
+#[derive(Clone)]
+pub struct AgentClient {
+    agent: TestAgent,
+    source: KeySource,
+    http: reqwest::Client,
+    clock: Arc<dyn Clock>,
+    observer: Option<Observer>,
+    max_polling: Duration,
+}
+
+impl std::fmt::Debug for AgentClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgentClient")
+            .field("source", &self.source)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AgentClient {
+    /// A client signing as `agent` with `source` (usually `jwks_uri` naming the agent's
+    /// identity server, or `hwk`).
+    pub fn new(agent: TestAgent, source: KeySource) -> Self {
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .unwrap_or_default();
+        AgentClient {
+            agent,
+            source,
+            http,
+            clock: Arc::new(SystemClock),
+            observer: None,
+            max_polling: Duration::from_secs(300),
+        }
+    }
+
+    /// The clock for `created` (default: the system clock).
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Calls `observer` with every event as it happens.
+    pub fn with_observer(mut self, observer: impl Fn(&FlowEvent) + Send + Sync + 'static) -> Self {
+        self.observer = Some(Arc::new(observer));
+        self
+    }
+
+    /// The longest time spent polling one pending URL (default 300 s).
+    pub fn with_max_polling(mut self, budget: Duration) -> Self {
+        self.max_polling = budget;
+        self
+    }
+
+    /// The agent.
+    pub fn agent(&self) -> &TestAgent {
+        &self.agent
+    }
+
+    fn emit(&self, event: FlowEvent) {
+        if let Some(observer) = &self.observer {
+            observer(&event);
+        }
+    }
+
+    /// Sends one request signed with `source`, without following anything. A JSON `body`
+    /// is sent with `Content-Type: application/json` and covered by `content-digest`.
+    pub async fn send(
+        &self,
+        step: FlowStep,
+        method: Method,
+        url: &str,
+        body: Option<&Value>,
+        source: &KeySource,
+    ) -> Result<Exchange, FlowError> {
+        let transport = |e: &dyn std::fmt::Display| FlowError::Transport {
+            url: url.to_owned(),
+            message: e.to_string(),
+        };
+        let bytes = body.map(|b| serde_json::to_vec(b).unwrap_or_default()).unwrap_or_default();
+        let mut request = Request::builder()
+            .method(method.clone())
+            .uri(url)
+            .body(bytes.clone())
+            .map_err(|e| transport(&e))?;
+        let created = self.clock.now();
+        if body.is_some() {
+            request
+                .headers_mut()
+                .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            self.agent.sign_with_body(&mut request, &bytes, source, created);
+        } else {
+            self.agent.sign(&mut request, source, created);
+        }
+        let request_headers = request.headers().clone();
+        let request = reqwest::Request::try_from(request).map_err(|e| transport(&e))?;
+        let response = self.http.execute(request).await.map_err(|e| transport(&e))?;
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = response.bytes().await.map_err(|e| transport(&e))?;
+        let exchange = Exchange {
+            step,
+            method,
+            url: url.to_owned(),
+            request_headers,
+            request_body: Bytes::from(bytes),
+            status,
+            headers,
+            body,
+        };
+        self.emit(FlowEvent::Exchange(exchange.clone()));
+        Ok(exchange)
+    }
+
+    /// Sends the request and follows the flow (module docs) until the resource answers
+    /// something other than an `auth-token` challenge.
+    pub async fn fetch(&self, method: Method, url: &str, body: Option<&Value>) -> Result<FlowOutcome, FlowError> {
+        let mut transcript = Vec::new();
+        let first = self
+            .send(FlowStep::Resource, method.clone(), url, body, &self.source)
+            .await?;
+        transcript.push(first.clone());
+        let Some(resource_token) = auth_token_challenge(&first) else {
+            return Ok(FlowOutcome {
+                response: first,
+                auth_token: None,
+                transcript,
+            });
+        };
+        let auth_server = token_audience(&resource_token).ok_or_else(|| FlowError::Protocol {
+            step: FlowStep::Resource,
+            detail: "the resource token has no readable aud".to_owned(),
+        })?;
+        let endpoint = self.token_endpoint(&auth_server, &mut transcript).await?;
+        let request = serde_json::json!({ "resource_token": resource_token });
+        let answer = self
+            .send(FlowStep::Token, Method::POST, &endpoint, Some(&request), &self.source)
+            .await?;
+        transcript.push(answer.clone());
+        let auth_token = match answer.status {
+            StatusCode::OK => read_auth_token(&answer)?,
+            StatusCode::ACCEPTED => self.poll(&endpoint, answer, &mut transcript).await?,
+            status => return Err(refused(FlowStep::Token, status, &answer, transcript)),
+        };
+        let retry = self
+            .send(
+                FlowStep::Retry,
+                method,
+                url,
+                body,
+                &KeySource::Jwt(auth_token.clone()),
+            )
+            .await?;
+        transcript.push(retry.clone());
+        Ok(FlowOutcome {
+            response: retry,
+            auth_token: Some(auth_token),
+            transcript,
+        })
+    }
+
+    async fn token_endpoint(&self, auth_server: &str, transcript: &mut Vec<Exchange>) -> Result<String, FlowError> {
+        let url = format!("{auth_server}/.well-known/{}", wire::dwk::ACCESS);
+        let response = self.http.get(&url).send().await.map_err(|e| FlowError::Transport {
+            url: url.clone(),
+            message: e.to_string(),
+        })?;
+        let exchange = Exchange {
+            step: FlowStep::Metadata,
+            method: Method::GET,
+            url: url.clone(),
+            request_headers: HeaderMap::new(),
+            request_body: Bytes::new(),
+            status: response.status(),
+            headers: response.headers().clone(),
+            body: response.bytes().await.unwrap_or_default(),
+        };
+        self.emit(FlowEvent::Exchange(exchange.clone()));
+        transcript.push(exchange.clone());
+        let metadata = exchange.json().ok_or_else(|| FlowError::Protocol {
+            step: FlowStep::Metadata,
+            detail: "the auth server metadata is not a JSON object".to_owned(),
+        })?;
+        if metadata.get("issuer").and_then(Value::as_str) != Some(auth_server) {
+            return Err(FlowError::Protocol {
+                step: FlowStep::Metadata,
+                detail: "the metadata issuer differs from the resource token's aud".to_owned(),
+            });
+        }
+        metadata
+            .get("auth_token_endpoint")
+            .and_then(Value::as_str)
+            .filter(|e| e.starts_with(auth_server))
+            .map(str::to_owned)
+            .ok_or_else(|| FlowError::Protocol {
+                step: FlowStep::Metadata,
+                detail: "the metadata has no auth_token_endpoint on the server's origin".to_owned(),
+            })
+    }
+
+    async fn poll(&self, endpoint: &str, accepted: Exchange, transcript: &mut Vec<Exchange>) -> Result<String, FlowError> {
+        let location = accepted.header(header::LOCATION.as_str()).ok_or_else(|| FlowError::Protocol {
+            step: FlowStep::Token,
+            detail: "a 202 without Location".to_owned(),
+        })?;
+        let pending_url = resolve(endpoint, location);
+        if let Some((url, code)) = interaction(&accepted) {
+            let separator = if url.contains('?') { '&' } else { '?' };
+            self.emit(FlowEvent::Interaction {
+                url: format!("{url}{separator}code={code}"),
+                code,
+            });
+        }
+        let started = tokio::time::Instant::now();
+        let mut wait = retry_after(&accepted).unwrap_or(DEFAULT_INTERVAL);
+        loop {
+            if started.elapsed() + Duration::from_secs(wait) > self.max_polling {
+                return Err(FlowError::PollingTimeout(self.max_polling));
+            }
+            self.emit(FlowEvent::Waiting { seconds: wait });
+            tokio::time::sleep(Duration::from_secs(wait)).await;
+            let answer = self
+                .send(FlowStep::Poll, Method::GET, &pending_url, None, &self.source)
+                .await?;
+            transcript.push(answer.clone());
+            match answer.status {
+                StatusCode::OK => return read_auth_token(&answer),
+                StatusCode::ACCEPTED => wait = retry_after(&answer).unwrap_or(DEFAULT_INTERVAL),
+                StatusCode::TOO_MANY_REQUESTS => {
+                    wait = retry_after(&answer).unwrap_or(wait).max(wait + SLOW_DOWN_STEP);
+                }
+                status => {
+                    return Err(refused(FlowStep::Poll, status, &answer, std::mem::take(transcript)));
+                }
+            }
+        }
+    }
+}
+
+/// Polling interval when `Retry-After` is absent (digest §6.3).
+const DEFAULT_INTERVAL: u64 = 5;
+/// Seconds an agent adds after `slow_down`.
+const SLOW_DOWN_STEP: u64 = 5;
+
+fn refused(step: FlowStep, status: StatusCode, answer: &Exchange, transcript: Vec<Exchange>) -> FlowError {
+    FlowError::Refused {
+        step,
+        status,
+        error: answer.error_code().unwrap_or_default(),
+        transcript,
+    }
+}
+
+fn read_auth_token(answer: &Exchange) -> Result<String, FlowError> {
+    answer
+        .json()
+        .and_then(|body| body.get("auth_token").and_then(Value::as_str).map(str::to_owned))
+        .ok_or_else(|| FlowError::Protocol {
+            step: answer.step,
+            detail: "a 200 without auth_token".to_owned(),
+        })
+}
+
+fn retry_after(answer: &Exchange) -> Option<u64> {
+    answer.header(header::RETRY_AFTER.as_str())?.trim().parse().ok()
+}
+
+/// `Location` may be absolute or relative to the endpoint's origin.
+fn resolve(endpoint: &str, location: &str) -> String {
+    match url::Url::parse(endpoint).and_then(|base| base.join(location)) {
+        Ok(url) => url.to_string(),
+        Err(_) => location.to_owned(),
+    }
+}
+
+/// The `AAuth-Requirement` member `requirement` and its parameters.
+fn requirement(exchange: &Exchange) -> Option<(String, sfv::Parameters)> {
+    let field = exchange.header(wire::header::AAUTH_REQUIREMENT)?;
+    let dictionary = parse_dictionary_strict(field)?;
+    let (_, entry) = dictionary.iter().find(|(key, _)| key.as_str() == "requirement")?;
+    let sfv::ListEntry::Item(item) = entry else {
+        return None;
+    };
+    let sfv::BareItem::Token(token) = &item.bare_item else {
+        return None;
+    };
+    Some((token.as_str().to_owned(), item.params.clone()))
+}
+
+fn string_param(params: &sfv::Parameters, name: &str) -> Option<String> {
+    params.iter().find(|(key, _)| key.as_str() == name).and_then(|(_, value)| match value {
+        sfv::BareItem::String(s) => Some(s.as_str().to_owned()),
+        _ => None,
+    })
+}
+
+/// The resource token of a `401` `requirement=auth-token` challenge.
+pub(crate) fn auth_token_challenge(exchange: &Exchange) -> Option<String> {
+    if exchange.status != StatusCode::UNAUTHORIZED {
+        return None;
+    }
+    let (value, params) = requirement(exchange)?;
+    (value == wire::requirement::AUTH_TOKEN).then(|| string_param(&params, wire::requirement::RESOURCE_TOKEN_PARAM))?
+}
+
+/// `url` and `code` of a `requirement=interaction`.
+pub(crate) fn interaction(exchange: &Exchange) -> Option<(String, String)> {
+    let (value, params) = requirement(exchange)?;
+    if value != wire::requirement::INTERACTION {
+        return None;
+    }
+    Some((
+        string_param(&params, wire::requirement::URL_PARAM)?,
+        string_param(&params, wire::requirement::CODE_PARAM)?,
+    ))
+}
+
+/// The payload of a compact JWT, unverified (for display and routing only).
+pub(crate) fn unverified_claims(token: &str) -> Option<Map<String, Value>> {
+    let payload = token.split('.').nth(1)?;
+    parse_json_object(&b64url_decode(payload)?)
+}
+
+fn token_audience(token: &str) -> Option<String> {
+    match unverified_claims(token)?.get("aud")? {
+        Value::String(aud) => Some(aud.clone()),
+        Value::Array(items) if items.len() == 1 => items[0].as_str().map(str::to_owned),
+        _ => None,
+    }
+}

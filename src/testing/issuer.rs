@@ -1,0 +1,143 @@
+//! An issuer that mints agent, person and auth tokens with its own key.
+
+use serde_json::{Value, json};
+
+use crate::jose::{Jwk, ResourceKey};
+use crate::wire;
+
+/// An issuer (agent provider, person server, access server) that mints tokens with its
+/// own key, for tests.
+#[derive(Debug, Clone)]
+pub struct TestIssuer {
+    /// The issuer identifier.
+    pub issuer: String,
+    key: ResourceKey,
+}
+
+impl TestIssuer {
+    /// An issuer with a deterministic key whose `kid` is `kid`.
+    pub fn new(issuer: impl Into<String>, seed: [u8; 32], kid: &str) -> Self {
+        TestIssuer {
+            issuer: issuer.into(),
+            key: ResourceKey::from_seed(seed).with_kid(kid),
+        }
+    }
+
+    /// The issuer's public key.
+    pub fn public_jwk(&self) -> Jwk {
+        self.key.public_jwk()
+    }
+
+    /// The issuer's JWKS document.
+    pub fn jwks(&self) -> Value {
+        json!({ "keys": [self.public_jwk().to_json()] })
+    }
+
+    /// The issuer's metadata document for `dwk` (`issuer`, `jwks_uri`).
+    pub fn metadata(&self) -> Value {
+        json!({ "issuer": self.issuer, "jwks_uri": format!("{}/.well-known/jwks.json", self.issuer) })
+    }
+
+    /// The signing key.
+    pub fn key(&self) -> &ResourceKey {
+        &self.key
+    }
+
+    /// Signs `claims` as a token of `typ` with `alg` `Ed25519`.
+    pub fn sign(&self, typ: &str, claims: &Value) -> String {
+        self.key.sign_jwt(typ, wire::alg::ED25519, claims)
+    }
+
+    /// An `aa-auth+jwt` for `resource`, bound to `agent`, granting `scope`, valid from
+    /// `now` for an hour; issued as an access server (`dwk` `aauth-access.json`).
+    pub fn auth_token(&self, resource: &str, agent: &Jwk, scope: &str, now: u64) -> String {
+        self.sign(wire::typ::AUTH, &self.auth_claims(resource, agent, scope, now))
+    }
+
+    /// The claims [`TestIssuer::auth_token`] signs, to modify before signing.
+    pub fn auth_claims(&self, resource: &str, agent: &Jwk, scope: &str, now: u64) -> Value {
+        json!({
+            "iss": self.issuer,
+            "dwk": wire::dwk::ACCESS,
+            "aud": resource,
+            "jti": format!("at-{}", crate::jose::b64url(agent.thumbprint().as_bytes()).get(..12).unwrap_or_default()),
+            "ps": self.issuer,
+            "sub": "user-1",
+            "cnf": { "jwk": agent.to_json() },
+            "scope": scope,
+            "iat": now,
+            "exp": now + 3600,
+        })
+    }
+
+    /// An `aa-agent+jwt` for agent `sub`, bound to `agent`, valid from `now` for an hour.
+    pub fn agent_token(&self, sub: &str, agent: &Jwk, now: u64) -> String {
+        self.sign(
+            wire::typ::AGENT,
+            &json!({
+                "iss": self.issuer,
+                "dwk": wire::dwk::AGENT,
+                "sub": sub,
+                "jti": format!("agt-{now}"),
+                "cnf": { "jwk": agent.to_json() },
+                "iat": now,
+                "exp": now + 3600,
+            }),
+        )
+    }
+
+    /// A demo-generation auth token, as the seed article shows it: `typ` `auth+jwt`,
+    /// `alg` `EdDSA`, no `dwk`, `cnf.jwk` without `alg`, an `agent` claim naming the agent
+    /// provider `agent`, for `resource`, granting `scope`, valid from `now` for an hour.
+    /// Accepted only under the legacy profiles, from a configured auth server whose key
+    /// is published under `aauth-issuer.json`.
+    pub fn legacy_auth_token(&self, resource: &str, agent_key: &Jwk, agent: &str, scope: &str, now: u64) -> String {
+        self.key.sign_jwt(
+            wire::typ::LEGACY_AUTH,
+            wire::alg::EDDSA,
+            &self.legacy_auth_claims(resource, agent_key, agent, scope, now),
+        )
+    }
+
+    /// The claims [`TestIssuer::legacy_auth_token`] signs, to modify before signing with
+    /// [`TestIssuer::sign_with_alg`].
+    pub fn legacy_auth_claims(&self, resource: &str, agent_key: &Jwk, agent: &str, scope: &str, now: u64) -> Value {
+        let mut jwk = agent_key.to_json();
+        if let Some(object) = jwk.as_object_mut() {
+            object.remove("alg");
+        }
+        json!({
+            "iss": self.issuer,
+            "aud": resource,
+            "jti": format!("legacy-at-{now}"),
+            "cnf": { "jwk": jwk },
+            "iat": now,
+            "scope": scope,
+            "exp": now + 3600,
+            "agent": agent,
+        })
+    }
+
+    /// Signs `claims` as a token of `typ` with the given JOSE `alg` spelling
+    /// (`Ed25519`, or the demo generation's `EdDSA`).
+    pub fn sign_with_alg(&self, typ: &str, alg: &str, claims: &Value) -> String {
+        self.key.sign_jwt(typ, alg, claims)
+    }
+
+    /// An `aa-person+jwt` for `resource`, bound to `agent`, valid from `now` for an hour.
+    pub fn person_token(&self, resource: &str, agent: &Jwk, now: u64) -> String {
+        self.sign(
+            wire::typ::PERSON,
+            &json!({
+                "iss": self.issuer,
+                "dwk": wire::dwk::PERSON,
+                "aud": resource,
+                "sub": "person-1",
+                "jti": format!("pt-{now}"),
+                "cnf": { "jwk": agent.to_json() },
+                "iat": now,
+                "exp": now + 3600,
+            }),
+        )
+    }
+}
