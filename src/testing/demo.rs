@@ -1,1 +1,289 @@
-//! The seed's consent flow on loopback (work in progress).
+//! The seed article's user-consent flow, for real, on loopback: what
+//! `cargo run --example demo` runs and what the crate's flow tests check.
+//!
+//! [`Demo::start`] binds three HTTP servers on `127.0.0.1` (random ports) in this process:
+//!
+//! * the **resource** — this crate's layer around an axum app whose `/data` needs
+//!   `data.read data.write`, with its metadata and JWKS;
+//! * the **auth server** — a [`TestAuthServer`] with deferred consent;
+//! * the **agent identity server** — the agent's metadata and JWKS, so the agent can sign
+//!   with `Signature-Key` scheme `jwks_uri`.
+//!
+//! [`run`] then drives an [`AgentClient`] through the flow, plays the person (a browser
+//! opening the consent page and pressing Approve or Deny, or nobody for `expire`), prints
+//! every step through the caller's printer, and checks each step against the protocol.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use http::Method;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::AAuth;
+use crate::jose::{Jwk, ResourceKey};
+use crate::testing::{AgentClient, Consent, FlowEvent, KeySource, TestAgent, TestAuthServer};
+
+mod resource;
+mod report;
+
+pub use report::{Check, DemoReport};
+
+/// The scopes the demo's `/data` requires.
+pub const DATA_SCOPES: &str = "data.read data.write";
+
+/// What the person does with the consent request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PersonAction {
+    /// Opens the consent page and presses Approve (the default).
+    #[default]
+    Approve,
+    /// Opens the consent page and presses Deny: the agent's poll gets `403 denied`.
+    Deny,
+    /// Never answers: the agent's poll gets `408 expired` when the pending request ends.
+    Ignore,
+    /// A real person: the consent URL is printed and the demo waits for a browser.
+    Interactive,
+}
+
+/// How to run the demo.
+#[derive(Debug, Clone)]
+pub struct DemoOptions {
+    /// What the person does.
+    pub person: PersonAction,
+    /// `Retry-After` of the auth server, in seconds.
+    pub retry_after: u64,
+    /// Lifetime of a pending request, in seconds.
+    pub pending_lifetime: u64,
+}
+
+impl Default for DemoOptions {
+    fn default() -> Self {
+        DemoOptions {
+            person: PersonAction::Approve,
+            retry_after: 1,
+            pending_lifetime: 300,
+        }
+    }
+}
+
+impl DemoOptions {
+    /// The options for `person`: a short pending lifetime when nobody answers, a long one
+    /// when a real person must find the browser.
+    pub fn for_person(person: PersonAction) -> Self {
+        let pending_lifetime = match person {
+            PersonAction::Ignore => 3,
+            PersonAction::Interactive => 600,
+            _ => 300,
+        };
+        DemoOptions {
+            person,
+            pending_lifetime,
+            ..DemoOptions::default()
+        }
+    }
+}
+
+/// The three running servers.
+#[derive(Debug)]
+pub struct Demo {
+    /// The resource identifier (`http://127.0.0.1:PORT`).
+    pub resource: String,
+    /// The auth server, to approve or deny programmatically.
+    pub auth_server: TestAuthServer,
+    /// The agent's identity server identifier (`http://127.0.0.1:PORT`).
+    pub agent_id: String,
+    /// The agent.
+    pub agent: TestAgent,
+    /// The resource's signing key (for resource tokens).
+    pub resource_key: Jwk,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Drop for Demo {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+async fn bind() -> std::io::Result<(TcpListener, String)> {
+    let listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
+    let url = format!("http://{}", listener.local_addr()?);
+    Ok((listener, url))
+}
+
+fn serve(listener: TcpListener, router: Router) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        // The server runs until the demo is dropped; an accept error ends only this task.
+        let _ = axum::serve(listener, router).await;
+    })
+}
+
+impl Demo {
+    /// Binds and starts the three servers.
+    pub async fn start(options: &DemoOptions) -> Result<Demo, DemoError> {
+        let (resource_listener, resource) = bind().await?;
+        let (auth_listener, auth_url) = bind().await?;
+        let (agent_listener, agent_id) = bind().await?;
+
+        let agent = TestAgent::generate().with_kid("agent-key-1");
+        let auth_server = TestAuthServer::builder(&auth_url)
+            .consent(Consent::Person)
+            .person("testuser")
+            .retry_after(options.retry_after)
+            .pending_lifetime(options.pending_lifetime)
+            .build()?;
+        let resource_key = ResourceKey::generate().with_kid("resource-key-1");
+        let mut builder = AAuth::builder(&resource).auth_server(&auth_url);
+        builder.dangerous().allow_http_loopback();
+        let aauth = builder.build()?;
+        let resource_jwk = resource_key.public_jwk();
+
+        let tasks = vec![
+            serve(resource_listener, resource::router(aauth, resource_key, &auth_url)),
+            serve(auth_listener, auth_server.router()),
+            serve(agent_listener, agent.identity_router(&agent_id)),
+        ];
+        Ok(Demo {
+            resource,
+            auth_server,
+            agent_id,
+            agent,
+            resource_key: resource_jwk,
+            tasks,
+        })
+    }
+
+    /// The protected URL.
+    pub fn data_url(&self) -> String {
+        format!("{}/data", self.resource)
+    }
+
+    /// How the agent signs before it has an auth token: `jwks_uri` naming its identity server.
+    pub fn key_source(&self) -> KeySource {
+        KeySource::agent_jwks(&self.agent_id, self.agent.key().kid())
+    }
+
+    /// A flow-following client for the demo's agent.
+    pub fn client(&self) -> AgentClient {
+        AgentClient::new(self.agent.clone(), self.key_source())
+    }
+}
+
+/// Why the demo could not run at all.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DemoError {
+    /// Binding a loopback port failed.
+    #[error("cannot start a loopback server: {0}")]
+    Io(#[from] std::io::Error),
+    /// A component rejected its configuration.
+    #[error("{0}")]
+    Config(#[from] crate::ConfigError),
+}
+
+/// A printer for the demo's narration.
+pub type Printer = Arc<dyn Fn(&str) + Send + Sync>;
+
+/// Runs the flow once and checks it (module docs). The report says whether every step
+/// behaved as the protocol says for the chosen [`PersonAction`].
+pub async fn run(options: DemoOptions, print: Printer) -> Result<DemoReport, DemoError> {
+    let demo = Demo::start(&options).await?;
+    print(&format!(
+        "resource      {}   (tower-aauth layer; /data needs \"{DATA_SCOPES}\")\n\
+         auth server   {}   (TestAuthServer, deferred consent)\n\
+         agent server  {}   (agent metadata + JWKS for jwks_uri)\n",
+        demo.resource,
+        demo.auth_server.issuer(),
+        demo.agent_id
+    ));
+
+    let (interactions, person_inbox) = mpsc::unbounded_channel();
+    let observer_print = print.clone();
+    let client = demo
+        .client()
+        .with_max_polling(Duration::from_secs(options.pending_lifetime + 30))
+        .with_observer(move |event| {
+            observer_print(&report::describe(event));
+            if let FlowEvent::Interaction { url, .. } = event {
+                // The agent shows the person where to go; the person task picks it up.
+                let _ = interactions.send(url.clone());
+            }
+        });
+    let person = tokio::spawn(play_person(options.person, person_inbox, print.clone()));
+    let outcome = client.fetch(Method::GET, &demo.data_url(), None).await;
+    person.abort();
+
+    let expected = Expected {
+        resource: demo.resource.clone(),
+        auth_server: demo.auth_server.issuer().to_owned(),
+        agent_jkt: demo.agent.thumbprint(),
+        person: options.person,
+    };
+    let report = report::check(&expected, outcome);
+    print(&report.to_string());
+    Ok(report)
+}
+
+/// What the checks compare against.
+pub(crate) struct Expected {
+    pub(crate) resource: String,
+    pub(crate) auth_server: String,
+    pub(crate) agent_jkt: String,
+    pub(crate) person: PersonAction,
+}
+
+/// The person: a browser that opens the consent URL the agent showed and presses a button.
+async fn play_person(action: PersonAction, mut inbox: mpsc::UnboundedReceiver<String>, print: Printer) {
+    let Some(url) = inbox.recv().await else { return };
+    let decision = match action {
+        PersonAction::Approve => "approve",
+        PersonAction::Deny => "deny",
+        PersonAction::Ignore => {
+            print("[person] does not answer: the pending request will expire\n");
+            return;
+        }
+        PersonAction::Interactive => {
+            print(&format!(
+                "[person] open this URL in a browser and press Approve (or Deny):\n         {url}\n"
+            ));
+            return;
+        }
+    };
+    let browser = reqwest::Client::builder().no_proxy().build().unwrap_or_default();
+    let page = match browser.get(&url).send().await {
+        Ok(page) => page,
+        Err(error) => return print(&format!("[person] cannot open the consent page: {error}\n")),
+    };
+    let status = page.status();
+    let html = page.text().await.unwrap_or_default();
+    print(&format!(
+        "[person] GET {url} -> {status} (consent page; shows the scopes and the agent key)\n"
+    ));
+    // A person takes a moment to read the page: the agent's polls meanwhile stay 202.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let Some(code) = url.split("code=").nth(1) else { return };
+    let action_url = url.split('?').next().unwrap_or(&url).to_owned();
+    if !html.contains("value=\"approve\"") {
+        return print("[person] the consent page has no Approve button\n");
+    }
+    let form = format!("code={code}&decision={decision}");
+    match browser
+        .post(&action_url)
+        .header(http::header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(form)
+        .send()
+        .await
+    {
+        Ok(answer) => print(&format!(
+            "[person] POST {action_url} decision={decision} -> {}\n",
+            answer.status()
+        )),
+        Err(error) => print(&format!("[person] cannot submit the decision: {error}\n")),
+    }
+}

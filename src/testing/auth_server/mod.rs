@@ -41,6 +41,7 @@ use crate::verifier::VerifiedRequest;
 use crate::wire;
 
 pub use pending::PendingState;
+pub(crate) use pending::normalize_code;
 use pending::{ConsentForm, InteractQuery, Store};
 
 /// Longest auth-token lifetime the server issues (draft -11: at most one hour).

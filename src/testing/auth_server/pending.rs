@@ -229,7 +229,7 @@ fn interaction_code() -> String {
 }
 
 /// The canonical form of a code as a person may type it, or `None` if it cannot be one.
-pub fn normalize_code(code: &str) -> Option<String> {
+pub(crate) fn normalize_code(code: &str) -> Option<String> {
     let mut out = String::with_capacity(8);
     for c in code.chars().filter(|c| *c != '-') {
         let c = match c.to_ascii_uppercase() {
