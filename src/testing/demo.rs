@@ -27,8 +27,8 @@ use crate::AAuth;
 use crate::jose::{Jwk, ResourceKey};
 use crate::testing::{AgentClient, Consent, FlowEvent, KeySource, TestAgent, TestAuthServer};
 
-mod resource;
 mod report;
+mod resource;
 
 pub use report::{Check, DemoReport};
 

@@ -88,7 +88,7 @@ impl Exchange {
 #[non_exhaustive]
 pub enum FlowEvent {
     /// An exchange completed.
-    Exchange(Exchange),
+    Exchange(Box<Exchange>),
     /// The auth server needs the person: show them `url` and `code`.
     Interaction {
         /// The interaction URL, with `?code=` appended.
@@ -236,7 +236,9 @@ impl AgentClient {
             url: url.to_owned(),
             message: e.to_string(),
         };
-        let bytes = body.map(|b| serde_json::to_vec(b).unwrap_or_default()).unwrap_or_default();
+        let bytes = body
+            .map(|b| serde_json::to_vec(b).unwrap_or_default())
+            .unwrap_or_default();
         let mut request = Request::builder()
             .method(method.clone())
             .uri(url)
@@ -267,7 +269,7 @@ impl AgentClient {
             headers,
             body,
         };
-        self.emit(FlowEvent::Exchange(exchange.clone()));
+        self.emit(FlowEvent::Exchange(Box::new(exchange.clone())));
         Ok(exchange)
     }
 
@@ -302,13 +304,7 @@ impl AgentClient {
             status => return Err(refused(FlowStep::Token, status, &answer, transcript)),
         };
         let retry = self
-            .send(
-                FlowStep::Retry,
-                method,
-                url,
-                body,
-                &KeySource::Jwt(auth_token.clone()),
-            )
+            .send(FlowStep::Retry, method, url, body, &KeySource::Jwt(auth_token.clone()))
             .await?;
         transcript.push(retry.clone());
         Ok(FlowOutcome {
@@ -334,7 +330,7 @@ impl AgentClient {
             headers: response.headers().clone(),
             body: response.bytes().await.unwrap_or_default(),
         };
-        self.emit(FlowEvent::Exchange(exchange.clone()));
+        self.emit(FlowEvent::Exchange(Box::new(exchange.clone())));
         transcript.push(exchange.clone());
         let metadata = exchange.json().ok_or_else(|| FlowError::Protocol {
             step: FlowStep::Metadata,
@@ -357,11 +353,18 @@ impl AgentClient {
             })
     }
 
-    async fn poll(&self, endpoint: &str, accepted: Exchange, transcript: &mut Vec<Exchange>) -> Result<String, FlowError> {
-        let location = accepted.header(header::LOCATION.as_str()).ok_or_else(|| FlowError::Protocol {
-            step: FlowStep::Token,
-            detail: "a 202 without Location".to_owned(),
-        })?;
+    async fn poll(
+        &self,
+        endpoint: &str,
+        accepted: Exchange,
+        transcript: &mut Vec<Exchange>,
+    ) -> Result<String, FlowError> {
+        let location = accepted
+            .header(header::LOCATION.as_str())
+            .ok_or_else(|| FlowError::Protocol {
+                step: FlowStep::Token,
+                detail: "a 202 without Location".to_owned(),
+            })?;
         let pending_url = resolve(endpoint, location);
         if let Some((url, code)) = interaction(&accepted) {
             let separator = if url.contains('?') { '&' } else { '?' };
@@ -447,10 +450,13 @@ fn requirement(exchange: &Exchange) -> Option<(String, sfv::Parameters)> {
 }
 
 fn string_param(params: &sfv::Parameters, name: &str) -> Option<String> {
-    params.iter().find(|(key, _)| key.as_str() == name).and_then(|(_, value)| match value {
-        sfv::BareItem::String(s) => Some(s.as_str().to_owned()),
-        _ => None,
-    })
+    params
+        .iter()
+        .find(|(key, _)| key.as_str() == name)
+        .and_then(|(_, value)| match value {
+            sfv::BareItem::String(s) => Some(s.as_str().to_owned()),
+            _ => None,
+        })
 }
 
 /// The resource token of a `401` `requirement=auth-token` challenge.

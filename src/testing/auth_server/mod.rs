@@ -377,7 +377,8 @@ impl TestAuthServer {
             None => self.inner.resource_keys.resolve(query).await,
         }
         .map_err(|_| "the resource's key could not be found")?;
-        jws.verify_with(&key).map_err(|_| "the resource token's signature does not verify")?;
+        jws.verify_with(&key)
+            .map_err(|_| "the resource token's signature does not verify")?;
         Ok(Grant {
             resource: iss.to_owned(),
             scope: scope.iter().collect::<Vec<_>>().join(" "),
@@ -416,7 +417,10 @@ impl TestAuthServer {
             return Err(Error::invalid_key("the key differs from the one that signed"));
         }
         // Draft -11 wants `alg` on `cnf.jwk`; an `hwk` may have arrived without one.
-        Ok(Jwk::from_verifying_key(*key.verifying_key(), key.kid().map(str::to_owned)))
+        Ok(Jwk::from_verifying_key(
+            *key.verifying_key(),
+            key.kid().map(str::to_owned),
+        ))
     }
 
     fn mint_auth_token(&self, resource: &str, scope: &str, sub: &str, agent: &Jwk) -> (String, u64) {
@@ -573,7 +577,11 @@ async fn poll_endpoint(
             "invalid_request",
             "this pending request belongs to another agent key",
         ),
-        pending::Poll::Gone => problem(StatusCode::GONE, wire::poll::INVALID_CODE, "this pending request is over"),
+        pending::Poll::Gone => problem(
+            StatusCode::GONE,
+            wire::poll::INVALID_CODE,
+            "this pending request is over",
+        ),
         pending::Poll::SlowDown { retry_after } => {
             let mut response = problem(
                 StatusCode::TOO_MANY_REQUESTS,

@@ -105,7 +105,7 @@ pub(super) enum Poll {
         resource: String,
         scope: String,
         sub: String,
-        agent: Jwk,
+        agent: Box<Jwk>,
     },
 }
 
@@ -143,9 +143,7 @@ impl Store {
         }
         let answer = match &record.state {
             PendingState::Gone => return Poll::Gone,
-            PendingState::Pending | PendingState::Interacting if now >= record.expires_at => {
-                Poll::Expired
-            }
+            PendingState::Pending | PendingState::Interacting if now >= record.expires_at => Poll::Expired,
             _ if record.last_poll.is_some_and(|last| now < last + record.interval) => {
                 record.interval += SLOW_DOWN_STEP;
                 record.last_poll = Some(now);
@@ -158,7 +156,7 @@ impl Store {
                 resource: record.resource.clone(),
                 scope: record.scope.clone(),
                 sub: sub.clone(),
-                agent: record.agent.clone(),
+                agent: Box::new(record.agent.clone()),
             },
             PendingState::Pending => Poll::Waiting {
                 retry_after: record.interval,
@@ -210,10 +208,7 @@ impl Store {
 
     pub(super) fn state_by_code(&self, code: &str) -> Option<PendingState> {
         let code = normalize_code(code)?;
-        self.records
-            .values()
-            .find(|r| r.code == code)
-            .map(|r| r.state.clone())
+        self.records.values().find(|r| r.code == code).map(|r| r.state.clone())
     }
 }
 
@@ -278,10 +273,9 @@ fn page(status: StatusCode, title: &str, body: &str) -> Response {
          </head><body><h1>{title}</h1>{body}</body></html>"
     );
     let mut response = (status, Html(html)).into_response();
-    response.headers_mut().insert(
-        http::header::CACHE_CONTROL,
-        http::HeaderValue::from_static("no-store"),
-    );
+    response
+        .headers_mut()
+        .insert(http::header::CACHE_CONTROL, http::HeaderValue::from_static("no-store"));
     response
 }
 

@@ -81,7 +81,12 @@ fn abbreviate_field(value: &str) -> String {
         } else if let (Some(start), Some(end)) = (part.find(':'), part.rfind(':'))
             && end > start + 40
         {
-            out.push_str(&format!("{}:{}…:{}", &part[..start], &part[start + 1..start + 21], &part[end + 1..]));
+            out.push_str(&format!(
+                "{}:{}…:{}",
+                &part[..start],
+                &part[start + 1..start + 21],
+                &part[end + 1..]
+            ));
         } else {
             out.push_str(part);
         }
@@ -124,9 +129,9 @@ fn pretty(value: &Map<String, Value>) -> String {
 pub(crate) fn describe(event: &FlowEvent) -> String {
     match event {
         FlowEvent::Waiting { seconds } => format!("[agent] waits {seconds} s (Retry-After) before polling\n"),
-        FlowEvent::Interaction { url, code } => format!(
-            "[agent] the auth server needs the person: interaction code {code}\n        consent page: {url}\n"
-        ),
+        FlowEvent::Interaction { url, code } => {
+            format!("[agent] the auth server needs the person: interaction code {code}\n        consent page: {url}\n")
+        }
         FlowEvent::Exchange(exchange) if exchange.step == FlowStep::Metadata => format!(
             "[agent] GET {} -> {} (auth_token_endpoint = {})\n",
             exchange.url,
@@ -268,9 +273,7 @@ pub(crate) fn check(expected: &Expected, outcome: Result<FlowOutcome, FlowError>
 fn check_challenge(report: &mut DemoReport, expected: &Expected, transcript: &[Exchange]) {
     let first = transcript.first();
     report.expect(
-        first.is_some_and(|e| {
-            sent(e, wire::header::SIGNATURE_KEY).is_some_and(|k| k.starts_with("sig=jwks_uri;"))
-        }),
+        first.is_some_and(|e| sent(e, wire::header::SIGNATURE_KEY).is_some_and(|k| k.starts_with("sig=jwks_uri;"))),
         "the agent signed its first request with Signature-Key scheme jwks_uri",
     );
     let token = first.and_then(auth_token_challenge);
@@ -316,7 +319,8 @@ fn check_deferral(report: &mut DemoReport, expected: &Expected, transcript: &[Ex
         "the auth server deferred with 202 Accepted",
     );
     report.expect(
-        header(deferred, header::LOCATION).is_some_and(|l| l.starts_with(&format!("{}/pending/", expected.auth_server)))
+        header(deferred, header::LOCATION)
+            .is_some_and(|l| l.starts_with(&format!("{}/pending/", expected.auth_server)))
             && header(deferred, header::RETRY_AFTER).is_some_and(|r| r.parse::<u64>().is_ok())
             && header(deferred, header::CACHE_CONTROL) == Some("no-store"),
         "the 202 carries a pending Location, Retry-After and Cache-Control: no-store",

@@ -104,9 +104,7 @@ fn challenge(resource: &Resource, verified: &VerifiedRequest) -> Response {
         "agent_jkt": &*verified.key_thumbprint,
         "scope": DATA_SCOPES,
     });
-    let token = resource
-        .key
-        .sign_jwt(wire::typ::RESOURCE, wire::alg::ED25519, &claims);
+    let token = resource.key.sign_jwt(wire::typ::RESOURCE, wire::alg::ED25519, &claims);
     let mut response = (StatusCode::UNAUTHORIZED, "Authorization required").into_response();
     let headers = response.headers_mut();
     if let Ok(value) = HeaderValue::from_str(&format!(
