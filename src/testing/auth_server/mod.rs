@@ -170,7 +170,7 @@ impl TestAuthServerBuilder {
             (None, Some(pinned)) => Arc::new(pinned),
             (None, None) => {
                 let fetch = if loopback {
-                    ReqwestFetch::allowing_http()
+                    ReqwestFetch::allowing_http_loopback()
                 } else {
                     ReqwestFetch::new()
                 };
