@@ -11,7 +11,7 @@ use axum::body::Body;
 use axum::routing::any;
 use common::{AP, AS, Harness, NOW, RESOURCE, assert_refused, get};
 use http::{Request, Response, StatusCode};
-use serde_json::json;
+use serde_json::{Value, json};
 use tower::ServiceExt;
 use tower_aauth::discovery::StaticResolver;
 use tower_aauth::jose::{AlgPolicy, Jwk};
@@ -547,4 +547,86 @@ fn sign_keeping_signature_key(agent: &TestAgent, request: &mut Request<Body>) {
             .parse()
             .unwrap(),
     );
+}
+
+// ---- demo-generation discovery through the built-in resolver ----
+
+/// Serves fixed documents by URL; anything else is a 404.
+struct Documents(Vec<(String, Value)>);
+
+impl tower_aauth::discovery::Fetch for Documents {
+    fn get<'a>(
+        &'a self,
+        url: &'a str,
+        _max_bytes: usize,
+    ) -> tower_aauth::discovery::BoxFuture<
+        'a,
+        Result<tower_aauth::discovery::FetchedDocument, tower_aauth::discovery::FetchError>,
+    > {
+        let found = self.0.iter().find(|(u, _)| u == url).map(|(_, doc)| doc.to_string());
+        Box::pin(async move {
+            found
+                .map(tower_aauth::discovery::FetchedDocument::new)
+                .ok_or(tower_aauth::discovery::FetchError::Status(404))
+        })
+    }
+}
+
+/// The demo's agent metadata (`agent`, no `issuer`) and a JWKS entry without `alg`.
+fn demo_agent_documents(agent: &TestAgent) -> Documents {
+    let mut jwk = agent.public_jwk().to_json();
+    jwk.as_object_mut().unwrap().remove("alg");
+    Documents(vec![
+        (
+            format!("{AP}/.well-known/aauth-agent.json"),
+            json!({ "agent": AP, "jwks_uri": format!("{AP}/jwks.json") }),
+        ),
+        (format!("{AP}/jwks.json"), json!({ "keys": [jwk] })),
+    ])
+}
+
+/// The harness's parties, with the built-in discovery resolver over `documents`
+/// instead of pinned keys.
+fn fetching_harness(profile: Profile, documents: Documents) -> Harness {
+    let pinned = Harness::new();
+    let aauth = tower_aauth::AAuth::builder(RESOURCE)
+        .clock(pinned.clock.clone())
+        .fetcher(documents)
+        .auth_server(AS)
+        .profile(profile)
+        .build()
+        .expect("valid configuration");
+    Harness { aauth, ..pinned }
+}
+
+#[tokio::test]
+async fn demo_agent_discovery_resolves_under_legacy() {
+    let agent = TestAgent::from_seed([1; 32]).with_kid("agent-key-1");
+    let h = fetching_harness(Profile::Legacy, demo_agent_documents(&agent));
+    let verified = assert_accepted(&h, signed(&h, &agent_jwks_uri(), &legacy_options())).await;
+    assert_eq!(&*verified.key_thumbprint, agent.thumbprint());
+    assert_eq!(verified.generation, Generation::Legacy);
+}
+
+#[tokio::test]
+async fn demo_agent_metadata_without_issuer_is_issuer_missing_under_strict() {
+    let agent = TestAgent::from_seed([1; 32]).with_kid("agent-key-1");
+    let h = fetching_harness(Profile::Draft11, demo_agent_documents(&agent));
+    let request = signed(&h, &agent_jwks_uri(), &SignOptions::default());
+    assert_refused(&h, send(&h, request).await.0, "issuer_missing").await;
+}
+
+#[tokio::test]
+async fn demo_auth_server_keys_are_found_under_aauth_issuer_json_under_legacy() {
+    let access_server = TestIssuer::new(AS, [2; 32], "as-key-1");
+    let documents = Documents(vec![
+        (
+            format!("{AS}/.well-known/aauth-issuer.json"),
+            json!({ "issuer": AS, "jwks_uri": format!("{AS}/jwks.json") }),
+        ),
+        (format!("{AS}/jwks.json"), access_server.jwks()),
+    ]);
+    let h = fetching_harness(Profile::Legacy, documents);
+    let verified = assert_accepted(&h, signed(&h, &KeySource::Jwt(demo_auth_token(&h)), &legacy_options())).await;
+    assert_eq!(verified.token.unwrap().claims.dwk, wire::dwk::LEGACY_ISSUER);
 }
