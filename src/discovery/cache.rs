@@ -310,8 +310,9 @@ impl<F: Fetch> Inner<F> {
         )
     }
 
-    /// What `entry` answers for `kid` at `now` without fetching.
-    fn answer(&self, entry: &Entry, kid: &str, now: u64) -> Answer {
+    /// What `entry` answers for `kid` at `now` without fetching. `fetched` marks the
+    /// answer given right after a fetch, which is neither a cooldown nor a negative hit.
+    fn answer(&self, entry: &Entry, kid: &str, now: u64, fetched: bool) -> Answer {
         let found = |keys: &KeySet| match keys.lookup(kid) {
             KeyLookup::Found(key) => Some(Answer::Key(key)),
             KeyLookup::Unusable => Some(Answer::Refused(UNUSABLE_KEY)),
@@ -325,15 +326,19 @@ impl<F: Fetch> Inner<F> {
             }
             let cooldown = self.config.unknown_kid_cooldown.as_secs();
             if now < entry.last_fetch.saturating_add(cooldown) {
-                self.metrics.cooldown_hit();
-                tracing::debug!(kid = %Shown(kid), "discovery: unknown kid within the refresh cooldown");
+                if !fetched {
+                    self.metrics.cooldown_hit();
+                    tracing::debug!(kid = %Shown(kid), "discovery: unknown kid within the refresh cooldown");
+                }
                 return Answer::Refused(UNKNOWN_KEY);
             }
             return Answer::Fetch;
         }
         match &entry.failure {
             Some(failure) if now < failure.retry_at => {
-                self.metrics.negative_hit();
+                if !fetched {
+                    self.metrics.negative_hit();
+                }
                 match &entry.keys {
                     Some(keys) if now < entry.stale_until => {
                         let answer = found(keys).unwrap_or(Answer::Refused(UNKNOWN_KEY));
@@ -543,7 +548,7 @@ impl<F: Fetch> KeyResolver for DiscoveryResolver<F> {
     fn cached(&self, query: &KeyQuery<'_>) -> Option<Result<Arc<Jwk>, Error>> {
         let inner = &*self.inner;
         let entry = inner.store.get(&Inner::<F>::store_key(query.issuer, query.dwk))?;
-        match inner.answer(&entry, query.kid, inner.clock.now()) {
+        match inner.answer(&entry, query.kid, inner.clock.now(), false) {
             Answer::Key(key) => Some(Ok(key)),
             Answer::Refused(error) => Some(Err(error)),
             Answer::Fetch => None,
@@ -557,14 +562,14 @@ impl<F: Fetch> KeyResolver for DiscoveryResolver<F> {
             let key = Inner::<F>::store_key(query.issuer, query.dwk);
             let observed = inner.store.get(&key);
             if let Some(entry) = &observed {
-                match inner.answer(entry, query.kid, inner.clock.now()) {
+                match inner.answer(entry, query.kid, inner.clock.now(), false) {
                     Answer::Key(key) => return Ok(key),
                     Answer::Refused(error) => return Err(error),
                     Answer::Fetch => {}
                 }
             }
             let entry = inner.flight(&key, query.issuer, query.dwk, observed).await?;
-            match inner.answer(&entry, query.kid, inner.clock.now()) {
+            match inner.answer(&entry, query.kid, inner.clock.now(), true) {
                 Answer::Key(key) => Ok(key),
                 Answer::Refused(error) => Err(error),
                 // Only with a zero cooldown or negative TTL: never fetch twice per request.
