@@ -210,7 +210,10 @@ async fn an_exhausted_new_issuer_budget_is_503_with_retry_after_and_no_signature
 async fn an_auth_token_issuer_on_loopback_is_discovered_once() {
     let server = IssuerServer::start().await;
     let access_server = TestIssuer::new(server.origin.clone(), [4; 32], "as-key-1");
-    server.set("/.well-known/aauth-access.json", Canned::json(&access_server.metadata()));
+    server.set(
+        "/.well-known/aauth-access.json",
+        Canned::json(&access_server.metadata()),
+    );
     server.set("/.well-known/jwks.json", Canned::json(&access_server.jwks()));
     let origin = server.origin.clone();
     let resource = resource(true, |b| b.auth_server(origin));
@@ -227,7 +230,10 @@ async fn an_auth_token_issuer_on_loopback_is_discovered_once() {
 async fn a_token_issuer_over_budget_is_503_not_invalid_jwt() {
     let server = IssuerServer::start().await;
     let access_server = TestIssuer::new(server.origin.clone(), [4; 32], "as-key-1");
-    server.set("/.well-known/aauth-access.json", Canned::json(&access_server.metadata()));
+    server.set(
+        "/.well-known/aauth-access.json",
+        Canned::json(&access_server.metadata()),
+    );
     server.set("/.well-known/jwks.json", Canned::json(&access_server.jwks()));
     let origin = server.origin.clone();
     let config = DiscoveryConfig {
@@ -255,11 +261,17 @@ async fn a_down_issuer_keeps_signers_verified_until_the_stale_limit() {
     };
     let resource = resource(true, |b| b.discovery(config));
     let source = KeySource::agent_jwks(&server.origin, "agent-key-1");
-    assert_eq!(resource.send(resource.signed(&agent(), &source)).await.status(), StatusCode::OK);
+    assert_eq!(
+        resource.send(resource.signed(&agent(), &source)).await.status(),
+        StatusCode::OK
+    );
     server.set(&format!("/.well-known/{AGENT_DWK}"), Canned::status(500));
     server.set("/.well-known/jwks.json", Canned::status(500));
     resource.clock.advance(120);
-    assert_eq!(resource.send(resource.signed(&agent(), &source)).await.status(), StatusCode::OK);
+    assert_eq!(
+        resource.send(resource.signed(&agent(), &source)).await.status(),
+        StatusCode::OK
+    );
     resource.clock.advance(600);
     let calls = resource.calls();
     let response = resource.send(resource.signed(&agent(), &source)).await;

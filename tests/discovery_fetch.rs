@@ -23,7 +23,10 @@ async fn a_body_at_the_cap_passes_and_one_byte_more_fails() {
     server.set("/over", Canned::raw("application/json", json_of_len(CAP + 1)));
     let document = fetch.get(&server.url("/at"), CAP).await.unwrap();
     assert_eq!(document.body.len(), CAP);
-    assert_eq!(fetch.get(&server.url("/over"), CAP).await.unwrap_err(), FetchError::TooLarge);
+    assert_eq!(
+        fetch.get(&server.url("/over"), CAP).await.unwrap_err(),
+        FetchError::TooLarge
+    );
 }
 
 #[tokio::test]
@@ -31,11 +34,23 @@ async fn a_chunked_body_without_length_is_capped_while_streaming() {
     let server = IssuerServer::start().await;
     let fetch = ReqwestFetch::allowing_http_loopback();
     server.set("/at", Canned::raw("application/json", json_of_len(CAP)).chunked(1000));
-    server.set("/over", Canned::raw("application/json", json_of_len(CAP + 1)).chunked(1000));
-    server.set("/huge", Canned::raw("application/json", json_of_len(10 << 20)).chunked(64 * 1024));
+    server.set(
+        "/over",
+        Canned::raw("application/json", json_of_len(CAP + 1)).chunked(1000),
+    );
+    server.set(
+        "/huge",
+        Canned::raw("application/json", json_of_len(10 << 20)).chunked(64 * 1024),
+    );
     assert_eq!(fetch.get(&server.url("/at"), CAP).await.unwrap().body.len(), CAP);
-    assert_eq!(fetch.get(&server.url("/over"), CAP).await.unwrap_err(), FetchError::TooLarge);
-    assert_eq!(fetch.get(&server.url("/huge"), CAP).await.unwrap_err(), FetchError::TooLarge);
+    assert_eq!(
+        fetch.get(&server.url("/over"), CAP).await.unwrap_err(),
+        FetchError::TooLarge
+    );
+    assert_eq!(
+        fetch.get(&server.url("/huge"), CAP).await.unwrap_err(),
+        FetchError::TooLarge
+    );
 }
 
 #[tokio::test]
@@ -60,12 +75,19 @@ async fn only_json_content_types_are_accepted() {
     let server = IssuerServer::start().await;
     let fetch = ReqwestFetch::allowing_http_loopback();
     let body = r#"{"keys":[]}"#;
-    for (i, content_type) in ["application/json", "application/jwk-set+json", "application/json; charset=utf-8"]
-        .into_iter()
-        .enumerate()
+    for (i, content_type) in [
+        "application/json",
+        "application/jwk-set+json",
+        "application/json; charset=utf-8",
+    ]
+    .into_iter()
+    .enumerate()
     {
         server.set(&format!("/ok{i}"), Canned::raw(content_type, body));
-        assert!(fetch.get(&server.url(&format!("/ok{i}")), CAP).await.is_ok(), "{content_type}");
+        assert!(
+            fetch.get(&server.url(&format!("/ok{i}")), CAP).await.is_ok(),
+            "{content_type}"
+        );
     }
     for (i, content_type) in ["text/html", "text/plain", "application/octet-stream", "text/json+html"]
         .into_iter()
@@ -79,7 +101,10 @@ async fn only_json_content_types_are_accepted() {
         );
     }
     server.set("/none", Canned::status(200));
-    assert_eq!(fetch.get(&server.url("/none"), CAP).await.unwrap_err(), FetchError::ContentType);
+    assert_eq!(
+        fetch.get(&server.url("/none"), CAP).await.unwrap_err(),
+        FetchError::ContentType
+    );
 }
 
 #[tokio::test]
@@ -90,7 +115,10 @@ async fn compressed_bodies_are_refused_not_decompressed() {
         "/gzip",
         Canned::raw("application/json", vec![0x1f, 0x8b, 8, 0, 0, 0, 0, 0]).header("content-encoding", "gzip"),
     );
-    assert_eq!(fetch.get(&server.url("/gzip"), CAP).await.unwrap_err(), FetchError::ContentType);
+    assert_eq!(
+        fetch.get(&server.url("/gzip"), CAP).await.unwrap_err(),
+        FetchError::ContentType
+    );
 }
 
 #[tokio::test]
@@ -98,8 +126,14 @@ async fn error_statuses_fail() {
     let server = IssuerServer::start().await;
     let fetch = ReqwestFetch::allowing_http_loopback();
     server.set("/500", Canned::status(500));
-    assert_eq!(fetch.get(&server.url("/500"), CAP).await.unwrap_err(), FetchError::Status(500));
-    assert_eq!(fetch.get(&server.url("/missing"), CAP).await.unwrap_err(), FetchError::Status(404));
+    assert_eq!(
+        fetch.get(&server.url("/500"), CAP).await.unwrap_err(),
+        FetchError::Status(500)
+    );
+    assert_eq!(
+        fetch.get(&server.url("/missing"), CAP).await.unwrap_err(),
+        FetchError::Status(404)
+    );
 }
 
 #[tokio::test]
@@ -114,7 +148,10 @@ async fn a_stalled_server_hits_the_total_timeout() {
         Canned::json(&serde_json::json!({})).delayed(Duration::from_secs(5)),
     );
     let started = Instant::now();
-    assert_eq!(fetch.get(&server.url("/slow"), CAP).await.unwrap_err(), FetchError::Timeout);
+    assert_eq!(
+        fetch.get(&server.url("/slow"), CAP).await.unwrap_err(),
+        FetchError::Timeout
+    );
     assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
 }
 
@@ -122,7 +159,10 @@ async fn a_stalled_server_hits_the_total_timeout() {
 async fn cache_control_max_age_is_reported() {
     let server = IssuerServer::start().await;
     let fetch = ReqwestFetch::allowing_http_loopback();
-    server.set("/c", Canned::json(&serde_json::json!({})).header("cache-control", "public, max-age=120"));
+    server.set(
+        "/c",
+        Canned::json(&serde_json::json!({})).header("cache-control", "public, max-age=120"),
+    );
     assert_eq!(fetch.get(&server.url("/c"), CAP).await.unwrap().max_age, Some(120));
 }
 
@@ -131,7 +171,10 @@ async fn the_strict_fetcher_refuses_the_loopback_server_without_contacting_it() 
     let server = IssuerServer::start().await;
     server.set("/k", Canned::json(&serde_json::json!({})));
     let fetch = ReqwestFetch::new();
-    assert_eq!(fetch.get(&server.url("/k"), CAP).await.unwrap_err(), FetchError::Refused);
+    assert_eq!(
+        fetch.get(&server.url("/k"), CAP).await.unwrap_err(),
+        FetchError::Refused
+    );
     let https_loopback = format!("https://127.0.0.1:{}/k", server.addr.port());
     assert_eq!(fetch.get(&https_loopback, CAP).await.unwrap_err(), FetchError::Refused);
     assert_eq!(server.total_hits(), 0);
