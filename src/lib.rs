@@ -12,6 +12,7 @@ pub mod jose;
 pub mod layer;
 pub mod legacy;
 pub mod policy;
+pub mod rar;
 pub mod replay;
 pub mod sigkey;
 pub mod token;

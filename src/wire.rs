@@ -139,3 +139,10 @@ pub mod code {
     /// `created` or `iat` ahead of our clock by more than the window.
     pub const CLOCK_SKEW: &str = "clock_skew";
 }
+
+/// JWT claim names this crate reads beyond the registered ones.
+pub mod claim {
+    /// RFC 9396 rich authorization details, in auth tokens (and in the resource tokens of a
+    /// step-up challenge).
+    pub const AUTHORIZATION_DETAILS: &str = "authorization_details";
+}

@@ -318,3 +318,36 @@ async fn a_slow_path_request_is_logged_once_with_its_identity() {
     assert_eq!(event[field::DECISION], "deny");
     assert_eq!(event[field::KEY_THUMBPRINT], harness.agent.thumbprint());
 }
+
+#[derive(serde::Deserialize)]
+struct Trade {
+    symbol: String,
+}
+
+#[tokio::test]
+async fn an_authorization_details_mismatch_is_a_deny_naming_its_code() {
+    let capture = Capture::default();
+    let _guard = capture.install();
+    let harness = Harness::new();
+    let mut claims = harness
+        .access_server
+        .auth_claims(RESOURCE, &harness.agent.public_jwk(), "trade", NOW);
+    claims["authorization_details"] = serde_json::json!([{"type": "trade", "symbol": "ACME"}]);
+    let token = harness.access_server.sign(tower_aauth::wire::typ::AUTH, &claims);
+    let guard = harness
+        .aauth
+        .require_detail("trade", |trade: &Trade, _: &http::request::Parts| {
+            trade.symbol == "OTHER"
+        });
+    let router = Router::new()
+        .route("/trade", post(|| async { "executed" }).route_layer(guard))
+        .layer(harness.aauth.layer());
+    let request = signed(&harness, "POST", "/trade", &KeySource::Jwt(token));
+    let response = router.oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    let event = capture.one();
+    assert_eq!(event[field::DECISION], "deny");
+    assert_eq!(event[field::REASON], "insufficient_authorization_details");
+    assert_eq!(event[field::SCOPES], "trade");
+    assert_eq!(event[field::SUBJECT], "user-1");
+}

@@ -190,3 +190,50 @@ async fn an_instance_started_before_redis_answers_503_then_serves() {
         a.clock.set(created);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_single_use_grant_is_consumed_once_across_two_instances() {
+    let redis = RedisServer::start();
+    let a = instance(&redis).await;
+    let b = instance(&redis).await;
+    let token = a.auth_token("data.write");
+    let router = |harness: &Harness| {
+        let calls = harness.calls.clone();
+        axum::Router::new()
+            .route(
+                "/task",
+                axum::routing::post(move || {
+                    let calls = calls.clone();
+                    async move {
+                        calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        "done"
+                    }
+                })
+                .route_layer(harness.aauth.single_use()),
+            )
+            .layer(harness.aauth.layer())
+    };
+    let (router_a, router_b) = (router(&a), router(&b));
+    let tasks: Vec<_> = (0..32)
+        .map(|i| {
+            let harness = if i % 2 == 0 { &a } else { &b };
+            let mut request = Request::post(format!("{RESOURCE}/task")).body(Body::empty()).unwrap();
+            harness
+                .agent
+                .sign(&mut request, &KeySource::Jwt(token.clone()), NOW - i);
+            let router = if i % 2 == 0 { router_a.clone() } else { router_b.clone() };
+            tokio::spawn(async move { router.oneshot(request).await.unwrap().status() })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for task in tasks {
+        statuses.push(task.await.unwrap());
+    }
+    assert_eq!(
+        statuses.iter().filter(|s| **s == StatusCode::OK).count(),
+        1,
+        "{statuses:?}"
+    );
+    assert_eq!(statuses.iter().filter(|s| **s == StatusCode::UNAUTHORIZED).count(), 31);
+    assert_eq!(a.calls() + b.calls(), 1);
+}

@@ -34,6 +34,7 @@
 mod memory;
 #[cfg(feature = "redis")]
 mod redis_store;
+pub mod single_use;
 
 use std::time::Duration;
 
@@ -46,6 +47,7 @@ pub use memory::MemoryReplayStore;
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use redis_store::{RedisReplayStore, RedisReplayStoreBuilder};
+pub use single_use::{GRANT_USED, GuardFuture, SingleUse, SingleUseLayer};
 
 /// What a [`ReplayStore`] remembers: a 32-byte hash, never the signature or token.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]

@@ -1,0 +1,265 @@
+//! The `require_detail` route guard.
+
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::request::Parts;
+use http::{HeaderValue, Request, Response, StatusCode, header};
+use serde::de::DeserializeOwned;
+use tower_layer::Layer;
+use tower_service::Service;
+
+use super::{AuthorizationDetails, DetailError};
+use crate::config::{AAuth, Shared};
+use crate::error::Error;
+use crate::policy::audit::{AuditOutcome, Decision};
+use crate::replay::single_use::{GuardFuture, consume_then_call, grant_key};
+use crate::token::TokenKind;
+use crate::verifier::VerifiedRequest;
+use crate::wire;
+
+/// The problem code of a `403` from [`RequireDetailLayer`].
+pub const DETAIL_MISMATCH: &str = "insufficient_authorization_details";
+
+/// Requires an auth-token `authorization_details` entry of one type that the route's
+/// predicate accepts. Build it with [`AAuth::require_detail`].
+pub struct RequireDetailLayer<T, F> {
+    shared: Arc<Shared>,
+    detail_type: &'static str,
+    check: F,
+    single_use: bool,
+    _detail: PhantomData<fn() -> T>,
+}
+
+impl<T, F: Clone> Clone for RequireDetailLayer<T, F> {
+    fn clone(&self) -> Self {
+        RequireDetailLayer {
+            shared: self.shared.clone(),
+            detail_type: self.detail_type,
+            check: self.check.clone(),
+            single_use: self.single_use,
+            _detail: PhantomData,
+        }
+    }
+}
+
+impl<T, F> std::fmt::Debug for RequireDetailLayer<T, F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RequireDetailLayer")
+            .field("detail_type", &self.detail_type)
+            .field("single_use", &self.single_use)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AAuth {
+    /// A route guard passing only requests whose auth token carries an
+    /// `authorization_details` entry of type `detail_type` that deserialises into `T` and
+    /// that `check` accepts against the request:
+    ///
+    /// ```
+    /// # use tower_aauth::AAuth;
+    /// #[derive(serde::Deserialize)]
+    /// struct Trade { symbol: String, quantity: u64 }
+    ///
+    /// # fn guard(aauth: &AAuth) {
+    /// let guard = aauth.require_detail("trade", |trade: &Trade, request: &http::request::Parts| {
+    ///     let query = request.uri.query().unwrap_or_default();
+    ///     query == format!("symbol={}&quantity={}", trade.symbol, trade.quantity)
+    /// });
+    /// # }
+    /// ```
+    ///
+    /// * No auth token: `401` with `AAuth-Requirement: requirement=person-token`.
+    /// * A query the signature does not cover: `401 invalid_input` naming `@query` (the
+    ///   predicate reads the request, so what it reads must be signed).
+    /// * No entry of the type accepted, or a malformed claim (not an array, more than
+    ///   [`super::MAX_DETAILS`] entries, an entry of the type that does not fit `T`): `403`
+    ///   `insufficient_authorization_details`, the problem body naming the type in
+    ///   `authorization_details_type`.
+    /// * An entry accepted: the inner service runs (after consuming the grant, with
+    ///   [`RequireDetailLayer::single_use`]).
+    pub fn require_detail<T, F>(&self, detail_type: &'static str, check: F) -> RequireDetailLayer<T, F>
+    where
+        T: DeserializeOwned + 'static,
+        F: Fn(&T, &Parts) -> bool + Clone + Send + Sync + 'static,
+    {
+        RequireDetailLayer {
+            shared: self.shared.clone(),
+            detail_type,
+            check,
+            single_use: false,
+            _detail: PhantomData,
+        }
+    }
+}
+
+impl<T, F> RequireDetailLayer<T, F> {
+    /// Also consumes the auth token's `(iss, jti)` when the check passes: the grant serves
+    /// one request only; a second use is `401 invalid_jwt` (see
+    /// [`crate::replay::single_use`]).
+    pub fn single_use(mut self) -> Self {
+        self.single_use = true;
+        self
+    }
+}
+
+impl<S, T, F: Clone> Layer<S> for RequireDetailLayer<T, F> {
+    type Service = RequireDetail<S, T, F>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        RequireDetail {
+            inner,
+            layer: self.clone(),
+        }
+    }
+}
+
+/// The service of [`RequireDetailLayer`].
+pub struct RequireDetail<S, T, F> {
+    inner: S,
+    layer: RequireDetailLayer<T, F>,
+}
+
+impl<S: Clone, T, F: Clone> Clone for RequireDetail<S, T, F> {
+    fn clone(&self) -> Self {
+        RequireDetail {
+            inner: self.inner.clone(),
+            layer: self.layer.clone(),
+        }
+    }
+}
+
+impl<S: std::fmt::Debug, T, F> std::fmt::Debug for RequireDetail<S, T, F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RequireDetail")
+            .field("inner", &self.inner)
+            .field("layer", &self.layer)
+            .finish()
+    }
+}
+
+/// Why the guard did not pass a request.
+enum Refusal {
+    Error(Error),
+    Mismatch(&'static str),
+    NeedsGrant,
+}
+
+impl<T, F> RequireDetailLayer<T, F>
+where
+    T: DeserializeOwned,
+    F: Fn(&T, &Parts) -> bool,
+{
+    fn decide(&self, parts: &Parts) -> Result<(), Refusal> {
+        let verified = parts.extensions.get::<VerifiedRequest>();
+        let Some(token) = verified
+            .and_then(|v| v.token.as_ref())
+            .filter(|t| t.claims.kind == TokenKind::Auth)
+        else {
+            return Err(Refusal::NeedsGrant);
+        };
+        if parts.uri.query().is_some() && verified.is_some_and(|v| !v.covers("@query")) {
+            return Err(Refusal::Error(Error::invalid_input(
+                self.shared.required.iter().cloned().chain(["@query".to_owned()]),
+            )));
+        }
+        let details = token.authorization_details().map_err(mismatch_reason)?;
+        let accepted = self.matches(&details, parts).map_err(mismatch_reason)?;
+        if accepted {
+            Ok(())
+        } else {
+            Err(Refusal::Mismatch(
+                "no authorization detail of this type matches the request",
+            ))
+        }
+    }
+
+    fn matches(&self, details: &AuthorizationDetails<'_>, parts: &Parts) -> Result<bool, DetailError> {
+        // Every entry of the type must have the right shape, even after one matched.
+        let entries: Vec<T> = details.of_type(self.detail_type)?;
+        Ok(entries.iter().any(|entry| (self.check)(entry, parts)))
+    }
+
+    /// `403` naming the detail type, with its audit outcome.
+    fn mismatch<B: From<Bytes>>(&self, detail: &'static str) -> Response<B> {
+        let error = Error::Forbidden {
+            code: DETAIL_MISMATCH,
+            detail,
+        };
+        let mut body = error.problem_json();
+        body["authorization_details_type"] = self.detail_type.into();
+        let mut response = Response::new(B::from(Bytes::from(serde_json::to_vec(&body).unwrap_or_default())));
+        *response.status_mut() = StatusCode::FORBIDDEN;
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        error.write_headers(headers);
+        response.extensions_mut().insert(AuditOutcome {
+            decision: Decision::Deny,
+            reason: DETAIL_MISMATCH,
+            detail,
+        });
+        response
+    }
+}
+
+fn mismatch_reason(error: DetailError) -> Refusal {
+    Refusal::Mismatch(error.detail())
+}
+
+/// `401 AAuth-Requirement: requirement=person-token`: an auth token is needed and none was
+/// presented (digest §6.2).
+fn needs_grant<B: From<Bytes>>() -> Response<B> {
+    let mut response = Response::new(B::from(Bytes::new()));
+    *response.status_mut() = StatusCode::UNAUTHORIZED;
+    let headers = response.headers_mut();
+    headers.insert(
+        wire::header::AAUTH_REQUIREMENT,
+        HeaderValue::from_static(wire::requirement::PERSON_TOKEN_VALUE),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+impl<S, B, ResBody, T, F> Service<Request<B>> for RequireDetail<S, T, F>
+where
+    S: Service<Request<B>, Response = Response<ResBody>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    B: Send + 'static,
+    ResBody: From<Bytes> + Send + 'static,
+    T: DeserializeOwned + 'static,
+    F: Fn(&T, &Parts) -> bool + Clone + Send + Sync + 'static,
+{
+    type Response = Response<ResBody>;
+    type Error = S::Error;
+    type Future = GuardFuture<S::Future, ResBody, S::Error>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let (parts, body) = request.into_parts();
+        match self.layer.decide(&parts) {
+            Ok(()) if self.layer.single_use => {
+                let shared = &self.layer.shared;
+                match grant_key(shared, parts.extensions.get::<VerifiedRequest>()) {
+                    Ok((key, ttl)) => consume_then_call(shared, key, ttl, inner, Request::from_parts(parts, body)),
+                    Err(error) => GuardFuture::refuse(error),
+                }
+            }
+            Ok(()) => GuardFuture::inner(inner.call(Request::from_parts(parts, body))),
+            Err(Refusal::Error(error)) => GuardFuture::refuse(error),
+            Err(Refusal::Mismatch(detail)) => GuardFuture::respond(self.layer.mismatch(detail)),
+            Err(Refusal::NeedsGrant) => GuardFuture::respond(needs_grant()),
+        }
+    }
+}
