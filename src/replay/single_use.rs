@@ -2,7 +2,7 @@
 //! first time it is authorized, so a task-scoped grant cannot be used twice (seed 002,
 //! "task-scoped authorization").
 //!
-//! Consumption happens *before* the handler runs, through the [`ReplayStore`]'s atomic
+//! Consumption happens *before* the handler runs, through the [`super::ReplayStore`]'s atomic
 //! insert-once: of any number of concurrent requests presenting the grant (each with its
 //! own valid signature), exactly one reaches the handler; the others are `401 invalid_jwt`.
 //! The entry lives until the token's `exp` plus the allowed clock skew, after which the
