@@ -16,6 +16,12 @@
 //! `scope` = its `scope`, `sub` = the approving person, `cnf.jwk` = the agent's key,
 //! lifetime at most one hour. Depending on [`Consent`], directly (`200`) or after a
 //! deferred `202` whose pending URL the agent polls (see `pending.rs` for the poll rules).
+//!
+//! # What it does not do
+//!
+//! The consent page acts as the configured person without any login or CSRF token, wrong
+//! interaction codes are not rate-limited, and pending records are kept in memory until
+//! the server is dropped: it is a test double, never an auth server to deploy.
 
 mod pending;
 
