@@ -134,6 +134,7 @@ pub(crate) struct Shared {
     pub(crate) replay_ttl: Duration,
     pub(crate) revocations: Revocations,
     pub(crate) ceilings: ScopeCeilings,
+    pub(crate) authz: crate::authz::Authz,
 }
 
 impl AAuth {
@@ -218,6 +219,7 @@ pub struct AAuthBuilder {
     replay_store: Option<Arc<dyn ReplayStore>>,
     revocations: Revocations,
     ceilings: ScopeCeilings,
+    pub(crate) authz: crate::authz::AuthzOptions,
 }
 
 impl std::fmt::Debug for AAuthBuilder {
@@ -255,6 +257,7 @@ impl AAuthBuilder {
             replay_store: None,
             revocations: Revocations::new(),
             ceilings: ScopeCeilings::new(),
+            authz: Default::default(),
         }
     }
 
@@ -498,6 +501,7 @@ impl AAuthBuilder {
                 return Err(ConfigError::new("an auth server identifier is not https://host"));
             }
         }
+        let authz = self.authz.build(&self.tokens.access_servers)?;
         let mut tokens = self.tokens;
         tokens.max_iat_skew = self.max_skew;
         if self.profile.accepts_legacy() {
@@ -560,6 +564,7 @@ impl AAuthBuilder {
                 replay_ttl: Duration::from_secs(self.window.saturating_add(self.max_skew).saturating_add(1)),
                 revocations: self.revocations,
                 ceilings: self.ceilings,
+                authz,
             }),
         })
     }

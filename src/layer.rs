@@ -31,11 +31,18 @@ use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
 
+use crate::challenge::error_response;
 use crate::config::{AAuth, Shared};
 use crate::error::Error;
 use crate::policy::audit::{self, AuditContext};
 use crate::replay::{self, Insertion, ReplayKey};
 use crate::verifier::{Pending, Step, VerifiedRequest, Verifier};
+use crate::wire;
+
+/// Marks a request the layer let through unsigned, so that guards and extractors can tell
+/// "no signature" from "no layer".
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Inspected;
 
 /// Verifies AAuth request signatures. Build it with [`AAuth::layer`].
 #[derive(Clone, Debug)]
@@ -111,16 +118,17 @@ where
     fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
         // The service that was polled ready is the one that must be called.
         let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let inner = std::mem::replace(&mut self.inner, clone);
         let shared = &self.shared;
         let verifier = Verifier { shared };
         let path = original_path(&request);
         let mut audit = audit::enabled().then(|| Box::new(AuditContext::new(request.method(), path)));
         let step = verifier.verify_head(request.method(), request.uri(), request.headers(), path);
         let state = match step {
-            Step::Unsigned => State::Inner {
-                future: inner.call(request),
-            },
+            Step::Unsigned => {
+                request.extensions_mut().insert(Inspected);
+                gate(shared, inner, request)
+            }
             Step::Done(Ok(mut verified)) => {
                 let admission = admit_now(shared, &mut verified);
                 if let Some(audit) = &mut audit {
@@ -129,25 +137,48 @@ where
                 match admission {
                     Ok(None) => {
                         request.extensions_mut().insert(verified);
-                        State::Inner {
-                            future: inner.call(request),
-                        }
+                        gate(shared, inner, request)
                     }
                     Ok(Some(key)) => State::Verifying {
                         future: Box::pin(admit_later(shared.clone(), key, verified, request)),
                         service: Some(inner),
+                        shared: shared.clone(),
                     },
-                    Err(error) => reject(error, audit.as_deref()),
+                    Err(error) => reject(shared, error, audit.as_deref()),
                 }
             }
-            Step::Done(Err(error)) => reject(error, audit.as_deref()),
+            Step::Done(Err(error)) => reject(shared, error, audit.as_deref()),
             Step::Pending(pending) => State::Verifying {
                 future: Box::pin(finish(*pending, shared.clone(), request)),
                 service: Some(inner),
+                shared: shared.clone(),
             },
         };
         ResponseFuture { state, audit }
     }
+}
+
+/// Calls the inner service unless the default requirement answers first.
+fn gate<S, B, ResBody>(shared: &Shared, mut inner: S, request: Request<B>) -> State<S, B>
+where
+    S: Service<Request<B>, Response = Response<ResBody>>,
+    ResBody: From<Bytes>,
+{
+    if let Some(requirement) = &shared.authz.default_requirement
+        && !is_well_known(original_path(&request))
+        && let Some(response) = crate::guard::check(shared, requirement, &request)
+    {
+        return State::Answered {
+            response: Some(response),
+        };
+    }
+    State::Inner {
+        future: inner.call(request),
+    }
+}
+
+fn is_well_known(path: &str) -> bool {
+    path == wire::path::RESOURCE_METADATA || path == wire::path::JWKS
 }
 
 /// The path the agent signed: the original URI's, even inside a nested axum router.
@@ -236,15 +267,25 @@ where
     }
 }
 
-fn reject<S, B>(error: Error, audit: Option<&AuditContext>) -> State<S, B>
+fn reject<S, B, ResBody>(shared: &Shared, error: Error, audit: Option<&AuditContext>) -> State<S, B>
 where
-    S: Service<Request<B>>,
+    S: Service<Request<B>, Response = Response<ResBody>>,
+    ResBody: From<Bytes>,
 {
     log_rejection(&error);
     if let Some(audit) = audit {
         audit.refusal(&error);
     }
-    State::Rejected { error: Some(error) }
+    State::Answered {
+        response: Some(error_response(shared, &error)),
+    }
+}
+
+fn polled_after_completion<B: From<Bytes>>() -> Response<B> {
+    Error::Misconfigured {
+        detail: "response future polled after completion",
+    }
+    .to_response()
 }
 
 fn log_rejection(error: &Error) {
@@ -276,9 +317,10 @@ pin_project! {
         Verifying {
             future: VerifyFuture<B>,
             service: Option<S>,
+            shared: Arc<Shared>,
         },
-        Rejected {
-            error: Option<Error>,
+        Answered {
+            response: Option<S::Response>,
         },
     }
 }
@@ -301,37 +343,34 @@ where
                     }
                     return Poll::Ready(result);
                 }
-                StateProj::Verifying { future, service } => {
+                StateProj::Verifying {
+                    future,
+                    service,
+                    shared,
+                } => {
                     let result = ready!(future.as_mut().poll(cx));
+                    let shared = shared.clone();
                     match result {
                         Ok(request) => {
-                            let Some(mut service) = service.take() else {
-                                let error = Error::Misconfigured {
-                                    detail: "response future polled after completion",
-                                };
-                                return Poll::Ready(Ok(error.to_response()));
+                            let Some(service) = service.take() else {
+                                return Poll::Ready(Ok(polled_after_completion()));
                             };
                             if let Some(audit) = this.audit.as_mut() {
                                 audit.verified = request.extensions().get::<VerifiedRequest>().cloned();
                             }
-                            let future = service.call(request);
-                            this.state.set(State::Inner { future });
+                            this.state.set(gate(&shared, service, request));
                         }
                         Err(Refusal { error, verified }) => {
-                            log_rejection(&error);
                             if let Some(audit) = this.audit.as_mut() {
                                 audit.verified = verified;
-                                audit.refusal(&error);
                             }
-                            this.state.set(State::Rejected { error: Some(error) });
+                            this.state.set(reject(&shared, error, this.audit.as_deref()));
                         }
                     }
                 }
-                StateProj::Rejected { error } => {
-                    let error = error.take().unwrap_or(Error::Misconfigured {
-                        detail: "response future polled after completion",
-                    });
-                    return Poll::Ready(Ok(error.to_response()));
+                StateProj::Answered { response } => {
+                    let response = response.take().unwrap_or_else(polled_after_completion);
+                    return Poll::Ready(Ok(response));
                 }
             }
         }

@@ -3,10 +3,13 @@
 #![deny(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+pub mod authz;
+pub mod challenge;
 pub mod clock;
 pub mod config;
 pub mod discovery;
 pub mod error;
+pub mod guard;
 pub mod httpsig;
 pub mod jose;
 pub mod layer;
@@ -14,14 +17,18 @@ pub mod legacy;
 pub mod policy;
 pub mod rar;
 pub mod replay;
+pub mod resource_token;
 pub mod sigkey;
 pub mod token;
 pub mod verifier;
+pub mod well_known;
 pub mod wire;
 
+pub use challenge::{Challenge, Rejection, RejectionBody};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{AAuth, AAuthBuilder, ConfigError, Generation, Profile};
 pub use error::{Error, SignatureErrorCode};
+pub use guard::{Decision, GuardLayer, Requirement};
 pub use jose::{Jwk, ResourceKey};
 pub use layer::{AAuthLayer, AAuthService, ResponseFuture};
 pub use sigkey::Scheme;

@@ -96,6 +96,8 @@ pub mod requirement {
     pub const URL_PARAM: &str = "url";
     /// The interaction code parameter of `requirement=interaction`.
     pub const CODE_PARAM: &str = "code";
+    /// The demo generation's `auth-server` parameter (legacy `AAuth` header only).
+    pub const LEGACY_AUTH_SERVER_PARAM: &str = "auth-server";
 }
 
 /// Problem `error` codes of a pending URL (deferred responses).
@@ -108,6 +110,28 @@ pub mod poll {
     pub const SLOW_DOWN: &str = "slow_down";
     /// The interaction code was wrong too often, or the pending request is over: `410`.
     pub const INVALID_CODE: &str = "invalid_code";
+}
+
+/// Claim names of the resource token this crate mints (AAUTH-11 §"Resource Token Structure").
+pub mod claim {
+    /// RFC 7638 thumbprint of the key that signed the request.
+    pub const AGENT_JKT: &str = "agent_jkt";
+    /// `jti` of the person or auth token the request presented.
+    pub const PRESENTED_JTI: &str = "presented_jti";
+    /// SHA-256 of the mission blob, copied from the presented token.
+    pub const MISSION_S256: &str = "mission_s256";
+    /// Organisation context, copied from the presented token.
+    pub const TENANT: &str = "tenant";
+    /// The agent (demo generation resource tokens only).
+    pub const AGENT: &str = "agent";
+}
+
+/// Paths this crate serves under `/.well-known/`.
+pub mod path {
+    /// The resource's metadata document.
+    pub const RESOURCE_METADATA: &str = "/.well-known/aauth-resource.json";
+    /// The resource's JWKS (the metadata's `jwks_uri`).
+    pub const JWKS: &str = "/.well-known/jwks.json";
 }
 
 /// `Signature-Error` codes (SIGKEY-09 registry, as AAUTH-11 uses them).

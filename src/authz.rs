@@ -1,0 +1,258 @@
+//! Authorization configuration: the resource's signing keys, scopes, resource-token
+//! lifetime, the rejection hook and the layer-wide default requirement; and the
+//! [`AAuth`] methods that hand out guards and rotate keys.
+//!
+//! Builder options are validated at [`AAuthBuilder::build`]: a scope name outside the
+//! RFC 6749 grammar or a description or metadata string with control characters is a
+//! start-up error, never a malformed header or document later (attack MINT-05).
+
+use crate::challenge::{RejectionBody, RejectionHook};
+use crate::config::{AAuth, AAuthBuilder, ConfigError};
+use crate::guard::{GuardLayer, Requirement};
+use crate::jose::{Jwk, ResourceKey};
+use crate::resource_token::{Keys, MAX_LIFETIME};
+use crate::token::Scopes;
+
+/// Optional descriptive members of `/.well-known/aauth-resource.json`.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct MetadataFields {
+    pub(crate) name: Option<String>,
+    pub(crate) description: Option<String>,
+    pub(crate) documentation_uri: Option<String>,
+    pub(crate) access_mode: Option<String>,
+}
+
+/// Builder-side authorization options.
+#[derive(Default)]
+pub(crate) struct AuthzOptions {
+    signing_key: Option<ResourceKey>,
+    scopes: Vec<(String, String)>,
+    lifetime: Option<u64>,
+    hook: Option<RejectionHook>,
+    default_requirement: Option<Requirement>,
+    metadata: MetadataFields,
+    deny_step_up: bool,
+}
+
+/// Frozen authorization configuration, inside [`AAuth`].
+pub(crate) struct Authz {
+    pub(crate) keys: Keys,
+    pub(crate) scopes: Vec<(String, String)>,
+    pub(crate) lifetime: u64,
+    pub(crate) hook: Option<RejectionHook>,
+    pub(crate) default_requirement: Option<Requirement>,
+    pub(crate) metadata: MetadataFields,
+    /// The access server resource tokens are minted for (four-party), if configured.
+    pub(crate) access_server: Option<String>,
+    pub(crate) deny_step_up: bool,
+}
+
+fn printable(text: &str) -> bool {
+    !text.chars().any(char::is_control)
+}
+
+impl AuthzOptions {
+    pub(crate) fn build(self, access_servers: &[String]) -> Result<Authz, ConfigError> {
+        for (scope, description) in &self.scopes {
+            if Scopes::parse(scope).is_none_or(|s| s.len() != 1) {
+                return Err(ConfigError::new(format!(
+                    "scope {scope:?} is not a single RFC 6749 scope token"
+                )));
+            }
+            if !printable(description) {
+                return Err(ConfigError::new("a scope description contains control characters"));
+            }
+        }
+        let m = &self.metadata;
+        if [&m.name, &m.description, &m.access_mode]
+            .into_iter()
+            .flatten()
+            .any(|text| !printable(text))
+        {
+            return Err(ConfigError::new("a metadata value contains control characters"));
+        }
+        if let Some(uri) = &m.documentation_uri
+            && (!uri.starts_with("https://") || !uri.bytes().all(|b| (0x21..0x7f).contains(&b)))
+        {
+            return Err(ConfigError::new("documentation_uri must be an https URL"));
+        }
+        let lifetime = self.lifetime.unwrap_or(MAX_LIFETIME);
+        if lifetime == 0 || lifetime > MAX_LIFETIME {
+            return Err(ConfigError::new(
+                "the resource-token lifetime must be between 1 and 300 seconds",
+            ));
+        }
+        let key = self.signing_key.unwrap_or_else(ResourceKey::generate);
+        if !key
+            .kid()
+            .bytes()
+            .all(|b| (0x21..0x7f).contains(&b) && b != b'"' && b != b'\\')
+        {
+            return Err(ConfigError::new("the signing key's kid must be visible ASCII"));
+        }
+        Ok(Authz {
+            keys: Keys::new(key),
+            scopes: self.scopes,
+            lifetime,
+            hook: self.hook,
+            default_requirement: self.default_requirement,
+            metadata: self.metadata,
+            access_server: access_servers.first().cloned(),
+            deny_step_up: self.deny_step_up,
+        })
+    }
+}
+
+impl AAuthBuilder {
+    /// The key resource tokens are signed with and the JWKS publishes (default: a fresh
+    /// key generated at start-up, which changes at every restart — fine for one replica,
+    /// not for several behind one identifier).
+    pub fn signing_key(mut self, key: ResourceKey) -> Self {
+        self.authz.signing_key = Some(key);
+        self
+    }
+
+    /// Declares a scope and its Markdown description (`scope_descriptions` in the
+    /// metadata). Repeatable.
+    pub fn scope(mut self, name: impl Into<String>, description: impl Into<String>) -> Self {
+        self.authz.scopes.push((name.into(), description.into()));
+        self
+    }
+
+    /// Lifetime of minted resource tokens in seconds (default and maximum 300).
+    pub fn resource_token_lifetime(mut self, seconds: u64) -> Self {
+        self.authz.lifetime = Some(seconds);
+        self
+    }
+
+    /// Shapes the body of every `401`/`403`/`5xx` this crate answers. Status and protocol
+    /// headers (`AAuth-Requirement`, `Signature-Error`, `Cache-Control`, …) are set after
+    /// the hook and cannot be changed by it. Return `None` to keep the default body.
+    pub fn rejection_hook(
+        mut self,
+        hook: impl Fn(&crate::challenge::Rejection<'_>) -> Option<RejectionBody> + Send + Sync + 'static,
+    ) -> Self {
+        self.authz.hook = Some(std::sync::Arc::new(hook));
+        self
+    }
+
+    /// A requirement the layer itself enforces on every request except the well-known
+    /// documents, for services that protect everything. It runs before routing, so an
+    /// unknown path is challenged rather than `404`; prefer per-route guards otherwise.
+    pub fn default_requirement(mut self, requirement: Requirement) -> Self {
+        self.authz.default_requirement = Some(requirement);
+        self
+    }
+
+    /// Answers `403 insufficient_scope` instead of a step-up challenge when a valid auth
+    /// token lacks a required scope (default: step-up, as AAUTH-11 prefers).
+    pub fn deny_insufficient_scope(mut self) -> Self {
+        self.authz.deny_step_up = true;
+        self
+    }
+
+    /// `name` in the resource metadata.
+    pub fn metadata_name(mut self, name: impl Into<String>) -> Self {
+        self.authz.metadata.name = Some(name.into());
+        self
+    }
+
+    /// `description` (Markdown) in the resource metadata.
+    pub fn metadata_description(mut self, description: impl Into<String>) -> Self {
+        self.authz.metadata.description = Some(description.into());
+        self
+    }
+
+    /// `documentation_uri` in the resource metadata (https).
+    pub fn documentation_uri(mut self, uri: impl Into<String>) -> Self {
+        self.authz.metadata.documentation_uri = Some(uri.into());
+        self
+    }
+
+    /// `access_mode` in the resource metadata (advisory; for example `auth-token`).
+    pub fn access_mode(mut self, mode: impl Into<String>) -> Self {
+        self.authz.metadata.access_mode = Some(mode.into());
+        self
+    }
+}
+
+impl AAuth {
+    /// A guard (for axum's `route_layer`) requiring an auth token granting **all** of
+    /// `scopes`. Missing scopes are answered with an `auth-token` challenge whose resource
+    /// token asks for exactly these scopes.
+    ///
+    /// # Panics
+    ///
+    /// At start-up, if a scope is not a single RFC 6749 scope token.
+    pub fn require_scopes<I, S>(&self, scopes: I) -> GuardLayer
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let scopes: Vec<String> = scopes.into_iter().map(Into::into).collect();
+        for scope in &scopes {
+            assert!(
+                Scopes::parse(scope).is_some_and(|s| s.len() == 1),
+                "tower-aauth: {scope:?} is not a single RFC 6749 scope token"
+            );
+        }
+        self.require(Requirement::Scopes(Scopes::from_iter_unchecked(scopes)))
+    }
+
+    /// A guard requiring an identified agent (agent token, or a `jwks_uri` signer); no
+    /// authorization.
+    pub fn require_agent(&self) -> GuardLayer {
+        self.require(Requirement::Agent)
+    }
+
+    /// A guard requiring the person (a person or auth token).
+    pub fn require_person(&self) -> GuardLayer {
+        self.require(Requirement::Person)
+    }
+
+    /// A guard requiring any verified signature (pseudonymous `hwk` included).
+    pub fn require_signature(&self) -> GuardLayer {
+        self.require(Requirement::Signature)
+    }
+
+    /// A guard for any [`Requirement`].
+    pub fn require(&self, requirement: Requirement) -> GuardLayer {
+        GuardLayer::new(self.clone(), requirement)
+    }
+
+    /// Publishes `key` in the JWKS without signing with it yet (step 1 of the rotation
+    /// procedure: wait for verifiers' caches before [`AAuth::rotate`]). `false` if its
+    /// `kid` is already published.
+    pub fn stage_signing_key(&self, key: ResourceKey) -> bool {
+        self.shared.authz.keys.stage(key)
+    }
+
+    /// Signs resource tokens with `key` from now on, publishing it if it was not staged.
+    /// The previous key stays published until [`AAuth::retire_key`]. `false` (and no
+    /// change) if `kid` is already published with other key material.
+    pub fn rotate(&self, key: ResourceKey) -> bool {
+        self.shared.authz.keys.rotate(key)
+    }
+
+    /// Stops publishing the key `kid` (keep it at least the token lifetime plus your JWKS
+    /// cache age after rotating). The active key cannot be retired.
+    pub fn retire_key(&self, kid: &str) -> bool {
+        self.shared.authz.keys.retire(kid)
+    }
+
+    /// The published verification keys, active key first.
+    pub fn public_keys(&self) -> Vec<Jwk> {
+        self.shared.authz.keys.snapshot().public_keys()
+    }
+
+    /// The `kid` resource tokens are currently signed with.
+    pub fn active_kid(&self) -> String {
+        self.shared.authz.keys.snapshot().active().kid().to_owned()
+    }
+
+    /// How many resource tokens this configuration has minted (for monitoring, and to
+    /// prove that refusals cost no signature).
+    pub fn minted_resource_tokens(&self) -> u64 {
+        self.shared.authz.keys.minted()
+    }
+}

@@ -1,0 +1,423 @@
+//! Route guards: the layer verifies, guards decide (digest §6.2 is the specification).
+//!
+//! A guard reads the [`VerifiedRequest`] the [`AAuthLayer`](crate::AAuthLayer) inserted,
+//! evaluates a [`Requirement`] to a [`Decision`], and either calls the route or answers:
+//!
+//! | requirement → / request ↓ | [`Requirement::Agent`] | [`Requirement::Person`] | [`Requirement::Scopes`] |
+//! |---|---|---|---|
+//! | unsigned | 401 `agent-token` | 401 `person-token` | 401 `person-token` (four-party: `agent-token`) |
+//! | `hwk` | 401 `unsupported_scheme` + `Accept-Signature-Scheme: jwt` | same | same (four-party: `auth-token` challenge) |
+//! | `jwks_uri` signer | serve | 401 `unsupported_scheme` | as `hwk` |
+//! | agent token | serve | 401 `person-token` (403 if it names no `ps`) | same (four-party: `auth-token` challenge) |
+//! | person token | 401 `agent-token` | serve | 401 `auth-token; resource-token=…` |
+//! | auth token, scopes ⊇ S | 401 `agent-token` | serve | serve |
+//! | auth token, scopes ⊉ S | 401 `agent-token` | serve | 401 `auth-token` step-up (or 403 `insufficient_scope`) |
+//! | [`Decision::Refuse`] by a rule | 403, no `Signature-Error` | same | same |
+//!
+//! "Four-party" means an access server is configured
+//! ([`AAuthBuilder::auth_server`](crate::AAuthBuilder::auth_server)): resource tokens then
+//! name it as `aud`, and any verified signature can get one (the seed article's flow).
+//! Requests the layer refused never reach a guard (bad signatures, tokens failing their
+//! claim rules, revoked tokens).
+//!
+//! [`Requirement::Scopes`] has **all-of** semantics: every listed scope must be granted by
+//! the one auth token the request presents (RFC 6749 §3.3, exact case-sensitive match).
+//! Stacking guards also means all-of. The step-up resource token asks for the route's
+//! whole scope set, not only the missing part, because the agent will present a single
+//! auth token next time.
+//!
+//! # Extending
+//!
+//! New requirement kinds are additive: implement [`Rule`] (or pass a closure to
+//! [`Requirement::rule`]) and combine with [`Requirement::All`]. A rule sees the verified
+//! request and the request head ([`Context`]) and returns a [`Decision`]; asking for
+//! scopes ([`Decision::NeedAuth`]) reuses the minting and audience rules here.
+//!
+//! If the layer is missing (no [`VerifiedRequest`] and no trace of the layer), the guard
+//! answers `500` and logs why: a guard never passes a request it could not judge.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context as TaskContext, Poll};
+
+use bytes::Bytes;
+use http::{Extensions, HeaderMap, HeaderValue, Method, Request, Response, Uri};
+use pin_project_lite::pin_project;
+use tower_layer::Layer;
+use tower_service::Service;
+
+use crate::challenge::{Challenge, challenge_response, error_response};
+use crate::config::{AAuth, Shared};
+use crate::error::{Error, SignatureErrorCode};
+use crate::layer::Inspected;
+use crate::resource_token::{Audience, MintRequest, Minter};
+use crate::sigkey::Scheme;
+use crate::token::{Scopes, TokenKind};
+use crate::verifier::VerifiedRequest;
+
+/// What a route requires. `#[non_exhaustive]`: new kinds arrive as variants or [`Rule`]s.
+#[derive(Clone)]
+#[non_exhaustive]
+pub enum Requirement {
+    /// Any verified signature, pseudonymous `hwk` included.
+    Signature,
+    /// An identified agent: an agent token, or a `jwks_uri` signer.
+    Agent,
+    /// The person: a person token or an auth token.
+    Person,
+    /// An auth token granting every one of these scopes.
+    Scopes(Scopes),
+    /// Every requirement, in order; the first refusal wins, scope needs are merged.
+    All(Arc<[Requirement]>),
+    /// A custom rule.
+    Rule(Arc<dyn Rule>),
+}
+
+impl std::fmt::Debug for Requirement {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Requirement::Signature => f.write_str("Signature"),
+            Requirement::Agent => f.write_str("Agent"),
+            Requirement::Person => f.write_str("Person"),
+            Requirement::Scopes(scopes) => f.debug_tuple("Scopes").field(scopes).finish(),
+            Requirement::All(all) => f.debug_tuple("All").field(all).finish(),
+            Requirement::Rule(_) => f.write_str("Rule(..)"),
+        }
+    }
+}
+
+impl Requirement {
+    /// An auth token granting all of `scopes` (trusted configuration values).
+    pub fn scopes<I: IntoIterator<Item = S>, S: Into<String>>(scopes: I) -> Self {
+        Requirement::Scopes(Scopes::from_iter_unchecked(scopes))
+    }
+
+    /// A custom rule from a closure.
+    pub fn rule(rule: impl Fn(&Context<'_>) -> Decision + Send + Sync + 'static) -> Self {
+        Requirement::Rule(Arc::new(rule))
+    }
+
+    /// Evaluates the requirement (no I/O, no signing).
+    pub fn evaluate(&self, cx: &Context<'_>) -> Decision {
+        let token = cx.verified.and_then(|v| v.token.as_deref()).map(|t| &t.claims);
+        match self {
+            Requirement::Signature => match cx.verified {
+                Some(_) => Decision::Allow,
+                None => Decision::NeedAgent,
+            },
+            Requirement::Agent => match (cx.verified, token.map(|t| t.kind)) {
+                (None, _) => Decision::NeedAgent,
+                (Some(_), Some(TokenKind::Agent)) => Decision::Allow,
+                (Some(_), Some(_)) => Decision::NeedAgent,
+                (Some(v), None) if v.scheme == Scheme::JwksUri => Decision::Allow,
+                (Some(_), None) => Decision::Refuse(jwt_scheme_required()),
+            },
+            Requirement::Person => match (cx.verified, token) {
+                (None, _) => Decision::NeedPerson,
+                (Some(_), Some(t)) if matches!(t.kind, TokenKind::Person | TokenKind::Auth) => Decision::Allow,
+                (Some(_), Some(t)) if t.ps.is_none() => Decision::Refuse(no_person_server()),
+                (Some(_), Some(_)) => Decision::NeedPerson,
+                (Some(_), None) => Decision::Refuse(jwt_scheme_required()),
+            },
+            Requirement::Scopes(required) => match token {
+                Some(t) if t.kind == TokenKind::Auth && t.scope.contains_all(required) => Decision::Allow,
+                _ => Decision::NeedAuth(required.clone()),
+            },
+            Requirement::All(all) => {
+                let mut needed: Option<Scopes> = None;
+                for requirement in all.iter() {
+                    match requirement.evaluate(cx) {
+                        Decision::Allow => {}
+                        Decision::NeedAuth(scopes) => {
+                            needed = Some(match needed {
+                                None => scopes,
+                                Some(before) => Scopes::from_iter_unchecked(before.iter().chain(scopes.iter())),
+                            });
+                        }
+                        other => return other,
+                    }
+                }
+                needed.map_or(Decision::Allow, Decision::NeedAuth)
+            }
+            Requirement::Rule(rule) => rule.check(cx),
+        }
+    }
+}
+
+/// A custom requirement.
+pub trait Rule: Send + Sync + 'static {
+    /// Decides on one request. Runs on every request to the guarded route: keep it cheap
+    /// and free of I/O.
+    fn check(&self, cx: &Context<'_>) -> Decision;
+}
+
+impl<F: Fn(&Context<'_>) -> Decision + Send + Sync + 'static> Rule for F {
+    fn check(&self, cx: &Context<'_>) -> Decision {
+        self(cx)
+    }
+}
+
+/// What a requirement sees.
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub struct Context<'a> {
+    /// The verified request, `None` when it was unsigned.
+    pub verified: Option<&'a VerifiedRequest>,
+    /// The request method.
+    pub method: &'a Method,
+    /// The request URI.
+    pub uri: &'a Uri,
+    /// The request headers.
+    pub headers: &'a HeaderMap,
+    /// The request extensions.
+    pub extensions: &'a Extensions,
+}
+
+/// A requirement's verdict.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum Decision {
+    /// Serve.
+    Allow,
+    /// 401 `requirement=agent-token`.
+    NeedAgent,
+    /// 401 `requirement=person-token`.
+    NeedPerson,
+    /// An auth token granting these scopes is needed: 401 `auth-token` with a resource
+    /// token when the resource may mint one, else the identity challenge that comes first.
+    NeedAuth(Scopes),
+    /// Refuse with this error: [`Error::Forbidden`] for a policy denial (`403`, never a
+    /// `Signature-Error`), or a signature-level refusal.
+    Refuse(Error),
+}
+
+fn jwt_scheme_required() -> Error {
+    Error::Signature {
+        code: SignatureErrorCode::UnsupportedScheme,
+        detail: "this resource needs the agent to sign with a token (the jwt scheme)",
+        required_input: None,
+        accept: Some(HeaderValue::from_static(crate::wire::scheme::JWT)),
+    }
+}
+
+fn no_person_server() -> Error {
+    Error::Forbidden {
+        code: "no_person_server",
+        detail: "the agent token names no person server, so no person token can be obtained",
+    }
+}
+
+/// Turns a decision into `None` (serve) or the response.
+pub(crate) fn respond<B: From<Bytes>>(
+    shared: &Shared,
+    decision: Decision,
+    verified: Option<&VerifiedRequest>,
+) -> Option<Response<B>> {
+    let generation = verified.map_or(shared.profile.default_generation(), |v| v.generation);
+    let challenge = match decision {
+        Decision::Allow => return None,
+        Decision::NeedAgent => Challenge::AgentToken,
+        Decision::NeedPerson => Challenge::PersonToken,
+        Decision::Refuse(error) => return Some(error_response(shared, &error)),
+        Decision::NeedAuth(scopes) => match need_auth(shared, &scopes, verified) {
+            Ok(challenge) => challenge,
+            Err(error) => return Some(error_response(shared, &error)),
+        },
+    };
+    Some(challenge_response(shared, &challenge, generation))
+}
+
+fn need_auth(shared: &Shared, scopes: &Scopes, verified: Option<&VerifiedRequest>) -> Result<Challenge, Error> {
+    let token = verified.and_then(|v| v.token.as_deref()).map(|t| &t.claims);
+    if shared.authz.deny_step_up && token.is_some_and(|t| t.kind == TokenKind::Auth) {
+        return Err(Error::Forbidden {
+            code: "insufficient_scope",
+            detail: "the auth token does not grant every scope this resource requires",
+        });
+    }
+    let audience = Audience::select(shared.authz.access_server.as_deref(), verified.is_some(), token);
+    match (audience, verified) {
+        (Audience::Mint { aud, presented }, Some(v)) => {
+            let agent = v.signer.as_deref().or(token.and_then(|t| t.agent.as_deref())).or(token
+                .filter(|t| t.kind == TokenKind::Agent)
+                .and_then(|t| t.sub.as_deref()));
+            let minter = Minter {
+                issuer: &shared.resource,
+                lifetime: shared.authz.lifetime,
+                keys: &shared.authz.keys,
+            };
+            let request = MintRequest {
+                aud,
+                agent_jkt: &v.key_thumbprint,
+                scope: scopes,
+                presented,
+                agent,
+                generation: v.generation,
+            };
+            let resource_token = minter.mint(&request, shared.clock.now());
+            Ok(Challenge::AuthToken {
+                resource_token,
+                audience: aud.to_owned(),
+            })
+        }
+        (Audience::NeedSignature, _) | (Audience::Mint { .. }, None) => Ok(Challenge::AgentToken),
+        (Audience::NeedPersonToken, None) => Ok(Challenge::PersonToken),
+        (Audience::NeedPersonToken, Some(_)) => match token {
+            None => Err(jwt_scheme_required()),
+            Some(t) if t.kind == TokenKind::Agent && t.ps.is_none() => Err(no_person_server()),
+            Some(_) => Ok(Challenge::PersonToken),
+        },
+    }
+}
+
+/// Evaluates `requirement` against a request that went through the layer.
+pub(crate) fn check<B, ResBody: From<Bytes>>(
+    shared: &Shared,
+    requirement: &Requirement,
+    request: &Request<B>,
+) -> Option<Response<ResBody>> {
+    let extensions = request.extensions();
+    let verified = extensions.get::<VerifiedRequest>();
+    if verified.is_none() && extensions.get::<Inspected>().is_none() {
+        tracing::error!(
+            target: "tower_aauth",
+            "an AAuth guard ran on a request the AAuth layer never saw: add aauth.layer() outside the router"
+        );
+        let error = Error::Misconfigured {
+            detail: "AAuth guard without the AAuth layer",
+        };
+        return Some(error_response(shared, &error));
+    }
+    let cx = Context {
+        verified,
+        method: request.method(),
+        uri: request.uri(),
+        headers: request.headers(),
+        extensions,
+    };
+    respond(shared, requirement.evaluate(&cx), verified)
+}
+
+/// A guard layer: apply with axum's `Router::route_layer` (or any tower `Layer` stack,
+/// inside [`AAuthLayer`](crate::AAuthLayer)). Build with [`AAuth::require_scopes`] and
+/// friends.
+#[derive(Clone, Debug)]
+pub struct GuardLayer {
+    aauth: AAuth,
+    requirement: Arc<Requirement>,
+}
+
+impl GuardLayer {
+    /// A guard for `requirement`.
+    pub fn new(aauth: AAuth, requirement: Requirement) -> Self {
+        GuardLayer {
+            aauth,
+            requirement: Arc::new(requirement),
+        }
+    }
+}
+
+impl<S> Layer<S> for GuardLayer {
+    type Service = Guard<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Guard {
+            inner,
+            shared: self.aauth.shared.clone(),
+            requirement: self.requirement.clone(),
+        }
+    }
+}
+
+/// The service of a [`GuardLayer`].
+#[derive(Clone)]
+pub struct Guard<S> {
+    inner: S,
+    shared: Arc<Shared>,
+    requirement: Arc<Requirement>,
+}
+
+impl<S: std::fmt::Debug> std::fmt::Debug for Guard<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Guard")
+            .field("inner", &self.inner)
+            .field("requirement", &self.requirement)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for Guard<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    ResBody: From<Bytes>,
+{
+    type Response = Response<ResBody>;
+    type Error = S::Error;
+    type Future = GuardFuture<S::Future, Response<ResBody>>;
+
+    fn poll_ready(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+        match check(&self.shared, &self.requirement, &request) {
+            None => GuardFuture::inner(self.inner.call(request)),
+            Some(response) => GuardFuture::answered(response),
+        }
+    }
+}
+
+pin_project! {
+    /// The response future of [`Guard`]: the route's own future, or the guard's answer.
+    pub struct GuardFuture<F, R> {
+        #[pin]
+        state: GuardState<F, R>,
+    }
+}
+
+pin_project! {
+    #[project = GuardProj]
+    enum GuardState<F, R> {
+        Inner {
+            #[pin]
+            future: F,
+        },
+        Answered {
+            response: Option<R>,
+        },
+    }
+}
+
+impl<F, R> GuardFuture<F, R> {
+    fn inner(future: F) -> Self {
+        GuardFuture {
+            state: GuardState::Inner { future },
+        }
+    }
+
+    fn answered(response: R) -> Self {
+        GuardFuture {
+            state: GuardState::Answered {
+                response: Some(response),
+            },
+        }
+    }
+}
+
+impl<F, R, E> Future for GuardFuture<F, R>
+where
+    F: Future<Output = Result<R, E>>,
+{
+    type Output = Result<R, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
+        match self.project().state.project() {
+            GuardProj::Inner { future } => future.poll(cx),
+            GuardProj::Answered { response } => match response.take() {
+                Some(response) => Poll::Ready(Ok(response)),
+                None => panic!("GuardFuture polled after completion"),
+            },
+        }
+    }
+}

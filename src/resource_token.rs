@@ -1,0 +1,349 @@
+//! Resource tokens (`aa-resource+jwt`): what the resource signs and hands to an agent in an
+//! `auth-token` challenge, for the agent to exchange at its person or access server.
+//!
+//! # Design
+//!
+//! A resource token is a fixed template (AAUTH-11 "Resource Token Structure"): header
+//! `{"typ":"aa-resource+jwt","alg":"Ed25519","kid":…}` and claims `iss`, `dwk`, `aud`,
+//! `jti` (128 random bits), `iat`, `exp` (at most five minutes), `agent_jkt` (thumbprint of
+//! the key that signed the request), `scope` (exactly what the route requires) and, when
+//! the request presented a person or auth token, `ps`, `sub`, `presented_jti`,
+//! `mission_s256` and `tenant` copied from it. Nothing in a token comes from a request
+//! field the signature did not vouch for.
+//!
+//! Who may get one, and for which audience ([`Audience`]):
+//!
+//! * With an access server configured (the seed's four-party flow), `aud` is that server
+//!   and any verified signature is enough.
+//! * Otherwise (AAUTH-11 three-party), `aud` is the person server named by a verified
+//!   person token (`iss`) or auth token (`ps`); without one the resource cannot mint and
+//!   answers `requirement=person-token`. An unauthenticated caller therefore never makes
+//!   the resource sign anything (attack MINT-01).
+//!
+//! Keys live in a [`KeyRing`] behind a `RwLock`: verification never touches it, and minting
+//! (only on challenges) takes a read lock for the time of one signature. Rotation publishes
+//! the next key before it signs anything, as the digest's §10 procedure requires.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+
+use serde_json::{Map, Value};
+
+use crate::config::Generation;
+use crate::jose::{Jwk, ResourceKey, b64url};
+use crate::token::{Scopes, TokenClaims, TokenKind};
+use crate::wire;
+
+/// The longest resource-token lifetime accepted in configuration (AAUTH-11: SHOULD ≤ 5 min).
+pub const MAX_LIFETIME: u64 = 300;
+
+/// The resource's keys: one active signing key, and every key currently published in the
+/// JWKS (the active one, the next one being staged, retired ones still honoured by
+/// verifiers).
+#[derive(Debug, Clone)]
+pub struct KeyRing {
+    active: ResourceKey,
+    published: Vec<ResourceKey>,
+}
+
+impl KeyRing {
+    /// A ring whose only key is `active`.
+    pub fn new(active: ResourceKey) -> Self {
+        KeyRing {
+            published: vec![active.clone()],
+            active,
+        }
+    }
+
+    /// The key resource tokens are signed with.
+    pub fn active(&self) -> &ResourceKey {
+        &self.active
+    }
+
+    /// The public keys to publish, active key first.
+    pub fn public_keys(&self) -> Vec<Jwk> {
+        let mut keys = vec![self.active.public_jwk()];
+        keys.extend(
+            self.published
+                .iter()
+                .filter(|k| k.kid() != self.active.kid())
+                .map(ResourceKey::public_jwk),
+        );
+        keys
+    }
+}
+
+/// The shared, rotatable key ring.
+pub(crate) struct Keys {
+    ring: RwLock<Arc<KeyRing>>,
+    minted: AtomicU64,
+}
+
+impl Keys {
+    pub(crate) fn new(active: ResourceKey) -> Self {
+        Keys {
+            ring: RwLock::new(Arc::new(KeyRing::new(active))),
+            minted: AtomicU64::new(0),
+        }
+    }
+
+    /// A snapshot of the ring (cheap: one `Arc` clone under a read lock).
+    pub(crate) fn snapshot(&self) -> Arc<KeyRing> {
+        match self.ring.read() {
+            Ok(ring) => ring.clone(),
+            // A panic while holding the lock cannot leave the `Arc` half-written.
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    fn update(&self, change: impl FnOnce(&mut KeyRing) -> bool) -> bool {
+        let mut guard = match self.ring.write() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let mut next = KeyRing::clone(&guard);
+        let changed = change(&mut next);
+        if changed {
+            *guard = Arc::new(next);
+        }
+        changed
+    }
+
+    /// Publishes `key` without signing with it yet. `false` if its `kid` is already
+    /// published (a `kid` is never reused for other key material).
+    pub(crate) fn stage(&self, key: ResourceKey) -> bool {
+        self.update(|ring| match ring.published.iter().find(|k| k.kid() == key.kid()) {
+            Some(_) => false,
+            None => {
+                ring.published.push(key);
+                true
+            }
+        })
+    }
+
+    /// Signs with `key` from now on (publishing it if it was not staged); the previous key
+    /// stays published until retired. `false` if the `kid` names other key material.
+    pub(crate) fn rotate(&self, key: ResourceKey) -> bool {
+        self.update(|ring| {
+            match ring.published.iter().find(|k| k.kid() == key.kid()) {
+                Some(existing) if existing.public_jwk().x() != key.public_jwk().x() => return false,
+                Some(_) => {}
+                None => ring.published.push(key.clone()),
+            }
+            ring.active = key;
+            true
+        })
+    }
+
+    /// Stops publishing `kid`. The active key cannot be retired.
+    pub(crate) fn retire(&self, kid: &str) -> bool {
+        self.update(|ring| {
+            if ring.active.kid() == kid {
+                return false;
+            }
+            let before = ring.published.len();
+            ring.published.retain(|k| k.kid() != kid);
+            ring.published.len() != before
+        })
+    }
+
+    pub(crate) fn minted(&self) -> u64 {
+        self.minted.load(Ordering::Relaxed)
+    }
+}
+
+/// Who a resource token is for, decided by [`Audience::select`].
+#[derive(Debug, Clone, Copy)]
+pub enum Audience<'a> {
+    /// Mint for `aud`, copying the person-facing claims from `presented` when present.
+    Mint {
+        /// The person or access server the agent will take the token to.
+        aud: &'a str,
+        /// The verified person or auth token the request presented.
+        presented: Option<&'a TokenClaims>,
+    },
+    /// Nothing verified: the request must first prove who signs it.
+    NeedSignature,
+    /// Three-party posture and no person or auth token: `requirement=person-token`.
+    NeedPersonToken,
+}
+
+impl<'a> Audience<'a> {
+    /// Applies the audience rules of the module docs. `access_server` is the configured
+    /// access server, if any; `token` the verified token of the request, if any.
+    pub fn select(access_server: Option<&'a str>, signed: bool, token: Option<&'a TokenClaims>) -> Self {
+        let presented = token.filter(|t| matches!(t.kind, TokenKind::Person | TokenKind::Auth));
+        if let Some(aud) = access_server {
+            return if signed {
+                Audience::Mint { aud, presented }
+            } else {
+                Audience::NeedSignature
+            };
+        }
+        match presented {
+            Some(t) if t.kind == TokenKind::Person => Audience::Mint { aud: &t.iss, presented },
+            Some(t) => Audience::Mint {
+                aud: t.ps.as_deref().unwrap_or(&t.iss),
+                presented,
+            },
+            None => Audience::NeedPersonToken,
+        }
+    }
+}
+
+/// Everything a resource token states besides the resource's own configuration.
+#[derive(Debug, Clone)]
+pub struct MintRequest<'a> {
+    /// `aud`.
+    pub aud: &'a str,
+    /// `agent_jkt`: thumbprint of the verified key that signed the request.
+    pub agent_jkt: &'a str,
+    /// `scope`: exactly the scopes the route requires.
+    pub scope: &'a Scopes,
+    /// The verified person or auth token to copy `ps`, `sub`, `presented_jti`,
+    /// `mission_s256` and `tenant` from.
+    pub presented: Option<&'a TokenClaims>,
+    /// The demo generation's `agent` claim (legacy answers only).
+    pub agent: Option<&'a str>,
+    /// The generation to mint in: draft -11 uses `alg` `Ed25519`; the demo generation
+    /// `EdDSA` (what PyPI `aauth` 0.3 verifies) and adds `agent`.
+    pub generation: Generation,
+}
+
+/// The resource's fixed minting parameters.
+#[derive(Clone, Copy)]
+pub(crate) struct Minter<'a> {
+    pub(crate) issuer: &'a str,
+    pub(crate) lifetime: u64,
+    pub(crate) keys: &'a Keys,
+}
+
+impl Minter<'_> {
+    /// Signs a resource token issued at `now`.
+    pub(crate) fn mint(&self, request: &MintRequest<'_>, now: u64) -> String {
+        let claims = self.claims(request, now);
+        let alg = match request.generation {
+            Generation::Legacy => wire::alg::EDDSA,
+            _ => wire::alg::ED25519,
+        };
+        let ring = self.keys.snapshot();
+        self.keys.minted.fetch_add(1, Ordering::Relaxed);
+        ring.active().sign_jwt(wire::typ::RESOURCE, alg, &Value::Object(claims))
+    }
+
+    fn claims(&self, request: &MintRequest<'_>, now: u64) -> Map<String, Value> {
+        let mut claims = Map::new();
+        let mut put = |name: &str, value: Value| {
+            claims.insert(name.to_owned(), value);
+        };
+        put("iss", self.issuer.into());
+        put("dwk", wire::dwk::RESOURCE.into());
+        put("aud", request.aud.into());
+        put("jti", new_jti().into());
+        put("iat", now.into());
+        put("exp", now.saturating_add(self.lifetime).into());
+        put(wire::claim::AGENT_JKT, request.agent_jkt.into());
+        if !request.scope.is_empty() {
+            put("scope", request.scope.to_string().into());
+        }
+        if let Some(presented) = request.presented {
+            let ps = match presented.kind {
+                TokenKind::Person => Some(presented.iss.as_str()),
+                _ => presented.ps.as_deref(),
+            };
+            if let Some(ps) = ps {
+                put("ps", ps.into());
+            }
+            if let Some(sub) = &presented.sub {
+                put("sub", sub.as_str().into());
+            }
+            if let Some(jti) = &presented.jti {
+                put(wire::claim::PRESENTED_JTI, jti.as_str().into());
+            }
+            // Copied verbatim: dropping mission_s256 would let an agent strip its mission.
+            for name in [wire::claim::MISSION_S256, wire::claim::TENANT] {
+                if let Some(Value::String(value)) = presented.raw.get(name) {
+                    put(name, value.as_str().into());
+                }
+            }
+        }
+        if request.generation == Generation::Legacy
+            && let Some(agent) = request.agent
+        {
+            put(wire::claim::AGENT, agent.into());
+        }
+        claims
+    }
+}
+
+/// 128 bits from the operating system's CSPRNG, base64url.
+fn new_jti() -> String {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes).expect("the operating system has no usable random source");
+    b64url(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::jose::{AlgPolicy, UnverifiedJws};
+
+    fn minter(keys: &Keys) -> Minter<'_> {
+        Minter {
+            issuer: "https://resource.example",
+            lifetime: 300,
+            keys,
+        }
+    }
+
+    fn request(scope: &Scopes) -> MintRequest<'_> {
+        MintRequest {
+            aud: "https://as.example",
+            agent_jkt: "jkt",
+            scope,
+            presented: None,
+            agent: Some("https://agent.example"),
+            generation: Generation::Draft11,
+        }
+    }
+
+    #[test]
+    fn jti_has_128_bits_and_does_not_repeat() {
+        let ids: std::collections::HashSet<String> = (0..100_000).map(|_| new_jti()).collect();
+        assert_eq!(ids.len(), 100_000);
+        assert!(ids.iter().all(|id| id.len() == 22));
+    }
+
+    #[test]
+    fn minted_token_follows_the_template() {
+        let keys = Keys::new(ResourceKey::from_seed([9; 32]).with_kid("rk-1"));
+        let scope = Scopes::parse("data.read").unwrap();
+        let token = minter(&keys).mint(&request(&scope), 1000);
+        let jws = UnverifiedJws::parse(&token, AlgPolicy::Strict).unwrap();
+        assert_eq!(jws.typ(), Some("aa-resource+jwt"));
+        assert_eq!(jws.alg(), "Ed25519");
+        assert_eq!(jws.kid(), Some("rk-1"));
+        jws.verify_with(&keys.snapshot().active().public_jwk()).unwrap();
+        let claims = jws.payload();
+        assert_eq!(claims["exp"], 1300);
+        assert_eq!(claims["scope"], "data.read");
+        assert!(!claims.contains_key("agent"), "draft -11 tokens name no agent");
+        assert_eq!(keys.minted(), 1);
+    }
+
+    #[test]
+    fn rotation_publishes_before_signing_and_never_reuses_a_kid() {
+        let keys = Keys::new(ResourceKey::from_seed([1; 32]).with_kid("k1"));
+        assert!(keys.stage(ResourceKey::from_seed([2; 32]).with_kid("k2")));
+        assert!(!keys.stage(ResourceKey::from_seed([3; 32]).with_kid("k2")));
+        let ring = keys.snapshot();
+        assert_eq!(ring.active().kid(), "k1");
+        assert_eq!(ring.public_keys().len(), 2);
+        assert!(!keys.rotate(ResourceKey::from_seed([3; 32]).with_kid("k2")));
+        assert!(keys.rotate(ResourceKey::from_seed([2; 32]).with_kid("k2")));
+        assert_eq!(keys.snapshot().active().kid(), "k2");
+        assert!(!keys.retire("k2"), "the active key stays published");
+        assert!(keys.retire("k1"));
+        assert_eq!(keys.snapshot().public_keys().len(), 1);
+    }
+}
