@@ -112,8 +112,11 @@ pub mod poll {
     pub const INVALID_CODE: &str = "invalid_code";
 }
 
-/// Claim names of the resource token this crate mints (AAUTH-11 §"Resource Token Structure").
+/// JWT claim names this crate reads or mints beyond the registered ones.
 pub mod claim {
+    /// RFC 9396 rich authorization details, in auth tokens (and in the resource tokens of a
+    /// step-up challenge).
+    pub const AUTHORIZATION_DETAILS: &str = "authorization_details";
     /// RFC 7638 thumbprint of the key that signed the request.
     pub const AGENT_JKT: &str = "agent_jkt";
     /// `jti` of the person or auth token the request presented.
@@ -162,11 +165,4 @@ pub mod code {
     pub const REVOKED_JWT: &str = "revoked_jwt";
     /// `created` or `iat` ahead of our clock by more than the window.
     pub const CLOCK_SKEW: &str = "clock_skew";
-}
-
-/// JWT claim names this crate reads beyond the registered ones.
-pub mod claim {
-    /// RFC 9396 rich authorization details, in auth tokens (and in the resource tokens of a
-    /// step-up challenge).
-    pub const AUTHORIZATION_DETAILS: &str = "authorization_details";
 }
