@@ -229,8 +229,32 @@ pub(crate) fn respond<B: From<Bytes>>(
 }
 
 fn need_auth(shared: &Shared, scopes: &Scopes, verified: Option<&VerifiedRequest>) -> Result<Challenge, Error> {
+    need_auth_with(shared, scopes, verified, None)
+}
+
+/// The `auth-token` challenge of a `require_detail` step-up: a resource token carrying the
+/// `authorization_details` the route requires (or the identity challenge that comes first).
+pub(crate) fn detail_challenge<B: From<Bytes>>(
+    shared: &Shared,
+    verified: Option<&VerifiedRequest>,
+    details: &serde_json::Value,
+) -> Response<B> {
+    let generation = verified.map_or(shared.profile.default_generation(), |v| v.generation);
+    match need_auth_with(shared, &Scopes::default(), verified, Some(details)) {
+        Ok(challenge) => challenge_response(shared, &challenge, generation),
+        Err(error) => error_response(shared, &error),
+    }
+}
+
+fn need_auth_with(
+    shared: &Shared,
+    scopes: &Scopes,
+    verified: Option<&VerifiedRequest>,
+    details: Option<&serde_json::Value>,
+) -> Result<Challenge, Error> {
     let token = verified.and_then(|v| v.token.as_deref()).map(|t| &t.claims);
-    if shared.authz.deny_step_up && token.is_some_and(|t| t.kind == TokenKind::Auth) {
+    // A detail step-up is the route's own configuration; `deny_insufficient_scope` is about scopes.
+    if details.is_none() && shared.authz.deny_step_up && token.is_some_and(|t| t.kind == TokenKind::Auth) {
         return Err(Error::Forbidden {
             code: "insufficient_scope",
             detail: "the auth token does not grant every scope this resource requires",
@@ -254,6 +278,7 @@ fn need_auth(shared: &Shared, scopes: &Scopes, verified: Option<&VerifiedRequest
                 presented,
                 agent,
                 generation: v.generation,
+                authorization_details: details,
             };
             let resource_token = minter.mint(&request, shared.clock.now());
             Ok(Challenge::AuthToken {
@@ -289,6 +314,11 @@ pub(crate) fn check<B, ResBody: From<Bytes>>(
         };
         return Some(error_response(shared, &error));
     }
+    if let Some(verified) = verified
+        && let Err(error) = check_ceilings(shared, requirement, verified)
+    {
+        return Some(error_response(shared, &error));
+    }
     let cx = Context {
         verified,
         method: request.method(),
@@ -297,6 +327,27 @@ pub(crate) fn check<B, ResBody: From<Bytes>>(
         extensions,
     };
     respond(shared, requirement.evaluate(&cx), verified)
+}
+
+/// Per-agent scope ceilings ([`crate::policy::ScopeCeilings`]) before anything else: a
+/// scope above the agent's ceiling is `403 scope_above_ceiling` whatever a token grants,
+/// and no challenge is sent for it, since no consent raises a ceiling.
+fn check_ceilings(shared: &Shared, requirement: &Requirement, verified: &VerifiedRequest) -> Result<(), Error> {
+    let ceilings = shared.ceilings.snapshot();
+    if ceilings.is_empty() {
+        return Ok(());
+    }
+    let mut scopes = Vec::new();
+    required_scopes(requirement, &mut scopes);
+    ceilings.check(verified, scopes)
+}
+
+fn required_scopes<'r>(requirement: &'r Requirement, out: &mut Vec<&'r str>) {
+    match requirement {
+        Requirement::Scopes(scopes) => out.extend(scopes.iter()),
+        Requirement::All(all) => all.iter().for_each(|r| required_scopes(r, out)),
+        _ => {}
+    }
 }
 
 /// A guard layer: apply with axum's `Router::route_layer` (or any tower `Layer` stack,

@@ -208,6 +208,9 @@ pub struct MintRequest<'a> {
     /// The generation to mint in: draft -11 uses `alg` `Ed25519`; the demo generation
     /// `EdDSA` (what PyPI `aauth` 0.3 verifies) and adds `agent`.
     pub generation: Generation,
+    /// RFC 9396 `authorization_details` the route requires (a `require_detail` step-up):
+    /// the array the agent's auth server is asked to approve.
+    pub authorization_details: Option<&'a Value>,
 }
 
 /// The resource's fixed minting parameters.
@@ -267,6 +270,9 @@ impl Minter<'_> {
                 }
             }
         }
+        if let Some(details) = request.authorization_details {
+            put(wire::claim::AUTHORIZATION_DETAILS, details.clone());
+        }
         if request.generation == Generation::Legacy
             && let Some(agent) = request.agent
         {
@@ -304,6 +310,7 @@ mod tests {
             presented: None,
             agent: Some("https://agent.example"),
             generation: Generation::Draft11,
+            authorization_details: None,
         }
     }
 

@@ -14,6 +14,7 @@ use http::{Request, Response, StatusCode};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tower::ServiceExt;
+use tower_aauth::jose::{AlgPolicy, UnverifiedJws};
 use tower_aauth::replay::ReplayProtection;
 use tower_aauth::testing::KeySource;
 use tower_aauth::wire;
@@ -191,15 +192,17 @@ async fn bad_authorization_details_never_open_the_route() {
 }
 
 #[tokio::test]
-async fn no_auth_token_asks_for_a_person_token() {
+async fn no_auth_token_gets_the_matrix_challenge() {
+    // Four-party (the harness trusts an access server): an unsigned request must first
+    // sign; a signed one gets a resource token for the access server.
     let harness = Harness::new();
     let unsigned = Request::post(format!("{RESOURCE}/trade?symbol=ACME&quantity=1"))
         .body(Body::empty())
         .unwrap();
-    let mut hwk = Request::post(format!("{RESOURCE}/trade?symbol=ACME&quantity=1"))
-        .body(Body::empty())
-        .unwrap();
-    harness.agent.sign(&mut hwk, &KeySource::Hwk, NOW);
+    let response = app(&harness, false).oneshot(unsigned).await.unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(response.headers()["aauth-requirement"], "requirement=agent-token");
+
     let agent_token =
         harness
             .agent_provider
@@ -208,13 +211,123 @@ async fn no_auth_token_asks_for_a_person_token() {
         .body(Body::empty())
         .unwrap();
     harness.agent.sign(&mut agent, &KeySource::Jwt(agent_token), NOW);
-    for request in [unsigned, hwk, agent] {
-        let response = app(&harness, false).oneshot(request).await.unwrap();
-        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
-        assert_eq!(response.headers()["aauth-requirement"], "requirement=person-token");
-        assert!(response.headers().get("signature-error").is_none());
-    }
+    let response = app(&harness, false).oneshot(agent).await.unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    let claims = resource_token_claims(&harness, &response);
+    assert_eq!(claims["aud"], AS);
+    assert!(claims.get("authorization_details").is_none(), "no step-up configured");
+    assert!(response.headers().get("signature-error").is_none());
     assert_eq!(harness.calls(), 0);
+}
+
+/// The verified claims of the resource token in a 401 `auth-token` challenge.
+fn resource_token_claims(harness: &Harness, response: &Response<Body>) -> Value {
+    let header = response.headers()["aauth-requirement"].to_str().unwrap();
+    assert!(
+        header.starts_with("requirement=auth-token; resource-token=\""),
+        "{header}"
+    );
+    let token = header.split('"').nth(1).unwrap();
+    let jws = UnverifiedJws::parse(token, AlgPolicy::Strict).unwrap();
+    let keys = harness.aauth.public_keys();
+    assert!(
+        keys.iter().any(|key| jws.verify_with(key).is_ok()),
+        "signed by the resource"
+    );
+    Value::Object(jws.payload().clone())
+}
+
+fn step_up_app(harness: &Harness) -> Router {
+    let guard = harness
+        .aauth
+        .require_detail("trade", check_trade)
+        .step_up(|request: &Parts| {
+            let query: Vec<(String, String)> = url::form_urlencoded::parse(request.uri.query()?.as_bytes())
+                .into_owned()
+                .collect();
+            let get = |name: &str| query.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+            Some(json!({"symbol": get("symbol")?, "quantity": get("quantity")?.parse::<u64>().ok()?}))
+        });
+    let calls = harness.calls.clone();
+    Router::new()
+        .route(
+            "/trade",
+            post(move || {
+                let calls = calls.clone();
+                async move {
+                    calls.fetch_add(1, Ordering::SeqCst);
+                    "executed"
+                }
+            })
+            .route_layer(guard),
+        )
+        .layer(harness.aauth.layer())
+}
+
+#[tokio::test]
+async fn a_mismatch_with_step_up_asks_for_the_exact_transaction() {
+    let harness = Harness::new();
+    let token = token_with(&harness, approved());
+    let response = step_up_app(&harness)
+        .oneshot(trade(&harness, "symbol=ACME&quantity=50", &token, NOW))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    assert!(response.headers().get("signature-error").is_none());
+    let claims = resource_token_claims(&harness, &response);
+    assert_eq!(
+        claims["authorization_details"],
+        json!([{"type": "trade", "symbol": "ACME", "quantity": 50}])
+    );
+    assert_eq!(claims["aud"], AS);
+    assert_eq!(claims["agent_jkt"], harness.agent.thumbprint());
+    assert_eq!(
+        claims["presented_jti"],
+        harness
+            .access_server
+            .auth_claims(RESOURCE, &harness.agent.public_jwk(), "", NOW)["jti"]
+    );
+    assert_eq!(harness.calls(), 0);
+}
+
+#[tokio::test]
+async fn no_auth_token_with_step_up_gets_a_resource_token_for_the_transaction() {
+    let harness = Harness::new();
+    let mut request = Request::post(format!("{RESOURCE}/trade?symbol=ACME&quantity=3"))
+        .body(Body::empty())
+        .unwrap();
+    harness.agent.sign(&mut request, &KeySource::Hwk, NOW);
+    let response = step_up_app(&harness).oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    let claims = resource_token_claims(&harness, &response);
+    assert_eq!(
+        claims["authorization_details"],
+        json!([{"type": "trade", "symbol": "ACME", "quantity": 3}])
+    );
+    assert_eq!(harness.calls(), 0);
+}
+
+#[tokio::test]
+async fn step_up_without_a_describable_transaction_stays_forbidden() {
+    let harness = Harness::new();
+    let token = token_with(&harness, approved());
+    let response = step_up_app(&harness)
+        .oneshot(trade(&harness, "symbol=ACME", &token, NOW))
+        .await
+        .unwrap();
+    assert_mismatch(&harness, response).await;
+}
+
+#[tokio::test]
+async fn a_matching_detail_is_served_with_step_up_configured() {
+    let harness = Harness::new();
+    let token = token_with(&harness, approved());
+    let response = step_up_app(&harness)
+        .oneshot(trade(&harness, "symbol=ACME&quantity=10", &token, NOW))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(harness.calls(), 1);
 }
 
 #[tokio::test]

@@ -428,3 +428,67 @@ fn malformed_ceiling_documents_are_errors() {
         assert!(error.to_string().contains(expected), "{document}: {error}");
     }
 }
+
+/// `require_scopes(["data.write"])` from the authorization guards, with a ceiling.
+fn guarded_write(harness: &Harness) -> Router {
+    let calls = harness.calls.clone();
+    Router::new()
+        .route(
+            "/data",
+            post(move || {
+                let calls = calls.clone();
+                async move {
+                    calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    "written"
+                }
+            })
+            .route_layer(harness.aauth.require_scopes(["data.write"])),
+        )
+        .layer(harness.aauth.layer())
+}
+
+#[tokio::test]
+async fn require_scopes_denies_a_granted_scope_above_the_key_ceiling() {
+    let harness = Harness::new();
+    harness
+        .aauth
+        .scope_ceilings()
+        .replace(CeilingSet::new().key(harness.agent.thumbprint(), "data.read").unwrap());
+    let request = signed(&harness, "POST", "/data", &auth_token(&harness), NOW);
+    let response = guarded_write(&harness).oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    assert!(response.headers().get("signature-error").is_none());
+    assert!(response.headers().get("aauth-requirement").is_none());
+    assert_eq!(body_json(response).await["error"], "scope_above_ceiling");
+    assert_eq!(harness.calls(), 0);
+}
+
+#[tokio::test]
+async fn require_scopes_does_not_challenge_for_a_scope_above_the_agent_ceiling() {
+    // No consent raises a ceiling: no resource token is minted for it.
+    let harness = Harness::new();
+    harness
+        .aauth
+        .scope_ceilings()
+        .replace(CeilingSet::new().agent(AGENT_ID, "data.read").unwrap());
+    let request = signed(&harness, "POST", "/data", &agent_token(&harness), NOW);
+    let response = guarded_write(&harness).oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    assert!(response.headers().get("aauth-requirement").is_none());
+    assert_eq!(harness.aauth.minted_resource_tokens(), 0);
+    assert_eq!(harness.calls(), 0);
+}
+
+#[tokio::test]
+async fn require_scopes_serves_a_granted_scope_under_the_ceiling() {
+    let harness = Harness::new();
+    harness.aauth.scope_ceilings().replace(
+        CeilingSet::new()
+            .key(harness.agent.thumbprint(), "data.read data.write")
+            .unwrap(),
+    );
+    let request = signed(&harness, "POST", "/data", &auth_token(&harness), NOW);
+    let response = guarded_write(&harness).oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(harness.calls(), 1);
+}

@@ -7,18 +7,22 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use http::request::Parts;
 use http::{HeaderValue, Request, Response, StatusCode, header};
+use serde::Serialize;
 use serde::de::DeserializeOwned;
+use serde_json::Value;
 use tower_layer::Layer;
 use tower_service::Service;
 
 use super::{AuthorizationDetails, DetailError};
+use crate::challenge::error_response;
 use crate::config::{AAuth, Shared};
 use crate::error::Error;
+use crate::guard::{Decision as GuardDecision, detail_challenge, respond};
+use crate::layer::Inspected;
 use crate::policy::audit::{AuditOutcome, Decision};
 use crate::replay::single_use::{GuardFuture, consume_then_call, grant_key};
-use crate::token::TokenKind;
+use crate::token::{Scopes, TokenKind};
 use crate::verifier::VerifiedRequest;
-use crate::wire;
 
 /// The problem code of a `403` from [`RequireDetailLayer`].
 pub const DETAIL_MISMATCH: &str = "insufficient_authorization_details";
@@ -30,8 +34,12 @@ pub struct RequireDetailLayer<T, F> {
     detail_type: &'static str,
     check: F,
     single_use: bool,
+    step_up: Option<StepUp>,
     _detail: PhantomData<fn() -> T>,
 }
+
+/// Builds, from the request, the detail a step-up resource token asks for.
+type StepUp = Arc<dyn Fn(&Parts) -> Option<Value> + Send + Sync>;
 
 impl<T, F: Clone> Clone for RequireDetailLayer<T, F> {
     fn clone(&self) -> Self {
@@ -40,6 +48,7 @@ impl<T, F: Clone> Clone for RequireDetailLayer<T, F> {
             detail_type: self.detail_type,
             check: self.check.clone(),
             single_use: self.single_use,
+            step_up: self.step_up.clone(),
             _detail: PhantomData,
         }
     }
@@ -50,6 +59,7 @@ impl<T, F> std::fmt::Debug for RequireDetailLayer<T, F> {
         f.debug_struct("RequireDetailLayer")
             .field("detail_type", &self.detail_type)
             .field("single_use", &self.single_use)
+            .field("step_up", &self.step_up.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -72,7 +82,10 @@ impl AAuth {
     /// # }
     /// ```
     ///
-    /// * No auth token: `401` with `AAuth-Requirement: requirement=person-token`.
+    /// * No auth token: the challenge of the §6.2 matrix (as `require_scopes` with no
+    ///   scope: `auth-token` with a resource token when one may be minted, else
+    ///   `agent-token`/`person-token`); with [`RequireDetailLayer::step_up`], the resource
+    ///   token carries the detail the request needs.
     /// * A query the signature does not cover: `401 invalid_input` naming `@query` (the
     ///   predicate reads the request, so what it reads must be signed).
     /// * No entry of the type accepted, or a malformed claim (not an array, more than
@@ -91,6 +104,7 @@ impl AAuth {
             detail_type,
             check,
             single_use: false,
+            step_up: None,
             _detail: PhantomData,
         }
     }
@@ -102,6 +116,26 @@ impl<T, F> RequireDetailLayer<T, F> {
     /// [`crate::replay::single_use`]).
     pub fn single_use(mut self) -> Self {
         self.single_use = true;
+        self
+    }
+
+    /// Answers a missing or non-matching detail with a step-up challenge instead of `403`:
+    /// `401 AAuth-Requirement: requirement=auth-token; resource-token="…"` whose resource
+    /// token carries `authorization_details: [detail]`, `detail` being what `build`
+    /// returns for the request with `"type"` set to this guard's type. When `build`
+    /// returns `None` (the request does not describe an approvable transaction), or the
+    /// value does not serialise to a JSON object, the answer stays `403`.
+    pub fn step_up<D, G>(mut self, build: G) -> Self
+    where
+        D: Serialize,
+        G: Fn(&Parts) -> Option<D> + Send + Sync + 'static,
+    {
+        let detail_type = self.detail_type;
+        self.step_up = Some(Arc::new(move |parts: &Parts| {
+            let mut detail = serde_json::to_value(build(parts)?).ok()?;
+            detail.as_object_mut()?.insert("type".to_owned(), detail_type.into());
+            Some(Value::Array(vec![detail]))
+        }));
         self
     }
 }
@@ -146,6 +180,7 @@ enum Refusal {
     Error(Error),
     Mismatch(&'static str),
     NeedsGrant,
+    NoLayer,
 }
 
 impl<T, F> RequireDetailLayer<T, F>
@@ -155,6 +190,9 @@ where
 {
     fn decide(&self, parts: &Parts) -> Result<(), Refusal> {
         let verified = parts.extensions.get::<VerifiedRequest>();
+        if verified.is_none() && parts.extensions.get::<Inspected>().is_none() {
+            return Err(Refusal::NoLayer);
+        }
         let Some(token) = verified
             .and_then(|v| v.token.as_ref())
             .filter(|t| t.claims.kind == TokenKind::Auth)
@@ -208,22 +246,42 @@ where
     }
 }
 
-fn mismatch_reason(error: DetailError) -> Refusal {
-    Refusal::Mismatch(error.detail())
+impl<T, F> RequireDetailLayer<T, F> {
+    /// No auth token: the step-up challenge carrying the detail when configured and
+    /// buildable, else the matrix's challenge for a route that needs an auth token.
+    fn needs_grant<B: From<Bytes>>(&self, parts: &Parts) -> Response<B> {
+        let verified = parts.extensions.get::<VerifiedRequest>();
+        if let Some(details) = self.step_up.as_ref().and_then(|build| build(parts)) {
+            return detail_challenge(&self.shared, verified, &details);
+        }
+        let decision = GuardDecision::NeedAuth(Scopes::default());
+        respond(&self.shared, decision, verified).unwrap_or_else(|| {
+            error_response(
+                &self.shared,
+                &Error::Misconfigured {
+                    detail: "a challenge decision produced no response",
+                },
+            )
+        })
+    }
 }
 
-/// `401 AAuth-Requirement: requirement=person-token`: an auth token is needed and none was
-/// presented (digest §6.2).
-fn needs_grant<B: From<Bytes>>() -> Response<B> {
-    let mut response = Response::new(B::from(Bytes::new()));
-    *response.status_mut() = StatusCode::UNAUTHORIZED;
-    let headers = response.headers_mut();
-    headers.insert(
-        wire::header::AAUTH_REQUIREMENT,
-        HeaderValue::from_static(wire::requirement::PERSON_TOKEN_VALUE),
-    );
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    response
+impl<T, F> RequireDetailLayer<T, F>
+where
+    T: DeserializeOwned,
+    F: Fn(&T, &Parts) -> bool,
+{
+    /// A non-matching detail: `403`, or the step-up challenge when configured.
+    fn refuse_or_step_up<B: From<Bytes>>(&self, parts: &Parts, detail: &'static str) -> Response<B> {
+        match self.step_up.as_ref().and_then(|build| build(parts)) {
+            Some(details) => detail_challenge(&self.shared, parts.extensions.get::<VerifiedRequest>(), &details),
+            None => self.mismatch(detail),
+        }
+    }
+}
+
+fn mismatch_reason(error: DetailError) -> Refusal {
+    Refusal::Mismatch(error.detail())
 }
 
 impl<S, B, ResBody, T, F> Service<Request<B>> for RequireDetail<S, T, F>
@@ -257,9 +315,19 @@ where
                 }
             }
             Ok(()) => GuardFuture::inner(inner.call(Request::from_parts(parts, body))),
-            Err(Refusal::Error(error)) => GuardFuture::refuse(error),
-            Err(Refusal::Mismatch(detail)) => GuardFuture::respond(self.layer.mismatch(detail)),
-            Err(Refusal::NeedsGrant) => GuardFuture::respond(needs_grant()),
+            Err(Refusal::Error(error)) => GuardFuture::respond(error_response(&self.layer.shared, &error)),
+            Err(Refusal::NoLayer) => {
+                tracing::error!(
+                    target: "tower_aauth",
+                    "an AAuth guard ran on a request the AAuth layer never saw: add aauth.layer() outside the router"
+                );
+                let error = Error::Misconfigured {
+                    detail: "AAuth guard without the AAuth layer",
+                };
+                GuardFuture::respond(error_response(&self.layer.shared, &error))
+            }
+            Err(Refusal::Mismatch(detail)) => GuardFuture::respond(self.layer.refuse_or_step_up(&parts, detail)),
+            Err(Refusal::NeedsGrant) => GuardFuture::respond(self.layer.needs_grant(&parts)),
         }
     }
 }
