@@ -39,10 +39,10 @@ use crate::replay::{self, Insertion, ReplayKey};
 use crate::verifier::{Pending, Step, VerifiedRequest, Verifier};
 use crate::wire;
 
-/// Marks a request the layer let through unsigned, so that guards and extractors can tell
-/// "no signature" from "no layer".
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Inspected;
+/// Marks every request the layer saw, so that guards and extractors can tell "no
+/// signature" from "no layer", and extractors can answer with the layer's configuration.
+#[derive(Clone)]
+pub(crate) struct Inspected(pub(crate) Arc<Shared>);
 
 /// Verifies AAuth request signatures. Build it with [`AAuth::layer`].
 #[derive(Clone, Debug)]
@@ -120,15 +120,13 @@ where
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
         let shared = &self.shared;
+        request.extensions_mut().insert(Inspected(shared.clone()));
         let verifier = Verifier { shared };
         let path = original_path(&request);
         let mut audit = audit::enabled().then(|| Box::new(AuditContext::new(request.method(), path)));
         let step = verifier.verify_head(request.method(), request.uri(), request.headers(), path);
         let state = match step {
-            Step::Unsigned => {
-                request.extensions_mut().insert(Inspected);
-                gate(shared, inner, request)
-            }
+            Step::Unsigned => gate(shared, inner, request),
             Step::Done(Ok(mut verified)) => {
                 let admission = admit_now(shared, &mut verified);
                 if let Some(audit) = &mut audit {

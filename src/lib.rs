@@ -9,6 +9,8 @@ pub mod clock;
 pub mod config;
 pub mod discovery;
 pub mod error;
+#[cfg(feature = "axum")]
+pub mod extract;
 pub mod guard;
 pub mod httpsig;
 pub mod jose;
@@ -28,6 +30,8 @@ pub use challenge::{Challenge, Rejection, RejectionBody};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{AAuth, AAuthBuilder, ConfigError, Generation, Profile};
 pub use error::{Error, SignatureErrorCode};
+#[cfg(feature = "axum")]
+pub use extract::{AuthGrant, VerifiedAgent};
 pub use guard::{Decision, GuardLayer, Requirement};
 pub use jose::{Jwk, ResourceKey};
 pub use layer::{AAuthLayer, AAuthService, ResponseFuture};

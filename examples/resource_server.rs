@@ -1,0 +1,133 @@
+//! The seed article's "important resource" as a runnable AAuth resource server.
+//!
+//! ```text
+//! AAUTH_RESOURCE=http://127.0.0.1:8080 AAUTH_AUTH_SERVER=http://127.0.0.1:9000 \
+//! AAUTH_ALLOW_HTTP_LOOPBACK=1 cargo run --example resource_server
+//! ```
+//!
+//! Routes: `GET /data` needs `data.read`, `POST /data` needs `data.write`, `GET /whoami`
+//! needs only a verified signature; `/.well-known/aauth-resource.json` and its JWKS are
+//! public. Every `200` body is JSON naming `agent`, `scheme`, `token_type`, `scope` and
+//! `sub`.
+//!
+//! Environment:
+//!
+//! | variable | meaning | default |
+//! |---|---|---|
+//! | `AAUTH_ADDR` | listen address | `127.0.0.1:8080` |
+//! | `AAUTH_RESOURCE` | resource identifier | `https://important-resource.example` |
+//! | `AAUTH_AUTH_SERVER` | trusted access server (four-party); unset: any person server (three-party) | — |
+//! | `AAUTH_PROFILE` | `draft-11` or `legacy` | `draft-11` |
+//! | `AAUTH_ALLOW_HTTP_LOOPBACK` | `1`: admit `http://127.0.0.1:PORT` identifiers (development) | off |
+
+use std::process::ExitCode;
+
+use axum::Router;
+use axum::routing::get;
+use serde_json::{Value, json};
+use tower_aauth::{AAuth, AuthGrant, Profile, VerifiedAgent};
+
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+fn configure() -> Result<(String, AAuth), String> {
+    let addr = env("AAUTH_ADDR").unwrap_or_else(|| "127.0.0.1:8080".to_owned());
+    let resource = env("AAUTH_RESOURCE").unwrap_or_else(|| "https://important-resource.example".to_owned());
+    let profile = match env("AAUTH_PROFILE").as_deref() {
+        None | Some("draft-11") => Profile::Draft11,
+        Some("legacy") => Profile::Legacy,
+        Some(other) => return Err(format!("AAUTH_PROFILE must be draft-11 or legacy, not {other:?}")),
+    };
+    let mut builder = AAuth::builder(resource)
+        .profile(profile)
+        .scope("data.read", "Read access to your data")
+        .scope("data.write", "Create and update your data")
+        .metadata_name("Important Resource")
+        .access_mode("auth-token");
+    builder = match env("AAUTH_AUTH_SERVER") {
+        Some(server) => builder.auth_server(server),
+        None => builder.accept_any_person_server(),
+    };
+    match env("AAUTH_ALLOW_HTTP_LOOPBACK").as_deref() {
+        None | Some("0") => {}
+        Some("1") => {
+            builder.dangerous().allow_http_loopback();
+        }
+        Some(other) => return Err(format!("AAUTH_ALLOW_HTTP_LOOPBACK must be 1 or 0, not {other:?}")),
+    }
+    let aauth = builder.build().map_err(|e| e.to_string())?;
+    Ok((addr, aauth))
+}
+
+/// What every `200` says about the caller.
+fn describe(agent: &VerifiedAgent, grant: Option<&AuthGrant>) -> Value {
+    let token = agent.request.token.as_deref().map(|t| &t.claims);
+    json!({
+        "agent": agent.agent_id.as_deref().unwrap_or(&agent.key_thumbprint),
+        "scheme": agent.scheme.as_str(),
+        "token_type": agent.token_kind.map(|k| k.typ()),
+        "scope": grant.map(|g| g.scopes.to_string()),
+        "sub": token.and_then(|t| t.sub.as_deref()),
+    })
+}
+
+async fn read_data(agent: VerifiedAgent, grant: Option<AuthGrant>) -> axum::Json<Value> {
+    let mut body = describe(&agent, grant.as_ref());
+    body["data"] = json!(["important", "records"]);
+    axum::Json(body)
+}
+
+async fn write_data(agent: VerifiedAgent, grant: Option<AuthGrant>) -> axum::Json<Value> {
+    let mut body = describe(&agent, grant.as_ref());
+    body["written"] = true.into();
+    axum::Json(body)
+}
+
+async fn whoami(agent: VerifiedAgent, grant: Option<AuthGrant>) -> axum::Json<Value> {
+    axum::Json(describe(&agent, grant.as_ref()))
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "tower_aauth=info".into()),
+        )
+        .init();
+    let (addr, aauth) = match configure() {
+        Ok(configured) => configured,
+        Err(message) => {
+            eprintln!("resource_server: {message}");
+            return ExitCode::from(2);
+        }
+    };
+    let app = Router::new()
+        .route("/data", get(read_data).route_layer(aauth.require_scopes(["data.read"])))
+        .route(
+            "/data",
+            axum::routing::post(write_data).route_layer(aauth.require_scopes(["data.write"])),
+        )
+        .route("/whoami", get(whoami).route_layer(aauth.require_signature()))
+        .merge(aauth.well_known_router())
+        .layer(aauth.layer());
+    let listener = match tokio::net::TcpListener::bind(&addr).await {
+        Ok(listener) => listener,
+        Err(error) => {
+            eprintln!("resource_server: cannot listen on {addr}: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    println!(
+        "resource_server: {} listening on http://{addr} (signing kid {})",
+        aauth.resource(),
+        aauth.active_kid()
+    );
+    match axum::serve(listener, app).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("resource_server: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}

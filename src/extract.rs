@@ -1,0 +1,169 @@
+//! axum extractors for what the layer verified (feature `axum`).
+//!
+//! * [`VerifiedAgent`]: who signed — scheme, key thumbprint, agent identifier when known,
+//!   token kind.
+//! * [`AuthGrant`]: the verified auth token — issuer, subject, scopes, audience, `jti`,
+//!   expiry and every claim for custom checks.
+//!
+//! As a plain extractor each refuses a request without it with the same challenge a guard
+//! would send (`requirement=agent-token` for [`VerifiedAgent`], the auth-token rules with
+//! no particular scope for [`AuthGrant`]). As `Option<…>` they yield `None` instead. In
+//! both forms a request the AAuth layer never saw is a `500` with the cause in the logs,
+//! never a silent pass. Prefer guards for authorization: an extractor runs after routing
+//! and body extraction order is up to the handler.
+
+use std::sync::Arc;
+
+use axum_core::extract::{FromRequestParts, OptionalFromRequestParts};
+use axum_core::response::{IntoResponse, Response};
+use http::request::Parts;
+use serde_json::{Map, Value};
+
+use crate::error::Error;
+use crate::guard::{Decision, respond};
+use crate::layer::Inspected;
+use crate::sigkey::Scheme;
+use crate::token::{Scopes, TokenKind};
+use crate::verifier::VerifiedRequest;
+
+/// The verified signer of the request.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct VerifiedAgent {
+    /// The `Signature-Key` scheme.
+    pub scheme: Scheme,
+    /// RFC 7638 thumbprint of the signing key.
+    pub key_thumbprint: Arc<str>,
+    /// The agent identifier, when the request names one (agent token `sub`, `jwks_uri`
+    /// signer, demo-generation `agent` claim).
+    pub agent_id: Option<String>,
+    /// The kind of token presented, if any.
+    pub token_kind: Option<TokenKind>,
+    /// Everything the layer verified.
+    pub request: VerifiedRequest,
+}
+
+/// A verified auth token (`aa-auth+jwt`).
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct AuthGrant {
+    /// `iss`.
+    pub issuer: String,
+    /// `sub` (directed person identifier), when present.
+    pub subject: Option<String>,
+    /// `scope`.
+    pub scopes: Scopes,
+    /// `aud` (this resource).
+    pub audience: Option<String>,
+    /// `jti`.
+    pub jti: Option<String>,
+    /// `exp`.
+    pub expires_at: u64,
+    /// Every claim, for custom checks.
+    pub claims: Arc<Map<String, Value>>,
+}
+
+/// Why an extractor refused: the challenge or error response, already rendered.
+#[derive(Debug)]
+pub struct ExtractRejection(Response);
+
+impl IntoResponse for ExtractRejection {
+    fn into_response(self) -> Response {
+        self.0
+    }
+}
+
+fn missing_layer() -> ExtractRejection {
+    tracing::error!(
+        target: "tower_aauth",
+        "an AAuth extractor ran on a request the AAuth layer never saw: add aauth.layer() outside the router"
+    );
+    ExtractRejection(
+        Error::Misconfigured {
+            detail: "AAuth extractor without the AAuth layer",
+        }
+        .into_response(),
+    )
+}
+
+/// `Ok(None)`: unsigned request that went through the layer.
+fn verified(parts: &Parts) -> Result<Option<&VerifiedRequest>, ExtractRejection> {
+    match parts.extensions.get::<VerifiedRequest>() {
+        Some(verified) => Ok(Some(verified)),
+        None if parts.extensions.get::<Inspected>().is_some() => Ok(None),
+        None => Err(missing_layer()),
+    }
+}
+
+fn agent(verified: &VerifiedRequest) -> VerifiedAgent {
+    VerifiedAgent {
+        scheme: verified.scheme,
+        key_thumbprint: verified.key_thumbprint.clone(),
+        agent_id: verified.agent_id().map(str::to_owned),
+        token_kind: verified.token_kind(),
+        request: verified.clone(),
+    }
+}
+
+fn grant(verified: &VerifiedRequest) -> Option<AuthGrant> {
+    let token = verified.token.as_deref()?;
+    let claims = &token.claims;
+    (claims.kind == TokenKind::Auth).then(|| AuthGrant {
+        issuer: claims.iss.clone(),
+        subject: claims.sub.clone(),
+        scopes: claims.scope.clone(),
+        audience: claims.aud.clone(),
+        jti: claims.jti.clone(),
+        expires_at: claims.exp,
+        claims: claims.raw.clone(),
+    })
+}
+
+/// The challenge for a missing principal, rendered with the layer's configuration.
+fn challenge(parts: &Parts, decision: Decision) -> ExtractRejection {
+    let verified = parts.extensions.get::<VerifiedRequest>();
+    match parts.extensions.get::<Inspected>() {
+        Some(Inspected(shared)) => {
+            ExtractRejection(respond(shared, decision, verified).unwrap_or_else(|| missing_layer().0))
+        }
+        None => missing_layer(),
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for VerifiedAgent {
+    type Rejection = ExtractRejection;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        match verified(parts)? {
+            Some(verified) => Ok(agent(verified)),
+            None => Err(challenge(parts, Decision::NeedAgent)),
+        }
+    }
+}
+
+impl<S: Send + Sync> OptionalFromRequestParts<S> for VerifiedAgent {
+    type Rejection = ExtractRejection;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Option<Self>, Self::Rejection> {
+        Ok(verified(parts)?.map(agent))
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for AuthGrant {
+    type Rejection = ExtractRejection;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        match verified(parts)?.and_then(grant) {
+            Some(grant) => Ok(grant),
+            None => Err(challenge(parts, Decision::NeedAuth(Scopes::default()))),
+        }
+    }
+}
+
+impl<S: Send + Sync> OptionalFromRequestParts<S> for AuthGrant {
+    type Rejection = ExtractRejection;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Option<Self>, Self::Rejection> {
+        Ok(verified(parts)?.and_then(grant))
+    }
+}
