@@ -65,11 +65,11 @@ pub struct AuthGrant {
 
 /// Why an extractor refused: the challenge or error response, already rendered.
 #[derive(Debug)]
-pub struct ExtractRejection(Response);
+pub struct ExtractRejection(Box<Response>);
 
 impl IntoResponse for ExtractRejection {
     fn into_response(self) -> Response {
-        self.0
+        *self.0
     }
 }
 
@@ -78,12 +78,12 @@ fn missing_layer() -> ExtractRejection {
         target: "tower_aauth",
         "an AAuth extractor ran on a request the AAuth layer never saw: add aauth.layer() outside the router"
     );
-    ExtractRejection(
+    ExtractRejection(Box::new(
         Error::Misconfigured {
             detail: "AAuth extractor without the AAuth layer",
         }
         .into_response(),
-    )
+    ))
 }
 
 /// `Ok(None)`: unsigned request that went through the layer.
@@ -123,9 +123,9 @@ fn grant(verified: &VerifiedRequest) -> Option<AuthGrant> {
 fn challenge(parts: &Parts, decision: Decision) -> ExtractRejection {
     let verified = parts.extensions.get::<VerifiedRequest>();
     match parts.extensions.get::<Inspected>() {
-        Some(Inspected(shared)) => {
-            ExtractRejection(respond(shared, decision, verified).unwrap_or_else(|| missing_layer().0))
-        }
+        Some(Inspected(shared)) => ExtractRejection(Box::new(
+            respond(shared, decision, verified).unwrap_or_else(|| *missing_layer().0),
+        )),
         None => missing_layer(),
     }
 }
