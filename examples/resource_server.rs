@@ -6,8 +6,12 @@
 //! ```
 //!
 //! Routes: `GET /data` needs `data.read`, `POST /data` needs `data.write`, `GET /whoami`
-//! needs only a verified signature; `/.well-known/aauth-resource.json` and its JWKS are
-//! public. Every `200` body is JSON naming `agent`, `scheme`, `token_type`, `scope` and
+//! needs only a verified signature; `POST /trade?symbol=…&quantity=…` (the CIBA seed's
+//! risky operation) needs an auth token whose `authorization_details` approves that exact
+//! trade (`{"type":"trade","symbol":…,"quantity":…}`, quantity at most the approved
+//! one), answers a missing or different approval with a step-up challenge whose resource
+//! token carries the trade to approve, and executes each approval once;
+//! `/.well-known/aauth-resource.json` and its JWKS are public. Every `200` body is JSON naming `agent`, `scheme`, `token_type`, `scope` and
 //! `sub`.
 //!
 //! Environment:
@@ -24,6 +28,8 @@ use std::process::ExitCode;
 
 use axum::Router;
 use axum::routing::get;
+use http::request::Parts;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tower_aauth::{AAuth, AuthGrant, Profile, VerifiedAgent};
 
@@ -84,6 +90,45 @@ async fn write_data(agent: VerifiedAgent, grant: Option<AuthGrant>) -> axum::Jso
     axum::Json(body)
 }
 
+/// The approved transaction, as the auth server puts it in `authorization_details`.
+#[derive(Debug, Deserialize, Serialize)]
+struct Trade {
+    symbol: String,
+    quantity: u64,
+}
+
+/// The trade the request asks for, from its (signed) query.
+fn requested_trade(request: &Parts) -> Option<Trade> {
+    let mut symbol = None;
+    let mut quantity = None;
+    for (name, value) in url::form_urlencoded::parse(request.uri.query()?.as_bytes()) {
+        match &*name {
+            "symbol" => symbol = Some(value.into_owned()),
+            "quantity" => quantity = value.parse().ok(),
+            _ => {}
+        }
+    }
+    Some(Trade {
+        symbol: symbol?,
+        quantity: quantity?,
+    })
+}
+
+/// The person approved this symbol and at most this quantity.
+fn approves(approved: &Trade, request: &Parts) -> bool {
+    requested_trade(request).is_some_and(|r| r.symbol == approved.symbol && r.quantity <= approved.quantity)
+}
+
+async fn trade(agent: VerifiedAgent, grant: AuthGrant) -> axum::Json<Value> {
+    let mut body = describe(&agent, Some(&grant));
+    body["approved"] = grant
+        .details::<Trade>("trade")
+        .map(|trades| json!(trades))
+        .unwrap_or(Value::Null);
+    body["executed"] = true.into();
+    axum::Json(body)
+}
+
 async fn whoami(agent: VerifiedAgent, grant: Option<AuthGrant>) -> axum::Json<Value> {
     axum::Json(describe(&agent, grant.as_ref()))
 }
@@ -109,6 +154,15 @@ async fn main() -> ExitCode {
             axum::routing::post(write_data).route_layer(aauth.require_scopes(["data.write"])),
         )
         .route("/whoami", get(whoami).route_layer(aauth.require_signature()))
+        .route(
+            "/trade",
+            axum::routing::post(trade).route_layer(
+                aauth
+                    .require_detail("trade", approves)
+                    .step_up(requested_trade)
+                    .single_use(),
+            ),
+        )
         .merge(aauth.well_known_router())
         .layer(aauth.layer());
     let listener = match tokio::net::TcpListener::bind(&addr).await {

@@ -497,3 +497,30 @@ async fn the_standalone_single_use_layer_consumes_the_grant() {
     assert_eq!(response.status(), StatusCode::FORBIDDEN);
     assert_eq!(harness.calls(), 0);
 }
+
+#[tokio::test]
+async fn the_handler_reads_the_approved_details_from_auth_grant() {
+    let harness = Harness::new();
+    let token = token_with(
+        &harness,
+        json!([{"type": "trade", "symbol": "ACME", "quantity": 10}, {"type": "note", "text": "hi"}]),
+    );
+    let router = Router::new()
+        .route(
+            "/trade",
+            post(|grant: tower_aauth::AuthGrant| async move {
+                let trades: Vec<Trade> = grant.details("trade").unwrap();
+                assert_eq!(grant.authorization_details().unwrap().len(), 2);
+                format!("{}x{}", trades[0].symbol, trades[0].quantity)
+            })
+            .route_layer(harness.aauth.require_detail("trade", check_trade)),
+        )
+        .layer(harness.aauth.layer());
+    let response = router
+        .oneshot(trade(&harness, "symbol=ACME&quantity=2", &token, NOW))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let body = axum::body::to_bytes(response.into_body(), 1024).await.unwrap();
+    assert_eq!(&body[..], b"ACMEx10");
+}

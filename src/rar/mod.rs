@@ -171,6 +171,20 @@ impl VerifiedToken {
     }
 }
 
+#[cfg(feature = "axum")]
+impl crate::extract::AuthGrant {
+    /// The grant's `authorization_details` (RFC 9396), validated. Empty when absent.
+    pub fn authorization_details(&self) -> Result<AuthorizationDetails<'_>, DetailError> {
+        AuthorizationDetails::parse(self.claims.get(wire::claim::AUTHORIZATION_DETAILS))
+    }
+
+    /// The entries of type `detail_type`, deserialised into `T` (see
+    /// [`AuthorizationDetails::of_type`]).
+    pub fn details<T: DeserializeOwned>(&self, detail_type: &str) -> Result<Vec<T>, DetailError> {
+        self.authorization_details()?.of_type(detail_type)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
