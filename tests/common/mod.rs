@@ -107,8 +107,9 @@ pub async fn body_json(response: Response<Body>) -> serde_json::Value {
 }
 
 /// Asserts a refusal: status, exactly one `Signature-Error` with `code`, `no-store`, a
-/// problem body naming the code, and that the handler did not run.
-pub async fn assert_refused(harness: &Harness, response: Response<Body>, code: &str) {
+/// problem body naming the code, and that the handler did not run. Returns the problem
+/// body, whose fixed `detail` tells which check refused.
+pub async fn assert_refused(harness: &Harness, response: Response<Body>, code: &str) -> serde_json::Value {
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "status for {code}");
     let errors: Vec<_> = response.headers().get_all("signature-error").iter().collect();
     assert_eq!(errors.len(), 1, "exactly one Signature-Error");
@@ -122,4 +123,12 @@ pub async fn assert_refused(harness: &Harness, response: Response<Body>, code: &
     let body = body_json(response).await;
     assert_eq!(body["error"], code);
     assert_eq!(body["type"], format!("urn:ietf:params:sig-error:{code}"));
+    body
+}
+
+/// [`assert_refused`], and the problem body's `detail` is `detail`: proves which check
+/// refused when several share a code.
+pub async fn assert_refused_because(harness: &Harness, response: Response<Body>, code: &str, detail: &str) {
+    let body = assert_refused(harness, response, code).await;
+    assert_eq!(body["detail"], detail, "refused by the wrong check");
 }
