@@ -382,7 +382,8 @@ impl AAuthBuilder {
         self
     }
 
-    /// Cap on each signature header, in bytes (default 8 KiB).
+    /// Cap on each signature header and each covered field, in bytes, all lines of a
+    /// field together (default 8 KiB).
     pub fn max_header_bytes(mut self, bytes: usize) -> Self {
         self.header_cap = bytes;
         self

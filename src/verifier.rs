@@ -191,7 +191,7 @@ impl Verifier<'_> {
             query: uri.query(),
         };
         let mut base = SignatureBase::new();
-        base.build(&input, &target, headers)?;
+        base.build_capped(&input, &target, headers, shared.header_cap)?;
 
         let digest = if input.covers(wire::header::CONTENT_DIGEST) {
             let field = crate::httpsig::field_value(headers, wire::header::CONTENT_DIGEST, shared.header_cap)?

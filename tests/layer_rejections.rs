@@ -178,7 +178,7 @@ async fn a_signature_header_over_the_default_8_kib_is_invalid_signature() {
         &h,
         h.send(request).await,
         "invalid_signature",
-        "a signature header exceeds the size limit",
+        "a header field exceeds the size limit",
     )
     .await;
 }
@@ -198,7 +198,24 @@ async fn the_header_cap_is_configurable_and_applies_to_joined_lines() {
         &h,
         h.send(request).await,
         "invalid_signature",
-        "a signature header exceeds the size limit",
+        "a header field exceeds the size limit",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_covered_field_over_the_header_cap_is_invalid_signature() {
+    // Whatever a signature covers is hashed: it is bounded like the signature headers.
+    let h = Harness::with(|b| b.max_header_bytes(1024));
+    let mut request = get("/data");
+    set(&mut request, "x-note", &"n".repeat(1025));
+    let components = options(|o| o.components.push("x-note".into()));
+    h.agent.sign_with(&mut request, &KeySource::Hwk, NOW, &components);
+    assert_refused_because(
+        &h,
+        h.send(request).await,
+        "invalid_signature",
+        "a header field exceeds the size limit",
     )
     .await;
 }

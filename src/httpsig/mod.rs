@@ -74,7 +74,7 @@ pub fn field_value<'a>(headers: &'a HeaderMap, name: &str, cap: usize) -> Result
     let first = ascii_field(first.as_bytes())?;
     let Some(second) = values.next() else {
         if first.len() > cap {
-            return Err(Error::invalid_signature("a signature header exceeds the size limit"));
+            return Err(Error::invalid_signature("a header field exceeds the size limit"));
         }
         return Ok(Some(Cow::Borrowed(first)));
     };
@@ -84,11 +84,11 @@ pub fn field_value<'a>(headers: &'a HeaderMap, name: &str, cap: usize) -> Result
         joined.push_str(", ");
         joined.push_str(ascii_field(value.as_bytes())?);
         if joined.len() > cap {
-            return Err(Error::invalid_signature("a signature header exceeds the size limit"));
+            return Err(Error::invalid_signature("a header field exceeds the size limit"));
         }
     }
     if joined.len() > cap {
-        return Err(Error::invalid_signature("a signature header exceeds the size limit"));
+        return Err(Error::invalid_signature("a header field exceeds the size limit"));
     }
     Ok(Some(Cow::Owned(joined)))
 }
@@ -417,6 +417,18 @@ impl SignatureBase {
     /// Rebuilds the base for `input` over the given request (RFC 9421 §2.5). The buffer
     /// is cleared first and its allocation reused.
     pub fn build(&mut self, input: &ParsedInput, target: &RequestTarget<'_>, headers: &HeaderMap) -> Result<(), Error> {
+        self.build_capped(input, target, headers, usize::MAX)
+    }
+
+    /// [`SignatureBase::build`], refusing any covered field longer than `cap` bytes (all
+    /// its lines together) as `invalid_signature`: what a verifier hashes is bounded.
+    pub fn build_capped(
+        &mut self,
+        input: &ParsedInput,
+        target: &RequestTarget<'_>,
+        headers: &HeaderMap,
+        cap: usize,
+    ) -> Result<(), Error> {
         self.buffer.clear();
         for covered in &input.components {
             self.buffer.push_str(&covered.identifier);
@@ -424,7 +436,7 @@ impl SignatureBase {
             match &covered.component {
                 Component::Derived(derived) => self.push_derived(*derived, target),
                 Component::Field { name, sf, key } => {
-                    let value = field_value(headers, name, usize::MAX)?
+                    let value = field_value(headers, name, cap)?
                         .ok_or(Error::invalid_signature("a covered field is absent"))?;
                     if *sf {
                         self.buffer.push_str(&strict_reserialize(&value)?);
