@@ -23,8 +23,8 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::AAuth;
-use crate::jose::{Jwk, ResourceKey};
+use crate::Profile;
+use crate::jose::Jwk;
 use crate::testing::{AgentClient, Consent, FlowEvent, KeySource, TestAgent, TestAuthServer};
 
 mod report;
@@ -98,7 +98,7 @@ pub struct Demo {
     pub agent_id: String,
     /// The agent.
     pub agent: TestAgent,
-    /// The resource's signing key (for resource tokens).
+    /// The resource's public signing key (resource tokens verify with it).
     pub resource_key: Jwk,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -138,14 +138,11 @@ impl Demo {
             .retry_after(options.retry_after)
             .pending_lifetime(options.pending_lifetime)
             .build()?;
-        let resource_key = ResourceKey::generate().with_kid("resource-key-1");
-        let mut builder = AAuth::builder(&resource).auth_server(&auth_url);
-        builder.dangerous().allow_http_loopback();
-        let aauth = builder.build()?;
-        let resource_jwk = resource_key.public_jwk();
+        let (aauth, resource_app) = resource::app(&resource, &auth_url, Profile::Draft11)?;
+        let resource_jwk = aauth.public_keys().remove(0);
 
         let tasks = vec![
-            serve(resource_listener, resource::router(aauth, resource_key, &auth_url)),
+            serve(resource_listener, resource_app),
             serve(auth_listener, auth_server.router()),
             serve(agent_listener, agent.identity_router(&agent_id)),
         ];

@@ -1,119 +1,72 @@
-//! The demo's resource: this crate's layer around `/data`, which needs
-//! `data.read data.write`, plus the resource's metadata and JWKS.
+//! The demo's resource, written as a resource-server author would write it with this
+//! crate's public API: nothing here knows about the demo beyond its identifiers.
+//!
+//! * `GET /data` needs an auth token granting `data.read` **and** `data.write`
+//!   ([`AAuth::require_scopes`]); the guard answers the `auth-token` challenge with a
+//!   resource token for the configured auth server.
+//! * `GET /whoami` needs only a verified signature (pseudonymous `hwk` included).
+//! * The well-known metadata and JWKS come from [`AAuth::well_known_router`].
+//! * The layer is outermost, so guards and extractors see what it verified.
 
 use axum::Router;
-use axum::extract::Extension;
-use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use http::{HeaderValue, Method, StatusCode, header};
-use serde_json::json;
+use http::Method;
+use serde_json::{Value, json};
 
-use crate::jose::ResourceKey;
-use crate::token::{Scopes, TokenKind};
-use crate::verifier::VerifiedRequest;
-use crate::{AAuth, wire};
+use crate::{AAuth, AuthGrant, ConfigError, Profile, ResourceKey, VerifiedAgent};
 
-use super::DATA_SCOPES;
-
-/// Lifetime of the resource tokens the demo mints (the digest recommends at most 5 min).
-const RESOURCE_TOKEN_LIFETIME: u64 = 300;
-
-#[derive(Clone)]
-struct Resource {
-    aauth: AAuth,
-    key: std::sync::Arc<ResourceKey>,
-    auth_server: String,
-}
-
-pub(super) fn router(aauth: AAuth, key: ResourceKey, auth_server: &str) -> Router {
-    let issuer = aauth.resource().to_owned();
-    let metadata = json!({
-        "issuer": issuer,
-        "jwks_uri": format!("{issuer}/.well-known/jwks.json"),
-        "scope_descriptions": {
-            "data.read": "Read your data",
-            "data.write": "Create and update your data",
-        },
-    });
-    let jwks = json!({ "keys": [key.public_jwk().to_json()] });
-    let resource = Resource {
-        aauth: aauth.clone(),
-        key: std::sync::Arc::new(key),
-        auth_server: auth_server.to_owned(),
-    };
-    Router::new()
-        .route("/data", get(data))
+/// Builds the resource `resource` trusting `auth_server`, answering in `profile`.
+pub(super) fn app(resource: &str, auth_server: &str, profile: Profile) -> Result<(AAuth, Router), ConfigError> {
+    let mut builder = AAuth::builder(resource)
+        .profile(profile)
+        .signing_key(ResourceKey::generate().with_kid("resource-key-1"))
+        .auth_server(auth_server)
+        .scope("data.read", "Read your data")
+        .scope("data.write", "Create and update your data")
+        .metadata_name("Important Resource")
+        .access_mode("auth-token");
+    // Every server of the demo lives on http://127.0.0.1.
+    builder.dangerous().allow_http_loopback();
+    let aauth = builder.build()?;
+    let router = Router::new()
         .route(
-            &format!("/.well-known/{}", wire::dwk::RESOURCE),
-            get(move || std::future::ready(axum::Json(metadata))),
+            "/data",
+            get(data).route_layer(aauth.require_scopes(["data.read", "data.write"])),
         )
-        .route(
-            "/.well-known/jwks.json",
-            get(move || std::future::ready(axum::Json(jwks))),
-        )
-        .with_state(resource)
-        .layer(aauth.layer())
+        .route("/whoami", get(whoami).route_layer(aauth.require_signature()))
+        .merge(aauth.well_known_router())
+        .layer(aauth.layer());
+    Ok((aauth, router))
 }
 
-async fn data(
-    axum::extract::State(resource): axum::extract::State<Resource>,
-    method: Method,
-    verified: Option<Extension<VerifiedRequest>>,
-) -> Response {
-    let Some(Extension(verified)) = verified else {
-        let mut response = StatusCode::UNAUTHORIZED.into_response();
-        response.headers_mut().insert(
-            wire::header::AAUTH_REQUIREMENT,
-            HeaderValue::from_static("requirement=agent-token"),
-        );
-        return response;
-    };
-    let required = Scopes::parse(DATA_SCOPES).unwrap_or_default();
-    if let Some(token) = &verified.token
-        && token.claims.kind == TokenKind::Auth
-        && token.claims.scope.contains_all(&required)
-    {
-        let claims = &token.claims;
-        return axum::Json(json!({
-            "message": "Access granted",
-            "data": "This is protected data (authorized)",
-            "scheme": verified.scheme.as_str(),
-            "token_type": claims.kind.typ(),
-            "method": method.as_str(),
-            "agent": &*verified.key_thumbprint,
-            "sub": claims.sub,
-            "scope": claims.scope.iter().collect::<Vec<_>>().join(" "),
-        }))
-        .into_response();
-    }
-    challenge(&resource, &verified)
+/// Who called, as the seed's resource reports it: the agent identifier when the request
+/// names one (a `jwks_uri` signer, a demo-generation `agent` claim), else the key
+/// thumbprint.
+fn caller(agent: &VerifiedAgent, method: &Method) -> serde_json::Map<String, Value> {
+    let mut body = serde_json::Map::new();
+    body.insert("scheme".into(), agent.scheme.as_str().into());
+    body.insert("token_type".into(), json!(agent.token_kind.map(|k| k.typ())));
+    body.insert("method".into(), method.as_str().into());
+    body.insert(
+        "agent".into(),
+        agent.agent_id.as_deref().unwrap_or(&agent.key_thumbprint).into(),
+    );
+    body.insert("agent_jkt".into(), (*agent.key_thumbprint).into());
+    body
 }
 
-/// `401` + `AAuth-Requirement: requirement=auth-token; resource-token="…"`.
-fn challenge(resource: &Resource, verified: &VerifiedRequest) -> Response {
-    let now = resource.aauth.clock().now();
-    let mut jti = [0u8; 12];
-    getrandom::fill(&mut jti).expect("the operating system has no usable random source");
-    let claims = json!({
-        "iss": resource.aauth.resource(),
-        "dwk": wire::dwk::RESOURCE,
-        "aud": resource.auth_server,
-        "jti": crate::jose::b64url(jti),
-        "iat": now,
-        "exp": now + RESOURCE_TOKEN_LIFETIME,
-        "agent_jkt": &*verified.key_thumbprint,
-        "scope": DATA_SCOPES,
-    });
-    let token = resource.key.sign_jwt(wire::typ::RESOURCE, wire::alg::ED25519, &claims);
-    let mut response = (StatusCode::UNAUTHORIZED, "Authorization required").into_response();
-    let headers = response.headers_mut();
-    if let Ok(value) = HeaderValue::from_str(&format!(
-        "requirement={}; {}=\"{token}\"",
-        wire::requirement::AUTH_TOKEN,
-        wire::requirement::RESOURCE_TOKEN_PARAM
-    )) {
-        headers.insert(wire::header::AAUTH_REQUIREMENT, value);
-    }
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    response
+async fn data(method: Method, agent: VerifiedAgent, grant: AuthGrant) -> axum::Json<Value> {
+    let mut body = serde_json::Map::new();
+    body.insert("message".into(), "Access granted".into());
+    body.insert("data".into(), "This is protected data (authorized)".into());
+    body.extend(caller(&agent, &method));
+    body.insert("sub".into(), json!(grant.subject));
+    body.insert("scope".into(), grant.scopes.to_string().into());
+    axum::Json(Value::Object(body))
+}
+
+async fn whoami(method: Method, agent: VerifiedAgent) -> axum::Json<Value> {
+    let mut body = caller(&agent, &method);
+    body.insert("message".into(), "Signature verified".into());
+    axum::Json(Value::Object(body))
 }
