@@ -32,6 +32,7 @@ pub(crate) struct AuthzOptions {
     default_requirement: Option<Requirement>,
     metadata: MetadataFields,
     deny_step_up: bool,
+    pub(crate) deferred: crate::deferred::DeferredOptions,
 }
 
 /// Frozen authorization configuration, inside [`AAuth`].
@@ -45,6 +46,8 @@ pub(crate) struct Authz {
     /// The access server resource tokens are minted for (four-party), if configured.
     pub(crate) access_server: Option<String>,
     pub(crate) deny_step_up: bool,
+    /// Held requests of deferred routes ([`crate::deferred`]).
+    pub(crate) pending: crate::deferred::PendingStore,
 }
 
 fn printable(text: &str) -> bool {
@@ -90,6 +93,7 @@ impl AuthzOptions {
         {
             return Err(ConfigError::new("the signing key's kid must be visible ASCII"));
         }
+        self.deferred.validate()?;
         Ok(Authz {
             keys: Keys::new(key),
             scopes: self.scopes,
@@ -99,6 +103,7 @@ impl AuthzOptions {
             metadata: self.metadata,
             access_server: access_servers.first().cloned(),
             deny_step_up: self.deny_step_up,
+            pending: crate::deferred::PendingStore::new(self.deferred),
         })
     }
 }

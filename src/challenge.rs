@@ -164,7 +164,7 @@ impl RejectionBody {
 /// Shapes rejection bodies; `None` keeps the crate's problem+json body.
 pub type RejectionHook = Arc<dyn Fn(&Rejection<'_>) -> Option<RejectionBody> + Send + Sync>;
 
-fn problem(status: StatusCode, code: &str, detail: &str) -> Bytes {
+pub(crate) fn problem(status: StatusCode, code: &str, detail: &str) -> Bytes {
     let body = serde_json::json!({
         "type": "about:blank",
         "title": status.canonical_reason().unwrap_or("Error"),
@@ -175,7 +175,7 @@ fn problem(status: StatusCode, code: &str, detail: &str) -> Bytes {
     Bytes::from(serde_json::to_vec(&body).unwrap_or_default())
 }
 
-fn with_body<B: From<Bytes>>(
+pub(crate) fn with_body<B: From<Bytes>>(
     hook: Option<&RejectionHook>,
     rejection: Rejection<'_>,
     default: impl FnOnce() -> (HeaderValue, Bytes),

@@ -228,7 +228,11 @@ pub(crate) fn respond<B: From<Bytes>>(
     Some(challenge_response(shared, &challenge, generation))
 }
 
-fn need_auth(shared: &Shared, scopes: &Scopes, verified: Option<&VerifiedRequest>) -> Result<Challenge, Error> {
+pub(crate) fn need_auth(
+    shared: &Shared,
+    scopes: &Scopes,
+    verified: Option<&VerifiedRequest>,
+) -> Result<Challenge, Error> {
     need_auth_with(shared, scopes, verified, None)
 }
 
@@ -302,7 +306,28 @@ pub(crate) fn check<B, ResBody: From<Bytes>>(
     requirement: &Requirement,
     request: &Request<B>,
 ) -> Option<Response<ResBody>> {
+    if let Some(response) = precheck(shared, requirement, request.extensions()) {
+        return Some(response);
+    }
     let extensions = request.extensions();
+    let verified = extensions.get::<VerifiedRequest>();
+    let cx = Context {
+        verified,
+        method: request.method(),
+        uri: request.uri(),
+        headers: request.headers(),
+        extensions,
+    };
+    respond(shared, requirement.evaluate(&cx), verified)
+}
+
+/// What every guard checks before evaluating its requirement: that the layer ran, and the
+/// scope ceilings.
+pub(crate) fn precheck<ResBody: From<Bytes>>(
+    shared: &Shared,
+    requirement: &Requirement,
+    extensions: &Extensions,
+) -> Option<Response<ResBody>> {
     let verified = extensions.get::<VerifiedRequest>();
     if verified.is_none() && extensions.get::<Inspected>().is_none() {
         tracing::error!(
@@ -319,14 +344,7 @@ pub(crate) fn check<B, ResBody: From<Bytes>>(
     {
         return Some(error_response(shared, &error));
     }
-    let cx = Context {
-        verified,
-        method: request.method(),
-        uri: request.uri(),
-        headers: request.headers(),
-        extensions,
-    };
-    respond(shared, requirement.evaluate(&cx), verified)
+    None
 }
 
 /// Per-agent scope ceilings ([`crate::policy::ScopeCeilings`]) before anything else: a
@@ -355,8 +373,8 @@ fn required_scopes<'r>(requirement: &'r Requirement, out: &mut Vec<&'r str>) {
 /// friends.
 #[derive(Clone, Debug)]
 pub struct GuardLayer {
-    aauth: AAuth,
-    requirement: Arc<Requirement>,
+    pub(crate) aauth: AAuth,
+    pub(crate) requirement: Arc<Requirement>,
 }
 
 impl GuardLayer {

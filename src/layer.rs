@@ -175,8 +175,9 @@ where
     }
 }
 
+/// The well-known documents, and pending URLs (a poll carries its own requirement).
 fn is_well_known(path: &str) -> bool {
-    path == wire::path::RESOURCE_METADATA || path == wire::path::JWKS
+    path == wire::path::RESOURCE_METADATA || path == wire::path::JWKS || path.starts_with(wire::path::PENDING_PREFIX)
 }
 
 /// The path the agent signed: the original URI's, even inside a nested axum router.

@@ -7,6 +7,7 @@ pub mod authz;
 pub mod challenge;
 pub mod clock;
 pub mod config;
+pub mod deferred;
 pub mod discovery;
 pub mod error;
 #[cfg(feature = "axum")]

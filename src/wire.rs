@@ -110,6 +110,14 @@ pub mod poll {
     pub const SLOW_DOWN: &str = "slow_down";
     /// The interaction code was wrong too often, or the pending request is over: `410`.
     pub const INVALID_CODE: &str = "invalid_code";
+    /// The held request could not be executed: `500`.
+    pub const SERVER_ERROR: &str = "server_error";
+    /// No pending request has this URL: `404`.
+    pub const NOT_FOUND: &str = "not_found";
+    /// Polled by another agent key than the one that created the pending request: `403`.
+    pub const INVALID_REQUEST: &str = "invalid_request";
+    /// The `status` member of a `202` body while the request is held.
+    pub const PENDING: &str = "pending";
 }
 
 /// JWT claim names this crate reads or mints beyond the registered ones.
@@ -129,12 +137,14 @@ pub mod claim {
     pub const AGENT: &str = "agent";
 }
 
-/// Paths this crate serves under `/.well-known/`.
+/// Paths this crate serves (the well-known documents and deferred requests' pending URLs).
 pub mod path {
     /// The resource's metadata document.
     pub const RESOURCE_METADATA: &str = "/.well-known/aauth-resource.json";
     /// The resource's JWKS (the metadata's `jwks_uri`).
     pub const JWKS: &str = "/.well-known/jwks.json";
+    /// Where deferred requests wait: `{resource}/aauth/pending/{id}`.
+    pub const PENDING_PREFIX: &str = "/aauth/pending/";
 }
 
 /// `Signature-Error` codes (SIGKEY-09 registry, as AAUTH-11 uses them).

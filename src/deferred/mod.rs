@@ -1,0 +1,412 @@
+//! Deferred delivery of the `auth-token` requirement (digest §6.3, "Deferred auth-token",
+//! AAUTH-11): instead of refusing with `401`, the resource **holds** the request and
+//! executes it when the agent comes back with an auth token.
+//!
+//! # Using it
+//!
+//! ```no_run
+//! # use tower_aauth::AAuth;
+//! # fn app(aauth: AAuth) -> axum::Router {
+//! use axum::routing::post;
+//! axum::Router::new()
+//!     .route("/report", post(|| async { "done" })
+//!         .route_layer(aauth.require_scopes(["report.write"]).deferred()))
+//!     .merge(aauth.pending_router())   // serves /aauth/pending/{id}
+//!     .merge(aauth.well_known_router())
+//!     .layer(aauth.layer())
+//! # }
+//! ```
+//!
+//! A route opts in with [`GuardLayer::deferred`]; the store's limits are set once with
+//! [`AAuthBuilder::deferred_delivery`] (defaults in [`DeferredOptions`]). Routes without the
+//! modifier keep answering `401`.
+//!
+//! # The exchange
+//!
+//! 1. Where its guard would answer `401 requirement=auth-token; resource-token="…"`, a
+//!    deferred route buffers the request (method, URI, headers, extensions, body up to
+//!    [`DeferredOptions::max_body_bytes`]) and answers `202 Accepted` with `Location`
+//!    (`{resource}/aauth/pending/{id}`, 128 random bits, same origin as the resource
+//!    identifier), `Retry-After`, `Cache-Control: no-store`, the same `AAuth-Requirement`
+//!    and `{"status":"pending"}`. A body over the cap, or a request answered in the demo
+//!    generation (whose agents know no deferred delivery), gets the plain `401` instead.
+//! 2. The agent polls the pending URL with a signed `GET`. The poll goes through the
+//!    layer like any request (signature, token claims, revocation), and then:
+//!    * unsigned → `401 requirement=agent-token`; unknown id → `404 not_found`;
+//!    * signed by another key than the one that created it → `403 invalid_request`
+//!      (nothing changes: the record is bound to the creating key's thumbprint);
+//!    * past the pending lifetime → `408 expired`, and `410` afterwards;
+//!    * sooner than `Retry-After` after the previous answer → `429 slow_down`, and the
+//!      interval grows by five seconds;
+//!    * a token satisfying the route's requirement (same evaluation as the guard, with
+//!      the poll's identity and the held request's method, URI and headers) → the held
+//!      request runs, **once**, with the poll's [`VerifiedRequest`] in its extensions,
+//!      and its response is the poll's answer;
+//!    * otherwise `202` pending again, carrying the same resource token while it is valid
+//!      and a freshly minted one after it expired; a refusal the guard would give
+//!      (policy `403`, scope ceiling, identity challenge) is given as is.
+//! 3. The result is kept, keyed by the auth token's `jti`, until that token's `exp`: a
+//!    repeated poll with the same token gets the stored response without running the
+//!    handler again (attack RPL-16). Any other poll of a finished request gets `410`.
+//!
+//! # Bounds
+//!
+//! Records live in a [`moka`] cache weighted by their bytes (held body plus stored
+//! result, capped by [`DeferredOptions::capacity_bytes`]); each entry expires on its own
+//! deadline (pending lifetime, or the auth token's `exp`) plus a grace period during which
+//! `408`/`410` can still be told apart from `404`. Results above
+//! [`DeferredOptions::max_result_bytes`] are answered `500 server_error`. Deadlines are
+//! judged with the configured [`Clock`](crate::Clock); memory is reclaimed on wall time.
+//!
+//! The pending router is exempt from the layer's default requirement, like the well-known
+//! documents: the poll carries its own requirement.
+
+mod store;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context as TaskContext, Poll};
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body::Body;
+use http_body_util::{BodyExt, Limited};
+use tower_layer::Layer;
+use tower_service::Service;
+
+use crate::challenge::{Challenge, challenge_response};
+use crate::config::{AAuth, AAuthBuilder, ConfigError, Generation, Shared};
+use crate::guard::{Context, GuardLayer, Requirement};
+use crate::verifier::VerifiedRequest;
+
+pub(crate) use store::PendingStore;
+use store::{Exec, Stored};
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Limits of deferred delivery. Defaults: pending lifetime 300 s, `Retry-After` 5 s, held
+/// bodies up to 64 KiB, results up to 1 MiB, 64 MiB for all records together.
+#[derive(Debug, Clone)]
+pub struct DeferredOptions {
+    pub(crate) lifetime: u64,
+    pub(crate) retry_after: u64,
+    pub(crate) max_body_bytes: usize,
+    pub(crate) max_result_bytes: usize,
+    pub(crate) capacity_bytes: u64,
+}
+
+impl Default for DeferredOptions {
+    fn default() -> Self {
+        DeferredOptions {
+            lifetime: 300,
+            retry_after: 5,
+            max_body_bytes: 64 * 1024,
+            max_result_bytes: 1024 * 1024,
+            capacity_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
+impl DeferredOptions {
+    /// The defaults.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Seconds a held request waits for an auth token (1 to 3600).
+    pub fn lifetime(mut self, seconds: u64) -> Self {
+        self.lifetime = seconds;
+        self
+    }
+
+    /// The `Retry-After` of `202` answers, in seconds: the polling interval (at most the
+    /// lifetime).
+    pub fn retry_after(mut self, seconds: u64) -> Self {
+        self.retry_after = seconds;
+        self
+    }
+
+    /// The largest request body that is held; larger requests get the plain `401`.
+    pub fn max_body_bytes(mut self, bytes: usize) -> Self {
+        self.max_body_bytes = bytes;
+        self
+    }
+
+    /// The largest response of a held request that is stored and returned.
+    pub fn max_result_bytes(mut self, bytes: usize) -> Self {
+        self.max_result_bytes = bytes;
+        self
+    }
+
+    /// Bytes all records may use together (held bodies, stored results and a fixed
+    /// overhead each); the least recently used are evicted beyond it.
+    pub fn capacity_bytes(mut self, bytes: u64) -> Self {
+        self.capacity_bytes = bytes;
+        self
+    }
+
+    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
+        if self.lifetime == 0 || self.lifetime > 3600 {
+            return Err(ConfigError::new(
+                "the deferred lifetime must be between 1 and 3600 seconds",
+            ));
+        }
+        if self.retry_after > self.lifetime {
+            return Err(ConfigError::new(
+                "the deferred Retry-After must not exceed the lifetime",
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl AAuthBuilder {
+    /// Limits of deferred delivery for the routes that opt in with
+    /// [`GuardLayer::deferred`] (see [`crate::deferred`]).
+    pub fn deferred_delivery(mut self, options: DeferredOptions) -> Self {
+        self.authz.deferred = options;
+        self
+    }
+}
+
+impl GuardLayer {
+    /// Delivers this guard's `auth-token` requirement as `202 Accepted` and holds the
+    /// request until a poll of its pending URL presents a sufficient auth token (see
+    /// [`crate::deferred`]); mount [`AAuth::pending_router`] too.
+    pub fn deferred(self) -> DeferredLayer {
+        DeferredLayer {
+            aauth: self.aauth,
+            requirement: self.requirement,
+        }
+    }
+}
+
+#[cfg(feature = "axum")]
+impl AAuth {
+    /// A router serving the pending URLs of deferred requests
+    /// (`/aauth/pending/{id}`, signed `GET`); merge it into the application's router,
+    /// inside the AAuth layer.
+    pub fn pending_router<S>(&self) -> axum::Router<S>
+    where
+        S: Clone + Send + Sync + 'static,
+    {
+        let aauth = self.clone();
+        let path = format!("{}{{id}}", crate::wire::path::PENDING_PREFIX);
+        axum::Router::new().route(
+            &path,
+            axum::routing::get(move |request: Request<axum::body::Body>| {
+                let aauth = aauth.clone();
+                async move { aauth.poll_pending::<axum::body::Body>(request.into_parts().0).await }
+            }),
+        )
+    }
+}
+
+impl AAuth {
+    /// Answers a poll of a pending URL whose request head is `poll` (for services that do
+    /// not use [`AAuth::pending_router`]); the request must have gone through the layer.
+    pub async fn poll_pending<B: From<Bytes>>(&self, poll: http::request::Parts) -> Response<B> {
+        store::poll(&self.shared, poll).await
+    }
+}
+
+/// A guard that holds requests instead of refusing them; made by [`GuardLayer::deferred`].
+#[derive(Clone, Debug)]
+pub struct DeferredLayer {
+    aauth: AAuth,
+    requirement: Arc<Requirement>,
+}
+
+impl<S> Layer<S> for DeferredLayer {
+    type Service = DeferredGuard<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        DeferredGuard {
+            inner,
+            shared: self.aauth.shared.clone(),
+            requirement: self.requirement.clone(),
+        }
+    }
+}
+
+/// The service of a [`DeferredLayer`].
+#[derive(Clone)]
+pub struct DeferredGuard<S> {
+    inner: S,
+    shared: Arc<Shared>,
+    requirement: Arc<Requirement>,
+}
+
+impl<S: std::fmt::Debug> std::fmt::Debug for DeferredGuard<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeferredGuard")
+            .field("inner", &self.inner)
+            .field("requirement", &self.requirement)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The response future of a [`DeferredGuard`].
+pub type DeferredFuture<R, E> = Pin<Box<dyn Future<Output = Result<R, E>> + Send>>;
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for DeferredGuard<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    ReqBody: Body + From<Bytes> + Send + 'static,
+    ReqBody::Data: Send,
+    ReqBody::Error: Into<BoxError>,
+    ResBody: Body + From<Bytes> + Send + 'static,
+    ResBody::Data: Send,
+    ResBody::Error: Into<BoxError>,
+{
+    type Response = Response<ResBody>;
+    type Error = S::Error;
+    type Future = DeferredFuture<Response<ResBody>, S::Error>;
+
+    fn poll_ready(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+        // The service that was polled ready is the one that must be called.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let extensions = request.extensions();
+        let cx = Context {
+            verified: extensions.get::<VerifiedRequest>(),
+            method: request.method(),
+            uri: request.uri(),
+            headers: request.headers(),
+            extensions,
+        };
+        match judge(&self.shared, &self.requirement, &cx, extensions, None) {
+            Judged::Serve => Box::pin(inner.call(request)),
+            Judged::Answer(response) => Box::pin(std::future::ready(Ok(response))),
+            Judged::Defer(challenge) => {
+                let shared = self.shared.clone();
+                let requirement = self.requirement.clone();
+                Box::pin(async move { Ok(hold(shared, requirement, challenge, inner, request).await) })
+            }
+        }
+    }
+}
+
+/// A guard's verdict when `auth-token` challenges may be deferred.
+pub(crate) enum Judged<B> {
+    Serve,
+    Answer(Response<B>),
+    /// The `auth-token` challenge to deliver in a `202`.
+    Defer(Challenge),
+}
+
+/// The guard's decision, except that an `auth-token` challenge is handed back un-rendered.
+/// `reuse` is a still valid challenge to repeat instead of minting a new resource token.
+/// `precheck_extensions` are those of the request carrying the identity (the poll's).
+pub(crate) fn judge<B: From<Bytes>>(
+    shared: &Shared,
+    requirement: &Requirement,
+    cx: &Context<'_>,
+    precheck_extensions: &http::Extensions,
+    reuse: Option<&Challenge>,
+) -> Judged<B> {
+    if let Some(response) = crate::guard::precheck(shared, requirement, precheck_extensions) {
+        return Judged::Answer(response);
+    }
+    let verified = cx.verified;
+    match requirement.evaluate(cx) {
+        crate::guard::Decision::NeedAuth(scopes) if verified.is_some_and(|v| v.generation == Generation::Draft11) => {
+            if let Some(challenge) = reuse {
+                return Judged::Defer(challenge.clone());
+            }
+            let generation = Generation::Draft11;
+            match crate::guard::need_auth(shared, &scopes, verified) {
+                Ok(challenge @ Challenge::AuthToken { .. }) => Judged::Defer(challenge),
+                Ok(other) => Judged::Answer(challenge_response(shared, &other, generation)),
+                Err(error) => Judged::Answer(crate::challenge::error_response(shared, &error)),
+            }
+        }
+        decision => match crate::guard::respond(shared, decision, verified) {
+            None => Judged::Serve,
+            Some(response) => Judged::Answer(response),
+        },
+    }
+}
+
+/// Buffers the request, stores it with a way to run it later, and answers `202`.
+async fn hold<S, ReqBody, ResBody>(
+    shared: Arc<Shared>,
+    requirement: Arc<Requirement>,
+    challenge: Challenge,
+    inner: S,
+    request: Request<ReqBody>,
+) -> Response<ResBody>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Send + 'static,
+    S::Future: Send + 'static,
+    ReqBody: Body + From<Bytes> + Send + 'static,
+    ReqBody::Data: Send,
+    ReqBody::Error: Into<BoxError>,
+    ResBody: Body + From<Bytes> + Send + 'static,
+    ResBody::Data: Send,
+    ResBody::Error: Into<BoxError>,
+{
+    let options = &shared.authz.pending.options;
+    let (parts, body) = request.into_parts();
+    let Some(thumbprint) = parts
+        .extensions
+        .get::<VerifiedRequest>()
+        .map(|v| v.key_thumbprint.clone())
+    else {
+        // `judge` defers only verified requests.
+        return challenge_response(&shared, &challenge, Generation::Draft11);
+    };
+    let body = match Limited::new(body, options.max_body_bytes).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        // Too large to hold (or unreadable): the agent resends it with the auth token.
+        Err(_) => return challenge_response(&shared, &challenge, Generation::Draft11),
+    };
+    let max_result = options.max_result_bytes;
+    let exec: Exec = Box::new(move |request: Request<Bytes>| Box::pin(execute(inner, request, max_result)));
+    let record = store::Held {
+        parts,
+        body,
+        exec,
+        agent_jkt: thumbprint,
+        requirement,
+        challenge,
+    };
+    shared.authz.pending.create(&shared, record)
+}
+
+/// Runs the held request through the route and collects its response.
+async fn execute<S, ReqBody, ResBody>(mut inner: S, request: Request<Bytes>, max_result: usize) -> Option<Stored>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    ReqBody: From<Bytes>,
+    ResBody: Body,
+    ResBody::Error: Into<BoxError>,
+{
+    if std::future::poll_fn(|cx| inner.poll_ready(cx)).await.is_err() {
+        tracing::warn!(target: "tower_aauth", "a deferred route was not ready to run its held request");
+        return None;
+    }
+    let Ok(response) = inner.call(request.map(ReqBody::from)).await else {
+        tracing::warn!(target: "tower_aauth", "a deferred route failed on its held request");
+        return None;
+    };
+    let (parts, body) = response.into_parts();
+    match Limited::new(body, max_result).collect().await {
+        Ok(collected) => Some(Stored {
+            status: parts.status,
+            headers: parts.headers,
+            body: collected.to_bytes(),
+        }),
+        Err(_) => {
+            tracing::warn!(target: "tower_aauth", "the response of a held request exceeds max_result_bytes or failed");
+            None
+        }
+    }
+}
