@@ -4,7 +4,8 @@
 //! # Design
 //!
 //! A resource token is a fixed template (AAUTH-11 "Resource Token Structure"): header
-//! `{"typ":"aa-resource+jwt","alg":"Ed25519","kid":…}` and claims `iss`, `dwk`, `aud`,
+//! `{"typ":"aa-resource+jwt","alg":"Ed25519","kid":…}` (demo generation:
+//! `{"typ":"resource+jwt","alg":"EdDSA","kid":…}` plus an `agent` claim) and claims `iss`, `dwk`, `aud`,
 //! `jti` (128 random bits), `iat`, `exp` (at most five minutes), `agent_jkt` (thumbprint of
 //! the key that signed the request), `scope` (exactly what the route requires) and, when
 //! the request presented a person or auth token, `ps`, `sub`, `presented_jti`,
@@ -225,13 +226,13 @@ impl Minter<'_> {
     /// Signs a resource token issued at `now`.
     pub(crate) fn mint(&self, request: &MintRequest<'_>, now: u64) -> String {
         let claims = self.claims(request, now);
-        let alg = match request.generation {
-            Generation::Legacy => wire::alg::EDDSA,
-            _ => wire::alg::ED25519,
+        let (typ, alg) = match request.generation {
+            Generation::Legacy => (wire::typ::LEGACY_RESOURCE, wire::alg::EDDSA),
+            _ => (wire::typ::RESOURCE, wire::alg::ED25519),
         };
         let ring = self.keys.snapshot();
         self.keys.minted.fetch_add(1, Ordering::Relaxed);
-        ring.active().sign_jwt(wire::typ::RESOURCE, alg, &Value::Object(claims))
+        ring.active().sign_jwt(typ, alg, &Value::Object(claims))
     }
 
     fn claims(&self, request: &MintRequest<'_>, now: u64) -> Map<String, Value> {
@@ -336,6 +337,23 @@ mod tests {
         assert_eq!(claims["scope"], "data.read");
         assert!(!claims.contains_key("agent"), "draft -11 tokens name no agent");
         assert_eq!(keys.minted(), 1);
+    }
+
+    #[test]
+    fn demo_generation_token_is_a_resource_jwt_signed_eddsa_naming_the_agent() {
+        let keys = Keys::new(ResourceKey::from_seed([9; 32]).with_kid("rk-1"));
+        let scope = Scopes::parse("data.read").unwrap();
+        let request = MintRequest {
+            generation: Generation::Legacy,
+            ..request(&scope)
+        };
+        let token = minter(&keys).mint(&request, 1000);
+        let jws = UnverifiedJws::parse(&token, AlgPolicy::Legacy).unwrap();
+        assert_eq!(jws.typ(), Some("resource+jwt"));
+        assert_eq!(jws.alg(), "EdDSA");
+        jws.verify_with(&keys.snapshot().active().public_jwk()).unwrap();
+        assert_eq!(jws.payload()["agent"], "https://agent.example");
+        assert_eq!(jws.payload()["agent_jkt"], "jkt");
     }
 
     #[test]

@@ -98,6 +98,8 @@ pub mod requirement {
     pub const CODE_PARAM: &str = "code";
     /// The demo generation's `auth-server` parameter (legacy `AAuth` header only).
     pub const LEGACY_AUTH_SERVER_PARAM: &str = "auth-server";
+    /// The demo generation's member name (`AAuth: require=…`) in place of `requirement`.
+    pub const LEGACY_REQUIRE: &str = "require";
 }
 
 /// Problem `error` codes of a pending URL (deferred responses).

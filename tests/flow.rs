@@ -10,7 +10,7 @@ use tower_aauth::testing::demo::{self, Demo, DemoOptions, PersonAction};
 use tower_aauth::testing::{
     AgentClient, Consent, Exchange, FlowStep, KeySource, PendingState, TestAgent, TestAuthServer,
 };
-use tower_aauth::{ResourceKey, wire};
+use tower_aauth::{Generation, ResourceKey, wire};
 
 async fn run(options: DemoOptions) -> demo::DemoReport {
     let narration = Arc::new(Mutex::new(String::new()));
@@ -46,6 +46,94 @@ async fn unanswered_consent_ends_with_408_expired() {
     };
     let report = run(options).await;
     assert!(report.checks.iter().any(|c| c.name.contains("408 expired")));
+}
+
+fn legacy(person: PersonAction) -> DemoOptions {
+    DemoOptions {
+        generation: Generation::Legacy,
+        ..DemoOptions::for_person(person)
+    }
+}
+
+#[tokio::test]
+async fn legacy_generation_approved_consent_replays_the_seed_wire_format_to_the_200() {
+    let report = run(legacy(PersonAction::Approve)).await;
+    for check in [
+        "sig=(scheme=jwks_uri",
+        "AAuth: require=auth-token",
+        "resource+jwt signed with EdDSA",
+        "AAuth: require=interaction",
+        "auth+jwt (EdDSA, no dwk)",
+        "cnf.jwk has a kid and no alg",
+        "answered 200 JSON",
+        "hwk-signed GET /whoami",
+    ] {
+        assert!(report.checks.iter().any(|c| c.name.contains(check)), "{check}");
+    }
+}
+
+#[tokio::test]
+async fn legacy_generation_denied_consent_ends_with_403_denied() {
+    let report = run(legacy(PersonAction::Deny)).await;
+    assert!(report.checks.iter().any(|c| c.name.contains("403 denied")));
+}
+
+#[tokio::test]
+async fn legacy_challenge_carries_no_aauth_requirement_and_a_draft11_agent_cannot_read_it() {
+    let demo = Demo::start(&legacy(PersonAction::Approve))
+        .await
+        .expect("servers start");
+    let challenge = demo
+        .client()
+        .send(
+            FlowStep::Resource,
+            Method::GET,
+            &demo.data_url(),
+            None,
+            &demo.key_source(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(challenge.status, StatusCode::UNAUTHORIZED);
+    assert!(challenge.header(wire::header::AAUTH_REQUIREMENT).is_none());
+    let field = challenge
+        .header(wire::header::AAUTH_LEGACY)
+        .expect("an AAuth challenge");
+    assert!(field.starts_with("require=auth-token; resource-token=\""), "{field}");
+    assert!(field.ends_with(&format!("; auth-server=\"{}\"", demo.auth_server.issuer())));
+    // A draft -11 client finds no challenge it understands and stops at the 401.
+    let strict = AgentClient::new(demo.agent.clone(), demo.key_source());
+    let outcome = strict.fetch(Method::GET, &demo.data_url(), None).await.unwrap();
+    assert_eq!(outcome.response.status, StatusCode::UNAUTHORIZED);
+    assert!(outcome.auth_token.is_none());
+}
+
+#[tokio::test]
+async fn legacy_auth_server_refuses_a_draft11_resource_token() {
+    let flow = deferred(0).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let issuer = format!("http://{}", listener.local_addr().unwrap());
+    let server = TestAuthServer::builder(&issuer)
+        .generation(Generation::Legacy)
+        .resource_key(&flow.demo.resource, flow.demo.resource_key.clone())
+        .build()
+        .unwrap();
+    tokio::spawn(axum::serve(listener, server.router()).into_future());
+    // The typ is checked before the audience: a draft -11 token is not a demo-generation one.
+    let answer = flow
+        .client
+        .send(
+            FlowStep::Token,
+            Method::POST,
+            &format!("{issuer}/token"),
+            Some(&json!({ "resource_token": flow.resource_token })),
+            &flow.demo.key_source(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(answer.status, StatusCode::BAD_REQUEST);
+    assert_eq!(answer.error_code().as_deref(), Some("invalid_resource_token"));
+    assert_eq!(answer.json().unwrap()["detail"], "the token is not a resource token");
 }
 
 /// Drives the flow by hand up to the auth server's 202.

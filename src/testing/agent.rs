@@ -3,6 +3,7 @@
 use http::{HeaderValue, Request};
 use serde_json::{Value, json};
 
+use crate::Generation;
 use crate::httpsig::{ParsedInput, RequestTarget, SignatureBase, digest::content_digest_sha256, encode_signature};
 use crate::jose::{Jwk, ResourceKey};
 use crate::wire;
@@ -55,6 +56,20 @@ pub struct SignOptions {
     /// (`sig=(scheme=jwt jwt="…")`, `jwks_uri` without `dwk` when it is
     /// `aauth-agent.json`, `hwk` without `alg`), as the seed article shows it.
     pub legacy_signature_key: bool,
+}
+
+impl SignOptions {
+    /// The options an agent of `generation` signs with: the defaults for draft -11; the
+    /// demo generation's `Signature-Key` form and base64url signatures, as the seed
+    /// article shows them, for [`Generation::Legacy`].
+    pub fn for_generation(generation: Generation) -> Self {
+        let legacy = generation == Generation::Legacy;
+        SignOptions {
+            base64url: legacy,
+            legacy_signature_key: legacy,
+            ..SignOptions::default()
+        }
+    }
 }
 
 impl Default for SignOptions {
@@ -158,11 +173,23 @@ impl TestAgent {
     /// Signs `request`, adding `Content-Digest` for `body` and covering it (plus
     /// `content-type` when present).
     pub fn sign_with_body<B>(&self, request: &mut Request<B>, body: &[u8], source: &KeySource, created: u64) {
+        self.sign_body_with(request, body, source, created, SignOptions::default());
+    }
+
+    /// [`TestAgent::sign_with_body`] starting from `options` (`content-type` and
+    /// `content-digest` are appended to its components).
+    pub fn sign_body_with<B>(
+        &self,
+        request: &mut Request<B>,
+        body: &[u8],
+        source: &KeySource,
+        created: u64,
+        mut options: SignOptions,
+    ) {
         request.headers_mut().insert(
             wire::header::CONTENT_DIGEST,
             HeaderValue::from_str(&content_digest_sha256(body)).expect("digest is ASCII"),
         );
-        let mut options = SignOptions::default();
         if request.headers().contains_key(http::header::CONTENT_TYPE) {
             options.components.push("content-type".to_owned());
         }

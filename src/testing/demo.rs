@@ -9,7 +9,12 @@
 //! * the **agent identity server** — the agent's metadata and JWKS, so the agent can sign
 //!   with `Signature-Key` scheme `jwks_uri`.
 //!
-//! [`run`] then drives an [`AgentClient`] through the flow, plays the person (a browser
+//! [`DemoOptions::generation`] picks the wire generation all three speak: draft -11 (the
+//! default), or the seed article's own ([`Generation::Legacy`]: the resource under
+//! [`Profile::Legacy`], the auth server and the agent in the demo generation).
+//!
+//! [`run`] first sends one `hwk`-signed `GET /whoami` (a pseudonymous signature, accepted
+//! at the identity level), then drives an [`AgentClient`] through the flow, plays the person (a browser
 //! opening the consent page and pressing Approve or Deny, or nobody for `expire`), prints
 //! every step through the caller's printer, and checks each step against the protocol.
 
@@ -23,9 +28,9 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::Profile;
-use crate::jose::Jwk;
-use crate::testing::{AgentClient, Consent, FlowEvent, KeySource, TestAgent, TestAuthServer};
+use crate::jose::{Jwk, ResourceKey};
+use crate::testing::{AgentClient, Consent, FlowEvent, FlowStep, KeySource, TestAgent, TestAuthServer};
+use crate::{Generation, Profile};
 
 mod report;
 mod resource;
@@ -58,6 +63,8 @@ pub struct DemoOptions {
     pub retry_after: u64,
     /// Lifetime of a pending request, in seconds.
     pub pending_lifetime: u64,
+    /// The wire generation the resource, the auth server and the agent speak.
+    pub generation: Generation,
 }
 
 impl Default for DemoOptions {
@@ -66,6 +73,7 @@ impl Default for DemoOptions {
             person: PersonAction::Approve,
             retry_after: 1,
             pending_lifetime: 300,
+            generation: Generation::Draft11,
         }
     }
 }
@@ -100,6 +108,8 @@ pub struct Demo {
     pub agent: TestAgent,
     /// The resource's public signing key (resource tokens verify with it).
     pub resource_key: Jwk,
+    /// The wire generation every party speaks.
+    pub generation: Generation,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -137,8 +147,14 @@ impl Demo {
             .person("testuser")
             .retry_after(options.retry_after)
             .pending_lifetime(options.pending_lifetime)
+            .generation(options.generation)
+            .signing_key(ResourceKey::generate().with_kid("auth-key-1"))
             .build()?;
-        let (aauth, resource_app) = resource::app(&resource, &auth_url, Profile::Draft11)?;
+        let profile = match options.generation {
+            Generation::Legacy => Profile::Legacy,
+            _ => Profile::Draft11,
+        };
+        let (aauth, resource_app) = resource::app(&resource, &auth_url, profile)?;
         let resource_jwk = aauth.public_keys().remove(0);
 
         let tasks = vec![
@@ -152,6 +168,7 @@ impl Demo {
             agent_id,
             agent,
             resource_key: resource_jwk,
+            generation: options.generation,
             tasks,
         })
     }
@@ -166,9 +183,14 @@ impl Demo {
         KeySource::agent_jwks(&self.agent_id, self.agent.key().kid())
     }
 
-    /// A flow-following client for the demo's agent.
+    /// The URL that needs only a verified signature.
+    pub fn whoami_url(&self) -> String {
+        format!("{}/whoami", self.resource)
+    }
+
+    /// A flow-following client for the demo's agent, speaking the demo's generation.
     pub fn client(&self) -> AgentClient {
-        AgentClient::new(self.agent.clone(), self.key_source())
+        AgentClient::new(self.agent.clone(), self.key_source()).with_generation(self.generation)
     }
 }
 
@@ -191,8 +213,13 @@ pub type Printer = Arc<dyn Fn(&str) + Send + Sync>;
 /// behaved as the protocol says for the chosen [`PersonAction`].
 pub async fn run(options: DemoOptions, print: Printer) -> Result<DemoReport, DemoError> {
     let demo = Demo::start(&options).await?;
+    let generation = match options.generation {
+        Generation::Legacy => "the demo generation (the seed article's wire format)",
+        _ => "draft -11",
+    };
     print(&format!(
-        "resource      {}   (tower-aauth layer; /data needs \"{DATA_SCOPES}\")\n\
+        "speaking      {generation}\n\
+         resource      {}   (tower-aauth layer; /data needs \"{DATA_SCOPES}\", /whoami any signature)\n\
          auth server   {}   (TestAuthServer, deferred consent)\n\
          agent server  {}   (agent metadata + JWKS for jwks_uri)\n",
         demo.resource,
@@ -200,13 +227,32 @@ pub async fn run(options: DemoOptions, print: Printer) -> Result<DemoReport, Dem
         demo.agent_id
     ));
 
+    // Identity level first: a pseudonymous hwk signature is enough for /whoami.
+    print("\n--- step 0: a pseudonymous hwk signature, accepted at the identity level\n");
+    let hwk = demo
+        .client()
+        .send(
+            FlowStep::Resource,
+            Method::GET,
+            &demo.whoami_url(),
+            None,
+            &KeySource::Hwk,
+        )
+        .await;
+    match &hwk {
+        Ok(exchange) => print(&report::describe_exchange(exchange, demo.generation)),
+        Err(error) => print(&format!("[agent] GET /whoami failed: {error}\n")),
+    }
+    print("\n--- the user-consent flow for /data\n");
+
+    let generation = demo.generation;
     let (interactions, person_inbox) = mpsc::unbounded_channel();
     let observer_print = print.clone();
     let client = demo
         .client()
         .with_max_polling(Duration::from_secs(options.pending_lifetime + 30))
         .with_observer(move |event| {
-            observer_print(&report::describe(event));
+            observer_print(&report::describe(event, generation));
             if let FlowEvent::Interaction { url, .. } = event {
                 // The agent shows the person where to go; the person task picks it up.
                 let _ = interactions.send(url.clone());
@@ -220,9 +266,11 @@ pub async fn run(options: DemoOptions, print: Printer) -> Result<DemoReport, Dem
         resource: demo.resource.clone(),
         auth_server: demo.auth_server.issuer().to_owned(),
         agent_jkt: demo.agent.thumbprint(),
+        agent_id: demo.agent_id.clone(),
         person: options.person,
+        generation,
     };
-    let report = report::check(&expected, outcome);
+    let report = report::check(&expected, hwk, outcome);
     print(&report.to_string());
     Ok(report)
 }
@@ -232,7 +280,9 @@ pub(crate) struct Expected {
     pub(crate) resource: String,
     pub(crate) auth_server: String,
     pub(crate) agent_jkt: String,
+    pub(crate) agent_id: String,
     pub(crate) person: PersonAction,
+    pub(crate) generation: Generation,
 }
 
 /// The person: a browser that opens the consent URL the agent showed and presses a button.

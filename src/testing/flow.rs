@@ -12,6 +12,14 @@
 //!    or a terminal error.
 //! 5. Retry the original request with `Signature-Key: sig=jwt;jwt="<auth token>"`.
 //!
+//! With [`AgentClient::with_generation`]`(`[`Generation::Legacy`]`)` the client speaks the
+//! seed article's generation instead: `Signature-Key: sig=(scheme=… …)` and base64url
+//! signatures, the `AAuth: require=auth-token; resource-token="…"; auth-server="…"`
+//! challenge (the auth server is its `auth-server`), metadata at
+//! `{auth-server}/.well-known/aauth-issuer.json` (`token_endpoint`,
+//! `interaction_endpoint`), and `AAuth: require=interaction; code="…"` on the `202`, whose
+//! URL is the metadata's `interaction_endpoint`.
+//!
 //! Every exchange is kept in order ([`FlowOutcome::transcript`]) so that a test or the demo
 //! can check each step against the protocol, and streamed to an optional observer as it
 //! happens.
@@ -23,10 +31,11 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Request, StatusCode, header};
 use serde_json::{Map, Value};
 
+use crate::Generation;
 use crate::clock::{Clock, SystemClock};
 use crate::httpsig::parse_dictionary_strict;
 use crate::jose::{b64url_decode, parse_json_object};
-use crate::testing::{KeySource, TestAgent};
+use crate::testing::{KeySource, SignOptions, TestAgent};
 use crate::wire;
 
 /// Which step of the flow an exchange belongs to.
@@ -163,6 +172,7 @@ pub struct AgentClient {
     clock: Arc<dyn Clock>,
     observer: Option<Observer>,
     max_polling: Duration,
+    generation: Generation,
 }
 
 impl std::fmt::Debug for AgentClient {
@@ -190,6 +200,7 @@ impl AgentClient {
             clock: Arc::new(SystemClock),
             observer: None,
             max_polling: Duration::from_secs(300),
+            generation: Generation::Draft11,
         }
     }
 
@@ -209,6 +220,17 @@ impl AgentClient {
     pub fn with_max_polling(mut self, budget: Duration) -> Self {
         self.max_polling = budget;
         self
+    }
+
+    /// The wire generation to speak (default [`Generation::Draft11`]; module docs).
+    pub fn with_generation(mut self, generation: Generation) -> Self {
+        self.generation = generation;
+        self
+    }
+
+    /// The wire generation the client speaks.
+    pub fn generation(&self) -> Generation {
+        self.generation
     }
 
     /// The agent.
@@ -245,13 +267,15 @@ impl AgentClient {
             .body(bytes.clone())
             .map_err(|e| transport(&e))?;
         let created = self.clock.now();
+        let options = SignOptions::for_generation(self.generation);
         if body.is_some() {
             request
                 .headers_mut()
                 .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-            self.agent.sign_with_body(&mut request, &bytes, source, created);
+            self.agent
+                .sign_body_with(&mut request, &bytes, source, created, options);
         } else {
-            self.agent.sign(&mut request, source, created);
+            self.agent.sign_with(&mut request, source, created, &options);
         }
         let request_headers = request.headers().clone();
         let request = reqwest::Request::try_from(request).map_err(|e| transport(&e))?;
@@ -281,26 +305,30 @@ impl AgentClient {
             .send(FlowStep::Resource, method.clone(), url, body, &self.source)
             .await?;
         transcript.push(first.clone());
-        let Some(resource_token) = auth_token_challenge(&first) else {
+        let Some(challenge) = auth_token_challenge(&first, self.generation) else {
             return Ok(FlowOutcome {
                 response: first,
                 auth_token: None,
                 transcript,
             });
         };
-        let auth_server = token_audience(&resource_token).ok_or_else(|| FlowError::Protocol {
-            step: FlowStep::Resource,
-            detail: "the resource token has no readable aud".to_owned(),
-        })?;
-        let endpoint = self.token_endpoint(&auth_server, &mut transcript).await?;
-        let request = serde_json::json!({ "resource_token": resource_token });
+        let auth_server = challenge
+            .auth_server
+            .or_else(|| token_audience(&challenge.resource_token))
+            .ok_or_else(|| FlowError::Protocol {
+                step: FlowStep::Resource,
+                detail: "the challenge names no auth server and the resource token no readable aud".to_owned(),
+            })?;
+        let endpoints = self.endpoints(&auth_server, &mut transcript).await?;
+        let endpoint = endpoints.token.clone();
+        let request = serde_json::json!({ "resource_token": challenge.resource_token });
         let answer = self
             .send(FlowStep::Token, Method::POST, &endpoint, Some(&request), &self.source)
             .await?;
         transcript.push(answer.clone());
         let auth_token = match answer.status {
             StatusCode::OK => read_auth_token(&answer)?,
-            StatusCode::ACCEPTED => self.poll(&endpoint, answer, &mut transcript).await?,
+            StatusCode::ACCEPTED => self.poll(&endpoints, answer, &mut transcript).await?,
             status => return Err(refused(FlowStep::Token, status, &answer, transcript)),
         };
         let retry = self
@@ -314,8 +342,12 @@ impl AgentClient {
         })
     }
 
-    async fn token_endpoint(&self, auth_server: &str, transcript: &mut Vec<Exchange>) -> Result<String, FlowError> {
-        let url = format!("{auth_server}/.well-known/{}", wire::dwk::ACCESS);
+    async fn endpoints(&self, auth_server: &str, transcript: &mut Vec<Exchange>) -> Result<Endpoints, FlowError> {
+        let (dwk, token_member) = match self.generation {
+            Generation::Legacy => (wire::dwk::LEGACY_ISSUER, LEGACY_TOKEN_ENDPOINT),
+            _ => (wire::dwk::ACCESS, TOKEN_ENDPOINT),
+        };
+        let url = format!("{auth_server}/.well-known/{dwk}");
         let response = self.http.get(&url).send().await.map_err(|e| FlowError::Transport {
             url: url.clone(),
             message: e.to_string(),
@@ -342,20 +374,26 @@ impl AgentClient {
                 detail: "the metadata issuer differs from the resource token's aud".to_owned(),
             });
         }
-        metadata
-            .get("auth_token_endpoint")
-            .and_then(Value::as_str)
-            .filter(|e| e.starts_with(auth_server))
-            .map(str::to_owned)
-            .ok_or_else(|| FlowError::Protocol {
-                step: FlowStep::Metadata,
-                detail: "the metadata has no auth_token_endpoint on the server's origin".to_owned(),
-            })
+        let on_origin = |member: &str| {
+            metadata
+                .get(member)
+                .and_then(Value::as_str)
+                .filter(|e| e.starts_with(auth_server))
+                .map(str::to_owned)
+        };
+        let token = on_origin(token_member).ok_or_else(|| FlowError::Protocol {
+            step: FlowStep::Metadata,
+            detail: format!("the metadata has no {token_member} on the server's origin"),
+        })?;
+        Ok(Endpoints {
+            token,
+            interaction: on_origin("interaction_endpoint"),
+        })
     }
 
     async fn poll(
         &self,
-        endpoint: &str,
+        endpoints: &Endpoints,
         accepted: Exchange,
         transcript: &mut Vec<Exchange>,
     ) -> Result<String, FlowError> {
@@ -365,8 +403,12 @@ impl AgentClient {
                 step: FlowStep::Token,
                 detail: "a 202 without Location".to_owned(),
             })?;
-        let pending_url = resolve(endpoint, location);
-        if let Some((url, code)) = interaction(&accepted) {
+        let pending_url = resolve(&endpoints.token, location);
+        let shown = interaction(&accepted, self.generation).and_then(|(url, code)| {
+            // The demo generation names only the code: the page is the metadata's.
+            Some((url.or_else(|| endpoints.interaction.clone())?, code))
+        });
+        if let Some((url, code)) = shown {
             let separator = if url.contains('?') { '&' } else { '?' };
             self.emit(FlowEvent::Interaction {
                 url: format!("{url}{separator}code={code}"),
@@ -398,6 +440,17 @@ impl AgentClient {
         }
     }
 }
+
+/// Where the auth server takes token requests and shows people the consent page.
+struct Endpoints {
+    token: String,
+    interaction: Option<String>,
+}
+
+/// The token endpoint's metadata member (draft -11) …
+const TOKEN_ENDPOINT: &str = "auth_token_endpoint";
+/// … and the demo generation's (`aauth-issuer.json`).
+pub(crate) const LEGACY_TOKEN_ENDPOINT: &str = "token_endpoint";
 
 /// Polling interval when `Retry-After` is absent (digest §6.3).
 const DEFAULT_INTERVAL: u64 = 5;
@@ -435,11 +488,16 @@ fn resolve(endpoint: &str, location: &str) -> String {
     }
 }
 
-/// The `AAuth-Requirement` member `requirement` and its parameters.
-fn requirement(exchange: &Exchange) -> Option<(String, sfv::Parameters)> {
-    let field = exchange.header(wire::header::AAUTH_REQUIREMENT)?;
+/// The challenge member and its parameters: `AAuth-Requirement: requirement=…` (draft
+/// -11) or `AAuth: require=…` (demo generation).
+fn requirement(exchange: &Exchange, generation: Generation) -> Option<(String, sfv::Parameters)> {
+    let (header, member) = match generation {
+        Generation::Legacy => (wire::header::AAUTH_LEGACY, wire::requirement::LEGACY_REQUIRE),
+        _ => (wire::header::AAUTH_REQUIREMENT, "requirement"),
+    };
+    let field = exchange.header(header)?;
     let dictionary = parse_dictionary_strict(field)?;
-    let (_, entry) = dictionary.iter().find(|(key, _)| key.as_str() == "requirement")?;
+    let (_, entry) = dictionary.iter().find(|(key, _)| key.as_str() == member)?;
     let sfv::ListEntry::Item(item) = entry else {
         return None;
     };
@@ -459,25 +517,41 @@ fn string_param(params: &sfv::Parameters, name: &str) -> Option<String> {
         })
 }
 
-/// The resource token of a `401` `requirement=auth-token` challenge.
-pub(crate) fn auth_token_challenge(exchange: &Exchange) -> Option<String> {
+/// A `401` `auth-token` challenge.
+pub(crate) struct AuthChallenge {
+    /// The resource token.
+    pub(crate) resource_token: String,
+    /// The demo generation's `auth-server` parameter.
+    pub(crate) auth_server: Option<String>,
+}
+
+/// The `401` `auth-token` challenge of `exchange`, in `generation`'s header.
+pub(crate) fn auth_token_challenge(exchange: &Exchange, generation: Generation) -> Option<AuthChallenge> {
     if exchange.status != StatusCode::UNAUTHORIZED {
         return None;
     }
-    let (value, params) = requirement(exchange)?;
-    (value == wire::requirement::AUTH_TOKEN).then(|| string_param(&params, wire::requirement::RESOURCE_TOKEN_PARAM))?
+    let (value, params) = requirement(exchange, generation)?;
+    if value != wire::requirement::AUTH_TOKEN {
+        return None;
+    }
+    Some(AuthChallenge {
+        resource_token: string_param(&params, wire::requirement::RESOURCE_TOKEN_PARAM)?,
+        auth_server: string_param(&params, wire::requirement::LEGACY_AUTH_SERVER_PARAM)
+            .filter(|_| generation == Generation::Legacy),
+    })
 }
 
-/// `url` and `code` of a `requirement=interaction`.
-pub(crate) fn interaction(exchange: &Exchange) -> Option<(String, String)> {
-    let (value, params) = requirement(exchange)?;
+/// `url` (absent in the demo generation) and `code` of an `interaction` requirement.
+pub(crate) fn interaction(exchange: &Exchange, generation: Generation) -> Option<(Option<String>, String)> {
+    let (value, params) = requirement(exchange, generation)?;
     if value != wire::requirement::INTERACTION {
         return None;
     }
-    Some((
-        string_param(&params, wire::requirement::URL_PARAM)?,
-        string_param(&params, wire::requirement::CODE_PARAM)?,
-    ))
+    let url = string_param(&params, wire::requirement::URL_PARAM);
+    if url.is_none() && generation != Generation::Legacy {
+        return None;
+    }
+    Some((url, string_param(&params, wire::requirement::CODE_PARAM)?))
 }
 
 /// The payload of a compact JWT, unverified (for display and routing only).

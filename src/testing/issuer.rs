@@ -102,20 +102,7 @@ impl TestIssuer {
     /// The claims [`TestIssuer::legacy_auth_token`] signs, to modify before signing with
     /// [`TestIssuer::sign_with_alg`].
     pub fn legacy_auth_claims(&self, resource: &str, agent_key: &Jwk, agent: &str, scope: &str, now: u64) -> Value {
-        let mut jwk = agent_key.to_json();
-        if let Some(object) = jwk.as_object_mut() {
-            object.remove("alg");
-        }
-        json!({
-            "iss": self.issuer,
-            "aud": resource,
-            "jti": format!("legacy-at-{now}"),
-            "cnf": { "jwk": jwk },
-            "iat": now,
-            "scope": scope,
-            "exp": now + 3600,
-            "agent": agent,
-        })
+        legacy_auth_claims(&self.issuer, resource, agent_key, agent, scope, now)
     }
 
     /// Signs `claims` as a token of `typ` with the given JOSE `alg` spelling
@@ -140,4 +127,30 @@ impl TestIssuer {
             }),
         )
     }
+}
+
+/// The claims of a demo-generation auth token (digest §13.3 item 6): `cnf.jwk` keeps its
+/// `kid` and drops `alg`, `agent` names the agent, valid from `now` for an hour.
+pub(crate) fn legacy_auth_claims(
+    issuer: &str,
+    resource: &str,
+    agent_key: &Jwk,
+    agent: &str,
+    scope: &str,
+    now: u64,
+) -> Value {
+    let mut jwk = agent_key.to_json();
+    if let Some(object) = jwk.as_object_mut() {
+        object.remove("alg");
+    }
+    json!({
+        "iss": issuer,
+        "aud": resource,
+        "jti": format!("legacy-at-{now}"),
+        "cnf": { "jwk": jwk },
+        "iat": now,
+        "scope": scope,
+        "exp": now + 3600,
+        "agent": agent,
+    })
 }

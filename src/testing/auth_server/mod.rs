@@ -17,6 +17,17 @@
 //! lifetime at most one hour. Depending on [`Consent`], directly (`200`) or after a
 //! deferred `202` whose pending URL the agent polls (see `pending.rs` for the poll rules).
 //!
+//! # The demo generation
+//!
+//! Built with [`TestAuthServerBuilder::generation`]`(`[`Generation::Legacy`]`)` it speaks the
+//! seed article's generation instead: agents may sign with `sig=(scheme=… …)` and
+//! base64url signatures (its layer runs [`Profile::Legacy`](crate::Profile::Legacy)); its
+//! metadata is `/.well-known/aauth-issuer.json` (`token_endpoint`, `interaction_endpoint`);
+//! resource tokens are `resource+jwt` (`EdDSA`, `dwk` optional); the `202` carries
+//! `AAuth: require=interaction; code="…"` and echoes `status`, `location`, `require` and
+//! `code` in its body; and the auth token is an `auth+jwt` (`EdDSA`) with `iss`, `aud`,
+//! `jti`, `cnf.jwk` (with `kid`, without `alg`), `iat`, `scope`, `exp`, `agent` and `sub`.
+//!
 //! # What it does not do
 //!
 //! The consent page acts as the configured person without any login or CSRF token, wrong
@@ -37,7 +48,7 @@ use serde_json::{Value, json};
 use subtle::ConstantTimeEq;
 
 use crate::clock::{Clock, SystemClock};
-use crate::config::AAuth;
+use crate::config::{AAuth, Generation, Profile};
 use crate::discovery::{DiscoveryResolver, IdentifierPolicy, KeyQuery, KeyResolver, ReqwestFetch, StaticResolver};
 use crate::error::Error;
 use crate::jose::{AlgPolicy, Jwk, ResourceKey, UnverifiedJws, b64url, is_opaque_id, parse_json_object};
@@ -46,6 +57,7 @@ use crate::token::{Scopes, TokenKind};
 use crate::verifier::VerifiedRequest;
 use crate::wire;
 
+use super::issuer::legacy_auth_claims;
 pub use pending::PendingState;
 pub(crate) use pending::normalize_code;
 use pending::{ConsentForm, InteractQuery, Store};
@@ -84,6 +96,7 @@ pub struct TestAuthServerBuilder {
     token_lifetime: u64,
     pinned: Option<StaticResolver>,
     resolver: Option<Arc<dyn KeyResolver>>,
+    generation: Generation,
 }
 
 impl std::fmt::Debug for TestAuthServerBuilder {
@@ -147,6 +160,13 @@ impl TestAuthServerBuilder {
         self
     }
 
+    /// The wire generation to speak (default [`Generation::Draft11`]; see the module docs
+    /// for the demo generation).
+    pub fn generation(mut self, generation: Generation) -> Self {
+        self.generation = generation;
+        self
+    }
+
     /// Replaces how resource keys are found (default: discovery at
     /// `{iss}/.well-known/aauth-resource.json`).
     pub fn resource_key_resolver(mut self, resolver: impl KeyResolver) -> Self {
@@ -157,7 +177,12 @@ impl TestAuthServerBuilder {
     /// Builds the server. Fails when the identifier is neither `https://host` nor a
     /// loopback `http://` origin.
     pub fn build(self) -> Result<TestAuthServer, crate::config::ConfigError> {
+        let profile = match self.generation {
+            Generation::Legacy => Profile::Legacy,
+            _ => Profile::Draft11,
+        };
         let mut builder = AAuth::builder(&self.issuer)
+            .profile(profile)
             .shared_clock(self.clock.clone())
             .accept_tokens([TokenKind::Agent]);
         let loopback = self.issuer.starts_with("http://");
@@ -193,6 +218,7 @@ impl TestAuthServerBuilder {
                 retry_after: self.retry_after,
                 pending_lifetime: self.pending_lifetime,
                 token_lifetime: self.token_lifetime,
+                generation: self.generation,
                 aauth,
                 identifiers,
                 resource_keys,
@@ -227,6 +253,7 @@ struct Inner {
     retry_after: u64,
     pending_lifetime: u64,
     token_lifetime: u64,
+    generation: Generation,
     aauth: AAuth,
     identifiers: IdentifierPolicy,
     resource_keys: Arc<dyn KeyResolver>,
@@ -234,9 +261,13 @@ struct Inner {
 }
 
 /// What a verified resource token asks for.
+#[derive(Clone)]
 struct Grant {
     resource: String,
     scope: String,
+    /// The agent identifier, for the demo generation's `agent` claim: the verified
+    /// `jwks_uri` signer, else the resource token's `agent`.
+    agent: Option<String>,
 }
 
 impl TestAuthServer {
@@ -254,6 +285,7 @@ impl TestAuthServer {
             token_lifetime: MAX_AUTH_TOKEN_LIFETIME,
             pinned: None,
             resolver: None,
+            generation: Generation::Draft11,
         }
     }
 
@@ -267,13 +299,31 @@ impl TestAuthServer {
         self.inner.key.public_jwk()
     }
 
-    /// The metadata document served at `/.well-known/aauth-access.json`.
+    /// The generation the server speaks.
+    pub fn generation(&self) -> Generation {
+        self.inner.generation
+    }
+
+    /// The metadata document's name: `aauth-access.json`, or `aauth-issuer.json` in the
+    /// demo generation.
+    pub fn metadata_dwk(&self) -> &'static str {
+        match self.inner.generation {
+            Generation::Legacy => wire::dwk::LEGACY_ISSUER,
+            _ => wire::dwk::ACCESS,
+        }
+    }
+
+    /// The metadata document served at `/.well-known/{`[`TestAuthServer::metadata_dwk`]`}`.
     pub fn metadata(&self) -> Value {
         let issuer = &self.inner.issuer;
+        let token_member = match self.inner.generation {
+            Generation::Legacy => crate::testing::flow::LEGACY_TOKEN_ENDPOINT,
+            _ => "auth_token_endpoint",
+        };
         json!({
             "issuer": issuer,
             "jwks_uri": format!("{issuer}{JWKS_PATH}"),
-            "auth_token_endpoint": format!("{issuer}{TOKEN_PATH}"),
+            token_member: format!("{issuer}{TOKEN_PATH}"),
             "interaction_endpoint": format!("{issuer}{INTERACT_PATH}"),
         })
     }
@@ -285,7 +335,7 @@ impl TestAuthServer {
         let jwks = json!({ "keys": [self.public_jwk().to_json()] });
         Router::new()
             .route(
-                &format!("/.well-known/{}", wire::dwk::ACCESS),
+                &format!("/.well-known/{}", self.metadata_dwk()),
                 get(move || std::future::ready(axum::Json(metadata))),
             )
             .route(JWKS_PATH, get(move || std::future::ready(axum::Json(jwks))))
@@ -328,10 +378,15 @@ impl TestAuthServer {
     /// Verifies a resource token for the agent key `thumbprint`.
     async fn verify_resource_token(&self, token: &str, thumbprint: &str) -> Result<Grant, &'static str> {
         let now = self.inner.clock.now();
-        let jws = UnverifiedJws::parse(token, AlgPolicy::Strict).map_err(|e| e.detail())?;
+        let legacy = self.inner.generation == Generation::Legacy;
+        let (policy, expected_typ) = match legacy {
+            true => (AlgPolicy::Legacy, wire::typ::LEGACY_RESOURCE),
+            false => (AlgPolicy::Strict, wire::typ::RESOURCE),
+        };
+        let jws = UnverifiedJws::parse(token, policy).map_err(|e| e.detail())?;
         let typ = jws.typ().unwrap_or_default();
         let typ = typ.strip_prefix("application/").unwrap_or(typ);
-        if !typ.eq_ignore_ascii_case(wire::typ::RESOURCE) {
+        if !typ.eq_ignore_ascii_case(expected_typ) {
             return Err("the token is not a resource token");
         }
         let kid = jws.kid().ok_or("the resource token has no kid")?;
@@ -342,7 +397,12 @@ impl TestAuthServer {
         if !self.inner.identifiers.admits(iss) {
             return Err("the resource token's iss is not a server identifier");
         }
-        if text("dwk") != Some(wire::dwk::RESOURCE) {
+        // Before AP-00 resource tokens named no document.
+        let dwk_ok = match claims.get("dwk") {
+            None => legacy,
+            Some(_) => text("dwk") == Some(wire::dwk::RESOURCE),
+        };
+        if !dwk_ok {
             return Err("the resource token's dwk is not aauth-resource.json");
         }
         let aud = match claims.get("aud") {
@@ -388,6 +448,7 @@ impl TestAuthServer {
         Ok(Grant {
             resource: iss.to_owned(),
             scope: scope.iter().collect::<Vec<_>>().join(" "),
+            agent: text(wire::claim::AGENT).map(str::to_owned),
         })
     }
 
@@ -401,7 +462,8 @@ impl TestAuthServer {
                     .and_then(|v| v.to_str().ok())
                     .ok_or(Error::invalid_key("Signature-Key is unreadable"))?;
                 let shared = &self.inner.aauth.shared;
-                match SignatureKey::parse(field, &verified.label, &shared.schemes)? {
+                let legacy = shared.profile.accepts_legacy();
+                match SignatureKey::parse_profiled(field, &verified.label, &shared.schemes, legacy)?.key {
                     SignatureKey::Hwk(jwk) => jwk,
                     SignatureKey::JwksUri { id, dwk, kid } => {
                         let query = KeyQuery {
@@ -429,18 +491,31 @@ impl TestAuthServer {
         ))
     }
 
-    fn mint_auth_token(&self, resource: &str, scope: &str, sub: &str, agent: &Jwk) -> (String, u64) {
+    fn mint_auth_token(&self, grant: &Grant, sub: &str, agent: &Jwk) -> (String, u64) {
         let now = self.inner.clock.now();
         let lifetime = self.inner.token_lifetime;
+        let issuer = &self.inner.issuer;
+        if self.inner.generation == Generation::Legacy {
+            let agent_id = grant.agent.as_deref().unwrap_or_default();
+            let mut claims = legacy_auth_claims(issuer, &grant.resource, agent, agent_id, &grant.scope, now);
+            claims["jti"] = random_id().into();
+            claims["exp"] = (now + lifetime).into();
+            claims["sub"] = sub.into();
+            let token = self
+                .inner
+                .key
+                .sign_jwt(wire::typ::LEGACY_AUTH, wire::alg::EDDSA, &claims);
+            return (token, lifetime);
+        }
         let claims = json!({
-            "iss": self.inner.issuer,
+            "iss": issuer,
             "dwk": wire::dwk::ACCESS,
-            "aud": resource,
+            "aud": grant.resource,
             "jti": random_id(),
-            "ps": self.inner.issuer,
+            "ps": issuer,
             "sub": sub,
             "cnf": { "jwk": agent.to_json() },
-            "scope": scope,
+            "scope": grant.scope,
             "iat": now,
             "exp": now + lifetime,
         });
@@ -500,7 +575,12 @@ async fn token_endpoint(
         );
     };
     let grant = match server.verify_resource_token(&token, &verified.key_thumbprint).await {
-        Ok(grant) => grant,
+        Ok(mut grant) => {
+            if let Some(signer) = verified.agent_id() {
+                grant.agent = Some(signer.to_owned());
+            }
+            grant
+        }
         Err(detail) => return problem(StatusCode::BAD_REQUEST, "invalid_resource_token", detail),
     };
     let agent = match server.signer_key(&headers, &verified).await {
@@ -509,7 +589,7 @@ async fn token_endpoint(
     };
     let inner = &server.inner;
     if inner.consent == Consent::Immediate {
-        let (token, expires_in) = server.mint_auth_token(&grant.resource, &grant.scope, &inner.person, &agent);
+        let (token, expires_in) = server.mint_auth_token(&grant, &inner.person, &agent);
         return token_response(&token, expires_in);
     }
     let state = match inner.consent {
@@ -519,27 +599,26 @@ async fn token_endpoint(
         _ => PendingState::Pending,
     };
     let now = inner.clock.now();
-    let record = pending::Record::new(
-        agent,
-        grant.resource,
-        grant.scope,
-        state,
-        now,
-        inner.pending_lifetime,
-        inner.retry_after,
-    );
+    let record = pending::Record::new(agent, grant, state, now, inner.pending_lifetime, inner.retry_after);
     let location = format!("{}/pending/{}", inner.issuer, record.id);
-    let requirement = format!(
-        r#"{}={}; {}="{}{INTERACT_PATH}"; {}="{}""#,
-        "requirement",
-        wire::requirement::INTERACTION,
-        wire::requirement::URL_PARAM,
-        inner.issuer,
-        wire::requirement::CODE_PARAM,
-        record.code,
-    );
+    let code = record.code.clone();
     server.store().insert(record);
-    pending_response(&location, inner.retry_after, Some(&requirement), "pending")
+    let interaction = match inner.generation {
+        Generation::Legacy => Interaction::Legacy { code: &code },
+        _ => Interaction::Draft11 {
+            url: &format!("{}{INTERACT_PATH}", inner.issuer),
+            code: &code,
+        },
+    };
+    pending_response(&location, inner.retry_after, Some(interaction), "pending")
+}
+
+/// The `interaction` requirement of a first `202`.
+enum Interaction<'a> {
+    /// `AAuth-Requirement: requirement=interaction; url="…"; code="…"`.
+    Draft11 { url: &'a str, code: &'a str },
+    /// `AAuth: require=interaction; code="…"`, echoed in the body.
+    Legacy { code: &'a str },
 }
 
 /// `200 {"auth_token": …, "expires_in": …}`.
@@ -551,17 +630,50 @@ fn token_response(token: &str, expires_in: u64) -> Response {
     response
 }
 
-/// `202` with `Location`, `Retry-After`, `Cache-Control: no-store` and `{"status": …}`.
-fn pending_response(location: &str, retry_after: u64, requirement: Option<&str>, status: &'static str) -> Response {
-    let mut response = (StatusCode::ACCEPTED, axum::Json(json!({ "status": status }))).into_response();
+/// `202` with `Location`, `Retry-After`, `Cache-Control: no-store` and `{"status": …}`
+/// (the demo generation's first `202` also echoes `location`, `require` and `code`).
+fn pending_response(
+    location: &str,
+    retry_after: u64,
+    interaction: Option<Interaction<'_>>,
+    status: &'static str,
+) -> Response {
+    let mut body = json!({ "status": status });
+    let (header_name, requirement) = match interaction {
+        None => (wire::header::AAUTH_REQUIREMENT, None),
+        Some(Interaction::Draft11 { url, code }) => (
+            wire::header::AAUTH_REQUIREMENT,
+            Some(format!(
+                r#"requirement={}; {}="{url}"; {}="{code}""#,
+                wire::requirement::INTERACTION,
+                wire::requirement::URL_PARAM,
+                wire::requirement::CODE_PARAM,
+            )),
+        ),
+        Some(Interaction::Legacy { code }) => {
+            body["location"] = location.into();
+            body[wire::requirement::LEGACY_REQUIRE] = wire::requirement::INTERACTION.into();
+            body[wire::requirement::CODE_PARAM] = code.into();
+            (
+                wire::header::AAUTH_LEGACY,
+                Some(format!(
+                    r#"{}={}; {}="{code}""#,
+                    wire::requirement::LEGACY_REQUIRE,
+                    wire::requirement::INTERACTION,
+                    wire::requirement::CODE_PARAM,
+                )),
+            )
+        }
+    };
+    let mut response = (StatusCode::ACCEPTED, axum::Json(body)).into_response();
     let headers = response.headers_mut();
     if let Ok(location) = HeaderValue::from_str(location) {
         headers.insert(header::LOCATION, location);
     }
     headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    if let Some(requirement) = requirement.and_then(|r| HeaderValue::from_str(r).ok()) {
-        headers.insert(wire::header::AAUTH_REQUIREMENT, requirement);
+    if let Some(requirement) = requirement.and_then(|r| HeaderValue::try_from(r).ok()) {
+        headers.insert(header_name, requirement);
     }
     response
 }
@@ -609,13 +721,8 @@ async fn poll_endpoint(
             let location = format!("{}/pending/{id}", server.inner.issuer);
             pending_response(&location, retry_after, None, status)
         }
-        pending::Poll::Approved {
-            resource,
-            scope,
-            sub,
-            agent,
-        } => {
-            let (token, expires_in) = server.mint_auth_token(&resource, &scope, &sub, &agent);
+        pending::Poll::Approved { grant, sub, agent } => {
+            let (token, expires_in) = server.mint_auth_token(&grant, &sub, &agent);
             token_response(&token, expires_in)
         }
     }

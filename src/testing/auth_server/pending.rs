@@ -21,6 +21,7 @@ use std::collections::HashMap;
 use axum::response::{Html, IntoResponse, Response};
 use http::StatusCode;
 
+use super::Grant;
 use crate::jose::Jwk;
 
 /// Crockford's base32 alphabet.
@@ -53,8 +54,7 @@ pub(super) struct Record {
     pub(super) code: String,
     agent: Jwk,
     agent_jkt: String,
-    resource: String,
-    scope: String,
+    grant: Grant,
     state: PendingState,
     expires_at: u64,
     interval: u64,
@@ -62,22 +62,13 @@ pub(super) struct Record {
 }
 
 impl Record {
-    pub(super) fn new(
-        agent: Jwk,
-        resource: String,
-        scope: String,
-        state: PendingState,
-        now: u64,
-        lifetime: u64,
-        interval: u64,
-    ) -> Self {
+    pub(super) fn new(agent: Jwk, grant: Grant, state: PendingState, now: u64, lifetime: u64, interval: u64) -> Self {
         Record {
             id: super::random_id(),
             code: interaction_code(),
             agent_jkt: agent.thumbprint(),
             agent,
-            resource,
-            scope,
+            grant,
             state,
             expires_at: now + lifetime,
             interval,
@@ -92,21 +83,11 @@ pub(super) enum Poll {
     Unknown,
     OtherAgent,
     Gone,
-    SlowDown {
-        retry_after: u64,
-    },
+    SlowDown { retry_after: u64 },
     Expired,
     Denied,
-    Waiting {
-        retry_after: u64,
-        status: &'static str,
-    },
-    Approved {
-        resource: String,
-        scope: String,
-        sub: String,
-        agent: Box<Jwk>,
-    },
+    Waiting { retry_after: u64, status: &'static str },
+    Approved { grant: Grant, sub: String, agent: Box<Jwk> },
 }
 
 /// What the consent page shows.
@@ -153,8 +134,7 @@ impl Store {
             }
             PendingState::Denied => Poll::Denied,
             PendingState::Approved { sub } => Poll::Approved {
-                resource: record.resource.clone(),
-                scope: record.scope.clone(),
+                grant: record.grant.clone(),
                 sub: sub.clone(),
                 agent: Box::new(record.agent.clone()),
             },
@@ -197,8 +177,8 @@ impl Store {
             record.state = PendingState::Interacting;
             return ConsentView::Open {
                 code: record.code.clone(),
-                resource: record.resource.clone(),
-                scope: record.scope.clone(),
+                resource: record.grant.resource.clone(),
+                scope: record.grant.scope.clone(),
                 agent_jkt: record.agent_jkt.clone(),
             };
         }

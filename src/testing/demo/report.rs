@@ -11,7 +11,7 @@ use crate::jose::{AlgPolicy, Jwk};
 use crate::testing::auth_server::normalize_code;
 use crate::testing::flow::{auth_token_challenge, interaction, unverified_claims};
 use crate::testing::{Exchange, FlowError, FlowEvent, FlowOutcome, FlowStep};
-use crate::wire;
+use crate::{Generation, wire};
 
 /// One protocol expectation and whether the run met it.
 #[derive(Debug, Clone)]
@@ -126,26 +126,30 @@ fn pretty(value: &Map<String, Value>) -> String {
 }
 
 /// The narration of one event.
-pub(crate) fn describe(event: &FlowEvent) -> String {
+pub(crate) fn describe(event: &FlowEvent, generation: Generation) -> String {
     match event {
         FlowEvent::Waiting { seconds } => format!("[agent] waits {seconds} s (Retry-After) before polling\n"),
         FlowEvent::Interaction { url, code } => {
             format!("[agent] the auth server needs the person: interaction code {code}\n        consent page: {url}\n")
         }
         FlowEvent::Exchange(exchange) if exchange.step == FlowStep::Metadata => format!(
-            "[agent] GET {} -> {} (auth_token_endpoint = {})\n",
+            "[agent] GET {} -> {} (token endpoint {})\n",
             exchange.url,
             exchange.status,
             exchange
                 .json()
-                .and_then(|m| m.get("auth_token_endpoint").and_then(Value::as_str).map(str::to_owned))
+                .and_then(|m| {
+                    ["auth_token_endpoint", "token_endpoint"]
+                        .iter()
+                        .find_map(|name| m.get(*name).and_then(Value::as_str).map(str::to_owned))
+                })
                 .unwrap_or_default()
         ),
-        FlowEvent::Exchange(exchange) => describe_exchange(exchange),
+        FlowEvent::Exchange(exchange) => describe_exchange(exchange, generation),
     }
 }
 
-fn describe_exchange(exchange: &Exchange) -> String {
+pub(crate) fn describe_exchange(exchange: &Exchange, generation: Generation) -> String {
     let title = match exchange.step {
         FlowStep::Resource => "AGENT REQUEST to the resource",
         FlowStep::Token => "AGENT TOKEN REQUEST to the auth server",
@@ -161,9 +165,14 @@ fn describe_exchange(exchange: &Exchange) -> String {
     }
     out.push_str(&format!("<<< HTTP {}\n", exchange.status));
     out.push_str(&headers_text(&exchange.headers));
-    if let Some(token) = auth_token_challenge(exchange) {
+    if let Some(challenge) = auth_token_challenge(exchange, generation) {
+        let token = &challenge.resource_token;
+        out.push_str(&format!(
+            "  resource token header (decoded): {}\n",
+            Value::Object(header_json(token))
+        ));
         out.push_str("  resource token claims (decoded):\n");
-        out.push_str(&pretty(&unverified_claims(&token).unwrap_or_default()));
+        out.push_str(&pretty(&unverified_claims(token).unwrap_or_default()));
     }
     match exchange.json() {
         Some(mut body) => {
@@ -173,6 +182,10 @@ fn describe_exchange(exchange: &Exchange) -> String {
             }
             out.push_str(&format!("  [body] {}\n", Value::Object(body)));
             if let Some(token) = token {
+                out.push_str(&format!(
+                    "  auth token header (decoded): {}\n",
+                    Value::Object(header_json(&token))
+                ));
                 out.push_str("  auth token claims (decoded):\n");
                 out.push_str(&pretty(&unverified_claims(&token).unwrap_or_default()));
             }
@@ -203,9 +216,14 @@ fn header_json(token: &str) -> Map<String, Value> {
         .unwrap_or_default()
 }
 
-fn cnf_thumbprint(claims: &Map<String, Value>) -> Option<String> {
+fn cnf_thumbprint(claims: &Map<String, Value>, generation: Generation) -> Option<String> {
     let jwk = claims.get("cnf")?.get("jwk")?.as_object()?;
-    Jwk::from_json(jwk, AlgPolicy::Strict).ok().map(|k| k.thumbprint())
+    // The demo generation's cnf.jwk carries no alg.
+    let policy = match generation {
+        Generation::Legacy => AlgPolicy::Legacy,
+        _ => AlgPolicy::Strict,
+    };
+    Jwk::from_json(jwk, policy).ok().map(|k| k.thumbprint())
 }
 
 fn header(exchange: &Exchange, name: impl AsRef<str>) -> Option<&str> {
@@ -216,9 +234,23 @@ fn sent<'a>(exchange: &'a Exchange, name: &str) -> Option<&'a str> {
     exchange.request_headers.get(name).and_then(|v| v.to_str().ok())
 }
 
+/// Whether the request was signed under `scheme`, in `generation`'s `Signature-Key` form.
+pub(crate) fn signed_as(exchange: &Exchange, scheme: &str, generation: Generation) -> bool {
+    let prefix = match generation {
+        Generation::Legacy => format!("sig=(scheme={scheme} "),
+        _ => format!("sig={scheme};"),
+    };
+    sent(exchange, wire::header::SIGNATURE_KEY).is_some_and(|k| k.starts_with(&prefix))
+}
+
 /// Checks a run against what the protocol says for `expected.person`.
-pub(crate) fn check(expected: &Expected, outcome: Result<FlowOutcome, FlowError>) -> DemoReport {
+pub(crate) fn check(
+    expected: &Expected,
+    hwk: Result<Exchange, FlowError>,
+    outcome: Result<FlowOutcome, FlowError>,
+) -> DemoReport {
     let mut report = DemoReport::default();
+    check_hwk(&mut report, expected, hwk.ok().as_ref());
     let (transcript, terminal) = match &outcome {
         Ok(outcome) => (outcome.transcript.as_slice(), None),
         Err(FlowError::Refused {
@@ -244,7 +276,7 @@ pub(crate) fn check(expected: &Expected, outcome: Result<FlowOutcome, FlowError>
     report.expect(
         polls
             .iter()
-            .all(|p| sent(p, wire::header::SIGNATURE_KEY).is_some_and(|k| k.starts_with("sig=jwks_uri;"))),
+            .all(|p| signed_as(p, wire::scheme::JWKS_URI, expected.generation)),
         "every poll was signed by the agent",
     );
     let waiting = polls.iter().rev().skip(1);
@@ -270,24 +302,61 @@ pub(crate) fn check(expected: &Expected, outcome: Result<FlowOutcome, FlowError>
     report
 }
 
+fn check_hwk(report: &mut DemoReport, expected: &Expected, exchange: Option<&Exchange>) {
+    let body = exchange.and_then(Exchange::json).unwrap_or_default();
+    report.expect(
+        exchange.is_some_and(|e| signed_as(e, wire::scheme::HWK, expected.generation))
+            && exchange.is_some_and(|e| e.status == StatusCode::OK)
+            && text(&body, "scheme") == Some(wire::scheme::HWK)
+            && text(&body, "agent") == Some(expected.agent_jkt.as_str()),
+        "an hwk-signed GET /whoami was answered 200 naming the key thumbprint (identity level)",
+    );
+}
+
 fn check_challenge(report: &mut DemoReport, expected: &Expected, transcript: &[Exchange]) {
     let first = transcript.first();
+    let legacy = expected.generation == Generation::Legacy;
     report.expect(
-        first.is_some_and(|e| sent(e, wire::header::SIGNATURE_KEY).is_some_and(|k| k.starts_with("sig=jwks_uri;"))),
-        "the agent signed its first request with Signature-Key scheme jwks_uri",
+        first.is_some_and(|e| signed_as(e, wire::scheme::JWKS_URI, expected.generation)),
+        if legacy {
+            "the agent signed its first request with Signature-Key sig=(scheme=jwks_uri id=\"…\" kid=\"…\")"
+        } else {
+            "the agent signed its first request with Signature-Key scheme jwks_uri"
+        },
     );
-    let token = first.and_then(auth_token_challenge);
-    report.expect(
-        token.is_some(),
-        "the resource answered 401 with AAuth-Requirement: requirement=auth-token; resource-token=\"…\"",
-    );
-    let token = token.unwrap_or_default();
+    let challenge = first.and_then(|e| auth_token_challenge(e, expected.generation));
+    if legacy {
+        report.expect(
+            challenge
+                .as_ref()
+                .is_some_and(|c| c.auth_server.as_deref() == Some(expected.auth_server.as_str()))
+                && first.is_some_and(|e| e.header(wire::header::AAUTH_REQUIREMENT).is_none()),
+            "the resource answered 401 with AAuth: require=auth-token; resource-token=\"…\"; auth-server=\"…\" (and no AAuth-Requirement)",
+        );
+    } else {
+        report.expect(
+            challenge.is_some(),
+            "the resource answered 401 with AAuth-Requirement: requirement=auth-token; resource-token=\"…\"",
+        );
+    }
+    let token = challenge.map(|c| c.resource_token).unwrap_or_default();
     let head = header_json(&token);
     let claims = unverified_claims(&token).unwrap_or_default();
-    report.expect(
-        text(&head, "typ") == Some(wire::typ::RESOURCE) && text(&head, "alg") == Some(wire::alg::ED25519),
-        "the resource token is an aa-resource+jwt signed with Ed25519",
-    );
+    if legacy {
+        report.expect(
+            text(&head, "typ") == Some(wire::typ::LEGACY_RESOURCE) && text(&head, "alg") == Some(wire::alg::EDDSA),
+            "the resource token is a resource+jwt signed with EdDSA",
+        );
+        report.expect(
+            text(&claims, wire::claim::AGENT) == Some(expected.agent_id.as_str()),
+            "the resource token names the agent (agent)",
+        );
+    } else {
+        report.expect(
+            text(&head, "typ") == Some(wire::typ::RESOURCE) && text(&head, "alg") == Some(wire::alg::ED25519),
+            "the resource token is an aa-resource+jwt signed with Ed25519",
+        );
+    }
     report.expect(
         text(&claims, "iss") == Some(expected.resource.as_str())
             && text(&claims, "aud") == Some(expected.auth_server.as_str())
@@ -325,12 +394,25 @@ fn check_deferral(report: &mut DemoReport, expected: &Expected, transcript: &[Ex
             && header(deferred, header::CACHE_CONTROL) == Some("no-store"),
         "the 202 carries a pending Location, Retry-After and Cache-Control: no-store",
     );
-    let code = interaction(deferred).map(|(_, code)| code);
-    report.expect(
-        code.as_deref()
-            .is_some_and(|c| c.len() >= 8 && normalize_code(c).as_deref() == Some(c)),
-        "the 202 carries requirement=interaction with a url and a Crockford base32 code of 8+ symbols",
-    );
+    let found = interaction(deferred, expected.generation);
+    let well_formed = |c: &str| c.len() >= 8 && normalize_code(c).as_deref() == Some(c);
+    if expected.generation == Generation::Legacy {
+        let body = deferred.json().unwrap_or_default();
+        report.expect(
+            found.as_ref().is_some_and(|(_, code)| {
+                well_formed(code)
+                    && text(&body, "code") == Some(code.as_str())
+                    && text(&body, wire::requirement::LEGACY_REQUIRE) == Some(wire::requirement::INTERACTION)
+                    && text(&body, "location") == header(deferred, header::LOCATION)
+            }),
+            "the 202 carries AAuth: require=interaction; code=\"…\" (Crockford base32, 8+ symbols), echoed in its body",
+        );
+    } else {
+        report.expect(
+            found.is_some_and(|(url, code)| url.is_some() && well_formed(&code)),
+            "the 202 carries requirement=interaction with a url and a Crockford base32 code of 8+ symbols",
+        );
+    }
 }
 
 fn check_grant(report: &mut DemoReport, expected: &Expected, outcome: &FlowOutcome) {
@@ -349,15 +431,32 @@ fn check_grant(report: &mut DemoReport, expected: &Expected, outcome: &FlowOutco
     let token = outcome.auth_token.clone().unwrap_or_default();
     let head = header_json(&token);
     let claims = unverified_claims(&token).unwrap_or_default();
+    let legacy = expected.generation == Generation::Legacy;
+    let from_to = text(&claims, "iss") == Some(expected.auth_server.as_str())
+        && text(&claims, "aud") == Some(expected.resource.as_str());
+    if legacy {
+        let cnf = claims.get("cnf").and_then(|c| c.get("jwk")).and_then(Value::as_object);
+        report.expect(
+            text(&head, "typ") == Some(wire::typ::LEGACY_AUTH)
+                && text(&head, "alg") == Some(wire::alg::EDDSA)
+                && from_to
+                && !claims.contains_key("dwk"),
+            "the auth token is an auth+jwt (EdDSA, no dwk) from the auth server for the resource",
+        );
+        report.expect(
+            cnf.is_some_and(|jwk| jwk.contains_key("kid") && !jwk.contains_key("alg"))
+                && text(&claims, wire::claim::AGENT) == Some(expected.agent_id.as_str())
+                && claims.contains_key("jti"),
+            "the auth token's cnf.jwk has a kid and no alg, and its agent claim names the agent",
+        );
+    } else {
+        report.expect(
+            text(&head, "typ") == Some(wire::typ::AUTH) && text(&claims, "dwk") == Some(wire::dwk::ACCESS) && from_to,
+            "the auth token is an aa-auth+jwt from the auth server for the resource",
+        );
+    }
     report.expect(
-        text(&head, "typ") == Some(wire::typ::AUTH)
-            && text(&claims, "iss") == Some(expected.auth_server.as_str())
-            && text(&claims, "dwk") == Some(wire::dwk::ACCESS)
-            && text(&claims, "aud") == Some(expected.resource.as_str()),
-        "the auth token is an aa-auth+jwt from the auth server for the resource",
-    );
-    report.expect(
-        cnf_thumbprint(&claims).as_deref() == Some(expected.agent_jkt.as_str()),
+        cnf_thumbprint(&claims, expected.generation).as_deref() == Some(expected.agent_jkt.as_str()),
         "the auth token is bound to the agent key (cnf.jwk)",
     );
     report.expect(
@@ -368,15 +467,20 @@ fn check_grant(report: &mut DemoReport, expected: &Expected, outcome: &FlowOutco
     );
     let retry = &outcome.response;
     report.expect(
-        retry.step == FlowStep::Retry
-            && sent(retry, wire::header::SIGNATURE_KEY).is_some_and(|k| k.starts_with("sig=jwt;jwt=")),
+        retry.step == FlowStep::Retry && signed_as(retry, wire::scheme::JWT, expected.generation),
         "the agent retried with Signature-Key scheme jwt carrying the auth token",
     );
     let body = retry.json().unwrap_or_default();
+    // The demo generation names the agent by its identifier, draft -11 by its key.
+    let agent = if legacy {
+        &expected.agent_id
+    } else {
+        &expected.agent_jkt
+    };
     report.expect(
         retry.status == StatusCode::OK
             && text(&body, "scope") == Some(DATA_SCOPES)
-            && text(&body, "agent") == Some(expected.agent_jkt.as_str())
+            && text(&body, "agent") == Some(agent.as_str())
             && body.contains_key("data"),
         "the resource answered 200 JSON naming the agent, the scope and the data",
     );
