@@ -1,0 +1,23 @@
+//! Fetched documents: a JWKS, issuer metadata (draft -11) and demo-generation metadata.
+//! The first byte chooses the key policy.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use tower_aauth::discovery::{KeySet, legacy_metadata_jwks_uri, metadata_jwks_uri};
+use tower_aauth::jose::AlgPolicy;
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&mode, body)) = data.split_first() else {
+        return;
+    };
+    let policy = if mode & 1 == 1 {
+        AlgPolicy::Legacy
+    } else {
+        AlgPolicy::Strict
+    };
+    if let Ok(set) = KeySet::from_jwks(body, 32, policy) {
+        assert!(set.len() <= 32);
+    }
+    let _ = metadata_jwks_uri(body, "https://issuer.example");
+    let _ = legacy_metadata_jwks_uri(body, "https://issuer.example");
+});
