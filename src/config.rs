@@ -20,7 +20,7 @@ use crate::policy::{Revocations, ScopeCeilings};
 use crate::replay::{MemoryReplayStore, ReplayProtection, ReplayStore};
 use crate::sigkey::{AcceptedSchemes, Scheme};
 use crate::token::{IssuerTrust, TokenKind, TokenPolicy};
-use crate::verifier::VerifiedToken;
+use crate::token_cache::TokenCache;
 
 /// A configuration mistake found by [`AAuthBuilder::build`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -126,7 +126,7 @@ pub(crate) struct Shared {
     pub(crate) require_query: bool,
     pub(crate) alphabet: SignatureAlphabet,
     pub(crate) max_body_bytes: usize,
-    pub(crate) token_cache: moka::sync::Cache<[u8; 32], Arc<VerifiedToken>>,
+    pub(crate) token_cache: TokenCache,
     pub(crate) profile: Profile,
     pub(crate) replay_protection: ReplayProtection,
     pub(crate) replay_store: Arc<dyn ReplayStore>,
@@ -188,8 +188,22 @@ impl AAuth {
 
     /// Number of verified tokens currently cached.
     pub fn cached_tokens(&self) -> u64 {
-        self.shared.token_cache.run_pending_tasks();
         self.shared.token_cache.entry_count()
+    }
+
+    /// Estimated bytes held by the verified-token cache (the sum of its entries'
+    /// weights; bounded by [`AAuthBuilder::token_cache_bytes`]).
+    pub fn cached_token_bytes(&self) -> u64 {
+        self.shared.token_cache.weighted_size()
+    }
+
+    /// Empties the verified-token cache: every token is verified against its issuer's
+    /// current keys on its next use. Call it after learning that an issuer withdrew a key;
+    /// otherwise tokens already verified stay accepted until their `exp`, at most
+    /// [`AAuthBuilder::token_cache_max_age`]. (Revocations need no call: they are checked
+    /// on every request.)
+    pub fn forget_verified_tokens(&self) {
+        self.shared.token_cache.clear();
     }
 }
 
@@ -214,6 +228,8 @@ pub struct AAuthBuilder {
     alphabet: SignatureAlphabet,
     max_body_bytes: usize,
     token_cache_entries: u64,
+    token_cache_bytes: u64,
+    token_cache_max_age: Duration,
     profile: Profile,
     replay_protection: ReplayProtection,
     replay_store: Option<Arc<dyn ReplayStore>>,
@@ -252,6 +268,8 @@ impl AAuthBuilder {
             alphabet: SignatureAlphabet::Lenient,
             max_body_bytes: 1024 * 1024,
             token_cache_entries: 100_000,
+            token_cache_bytes: crate::token_cache::DEFAULT_MAX_BYTES,
+            token_cache_max_age: crate::token_cache::DEFAULT_MAX_AGE,
             profile: Profile::Draft11,
             replay_protection: ReplayProtection::default(),
             replay_store: None,
@@ -402,9 +420,25 @@ impl AAuthBuilder {
         self
     }
 
-    /// Bound on the verified-token cache (default 100 000 entries).
+    /// Bound on the number of verified tokens cached (default 100 000 entries).
     pub fn token_cache_entries(mut self, entries: u64) -> Self {
         self.token_cache_entries = entries;
+        self
+    }
+
+    /// Bound on the verified-token cache's estimated memory (default 64 MiB, about
+    /// 35 000 typical auth tokens). Whichever of this and
+    /// [`AAuthBuilder::token_cache_entries`] is reached first limits the cache.
+    pub fn token_cache_bytes(mut self, bytes: u64) -> Self {
+        self.token_cache_bytes = bytes;
+        self
+    }
+
+    /// The longest a verified token stays cached, whatever its `exp` (default five
+    /// minutes): how long an issuer key withdrawn without
+    /// [`AAuth::forget_verified_tokens`] keeps vouching for tokens it signed.
+    pub fn token_cache_max_age(mut self, max_age: Duration) -> Self {
+        self.token_cache_max_age = max_age;
         self
     }
 
@@ -531,10 +565,12 @@ impl AAuthBuilder {
                 )
             }
         };
-        let token_cache = moka::sync::Cache::builder()
-            .max_capacity(self.token_cache_entries)
-            .time_to_live(Duration::from_secs(3600))
-            .build();
+        let token_cache = TokenCache::new(
+            self.token_cache_bytes,
+            self.token_cache_entries,
+            self.token_cache_max_age,
+            self.clock.clone(),
+        );
         Ok(AAuth {
             shared: Arc::new(Shared {
                 resource: self.resource,

@@ -19,6 +19,7 @@
 //! * `alg` must be `Ed25519` (the legacy profile also allows `EdDSA` with an Ed25519 key).
 
 use std::fmt;
+use std::sync::Arc;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -62,6 +63,9 @@ pub enum AlgPolicy {
 pub struct Jwk {
     key: VerifyingKey,
     x: String,
+    /// RFC 7638 thumbprint, computed once: every request signed with this key needs it
+    /// (keyid check, `VerifiedRequest`, revocation by key), often more than once.
+    thumbprint: Arc<str>,
     kid: Option<String>,
     alg: Option<String>,
 }
@@ -79,8 +83,10 @@ impl fmt::Debug for Jwk {
 impl Jwk {
     /// The JWK of a verifying key, with `alg` `Ed25519`.
     pub fn from_verifying_key(key: VerifyingKey, kid: Option<String>) -> Self {
+        let x = b64url(key.as_bytes());
         Jwk {
-            x: b64url(key.as_bytes()),
+            thumbprint: thumbprint_of_x(&x).into(),
+            x,
             key,
             kid,
             alg: Some(wire::alg::ED25519.to_owned()),
@@ -134,6 +140,7 @@ impl Jwk {
         };
         Ok(Jwk {
             key,
+            thumbprint: thumbprint_of_x(x).into(),
             x: x.to_owned(),
             kid,
             alg: alg.map(str::to_owned),
@@ -162,7 +169,12 @@ impl Jwk {
 
     /// RFC 7638 SHA-256 thumbprint, base64url without padding.
     pub fn thumbprint(&self) -> String {
-        thumbprint_of_x(&self.x)
+        self.thumbprint.as_ref().to_owned()
+    }
+
+    /// The RFC 7638 thumbprint, shared: computed once when the key was parsed.
+    pub fn thumbprint_shared(&self) -> &Arc<str> {
+        &self.thumbprint
     }
 
     /// The public JWK as JSON, with `kid`, `alg` and `use` when known.

@@ -23,6 +23,7 @@ pub mod replay;
 pub mod resource_token;
 pub mod sigkey;
 pub mod token;
+pub mod token_cache;
 pub mod verifier;
 pub mod well_known;
 pub mod wire;

@@ -152,6 +152,9 @@ impl SignatureKey {
         accepted: &AcceptedSchemes,
         legacy: bool,
     ) -> Result<ParsedSignatureKey, Error> {
+        if let Some(token) = common_jwt_member(field, label) {
+            return from_params(wire::scheme::JWT, &[("jwt", Some(token))], accepted, legacy, false);
+        }
         let Some(dict) = parse_dictionary_strict(field) else {
             if !legacy {
                 return Err(Error::invalid_key("Signature-Key is not a valid structured dictionary"));
@@ -200,6 +203,56 @@ pub struct ParsedSignatureKey {
     pub legacy_form: bool,
 }
 
+/// The shape of nearly every `jwt` request, `label=jwt;jwt="<compact JWS>"` and nothing
+/// else, read without building a Dictionary. For such a field `sfv` yields exactly one
+/// member, `label` (a valid key: it came out of `Signature-Input`'s Dictionary), a Token
+/// `jwt` with one String parameter `jwt` whose characters need no unescaping, so the
+/// general path would produce the same parameters. `None`: take the general path.
+fn common_jwt_member<'a>(field: &'a str, label: &str) -> Option<&'a str> {
+    let token = field
+        .strip_prefix(label)?
+        .strip_prefix("=jwt;jwt=\"")?
+        .strip_suffix('"')?;
+    let jws_chars = token
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
+    (!token.is_empty() && jws_chars).then_some(token)
+}
+
+/// Most `hwk` keys parsed recently, by their exact parameters: parsing one decompresses
+/// a curve point and hashes a thumbprint, a sixth of an Ed25519 verification, for a key
+/// an agent sends again on every request. Parsing is a pure function of the parameters,
+/// so a hit is exactly what parsing would give; failures are not cached.
+static HWK_KEYS: std::sync::LazyLock<moka::sync::Cache<String, Jwk>> =
+    std::sync::LazyLock::new(|| moka::sync::Cache::new(HWK_CACHE_ENTRIES));
+
+/// Bound on [`HWK_KEYS`] (a few hundred bytes each).
+const HWK_CACHE_ENTRIES: u64 = 4096;
+
+fn parse_hwk(params: &[(&str, Option<&str>)]) -> Result<Jwk, Error> {
+    let mut cache_key = String::with_capacity(96);
+    for (name, value) in params {
+        let Some(value) = value else {
+            return Err(Error::invalid_key("an hwk parameter is not a string"));
+        };
+        // sf keys and strings are printable ASCII: NUL separates unambiguously.
+        cache_key.push_str(name);
+        cache_key.push('\0');
+        cache_key.push_str(value);
+        cache_key.push('\0');
+    }
+    if let Some(key) = HWK_KEYS.get(&cache_key) {
+        return Ok(key);
+    }
+    let mut jwk = Map::new();
+    for (name, value) in params {
+        jwk.insert((*name).to_owned(), Value::String(value.unwrap_or_default().to_owned()));
+    }
+    let key = Jwk::from_json(&jwk, AlgPolicy::Legacy)?;
+    HWK_KEYS.insert(cache_key, key.clone());
+    Ok(key)
+}
+
 /// Builds the key source from a member's scheme and parameters (`None`: not a string).
 fn from_params(
     scheme: &str,
@@ -224,17 +277,11 @@ fn from_params(
             if params.iter().any(|(k, _)| *k == "kid") {
                 return Err(Error::invalid_key("hwk must not carry kid"));
             }
-            let mut jwk = Map::new();
-            for (name, value) in params {
-                let Some(value) = value else {
-                    return Err(Error::invalid_key("an hwk parameter is not a string"));
-                };
-                jwk.insert((*name).to_owned(), Value::String((*value).to_owned()));
-            }
+            let key = parse_hwk(params)?;
             // hwk's alg was forbidden before SIGKEY-08 and is required since: accept it
             // absent, `Ed25519`, or `EdDSA`; the key type is explicit either way.
-            legacy_form |= !jwk.contains_key("alg");
-            SignatureKey::Hwk(Jwk::from_json(&jwk, AlgPolicy::Legacy)?)
+            legacy_form |= !params.iter().any(|(name, _)| *name == "alg");
+            SignatureKey::Hwk(key)
         }
         Scheme::JwksUri => {
             let (id, dwk, kid) = (string_param("id")?, string_param("dwk")?, string_param("kid")?);
@@ -303,6 +350,65 @@ mod tests {
     fn unselected_members_are_ignored() {
         let field = format!(r#"other=foo, sig=hwk;kty="OKP";crv="Ed25519";x="{X}""#);
         assert!(SignatureKey::parse(&field, "sig", &AcceptedSchemes::default()).is_ok());
+    }
+
+    #[test]
+    fn common_jwt_shape_reads_as_the_dictionary_path_does() {
+        let token = "eyJhbGciOiJFZDI1NTE5In0.eyJzdWIiOiJhIn0.c2ln-_";
+        let field = format!(r#"sig=jwt;jwt="{token}""#);
+        assert_eq!(common_jwt_member(&field, "sig"), Some(token));
+        let dict = parse_dictionary_strict(&field).unwrap();
+        let Some(ListEntry::Item(item)) = dict.get("sig") else {
+            panic!("not an item")
+        };
+        assert!(matches!(&item.bare_item, BareItem::Token(t) if t.as_str() == "jwt"));
+        let params: Vec<_> = item.params.iter().collect();
+        assert_eq!(params.len(), 1);
+        assert_eq!(params[0].0.as_str(), "jwt");
+        assert!(matches!(params[0].1, BareItem::String(s) if s.as_str() == token));
+    }
+
+    #[test]
+    fn uncommon_jwt_shapes_take_the_general_path() {
+        for field in [
+            r#"sig=jwt;jwt="a.b.c";x=1"#,
+            r#"sig=jwt;jwt="a.b.c", other=hwk"#,
+            r#"other=jwt;jwt="a.b.c""#,
+            r#"sig=jwt;jwt="a b.c""#,
+            r#"sig=jwt;jwt="a\".c""#,
+            "sig=jwt;jwt=\"\"",
+        ] {
+            assert_eq!(common_jwt_member(field, "sig"), None, "{field}");
+        }
+    }
+
+    #[test]
+    fn a_cached_hwk_key_is_the_key_parsing_gives() {
+        let field = format!(r#"sig=hwk;kty="OKP";crv="Ed25519";x="{X}";alg="Ed25519""#);
+        let accepted = AcceptedSchemes::default();
+        let first = SignatureKey::parse(&field, "sig", &accepted).unwrap();
+        let second = SignatureKey::parse(&field, "sig", &accepted).unwrap();
+        let (SignatureKey::Hwk(a), SignatureKey::Hwk(b)) = (first, second) else {
+            panic!("not hwk");
+        };
+        assert_eq!(a, b);
+        // Same x, different parameters: not the cached key.
+        let no_alg = format!(r#"sig=hwk;kty="OKP";crv="Ed25519";x="{X}""#);
+        let SignatureKey::Hwk(c) = SignatureKey::parse(&no_alg, "sig", &accepted).unwrap() else {
+            panic!("not hwk");
+        };
+        assert_eq!(c.alg(), None);
+        assert_eq!(a.alg(), Some("Ed25519"));
+    }
+
+    #[test]
+    fn a_refused_hwk_key_stays_refused() {
+        let weak = r#"sig=hwk;kty="OKP";crv="Ed25519";x="AQAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";alg="Ed25519""#;
+        let accepted = AcceptedSchemes::default();
+        for _ in 0..2 {
+            let err = SignatureKey::parse(weak, "sig", &accepted).unwrap_err();
+            assert_eq!(err.signature_code(), Some(SignatureErrorCode::InvalidKey));
+        }
     }
 
     #[test]

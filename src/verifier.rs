@@ -81,6 +81,10 @@ pub struct VerifiedToken {
     pub hash: [u8; 32],
 }
 
+thread_local! {
+    static BASE: std::cell::RefCell<SignatureBase> = std::cell::RefCell::new(SignatureBase::new());
+}
+
 /// Outcome of the synchronous head.
 pub(crate) enum Step {
     /// No signature headers at all.
@@ -136,7 +140,13 @@ impl Verifier<'_> {
             Ok(Some(fields)) => fields,
             Err(error) => return Step::Done(Err(error)),
         };
-        match self.verify_fields(&fields, method, uri, headers, path) {
+        // The signature base is rebuilt into a per-thread buffer: no allocation per
+        // request. It is copied out only when verification has to wait for a key.
+        let step = BASE.with(|cell| match cell.try_borrow_mut() {
+            Ok(mut base) => self.verify_fields(&mut base, &fields, method, uri, headers, path),
+            Err(_) => self.verify_fields(&mut SignatureBase::new(), &fields, method, uri, headers, path),
+        });
+        match step {
             Ok(step) => step,
             Err(error) => Step::Done(Err(error)),
         }
@@ -144,6 +154,7 @@ impl Verifier<'_> {
 
     fn verify_fields(
         &self,
+        base: &mut SignatureBase,
         fields: &SignatureHeaders<'_>,
         method: &Method,
         uri: &Uri,
@@ -190,8 +201,8 @@ impl Verifier<'_> {
             path,
             query: uri.query(),
         };
-        let mut base = SignatureBase::new();
         base.build_capped(&input, &target, headers, shared.header_cap)?;
+        let base = &*base;
 
         let digest = if input.covers(wire::header::CONTENT_DIGEST) {
             let field = crate::httpsig::field_value(headers, wire::header::CONTENT_DIGEST, shared.header_cap)?
@@ -202,7 +213,7 @@ impl Verifier<'_> {
         };
         let protect = shared.replay_protection.covers(method);
         let verified = |scheme,
-                        thumbprint: String,
+                        thumbprint: Arc<str>,
                         signer: Option<Arc<str>>,
                         token: Option<Arc<VerifiedToken>>,
                         legacy_key_alg: bool| {
@@ -214,7 +225,7 @@ impl Verifier<'_> {
             VerifiedRequest {
                 scheme,
                 replay: (protect && !thumbprint.is_empty()).then(|| ReplayKey::signature(&thumbprint, base.as_bytes())),
-                key_thumbprint: thumbprint.into(),
+                key_thumbprint: thumbprint,
                 label: input.label.as_str().into(),
                 covered: input.components.iter().map(|c| c.name().to_owned()).collect(),
                 created,
@@ -226,11 +237,11 @@ impl Verifier<'_> {
 
         let (work, verified) = match parsed.key {
             SignatureKey::Hwk(jwk) => {
-                check_keyid(&input, &[&jwk.thumbprint()])?;
-                verify_base(&base, &signature, &jwk)?;
+                check_keyid(&input, &[jwk.thumbprint_shared().as_ref()])?;
+                verify_base(base, &signature, &jwk)?;
                 (
                     KeyWork::None,
-                    verified(Scheme::Hwk, jwk.thumbprint(), None, None, false),
+                    verified(Scheme::Hwk, jwk.thumbprint_shared().clone(), None, None, false),
                 )
             }
             SignatureKey::JwksUri { id, dwk, kid } => {
@@ -250,12 +261,12 @@ impl Verifier<'_> {
                     Some(key) => {
                         let key = key?;
                         check_key_alg(profile, &key)?;
-                        verify_base(&base, &signature, &key)?;
+                        verify_base(base, &signature, &key)?;
                         (
                             KeyWork::None,
                             verified(
                                 Scheme::JwksUri,
-                                key.thumbprint(),
+                                key.thumbprint_shared().clone(),
                                 Some(id.as_str().into()),
                                 None,
                                 is_legacy_key(&key),
@@ -263,13 +274,13 @@ impl Verifier<'_> {
                         )
                     }
                     None => {
-                        let partial = verified(Scheme::JwksUri, String::new(), Some(id.as_str().into()), None, false);
+                        let partial = verified(Scheme::JwksUri, Arc::from(""), Some(id.as_str().into()), None, false);
                         (
                             KeyWork::Signer {
                                 issuer: id,
                                 dwk,
                                 kid,
-                                base,
+                                base: base.clone(),
                                 signature,
                                 protect,
                             },
@@ -289,11 +300,12 @@ impl Verifier<'_> {
                         ));
                     }
                     let cnf = &cached.claims.cnf;
-                    check_keyid(&input, &[&cnf.thumbprint(), cnf.kid().unwrap_or_default()])?;
-                    verify_base(&base, &signature, cnf)?;
+                    let thumbprint = cnf.thumbprint_shared().clone();
+                    check_keyid(&input, &[&*thumbprint, cnf.kid().unwrap_or_default()])?;
+                    verify_base(base, &signature, cnf)?;
                     (
                         KeyWork::None,
-                        verified(Scheme::Jwt, cnf.thumbprint(), None, Some(cached), false),
+                        verified(Scheme::Jwt, thumbprint, None, Some(cached), false),
                     )
                 } else {
                     let jws = UnverifiedJws::parse(&token, shared.tokens.alg)?;
@@ -301,13 +313,10 @@ impl Verifier<'_> {
                     if !shared.token_identifiers.admits(&claims.iss) {
                         return Err(Error::invalid_jwt("the token's issuer identifier is not admitted"));
                     }
-                    check_keyid(
-                        &input,
-                        &[&claims.cnf.thumbprint(), claims.cnf.kid().unwrap_or_default()],
-                    )?;
+                    let thumbprint = claims.cnf.thumbprint_shared().clone();
+                    check_keyid(&input, &[&*thumbprint, claims.cnf.kid().unwrap_or_default()])?;
                     // Proof of possession first: no fetch for a request its key did not sign.
-                    verify_base(&base, &signature, &claims.cnf)?;
-                    let thumbprint = claims.cnf.thumbprint();
+                    verify_base(base, &signature, &claims.cnf)?;
                     let query = KeyQuery {
                         issuer: &claims.iss,
                         dwk: &claims.dwk,
@@ -498,11 +507,11 @@ impl Pending {
                     .await?;
                 check_key_alg(shared.profile, &key)?;
                 verify_base(&base, &signature, &key)?;
-                let thumbprint = key.thumbprint();
+                let thumbprint = key.thumbprint_shared().clone();
                 if protect {
                     verified.replay = Some(ReplayKey::signature(&thumbprint, base.as_bytes()));
                 }
-                verified.key_thumbprint = thumbprint.into();
+                verified.key_thumbprint = thumbprint;
                 if is_legacy_key(&key) {
                     verified.generation = shared.profile.answer_in(true);
                 }

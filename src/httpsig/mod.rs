@@ -21,6 +21,7 @@ use std::borrow::Cow;
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
 use http::HeaderMap;
+use http::header::{AsHeaderName, HeaderName};
 use sfv::visitor::{DictionaryVisitor, EntryVisitor};
 use sfv::{BareItem, Dictionary, InnerList, KeyRef, ListEntry, Parser};
 
@@ -51,9 +52,13 @@ impl<'a> SignatureHeaders<'a> {
     /// `Ok(None)`: none present (an unsigned request). Some but not all present, a field
     /// over `cap` bytes, or a field that is not visible ASCII: `invalid_signature`.
     pub fn read(headers: &'a HeaderMap, cap: usize) -> Result<Option<Self>, Error> {
-        let input = field_value(headers, wire::header::SIGNATURE_INPUT, cap)?;
-        let signature = field_value(headers, wire::header::SIGNATURE, cap)?;
-        let key = field_value(headers, wire::header::SIGNATURE_KEY, cap)?;
+        // Pre-built names: looking a `&str` up parses and hashes it anew on every request.
+        static INPUT: HeaderName = HeaderName::from_static(wire::header::SIGNATURE_INPUT);
+        static SIGNATURE: HeaderName = HeaderName::from_static(wire::header::SIGNATURE);
+        static KEY: HeaderName = HeaderName::from_static(wire::header::SIGNATURE_KEY);
+        let input = field_value(headers, &INPUT, cap)?;
+        let signature = field_value(headers, &SIGNATURE, cap)?;
+        let key = field_value(headers, &KEY, cap)?;
         match (input, signature, key) {
             (None, None, None) => Ok(None),
             (Some(input), Some(signature), Some(key)) => Ok(Some(SignatureHeaders { input, signature, key })),
@@ -66,7 +71,11 @@ impl<'a> SignatureHeaders<'a> {
 
 /// The canonical value of a header field per RFC 9421 §2.1: each line trimmed, lines
 /// joined with `", "`. `None` when absent. Non-ASCII or control bytes are refused.
-pub fn field_value<'a>(headers: &'a HeaderMap, name: &str, cap: usize) -> Result<Option<Cow<'a, str>>, Error> {
+pub fn field_value<'a>(
+    headers: &'a HeaderMap,
+    name: impl AsHeaderName,
+    cap: usize,
+) -> Result<Option<Cow<'a, str>>, Error> {
     let mut values = headers.get_all(name).iter();
     let Some(first) = values.next() else {
         return Ok(None);
@@ -93,8 +102,17 @@ pub fn field_value<'a>(headers: &'a HeaderMap, name: &str, cap: usize) -> Result
     Ok(Some(Cow::Owned(joined)))
 }
 
+/// Whether `bytes` hold a control character (other than `allowed`) or a non-ASCII byte.
+/// Written as a fold without early exit so that it compiles to vector code: header
+/// values here are up to a few KiB (a JWT) and are checked on every request.
+fn has_forbidden_byte(bytes: &[u8], allowed: u8) -> bool {
+    bytes
+        .iter()
+        .fold(false, |bad, &b| bad | (b >= 0x7f) | ((b < 0x20) & (b != allowed) & (b != b'\t')))
+}
+
 fn ascii_field(bytes: &[u8]) -> Result<&str, Error> {
-    if !bytes.iter().all(|&b| b == b'\t' || (0x20..0x7f).contains(&b)) {
+    if has_forbidden_byte(bytes, b'\t') {
         return Err(Error::invalid_signature(
             "a covered field holds non-ASCII or control characters",
         ));
@@ -451,11 +469,7 @@ impl SignatureBase {
         }
         self.buffer.push_str("\"@signature-params\": ");
         self.buffer.push_str(&input.signature_params);
-        if !self
-            .buffer
-            .bytes()
-            .all(|b| b == b'\n' || b == b'\t' || (0x20..0x7f).contains(&b))
-        {
+        if has_forbidden_byte(self.buffer.as_bytes(), b'\n') {
             return Err(Error::invalid_signature("the signature base is not ASCII"));
         }
         Ok(())
@@ -547,6 +561,9 @@ pub enum SignatureAlphabet {
 ///
 /// The field must hold exactly one member, `label`, whose value is a byte sequence.
 pub fn decode_signature(field: &str, label: &str, alphabet: SignatureAlphabet) -> Result<Vec<u8>, Error> {
+    if let Some(bytes) = decode_common_signature(field, label) {
+        return Ok(bytes);
+    }
     let dict = match parse_dictionary_strict(field) {
         Some(dict) => dict,
         None if alphabet == SignatureAlphabet::Lenient => {
@@ -571,6 +588,29 @@ pub fn decode_signature(field: &str, label: &str, alphabet: SignatureAlphabet) -
         Some(_) => Err(Error::invalid_signature("the Signature member is not a byte sequence")),
         None => Err(Error::invalid_signature("Signature has no member for the signed label")),
     }
+}
+
+/// RFC 9651's byte-sequence decoder, configured exactly as `sfv` 0.16 configures it.
+const SF_BASE64: base64::engine::GeneralPurpose = base64::engine::GeneralPurpose::new(
+    &base64::alphabet::STANDARD,
+    base64::engine::GeneralPurposeConfig::new()
+        .with_decode_allow_trailing_bits(true)
+        .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
+);
+
+/// The shape every signer sends, `label=:<standard base64>:` and nothing else, decoded
+/// without building a Dictionary. For such a field `sfv` yields a one-member Dictionary
+/// whose member is `label` holding a byte sequence decoded by the same engine, so the
+/// result is the one the general path would give. `None`: take the general path.
+fn decode_common_signature(field: &str, label: &str) -> Option<Vec<u8>> {
+    let encoded = field.strip_prefix(label)?.strip_prefix("=:")?.strip_suffix(':')?;
+    if !encoded
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/' || b == b'=')
+    {
+        return None;
+    }
+    SF_BASE64.decode(encoded).ok()
 }
 
 /// Fallback for base64url byte sequences: `label=:<base64url>:` with optional parameters.
@@ -649,6 +689,48 @@ mod tests {
         if url != std {
             assert!(decode_signature(&format!("sig=:{url}:"), "sig", SignatureAlphabet::StandardOnly).is_err());
         }
+    }
+
+    #[test]
+    fn common_signature_shape_decodes_as_the_dictionary_path_does() {
+        for len in [0usize, 1, 2, 3, 63, 64, 65] {
+            let bytes: Vec<u8> = (0..len).map(|i| (i as u8).wrapping_mul(91).wrapping_add(7)).collect();
+            let padded = STANDARD.encode(&bytes);
+            for encoded in [padded.clone(), padded.trim_end_matches('=').to_owned()] {
+                let field = format!("sig=:{encoded}:");
+                let general = parse_dictionary_strict(&field).and_then(|dict| match dict.get("sig") {
+                    Some(ListEntry::Item(sfv::Item {
+                        bare_item: BareItem::ByteSequence(b),
+                        ..
+                    })) => Some(b.clone()),
+                    _ => None,
+                });
+                assert_eq!(decode_common_signature(&field, "sig"), general, "{field}");
+            }
+        }
+    }
+
+    #[test]
+    fn uncommon_signature_shapes_take_the_general_path() {
+        let std = STANDARD.encode([1u8; 64]);
+        for field in [
+            format!("sig=:{std}:;p=1"),
+            format!("sig=:{std}: "),
+            format!("other=:{std}:"),
+            format!("sig=:{}:", URL_SAFE_NO_PAD.encode([0xfbu8; 64])),
+        ] {
+            assert_eq!(decode_common_signature(&field, "sig"), None, "{field}");
+        }
+    }
+
+    #[test]
+    fn control_and_non_ascii_bytes_are_found_anywhere() {
+        assert!(!has_forbidden_byte(b"a\tb c~", b'\t'));
+        assert!(has_forbidden_byte(b"abc\x7f", b'\t'));
+        assert!(has_forbidden_byte(&[b'a'; 100].iter().copied().chain([0x80]).collect::<Vec<_>>(), b'\t'));
+        assert!(has_forbidden_byte(b"a\nb", b'\t'));
+        assert!(!has_forbidden_byte(b"a\nb", b'\n'));
+        assert!(has_forbidden_byte(b"a\rb", b'\n'));
     }
 
     #[test]

@@ -1,0 +1,274 @@
+//! Shared bench fixtures and the same-run ratio summary.
+//!
+//! Criterion gives the detailed statistics; the numbers the targets are about are
+//! *ratios to the Ed25519 limit measured in the same process*, because the machine these
+//! run on is shared and absolute times drift with its load. [`compare`] interleaves
+//! rounds of the limit and the subject, so both see the same load, and reports the
+//! median of the per-round ratios.
+#![allow(dead_code)]
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Body;
+use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
+use http::{HeaderMap, Request, StatusCode};
+use tower::ServiceExt;
+use tower_aauth::discovery::StaticResolver;
+use tower_aauth::testing::{KeySource, TestAgent, TestIssuer};
+use tower_aauth::{AAuth, AAuthBuilder, ManualClock, wire};
+
+/// The fixed clock: signatures made at `NOW` stay fresh for the whole run.
+pub const NOW: u64 = 1_730_217_600;
+/// Our resource identifier.
+pub const RESOURCE: &str = "https://resource.example";
+/// The trusted access server.
+pub const AS: &str = "https://as.example";
+/// The URL every bench request targets.
+pub const URL: &str = "https://resource.example/data";
+
+/// The physical limit: `verify_strict` of a 64-byte signature over 200 bytes.
+pub struct Limit {
+    key: VerifyingKey,
+    message: [u8; 200],
+    signature: Signature,
+}
+
+impl Limit {
+    pub fn new() -> Self {
+        let signer = SigningKey::from_bytes(&[7; 32]);
+        let mut message = [0u8; 200];
+        for (i, b) in message.iter_mut().enumerate() {
+            *b = (i as u8).wrapping_mul(31).wrapping_add(1);
+        }
+        let signature = signer.sign(&message);
+        let limit = Limit {
+            key: signer.verifying_key(),
+            message,
+            signature,
+        };
+        assert!(limit.key.verify_strict(&limit.message, &limit.signature).is_ok());
+        limit
+    }
+
+    /// Runs `iters` verifications; returns the time they took.
+    pub fn run(&self, iters: u64) -> Duration {
+        let start = Instant::now();
+        for _ in 0..iters {
+            let ok = black_box(&self.key)
+                .verify_strict(black_box(&self.message), black_box(&self.signature))
+                .is_ok();
+            black_box(ok);
+        }
+        start.elapsed()
+    }
+}
+
+/// A resource: `GET /data` with an empty handler behind the layer, driven on a
+/// current-thread runtime.
+pub struct Resource {
+    pub aauth: AAuth,
+    pub router: Router,
+    pub agent: TestAgent,
+    pub access_server: TestIssuer,
+    runtime: tokio::runtime::Runtime,
+}
+
+impl Resource {
+    /// With the empty handler directly behind the layer.
+    pub fn new() -> Self {
+        Self::with(|b| b, |aauth, router| router.layer(aauth.layer()))
+    }
+
+    /// `adjust` tunes the builder; `wrap` puts guards and the layer around the routes.
+    pub fn with(
+        adjust: impl FnOnce(AAuthBuilder) -> AAuthBuilder,
+        wrap: impl FnOnce(&AAuth, Router) -> Router,
+    ) -> Self {
+        let agent = TestAgent::from_seed([1; 32]).with_kid("agent-key-1");
+        let access_server = TestIssuer::new(AS, [2; 32], "as-key-1");
+        let resolver = StaticResolver::new().with_key(AS, wire::dwk::ACCESS, access_server.public_jwk());
+        let builder = AAuth::builder(RESOURCE)
+            .clock(ManualClock::new(NOW))
+            .key_resolver(resolver)
+            .auth_server(AS);
+        let aauth = adjust(builder).build().expect("valid configuration");
+        let routes = Router::new().route("/data", axum::routing::get(|| async {}));
+        let router = wrap(&aauth, routes);
+        Resource {
+            aauth,
+            router,
+            agent,
+            access_server,
+            runtime: tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime"),
+        }
+    }
+
+    /// An auth token for `scope`, bound to the agent; `jti` makes it distinct.
+    pub fn auth_token(&self, scope: &str, jti: u64) -> String {
+        let mut claims = self
+            .access_server
+            .auth_claims(RESOURCE, &self.agent.public_jwk(), scope, NOW);
+        claims["jti"] = format!("bench-{jti}").into();
+        self.access_server.sign(wire::typ::AUTH, &claims)
+    }
+
+    /// The headers of a signed `GET /data`.
+    pub fn signed_headers(&self, source: &KeySource) -> HeaderMap {
+        let mut request = Request::get(URL).body(Body::empty()).expect("request");
+        self.agent.sign(&mut request, source, NOW);
+        request.headers().clone()
+    }
+
+    /// Sends one request and returns the status (outside timed loops: correctness).
+    pub fn status(&self, headers: &HeaderMap) -> StatusCode {
+        let router = self.router.clone();
+        let request = request_with(headers.clone());
+        self.runtime
+            .block_on(async move { router.oneshot(request).await.expect("infallible").status() })
+    }
+
+    /// Sends the requests one after another; only the sending is timed.
+    pub fn run(&self, requests: Vec<Request<Body>>) -> Duration {
+        let router = &self.router;
+        self.runtime.block_on(async move {
+            let start = Instant::now();
+            for request in requests {
+                let response = router.clone().oneshot(request).await.expect("infallible");
+                black_box(response);
+            }
+            start.elapsed()
+        })
+    }
+
+    /// `iters` copies of the same signed request, sent; only the sending is timed.
+    pub fn run_same(&self, headers: &HeaderMap, iters: u64) -> Duration {
+        self.run((0..iters).map(|_| request_with(headers.clone())).collect())
+    }
+
+    /// Runs a future on the bench runtime.
+    pub fn block_on<F: std::future::Future>(&self, future: F) -> F::Output {
+        self.runtime.block_on(future)
+    }
+}
+
+/// A `GET /data` carrying `headers`.
+pub fn request_with(headers: HeaderMap) -> Request<Body> {
+    let mut request = Request::get(URL).body(Body::empty()).expect("request");
+    *request.headers_mut() = headers;
+    request
+}
+
+/// A ratio target.
+#[derive(Clone, Copy)]
+pub enum Goal {
+    /// The subject must cost at most this multiple of the limit.
+    AtMost(f64),
+    /// The subject must be at least this many times faster than `other` (speed-up).
+    SpeedUpAtLeast(f64),
+    /// Informational.
+    None,
+}
+
+/// Whether this is a real `cargo bench` run (not `cargo test --benches`).
+pub fn benching() -> bool {
+    std::env::args().any(|a| a == "--bench")
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(|a, b| a.total_cmp(b));
+    let n = values.len();
+    if n % 2 == 1 {
+        values[n / 2]
+    } else {
+        (values[n / 2 - 1] + values[n / 2]) / 2.0
+    }
+}
+
+/// Per-round ns/op of `f` run in batches sized to take about `target`.
+fn batch_size(f: &mut dyn FnMut(u64) -> Duration, target: Duration) -> u64 {
+    let mut iters = 1u64;
+    loop {
+        let took = f(iters);
+        if took >= target / 4 || iters >= 1 << 20 {
+            let per = took.as_secs_f64() / iters as f64;
+            return ((target.as_secs_f64() / per.max(1e-9)) as u64).clamp(1, 1 << 22);
+        }
+        iters *= 4;
+    }
+}
+
+/// The same-run comparison: `rounds` interleaved rounds of `baseline` and `subject`.
+/// Returns `(baseline ns/op, subject ns/op, median per-round ratio subject/baseline)`.
+pub fn interleave(
+    mut baseline: impl FnMut(u64) -> Duration,
+    mut subject: impl FnMut(u64) -> Duration,
+) -> (f64, f64, f64) {
+    let rounds: usize = std::env::var("AAUTH_BENCH_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(21);
+    let target = Duration::from_millis(40);
+    let nb = batch_size(&mut baseline, target);
+    let ns = batch_size(&mut subject, target);
+    let (mut b, mut s, mut r) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        let bt = baseline(nb).as_secs_f64() * 1e9 / nb as f64;
+        let st = subject(ns).as_secs_f64() * 1e9 / ns as f64;
+        b.push(bt);
+        s.push(st);
+        r.push(st / bt);
+    }
+    (median(&mut b), median(&mut s), median(&mut r))
+}
+
+/// Prints one summary line comparing `subject` against `baseline` in this run.
+pub fn report(name: &str, baseline_name: &str, figures: (f64, f64, f64), goal: Goal) {
+    let (b, s, ratio) = figures;
+    let verdict = match goal {
+        Goal::AtMost(max) => format!("goal <= {max:.2}x: {}", if ratio <= max { "met" } else { "MISSED" }),
+        Goal::SpeedUpAtLeast(min) => {
+            let speed_up = 1.0 / ratio;
+            format!(
+                "speed-up {speed_up:.2}x, goal >= {min:.2}x: {}",
+                if speed_up >= min { "met" } else { "MISSED" }
+            )
+        }
+        Goal::None => String::new(),
+    };
+    println!(
+        "RATIO {name:<28} {s:>10.0} ns/op vs {baseline_name} {b:>8.0} ns/op = {ratio:>6.3}x  {verdict}"
+    );
+}
+
+/// Criterion settings for a shared 2-core machine: short, few samples.
+pub fn criterion() -> criterion::Criterion {
+    criterion::Criterion::default()
+        .sample_size(20)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(3))
+        .configure_from_args()
+}
+
+/// Instruction-count mode for `valgrind --tool=callgrind`: with
+/// `AAUTH_BENCH_PROFILE=limit|subject` and `AAUTH_BENCH_ITERS=N`, a bench runs only that
+/// side `N` times and exits, without criterion (see docs/performance.md).
+pub fn profile(limit: &Limit, subject: &mut dyn FnMut(u64) -> Duration) -> bool {
+    let Ok(which) = std::env::var("AAUTH_BENCH_PROFILE") else {
+        return false;
+    };
+    let iters = std::env::var("AAUTH_BENCH_ITERS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(1000);
+    let took = match which.as_str() {
+        "limit" => limit.run(iters),
+        _ => subject(iters),
+    };
+    black_box(took);
+    true
+}
