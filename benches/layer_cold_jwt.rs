@@ -13,7 +13,7 @@ use tower_aauth::testing::KeySource;
 
 fn main() {
     let limit = Limit::new();
-    let resource = Resource::new();
+    let resource = Resource::guarded();
     let next = Cell::new(0u64);
     let fresh = |iters: u64| {
         (0..iters)

@@ -19,7 +19,9 @@ fn main() {
     let mut c = common::criterion();
     let mut group = c.benchmark_group("layer_hwk");
     group.bench_function("verify_limit", |b| b.iter_custom(|iters| limit.run(iters)));
-    group.bench_function("layer_hwk", |b| b.iter_custom(|iters| resource.run_same(&headers, iters)));
+    group.bench_function("layer_hwk", |b| {
+        b.iter_custom(|iters| resource.run_same(&headers, iters))
+    });
     group.finish();
     c.final_summary();
     if benching() {

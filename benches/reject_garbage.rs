@@ -20,11 +20,26 @@ fn main() {
     let mut missing_key = good.clone();
     missing_key.remove("signature-key");
     let cases: Vec<(&str, HeaderMap)> = vec![
-        ("unparseable Signature-Input", broken("signature-input", "sig=(\"@method\" \"@path")),
-        ("two labels", broken("signature-input", "a=(\"@method\");created=1, b=(\"@path\");created=1")),
+        (
+            "unparseable Signature-Input",
+            broken("signature-input", "sig=(\"@method\" \"@path"),
+        ),
+        (
+            "two labels",
+            broken("signature-input", "a=(\"@method\");created=1, b=(\"@path\");created=1"),
+        ),
         ("missing Signature-Key", missing_key),
-        ("too few components", broken("signature-input", "sig=(\"@method\");created=1730217600")),
-        ("stale created", broken("signature-input", "sig=(\"@method\" \"@authority\" \"@path\" \"signature-key\");created=1000")),
+        (
+            "too few components",
+            broken("signature-input", "sig=(\"@method\");created=1730217600"),
+        ),
+        (
+            "stale created",
+            broken(
+                "signature-input",
+                "sig=(\"@method\" \"@authority\" \"@path\" \"signature-key\");created=1000",
+            ),
+        ),
         ("short signature", broken("signature", "sig=:AAAA:")),
         ("unknown scheme", broken("signature-key", "sig=nope;x=\"1\"")),
     ];

@@ -1,5 +1,6 @@
 //! The resource server of the loopback load run (see docs/performance.md):
-//! `GET /data` behind `AAuthLayer` on one port and the same router without the layer on
+//! `GET /data` behind `AAuthLayer` and `require_scopes(["data.read"])` (as in
+//! `examples/resource_server.rs`) on one port and the same router without the layer on
 //! another, on a 2-worker runtime. It writes the headers of a signed `GET /data` (`jwt`
 //! scheme, an auth token, `created` = now) to a file for `wrk -H`, and prints the
 //! Ed25519 limit measured on this machine.
@@ -33,7 +34,10 @@ fn main() -> std::io::Result<()> {
     let plain_port: u16 = plain_port.parse().expect("a port");
 
     let verify_ns = limit_ns();
-    println!("limit: verify_strict {verify_ns:.0} ns; 2 cores / verify = {:.0} requests/s", 2e9 / verify_ns);
+    println!(
+        "limit: verify_strict {verify_ns:.0} ns; 2 cores / verify = {:.0} requests/s",
+        2e9 / verify_ns
+    );
 
     let resource = format!("http://127.0.0.1:{layer_port}");
     let agent = TestAgent::from_seed([1; 32]);
@@ -48,7 +52,9 @@ fn main() -> std::io::Result<()> {
     let aauth = builder.build().expect("configuration");
 
     let token = access_server.auth_token(&resource, &agent.public_jwk(), "data.read", now);
-    let mut request = Request::get(format!("{resource}/data")).body(Body::empty()).expect("request");
+    let mut request = Request::get(format!("{resource}/data"))
+        .body(Body::empty())
+        .expect("request");
     agent.sign(&mut request, &KeySource::Jwt(token), now);
     let headers: String = request
         .headers()
@@ -66,7 +72,10 @@ fn main() -> std::io::Result<()> {
         let layered = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], layer_port))).await?;
         let plain = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], plain_port))).await?;
         println!("listening: layer on {layer_port}, plain on {plain_port}");
-        let with_layer = routes.clone().layer(aauth.layer());
+        let with_layer = routes
+            .clone()
+            .route_layer(aauth.require_scopes(["data.read"]))
+            .layer(aauth.layer());
         tokio::spawn(async move { axum::serve(plain, routes).await });
         axum::serve(layered, with_layer).await
     })

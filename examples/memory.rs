@@ -94,7 +94,9 @@ async fn token_phase(count: u64, max_entries: u64, max_bytes: u64) {
         let mut claims = access_server.auth_claims(RESOURCE, &agent.public_jwk(), "data.read", NOW);
         claims["jti"] = format!("memory-{i}").into();
         let token = access_server.sign(wire::typ::AUTH, &claims);
-        let mut request = Request::get(format!("{RESOURCE}/data")).body(Body::empty()).expect("request");
+        let mut request = Request::get(format!("{RESOURCE}/data"))
+            .body(Body::empty())
+            .expect("request");
         agent.sign(&mut request, &KeySource::Jwt(token), NOW);
         let response = router.clone().oneshot(request).await.expect("infallible");
         assert_eq!(response.status(), StatusCode::OK);

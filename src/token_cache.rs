@@ -117,7 +117,12 @@ pub(crate) fn estimated_bytes(token: &VerifiedToken) -> usize {
         Some(claims.kid.as_str()),
     ];
     let owned: usize = strings.iter().flatten().map(|s| s.len()).sum();
-    let scopes: usize = claims.scope.iter().map(|s| s.len() + size_of::<String>()).sum::<usize>() + 16;
+    let scopes: usize = claims
+        .scope
+        .iter()
+        .map(|s| s.len() + size_of::<String>())
+        .sum::<usize>()
+        + 16;
     let cnf = claims.cnf.x().len()
         + claims.cnf.kid().map_or(0, str::len)
         + claims.cnf.alg().map_or(0, str::len)
@@ -133,10 +138,7 @@ fn json_bytes(value: &serde_json::Value) -> usize {
     use serde_json::Value;
     match value {
         Value::String(s) => s.len(),
-        Value::Array(items) => items
-            .iter()
-            .map(|v| size_of::<Value>() + json_bytes(v))
-            .sum(),
+        Value::Array(items) => items.iter().map(|v| size_of::<Value>() + json_bytes(v)).sum(),
         Value::Object(map) => map_bytes(map),
         _ => 0,
     }
@@ -192,7 +194,8 @@ mod tests {
 
     #[test]
     fn an_entry_expires_at_the_tokens_exp() {
-        let lifetime = expiry(Duration::from_secs(3600)).expire_after_create(&[0; 32], &token(1, NOW + 90), Instant::now());
+        let lifetime =
+            expiry(Duration::from_secs(3600)).expire_after_create(&[0; 32], &token(1, NOW + 90), Instant::now());
         assert_eq!(lifetime, Some(Duration::from_secs(90)));
     }
 
@@ -216,7 +219,12 @@ mod tests {
             let token = token(jti, NOW + 600);
             cache.insert(token.hash, token);
         }
-        assert!(cache.weighted_size() <= one * 10, "{} > {}", cache.weighted_size(), one * 10);
+        assert!(
+            cache.weighted_size() <= one * 10,
+            "{} > {}",
+            cache.weighted_size(),
+            one * 10
+        );
         assert!(cache.entry_count() <= 10);
     }
 

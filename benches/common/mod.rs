@@ -81,6 +81,18 @@ impl Resource {
         Self::with(|b| b, |aauth, router| router.layer(aauth.layer()))
     }
 
+    /// `GET /data` guarded by `require_scopes(["data.read"])`, inside the layer.
+    pub fn guarded() -> Self {
+        Self::with(
+            |b| b,
+            |aauth, router| {
+                router
+                    .route_layer(aauth.require_scopes(["data.read"]))
+                    .layer(aauth.layer())
+            },
+        )
+    }
+
     /// `adjust` tunes the builder; `wrap` puts guards and the layer around the routes.
     pub fn with(
         adjust: impl FnOnce(AAuthBuilder) -> AAuthBuilder,
@@ -240,9 +252,7 @@ pub fn report(name: &str, baseline_name: &str, figures: (f64, f64, f64), goal: G
         }
         Goal::None => String::new(),
     };
-    println!(
-        "RATIO {name:<28} {s:>10.0} ns/op vs {baseline_name} {b:>8.0} ns/op = {ratio:>6.3}x  {verdict}"
-    );
+    println!("RATIO {name:<28} {s:>10.0} ns/op vs {baseline_name} {b:>8.0} ns/op = {ratio:>6.3}x  {verdict}");
 }
 
 /// Criterion settings for a shared 2-core machine: short, few samples.

@@ -106,9 +106,9 @@ pub fn field_value<'a>(
 /// Written as a fold without early exit so that it compiles to vector code: header
 /// values here are up to a few KiB (a JWT) and are checked on every request.
 fn has_forbidden_byte(bytes: &[u8], allowed: u8) -> bool {
-    bytes
-        .iter()
-        .fold(false, |bad, &b| bad | (b >= 0x7f) | ((b < 0x20) & (b != allowed) & (b != b'\t')))
+    bytes.iter().fold(false, |bad, &b| {
+        bad | (b >= 0x7f) | ((b < 0x20) & (b != allowed) & (b != b'\t'))
+    })
 }
 
 fn ascii_field(bytes: &[u8]) -> Result<&str, Error> {
@@ -727,7 +727,10 @@ mod tests {
     fn control_and_non_ascii_bytes_are_found_anywhere() {
         assert!(!has_forbidden_byte(b"a\tb c~", b'\t'));
         assert!(has_forbidden_byte(b"abc\x7f", b'\t'));
-        assert!(has_forbidden_byte(&[b'a'; 100].iter().copied().chain([0x80]).collect::<Vec<_>>(), b'\t'));
+        assert!(has_forbidden_byte(
+            &[b'a'; 100].iter().copied().chain([0x80]).collect::<Vec<_>>(),
+            b'\t'
+        ));
         assert!(has_forbidden_byte(b"a\nb", b'\t'));
         assert!(!has_forbidden_byte(b"a\nb", b'\n'));
         assert!(has_forbidden_byte(b"a\rb", b'\n'));
