@@ -427,7 +427,7 @@ impl AAuthBuilder {
     }
 
     /// Bound on the verified-token cache's estimated memory (default 64 MiB, about
-    /// 35 000 typical auth tokens). Whichever of this and
+    /// 19 000 typical auth tokens). Whichever of this and
     /// [`AAuthBuilder::token_cache_entries`] is reached first limits the cache.
     pub fn token_cache_bytes(mut self, bytes: u64) -> Self {
         self.token_cache_bytes = bytes;
