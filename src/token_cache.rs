@@ -13,7 +13,7 @@
 //!   verifier also compares `exp` with the clock on every hit, so an entry that moka has
 //!   not yet evicted is never accepted late.
 //! * **Bounds**: the cache is weighed in bytes (an estimate of each entry's heap
-//!   footprint, see [`estimated_bytes`]) and holds at most `max_bytes`. Every entry weighs
+//!   footprint: strings, claims map and a measured per-entry overhead) and holds at most `max_bytes`. Every entry weighs
 //!   at least `max_bytes / max_entries`, so the entry count is bounded too. When full,
 //!   moka's TinyLFU admission keeps the tokens that are actually reused: a flood of
 //!   one-shot tokens cannot push out the working set.
