@@ -3,13 +3,13 @@
 //! fails any negative test that forgets to assert its outcome.
 #![allow(dead_code)]
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use axum::Router;
 use axum::body::Body;
 use axum::routing::any;
-use http::{Request, Response, StatusCode};
+use http::{HeaderMap, Request, Response, StatusCode};
 use serde_json::Value;
 use tower::ServiceExt;
 use tower_aauth::discovery::{BoxFuture, KeyQuery, KeyResolver, StaticResolver};
@@ -96,6 +96,34 @@ impl Harness {
         router.oneshot(request).await.expect("infallible")
     }
 
+    /// Sends `request` to a router whose `/data` route requires the auth-token scopes
+    /// `scopes` (`require_scopes`) and whose every other path needs only a signature.
+    pub async fn send_scoped(&self, request: Request<Body>, scopes: &[&str]) -> Response<Body> {
+        let calls = self.calls.clone();
+        let handler = move || {
+            let calls = calls.clone();
+            async move {
+                calls.fetch_add(1, Ordering::SeqCst);
+                "handler ran"
+            }
+        };
+        let scopes: Vec<String> = scopes.iter().map(|s| s.to_string()).collect();
+        let router = Router::new()
+            .route(
+                "/data",
+                any(handler.clone()).route_layer(self.aauth.require_scopes(scopes)),
+            )
+            .fallback(any(handler))
+            .layer(self.aauth.layer());
+        router.oneshot(request).await.expect("infallible")
+    }
+
+    /// [`Harness::send_scoped`], then starts an [`Attack`] on the response.
+    pub async fn scoped_attack(&self, request: Request<Body>, scopes: &[&str]) -> Attack<'_> {
+        let response = self.send_scoped(request, scopes).await;
+        Attack::new(self, response)
+    }
+
     /// A GET to `path`, signed by the agent with `source` at `NOW`.
     pub fn signed(&self, path: &str, source: &KeySource) -> Request<Body> {
         let mut request = get(path);
@@ -169,8 +197,9 @@ impl<'h> Attack<'h> {
     }
 
     /// Asserts `401`, exactly one `Signature-Error` with `code`, `no-store`, the problem
-    /// body naming the code, and that the inner service did not run (`H0`).
-    pub async fn refused(mut self, code: &str) {
+    /// body naming the code, and that the inner service did not run (`H0`). Returns the
+    /// response headers for further checks (`required_input`, `Accept-Signature-*`).
+    pub async fn refused(mut self, code: &str) -> HeaderMap {
         let response = self.response.take().expect("asserted once");
         assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "status for {code}");
         let errors: Vec<_> = response
@@ -186,13 +215,73 @@ impl<'h> Attack<'h> {
         );
         assert_eq!(response.headers()[http::header::CACHE_CONTROL], "no-store");
         assert_eq!(self.harness.calls(), 0, "the inner service must not run");
-        if !self.fetches_allowed {
-            assert_eq!(self.harness.fetches(), 0, "no key may be fetched for this request");
-        }
-        let body = axum::body::to_bytes(response.into_body(), 1 << 16).await.unwrap();
+        self.check_fetches();
+        let (parts, body) = response.into_parts();
+        let body = axum::body::to_bytes(body, 1 << 16).await.unwrap();
         let body: Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(body["error"], code);
         self.asserted = true;
+        parts.headers
+    }
+
+    /// Asserts a policy denial: `403`, no `Signature-Error` and no `Accept-Signature-*`
+    /// (the request was authenticated), and the inner service did not run. Returns the
+    /// problem document's `error` member.
+    pub async fn forbidden(mut self) -> String {
+        let response = self.response.take().expect("asserted once");
+        assert_eq!(response.status(), StatusCode::FORBIDDEN);
+        for name in response.headers().keys() {
+            let name = name.as_str();
+            assert!(
+                name != wire::header::SIGNATURE_ERROR && !name.starts_with("accept-signature"),
+                "a 403 carries no {name}"
+            );
+        }
+        assert_eq!(self.harness.calls(), 0, "the inner service must not run");
+        self.check_fetches();
+        let body = axum::body::to_bytes(response.into_body(), 1 << 16).await.unwrap();
+        let body: Value = serde_json::from_slice(&body).unwrap();
+        self.asserted = true;
+        body["error"].as_str().unwrap_or_default().to_owned()
+    }
+
+    /// Asserts a first or step-up challenge (`RT`): `401`, `no-store`, an
+    /// `AAuth-Requirement: requirement=auth-token; resource-token="…"`, no
+    /// `Signature-Error`, and the inner service did not run. Returns the resource token.
+    pub fn challenged(mut self) -> String {
+        let response = self.response.take().expect("asserted once");
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+        assert!(response.headers().get(wire::header::SIGNATURE_ERROR).is_none());
+        assert_eq!(response.headers()[http::header::CACHE_CONTROL], "no-store");
+        let requirement = response.headers()[wire::header::AAUTH_REQUIREMENT].to_str().unwrap();
+        assert!(requirement.starts_with("requirement=auth-token"), "{requirement}");
+        let token = requirement
+            .split("resource-token=\"")
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+            .expect("a resource token in the challenge");
+        assert_eq!(self.harness.calls(), 0, "the inner service must not run");
+        self.check_fetches();
+        self.asserted = true;
+        token.to_owned()
+    }
+
+    /// Asserts a refusal with `status` that carries no `Signature-Error` (413, 503, …)
+    /// and that the inner service did not run. Returns the response headers.
+    pub fn refused_with_status(mut self, status: StatusCode) -> HeaderMap {
+        let response = self.response.take().expect("asserted once");
+        assert_eq!(response.status(), status);
+        assert!(response.headers().get(wire::header::SIGNATURE_ERROR).is_none());
+        assert_eq!(self.harness.calls(), 0, "the inner service must not run");
+        self.check_fetches();
+        self.asserted = true;
+        response.into_parts().0.headers
+    }
+
+    fn check_fetches(&self) {
+        if !self.fetches_allowed {
+            assert_eq!(self.harness.fetches(), 0, "no key may be fetched for this request");
+        }
     }
 
     /// Asserts the request was served (a positive control).
@@ -209,5 +298,68 @@ impl Drop for Attack<'_> {
         if !self.asserted && !std::thread::panicking() {
             panic!("an attack test asserted nothing about its outcome");
         }
+    }
+}
+
+/// A capturing `tracing` subscriber at TRACE level for the current thread (catalogue `L0`).
+/// `#[tokio::test]` runs on the current thread, so everything the layer logs while the
+/// guard lives is captured.
+pub struct Logs {
+    captured: Arc<Mutex<Vec<u8>>>,
+    _guard: tracing::subscriber::DefaultGuard,
+}
+
+#[derive(Clone)]
+struct Sink(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Sink {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Logs {
+    pub fn capture() -> Self {
+        let captured = Arc::new(Mutex::new(Vec::new()));
+        let sink = Sink(captured.clone());
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_ansi(false)
+            .with_writer(move || sink.clone())
+            .finish();
+        Logs {
+            captured,
+            _guard: tracing::subscriber::set_default(subscriber),
+        }
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.captured.lock().unwrap()).into_owned()
+    }
+
+    /// Asserts `L0`: no `secret` appears in the logs (tokens, signature values, keys), no
+    /// compact JWT at all, and no raw CR or LF inside a log line (each event is one line).
+    pub fn assert_clean(&self, secrets: &[&str]) {
+        let text = self.text();
+        for secret in secrets {
+            assert!(!secret.is_empty());
+            assert!(
+                !text.contains(secret),
+                "a secret reached the logs: {}…",
+                &secret[..secret.len().min(12)]
+            );
+        }
+        for word in text.split(|c: char| c.is_whitespace() || c == '"' || c == '=') {
+            let parts: Vec<_> = word.split('.').collect();
+            assert!(
+                !(parts.len() == 3 && parts[0].starts_with("eyJ") && parts[1].starts_with("eyJ")),
+                "a compact JWT reached the logs"
+            );
+        }
+        assert!(!text.contains('\r'), "a raw CR reached the logs");
     }
 }
