@@ -278,6 +278,18 @@ impl<'h> Attack<'h> {
         response.into_parts().0.headers
     }
 
+    /// [`Attack::refused`], and the problem document's fixed `detail` is `detail`: for
+    /// attacks whose code alone cannot show which check refused them.
+    pub async fn refused_because(mut self, code: &str, detail: &str) {
+        let response = self.response.take().expect("asserted once");
+        let (parts, body) = response.into_parts();
+        let body = axum::body::to_bytes(body, 1 << 16).await.unwrap();
+        let problem: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(problem["detail"], detail, "the check that refused");
+        self.response = Some(Response::from_parts(parts, Body::from(body)));
+        self.refused(code).await;
+    }
+
     fn check_fetches(&self) {
         if !self.fetches_allowed {
             assert_eq!(self.harness.fetches(), 0, "no key may be fetched for this request");
