@@ -202,6 +202,14 @@ impl Jwk {
     }
 }
 
+/// Whether two thumbprints (or other hash encodings) are equal, in time independent of
+/// where they first differ: key thumbprints select what an agent may collect, so their
+/// comparison should not hint at how much of a guess was right.
+pub fn thumbprints_match(a: &str, b: &str) -> bool {
+    use subtle::ConstantTimeEq;
+    bool::from(a.as_bytes().ct_eq(b.as_bytes()))
+}
+
 /// RFC 7638 thumbprint of an Ed25519 key given by its canonical base64url `x`.
 pub fn thumbprint_of_x(x: &str) -> String {
     // Members in lexicographic order, no whitespace (RFC 7638 §3.2).

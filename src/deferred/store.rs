@@ -263,7 +263,7 @@ fn decide<B: From<Bytes>>(
     now: u64,
 ) -> Step<B> {
     let mut record = entry.lock();
-    if *record.agent_jkt != *verified.key_thumbprint {
+    if !crate::jose::thumbprints_match(&record.agent_jkt, &verified.key_thumbprint) {
         let error = crate::Error::Forbidden {
             code: wire::poll::INVALID_REQUEST,
             detail: "this pending request belongs to another agent key",

@@ -111,7 +111,12 @@ impl Harness {
         let router = Router::new()
             .route(
                 "/data",
-                any(handler.clone()).route_layer(self.aauth.require_scopes(scopes)),
+                // `any` would register only a fallback, which `route_layer` does not wrap.
+                axum::routing::get(handler.clone())
+                    .post(handler.clone())
+                    .put(handler.clone())
+                    .delete(handler.clone())
+                    .route_layer(self.aauth.require_scopes(scopes)),
             )
             .fallback(any(handler))
             .layer(self.aauth.layer());
@@ -220,6 +225,7 @@ impl<'h> Attack<'h> {
         let body = axum::body::to_bytes(body, 1 << 16).await.unwrap();
         let body: Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(body["error"], code);
+        assert_fixed_problem(&body);
         self.asserted = true;
         parts.headers
     }
@@ -374,4 +380,20 @@ impl Logs {
         }
         assert!(!text.contains('\r'), "a raw CR reached the logs");
     }
+}
+
+/// ERR-01: a refusal's body is the fixed problem document — only these members, a
+/// `detail` that is a short fixed sentence, and nothing echoed from the request.
+pub fn assert_fixed_problem(body: &Value) {
+    const MEMBERS: [&str; 6] = ["type", "title", "status", "error", "detail", "required_input"];
+    let object = body.as_object().expect("a problem document is an object");
+    for name in object.keys() {
+        assert!(MEMBERS.contains(&name.as_str()), "unexpected problem member {name}");
+    }
+    let detail = body["detail"].as_str().unwrap_or_default();
+    assert!(detail.len() < 120, "detail is a short fixed sentence: {detail}");
+    assert!(
+        !detail.contains("eyJ") && !detail.contains("http") && !detail.contains('='),
+        "detail echoes input: {detail}"
+    );
 }

@@ -481,7 +481,7 @@ impl TestAuthServer {
                 }
             }
         };
-        if key.thumbprint() != *verified.key_thumbprint {
+        if !crate::jose::thumbprints_match(&key.thumbprint(), &verified.key_thumbprint) {
             return Err(Error::invalid_key("the key differs from the one that signed"));
         }
         // Draft -11 wants `alg` on `cnf.jwk`; an `hwk` may have arrived without one.

@@ -119,7 +119,7 @@ impl Store {
         let Some(record) = self.records.get_mut(id) else {
             return Poll::Unknown;
         };
-        if record.agent_jkt != thumbprint {
+        if !crate::jose::thumbprints_match(&record.agent_jkt, thumbprint) {
             return Poll::OtherAgent;
         }
         let answer = match &record.state {
