@@ -42,6 +42,26 @@ pub enum SignatureErrorCode {
 }
 
 impl SignatureErrorCode {
+    /// `error=<code>`: the whole `Signature-Error` value when nothing else is reported, as
+    /// a static string so that a refusal needs no formatting.
+    fn header_value(self) -> &'static str {
+        match self {
+            Self::UnsupportedAlgorithm => "error=unsupported_algorithm",
+            Self::UnsupportedScheme => "error=unsupported_scheme",
+            Self::InvalidSignature => "error=invalid_signature",
+            Self::InvalidInput => "error=invalid_input",
+            Self::InvalidRequest => "error=invalid_request",
+            Self::InvalidKey => "error=invalid_key",
+            Self::UnknownKey => "error=unknown_key",
+            Self::IssuerMissing => "error=issuer_missing",
+            Self::IssuerMismatch => "error=issuer_mismatch",
+            Self::InvalidJwt => "error=invalid_jwt",
+            Self::ExpiredJwt => "error=expired_jwt",
+            Self::RevokedJwt => "error=revoked_jwt",
+            Self::ClockSkew => "error=clock_skew",
+        }
+    }
+
     /// Every registered code this crate can emit.
     pub const ALL: [SignatureErrorCode; 13] = [
         Self::UnsupportedAlgorithm,
@@ -294,10 +314,56 @@ impl Error {
         }
     }
 
+    /// [`Error::problem_json`] rendered straight to bytes: refusals are the one response
+    /// an attacker can make us produce at will, so they skip building a JSON tree.
+    fn problem_bytes(&self) -> Bytes {
+        let status = self.status();
+        let code = self.code();
+        let detail = match self {
+            Error::Misconfigured { .. } => "internal server error",
+            _ => self.detail(),
+        };
+        let mut out = String::with_capacity(256);
+        out.push_str("{\"detail\":");
+        push_json_string(&mut out, detail);
+        out.push_str(",\"error\":");
+        push_json_string(&mut out, code);
+        if let Error::Signature {
+            required_input: Some(required),
+            ..
+        } = self
+        {
+            out.push_str(",\"required_input\":[");
+            for (i, component) in required.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                push_json_string(&mut out, component);
+            }
+            out.push(']');
+        }
+        out.push_str(",\"status\":");
+        out.push_str(status.as_str());
+        out.push_str(",\"title\":");
+        push_json_string(&mut out, status.canonical_reason().unwrap_or("Error"));
+        out.push_str(",\"type\":\"");
+        match self {
+            Error::Signature { .. } | Error::Revoked { .. } => {
+                out.push_str("urn:ietf:params:sig-error:");
+                // Codes are lower-case ASCII tokens: nothing to escape.
+                out.push_str(code);
+            }
+            _ => out.push_str("about:blank"),
+        }
+        out.push_str("\"}");
+        Bytes::from(out)
+    }
+
     /// The complete response: status, protocol headers and a problem+json body.
     pub fn to_response<B: From<Bytes>>(&self) -> Response<B> {
-        let body = serde_json::to_vec(&self.problem_json()).unwrap_or_default();
-        let mut response = Response::new(B::from(Bytes::from(body)));
+        let mut response = Response::new(B::from(self.problem_bytes()));
+        // Sized once for content-type, cache-control, signature-error and one more.
+        *response.headers_mut() = http::HeaderMap::with_capacity(4);
         *response.status_mut() = self.status();
         let headers = response.headers_mut();
         headers.insert(
@@ -325,8 +391,11 @@ impl Error {
 
 /// `error=<code>` and, for `invalid_input`, `required_input=("…" …)`.
 fn signature_error_value(code: SignatureErrorCode, required: Option<&[String]>) -> HeaderValue {
-    let mut value = format!("error={}", code.as_str());
-    if let Some(required) = required.filter(|r| !r.is_empty()) {
+    let Some(required) = required.filter(|r| !r.is_empty()) else {
+        return HeaderValue::from_static(code.header_value());
+    };
+    let mut value = code.header_value().to_owned();
+    {
         let mut list = sfv::ListSerializer::new();
         {
             let mut inner = list.inner_list();
@@ -346,6 +415,29 @@ fn signature_error_value(code: SignatureErrorCode, required: Option<&[String]>) 
     HeaderValue::from_str(&value).unwrap_or_else(|_| HeaderValue::from_static("error=invalid_signature"))
 }
 
+/// Appends `text` as a JSON string (RFC 8259 §7 escaping).
+fn push_json_string(out: &mut String, text: &str) {
+    out.push('"');
+    if !text.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20) {
+        // The usual case: fixed details and codes need no escaping.
+        out.push_str(text);
+        out.push('"');
+        return;
+    }
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => {
+                use std::fmt::Write;
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
 #[cfg(feature = "axum")]
 impl axum_core::response::IntoResponse for Error {
     fn into_response(self) -> axum_core::response::Response {
@@ -353,5 +445,60 @@ impl axum_core::response::IntoResponse for Error {
             tracing::error!(target: "tower_aauth", detail, "tower-aauth misconfiguration");
         }
         self.to_response::<axum_core::body::Body>()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn every_kind() -> Vec<Error> {
+        let mut errors: Vec<Error> = SignatureErrorCode::ALL
+            .iter()
+            .map(|code| Error::signature(*code, "a fixed \"quoted\" detail\\ with\ttab"))
+            .collect();
+        errors.push(Error::Signature {
+            code: SignatureErrorCode::InvalidInput,
+            detail: "required components are not covered",
+            required_input: Some(vec!["@method".to_owned(), "x-\"odd\"\u{1}".to_owned(), "é".to_owned()].into()),
+            accept: None,
+        });
+        errors.push(Error::Revoked {
+            detail: "revoked",
+            person_token: true,
+        });
+        errors.push(Error::Unavailable {
+            retry_after: 5,
+            detail: "busy",
+        });
+        errors.push(Error::PayloadTooLarge);
+        errors.push(Error::Forbidden {
+            code: "policy_denied",
+            detail: "no",
+        });
+        errors.push(Error::Misconfigured { detail: "secret cause" });
+        errors
+    }
+
+    #[test]
+    fn the_rendered_problem_body_is_exactly_the_problem_document() {
+        for error in every_kind() {
+            let rendered: serde_json::Value = serde_json::from_slice(&error.problem_bytes()).expect("valid JSON");
+            assert_eq!(rendered, error.problem_json(), "{error:?}");
+        }
+    }
+
+    #[test]
+    fn the_static_signature_error_value_is_error_equals_code() {
+        for code in SignatureErrorCode::ALL {
+            assert_eq!(code.header_value(), format!("error={}", code.as_str()));
+            assert_eq!(signature_error_value(code, None), code.header_value());
+            assert_eq!(signature_error_value(code, Some(&[])), code.header_value());
+        }
+        let required = ["@method".to_owned(), "content-digest".to_owned()];
+        assert_eq!(
+            signature_error_value(SignatureErrorCode::InvalidInput, Some(&required)),
+            r#"error=invalid_input, required_input=("@method" "content-digest")"#
+        );
     }
 }

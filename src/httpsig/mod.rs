@@ -3,7 +3,9 @@
 //! * [`SignatureHeaders::read`] pulls `Signature-Input`, `Signature` and `Signature-Key`
 //!   out of a request, size-capped, multi-line fields joined with `", "`.
 //! * [`ParsedInput::parse`] parses the selected `Signature-Input` member with `sfv`
-//!   (RFC 9651): covered components, their parameters, and the signature parameters.
+//!   (RFC 9651): covered components, their parameters, and the signature parameters. The
+//!   canonical shape agents send takes a hand-written fast path that yields exactly what
+//!   `sfv` would (see `fast_input`).
 //! * [`SignatureBase`] rebuilds the signature base exactly as RFC 9421 §2.5 says, into a
 //!   reusable buffer.
 //! * [`decode_signature`] turns the `Signature` byte sequence into raw bytes. Standard
@@ -15,6 +17,7 @@
 //! own with a static key as the RFC's test vectors require.
 
 pub mod digest;
+mod fast_input;
 
 use std::borrow::Cow;
 
@@ -270,20 +273,10 @@ impl ParsedInput {
     ///
     /// AAuth profile: exactly one label. Everything malformed is `invalid_signature`.
     pub fn parse(field: &str, max_components: usize) -> Result<Self, Error> {
-        let dict = parse_dictionary_strict(field).ok_or(Error::invalid_signature(
-            "Signature-Input is not a valid structured dictionary",
-        ))?;
-        if dict.len() != 1 {
-            return Err(Error::invalid_signature("exactly one signature label is accepted"));
+        match fast_input::parse(field, max_components) {
+            Some(parsed) => parsed,
+            None => parse_input_general(field, max_components),
         }
-        let (label, entry) = dict
-            .into_iter()
-            .next()
-            .ok_or(Error::invalid_signature("Signature-Input is empty"))?;
-        let ListEntry::InnerList(inner) = entry else {
-            return Err(Error::invalid_signature("Signature-Input member is not an inner list"));
-        };
-        Self::from_inner_list(label.as_str().to_owned(), inner, max_components)
     }
 
     /// Builds from an already-selected member value.
@@ -299,7 +292,14 @@ impl ParsedInput {
             }
             components.push(component);
         }
-        let params = parse_signature_params(&inner.params)?;
+        let params = signature_params_from(inner.params.iter().map(|(name, value)| {
+            let value = match value {
+                BareItem::Integer(v) => ParamValue::Integer(i64::from(*v)),
+                BareItem::String(v) => ParamValue::String(v.as_str()),
+                _ => ParamValue::Other,
+            };
+            (name.as_str(), value)
+        }))?;
         let mut serializer = sfv::ListSerializer::new();
         serializer.members(std::iter::once(&ListEntry::InnerList(inner)));
         let signature_params = serializer.finish().unwrap_or_default();
@@ -317,6 +317,24 @@ impl ParsedInput {
     }
 }
 
+/// The general `Signature-Input` parser (`sfv`), for every shape the fast path declines.
+fn parse_input_general(field: &str, max_components: usize) -> Result<ParsedInput, Error> {
+    let dict = parse_dictionary_strict(field).ok_or(Error::invalid_signature(
+        "Signature-Input is not a valid structured dictionary",
+    ))?;
+    if dict.len() != 1 {
+        return Err(Error::invalid_signature("exactly one signature label is accepted"));
+    }
+    let (label, entry) = dict
+        .into_iter()
+        .next()
+        .ok_or(Error::invalid_signature("Signature-Input is empty"))?;
+    let ListEntry::InnerList(inner) = entry else {
+        return Err(Error::invalid_signature("Signature-Input member is not an inner list"));
+    };
+    ParsedInput::from_inner_list(label.as_str().to_owned(), inner, max_components)
+}
+
 fn parse_component(item: &sfv::Item) -> Result<CoveredComponent, Error> {
     let BareItem::String(name) = &item.bare_item else {
         return Err(Error::invalid_signature("a component identifier is not a string"));
@@ -329,15 +347,7 @@ fn parse_component(item: &sfv::Item) -> Result<CoveredComponent, Error> {
         }
         Component::Derived(derived)
     } else {
-        if name.is_empty()
-            || !name
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"!#$%&'*+-.^_`|~".contains(&b))
-        {
-            return Err(Error::invalid_signature(
-                "a component name is not a lower-case field name",
-            ));
-        }
+        check_field_name(name)?;
         let mut sf = false;
         let mut key = None;
         for (param, value) in &item.params {
@@ -366,16 +376,41 @@ fn parse_component(item: &sfv::Item) -> Result<CoveredComponent, Error> {
     Ok(CoveredComponent { component, identifier })
 }
 
-fn parse_signature_params(params: &sfv::Parameters) -> Result<SignatureParams, Error> {
+/// A field component name must be a lower-case token (RFC 9421 §2.1).
+fn check_field_name(name: &str) -> Result<(), Error> {
+    if name.is_empty()
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"!#$%&'*+-.^_`|~".contains(&b))
+    {
+        return Err(Error::invalid_signature(
+            "a component name is not a lower-case field name",
+        ));
+    }
+    Ok(())
+}
+
+/// A signature parameter's value, as far as the known parameters care.
+#[derive(Debug, Clone, Copy)]
+enum ParamValue<'a> {
+    Integer(i64),
+    String(&'a str),
+    /// Any other bare item type.
+    Other,
+}
+
+fn signature_params_from<'a>(
+    params: impl Iterator<Item = (&'a str, ParamValue<'a>)>,
+) -> Result<SignatureParams, Error> {
     let mut out = SignatureParams::default();
     for (name, value) in params {
-        match (name.as_str(), value) {
-            ("created", BareItem::Integer(v)) => out.created = Some(non_negative(i64::from(*v))?),
-            ("expires", BareItem::Integer(v)) => out.expires = Some(non_negative(i64::from(*v))?),
-            ("keyid", BareItem::String(v)) => out.keyid = Some(v.as_str().to_owned()),
-            ("alg", BareItem::String(v)) => out.alg = Some(v.as_str().to_owned()),
-            ("nonce", BareItem::String(v)) => out.nonce = Some(v.as_str().to_owned()),
-            ("tag", BareItem::String(v)) => out.tag = Some(v.as_str().to_owned()),
+        match (name, value) {
+            ("created", ParamValue::Integer(v)) => out.created = Some(non_negative(v)?),
+            ("expires", ParamValue::Integer(v)) => out.expires = Some(non_negative(v)?),
+            ("keyid", ParamValue::String(v)) => out.keyid = Some(v.to_owned()),
+            ("alg", ParamValue::String(v)) => out.alg = Some(v.to_owned()),
+            ("nonce", ParamValue::String(v)) => out.nonce = Some(v.to_owned()),
+            ("tag", ParamValue::String(v)) => out.tag = Some(v.to_owned()),
             ("created" | "expires" | "keyid" | "alg" | "nonce" | "tag", _) => {
                 return Err(Error::invalid_signature("a signature parameter has the wrong type"));
             }

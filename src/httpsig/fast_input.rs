@@ -1,0 +1,343 @@
+//! A fast path for the `Signature-Input` every agent actually sends:
+//!
+//! ```text
+//! sig=("@method" "@authority" "@path" "signature-key");created=1730217600
+//! ```
+//!
+//! one label, an inner list of plain strings without parameters, and integer, string or
+//! boolean signature parameters, all in canonical RFC 9651 form (no optional spaces, no
+//! leading zeros, no escapes, no repeated parameter). For such an input the strict
+//! re-serialisation that becomes `@signature-params` is the input itself, so it can be
+//! sliced instead of rebuilt, and nothing needs the general parser's allocations.
+//!
+//! Anything else returns `None` and goes through `sfv` as before. The fast path therefore
+//! never decides a refusal the general path would not make: for every input it accepts,
+//! it returns exactly what the general path returns (a property test below checks this
+//! against `sfv` on generated and mutated inputs).
+
+use super::{Component, CoveredComponent, Derived, ParamValue, ParsedInput, check_field_name, signature_params_from};
+use crate::error::Error;
+
+/// Largest integer RFC 9651 allows: 15 digits.
+const MAX_INTEGER_DIGITS: usize = 15;
+
+/// Parses a canonical single-member `Signature-Input`, or `None` to use the general
+/// parser.
+pub(super) fn parse(field: &str, max_components: usize) -> Option<Result<ParsedInput, Error>> {
+    let bytes = field.as_bytes();
+    let label_end = key_end(bytes, 0)?;
+    if bytes.get(label_end) != Some(&b'=') || bytes.get(label_end + 1) != Some(&b'(') {
+        return None;
+    }
+    let value_start = label_end + 1;
+
+    // The inner list: `"a" "b" …` with single spaces, then `)`.
+    let mut names: Vec<&str> = Vec::with_capacity(8);
+    let mut at = value_start + 1;
+    if bytes.get(at) == Some(&b')') {
+        at += 1;
+    } else {
+        loop {
+            if bytes.get(at) != Some(&b'"') {
+                return None;
+            }
+            let start = at + 1;
+            let mut end = start;
+            while let Some(&b) = bytes.get(end) {
+                if b == b'"' {
+                    break;
+                }
+                // Escapes and anything outside visible ASCII: the general parser's job.
+                if b == b'\\' || !(0x20..=0x7e).contains(&b) {
+                    return None;
+                }
+                end += 1;
+            }
+            if end >= bytes.len() {
+                return None;
+            }
+            names.push(&field[start..end]);
+            at = end + 1;
+            match bytes.get(at) {
+                Some(b' ') if bytes.get(at + 1) == Some(&b'"') => at += 1,
+                Some(b')') => {
+                    at += 1;
+                    break;
+                }
+                // Item parameters, extra spaces or garbage.
+                _ => return None,
+            }
+        }
+    }
+
+    // Signature parameters: `;key=integer`, `;key="string"` or `;key` (true).
+    let mut params: Vec<(&str, ParamValue<'_>)> = Vec::with_capacity(4);
+    while at < bytes.len() {
+        if bytes[at] != b';' {
+            return None;
+        }
+        let key_start = at + 1;
+        let key_stop = key_end(bytes, key_start)?;
+        let key = &field[key_start..key_stop];
+        if params.iter().any(|(seen, _)| *seen == key) {
+            return None;
+        }
+        at = key_stop;
+        if bytes.get(at) != Some(&b'=') {
+            params.push((key, ParamValue::Other));
+            continue;
+        }
+        at += 1;
+        match bytes.get(at) {
+            Some(b'"') => {
+                let start = at + 1;
+                let mut end = start;
+                while let Some(&b) = bytes.get(end) {
+                    if b == b'"' {
+                        break;
+                    }
+                    if b == b'\\' || !(0x20..=0x7e).contains(&b) {
+                        return None;
+                    }
+                    end += 1;
+                }
+                if end >= bytes.len() {
+                    return None;
+                }
+                params.push((key, ParamValue::String(&field[start..end])));
+                at = end + 1;
+            }
+            Some(b'0'..=b'9') => {
+                let start = at;
+                while bytes.get(at).is_some_and(u8::is_ascii_digit) {
+                    at += 1;
+                }
+                let digits = &field[start..at];
+                if digits.len() > MAX_INTEGER_DIGITS || (digits.len() > 1 && digits.starts_with('0')) {
+                    return None;
+                }
+                // A decimal point would make it a Decimal.
+                if bytes.get(at) == Some(&b'.') {
+                    return None;
+                }
+                params.push((key, ParamValue::Integer(digits.parse().ok()?)));
+            }
+            // Negative numbers, tokens, byte sequences, booleans written out: general path.
+            _ => return None,
+        }
+    }
+
+    Some(build(field, label_end, value_start, &names, &params, max_components))
+}
+
+/// The same checks, in the same order, as the general path's `from_inner_list`.
+fn build(
+    field: &str,
+    label_end: usize,
+    value_start: usize,
+    names: &[&str],
+    params: &[(&str, ParamValue<'_>)],
+    max_components: usize,
+) -> Result<ParsedInput, Error> {
+    if names.len() > max_components {
+        return Err(Error::invalid_signature("too many covered components"));
+    }
+    let mut components: Vec<CoveredComponent> = Vec::with_capacity(names.len());
+    for name in names {
+        let component = if name.starts_with('@') {
+            Component::Derived(Derived::from_name(name).ok_or(Error::invalid_signature("unknown derived component"))?)
+        } else {
+            check_field_name(name)?;
+            Component::Field {
+                name: (*name).to_owned(),
+                sf: false,
+                key: None,
+            }
+        };
+        let mut identifier = String::with_capacity(name.len() + 2);
+        identifier.push('"');
+        identifier.push_str(name);
+        identifier.push('"');
+        if components.iter().any(|c| c.identifier == identifier) {
+            return Err(Error::invalid_signature("a component is covered twice"));
+        }
+        components.push(CoveredComponent { component, identifier });
+    }
+    let params = signature_params_from(params.iter().copied())?;
+    Ok(ParsedInput {
+        label: field[..label_end].to_owned(),
+        components,
+        params,
+        signature_params: field[value_start..].to_owned(),
+    })
+}
+
+/// The end of an RFC 9651 key starting at `start`: `lcalpha / "*"` then
+/// `lcalpha / DIGIT / "_" / "-" / "." / "*"`.
+fn key_end(bytes: &[u8], start: usize) -> Option<usize> {
+    match bytes.get(start) {
+        Some(b'a'..=b'z' | b'*') => {}
+        _ => return None,
+    }
+    let mut end = start + 1;
+    while bytes
+        .get(end)
+        .is_some_and(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'_' | b'-' | b'.' | b'*'))
+    {
+        end += 1;
+    }
+    Some(end)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn general(field: &str, max: usize) -> Result<ParsedInput, Error> {
+        super::super::parse_input_general(field, max)
+    }
+
+    fn same(a: &Result<ParsedInput, Error>, b: &Result<ParsedInput, Error>) -> bool {
+        match (a, b) {
+            (Ok(a), Ok(b)) => {
+                a.label == b.label
+                    && a.components == b.components
+                    && a.params == b.params
+                    && a.signature_params == b.signature_params
+            }
+            (Err(a), Err(b)) => a.code() == b.code() && a.detail() == b.detail(),
+            _ => false,
+        }
+    }
+
+    fn check(field: &str) {
+        for max in [2, 24] {
+            if let Some(fast) = parse(field, max) {
+                let slow = general(field, max);
+                assert!(same(&fast, &slow), "{field:?}: fast {fast:?} vs general {slow:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_common_shape_takes_the_fast_path_and_matches_the_general_parser() {
+        let field = r#"sig=("@method" "@authority" "@path" "signature-key");created=1730217600"#;
+        assert!(parse(field, 24).is_some());
+        check(field);
+        let parsed = parse(field, 24).unwrap().unwrap();
+        assert_eq!(parsed.signature_params, &field[4..]);
+        assert_eq!(parsed.params.created, Some(1730217600));
+    }
+
+    #[test]
+    fn non_canonical_forms_fall_back_to_the_general_parser() {
+        for field in [
+            r#"sig=( "@method");created=1"#,
+            r#"sig=("@method"  "@path");created=1"#,
+            r#"sig=("@method");created=01"#,
+            r#"sig=("@method");created=-1"#,
+            r#"sig=("@method");created=1.5"#,
+            r#"sig=("@method");created=1;created=2"#,
+            r#"sig=("a\"b")"#,
+            r#"sig=("@method";req)"#,
+            r#"sig=("@method"), other=("@path")"#,
+            r#"sig=("@method"); created=1"#,
+            r#"sig=("@method");alg=token"#,
+            r#"sig=("@method");x=?0"#,
+            r#"Sig=("@method")"#,
+            r#"sig=("@method");created=1 "#,
+        ] {
+            assert!(parse(field, 24).is_none(), "{field}");
+        }
+    }
+
+    #[test]
+    fn refusals_match_the_general_parser() {
+        for field in [
+            r#"sig=("@method" "@method");created=1"#,
+            r#"sig=("@foo");created=1"#,
+            r#"sig=("Content-Type");created=1"#,
+            r#"sig=("");created=1"#,
+            r#"sig=("a" "b" "c");created=1"#,
+            r#"sig=("@method");created="1""#,
+            r#"sig=("@method");keyid=1"#,
+            r#"sig=("@method");created"#,
+            r#"sig=();created=1"#,
+            r#"sig=("@method");expires=1;nonce="n";tag="t";alg="ed25519";keyid="k";x;y=2"#,
+        ] {
+            assert!(parse(field, 2).is_some(), "{field} should be fast");
+            check(field);
+        }
+    }
+
+    fn component() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just("@method".to_owned()),
+            Just("@authority".to_owned()),
+            Just("@path".to_owned()),
+            Just("@query".to_owned()),
+            Just("signature-key".to_owned()),
+            Just("content-digest".to_owned()),
+            Just("@Method".to_owned()),
+            "[ -~]{0,6}",
+        ]
+    }
+
+    fn param() -> impl Strategy<Value = String> {
+        let key = prop_oneof![
+            Just("created"),
+            Just("expires"),
+            Just("keyid"),
+            Just("alg"),
+            Just("nonce"),
+            Just("tag"),
+            Just("x")
+        ];
+        let value = prop_oneof![
+            (0u64..2_000_000_000).prop_map(|n| format!("={n}")),
+            "[ -~]{0,5}".prop_map(|s| format!("=\"{s}\"")),
+            Just(String::new()),
+            Just("=-5".to_owned()),
+            Just("=007".to_owned()),
+            Just("=1.5".to_owned()),
+            Just("=tok".to_owned()),
+        ];
+        (key, value).prop_map(|(k, v)| format!(";{k}{v}"))
+    }
+
+    fn field() -> impl Strategy<Value = String> {
+        (
+            prop_oneof![Just("sig"), Just("a1"), Just("*x"), Just("Sig")],
+            proptest::collection::vec(component(), 0..6),
+            proptest::collection::vec(param(), 0..5),
+        )
+            .prop_map(|(label, names, params)| {
+                let list: Vec<String> = names.iter().map(|n| format!("\"{n}\"")).collect();
+                format!("{label}=({}){}", list.join(" "), params.concat())
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(4096))]
+
+        #[test]
+        fn whatever_the_fast_path_accepts_the_general_parser_decides_identically(field in field()) {
+            check(&field);
+        }
+
+        #[test]
+        fn single_byte_mutations_never_make_the_paths_disagree(
+            field in field(),
+            at in any::<proptest::sample::Index>(),
+            byte in 0x20u8..0x7f,
+        ) {
+            let mut bytes = field.into_bytes();
+            let i = at.index(bytes.len().max(1)).min(bytes.len().saturating_sub(1));
+            if !bytes.is_empty() {
+                bytes[i] = byte;
+            }
+            check(&String::from_utf8(bytes).unwrap());
+        }
+    }
+}
