@@ -21,6 +21,7 @@ pub const NOW: u64 = 1_730_217_600;
 pub const RESOURCE: &str = "https://resource.example";
 pub const AS: &str = "https://as.example";
 pub const AP: &str = "https://agent.example";
+pub const PS: &str = "https://ps.example";
 
 /// A resolver with a cold cache: `cached` never answers, so every key lookup goes through
 /// `resolve`, which is counted (the stand-in for an outbound fetch) and answered from pinned
@@ -49,6 +50,7 @@ pub struct Harness {
     pub agent: TestAgent,
     pub access_server: TestIssuer,
     pub agent_provider: TestIssuer,
+    pub person_server: TestIssuer,
 }
 
 impl Harness {
@@ -60,18 +62,21 @@ impl Harness {
         let agent = TestAgent::from_seed([1; 32]).with_kid("agent-key-1");
         let access_server = TestIssuer::new(AS, [2; 32], "as-key-1");
         let agent_provider = TestIssuer::new(AP, [3; 32], "ap-key-1");
+        let person_server = TestIssuer::new(PS, [4; 32], "ps-key-1");
         let fetches = Arc::new(AtomicUsize::new(0));
         let resolver = CountingResolver {
             inner: StaticResolver::new()
                 .with_key(AS, wire::dwk::ACCESS, access_server.public_jwk())
                 .with_key(AP, wire::dwk::AGENT, agent_provider.public_jwk())
-                .with_key(AP, wire::dwk::AGENT, agent.public_jwk()),
+                .with_key(AP, wire::dwk::AGENT, agent.public_jwk())
+                .with_key(PS, wire::dwk::PERSON, person_server.public_jwk()),
             fetches: fetches.clone(),
         };
         let builder = AAuth::builder(RESOURCE)
             .clock(ManualClock::new(NOW))
             .key_resolver(resolver)
-            .auth_server(AS);
+            .auth_server(AS)
+            .person_server(PS);
         Harness {
             aauth: adjust(builder).build().expect("valid configuration"),
             calls: Arc::new(AtomicUsize::new(0)),
@@ -79,6 +84,7 @@ impl Harness {
             agent,
             access_server,
             agent_provider,
+            person_server,
         }
     }
 
@@ -193,6 +199,11 @@ impl<'h> Attack<'h> {
             asserted: false,
             fetches_allowed: true,
         }
+    }
+
+    /// Starts an attack on a response the test obtained itself.
+    pub fn from_response(harness: &'h Harness, response: Response<Body>) -> Self {
+        Self::new(harness, response)
     }
 
     /// Also asserts that no key was fetched for this request (catalogue `F0`).
