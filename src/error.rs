@@ -287,12 +287,22 @@ impl Error {
                     wire::header::SIGNATURE_ERROR,
                     signature_error_value(*code, required_input.as_deref()),
                 );
-                if let Some(accept) = accept {
-                    let name = match code {
-                        SignatureErrorCode::UnsupportedAlgorithm => wire::header::ACCEPT_SIGNATURE_ALG,
-                        _ => wire::header::ACCEPT_SIGNATURE_SCHEME,
-                    };
-                    headers.insert(name, accept.clone());
+                match (accept, code) {
+                    (Some(accept), SignatureErrorCode::UnsupportedAlgorithm) => {
+                        headers.insert(wire::header::ACCEPT_SIGNATURE_ALG, accept.clone());
+                    }
+                    (Some(accept), _) => {
+                        headers.insert(wire::header::ACCEPT_SIGNATURE_SCHEME, accept.clone());
+                    }
+                    // Digest §3 rule 7: `unsupported_algorithm` always says what is
+                    // accepted, and Ed25519 is the one algorithm this crate verifies.
+                    (None, SignatureErrorCode::UnsupportedAlgorithm) => {
+                        headers.insert(
+                            wire::header::ACCEPT_SIGNATURE_ALG,
+                            HeaderValue::from_static(wire::alg::ED25519),
+                        );
+                    }
+                    (None, _) => {}
                 }
             }
             Error::Revoked { person_token, .. } => {
@@ -486,6 +496,16 @@ mod tests {
             let rendered: serde_json::Value = serde_json::from_slice(&error.problem_bytes()).expect("valid JSON");
             assert_eq!(rendered, error.problem_json(), "{error:?}");
         }
+    }
+
+    #[test]
+    fn unsupported_algorithm_always_names_the_accepted_algorithm() {
+        let mut headers = http::HeaderMap::new();
+        Error::signature(SignatureErrorCode::UnsupportedAlgorithm, "x").write_headers(&mut headers);
+        assert_eq!(headers[wire::header::ACCEPT_SIGNATURE_ALG], "Ed25519");
+        let mut headers = http::HeaderMap::new();
+        Error::signature(SignatureErrorCode::InvalidKey, "x").write_headers(&mut headers);
+        assert!(headers.get(wire::header::ACCEPT_SIGNATURE_ALG).is_none());
     }
 
     #[test]

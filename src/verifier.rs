@@ -164,7 +164,7 @@ impl Verifier<'_> {
         let shared = self.shared;
         let now = shared.clock.now();
         let input = ParsedInput::parse(&fields.input, shared.max_components)?;
-        self.check_coverage(&input, uri)?;
+        self.check_coverage(&input, uri, headers)?;
         let created = input
             .params
             .created
@@ -368,15 +368,23 @@ impl Verifier<'_> {
     }
 
     /// Required components: the AAuth minimum, configured extras, `@query` when the
-    /// policy asks for it and a query is present.
-    fn check_coverage(&self, input: &ParsedInput, uri: &Uri) -> Result<(), Error> {
+    /// policy asks for it and a query is present, and `authorization` whenever the agent
+    /// sends an `AAuth` session token in it (digest §3: a session token swapped under a
+    /// valid signature must break it).
+    fn check_coverage(&self, input: &ParsedInput, uri: &Uri, headers: &HeaderMap) -> Result<(), Error> {
         let shared = self.shared;
         let query_needed = shared.require_query && uri.query().is_some();
-        let missing = shared.required.iter().any(|c| !input.covers(c)) || (query_needed && !input.covers("@query"));
+        let authorization_needed = carries_aauth_authorization(headers);
+        let missing = shared.required.iter().any(|c| !input.covers(c))
+            || (query_needed && !input.covers("@query"))
+            || (authorization_needed && !input.covers("authorization"));
         if missing {
             let mut required: Vec<String> = shared.required.clone();
             if query_needed {
                 required.push("@query".to_owned());
+            }
+            if authorization_needed && !required.iter().any(|c| c == "authorization") {
+                required.push("authorization".to_owned());
             }
             return Err(Error::invalid_input(required));
         }
@@ -445,6 +453,15 @@ fn future_created(profile: Profile, signature_key: &str) -> Error {
             "the signature was created in the future",
         )
     }
+}
+
+/// Whether the request carries `Authorization: AAuth …` (the scheme name is
+/// case-insensitive, RFC 9110 §11.1).
+fn carries_aauth_authorization(headers: &HeaderMap) -> bool {
+    headers.get_all(http::header::AUTHORIZATION).iter().any(|value| {
+        let value = value.as_bytes();
+        value.len() > 6 && value[..5].eq_ignore_ascii_case(b"aauth") && value[5] == b' '
+    })
 }
 
 /// Draft -11 keys carry a fully specified `alg`, whatever resolver produced them (a
