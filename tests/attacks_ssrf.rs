@@ -34,7 +34,7 @@ const AGENT_ID: &str = "https://agent.example";
 #[derive(Clone, Default)]
 struct UrlConnector {
     documents: Arc<Mutex<HashMap<String, Bytes>>>,
-    targets: Arc<Mutex<Vec<(String, Vec<SocketAddr>)>>>,
+    targets: Arc<Mutex<Vec<discovery_support::Target>>>,
 }
 
 impl UrlConnector {
