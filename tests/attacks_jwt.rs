@@ -366,3 +366,36 @@ async fn helper_fails_an_attack_test_that_asserts_nothing() {
     let token = format!("{}.{}.", b64url(header("none")), b64url(claims_text(&harness)));
     let _unchecked = harness.token_attack(&token).await;
 }
+
+/// A JWKS whose entry for `as-key-1` is `entry` (the issuer's real key bytes, other members
+/// changed), and a token signed by the issuer's real key under that `kid`.
+async fn published_as(entry: impl FnOnce(&mut serde_json::Value)) {
+    let issuer = tower_aauth::testing::TestIssuer::new(AS, [2; 32], "as-key-1");
+    let mut key = issuer.public_jwk().to_json();
+    entry(&mut key);
+    let (h, _) = discovering(json!({ "keys": [key] }));
+    let token = issuer.auth_token(RESOURCE, &h.agent.public_jwk(), "data.read", NOW);
+    h.token_attack(&token).await.refused("invalid_jwt").await;
+}
+
+#[tokio::test]
+async fn jwt_04_b_header_ed25519_against_a_jwks_key_of_type_ec() {
+    published_as(|key| {
+        key["kty"] = json!("EC");
+        key["crv"] = json!("P-256");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn jwt_04_c_jwks_key_ed448_claiming_alg_ed25519() {
+    published_as(|key| key["crv"] = json!("Ed448")).await;
+}
+
+#[tokio::test]
+async fn jwt_07_a_jwks_key_without_alg_is_not_used() {
+    published_as(|key| {
+        key.as_object_mut().unwrap().remove("alg");
+    })
+    .await;
+}

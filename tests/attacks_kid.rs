@@ -12,26 +12,6 @@ fn token_with_header(h: &Harness, header: Value, key: &ResourceKey) -> String {
     raw_jwt(&header.to_string(), &h.auth_claims().to_string(), key)
 }
 
-/// A harness whose keys come from the real discovery resolver over in-memory documents
-/// for the access server: `metadata` → `jwks`. Returns the harness and the fetch counter.
-fn discovering(jwks: Value) -> (Harness, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
-    use tower_aauth::discovery::{BoxFuture, DiscoveryResolver, Fetch, FetchError, FetchedDocument, IdentifierPolicy};
-    #[derive(Clone)]
-    struct Documents(Value, Value, std::sync::Arc<std::sync::atomic::AtomicUsize>);
-    impl Fetch for Documents {
-        fn get<'a>(&'a self, url: &'a str, _max: usize) -> BoxFuture<'a, Result<FetchedDocument, FetchError>> {
-            self.2.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            let body = if url.ends_with("jwks.json") { &self.1 } else { &self.0 };
-            let body = serde_json::to_vec(body).unwrap();
-            Box::pin(async move { Ok(FetchedDocument::new(body)) })
-        }
-    }
-    let metadata = json!({"issuer": AS, "jwks_uri": format!("{AS}/jwks.json")});
-    let fetches = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let resolver = DiscoveryResolver::new(Documents(metadata, jwks, fetches.clone()), IdentifierPolicy::default());
-    (Harness::with(|b| b.key_resolver(resolver)), fetches)
-}
-
 fn evil() -> ResourceKey {
     ResourceKey::from_seed([66; 32]).with_kid("evil")
 }

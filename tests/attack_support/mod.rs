@@ -408,3 +408,23 @@ pub fn assert_fixed_problem(body: &Value) {
         "detail echoes input: {detail}"
     );
 }
+
+/// A harness whose keys come from the real discovery resolver over in-memory documents
+/// for the access server: `metadata` → `jwks`. Returns the harness and the fetch counter.
+pub fn discovering(jwks: Value) -> (Harness, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use tower_aauth::discovery::{DiscoveryResolver, Fetch, FetchError, FetchedDocument, IdentifierPolicy};
+    #[derive(Clone)]
+    struct Documents(Value, Value, std::sync::Arc<std::sync::atomic::AtomicUsize>);
+    impl Fetch for Documents {
+        fn get<'a>(&'a self, url: &'a str, _max: usize) -> BoxFuture<'a, Result<FetchedDocument, FetchError>> {
+            self.2.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let body = if url.ends_with("jwks.json") { &self.1 } else { &self.0 };
+            let body = serde_json::to_vec(body).unwrap();
+            Box::pin(async move { Ok(FetchedDocument::new(body)) })
+        }
+    }
+    let metadata = serde_json::json!({"issuer": AS, "jwks_uri": format!("{AS}/jwks.json")});
+    let fetches = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let resolver = DiscoveryResolver::new(Documents(metadata, jwks, fetches.clone()), IdentifierPolicy::default());
+    (Harness::with(|b| b.key_resolver(resolver)), fetches)
+}

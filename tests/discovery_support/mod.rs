@@ -175,6 +175,11 @@ impl MapFetch {
             .insert(url.to_owned(), Ok(FetchedDocument::new(body)));
     }
 
+    /// Serves `document` (with its caching hint) at `url`.
+    pub fn set_document(&self, url: &str, document: FetchedDocument) {
+        self.documents.lock().unwrap().insert(url.to_owned(), Ok(document));
+    }
+
     pub fn set_json(&self, url: &str, value: &serde_json::Value) {
         self.set(url, value.to_string());
     }
