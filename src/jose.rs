@@ -534,6 +534,140 @@ mod tests {
 
     const RFC9421_X: &str = "JrQLj5P_89iXES9-vFgrIy29clF9CC_oPPsw3c5D0bs";
 
+    fn signed_token(header: &Value, payload: &Value, key: &ResourceKey) -> String {
+        let input = format!("{}.{}", b64url(header.to_string()), b64url(payload.to_string()));
+        let signature = key.sign_bytes(input.as_bytes());
+        format!("{input}.{}", b64url(signature))
+    }
+
+    #[test]
+    fn a_token_of_exactly_the_cap_is_parsed_and_one_byte_more_is_refused() {
+        assert_eq!(MAX_JWT_LEN, 8192);
+        let key = ResourceKey::from_seed([3; 32]).with_kid("k");
+        let header = serde_json::json!({"alg": "Ed25519", "typ": "aa-auth+jwt", "kid": "k"});
+        let base = signed_token(&header, &serde_json::json!({"p": ""}), &key).len();
+        let fill = "a".repeat(MAX_JWT_LEN - base);
+        let mut payload = serde_json::json!({ "p": fill });
+        let mut token = signed_token(&header, &payload, &key);
+        // base64url growth is 4/3: trim the filler until the token is exactly the cap.
+        while token.len() > MAX_JWT_LEN {
+            let p = payload["p"].as_str().unwrap();
+            payload["p"] = Value::from(&p[1..]);
+            token = signed_token(&header, &payload, &key);
+        }
+        while token.len() < MAX_JWT_LEN {
+            let p = payload["p"].as_str().unwrap().to_owned();
+            payload["p"] = Value::from(format!("{p}a"));
+            let next = signed_token(&header, &payload, &key);
+            if next.len() > MAX_JWT_LEN {
+                break;
+            }
+            token = next;
+        }
+        assert!(token.len() <= MAX_JWT_LEN && token.len() > MAX_JWT_LEN - 4);
+        assert!(UnverifiedJws::parse(&token, AlgPolicy::Strict).is_ok());
+        let over = format!("{token}{}", "A".repeat(MAX_JWT_LEN + 1 - token.len()));
+        let err = UnverifiedJws::parse(&over, AlgPolicy::Strict).unwrap_err();
+        assert_eq!(err.signature_code(), Some(SignatureErrorCode::InvalidJwt));
+    }
+
+    #[test]
+    fn header_and_payload_accessors_return_what_was_parsed() {
+        let key = ResourceKey::from_seed([3; 32]).with_kid("k");
+        let header = serde_json::json!({"alg": "Ed25519", "typ": "aa-auth+jwt", "kid": "k"});
+        let token = signed_token(&header, &serde_json::json!({"sub": "s"}), &key);
+        let jws = UnverifiedJws::parse(&token, AlgPolicy::Strict).unwrap();
+        assert_eq!(jws.header()["typ"], "aa-auth+jwt");
+        assert_eq!(jws.payload()["sub"], "s");
+        assert_eq!(jws.into_payload()["sub"], "s");
+    }
+
+    #[test]
+    fn a_kid_that_is_not_an_opaque_id_is_refused_in_tokens_and_keys() {
+        let key = ResourceKey::from_seed([3; 32]).with_kid("k");
+        for kid in ["a b", "", "a\u{7f}", &"k".repeat(257)] {
+            let header = serde_json::json!({"alg": "Ed25519", "typ": "aa-auth+jwt", "kid": kid});
+            let token = signed_token(&header, &serde_json::json!({}), &key);
+            assert!(UnverifiedJws::parse(&token, AlgPolicy::Strict).is_err(), "{kid:?}");
+            assert!(
+                jwk(serde_json::json!({"kty":"OKP","crv":"Ed25519","x":RFC9421_X,"alg":"Ed25519","kid":kid})).is_err(),
+                "{kid:?}"
+            );
+        }
+        assert!(is_opaque_id(&"k".repeat(256)));
+        assert!(is_opaque_id("!~"));
+        assert!(!is_opaque_id("a\u{20}"));
+    }
+
+    #[test]
+    fn ed448_is_an_unsupported_algorithm_and_other_curves_are_invalid_keys() {
+        let ed448 = jwk(serde_json::json!({"kty":"OKP","crv":"Ed448","x":RFC9421_X,"alg":"Ed25519"})).unwrap_err();
+        assert_eq!(ed448.signature_code(), Some(SignatureErrorCode::UnsupportedAlgorithm));
+        let x25519 = jwk(serde_json::json!({"kty":"OKP","crv":"X25519","x":RFC9421_X,"alg":"Ed25519"})).unwrap_err();
+        assert_eq!(x25519.signature_code(), Some(SignatureErrorCode::InvalidKey));
+    }
+
+    #[test]
+    fn jwk_debug_names_the_key_by_thumbprint_material_only() {
+        let key =
+            jwk(serde_json::json!({"kty":"OKP","crv":"Ed25519","x":RFC9421_X,"alg":"Ed25519","kid":"k1"})).unwrap();
+        let debug = format!("{key:?}");
+        assert!(debug.starts_with("Jwk"), "{debug}");
+        assert!(debug.contains("k1"), "{debug}");
+    }
+
+    #[test]
+    fn verify_with_matches_the_token_alg_against_the_key_alg() {
+        let signer = ResourceKey::from_seed([3; 32]).with_kid("k");
+        let x = signer.public_jwk().x().to_owned();
+        let key_with = |alg: Option<&str>| {
+            let mut json = serde_json::json!({"kty":"OKP","crv":"Ed25519","x":x});
+            if let Some(alg) = alg {
+                json["alg"] = Value::from(alg);
+            }
+            Jwk::from_json(json.as_object().unwrap(), AlgPolicy::Legacy).unwrap()
+        };
+        let token = |alg: &str| {
+            let header = serde_json::json!({"alg": alg, "typ": "aa-auth+jwt", "kid": "k"});
+            signed_token(&header, &serde_json::json!({}), &signer)
+        };
+        let verify = |token_alg: &str, key_alg: Option<&str>| {
+            UnverifiedJws::parse(&token(token_alg), AlgPolicy::Legacy)
+                .unwrap()
+                .verify_with(&key_with(key_alg))
+                .is_ok()
+        };
+        assert!(verify("Ed25519", Some("Ed25519")));
+        assert!(verify("Ed25519", Some("EdDSA")));
+        assert!(verify("EdDSA", Some("Ed25519")));
+        assert!(verify("EdDSA", Some("EdDSA")));
+        assert!(verify("Ed25519", None));
+        assert!(verify("EdDSA", None));
+        // A wrong signature never verifies, whatever the algorithms.
+        let mut forged = token("Ed25519").into_bytes();
+        let at = forged.len() - 10;
+        forged[at] = if forged[at] == b'A' { b'B' } else { b'A' };
+        let forged = String::from_utf8(forged).unwrap();
+        let jws = UnverifiedJws::parse(&forged, AlgPolicy::Legacy).unwrap();
+        assert!(jws.verify_with(&key_with(Some("Ed25519"))).is_err());
+        assert!(jws.verify_with(&key_with(None)).is_err());
+    }
+
+    #[test]
+    fn strict_json_keeps_every_scalar_type_and_counts_depth_exactly() {
+        let text = r#"{"b":true,"f":false,"i":-5,"u":7,"x":1.5,"s":"t","n":null,"a":[1,"2"],"o":{"k":"v"}}"#;
+        let parsed = parse_json_object(text.as_bytes()).unwrap();
+        let expected: Map<String, Value> = serde_json::from_str(text).unwrap();
+        assert_eq!(parsed, expected);
+        let nested = |depth: usize| format!("{}1{}", "[".repeat(depth), "]".repeat(depth));
+        // The object itself is one level.
+        assert!(parse_json_object(format!("{{\"a\":{}}}", nested(MAX_JSON_DEPTH - 1)).as_bytes()).is_some());
+        assert!(parse_json_object(format!("{{\"a\":{}}}", nested(MAX_JSON_DEPTH)).as_bytes()).is_none());
+        let objects = |depth: usize| format!("{}1{}", "{\"a\":".repeat(depth), "}".repeat(depth));
+        assert!(parse_json_object(objects(MAX_JSON_DEPTH).as_bytes()).is_some());
+        assert!(parse_json_object(objects(MAX_JSON_DEPTH + 1).as_bytes()).is_none());
+    }
+
     fn jwk(json: Value) -> Result<Jwk, Error> {
         Jwk::from_json(json.as_object().unwrap(), AlgPolicy::Strict)
     }

@@ -323,6 +323,34 @@ mod tests {
     const X: &str = "JrQLj5P_89iXES9-vFgrIy29clF9CC_oPPsw3c5D0bs";
 
     #[test]
+    fn schemes_display_as_their_wire_tokens_and_the_accepted_list_is_kept_in_order() {
+        assert_eq!(Scheme::Hwk.to_string(), "hwk");
+        assert_eq!(Scheme::JwksUri.to_string(), "jwks_uri");
+        assert_eq!(Scheme::Jwt.to_string(), "jwt");
+        let accepted = AcceptedSchemes::new([Scheme::Hwk, Scheme::Jwt]);
+        assert_eq!(accepted.schemes(), &[Scheme::Hwk, Scheme::Jwt]);
+    }
+
+    #[test]
+    fn an_hwk_without_alg_is_flagged_as_the_demo_generation_form() {
+        let accepted = AcceptedSchemes::default();
+        let without = format!(r#"sig=hwk;kty="OKP";crv="Ed25519";x="{X}""#);
+        let with = format!(r#"sig=hwk;kty="OKP";crv="Ed25519";x="{X}";alg="Ed25519""#);
+        for legacy in [false, true] {
+            assert!(
+                SignatureKey::parse_profiled(&without, "sig", &accepted, legacy)
+                    .unwrap()
+                    .legacy_form
+            );
+            assert!(
+                !SignatureKey::parse_profiled(&with, "sig", &accepted, legacy)
+                    .unwrap()
+                    .legacy_form
+            );
+        }
+    }
+
+    #[test]
     fn hwk_with_and_without_alg() {
         let accepted = AcceptedSchemes::default();
         for field in [
