@@ -512,6 +512,25 @@ mod tests {
     use super::*;
 
     #[test]
+    fn each_kind_has_its_draft_11_typ_and_displays_as_it() {
+        for (kind, typ) in [
+            (TokenKind::Agent, "aa-agent+jwt"),
+            (TokenKind::Person, "aa-person+jwt"),
+            (TokenKind::Auth, "aa-auth+jwt"),
+        ] {
+            assert_eq!(kind.typ(), typ);
+            assert_eq!(kind.to_string(), typ);
+            assert_eq!(TokenKind::from_typ(kind.typ(), false), Some(kind));
+        }
+    }
+
+    #[test]
+    fn an_empty_scope_string_is_an_empty_set_and_a_scope_is_not() {
+        assert!(Scopes::parse("").unwrap().is_empty());
+        assert!(!Scopes::parse("data.read").unwrap().is_empty());
+    }
+
+    #[test]
     fn typ_follows_media_type_rules_only() {
         assert_eq!(TokenKind::from_typ("aa-auth+jwt", false), Some(TokenKind::Auth));
         assert_eq!(
