@@ -252,32 +252,13 @@ async fn lim_02_a_signature_input_over_the_header_cap_is_invalid_signature() {
 #[tokio::test]
 async fn lim_03_a_flood_of_header_lines_is_refused_by_the_server_before_the_layer() {
     let h = Harness::new();
-    let calls = h.calls.clone();
-    let router = axum::Router::new()
-        .fallback(axum::routing::any(move || {
-            calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            async { "handler ran" }
-        }))
-        .layer(h.aauth.layer());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, router).await.ok() });
     let mut raw = String::from("GET /data HTTP/1.1\r\nHost: resource.example\r\nConnection: close\r\n");
     for n in 0..101 {
         raw.push_str(&format!("x-flood-{n}: v\r\n"));
     }
     raw.push_str("\r\n");
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
-    stream.write_all(raw.as_bytes()).await.unwrap();
-    let mut answer = Vec::new();
-    tokio::time::timeout(std::time::Duration::from_secs(10), stream.read_to_end(&mut answer))
-        .await
-        .expect("the server answers")
-        .ok();
-    let answer = String::from_utf8_lossy(&answer);
-    let status = answer.split(' ').nth(1).unwrap_or_default();
-    assert_eq!(status, "431", "answer: {answer}");
+    let status = raw_exchange(&h, &raw).await;
+    assert_eq!(status, "431");
     assert_eq!(h.calls(), 0, "the inner service must not run");
 }
 

@@ -42,20 +42,7 @@ pub(super) fn parse(field: &str, max_components: usize) -> Option<Result<ParsedI
                 return None;
             }
             let start = at + 1;
-            let mut end = start;
-            while let Some(&b) = bytes.get(end) {
-                if b == b'"' {
-                    break;
-                }
-                // Escapes and anything outside visible ASCII: the general parser's job.
-                if b == b'\\' || !(0x20..=0x7e).contains(&b) {
-                    return None;
-                }
-                end += 1;
-            }
-            if end >= bytes.len() {
-                return None;
-            }
+            let end = plain_string_end(bytes, start)?;
             names.push(&field[start..end]);
             at = end + 1;
             match bytes.get(at) {
@@ -91,19 +78,7 @@ pub(super) fn parse(field: &str, max_components: usize) -> Option<Result<ParsedI
         match bytes.get(at) {
             Some(b'"') => {
                 let start = at + 1;
-                let mut end = start;
-                while let Some(&b) = bytes.get(end) {
-                    if b == b'"' {
-                        break;
-                    }
-                    if b == b'\\' || !(0x20..=0x7e).contains(&b) {
-                        return None;
-                    }
-                    end += 1;
-                }
-                if end >= bytes.len() {
-                    return None;
-                }
+                let end = plain_string_end(bytes, start)?;
                 params.push((key, ParamValue::String(&field[start..end])));
                 at = end + 1;
             }
@@ -170,6 +145,21 @@ fn build(
         params,
         signature_params: field[value_start..].to_owned(),
     })
+}
+
+/// The index of the closing quote of an sf-string whose content starts at `start`, when
+/// the content needs no unescaping: escapes and anything outside visible ASCII are the
+/// general parser's job (`None`).
+fn plain_string_end(bytes: &[u8], start: usize) -> Option<usize> {
+    let mut end = start;
+    loop {
+        match *bytes.get(end)? {
+            b'"' => return Some(end),
+            b'\\' => return None,
+            b if !(0x20..=0x7e).contains(&b) => return None,
+            _ => end += 1,
+        }
+    }
 }
 
 /// The end of an RFC 9651 key starting at `start`: `lcalpha / "*"` then

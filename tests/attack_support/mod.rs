@@ -428,3 +428,29 @@ pub fn discovering(jwks: Value) -> (Harness, std::sync::Arc<std::sync::atomic::A
     let resolver = DiscoveryResolver::new(Documents(metadata, jwks, fetches.clone()), IdentifierPolicy::default());
     (Harness::with(|b| b.key_resolver(resolver)), fetches)
 }
+
+/// Serves the harness's layer (in front of its counting handler) on 127.0.0.1, writes
+/// `raw` bytes to it over a fresh connection and returns the status code it answered,
+/// for attacks that `http` types cannot express (folded lines, header floods).
+pub async fn raw_exchange(h: &Harness, raw: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let calls = h.calls.clone();
+    let router = Router::new()
+        .fallback(any(move || {
+            calls.fetch_add(1, Ordering::SeqCst);
+            async { "handler ran" }
+        }))
+        .layer(h.aauth.layer());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, router).await.ok() });
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    stream.write_all(raw.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(std::time::Duration::from_secs(10), stream.read_to_end(&mut answer))
+        .await
+        .expect("the server answers")
+        .ok();
+    let answer = String::from_utf8_lossy(&answer);
+    answer.split(' ').nth(1).unwrap_or_default().to_owned()
+}
