@@ -8,7 +8,17 @@
 //! ```text
 //! cargo run --release --example load_server -- <layer port> <plain port> <headers file>
 //! ```
-//! `benches/load.sh` runs it together with `wrk`.
+//!
+//! Its second mode stands in for the access server of `examples/resource_server.rs`,
+//! so that the load run can also measure that example itself, discovery over loopback
+//! included: it serves the metadata and JWKS of the issuer `http://127.0.0.1:<port>`
+//! and writes the headers of a signed `GET <resource>/data` carrying an auth token of
+//! that issuer.
+//!
+//! ```text
+//! cargo run --release --example load_server -- access-server <port> <resource> <headers file>
+//! ```
+//! `benches/load.sh` runs both together with `wrk`.
 
 use std::hint::black_box;
 use std::net::SocketAddr;
@@ -26,6 +36,11 @@ const AS: &str = "https://as.example";
 
 fn main() -> std::io::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if let [mode, port, resource, out] = args.as_slice()
+        && mode == "access-server"
+    {
+        return access_server(port.parse().expect("a port"), resource, out);
+    }
     let [layer_port, plain_port, out] = args.as_slice() else {
         eprintln!("usage: load_server <layer port> <plain port> <headers file>");
         std::process::exit(2);
@@ -40,9 +55,7 @@ fn main() -> std::io::Result<()> {
     );
 
     let resource = format!("http://127.0.0.1:{layer_port}");
-    let agent = TestAgent::from_seed([1; 32]);
     let access_server = TestIssuer::new(AS, [2; 32], "as-key-1");
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").as_secs();
     let mut builder = AAuth::builder(&resource)
         .key_resolver(StaticResolver::new().with_key(AS, wire::dwk::ACCESS, access_server.public_jwk()))
         .auth_server(AS)
@@ -51,17 +64,7 @@ fn main() -> std::io::Result<()> {
     builder.dangerous().allow_http_loopback();
     let aauth = builder.build().expect("configuration");
 
-    let token = access_server.auth_token(&resource, &agent.public_jwk(), "data.read", now);
-    let mut request = Request::get(format!("{resource}/data"))
-        .body(Body::empty())
-        .expect("request");
-    agent.sign(&mut request, &KeySource::Jwt(token), now);
-    let headers: String = request
-        .headers()
-        .iter()
-        .map(|(name, value)| format!("{name}: {}\n", value.to_str().expect("ASCII")))
-        .collect();
-    std::fs::write(out, headers)?;
+    write_signed_get(&access_server, &resource, out)?;
 
     let routes = Router::new().route("/data", axum::routing::get(|| async { "ok" }));
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -78,6 +81,48 @@ fn main() -> std::io::Result<()> {
             .layer(aauth.layer());
         tokio::spawn(async move { axum::serve(plain, routes).await });
         axum::serve(layered, with_layer).await
+    })
+}
+
+/// The headers of a signed `GET <resource>/data` (`jwt` scheme, an auth token of
+/// `access_server` for `data.read`, `created` = now), one `name: value` per line.
+fn write_signed_get(access_server: &TestIssuer, resource: &str, out: &str) -> std::io::Result<()> {
+    let agent = TestAgent::from_seed([1; 32]);
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").as_secs();
+    let token = access_server.auth_token(resource, &agent.public_jwk(), "data.read", now);
+    let mut request = Request::get(format!("{resource}/data"))
+        .body(Body::empty())
+        .expect("request");
+    agent.sign(&mut request, &KeySource::Jwt(token), now);
+    let headers: String = request
+        .headers()
+        .iter()
+        .map(|(name, value)| format!("{name}: {}\n", value.to_str().expect("ASCII")))
+        .collect();
+    std::fs::write(out, headers)
+}
+
+/// The access server `http://127.0.0.1:<port>`: its metadata and JWKS, on loopback.
+fn access_server(port: u16, resource: &str, out: &str) -> std::io::Result<()> {
+    let issuer = format!("http://127.0.0.1:{port}");
+    let access_server = TestIssuer::new(&issuer, [2; 32], "as-key-1");
+    write_signed_get(&access_server, resource, out)?;
+    let metadata = access_server.metadata();
+    let jwks = access_server.jwks();
+    let routes = Router::new()
+        .route(
+            &format!("/.well-known/{}", wire::dwk::ACCESS),
+            axum::routing::get(move || std::future::ready(axum::Json(metadata))),
+        )
+        .route(
+            "/.well-known/jwks.json",
+            axum::routing::get(move || std::future::ready(axum::Json(jwks))),
+        );
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], port))).await?;
+        println!("listening: access server {issuer}");
+        axum::serve(listener, routes).await
     })
 }
 

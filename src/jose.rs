@@ -37,6 +37,15 @@ pub const MAX_JSON_DEPTH: usize = 16;
 /// Largest compact JWT accepted (bytes), checked before any decoding.
 pub const MAX_JWT_LEN: usize = 8 * 1024;
 
+/// Public keys parsed recently ([`Jwk::parse_cached`]): `hwk` keys by their exact
+/// parameters and token confirmation keys by their exact JSON. Parsing is a pure function
+/// of those, so a hit is exactly what parsing would give.
+static PARSED_KEYS: std::sync::LazyLock<moka::sync::Cache<String, Jwk>> =
+    std::sync::LazyLock::new(|| moka::sync::Cache::new(PARSED_KEY_CACHE_ENTRIES));
+
+/// Bound on [`PARSED_KEYS`] (a few hundred bytes each).
+const PARSED_KEY_CACHE_ENTRIES: u64 = 4096;
+
 /// Encodes bytes as unpadded base64url.
 pub fn b64url(bytes: impl AsRef<[u8]>) -> String {
     URL_SAFE_NO_PAD.encode(bytes)
@@ -145,6 +154,36 @@ impl Jwk {
             kid,
             alg: alg.map(str::to_owned),
         })
+    }
+
+    /// [`Jwk::from_json`] through the process-wide cache of recently parsed keys.
+    ///
+    /// Agents present the same confirmation key (`cnf.jwk`) in every token they are
+    /// issued; a token seen for the first time is usually not a key seen for the first
+    /// time, so the point decompression and thumbprint (an eighth of a verification) are
+    /// paid once per key rather than once per token. The cache key is the policy and the
+    /// object's serialization, which together determine the result.
+    pub fn from_json_cached(object: &Map<String, Value>, policy: AlgPolicy) -> Result<Self, Error> {
+        let mut cache_key = String::with_capacity(128);
+        cache_key.push_str(match policy {
+            AlgPolicy::Strict => "jwk-strict\0",
+            AlgPolicy::Legacy => "jwk-legacy\0",
+        });
+        // A map of JSON values always serializes.
+        cache_key.push_str(&serde_json::to_string(object).unwrap_or_default());
+        Self::parse_cached(cache_key, || Self::from_json(object, policy))
+    }
+
+    /// Looks `cache_key` up in the parsed-key cache, or runs `parse` and caches its key.
+    /// `cache_key` must determine `parse`'s result exactly; failures are not cached, so
+    /// a refused key costs its parse every time but never occupies the cache.
+    pub(crate) fn parse_cached(cache_key: String, parse: impl FnOnce() -> Result<Self, Error>) -> Result<Self, Error> {
+        if let Some(key) = PARSED_KEYS.get(&cache_key) {
+            return Ok(key);
+        }
+        let key = parse()?;
+        PARSED_KEYS.insert(cache_key, key.clone());
+        Ok(key)
     }
 
     /// The `ed25519-dalek` verifying key.
@@ -605,6 +644,32 @@ mod tests {
         assert_eq!(ed448.signature_code(), Some(SignatureErrorCode::UnsupportedAlgorithm));
         let x25519 = jwk(serde_json::json!({"kty":"OKP","crv":"X25519","x":RFC9421_X,"alg":"Ed25519"})).unwrap_err();
         assert_eq!(x25519.signature_code(), Some(SignatureErrorCode::InvalidKey));
+    }
+
+    #[test]
+    fn a_cached_key_parse_is_reused_and_keyed_by_the_exact_json_and_policy() {
+        let json = serde_json::json!({"kty":"OKP","crv":"Ed25519","x":RFC9421_X,"kid":"cached-1"});
+        let object = json.as_object().unwrap();
+        let parsed = Jwk::from_json_cached(object, AlgPolicy::Legacy).unwrap();
+        assert_eq!(parsed, Jwk::from_json(object, AlgPolicy::Legacy).unwrap());
+        let cache_key = format!("jwk-legacy\0{}", serde_json::to_string(object).unwrap());
+        assert_eq!(PARSED_KEYS.get(&cache_key), Some(parsed.clone()));
+        // The same JSON under the strict policy (which needs `alg`) is not a hit.
+        let strict = Jwk::from_json_cached(object, AlgPolicy::Strict).unwrap_err();
+        assert_eq!(strict.signature_code(), Some(SignatureErrorCode::UnsupportedAlgorithm));
+        // A hit does not parse again.
+        let again = Jwk::parse_cached(cache_key, || panic!("a cached key is parsed again")).unwrap();
+        assert_eq!(again, parsed);
+    }
+
+    #[test]
+    fn a_refused_key_is_not_cached() {
+        let json = serde_json::json!({"kty":"OKP","crv":"Ed25519","x":"AAAA","alg":"Ed25519"});
+        let object = json.as_object().unwrap();
+        let refused = Jwk::from_json_cached(object, AlgPolicy::Strict).unwrap_err();
+        assert_eq!(refused.signature_code(), Some(SignatureErrorCode::InvalidKey));
+        let cache_key = format!("jwk-strict\0{}", serde_json::to_string(object).unwrap());
+        assert!(PARSED_KEYS.get(&cache_key).is_none());
     }
 
     #[test]

@@ -222,18 +222,11 @@ fn common_jwt_member<'a>(field: &'a str, label: &str) -> Option<&'a str> {
     (!token.is_empty() && jws_chars).then_some(token)
 }
 
-/// Most `hwk` keys parsed recently, by their exact parameters: parsing one decompresses
-/// a curve point and hashes a thumbprint, a sixth of an Ed25519 verification, for a key
-/// an agent sends again on every request. Parsing is a pure function of the parameters,
-/// so a hit is exactly what parsing would give; failures are not cached.
-static HWK_KEYS: std::sync::LazyLock<moka::sync::Cache<String, Jwk>> =
-    std::sync::LazyLock::new(|| moka::sync::Cache::new(HWK_CACHE_ENTRIES));
-
-/// Bound on [`HWK_KEYS`] (a few hundred bytes each).
-const HWK_CACHE_ENTRIES: u64 = 4096;
-
 fn parse_hwk(params: &[(&str, Option<&str>)]) -> Result<Jwk, Error> {
+    // Parsing decompresses a curve point and hashes a thumbprint, a sixth of an Ed25519
+    // verification, for a key an agent sends again on every request.
     let mut cache_key = String::with_capacity(96);
+    cache_key.push_str("hwk\0");
     for (name, value) in params {
         let Some(value) = value else {
             return Err(Error::invalid_key("an hwk parameter is not a string"));
@@ -244,16 +237,13 @@ fn parse_hwk(params: &[(&str, Option<&str>)]) -> Result<Jwk, Error> {
         cache_key.push_str(value);
         cache_key.push('\0');
     }
-    if let Some(key) = HWK_KEYS.get(&cache_key) {
-        return Ok(key);
-    }
-    let mut jwk = Map::new();
-    for (name, value) in params {
-        jwk.insert((*name).to_owned(), Value::String(value.unwrap_or_default().to_owned()));
-    }
-    let key = Jwk::from_json(&jwk, AlgPolicy::Legacy)?;
-    HWK_KEYS.insert(cache_key, key.clone());
-    Ok(key)
+    Jwk::parse_cached(cache_key, || {
+        let mut jwk = Map::new();
+        for (name, value) in params {
+            jwk.insert((*name).to_owned(), Value::String(value.unwrap_or_default().to_owned()));
+        }
+        Jwk::from_json(&jwk, AlgPolicy::Legacy)
+    })
 }
 
 /// Builds the key source from a member's scheme and parameters (`None`: not a string).

@@ -446,7 +446,7 @@ fn cnf_jwk(claims: &Map<String, Value>, policy: AlgPolicy) -> Result<Jwk, Error>
     {
         return Err(Error::invalid_jwt("the token's cnf.jwk is incomplete"));
     }
-    Jwk::from_json(jwk, policy)
+    Jwk::from_json_cached(jwk, policy)
 }
 
 fn req_str<'a>(claims: &'a Map<String, Value>, name: &str) -> Result<&'a str, Error> {

@@ -227,6 +227,65 @@ mod tests {
     use super::*;
 
     #[test]
+    fn only_the_development_policy_allows_http_loopback() {
+        assert!(!IdentifierPolicy::strict().allows_http_loopback());
+        assert!(!IdentifierPolicy::default().allows_http_loopback());
+        assert!(IdentifierPolicy::allowing_http_loopback().allows_http_loopback());
+    }
+
+    #[test]
+    fn a_dns_name_may_be_253_bytes_and_no_more() {
+        let name = |len: usize| {
+            // 63-byte labels separated by dots, ending in a letter label.
+            let mut host = String::new();
+            while host.len() < len {
+                let room = len - host.len();
+                if !host.is_empty() {
+                    host.push('.');
+                }
+                let label = (len - host.len()).min(63).min(room);
+                host.push_str(&"a".repeat(label));
+            }
+            host.truncate(len);
+            assert_eq!(host.len(), len);
+            host
+        };
+        assert!(is_dns_name(&name(253)), "{}", name(253));
+        assert!(!is_dns_name(&name(254)));
+        assert!(!is_dns_name(""));
+    }
+
+    #[test]
+    fn a_loopback_port_is_one_to_five_plain_digits() {
+        let admitted = |url: &str| admit_url(url, true).map(|u| u.port);
+        assert_eq!(admitted("http://127.0.0.1:8080/jwks"), Some(8080));
+        assert_eq!(admitted("http://127.0.0.1:65535/jwks"), Some(65535));
+        for bad in [
+            "http://127.0.0.1:+80/jwks",
+            "http://127.0.0.1:000080/jwks",
+            "http://127.0.0.1:/jwks",
+            "http://127.0.0.1:0/jwks",
+            "http://127.0.0.1:65536/jwks",
+            "http://127.0.0.1:8o/jwks",
+        ] {
+            assert_eq!(admitted(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_loopback_url_without_a_port_uses_its_schemes_default() {
+        let http = admit_url("http://localhost/jwks", true).unwrap();
+        assert_eq!((http.host.as_str(), http.port, http.loopback), ("localhost", 80, true));
+        let https = admit_url("https://[::1]/jwks", true).unwrap();
+        assert_eq!((https.host.as_str(), https.port, https.loopback), ("[::1]", 443, true));
+        let https_port = admit_url("https://127.0.0.1:8443/jwks", true).unwrap();
+        assert_eq!(https_port.port, 8443);
+        assert_eq!(https_port.fixed_addresses, Some(vec![IpAddr::V4(Ipv4Addr::LOCALHOST)]));
+        assert_eq!(admit_url("ftp://127.0.0.1:21/jwks", true), None);
+        assert_eq!(admit_url("https://127.0.0.1:8443/jwks", false), None);
+    }
+
+    #[test]
     fn identifiers_by_raw_string() {
         let strict = IdentifierPolicy::strict();
         assert!(strict.admits("https://agent.example"));

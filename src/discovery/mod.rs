@@ -128,3 +128,34 @@ impl KeyResolver for StaticResolver {
         Box::pin(async move { result })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::jose::ResourceKey;
+
+    fn query<'a>(issuer: &'a str, kid: &'a str) -> KeyQuery<'a> {
+        KeyQuery {
+            issuer,
+            dwk: crate::wire::dwk::ACCESS,
+            kid,
+        }
+    }
+
+    #[test]
+    fn a_static_resolver_answers_from_memory_by_issuer_dwk_and_kid() {
+        let key = ResourceKey::from_seed([9; 32]).with_kid("k1").public_jwk();
+        let resolver = StaticResolver::new().with_key("https://as.example", crate::wire::dwk::ACCESS, key.clone());
+        let hit = resolver.cached(&query("https://as.example", "k1")).unwrap().unwrap();
+        assert_eq!(*hit, key);
+        for (issuer, kid) in [("https://as.example", "k2"), ("https://other.example", "k1")] {
+            let miss = resolver.cached(&query(issuer, kid)).unwrap().unwrap_err();
+            assert_eq!(miss.signature_code(), Some(SignatureErrorCode::UnknownKey));
+        }
+        let other_dwk = KeyQuery {
+            dwk: crate::wire::dwk::AGENT,
+            ..query("https://as.example", "k1")
+        };
+        assert!(resolver.cached(&other_dwk).unwrap().is_err());
+    }
+}

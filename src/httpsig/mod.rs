@@ -99,9 +99,6 @@ pub fn field_value<'a>(
             return Err(Error::invalid_signature("a header field exceeds the size limit"));
         }
     }
-    if joined.len() > cap {
-        return Err(Error::invalid_signature("a header field exceeds the size limit"));
-    }
     Ok(Some(Cow::Owned(joined)))
 }
 
@@ -697,6 +694,99 @@ pub fn encode_signature(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_derived_component_builds_its_rfc_9421_value() {
+        let input = ParsedInput::parse(
+            r#"sig=("@method" "@authority" "@path" "@query" "@target-uri" "@scheme" "@request-target");created=1"#,
+            DEFAULT_MAX_COMPONENTS,
+        )
+        .unwrap();
+        let target = RequestTarget {
+            method: "POST",
+            scheme: "https",
+            authority: "api.example:8443",
+            path: "/a/b",
+            query: Some("x=1&y"),
+        };
+        let mut base = SignatureBase::new();
+        base.build(&input, &target, &HeaderMap::new()).unwrap();
+        assert_eq!(
+            base.as_str(),
+            "\"@method\": POST\n\
+             \"@authority\": api.example:8443\n\
+             \"@path\": /a/b\n\
+             \"@query\": ?x=1&y\n\
+             \"@target-uri\": https://api.example:8443/a/b?x=1&y\n\
+             \"@scheme\": https\n\
+             \"@request-target\": /a/b?x=1&y\n\
+             \"@signature-params\": (\"@method\" \"@authority\" \"@path\" \"@query\" \"@target-uri\" \"@scheme\" \"@request-target\");created=1"
+        );
+        // Without a query, and with an empty path: `/`, no `?` (but `@query` is `?`).
+        let bare = RequestTarget {
+            path: "",
+            query: None,
+            ..target
+        };
+        base.build(&input, &bare, &HeaderMap::new()).unwrap();
+        assert!(
+            base.as_str()
+                .contains("\"@path\": /\n\"@query\": ?\n\"@target-uri\": https://api.example:8443/\n")
+        );
+        assert!(base.as_str().contains("\"@request-target\": /\n"));
+    }
+
+    #[test]
+    fn an_unknown_derived_component_is_refused() {
+        let input = ParsedInput::parse(r#"sig=("@status");created=1"#, DEFAULT_MAX_COMPONENTS);
+        assert_eq!(
+            input.unwrap_err().signature_code(),
+            Some(crate::error::SignatureErrorCode::InvalidSignature)
+        );
+    }
+
+    #[test]
+    fn a_field_of_exactly_the_cap_is_read_and_one_byte_more_is_refused() {
+        assert_eq!(DEFAULT_HEADER_CAP, 8192);
+        let cap = 64;
+        let mut headers = HeaderMap::new();
+        headers.insert("x-one", "a".repeat(cap).parse().unwrap());
+        assert_eq!(field_value(&headers, "x-one", cap).unwrap().unwrap().len(), cap);
+        headers.insert("x-one", "a".repeat(cap + 1).parse().unwrap());
+        assert!(field_value(&headers, "x-one", cap).is_err());
+        // Two lines are joined with ", ": 30 + 2 + 32 = 64 bytes.
+        headers.insert("x-two", "a".repeat(30).parse().unwrap());
+        headers.append("x-two", "b".repeat(32).parse().unwrap());
+        assert_eq!(field_value(&headers, "x-two", cap).unwrap().unwrap().len(), cap);
+        headers.append("x-two", "c".parse().unwrap());
+        assert!(field_value(&headers, "x-two", cap).is_err());
+        let mut over = HeaderMap::new();
+        over.insert("x-two", "a".repeat(30).parse().unwrap());
+        over.append("x-two", "b".repeat(33).parse().unwrap());
+        assert!(field_value(&over, "x-two", cap).is_err());
+    }
+
+    #[test]
+    fn any_number_of_forbidden_bytes_is_forbidden() {
+        for bytes in [
+            &[0x80u8][..],
+            &[0x80, 0x80],
+            &[0x7f, 0xff, 0x80],
+            &[0x01],
+            &[0x01, 0x02],
+            &[0x80, 0x01],
+        ] {
+            assert!(has_forbidden_byte(bytes, b'\t'), "{bytes:?}");
+        }
+        assert!(!has_forbidden_byte(b"plain\tascii ~", b'\t'));
+        assert!(!has_forbidden_byte(b"line\nbreak", b'\n'));
+        assert!(has_forbidden_byte(b"line\nbreak", b'\t'));
+    }
+
+    #[test]
+    fn a_duplicate_member_error_says_so() {
+        assert_eq!(DuplicateMember.to_string(), "duplicate dictionary member");
+    }
 
     #[test]
     fn duplicate_labels_are_refused() {
