@@ -15,17 +15,13 @@ fn main() {
     let limit = Limit::new();
     let resource = Resource::guarded();
     let next = Cell::new(0u64);
-    let fresh = |iters: u64| {
-        (0..iters)
-            .map(|_| {
-                let jti = next.get();
-                next.set(jti + 1);
-                let token = resource.auth_token("data.read", jti);
-                request_with(resource.signed_headers(&KeySource::Jwt(token)))
-            })
-            .collect::<Vec<_>>()
+    let fresh = |_: u64| {
+        let jti = next.get();
+        next.set(jti + 1);
+        let token = resource.auth_token("data.read", jti);
+        request_with(resource.signed_headers(&KeySource::Jwt(token)))
     };
-    let cold = |iters: u64| resource.run(fresh(iters));
+    let cold = |iters: u64| resource.run_with(iters, &fresh);
     let first = resource.signed_headers(&KeySource::Jwt(resource.auth_token("data.read", u64::MAX)));
     assert_eq!(resource.status(&first), StatusCode::OK);
     assert_eq!(resource.aauth.cached_tokens(), 1);

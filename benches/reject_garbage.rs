@@ -46,13 +46,7 @@ fn main() {
     for (what, headers) in &cases {
         assert_eq!(resource.status(headers), StatusCode::UNAUTHORIZED, "{what}");
     }
-    let garbage = |iters: u64| {
-        resource.run(
-            (0..iters as usize)
-                .map(|i| request_with(cases[i % cases.len()].1.clone()))
-                .collect(),
-        )
-    };
+    let garbage = |iters: u64| resource.run_with(iters, |i| request_with(cases[i as usize % cases.len()].1.clone()));
 
     if common::profile(&limit, &mut |n| garbage(n)) {
         return;

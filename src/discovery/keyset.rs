@@ -185,6 +185,25 @@ mod tests {
     const X: &str = "JrQLj5P_89iXES9-vFgrIy29clF9CC_oPPsw3c5D0bs";
 
     #[test]
+    fn a_set_counts_and_finds_only_its_usable_keys_up_to_the_cap() {
+        let key = |kid: &str| serde_json::json!({"kty":"OKP","crv":"Ed25519","x":X,"alg":"Ed25519","kid":kid});
+        let rsa = serde_json::json!({"kty":"RSA","n":"AQAB","e":"AQAB","kid":"r1"});
+        let not_opaque = key("bad kid\u{1}");
+        let body = serde_json::json!({"keys": [key("k1"), key("k2"), rsa, not_opaque]}).to_string();
+        let set = KeySet::from_jwks(body.as_bytes(), 4, AlgPolicy::Strict).unwrap();
+        assert_eq!(set.len(), 2);
+        assert!(!set.is_empty());
+        assert_eq!(set.get("k1").map(|k| k.x()), Some(X));
+        assert!(set.get("r1").is_none());
+        assert!(set.get("bad kid\u{1}").is_none());
+        // Exactly `max_keys` entries is allowed; one more fails the whole document.
+        assert!(KeySet::from_jwks(body.as_bytes(), 3, AlgPolicy::Strict).is_err());
+        let empty = KeySet::from_jwks(br#"{"keys":[]}"#, 4, AlgPolicy::Strict).unwrap();
+        assert!(empty.is_empty());
+        assert_eq!(empty.len(), 0);
+    }
+
+    #[test]
     fn a_one_key_set_is_weighed_near_its_measured_heap() {
         let body = serde_json::json!({"keys": [{"kty":"OKP","crv":"Ed25519","x":X,"alg":"Ed25519","kid":"k1"}]});
         let set = KeySet::from_jwks(body.to_string().as_bytes(), 32, AlgPolicy::Strict).unwrap();
