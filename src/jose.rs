@@ -169,8 +169,12 @@ impl Jwk {
             AlgPolicy::Strict => "jwk-strict\0",
             AlgPolicy::Legacy => "jwk-legacy\0",
         });
-        // A map of JSON values always serializes.
-        cache_key.push_str(&serde_json::to_string(object).unwrap_or_default());
+        // A map of JSON values always serializes; were it ever not to, parse uncached
+        // rather than share one cache key between different keys.
+        let Ok(json) = serde_json::to_string(object) else {
+            return Self::from_json(object, policy);
+        };
+        cache_key.push_str(&json);
         Self::parse_cached(cache_key, || Self::from_json(object, policy))
     }
 
