@@ -42,7 +42,10 @@ fn main() -> std::io::Result<()> {
         return access_server(port.parse().expect("a port"), resource, out);
     }
     let [layer_port, plain_port, out] = args.as_slice() else {
-        eprintln!("usage: load_server <layer port> <plain port> <headers file>");
+        eprintln!(
+            "usage: load_server <layer port> <plain port> <headers file>\n       \
+             load_server access-server <port> <resource> <headers file>"
+        );
         std::process::exit(2);
     };
     let layer_port: u16 = layer_port.parse().expect("a port");

@@ -162,8 +162,10 @@ impl Jwk {
     /// issued; a token seen for the first time is usually not a key seen for the first
     /// time, so the point decompression and thumbprint (an eighth of a verification) are
     /// paid once per key rather than once per token. The cache key is the policy and the
-    /// object's serialization, which together determine the result.
-    pub fn from_json_cached(object: &Map<String, Value>, policy: AlgPolicy) -> Result<Self, Error> {
+    /// object's serialization, which together determine the result; keys from tokens not
+    /// yet verified enter the cache too, which lets a flood evict entries but never
+    /// change what a given input parses to.
+    pub(crate) fn from_json_cached(object: &Map<String, Value>, policy: AlgPolicy) -> Result<Self, Error> {
         let mut cache_key = String::with_capacity(128);
         cache_key.push_str(match policy {
             AlgPolicy::Strict => "jwk-strict\0",

@@ -223,8 +223,7 @@ fn common_jwt_member<'a>(field: &'a str, label: &str) -> Option<&'a str> {
 }
 
 fn parse_hwk(params: &[(&str, Option<&str>)]) -> Result<Jwk, Error> {
-    // Parsing decompresses a curve point and hashes a thumbprint, a sixth of an Ed25519
-    // verification, for a key an agent sends again on every request.
+    // An agent sends the same key on every request: parse it once (`Jwk::parse_cached`).
     let mut cache_key = String::with_capacity(96);
     cache_key.push_str("hwk\0");
     for (name, value) in params {

@@ -332,23 +332,11 @@ mod tests {
 
     #[test]
     fn a_dns_name_may_be_253_bytes_and_no_more() {
-        let name = |len: usize| {
-            // 63-byte labels separated by dots, ending in a letter label.
-            let mut host = String::new();
-            while host.len() < len {
-                let room = len - host.len();
-                if !host.is_empty() {
-                    host.push('.');
-                }
-                let label = (len - host.len()).min(63).min(room);
-                host.push_str(&"a".repeat(label));
-            }
-            host.truncate(len);
-            assert_eq!(host.len(), len);
-            host
-        };
-        assert!(is_dns_name(&name(253)), "{}", name(253));
-        assert!(!is_dns_name(&name(254)));
+        // Three 63-byte labels and a last one of `last` bytes: 192 + `last` in all.
+        let name = |last: usize| format!("{0}.{0}.{0}.{1}", "a".repeat(63), "a".repeat(last));
+        assert_eq!(name(61).len(), 253);
+        assert!(is_dns_name(&name(61)));
+        assert!(!is_dns_name(&name(62)));
         assert!(!is_dns_name(""));
     }
 
