@@ -580,3 +580,340 @@ impl<F: Fetch> KeyResolver for DiscoveryResolver<F> {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! Boundaries of every lifetime the cache keeps, on a virtual clock and an in-memory
+    //! fetcher: each deadline is probed one second before and exactly at the instant.
+
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::discovery::{FetchError, FetchedDocument};
+    use crate::jose::ResourceKey;
+
+    const T0: u64 = 1_800_000_000;
+    const ISSUER: &str = "https://issuer.example";
+    const DWK: &str = crate::wire::dwk::AGENT;
+    const METADATA_URL: &str = "https://issuer.example/.well-known/aauth-agent.json";
+    const JWKS_URL: &str = "https://issuer.example/jwks.json";
+
+    /// Documents by URL; a URL without one fails with a transport error. Counts requests.
+    #[derive(Default)]
+    struct MemoryFetch {
+        documents: Mutex<HashMap<String, (Vec<u8>, Option<u64>)>>,
+        requests: Mutex<HashMap<String, usize>>,
+    }
+
+    impl MemoryFetch {
+        fn publish(&self, url: &str, body: &serde_json::Value, max_age: Option<u64>) {
+            let body = serde_json::to_vec(body).unwrap();
+            self.documents.lock().unwrap().insert(url.to_owned(), (body, max_age));
+        }
+
+        fn withdraw(&self, url: &str) {
+            self.documents.lock().unwrap().remove(url);
+        }
+
+        fn requests(&self, url: &str) -> usize {
+            self.requests.lock().unwrap().get(url).copied().unwrap_or(0)
+        }
+    }
+
+    impl Fetch for MemoryFetch {
+        fn get<'a>(&'a self, url: &'a str, _: usize) -> BoxFuture<'a, Result<FetchedDocument, FetchError>> {
+            *self.requests.lock().unwrap().entry(url.to_owned()).or_default() += 1;
+            let found = self.documents.lock().unwrap().get(url).cloned();
+            Box::pin(async move {
+                let (body, max_age) = found.ok_or(FetchError::Transport)?;
+                Ok(FetchedDocument {
+                    body: body.into(),
+                    max_age,
+                })
+            })
+        }
+    }
+
+    struct Setup {
+        fetch: Arc<MemoryFetch>,
+        clock: ManualClock,
+        resolver: DiscoveryResolver<Arc<MemoryFetch>>,
+    }
+
+    fn key() -> Jwk {
+        ResourceKey::from_seed([3; 32]).with_kid("k1").public_jwk()
+    }
+
+    /// An issuer whose metadata and JWKS live `metadata_age` and `jwks_age` seconds.
+    fn setup(config: DiscoveryConfig, metadata_age: Option<u64>, jwks_age: Option<u64>) -> Setup {
+        let fetch = Arc::new(MemoryFetch::default());
+        fetch.publish(
+            METADATA_URL,
+            &serde_json::json!({ "issuer": ISSUER, "jwks_uri": JWKS_URL }),
+            metadata_age,
+        );
+        fetch.publish(JWKS_URL, &serde_json::json!({ "keys": [key().to_json()] }), jwks_age);
+        let clock = ManualClock::new(T0);
+        let resolver = DiscoveryResolver::builder(fetch.clone())
+            .config(config)
+            .clock(Arc::new(clock.clone()))
+            .build();
+        Setup { fetch, clock, resolver }
+    }
+
+    fn query(kid: &str) -> KeyQuery<'_> {
+        KeyQuery {
+            issuer: ISSUER,
+            dwk: DWK,
+            kid,
+        }
+    }
+
+    impl Setup {
+        fn at(&self, offset: u64) -> &Self {
+            self.clock.set(T0 + offset);
+            self
+        }
+
+        /// What the synchronous read answers: `None` means the cache wants a fetch.
+        fn cached(&self, kid: &str) -> Option<Result<String, SignatureErrorCode>> {
+            self.resolver.cached(&query(kid)).map(|answer| {
+                answer
+                    .map(|key| key.thumbprint())
+                    .map_err(|e| e.signature_code().expect("a Signature-Error"))
+            })
+        }
+
+        async fn resolve(&self, kid: &str) -> Result<String, Error> {
+            self.resolver.resolve(query(kid)).await.map(|key| key.thumbprint())
+        }
+    }
+
+    fn found() -> Option<Result<String, SignatureErrorCode>> {
+        Some(Ok(key().thumbprint()))
+    }
+
+    #[tokio::test]
+    async fn keys_are_fresh_until_exactly_their_lifetime() {
+        let setup = setup(DiscoveryConfig::default(), None, Some(120));
+        setup.resolve("k1").await.unwrap();
+        assert_eq!(setup.at(119).cached("k1"), found());
+        assert_eq!(setup.at(120).cached("k1"), None);
+    }
+
+    #[tokio::test]
+    async fn an_unknown_kid_is_refused_without_a_fetch_until_exactly_the_cooldown_ends() {
+        let setup = setup(DiscoveryConfig::default(), None, None);
+        setup.resolve("k1").await.unwrap();
+        assert_eq!(setup.at(59).cached("k2"), Some(Err(SignatureErrorCode::UnknownKey)));
+        assert_eq!(setup.resolver.metrics().cooldown_hits(), 1);
+        assert_eq!(setup.at(60).cached("k2"), None);
+        assert_eq!(setup.resolver.metrics().cooldown_hits(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_failure_is_remembered_until_exactly_its_retry_instant() {
+        let setup = setup(DiscoveryConfig::default(), None, None);
+        setup.fetch.withdraw(METADATA_URL);
+        let error = setup.resolve("k1").await.unwrap_err();
+        assert_eq!(error.code(), "invalid_key");
+        assert_eq!(setup.resolver.metrics().failed_refreshes(), 1);
+        let remembered = setup.at(29).resolver.cached(&query("k1")).expect("negative hit");
+        assert_eq!(remembered.unwrap_err().to_string(), error.to_string());
+        assert_eq!(setup.resolver.metrics().negative_hits(), 1);
+        assert!(setup.at(30).resolver.cached(&query("k1")).is_none());
+    }
+
+    #[tokio::test]
+    async fn a_second_failure_doubles_the_backoff_up_to_its_ceiling() {
+        let config = DiscoveryConfig {
+            max_negative_ttl: Duration::from_secs(50),
+            ..DiscoveryConfig::default()
+        };
+        let setup = setup(config, None, None);
+        setup.fetch.withdraw(METADATA_URL);
+        setup.resolve("k1").await.unwrap_err();
+        setup.at(30).resolve("k1").await.unwrap_err();
+        // 30 s, then 60 s capped at 50 s.
+        assert!(setup.at(79).resolver.cached(&query("k1")).is_some());
+        assert!(setup.at(80).resolver.cached(&query("k1")).is_none());
+        assert_eq!(setup.fetch.requests(METADATA_URL), 2);
+    }
+
+    #[tokio::test]
+    async fn stale_keys_are_served_while_the_issuer_fails_until_exactly_the_stale_limit() {
+        let config = DiscoveryConfig {
+            max_stale: Duration::from_secs(600),
+            ..DiscoveryConfig::default()
+        };
+        // Fresh until T0 + 60, servable while failing until T0 + 660.
+        let setup = setup(config, Some(3600), Some(60));
+        setup.resolve("k1").await.unwrap();
+        setup.fetch.withdraw(JWKS_URL);
+        assert_eq!(setup.at(640).resolve("k1").await.unwrap(), key().thumbprint());
+        assert_eq!(setup.resolver.metrics().stale_served(), 1);
+        // The failure is remembered until T0 + 670, past the stale limit.
+        assert_eq!(setup.at(659).cached("k1"), found());
+        assert_eq!(setup.at(660).cached("k1"), Some(Err(SignatureErrorCode::UnknownKey)));
+        assert_eq!(setup.resolver.metrics().stale_served(), 2);
+        assert_eq!(setup.fetch.requests(JWKS_URL), 2);
+    }
+
+    #[tokio::test]
+    async fn metadata_is_reused_until_exactly_its_own_lifetime() {
+        let setup = setup(DiscoveryConfig::default(), Some(120), Some(60));
+        setup.resolve("k1").await.unwrap();
+        setup.at(60).resolve("k1").await.unwrap();
+        assert_eq!(setup.fetch.requests(METADATA_URL), 1);
+        assert_eq!(setup.fetch.requests(JWKS_URL), 2);
+        setup.at(120).resolve("k1").await.unwrap();
+        assert_eq!(setup.fetch.requests(METADATA_URL), 2);
+        assert_eq!(setup.fetch.requests(JWKS_URL), 3);
+        let metrics = setup.resolver.metrics();
+        assert_eq!((metrics.metadata_fetches(), metrics.jwks_fetches()), (2, 3));
+        assert_eq!(metrics.fetches_for(ISSUER), 5);
+    }
+
+    #[tokio::test]
+    async fn the_new_issuer_budget_refills_at_its_rate_and_says_when_to_retry() {
+        let config = DiscoveryConfig {
+            new_issuers_per_minute: 30,
+            ..DiscoveryConfig::default()
+        };
+        let setup = setup(config, None, None);
+        let inner = &setup.resolver.inner;
+        for _ in 0..30 {
+            inner.charge_budget("https://new.example").unwrap();
+        }
+        let refusal = inner.charge_budget("https://new.example").unwrap_err();
+        assert!(
+            matches!(refusal, Error::Unavailable { retry_after: 2, .. }),
+            "{refusal:?}"
+        );
+        assert_eq!(setup.resolver.metrics().budget_refusals(), 1);
+        // Half a token after one second: still refused, one second to go.
+        setup.at(1);
+        let refusal = inner.charge_budget("https://new.example").unwrap_err();
+        assert!(
+            matches!(refusal, Error::Unavailable { retry_after: 1, .. }),
+            "{refusal:?}"
+        );
+        // One whole token after two seconds: exactly one more issuer.
+        setup.at(2);
+        inner.charge_budget("https://new.example").unwrap();
+        inner.charge_budget("https://new.example").unwrap_err();
+        // A long pause refills to the per-minute size and no further.
+        setup.at(10_000);
+        for _ in 0..30 {
+            inner.charge_budget("https://new.example").unwrap();
+        }
+        inner.charge_budget("https://new.example").unwrap_err();
+        assert_eq!(setup.resolver.metrics().budget_refusals(), 4);
+    }
+
+    #[tokio::test]
+    async fn allow_listed_issuers_do_not_draw_on_the_budget_and_others_are_not_admitted() {
+        let config = DiscoveryConfig {
+            new_issuers_per_minute: 0,
+            allowed_issuers: Some(vec![ISSUER.to_owned()]),
+            ..DiscoveryConfig::default()
+        };
+        let setup = setup(config, None, None);
+        assert_eq!(setup.resolve("k1").await.unwrap(), key().thumbprint());
+        let refusal = setup.resolver.inner.charge_budget("https://other.example").unwrap_err();
+        assert!(
+            matches!(refusal, Error::Unavailable { retry_after: 60, .. }),
+            "{refusal:?}"
+        );
+        let other = KeyQuery {
+            issuer: "https://other.example",
+            ..query("k1")
+        };
+        assert_eq!(setup.resolver.resolve(other).await.unwrap_err().code(), "invalid_key");
+        assert_eq!(
+            setup
+                .fetch
+                .requests("https://other.example/.well-known/aauth-agent.json"),
+            0
+        );
+    }
+
+    #[tokio::test]
+    async fn only_known_well_known_names_and_admitted_identifiers_are_fetched() {
+        let setup = setup(DiscoveryConfig::default(), None, None);
+        for (issuer, dwk) in [
+            ("http://issuer.example", DWK),
+            ("https://issuer.example/path", DWK),
+            (ISSUER, "openid-configuration"),
+            (ISSUER, crate::wire::dwk::LEGACY_ISSUER),
+        ] {
+            let error = setup
+                .resolver
+                .resolve(KeyQuery { issuer, dwk, kid: "k1" })
+                .await
+                .unwrap_err();
+            assert_eq!(error.code(), "invalid_key", "{issuer} {dwk}");
+        }
+        assert_eq!(setup.fetch.requests.lock().unwrap().len(), 0);
+        for dwk in [
+            crate::wire::dwk::AGENT,
+            crate::wire::dwk::PERSON,
+            crate::wire::dwk::ACCESS,
+            crate::wire::dwk::RESOURCE,
+        ] {
+            setup
+                .resolver
+                .inner
+                .admit(&KeyQuery {
+                    issuer: ISSUER,
+                    dwk,
+                    kid: "k1",
+                })
+                .unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn the_weight_of_an_entry_counts_its_key_uri_and_keys_and_never_less_than_its_share() {
+        // 10 000 entries in 10 000 bytes: a share of one byte, below any real entry.
+        let config = DiscoveryConfig {
+            max_weight_bytes: 10_000,
+            ..DiscoveryConfig::default()
+        };
+        let setup = setup(config, None, None);
+        setup.resolve("k1").await.unwrap();
+        let key_set = KeySet::from_jwks(
+            &serde_json::to_vec(&serde_json::json!({ "keys": [key().to_json()] })).unwrap(),
+            32,
+            AlgPolicy::Strict,
+        )
+        .unwrap();
+        let expected = 700 + Inner::<MemoryFetch>::store_key(ISSUER, DWK).len() + JWKS_URL.len() + key_set.weight();
+        assert_eq!(setup.resolver.cached_issuers(), 1);
+        assert_eq!(setup.resolver.cached_weight(), expected as u64);
+
+        // 10 entries in 64 KiB: each weighs at least 6.4 KiB.
+        let config = DiscoveryConfig {
+            max_entries: 10,
+            max_weight_bytes: 64 * 1024,
+            ..DiscoveryConfig::default()
+        };
+        let setup = self::setup(config, None, None);
+        setup.resolve("k1").await.unwrap();
+        assert_eq!(setup.resolver.cached_weight(), (64 * 1024u64).div_ceil(10));
+    }
+
+    #[test]
+    fn debug_output_names_the_configuration_and_no_keys() {
+        let setup = setup(DiscoveryConfig::default(), None, None);
+        let resolver = format!("{:?}", setup.resolver);
+        assert!(resolver.starts_with("DiscoveryResolver {"), "{resolver}");
+        assert!(resolver.contains("cached_issuers: 0"), "{resolver}");
+        assert!(resolver.contains("max_keys: 32"), "{resolver}");
+        let builder = format!("{:?}", DiscoveryResolver::builder(MemoryFetch::default()));
+        assert!(builder.starts_with("DiscoveryResolverBuilder {"), "{builder}");
+        assert!(builder.contains("new_issuers_per_minute: 30"), "{builder}");
+    }
+}

@@ -396,4 +396,35 @@ mod tests {
         assert_eq!(max_age("max-age=300, no-cache"), Some(0));
         assert_eq!(max_age("public"), None);
     }
+
+    #[cfg(feature = "reqwest")]
+    #[test]
+    fn a_guarded_fetch_reports_the_policy_it_was_built_with() {
+        let policy = FetchPolicy {
+            allow_http_loopback: true,
+            timeout: Duration::from_millis(1500),
+        };
+        let fetch = GuardedFetch::with_parts(SystemResolver, ReqwestConnector, policy);
+        assert!(fetch.policy().allow_http_loopback);
+        assert_eq!(fetch.policy().timeout, Duration::from_millis(1500));
+        assert!(!GuardedFetch::new().policy().allow_http_loopback);
+    }
+
+    #[cfg(feature = "reqwest")]
+    #[tokio::test]
+    async fn the_pinned_resolver_answers_only_the_vetted_name_with_the_vetted_addresses() {
+        use reqwest::dns::Resolve;
+        let vetted: SocketAddr = "203.0.113.7:443".parse().unwrap();
+        let resolver = PinnedResolve {
+            host: "issuer.example".to_owned(),
+            addresses: vec![vetted],
+        };
+        let answered: Vec<SocketAddr> = resolver
+            .resolve("issuer.example".parse().unwrap())
+            .await
+            .unwrap()
+            .collect();
+        assert_eq!(answered, vec![vetted]);
+        assert!(resolver.resolve("other.example".parse().unwrap()).await.is_err());
+    }
 }

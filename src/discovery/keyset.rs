@@ -204,6 +204,37 @@ mod tests {
     }
 
     #[test]
+    fn a_jwks_uri_must_be_a_plain_path_on_the_issuers_origin() {
+        let uri = |jwks_uri: &str| {
+            let body = serde_json::json!({"issuer": "https://a.example", "jwks_uri": jwks_uri}).to_string();
+            metadata_jwks_uri(body.as_bytes(), "https://a.example")
+        };
+        assert_eq!(
+            uri("https://a.example/k/jwks.json").unwrap(),
+            "https://a.example/k/jwks.json"
+        );
+        for refused in [
+            "https://b.example/jwks.json",
+            "https://a.example.evil/jwks.json",
+            "https://a.example//evil/jwks.json",
+            "https://a.example",
+            "https://a.example/jwks json",
+            "https://a.example/jwks\u{7f}",
+            "https://a.example/jwks\u{e9}",
+            "https://a.example/jwks#frag",
+            "https://a.example/@evil",
+            "https://a.example/\\evil",
+        ] {
+            assert_eq!(uri(refused).unwrap_err().code(), "invalid_key", "{refused}");
+        }
+        let missing = br#"{"issuer":"https://a.example"}"#;
+        assert_eq!(
+            metadata_jwks_uri(missing, "https://a.example").unwrap_err().code(),
+            "invalid_key"
+        );
+    }
+
+    #[test]
     fn a_one_key_set_is_weighed_near_its_measured_heap() {
         let body = serde_json::json!({"keys": [{"kty":"OKP","crv":"Ed25519","x":X,"alg":"Ed25519","kid":"k1"}]});
         let set = KeySet::from_jwks(body.to_string().as_bytes(), 32, AlgPolicy::Strict).unwrap();

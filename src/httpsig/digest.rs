@@ -16,7 +16,7 @@ use crate::error::Error;
 pub fn verify_content_digest(field: &str, body: &[u8]) -> Result<(), Error> {
     let dict =
         parse_dictionary_strict(field).ok_or(Error::invalid_signature("Content-Digest is not a valid dictionary"))?;
-    let mut checked = 0;
+    let mut checked_any = false;
     for (algorithm, entry) in &dict {
         let expected = match entry {
             ListEntry::Item(sfv::Item {
@@ -37,9 +37,9 @@ pub fn verify_content_digest(field: &str, body: &[u8]) -> Result<(), Error> {
         if !matches {
             return Err(Error::invalid_signature("the body does not match Content-Digest"));
         }
-        checked += 1;
+        checked_any = true;
     }
-    if checked == 0 {
+    if !checked_any {
         return Err(Error::invalid_signature(
             "Content-Digest has no sha-256 or sha-512 member",
         ));

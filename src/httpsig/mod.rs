@@ -836,6 +836,70 @@ mod tests {
     }
 
     #[test]
+    fn the_common_signature_shape_takes_every_standard_base64_character() {
+        assert_eq!(
+            decode_common_signature("sig=:+/+/:", "sig"),
+            Some(vec![0xfb, 0xff, 0xbf])
+        );
+        assert_eq!(decode_common_signature("sig=:+w==:", "sig"), Some(vec![0xfb]));
+        assert_eq!(decode_common_signature("sig=:aGk=:", "sig"), Some(b"hi".to_vec()));
+        assert_eq!(decode_common_signature("sig=:MDk5:", "sig"), Some(b"099".to_vec()));
+        assert_eq!(decode_common_signature("sig=:-_-_:", "sig"), None);
+    }
+
+    #[test]
+    fn a_base64url_signature_may_carry_parameters_but_nothing_else() {
+        let url = URL_SAFE_NO_PAD.encode([0xfbu8; 64]);
+        assert_eq!(
+            decode_signature(&format!("sig=:{url}:;alg=\"x\""), "sig", SignatureAlphabet::Lenient).unwrap(),
+            vec![0xfb; 64]
+        );
+        for field in [
+            format!("sig=:{url}:junk"),
+            format!("sig=:{url}"),
+            format!("other=:{url}:"),
+        ] {
+            assert!(decode_lenient_signature(&field, "sig").is_err(), "{field}");
+        }
+    }
+
+    #[test]
+    fn a_key_parameter_selects_its_own_dictionary_member() {
+        assert_eq!(dictionary_member("a=1, b=(x y);p, c=?0", "b").unwrap(), "(x y);p");
+        assert_eq!(dictionary_member("a=1, b=2", "a").unwrap(), "1");
+        assert!(dictionary_member("a=1, b=2", "c").is_err());
+        assert!(dictionary_member("a=1, =", "a").is_err());
+    }
+
+    #[test]
+    fn every_known_signature_parameter_is_read_from_either_parser() {
+        // The first shape takes the fast parser, the second (a parameter on a component)
+        // the general one.
+        for field in [
+            r#"sig=("@method");created=1;expires=2;keyid="k";alg="ed25519";nonce="n-1";tag="aauth""#,
+            r#"sig=("@method" "content-type";sf);created=1;expires=2;keyid="k";alg="ed25519";nonce="n-1";tag="aauth""#,
+        ] {
+            let params = ParsedInput::parse(field, DEFAULT_MAX_COMPONENTS).unwrap().params;
+            assert_eq!((params.created, params.expires), (Some(1), Some(2)), "{field}");
+            assert_eq!(params.keyid.as_deref(), Some("k"));
+            assert_eq!(params.alg.as_deref(), Some("ed25519"));
+            assert_eq!(params.nonce.as_deref(), Some("n-1"));
+            assert_eq!(params.tag.as_deref(), Some("aauth"));
+        }
+        for wrong in [
+            "nonce=1",
+            "tag=1",
+            "keyid=1",
+            "alg=?1",
+            "created=\"1\"",
+            "expires=\"2\"",
+        ] {
+            let field = format!("sig=(\"@method\");{wrong}");
+            assert!(ParsedInput::parse(&field, DEFAULT_MAX_COMPONENTS).is_err(), "{field}");
+        }
+    }
+
+    #[test]
     fn uncommon_signature_shapes_take_the_general_path() {
         let std = STANDARD.encode([1u8; 64]);
         for field in [
