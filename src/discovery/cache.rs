@@ -603,14 +603,17 @@ mod tests {
     /// Documents by URL; a URL without one fails with a transport error. Counts requests.
     #[derive(Default)]
     struct MemoryFetch {
-        documents: Mutex<HashMap<String, (Vec<u8>, Option<u64>)>>,
+        documents: Mutex<HashMap<String, FetchedDocument>>,
         requests: Mutex<HashMap<String, usize>>,
     }
 
     impl MemoryFetch {
         fn publish(&self, url: &str, body: &serde_json::Value, max_age: Option<u64>) {
-            let body = serde_json::to_vec(body).unwrap();
-            self.documents.lock().unwrap().insert(url.to_owned(), (body, max_age));
+            let body = serde_json::to_vec(body).unwrap().into();
+            self.documents
+                .lock()
+                .unwrap()
+                .insert(url.to_owned(), FetchedDocument { body, max_age });
         }
 
         fn withdraw(&self, url: &str) {
@@ -626,13 +629,7 @@ mod tests {
         fn get<'a>(&'a self, url: &'a str, _: usize) -> BoxFuture<'a, Result<FetchedDocument, FetchError>> {
             *self.requests.lock().unwrap().entry(url.to_owned()).or_default() += 1;
             let found = self.documents.lock().unwrap().get(url).cloned();
-            Box::pin(async move {
-                let (body, max_age) = found.ok_or(FetchError::Transport)?;
-                Ok(FetchedDocument {
-                    body: body.into(),
-                    max_age,
-                })
-            })
+            Box::pin(async move { found.ok_or(FetchError::Transport) })
         }
     }
 
