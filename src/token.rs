@@ -559,6 +559,113 @@ mod tests {
         assert!(!granted.contains("data.rea"));
     }
 
+    const NOW: u64 = 1_800_000_000;
+    const RESOURCE: &str = "https://resource.example";
+    const AS: &str = "https://as.example";
+
+    fn agent_claims() -> Value {
+        serde_json::json!({
+            "iss": "https://agent.example",
+            "dwk": wire::dwk::AGENT,
+            "sub": "aauth:assistant@agent.example",
+            "jti": "j-1",
+            "iat": NOW,
+            "exp": NOW + 600,
+            "cnf": { "jwk": crate::jose::ResourceKey::from_seed([6; 32]).public_jwk().to_json() },
+        })
+    }
+
+    fn auth_claims() -> Value {
+        let mut claims = agent_claims();
+        claims["iss"] = AS.into();
+        claims["dwk"] = wire::dwk::ACCESS.into();
+        claims["ps"] = "https://ps.example".into();
+        claims["aud"] = RESOURCE.into();
+        claims["scope"] = "data.read".into();
+        claims
+    }
+
+    fn policy(legacy: bool) -> TokenPolicy {
+        TokenPolicy {
+            access_servers: vec![AS.to_owned()],
+            alg: if legacy { AlgPolicy::Legacy } else { AlgPolicy::Strict },
+            legacy,
+            ..TokenPolicy::new(RESOURCE)
+        }
+    }
+
+    fn check(policy: &TokenPolicy, typ: &str, alg: &str, claims: &Value, now: u64) -> Result<TokenClaims, Error> {
+        let token = crate::jose::ResourceKey::from_seed([5; 32])
+            .with_kid("k1")
+            .sign_jwt(typ, alg, claims);
+        let jws = UnverifiedJws::parse(&token, policy.alg)?;
+        policy.check_claims(&jws, now)
+    }
+
+    fn without(mut claims: Value, name: &str) -> Value {
+        claims.as_object_mut().unwrap().remove(name);
+        claims
+    }
+
+    #[test]
+    fn draft_11_tokens_pass_both_policies_as_draft_11() {
+        for legacy in [false, true] {
+            let agent = check(&policy(legacy), "aa-agent+jwt", "Ed25519", &agent_claims(), NOW).unwrap();
+            assert_eq!(agent.generation, Generation::Draft11);
+            let auth = check(&policy(legacy), "aa-auth+jwt", "Ed25519", &auth_claims(), NOW).unwrap();
+            assert_eq!((auth.kind, auth.generation), (TokenKind::Auth, Generation::Draft11));
+        }
+    }
+
+    #[test]
+    fn a_strict_policy_refuses_a_token_without_dwk_whatever_its_kind() {
+        for (typ, claims) in [("aa-agent+jwt", agent_claims()), ("aa-auth+jwt", auth_claims())] {
+            let error = check(&policy(false), typ, "Ed25519", &without(claims, "dwk"), NOW).unwrap_err();
+            assert_eq!(error.code(), "invalid_jwt", "{typ}");
+        }
+    }
+
+    #[test]
+    fn a_strict_policy_refuses_the_legacy_issuer_document_even_from_a_trusted_access_server() {
+        let mut claims = auth_claims();
+        claims["dwk"] = wire::dwk::LEGACY_ISSUER.into();
+        let error = check(&policy(false), "aa-auth+jwt", "Ed25519", &claims, NOW).unwrap_err();
+        assert_eq!(error.code(), "invalid_jwt");
+        let legacy = check(&policy(true), "aa-auth+jwt", "Ed25519", &claims, NOW).unwrap();
+        assert_eq!(legacy.dwk, wire::dwk::LEGACY_ISSUER);
+    }
+
+    #[test]
+    fn a_legacy_policy_marks_an_eddsa_header_as_the_demo_generation() {
+        let token = check(&policy(true), "aa-agent+jwt", "EdDSA", &agent_claims(), NOW).unwrap();
+        assert_eq!(token.generation, Generation::Legacy);
+    }
+
+    #[test]
+    fn a_legacy_policy_marks_a_missing_dwk_as_the_demo_generation() {
+        let agent = check(
+            &policy(true),
+            "aa-agent+jwt",
+            "Ed25519",
+            &without(agent_claims(), "dwk"),
+            NOW,
+        )
+        .unwrap();
+        assert_eq!(
+            (agent.dwk.as_str(), agent.generation),
+            (wire::dwk::AGENT, Generation::Legacy)
+        );
+    }
+
+    #[test]
+    fn a_token_is_valid_from_exactly_its_nbf() {
+        let mut claims = agent_claims();
+        claims["nbf"] = (NOW + 10).into();
+        let early = check(&policy(false), "aa-agent+jwt", "Ed25519", &claims, NOW + 9).unwrap_err();
+        assert_eq!(early.code(), "invalid_jwt");
+        check(&policy(false), "aa-agent+jwt", "Ed25519", &claims, NOW + 10).unwrap();
+    }
+
     #[test]
     fn agent_identifier_grammar() {
         assert!(is_agent_identifier("aauth:assistant-v2@agent.example"));

@@ -223,7 +223,7 @@ impl<F: Fetch> DiscoveryResolverBuilder<F> {
         // Every entry weighs at least capacity / entries, so the weight bound also bounds
         // the entry count.
         let min_weight = u32::try_from(capacity.div_ceil(entries)).unwrap_or(u32::MAX);
-        let backstop = config.max_ttl + config.max_stale + config.max_negative_ttl;
+        let backstop = memory_backstop(&config);
         let store = moka::sync::Cache::builder()
             .max_capacity(capacity)
             .weigher(move |key: &String, entry: &Arc<Entry>| {
@@ -539,6 +539,18 @@ impl<F: Fetch> Inner<F> {
         }
         Ok(())
     }
+}
+
+/// moka's own expiry, a memory backstop only: never before the protocol could still use
+/// an entry (fresh, then stale, then remembered as failed), and at most a year: moka
+/// refuses lifetimes past 1000 years, and a configured `Duration::MAX` must not overflow.
+fn memory_backstop(config: &DiscoveryConfig) -> Duration {
+    const YEAR: Duration = Duration::from_secs(365 * 24 * 3600);
+    config
+        .max_ttl
+        .saturating_add(config.max_stale)
+        .saturating_add(config.max_negative_ttl)
+        .min(YEAR)
 }
 
 struct Bucket {
@@ -900,6 +912,23 @@ mod tests {
         let setup = self::setup(config, None, None);
         setup.resolve("k1").await.unwrap();
         assert_eq!(setup.resolver.cached_weight(), (64 * 1024u64).div_ceil(10));
+    }
+
+    #[test]
+    fn the_memory_backstop_outlives_every_protocol_lifetime_and_saturates() {
+        let default = DiscoveryConfig::default();
+        assert_eq!(memory_backstop(&default), Duration::from_secs(24 * 3600 + 3600 + 300));
+        let unbounded = DiscoveryConfig {
+            max_ttl: Duration::MAX,
+            ..DiscoveryConfig::default()
+        };
+        assert_eq!(memory_backstop(&unbounded), Duration::from_secs(365 * 24 * 3600));
+        // Building with it does not overflow.
+        drop(
+            DiscoveryResolver::builder(MemoryFetch::default())
+                .config(unbounded)
+                .build(),
+        );
     }
 
     #[test]
