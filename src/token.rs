@@ -667,6 +667,35 @@ mod tests {
     }
 
     #[test]
+    fn a_token_may_be_issued_up_to_exactly_the_allowed_skew_ahead() {
+        let mut claims = agent_claims();
+        claims["iat"] = (NOW + 60).into();
+        check(&policy(false), "aa-agent+jwt", "Ed25519", &claims, NOW).unwrap();
+        claims["iat"] = (NOW + 61).into();
+        let error = check(&policy(false), "aa-agent+jwt", "Ed25519", &claims, NOW).unwrap_err();
+        assert_eq!(error.signature_code(), Some(SignatureErrorCode::ClockSkew));
+    }
+
+    #[test]
+    fn a_parent_agent_must_be_an_agent_identifier() {
+        let mut claims = agent_claims();
+        claims["parent_agent"] = "aauth:orchestrator@agent.example".into();
+        check(&policy(false), "aa-agent+jwt", "Ed25519", &claims, NOW).unwrap();
+        claims["parent_agent"] = "https://agent.example".into();
+        let error = check(&policy(false), "aa-agent+jwt", "Ed25519", &claims, NOW).unwrap_err();
+        assert_eq!(error.code(), "invalid_jwt");
+    }
+
+    #[test]
+    fn a_legacy_policy_marks_a_confirmation_key_without_alg_as_the_demo_generation() {
+        let mut claims = agent_claims();
+        claims["cnf"]["jwk"].as_object_mut().unwrap().remove("alg");
+        let token = check(&policy(true), "aa-agent+jwt", "Ed25519", &claims, NOW).unwrap();
+        assert_eq!(token.generation, Generation::Legacy);
+        assert!(check(&policy(false), "aa-agent+jwt", "Ed25519", &claims, NOW).is_err());
+    }
+
+    #[test]
     fn agent_identifier_grammar() {
         assert!(is_agent_identifier("aauth:assistant-v2@agent.example"));
         assert!(is_agent_identifier("aauth:My.Agent+sub@agent.example"));

@@ -884,6 +884,30 @@ mod tests {
         }
     }
 
+    #[test]
+    fn only_the_legacy_policy_admits_the_demo_generations_issuer_document() {
+        let legacy = KeyQuery {
+            dwk: crate::wire::dwk::LEGACY_ISSUER,
+            ..query("k1")
+        };
+        let resolver = |alg| {
+            DiscoveryResolver::builder(MemoryFetch::default())
+                .alg_policy(alg)
+                .build()
+        };
+        resolver(AlgPolicy::Legacy).inner.admit(&legacy).unwrap();
+        assert!(resolver(AlgPolicy::Strict).inner.admit(&legacy).is_err());
+        assert!(
+            resolver(AlgPolicy::Legacy)
+                .inner
+                .admit(&KeyQuery {
+                    dwk: "x.json",
+                    ..legacy
+                })
+                .is_err()
+        );
+    }
+
     #[tokio::test]
     async fn the_weight_of_an_entry_counts_its_key_uri_and_keys_and_never_less_than_its_share() {
         // 10 000 entries in 10 000 bytes: a share of one byte, below any real entry.
