@@ -621,7 +621,11 @@ mod tests {
     fn a_strict_policy_refuses_a_token_without_dwk_whatever_its_kind() {
         for (typ, claims) in [("aa-agent+jwt", agent_claims()), ("aa-auth+jwt", auth_claims())] {
             let error = check(&policy(false), typ, "Ed25519", &without(claims, "dwk"), NOW).unwrap_err();
-            assert_eq!(error.code(), "invalid_jwt", "{typ}");
+            assert_eq!(
+                (error.code(), error.detail()),
+                ("invalid_jwt", "the token has no dwk"),
+                "{typ}"
+            );
         }
     }
 
@@ -693,6 +697,28 @@ mod tests {
         let token = check(&policy(true), "aa-agent+jwt", "Ed25519", &claims, NOW).unwrap();
         assert_eq!(token.generation, Generation::Legacy);
         assert!(check(&policy(false), "aa-agent+jwt", "Ed25519", &claims, NOW).is_err());
+    }
+
+    #[test]
+    fn iss_and_ps_must_be_printable_http_urls_of_at_most_2048_bytes() {
+        assert!(is_identifier_shaped("https://as.example"));
+        assert!(is_identifier_shaped("http://127.0.0.1:8080"));
+        let longest = format!("https://{}", "a".repeat(2048 - 8));
+        assert!(is_identifier_shaped(&longest));
+        for refused in [
+            format!("{longest}a"),
+            "ftp://as.example".to_owned(),
+            "as.example".to_owned(),
+            "https://as example".to_owned(),
+            "https://as.example\u{7f}".to_owned(),
+            "https://as.example/\u{e9}".to_owned(),
+        ] {
+            assert!(!is_identifier_shaped(&refused), "{refused}");
+        }
+        let mut claims = auth_claims();
+        claims["ps"] = "ps.example".into();
+        let error = check(&policy(false), "aa-auth+jwt", "Ed25519", &claims, NOW).unwrap_err();
+        assert_eq!(error.detail(), "the token's ps is not a server identifier");
     }
 
     #[test]
