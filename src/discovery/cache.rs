@@ -749,6 +749,7 @@ mod tests {
         assert!(setup.at(79).resolver.cached(&query("k1")).is_some());
         assert!(setup.at(80).resolver.cached(&query("k1")).is_none());
         assert_eq!(setup.fetch.requests(METADATA_URL), 2);
+        assert_eq!(setup.resolver.metrics().failed_refreshes(), 2);
     }
 
     #[tokio::test]
