@@ -46,7 +46,8 @@ pub(super) fn parse(field: &str, max_components: usize) -> Option<Result<ParsedI
             names.push(&field[start..end]);
             at = end + 1;
             match bytes.get(at) {
-                Some(b' ') if bytes.get(at + 1) == Some(&b'"') => at += 1,
+                // One space, then the next string (the loop's first check wants its `"`).
+                Some(b' ') => at += 1,
                 Some(b')') => {
                     at += 1;
                     break;
@@ -237,6 +238,32 @@ mod tests {
             r#"sig=("@method");x=?0"#,
             r#"Sig=("@method")"#,
             r#"sig=("@method");created=1 "#,
+        ] {
+            assert!(parse(field, 24).is_none(), "{field}");
+        }
+    }
+
+    #[test]
+    fn integers_of_up_to_fifteen_digits_take_the_fast_path() {
+        let fifteen = r#"sig=("@method");created=123456789012345"#;
+        assert_eq!(
+            parse(fifteen, 24).unwrap().unwrap().params.created,
+            Some(123_456_789_012_345)
+        );
+        check(fifteen);
+        let sixteen = r#"sig=("@method");created=1234567890123456"#;
+        assert!(parse(sixteen, 24).is_none());
+        assert!(general(sixteen, 24).is_err());
+    }
+
+    #[test]
+    fn components_are_separated_by_exactly_one_space() {
+        let parsed = parse(r#"sig=("@method" "@path" "x")"#, 24).unwrap().unwrap();
+        assert_eq!(parsed.components.len(), 3);
+        for field in [
+            r#"sig=("@method" )"#,
+            r#"sig=("@method"  "@path")"#,
+            r#"sig=("@method" x)"#,
         ] {
             assert!(parse(field, 24).is_none(), "{field}");
         }
