@@ -251,6 +251,16 @@ mod tests {
             Some(123_456_789_012_345)
         );
         check(fifteen);
+        // A lone zero is canonical; a leading zero before other digits is not.
+        assert_eq!(
+            parse(r#"sig=("@method");created=0"#, 24)
+                .unwrap()
+                .unwrap()
+                .params
+                .created,
+            Some(0)
+        );
+        assert!(parse(r#"sig=("@method");created=00"#, 24).is_none());
         let sixteen = r#"sig=("@method");created=1234567890123456"#;
         assert!(parse(sixteen, 24).is_none());
         assert!(general(sixteen, 24).is_err());
