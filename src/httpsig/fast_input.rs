@@ -170,7 +170,8 @@ fn key_end(bytes: &[u8], start: usize) -> Option<usize> {
         Some(b'a'..=b'z' | b'*') => {}
         _ => return None,
     }
-    let mut end = start + 1;
+    // The first character's class is part of the rest's, so the scan may start on it.
+    let mut end = start;
     while bytes
         .get(end)
         .is_some_and(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'_' | b'-' | b'.' | b'*'))
