@@ -589,31 +589,32 @@ mod tests {
     fn a_token_of_exactly_the_cap_is_parsed_and_one_byte_more_is_refused() {
         assert_eq!(MAX_JWT_LEN, 8192);
         let key = ResourceKey::from_seed([3; 32]).with_kid("k");
-        let header = serde_json::json!({"alg": "Ed25519", "typ": "aa-auth+jwt", "kid": "k"});
-        let base = signed_token(&header, &serde_json::json!({"p": ""}), &key).len();
-        let fill = "a".repeat(MAX_JWT_LEN - base);
-        let mut payload = serde_json::json!({ "p": fill });
-        let mut token = signed_token(&header, &payload, &key);
-        // base64url growth is 4/3: trim the filler until the token is exactly the cap.
-        while token.len() > MAX_JWT_LEN {
-            let p = payload["p"].as_str().unwrap();
-            payload["p"] = Value::from(&p[1..]);
-            token = signed_token(&header, &payload, &key);
-        }
-        while token.len() < MAX_JWT_LEN {
-            let p = payload["p"].as_str().unwrap().to_owned();
-            payload["p"] = Value::from(format!("{p}a"));
-            let next = signed_token(&header, &payload, &key);
-            if next.len() > MAX_JWT_LEN {
-                break;
-            }
-            token = next;
-        }
-        assert!(token.len() <= MAX_JWT_LEN && token.len() > MAX_JWT_LEN - 4);
+        // A base64url segment grows in steps of 4/3, so one filler cannot hit every length:
+        // a filler in the header (kid) and one in the payload together can.
+        let token = (0..4)
+            .flat_map(|h| (6000..6200).map(move |p| (h, p)))
+            .map(|(h, p)| {
+                let header = serde_json::json!({"alg": "Ed25519", "typ": "aa-auth+jwt", "kid": "k".repeat(h + 1)});
+                signed_token(&header, &serde_json::json!({ "p": "a".repeat(p) }), &key)
+            })
+            .find(|token| token.len() == MAX_JWT_LEN)
+            .expect("a token of exactly the cap");
         assert!(UnverifiedJws::parse(&token, AlgPolicy::Strict).is_ok());
-        let over = format!("{token}{}", "A".repeat(MAX_JWT_LEN + 1 - token.len()));
+        let over = format!("{token}A");
         let err = UnverifiedJws::parse(&over, AlgPolicy::Strict).unwrap_err();
         assert_eq!(err.signature_code(), Some(SignatureErrorCode::InvalidJwt));
+        assert_eq!(err.detail(), "the token exceeds the size limit");
+    }
+
+    #[test]
+    fn thumbprints_match_only_when_equal() {
+        let a = thumbprint_of_x(RFC9421_X);
+        assert!(thumbprints_match(&a, &a.clone()));
+        let mut b = a.clone().into_bytes();
+        b[42] ^= 1;
+        assert!(!thumbprints_match(&a, std::str::from_utf8(&b).unwrap()));
+        assert!(!thumbprints_match(&a, &a[..42]));
+        assert!(!thumbprints_match(&a, ""));
     }
 
     #[test]
