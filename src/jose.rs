@@ -439,6 +439,8 @@ impl<'de> DeserializeSeed<'de> for StrictValue {
     }
 }
 
+/// Implements what `serde_json`'s slice deserializer calls: it hands every string over as
+/// a `&str` (borrowed, or unescaped into its scratch buffer), never as a `String`.
 impl<'de> Visitor<'de> for StrictValue {
     type Value = Value;
 
@@ -459,9 +461,6 @@ impl<'de> Visitor<'de> for StrictValue {
     }
     fn visit_str<E>(self, v: &str) -> Result<Value, E> {
         Ok(Value::String(v.to_owned()))
-    }
-    fn visit_string<E>(self, v: String) -> Result<Value, E> {
-        Ok(Value::String(v))
     }
     fn visit_unit<E>(self) -> Result<Value, E> {
         Ok(Value::Null)
@@ -721,7 +720,8 @@ mod tests {
 
     #[test]
     fn strict_json_keeps_every_scalar_type_and_counts_depth_exactly() {
-        let text = r#"{"b":true,"f":false,"i":-5,"u":7,"x":1.5,"s":"t","n":null,"a":[1,"2"],"o":{"k":"v"}}"#;
+        let text =
+            r#"{"b":true,"f":false,"i":-5,"u":7,"x":1.5,"s":"t","e":"a\"\u00e9","n":null,"a":[1,"2"],"o":{"k":"v"}}"#;
         let parsed = parse_json_object(text.as_bytes()).unwrap();
         let expected: Map<String, Value> = serde_json::from_str(text).unwrap();
         assert_eq!(parsed, expected);
