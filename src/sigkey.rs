@@ -216,10 +216,7 @@ fn common_jwt_member<'a>(field: &'a str, label: &str) -> Option<&'a str> {
         .strip_prefix(label)?
         .strip_prefix("=jwt;jwt=\"")?
         .strip_suffix('"')?;
-    let jws_chars = token
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
-    (!token.is_empty() && jws_chars).then_some(token)
+    (!token.is_empty() && crate::jose::is_compact_jws_text(token)).then_some(token)
 }
 
 fn parse_hwk(params: &[(&str, Option<&str>)]) -> Result<Jwk, Error> {
