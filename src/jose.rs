@@ -329,7 +329,8 @@ pub(crate) fn is_opaque_id(value: &str) -> bool {
 pub struct UnverifiedJws<'a> {
     signing_input: &'a str,
     header: Map<String, Value>,
-    payload: Map<String, Value>,
+    // Shared so that a verified token keeps its claims without copying them.
+    payload: Arc<Map<String, Value>>,
     signature: [u8; 64],
 }
 
@@ -354,7 +355,7 @@ impl<'a> UnverifiedJws<'a> {
         let signature = b64url_decode(s)
             .and_then(|bytes| <[u8; 64]>::try_from(bytes).ok())
             .ok_or(Error::invalid_jwt("the token's signature is not 64 bytes of base64url"))?;
-        let payload = decode_json_segment(p)?;
+        let payload = Arc::new(decode_json_segment(p)?);
         Ok(UnverifiedJws {
             signing_input: &token[..h.len() + 1 + p.len()],
             header,
@@ -388,9 +389,14 @@ impl<'a> UnverifiedJws<'a> {
         &self.payload
     }
 
+    /// The claims, shared: what a verified token keeps without copying them.
+    pub fn payload_shared(&self) -> &Arc<Map<String, Value>> {
+        &self.payload
+    }
+
     /// Consumes the token, returning its claims.
     pub fn into_payload(self) -> Map<String, Value> {
-        self.payload
+        Arc::unwrap_or_clone(self.payload)
     }
 
     /// Verifies the signature with `key`. There is no `alg` to reconcile: the header's

@@ -413,7 +413,7 @@ impl TokenPolicy {
             } else {
                 Generation::Draft11
             },
-            raw: Arc::new(claims.clone()),
+            raw: jws.payload_shared().clone(),
         })
     }
 }

@@ -16,6 +16,7 @@
 //! trusted) `cnf.jwk` *before* the issuer's keys are fetched: a request with a stolen
 //! token and a wrong signature never causes a fetch. Acceptance still requires both.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use http::{HeaderMap, Method, Uri};
@@ -24,7 +25,9 @@ use sha2::{Digest, Sha256};
 use crate::config::{Generation, Profile, Shared};
 use crate::discovery::{KeyQuery, is_known_dwk};
 use crate::error::Error;
-use crate::httpsig::{ParsedInput, RequestTarget, SignatureBase, SignatureHeaders, decode_signature, verify_base};
+use crate::httpsig::{
+    CoveredComponent, ParsedInput, RequestTarget, SignatureBase, SignatureHeaders, decode_signature, verify_base,
+};
 use crate::jose::{Jwk, UnverifiedJws};
 use crate::replay::ReplayKey;
 use crate::sigkey::{Scheme, SignatureKey};
@@ -41,9 +44,9 @@ pub struct VerifiedRequest {
     /// RFC 7638 thumbprint of the key that signed the request.
     pub key_thumbprint: Arc<str>,
     /// The signature label.
-    pub label: Arc<str>,
+    pub label: Cow<'static, str>,
     /// The covered component names, in signed order.
-    pub covered: Arc<[String]>,
+    pub covered: Arc<[Cow<'static, str>]>,
     /// The signature's `created`.
     pub created: u64,
     /// For `jwks_uri`: the signer's identifier.
@@ -226,8 +229,8 @@ impl Verifier<'_> {
                 scheme,
                 replay: (protect && !thumbprint.is_empty()).then(|| ReplayKey::signature(&thumbprint, base.as_bytes())),
                 key_thumbprint: thumbprint,
-                label: input.label.as_str().into(),
-                covered: input.components.iter().map(|c| c.name().to_owned()).collect(),
+                label: input.label.clone(),
+                covered: input.components.iter().map(CoveredComponent::shared_name).collect(),
                 created,
                 signer,
                 token,

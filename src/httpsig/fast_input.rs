@@ -15,7 +15,10 @@
 //! it returns exactly what the general path returns (a property test below checks this
 //! against `sfv` on generated and mutated inputs).
 
-use super::{Component, CoveredComponent, Derived, ParamValue, ParsedInput, check_field_name, signature_params_from};
+use super::{
+    Component, CoveredComponent, Derived, ParamValue, ParsedInput, bare_component, check_field_name, label_of,
+    signature_params_from,
+};
 use crate::error::Error;
 
 /// Largest integer RFC 9651 allows: 15 digits.
@@ -120,20 +123,17 @@ fn build(
     }
     let mut components: Vec<CoveredComponent> = Vec::with_capacity(names.len());
     for name in names {
+        let (field_name, identifier) = bare_component(name);
         let component = if name.starts_with('@') {
             Component::Derived(Derived::from_name(name).ok_or(Error::invalid_signature("unknown derived component"))?)
         } else {
             check_field_name(name)?;
             Component::Field {
-                name: (*name).to_owned(),
+                name: field_name,
                 sf: false,
                 key: None,
             }
         };
-        let mut identifier = String::with_capacity(name.len() + 2);
-        identifier.push('"');
-        identifier.push_str(name);
-        identifier.push('"');
         if components.iter().any(|c| c.identifier == identifier) {
             return Err(Error::invalid_signature("a component is covered twice"));
         }
@@ -141,7 +141,7 @@ fn build(
     }
     let params = signature_params_from(params.iter().copied())?;
     Ok(ParsedInput {
-        label: field[..label_end].to_owned(),
+        label: label_of(&field[..label_end]),
         components,
         params,
         signature_params: field[value_start..].to_owned(),

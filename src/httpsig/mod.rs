@@ -119,7 +119,8 @@ fn ascii_field(bytes: &[u8]) -> Result<&str, Error> {
     }
     // Checked above: printable ASCII plus tab is UTF-8.
     let text = std::str::from_utf8(bytes).map_err(|_| Error::invalid_signature("a field is not ASCII"))?;
-    Ok(text.trim_matches(|c| c == ' ' || c == '\t'))
+    // Only space and tab can be the whitespace here: every other control byte was refused.
+    Ok(text.trim_ascii())
 }
 
 /// Parses an RFC 9651 Dictionary, refusing duplicate member names (RFC 9651 would keep
@@ -182,6 +183,19 @@ pub enum Derived {
 }
 
 impl Derived {
+    /// The component name, `@method` and so on.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Derived::Method => "@method",
+            Derived::Authority => "@authority",
+            Derived::Path => "@path",
+            Derived::Query => "@query",
+            Derived::TargetUri => "@target-uri",
+            Derived::Scheme => "@scheme",
+            Derived::RequestTarget => "@request-target",
+        }
+    }
+
     fn from_name(name: &str) -> Option<Self> {
         Some(match name {
             "@method" => Derived::Method,
@@ -205,7 +219,7 @@ pub enum Component {
     /// Dictionary member (`;key="…"`).
     Field {
         /// Lower-case field name.
-        name: String,
+        name: Cow<'static, str>,
         /// `;sf`
         sf: bool,
         /// `;key="…"`
@@ -219,18 +233,61 @@ pub struct CoveredComponent {
     /// What to take the value from.
     pub component: Component,
     /// The serialized identifier, for example `"@method"` or `"example-dict";key="a"`.
-    pub identifier: String,
+    pub identifier: Cow<'static, str>,
+}
+
+/// The components agents sign on nearly every request, with their identifiers, so that
+/// parsing them allocates nothing.
+const KNOWN_COMPONENTS: [(&str, &str); 12] = [
+    ("@method", "\"@method\""),
+    ("@authority", "\"@authority\""),
+    ("@path", "\"@path\""),
+    ("@query", "\"@query\""),
+    ("@target-uri", "\"@target-uri\""),
+    ("@scheme", "\"@scheme\""),
+    ("@request-target", "\"@request-target\""),
+    (wire::header::SIGNATURE_KEY, "\"signature-key\""),
+    (wire::header::CONTENT_DIGEST, "\"content-digest\""),
+    ("content-type", "\"content-type\""),
+    ("content-length", "\"content-length\""),
+    ("authorization", "\"authorization\""),
+];
+
+/// The name and the identifier of a component covered without parameters: borrowed for
+/// the usual ones, built for the rest.
+fn bare_component(name: &str) -> (Cow<'static, str>, Cow<'static, str>) {
+    match KNOWN_COMPONENTS.iter().find(|(known, _)| *known == name) {
+        Some((known, identifier)) => (Cow::Borrowed(known), Cow::Borrowed(identifier)),
+        None => (Cow::Owned(name.to_owned()), Cow::Owned(format!("\"{name}\""))),
+    }
+}
+
+/// The labels agents use, so that the usual one costs no allocation.
+const KNOWN_LABELS: [&str; 2] = ["sig", "sig1"];
+
+/// A signature label, borrowed when it is a usual one.
+fn label_of(label: &str) -> Cow<'static, str> {
+    match KNOWN_LABELS.iter().find(|known| **known == label) {
+        Some(known) => Cow::Borrowed(known),
+        None => Cow::Owned(label.to_owned()),
+    }
 }
 
 impl CoveredComponent {
     /// The bare component name (`@method`, `content-digest`, …).
     pub fn name(&self) -> &str {
         match &self.component {
-            Component::Derived(_) => {
-                let quoted = self.identifier.split(';').next().unwrap_or_default();
-                quoted.trim_matches('"')
-            }
+            Component::Derived(derived) => derived.as_str(),
             Component::Field { name, .. } => name,
+        }
+    }
+
+    /// [`CoveredComponent::name`], borrowed for the usual components and copied for the
+    /// rest.
+    pub fn shared_name(&self) -> Cow<'static, str> {
+        match &self.component {
+            Component::Derived(derived) => Cow::Borrowed(derived.as_str()),
+            Component::Field { name, .. } => name.clone(),
         }
     }
 }
@@ -256,7 +313,7 @@ pub struct SignatureParams {
 #[derive(Debug, Clone)]
 pub struct ParsedInput {
     /// The label (dictionary key).
-    pub label: String,
+    pub label: Cow<'static, str>,
     /// Covered components in signed order.
     pub components: Vec<CoveredComponent>,
     /// Signature parameters.
@@ -277,7 +334,7 @@ impl ParsedInput {
     }
 
     /// Builds from an already-selected member value.
-    pub fn from_inner_list(label: String, inner: InnerList, max_components: usize) -> Result<Self, Error> {
+    pub fn from_inner_list(label: &str, inner: InnerList, max_components: usize) -> Result<Self, Error> {
         if inner.items.len() > max_components {
             return Err(Error::invalid_signature("too many covered components"));
         }
@@ -301,7 +358,7 @@ impl ParsedInput {
         serializer.members(std::iter::once(&ListEntry::InnerList(inner)));
         let signature_params = serializer.finish().unwrap_or_default();
         Ok(ParsedInput {
-            label,
+            label: label_of(label),
             components,
             params,
             signature_params,
@@ -329,7 +386,7 @@ fn parse_input_general(field: &str, max_components: usize) -> Result<ParsedInput
     let ListEntry::InnerList(inner) = entry else {
         return Err(Error::invalid_signature("Signature-Input member is not an inner list"));
     };
-    ParsedInput::from_inner_list(label.as_str().to_owned(), inner, max_components)
+    ParsedInput::from_inner_list(label.as_str(), inner, max_components)
 }
 
 fn parse_component(item: &sfv::Item) -> Result<CoveredComponent, Error> {
@@ -359,18 +416,25 @@ fn parse_component(item: &sfv::Item) -> Result<CoveredComponent, Error> {
             return Err(Error::invalid_signature("sf and key cannot be combined"));
         }
         Component::Field {
-            name: name.to_owned(),
+            name: bare_component(name).0,
             sf,
             key,
         }
     };
+    if item.params.is_empty() {
+        let identifier = bare_component(name).1;
+        return Ok(CoveredComponent { component, identifier });
+    }
     let mut identifier = String::with_capacity(name.len() + 2);
     {
         let mut serializer = sfv::ListSerializer::with_buffer(&mut identifier);
         serializer.members(std::iter::once(&ListEntry::Item(item.clone())));
         let _ = serializer.finish();
     }
-    Ok(CoveredComponent { component, identifier })
+    Ok(CoveredComponent {
+        component,
+        identifier: Cow::Owned(identifier),
+    })
 }
 
 /// A field component name must be a lower-case token (RFC 9421 §2.1).
@@ -486,7 +550,7 @@ impl SignatureBase {
             match &covered.component {
                 Component::Derived(derived) => self.push_derived(*derived, target),
                 Component::Field { name, sf, key } => {
-                    let value = field_value(headers, name, cap)?
+                    let value = field_value(headers, &**name, cap)?
                         .ok_or(Error::invalid_signature("a covered field is absent"))?;
                     if *sf {
                         self.buffer.push_str(&strict_reserialize(&value)?);
@@ -734,6 +798,58 @@ mod tests {
                 .contains("\"@path\": /\n\"@query\": ?\n\"@target-uri\": https://api.example:8443/\n")
         );
         assert!(base.as_str().contains("\"@request-target\": /\n"));
+    }
+
+    #[test]
+    fn every_derived_component_name_round_trips() {
+        use Derived::*;
+        for derived in [Method, Authority, Path, Query, TargetUri, Scheme, RequestTarget] {
+            assert_eq!(Derived::from_name(derived.as_str()), Some(derived));
+        }
+    }
+
+    #[test]
+    fn every_precomputed_identifier_is_its_name_quoted() {
+        for (name, identifier) in KNOWN_COMPONENTS {
+            assert_eq!(identifier, format!("\"{name}\""));
+            assert!(
+                matches!(bare_component(name), (Cow::Borrowed(n), Cow::Borrowed(i)) if n == name && i == identifier)
+            );
+        }
+        let (name, identifier) = bare_component("x-custom");
+        assert_eq!((&*name, &*identifier), ("x-custom", "\"x-custom\""));
+    }
+
+    #[test]
+    fn the_usual_request_parses_without_copying_names_or_label() {
+        let field = r#"sig=("@method" "@authority" "@path" "signature-key");created=1"#;
+        for input in [
+            ParsedInput::parse(field, DEFAULT_MAX_COMPONENTS).unwrap(),
+            parse_input_general(field, DEFAULT_MAX_COMPONENTS).unwrap(),
+        ] {
+            assert!(matches!(input.label, Cow::Borrowed("sig")));
+            for covered in &input.components {
+                assert!(matches!(covered.identifier, Cow::Borrowed(_)), "{covered:?}");
+                assert!(matches!(covered.shared_name(), Cow::Borrowed(_)), "{covered:?}");
+            }
+        }
+        let other = ParsedInput::parse(r#"mine=("@method" "x-custom");created=1"#, DEFAULT_MAX_COMPONENTS).unwrap();
+        assert_eq!(other.label, "mine");
+        assert_eq!(other.components[1].name(), "x-custom");
+        assert_eq!(other.components[1].shared_name(), "x-custom");
+        assert_eq!(other.components[1].identifier, "\"x-custom\"");
+    }
+
+    #[test]
+    fn a_parameterised_field_keeps_its_parameters_in_the_identifier() {
+        let input = ParsedInput::parse(
+            r#"sig=("example-dict";key="a" "@method");created=1"#,
+            DEFAULT_MAX_COMPONENTS,
+        )
+        .unwrap();
+        assert_eq!(input.components[0].identifier, "\"example-dict\";key=\"a\"");
+        assert_eq!(input.components[0].name(), "example-dict");
+        assert_eq!(input.components[1].identifier, "\"@method\"");
     }
 
     #[test]
