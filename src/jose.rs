@@ -248,21 +248,17 @@ impl Jwk {
 }
 
 /// Whether `text` holds only the characters of a compact JWS: the base64url alphabet
-/// and `.`. A table lookup per byte: a token is scanned on every `jwt` request, cache
-/// hits included, and at ~900 bytes the comparison chain cost 1–2 % of an Ed25519
+/// and `.`. Written as a fold without early exit, with range tests instead of a table,
+/// so that it compiles to vector code: a token is scanned on every `jwt` request, cache
+/// hits included, and at ~900 bytes a byte-at-a-time scan cost ~1 % of an Ed25519
 /// verification.
 pub(crate) fn is_compact_jws_text(text: &str) -> bool {
-    const TABLE: [bool; 256] = {
-        let mut table = [false; 256];
-        let mut b = 0;
-        while b < 256 {
-            let c = b as u8;
-            table[b] = c.is_ascii_alphanumeric() || c == b'-' || c == b'_' || c == b'.';
-            b += 1;
-        }
-        table
-    };
-    text.bytes().all(|b| TABLE[usize::from(b)])
+    text.bytes().fold(true, |ok, b| {
+        // `| 0x20` maps A–Z onto a–z and no other byte into a–z.
+        let letter = (b | 0x20).wrapping_sub(b'a') < 26;
+        let digit = b.wrapping_sub(b'0') < 10;
+        ok & (letter | digit | (b == b'-') | (b == b'_') | (b == b'.'))
+    })
 }
 
 /// Whether two thumbprints (or other hash encodings) are equal, in time independent of

@@ -65,6 +65,92 @@ impl Limit {
     }
 }
 
+/// The floor of a first-seen `jwt` request: the two `verify_strict` it cannot avoid,
+/// over the messages it really signs — the token's signing input (issuer key) and the
+/// request's signature base, which holds the whole token (agent key). Both are longer
+/// than the limit's 200 bytes, so this floor is above 2 × the limit.
+pub struct TwoVerifications {
+    token: (VerifyingKey, Vec<u8>, Signature),
+    request: (VerifyingKey, Vec<u8>, Signature),
+}
+
+impl TwoVerifications {
+    /// From a signed request of `resource`'s agent carrying `token` of its access server.
+    pub fn new(token: &str, headers: &HeaderMap) -> Self {
+        use base64::Engine;
+        use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+        use tower_aauth::httpsig::{ParsedInput, RequestTarget, SignatureBase, SignatureHeaders};
+
+        let (signing_input, signature) = token.rsplit_once('.').expect("compact JWS");
+        let signature = URL_SAFE_NO_PAD.decode(signature).expect("base64url");
+        let issuer = SigningKey::from_bytes(&ISSUER_SEED).verifying_key();
+        let token = (
+            issuer,
+            signing_input.as_bytes().to_vec(),
+            Signature::from_slice(&signature).expect("64 bytes"),
+        );
+
+        let fields = SignatureHeaders::read(headers, usize::MAX)
+            .expect("fields")
+            .expect("signed");
+        let input = ParsedInput::parse(&fields.input, 24).expect("Signature-Input");
+        let target = RequestTarget {
+            method: "GET",
+            scheme: "https",
+            authority: "resource.example",
+            path: "/data",
+            query: None,
+        };
+        let mut base = SignatureBase::new();
+        base.build(&input, &target, headers).expect("base");
+        let prefix = format!("{}=:", input.label);
+        let encoded = fields
+            .signature
+            .strip_prefix(&prefix)
+            .and_then(|s| s.strip_suffix(':'))
+            .expect("sig=:…:");
+        let signature = STANDARD.decode(encoded).expect("base64");
+        let agent = SigningKey::from_bytes(&AGENT_SEED).verifying_key();
+        let request = (
+            agent,
+            base.as_bytes().to_vec(),
+            Signature::from_slice(&signature).expect("64 bytes"),
+        );
+
+        let floor = TwoVerifications { token, request };
+        for (key, message, signature) in [&floor.token, &floor.request] {
+            assert!(
+                key.verify_strict(message, signature).is_ok(),
+                "the floor verifies what the layer verifies"
+            );
+        }
+        floor
+    }
+
+    /// The two message lengths, signing input first.
+    pub fn lengths(&self) -> (usize, usize) {
+        (self.token.1.len(), self.request.1.len())
+    }
+
+    /// Runs `iters` pairs of verifications; returns the time they took.
+    pub fn run(&self, iters: u64) -> Duration {
+        let start = Instant::now();
+        for _ in 0..iters {
+            for (key, message, signature) in [&self.token, &self.request] {
+                let ok = black_box(key)
+                    .verify_strict(black_box(message), black_box(signature))
+                    .is_ok();
+                black_box(ok);
+            }
+        }
+        start.elapsed()
+    }
+}
+
+/// The agent's and the access server's key seeds.
+const AGENT_SEED: [u8; 32] = [1; 32];
+const ISSUER_SEED: [u8; 32] = [2; 32];
+
 /// A resource: `GET /data` with an empty handler behind the layer, driven on a
 /// current-thread runtime.
 pub struct Resource {
@@ -98,8 +184,8 @@ impl Resource {
         adjust: impl FnOnce(AAuthBuilder) -> AAuthBuilder,
         wrap: impl FnOnce(&AAuth, Router) -> Router,
     ) -> Self {
-        let agent = TestAgent::from_seed([1; 32]).with_kid("agent-key-1");
-        let access_server = TestIssuer::new(AS, [2; 32], "as-key-1");
+        let agent = TestAgent::from_seed(AGENT_SEED).with_kid("agent-key-1");
+        let access_server = TestIssuer::new(AS, ISSUER_SEED, "as-key-1");
         let resolver = StaticResolver::new().with_key(AS, wire::dwk::ACCESS, access_server.public_jwk());
         let builder = AAuth::builder(RESOURCE)
             .clock(ManualClock::new(NOW))
@@ -289,6 +375,15 @@ pub fn criterion() -> criterion::Criterion {
 /// `AAUTH_BENCH_PROFILE=limit|subject` and `AAUTH_BENCH_ITERS=N`, a bench runs only that
 /// side `N` times and exits, without criterion (see docs/performance.md).
 pub fn profile(limit: &Limit, subject: &mut dyn FnMut(u64) -> Duration) -> bool {
+    profile_sides(limit, subject, &mut [])
+}
+
+/// [`profile`] with further named sides (`AAUTH_BENCH_PROFILE=<name>`).
+pub fn profile_sides(
+    limit: &Limit,
+    subject: &mut dyn FnMut(u64) -> Duration,
+    others: &mut [(&str, &mut dyn FnMut(u64) -> Duration)],
+) -> bool {
     let Ok(which) = std::env::var("AAUTH_BENCH_PROFILE") else {
         return false;
     };
@@ -296,8 +391,9 @@ pub fn profile(limit: &Limit, subject: &mut dyn FnMut(u64) -> Duration) -> bool 
         .ok()
         .and_then(|n| n.parse().ok())
         .unwrap_or(1000);
-    let took = match which.as_str() {
-        "limit" => limit.run(iters),
+    let took = match (which.as_str(), others.iter_mut().find(|(name, _)| *name == which)) {
+        ("limit", _) => limit.run(iters),
+        (_, Some((_, side))) => side(iters),
         _ => subject(iters),
     };
     black_box(took);
