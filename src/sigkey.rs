@@ -13,7 +13,7 @@ use serde_json::{Map, Value};
 use sfv::{BareItem, ListEntry};
 
 use crate::error::{Error, SignatureErrorCode};
-use crate::httpsig::parse_dictionary_strict;
+use crate::httpsig::{key_end, parse_dictionary_strict, plain_string_end};
 use crate::jose::{AlgPolicy, Jwk};
 use crate::wire;
 
@@ -158,6 +158,20 @@ impl SignatureKey {
         if let Some(token) = common_jwt_member(field, label) {
             return from_params(wire::scheme::JWT, &[("jwt", Some(token))], accepted, legacy, false);
         }
+        let mut params = [("", None); COMMON_MAX_PARAMS];
+        if let Some((scheme, count)) = common_member(field, label, &mut params) {
+            return from_params(scheme, &params[..count], accepted, legacy, false);
+        }
+        Self::parse_general(field, label, accepted, legacy)
+    }
+
+    /// Every shape the fast paths decline: `sfv`, then the demo generation's forms.
+    fn parse_general(
+        field: &str,
+        label: &str,
+        accepted: &AcceptedSchemes,
+        legacy: bool,
+    ) -> Result<ParsedSignatureKey, Error> {
         let Some(dict) = parse_dictionary_strict(field) else {
             if !legacy {
                 return Err(Error::invalid_key("Signature-Key is not a valid structured dictionary"));
@@ -217,6 +231,54 @@ fn common_jwt_member<'a>(field: &'a str, label: &str) -> Option<&'a str> {
         .strip_prefix("=jwt;jwt=\"")?
         .strip_suffix('"')?;
     (!token.is_empty() && crate::jose::is_compact_jws_text(token)).then_some(token)
+}
+
+/// The most parameters a member may have to take [`common_member`] (`hwk` has four).
+const COMMON_MAX_PARAMS: usize = 6;
+
+/// The shape agents send for every scheme, `label=<scheme>` then `;name="value"`
+/// parameters and nothing else — no other member, no spaces, no escapes, no repeated
+/// name — read without building a Dictionary. For such a field `sfv` yields one member,
+/// `label`, a Token with exactly these String parameters in this order, so
+/// [`from_params`] is given what the general path would give it. Fills `params` and
+/// returns the scheme and the parameter count; `None`: take the general path.
+fn common_member<'a>(
+    field: &'a str,
+    label: &str,
+    params: &mut [(&'a str, Option<&'a str>); COMMON_MAX_PARAMS],
+) -> Option<(&'a str, usize)> {
+    let bytes = field.as_bytes();
+    let scheme_start = field.strip_prefix(label)?.strip_prefix('=').map(|_| label.len() + 1)?;
+    // Every scheme is lower-case letters and `_`: any other token takes the general path.
+    let mut at = scheme_start;
+    while bytes.get(at).is_some_and(|b| b.is_ascii_lowercase() || *b == b'_') {
+        at += 1;
+    }
+    if !bytes.get(scheme_start).is_some_and(u8::is_ascii_lowercase) {
+        return None;
+    }
+    let scheme = &field[scheme_start..at];
+    let mut count = 0;
+    while at < bytes.len() {
+        if bytes[at] != b';' || count == COMMON_MAX_PARAMS {
+            return None;
+        }
+        let name_start = at + 1;
+        let name_end = key_end(bytes, name_start)?;
+        if bytes.get(name_end) != Some(&b'=') || bytes.get(name_end + 1) != Some(&b'"') {
+            return None;
+        }
+        let name = &field[name_start..name_end];
+        if params[..count].iter().any(|(seen, _)| *seen == name) {
+            return None;
+        }
+        let value_start = name_end + 2;
+        let value_end = plain_string_end(bytes, value_start)?;
+        params[count] = (name, Some(&field[value_start..value_end]));
+        count += 1;
+        at = value_end + 1;
+    }
+    Some((scheme, count))
 }
 
 fn parse_hwk(params: &[(&str, Option<&str>)]) -> Result<Jwk, Error> {
@@ -396,6 +458,106 @@ mod tests {
             "sig=jwt;jwt=\"\"",
         ] {
             assert_eq!(common_jwt_member(field, "sig"), None, "{field}");
+        }
+    }
+
+    /// The outcome of a parse, comparable: the key or the refusal's code and detail.
+    fn outcome(result: Result<ParsedSignatureKey, Error>) -> String {
+        match result {
+            Ok(parsed) => format!("{:?} legacy={}", parsed.key, parsed.legacy_form),
+            Err(error) => format!("{} {}", error.code(), error.detail()),
+        }
+    }
+
+    /// Asserts that `field` takes the common-member fast path and that, for every scheme
+    /// set and profile, it yields exactly what the general path yields.
+    fn fast_equals_general(field: &str) {
+        let mut params = [("", None); COMMON_MAX_PARAMS];
+        assert!(common_member(field, "sig", &mut params).is_some(), "{field}");
+        for accepted in [AcceptedSchemes::default(), AcceptedSchemes::new([Scheme::Jwt])] {
+            for legacy in [false, true] {
+                assert_eq!(
+                    outcome(SignatureKey::parse_profiled(field, "sig", &accepted, legacy)),
+                    outcome(SignatureKey::parse_general(field, "sig", &accepted, legacy)),
+                    "{field}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn common_member_shapes_read_as_the_dictionary_path_does() {
+        for field in [
+            format!(r#"sig=hwk;kty="OKP";crv="Ed25519";x="{X}";alg="Ed25519""#),
+            format!(r#"sig=hwk;kty="OKP";crv="Ed25519";x="{X}""#),
+            format!(r#"sig=hwk;x="{X}";crv="Ed25519";kty="OKP""#),
+            format!(r#"sig=hwk;kty="OKP";crv="Ed25519";x="{X}";kid="k""#),
+            r#"sig=hwk;kty="oct";k="c2VjcmV0""#.to_owned(),
+            r#"sig=jwks_uri;id="https://agent.example";dwk="aauth-agent.json";kid="k1""#.to_owned(),
+            r#"sig=jwks_uri;id="https://agent.example";kid="k1""#.to_owned(),
+            r#"sig=jwt;jwt="not a token""#.to_owned(),
+            r#"sig=jwt;jwt="""#.to_owned(),
+            r#"sig=nope;x="1""#.to_owned(),
+            "sig=hwk".to_owned(),
+            r#"sig=hwk;a="";b="";c="";d="";e="";f="""#.to_owned(),
+        ] {
+            fast_equals_general(&field);
+        }
+    }
+
+    #[test]
+    fn uncommon_member_shapes_take_the_general_path() {
+        for field in [
+            r#"sig=hwk; kty="OKP""#,
+            r#"sig=hwk;kty"#,
+            r#"sig=hwk;kty=1"#,
+            r#"sig=hwk;kty=OKP"#,
+            r#"sig=hwk;kty="O\\KP""#,
+            r#"sig=hwk;kty="OKP", other=hwk"#,
+            r#"sig=hwk;kty="OKP";kty="OKP""#,
+            r#"sig=hwk;a="";b="";c="";d="";e="";f="";g="""#,
+            r#"sig=HWK;kty="OKP""#,
+            r#"sig=_hwk;kty="OKP""#,
+            r#"sig=hwk2;kty="OKP""#,
+            r#"sig=hwk;Kty="OKP""#,
+            r#"sig=hwk;kty="é""#,
+            r#"sig1=hwk;kty="OKP""#,
+            r#"other=hwk;kty="OKP""#,
+            r#"sig="hwk""#,
+            "sig=",
+        ] {
+            let mut params = [("", None); COMMON_MAX_PARAMS];
+            assert_eq!(common_member(field, "sig", &mut params), None, "{field}");
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2048))]
+        /// Members built from the pieces agents send and pieces that break the shape:
+        /// whenever the fast path takes one, it agrees with `sfv`.
+        #[test]
+        fn the_common_member_path_agrees_with_the_general_path(
+            scheme in "(hwk|jwks_uri|jwt|nope|HWK|h2)",
+            params in proptest::collection::vec(
+                (
+                    "(kty|crv|x|alg|kid|id|dwk|jwt|a|Kty|k-1|\\*)",
+                    "(OKP|Ed25519|JrQLj5P_89iXES9-vFgrIy29clF9CC_oPPsw3c5D0bs|https://a.example|aauth-agent.json|a b|)",
+                ),
+                0..8,
+            ),
+            separator in "(;|; |;;)",
+            tail in "(|, other=hwk| |\\?)",
+        ) {
+            let mut field = format!("sig={scheme}");
+            for (i, (name, value)) in params.iter().enumerate() {
+                field.push_str(if i == 1 { &separator } else { ";" });
+                field.push_str(&format!("{name}=\"{value}\""));
+            }
+            field.push_str(&tail);
+            let mut slots = [("", None); COMMON_MAX_PARAMS];
+            if common_member(&field, "sig", &mut slots).is_some() {
+                fast_equals_general(&field);
+            }
         }
     }
 

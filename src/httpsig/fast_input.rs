@@ -151,7 +151,7 @@ fn build(
 /// The index of the closing quote of an sf-string whose content starts at `start`, when
 /// the content needs no unescaping: escapes and anything outside visible ASCII are the
 /// general parser's job (`None`).
-fn plain_string_end(bytes: &[u8], start: usize) -> Option<usize> {
+pub(crate) fn plain_string_end(bytes: &[u8], start: usize) -> Option<usize> {
     let mut end = start;
     loop {
         match *bytes.get(end)? {
@@ -165,7 +165,7 @@ fn plain_string_end(bytes: &[u8], start: usize) -> Option<usize> {
 
 /// The end of an RFC 9651 key starting at `start`: `lcalpha / "*"` then
 /// `lcalpha / DIGIT / "_" / "-" / "." / "*"`.
-fn key_end(bytes: &[u8], start: usize) -> Option<usize> {
+pub(crate) fn key_end(bytes: &[u8], start: usize) -> Option<usize> {
     match bytes.get(start) {
         Some(b'a'..=b'z' | b'*') => {}
         _ => return None,

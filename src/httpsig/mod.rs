@@ -19,6 +19,8 @@
 pub mod digest;
 mod fast_input;
 
+pub(crate) use fast_input::{key_end, plain_string_end};
+
 use std::borrow::Cow;
 
 use base64::Engine;
