@@ -512,6 +512,7 @@ mod tests {
             r#"sig=hwk;kty"#,
             r#"sig=hwk;kty=1"#,
             r#"sig=hwk;kty=OKP"#,
+            r#"sig=hwk;kty=1""#,
             r#"sig=hwk;kty="O\\KP""#,
             r#"sig=hwk;kty="OKP", other=hwk"#,
             r#"sig=hwk;kty="OKP";kty="OKP""#,
