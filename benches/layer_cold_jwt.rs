@@ -30,7 +30,15 @@ fn main() {
     let first = resource.signed_headers(&KeySource::Jwt(first_token.clone()));
     assert_eq!(resource.status(&first), StatusCode::OK);
     assert_eq!(resource.aauth.cached_tokens(), 1);
-    let floor = TwoVerifications::new(&first_token, &first);
+    // The floor cycles through as many distinct tokens and requests as the limit does.
+    let floor_requests: Vec<(String, _)> = (0..common::DISTINCT_SIGNATURES as u64)
+        .map(|k| {
+            let token = resource.auth_token("data.read", u64::MAX - 1 - k);
+            let headers = resource.signed_headers(&KeySource::Jwt(token.clone()));
+            (token, headers)
+        })
+        .collect();
+    let floor = TwoVerifications::new(&floor_requests);
 
     if common::profile_sides(&limit, &mut |n| cold(n), &mut [("floor", &mut |n| floor.run(n))]) {
         return;
