@@ -155,6 +155,8 @@ impl SignatureKey {
         accepted: &AcceptedSchemes,
         legacy: bool,
     ) -> Result<ParsedSignatureKey, Error> {
+        // `jwt` first, although `common_member` reads it too: its ~900-byte token is
+        // checked by the vectorised compact-JWS test instead of one byte at a time.
         if let Some(token) = common_jwt_member(field, label) {
             return from_params(wire::scheme::JWT, &[("jwt", Some(token))], accepted, legacy, false);
         }

@@ -198,17 +198,19 @@ impl Derived {
         }
     }
 
+    /// Every derived component this crate builds.
+    const ALL: [Derived; 7] = [
+        Derived::Method,
+        Derived::Authority,
+        Derived::Path,
+        Derived::Query,
+        Derived::TargetUri,
+        Derived::Scheme,
+        Derived::RequestTarget,
+    ];
+
     fn from_name(name: &str) -> Option<Self> {
-        Some(match name {
-            "@method" => Derived::Method,
-            "@authority" => Derived::Authority,
-            "@path" => Derived::Path,
-            "@query" => Derived::Query,
-            "@target-uri" => Derived::TargetUri,
-            "@scheme" => Derived::Scheme,
-            "@request-target" => Derived::RequestTarget,
-            _ => return None,
-        })
+        Self::ALL.into_iter().find(|derived| derived.as_str() == name)
     }
 }
 
@@ -396,6 +398,7 @@ fn parse_component(item: &sfv::Item) -> Result<CoveredComponent, Error> {
         return Err(Error::invalid_signature("a component identifier is not a string"));
     };
     let name = name.as_str();
+    let (bare_name, bare_identifier) = bare_component(name);
     let component = if name.starts_with('@') {
         let derived = Derived::from_name(name).ok_or(Error::invalid_signature("unknown derived component"))?;
         if !item.params.is_empty() {
@@ -418,14 +421,16 @@ fn parse_component(item: &sfv::Item) -> Result<CoveredComponent, Error> {
             return Err(Error::invalid_signature("sf and key cannot be combined"));
         }
         Component::Field {
-            name: bare_component(name).0,
+            name: bare_name,
             sf,
             key,
         }
     };
     if item.params.is_empty() {
-        let identifier = bare_component(name).1;
-        return Ok(CoveredComponent { component, identifier });
+        return Ok(CoveredComponent {
+            component,
+            identifier: bare_identifier,
+        });
     }
     let mut identifier = String::with_capacity(name.len() + 2);
     {
@@ -804,10 +809,11 @@ mod tests {
 
     #[test]
     fn every_derived_component_name_round_trips() {
-        use Derived::*;
-        for derived in [Method, Authority, Path, Query, TargetUri, Scheme, RequestTarget] {
+        for derived in Derived::ALL {
             assert_eq!(Derived::from_name(derived.as_str()), Some(derived));
         }
+        assert_eq!(Derived::from_name("@status"), None);
+        assert_eq!(Derived::from_name("@METHOD"), None);
     }
 
     #[test]
