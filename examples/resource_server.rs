@@ -11,8 +11,13 @@
 //! trade (`{"type":"trade","symbol":…,"quantity":…}`, quantity at most the approved
 //! one), answers a missing or different approval with a step-up challenge whose resource
 //! token carries the trade to approve, and executes each approval once;
-//! `/.well-known/aauth-resource.json` and its JWKS are public. Every `200` body is JSON naming `agent`, `scheme`, `token_type`, `scope` and
-//! `sub`.
+//! `/.well-known/aauth-resource.json` and its JWKS are public. Every `200` body is JSON
+//! naming `agent` (and `agent_provider`), `scheme`, `token_type`, `scope` and `sub`.
+//!
+//! A three-party resource honours grants only from the person servers it names: any
+//! server can be a person server, and one that grants itself `data.write` must not be
+//! served. So without `AAUTH_AUTH_SERVER` the example refuses to start unless
+//! `AAUTH_PERSON_SERVER` names at least one.
 //!
 //! Environment:
 //!
@@ -20,7 +25,8 @@
 //! |---|---|---|
 //! | `AAUTH_ADDR` | listen address | `127.0.0.1:8080` |
 //! | `AAUTH_RESOURCE` | resource identifier | `https://important-resource.example` |
-//! | `AAUTH_AUTH_SERVER` | trusted access server (four-party); unset: any person server (three-party) | — |
+//! | `AAUTH_AUTH_SERVER` | trusted access server (four-party); unset: three-party | — |
+//! | `AAUTH_PERSON_SERVER` | trusted person servers, comma-separated: their person tokens name the person in four-party resource tokens; in three-party their auth tokens are the grants honoured (required there) | — |
 //! | `AAUTH_PROFILE` | `draft-11` or `legacy` | `draft-11` |
 //! | `AAUTH_ALLOW_HTTP_LOOPBACK` | `1`: admit `http://127.0.0.1:PORT` identifiers (development) | off |
 
@@ -51,10 +57,26 @@ fn configure() -> Result<(String, AAuth), String> {
         .scope("data.write", "Create and update your data")
         .metadata_name("Important Resource")
         .access_mode("auth-token");
+    let person_servers: Vec<String> = env("AAUTH_PERSON_SERVER")
+        .map(|list| {
+            list.split(',')
+                .map(|s| s.trim().to_owned())
+                .filter(|s| !s.is_empty())
+                .collect()
+        })
+        .unwrap_or_default();
     builder = match env("AAUTH_AUTH_SERVER") {
         Some(server) => builder.auth_server(server),
-        None => builder.accept_any_person_server(),
+        None if person_servers.is_empty() => {
+            return Err("three-party posture (no AAUTH_AUTH_SERVER) needs AAUTH_PERSON_SERVER: \
+                        the person servers whose grants this resource honours"
+                .to_owned());
+        }
+        None => builder,
     };
+    for person_server in person_servers {
+        builder = builder.person_server(person_server);
+    }
     match env("AAUTH_ALLOW_HTTP_LOOPBACK").as_deref() {
         None | Some("0") => {}
         Some("1") => {
@@ -70,7 +92,8 @@ fn configure() -> Result<(String, AAuth), String> {
 fn describe(agent: &VerifiedAgent, grant: Option<&AuthGrant>) -> Value {
     let token = agent.request.token.as_deref().map(|t| &t.claims);
     json!({
-        "agent": agent.agent_id.as_deref().unwrap_or(&agent.key_thumbprint),
+        "agent": agent.agent.as_ref().map_or(&*agent.key_thumbprint, |a| a.id()),
+        "agent_provider": agent.agent.as_ref().map(|a| a.provider()),
         "scheme": agent.scheme.as_str(),
         "token_type": agent.token_kind.map(|k| k.typ()),
         "scope": grant.map(|g| g.scopes.to_string()),

@@ -16,7 +16,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::discovery::{DiscoveryConfig, Fetch, IdentifierPolicy, KeyResolver};
 use crate::httpsig::{DEFAULT_HEADER_CAP, DEFAULT_MAX_COMPONENTS, SignatureAlphabet};
 use crate::jose::AlgPolicy;
-use crate::policy::{Revocations, ScopeCeilings};
+use crate::policy::{AgentBindings, Consent, GrantPolicy, MemoryAgentBindings, Revocations, ScopeCeilings};
 use crate::replay::{MemoryReplayStore, ReplayProtection, ReplayStore};
 use crate::sigkey::{AcceptedSchemes, Scheme};
 use crate::token::{IssuerTrust, TokenKind, TokenPolicy};
@@ -134,6 +134,8 @@ pub(crate) struct Shared {
     pub(crate) replay_ttl: Duration,
     pub(crate) revocations: Revocations,
     pub(crate) ceilings: ScopeCeilings,
+    pub(crate) bindings: Arc<dyn AgentBindings>,
+    pub(crate) consent: Consent,
     pub(crate) authz: crate::authz::Authz,
 }
 
@@ -179,6 +181,11 @@ impl AAuth {
     /// The per-agent scope ceilings (hot-reloadable).
     pub fn scope_ceilings(&self) -> &ScopeCeilings {
         &self.shared.ceilings
+    }
+
+    /// The key → agent bindings ([`crate::policy::identity`]).
+    pub fn agent_bindings(&self) -> &Arc<dyn AgentBindings> {
+        &self.shared.bindings
     }
 
     /// The replay store (also used for single-use grants).
@@ -235,6 +242,8 @@ pub struct AAuthBuilder {
     replay_store: Option<Arc<dyn ReplayStore>>,
     revocations: Revocations,
     ceilings: ScopeCeilings,
+    bindings: Option<Arc<dyn AgentBindings>>,
+    consent: Consent,
     pub(crate) authz: crate::authz::AuthzOptions,
 }
 
@@ -275,6 +284,8 @@ impl AAuthBuilder {
             replay_store: None,
             revocations: Revocations::new(),
             ceilings: ScopeCeilings::new(),
+            bindings: None,
+            consent: Consent::default(),
             authz: Default::default(),
         }
     }
@@ -339,22 +350,41 @@ impl AAuthBuilder {
         self
     }
 
-    /// Trusts `issuer` as a person server (person tokens, and auth tokens with `dwk`
-    /// `aauth-person.json`). Repeatable.
+    /// Trusts `issuer` as a person server: its person tokens identify people, and the
+    /// scopes and `authorization_details` of its auth tokens (`dwk` `aauth-person.json`)
+    /// are honoured as issued (see [`crate::policy::consent`]). Repeatable.
     pub fn person_server(mut self, issuer: impl Into<String>) -> Self {
         let issuer = issuer.into();
-        match &mut self.tokens.person_servers {
-            IssuerTrust::Listed(list) => list.push(issuer),
-            IssuerTrust::Any => {}
+        if let IssuerTrust::Listed(list) = &mut self.tokens.person_servers {
+            list.push(issuer.clone());
         }
+        self.consent.trusted.push(issuer);
         self
     }
 
-    /// Accepts tokens from any person server (the AAUTH-11 three-party posture). Fetches
-    /// then go to identifiers chosen by callers, bounded only by egress admission and the
-    /// discovery budget: opt in deliberately.
+    /// Accepts the tokens of any person server (the AAUTH-11 three-party posture): person
+    /// tokens identify their `(iss, sub)`, but the grants of a person server not named
+    /// with [`AAuthBuilder::person_server`] are consent, not entitlement — honoured only
+    /// as far as a [`AAuthBuilder::grant_policy`] approves. Fetches go to identifiers
+    /// chosen by callers, bounded only by egress admission and the discovery budget: opt
+    /// in deliberately.
     pub fn accept_any_person_server(mut self) -> Self {
         self.tokens.person_servers = IssuerTrust::Any;
+        self
+    }
+
+    /// The resource's own policy for grants from person servers not trusted by name,
+    /// keyed on the person `(iss, sub)` (default: none, so such grants serve no scope).
+    pub fn grant_policy(mut self, policy: impl GrantPolicy) -> Self {
+        self.consent.policy = Some(Arc::new(policy));
+        self
+    }
+
+    /// The store of key → agent bindings (default: a [`MemoryAgentBindings`] of
+    /// [`MemoryAgentBindings::DEFAULT_MAX_BYTES`], for one process). See
+    /// [`crate::policy::identity`].
+    pub fn agent_bindings(mut self, bindings: impl AgentBindings) -> Self {
+        self.bindings = Some(Arc::new(bindings));
         self
     }
 
@@ -601,6 +631,10 @@ impl AAuthBuilder {
                 replay_ttl: Duration::from_secs(self.window.saturating_add(self.max_skew).saturating_add(1)),
                 revocations: self.revocations,
                 ceilings: self.ceilings,
+                bindings: self
+                    .bindings
+                    .unwrap_or_else(|| Arc::new(MemoryAgentBindings::default())),
+                consent: self.consent,
                 authz,
             }),
         })
@@ -640,6 +674,15 @@ impl DangerousOptions<'_> {
     /// identifiers (ours, signers', issuers'), for local development and demos.
     pub fn allow_http_loopback(&mut self) -> &mut Self {
         self.builder.allow_http_loopback = true;
+        self
+    }
+
+    /// Honours the scopes and `authorization_details` of **any** person server's auth
+    /// tokens as issued, as if each were trusted by name. Any server can be a person
+    /// server, so any caller can then grant itself any scope: only for resources whose
+    /// scopes protect nothing a stranger may not do, or that check grants in handlers.
+    pub fn honour_any_person_server_grants(&mut self) -> &mut Self {
+        self.builder.consent.any = true;
         self
     }
 

@@ -22,6 +22,7 @@ use serde_json::{Map, Value};
 use crate::error::Error;
 use crate::guard::{Decision, respond};
 use crate::layer::Inspected;
+use crate::policy::AgentId;
 use crate::sigkey::Scheme;
 use crate::token::{Scopes, TokenKind};
 use crate::verifier::VerifiedRequest;
@@ -34,9 +35,9 @@ pub struct VerifiedAgent {
     pub scheme: Scheme,
     /// RFC 7638 thumbprint of the signing key.
     pub key_thumbprint: Arc<str>,
-    /// The agent identifier, when the request names one (agent token `sub`, `jwks_uri`
-    /// signer, demo-generation `agent` claim).
-    pub agent_id: Option<String>,
+    /// The agent, when known ([`VerifiedRequest::agent`]): named by the request or bound
+    /// to its key.
+    pub agent: Option<AgentId>,
     /// The kind of token presented, if any.
     pub token_kind: Option<TokenKind>,
     /// Everything the layer verified.
@@ -99,7 +100,7 @@ fn agent(verified: &VerifiedRequest) -> VerifiedAgent {
     VerifiedAgent {
         scheme: verified.scheme,
         key_thumbprint: verified.key_thumbprint.clone(),
-        agent_id: verified.agent_id().map(str::to_owned),
+        agent: verified.agent().cloned(),
         token_kind: verified.token_kind(),
         request: verified.clone(),
     }

@@ -51,6 +51,7 @@ use crate::challenge::{Challenge, challenge_response, error_response};
 use crate::config::{AAuth, Shared};
 use crate::error::{Error, SignatureErrorCode};
 use crate::layer::Inspected;
+use crate::policy::PersonId;
 use crate::resource_token::{Audience, MintRequest, Minter};
 use crate::sigkey::Scheme;
 use crate::token::{Scopes, TokenKind};
@@ -267,9 +268,15 @@ fn need_auth_with(
     let audience = Audience::select(shared.authz.access_server.as_deref(), verified.is_some(), token);
     match (audience, verified) {
         (Audience::Mint { aud, presented }, Some(v)) => {
-            let agent = v.signer.as_deref().or(token.and_then(|t| t.agent.as_deref())).or(token
-                .filter(|t| t.kind == TokenKind::Agent)
-                .and_then(|t| t.sub.as_deref()));
+            // Whatever asked for these scopes (a guard, a rule, a detail step-up), no
+            // resource token is minted for more than the agent may use, nor towards a
+            // person server whose grant this resource would not honour.
+            shared.ceilings.check(v, scopes.iter())?;
+            if shared.authz.access_server.is_none() {
+                let person = presented.and_then(|t| Some(PersonId::new(aud, t.sub.as_deref()?)));
+                shared.consent.check_step_up(person, scopes, details)?;
+            }
+            let agent = v.agent().map(crate::policy::AgentId::id);
             let minter = Minter {
                 issuer: &shared.resource,
                 lifetime: shared.authz.lifetime,

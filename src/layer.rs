@@ -192,7 +192,7 @@ fn original_path<B>(request: &Request<B>) -> &str {
 /// After verification, before anything downstream: revocation (on every request, cached
 /// tokens included), then the replay store. `Ok(Some(key))`: the store must be awaited.
 fn admit_now(shared: &Shared, verified: &mut VerifiedRequest) -> Result<Option<ReplayKey>, Error> {
-    shared.revocations.check(verified)?;
+    crate::policy::admit(shared, verified)?;
     let Some(key) = verified.replay.take() else {
         return Ok(None);
     };

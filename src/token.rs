@@ -14,6 +14,7 @@ use serde_json::{Map, Value};
 use crate::config::Generation;
 use crate::error::{Error, SignatureErrorCode};
 use crate::jose::{AlgPolicy, Jwk, UnverifiedJws, is_opaque_id};
+use crate::policy::identity::{AgentId, provider_names};
 use crate::wire;
 
 /// The kind of a credential token.
@@ -170,6 +171,9 @@ pub struct TokenClaims {
     pub cnf: Jwk,
     /// `agent` (demo generation auth tokens only).
     pub agent: Option<String>,
+    /// The agent this token identifies: the pair `(iss, sub)` of an agent token, or the
+    /// `agent` claim of a demo-generation auth token from an issuer trusted by name.
+    pub(crate) agent_id: Option<AgentId>,
     /// The `kid` header the issuer key is selected by.
     pub kid: String,
     /// [`Generation::Legacy`] when the token used any demo-generation form (legacy
@@ -354,12 +358,20 @@ impl TokenPolicy {
                     }
                     legacy_form = true;
                 }
-                if let Some(parent) = opt_str(claims, "parent_agent")?
-                    && !is_agent_identifier(parent)
-                {
-                    return Err(Error::invalid_jwt(
-                        "the agent token's parent_agent is not an agent identifier",
-                    ));
+                if let Some(parent) = opt_str(claims, "parent_agent")? {
+                    if !is_agent_identifier(parent) {
+                        return Err(Error::invalid_jwt(
+                            "the agent token's parent_agent is not an agent identifier",
+                        ));
+                    }
+                    if !provider_names(iss, parent) {
+                        return Err(Error::invalid_jwt("the agent token names another provider's agent"));
+                    }
+                }
+                // A provider vouches only for its own agents: `aauth:local@domain` is the
+                // agent of the provider whose host is `domain`, never of another.
+                if !provider_names(iss, sub) {
+                    return Err(Error::invalid_jwt("the agent token names another provider's agent"));
                 }
             }
             TokenKind::Person => {
@@ -394,6 +406,13 @@ impl TokenPolicy {
 
         let cnf = cnf_jwk(claims, self.alg)?;
         legacy_form |= cnf.alg().is_none_or(|alg| alg == wire::alg::EDDSA);
+        let agent_id = match kind {
+            TokenKind::Agent => sub.map(|sub| AgentId::trusted(iss, sub)),
+            // The demo generation's `agent` claim is the issuer's word: believed only from
+            // an issuer trusted by name, never from any person server that happens to verify.
+            TokenKind::Auth if self.names_trusted_issuer(iss) => agent.and_then(agent_from_claim),
+            _ => None,
+        };
         Ok(TokenClaims {
             kind,
             iss: iss.to_owned(),
@@ -407,6 +426,7 @@ impl TokenPolicy {
             ps: ps.map(str::to_owned),
             cnf,
             agent: agent.map(str::to_owned),
+            agent_id,
             kid,
             generation: if legacy_form && self.legacy {
                 Generation::Legacy
@@ -416,6 +436,21 @@ impl TokenPolicy {
             raw: jws.payload_shared().clone(),
         })
     }
+}
+
+impl TokenPolicy {
+    /// Whether `iss` is trusted by name: a configured access server or a listed person
+    /// server (not merely any person server).
+    fn names_trusted_issuer(&self, iss: &str) -> bool {
+        self.access_servers.iter().any(|s| s == iss)
+            || matches!(&self.person_servers, IssuerTrust::Listed(list) if list.iter().any(|s| s == iss))
+    }
+}
+
+/// The agent a demo-generation `agent` claim names: an agent identifier (its provider
+/// follows from its domain) or the agent's server URL.
+fn agent_from_claim(agent: &str) -> Option<AgentId> {
+    agent.parse().ok()
 }
 
 fn require_grant_claims(sub: Option<&str>, jti: Option<&str>, aud: Option<&str>, resource: &str) -> Result<(), Error> {

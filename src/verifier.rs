@@ -60,6 +60,9 @@ pub struct VerifiedRequest {
     /// The replay-store key, when this request's method is replay-checked; taken by the
     /// layer before the request goes on.
     pub(crate) replay: Option<ReplayKey>,
+    /// The agent behind the request ([`VerifiedRequest::agent`]), set by the layer's
+    /// policy step.
+    pub(crate) agent: Option<crate::policy::AgentId>,
 }
 
 impl VerifiedRequest {
@@ -235,6 +238,7 @@ impl Verifier<'_> {
                 signer,
                 token,
                 generation: profile.answer_in(spoke_legacy),
+                agent: None,
             }
         };
 

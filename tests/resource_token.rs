@@ -262,7 +262,7 @@ fn extractor_app(app: &App) -> Router {
     async fn agent(agent: VerifiedAgent) -> axum::Json<Value> {
         axum::Json(json!({
             "scheme": agent.scheme.as_str(), "thumbprint": &*agent.key_thumbprint,
-            "agent": agent.agent_id, "token": agent.token_kind.map(|k| k.typ()),
+            "agent": agent.agent.as_ref().map(|a| a.id().to_owned()), "token": agent.token_kind.map(|k| k.typ()),
         }))
     }
     async fn grant(grant: AuthGrant) -> axum::Json<Value> {

@@ -10,12 +10,16 @@ use common::*;
 use http::{Request, Response, StatusCode};
 use tower::ServiceExt;
 use tower_aauth::discovery::StaticResolver;
-use tower_aauth::policy::{CeilingSet, RevocationSet, Revoked, ScopeCeilings};
+use tower_aauth::policy::{AgentId, CeilingSet, PersonId, RevocationSet, Revoked, ScopeCeilings};
 use tower_aauth::testing::{KeySource, TestIssuer};
 use tower_aauth::{VerifiedRequest, wire};
 
 const AGENT_ID: &str = "aauth:assistant@agent.example";
 const PS: &str = "https://ps.example";
+
+fn agent(id: &str) -> AgentId {
+    id.parse().unwrap()
+}
 
 fn signed(harness: &Harness, method: &str, path: &str, source: &KeySource, created: u64) -> Request<Body> {
     let mut request = Request::builder()
@@ -66,7 +70,7 @@ async fn a_revoked_agent_identifier_is_refused_under_the_jwt_scheme() {
     harness
         .aauth
         .revocations()
-        .revoke(Revoked::Agent(AGENT_ID.into()))
+        .revoke(Revoked::Agent(agent(AGENT_ID)))
         .unwrap();
     let response = harness
         .send(signed(&harness, "GET", "/data", &agent_token(&harness), NOW))
@@ -77,7 +81,7 @@ async fn a_revoked_agent_identifier_is_refused_under_the_jwt_scheme() {
 #[tokio::test]
 async fn a_revoked_agent_identifier_is_refused_under_the_jwks_uri_scheme() {
     let harness = Harness::new();
-    harness.aauth.revocations().revoke(Revoked::Agent(AP.into())).unwrap();
+    harness.aauth.revocations().revoke(Revoked::Agent(agent(AP))).unwrap();
     let source = KeySource::agent_jwks(AP, "agent-key-1");
     let response = harness.send(signed(&harness, "GET", "/data", &source, NOW)).await;
     assert_revoked(&harness, response, false).await;
@@ -137,7 +141,7 @@ async fn a_revoked_subject_refuses_its_auth_tokens_and_asks_for_a_person_token()
     harness
         .aauth
         .revocations()
-        .revoke(Revoked::Subject("user-1".into()))
+        .revoke(Revoked::Person(PersonId::new(AS, "user-1")))
         .unwrap();
     let response = harness
         .send(signed(&harness, "GET", "/data", &auth_token(&harness), NOW))
@@ -166,7 +170,7 @@ async fn a_revoked_subject_refuses_its_person_tokens_without_a_challenge() {
     harness
         .aauth
         .revocations()
-        .revoke(Revoked::Subject("person-1".into()))
+        .revoke(Revoked::Person(PersonId::new(PS, "person-1")))
         .unwrap();
     let response = harness.send(signed(&harness, "GET", "/data", &source, NOW + 1)).await;
     assert_revoked(&harness, response, false).await;
@@ -174,12 +178,12 @@ async fn a_revoked_subject_refuses_its_person_tokens_without_a_challenge() {
 
 #[tokio::test]
 async fn an_agent_token_sub_is_not_a_subject() {
-    // Subjects are people; agents are revoked by agent identifier.
+    // Persons are people; agents are revoked as agents.
     let harness = Harness::new();
     harness
         .aauth
         .revocations()
-        .revoke(Revoked::Subject(AGENT_ID.into()))
+        .revoke(Revoked::Person(PersonId::new(AP, AGENT_ID)))
         .unwrap();
     let response = harness
         .send(signed(&harness, "GET", "/data", &agent_token(&harness), NOW))
@@ -250,25 +254,30 @@ async fn a_malformed_reload_keeps_the_current_set_in_force() {
 
 #[test]
 fn malformed_revocation_documents_are_errors_naming_the_entry() {
-    let cases: [(&str, &str); 9] = [
+    let cases: [(&str, &str); 11] = [
         (r#"{"agent": ["x"]}"#, "unknown field"),
         (r#"{"agents": "x"}"#, "invalid type"),
         (r#"{"agents": [""]}"#, "agents[0]"),
-        (r#"{"agents": ["ok", "bad\u0000"]}"#, "agents[1]"),
+        (r#"{"agents": ["aauth:ok@agent.example", "bad\u0000"]}"#, "agents[1]"),
         (r#"{"jtis": [{"iss": "as.example", "jti": "1"}]}"#, "jtis[0]"),
         (r#"{"jtis": [{"iss": "https://as.example"}]}"#, "missing field"),
         (
             r#"{"jtis": [{"iss": "https://as.example", "jti": "1", "exp": 1}]}"#,
             "unknown field",
         ),
-        (r#"{"subjects": ["a"], "subjects": ["b"]}"#, "duplicate field"),
+        (r#"{"persons": [], "persons": []}"#, "duplicate field"),
+        (r#"{"subjects": ["a"]}"#, "unknown field"),
+        (r#"{"persons": [{"iss": "ps.example", "sub": "a"}]}"#, "persons[0]"),
         (r#"["agents"]"#, "invalid type"),
     ];
     for (document, expected) in cases {
         let error = RevocationSet::from_json(document.as_bytes()).unwrap_err();
         assert!(error.to_string().contains(expected), "{document}: {error}");
     }
-    let too_long = format!(r#"{{"subjects": ["{}"]}}"#, "x".repeat(1025));
+    let too_long = format!(
+        r#"{{"persons": [{{"iss": "https://ps.example", "sub": "{}"}}]}}"#,
+        "x".repeat(1025)
+    );
     assert!(RevocationSet::from_json(too_long.as_bytes()).is_err());
 }
 
@@ -278,7 +287,7 @@ fn a_well_formed_document_loads_every_kind() {
         br#"{"agents": ["aauth:a@agent.example"],
              "key_thumbprints": ["NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs"],
              "jtis": [{"iss": "https://as.example", "jti": "at-1"}],
-             "subjects": ["8f14e45f"]}"#,
+             "persons": [{"iss": "https://ps.example", "sub": "8f14e45f"}]}"#,
     )
     .unwrap();
     assert_eq!(set.len(), 4);
@@ -286,7 +295,7 @@ fn a_well_formed_document_loads_every_kind() {
         issuer: "https://as.example".into(),
         jti: "at-1".into()
     }));
-    assert!(set.contains(&Revoked::Agent("aauth:a@agent.example".into())));
+    assert!(set.contains(&Revoked::Agent(agent("aauth:a@agent.example"))));
 }
 
 #[tokio::test]
@@ -294,7 +303,12 @@ async fn a_malformed_revoke_call_is_an_error_and_changes_nothing() {
     let harness = Harness::new();
     let revocations = harness.aauth.revocations();
     assert!(revocations.revoke(Revoked::KeyThumbprint("short".into())).is_err());
-    assert!(revocations.revoke(Revoked::Agent(String::new())).is_err());
+    assert!("".parse::<AgentId>().is_err());
+    assert!(
+        revocations
+            .revoke(Revoked::Person(PersonId::new("ps.example", "p")))
+            .is_err()
+    );
     assert!(revocations.snapshot().is_empty());
 }
 
@@ -336,7 +350,7 @@ fn write_route(harness: &Harness) -> Router {
 
 #[tokio::test]
 async fn a_scope_above_the_agent_ceiling_is_forbidden_even_when_granted() {
-    let ceilings = ScopeCeilings::from_set(CeilingSet::new().agent(AGENT_ID, "data.read").unwrap());
+    let ceilings = ScopeCeilings::from_set(CeilingSet::new().agent(agent(AGENT_ID), "data.read").unwrap());
     let harness = Harness::with(move |b| b.scope_ceilings(ceilings));
     let request = signed(&harness, "POST", "/data", &agent_token(&harness), NOW);
     let response = write_route(&harness).oneshot(request).await.unwrap();
@@ -349,7 +363,7 @@ async fn a_scope_above_the_agent_ceiling_is_forbidden_even_when_granted() {
 
 #[tokio::test]
 async fn a_raised_ceiling_is_hot_reloaded() {
-    let ceilings = ScopeCeilings::from_set(CeilingSet::new().agent(AGENT_ID, "data.read").unwrap());
+    let ceilings = ScopeCeilings::from_set(CeilingSet::new().agent(agent(AGENT_ID), "data.read").unwrap());
     let handle = ceilings.clone();
     let harness = Harness::with(move |b| b.scope_ceilings(ceilings));
     let forbidden = signed(&harness, "POST", "/data", &agent_token(&harness), NOW);
@@ -373,7 +387,7 @@ async fn key_and_agent_ceilings_must_both_permit() {
     let harness = Harness::new();
     let thumbprint = harness.agent.thumbprint();
     let set = CeilingSet::new()
-        .agent(AGENT_ID, "data.read data.write")
+        .agent(agent(AGENT_ID), "data.read data.write")
         .unwrap()
         .key(thumbprint, "data.read")
         .unwrap();
@@ -392,7 +406,7 @@ async fn the_default_ceiling_applies_to_unlisted_agents_only() {
         CeilingSet::new()
             .default_ceiling("data.read")
             .unwrap()
-            .agent("aauth:other@agent.example", "data.write")
+            .agent(agent("aauth:other@agent.example"), "data.write")
             .unwrap(),
     );
     let hwk = signed(&harness, "POST", "/data", &KeySource::Hwk, NOW);
@@ -404,7 +418,7 @@ async fn the_default_ceiling_applies_to_unlisted_agents_only() {
         CeilingSet::new()
             .default_ceiling("data.read")
             .unwrap()
-            .agent(AGENT_ID, "data.write")
+            .agent(agent(AGENT_ID), "data.write")
             .unwrap(),
     );
     let listed = signed(&harness, "POST", "/data", &agent_token(&harness), NOW);
@@ -470,7 +484,7 @@ async fn require_scopes_does_not_challenge_for_a_scope_above_the_agent_ceiling()
     harness
         .aauth
         .scope_ceilings()
-        .replace(CeilingSet::new().agent(AGENT_ID, "data.read").unwrap());
+        .replace(CeilingSet::new().agent(agent(AGENT_ID), "data.read").unwrap());
     let request = signed(&harness, "POST", "/data", &agent_token(&harness), NOW);
     let response = guarded_write(&harness).oneshot(request).await.unwrap();
     assert_eq!(response.status(), StatusCode::FORBIDDEN);

@@ -16,7 +16,8 @@
 //! | `method` | always | the request method |
 //! | `route` | always | the request path, without the query, cut at 256 bytes |
 //! | `detail` | refusals the crate made | the fixed explanation of [`crate::Error::detail`] |
-//! | `agent` | a verified agent identity | [`VerifiedRequest::agent_id`] |
+//! | `agent` | a known agent | its identifier ([`VerifiedRequest::agent`]) |
+//! | `agent_provider` | a known agent | the provider that vouched for it (with `agent`, the identity) |
 //! | `key_thumbprint` | a verified signature | RFC 7638 thumbprint of the signing key |
 //! | `scheme` | a verified signature | `hwk`, `jwks_uri` or `jwt` |
 //! | `token_kind` | a verified token | its `typ` |
@@ -31,6 +32,8 @@
 
 use http::{Method, Response, StatusCode};
 
+use super::identity::AgentId;
+use crate::token::TokenKind;
 use crate::verifier::VerifiedRequest;
 use crate::wire;
 
@@ -194,12 +197,13 @@ impl AuditContext {
             method = self.method.as_str(),
             route = self.route.as_str(),
             detail,
-            agent = verified.and_then(VerifiedRequest::agent_id),
+            agent = verified.and_then(VerifiedRequest::agent).map(AgentId::id),
+            agent_provider = verified.and_then(VerifiedRequest::agent).map(AgentId::provider),
             key_thumbprint = verified.map(|v| &*v.key_thumbprint),
             scheme = verified.map(|v| v.scheme.as_str()),
             token_kind = token.map(|c| c.kind.typ()),
             issuer = token.map(|c| c.iss.as_str()),
-            subject = verified.and_then(VerifiedRequest::subject),
+            subject = token.filter(|c| c.kind != TokenKind::Agent).and_then(|c| c.sub.as_deref()),
             scopes = scopes.as_deref(),
             jti = token.and_then(|c| c.jti.as_deref()),
             "aauth decision"

@@ -7,6 +7,7 @@ use arc_swap::ArcSwap;
 use serde::Deserialize;
 
 use super::PolicyError;
+use super::identity::AgentId;
 use super::revocation::Revoked;
 use crate::error::Error;
 use crate::token::Scopes;
@@ -14,13 +15,16 @@ use crate::verifier::VerifiedRequest;
 
 /// One snapshot of ceilings.
 ///
-/// Ceilings apply by agent identifier ([`VerifiedRequest::agent_id`]) and by signing-key
-/// thumbprint. When both name the request, a scope must be under **both**; when neither
-/// does, the default ceiling applies (none by default: unlisted agents are limited only by
-/// their tokens).
+/// Ceilings apply by agent ([`VerifiedRequest::agent`], the provider and identifier
+/// pair, also for requests attributed to an agent through its key's binding) and by
+/// signing-key thumbprint. When both name the request, a scope must be under **both**;
+/// when neither does, the default ceiling applies (none by default: unlisted agents are
+/// limited only by their tokens). Since an agent that never shows its identity to the
+/// resource gets the default ceiling, a resource that must cap agents sets a default and
+/// raises it per agent.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CeilingSet {
-    agents: HashMap<String, Scopes>,
+    agents: HashMap<AgentId, Scopes>,
     keys: HashMap<String, Scopes>,
     default: Option<Scopes>,
 }
@@ -46,14 +50,10 @@ impl CeilingSet {
         Self::default()
     }
 
-    /// Limits agent `agent_id` to `scopes`.
-    pub fn agent(mut self, agent_id: impl Into<String>, scopes: &str) -> Result<Self, PolicyError> {
-        let agent_id = agent_id.into();
-        Revoked::Agent(agent_id.clone())
-            .validate()
-            .map_err(|reason| PolicyError::entry("agents", 0, reason))?;
+    /// Limits `agent` to `scopes`.
+    pub fn agent(mut self, agent: AgentId, scopes: &str) -> Result<Self, PolicyError> {
         let scopes = parse_scopes(scopes).map_err(|reason| PolicyError::entry("agents", 0, reason))?;
-        self.agents.insert(agent_id, scopes);
+        self.agents.insert(agent, scopes);
         Ok(self)
     }
 
@@ -94,6 +94,13 @@ impl CeilingSet {
         let mut agents: Vec<_> = document.agents.into_iter().collect();
         agents.sort();
         for (i, (agent, scopes)) in agents.into_iter().enumerate() {
+            let agent: AgentId = agent.parse().map_err(|_| {
+                PolicyError::entry(
+                    "agents",
+                    i,
+                    "an agent is aauth:local@domain or a server identifier https://host",
+                )
+            })?;
             set = set
                 .agent(agent, &scopes)
                 .map_err(|e| PolicyError::entry("agents", i, e.reason()))?;
@@ -111,6 +118,11 @@ impl CeilingSet {
         Ok(set)
     }
 
+    /// Whether a ceiling names `agent`.
+    pub fn names(&self, agent: &AgentId) -> bool {
+        self.agents.contains_key(agent)
+    }
+
     /// Whether no ceiling is configured.
     pub fn is_empty(&self) -> bool {
         self.agents.is_empty() && self.keys.is_empty() && self.default.is_none()
@@ -121,7 +133,7 @@ impl CeilingSet {
         if self.is_empty() {
             return true;
         }
-        let by_agent = request.agent_id().and_then(|id| self.agents.get(id));
+        let by_agent = request.agent().and_then(|agent| self.agents.get(agent));
         let by_key = self.keys.get(&*request.key_thumbprint);
         match (by_agent, by_key) {
             (None, None) => self.default.as_ref().is_none_or(|d| d.contains(scope)),

@@ -7,6 +7,7 @@ use arc_swap::ArcSwap;
 use serde::Deserialize;
 
 use super::PolicyError;
+use super::identity::{AgentId, PersonId};
 use crate::error::Error;
 use crate::token::TokenKind;
 use crate::verifier::VerifiedRequest;
@@ -15,9 +16,9 @@ use crate::verifier::VerifiedRequest;
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Revoked {
-    /// An agent identifier ([`VerifiedRequest::agent_id`]): every request from that agent,
-    /// whatever key or token it presents.
-    Agent(String),
+    /// An agent ([`VerifiedRequest::agent`]): every request from that agent, and every
+    /// request signed by a key it was seen using, whatever token that key presents.
+    Agent(AgentId),
     /// The RFC 7638 thumbprint of a signing key (43 base64url characters): every request
     /// that key signed, under any scheme.
     KeyThumbprint(String),
@@ -28,8 +29,8 @@ pub enum Revoked {
         /// The token's `jti`.
         jti: String,
     },
-    /// A person: every person or auth token whose `sub` is this value, from any issuer.
-    Subject(String),
+    /// A person: every person or auth token of `(iss, sub)`.
+    Person(PersonId),
 }
 
 /// Longest agent identifier, `jti` or subject accepted in a revocation entry.
@@ -41,8 +42,13 @@ impl Revoked {
     /// Checks the entry's shape: a malformed entry would silently revoke nothing.
     pub fn validate(&self) -> Result<(), &'static str> {
         match self {
-            Revoked::Agent(id) => value(id, "an agent identifier"),
-            Revoked::Subject(sub) => value(sub, "a subject"),
+            Revoked::Agent(_) => Ok(()),
+            Revoked::Person(person) => {
+                if !crate::token::is_identifier_shaped(person.issuer()) {
+                    return Err("a person's issuer is not a server identifier (https://host)");
+                }
+                value(person.subject(), "a subject")
+            }
             Revoked::KeyThumbprint(thumbprint) => {
                 let shaped = thumbprint.len() == 43
                     && thumbprint
@@ -74,11 +80,11 @@ fn value(text: &str, _what: &'static str) -> Result<(), &'static str> {
 /// An immutable set of revocations (one snapshot of a [`Revocations`] handle).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RevocationSet {
-    agents: HashSet<String>,
+    agents: HashSet<AgentId>,
     keys: HashSet<String>,
     /// `jti` → the issuers that token id is revoked for (lookups without allocating).
     jtis: HashMap<String, Vec<String>>,
-    subjects: HashSet<String>,
+    persons: HashSet<PersonId>,
     count: usize,
 }
 
@@ -93,7 +99,14 @@ struct Document {
     #[serde(default)]
     jtis: Vec<JtiEntry>,
     #[serde(default)]
-    subjects: Vec<String>,
+    persons: Vec<PersonEntry>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PersonEntry {
+    iss: String,
+    sub: String,
 }
 
 #[derive(Deserialize)]
@@ -128,7 +141,7 @@ impl RevocationSet {
                 }
                 fresh
             }
-            Revoked::Subject(sub) => self.subjects.insert(sub),
+            Revoked::Person(person) => self.persons.insert(person),
         };
         self.count += usize::from(fresh);
         Ok(())
@@ -151,7 +164,7 @@ impl RevocationSet {
                 }
                 removed
             }
-            Revoked::Subject(sub) => self.subjects.remove(sub),
+            Revoked::Person(person) => self.persons.remove(person),
         };
         self.count -= usize::from(removed);
         removed
@@ -163,10 +176,11 @@ impl RevocationSet {
     /// {"agents": ["aauth:assistant@agent.example"],
     ///  "key_thumbprints": ["NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs"],
     ///  "jtis": [{"iss": "https://as.example", "jti": "at-42"}],
-    ///  "subjects": ["8f14e45fceea167a5a36dedd4bea2543"]}
+    ///  "persons": [{"iss": "https://ps.example", "sub": "8f14e45fceea167a5a36dedd4bea2543"}]}
     /// ```
     ///
-    /// Every member is optional; unknown members, duplicate members, wrong types and
+    /// An agent is `aauth:local@domain` (its provider is `https://domain`) or a server
+    /// identifier. Every member is optional; unknown members, duplicate members, wrong types and
     /// malformed entries are errors naming the member and index (never a partial set).
     pub fn from_json(bytes: &[u8]) -> Result<Self, PolicyError> {
         if bytes.len() > 64 * 1024 * 1024 {
@@ -175,7 +189,7 @@ impl RevocationSet {
         let document: Document = serde_json::from_slice(bytes)
             .map_err(|e| PolicyError::new(format!("the revocation document is not valid: {e}")))?;
         let total =
-            document.agents.len() + document.key_thumbprints.len() + document.jtis.len() + document.subjects.len();
+            document.agents.len() + document.key_thumbprints.len() + document.jtis.len() + document.persons.len();
         if total > MAX_REVOCATIONS {
             return Err(PolicyError::new("too many revocations in one set"));
         }
@@ -187,7 +201,14 @@ impl RevocationSet {
             set.insert(entry)
         };
         for (i, id) in document.agents.into_iter().enumerate() {
-            add("agents", i, Revoked::Agent(id))?;
+            let agent = id.parse().map_err(|_| {
+                PolicyError::entry(
+                    "agents",
+                    i,
+                    "an agent is aauth:local@domain or a server identifier https://host",
+                )
+            })?;
+            add("agents", i, Revoked::Agent(agent))?;
         }
         for (i, t) in document.key_thumbprints.into_iter().enumerate() {
             add("key_thumbprints", i, Revoked::KeyThumbprint(t))?;
@@ -195,8 +216,8 @@ impl RevocationSet {
         for (i, JtiEntry { iss, jti }) in document.jtis.into_iter().enumerate() {
             add("jtis", i, Revoked::Jti { issuer: iss, jti })?;
         }
-        for (i, sub) in document.subjects.into_iter().enumerate() {
-            add("subjects", i, Revoked::Subject(sub))?;
+        for (i, PersonEntry { iss, sub }) in document.persons.into_iter().enumerate() {
+            add("persons", i, Revoked::Person(PersonId::new(iss, sub)))?;
         }
         Ok(set)
     }
@@ -217,7 +238,7 @@ impl RevocationSet {
             Revoked::Agent(id) => self.agents.contains(id),
             Revoked::KeyThumbprint(t) => self.keys.contains(t),
             Revoked::Jti { issuer, jti } => self.jtis.get(jti).is_some_and(|issuers| issuers.contains(issuer)),
-            Revoked::Subject(sub) => self.subjects.contains(sub),
+            Revoked::Person(person) => self.persons.contains(person),
         }
     }
 
@@ -236,7 +257,7 @@ impl RevocationSet {
             });
         }
         if !self.agents.is_empty()
-            && let Some(agent) = request.agent_id()
+            && let Some(agent) = request.agent()
             && self.agents.contains(agent)
         {
             return Err(Error::Revoked {
@@ -255,9 +276,12 @@ impl RevocationSet {
                 .as_ref()
                 .and_then(|jti| self.jtis.get(jti))
                 .is_some_and(|issuers| issuers.contains(&claims.iss));
-        let subject_revoked = !self.subjects.is_empty()
+        let subject_revoked = !self.persons.is_empty()
             && claims.kind != TokenKind::Agent
-            && claims.sub.as_ref().is_some_and(|sub| self.subjects.contains(sub));
+            && claims
+                .sub
+                .as_deref()
+                .is_some_and(|sub| self.persons.contains(&PersonId::new(claims.iss.as_str(), sub)));
         if jti_revoked || subject_revoked {
             return Err(Error::Revoked {
                 detail: if jti_revoked {

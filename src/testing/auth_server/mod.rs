@@ -576,8 +576,8 @@ async fn token_endpoint(
     };
     let grant = match server.verify_resource_token(&token, &verified.key_thumbprint).await {
         Ok(mut grant) => {
-            if let Some(signer) = verified.agent_id() {
-                grant.agent = Some(signer.to_owned());
+            if let Some(signer) = verified.agent() {
+                grant.agent = Some(signer.id().to_owned());
             }
             grant
         }

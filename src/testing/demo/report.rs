@@ -471,12 +471,10 @@ fn check_grant(report: &mut DemoReport, expected: &Expected, outcome: &FlowOutco
         "the agent retried with Signature-Key scheme jwt carrying the auth token",
     );
     let body = retry.json().unwrap_or_default();
-    // The demo generation names the agent by its identifier, draft -11 by its key.
-    let agent = if legacy {
-        &expected.agent_id
-    } else {
-        &expected.agent_jkt
-    };
+    // The agent behind the auth token is known in both generations: the demo generation
+    // names it in the token, draft -11 through its key's binding to the `jwks_uri`
+    // signer that key first signed as.
+    let agent = &expected.agent_id;
     report.expect(
         retry.status == StatusCode::OK
             && text(&body, "scope") == Some(DATA_SCOPES)

@@ -49,7 +49,7 @@ fn caller(agent: &VerifiedAgent, method: &Method) -> serde_json::Map<String, Val
     body.insert("method".into(), method.as_str().into());
     body.insert(
         "agent".into(),
-        agent.agent_id.as_deref().unwrap_or(&agent.key_thumbprint).into(),
+        agent.agent.as_ref().map_or(&*agent.key_thumbprint, |a| a.id()).into(),
     );
     body.insert("agent_jkt".into(), (*agent.key_thumbprint).into());
     body

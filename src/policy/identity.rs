@@ -1,0 +1,464 @@
+//! Who an agent or a person is, and which agent stands behind a key.
+//!
+//! # Design
+//!
+//! An identity is always a pair: the server that vouched for it and the identifier it
+//! vouched for. [`AgentId`] is `(provider, agent identifier)`, [`PersonId`] is
+//! `(issuer, sub)`. The layer builds an [`AgentId`] only from something a signature
+//! covered and an issuer we accept for that claim:
+//!
+//! * an agent token: `(iss, sub)`, refused unless the domain of `sub` (and of
+//!   `parent_agent`) is the host of `iss` — a provider names only its own agents;
+//! * a `jwks_uri` signer: `(id, id)`, the server whose published key signed;
+//! * the `agent` claim of a demo-generation auth token, only from an issuer trusted by
+//!   name (a configured access server or a listed person server).
+//!
+//! A draft -11 auth token names no agent. The resource still knows the agent behind it
+//! when it has seen that agent use the same key: every agent identity above is recorded
+//! as *key thumbprint → agent* in an [`AgentBindings`] store, and a request that names no
+//! agent is attributed to the agent its key is bound to. What a resource can and cannot
+//! know:
+//!
+//! * **Known**: the agent behind an auth token whose key the resource saw with an agent
+//!   token or as a `jwks_uri` signer within the binding's lifetime (the agent token's
+//!   remaining life plus the longest auth-token lifetime accepted).
+//! * **Not known**: the agent behind a key this resource (or, with a shared store, this
+//!   fleet) never saw identified. Such a request gets the *default* ceiling. A resource
+//!   that caps agents should therefore set a default ceiling and raise it per agent,
+//!   rather than lower it per agent: an agent that never shows its identity then gets the
+//!   least, not the most.
+//! * **Refused**: a key already bound to one agent presented with another agent's
+//!   identity (`401 invalid_jwt`, or `invalid_key` for a `jwks_uri` signer). A key is one
+//!   agent's; a second identity for it is an agent trying to leave its own ceiling.
+//!
+//! Bindings of agents named in the ceilings or the revocation set are *pinned*: a flood
+//! of throwaway agents can evict other bindings from the byte-bounded store, never those.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::str::FromStr;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use moka::ops::compute::Op;
+
+use super::PolicyError;
+
+/// An agent: the provider that vouched for it and the agent identifier.
+///
+/// Compared as a pair, so an identifier claimed by another provider is another agent.
+/// Parsed from text ([`FromStr`]) as either an AAuth agent identifier
+/// `aauth:local@domain` (provider `https://domain`, the only provider that may name it)
+/// or a server identifier `https://host` (a `jwks_uri` signer, or a demo-generation agent
+/// URL), which is its own provider.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct AgentId {
+    provider: Arc<str>,
+    id: Arc<str>,
+}
+
+impl AgentId {
+    /// The agent `id` named by `provider`. Refused when `id` is an AAuth agent identifier
+    /// whose domain is not the provider's host, or when either is empty, longer than
+    /// 1024 bytes or holds control characters.
+    pub fn new(provider: impl Into<Arc<str>>, id: impl Into<Arc<str>>) -> Result<Self, PolicyError> {
+        let (provider, id) = (provider.into(), id.into());
+        for value in [&*provider, &*id] {
+            if value.is_empty() || value.len() > 1024 || value.chars().any(char::is_control) {
+                return Err(PolicyError::new(
+                    "an agent's provider and identifier are 1 to 1024 bytes without control characters",
+                ));
+            }
+        }
+        if !provider_names(&provider, &id) {
+            return Err(PolicyError::new(
+                "an agent identifier's domain must be its provider's host",
+            ));
+        }
+        Ok(AgentId { provider, id })
+    }
+
+    /// A pair the token rules already checked.
+    pub(crate) fn trusted(provider: &str, id: &str) -> Self {
+        AgentId {
+            provider: provider.into(),
+            id: id.into(),
+        }
+    }
+
+    /// A server that is its own agent (a `jwks_uri` signer).
+    pub(crate) fn server(id: Arc<str>) -> Self {
+        AgentId {
+            provider: id.clone(),
+            id,
+        }
+    }
+
+    /// The agent provider (`iss` of the agent token, or the signer itself).
+    pub fn provider(&self) -> &str {
+        &self.provider
+    }
+
+    /// The agent identifier (`aauth:local@domain`, or a URL for a server agent).
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Approximate heap bytes held, for byte-bounded stores.
+    pub(crate) fn weight(&self) -> usize {
+        self.id.len()
+            + if Arc::ptr_eq(&self.provider, &self.id) {
+                0
+            } else {
+                self.provider.len()
+            }
+            + 32
+    }
+}
+
+impl fmt::Debug for AgentId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "AgentId({:?} by {:?})", self.id, self.provider)
+    }
+}
+
+impl fmt::Display for AgentId {
+    /// The identifier alone when the provider follows from it, else `id (provider)`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if implied_provider(&self.id).as_deref() == Some(&*self.provider) || self.id == self.provider {
+            f.write_str(&self.id)
+        } else {
+            write!(f, "{} ({})", self.id, self.provider)
+        }
+    }
+}
+
+impl FromStr for AgentId {
+    type Err = PolicyError;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        if let Some(provider) = implied_provider(text) {
+            return AgentId::new(provider, text);
+        }
+        if crate::token::is_identifier_shaped(text) {
+            return Ok(AgentId::server(text.into()));
+        }
+        Err(PolicyError::new(
+            "an agent is aauth:local@domain or a server identifier https://host",
+        ))
+    }
+}
+
+/// `https://domain` for `aauth:local@domain`.
+fn implied_provider(id: &str) -> Option<String> {
+    if !crate::token::is_agent_identifier(id) {
+        return None;
+    }
+    id.rsplit_once('@').map(|(_, domain)| format!("https://{domain}"))
+}
+
+/// Whether `provider` may name agent `id`: an AAuth agent identifier's domain must be the
+/// provider's host (any scheme and port, so loopback providers work in development);
+/// other identifiers (a demo-generation delegate id under its provider) are the
+/// provider's by construction, since the pair is the identity.
+pub(crate) fn provider_names(provider: &str, id: &str) -> bool {
+    if !id.starts_with("aauth:") {
+        return true;
+    }
+    let Some((_, domain)) = id.rsplit_once('@') else {
+        return false;
+    };
+    host_of(provider).is_some_and(|host| host == domain)
+}
+
+/// The host of `scheme://host[:port]`, without the port.
+fn host_of(identifier: &str) -> Option<&str> {
+    let (_, rest) = identifier.split_once("://")?;
+    let authority = rest.split(['/', '?', '#']).next()?;
+    if authority.starts_with('[') {
+        return authority.split_once(']').map(|(host, _)| &host[1..]);
+    }
+    Some(authority.rsplit_once(':').map_or(authority, |(host, _)| host))
+}
+
+/// A person: the person or access server that issued the token and its `sub` (directed,
+/// unique only within that issuer).
+#[derive(Clone, PartialEq, Eq, Hash, Debug)]
+pub struct PersonId {
+    issuer: Arc<str>,
+    subject: Arc<str>,
+}
+
+impl PersonId {
+    /// The person `subject` at `issuer`.
+    pub fn new(issuer: impl Into<Arc<str>>, subject: impl Into<Arc<str>>) -> Self {
+        PersonId {
+            issuer: issuer.into(),
+            subject: subject.into(),
+        }
+    }
+
+    /// The issuer (`iss`).
+    pub fn issuer(&self) -> &str {
+        &self.issuer
+    }
+
+    /// The subject (`sub`).
+    pub fn subject(&self) -> &str {
+        &self.subject
+    }
+}
+
+/// A key already bound to another agent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BindingConflict {
+    /// The agent the key is bound to.
+    pub bound_to: AgentId,
+}
+
+/// Key thumbprint → agent, for attributing requests that name no agent (draft -11 auth
+/// tokens, `hwk`) to the agent seen using that key. Behind a trait so that replicas can
+/// share one store; reads are on every request that names no agent, so keep them local.
+pub trait AgentBindings: Send + Sync + 'static {
+    /// The agent bound to the key `thumbprint` at `now` (Unix seconds), if any.
+    fn agent_for(&self, thumbprint: &str, now: u64) -> Option<AgentId>;
+
+    /// Binds `thumbprint` to `agent` until `until` (Unix seconds), or extends the binding
+    /// when it is already to `agent`. `pinned` bindings (the agent is named by a ceiling
+    /// or a revocation) must not be evicted before `until`. A key bound to another agent
+    /// is a [`BindingConflict`] and the binding is unchanged.
+    fn bind(
+        &self,
+        thumbprint: &str,
+        agent: &AgentId,
+        until: u64,
+        now: u64,
+        pinned: bool,
+    ) -> Result<(), BindingConflict>;
+}
+
+#[derive(Clone)]
+struct Binding {
+    agent: AgentId,
+    until: u64,
+}
+
+/// The in-process [`AgentBindings`]: a byte-bounded cache for ordinary bindings, and a
+/// table for pinned ones that only the listed agents themselves can grow (at most
+/// [`MemoryAgentBindings::MAX_KEYS_PER_PINNED_AGENT`] live keys each).
+pub struct MemoryAgentBindings {
+    ordinary: moka::sync::Cache<Arc<str>, Binding>,
+    pinned: RwLock<HashMap<Arc<str>, Binding>>,
+}
+
+impl fmt::Debug for MemoryAgentBindings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MemoryAgentBindings")
+            .field("bytes", &self.ordinary.weighted_size())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Per-entry cost besides the strings: moka's entry, its deque and timer nodes, the
+/// `Arc` headers (same order as the verified-token cache's measured overhead).
+const ENTRY_OVERHEAD: u32 = 400;
+
+impl MemoryAgentBindings {
+    /// Default byte budget of the ordinary bindings (16 MiB, about 30 000 agents' keys).
+    pub const DEFAULT_MAX_BYTES: u64 = 16 * 1024 * 1024;
+    /// How many live keys one pinned agent may hold; more is a conflict (an agent
+    /// rotating keys that fast is trying to push its own bindings out).
+    pub const MAX_KEYS_PER_PINNED_AGENT: usize = 64;
+
+    /// A store of at most `max_bytes` (estimated) ordinary bindings.
+    pub fn new(max_bytes: u64) -> Self {
+        let ordinary = moka::sync::Cache::builder()
+            .max_capacity(max_bytes)
+            .weigher(|key: &Arc<str>, binding: &Binding| {
+                u32::try_from(key.len() + binding.agent.weight()).unwrap_or(u32::MAX) + ENTRY_OVERHEAD
+            })
+            // A memory backstop only: lookups compare `until` with the injected clock.
+            .time_to_idle(Duration::from_secs(48 * 3600))
+            .build();
+        MemoryAgentBindings {
+            ordinary,
+            pinned: RwLock::new(HashMap::new()),
+        }
+    }
+
+    /// Estimated bytes held by ordinary bindings, after pending evictions.
+    pub fn weighted_size(&self) -> u64 {
+        self.ordinary.run_pending_tasks();
+        self.ordinary.weighted_size()
+    }
+
+    /// Number of pinned bindings.
+    pub fn pinned_len(&self) -> usize {
+        self.pinned.read().map_or(0, |pinned| pinned.len())
+    }
+}
+
+impl Default for MemoryAgentBindings {
+    fn default() -> Self {
+        MemoryAgentBindings::new(Self::DEFAULT_MAX_BYTES)
+    }
+}
+
+impl AgentBindings for MemoryAgentBindings {
+    fn agent_for(&self, thumbprint: &str, now: u64) -> Option<AgentId> {
+        if let Ok(pinned) = self.pinned.read()
+            && !pinned.is_empty()
+            && let Some(binding) = pinned.get(thumbprint)
+            && binding.until > now
+        {
+            return Some(binding.agent.clone());
+        }
+        self.ordinary
+            .get(thumbprint)
+            .filter(|binding| binding.until > now)
+            .map(|binding| binding.agent)
+    }
+
+    fn bind(
+        &self,
+        thumbprint: &str,
+        agent: &AgentId,
+        until: u64,
+        now: u64,
+        pinned: bool,
+    ) -> Result<(), BindingConflict> {
+        if let Some(bound) = self.agent_for(thumbprint, now)
+            && bound != *agent
+        {
+            return Err(BindingConflict { bound_to: bound });
+        }
+        let binding = Binding {
+            agent: agent.clone(),
+            until,
+        };
+        if pinned {
+            let mut table = self.pinned.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+            table.retain(|_, b| b.until > now);
+            let fresh = !table.contains_key(thumbprint);
+            if fresh && table.values().filter(|b| b.agent == *agent).count() >= Self::MAX_KEYS_PER_PINNED_AGENT {
+                return Err(BindingConflict {
+                    bound_to: agent.clone(),
+                });
+            }
+            table.insert(thumbprint.into(), binding);
+        } else {
+            // One atomic step per key, so that two identities raced onto one key cannot
+            // both pass the conflict check. Extending a binding only when half its life is
+            // gone keeps the steady state free of writes.
+            let mut conflict = None;
+            self.ordinary.entry(thumbprint.into()).and_compute_with(|current| {
+                match current.map(moka::Entry::into_value) {
+                    Some(bound) if bound.until > now && bound.agent != *agent => {
+                        conflict = Some(bound.agent);
+                        Op::Nop
+                    }
+                    Some(bound)
+                        if bound.until > now && bound.until.saturating_sub(now) >= until.saturating_sub(now) / 2 =>
+                    {
+                        Op::Nop
+                    }
+                    _ => Op::Put(binding),
+                }
+            });
+            if let Some(bound_to) = conflict {
+                return Err(BindingConflict { bound_to });
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn agent(id: &str) -> AgentId {
+        id.parse().unwrap()
+    }
+
+    #[test]
+    fn an_agent_identifier_belongs_to_the_provider_of_its_domain() {
+        let cases = [
+            ("https://agent.example", "aauth:bot@agent.example", true),
+            ("https://evil.example", "aauth:bot@agent.example", false),
+            ("https://agent.example", "aauth:bot@sub.agent.example", false),
+            ("http://localhost:8080", "aauth:bot@localhost", true),
+            ("https://agent.example", "delegate-7", true),
+        ];
+        for (provider, id, allowed) in cases {
+            assert_eq!(AgentId::new(provider, id).is_ok(), allowed, "{provider} naming {id}");
+        }
+    }
+
+    #[test]
+    fn text_parses_to_the_pair_it_implies() {
+        let parsed = agent("aauth:bot@agent.example");
+        assert_eq!(
+            (parsed.provider(), parsed.id()),
+            ("https://agent.example", "aauth:bot@agent.example")
+        );
+        let server = agent("https://agent.example");
+        assert_eq!(
+            (server.provider(), server.id()),
+            ("https://agent.example", "https://agent.example")
+        );
+        assert!("bot".parse::<AgentId>().is_err());
+        assert_eq!(parsed.to_string(), "aauth:bot@agent.example");
+        let delegate = AgentId::new("https://agent.example", "delegate-7").unwrap();
+        assert_eq!(delegate.to_string(), "delegate-7 (https://agent.example)");
+    }
+
+    #[test]
+    fn the_same_identifier_from_two_providers_is_two_agents() {
+        let a = AgentId::new("https://agent.example", "delegate-7").unwrap();
+        let b = AgentId::new("https://other.example", "delegate-7").unwrap();
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn a_bound_key_refuses_another_agent_until_the_binding_ends() {
+        let store = MemoryAgentBindings::default();
+        let (a, b) = (agent("aauth:a@agent.example"), agent("aauth:b@agent.example"));
+        store.bind("k1", &a, 100, 0, false).unwrap();
+        assert_eq!(store.agent_for("k1", 50), Some(a.clone()));
+        assert_eq!(
+            store.bind("k1", &b, 200, 50, false),
+            Err(BindingConflict { bound_to: a })
+        );
+        assert_eq!(store.agent_for("k1", 100), None, "expired at until");
+        store.bind("k1", &b, 200, 100, false).unwrap();
+        assert_eq!(store.agent_for("k1", 150), Some(b));
+    }
+
+    #[test]
+    fn a_pinned_binding_survives_a_flood_that_evicts_ordinary_ones() {
+        let store = MemoryAgentBindings::new(64 * 1024);
+        let capped = agent("aauth:capped@agent.example");
+        store.bind("capped-key", &capped, 1_000, 0, true).unwrap();
+        for i in 0..5_000 {
+            let other = agent(&format!("aauth:flood{i}@evil.example"));
+            store.bind(&format!("key-{i}"), &other, 1_000, 0, false).unwrap();
+        }
+        assert!(
+            store.weighted_size() <= 64 * 1024,
+            "ordinary bindings stay within their bytes"
+        );
+        assert_eq!(store.agent_for("capped-key", 1), Some(capped));
+    }
+
+    #[test]
+    fn a_pinned_agent_cannot_push_out_its_own_keys_by_rotating() {
+        let store = MemoryAgentBindings::default();
+        let capped = agent("aauth:capped@agent.example");
+        for i in 0..MemoryAgentBindings::MAX_KEYS_PER_PINNED_AGENT {
+            store.bind(&format!("k{i}"), &capped, 1_000, 0, true).unwrap();
+        }
+        assert!(store.bind("one-more", &capped, 1_000, 0, true).is_err());
+        assert_eq!(store.agent_for("k0", 1), Some(capped));
+    }
+}
