@@ -11,6 +11,470 @@ use attack_support::*;
 // === POL-01 … POL-05: identity, binding, ceilings, consent ===
 // (section: identity)
 
+/// A provider that names agents of its own choosing.
+const EVIL: &str = "https://evil.example";
+/// A person server nobody configured: the caller's own.
+const SELF_PS: &str = "https://self-ps.example";
+/// The harness agent's identity at its real provider.
+const AGENT: &str = "aauth:assistant@agent.example";
+
+mod identity {
+    use std::sync::atomic::Ordering;
+
+    use axum::Router;
+    use axum::body::Body;
+    use axum::routing::{any, post};
+    use http::{Request, Response, StatusCode};
+    use serde_json::{Value, json};
+    use tower::ServiceExt;
+    use tower_aauth::discovery::StaticResolver;
+    use tower_aauth::guard::{Decision, GuardLayer, Requirement};
+    use tower_aauth::policy::{AgentId, CeilingSet, PersonId, Revoked, ScopeCeilings};
+    use tower_aauth::testing::{KeySource, TestIssuer};
+    use tower_aauth::token::Scopes;
+    use tower_aauth::{AAuth, AAuthBuilder, ManualClock, VerifiedRequest, wire};
+
+    use super::*;
+
+    pub fn agent(id: &str) -> AgentId {
+        id.parse().unwrap()
+    }
+
+    pub fn evil_provider() -> TestIssuer {
+        TestIssuer::new(EVIL, [7; 32], "evil-key-1")
+    }
+
+    pub fn self_hosted_ps() -> TestIssuer {
+        TestIssuer::new(SELF_PS, [8; 32], "self-ps-key-1")
+    }
+
+    /// Every issuer's key, the harness's and the attackers'.
+    pub fn resolver(h: &Harness) -> StaticResolver {
+        StaticResolver::new()
+            .with_key(AS, wire::dwk::ACCESS, h.access_server.public_jwk())
+            .with_key(AP, wire::dwk::AGENT, h.agent_provider.public_jwk())
+            .with_key(AP, wire::dwk::AGENT, h.agent.public_jwk())
+            .with_key(PS, wire::dwk::PERSON, h.person_server.public_jwk())
+            .with_key(EVIL, wire::dwk::AGENT, evil_provider().public_jwk())
+            .with_key(SELF_PS, wire::dwk::PERSON, self_hosted_ps().public_jwk())
+    }
+
+    /// The harness with every issuer's key resolvable and `adjust` applied.
+    pub fn harness(adjust: impl FnOnce(AAuthBuilder) -> AAuthBuilder) -> Harness {
+        let keys = resolver(&Harness::new());
+        Harness::with(move |b| adjust(b.key_resolver(keys)))
+    }
+
+    /// A three-party harness: no access server; person servers per `adjust`.
+    pub fn three_party(adjust: impl FnOnce(AAuthBuilder) -> AAuthBuilder) -> Harness {
+        let base = Harness::new();
+        let builder = AAuth::builder(RESOURCE)
+            .clock(ManualClock::new(NOW))
+            .key_resolver(resolver(&base))
+            .accept_any_person_server();
+        Harness {
+            aauth: adjust(builder).build().expect("valid configuration"),
+            ..base
+        }
+    }
+
+    pub fn signed(h: &Harness, method: &str, path: &str, source: &KeySource, created: u64) -> Request<Body> {
+        let mut request = Request::builder()
+            .method(method)
+            .uri(format!("{RESOURCE}{path}"))
+            .body(Body::empty())
+            .unwrap();
+        h.agent.sign(&mut request, source, created);
+        request
+    }
+
+    pub fn agent_token(h: &Harness, provider: &TestIssuer, sub: &str) -> KeySource {
+        KeySource::Jwt(provider.agent_token(sub, &h.agent.public_jwk(), NOW))
+    }
+
+    pub fn auth_token(h: &Harness, scope: &str) -> KeySource {
+        KeySource::Jwt(h.access_server.auth_token(RESOURCE, &h.agent.public_jwk(), scope, NOW))
+    }
+
+    /// A person-server grant from `ps` for the harness agent's key.
+    pub fn ps_grant(h: &Harness, ps: &TestIssuer, scope: &str, extra: Value) -> KeySource {
+        let mut claims = ps.auth_claims(RESOURCE, &h.agent.public_jwk(), scope, NOW);
+        claims["dwk"] = wire::dwk::PERSON.into();
+        for (name, value) in extra.as_object().unwrap() {
+            claims[name] = value.clone();
+        }
+        KeySource::Jwt(ps.sign(wire::typ::AUTH, &claims))
+    }
+
+    /// Routes `/data` behind `guard` and answers everything else as `/whoami` does: the
+    /// agent the layer attributed the request to, as `id by provider`.
+    pub async fn send_guarded(h: &Harness, guard: GuardLayer, request: Request<Body>) -> Response<Body> {
+        let calls = h.calls.clone();
+        let handler = move |verified: Option<axum::Extension<VerifiedRequest>>| {
+            let calls = calls.clone();
+            async move {
+                calls.fetch_add(1, Ordering::SeqCst);
+                verified
+                    .and_then(|v| v.agent().map(|a| format!("{} by {}", a.id(), a.provider())))
+                    .unwrap_or_default()
+            }
+        };
+        let router = Router::new()
+            .route("/data", post(handler.clone()).get(handler.clone()).route_layer(guard))
+            .fallback(any(handler))
+            .layer(h.aauth.layer());
+        router.oneshot(request).await.expect("infallible")
+    }
+
+    pub async fn whoami(h: &Harness, source: &KeySource, created: u64) -> (StatusCode, String) {
+        let guard = h.aauth.require_signature();
+        let response = send_guarded(h, guard, signed(h, "GET", "/whoami", source, created)).await;
+        let status = response.status();
+        let body = axum::body::to_bytes(response.into_body(), 1 << 16).await.unwrap();
+        (status, String::from_utf8(body.to_vec()).unwrap())
+    }
+
+    fn reset(h: &Harness) {
+        h.calls.store(0, Ordering::SeqCst);
+    }
+
+    #[tokio::test]
+    async fn pol_01_an_agent_token_naming_another_providers_agent_is_invalid_jwt() {
+        let h = harness(|b| b);
+        let impersonation = agent_token(&h, &evil_provider(), "aauth:payments-bot@agent.example");
+        let response = h.send(signed(&h, "GET", "/whoami", &impersonation, NOW)).await;
+        Attack::from_response(&h, response).refused("invalid_jwt").await;
+    }
+
+    #[tokio::test]
+    async fn pol_01_a_sub_agent_under_another_providers_parent_is_invalid_jwt() {
+        let h = harness(|b| b);
+        let evil = evil_provider();
+        let mut claims: Value = json!({
+            "iss": EVIL, "dwk": wire::dwk::AGENT, "sub": "aauth:helper@evil.example",
+            "parent_agent": "aauth:payments-bot@agent.example", "jti": "agt-1",
+            "cnf": {"jwk": h.agent.public_jwk().to_json()}, "iat": NOW, "exp": NOW + 3600,
+        });
+        let token = evil.sign(wire::typ::AGENT, &claims);
+        let response = h.send(signed(&h, "GET", "/whoami", &KeySource::Jwt(token), NOW)).await;
+        Attack::from_response(&h, response).refused("invalid_jwt").await;
+        // Control: the same sub-agent under its own provider's parent is served.
+        claims["parent_agent"] = "aauth:orchestrator@evil.example".into();
+        let token = evil.sign(wire::typ::AGENT, &claims);
+        let (status, _) = whoami(&h, &KeySource::Jwt(token), NOW).await;
+        assert_eq!(status, StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn pol_01_the_same_local_name_at_another_provider_is_another_agent() {
+        let h = harness(|b| b);
+        let (status, who) = whoami(
+            &h,
+            &agent_token(&h, &evil_provider(), "aauth:payments-bot@evil.example"),
+            NOW,
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(who, "aauth:payments-bot@evil.example by https://evil.example");
+    }
+
+    #[tokio::test]
+    async fn pol_01_a_ceiling_for_an_agent_does_not_reach_a_namesake_elsewhere() {
+        // The ceiling names the agent by its pair; the parsed form implies its provider.
+        let ceilings = CeilingSet::new().agent(agent(AGENT), "data.read").unwrap();
+        assert!(ceilings.names(&AgentId::new(AP, AGENT).unwrap()));
+        assert!(AgentId::new(EVIL, AGENT).is_err(), "no other provider can even name it");
+    }
+
+    #[tokio::test]
+    async fn pol_02_a_capped_agent_switching_to_its_auth_token_stays_capped() {
+        let ceilings = ScopeCeilings::from_set(CeilingSet::new().agent(agent(AGENT), "data.read").unwrap());
+        let h = harness(|b| b.scope_ceilings(ceilings));
+        // The agent shows who it is once.
+        let (status, who) = whoami(&h, &agent_token(&h, &h.agent_provider, AGENT), NOW).await;
+        assert_eq!(
+            (status, who.as_str()),
+            (StatusCode::OK, "aauth:assistant@agent.example by https://agent.example")
+        );
+        reset(&h);
+        let minted = h.aauth.minted_resource_tokens();
+        // Then presents an auth token (which names no agent) granting more.
+        let guard = h.aauth.require_scopes(["data.write"]);
+        let request = signed(&h, "POST", "/data", &auth_token(&h, "data.read data.write"), NOW);
+        let response = send_guarded(&h, guard, request).await;
+        let code = Attack::from_response(&h, response).forbidden().await;
+        assert_eq!(code, "scope_above_ceiling");
+        assert_eq!(
+            h.aauth.minted_resource_tokens(),
+            minted,
+            "no resource token above the ceiling"
+        );
+    }
+
+    #[tokio::test]
+    async fn pol_02_the_auth_token_of_a_capped_agent_serves_what_the_ceiling_allows() {
+        let ceilings = ScopeCeilings::from_set(CeilingSet::new().agent(agent(AGENT), "data.read").unwrap());
+        let h = harness(|b| b.scope_ceilings(ceilings));
+        whoami(&h, &agent_token(&h, &h.agent_provider, AGENT), NOW).await;
+        reset(&h);
+        let guard = h.aauth.require_scopes(["data.read"]);
+        let request = signed(&h, "GET", "/data", &auth_token(&h, "data.read data.write"), NOW);
+        let response = send_guarded(&h, guard, request).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        let body = axum::body::to_bytes(response.into_body(), 1 << 16).await.unwrap();
+        assert_eq!(
+            body, "aauth:assistant@agent.example by https://agent.example",
+            "the agent is known"
+        );
+    }
+
+    #[tokio::test]
+    async fn pol_02_a_key_no_agent_was_seen_using_gets_the_default_ceiling() {
+        let set = CeilingSet::new()
+            .agent(agent("aauth:trusted@agent.example"), "data.read data.write")
+            .unwrap()
+            .default_ceiling("data.read")
+            .unwrap();
+        let h = harness(|b| b.scope_ceilings(ScopeCeilings::from_set(set)));
+        let guard = h.aauth.require_scopes(["data.write"]);
+        let request = signed(&h, "POST", "/data", &auth_token(&h, "data.write"), NOW);
+        let code = Attack::from_response(&h, send_guarded(&h, guard, request).await)
+            .forbidden()
+            .await;
+        assert_eq!(code, "scope_above_ceiling");
+    }
+
+    #[tokio::test]
+    async fn pol_02_a_bound_key_presented_as_another_agent_is_invalid_jwt() {
+        let h = harness(|b| b);
+        whoami(&h, &agent_token(&h, &h.agent_provider, AGENT), NOW).await;
+        reset(&h);
+        // The key's holder mints itself a second identity at a provider it runs.
+        let second = agent_token(&h, &evil_provider(), "aauth:fresh@evil.example");
+        let response = h.send(signed(&h, "GET", "/whoami", &second, NOW)).await;
+        Attack::from_response(&h, response).refused("invalid_jwt").await;
+    }
+
+    #[tokio::test]
+    async fn pol_03_a_revoked_agent_switching_to_its_auth_token_is_revoked_jwt() {
+        let h = harness(|b| b);
+        whoami(&h, &agent_token(&h, &h.agent_provider, AGENT), NOW).await;
+        reset(&h);
+        h.aauth.revocations().revoke(Revoked::Agent(agent(AGENT))).unwrap();
+        for source in [auth_token(&h, "data.read"), KeySource::Hwk] {
+            let response = h.send(signed(&h, "GET", "/data", &source, NOW)).await;
+            let headers = Attack::from_response(&h, response).refused("revoked_jwt").await;
+            assert!(
+                headers.get(wire::header::AAUTH_REQUIREMENT).is_none(),
+                "no grant helps a revoked agent"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn pol_03_a_revoked_jwks_uri_signer_is_revoked_with_its_auth_token() {
+        let h = harness(|b| b);
+        let signer = KeySource::agent_jwks(AP, "agent-key-1");
+        assert_eq!(whoami(&h, &signer, NOW).await.0, StatusCode::OK);
+        reset(&h);
+        h.aauth.revocations().revoke(Revoked::Agent(agent(AP))).unwrap();
+        let response = h
+            .send(signed(&h, "GET", "/data", &auth_token(&h, "data.read"), NOW))
+            .await;
+        Attack::from_response(&h, response).refused("revoked_jwt").await;
+    }
+
+    fn wants_write() -> Requirement {
+        Requirement::rule(|cx| {
+            let granted = cx
+                .verified
+                .and_then(|v| v.token.as_deref())
+                .is_some_and(|t| t.claims.scope.contains("data.write"));
+            if granted {
+                Decision::Allow
+            } else {
+                Decision::NeedAuth(Scopes::parse("data.write").unwrap())
+            }
+        })
+    }
+
+    #[tokio::test]
+    async fn pol_04_scopes_a_rule_asks_for_meet_the_ceiling_before_any_minting() {
+        let h = Harness::new();
+        let key = h.agent.thumbprint();
+        let set = CeilingSet::new().key(key, "data.read").unwrap();
+        let h = harness(move |b| b.scope_ceilings(ScopeCeilings::from_set(set)));
+        let minted = h.aauth.minted_resource_tokens();
+        // Four-party: any signature may be sent to the access server, but not for this.
+        let guard = h.aauth.require(wants_write());
+        let request = signed(&h, "POST", "/data", &agent_token(&h, &h.agent_provider, AGENT), NOW);
+        let code = Attack::from_response(&h, send_guarded(&h, guard, request).await)
+            .forbidden()
+            .await;
+        assert_eq!(code, "scope_above_ceiling");
+        assert_eq!(h.aauth.minted_resource_tokens(), minted);
+    }
+
+    #[tokio::test]
+    async fn pol_04_a_rule_reading_the_token_sees_only_scopes_under_the_ceiling() {
+        let h = Harness::new();
+        let set = CeilingSet::new().key(h.agent.thumbprint(), "data.read").unwrap();
+        let h = harness(move |b| b.scope_ceilings(ScopeCeilings::from_set(set)));
+        let guard = h.aauth.require(wants_write());
+        let request = signed(&h, "POST", "/data", &auth_token(&h, "data.read data.write"), NOW);
+        let code = Attack::from_response(&h, send_guarded(&h, guard, request).await)
+            .forbidden()
+            .await;
+        assert_eq!(code, "scope_above_ceiling");
+    }
+
+    #[tokio::test]
+    async fn pol_05_a_self_hosted_person_server_granting_itself_write_is_not_served() {
+        let h = three_party(|b| b);
+        let minted = h.aauth.minted_resource_tokens();
+        let grant = ps_grant(&h, &self_hosted_ps(), "data.write", json!({}));
+        let guard = h.aauth.require_scopes(["data.write"]);
+        let request = signed(&h, "POST", "/data", &grant, NOW);
+        let code = Attack::from_response(&h, send_guarded(&h, guard, request).await)
+            .forbidden()
+            .await;
+        assert_eq!(code, "grant_not_honoured");
+        assert_eq!(
+            h.aauth.minted_resource_tokens(),
+            minted,
+            "no step-up towards a PS we would not honour"
+        );
+    }
+
+    #[derive(serde::Deserialize, serde::Serialize)]
+    struct Trade {
+        symbol: String,
+        quantity: u64,
+    }
+
+    #[tokio::test]
+    async fn pol_05_a_self_hosted_person_server_approving_a_huge_trade_is_not_served() {
+        let h = three_party(|b| b);
+        let grant = ps_grant(
+            &h,
+            &self_hosted_ps(),
+            "",
+            json!({"authorization_details": [{"type": "trade", "symbol": "ACME", "quantity": 1_000_000}]}),
+        );
+        let calls = h.calls.clone();
+        let router = Router::new()
+            .route(
+                "/trade",
+                post(move || {
+                    calls.fetch_add(1, Ordering::SeqCst);
+                    async { "executed" }
+                })
+                .route_layer(
+                    h.aauth
+                        .require_detail("trade", |_: &Trade, _: &http::request::Parts| true)
+                        .step_up(|_| Some(json!({"symbol": "ACME", "quantity": 1_000_000}))),
+                ),
+            )
+            .layer(h.aauth.layer());
+        let response = router.oneshot(signed(&h, "POST", "/trade", &grant, NOW)).await.unwrap();
+        let code = Attack::from_response(&h, response).forbidden().await;
+        assert_eq!(code, "grant_not_honoured");
+    }
+
+    #[tokio::test]
+    async fn pol_05_a_person_server_trusted_by_name_is_honoured() {
+        let h = three_party(|b| b.person_server(SELF_PS));
+        let guard = h.aauth.require_scopes(["data.write"]);
+        let request = signed(
+            &h,
+            "POST",
+            "/data",
+            &ps_grant(&h, &self_hosted_ps(), "data.write", json!({})),
+            NOW,
+        );
+        assert_eq!(send_guarded(&h, guard, request).await.status(), StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn pol_05_a_grant_policy_decides_per_person() {
+        let policy = |person: &PersonId, granted: &Scopes| {
+            if person.issuer() == SELF_PS && person.subject() == "user-1" {
+                granted.clone()
+            } else {
+                Scopes::default()
+            }
+        };
+        let h = three_party(move |b| b.grant_policy(policy));
+        let guard = h.aauth.require_scopes(["data.write"]);
+        let approved = ps_grant(&h, &self_hosted_ps(), "data.write", json!({}));
+        assert_eq!(
+            send_guarded(&h, guard.clone(), signed(&h, "POST", "/data", &approved, NOW))
+                .await
+                .status(),
+            StatusCode::OK
+        );
+        reset(&h);
+        let stranger = ps_grant(
+            &h,
+            &self_hosted_ps(),
+            "data.write",
+            json!({"sub": "user-2", "jti": "at-2"}),
+        );
+        let request = signed(&h, "POST", "/data", &stranger, NOW + 1);
+        let code = Attack::from_response(&h, send_guarded(&h, guard, request).await)
+            .forbidden()
+            .await;
+        assert_eq!(code, "grant_not_honoured");
+    }
+
+    #[tokio::test]
+    async fn pol_05_honouring_any_person_server_is_an_explicit_choice() {
+        let h = three_party(|mut b| {
+            b.dangerous().honour_any_person_server_grants();
+            b
+        });
+        let guard = h.aauth.require_scopes(["data.write"]);
+        let request = signed(
+            &h,
+            "POST",
+            "/data",
+            &ps_grant(&h, &self_hosted_ps(), "data.write", json!({})),
+            NOW,
+        );
+        assert_eq!(send_guarded(&h, guard, request).await.status(), StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn pol_05_a_person_token_from_any_person_server_still_identifies_the_person() {
+        let h = three_party(|b| b);
+        let token = self_hosted_ps().person_token(RESOURCE, &h.agent.public_jwk(), NOW);
+        let guard = h.aauth.require_person();
+        let request = signed(&h, "GET", "/data", &KeySource::Jwt(token), NOW);
+        assert_eq!(send_guarded(&h, guard, request).await.status(), StatusCode::OK);
+    }
+
+    /// The example binary, built by `cargo test` next to this test's own binary.
+    fn example(name: &str) -> std::path::PathBuf {
+        let exe = std::env::current_exe().unwrap();
+        let dir = exe.parent().and_then(|deps| deps.parent()).unwrap();
+        dir.join("examples")
+            .join(format!("{name}{}", std::env::consts::EXE_SUFFIX))
+    }
+
+    #[test]
+    fn pol_05_the_example_refuses_a_three_party_start_without_a_person_server() {
+        let output = std::process::Command::new(example("resource_server"))
+            .env_remove("AAUTH_AUTH_SERVER")
+            .env_remove("AAUTH_PERSON_SERVER")
+            .env("AAUTH_ADDR", "127.0.0.1:0")
+            .output()
+            .expect("cargo test builds the examples");
+        assert_eq!(output.status.code(), Some(2));
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains("AAUTH_PERSON_SERVER"), "{stderr}");
+    }
+}
+
 // === POL-06: replay capacity ===
 // (section: replay)
 
@@ -19,3 +483,53 @@ use attack_support::*;
 
 // === POL-12: four-party resource names the person ===
 // (section: four-party)
+
+mod four_party {
+    use axum::body::Body;
+    use http::Request;
+    use serde_json::Value;
+    use tower_aauth::jose::b64url_decode;
+    use tower_aauth::testing::KeySource;
+
+    use super::*;
+
+    fn payload(token: &str) -> Value {
+        let segment = token.split('.').nth(1).unwrap();
+        serde_json::from_slice(&b64url_decode(segment).unwrap()).unwrap()
+    }
+
+    fn person_request(h: &Harness) -> Request<Body> {
+        let token = h.person_server.person_token(RESOURCE, &h.agent.public_jwk(), NOW);
+        h.signed("/data", &KeySource::Jwt(token))
+    }
+
+    #[tokio::test]
+    async fn pol_12_a_resource_trusting_its_person_server_names_the_person_in_resource_tokens() {
+        let h = Harness::new();
+        let resource_token = h.scoped_attack(person_request(&h), &["data.read"]).await.challenged();
+        let claims = payload(&resource_token);
+        assert_eq!(claims["aud"], AS, "four-party: the access server");
+        assert_eq!(claims["ps"], PS);
+        assert_eq!(claims["sub"], "person-1");
+        assert_eq!(claims["presented_jti"], format!("pt-{NOW}"));
+    }
+
+    #[tokio::test]
+    async fn pol_12_without_its_person_server_the_person_token_cannot_be_verified() {
+        let h = Harness::new();
+        let without_ps = Harness::with(|_| {
+            let keys = tower_aauth::discovery::StaticResolver::new()
+                .with_key(AS, tower_aauth::wire::dwk::ACCESS, h.access_server.public_jwk())
+                .with_key(PS, tower_aauth::wire::dwk::PERSON, h.person_server.public_jwk());
+            tower_aauth::AAuth::builder(RESOURCE)
+                .clock(tower_aauth::ManualClock::new(NOW))
+                .key_resolver(keys)
+                .auth_server(AS)
+        });
+        without_ps
+            .scoped_attack(person_request(&without_ps), &["data.read"])
+            .await
+            .refused("invalid_jwt")
+            .await;
+    }
+}
