@@ -135,13 +135,23 @@ async fn dos_03_never_seen_issuers_are_fetched_within_a_budget_and_the_rest_wait
         })
     });
     let providers: Vec<String> = (0..50).map(|n| format!("https://agent{n}.example")).collect();
-    for provider in &providers {
-        w.fetch.publish(provider, wire::dwk::AGENT, &w.agent.jwks());
+    // Each provider is its own agent with its own key: one key is one agent's.
+    let agents: Vec<TestAgent> = (0..50u8)
+        .map(|n| TestAgent::from_seed([n + 100; 32]).with_kid("agent-key-1"))
+        .collect();
+    for (provider, agent) in providers.iter().zip(&agents) {
+        w.fetch.publish(provider, wire::dwk::AGENT, &agent.jwks());
     }
     let mut refused = 0;
-    for provider in &providers {
+    for (provider, agent) in providers.iter().zip(&agents) {
         let before = w.fetch.total_calls();
-        let response = w.send(w.signed(&KeySource::agent_jwks(provider, "agent-key-1"))).await;
+        let mut request = get("/data");
+        agent.sign(
+            &mut request,
+            &KeySource::agent_jwks(provider, "agent-key-1"),
+            w.clock.now(),
+        );
+        let response = w.send(request).await;
         if response.status() == StatusCode::SERVICE_UNAVAILABLE {
             assert!(response.headers().contains_key(http::header::RETRY_AFTER));
             assert!(response.headers().get(wire::header::SIGNATURE_ERROR).is_none());
@@ -155,9 +165,13 @@ async fn dos_03_never_seen_issuers_are_fetched_within_a_budget_and_the_rest_wait
     assert!(w.fetch.total_calls() <= 2 * BUDGET as usize);
     // A hot issuer stays cached.
     let before = w.fetch.total_calls();
-    let response = w
-        .send(w.signed(&KeySource::agent_jwks(&providers[0], "agent-key-1")))
-        .await;
+    let mut request = get("/data");
+    agents[0].sign(
+        &mut request,
+        &KeySource::agent_jwks(&providers[0], "agent-key-1"),
+        w.clock.now(),
+    );
+    let response = w.send(request).await;
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(w.fetch.total_calls(), before);
 }
