@@ -142,8 +142,10 @@ impl AAuthBuilder {
     }
 
     /// A requirement the layer itself enforces on every request except the well-known
-    /// documents, for services that protect everything. It runs before routing, so an
-    /// unknown path is challenged rather than `404`; prefer per-route guards otherwise.
+    /// documents (exact paths) and, once they are served, pending URLs of the shape this
+    /// crate issues (see [`crate::deferred`]), for services that protect everything. It
+    /// runs before routing, so an unknown path is challenged rather than `404`; prefer
+    /// per-route guards otherwise.
     pub fn default_requirement(mut self, requirement: Requirement) -> Self {
         self.authz.default_requirement = Some(requirement);
         self

@@ -147,6 +147,10 @@ impl Requirement {
 }
 
 /// A custom requirement.
+///
+/// Scopes a rule asks for ([`Decision::NeedAuth`]) end up in a resource token the
+/// resource signs: take them from configuration, or from components the signature covers
+/// ([`VerifiedRequest::covers`]), never from an unsigned part of the request.
 pub trait Rule: Send + Sync + 'static {
     /// Decides on one request. Runs on every request to the guarded route: keep it cheap
     /// and free of I/O.

@@ -40,11 +40,41 @@ pub const MAX_JWT_LEN: usize = 8 * 1024;
 /// Public keys parsed recently ([`Jwk::parse_cached`]): `hwk` keys by their exact
 /// parameters and token confirmation keys by their exact JSON. Parsing is a pure function
 /// of those, so a hit is exactly what parsing would give.
-static PARSED_KEYS: std::sync::LazyLock<moka::sync::Cache<String, Jwk>> =
-    std::sync::LazyLock::new(|| moka::sync::Cache::new(PARSED_KEY_CACHE_ENTRIES));
+///
+/// Keys enter before any signature made with them has verified, so the bound is in bytes,
+/// not entries: a flood of unsigned requests with padded keys can only evict, never pin
+/// memory beyond [`PARSED_KEY_CACHE_BYTES`].
+static PARSED_KEYS: std::sync::LazyLock<moka::sync::Cache<String, Jwk>> = std::sync::LazyLock::new(|| {
+    moka::sync::Cache::builder()
+        .max_capacity(PARSED_KEY_CACHE_BYTES)
+        .weigher(|text: &String, key: &Jwk| {
+            u32::try_from(PARSED_KEY_OVERHEAD + text.len() + key.heap_bytes()).unwrap_or(u32::MAX)
+        })
+        .build()
+});
 
-/// Bound on [`PARSED_KEYS`] (a few hundred bytes each).
-const PARSED_KEY_CACHE_ENTRIES: u64 = 4096;
+/// Bytes [`PARSED_KEYS`] may hold: about 4 000 keys of the usual size.
+pub(crate) const PARSED_KEY_CACHE_BYTES: u64 = 2 * 1024 * 1024;
+
+/// Longest key text cached. An Ed25519 JWK with `kid`, `alg` and `use` is about 150 bytes
+/// of JSON, a P-256 one about 200; the rest leaves room for a long `kid`. Anything longer
+/// carries members no key needs: it is parsed every time rather than kept.
+const MAX_CACHED_KEY_TEXT: usize = 512;
+
+/// What an entry costs besides its text and the key's strings: the `Jwk` itself (the
+/// decompressed point included), the `Arc` of its thumbprint and moka's node.
+const PARSED_KEY_OVERHEAD: usize = 320;
+
+/// What [`PARSED_KEYS`] holds, in bytes, added up from its entries after pending
+/// evictions (so it does not take the weigher's word for it).
+#[cfg(feature = "test-util")]
+pub(crate) fn parsed_key_cache_bytes() -> u64 {
+    PARSED_KEYS.run_pending_tasks();
+    PARSED_KEYS
+        .iter()
+        .map(|(text, key)| (PARSED_KEY_OVERHEAD + text.len() + key.heap_bytes()) as u64)
+        .sum()
+}
 
 /// Encodes bytes as unpadded base64url.
 pub fn b64url(bytes: impl AsRef<[u8]>) -> String {
@@ -184,12 +214,23 @@ impl Jwk {
     /// `cache_key` must determine `parse`'s result exactly; failures are not cached, so
     /// a refused key costs its parse every time but never occupies the cache.
     pub(crate) fn parse_cached(cache_key: String, parse: impl FnOnce() -> Result<Self, Error>) -> Result<Self, Error> {
+        if cache_key.len() > MAX_CACHED_KEY_TEXT {
+            return parse();
+        }
         if let Some(key) = PARSED_KEYS.get(&cache_key) {
             return Ok(key);
         }
         let key = parse()?;
         PARSED_KEYS.insert(cache_key, key.clone());
         Ok(key)
+    }
+
+    /// Heap bytes owned by this key's strings.
+    fn heap_bytes(&self) -> usize {
+        self.x.len()
+            + self.thumbprint.len()
+            + self.kid.as_ref().map_or(0, String::len)
+            + self.alg.as_ref().map_or(0, String::len)
     }
 
     /// The `ed25519-dalek` verifying key.
@@ -700,6 +741,17 @@ mod tests {
         let object = json.as_object().unwrap();
         let refused = Jwk::from_json_cached(object, AlgPolicy::Strict).unwrap_err();
         assert_eq!(refused.signature_code(), Some(SignatureErrorCode::InvalidKey));
+        let cache_key = format!("jwk-strict\0{}", serde_json::to_string(object).unwrap());
+        assert!(PARSED_KEYS.get(&cache_key).is_none());
+    }
+
+    #[test]
+    fn a_key_text_longer_than_any_real_key_is_parsed_but_not_cached() {
+        let padding = "p".repeat(MAX_CACHED_KEY_TEXT);
+        let json = serde_json::json!({"kty":"OKP","crv":"Ed25519","x":RFC9421_X,"alg":"Ed25519","padding":padding});
+        let object = json.as_object().unwrap();
+        let parsed = Jwk::from_json_cached(object, AlgPolicy::Strict).unwrap();
+        assert_eq!(parsed, Jwk::from_json(object, AlgPolicy::Strict).unwrap());
         let cache_key = format!("jwk-strict\0{}", serde_json::to_string(object).unwrap());
         assert!(PARSED_KEYS.get(&cache_key).is_none());
     }

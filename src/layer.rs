@@ -163,7 +163,7 @@ where
     ResBody: From<Bytes>,
 {
     if let Some(requirement) = &shared.authz.default_requirement
-        && !is_well_known(original_path(&request))
+        && !is_exempt(shared, original_path(&request))
         && let Some(response) = crate::guard::check(shared, requirement, &request)
     {
         return State::Answered {
@@ -175,9 +175,13 @@ where
     }
 }
 
-/// The well-known documents, and pending URLs (a poll carries its own requirement).
-fn is_well_known(path: &str) -> bool {
-    path == wire::path::RESOURCE_METADATA || path == wire::path::JWKS || path.starts_with(wire::path::PENDING_PREFIX)
+/// The paths the default requirement does not apply to: the well-known documents, and
+/// pending URLs while they are served (a poll carries its own requirement). Exact shapes
+/// only, never a prefix. None of them contains a dot segment or a percent sign, so a path
+/// equal to one is already in normal form and is routed as that resource; any other
+/// spelling (`/aauth/pending/x/../../admin`, `%2e%2e`) gets the requirement.
+fn is_exempt(shared: &Shared, path: &str) -> bool {
+    path == wire::path::RESOURCE_METADATA || path == wire::path::JWKS || shared.authz.pending.serves(path)
 }
 
 /// The path the agent signed: the original URI's, even inside a nested axum router.

@@ -217,9 +217,10 @@ pub struct TokenPolicy {
     pub agent_providers: IssuerTrust,
     /// How far `iat` may be ahead of our clock (seconds).
     pub max_iat_skew: u64,
-    /// Longest accepted agent-token lifetime (`exp − iat`).
+    /// Longest accepted agent-token lifetime (`exp − iat`; for a legacy token without
+    /// `iat`, `exp − now` may exceed it by at most `max_iat_skew`).
     pub max_agent_lifetime: u64,
-    /// Longest accepted person/auth-token lifetime.
+    /// Longest accepted person/auth-token lifetime (measured like the agent token's).
     pub max_grant_lifetime: u64,
     /// JOSE algorithm spellings.
     pub alg: AlgPolicy,
@@ -297,6 +298,10 @@ impl TokenPolicy {
                 "the token has expired",
             ));
         }
+        let max_lifetime = match kind {
+            TokenKind::Agent => self.max_agent_lifetime,
+            TokenKind::Person | TokenKind::Auth => self.max_grant_lifetime,
+        };
         if let Some(iat) = iat {
             if iat > now.saturating_add(self.max_iat_skew) {
                 return Err(Error::signature(
@@ -304,14 +309,15 @@ impl TokenPolicy {
                     "the token was issued in the future",
                 ));
             }
-            let max = match kind {
-                TokenKind::Agent => self.max_agent_lifetime,
-                TokenKind::Person | TokenKind::Auth => self.max_grant_lifetime,
-            };
-            if exp.saturating_sub(iat) > max {
+            if exp.saturating_sub(iat) > max_lifetime {
                 return Err(Error::invalid_jwt("the token's lifetime is longer than allowed"));
             }
         } else if self.legacy {
+            // Without `iat` the issue time is unknown; it was at best `now` plus the skew
+            // an `iat` would be allowed, so what is left of the lifetime bounds it.
+            if exp.saturating_sub(now) > max_lifetime.saturating_add(self.max_iat_skew) {
+                return Err(Error::invalid_jwt("the token's lifetime is longer than allowed"));
+            }
             legacy_form = true;
         } else {
             return Err(Error::invalid_jwt("the token has no iat"));
@@ -713,6 +719,29 @@ mod tests {
         claims["iat"] = (NOW + 61).into();
         let error = check(&policy(false), "aa-agent+jwt", "Ed25519", &claims, NOW).unwrap_err();
         assert_eq!(error.signature_code(), Some(SignatureErrorCode::ClockSkew));
+    }
+
+    #[test]
+    fn a_legacy_token_without_iat_may_outlive_now_by_at_most_its_kind_s_lifetime_plus_the_skew() {
+        let legacy = policy(true);
+        for (typ, claims, max) in [
+            ("aa-agent+jwt", agent_claims(), legacy.max_agent_lifetime),
+            ("aa-auth+jwt", auth_claims(), legacy.max_grant_lifetime),
+        ] {
+            let bound = max + legacy.max_iat_skew;
+            let mut at_bound = without(claims, "iat");
+            at_bound["exp"] = (NOW + bound).into();
+            let token = check(&legacy, typ, "Ed25519", &at_bound, NOW).unwrap();
+            assert_eq!(token.generation, Generation::Legacy, "{typ}");
+            let mut beyond = at_bound.clone();
+            beyond["exp"] = (NOW + bound + 1).into();
+            let error = check(&legacy, typ, "Ed25519", &beyond, NOW).unwrap_err();
+            assert_eq!(error.signature_code(), Some(SignatureErrorCode::InvalidJwt), "{typ}");
+            let mut ten_years = at_bound;
+            ten_years["exp"] = (NOW + 10 * 365 * 24 * 3600).into();
+            let error = check(&legacy, typ, "Ed25519", &ten_years, NOW).unwrap_err();
+            assert_eq!(error.signature_code(), Some(SignatureErrorCode::InvalidJwt), "{typ}");
+        }
     }
 
     #[test]

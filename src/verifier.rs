@@ -45,7 +45,9 @@ pub struct VerifiedRequest {
     pub key_thumbprint: Arc<str>,
     /// The signature label.
     pub label: Cow<'static, str>,
-    /// The covered component names, in signed order.
+    /// The names of the components covered in full, in signed order: a field covered
+    /// only in part (`;key="…"`, `;sf`) is left out, except the `Signature-Key` member the
+    /// signature's label selects (see [`CoveredComponent::covers_in_full`]).
     pub covered: Arc<[Cow<'static, str>]>,
     /// The signature's `created`.
     pub created: u64,
@@ -210,7 +212,7 @@ impl Verifier<'_> {
         base.build_capped(&input, &target, headers, shared.header_cap)?;
         let base = &*base;
 
-        let digest = if input.covers(wire::header::CONTENT_DIGEST) {
+        let digest = if input.mentions(wire::header::CONTENT_DIGEST) {
             let field = crate::httpsig::field_value(headers, wire::header::CONTENT_DIGEST, shared.header_cap)?
                 .ok_or(Error::invalid_signature("a covered field is absent"))?;
             Some(field.into_owned())
@@ -233,7 +235,12 @@ impl Verifier<'_> {
                 replay: (protect && !thumbprint.is_empty()).then(|| ReplayKey::signature(&thumbprint, base.as_bytes())),
                 key_thumbprint: thumbprint,
                 label: input.label.clone(),
-                covered: input.components.iter().map(CoveredComponent::shared_name).collect(),
+                covered: input
+                    .components
+                    .iter()
+                    .filter(|c| c.covers_in_full(c.name(), &input.label))
+                    .map(CoveredComponent::shared_name)
+                    .collect(),
                 created,
                 signer,
                 token,

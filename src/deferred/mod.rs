@@ -58,8 +58,10 @@
 //! [`DeferredOptions::max_result_bytes`] are answered `500 server_error`. Deadlines are
 //! judged with the configured [`Clock`](crate::Clock); memory is reclaimed on wall time.
 //!
-//! The pending router is exempt from the layer's default requirement, like the well-known
-//! documents: the poll carries its own requirement.
+//! Pending URLs are exempt from the layer's default requirement, like the well-known
+//! documents (the poll carries its own requirement), once [`AAuth::pending_router`] or
+//! [`AAuth::serve_pending_urls`] was called, and only in the exact shape ids are issued
+//! in: nothing else under `/aauth/pending/` skips it.
 
 mod store;
 
@@ -191,6 +193,7 @@ impl AAuth {
     where
         S: Clone + Send + Sync + 'static,
     {
+        self.shared.authz.pending.mark_served();
         let aauth = self.clone();
         let path = format!("{}{{id}}", crate::wire::path::PENDING_PREFIX);
         axum::Router::new().route(
@@ -206,8 +209,18 @@ impl AAuth {
 impl AAuth {
     /// Answers a poll of a pending URL whose request head is `poll` (for services that do
     /// not use [`AAuth::pending_router`]); the request must have gone through the layer.
+    /// Call [`AAuth::serve_pending_urls`] when setting such a service up.
     pub async fn poll_pending<B: From<Bytes>>(&self, poll: http::request::Parts) -> Response<B> {
         store::poll(&self.shared, poll).await
+    }
+
+    /// Declares that this service answers pending URLs itself with
+    /// [`AAuth::poll_pending`], so that the layer exempts them from the
+    /// [default requirement](AAuthBuilder::default_requirement) as it does once
+    /// [`AAuth::pending_router`] was called. Only URLs of the exact shape this crate issues
+    /// are exempt; nothing under the prefix is before either call.
+    pub fn serve_pending_urls(&self) {
+        self.shared.authz.pending.mark_served();
     }
 }
 

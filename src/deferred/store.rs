@@ -2,7 +2,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -100,6 +100,10 @@ impl moka::Expiry<String, Arc<Entry>> for EntryExpiry {
 pub(crate) struct PendingStore {
     pub(crate) options: DeferredOptions,
     records: moka::sync::Cache<String, Arc<Entry>>,
+    /// Whether the application serves the pending URLs (it asked for the pending router,
+    /// or declared that it answers them itself); until then nothing under the prefix is
+    /// exempt from the layer's default requirement.
+    served: AtomicBool,
 }
 
 impl PendingStore {
@@ -109,7 +113,22 @@ impl PendingStore {
             .weigher(|_: &String, entry: &Arc<Entry>| entry.weight.load(Ordering::Relaxed))
             .expire_after(EntryExpiry)
             .build();
-        PendingStore { options, records }
+        PendingStore {
+            options,
+            records,
+            served: AtomicBool::new(false),
+        }
+    }
+
+    /// Records that the pending URLs are served from now on.
+    pub(crate) fn mark_served(&self) {
+        self.served.store(true, Ordering::Release);
+    }
+
+    /// Whether `path` is a pending URL this store could have issued, and the pending URLs
+    /// are served: the only paths under the prefix that skip the default requirement.
+    pub(crate) fn serves(&self, path: &str) -> bool {
+        self.served.load(Ordering::Acquire) && path.strip_prefix(wire::path::PENDING_PREFIX).is_some_and(is_pending_id)
     }
 
     /// After a terminal answer, how long `408`/`410` stay distinguishable from `404`.
@@ -153,11 +172,20 @@ impl PendingStore {
     }
 }
 
+/// Length of an id: 16 bytes in unpadded base64url.
+const ID_LEN: usize = 22;
+
 /// 128 bits from the operating system's CSPRNG, base64url: the pending URL's secret part.
 fn new_id() -> String {
     let mut bytes = [0u8; 16];
     getrandom::fill(&mut bytes).expect("the operating system has no usable random source");
     crate::jose::b64url(bytes)
+}
+
+/// Whether `id` has the shape [`new_id`] gives: one path segment of unpadded base64url,
+/// so never a dot segment, a `/` or a percent-encoded byte.
+fn is_pending_id(id: &str) -> bool {
+    id.len() == ID_LEN && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 /// What to do after the record's lock is released.
@@ -412,4 +440,36 @@ fn poll_problem<B: From<Bytes>>(
         headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
     }
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn issued_ids_have_the_pending_id_shape() {
+        for _ in 0..64 {
+            assert!(is_pending_id(&new_id()));
+        }
+    }
+
+    #[test]
+    fn nothing_but_one_segment_of_22_base64url_characters_is_a_pending_id() {
+        let id = "AAAAAAAAAAAAAAAAAAAAAA";
+        assert!(is_pending_id(id));
+        for other in [
+            "",
+            "x",
+            &id[1..],
+            &format!("{id}A"),
+            &format!("{id}/"),
+            "AAAAAAAAAAAAAAAAAAAA..",
+            "AAAAAAAAAAAAAAAAAAA%2e",
+            "AAAAAAAAAAAAAAAAAAAA+/",
+            "AAAAAAAAAAA/AAAAAAAAAA",
+            "AAAAAAAAAAAAAAAAAAAAA=",
+        ] {
+            assert!(!is_pending_id(other), "{other:?}");
+        }
+    }
 }

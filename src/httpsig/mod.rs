@@ -286,6 +286,25 @@ impl CoveredComponent {
         }
     }
 
+    /// Whether this component covers `name` in full for a signature labelled `label`: a
+    /// derived component by its name; a field only without parameters, or, for
+    /// `Signature-Key`, as the one Dictionary member `label` selects, which is the part of
+    /// the field the verifier uses (RFC 9421 §2.1.2). Another member, or the field
+    /// re-serialised (`;sf`), leaves what is used open to substitution.
+    pub fn covers_in_full(&self, name: &str, label: &str) -> bool {
+        match &self.component {
+            Component::Derived(derived) => derived.as_str() == name,
+            Component::Field { name: field, sf, key } => {
+                *field == name
+                    && !*sf
+                    && match key {
+                        None => true,
+                        Some(key) => name == wire::header::SIGNATURE_KEY && key == label,
+                    }
+            }
+        }
+    }
+
     /// [`CoveredComponent::name`], borrowed for the usual components and copied for the
     /// rest.
     pub fn shared_name(&self) -> Cow<'static, str> {
@@ -369,8 +388,15 @@ impl ParsedInput {
         })
     }
 
-    /// Whether `name` (a bare component name such as `@query`) is covered.
+    /// Whether `name` (a bare component name such as `@query`) is covered in full
+    /// ([`CoveredComponent::covers_in_full`]): what a coverage requirement asks for.
     pub fn covers(&self, name: &str) -> bool {
+        self.components.iter().any(|c| c.covers_in_full(name, &self.label))
+    }
+
+    /// Whether `name` is covered in any form, parameters included: a covered field must
+    /// be checked (`content-digest` against the body) however it was covered.
+    pub fn mentions(&self, name: &str) -> bool {
         self.components.iter().any(|c| c.name() == name)
     }
 }
@@ -858,6 +884,28 @@ mod tests {
         assert_eq!(input.components[0].identifier, "\"example-dict\";key=\"a\"");
         assert_eq!(input.components[0].name(), "example-dict");
         assert_eq!(input.components[1].identifier, "\"@method\"");
+    }
+
+    #[test]
+    fn a_required_field_is_covered_by_the_whole_field_or_by_the_signature_key_member_in_use() {
+        let covers = |component: &str, name: &str| {
+            let input = ParsedInput::parse(&format!(r#"sig=("@method" {component});created=1"#), 64).unwrap();
+            (input.covers(name), input.mentions(name))
+        };
+        for (component, name, in_full) in [
+            (r#""signature-key""#, "signature-key", true),
+            (r#""signature-key";key="sig""#, "signature-key", true),
+            (r#""signature-key";key="other""#, "signature-key", false),
+            (r#""signature-key";sf"#, "signature-key", false),
+            (r#""authorization""#, "authorization", true),
+            (r#""authorization";key="sig""#, "authorization", false),
+            (r#""authorization";sf"#, "authorization", false),
+            (r#""content-digest";key="sha-256""#, "content-digest", false),
+        ] {
+            assert_eq!(covers(component, name), (in_full, true), "{component}");
+        }
+        assert_eq!(covers(r#""@path""#, "@path"), (true, true));
+        assert_eq!(covers(r#""x-other""#, "signature-key"), (false, false));
     }
 
     #[test]

@@ -87,7 +87,8 @@ impl AAuth {
     ///   `agent-token`/`person-token`); with [`RequireDetailLayer::step_up`], the resource
     ///   token carries the detail the request needs.
     /// * A query the signature does not cover: `401 invalid_input` naming `@query` (the
-    ///   predicate reads the request, so what it reads must be signed).
+    ///   predicate and the step-up builder read the request, so what they read must be
+    ///   signed); no resource token is minted.
     /// * No entry of the type accepted, or a malformed claim (not an array, more than
     ///   [`super::MAX_DETAILS`] entries, an entry of the type that does not fit `T`): `403`
     ///   `insufficient_authorization_details`, the problem body naming the type in
@@ -125,6 +126,10 @@ impl<T, F> RequireDetailLayer<T, F> {
     /// returns for the request with `"type"` set to this guard's type. When `build`
     /// returns `None` (the request does not describe an approvable transaction), or the
     /// value does not serialise to a JSON object, the answer stays `403`.
+    ///
+    /// `build` sees the signed request only: the method and URI (a query the signature
+    /// does not cover is refused first with `401 invalid_input`), and the headers the
+    /// signature covers in full. The body is never available to it.
     pub fn step_up<D, G>(mut self, build: G) -> Self
     where
         D: Serialize,
@@ -199,10 +204,8 @@ where
         else {
             return Err(Refusal::NeedsGrant);
         };
-        if parts.uri.query().is_some() && verified.is_some_and(|v| !v.covers("@query")) {
-            return Err(Refusal::Error(Error::invalid_input(
-                self.shared.required.iter().cloned().chain(["@query".to_owned()]),
-            )));
+        if let Some(verified) = verified {
+            self.check_query_covered(parts, verified).map_err(Refusal::Error)?;
         }
         let details = token.authorization_details().map_err(mismatch_reason)?;
         let accepted = self.matches(&details, parts).map_err(mismatch_reason)?;
@@ -247,12 +250,48 @@ where
 }
 
 impl<T, F> RequireDetailLayer<T, F> {
+    /// `401 invalid_input` when the request has a query its signature does not cover:
+    /// the predicate and the step-up builder read it.
+    fn check_query_covered(&self, parts: &Parts, verified: &VerifiedRequest) -> Result<(), Error> {
+        if parts.uri.query().is_some() && !verified.covers("@query") {
+            return Err(Error::invalid_input(
+                self.shared.required.iter().cloned().chain(["@query".to_owned()]),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The detail a step-up resource token would carry, built from the signed part of the
+    /// request only: a query the signature does not cover is refused (`invalid_input`)
+    /// and the builder sees no header the signature does not cover in full, so nothing
+    /// the resource signs into a token comes from outside the agent's signature. `None`
+    /// without a builder, or for an unsigned request (which gets no resource token).
+    fn step_up_details(&self, parts: &Parts) -> Result<Option<Value>, Error> {
+        let (Some(build), Some(verified)) = (&self.step_up, parts.extensions.get::<VerifiedRequest>()) else {
+            return Ok(None);
+        };
+        self.check_query_covered(parts, verified)?;
+        let (mut signed, ()) = Request::new(()).into_parts();
+        signed.method = parts.method.clone();
+        signed.uri = parts.uri.clone();
+        signed.version = parts.version;
+        signed.extensions = parts.extensions.clone();
+        for (name, value) in &parts.headers {
+            if verified.covers(name.as_str()) {
+                signed.headers.append(name, value.clone());
+            }
+        }
+        Ok(build(&signed))
+    }
+
     /// No auth token: the step-up challenge carrying the detail when configured and
     /// buildable, else the matrix's challenge for a route that needs an auth token.
     fn needs_grant<B: From<Bytes>>(&self, parts: &Parts) -> Response<B> {
         let verified = parts.extensions.get::<VerifiedRequest>();
-        if let Some(details) = self.step_up.as_ref().and_then(|build| build(parts)) {
-            return detail_challenge(&self.shared, verified, &details);
+        match self.step_up_details(parts) {
+            Ok(Some(details)) => return detail_challenge(&self.shared, verified, &details),
+            Ok(None) => {}
+            Err(error) => return error_response(&self.shared, &error),
         }
         let decision = GuardDecision::NeedAuth(Scopes::default());
         respond(&self.shared, decision, verified).unwrap_or_else(|| {
@@ -273,9 +312,10 @@ where
 {
     /// A non-matching detail: `403`, or the step-up challenge when configured.
     fn refuse_or_step_up<B: From<Bytes>>(&self, parts: &Parts, detail: &'static str) -> Response<B> {
-        match self.step_up.as_ref().and_then(|build| build(parts)) {
-            Some(details) => detail_challenge(&self.shared, parts.extensions.get::<VerifiedRequest>(), &details),
-            None => self.mismatch(detail),
+        match self.step_up_details(parts) {
+            Ok(Some(details)) => detail_challenge(&self.shared, parts.extensions.get::<VerifiedRequest>(), &details),
+            Ok(None) => self.mismatch(detail),
+            Err(error) => error_response(&self.shared, &error),
         }
     }
 }

@@ -42,3 +42,10 @@ pub use agent::{KeySource, SignOptions, TestAgent};
 pub use auth_server::{Consent, PendingState, TestAuthServer, TestAuthServerBuilder};
 pub use flow::{AgentClient, Exchange, FlowError, FlowEvent, FlowOutcome, FlowStep};
 pub use issuer::TestIssuer;
+
+/// Bytes the process-wide cache of parsed public keys holds (`hwk` keys and token
+/// confirmation keys enter it before any signature made with them verifies), counted
+/// entry by entry. It never exceeds a fixed budget, whatever requests arrive.
+pub fn parsed_key_cache_bytes() -> u64 {
+    crate::jose::parsed_key_cache_bytes()
+}

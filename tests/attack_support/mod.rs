@@ -454,3 +454,72 @@ pub async fn raw_exchange(h: &Harness, raw: &str) -> String {
     let answer = String::from_utf8_lossy(&answer);
     answer.split(' ').nth(1).unwrap_or_default().to_owned()
 }
+
+// --- Helpers of the §1.15 hardening attacks (tests/attacks_policy.rs) ----------------------
+
+/// Sends `request` to `routes`, with the counting handler as the fallback, behind the
+/// harness's layer: for attacks on what a mounted router changes.
+pub async fn send_routed(h: &Harness, routes: Router, request: Request<Body>) -> Response<Body> {
+    let calls = h.calls.clone();
+    routes
+        .fallback(any(move || {
+            calls.fetch_add(1, Ordering::SeqCst);
+            async { "handler ran" }
+        }))
+        .layer(h.aauth.layer())
+        .oneshot(request)
+        .await
+        .expect("infallible")
+}
+
+/// Signs `request` as the agent at `NOW` under label `sig` over exactly `components`
+/// (serialised identifiers, parameters included: `"signature-key";key="sig"`), with
+/// `signature_key` as its `Signature-Key`. When this crate's own base builder refuses the
+/// components (a `;key` on a field that is no dictionary), only the `@signature-params`
+/// line is signed: the verifier has to refuse the request before the signature matters.
+pub fn sign_covering(h: &Harness, request: &mut Request<Body>, signature_key: &str, components: &str) {
+    use http::HeaderValue;
+    use tower_aauth::httpsig::{ParsedInput, RequestTarget, SignatureBase, encode_signature};
+    let input = format!("sig=({components});created={NOW}");
+    let headers = request.headers_mut();
+    headers.insert(
+        wire::header::SIGNATURE_KEY,
+        HeaderValue::from_str(signature_key).unwrap(),
+    );
+    headers.insert(wire::header::SIGNATURE_INPUT, HeaderValue::from_str(&input).unwrap());
+    let parsed = ParsedInput::parse(&input, 64).expect("the test's input parses");
+    let target = RequestTarget {
+        method: request.method().as_str(),
+        scheme: "https",
+        authority: "resource.example",
+        path: request.uri().path(),
+        query: request.uri().query(),
+    };
+    let mut base = SignatureBase::new();
+    let base = match base.build(&parsed, &target, request.headers()) {
+        Ok(()) => base.as_str().to_owned(),
+        Err(_) => format!("\"@signature-params\": {}", &input["sig=".len()..]),
+    };
+    let signature = h.agent.key().sign_bytes(base.as_bytes());
+    request.headers_mut().insert(
+        wire::header::SIGNATURE,
+        HeaderValue::from_str(&format!("sig=:{}:", encode_signature(&signature))).unwrap(),
+    );
+}
+
+/// A harness under `profile` whose resolver also publishes the access server's key under
+/// the demo generation's `aauth-issuer.json`, so that legacy auth tokens verify.
+pub fn legacy_harness(profile: tower_aauth::Profile) -> Harness {
+    let access_server = TestIssuer::new(AS, [2; 32], "as-key-1");
+    let resolver = StaticResolver::new()
+        .with_key(AS, wire::dwk::ACCESS, access_server.public_jwk())
+        .with_key(AS, wire::dwk::LEGACY_ISSUER, access_server.public_jwk());
+    Harness::with(|b| b.key_resolver(resolver).profile(profile))
+}
+
+/// The `AAuth-Requirement` of a refusal that carries no `Signature-Error`, after checking
+/// `no-store`.
+pub fn requirement_of(headers: &HeaderMap) -> String {
+    assert_eq!(headers[http::header::CACHE_CONTROL], "no-store");
+    headers[wire::header::AAUTH_REQUIREMENT].to_str().unwrap().to_owned()
+}
