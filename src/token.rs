@@ -389,6 +389,11 @@ impl TokenPolicy {
             TokenKind::Auth => {
                 if ps.is_some() && sub.is_some() {
                     require_grant_claims(sub, jti, aud, &self.resource)?;
+                    // A person server speaks only for itself: its grant names it as `ps`,
+                    // or a step-up would carry its `sub` to another person server.
+                    if dwk == wire::dwk::PERSON && ps != Some(iss) {
+                        return Err(Error::invalid_jwt("a person server's auth token names another ps"));
+                    }
                 } else if self.legacy {
                     // DEMO-Q1 … AAUTH-10: no `ps`, `sub` optional if `scope` is granted,
                     // `agent`/`act` optional (the signing context names no agent to

@@ -442,3 +442,34 @@ fn invalid_deferred_options_are_refused_at_build() {
         assert!(result.is_err());
     }
 }
+
+#[tokio::test]
+async fn a_flood_of_ungranted_requests_cannot_push_out_a_held_request() {
+    let capacity = 8 * 1024;
+    let app = app_with(|b| b.deferred_delivery(DeferredOptions::new().capacity_bytes(capacity)));
+    let location = deferred_report(&app).await;
+    // Throwaway keys, each asking to be held and never coming back with a grant.
+    let mut challenged = 0;
+    for n in 0..64u8 {
+        let stranger = TestAgent::from_seed([n.wrapping_add(40); 32]);
+        let body = "x".repeat(512);
+        let mut request = Request::post(format!("{RESOURCE}/report"))
+            .body(Body::from(body.clone()))
+            .unwrap();
+        stranger.sign_with_body(&mut request, body.as_bytes(), &KeySource::Hwk, now(&app));
+        let response = send(&app, request).await;
+        if response.status() == StatusCode::UNAUTHORIZED {
+            let requirement = response.headers()["aauth-requirement"].to_str().unwrap();
+            assert!(requirement.starts_with("requirement=auth-token"), "{requirement}");
+            challenged += 1;
+        } else {
+            assert_eq!(response.status(), StatusCode::ACCEPTED);
+        }
+        assert!(app.aauth.pending_bytes() <= capacity, "held within the budget");
+    }
+    assert!(challenged > 50, "beyond the budget requests get the plain challenge");
+    assert_eq!(app.calls(), 0);
+    let response = poll(&app, &location, &write_token(&app)).await;
+    assert_eq!(response.status(), StatusCode::OK, "the first record was kept");
+    assert_eq!(app.calls(), 1);
+}

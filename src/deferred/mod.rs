@@ -52,7 +52,10 @@
 //! # Bounds
 //!
 //! Records live in a [`moka`] cache weighted by their bytes (held body plus stored
-//! result, capped by [`DeferredOptions::capacity_bytes`]); each entry expires on its own
+//! result, capped by [`DeferredOptions::capacity_bytes`]). The cap is enforced when a
+//! request would be held: beyond it the request gets the plain `401` challenge, so
+//! requests that never obtain a grant cannot evict the records of agents completing
+//! theirs; each entry expires on its own
 //! deadline (pending lifetime, or the auth token's `exp`) plus a grace period during which
 //! `408`/`410` can still be told apart from `404`. Results above
 //! [`DeferredOptions::max_result_bytes`] are answered `500 server_error`. Deadlines are
@@ -142,7 +145,8 @@ impl DeferredOptions {
     }
 
     /// Bytes all records may use together (held bodies, stored results and a fixed
-    /// overhead each); the least recently used are evicted beyond it.
+    /// overhead each). A request that would go beyond it is not held: it gets the plain
+    /// `401` challenge, and the records already held are never evicted to make room.
     pub fn capacity_bytes(mut self, bytes: u64) -> Self {
         self.capacity_bytes = bytes;
         self
@@ -221,6 +225,12 @@ impl AAuth {
     /// are exempt; nothing under the prefix is before either call.
     pub fn serve_pending_urls(&self) {
         self.shared.authz.pending.mark_served();
+    }
+
+    /// Bytes the held and finished pending records take now (bounded by
+    /// [`DeferredOptions::capacity_bytes`]).
+    pub fn pending_bytes(&self) -> u64 {
+        self.shared.authz.pending.held_bytes()
     }
 }
 
@@ -391,7 +401,10 @@ where
         requirement,
         challenge,
     };
-    shared.authz.pending.create(&shared, record)
+    match shared.authz.pending.create(&shared, record) {
+        Ok(accepted) => accepted,
+        Err(held) => challenge_response(&shared, &held.challenge, Generation::Draft11),
+    }
 }
 
 /// Runs the held request through the route and collects its response.

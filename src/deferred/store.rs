@@ -100,6 +100,10 @@ impl moka::Expiry<String, Arc<Entry>> for EntryExpiry {
 pub(crate) struct PendingStore {
     pub(crate) options: DeferredOptions,
     records: moka::sync::Cache<String, Arc<Entry>>,
+    /// Bytes of the records held now: a new request is held only within
+    /// [`DeferredOptions::capacity_bytes`], so a flood of requests that never get a grant
+    /// cannot push out a record an agent is about to complete.
+    held_bytes: Arc<AtomicU64>,
     /// Whether the application serves the pending URLs (it asked for the pending router,
     /// or declared that it answers them itself); until then nothing under the prefix is
     /// exempt from the layer's default requirement.
@@ -108,14 +112,25 @@ pub(crate) struct PendingStore {
 
 impl PendingStore {
     pub(crate) fn new(options: DeferredOptions) -> Self {
+        let held_bytes = Arc::new(AtomicU64::new(0));
+        let released = held_bytes.clone();
         let records = moka::sync::Cache::builder()
-            .max_capacity(options.capacity_bytes)
+            // The budget is enforced on admission (`create`); the cache's own bound is
+            // only a backstop, so that it never evicts a live record to admit a new one.
+            .max_capacity(options.capacity_bytes.saturating_mul(2))
             .weigher(|_: &String, entry: &Arc<Entry>| entry.weight.load(Ordering::Relaxed))
             .expire_after(EntryExpiry)
+            .eviction_listener(move |_, entry: Arc<Entry>, cause| {
+                // A replacement re-inserts the same record; its bytes were adjusted then.
+                if cause != moka::notification::RemovalCause::Replaced {
+                    released.fetch_sub(u64::from(entry.weight.load(Ordering::Relaxed)), Ordering::AcqRel);
+                }
+            })
             .build();
         PendingStore {
             options,
             records,
+            held_bytes,
             served: AtomicBool::new(false),
         }
     }
@@ -136,10 +151,11 @@ impl PendingStore {
         self.options.lifetime.max(60)
     }
 
-    /// Stores `held` and answers its `202`.
-    pub(crate) fn create<B: From<Bytes>>(&self, shared: &Shared, held: Held) -> Response<B> {
+    /// Stores `held` and answers its `202`; gives it back when the store has no room
+    /// for it (the caller answers the plain challenge: the agent resends the request with
+    /// its auth token).
+    pub(crate) fn create<B: From<Bytes>>(&self, shared: &Shared, held: Held) -> Result<Response<B>, Box<Held>> {
         let now = shared.clock.now();
-        let id = new_id();
         let weight = held.body.len()
             + held
                 .parts
@@ -147,10 +163,23 @@ impl PendingStore {
                 .iter()
                 .map(|(n, v)| n.as_str().len() + v.len())
                 .sum::<usize>();
+        let weight = u32::try_from(weight + RECORD_OVERHEAD).unwrap_or(u32::MAX);
+        let budget = self.options.capacity_bytes;
+        let reserved = self
+            .held_bytes
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
+                let after = held.saturating_add(u64::from(weight));
+                (after <= budget).then_some(after)
+            });
+        if reserved.is_err() {
+            tracing::debug!(target: "tower_aauth", "pending store full; answering the challenge instead");
+            return Err(Box::new(held));
+        }
+        let id = new_id();
         let response = pending_response(shared, &id, self.options.retry_after, Some(&held.challenge));
         let entry = Entry {
             ttl_secs: AtomicU64::new(self.options.lifetime + self.grace()),
-            weight: AtomicU32::new(u32::try_from(weight + RECORD_OVERHEAD).unwrap_or(u32::MAX)),
+            weight: AtomicU32::new(weight),
             record: Mutex::new(Record {
                 agent_jkt: held.agent_jkt,
                 requirement: held.requirement,
@@ -168,7 +197,13 @@ impl PendingStore {
             }),
         };
         self.records.insert(id, Arc::new(entry));
-        response
+        Ok(response)
+    }
+
+    /// Bytes the held records take now (what [`DeferredOptions::capacity_bytes`] bounds).
+    pub(crate) fn held_bytes(&self) -> u64 {
+        self.records.run_pending_tasks();
+        self.held_bytes.load(Ordering::Acquire)
     }
 }
 
@@ -261,9 +296,10 @@ pub(crate) async fn poll<B: From<Bytes>>(shared: &Arc<Shared>, poll: http::reque
     entry
         .ttl_secs
         .store(until.saturating_sub(now) + store.grace(), Ordering::Relaxed);
-    entry
-        .weight
-        .store(u32::try_from(weight).unwrap_or(u32::MAX), Ordering::Relaxed);
+    let weight = u32::try_from(weight).unwrap_or(u32::MAX);
+    let before = entry.weight.swap(weight, Ordering::AcqRel);
+    store.held_bytes.fetch_add(u64::from(weight), Ordering::AcqRel);
+    store.held_bytes.fetch_sub(u64::from(before), Ordering::AcqRel);
     // Re-inserting applies the new deadline and weight (the held body is gone).
     store.records.insert(id.to_owned(), entry.clone());
     response
