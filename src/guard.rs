@@ -51,7 +51,6 @@ use crate::challenge::{Challenge, challenge_response, error_response};
 use crate::config::{AAuth, Shared};
 use crate::error::{Error, SignatureErrorCode};
 use crate::layer::Inspected;
-use crate::replay::Refused;
 use crate::resource_token::{Audience, MintRequest, Minter};
 use crate::sigkey::Scheme;
 use crate::token::{Scopes, TokenKind};
@@ -433,7 +432,7 @@ where
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
         match check(&self.shared, &self.requirement, &request) {
             None => GuardFuture::inner(self.inner.call(request)),
-            Some(response) => GuardFuture::answered(Refused::of(request.extensions()).mark(response)),
+            Some(response) => GuardFuture::answered(crate::replay::Refused::of(request.extensions()).mark(response)),
         }
     }
 }
