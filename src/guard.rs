@@ -443,7 +443,7 @@ where
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
         match check(&self.shared, &self.requirement, &request) {
             None => GuardFuture::inner(self.inner.call(request)),
-            Some(response) => GuardFuture::answered(response),
+            Some(response) => GuardFuture::answered(crate::replay::Refused::of(request.extensions()).mark(response)),
         }
     }
 }

@@ -4,10 +4,13 @@
 //!   identity; guards and extractors decide later.
 //! * Partial or bad signature: `401` with exactly one `Signature-Error`,
 //!   `Cache-Control: no-store` and a problem+json body; the inner service never runs.
-//! * Valid: the revocation set is checked (`401 revoked_jwt`), then the replay store for
-//!   replay-checked methods (`401 invalid_signature` on a second use, `503` when the store
-//!   cannot answer); then a [`VerifiedRequest`] is inserted into the request's extensions
-//!   and the inner service is called. See [`crate::policy`] and [`crate::replay`].
+//! * Valid: the revocation set is checked (`401 revoked_jwt`), a [`VerifiedRequest`] is
+//!   inserted into the request's extensions, the default requirement is evaluated, then
+//!   the replay store for replay-checked methods (`401 invalid_signature` on a second use,
+//!   `503` when the store cannot answer), and the inner service is called. When a route
+//!   guard of this crate refuses the request, its replay entry is released before the
+//!   refusal is sent: only admitted requests hold replay capacity. See [`crate::policy`]
+//!   and [`crate::replay`].
 //! * Every request ends in exactly one audit event ([`crate::policy::audit`]) when a
 //!   subscriber listens to that target; nothing is captured for it otherwise.
 //!
@@ -35,7 +38,7 @@ use crate::challenge::error_response;
 use crate::config::{AAuth, Shared};
 use crate::error::Error;
 use crate::policy::audit::{self, AuditContext};
-use crate::replay::{self, Insertion, ReplayKey};
+use crate::replay::{self, Insertion, Refused, ReplayKey, ReplayStore};
 use crate::verifier::{Pending, Step, VerifiedRequest, Verifier};
 use crate::wire;
 
@@ -85,7 +88,22 @@ impl<S: std::fmt::Debug> std::fmt::Debug for AAuthService<S> {
 
 /// The slow path's result: the request to pass on, or a refusal with what was verified
 /// before it (for the audit event).
-type VerifyFuture<B> = Pin<Box<dyn Future<Output = Result<Request<B>, Refusal>> + Send>>;
+type VerifyFuture<B> = Pin<Box<dyn Future<Output = Result<Next<B>, Refusal>> + Send>>;
+
+/// Where the slow path hands the request back.
+enum Next<B> {
+    /// Verified: the default requirement, then the replay store for `Some` key.
+    Gate(Request<B>, Option<ReplayKey>),
+    /// Its replay key was remembered: call the inner service.
+    Call(Request<B>, ReplayKey),
+}
+
+/// The replay entry a request holds while the inner service runs, released if a guard of
+/// this crate refuses it.
+struct Release {
+    key: ReplayKey,
+    store: Arc<dyn ReplayStore>,
+}
 
 /// A refusal from the slow path.
 struct Refusal {
@@ -126,22 +144,17 @@ where
         let mut audit = audit::enabled().then(|| Box::new(AuditContext::new(request.method(), path)));
         let step = verifier.verify_head(request.method(), request.uri(), request.headers(), path);
         let state = match step {
-            Step::Unsigned => gate(shared, inner, request),
+            Step::Unsigned => gate(shared, inner, request, None, audit.as_deref()),
             Step::Done(Ok(mut verified)) => {
                 let admission = admit_now(shared, &mut verified);
                 if let Some(audit) = &mut audit {
                     audit.verified = Some(verified.clone());
                 }
                 match admission {
-                    Ok(None) => {
+                    Ok(replay) => {
                         request.extensions_mut().insert(verified);
-                        gate(shared, inner, request)
+                        gate(shared, inner, request, replay, audit.as_deref())
                     }
-                    Ok(Some(key)) => State::Verifying {
-                        future: Box::pin(admit_later(shared.clone(), key, verified, request)),
-                        service: Some(inner),
-                        shared: shared.clone(),
-                    },
                     Err(error) => reject(shared, error, audit.as_deref()),
                 }
             }
@@ -156,10 +169,18 @@ where
     }
 }
 
-/// Calls the inner service unless the default requirement answers first.
-fn gate<S, B, ResBody>(shared: &Shared, mut inner: S, request: Request<B>) -> State<S, B>
+/// Calls the inner service unless the default requirement answers first; a request it
+/// refuses never reaches the replay store.
+fn gate<S, B, ResBody>(
+    shared: &Arc<Shared>,
+    inner: S,
+    request: Request<B>,
+    replay: Option<ReplayKey>,
+    audit: Option<&AuditContext>,
+) -> State<S, B>
 where
     S: Service<Request<B>, Response = Response<ResBody>>,
+    B: Send + 'static,
     ResBody: From<Bytes>,
 {
     if let Some(requirement) = &shared.authz.default_requirement
@@ -170,8 +191,50 @@ where
             response: Some(response),
         };
     }
+    remember(shared, inner, request, replay, audit)
+}
+
+/// The replay check (for `Some` key), then the inner service.
+fn remember<S, B, ResBody>(
+    shared: &Arc<Shared>,
+    mut inner: S,
+    request: Request<B>,
+    replay: Option<ReplayKey>,
+    audit: Option<&AuditContext>,
+) -> State<S, B>
+where
+    S: Service<Request<B>, Response = Response<ResBody>>,
+    B: Send + 'static,
+    ResBody: From<Bytes>,
+{
+    let Some(key) = replay else {
+        return State::Inner {
+            future: inner.call(request),
+            release: None,
+        };
+    };
+    match shared.replay_store.try_insert(&key, shared.replay_ttl) {
+        Some(Ok(Insertion::First)) => call_remembered(shared, inner, request, key),
+        Some(Ok(Insertion::Repeat)) => reject(shared, replay::REPLAYED, audit),
+        Some(Err(error)) => reject(shared, error, audit),
+        None => State::Verifying {
+            future: Box::pin(remember_later(shared.clone(), key, request)),
+            service: Some(inner),
+            shared: shared.clone(),
+        },
+    }
+}
+
+fn call_remembered<S, B>(shared: &Shared, mut inner: S, request: Request<B>, key: ReplayKey) -> State<S, B>
+where
+    S: Service<Request<B>>,
+{
     State::Inner {
         future: inner.call(request),
+        release: Some(Release {
+            key,
+            store: shared.replay_store.clone(),
+        }),
     }
 }
 
@@ -193,48 +256,24 @@ fn original_path<B>(request: &Request<B>) -> &str {
     request.uri().path()
 }
 
-/// After verification, before anything downstream: revocation (on every request, cached
-/// tokens included), then the replay store. `Ok(Some(key))`: the store must be awaited.
+/// After verification, before anything downstream: the policy's admission (the agent
+/// behind the key, revocation on every request, cached tokens included, and the grant
+/// narrowed to what is honoured). `Ok(Some(key))`: the replay key, checked once the default requirement
+/// admits the request, so that requests it refuses spend no replay capacity.
 fn admit_now(shared: &Shared, verified: &mut VerifiedRequest) -> Result<Option<ReplayKey>, Error> {
     crate::policy::admit(shared, verified)?;
-    let Some(key) = verified.replay.take() else {
-        return Ok(None);
-    };
-    match shared.replay_store.try_insert(&key, shared.replay_ttl) {
-        Some(Ok(Insertion::First)) => Ok(None),
-        Some(Ok(Insertion::Repeat)) => Err(replay::REPLAYED),
-        Some(Err(error)) => Err(error),
-        None => Ok(Some(key)),
-    }
+    Ok(verified.replay)
 }
 
 /// The replay store's slow path (a networked store).
-async fn remember(shared: &Shared, key: ReplayKey) -> Result<(), Error> {
+async fn remember_later<B>(shared: Arc<Shared>, key: ReplayKey, request: Request<B>) -> Result<Next<B>, Refusal> {
     match shared.replay_store.insert(key, shared.replay_ttl).await? {
-        Insertion::First => Ok(()),
-        Insertion::Repeat => Err(replay::REPLAYED),
+        Insertion::First => Ok(Next::Call(request, key)),
+        Insertion::Repeat => Err(replay::REPLAYED.into()),
     }
 }
 
-async fn admit_later<B>(
-    shared: Arc<Shared>,
-    key: ReplayKey,
-    verified: VerifiedRequest,
-    mut request: Request<B>,
-) -> Result<Request<B>, Refusal> {
-    match remember(&shared, key).await {
-        Ok(()) => {
-            request.extensions_mut().insert(verified);
-            Ok(request)
-        }
-        Err(error) => Err(Refusal {
-            error,
-            verified: Some(verified),
-        }),
-    }
-}
-
-async fn finish<B>(pending: Pending, shared: Arc<Shared>, request: Request<B>) -> Result<Request<B>, Refusal>
+async fn finish<B>(pending: Pending, shared: Arc<Shared>, request: Request<B>) -> Result<Next<B>, Refusal>
 where
     B: Body + From<Bytes> + Send + 'static,
     B::Data: Send,
@@ -257,12 +296,11 @@ where
         (Request::from_parts(parts, B::from(bytes)), verified)
     };
     match admit_now(&shared, &mut verified) {
-        Ok(None) => {
+        Ok(replay) => {
             let mut request = request;
             request.extensions_mut().insert(verified);
-            Ok(request)
+            Ok(Next::Gate(request, replay))
         }
-        Ok(Some(key)) => admit_later(shared, key, verified, request).await,
         Err(error) => Err(Refusal {
             error,
             verified: Some(verified),
@@ -316,6 +354,7 @@ pin_project! {
         Inner {
             #[pin]
             future: S::Future,
+            release: Option<Release>,
         },
         Verifying {
             future: VerifyFuture<B>,
@@ -325,12 +364,17 @@ pin_project! {
         Answered {
             response: Option<S::Response>,
         },
+        Releasing {
+            future: replay::Releasing,
+            response: Option<S::Response>,
+        },
     }
 }
 
 impl<S, B, ResBody> Future for ResponseFuture<S, B>
 where
     S: Service<Request<B>, Response = Response<ResBody>>,
+    B: Send + 'static,
     ResBody: From<Bytes>,
 {
     type Output = Result<Response<ResBody>, S::Error>;
@@ -339,12 +383,24 @@ where
         let mut this = self.project();
         loop {
             match this.state.as_mut().project() {
-                StateProj::Inner { future } => {
+                StateProj::Inner { future, release } => {
                     let result = ready!(future.poll(cx));
                     if let (Ok(response), Some(audit)) = (&result, this.audit.take()) {
                         audit.response(response);
                     }
-                    return Poll::Ready(result);
+                    match (result, release.take()) {
+                        (Ok(response), Some(release)) if Refused::key(release.key).matches(&response) => {
+                            match replay::release(&release.store, release.key) {
+                                None => return Poll::Ready(Ok(response)),
+                                // Awaited before answering: a resent copy meets the guard again.
+                                Some(future) => this.state.set(State::Releasing {
+                                    future,
+                                    response: Some(response),
+                                }),
+                            }
+                        }
+                        (result, _) => return Poll::Ready(result),
+                    }
                 }
                 StateProj::Verifying {
                     future,
@@ -354,24 +410,36 @@ where
                     let result = ready!(future.as_mut().poll(cx));
                     let shared = shared.clone();
                     match result {
-                        Ok(request) => {
+                        Ok(next) => {
                             let Some(service) = service.take() else {
                                 return Poll::Ready(Ok(polled_after_completion()));
                             };
-                            if let Some(audit) = this.audit.as_mut() {
-                                audit.verified = request.extensions().get::<VerifiedRequest>().cloned();
-                            }
-                            this.state.set(gate(&shared, service, request));
+                            let state = match next {
+                                Next::Gate(request, replay) => {
+                                    if let Some(audit) = this.audit.as_mut() {
+                                        audit.verified = request.extensions().get::<VerifiedRequest>().cloned();
+                                    }
+                                    gate(&shared, service, request, replay, this.audit.as_deref())
+                                }
+                                Next::Call(request, key) => call_remembered(&shared, service, request, key),
+                            };
+                            this.state.set(state);
                         }
                         Err(Refusal { error, verified }) => {
-                            if let Some(audit) = this.audit.as_mut() {
-                                audit.verified = verified;
+                            // A refusal by the replay store comes after the identity was recorded.
+                            if let (Some(audit), Some(verified)) = (this.audit.as_mut(), verified) {
+                                audit.verified = Some(verified);
                             }
                             this.state.set(reject(&shared, error, this.audit.as_deref()));
                         }
                     }
                 }
                 StateProj::Answered { response } => {
+                    let response = response.take().unwrap_or_else(polled_after_completion);
+                    return Poll::Ready(Ok(response));
+                }
+                StateProj::Releasing { future, response } => {
+                    ready!(future.as_mut().poll(cx));
                     let response = response.take().unwrap_or_else(polled_after_completion);
                     return Poll::Ready(Ok(response));
                 }

@@ -59,8 +59,8 @@ pub struct VerifiedRequest {
     /// [`Profile::Both`] by whether the request used any
     /// demo-generation form (see [`crate::legacy`]).
     pub generation: Generation,
-    /// The replay-store key, when this request's method is replay-checked; taken by the
-    /// layer before the request goes on.
+    /// The replay-store key, when this request's method is replay-checked; guards name it
+    /// in their refusals so that the layer releases the entry (see [`crate::replay`]).
     pub(crate) replay: Option<ReplayKey>,
     /// The agent behind the request ([`VerifiedRequest::agent`]), set by the layer's
     /// policy step.

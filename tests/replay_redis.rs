@@ -252,3 +252,88 @@ async fn a_single_use_grant_is_consumed_once_across_two_instances() {
     assert_eq!(statuses.iter().filter(|s| **s == StatusCode::UNAUTHORIZED).count(), 31);
     assert_eq!(a.calls() + b.calls(), 1);
 }
+
+/// POL-06 with the shared store: the requests guards refuse leave no key in Redis (each is
+/// released with `DEL` before its refusal is sent), a grant consumed before a refusing
+/// guard is released too, and admitted requests keep theirs.
+#[tokio::test]
+async fn refused_requests_leave_no_key_in_redis() {
+    let Some(redis) = RedisServer::start() else { return };
+    let a = instance(&redis).await;
+    let calls = a.calls.clone();
+    let handler = move || {
+        let calls = calls.clone();
+        async move {
+            calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            "done"
+        }
+    };
+    let router = axum::Router::new()
+        .route(
+            "/data",
+            axum::routing::post(handler.clone()).route_layer(a.aauth.require_scopes(["data.write"])),
+        )
+        .route(
+            "/admin-task",
+            axum::routing::post(handler.clone())
+                .route_layer(a.aauth.require_scopes(["admin"]))
+                .route_layer(a.aauth.single_use()),
+        )
+        .route(
+            "/task",
+            axum::routing::post(handler)
+                .route_layer(a.aauth.single_use())
+                .route_layer(a.aauth.require_scopes(["data.write"])),
+        )
+        .layer(a.aauth.layer());
+    let keys = || async {
+        let client = redis::Client::open(redis.url()).unwrap();
+        let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+        redis::cmd("DBSIZE").query_async::<u64>(&mut connection).await.unwrap()
+    };
+    let assert_challenged = |response: http::Response<Body>| {
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+        assert!(response.headers().get("signature-error").is_none());
+        let requirement = response.headers()["aauth-requirement"].to_str().unwrap();
+        assert!(requirement.starts_with("requirement=auth-token"), "{requirement}");
+        assert_eq!(a.calls(), 0, "the handler must not run");
+    };
+
+    for n in 0..50u32 {
+        let mut seed = [7u8; 32];
+        seed[..4].copy_from_slice(&n.to_be_bytes());
+        let mut request = Request::post(format!("{RESOURCE}/data")).body(Body::empty()).unwrap();
+        tower_aauth::testing::TestAgent::from_seed(seed).sign(&mut request, &KeySource::Hwk, NOW);
+        assert_challenged(router.clone().oneshot(request).await.unwrap());
+    }
+    assert_eq!(keys().await, 0, "refused requests left keys");
+
+    let token = a.auth_token("data.write");
+    let post = |path: &str, created: u64| {
+        let mut request = Request::post(format!("{RESOURCE}{path}")).body(Body::empty()).unwrap();
+        a.agent.sign(&mut request, &KeySource::Jwt(token.clone()), created);
+        request
+    };
+    // The grant is consumed, then the inner guard refuses: both keys are released.
+    assert_challenged(router.clone().oneshot(post("/admin-task", NOW)).await.unwrap());
+    assert_eq!(keys().await, 0, "the refused grant was not released");
+
+    let request = post("/data", NOW - 1);
+    let replay = copy(&request);
+    assert_eq!(router.clone().oneshot(request).await.unwrap().status(), StatusCode::OK);
+    a.calls.store(0, std::sync::atomic::Ordering::SeqCst);
+    assert_refused(&a, router.clone().oneshot(replay).await.unwrap(), "invalid_signature").await;
+    assert_eq!(
+        router.clone().oneshot(post("/task", NOW - 2)).await.unwrap().status(),
+        StatusCode::OK
+    );
+    a.calls.store(0, std::sync::atomic::Ordering::SeqCst);
+    assert_refused(
+        &a,
+        router.clone().oneshot(post("/task", NOW - 3)).await.unwrap(),
+        "invalid_jwt",
+    )
+    .await;
+    // Two admitted signatures and the consumed grant; nothing of the refused ones.
+    assert_eq!(keys().await, 3);
+}

@@ -83,6 +83,7 @@ use tower_service::Service;
 use crate::challenge::{Challenge, challenge_response};
 use crate::config::{AAuth, AAuthBuilder, ConfigError, Generation, Shared};
 use crate::guard::{Context, GuardLayer, Requirement};
+use crate::replay::Refused;
 use crate::verifier::VerifiedRequest;
 
 pub(crate) use store::PendingStore;
@@ -307,7 +308,7 @@ where
         };
         match judge(&self.shared, &self.requirement, &cx, extensions, None) {
             Judged::Serve => Box::pin(inner.call(request)),
-            Judged::Answer(response) => Box::pin(std::future::ready(Ok(response))),
+            Judged::Answer(response) => Box::pin(std::future::ready(Ok(Refused::of(extensions).mark(response)))),
             Judged::Defer(challenge) => {
                 let shared = self.shared.clone();
                 let requirement = self.requirement.clone();
@@ -378,18 +379,19 @@ where
 {
     let options = &shared.authz.pending.options;
     let (parts, body) = request.into_parts();
+    let refused = Refused::of(&parts.extensions);
     let Some(thumbprint) = parts
         .extensions
         .get::<VerifiedRequest>()
         .map(|v| v.key_thumbprint.clone())
     else {
         // `judge` defers only verified requests.
-        return challenge_response(&shared, &challenge, Generation::Draft11);
+        return refused.mark(challenge_response(&shared, &challenge, Generation::Draft11));
     };
     let body = match Limited::new(body, options.max_body_bytes).collect().await {
         Ok(collected) => collected.to_bytes(),
         // Too large to hold (or unreadable): the agent resends it with the auth token.
-        Err(_) => return challenge_response(&shared, &challenge, Generation::Draft11),
+        Err(_) => return refused.mark(challenge_response(&shared, &challenge, Generation::Draft11)),
     };
     let max_result = options.max_result_bytes;
     let exec: Exec = Box::new(move |request: Request<Bytes>| Box::pin(execute(inner, request, max_result)));

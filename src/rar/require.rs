@@ -20,6 +20,7 @@ use crate::error::Error;
 use crate::guard::{Decision as GuardDecision, detail_challenge, respond};
 use crate::layer::Inspected;
 use crate::policy::audit::{AuditOutcome, Decision};
+use crate::replay::Refused;
 use crate::replay::single_use::{GuardFuture, consume_then_call, grant_key};
 use crate::token::{Scopes, TokenKind};
 use crate::verifier::VerifiedRequest;
@@ -351,11 +352,14 @@ where
                 let shared = &self.layer.shared;
                 match grant_key(shared, parts.extensions.get::<VerifiedRequest>()) {
                     Ok((key, ttl)) => consume_then_call(shared, key, ttl, inner, Request::from_parts(parts, body)),
-                    Err(error) => GuardFuture::refuse(error),
+                    Err(error) => GuardFuture::refuse(error, Refused::of(&parts.extensions)),
                 }
             }
             Ok(()) => GuardFuture::inner(inner.call(Request::from_parts(parts, body))),
-            Err(Refusal::Error(error)) => GuardFuture::respond(error_response(&self.layer.shared, &error)),
+            Err(Refusal::Error(error)) => GuardFuture::respond(
+                error_response(&self.layer.shared, &error),
+                Refused::of(&parts.extensions),
+            ),
             Err(Refusal::NoLayer) => {
                 tracing::error!(
                     target: "tower_aauth",
@@ -364,10 +368,18 @@ where
                 let error = Error::Misconfigured {
                     detail: "AAuth guard without the AAuth layer",
                 };
-                GuardFuture::respond(error_response(&self.layer.shared, &error))
+                GuardFuture::respond(
+                    error_response(&self.layer.shared, &error),
+                    Refused::of(&parts.extensions),
+                )
             }
-            Err(Refusal::Mismatch(detail)) => GuardFuture::respond(self.layer.refuse_or_step_up(&parts, detail)),
-            Err(Refusal::NeedsGrant) => GuardFuture::respond(self.layer.needs_grant(&parts)),
+            Err(Refusal::Mismatch(detail)) => GuardFuture::respond(
+                self.layer.refuse_or_step_up(&parts, detail),
+                Refused::of(&parts.extensions),
+            ),
+            Err(Refusal::NeedsGrant) => {
+                GuardFuture::respond(self.layer.needs_grant(&parts), Refused::of(&parts.extensions))
+            }
         }
     }
 }

@@ -119,6 +119,17 @@ impl ReplayStore for MemoryReplayStore {
         let result = self.insert_now(&key, ttl);
         Box::pin(std::future::ready(result))
     }
+
+    fn try_release(&self, key: &ReplayKey) -> Option<Result<(), Error>> {
+        // The eviction listener gives the slot back (an explicit removal is notified too).
+        self.cache.invalidate(key);
+        Some(Ok(()))
+    }
+
+    fn release(&self, key: ReplayKey) -> BoxFuture<'_, Result<(), Error>> {
+        self.cache.invalidate(&key);
+        Box::pin(std::future::ready(Ok(())))
+    }
 }
 
 #[cfg(test)]
@@ -177,6 +188,53 @@ mod tests {
         std::thread::sleep(Duration::from_millis(1500));
         assert_eq!(store.try_insert(&key(2), TTL).unwrap().unwrap(), Insertion::First);
         assert_eq!(store.len(), 1);
+    }
+
+    #[test]
+    fn a_released_key_frees_its_slot_and_can_be_inserted_again() {
+        let store = MemoryReplayStore::new(2);
+        assert_eq!(store.try_insert(&key(1), TTL).unwrap().unwrap(), Insertion::First);
+        assert_eq!(store.try_insert(&key(2), TTL).unwrap().unwrap(), Insertion::First);
+        assert!(store.try_insert(&key(3), TTL).unwrap().is_err(), "full");
+        store.try_release(&key(1)).unwrap().unwrap();
+        assert_eq!(store.len(), 1);
+        assert_eq!(store.try_insert(&key(3), TTL).unwrap().unwrap(), Insertion::First);
+        // The released key is new again; the kept one is still a repeat.
+        store.try_release(&key(3)).unwrap().unwrap();
+        assert_eq!(store.try_insert(&key(1), TTL).unwrap().unwrap(), Insertion::First);
+        assert_eq!(store.try_insert(&key(2), TTL).unwrap().unwrap(), Insertion::Repeat);
+        assert_eq!(store.len(), 2);
+    }
+
+    #[test]
+    fn releasing_an_absent_key_changes_nothing() {
+        let store = MemoryReplayStore::new(2);
+        assert_eq!(store.try_insert(&key(1), TTL).unwrap().unwrap(), Insertion::First);
+        store.try_release(&key(9)).unwrap().unwrap();
+        store.try_release(&key(9)).unwrap().unwrap();
+        assert_eq!(store.len(), 1);
+        assert_eq!(store.try_insert(&key(1), TTL).unwrap().unwrap(), Insertion::Repeat);
+    }
+
+    #[test]
+    fn a_flood_of_released_keys_never_fills_the_store() {
+        let store = MemoryReplayStore::new(4);
+        for n in 0..10_000 {
+            assert_eq!(
+                store.try_insert(&key(n), TTL).unwrap().unwrap(),
+                Insertion::First,
+                "{n}"
+            );
+            release_awaited(&store, key(n));
+        }
+        assert_eq!(store.len(), 0);
+    }
+
+    /// The awaited form, as the layer uses it for stores that need I/O.
+    fn release_awaited(store: &MemoryReplayStore, key: ReplayKey) {
+        let mut future = store.release(key);
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        assert!(matches!(future.as_mut().poll(&mut cx), std::task::Poll::Ready(Ok(()))));
     }
 
     #[test]

@@ -3,6 +3,13 @@
 //!
 //! # Design
 //!
+//! The layer inserts a verified request's key into the store (atomically, before anything
+//! downstream runs) and **releases it again when one of this crate's route guards refuses
+//! the request**; the layer-wide default requirement and revocation are judged before the
+//! insert. The rule: *replay capacity is spent only on requests that were admitted* — that
+//! reached a handler, or a deferred route's hold. A flood of valid signatures that guards
+//! refuse (throwaway `hwk` keys, attack catalogue POL-06) leaves the store as it found it.
+//!
 //! AAuth defines no nonce; the `created` window bounds replay in time and this module
 //! closes the window itself (attack catalogue RPL-05…07, digest §1.5):
 //!
@@ -11,8 +18,9 @@
 //!   bytes or text: base64 padding bits and alphabets (we accept both) and, for ECDSA,
 //!   `(r, n−s)` give several valid encodings of one signature (RPL-06). The base covers
 //!   `@signature-params`, so `created`, the label and the covered list are all in the key.
-//! * **When.** Only after the signature (and any token) verified: an attacker cannot fill
-//!   the store with garbage, and a forged request cannot burn a legitimate one's slot.
+//! * **When.** Only after the signature (and any token) verified, the token is not revoked
+//!   and the default requirement (if any) admits the request: an attacker cannot fill the
+//!   store with garbage, and a forged request cannot burn a legitimate one's slot.
 //! * **Which methods.** By default the unsafe ones (`POST`, `PUT`, `PATCH`, `DELETE`, and
 //!   any method that is not `GET`/`HEAD`/`OPTIONS`/`TRACE`); [`ReplayProtection::AllMethods`]
 //!   extends it to every request. A second use is `401 invalid_signature`.
@@ -23,9 +31,41 @@
 //!   `Retry-After`; the request is not served unprotected. Nothing is cached about the
 //!   failure, so service resumes as soon as the store answers again.
 //!
+//! # Releasing refused requests
+//!
+//! Why release after the fact rather than insert at the point of admission: a route
+//! without any guard has no point of admission the layer could hand the insert to, and
+//! the check must stay one atomic insert before the handler (of two concurrent copies of
+//! one request, exactly one reaches it). So the insert stays where it was and a refusal
+//! undoes it:
+//!
+//! * Every refusal by [`GuardLayer`](crate::GuardLayer) (challenge, `403`, scope ceiling),
+//!   [`require_detail`](crate::AAuth::require_detail), [`SingleUseLayer`] and a deferred
+//!   guard's non-deferred answers carries a crate-private response extension naming the
+//!   request's replay key. When the response reaches the layer with the key it inserted,
+//!   the layer releases it ([`ReplayStore::try_release`], or [`ReplayStore::release`]
+//!   awaited inside the response future, so the refusal is sent after the entry is gone
+//!   and a resent copy meets the guard again, not `invalid_signature`).
+//! * These guards decide before calling what they wrap, so a released request never
+//!   reached a handler: a request runs at most once per signature even if a guard's
+//!   verdict changes within the signature window. A replay of a refused request is judged
+//!   (and refused) again; a copy arriving while the original is still in flight is
+//!   `invalid_signature`, as before.
+//! * Naming the key means a refusal that a handler obtains from some other request (say,
+//!   by calling a guarded service itself) cannot release this request's entry.
+//! * Not released: responses of handlers and of anything that is not one of these guards
+//!   (axum's `404`/`405`, a rejection by this crate's axum extractors, which
+//!   run inside the handler once other extractors may have acted), inner-service errors,
+//!   and requests whose response future is dropped. A `202` of a deferred route keeps its
+//!   entry: the held request may still run.
+//! * A single-use grant is released the same way when a guard inside [`SingleUseLayer`]
+//!   refuses after the grant was consumed.
+//!
 //! The [`ReplayStore`] trait has a synchronous [`ReplayStore::try_insert`] so that the
 //! in-memory store keeps the layer's no-allocation fast path; a networked store answers
-//! `None` there and is awaited through [`ReplayStore::insert`].
+//! `None` there and is awaited through [`ReplayStore::insert`]. Release follows the same
+//! pattern; a store that does not implement it keeps refused requests' entries until they
+//! expire (correct, but without this protection of its capacity).
 //!
 //! The same stores back single-use grants: a [`ReplayKey::jti`] key consumes an auth
 //! token's `(iss, jti)` once (RPL-16: only on routes that ask for it; an auth token is
@@ -36,13 +76,15 @@ mod memory;
 mod redis_store;
 pub mod single_use;
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use http::Method;
+use http::{Extensions, Method, Response};
 use sha2::{Digest, Sha256};
 
 pub use crate::discovery::BoxFuture;
 use crate::error::Error;
+use crate::verifier::VerifiedRequest;
 pub use memory::MemoryReplayStore;
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
@@ -120,6 +162,74 @@ pub trait ReplayStore: Send + Sync + 'static {
 
     /// Remembers `key` for `ttl` unless it is already remembered.
     fn insert(&self, key: ReplayKey, ttl: Duration) -> BoxFuture<'_, Result<Insertion, Error>>;
+
+    /// Forgets `key` without I/O when the store can; `None` sends the caller to
+    /// [`ReplayStore::release`]. The default keeps the entry until it expires.
+    fn try_release(&self, key: &ReplayKey) -> Option<Result<(), Error>> {
+        let _ = key;
+        Some(Ok(()))
+    }
+
+    /// Forgets `key`, which this caller inserted ([`Insertion::First`]) for a request that
+    /// was then refused before reaching any handler, so that refused requests do not hold
+    /// capacity (see the module docs). Only the caller that inserted a key releases it.
+    /// Keeping the entry is always safe; the default does, until it expires.
+    fn release(&self, key: ReplayKey) -> BoxFuture<'_, Result<(), Error>> {
+        let result = self.try_release(&key).unwrap_or(Ok(()));
+        Box::pin(std::future::ready(result))
+    }
+}
+
+/// Marks a response as a refusal by one of this crate's route guards, naming the refused
+/// request's replay key (`None` when its method is not replay-checked).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Refused(Option<ReplayKey>);
+
+impl Refused {
+    /// The marker for the request with these extensions.
+    pub(crate) fn of(extensions: &Extensions) -> Self {
+        Refused(extensions.get::<VerifiedRequest>().and_then(|v| v.replay))
+    }
+
+    /// The marker for a request whose replay key is `key`.
+    pub(crate) fn key(key: ReplayKey) -> Self {
+        Refused(Some(key))
+    }
+
+    pub(crate) fn mark<B>(self, mut response: Response<B>) -> Response<B> {
+        response.extensions_mut().insert(self);
+        response
+    }
+
+    /// Whether `response` is a guard's refusal of the request this marker names.
+    pub(crate) fn matches<B>(self, response: &Response<B>) -> bool {
+        response.extensions().get::<Refused>() == Some(&self)
+    }
+}
+
+/// A release still to be awaited (a networked store).
+pub(crate) type Releasing = BoxFuture<'static, ()>;
+
+/// Releases `key` now when the store can; otherwise returns the release to await.
+pub(crate) fn release(store: &Arc<dyn ReplayStore>, key: ReplayKey) -> Option<Releasing> {
+    match store.try_release(&key) {
+        Some(result) => {
+            log_release(result);
+            None
+        }
+        None => {
+            let store = store.clone();
+            Some(Box::pin(async move { log_release(store.release(key).await) }))
+        }
+    }
+}
+
+fn log_release(result: Result<(), Error>) {
+    if result.is_err() {
+        // The entry expires with its time to live: capacity, not safety, is lost. Stores
+        // log their own failures with the cause.
+        tracing::debug!(target: "tower_aauth", "a refused request's replay entry could not be released");
+    }
 }
 
 /// Which requests the layer checks for replay.
@@ -190,6 +300,93 @@ mod tests {
             assert!(ReplayProtection::AllMethods.covers(&method));
         }
         assert!(!ReplayProtection::Off.covers(&Method::POST));
+    }
+
+    /// A store implementing only what the trait requires.
+    #[derive(Default)]
+    struct InsertOnly(std::sync::Mutex<std::collections::HashSet<ReplayKey>>);
+
+    impl ReplayStore for InsertOnly {
+        fn insert(&self, key: ReplayKey, _: Duration) -> BoxFuture<'_, Result<Insertion, Error>> {
+            let first = self.0.lock().unwrap().insert(key);
+            Box::pin(std::future::ready(Ok(if first {
+                Insertion::First
+            } else {
+                Insertion::Repeat
+            })))
+        }
+    }
+
+    fn ready<T>(mut future: BoxFuture<'_, T>) -> T {
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        match future.as_mut().poll(&mut cx) {
+            std::task::Poll::Ready(value) => value,
+            std::task::Poll::Pending => panic!("a ready future"),
+        }
+    }
+
+    #[test]
+    fn the_default_release_keeps_the_entry() {
+        let store = InsertOnly::default();
+        let key = ReplayKey::jti("i", "j");
+        assert_eq!(
+            ready(store.insert(key, Duration::from_secs(1))).unwrap(),
+            Insertion::First
+        );
+        assert!(matches!(store.try_release(&key), Some(Ok(()))));
+        assert!(ready(store.release(key)).is_ok());
+        assert_eq!(
+            ready(store.insert(key, Duration::from_secs(1))).unwrap(),
+            Insertion::Repeat
+        );
+    }
+
+    #[test]
+    fn release_with_a_synchronous_answer_needs_no_future() {
+        let memory: Arc<dyn ReplayStore> = Arc::new(MemoryReplayStore::new(1));
+        let key = ReplayKey::jti("i", "j");
+        assert_eq!(
+            memory.try_insert(&key, Duration::from_secs(60)).unwrap().unwrap(),
+            Insertion::First
+        );
+        assert!(release(&memory, key).is_none());
+        assert_eq!(
+            memory.try_insert(&key, Duration::from_secs(60)).unwrap().unwrap(),
+            Insertion::First
+        );
+    }
+
+    fn verified(replay: Option<ReplayKey>) -> VerifiedRequest {
+        VerifiedRequest {
+            scheme: crate::sigkey::Scheme::Hwk,
+            key_thumbprint: "thumb".into(),
+            label: "sig".into(),
+            covered: Arc::from(Vec::new()),
+            created: 0,
+            signer: None,
+            token: None,
+            generation: crate::config::Generation::Draft11,
+            replay,
+        }
+    }
+
+    #[test]
+    fn a_refusal_marker_matches_only_the_request_it_names() {
+        let key = ReplayKey::signature("thumb", b"base");
+        let other = ReplayKey::signature("thumb", b"other base");
+        let mut extensions = Extensions::new();
+        extensions.insert(verified(Some(key)));
+        let refusal = Refused::of(&extensions).mark(Response::new(()));
+        assert!(Refused::key(key).matches(&refusal));
+        assert!(!Refused::key(other).matches(&refusal));
+        assert!(!Refused::key(key).matches(&Response::new(())), "an unmarked response");
+        // A request without a replay key (a safe method) is named by `None`.
+        let mut safe = Extensions::new();
+        safe.insert(verified(None));
+        let refusal = Refused::of(&safe).mark(Response::new(()));
+        assert!(Refused::of(&safe).matches(&refusal));
+        assert!(!Refused::key(key).matches(&refusal));
+        assert_eq!(Refused::of(&Extensions::new()), Refused::of(&safe));
     }
 
     #[test]

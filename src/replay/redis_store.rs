@@ -1,5 +1,6 @@
 //! The shared store (feature `redis`): `SET key 1 NX PX ttl` through a
-//! [`redis::aio::ConnectionManager`], so several replicas refuse each other's replays.
+//! [`redis::aio::ConnectionManager`], so several replicas refuse each other's replays;
+//! `DEL key` releases a refused request's key.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,7 +14,9 @@ use crate::error::Error;
 /// A replay store shared by every replica through Redis.
 ///
 /// Each insert is one `SET <prefix><hex key> 1 NX PX <ttl ms>`: atomic on the server, so
-/// of concurrent inserts of one key across all replicas exactly one succeeds.
+/// of concurrent inserts of one key across all replicas exactly one succeeds. The key of a
+/// request a guard refused is released with `DEL` before the refusal is sent (see
+/// [`crate::replay`]); when that fails the key simply expires with its time to live.
 ///
 /// Failing closed: a connection error, a Redis error or no answer within the operation
 /// timeout is [`Error::Unavailable`] (`503`, `Retry-After: 1`); the request is not served.
@@ -106,11 +109,16 @@ impl RedisReplayStore {
         Self::builder(url).connect().await
     }
 
-    async fn set_nx(&self, key: ReplayKey, ttl: Duration) -> Result<Insertion, Error> {
-        let mut connection = self.manager.clone();
+    fn name(&self, key: &ReplayKey) -> String {
         let mut name = String::with_capacity(self.prefix.len() + 64);
         name.push_str(&self.prefix);
         name.push_str(&key.to_hex());
+        name
+    }
+
+    async fn set_nx(&self, key: ReplayKey, ttl: Duration) -> Result<Insertion, Error> {
+        let mut connection = self.manager.clone();
+        let name = self.name(&key);
         let millis = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
         let mut command = redis::cmd("SET");
         command.arg(name).arg(1).arg("NX").arg("PX").arg(millis);
@@ -128,10 +136,37 @@ impl RedisReplayStore {
             }
         }
     }
+
+    async fn del(&self, key: ReplayKey) -> Result<(), Error> {
+        let mut connection = self.manager.clone();
+        let mut command = redis::cmd("DEL");
+        command.arg(self.name(&key));
+        let command = command.query_async::<u64>(&mut connection);
+        match tokio::time::timeout(self.timeout, command).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(error)) => {
+                tracing::warn!(target: "tower_aauth", kind = ?error.kind(), "replay store (Redis) failed to release");
+                Err(unavailable("the replay store is unreachable"))
+            }
+            Err(_) => {
+                tracing::warn!(target: "tower_aauth", "replay store (Redis) timed out releasing");
+                Err(unavailable("the replay store is unreachable"))
+            }
+        }
+    }
 }
 
 impl ReplayStore for RedisReplayStore {
     fn insert(&self, key: ReplayKey, ttl: Duration) -> BoxFuture<'_, Result<Insertion, Error>> {
         Box::pin(self.set_nx(key, ttl))
+    }
+
+    fn try_release(&self, _: &ReplayKey) -> Option<Result<(), Error>> {
+        None
+    }
+
+    /// `DEL`, within the operation timeout; on failure the entry expires by itself.
+    fn release(&self, key: ReplayKey) -> BoxFuture<'_, Result<(), Error>> {
+        Box::pin(self.del(key))
     }
 }

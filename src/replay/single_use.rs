@@ -12,6 +12,10 @@
 //! for their lifetime). Put [`SingleUseLayer`] *inside* the guards that authorize the route
 //! (in axum, `route_layer` it before them) so that only an authorized request consumes the
 //! grant; or use `require_detail(..).single_use()`, which consumes after its own check.
+//! Should a guard of this crate inside it refuse the request all the same, the grant is
+//! released again before the refusal is sent, as the layer releases a refused request's
+//! signature (see [`crate::replay`]); meanwhile a concurrent request presenting the same
+//! grant is refused as a second use.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -25,7 +29,7 @@ use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use super::{Insertion, ReplayKey};
+use super::{Insertion, Refused, Releasing, ReplayKey, ReplayStore};
 use crate::config::{AAuth, Shared};
 use crate::error::Error;
 use crate::token::TokenKind;
@@ -114,7 +118,7 @@ where
         let inner = std::mem::replace(&mut self.inner, clone);
         match grant_key(&self.shared, request.extensions().get::<VerifiedRequest>()) {
             Ok((key, ttl)) => consume_then_call(&self.shared, key, ttl, inner, request),
-            Err(error) => GuardFuture::refuse(error),
+            Err(error) => GuardFuture::refuse(error, Refused::of(request.extensions())),
         }
     }
 }
@@ -134,29 +138,54 @@ where
     B: Send + 'static,
     ResBody: From<Bytes> + Send + 'static,
 {
+    let refused = Refused::of(request.extensions());
     match shared.replay_store.try_insert(&key, ttl) {
-        Some(Ok(Insertion::First)) => GuardFuture::inner(inner.call(request)),
-        Some(Ok(Insertion::Repeat)) => GuardFuture::refuse(GRANT_USED),
-        Some(Err(error)) => GuardFuture::refuse(error),
+        Some(Ok(Insertion::First)) => GuardFuture::consumed(
+            inner.call(request),
+            Grant {
+                key,
+                refused,
+                store: shared.replay_store.clone(),
+            },
+        ),
+        Some(Ok(Insertion::Repeat)) => GuardFuture::refuse(GRANT_USED, refused),
+        Some(Err(error)) => GuardFuture::refuse(error, refused),
         None => {
             let shared = shared.clone();
             GuardFuture::boxed(async move {
                 match shared.replay_store.insert(key, ttl).await {
-                    Ok(Insertion::First) => inner.call(request).await,
-                    Ok(Insertion::Repeat) => Ok(GRANT_USED.to_response()),
-                    Err(error) => Ok(error.to_response()),
+                    Ok(Insertion::First) => {
+                        let response = inner.call(request).await?;
+                        if refused.matches(&response)
+                            && let Some(release) = super::release(&shared.replay_store, key)
+                        {
+                            release.await;
+                        }
+                        Ok(response)
+                    }
+                    Ok(Insertion::Repeat) => Ok(refused.mark(GRANT_USED.to_response())),
+                    Err(error) => Ok(refused.mark(error.to_response())),
                 }
             })
         }
     }
 }
 
+/// A consumed grant, released if a guard further in refuses the request.
+struct Grant {
+    key: ReplayKey,
+    /// The marker such a refusal carries.
+    refused: Refused,
+    store: Arc<dyn ReplayStore>,
+}
+
 type BoxedResponse<ResBody, E> = Pin<Box<dyn Future<Output = Result<Response<ResBody>, E>> + Send>>;
 
 pin_project! {
     /// The response future of the crate's route guards: the inner service's own future
-    /// when the decision was made in `call`, a boxed one when a networked store had to be
-    /// awaited, or a ready refusal.
+    /// when the decision was made in `call` (watched for a refusal further in when a grant
+    /// was consumed), a boxed one when a networked store had to be awaited, or a ready
+    /// refusal.
     pub struct GuardFuture<F, ResBody, E> {
         #[pin]
         state: GuardState<F, ResBody, E>,
@@ -167,8 +196,10 @@ pin_project! {
     #[project = GuardProj]
     enum GuardState<F, ResBody, E> {
         Inner { #[pin] future: F },
+        Consumed { #[pin] future: F, grant: Option<Grant> },
         Boxed { future: BoxedResponse<ResBody, E> },
         Ready { response: Option<Response<ResBody>> },
+        Releasing { future: Releasing, response: Option<Response<ResBody>> },
     }
 }
 
@@ -176,6 +207,15 @@ impl<F, ResBody, E> GuardFuture<F, ResBody, E> {
     pub(crate) fn inner(future: F) -> Self {
         GuardFuture {
             state: GuardState::Inner { future },
+        }
+    }
+
+    fn consumed(future: F, grant: Grant) -> Self {
+        GuardFuture {
+            state: GuardState::Consumed {
+                future,
+                grant: Some(grant),
+            },
         }
     }
 
@@ -187,19 +227,20 @@ impl<F, ResBody, E> GuardFuture<F, ResBody, E> {
         }
     }
 
-    pub(crate) fn respond(response: Response<ResBody>) -> Self {
+    /// A refusal of the request `refused` names.
+    pub(crate) fn respond(response: Response<ResBody>, refused: Refused) -> Self {
         GuardFuture {
             state: GuardState::Ready {
-                response: Some(response),
+                response: Some(refused.mark(response)),
             },
         }
     }
 
-    pub(crate) fn refuse(error: Error) -> Self
+    pub(crate) fn refuse(error: Error, refused: Refused) -> Self
     where
         ResBody: From<Bytes>,
     {
-        Self::respond(error.to_response())
+        Self::respond(error.to_response(), refused)
     }
 }
 
@@ -211,15 +252,41 @@ where
     type Output = Result<Response<ResBody>, E>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project().state.project() {
-            GuardProj::Inner { future } => future.poll(cx),
-            GuardProj::Boxed { future } => Poll::Ready(ready!(future.as_mut().poll(cx))),
-            GuardProj::Ready { response } => Poll::Ready(Ok(response.take().unwrap_or_else(|| {
-                Error::Misconfigured {
-                    detail: "response future polled after completion",
+        let mut state = self.project().state;
+        loop {
+            match state.as_mut().project() {
+                GuardProj::Inner { future } => return future.poll(cx),
+                GuardProj::Consumed { future, grant } => {
+                    let result = ready!(future.poll(cx));
+                    match (result, grant.take()) {
+                        (Ok(response), Some(grant)) if grant.refused.matches(&response) => {
+                            match super::release(&grant.store, grant.key) {
+                                None => return Poll::Ready(Ok(response)),
+                                Some(future) => state.set(GuardState::Releasing {
+                                    future,
+                                    response: Some(response),
+                                }),
+                            }
+                        }
+                        (result, _) => return Poll::Ready(result),
+                    }
                 }
-                .to_response()
-            }))),
+                GuardProj::Boxed { future } => return Poll::Ready(ready!(future.as_mut().poll(cx))),
+                GuardProj::Ready { response } => return Poll::Ready(Ok(taken(response))),
+                GuardProj::Releasing { future, response } => {
+                    ready!(future.as_mut().poll(cx));
+                    return Poll::Ready(Ok(taken(response)));
+                }
+            }
         }
     }
+}
+
+fn taken<B: From<Bytes>>(response: &mut Option<Response<B>>) -> Response<B> {
+    response.take().unwrap_or_else(|| {
+        Error::Misconfigured {
+            detail: "response future polled after completion",
+        }
+        .to_response()
+    })
 }
