@@ -34,6 +34,9 @@ pub enum Peer {
     V03,
     /// npm `@hellocoop/httpsig` 2.2.0.
     Js,
+    /// PyPI `introspection-aauth` 0.1.0: a Person Server and an Access Server, run as
+    /// servers (`introspection-server person|access`), not through [`Peer::run`].
+    Introspection,
 }
 
 impl Peer {
@@ -42,6 +45,7 @@ impl Peer {
             Peer::V05 => "peer-v05",
             Peer::V03 => "peer-v03",
             Peer::Js => "peer-js",
+            Peer::Introspection => "introspection-server",
         }
     }
 
@@ -51,6 +55,7 @@ impl Peer {
             Peer::V05 => "aauth 0.5.0 / aauth-signing 0.2.0",
             Peer::V03 => "aauth 0.3.4 / aauth-signing 0.1.2",
             Peer::Js => "@hellocoop/httpsig 2.2.0",
+            Peer::Introspection => "introspection-aauth 0.1.0",
         }
     }
 
