@@ -367,6 +367,7 @@ mod tests {
             token: None,
             generation: crate::config::Generation::Draft11,
             replay,
+            agent: None,
         }
     }
 
