@@ -116,7 +116,8 @@ pub(crate) fn estimated_bytes(token: &VerifiedToken) -> usize {
         claims.agent.as_deref(),
         Some(claims.kid.as_str()),
     ];
-    let owned: usize = strings.iter().flatten().map(|s| s.len()).sum();
+    let owned: usize = strings.iter().flatten().map(|s| s.len()).sum::<usize>()
+        + claims.agent_id.as_ref().map_or(0, crate::policy::AgentId::weight);
     let scopes: usize = claims
         .scope
         .iter()
