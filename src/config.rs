@@ -135,6 +135,8 @@ pub(crate) struct Shared {
     pub(crate) revocations: Revocations,
     pub(crate) ceilings: ScopeCeilings,
     pub(crate) bindings: Arc<dyn AgentBindings>,
+    /// The ceilings' and revocations' generations the bindings were last pinned for.
+    pub(crate) pinned_for: std::sync::atomic::AtomicU64,
     pub(crate) consent: Consent,
     pub(crate) authz: crate::authz::Authz,
 }
@@ -634,6 +636,7 @@ impl AAuthBuilder {
                 bindings: self
                     .bindings
                     .unwrap_or_else(|| Arc::new(MemoryAgentBindings::default())),
+                pinned_for: std::sync::atomic::AtomicU64::new(0),
                 consent: self.consent,
                 authz,
             }),

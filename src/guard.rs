@@ -275,11 +275,13 @@ fn need_auth_with(
             // Whatever asked for these scopes (a guard, a rule, a detail step-up), no
             // resource token is minted for more than the agent may use, nor towards a
             // person server whose grant this resource would not honour.
-            shared.ceilings.check(v, scopes.iter())?;
+            let detail_types = details.into_iter().flat_map(crate::policy::detail_types);
+            shared.ceilings.check(v, scopes.iter().chain(detail_types))?;
             if shared.authz.access_server.is_none() {
                 let person = presented.and_then(|t| Some(PersonId::new(aud, t.sub.as_deref()?)));
                 shared.consent.check_step_up(person, scopes, details)?;
             }
+            crate::policy::bind_for_grant(shared, v);
             let agent = v.agent().map(crate::policy::AgentId::id);
             let minter = Minter {
                 issuer: &shared.resource,

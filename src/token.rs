@@ -418,7 +418,14 @@ impl TokenPolicy {
         let cnf = cnf_jwk(claims, self.alg)?;
         legacy_form |= cnf.alg().is_none_or(|alg| alg == wire::alg::EDDSA);
         let agent_id = match kind {
-            TokenKind::Agent => sub.map(|sub| AgentId::trusted(iss, sub)),
+            // Before AP-01 the agent was its provider's URL and `sub` a delegate id.
+            TokenKind::Agent => sub.map(|sub| {
+                if is_agent_identifier(sub) {
+                    AgentId::trusted(iss, sub)
+                } else {
+                    AgentId::server(iss.into())
+                }
+            }),
             // The demo generation's `agent` claim is the issuer's word: believed only from
             // an issuer trusted by name, never from any person server that happens to verify.
             TokenKind::Auth if self.names_trusted_issuer(iss) => agent.and_then(agent_from_claim),

@@ -22,6 +22,10 @@ use crate::verifier::VerifiedRequest;
 /// limited only by their tokens). Since an agent that never shows its identity to the
 /// resource gets the default ceiling, a resource that must cap agents sets a default and
 /// raises it per agent.
+///
+/// A ceiling lists `authorization_details` types as it lists scopes: an entry of type
+/// `trade` is under a ceiling that lists `trade`. Entries of other types are removed from
+/// the grant the guards see, and a step-up asking for them is `403 scope_above_ceiling`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CeilingSet {
     agents: HashMap<AgentId, Scopes>,
@@ -177,6 +181,7 @@ pub const SCOPE_ABOVE_CEILING: &str = "scope_above_ceiling";
 #[derive(Clone, Default)]
 pub struct ScopeCeilings {
     current: Arc<ArcSwap<CeilingSet>>,
+    generation: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl std::fmt::Debug for ScopeCeilings {
@@ -195,12 +200,29 @@ impl ScopeCeilings {
     pub fn from_set(set: CeilingSet) -> Self {
         ScopeCeilings {
             current: Arc::new(ArcSwap::from_pointee(set)),
+            generation: Arc::default(),
         }
+    }
+
+    /// Whether the ceilings in force name `agent`.
+    pub(crate) fn names(&self, agent: &AgentId) -> bool {
+        let current = self.current.load();
+        !current.is_empty() && current.names(agent)
+    }
+
+    /// Counts changes, so that the layer can tell when the set changed.
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    fn changed(&self) {
+        self.generation.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
     }
 
     /// Replaces the ceilings.
     pub fn replace(&self, set: CeilingSet) {
         self.current.store(Arc::new(set));
+        self.changed();
     }
 
     /// Replaces the ceilings from JSON ([`CeilingSet::from_json`]); on error the current

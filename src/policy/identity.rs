@@ -16,12 +16,14 @@
 //! A draft -11 auth token names no agent. The resource still knows the agent behind it
 //! when it has seen that agent use the same key: every agent identity above is recorded
 //! as *key thumbprint → agent* in an [`AgentBindings`] store, and a request that names no
-//! agent is attributed to the agent its key is bound to. What a resource can and cannot
-//! know:
+//! agent is attributed to the agent its key is bound to. A binding lasts as long as the
+//! credentials the key presents: an agent token's life plus the longest grant lifetime
+//! accepted; a grant presented by a bound key extends it to the grant's end plus that
+//! lifetime; minting a resource token for a bound key extends it to cover the grant it
+//! will be exchanged for. What a resource can and cannot know:
 //!
 //! * **Known**: the agent behind an auth token whose key the resource saw with an agent
-//!   token or as a `jwks_uri` signer within the binding's lifetime (the agent token's
-//!   remaining life plus the longest auth-token lifetime accepted).
+//!   token or as a `jwks_uri` signer, and every grant that key goes on presenting.
 //! * **Not known**: the agent behind a key this resource (or, with a shared store, this
 //!   fleet) never saw identified. Such a request gets the *default* ceiling. A resource
 //!   that caps agents should therefore set a default ceiling and raise it per agent,
@@ -33,6 +35,13 @@
 //!
 //! Bindings of agents named in the ceilings or the revocation set are *pinned*: a flood
 //! of throwaway agents can evict other bindings from the byte-bounded store, never those.
+//! An agent named later (a hot reload) has its existing bindings pinned on the next
+//! request. A pinned agent holds at most
+//! [`MemoryAgentBindings::MAX_KEYS_PER_PINNED_AGENT`] live keys; its next key is refused
+//! (`the agent holds too many live keys`), never bound where it could be evicted.
+//!
+//! Demo-generation agents are their provider: an agent token whose `sub` is a delegate id
+//! names the agent `(iss, iss)`, the same agent its auth tokens' `agent` URL names.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -51,10 +60,37 @@ use super::PolicyError;
 /// `aauth:local@domain` (provider `https://domain`, the only provider that may name it)
 /// or a server identifier `https://host` (a `jwks_uri` signer, or a demo-generation agent
 /// URL), which is its own provider.
-#[derive(Clone, PartialEq, Eq, Hash)]
+#[derive(Clone)]
 pub struct AgentId {
     provider: Arc<str>,
     id: Arc<str>,
+}
+
+/// An AAuth agent identifier names its provider by its domain (every constructor checks
+/// that the provider's host is that domain), so it is compared alone: the development
+/// provider `http://localhost:8001` and a document's `aauth:bot@localhost` are then the
+/// same agent. Any other identifier is compared with its provider.
+impl PartialEq for AgentId {
+    fn eq(&self, other: &Self) -> bool {
+        self.id == other.id && (self.id.starts_with("aauth:") || self.provider == other.provider)
+    }
+}
+
+impl Eq for AgentId {}
+
+impl std::hash::Hash for AgentId {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.id.hash(state);
+        if !self.id.starts_with("aauth:") {
+            self.provider.hash(state);
+        }
+    }
+}
+
+/// Server identifiers a policy document may name: `https://host`, or `http://` on
+/// loopback with a port (development); anything else could never match a verified one.
+pub(crate) fn is_server_identifier(text: &str) -> bool {
+    crate::discovery::IdentifierPolicy::allowing_http_loopback().admits(text)
 }
 
 impl AgentId {
@@ -69,6 +105,11 @@ impl AgentId {
                     "an agent's provider and identifier are 1 to 1024 bytes without control characters",
                 ));
             }
+        }
+        if !is_server_identifier(&provider) {
+            return Err(PolicyError::new(
+                "an agent's provider is a server identifier (https://host, lower case, no port or path)",
+            ));
         }
         if !provider_names(&provider, &id) {
             return Err(PolicyError::new(
@@ -140,7 +181,7 @@ impl FromStr for AgentId {
         if let Some(provider) = implied_provider(text) {
             return AgentId::new(provider, text);
         }
-        if crate::token::is_identifier_shaped(text) {
+        if is_server_identifier(text) {
             return Ok(AgentId::server(text.into()));
         }
         Err(PolicyError::new(
@@ -209,42 +250,51 @@ impl PersonId {
     }
 }
 
-/// A key already bound to another agent.
+/// Why a key was not bound.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BindingConflict {
-    /// The agent the key is bound to.
-    pub bound_to: AgentId,
+#[non_exhaustive]
+pub enum BindingRefused {
+    /// The key is bound to this other agent.
+    BoundToAnother(AgentId),
+    /// The agent already holds as many live pinned keys as the store keeps for one agent.
+    TooManyKeys,
+}
+
+/// What a key is bound to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Binding {
+    /// The agent.
+    pub agent: AgentId,
+    /// Until when (Unix seconds).
+    pub until: u64,
+    /// Whether the binding is kept whatever else the store must hold (see
+    /// [`AgentBindings::bind`]).
+    pub pinned: bool,
 }
 
 /// Key thumbprint → agent, for attributing requests that name no agent (draft -11 auth
 /// tokens, `hwk`) to the agent seen using that key. Behind a trait so that replicas can
 /// share one store; reads are on every request that names no agent, so keep them local.
 pub trait AgentBindings: Send + Sync + 'static {
-    /// The agent bound to the key `thumbprint` at `now` (Unix seconds), if any.
-    fn agent_for(&self, thumbprint: &str, now: u64) -> Option<AgentId>;
+    /// The binding of the key `thumbprint` at `now` (Unix seconds), if any.
+    fn binding(&self, thumbprint: &str, now: u64) -> Option<Binding>;
 
-    /// Binds `thumbprint` to `agent` until `until` (Unix seconds), or extends the binding
-    /// when it is already to `agent`. `pinned` bindings (the agent is named by a ceiling
-    /// or a revocation) must not be evicted before `until`. A key bound to another agent
-    /// is a [`BindingConflict`] and the binding is unchanged.
-    fn bind(
-        &self,
-        thumbprint: &str,
-        agent: &AgentId,
-        until: u64,
-        now: u64,
-        pinned: bool,
-    ) -> Result<(), BindingConflict>;
-}
+    /// Binds `thumbprint` to `agent` until at least `until` (Unix seconds): creates the
+    /// binding, or extends it when it is to `agent` and ends earlier (never shortens it).
+    /// `pinned` bindings (the agent is named by a ceiling or a revocation) must not be
+    /// evicted before `until`, and pinning an existing binding pins it. A key bound to
+    /// another agent is refused and its binding unchanged.
+    fn bind(&self, thumbprint: &str, agent: &AgentId, until: u64, now: u64, pinned: bool)
+    -> Result<(), BindingRefused>;
 
-#[derive(Clone)]
-struct Binding {
-    agent: AgentId,
-    until: u64,
+    /// Pins every live binding whose agent `named` accepts: called when the ceilings or
+    /// the revocations change, so that bindings made before an agent was named cannot be
+    /// pushed out afterwards.
+    fn pin_named(&self, named: &dyn Fn(&AgentId) -> bool, now: u64);
 }
 
 /// The in-process [`AgentBindings`]: a byte-bounded cache for ordinary bindings, and a
-/// table for pinned ones that only the listed agents themselves can grow (at most
+/// table for pinned ones that only the agents a policy names can grow (at most
 /// [`MemoryAgentBindings::MAX_KEYS_PER_PINNED_AGENT`] live keys each).
 pub struct MemoryAgentBindings {
     ordinary: moka::sync::Cache<Arc<str>, Binding>,
@@ -266,9 +316,9 @@ const ENTRY_OVERHEAD: u32 = 400;
 impl MemoryAgentBindings {
     /// Default byte budget of the ordinary bindings (16 MiB, about 30 000 agents' keys).
     pub const DEFAULT_MAX_BYTES: u64 = 16 * 1024 * 1024;
-    /// How many live keys one pinned agent may hold; more is a conflict (an agent
-    /// rotating keys that fast is trying to push its own bindings out).
-    pub const MAX_KEYS_PER_PINNED_AGENT: usize = 64;
+    /// How many live keys one pinned agent may hold (a memory bound: pinned bindings are
+    /// never evicted); beyond it new keys of that agent are refused.
+    pub const MAX_KEYS_PER_PINNED_AGENT: usize = 4096;
 
     /// A store of at most `max_bytes` (estimated) ordinary bindings.
     pub fn new(max_bytes: u64) -> Self {
@@ -304,19 +354,39 @@ impl Default for MemoryAgentBindings {
     }
 }
 
+impl MemoryAgentBindings {
+    fn pinned_table(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<Arc<str>, Binding>> {
+        self.pinned.write().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn pin(
+        table: &mut HashMap<Arc<str>, Binding>,
+        thumbprint: &str,
+        binding: Binding,
+        now: u64,
+    ) -> Result<(), BindingRefused> {
+        if !table.contains_key(thumbprint) {
+            table.retain(|_, b| b.until > now);
+            let held = table.values().filter(|b| b.agent == binding.agent).count();
+            if held >= Self::MAX_KEYS_PER_PINNED_AGENT {
+                return Err(BindingRefused::TooManyKeys);
+            }
+        }
+        table.insert(thumbprint.into(), binding);
+        Ok(())
+    }
+}
+
 impl AgentBindings for MemoryAgentBindings {
-    fn agent_for(&self, thumbprint: &str, now: u64) -> Option<AgentId> {
+    fn binding(&self, thumbprint: &str, now: u64) -> Option<Binding> {
         if let Ok(pinned) = self.pinned.read()
             && !pinned.is_empty()
             && let Some(binding) = pinned.get(thumbprint)
             && binding.until > now
         {
-            return Some(binding.agent.clone());
+            return Some(binding.clone());
         }
-        self.ordinary
-            .get(thumbprint)
-            .filter(|binding| binding.until > now)
-            .map(|binding| binding.agent)
+        self.ordinary.get(thumbprint).filter(|binding| binding.until > now)
     }
 
     fn bind(
@@ -326,50 +396,71 @@ impl AgentBindings for MemoryAgentBindings {
         until: u64,
         now: u64,
         pinned: bool,
-    ) -> Result<(), BindingConflict> {
-        if let Some(bound) = self.agent_for(thumbprint, now)
-            && bound != *agent
-        {
-            return Err(BindingConflict { bound_to: bound });
+    ) -> Result<(), BindingRefused> {
+        // The steady state: already bound to this agent for long enough; no write.
+        match self.binding(thumbprint, now) {
+            Some(bound) if bound.agent != *agent => return Err(BindingRefused::BoundToAnother(bound.agent)),
+            Some(bound) if bound.until >= until && (bound.pinned || !pinned) => return Ok(()),
+            _ => {}
         }
-        let binding = Binding {
-            agent: agent.clone(),
-            until,
-        };
         if pinned {
-            let mut table = self.pinned.write().unwrap_or_else(|poisoned| poisoned.into_inner());
-            table.retain(|_, b| b.until > now);
-            let fresh = !table.contains_key(thumbprint);
-            if fresh && table.values().filter(|b| b.agent == *agent).count() >= Self::MAX_KEYS_PER_PINNED_AGENT {
-                return Err(BindingConflict {
-                    bound_to: agent.clone(),
-                });
+            // Checked and written under the one lock, so two identities raced onto one
+            // key cannot both pass.
+            let mut table = self.pinned_table();
+            let current = table
+                .get(thumbprint)
+                .cloned()
+                .filter(|b| b.until > now)
+                .or_else(|| self.ordinary.get(thumbprint).filter(|b| b.until > now));
+            if let Some(bound) = &current
+                && bound.agent != *agent
+            {
+                return Err(BindingRefused::BoundToAnother(bound.agent.clone()));
             }
-            table.insert(thumbprint.into(), binding);
-        } else {
-            // One atomic step per key, so that two identities raced onto one key cannot
-            // both pass the conflict check. Extending a binding only when half its life is
-            // gone keeps the steady state free of writes.
-            let mut conflict = None;
-            self.ordinary.entry(thumbprint.into()).and_compute_with(|current| {
-                match current.map(moka::Entry::into_value) {
-                    Some(bound) if bound.until > now && bound.agent != *agent => {
-                        conflict = Some(bound.agent);
-                        Op::Nop
-                    }
-                    Some(bound)
-                        if bound.until > now && bound.until.saturating_sub(now) >= until.saturating_sub(now) / 2 =>
-                    {
-                        Op::Nop
-                    }
-                    _ => Op::Put(binding),
-                }
-            });
-            if let Some(bound_to) = conflict {
-                return Err(BindingConflict { bound_to });
-            }
+            let until = current.map_or(until, |bound| bound.until.max(until));
+            let binding = Binding {
+                agent: agent.clone(),
+                until,
+                pinned: true,
+            };
+            return Self::pin(&mut table, thumbprint, binding, now);
         }
-        Ok(())
+        // One atomic step per key, so that two identities raced onto one key cannot both
+        // pass the conflict check.
+        let mut refused = None;
+        self.ordinary
+            .entry(thumbprint.into())
+            .and_compute_with(|current| match current.map(moka::Entry::into_value) {
+                Some(bound) if bound.until > now && bound.agent != *agent => {
+                    refused = Some(BindingRefused::BoundToAnother(bound.agent));
+                    Op::Nop
+                }
+                Some(bound) if bound.until > now && bound.until >= until => Op::Nop,
+                _ => Op::Put(Binding {
+                    agent: agent.clone(),
+                    until,
+                    pinned: false,
+                }),
+            });
+        refused.map_or(Ok(()), Err)
+    }
+
+    fn pin_named(&self, named: &dyn Fn(&AgentId) -> bool, now: u64) {
+        let promoted: Vec<(Arc<str>, Binding)> = self
+            .ordinary
+            .iter()
+            .filter(|(_, b)| b.until > now && named(&b.agent))
+            .map(|(key, b)| ((*key).clone(), b))
+            .collect();
+        if promoted.is_empty() {
+            return;
+        }
+        let mut table = self.pinned_table();
+        for (thumbprint, mut binding) in promoted {
+            binding.pinned = true;
+            // An agent over its pinned keys keeps the rest as ordinary bindings.
+            let _ = Self::pin(&mut table, &thumbprint, binding, now);
+        }
     }
 }
 
@@ -420,19 +511,38 @@ mod tests {
         assert_ne!(a, b);
     }
 
+    fn agent_of(store: &MemoryAgentBindings, key: &str, now: u64) -> Option<AgentId> {
+        store.binding(key, now).map(|b| b.agent)
+    }
+
     #[test]
     fn a_bound_key_refuses_another_agent_until_the_binding_ends() {
         let store = MemoryAgentBindings::default();
         let (a, b) = (agent("aauth:a@agent.example"), agent("aauth:b@agent.example"));
         store.bind("k1", &a, 100, 0, false).unwrap();
-        assert_eq!(store.agent_for("k1", 50), Some(a.clone()));
+        assert_eq!(agent_of(&store, "k1", 50), Some(a.clone()));
         assert_eq!(
             store.bind("k1", &b, 200, 50, false),
-            Err(BindingConflict { bound_to: a })
+            Err(BindingRefused::BoundToAnother(a))
         );
-        assert_eq!(store.agent_for("k1", 100), None, "expired at until");
+        assert_eq!(agent_of(&store, "k1", 100), None, "expired at until");
         store.bind("k1", &b, 200, 100, false).unwrap();
-        assert_eq!(store.agent_for("k1", 150), Some(b));
+        assert_eq!(agent_of(&store, "k1", 150), Some(b));
+    }
+
+    #[test]
+    fn a_binding_is_extended_and_never_shortened() {
+        let store = MemoryAgentBindings::default();
+        let a = agent("aauth:a@agent.example");
+        store.bind("k1", &a, 100, 0, false).unwrap();
+        store.bind("k1", &a, 500, 10, false).unwrap();
+        assert_eq!(store.binding("k1", 10).unwrap().until, 500);
+        store.bind("k1", &a, 200, 20, false).unwrap();
+        assert_eq!(store.binding("k1", 20).unwrap().until, 500);
+        store.bind("k1", &a, 300, 20, true).unwrap();
+        let pinned = store.binding("k1", 20).unwrap();
+        assert!(pinned.pinned);
+        assert_eq!(pinned.until, 500, "pinning keeps the longer life");
     }
 
     #[test]
@@ -448,17 +558,57 @@ mod tests {
             store.weighted_size() <= 64 * 1024,
             "ordinary bindings stay within their bytes"
         );
-        assert_eq!(store.agent_for("capped-key", 1), Some(capped));
+        assert_eq!(agent_of(&store, "capped-key", 1), Some(capped));
     }
 
     #[test]
-    fn a_pinned_agent_cannot_push_out_its_own_keys_by_rotating() {
+    fn bindings_of_an_agent_named_later_are_pinned_on_request() {
+        let store = MemoryAgentBindings::new(64 * 1024);
+        let later = agent("aauth:later@agent.example");
+        store.bind("later-key", &later, 1_000, 0, false).unwrap();
+        store.pin_named(&|a| *a == later, 1);
+        assert!(store.binding("later-key", 1).unwrap().pinned);
+        for i in 0..5_000 {
+            let other = agent(&format!("aauth:flood{i}@evil.example"));
+            store.bind(&format!("key-{i}"), &other, 1_000, 0, false).unwrap();
+        }
+        assert_eq!(agent_of(&store, "later-key", 1), Some(later));
+    }
+
+    #[test]
+    fn a_pinned_agent_holds_a_bounded_number_of_live_keys() {
         let store = MemoryAgentBindings::default();
         let capped = agent("aauth:capped@agent.example");
         for i in 0..MemoryAgentBindings::MAX_KEYS_PER_PINNED_AGENT {
             store.bind(&format!("k{i}"), &capped, 1_000, 0, true).unwrap();
         }
-        assert!(store.bind("one-more", &capped, 1_000, 0, true).is_err());
-        assert_eq!(store.agent_for("k0", 1), Some(capped));
+        assert_eq!(
+            store.bind("one-more", &capped, 1_000, 0, true),
+            Err(BindingRefused::TooManyKeys)
+        );
+        assert_eq!(agent_of(&store, "k0", 1), Some(capped.clone()));
+        // Expired keys no longer count.
+        store.bind("one-more", &capped, 2_000, 1_000, true).unwrap();
+    }
+
+    #[test]
+    fn an_aauth_identifier_is_the_same_agent_from_its_loopback_provider() {
+        let development = AgentId::new("http://localhost:8001", "aauth:bot@localhost").unwrap();
+        assert_eq!(development, agent("aauth:bot@localhost"));
+        let delegate = AgentId::new("https://agent.example", "delegate-7").unwrap();
+        assert_ne!(delegate, AgentId::new("https://other.example", "delegate-7").unwrap());
+    }
+
+    #[test]
+    fn a_provider_that_could_never_verify_is_refused() {
+        for provider in [
+            "https://agent.example/",
+            "https://Agent.example",
+            "https://agent.example:443",
+            "http://agent.example",
+        ] {
+            assert!(provider.parse::<AgentId>().is_err(), "{provider}");
+            assert!(AgentId::new(provider, "delegate").is_err(), "{provider}");
+        }
     }
 }

@@ -44,7 +44,7 @@ impl Revoked {
         match self {
             Revoked::Agent(_) => Ok(()),
             Revoked::Person(person) => {
-                if !crate::token::is_identifier_shaped(person.issuer()) {
+                if !super::identity::is_server_identifier(person.issuer()) {
                     return Err("a person's issuer is not a server identifier (https://host)");
                 }
                 value(person.subject(), "a subject")
@@ -61,7 +61,7 @@ impl Revoked {
                 }
             }
             Revoked::Jti { issuer, jti } => {
-                if !crate::token::is_identifier_shaped(issuer) {
+                if !super::identity::is_server_identifier(issuer) {
                     return Err("a jti entry's issuer is not a server identifier (https://host)");
                 }
                 value(jti, "a jti")
@@ -305,6 +305,7 @@ impl RevocationSet {
 #[derive(Clone, Default)]
 pub struct Revocations {
     current: Arc<ArcSwap<RevocationSet>>,
+    generation: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl std::fmt::Debug for Revocations {
@@ -332,6 +333,7 @@ impl Revocations {
             result = next.insert(entry.clone());
             next
         });
+        self.changed();
         result
     }
 
@@ -343,12 +345,29 @@ impl Revocations {
             removed = next.remove(entry);
             next
         });
+        self.changed();
         removed
+    }
+
+    /// Whether the set in force revokes `agent`.
+    pub(crate) fn names(&self, agent: &AgentId) -> bool {
+        let current = self.current.load();
+        !current.agents.is_empty() && current.agents.contains(agent)
+    }
+
+    /// Counts changes, so that the layer can tell when the set changed.
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    fn changed(&self) {
+        self.generation.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
     }
 
     /// Replaces the whole set.
     pub fn replace(&self, set: RevocationSet) {
         self.current.store(Arc::new(set));
+        self.changed();
     }
 
     /// Replaces the whole set with a JSON document ([`RevocationSet::from_json`]); on
