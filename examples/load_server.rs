@@ -64,7 +64,7 @@ fn main() -> std::io::Result<()> {
         .auth_server(AS)
         // The run signs once and replays the same GET for its whole duration.
         .signature_window(600);
-    builder.dangerous().allow_http_loopback();
+    builder = builder.dangerous().allow_http_loopback();
     let aauth = builder.build().expect("configuration");
 
     write_signed_get(&access_server, &resource, out)?;

@@ -80,7 +80,7 @@ fn configure() -> Result<(String, AAuth), String> {
     match env("AAUTH_ALLOW_HTTP_LOOPBACK").as_deref() {
         None | Some("0") => {}
         Some("1") => {
-            builder.dangerous().allow_http_loopback();
+            builder = builder.dangerous().allow_http_loopback();
         }
         Some(other) => return Err(format!("AAUTH_ALLOW_HTTP_LOOPBACK must be 1 or 0, not {other:?}")),
     }

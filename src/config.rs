@@ -509,9 +509,10 @@ impl AAuthBuilder {
     }
 
     /// Options that weaken the protocol's guarantees, for development and special
-    /// deployments.
-    pub fn dangerous(&mut self) -> DangerousOptions<'_> {
-        DangerousOptions { builder: self }
+    /// deployments: `builder.dangerous().allow_http_loopback()` returns the builder, so
+    /// each weakening is one visible, greppable call in the chain.
+    pub fn dangerous(self) -> DangerousAAuthBuilder {
+        DangerousAAuthBuilder { builder: self }
     }
 
     /// Validates and freezes the configuration.
@@ -661,39 +662,39 @@ fn default_fetch(_: &IdentifierPolicy) -> Result<Arc<dyn Fetch>, ConfigError> {
 }
 
 /// Options that weaken the protocol's guarantees. Reach them with
-/// [`AAuthBuilder::dangerous`].
-pub struct DangerousOptions<'a> {
-    builder: &'a mut AAuthBuilder,
+/// [`AAuthBuilder::dangerous`]; each returns the builder.
+pub struct DangerousAAuthBuilder {
+    builder: AAuthBuilder,
 }
 
-impl std::fmt::Debug for DangerousOptions<'_> {
+impl std::fmt::Debug for DangerousAAuthBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("DangerousOptions")
+        f.write_str("DangerousAAuthBuilder")
     }
 }
 
-impl DangerousOptions<'_> {
+impl DangerousAAuthBuilder {
     /// Admits `http://127.0.0.1:PORT`, `http://localhost:PORT` and `http://[::1]:PORT` as
     /// identifiers (ours, signers', issuers'), for local development and demos.
-    pub fn allow_http_loopback(&mut self) -> &mut Self {
+    pub fn allow_http_loopback(mut self) -> AAuthBuilder {
         self.builder.allow_http_loopback = true;
-        self
+        self.builder
+    }
+
+    /// Always uses the resource identifier's authority for `@authority`, whatever `Host`
+    /// says. For deployments behind a proxy that rewrites `Host`; cross-host replay is then
+    /// stopped only by `aud` and the signature covering our authority.
+    pub fn ignore_request_authority(mut self) -> AAuthBuilder {
+        self.builder.ignore_request_authority = true;
+        self.builder
     }
 
     /// Honours the scopes and `authorization_details` of **any** person server's auth
     /// tokens as issued, as if each were trusted by name. Any server can be a person
     /// server, so any caller can then grant itself any scope: only for resources whose
     /// scopes protect nothing a stranger may not do, or that check grants in handlers.
-    pub fn honour_any_person_server_grants(&mut self) -> &mut Self {
+    pub fn honour_any_person_server_grants(mut self) -> AAuthBuilder {
         self.builder.consent.any = true;
-        self
-    }
-
-    /// Always uses the resource identifier's authority for `@authority`, whatever `Host`
-    /// says. For deployments behind a proxy that rewrites `Host`; cross-host replay is then
-    /// stopped only by `aud` and the signature covering our authority.
-    pub fn ignore_request_authority(&mut self) -> &mut Self {
-        self.builder.ignore_request_authority = true;
-        self
+        self.builder
     }
 }

@@ -415,10 +415,7 @@ mod identity {
 
     #[tokio::test]
     async fn pol_05_honouring_any_person_server_is_an_explicit_choice() {
-        let h = three_party(|mut b| {
-            b.dangerous().honour_any_person_server_grants();
-            b
-        });
+        let h = three_party(|b| b.dangerous().honour_any_person_server_grants());
         let grant = ps_grant(&h, &self_hosted_ps(), "data.write", json!({}));
         assert_eq!(write(&h, &grant, NOW).await.status(), StatusCode::OK);
     }

@@ -304,9 +304,10 @@ async fn review_03_a_loopback_agent_is_locked_out_by_its_own_auth_token() {
     let base = Harness::new();
     let keys = resolver(&base).with_key(PORTED, wire::dwk::AGENT, provider.public_jwk());
     let h = Harness::with(move |b| {
-        let mut b = b.key_resolver(keys).profile(Profile::Both);
-        b.dangerous().allow_http_loopback();
-        b
+        b.key_resolver(keys)
+            .profile(Profile::Both)
+            .dangerous()
+            .allow_http_loopback()
     });
     let a = &h.agent;
     let identity = KeySource::Jwt(provider.agent_token("aauth:bot@localhost", &a.public_jwk(), NOW));
@@ -347,7 +348,7 @@ async fn review_03_a_ceiling_document_naming_a_loopback_agent_reaches_it() {
         .unwrap();
     let h = Harness::with(move |b| {
         let mut b = b.key_resolver(keys).scope_ceilings(ceilings);
-        b.dangerous().allow_http_loopback();
+        b = b.dangerous().allow_http_loopback();
         b
     });
     let a = &h.agent;

@@ -340,7 +340,7 @@ fn loopback_resource(timeout: Duration) -> World {
             allow_http_loopback: true,
             timeout,
         }));
-    builder.dangerous().allow_http_loopback();
+    builder = builder.dangerous().allow_http_loopback();
     World {
         aauth: builder.build().unwrap(),
         resolver: ScriptedResolver::default(),

@@ -31,7 +31,7 @@ fn resource(loopback: bool, adjust: impl FnOnce(AAuthBuilder) -> AAuthBuilder) -
     let clock = ManualClock::new(NOW);
     let mut builder = adjust(AAuth::builder(RESOURCE).clock(clock.clone()));
     if loopback {
-        builder.dangerous().allow_http_loopback();
+        builder = builder.dangerous().allow_http_loopback();
     }
     Resource {
         aauth: builder.build().expect("valid configuration"),
@@ -282,9 +282,8 @@ async fn a_down_issuer_keeps_signers_verified_until_the_stale_limit() {
 
 #[tokio::test]
 async fn discovery_settings_cannot_be_combined_with_a_custom_resolver() {
-    let mut builder = AAuth::builder(RESOURCE)
+    let builder = AAuth::builder(RESOURCE)
         .key_resolver(tower_aauth::discovery::StaticResolver::new())
         .discovery(DiscoveryConfig::default());
-    builder.dangerous();
     assert!(builder.build().is_err());
 }

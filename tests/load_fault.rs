@@ -114,7 +114,7 @@ async fn resource(access_server: &str) -> Resource {
             ..DiscoveryConfig::default()
         })
         .replay_store(replay.clone());
-    builder.dangerous().allow_http_loopback();
+    builder = builder.dangerous().allow_http_loopback();
     let aauth = builder.build().expect("valid configuration");
     let calls = Arc::new(AtomicUsize::new(0));
     let counter = calls.clone();

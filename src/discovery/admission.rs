@@ -26,7 +26,7 @@ impl IdentifierPolicy {
     }
 
     /// Also admits `http://127.0.0.1:PORT`, `http://localhost:PORT` and `http://[::1]:PORT`
-    /// (development only: see [`crate::config::DangerousOptions`]).
+    /// (development only: see [`crate::config::DangerousAAuthBuilder`]).
     pub fn allowing_http_loopback() -> Self {
         IdentifierPolicy {
             allow_http_loopback: true,

@@ -12,7 +12,7 @@
 //! * from a person server configured by name ([`AAuthBuilder::person_server`]);
 //! * or as far as a [`GrantPolicy`] approves, keyed on the person `(iss, sub)`;
 //! * or from any PS, when the resource says so explicitly with
-//!   [`DangerousOptions::honour_any_person_server_grants`].
+//!   [`DangerousAAuthBuilder::honour_any_person_server_grants`].
 //!
 //! Grants from the resource's own access servers (four-party) are honoured as issued.
 //! What is not honoured is removed from the token the guards, rules and extractors see,
@@ -20,7 +20,7 @@
 //! grant_not_honoured`) instead of minting a resource token that cannot lead anywhere.
 //!
 //! [`AAuthBuilder::person_server`]: crate::AAuthBuilder::person_server
-//! [`DangerousOptions::honour_any_person_server_grants`]: crate::config::DangerousOptions::honour_any_person_server_grants
+//! [`DangerousAAuthBuilder::honour_any_person_server_grants`]: crate::config::DangerousAAuthBuilder::honour_any_person_server_grants
 
 use serde_json::Value;
 

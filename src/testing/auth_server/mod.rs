@@ -188,7 +188,7 @@ impl TestAuthServerBuilder {
         let loopback = self.issuer.starts_with("http://");
         if loopback {
             // A test server on loopback: agents and resources live on http://127.0.0.1 too.
-            builder.dangerous().allow_http_loopback();
+            builder = builder.dangerous().allow_http_loopback();
         }
         let aauth = builder.build()?;
         let identifiers = if loopback {

@@ -26,7 +26,7 @@ pub(super) fn app(resource: &str, auth_server: &str, profile: Profile) -> Result
         .metadata_name("Important Resource")
         .access_mode("auth-token");
     // Every server of the demo lives on http://127.0.0.1.
-    builder.dangerous().allow_http_loopback();
+    builder = builder.dangerous().allow_http_loopback();
     let aauth = builder.build()?;
     let router = Router::new()
         .route(
