@@ -62,7 +62,10 @@ pub struct DiscoveryConfig {
     /// Longest backoff after repeated failures (default 5 min).
     pub max_negative_ttl: Duration,
     /// Least time between two fetches of one issuer caused by unknown `kid`s (default
-    /// 60 s: AAUTH-11 forbids fetching an issuer's JWKS more than once a minute).
+    /// 60 s: [AAuth draft -11, "JWKS Discovery and Caching"][draft-11] forbids fetching an
+    /// issuer's JWKS more than once a minute).
+    ///
+    /// [draft-11]: https://datatracker.ietf.org/doc/html/draft-hardt-oauth-aauth-protocol-11
     pub unknown_kid_cooldown: Duration,
     /// Most cached issuers (default 10 000).
     pub max_entries: u64,
