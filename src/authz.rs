@@ -4,7 +4,8 @@
 //!
 //! Builder options are validated at [`AAuthBuilder::build`]: a scope name outside the
 //! RFC 6749 grammar or a description or metadata string with control characters is a
-//! start-up error, never a malformed header or document later (attack MINT-05).
+//! start-up error, never a malformed header or document later (a configured value cannot
+//! inject a header).
 
 use crate::challenge::{RejectionBody, RejectionHook};
 use crate::config::{AAuth, AAuthBuilder, ConfigError};
@@ -152,7 +153,10 @@ impl AAuthBuilder {
     }
 
     /// Answers `403 insufficient_scope` instead of a step-up challenge when a valid auth
-    /// token lacks a required scope (default: step-up, as AAUTH-11 prefers).
+    /// token lacks a required scope (default: step-up, as [AAuth draft -11][draft-11]
+    /// prefers).
+    ///
+    /// [draft-11]: https://datatracker.ietf.org/doc/html/draft-hardt-oauth-aauth-protocol-11
     pub fn deny_insufficient_scope(mut self) -> Self {
         self.authz.deny_step_up = true;
         self

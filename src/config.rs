@@ -44,9 +44,10 @@ pub enum Profile {
     /// Every demo-generation form is refused.
     #[default]
     Draft11,
-    /// The demo generation (the seed article's wire format): its forms are accepted as
-    /// well as draft -11's, and every request is answered in the demo generation
-    /// (`AAuth: require=…` challenges). For a resource that serves only demo-era agents.
+    /// The demo generation (the wire format of the March 2026 AAuth demo): its forms are
+    /// accepted as well as draft -11's, and every request is answered in the demo
+    /// generation (`AAuth: require=…` challenges). For a resource that serves only demo-era
+    /// agents.
     Legacy,
     /// Both generations side by side: the forms of both are accepted, and each request is
     /// answered in the generation it was spoken in ([`VerifiedRequest::generation`]).
@@ -87,7 +88,8 @@ pub enum Generation {
     /// draft-hardt-oauth-aauth-protocol-11 / Signature-Key -09.
     #[default]
     Draft11,
-    /// The demo generation (DEMO-Q1 / MAR-2026 through AAUTH-10 token forms).
+    /// The demo generation (the March 2026 demo and the token forms of the March 2026
+    /// editor's copies through draft-hardt-oauth-aauth-protocol-10; see [`crate::legacy`]).
     Legacy,
 }
 
@@ -364,7 +366,7 @@ impl AAuthBuilder {
         self
     }
 
-    /// Accepts the tokens of any person server (the AAUTH-11 three-party posture): person
+    /// Accepts the tokens of any person server (draft -11's open three-party posture): person
     /// tokens identify their `(iss, sub)`, but the grants of a person server not named
     /// with [`AAuthBuilder::person_server`] are consent, not entitlement — honoured only
     /// as far as a [`AAuthBuilder::grant_policy`] approves. Fetches go to identifiers

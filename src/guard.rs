@@ -1,4 +1,7 @@
-//! Route guards: the layer verifies, guards decide (digest §6.2 is the specification).
+//! Route guards: the layer verifies, guards decide.
+//!
+//! The table follows the requirement responses of [AAuth draft -11, "Resource
+//! Access"][draft-11]; where the draft leaves a choice, the table shows this crate's.
 //!
 //! A guard reads the [`VerifiedRequest`] the [`AAuthLayer`](crate::AAuthLayer) inserted,
 //! evaluates a [`Requirement`] to a [`Decision`], and either calls the route or answers:
@@ -16,12 +19,15 @@
 //!
 //! "Four-party" means an access server is configured
 //! ([`AAuthBuilder::auth_server`](crate::AAuthBuilder::auth_server)): resource tokens then
-//! name it as `aud`, and any verified signature can get one (the seed article's flow).
+//! name it as `aud`, and any verified signature can get one (the flow of the AAuth demo
+//! that the test kit's `testing::demo` reproduces).
 //! Requests the layer refused never reach a guard (bad signatures, tokens failing their
 //! claim rules, revoked tokens).
 //!
 //! [`Requirement::Scopes`] has **all-of** semantics: every listed scope must be granted by
-//! the one auth token the request presents (RFC 6749 §3.3, exact case-sensitive match).
+//! the one auth token the request presents
+//! ([RFC 6749 §3.3](https://www.rfc-editor.org/rfc/rfc6749#section-3.3), exact
+//! case-sensitive match).
 //! Stacking guards also means all-of. The step-up resource token asks for the route's
 //! whole scope set, not only the missing part, because the agent will present a single
 //! auth token next time.
@@ -35,6 +41,8 @@
 //!
 //! If the layer is missing (no [`VerifiedRequest`] and no trace of the layer), the guard
 //! answers `500` and logs why: a guard never passes a request it could not judge.
+//!
+//! [draft-11]: https://datatracker.ietf.org/doc/html/draft-hardt-oauth-aauth-protocol-11
 
 use std::future::Future;
 use std::pin::Pin;

@@ -1,9 +1,11 @@
 //! The demo generation of AAuth, accepted only under [`Profile::Legacy`] or
 //! [`Profile::Both`].
 //!
-//! The seed article's agents (PyPI `aauth` 0.3.x, the DEMO-Q1 demo, MAR-2026 through
-//! AAUTH-10 libraries) speak an older wire format. Under the legacy profiles the layer
-//! also accepts, and under the strict [`Profile::Draft11`] it refuses:
+//! Earlier agents (PyPI `aauth` 0.3.x, [Christian Posta's AAuth demo][aauth-demo] of March
+//! 2026, and libraries written against the March 2026 editor's copies of the AAuth draft
+//! through draft-hardt-oauth-aauth-protocol-10) speak an older wire format. Under the
+//! legacy profiles the layer also accepts, and under the strict [`Profile::Draft11`] it
+//! refuses:
 //!
 //! | form | strict answer | why it is safe to accept on request |
 //! |---|---|---|
@@ -12,7 +14,7 @@
 //! | JWT `alg` `EdDSA` | `invalid_jwt` | every key this crate uses is OKP/Ed25519, where `EdDSA` can only mean Ed25519 |
 //! | JWK (`cnf.jwk`, JWKS entry) without `alg` | `unsupported_algorithm` (`unknown_key` for a JWKS entry, which is skipped) | Ed25519 is inferred from `kty` `OKP` + `crv` `Ed25519`; other key types stay refused |
 //! | `typ` `agent+jwt` / `auth+jwt`, no `dwk` claim | `invalid_jwt` | mapped to the agent/auth kinds with the same issuer trust rules (`auth+jwt` only from a configured auth server, metadata `aauth-issuer.json`) |
-//! | auth tokens without `ps` (AP-01…AAUTH-10), with `agent`/`act` | `invalid_jwt` (no `ps`) | `aud`, `exp`, `cnf.jwk` and one of `sub`/`scope` are still required |
+//! | auth tokens without `ps` (draft-hardt-aauth-protocol-01 through draft-hardt-oauth-aauth-protocol-10), with `agent`/`act` | `invalid_jwt` (no `ps`) | `aud`, `exp`, `cnf.jwk` and one of `sub`/`scope` are still required |
 //! | `created` in the future | `clock_skew` | answered `invalid_signature`, the only code that era knew (the window itself is unchanged) |
 //!
 //! `hwk` without `alg` is accepted in every profile (PyPI `aauth` 0.3.4 sends it and the
@@ -36,6 +38,8 @@
 //! [`Profile::Draft11`]: crate::Profile::Draft11
 //! [`Profile::default_generation`]: crate::Profile::default_generation
 //! [`VerifiedRequest::generation`]: crate::VerifiedRequest::generation
+//!
+//! [aauth-demo]: https://github.com/christian-posta/aauth-full-demo
 
 use crate::error::Error;
 

@@ -1,4 +1,4 @@
-#![doc = include_str!("../README.md")]
+#![doc = include_str!("../docs/crate.md")]
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
@@ -42,3 +42,8 @@ pub use token::{Scopes, TokenClaims, TokenKind};
 pub use verifier::{VerifiedRequest, VerifiedToken};
 #[cfg(feature = "test-util")]
 pub mod testing;
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

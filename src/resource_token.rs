@@ -3,27 +3,31 @@
 //!
 //! # Design
 //!
-//! A resource token is a fixed template (AAUTH-11 "Resource Token Structure"): header
-//! `{"typ":"aa-resource+jwt","alg":"Ed25519","kid":…}` (demo generation:
-//! `{"typ":"resource+jwt","alg":"EdDSA","kid":…}` plus an `agent` claim) and claims `iss`, `dwk`, `aud`,
-//! `jti` (128 random bits), `iat`, `exp` (at most five minutes), `agent_jkt` (thumbprint of
-//! the key that signed the request), `scope` (exactly what the route requires) and, when
-//! the request presented a person or auth token, `ps`, `sub`, `presented_jti`,
-//! `mission_s256` and `tenant` copied from it. Nothing in a token comes from a request
-//! field the signature did not vouch for.
+//! A resource token is a fixed template ([AAuth draft -11, "Resource Token
+//! Structure"][draft-11]): header `{"typ":"aa-resource+jwt","alg":"Ed25519","kid":…}` (demo
+//! generation: `{"typ":"resource+jwt","alg":"EdDSA","kid":…}` plus an `agent` claim) and
+//! claims `iss`, `dwk`, `aud`, `jti` (128 random bits), `iat`, `exp` (at most five
+//! minutes), `agent_jkt` (thumbprint of the key that signed the request), `scope` (exactly
+//! what the route requires) and, when the request presented a person or auth token, `ps`,
+//! `sub`, `presented_jti`, `mission_s256` and `tenant` copied from it. Nothing in a token
+//! comes from a request field the signature did not vouch for.
 //!
 //! Who may get one, and for which audience ([`Audience`]):
 //!
-//! * With an access server configured (the seed's four-party flow), `aud` is that server
+//! * With an access server configured (the four-party flow), `aud` is that server
 //!   and any verified signature is enough.
-//! * Otherwise (AAUTH-11 three-party), `aud` is the person server named by a verified
+//! * Otherwise (draft -11's three-party flow), `aud` is the person server named by a verified
 //!   person token (`iss`) or auth token (`ps`); without one the resource cannot mint and
 //!   answers `requirement=person-token`. An unauthenticated caller therefore never makes
-//!   the resource sign anything (attack MINT-01).
+//!   the resource sign anything: challenges are no signing oracle.
 //!
 //! Keys live in a [`KeyRing`] behind a `RwLock`: verification never touches it, and minting
 //! (only on challenges) takes a read lock for the time of one signature. Rotation publishes
-//! the next key before it signs anything, as the digest's §10 procedure requires.
+//! the next key before it signs anything: verifiers refetch a JWKS for an unknown `kid` at
+//! most once a minute ([AAuth draft -11, "JWKS Discovery and Caching"][draft-11]), so a
+//! token signed with a key they have not seen yet could fail.
+//!
+//! [draft-11]: https://datatracker.ietf.org/doc/html/draft-hardt-oauth-aauth-protocol-11
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
@@ -35,7 +39,10 @@ use crate::jose::{Jwk, ResourceKey, b64url};
 use crate::token::{Scopes, TokenClaims, TokenKind};
 use crate::wire;
 
-/// The longest resource-token lifetime accepted in configuration (AAUTH-11: SHOULD ≤ 5 min).
+/// The longest resource-token lifetime accepted in configuration ([AAuth draft -11,
+/// "Resource Token"][draft-11]: SHOULD be at most five minutes).
+///
+/// [draft-11]: https://datatracker.ietf.org/doc/html/draft-hardt-oauth-aauth-protocol-11
 pub const MAX_LIFETIME: u64 = 300;
 
 /// The resource's keys: one active signing key, and every key currently published in the

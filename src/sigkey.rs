@@ -331,8 +331,8 @@ fn from_params(
                 return Err(Error::invalid_key("hwk must not carry kid"));
             }
             let key = parse_hwk(params)?;
-            // hwk's alg was forbidden before SIGKEY-08 and is required since: accept it
-            // absent, `Ed25519`, or `EdDSA`; the key type is explicit either way.
+            // hwk's alg was forbidden before draft-hardt-httpbis-signature-key-08 and is required
+            // since: accept it absent, `Ed25519`, or `EdDSA`; the key type is explicit either way.
             legacy_form |= !params.iter().any(|(name, _)| *name == "alg");
             SignatureKey::Hwk(key)
         }

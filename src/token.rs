@@ -1,11 +1,13 @@
 //! The AAuth tokens an agent presents in `Signature-Key: sig=jwt;jwt="…"`, and the rules
-//! each kind is validated by (AAUTH-11 §"AAuth Tokens").
+//! each kind is validated by ([AAuth draft -11, "AAuth Tokens"][draft-11]).
 //!
 //! Validation is split so that everything that costs no I/O runs before any key is
 //! fetched ([`TokenPolicy::check_claims`]: `typ`, `dwk`, issuer trust, `aud`, times,
 //! required claims, `cnf.jwk`); the issuer signature is checked afterwards with the key
 //! discovery found. A token that fails any rule is a signature failure (`401`):
 //! `expired_jwt` for `exp`, `clock_skew` for a future `iat`, `invalid_jwt` otherwise.
+//!
+//! [draft-11]: https://datatracker.ietf.org/doc/html/draft-hardt-oauth-aauth-protocol-11
 
 use std::sync::Arc;
 
@@ -39,7 +41,9 @@ impl TokenKind {
         }
     }
 
-    /// Maps a `typ` (RFC 7515 §4.1.9: `application/` prefix optional, case-insensitive).
+    /// Maps a `typ` ([RFC 7515
+    /// §4.1.9](https://www.rfc-editor.org/rfc/rfc7515#section-4.1.9): `application/` prefix
+    /// optional, case-insensitive).
     pub fn from_typ(typ: &str, legacy: bool) -> Option<Self> {
         let typ = match typ.get(..12) {
             Some(prefix) if prefix.eq_ignore_ascii_case("application/") => &typ[12..],
@@ -66,7 +70,9 @@ impl std::fmt::Display for TokenKind {
     }
 }
 
-/// A space-separated scope set (RFC 6749 §3.3), order irrelevant, duplicates harmless.
+/// A space-separated scope set ([RFC 6749
+/// §3.3](https://www.rfc-editor.org/rfc/rfc6749#section-3.3)), order irrelevant, duplicates
+/// harmless.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Scopes(Arc<[String]>);
 
@@ -229,7 +235,7 @@ pub struct TokenPolicy {
 }
 
 impl TokenPolicy {
-    /// A policy for `resource` with the AAUTH-11 defaults: all three kinds accepted, no
+    /// A policy for `resource` with draft -11's defaults: all three kinds accepted, no
     /// trusted access or person servers, any agent provider, 60 s `iat` skew, 24 h agent
     /// and 1 h person/auth lifetimes.
     pub fn new(resource: impl Into<String>) -> Self {
@@ -266,8 +272,8 @@ impl TokenPolicy {
         }
         let dwk = match (claims.get("dwk"), kind) {
             (Some(Value::String(dwk)), _) => dwk.as_str(),
-            // Before AP-00 tokens named no document: agents' keys were in aauth-agent.json,
-            // auth servers' in aauth-issuer.json.
+            // Before draft-hardt-aauth-protocol-00 tokens named no document: agents' keys were in
+            // aauth-agent.json, auth servers' in aauth-issuer.json.
             (None, TokenKind::Agent) if self.legacy => wire::dwk::AGENT,
             (None, TokenKind::Auth) if self.legacy => wire::dwk::LEGACY_ISSUER,
             _ => return Err(Error::invalid_jwt("the token has no dwk")),
@@ -352,8 +358,8 @@ impl TokenPolicy {
         match kind {
             TokenKind::Agent => {
                 let sub = sub.ok_or(Error::invalid_jwt("the agent token has no sub"))?;
-                // Before AP-01 the agent was named by its provider's URL plus a delegate
-                // `sub`, and agent tokens carried no `jti`.
+                // Before draft-hardt-aauth-protocol-01 the agent was named by its provider's URL
+                // plus a delegate `sub`, and agent tokens carried no `jti`.
                 if !is_agent_identifier(sub) || jti.is_none() {
                     if !self.legacy {
                         return Err(Error::invalid_jwt(if jti.is_none() {
@@ -395,9 +401,9 @@ impl TokenPolicy {
                         return Err(Error::invalid_jwt("a person server's auth token names another ps"));
                     }
                 } else if self.legacy {
-                    // DEMO-Q1 … AAUTH-10: no `ps`, `sub` optional if `scope` is granted,
-                    // `agent`/`act` optional (the signing context names no agent to
-                    // compare them with); the audience stays ours.
+                    // The March 2026 demo … draft-hardt-oauth-aauth-protocol-10: no `ps`, `sub`
+                    // optional if `scope` is granted, `agent`/`act` optional (the signing
+                    // context names no agent to compare them with); the audience stays ours.
                     legacy_form = true;
                     if aud != Some(self.resource.as_str()) {
                         return Err(Error::invalid_jwt("the token's audience is not this resource"));
@@ -418,7 +424,8 @@ impl TokenPolicy {
         let cnf = cnf_jwk(claims, self.alg)?;
         legacy_form |= cnf.alg().is_none_or(|alg| alg == wire::alg::EDDSA);
         let agent_id = match kind {
-            // Before AP-01 the agent was its provider's URL and `sub` a delegate id.
+            // Before draft-hardt-aauth-protocol-01 the agent was its provider's URL and `sub` a
+            // delegate id.
             TokenKind::Agent => sub.map(|sub| {
                 if is_agent_identifier(sub) {
                     AgentId::trusted(iss, sub)
@@ -545,8 +552,11 @@ pub(crate) fn is_identifier_shaped(value: &str) -> bool {
         && value.bytes().all(|b| (0x21..0x7f).contains(&b))
 }
 
-/// `aauth:local@domain` (AAUTH-11): `local` of ASCII letters, digits, `-`, `_`, `+`, `.`,
-/// 1–255 characters; `domain` a lower-case DNS name.
+/// `aauth:local@domain` ([AAuth draft -11, "Agent Identifiers"][draft-11]): `local` of
+/// ASCII letters, digits, `-`, `_`, `+`, `.`, 1–255 characters; `domain` a lower-case DNS
+/// name.
+///
+/// [draft-11]: https://datatracker.ietf.org/doc/html/draft-hardt-oauth-aauth-protocol-11
 pub fn is_agent_identifier(value: &str) -> bool {
     let Some(rest) = value.strip_prefix("aauth:") else {
         return false;

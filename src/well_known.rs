@@ -1,10 +1,14 @@
-//! What the resource publishes (digest §3.3): `/.well-known/aauth-resource.json` and the
-//! JWKS its `jwks_uri` names.
+//! What the resource publishes (resource metadata, [AAuth draft -11, "Metadata
+//! Documents"][draft-11]): `/.well-known/aauth-resource.json` and the JWKS its `jwks_uri`
+//! names.
 //!
 //! The JWKS lists every published key (the active signing key first, then staged and
 //! not-yet-retired ones; see [`AAuth::rotate`]), each with `kid`, `alg` `Ed25519` and
-//! `use` `sig`, and public members only (attack MINT-04). Both documents are served with
-//! a short `Cache-Control` so that key removal takes effect within minutes (§10).
+//! `use` `sig`, and public members only, so no private key member can leak. Both
+//! documents are served with a short `Cache-Control` so that key removal takes effect
+//! within minutes: verifiers honour cache headers when they cache a JWKS.
+//!
+//! [draft-11]: https://datatracker.ietf.org/doc/html/draft-hardt-oauth-aauth-protocol-11
 
 use serde_json::{Map, Value, json};
 

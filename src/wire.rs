@@ -17,7 +17,10 @@ pub mod header {
     pub const ACCEPT_SIGNATURE_SCHEME: &str = "accept-signature-scheme";
     /// `Accept-Signature-Alg`, sent with `unsupported_algorithm`.
     pub const ACCEPT_SIGNATURE_ALG: &str = "accept-signature-alg";
-    /// `AAuth-Requirement`, the challenge header (AAUTH-11).
+    /// `AAuth-Requirement`, the challenge header ([AAuth draft -11, "Requirement
+    /// Responses"][draft-11]).
+    ///
+    /// [draft-11]: https://datatracker.ietf.org/doc/html/draft-hardt-oauth-aauth-protocol-11
     pub const AAUTH_REQUIREMENT: &str = "aauth-requirement";
     /// `AAuth`, the challenge header of the demo generation (legacy profile only).
     pub const AAUTH_LEGACY: &str = "aauth";
@@ -29,13 +32,21 @@ pub mod header {
 
 /// JWT `typ` header values.
 pub mod typ {
-    /// Agent token (AAUTH-11).
+    /// Agent token ([AAuth draft -11][draft-11]).
+    ///
+    /// [draft-11]: https://datatracker.ietf.org/doc/html/draft-hardt-oauth-aauth-protocol-11
     pub const AGENT: &str = "aa-agent+jwt";
-    /// Person token (AAUTH-11).
+    /// Person token ([AAuth draft -11][draft-11]).
+    ///
+    /// [draft-11]: https://datatracker.ietf.org/doc/html/draft-hardt-oauth-aauth-protocol-11
     pub const PERSON: &str = "aa-person+jwt";
-    /// Auth token (AAUTH-11).
+    /// Auth token ([AAuth draft -11][draft-11]).
+    ///
+    /// [draft-11]: https://datatracker.ietf.org/doc/html/draft-hardt-oauth-aauth-protocol-11
     pub const AUTH: &str = "aa-auth+jwt";
-    /// Resource token, minted by the resource (AAUTH-11).
+    /// Resource token, minted by the resource ([AAuth draft -11][draft-11]).
+    ///
+    /// [draft-11]: https://datatracker.ietf.org/doc/html/draft-hardt-oauth-aauth-protocol-11
     pub const RESOURCE: &str = "aa-resource+jwt";
     /// Agent token of the demo generation (legacy profile).
     pub const LEGACY_AGENT: &str = "agent+jwt";
@@ -84,7 +95,7 @@ pub mod requirement {
     /// The endpoint needs the person, or the resource needs a person token to mint.
     pub const PERSON_TOKEN: &str = "person-token";
     /// The complete `AAuth-Requirement` value asking for a person token (sent with a
-    /// revoked auth token, digest §7).
+    /// revoked auth token, see [`crate::policy::RevocationSet::check`]).
     pub const PERSON_TOKEN_VALUE: &str = "requirement=person-token";
     /// Consent or policy is needed; carries `resource-token`.
     pub const AUTH_TOKEN: &str = "auth-token";
@@ -149,7 +160,12 @@ pub mod path {
     pub const PENDING_PREFIX: &str = "/aauth/pending/";
 }
 
-/// `Signature-Error` codes (SIGKEY-09 registry, as AAUTH-11 uses them).
+/// `Signature-Error` codes (the registry of
+/// [draft-hardt-httpbis-signature-key-09][signature-key-09], as [AAuth draft -11][draft-11]
+/// uses them).
+///
+/// [draft-11]: https://datatracker.ietf.org/doc/html/draft-hardt-oauth-aauth-protocol-11
+/// [signature-key-09]: https://datatracker.ietf.org/doc/html/draft-hardt-httpbis-signature-key-09
 pub mod code {
     /// Algorithm or key type not supported.
     pub const UNSUPPORTED_ALGORITHM: &str = "unsupported_algorithm";

@@ -48,8 +48,8 @@ impl Limit {
         Self::cycling(DISTINCT_SIGNATURES)
     }
 
-    /// One message and signature, verified again and again (what sessions 1–4 measured
-    /// as the limit).
+    /// One message and signature, verified again and again (the limit every bench used
+    /// until commit `71b6870`, 2026-12-04).
     pub fn repeated() -> Self {
         Self::cycling(1)
     }

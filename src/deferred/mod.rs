@@ -1,6 +1,7 @@
-//! Deferred delivery of the `auth-token` requirement (digest §6.3, "Deferred auth-token",
-//! AAUTH-11): instead of refusing with `401`, the resource **holds** the request and
-//! executes it when the agent comes back with an auth token.
+//! Deferred delivery of the `auth-token` requirement ([AAuth draft -11, "Deferred
+//! Responses" and "Auth Token Required"][draft-11]): instead of refusing with `401`, the
+//! resource **holds** the request and executes it when the agent comes back with an auth
+//! token.
 //!
 //! # Using it
 //!
@@ -47,7 +48,8 @@
 //!      (policy `403`, scope ceiling, identity challenge) is given as is.
 //! 3. The result is kept, keyed by the auth token's `jti`, until that token's `exp`: a
 //!    repeated poll with the same token gets the stored response without running the
-//!    handler again (attack RPL-16). Any other poll of a finished request gets `410`.
+//!    handler again, so a repeated poll never runs the request twice. Any other poll of a
+//!    finished request gets `410`.
 //!
 //! # Bounds
 //!
@@ -65,6 +67,8 @@
 //! documents (the poll carries its own requirement), once [`AAuth::pending_router`] or
 //! [`AAuth::serve_pending_urls`] was called, and only in the exact shape ids are issued
 //! in: nothing else under `/aauth/pending/` skips it.
+//!
+//! [draft-11]: https://datatracker.ietf.org/doc/html/draft-hardt-oauth-aauth-protocol-11
 
 mod store;
 

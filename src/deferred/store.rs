@@ -19,7 +19,10 @@ use crate::wire;
 /// Runs a held request through its route; `None` when it failed.
 pub(crate) type Exec = Box<dyn FnOnce(Request<Bytes>) -> Pin<Box<dyn Future<Output = Option<Stored>> + Send>> + Send>;
 
-/// Seconds added to the interval on each `slow_down` (digest §6.3: agents add 5 s).
+/// Seconds added to the interval on each `slow_down` (agents add 5 s: [AAuth draft -11,
+/// "Deferred Responses"][draft-11]).
+///
+/// [draft-11]: https://datatracker.ietf.org/doc/html/draft-hardt-oauth-aauth-protocol-11
 const SLOW_DOWN_STEP: u64 = 5;
 /// Bytes counted for a record besides its bodies.
 const RECORD_OVERHEAD: usize = 1024;

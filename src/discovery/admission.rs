@@ -20,7 +20,10 @@ pub struct IdentifierPolicy {
 }
 
 impl IdentifierPolicy {
-    /// AAUTH-11 identifiers only: `https://` + lower-case DNS name, nothing else.
+    /// Identifiers as [AAuth draft -11, "Identifiers"][draft-11] defines them only:
+    /// `https://` + lower-case DNS name, nothing else.
+    ///
+    /// [draft-11]: https://datatracker.ietf.org/doc/html/draft-hardt-oauth-aauth-protocol-11
     pub fn strict() -> Self {
         IdentifierPolicy::default()
     }

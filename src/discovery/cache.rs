@@ -62,7 +62,10 @@ pub struct DiscoveryConfig {
     /// Longest backoff after repeated failures (default 5 min).
     pub max_negative_ttl: Duration,
     /// Least time between two fetches of one issuer caused by unknown `kid`s (default
-    /// 60 s: AAUTH-11 forbids fetching an issuer's JWKS more than once a minute).
+    /// 60 s: [AAuth draft -11, "JWKS Discovery and Caching"][draft-11] forbids fetching an
+    /// issuer's JWKS more than once a minute).
+    ///
+    /// [draft-11]: https://datatracker.ietf.org/doc/html/draft-hardt-oauth-aauth-protocol-11
     pub unknown_kid_cooldown: Duration,
     /// Most cached issuers (default 10 000).
     pub max_entries: u64,
@@ -542,8 +545,8 @@ impl<F: Fetch> Inner<F> {
 /// What a discovery cache entry weighs besides its strings and keys: the `Entry`, its
 /// `Arc`, moka's node and its share of moka's bookkeeping. Calibrated against
 /// `examples/memory.rs` with a byte budget, so with eviction running: 1 323 bytes of live
-/// heap per one-key entry (session 5; the weigher then estimated 1 224 with a 700-byte
-/// base, so a 4 MiB budget held 4.3 MiB).
+/// heap per one-key entry (2026-12-04, commit `588dc78`; the weigher then estimated 1 224
+/// with a 700-byte base, so a 4 MiB budget held 4.3 MiB).
 const ENTRY_BASE_BYTES: usize = 800;
 
 /// moka's own expiry, a memory backstop only: never before the protocol could still use

@@ -113,7 +113,10 @@ impl KeySet {
 
 /// Whether an entry that failed to parse claims to be an Ed25519 key (by `crv` or `alg`)
 /// and is malformed as one: such a document is broken as a whole, unlike one that merely
-/// carries keys of other types (which are skipped, as AAUTH-11 requires).
+/// carries keys of other types (which are skipped, as [AAuth draft -11, "JWKS Discovery
+/// and Caching"][draft-11] requires).
+///
+/// [draft-11]: https://datatracker.ietf.org/doc/html/draft-hardt-oauth-aauth-protocol-11
 fn is_broken_ed25519(object: &serde_json::Map<String, Value>, error: &Error) -> bool {
     let member = |name| object.get(name).and_then(Value::as_str);
     let claims = member("crv") == Some("Ed25519") || member("alg") == Some("Ed25519");

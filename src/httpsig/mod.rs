@@ -6,8 +6,9 @@
 //!   (RFC 9651): covered components, their parameters, and the signature parameters. The
 //!   canonical shape agents send takes a hand-written fast path that yields exactly what
 //!   `sfv` would (see `fast_input`).
-//! * [`SignatureBase`] rebuilds the signature base exactly as RFC 9421 §2.5 says, into a
-//!   reusable buffer.
+//! * [`SignatureBase`] rebuilds the signature base exactly as [RFC 9421
+//!   §2.5](https://www.rfc-editor.org/rfc/rfc9421#section-2.5) says, into a reusable
+//!   buffer.
 //! * [`decode_signature`] turns the `Signature` byte sequence into raw bytes. Standard
 //!   base64 is the RFC form; base64url (what PyPI `aauth` emits) is accepted unless the
 //!   option refuses it, because the bytes are checked cryptographically anyway.
@@ -74,7 +75,8 @@ impl<'a> SignatureHeaders<'a> {
     }
 }
 
-/// The canonical value of a header field per RFC 9421 §2.1: each line trimmed, lines
+/// The canonical value of a header field per [RFC 9421
+/// §2.1](https://www.rfc-editor.org/rfc/rfc9421#section-2.1): each line trimmed, lines
 /// joined with `", "`. `None` when absent. Non-ASCII or control bytes are refused.
 pub fn field_value<'a>(
     headers: &'a HeaderMap,
@@ -165,7 +167,8 @@ impl<'de> DictionaryVisitor<'de> for NoDuplicates {
     }
 }
 
-/// A derived component (RFC 9421 §2.2), request side.
+/// A derived component ([RFC 9421
+/// §2.2](https://www.rfc-editor.org/rfc/rfc9421#section-2.2)), request side.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Derived {
     /// `@method`
@@ -289,8 +292,9 @@ impl CoveredComponent {
     /// Whether this component covers `name` in full for a signature labelled `label`: a
     /// derived component by its name; a field only without parameters, or, for
     /// `Signature-Key`, as the one Dictionary member `label` selects, which is the part of
-    /// the field the verifier uses (RFC 9421 §2.1.2). Another member, or the field
-    /// re-serialised (`;sf`), leaves what is used open to substitution.
+    /// the field the verifier uses ([RFC 9421
+    /// §2.1.2](https://www.rfc-editor.org/rfc/rfc9421#section-2.1.2)). Another member, or
+    /// the field re-serialised (`;sf`), leaves what is used open to substitution.
     pub fn covers_in_full(&self, name: &str, label: &str) -> bool {
         match &self.component {
             Component::Derived(derived) => derived.as_str() == name,
@@ -315,7 +319,8 @@ impl CoveredComponent {
     }
 }
 
-/// The signature parameters of `Signature-Input` (RFC 9421 §2.3).
+/// The signature parameters of `Signature-Input` ([RFC 9421
+/// §2.3](https://www.rfc-editor.org/rfc/rfc9421#section-2.3)).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SignatureParams {
     /// `created`, Unix seconds.
@@ -470,7 +475,8 @@ fn parse_component(item: &sfv::Item) -> Result<CoveredComponent, Error> {
     })
 }
 
-/// A field component name must be a lower-case token (RFC 9421 §2.1).
+/// A field component name must be a lower-case token ([RFC 9421
+/// §2.1](https://www.rfc-editor.org/rfc/rfc9421#section-2.1)).
 fn check_field_name(name: &str) -> Result<(), Error> {
     if name.is_empty()
         || !name
@@ -561,8 +567,9 @@ impl SignatureBase {
         &self.buffer
     }
 
-    /// Rebuilds the base for `input` over the given request (RFC 9421 §2.5). The buffer
-    /// is cleared first and its allocation reused.
+    /// Rebuilds the base for `input` over the given request ([RFC 9421
+    /// §2.5](https://www.rfc-editor.org/rfc/rfc9421#section-2.5)). The buffer is cleared
+    /// first and its allocation reused.
     pub fn build(&mut self, input: &ParsedInput, target: &RequestTarget<'_>, headers: &HeaderMap) -> Result<(), Error> {
         self.build_capped(input, target, headers, usize::MAX)
     }
@@ -659,7 +666,8 @@ fn strict_reserialize(value: &str) -> Result<String, Error> {
     ))
 }
 
-/// `;key="…"`: one Dictionary member, strictly serialised (RFC 9421 §2.1.2).
+/// `;key="…"`: one Dictionary member, strictly serialised ([RFC 9421
+/// §2.1.2](https://www.rfc-editor.org/rfc/rfc9421#section-2.1.2)).
 fn dictionary_member(value: &str, key: &str) -> Result<String, Error> {
     let dict = parse_dictionary_strict(value).ok_or(Error::invalid_signature(
         "a field covered with ;key is not a dictionary",

@@ -2,8 +2,8 @@
 //!
 //! # Design
 //!
-//! The seeds ask for each agent to be its own client: revocable on its own, limited by its
-//! own scope ceiling, attributable in logs. The resource enforces that from what the layer
+//! Each agent is its own client: revocable on its own, limited by its own scope ceiling,
+//! attributable in logs. The resource enforces that from what the layer
 //! verified ([`VerifiedRequest`]), never from what a client claims:
 //!
 //! * **Agent identity** ([`VerifiedRequest::agent`]): always the pair [`AgentId`]
@@ -15,9 +15,10 @@
 //!   person `(iss, sub)`. The layer checks it on *every* verified request, including
 //!   requests whose token came from the verified-token cache, before the replay store is
 //!   written and before any guard or handler runs: `401 revoked_jwt`, with
-//!   `AAuth-Requirement: requirement=person-token` for a revoked auth token (digest §7),
-//!   never `requirement=auth-token`. A revoked agent is refused with every key it was
-//!   seen using, whatever token the key presents.
+//!   `AAuth-Requirement: requirement=person-token` for a revoked auth token (as [AAuth
+//!   draft -11, "Token Revocation"][draft-11] asks), never `requirement=auth-token`. A
+//!   revoked agent is refused with every key it was seen using, whatever token the key
+//!   presents.
 //! * **Scope ceilings** ([`ScopeCeilings`]): the most an agent may use, whatever a token
 //!   grants. The layer narrows every auth token to the ceilings of its key and of the
 //!   agent bound to that key before any guard, rule or extractor sees it, and a step-up
@@ -30,6 +31,8 @@
 //!   replace the snapshot, and a failed reload keeps the previous one. Malformed entries
 //!   are errors naming the member and index; they never shrink or clear a set.
 //! * **Audit** ([`audit`]): one `tracing` event per decision, with documented field names.
+//!
+//! [draft-11]: https://datatracker.ietf.org/doc/html/draft-hardt-oauth-aauth-protocol-11
 
 pub mod audit;
 mod ceiling;

@@ -22,7 +22,10 @@ pub enum Revoked {
     /// The RFC 7638 thumbprint of a signing key (43 base64url characters): every request
     /// that key signed, under any scheme.
     KeyThumbprint(String),
-    /// A token, by `(iss, jti)` (the AAUTH-11 revocation key).
+    /// A token, by `(iss, jti)` (the revocation key of [AAuth draft -11, "Token
+    /// Revocation"][draft-11]).
+    ///
+    /// [draft-11]: https://datatracker.ietf.org/doc/html/draft-hardt-oauth-aauth-protocol-11
     Jti {
         /// The token's issuer.
         issuer: String,
@@ -244,8 +247,11 @@ impl RevocationSet {
 
     /// The refusal for a request whose key, agent, token or person is revoked.
     ///
-    /// A revoked auth token (by `jti` or subject) also asks for a person token, as the
-    /// digest §7 says; a revoked agent or key does not, since a new grant would not help.
+    /// A revoked auth token (by `jti` or subject) also asks for a person token, as [AAuth
+    /// draft -11, "Token Revocation"][draft-11] says; a revoked agent or key does not, since a
+    /// new grant would not help.
+    ///
+    /// [draft-11]: https://datatracker.ietf.org/doc/html/draft-hardt-oauth-aauth-protocol-11
     pub fn check(&self, request: &VerifiedRequest) -> Result<(), Error> {
         if self.is_empty() {
             return Ok(());

@@ -3,10 +3,11 @@
 //!
 //! # Design
 //!
-//! The CIBA seed's point is that the *resource*, not the agent or its model, checks that the
-//! token carries the exact transaction a person approved. An auth server puts that
-//! transaction in `authorization_details`: an array of objects, each with a string `type`
-//! and members that `type` defines. This module
+//! When a person approves a transaction out of band (as with Client-Initiated Backchannel
+//! Authentication for agents), the point is that the *resource*, not the agent or its
+//! model, checks that the token carries the exact transaction the person approved. An auth
+//! server puts that transaction in `authorization_details`: an array of objects, each with
+//! a string `type` and members that `type` defines. This module
 //!
 //! * validates the claim's shape on use, with caps ([`MAX_DETAILS`] entries,
 //!   [`MAX_TYPE_BYTES`] per `type`): a wrong shape is a [`DetailError`], never an empty
@@ -19,7 +20,8 @@
 //!   with a problem body naming the type (`insufficient_authorization_details`), or, when
 //!   configured, a step-up challenge.
 //!
-//! Entries of other types are ignored by a guard for one type, as RFC 9396 §2 lets a
+//! Entries of other types are ignored by a guard for one type, as
+//! [RFC 9396 §2](https://www.rfc-editor.org/rfc/rfc9396#section-2) lets a
 //! resource ignore types it does not know; a token with *only* unknown types fails every
 //! `require_detail` guard.
 //!

@@ -83,8 +83,8 @@ impl AAuth {
     /// # }
     /// ```
     ///
-    /// * No auth token: the challenge of the §6.2 matrix (as `require_scopes` with no
-    ///   scope: `auth-token` with a resource token when one may be minted, else
+    /// * No auth token: the challenge of the [`crate::guard`] table (as `require_scopes`
+    ///   with no scope: `auth-token` with a resource token when one may be minted, else
     ///   `agent-token`/`person-token`); with [`RequireDetailLayer::step_up`], the resource
     ///   token carries the detail the request needs.
     /// * A query the signature does not cover: `401 invalid_input` naming `@query` (the

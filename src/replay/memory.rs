@@ -23,7 +23,7 @@ impl Expiry<ReplayKey, Duration> for PerEntryTtl {
 /// time to live.
 ///
 /// At `capacity` live entries it refuses new keys with [`Error::Unavailable`] (`503`)
-/// instead of evicting: an evicted entry would make its signature replayable (RPL-07).
+/// instead of evicting: an evicted entry would make its signature replayable.
 /// The count of live entries is kept exactly on insert and released when moka reports an
 /// expiry, so it can only overestimate; at the limit, pending expiries are processed before
 /// refusing. The underlying cache is sized at twice the capacity, a hard memory bound even

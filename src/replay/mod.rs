@@ -8,15 +8,16 @@
 //! the request**; the layer-wide default requirement and revocation are judged before the
 //! insert. The rule: *replay capacity is spent only on requests that were admitted* — that
 //! reached a handler, or a deferred route's hold. A flood of valid signatures that guards
-//! refuse (throwaway `hwk` keys, attack catalogue POL-06) leaves the store as it found it.
+//! refuse (throwaway `hwk` keys) leaves the store as it found it.
 //!
 //! AAuth defines no nonce; the `created` window bounds replay in time and this module
-//! closes the window itself (attack catalogue RPL-05…07, digest §1.5):
+//! closes the window itself ([AAuth draft -11, "HTTP Message Signatures Profile",
+//! freshness and replay][draft-11] lets a verifier keep such a cache):
 //!
 //! * **What is remembered.** A [`ReplayKey`]: SHA-256 over a domain tag, the thumbprint of
 //!   the key that verified the request and the exact signature base. Never the `Signature`
 //!   bytes or text: base64 padding bits and alphabets (we accept both) and, for ECDSA,
-//!   `(r, n−s)` give several valid encodings of one signature (RPL-06). The base covers
+//!   `(r, n−s)` give several valid encodings of one signature. The base covers
 //!   `@signature-params`, so `created`, the label and the covered list are all in the key.
 //! * **When.** Only after the signature (and any token) verified, the token is not revoked
 //!   and the default requirement (if any) admits the request: an attacker cannot fill the
@@ -27,7 +28,7 @@
 //! * **How long.** Signature window + allowed clock skew: a signature is accepted from
 //!   `created − skew` to `created + window`, so no entry can be needed for longer.
 //! * **Failing closed.** A store that cannot answer ([`MemoryReplayStore`] full,
-//!   [`RedisReplayStore`] unreachable) yields [`Error::Unavailable`]: `503` with
+//!   `RedisReplayStore` unreachable) yields [`Error::Unavailable`]: `503` with
 //!   `Retry-After`; the request is not served unprotected. Nothing is cached about the
 //!   failure, so service resumes as soon as the store answers again.
 //!
@@ -68,8 +69,10 @@
 //! expire (correct, but without this protection of its capacity).
 //!
 //! The same stores back single-use grants: a [`ReplayKey::jti`] key consumes an auth
-//! token's `(iss, jti)` once (RPL-16: only on routes that ask for it; an auth token is
-//! otherwise presented on every request for its lifetime).
+//! token's `(iss, jti)` once (only on routes that ask for it; an auth token is otherwise
+//! presented on every request for its lifetime).
+//!
+//! [draft-11]: https://datatracker.ietf.org/doc/html/draft-hardt-oauth-aauth-protocol-11
 
 mod memory;
 #[cfg(feature = "redis")]
@@ -256,7 +259,7 @@ impl ReplayProtection {
     }
 }
 
-/// RFC 9110 §9.2.1 safe methods.
+/// [RFC 9110 §9.2.1](https://www.rfc-editor.org/rfc/rfc9110#section-9.2.1) safe methods.
 fn is_safe(method: &Method) -> bool {
     matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE)
 }

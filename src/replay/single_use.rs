@@ -1,6 +1,6 @@
 //! Single-use grants: a route that consumes the presented auth token's `(iss, jti)` the
-//! first time it is authorized, so a task-scoped grant cannot be used twice (seed 002,
-//! "task-scoped authorization").
+//! first time it is authorized, so a task-scoped grant (consent to one task, not a
+//! standing permission) cannot be used twice.
 //!
 //! Consumption happens *before* the handler runs, through the [`super::ReplayStore`]'s atomic
 //! insert-once: of any number of concurrent requests presenting the grant (each with its
@@ -8,14 +8,14 @@
 //! The entry lives until the token's `exp` plus the allowed clock skew, after which the
 //! token is refused as expired anyway. A store that cannot answer is `503`, never a pass.
 //!
-//! This is opt-in per route (RPL-16: auth tokens are otherwise presented on every request
-//! for their lifetime). Put [`SingleUseLayer`] *inside* the guards that authorize the route
-//! (in axum, `route_layer` it before them) so that only an authorized request consumes the
-//! grant; or use `require_detail(..).single_use()`, which consumes after its own check.
-//! Should a guard of this crate inside it refuse the request all the same, the grant is
-//! released again before the refusal is sent, as the layer releases a refused request's
-//! signature (see [`crate::replay`]); meanwhile a concurrent request presenting the same
-//! grant is refused as a second use.
+//! This is opt-in per route: auth tokens are otherwise presented on every request for their
+//! lifetime, so a `jti` is not single-use by default. Put [`SingleUseLayer`] *inside* the
+//! guards that authorize the route (in axum, `route_layer` it before them) so that only an
+//! authorized request consumes the grant; or use `require_detail(..).single_use()`, which
+//! consumes after its own check. Should a guard of this crate inside it refuse the request
+//! all the same, the grant is released again before the refusal is sent, as the layer
+//! releases a refused request's signature (see [`crate::replay`]); meanwhile a concurrent
+//! request presenting the same grant is refused as a second use.
 
 use std::future::Future;
 use std::pin::Pin;

@@ -54,14 +54,14 @@ pub struct SignOptions {
     pub extra_params: String,
     /// Send `Signature-Key` in the demo generation's non-RFC 9651 form
     /// (`sig=(scheme=jwt jwt="…")`, `jwks_uri` without `dwk` when it is
-    /// `aauth-agent.json`, `hwk` without `alg`), as the seed article shows it.
+    /// `aauth-agent.json`, `hwk` without `alg`), as the March 2026 AAuth demo sends it.
     pub legacy_signature_key: bool,
 }
 
 impl SignOptions {
     /// The options an agent of `generation` signs with: the defaults for draft -11; the
-    /// demo generation's `Signature-Key` form and base64url signatures, as the seed
-    /// article shows them, for [`Generation::Legacy`].
+    /// demo generation's `Signature-Key` form and base64url signatures, as the March 2026
+    /// AAuth demo sends them, for [`Generation::Legacy`].
     pub fn for_generation(generation: Generation) -> Self {
         let legacy = generation == Generation::Legacy;
         SignOptions {

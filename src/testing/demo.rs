@@ -1,5 +1,5 @@
-//! The seed article's user-consent flow, for real, on loopback: what
-//! `cargo run --example demo` runs and what the crate's flow tests check.
+//! The user-consent flow of [Christian Posta's AAuth demo][aauth-demo], for real, on
+//! loopback: what `cargo run --example demo` runs and what the crate's flow tests check.
 //!
 //! [`Demo::start`] binds three HTTP servers on `127.0.0.1` (random ports) in this process:
 //!
@@ -10,13 +10,16 @@
 //!   with `Signature-Key` scheme `jwks_uri`.
 //!
 //! [`DemoOptions::generation`] picks the wire generation all three speak: draft -11 (the
-//! default), or the seed article's own ([`Generation::Legacy`]: the resource under
+//! default), or the original demo's own ([`Generation::Legacy`]: the resource under
 //! [`Profile::Legacy`], the auth server and the agent in the demo generation).
 //!
 //! [`run`] first sends one `hwk`-signed `GET /whoami` (a pseudonymous signature, accepted
-//! at the identity level), then drives an [`AgentClient`] through the flow, plays the person (a browser
-//! opening the consent page and pressing Approve or Deny, or nobody for `expire`), prints
-//! every step through the caller's printer, and checks each step against the protocol.
+//! at the identity level), then drives an [`AgentClient`] through the flow, plays the
+//! person (a browser opening the consent page and pressing Approve or Deny, or nobody for
+//! `expire`), prints every step through the caller's printer, and checks each step against
+//! the protocol.
+//!
+//! [aauth-demo]: https://github.com/christian-posta/aauth-full-demo
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -13,8 +13,8 @@
 //! 5. Retry the original request with `Signature-Key: sig=jwt;jwt="<auth token>"`.
 //!
 //! With [`AgentClient::with_generation`]`(`[`Generation::Legacy`]`)` the client speaks the
-//! seed article's generation instead: `Signature-Key: sig=(scheme=… …)` and base64url
-//! signatures, the `AAuth: require=auth-token; resource-token="…"; auth-server="…"`
+//! March 2026 AAuth demo's generation instead: `Signature-Key: sig=(scheme=… …)` and
+//! base64url signatures, the `AAuth: require=auth-token; resource-token="…"; auth-server="…"`
 //! challenge (the auth server is its `auth-server`), metadata at
 //! `{auth-server}/.well-known/aauth-issuer.json` (`token_endpoint`,
 //! `interaction_endpoint`), and `AAuth: require=interaction; code="…"` on the `202`, whose
@@ -452,7 +452,10 @@ const TOKEN_ENDPOINT: &str = "auth_token_endpoint";
 /// … and the demo generation's (`aauth-issuer.json`).
 pub(crate) const LEGACY_TOKEN_ENDPOINT: &str = "token_endpoint";
 
-/// Polling interval when `Retry-After` is absent (digest §6.3).
+/// Polling interval when `Retry-After` is absent ([AAuth draft -11, "Deferred
+/// Responses"][draft-11]).
+///
+/// [draft-11]: https://datatracker.ietf.org/doc/html/draft-hardt-oauth-aauth-protocol-11
 const DEFAULT_INTERVAL: u64 = 5;
 /// Seconds an agent adds after `slow_down`.
 const SLOW_DOWN_STEP: u64 = 5;

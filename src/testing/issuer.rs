@@ -86,7 +86,7 @@ impl TestIssuer {
         )
     }
 
-    /// A demo-generation auth token, as the seed article shows it: `typ` `auth+jwt`,
+    /// A demo-generation auth token, as the March 2026 AAuth demo issued it: `typ` `auth+jwt`,
     /// `alg` `EdDSA`, no `dwk`, `cnf.jwk` without `alg`, an `agent` claim naming the agent
     /// provider `agent`, for `resource`, granting `scope`, valid from `now` for an hour.
     /// Accepted only under the legacy profiles, from a configured auth server whose key
@@ -129,7 +129,8 @@ impl TestIssuer {
     }
 }
 
-/// The claims of a demo-generation auth token (digest §13.3 item 6): `cnf.jwk` keeps its
+/// The claims of a demo-generation auth token, as the March 2026 demo's auth server issued
+/// them (`iss`, `aud`, `jti`, `cnf.jwk`, `iat`, `scope`, `exp`, `agent`): `cnf.jwk` keeps its
 /// `kid` and drops `alg`, `agent` names the agent, valid from `now` for an hour.
 pub(crate) fn legacy_auth_claims(
     issuer: &str,

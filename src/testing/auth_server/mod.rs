@@ -20,7 +20,7 @@
 //! # The demo generation
 //!
 //! Built with [`TestAuthServerBuilder::generation`]`(`[`Generation::Legacy`]`)` it speaks the
-//! seed article's generation instead: agents may sign with `sig=(scheme=… …)` and
+//! March 2026 AAuth demo's generation instead: agents may sign with `sig=(scheme=… …)` and
 //! base64url signatures (its layer runs [`Profile::Legacy`](crate::Profile::Legacy)); its
 //! metadata is `/.well-known/aauth-issuer.json` (`token_endpoint`, `interaction_endpoint`);
 //! resource tokens are `resource+jwt` (`EdDSA`, `dwk` optional); the `202` carries
@@ -64,7 +64,10 @@ use pending::{ConsentForm, InteractQuery, Store};
 
 /// Longest auth-token lifetime the server issues (draft -11: at most one hour).
 const MAX_AUTH_TOKEN_LIFETIME: u64 = 3600;
-/// Longest resource-token lifetime accepted (the digest recommends five minutes).
+/// Longest resource-token lifetime accepted: an hour, generous for a test server ([AAuth
+/// draft -11, "Resource Token"][draft-11] recommends at most five minutes).
+///
+/// [draft-11]: https://datatracker.ietf.org/doc/html/draft-hardt-oauth-aauth-protocol-11
 const MAX_RESOURCE_TOKEN_LIFETIME: u64 = 3600;
 /// Allowed clock difference for a resource token's `iat`.
 const IAT_SKEW: u64 = 60;
@@ -397,7 +400,7 @@ impl TestAuthServer {
         if !self.inner.identifiers.admits(iss) {
             return Err("the resource token's iss is not a server identifier");
         }
-        // Before AP-00 resource tokens named no document.
+        // Before draft-hardt-aauth-protocol-00 resource tokens named no document.
         let dwk_ok = match claims.get("dwk") {
             None => legacy,
             Some(_) => text("dwk") == Some(wire::dwk::RESOURCE),

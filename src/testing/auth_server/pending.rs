@@ -1,7 +1,9 @@
 //! Pending requests (deferred consent): the records behind pending URLs and interaction
 //! codes, the poll rules, and the consent page.
 //!
-//! # Poll rules (digest §6.3)
+//! # Poll rules
+//!
+//! After [AAuth draft -11, "Deferred Responses"][draft-11].
 //!
 //! In this order: an unknown id is `404`; a poll signed by another key than the one that
 //! created the record is `403` and changes nothing (the URL is bound to the agent key's
@@ -10,11 +12,15 @@
 //! one is `429 slow_down` and the interval grows by five seconds; then `403 denied`, `200`
 //! with the auth token, or `202` again. Every terminal answer makes the URL `410`.
 //!
-//! # Interaction codes (digest §6.4)
+//! # Interaction codes
+//!
+//! After [AAuth draft -11, "Requirement Responses"][draft-11] (the interaction code format).
 //!
 //! Eight Crockford base32 symbols (40 bits) from the CSPRNG. Hyphens are stripped and
 //! the comparison is case-insensitive with `I`/`L` → `1` and `O` → `0`. A code is single
 //! use: a decision consumes it, and it dies with its pending request.
+//!
+//! [draft-11]: https://datatracker.ietf.org/doc/html/draft-hardt-oauth-aauth-protocol-11
 
 use std::collections::HashMap;
 

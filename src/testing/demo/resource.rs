@@ -39,8 +39,8 @@ pub(super) fn app(resource: &str, auth_server: &str, profile: Profile) -> Result
     Ok((aauth, router))
 }
 
-/// Who called, as the seed's resource reports it: the agent identifier when the request
-/// names one (a `jwks_uri` signer, a demo-generation `agent` claim), else the key
+/// Who called, as the original demo's resource reports it: the agent identifier when the
+/// request names one (a `jwks_uri` signer, a demo-generation `agent` claim), else the key
 /// thumbprint.
 fn caller(agent: &VerifiedAgent, method: &Method) -> serde_json::Map<String, Value> {
     let mut body = serde_json::Map::new();
