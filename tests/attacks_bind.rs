@@ -2,12 +2,12 @@
 //! the key that must have signed the request is the token's `cnf.jwk`; a token is never a
 //! bearer credential.
 
-mod attack_support;
+mod support;
 
-use attack_support::*;
 use axum::body::Body;
 use http::Request;
 use serde_json::{Value, json};
+use support::attack::*;
 use tower_aauth::jose::{Jwk, b64url_decode, thumbprint_of_x};
 use tower_aauth::testing::{KeySource, TestAgent};
 

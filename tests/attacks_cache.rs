@@ -2,20 +2,19 @@
 //! runs over an in-memory fetcher whose documents the test changes between requests; the
 //! clock is manual, so lifetimes are exact.
 
-mod attack_support;
-mod discovery_support;
+mod support;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use attack_support::{AS, NOW, RESOURCE, get};
 use axum::Router;
 use axum::body::Body;
 use axum::routing::any;
 use bytes::Bytes;
-use discovery_support::MapFetch;
 use http::{Request, Response, StatusCode};
 use serde_json::json;
+use support::attack::{AS, NOW, RESOURCE, get};
+use support::discovery::MapFetch;
 use tower::ServiceExt;
 use tower_aauth::discovery::{DiscoveryResolver, FetchedDocument, IdentifierPolicy};
 use tower_aauth::testing::{KeySource, TestAgent, TestIssuer};

@@ -4,11 +4,11 @@
 //! not matter are accepted; every other change is refused, the handler never runs and no
 //! key is fetched (`hwk` needs none).
 
-mod attack_support;
+mod support;
 
-use attack_support::*;
 use axum::body::Body;
 use http::{HeaderValue, Request};
+use support::attack::*;
 use tower_aauth::httpsig::{ParsedInput, RequestTarget, SignatureBase, encode_signature};
 use tower_aauth::testing::{KeySource, SignOptions};
 

@@ -2,10 +2,10 @@
 //! is a validly signed auth token (or, for scopes, a token on a `require_scopes` route)
 //! with one claim changed.
 
-mod attack_support;
+mod support;
 
-use attack_support::*;
 use serde_json::{Value, json};
+use support::attack::*;
 use tower_aauth::policy::Revoked;
 use tower_aauth::testing::KeySource;
 

@@ -2,12 +2,12 @@
 //! signature covers only the `Content-Digest` header; the layer hashes the body it actually
 //! received. Each case is an `hwk` POST whose signature is valid over its headers.
 
-mod attack_support;
+mod support;
 
-use attack_support::*;
 use axum::body::Body;
 use bytes::Bytes;
 use http::{HeaderValue, Request, StatusCode};
+use support::attack::*;
 use tower_aauth::testing::{KeySource, SignOptions};
 
 /// RFC 9530 Appendix D: the representation and its two digests.

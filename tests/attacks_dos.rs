@@ -1,19 +1,18 @@
 //! Attack catalogue §1.5: JWKS refresh and discovery denial of service. The built-in
 //! discovery runs over an in-memory fetcher that counts every URL it is asked for.
 
-mod attack_support;
-mod discovery_support;
+mod support;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use attack_support::{AS, Attack, Harness, NOW, RESOURCE, get, raw_jwt};
 use axum::Router;
 use axum::body::Body;
 use axum::routing::any;
-use discovery_support::MapFetch;
 use http::{HeaderValue, Request, Response, StatusCode};
 use serde_json::json;
+use support::attack::{AS, Attack, Harness, NOW, RESOURCE, get, raw_jwt};
+use support::discovery::MapFetch;
 use tower::ServiceExt;
 use tower_aauth::discovery::{DiscoveryConfig, FetchError};
 use tower_aauth::testing::{KeySource, TestAgent, TestIssuer};

@@ -1,14 +1,14 @@
 //! Attack catalogue §1.10: signature encoding and Ed25519 edge cases, through the layer
 //! (`hwk`, so the key is exactly the bytes under test) and through `Jwk::verify`.
 
-mod attack_support;
+mod support;
 
-use attack_support::*;
 use axum::body::Body;
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use http::{HeaderValue, Request};
 use serde_json::Value;
+use support::attack::*;
 use tower_aauth::jose::{AlgPolicy, Jwk, b64url};
 use tower_aauth::testing::KeySource;
 

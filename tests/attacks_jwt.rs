@@ -3,13 +3,13 @@
 //! token is the only thing wrong; each is refused with `invalid_jwt`, the handler never
 //! runs, and no issuer key is fetched (the verifier's cold-cache resolver counts lookups).
 
-mod attack_support;
+mod support;
 
-use attack_support::*;
 use base64::Engine;
 use base64::engine::general_purpose::{URL_SAFE, URL_SAFE_NO_PAD};
 use serde_json::json;
 use sha2::{Digest, Sha256};
+use support::attack::*;
 use tower_aauth::jose::b64url;
 
 fn claims_text(harness: &Harness) -> String {

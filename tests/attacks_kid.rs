@@ -2,10 +2,10 @@
 //! `jwk`). Keys come only from the issuer's published JWKS, looked up by an opaque `kid`;
 //! nothing in a token header can name or carry a key.
 
-mod attack_support;
+mod support;
 
-use attack_support::*;
 use serde_json::{Value, json};
+use support::attack::*;
 use tower_aauth::ResourceKey;
 
 fn token_with_header(h: &Harness, header: Value, key: &ResourceKey) -> String {

@@ -1,11 +1,11 @@
 //! Attack catalogue §1.8: labels, multiple signatures, stripping and downgrade. AAuth's
 //! profile is one label, present in all three fields, naming one key.
 
-mod attack_support;
+mod support;
 
-use attack_support::*;
 use axum::body::Body;
 use http::{HeaderValue, Request};
+use support::attack::*;
 use tower_aauth::testing::{KeySource, SignOptions, TestAgent};
 
 fn value(request: &Request<Body>, name: &str) -> String {

@@ -2,14 +2,14 @@
 //! errors and logging (ERR) and timing (TIM). Timing rows assert the structural property
 //! (same answer, no network wait, constant-time comparison), never a duration.
 
-mod attack_support;
+mod support;
 
 use std::collections::HashSet;
 
-use attack_support::*;
 use axum::body::Body;
 use http::{HeaderValue, Request, StatusCode};
 use serde_json::{Value, json};
+use support::attack::*;
 use tower_aauth::jose::{b64url, b64url_decode};
 use tower_aauth::testing::{KeySource, SignOptions, TestIssuer};
 use tower_aauth::{AAuth, ResourceKey, wire};

@@ -3,10 +3,10 @@
 //! One test per row, named by its ID. Each refusal asserts the status, the exact
 //! `Signature-Error` code where there is one, and that the handler did not run.
 
-mod attack_support;
+mod support;
 
 #[allow(unused_imports)]
-use attack_support::*;
+use support::attack::*;
 
 // === POL-01 … POL-05: identity, binding, ceilings, consent ===
 // (section: identity)
@@ -468,7 +468,7 @@ mod pol_06 {
     use tower_aauth::testing::{KeySource, TestAgent};
     use tower_aauth::{Decision, Error, Requirement};
 
-    use super::attack_support::*;
+    use super::support::attack::*;
 
     /// Far below the default so that a flood many times the capacity stays fast: what is
     /// shown is that refused requests leave no entry at all (`len() == 0`), which does not

@@ -4,7 +4,7 @@
 //! later, one agent never locked out of its own key by its own credentials, ceilings
 //! that reach `authorization_details`, and policy entries that could never match refused.
 
-mod attack_support;
+mod support;
 
 use std::sync::atomic::Ordering;
 
@@ -20,7 +20,7 @@ use tower_aauth::policy::{AgentId, CeilingSet, MemoryAgentBindings, Revoked, Sco
 use tower_aauth::testing::{KeySource, SignOptions, TestAgent, TestIssuer};
 use tower_aauth::{AAuthBuilder, ManualClock, Profile, VerifiedRequest, wire};
 
-use attack_support::*;
+use support::attack::*;
 
 const EVIL: &str = "https://evil.example";
 const AGENT: &str = "aauth:assistant@agent.example";

@@ -2,11 +2,12 @@
 //! is good for one method, one authority, one path, a short window, and — for unsafe
 //! methods — one use.
 
-mod attack_support;
+mod support;
 
-use attack_support::*;
 use axum::body::Body;
 use http::{HeaderValue, Request, StatusCode};
+use support::attack::*;
+use support::fixtures::copy;
 use tower_aauth::replay::{MemoryReplayStore, ReplayProtection};
 use tower_aauth::testing::{KeySource, SignOptions};
 
@@ -18,17 +19,6 @@ fn signed(h: &Harness, method: &str, path: &str, created: u64) -> Request<Body> 
     let mut request = request(method, &format!("{RESOURCE}{path}"));
     h.agent.sign(&mut request, &KeySource::Hwk, created);
     request
-}
-
-/// A byte-identical copy, as an eavesdropper would resend it.
-fn copy(request: &Request<Body>) -> Request<Body> {
-    let mut copy = Request::builder()
-        .method(request.method().clone())
-        .uri(request.uri().clone())
-        .body(Body::empty())
-        .unwrap();
-    *copy.headers_mut() = request.headers().clone();
-    copy
 }
 
 /// `request` sent with another method or URI, headers unchanged.

@@ -4,8 +4,7 @@
 //! injected resolver and connector (`F0`: both counters stay 0, nothing leaves the
 //! process), or over real loopback servers for the transport-level rows.
 
-mod attack_support;
-mod discovery_support;
+mod support;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -13,14 +12,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use attack_support::{NOW, RESOURCE, get};
 use axum::Router;
 use axum::body::Body;
 use axum::routing::any;
 use bytes::Bytes;
-use discovery_support::{Canned, IssuerServer, ScriptedResolver};
 use http::{Request, Response, StatusCode};
 use serde_json::{Value, json};
+use support::attack::{NOW, RESOURCE, get};
+use support::discovery::{Canned, IssuerServer, ScriptedResolver};
 use tower::ServiceExt;
 use tower_aauth::discovery::{
     BoxFuture, Connector, FetchError, FetchPolicy, FetchedDocument, GuardedFetch, PinnedRequest, ReqwestFetch,
@@ -34,7 +33,7 @@ const AGENT_ID: &str = "https://agent.example";
 #[derive(Clone, Default)]
 struct UrlConnector {
     documents: Arc<Mutex<HashMap<String, Bytes>>>,
-    targets: Arc<Mutex<Vec<discovery_support::Target>>>,
+    targets: Arc<Mutex<Vec<support::discovery::Target>>>,
 }
 
 impl UrlConnector {

@@ -2,10 +2,10 @@
 //! offered where another is needed is refused or challenged, never served; `typ` is
 //! checked before any issuer key is fetched.
 
-mod attack_support;
+mod support;
 
-use attack_support::*;
 use serde_json::json;
+use support::attack::*;
 use tower_aauth::testing::KeySource;
 use tower_aauth::{ResourceKey, wire};
 

@@ -1,7 +1,7 @@
 //! Audit events: exactly one structured event per decision, field by field, and never a
 //! token or signature in them.
 
-mod common;
+mod support;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -10,8 +10,8 @@ use axum::Router;
 use axum::body::Body;
 use axum::response::IntoResponse;
 use axum::routing::{get as get_route, post};
-use common::*;
 use http::{Request, StatusCode};
+use support::harness::*;
 use tower::ServiceExt;
 use tower_aauth::Error;
 use tower_aauth::policy::Revoked;

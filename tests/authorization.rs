@@ -2,10 +2,10 @@
 //! columns are the routes `/agent` (agent identity), `/person` (person identity) and
 //! `/data` (auth token with `data.read`); rows are what the request presents.
 
-mod app;
+mod support;
 
-use app::*;
 use http::StatusCode;
+use support::app::*;
 use tower_aauth::policy::Revoked;
 use tower_aauth::testing::KeySource;
 

@@ -1,18 +1,18 @@
 //! RFC 9396 `authorization_details` guards and single-use grants (the CIBA seed's
 //! "POST /trade": the resource checks the exact transaction the person approved).
 
-mod common;
+mod support;
 
 use std::sync::atomic::Ordering;
 
 use axum::Router;
 use axum::body::Body;
 use axum::routing::post;
-use common::*;
 use http::request::Parts;
 use http::{Request, Response, StatusCode};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use support::harness::*;
 use tower::ServiceExt;
 use tower_aauth::jose::{AlgPolicy, UnverifiedJws};
 use tower_aauth::replay::ReplayProtection;

@@ -2,16 +2,16 @@
 //! the held request executed once on the first sufficient poll, stored results, key
 //! binding, `slow_down`, expiry, and the bounds.
 
-mod app;
+mod support;
 
 use std::sync::atomic::Ordering;
 
-use app::*;
 use axum::Router;
 use axum::body::Body;
 use axum::routing::{get, post};
 use http::{Request, Response, StatusCode};
 use serde_json::{Value, json};
+use support::app::*;
 use tower::ServiceExt;
 use tower_aauth::deferred::DeferredOptions;
 use tower_aauth::testing::{KeySource, TestAgent};

@@ -2,12 +2,12 @@
 //! real HTTP issuer on 127.0.0.1 (fetched with the default guarded reqwest fetcher in
 //! development mode) and a virtual clock.
 
-mod discovery_support;
+mod support;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use discovery_support::{Canned, IssuerServer};
+use support::discovery::{Canned, IssuerServer};
 use tower_aauth::discovery::{
     DiscoveryConfig, DiscoveryResolver, IdentifierPolicy, KeyQuery, KeyResolver, ReqwestFetch,
 };

@@ -1,7 +1,7 @@
 //! Discovery end to end through the layer: the built-in resolver and guarded fetcher,
 //! configured with `dangerous().allow_http_loopback()`, against issuers on 127.0.0.1.
 
-mod discovery_support;
+mod support;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -10,8 +10,8 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Body;
 use axum::routing::any;
-use discovery_support::{Canned, IssuerServer};
 use http::{Request, Response, StatusCode};
+use support::discovery::{Canned, IssuerServer};
 use tower::ServiceExt;
 use tower_aauth::discovery::DiscoveryConfig;
 use tower_aauth::testing::{KeySource, TestAgent, TestIssuer};

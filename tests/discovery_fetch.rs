@@ -1,11 +1,11 @@
 //! The default guarded fetcher (reqwest) against a real HTTP server on 127.0.0.1, in
 //! development mode (http on literal loopback origins only).
 
-mod discovery_support;
+mod support;
 
 use std::time::{Duration, Instant};
 
-use discovery_support::{Canned, IssuerServer};
+use support::discovery::{Canned, IssuerServer};
 use tower_aauth::discovery::{Fetch, FetchError, FetchPolicy, ReqwestFetch};
 
 const CAP: usize = 4096;

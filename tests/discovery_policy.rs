@@ -1,12 +1,12 @@
 //! Discovery policy with an in-memory fetcher and a virtual clock: hostile documents,
 //! the new-issuer budget, the allow-list and the cache bounds.
 
-mod discovery_support;
+mod support;
 
 use std::sync::Arc;
 
-use discovery_support::MapFetch;
 use serde_json::json;
+use support::discovery::MapFetch;
 use tower_aauth::discovery::{DiscoveryConfig, DiscoveryResolver, FetchError, KeyQuery, KeyResolver};
 use tower_aauth::testing::TestAgent;
 use tower_aauth::{Clock, Error, ManualClock, SignatureErrorCode};

@@ -3,12 +3,12 @@
 //! before any connector runs; the connector only ever sees vetted addresses. No test here
 //! opens a socket: resolver and connector are injected.
 
-mod discovery_support;
+mod support;
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use discovery_support::{MapFetch, RecordingConnector, ScriptedResolver};
+use support::discovery::{MapFetch, RecordingConnector, ScriptedResolver};
 use tower_aauth::SignatureErrorCode;
 use tower_aauth::discovery::{
     DiscoveryResolver, Fetch, FetchError, FetchPolicy, GuardedFetch, IdentifierPolicy, KeyQuery, KeyResolver,

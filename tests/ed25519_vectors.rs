@@ -3,14 +3,14 @@
 //! (our `verify_strict` wrapper) exactly as Wycheproof says, and by the layer's `hwk` path.
 //! Sources and licences: tests/vectors/README.md.
 
-mod common;
+mod support;
 
 use axum::body::Body;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use common::*;
 use http::{Request, StatusCode};
 use serde_json::{Value, json};
+use support::harness::*;
 use tower_aauth::jose::{AlgPolicy, Jwk, ResourceKey, UnverifiedJws, b64url, b64url_decode, thumbprint_of_x};
 use tower_aauth::{SignatureErrorCode, wire};
 

@@ -1,12 +1,12 @@
 //! RFC 9421 Appendix B vectors and the digest's derived AAuth vectors, through our own
 //! parser and signature-base builder.
 
-mod common;
+mod support;
 
 use axum::body::Body;
 use base64::Engine;
-use common::*;
 use http::{HeaderMap, HeaderValue, Request, StatusCode};
+use support::harness::*;
 use tower_aauth::discovery::StaticResolver;
 use tower_aauth::httpsig::{
     ParsedInput, RequestTarget, SignatureAlphabet, SignatureBase, decode_signature, verify_base,

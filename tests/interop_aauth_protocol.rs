@@ -2,15 +2,15 @@
 //! implementation): requests it signs with `hwk`, `jwks_uri` and `jwt` verify under our
 //! layer in the strict profile, and a tampered one is refused before the handler runs.
 
-mod common;
+mod support;
 
 use aauth_protocol::SigningKey;
 use aauth_protocol::httpsig::{Outgoing, SignatureKey, sign, sign_jwt};
 use aauth_protocol::token::{TokenKind as TheirKind, mint};
 use axum::body::Body;
-use common::{AP, AS, Harness, NOW, RESOURCE, assert_refused, body_json};
 use http::{Request, StatusCode};
 use serde_json::json;
+use support::harness::{AP, AS, Harness, NOW, RESOURCE, assert_refused, body_json};
 use tower_aauth::discovery::StaticResolver;
 use tower_aauth::jose::{AlgPolicy, Jwk};
 use tower_aauth::testing::{TestAgent, TestIssuer};

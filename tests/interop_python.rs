@@ -4,18 +4,17 @@
 //! tampered variants are refused with the exact code before the handler runs, and both
 //! libraries' own verifiers accept what our `TestAgent` signs.
 //!
-//! Needs `bash tests/interop/setup.sh` (see `tests/peers/mod.rs` for the skip rule).
+//! Needs `bash tests/interop/setup.sh` (without it the tests are reported ignored, and fail under `CI=true`: see `build.rs`).
 
-mod common;
-mod peers;
+mod support;
 
 use axum::body::Body;
-use common::{AP, AS, Harness, NOW, RESOURCE, assert_refused, body_json};
 use http::{Method, Request, StatusCode};
-use peers::{
+use serde_json::json;
+use support::harness::{AP, AS, Harness, NOW, RESOURCE, assert_refused, body_json};
+use support::peers::{
     Peer, Scheme, SignRequest, harness, set_header, verify_input, with_flipped_signature, with_method, with_uri,
 };
-use serde_json::json;
 use tower_aauth::testing::{KeySource, SignOptions};
 use tower_aauth::{Profile, TokenKind, VerifiedRequest, wire};
 
@@ -45,9 +44,13 @@ fn post(scheme: Scheme) -> SignRequest {
 
 // ---- aauth 0.5.0 / aauth-signing 0.2.0 → our layer (strict profile) ----
 
+#[cfg_attr(
+    skip_peer_v05,
+    ignore = "interop peer peer-v05 (PyPI aauth 0.5.0) not installed: bash tests/interop/setup.sh"
+)]
 #[tokio::test]
 async fn aauth_0_5_0_hwk_get_with_query_is_accepted() {
-    let Some(v05) = Peer::V05.available() else { return };
+    let v05 = Peer::V05.launcher_path();
     let h = harness(Profile::Draft11);
     let request = SignRequest::get("/data?x=1", Scheme::Hwk, NOW).sign(Peer::V05, &v05);
     assert!(
@@ -59,17 +62,25 @@ async fn aauth_0_5_0_hwk_get_with_query_is_accepted() {
     assert_accepted(&h, request, "hwk").await;
 }
 
+#[cfg_attr(
+    skip_peer_v05,
+    ignore = "interop peer peer-v05 (PyPI aauth 0.5.0) not installed: bash tests/interop/setup.sh"
+)]
 #[tokio::test]
 async fn aauth_0_5_0_jwks_uri_get_is_accepted() {
-    let Some(v05) = Peer::V05.available() else { return };
+    let v05 = Peer::V05.launcher_path();
     let h = harness(Profile::Draft11);
     let request = SignRequest::get("/data", Scheme::JwksUri, NOW).sign(Peer::V05, &v05);
     assert_accepted(&h, request, "jwks_uri").await;
 }
 
+#[cfg_attr(
+    skip_peer_v05,
+    ignore = "interop peer peer-v05 (PyPI aauth 0.5.0) not installed: bash tests/interop/setup.sh"
+)]
 #[tokio::test]
 async fn aauth_0_5_0_jwt_with_auth_token_is_accepted() {
-    let Some(v05) = Peer::V05.available() else { return };
+    let v05 = Peer::V05.launcher_path();
     let h = harness(Profile::Draft11);
     let request = SignRequest::get("/data", Scheme::Jwt(h.auth_token("data.read")), NOW).sign(Peer::V05, &v05);
     let response = h.send(request).await;
@@ -77,9 +88,13 @@ async fn aauth_0_5_0_jwt_with_auth_token_is_accepted() {
     assert_eq!(body_json(response).await["token"], wire::typ::AUTH);
 }
 
+#[cfg_attr(
+    skip_peer_v05,
+    ignore = "interop peer peer-v05 (PyPI aauth 0.5.0) not installed: bash tests/interop/setup.sh"
+)]
 #[tokio::test]
 async fn aauth_0_5_0_jwt_with_agent_token_is_accepted() {
-    let Some(v05) = Peer::V05.available() else { return };
+    let v05 = Peer::V05.launcher_path();
     let h = harness(Profile::Draft11);
     let token = h
         .agent_provider
@@ -90,27 +105,39 @@ async fn aauth_0_5_0_jwt_with_agent_token_is_accepted() {
     assert_eq!(body_json(response).await["token"], wire::typ::AGENT);
 }
 
+#[cfg_attr(
+    skip_peer_v05,
+    ignore = "interop peer peer-v05 (PyPI aauth 0.5.0) not installed: bash tests/interop/setup.sh"
+)]
 #[tokio::test]
 async fn aauth_0_5_0_post_covering_content_digest_is_accepted() {
-    let Some(v05) = Peer::V05.available() else { return };
+    let v05 = Peer::V05.launcher_path();
     let h = harness(Profile::Draft11);
     let request = post(Scheme::Jwt(h.auth_token("data.write"))).sign(Peer::V05, &v05);
     assert!(request.headers().contains_key("content-digest"));
     assert_accepted(&h, request, "jwt").await;
 }
 
+#[cfg_attr(
+    skip_peer_v05,
+    ignore = "interop peer peer-v05 (PyPI aauth 0.5.0) not installed: bash tests/interop/setup.sh"
+)]
 #[tokio::test]
 async fn aauth_0_5_0_request_with_changed_path_is_refused() {
-    let Some(v05) = Peer::V05.available() else { return };
+    let v05 = Peer::V05.launcher_path();
     let h = harness(Profile::Draft11);
     let request = SignRequest::get("/data", Scheme::Jwt(h.auth_token("data.read")), NOW).sign(Peer::V05, &v05);
     let request = with_uri(request, &format!("{RESOURCE}/admin"));
     assert_refused(&h, h.send(request).await, "invalid_signature").await;
 }
 
+#[cfg_attr(
+    skip_peer_v05,
+    ignore = "interop peer peer-v05 (PyPI aauth 0.5.0) not installed: bash tests/interop/setup.sh"
+)]
 #[tokio::test]
 async fn aauth_0_5_0_request_with_changed_method_is_refused() {
-    let Some(v05) = Peer::V05.available() else { return };
+    let v05 = Peer::V05.launcher_path();
     let h = harness(Profile::Draft11);
     let request = SignRequest::get("/data", Scheme::Jwt(h.auth_token("data.read")), NOW).sign(Peer::V05, &v05);
     assert_refused(
@@ -121,18 +148,26 @@ async fn aauth_0_5_0_request_with_changed_method_is_refused() {
     .await;
 }
 
+#[cfg_attr(
+    skip_peer_v05,
+    ignore = "interop peer peer-v05 (PyPI aauth 0.5.0) not installed: bash tests/interop/setup.sh"
+)]
 #[tokio::test]
 async fn aauth_0_5_0_request_with_changed_covered_header_is_refused() {
-    let Some(v05) = Peer::V05.available() else { return };
+    let v05 = Peer::V05.launcher_path();
     let h = harness(Profile::Draft11);
     let mut request = post(Scheme::Hwk).sign(Peer::V05, &v05);
     set_header(&mut request, "content-type", "text/plain");
     assert_refused(&h, h.send(request).await, "invalid_signature").await;
 }
 
+#[cfg_attr(
+    skip_peer_v05,
+    ignore = "interop peer peer-v05 (PyPI aauth 0.5.0) not installed: bash tests/interop/setup.sh"
+)]
 #[tokio::test]
 async fn aauth_0_5_0_request_with_changed_body_is_refused() {
-    let Some(v05) = Peer::V05.available() else { return };
+    let v05 = Peer::V05.launcher_path();
     let h = harness(Profile::Draft11);
     let request = post(Scheme::Hwk).sign(Peer::V05, &v05);
     let (parts, _) = request.into_parts();
@@ -140,9 +175,13 @@ async fn aauth_0_5_0_request_with_changed_body_is_refused() {
     assert_refused(&h, h.send(request).await, "invalid_signature").await;
 }
 
+#[cfg_attr(
+    skip_peer_v05,
+    ignore = "interop peer peer-v05 (PyPI aauth 0.5.0) not installed: bash tests/interop/setup.sh"
+)]
 #[tokio::test]
 async fn aauth_0_5_0_request_with_swapped_token_is_refused() {
-    let Some(v05) = Peer::V05.available() else { return };
+    let v05 = Peer::V05.launcher_path();
     let h = harness(Profile::Draft11);
     let request = SignRequest::get("/data", Scheme::Jwt(h.auth_token("data.read")), NOW).sign(Peer::V05, &v05);
     // A valid token for the same key, but a broader grant than the one signed over.
@@ -152,9 +191,13 @@ async fn aauth_0_5_0_request_with_swapped_token_is_refused() {
     assert_refused(&h, h.send(request).await, "invalid_signature").await;
 }
 
+#[cfg_attr(
+    skip_peer_v05,
+    ignore = "interop peer peer-v05 (PyPI aauth 0.5.0) not installed: bash tests/interop/setup.sh"
+)]
 #[tokio::test]
 async fn aauth_0_5_0_request_with_flipped_signature_character_is_refused() {
-    let Some(v05) = Peer::V05.available() else { return };
+    let v05 = Peer::V05.launcher_path();
     let h = harness(Profile::Draft11);
     let request = SignRequest::get("/data", Scheme::Jwt(h.auth_token("data.read")), NOW).sign(Peer::V05, &v05);
     assert_refused(&h, h.send(with_flipped_signature(request)).await, "invalid_signature").await;
@@ -162,26 +205,38 @@ async fn aauth_0_5_0_request_with_flipped_signature_character_is_refused() {
 
 // ---- aauth 0.3.4 / aauth-signing 0.1.2 → our layer ----
 
+#[cfg_attr(
+    skip_peer_v03,
+    ignore = "interop peer peer-v03 (PyPI aauth 0.3.4) not installed: bash tests/interop/setup.sh"
+)]
 #[tokio::test]
 async fn aauth_0_3_4_hwk_without_alg_is_accepted_under_draft11() {
-    let Some(v03) = Peer::V03.available() else { return };
+    let v03 = Peer::V03.launcher_path();
     let h = harness(Profile::Draft11);
     let request = SignRequest::get("/data?x=1", Scheme::Hwk, NOW).sign(Peer::V03, &v03);
     assert!(!request.headers()["signature-key"].to_str().unwrap().contains("alg="));
     assert_accepted(&h, request, "hwk").await;
 }
 
+#[cfg_attr(
+    skip_peer_v03,
+    ignore = "interop peer peer-v03 (PyPI aauth 0.3.4) not installed: bash tests/interop/setup.sh"
+)]
 #[tokio::test]
 async fn aauth_0_3_4_jwks_uri_is_accepted_under_draft11() {
-    let Some(v03) = Peer::V03.available() else { return };
+    let v03 = Peer::V03.launcher_path();
     let h = harness(Profile::Draft11);
     let request = SignRequest::get("/data", Scheme::JwksUri, NOW).sign(Peer::V03, &v03);
     assert_accepted(&h, request, "jwks_uri").await;
 }
 
+#[cfg_attr(
+    skip_peer_v03,
+    ignore = "interop peer peer-v03 (PyPI aauth 0.3.4) not installed: bash tests/interop/setup.sh"
+)]
 #[tokio::test]
 async fn aauth_0_3_4_jwt_with_demo_auth_token_is_accepted_under_legacy() {
-    let Some(v03) = Peer::V03.available() else { return };
+    let v03 = Peer::V03.launcher_path();
     let h = harness(Profile::Legacy);
     let request = SignRequest::get("/data?x=1", Scheme::Jwt(demo_auth_token(&h)), NOW).sign(Peer::V03, &v03);
     let response = h.send(request).await;
@@ -189,19 +244,25 @@ async fn aauth_0_3_4_jwt_with_demo_auth_token_is_accepted_under_legacy() {
     assert_eq!(body_json(response).await["token"], TokenKind::Auth.typ());
 }
 
+#[cfg_attr(
+    skip_peer_v03,
+    ignore = "interop peer peer-v03 (PyPI aauth 0.3.4) not installed: bash tests/interop/setup.sh"
+)]
 #[tokio::test]
 async fn aauth_0_3_4_jwt_with_demo_auth_token_is_refused_under_draft11() {
-    let Some(v03) = Peer::V03.available() else { return };
+    let v03 = Peer::V03.launcher_path();
     let h = harness(Profile::Draft11);
     let request = SignRequest::get("/data", Scheme::Jwt(demo_auth_token(&h)), NOW).sign(Peer::V03, &v03);
     assert_refused(&h, h.send(request).await, "invalid_jwt").await;
 }
 
+#[cfg_attr(
+    any(skip_peer_v05, skip_peer_v03),
+    ignore = "interop peers peer-v05 and peer-v03 not installed: bash tests/interop/setup.sh"
+)]
 #[tokio::test]
 async fn aauth_0_3_4_and_0_5_0_are_each_answered_in_their_generation_under_both() {
-    let (Some(v03), Some(v05)) = (Peer::V03.available(), Peer::V05.available()) else {
-        return;
-    };
+    let (v03, v05) = (Peer::V03.launcher_path(), Peer::V05.launcher_path());
     let h = harness(Profile::Both);
     let demo = SignRequest::get("/data", Scheme::Jwt(demo_auth_token(&h)), NOW).sign(Peer::V03, &v03);
     let draft11 = SignRequest::get("/data", Scheme::Jwt(h.auth_token("data.read")), NOW).sign(Peer::V05, &v05);
@@ -228,18 +289,26 @@ async fn aauth_0_3_4_and_0_5_0_are_each_answered_in_their_generation_under_both(
     );
 }
 
+#[cfg_attr(
+    skip_peer_v03,
+    ignore = "interop peer peer-v03 (PyPI aauth 0.3.4) not installed: bash tests/interop/setup.sh"
+)]
 #[tokio::test]
 async fn aauth_0_3_4_request_with_changed_path_is_refused() {
-    let Some(v03) = Peer::V03.available() else { return };
+    let v03 = Peer::V03.launcher_path();
     let h = harness(Profile::Legacy);
     let request = SignRequest::get("/data", Scheme::Jwt(demo_auth_token(&h)), NOW).sign(Peer::V03, &v03);
     let request = with_uri(request, &format!("{RESOURCE}/admin"));
     assert_refused(&h, h.send(request).await, "invalid_signature").await;
 }
 
+#[cfg_attr(
+    skip_peer_v03,
+    ignore = "interop peer peer-v03 (PyPI aauth 0.3.4) not installed: bash tests/interop/setup.sh"
+)]
 #[tokio::test]
 async fn aauth_0_3_4_request_with_changed_method_is_refused() {
-    let Some(v03) = Peer::V03.available() else { return };
+    let v03 = Peer::V03.launcher_path();
     let h = harness(Profile::Legacy);
     let request = SignRequest::get("/data", Scheme::Jwt(demo_auth_token(&h)), NOW).sign(Peer::V03, &v03);
     assert_refused(
@@ -250,18 +319,26 @@ async fn aauth_0_3_4_request_with_changed_method_is_refused() {
     .await;
 }
 
+#[cfg_attr(
+    skip_peer_v03,
+    ignore = "interop peer peer-v03 (PyPI aauth 0.3.4) not installed: bash tests/interop/setup.sh"
+)]
 #[tokio::test]
 async fn aauth_0_3_4_request_with_changed_query_is_refused() {
-    let Some(v03) = Peer::V03.available() else { return };
+    let v03 = Peer::V03.launcher_path();
     let h = harness(Profile::Legacy);
     let request = SignRequest::get("/data?x=1", Scheme::Jwt(demo_auth_token(&h)), NOW).sign(Peer::V03, &v03);
     let request = with_uri(request, &format!("{RESOURCE}/data?x=2"));
     assert_refused(&h, h.send(request).await, "invalid_signature").await;
 }
 
+#[cfg_attr(
+    skip_peer_v03,
+    ignore = "interop peer peer-v03 (PyPI aauth 0.3.4) not installed: bash tests/interop/setup.sh"
+)]
 #[tokio::test]
 async fn aauth_0_3_4_request_with_swapped_token_is_refused() {
-    let Some(v03) = Peer::V03.available() else { return };
+    let v03 = Peer::V03.launcher_path();
     let h = harness(Profile::Legacy);
     let mut request = SignRequest::get("/data", Scheme::Jwt(demo_auth_token(&h)), NOW).sign(Peer::V03, &v03);
     let other = h
@@ -271,9 +348,13 @@ async fn aauth_0_3_4_request_with_swapped_token_is_refused() {
     assert_refused(&h, h.send(request).await, "invalid_signature").await;
 }
 
+#[cfg_attr(
+    skip_peer_v03,
+    ignore = "interop peer peer-v03 (PyPI aauth 0.3.4) not installed: bash tests/interop/setup.sh"
+)]
 #[tokio::test]
 async fn aauth_0_3_4_request_with_flipped_signature_character_is_refused() {
-    let Some(v03) = Peer::V03.available() else { return };
+    let v03 = Peer::V03.launcher_path();
     let h = harness(Profile::Legacy);
     let request = SignRequest::get("/data", Scheme::Jwt(demo_auth_token(&h)), NOW).sign(Peer::V03, &v03);
     assert_refused(&h, h.send(with_flipped_signature(request)).await, "invalid_signature").await;
@@ -306,12 +387,16 @@ fn assert_peer_verifies(peer: Peer, launcher: &std::path::PathBuf, request: &Req
     );
 }
 
+#[cfg_attr(
+    skip_peer_v05,
+    ignore = "interop peer peer-v05 (PyPI aauth 0.5.0) not installed: bash tests/interop/setup.sh"
+)]
 #[test]
 fn aauth_0_5_0_verifies_our_hwk_jwks_uri_and_jwt_signatures() {
-    let Some(v05) = Peer::V05.available() else { return };
+    let v05 = Peer::V05.launcher_path();
     let h = harness(Profile::Draft11);
     assert_peer_verifies(Peer::V05, &v05, &our_signed(&h, &KeySource::Hwk), json!({"keys": []}));
-    let jwks_uri = KeySource::agent_jwks(AP, peers::AGENT_KID);
+    let jwks_uri = KeySource::agent_jwks(AP, support::peers::AGENT_KID);
     assert_peer_verifies(Peer::V05, &v05, &our_signed(&h, &jwks_uri), h.agent.jwks());
     let token = h.auth_token("data.read");
     assert_peer_verifies(
@@ -326,12 +411,16 @@ fn aauth_0_5_0_verifies_our_hwk_jwks_uri_and_jwt_signatures() {
     assert_eq!(verdict["verified"], false);
 }
 
+#[cfg_attr(
+    skip_peer_v03,
+    ignore = "interop peer peer-v03 (PyPI aauth 0.3.4) not installed: bash tests/interop/setup.sh"
+)]
 #[test]
 fn aauth_0_3_4_verifies_our_hwk_jwks_uri_and_demo_jwt_signatures() {
-    let Some(v03) = Peer::V03.available() else { return };
+    let v03 = Peer::V03.launcher_path();
     let h = harness(Profile::Legacy);
     assert_peer_verifies(Peer::V03, &v03, &our_signed(&h, &KeySource::Hwk), json!({"keys": []}));
-    let jwks_uri = KeySource::agent_jwks(AP, peers::AGENT_KID);
+    let jwks_uri = KeySource::agent_jwks(AP, support::peers::AGENT_KID);
     assert_peer_verifies(Peer::V03, &v03, &our_signed(&h, &jwks_uri), h.agent.jwks());
     // PyJWT 2.15 knows `EdDSA`, not `Ed25519`: aauth 0.3.4 checks demo-generation tokens.
     let claims = json!({

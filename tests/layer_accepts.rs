@@ -3,7 +3,7 @@
 //! `VerifiedRequest`; the verified-token cache; multi-line fields; the lenient forms
 //! the layer accepts on purpose.
 
-mod common;
+mod support;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -11,8 +11,8 @@ use std::sync::{Arc, Mutex};
 use axum::Router;
 use axum::body::Body;
 use axum::routing::any;
-use common::*;
 use http::{HeaderValue, Request, StatusCode};
+use support::harness::*;
 use tower::ServiceExt;
 use tower_aauth::discovery::{BoxFuture, KeyQuery, KeyResolver, StaticResolver};
 use tower_aauth::testing::{KeySource, SignOptions};

@@ -8,12 +8,12 @@
 //! (`discovery_ssrf.rs`, `discovery_policy.rs`), keys and tokens without a fully
 //! specified `alg` or with `EdDSA` (`legacy_profile.rs`), revocation (`revocation.rs`).
 
-mod common;
+mod support;
 
 use axum::body::Body;
-use common::*;
 use http::{HeaderValue, Request};
 use serde_json::{Value, json};
+use support::harness::*;
 use tower_aauth::testing::{KeySource, SignOptions, TestAgent, TestIssuer};
 use tower_aauth::{Scheme, TokenKind, wire};
 

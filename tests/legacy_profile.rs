@@ -2,16 +2,16 @@
 //! and `Profile::Both`, each request records the generation to answer it in, and every
 //! legacy form stays refused, with its exact code, under the default `Profile::Draft11`.
 
-mod common;
+mod support;
 
 use std::sync::{Arc, Mutex};
 
 use axum::Router;
 use axum::body::Body;
 use axum::routing::any;
-use common::{AP, AS, Harness, NOW, RESOURCE, assert_refused, get};
 use http::{Request, Response, StatusCode};
 use serde_json::{Value, json};
+use support::harness::{AP, AS, Harness, NOW, RESOURCE, assert_refused, get};
 use tower::ServiceExt;
 use tower_aauth::discovery::StaticResolver;
 use tower_aauth::jose::{AlgPolicy, Jwk};

@@ -1,12 +1,13 @@
 //! Replay protection with the default in-memory store (attack catalogue RPL-05…07).
 
-mod common;
+mod support;
 
 use std::sync::Arc;
 
 use axum::body::Body;
-use common::*;
 use http::{Request, StatusCode};
+use support::fixtures::copy;
+use support::harness::*;
 use tower::ServiceExt;
 use tower_aauth::replay::{MemoryReplayStore, ReplayProtection};
 use tower_aauth::testing::{KeySource, SignOptions};
@@ -15,17 +16,6 @@ fn signed_post(harness: &Harness, path: &str) -> Request<Body> {
     let mut request = Request::post(format!("{RESOURCE}{path}")).body(Body::empty()).unwrap();
     harness.agent.sign(&mut request, &KeySource::Hwk, NOW);
     request
-}
-
-/// A byte-identical copy of a signed request (what an attacker who saw it would send).
-fn copy(request: &Request<Body>) -> Request<Body> {
-    let mut copy = Request::builder()
-        .method(request.method().clone())
-        .uri(request.uri().clone())
-        .body(Body::empty())
-        .unwrap();
-    *copy.headers_mut() = request.headers().clone();
-    copy
 }
 
 #[tokio::test]

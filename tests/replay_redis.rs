@@ -1,83 +1,21 @@
 //! Replay protection shared by two resource instances through a real `redis-server`
 //! (feature `redis`). The harness starts `redis-server` on a free loopback port and kills
-//! it at the end; `.ci/run` installs it.
+//! it at the end; `.ci/run` installs it. Without `redis-server` on `PATH` the tests are
+//! reported ignored (`build.rs` sets `skip_redis`), except under `CI=true`, where they fail.
 #![cfg(feature = "redis")]
 
-mod common;
+mod support;
 
-use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
-use common::*;
 use http::{Request, StatusCode};
+use support::fixtures::copy;
+use support::harness::*;
+use support::redis::RedisServer;
 use tower::ServiceExt;
 use tower_aauth::replay::RedisReplayStore;
 use tower_aauth::testing::KeySource;
-
-/// A `redis-server` child process on a loopback port, killed on drop.
-struct RedisServer {
-    port: u16,
-    child: Option<Child>,
-}
-
-impl RedisServer {
-    /// Starts a server; `None` (the test is skipped) only when `redis-server` is not
-    /// installed and `CI` is not `true`. Under CI a missing server fails the test.
-    fn start() -> Option<Self> {
-        let installed = Command::new("redis-server")
-            .arg("--version")
-            .stdout(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if !installed && std::env::var("CI").as_deref() != Ok("true") {
-            eprintln!("skipped: redis-server is not installed (apt-get install redis-server)");
-            return None;
-        }
-        Some(Self::start_now())
-    }
-
-    fn start_now() -> Self {
-        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let mut server = RedisServer { port, child: None };
-        server.spawn();
-        server
-    }
-
-    fn spawn(&mut self) {
-        let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server must be installed (apt-get install redis-server; .ci/run does it)");
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(Instant::now() < deadline, "redis-server did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
 
 /// One resource instance with its own connection to the shared Redis.
 async fn instance(redis: &RedisServer) -> Harness {
@@ -95,19 +33,10 @@ fn signed_post(harness: &Harness, path: &str, created: u64) -> Request<Body> {
     request
 }
 
-fn copy(request: &Request<Body>) -> Request<Body> {
-    let mut copy = Request::builder()
-        .method(request.method().clone())
-        .uri(request.uri().clone())
-        .body(Body::empty())
-        .unwrap();
-    *copy.headers_mut() = request.headers().clone();
-    copy
-}
-
+#[cfg_attr(skip_redis, ignore = "redis-server not found on PATH (apt-get install redis-server)")]
 #[tokio::test]
 async fn a_replay_sent_to_another_instance_is_refused() {
-    let Some(redis) = RedisServer::start() else { return };
+    let redis = RedisServer::start();
     let a = instance(&redis).await;
     let b = instance(&redis).await;
     let request = signed_post(&a, "/orders", NOW);
@@ -121,9 +50,10 @@ async fn a_replay_sent_to_another_instance_is_refused() {
     );
 }
 
+#[cfg_attr(skip_redis, ignore = "redis-server not found on PATH (apt-get install redis-server)")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn thirty_two_concurrent_copies_across_two_instances_are_served_exactly_once() {
-    let Some(redis) = RedisServer::start() else { return };
+    let redis = RedisServer::start();
     let a = instance(&redis).await;
     let b = instance(&redis).await;
     let request = signed_post(&a, "/orders", NOW);
@@ -148,9 +78,10 @@ async fn thirty_two_concurrent_copies_across_two_instances_are_served_exactly_on
     assert_eq!(a.calls() + b.calls(), 1);
 }
 
+#[cfg_attr(skip_redis, ignore = "redis-server not found on PATH (apt-get install redis-server)")]
 #[tokio::test]
 async fn redis_down_fails_closed_with_503_and_recovers_when_it_returns() {
-    let Some(mut redis) = RedisServer::start() else { return };
+    let mut redis = RedisServer::start();
     let a = instance(&redis).await;
     assert_eq!(a.send(signed_post(&a, "/orders/1", NOW)).await.status(), StatusCode::OK);
 
@@ -187,9 +118,10 @@ async fn redis_down_fails_closed_with_503_and_recovers_when_it_returns() {
     assert_refused(&a, a.send(replay).await, "invalid_signature").await;
 }
 
+#[cfg_attr(skip_redis, ignore = "redis-server not found on PATH (apt-get install redis-server)")]
 #[tokio::test]
 async fn an_instance_started_before_redis_answers_503_then_serves() {
-    let Some(mut redis) = RedisServer::start() else { return };
+    let mut redis = RedisServer::start();
     redis.kill();
     let a = instance(&redis).await;
     let response = a.send(signed_post(&a, "/orders", NOW)).await;
@@ -206,9 +138,10 @@ async fn an_instance_started_before_redis_answers_503_then_serves() {
     }
 }
 
+#[cfg_attr(skip_redis, ignore = "redis-server not found on PATH (apt-get install redis-server)")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_single_use_grant_is_consumed_once_across_two_instances() {
-    let Some(redis) = RedisServer::start() else { return };
+    let redis = RedisServer::start();
     let a = instance(&redis).await;
     let b = instance(&redis).await;
     let token = a.auth_token("data.write");
@@ -256,9 +189,10 @@ async fn a_single_use_grant_is_consumed_once_across_two_instances() {
 /// POL-06 with the shared store: the requests guards refuse leave no key in Redis (each is
 /// released with `DEL` before its refusal is sent), a grant consumed before a refusing
 /// guard is released too, and admitted requests keep theirs.
+#[cfg_attr(skip_redis, ignore = "redis-server not found on PATH (apt-get install redis-server)")]
 #[tokio::test]
 async fn refused_requests_leave_no_key_in_redis() {
-    let Some(redis) = RedisServer::start() else { return };
+    let redis = RedisServer::start();
     let a = instance(&redis).await;
     let calls = a.calls.clone();
     let handler = move || {

@@ -1,13 +1,13 @@
 //! Revocation (digest §7, CLM-10) and per-agent scope ceilings, checked on every request.
 
-mod common;
+mod support;
 
 use axum::Router;
 use axum::body::Body;
 use axum::response::IntoResponse;
 use axum::routing::post;
-use common::*;
 use http::{Request, Response, StatusCode};
+use support::harness::*;
 use tower::ServiceExt;
 use tower_aauth::discovery::StaticResolver;
 use tower_aauth::policy::{AgentId, CeilingSet, PersonId, RevocationSet, Revoked, ScopeCeilings};

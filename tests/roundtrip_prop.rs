@@ -2,13 +2,13 @@
 //! path, query and covered headers; changing any single byte of a covered component
 //! (method, path, query or a covered header value) makes it `invalid_signature`.
 
-mod common;
+mod support;
 
 use axum::body::Body;
-use common::*;
 use http::{HeaderName, HeaderValue, Method, Request, StatusCode};
 use proptest::prelude::*;
 use proptest::sample::{Index, subsequence};
+use support::harness::*;
 use tower_aauth::replay::ReplayProtection;
 use tower_aauth::testing::{KeySource, SignOptions};
 

@@ -1,10 +1,10 @@
 //! Hostile token bytes at the layer: every malformed auth token is `401 invalid_jwt` (or
 //! a more specific code) before any route runs, never a panic.
 
-mod app;
+mod support;
 
-use app::*;
 use serde_json::{Value, json};
+use support::app::*;
 use tower_aauth::jose::b64url;
 use tower_aauth::wire;
 

@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
 # Installs the real third-party AAuth peers used by the interop tests.
 #
-#   tests/interop/setup.sh [DIR]      (DIR defaults to target/interop, relative to the repo root)
+#   tests/interop/setup.sh [DIR]
+#
+# DIR defaults to $AAUTH_INTEROP_DIR, else $CARGO_TARGET_DIR/interop, else target/interop; a
+# relative DIR is relative to the repo root. build.rs looks for the launchers by the same
+# rule: a test whose peer is missing is reported ignored (under CI=true it fails).
 #
 # Creates, under DIR:
 #   venv-v05/   aauth==0.5.0 + aauth-signing==0.2.0   (draft -11 generation)
@@ -26,7 +30,11 @@ UVICORN=0.54.0
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$HERE/../.." && pwd)"
-DIR="${1:-target/interop}"
+DEFAULT_DIR="${AAUTH_INTEROP_DIR:-}"
+if [[ -z "$DEFAULT_DIR" ]]; then
+  DEFAULT_DIR="${CARGO_TARGET_DIR:-target}/interop"
+fi
+DIR="${1:-$DEFAULT_DIR}"
 case "$DIR" in
   /*) ;;
   *) DIR="$ROOT/$DIR" ;;
@@ -157,4 +165,6 @@ say "smoke test (version):"
 for p in peer-v05 peer-v03 peer-js introspection-server; do
   "$DIR/bin/$p" version </dev/null | sed "s/^/[interop-setup]   $p: /"
 done
+# build.rs watches tests/interop/: touching it makes the next build look for the peers again.
+touch "$HERE"
 say "done"

@@ -1,7 +1,6 @@
 //! Shared harness of the attack tests (tests/attacks_*.rs): a resource behind the layer
 //! whose handler counts its calls, a key resolver that counts fetches, and [`Attack`], which
 //! fails any negative test that forgets to assert its outcome.
-#![allow(dead_code)]
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -17,11 +16,8 @@ use tower_aauth::jose::{Jwk, ResourceKey, b64url};
 use tower_aauth::testing::{KeySource, TestAgent, TestIssuer};
 use tower_aauth::{AAuth, AAuthBuilder, Error, ManualClock, wire};
 
-pub const NOW: u64 = 1_730_217_600;
-pub const RESOURCE: &str = "https://resource.example";
-pub const AS: &str = "https://as.example";
-pub const AP: &str = "https://agent.example";
-pub const PS: &str = "https://ps.example";
+pub use super::fixtures::{AP, AS, NOW, PS, RESOURCE, get};
+use super::fixtures::{access_server, agent, agent_provider, counting, person_server};
 
 /// A resolver with a cold cache: `cached` never answers, so every key lookup goes through
 /// `resolve`, which is counted (the stand-in for an outbound fetch) and answered from pinned
@@ -59,10 +55,8 @@ impl Harness {
     }
 
     pub fn with(adjust: impl FnOnce(AAuthBuilder) -> AAuthBuilder) -> Self {
-        let agent = TestAgent::from_seed([1; 32]).with_kid("agent-key-1");
-        let access_server = TestIssuer::new(AS, [2; 32], "as-key-1");
-        let agent_provider = TestIssuer::new(AP, [3; 32], "ap-key-1");
-        let person_server = TestIssuer::new(PS, [4; 32], "ps-key-1");
+        let (agent, access_server) = (agent(), access_server());
+        let (agent_provider, person_server) = (agent_provider(), person_server());
         let fetches = Arc::new(AtomicUsize::new(0));
         let resolver = CountingResolver {
             inner: StaticResolver::new()
@@ -89,15 +83,8 @@ impl Harness {
     }
 
     pub async fn send(&self, request: Request<Body>) -> Response<Body> {
-        let calls = self.calls.clone();
         let router = Router::new()
-            .fallback(any(move || {
-                let calls = calls.clone();
-                async move {
-                    calls.fetch_add(1, Ordering::SeqCst);
-                    "handler ran"
-                }
-            }))
+            .fallback(any(counting(&self.calls, "handler ran")))
             .layer(self.aauth.layer());
         router.oneshot(request).await.expect("infallible")
     }
@@ -105,14 +92,7 @@ impl Harness {
     /// Sends `request` to a router whose `/data` route requires the auth-token scopes
     /// `scopes` (`require_scopes`) and whose every other path needs only a signature.
     pub async fn send_scoped(&self, request: Request<Body>, scopes: &[&str]) -> Response<Body> {
-        let calls = self.calls.clone();
-        let handler = move || {
-            let calls = calls.clone();
-            async move {
-                calls.fetch_add(1, Ordering::SeqCst);
-                "handler ran"
-            }
-        };
+        let handler = counting(&self.calls, "handler ran");
         let scopes: Vec<String> = scopes.iter().map(|s| s.to_string()).collect();
         let router = Router::new()
             .route(
@@ -167,10 +147,6 @@ impl Harness {
     pub fn calls(&self) -> usize {
         self.calls.load(Ordering::SeqCst)
     }
-}
-
-pub fn get(path: &str) -> Request<Body> {
-    Request::get(format!("{RESOURCE}{path}")).body(Body::empty()).unwrap()
 }
 
 /// A compact JWS from raw header and payload JSON text, signed (Ed25519) by `key` over the
@@ -434,12 +410,8 @@ pub fn discovering(jwks: Value) -> (Harness, std::sync::Arc<std::sync::atomic::A
 /// for attacks that `http` types cannot express (folded lines, header floods).
 pub async fn raw_exchange(h: &Harness, raw: &str) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let calls = h.calls.clone();
     let router = Router::new()
-        .fallback(any(move || {
-            calls.fetch_add(1, Ordering::SeqCst);
-            async { "handler ran" }
-        }))
+        .fallback(any(counting(&h.calls, "handler ran")))
         .layer(h.aauth.layer());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
@@ -460,12 +432,8 @@ pub async fn raw_exchange(h: &Harness, raw: &str) -> String {
 /// Sends `request` to `routes`, with the counting handler as the fallback, behind the
 /// harness's layer: for attacks on what a mounted router changes.
 pub async fn send_routed(h: &Harness, routes: Router, request: Request<Body>) -> Response<Body> {
-    let calls = h.calls.clone();
     routes
-        .fallback(any(move || {
-            calls.fetch_add(1, Ordering::SeqCst);
-            async { "handler ran" }
-        }))
+        .fallback(any(counting(&h.calls, "handler ran")))
         .layer(h.aauth.layer())
         .oneshot(request)
         .await
@@ -510,7 +478,7 @@ pub fn sign_covering(h: &Harness, request: &mut Request<Body>, signature_key: &s
 /// A harness under `profile` whose resolver also publishes the access server's key under
 /// the demo generation's `aauth-issuer.json`, so that legacy auth tokens verify.
 pub fn legacy_harness(profile: tower_aauth::Profile) -> Harness {
-    let access_server = TestIssuer::new(AS, [2; 32], "as-key-1");
+    let access_server = access_server();
     let resolver = StaticResolver::new()
         .with_key(AS, wire::dwk::ACCESS, access_server.public_jwk())
         .with_key(AS, wire::dwk::LEGACY_ISSUER, access_server.public_jwk());

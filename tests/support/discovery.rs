@@ -1,6 +1,5 @@
 //! Test doubles for discovery: a loopback issuer server that counts its hits, an
 //! in-memory `Fetch`, and counting resolver/connector mocks.
-#![allow(dead_code)]
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};

@@ -1,5 +1,4 @@
-//! Shared harness: a resource behind the layer whose handler counts its calls.
-#![allow(dead_code)]
+//! A resource behind the layer whose handler counts its calls, and the refusal assertions.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -13,14 +12,8 @@ use tower_aauth::discovery::StaticResolver;
 use tower_aauth::testing::{TestAgent, TestIssuer};
 use tower_aauth::{AAuth, AAuthBuilder, ManualClock, VerifiedRequest, wire};
 
-/// The fixed clock every test starts at (the digest's derived vectors use it).
-pub const NOW: u64 = 1_730_217_600;
-/// Our resource identifier.
-pub const RESOURCE: &str = "https://resource.example";
-/// The trusted access server.
-pub const AS: &str = "https://as.example";
-/// An agent provider.
-pub const AP: &str = "https://agent.example";
+pub use super::fixtures::{AP, AS, NOW, RESOURCE, body_json, get};
+use super::fixtures::{access_server, agent, agent_provider};
 
 pub struct Harness {
     pub aauth: AAuth,
@@ -39,9 +32,7 @@ impl Harness {
     /// A harness whose builder is adjusted by `adjust`.
     pub fn with(adjust: impl FnOnce(AAuthBuilder) -> AAuthBuilder) -> Self {
         let clock = ManualClock::new(NOW);
-        let agent = TestAgent::from_seed([1; 32]).with_kid("agent-key-1");
-        let access_server = TestIssuer::new(AS, [2; 32], "as-key-1");
-        let agent_provider = TestIssuer::new(AP, [3; 32], "ap-key-1");
+        let (agent, access_server, agent_provider) = (agent(), access_server(), agent_provider());
         let resolver = StaticResolver::new()
             .with_key(AS, wire::dwk::ACCESS, access_server.public_jwk())
             .with_key(AP, wire::dwk::AGENT, agent_provider.public_jwk())
@@ -97,32 +88,33 @@ impl Harness {
     }
 }
 
-pub fn get(path: &str) -> Request<Body> {
-    Request::get(format!("{RESOURCE}{path}")).body(Body::empty()).unwrap()
-}
-
-pub async fn body_json(response: Response<Body>) -> serde_json::Value {
-    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap();
-    serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null)
-}
-
 /// Asserts a refusal: status, exactly one `Signature-Error` with `code`, `no-store`, a
 /// problem body naming the code, and that the handler did not run. Returns the problem
 /// body, whose fixed `detail` tells which check refused.
 pub async fn assert_refused(harness: &Harness, response: Response<Body>, code: &str) -> serde_json::Value {
-    assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "status for {code}");
+    assert_refused_case("", harness, response, code).await
+}
+
+/// [`assert_refused`] for the table row `case`, which every failure message names.
+pub async fn assert_refused_case(
+    case: &str,
+    harness: &Harness,
+    response: Response<Body>,
+    code: &str,
+) -> serde_json::Value {
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{case}: status for {code}");
     let errors: Vec<_> = response.headers().get_all("signature-error").iter().collect();
-    assert_eq!(errors.len(), 1, "exactly one Signature-Error");
+    assert_eq!(errors.len(), 1, "{case}: exactly one Signature-Error");
     let value = errors[0].to_str().unwrap();
     assert!(
         value == format!("error={code}") || value.starts_with(&format!("error={code},")),
-        "expected {code}, got {value}"
+        "{case}: expected {code}, got {value}"
     );
-    assert_eq!(response.headers()["cache-control"], "no-store");
-    assert_eq!(harness.calls(), 0, "the inner service must not run");
+    assert_eq!(response.headers()["cache-control"], "no-store", "{case}");
+    assert_eq!(harness.calls(), 0, "{case}: the inner service must not run");
     let body = body_json(response).await;
-    assert_eq!(body["error"], code);
-    assert_eq!(body["type"], format!("urn:ietf:params:sig-error:{code}"));
+    assert_eq!(body["error"], code, "{case}");
+    assert_eq!(body["type"], format!("urn:ietf:params:sig-error:{code}"), "{case}");
     body
 }
 

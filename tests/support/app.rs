@@ -1,7 +1,6 @@
 //! An in-process axum application behind the AAuth layer with one guarded route per
 //! requirement, whose handlers count their calls; and the issuers and tokens of the
 //! three- and four-party postures.
-#![allow(dead_code)]
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -13,16 +12,11 @@ use http::{Request, Response, StatusCode};
 use serde_json::{Value, json};
 use tower::ServiceExt;
 use tower_aauth::discovery::StaticResolver;
-use tower_aauth::jose::b64url_decode;
 use tower_aauth::testing::{KeySource, TestAgent, TestIssuer};
 use tower_aauth::{AAuth, AAuthBuilder, ManualClock, Requirement, ResourceKey, wire};
 
-pub const NOW: u64 = 1_730_217_600;
-pub const RESOURCE: &str = "https://resource.example";
-pub const PS: &str = "https://ps.example";
-pub const AS: &str = "https://as.example";
-pub const AP: &str = "https://agent.example";
-pub const AGENT_ID: &str = "aauth:assistant@agent.example";
+pub use super::fixtures::{AGENT_ID, AP, AS, NOW, PS, RESOURCE, decode};
+use super::fixtures::{access_server, agent, agent_provider, counting, person_server};
 
 pub struct App {
     pub aauth: AAuth,
@@ -52,10 +46,7 @@ impl App {
 
     pub fn with(adjust: impl FnOnce(AAuthBuilder) -> AAuthBuilder) -> Self {
         let clock = ManualClock::new(NOW);
-        let agent = TestAgent::from_seed([1; 32]).with_kid("agent-key-1");
-        let ps = TestIssuer::new(PS, [4; 32], "ps-key-1");
-        let access_server = TestIssuer::new(AS, [2; 32], "as-key-1");
-        let ap = TestIssuer::new(AP, [3; 32], "ap-key-1");
+        let (agent, ps, access_server, ap) = (agent(), person_server(), access_server(), agent_provider());
         let resolver = StaticResolver::new()
             .with_key(PS, wire::dwk::PERSON, ps.public_jwk())
             .with_key(AS, wire::dwk::ACCESS, access_server.public_jwk())
@@ -108,11 +99,7 @@ impl App {
     }
 
     pub fn handler(&self) -> impl Fn() -> std::future::Ready<&'static str> + Clone + Send + 'static {
-        let calls = self.calls.clone();
-        move || {
-            calls.fetch_add(1, Ordering::SeqCst);
-            std::future::ready("served")
-        }
+        counting(&self.calls, "served")
     }
 
     pub fn calls(&self) -> usize {
@@ -184,9 +171,8 @@ impl App {
     }
 }
 
-pub fn get_request(path: &str) -> Request<Body> {
-    Request::get(format!("{RESOURCE}{path}")).body(Body::empty()).unwrap()
-}
+/// An unsigned `GET` of `path` on the resource.
+pub use super::fixtures::get as get_request;
 
 pub fn jwt(token: String) -> KeySource {
     KeySource::Jwt(token)
@@ -217,13 +203,6 @@ pub fn assert_auth_challenge(app: &App, response: &Response<Body>) -> (String, V
     assert_eq!(app.calls(), 0, "the handler must not run");
     let (header, claims) = decode(token);
     (token.to_owned(), header, claims)
-}
-
-/// Decodes a compact JWT's header and claims without verifying it.
-pub fn decode(token: &str) -> (Value, Value) {
-    let mut parts = token.split('.');
-    let mut segment = || serde_json::from_slice(&b64url_decode(parts.next().unwrap()).unwrap()).unwrap();
-    (segment(), segment())
 }
 
 /// Asserts a `403` policy refusal: no `Signature-Error`, no `Accept-Signature-*`, no
