@@ -31,7 +31,7 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
 
 use crate::config::{Generation, Shared};
-use crate::error::Error;
+use crate::error::{Error, Problem};
 use crate::wire;
 
 /// What a `401` challenge asks the agent for.
@@ -63,32 +63,46 @@ impl Challenge {
     }
 
     /// The draft -11 `AAuth-Requirement` value.
-    pub fn header_value(&self) -> HeaderValue {
+    ///
+    /// # Errors
+    ///
+    /// A resource token that is not an RFC 9651 string: the returned
+    /// [`Error::Misconfigured`] (a `500`) is the answer to send instead.
+    pub fn header_value(&self) -> Result<HeaderValue, Error> {
         match self {
-            Challenge::AuthToken { resource_token, .. } => sf_value(format!(
-                "requirement={}; {}=\"{resource_token}\"",
-                wire::requirement::AUTH_TOKEN,
-                wire::requirement::RESOURCE_TOKEN_PARAM
-            )),
-            other => HeaderValue::from_static(match other {
-                Challenge::AgentToken => "requirement=agent-token",
-                _ => "requirement=person-token",
-            }),
+            Challenge::AuthToken { resource_token, .. } => {
+                let mut value = String::with_capacity(64 + resource_token.len());
+                value.push_str("requirement=");
+                value.push_str(wire::requirement::AUTH_TOKEN);
+                value.push_str("; ");
+                push_param(&mut value, wire::requirement::RESOURCE_TOKEN_PARAM, resource_token);
+                sf_value(value, "the AAuth-Requirement value could not be built")
+            }
+            Challenge::AgentToken => Ok(HeaderValue::from_static("requirement=agent-token")),
+            Challenge::PersonToken => Ok(HeaderValue::from_static("requirement=person-token")),
         }
     }
 
     /// The demo generation's `AAuth` value.
-    pub fn legacy_header_value(&self) -> HeaderValue {
+    ///
+    /// # Errors
+    ///
+    /// A resource token or audience that is not an RFC 9651 string: the returned
+    /// [`Error::Misconfigured`] (a `500`) is the answer to send instead.
+    pub fn legacy_header_value(&self) -> Result<HeaderValue, Error> {
         match self {
             Challenge::AuthToken {
                 resource_token,
                 audience,
-            } => sf_value(format!(
-                "require=auth-token; {}=\"{resource_token}\"; {}=\"{audience}\"",
-                wire::requirement::RESOURCE_TOKEN_PARAM,
-                wire::requirement::LEGACY_AUTH_SERVER_PARAM,
-            )),
-            _ => HeaderValue::from_static("require=identity"),
+            } => {
+                let mut value = String::with_capacity(96 + resource_token.len() + audience.len());
+                value.push_str("require=auth-token; ");
+                push_param(&mut value, wire::requirement::RESOURCE_TOKEN_PARAM, resource_token);
+                value.push_str("; ");
+                push_param(&mut value, wire::requirement::LEGACY_AUTH_SERVER_PARAM, audience);
+                sf_value(value, "the AAuth value could not be built")
+            }
+            Challenge::AgentToken | Challenge::PersonToken => Ok(HeaderValue::from_static("require=identity")),
         }
     }
 
@@ -111,19 +125,49 @@ impl Challenge {
     }
 
     /// Writes the challenge header for `generation` and `Cache-Control: no-store`.
-    pub fn write_headers(&self, headers: &mut HeaderMap, generation: Generation) {
+    ///
+    /// # Errors
+    ///
+    /// As [`Challenge::header_value`]; nothing is written then.
+    pub fn write_headers(&self, headers: &mut HeaderMap, generation: Generation) -> Result<(), Error> {
+        let (name, value) = self.header(generation)?;
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        match generation {
-            Generation::Legacy => headers.insert(wire::header::AAUTH_LEGACY, self.legacy_header_value()),
-            _ => headers.insert(wire::header::AAUTH_REQUIREMENT, self.header_value()),
-        };
+        headers.insert(name, value);
+        Ok(())
+    }
+
+    /// The challenge header for `generation`.
+    fn header(&self, generation: Generation) -> Result<(&'static str, HeaderValue), Error> {
+        Ok(match generation {
+            Generation::Legacy => (wire::header::AAUTH_LEGACY, self.legacy_header_value()?),
+            _ => (wire::header::AAUTH_REQUIREMENT, self.header_value()?),
+        })
     }
 }
 
-/// Every value formatted here is built from registry tokens, our own compact JWT
-/// (`[A-Za-z0-9_.-]`) and validated identifiers, all visible ASCII without `"` or `\`.
-fn sf_value(value: String) -> HeaderValue {
-    HeaderValue::try_from(value).unwrap_or_else(|_| HeaderValue::from_static("requirement=person-token"))
+/// Appends `name="value"`, `value` escaped as an RFC 9651 string. A character no
+/// sf-string can hold is left in, for [`sf_value`] to refuse.
+fn push_param(out: &mut String, name: &str, value: &str) {
+    out.push_str(name);
+    out.push_str("=\"");
+    for c in value.chars() {
+        if c == '"' || c == '\\' {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('"');
+}
+
+/// The header value, if every character is one an sf-string can hold (printable ASCII);
+/// else the `500` naming what could not be built. The crate's own values always are (our
+/// compact JWT, registry tokens, identifiers of printable ASCII): only a challenge built
+/// by hand, or a token's `ps` the issuer signed, could fail.
+fn sf_value(value: String, what: &'static str) -> Result<HeaderValue, Error> {
+    if !value.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+        return Err(crate::error::header_unbuildable(what));
+    }
+    HeaderValue::try_from(value).map_err(|_| crate::error::header_unbuildable(what))
 }
 
 /// What the rejection hook is told about a refusal. Every string is a fixed, non-secret
@@ -164,15 +208,9 @@ impl RejectionBody {
 /// Shapes rejection bodies; `None` keeps the crate's problem+json body.
 pub type RejectionHook = Arc<dyn Fn(&Rejection<'_>) -> Option<RejectionBody> + Send + Sync>;
 
+/// The problem+json body of a refusal that is not an [`Error`].
 pub(crate) fn problem(status: StatusCode, code: &str, detail: &str) -> Bytes {
-    let body = serde_json::json!({
-        "type": "about:blank",
-        "title": status.canonical_reason().unwrap_or("Error"),
-        "status": status.as_u16(),
-        "error": code,
-        "detail": detail,
-    });
-    Bytes::from(serde_json::to_vec(&body).unwrap_or_default())
+    Problem::plain(status, code, detail).render()
 }
 
 pub(crate) fn with_body<B: From<Bytes>>(
@@ -196,6 +234,12 @@ pub(crate) fn challenge_response<B: From<Bytes>>(
     challenge: &Challenge,
     generation: Generation,
 ) -> Response<B> {
+    // Built before the hook sees the challenge, so that a challenge that cannot be sent
+    // reaches the hook only as the `500` it becomes.
+    let (name, value) = match challenge.header(generation) {
+        Ok(header) => header,
+        Err(unbuildable) => return error_response(shared, &unbuildable),
+    };
     let status = StatusCode::UNAUTHORIZED;
     let rejection = Rejection {
         status,
@@ -209,7 +253,9 @@ pub(crate) fn challenge_response<B: From<Bytes>>(
             problem(status, challenge.error_code(), challenge.detail()),
         )
     });
-    challenge.write_headers(response.headers_mut(), generation);
+    let headers = response.headers_mut();
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(name, value);
     response
 }
 
@@ -218,24 +264,24 @@ pub(crate) fn error_response<B: From<Bytes>>(shared: &Shared, error: &Error) -> 
     let Some(hook) = shared.authz.hook.as_ref() else {
         return error.to_response();
     };
-    let code = error.code();
-    let detail = match error {
-        Error::Misconfigured { .. } => "internal server error",
-        _ => error.detail(),
-    };
+    // Built before the hook sees the error, as for a challenge.
+    let mut headers = HeaderMap::with_capacity(3);
+    if let Err(unbuildable) = error.write_headers(&mut headers) {
+        return error_response(shared, &unbuildable);
+    }
     let rejection = Rejection {
         status: error.status(),
-        code,
-        detail,
+        code: error.code(),
+        detail: error.public_detail(),
         requirement: None,
     };
     let mut response = with_body(Some(hook), rejection, || {
         (
             HeaderValue::from_static("application/problem+json"),
-            Bytes::from(serde_json::to_vec(&error.problem_json()).unwrap_or_default()),
+            error.problem().render(),
         )
     });
-    error.write_headers(response.headers_mut());
+    response.headers_mut().extend(headers);
     response
 }
 
@@ -250,15 +296,15 @@ mod tests {
             audience: "https://as.example".into(),
         };
         assert_eq!(
-            challenge.header_value(),
+            challenge.header_value().unwrap(),
             "requirement=auth-token; resource-token=\"a.b.c\""
         );
         assert_eq!(
-            challenge.legacy_header_value(),
+            challenge.legacy_header_value().unwrap(),
             "require=auth-token; resource-token=\"a.b.c\"; auth-server=\"https://as.example\""
         );
         // It parses as an RFC 9651 dictionary whose member carries the parameter.
-        let parsed = sfv::Parser::new(challenge.header_value().to_str().unwrap())
+        let parsed = sfv::Parser::new(challenge.header_value().unwrap().to_str().unwrap())
             .parse::<sfv::Dictionary>()
             .unwrap();
         let sfv::ListEntry::Item(item) = &parsed["requirement"] else {
@@ -273,7 +319,124 @@ mod tests {
 
     #[test]
     fn identity_challenges_have_no_parameters() {
-        assert_eq!(Challenge::AgentToken.header_value(), "requirement=agent-token");
-        assert_eq!(Challenge::PersonToken.header_value(), "requirement=person-token");
+        assert_eq!(Challenge::AgentToken.header_value().unwrap(), "requirement=agent-token");
+        assert_eq!(
+            Challenge::PersonToken.header_value().unwrap(),
+            "requirement=person-token"
+        );
+    }
+
+    /// Once answered `requirement=person-token`: a different answer than the one asked.
+    #[test]
+    fn a_challenge_that_cannot_be_a_header_is_a_500_not_another_requirement() {
+        let challenge = Challenge::AuthToken {
+            resource_token: "a.b\u{1}.c".into(),
+            audience: "https://as.example".into(),
+        };
+        for value in [challenge.header_value(), challenge.legacy_header_value()] {
+            let error = value.expect_err("a control character is no sf-string");
+            assert_eq!(error.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        }
+        assert!(matches!(
+            challenge.header_value(),
+            Err(Error::Misconfigured {
+                detail: "the AAuth-Requirement value could not be built"
+            })
+        ));
+        let challenge = Challenge::AuthToken {
+            resource_token: "a.b.c".into(),
+            audience: "https://as.example/\u{e9}".into(),
+        };
+        assert!(
+            challenge.header_value().is_ok(),
+            "the draft form does not carry the audience"
+        );
+        assert!(matches!(
+            challenge.legacy_header_value(),
+            Err(Error::Misconfigured {
+                detail: "the AAuth value could not be built"
+            })
+        ));
+        let mut headers = HeaderMap::new();
+        let written = challenge.write_headers(&mut headers, Generation::Legacy);
+        assert!(written.is_err());
+        assert!(
+            headers.is_empty(),
+            "nothing is written for a challenge that cannot be sent"
+        );
+    }
+
+    fn unbuildable_challenge() -> Challenge {
+        Challenge::AuthToken {
+            resource_token: "a.b\u{1}.c".into(),
+            audience: "https://as.example".into(),
+        }
+    }
+
+    #[test]
+    fn the_response_to_a_challenge_that_cannot_be_sent_is_the_500() {
+        let aauth = crate::AAuth::builder("https://resource.example").build().unwrap();
+        for generation in [Generation::Draft11, Generation::Legacy] {
+            let response: Response<Bytes> = challenge_response(&aauth.shared, &unbuildable_challenge(), generation);
+            assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+            assert!(response.headers().get(wire::header::AAUTH_REQUIREMENT).is_none());
+            assert!(response.headers().get(wire::header::AAUTH_LEGACY).is_none());
+            assert_eq!(response.headers()[header::CACHE_CONTROL], "no-store");
+            let body: serde_json::Value = serde_json::from_slice(response.body()).unwrap();
+            assert_eq!(body["error"], "server_error");
+        }
+    }
+
+    /// The hook hears of the `500` only, never of the answer that could not be sent.
+    #[test]
+    fn the_hook_sees_only_the_500_of_a_header_that_cannot_be_built() {
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let record = seen.clone();
+        let aauth = crate::AAuth::builder("https://resource.example")
+            .rejection_hook(move |rejection| {
+                record
+                    .lock()
+                    .unwrap()
+                    .push((rejection.status, rejection.code.to_owned()));
+                None
+            })
+            .build()
+            .unwrap();
+        let response: Response<Bytes> =
+            challenge_response(&aauth.shared, &unbuildable_challenge(), Generation::Draft11);
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let error = Error::invalid_input(["@method", "x-\u{7f}"]);
+        let response: Response<Bytes> = error_response(&aauth.shared, &error);
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(response.headers().get(wire::header::SIGNATURE_ERROR).is_none());
+        let body: serde_json::Value = serde_json::from_slice(response.body()).unwrap();
+        assert_eq!(body["detail"], "internal server error");
+        let server_error = (StatusCode::INTERNAL_SERVER_ERROR, "server_error".to_owned());
+        assert_eq!(*seen.lock().unwrap(), [server_error.clone(), server_error]);
+    }
+
+    #[test]
+    fn a_quote_in_a_parameter_is_escaped_not_sent_raw() {
+        let challenge = Challenge::AuthToken {
+            resource_token: "a.b.c".into(),
+            audience: "https://ps.example/\"x\\".into(),
+        };
+        let value = challenge.legacy_header_value().unwrap();
+        assert_eq!(
+            value,
+            r#"require=auth-token; resource-token="a.b.c"; auth-server="https://ps.example/\"x\\""#
+        );
+        let parsed = sfv::Parser::new(value.to_str().unwrap())
+            .parse::<sfv::Dictionary>()
+            .unwrap();
+        let sfv::ListEntry::Item(item) = &parsed["require"] else {
+            panic!("require is an item")
+        };
+        assert_eq!(
+            item.params.get("auth-server"),
+            Some(&sfv::BareItem::String(
+                sfv::String::from_string("https://ps.example/\"x\\".to_owned()).unwrap()
+            ))
+        );
     }
 }

@@ -3,6 +3,11 @@
 //! Each variant maps to a stable, registered code ([`Error::code`]) and an HTTP status.
 //! The human `detail` is always a fixed string chosen by this crate: keys, tokens,
 //! signatures, addresses and upstream error text never reach a client through it.
+//!
+//! Every problem+json body the crate sends is rendered by one function (`Problem::render`),
+//! and a misconfiguration's detail is masked in one place (`Error::public_detail`). A
+//! response header that cannot be built is never replaced by another answer: the response
+//! becomes a `500` whose logged detail names the header.
 
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
@@ -243,38 +248,45 @@ impl Error {
         }
     }
 
-    /// The RFC 9457 problem document for this error.
+    /// The RFC 9457 problem document for this error: the body of its response, parsed.
     pub fn problem_json(&self) -> serde_json::Value {
-        let status = self.status();
-        let code = self.code();
-        let detail = match self {
-            // Operators read the real cause in logs; clients get nothing specific.
+        serde_json::from_slice(&self.problem_bytes()).expect("the problem body is JSON by construction")
+    }
+
+    /// The detail a client is told: a misconfiguration's cause is for the operator's logs,
+    /// so clients get nothing specific.
+    pub(crate) fn public_detail(&self) -> &'static str {
+        match self {
             Error::Misconfigured { .. } => "internal server error",
             _ => self.detail(),
-        };
-        let mut body = serde_json::json!({
-            "type": match self {
-                Error::Signature { .. } | Error::Revoked { .. } => format!("urn:ietf:params:sig-error:{code}"),
-                _ => "about:blank".to_owned(),
-            },
-            "title": status.canonical_reason().unwrap_or("Error"),
-            "status": status.as_u16(),
-            "error": code,
-            "detail": detail,
-        });
-        if let Error::Signature {
-            required_input: Some(required),
-            ..
-        } = self
-        {
-            body["required_input"] = serde_json::json!(required);
         }
-        body
+    }
+
+    /// The problem document of this error, ready to render or to extend.
+    pub(crate) fn problem(&self) -> Problem<'_> {
+        Problem {
+            status: self.status(),
+            code: self.code(),
+            detail: self.public_detail(),
+            signature_error: matches!(self, Error::Signature { .. } | Error::Revoked { .. }),
+            required_input: match self {
+                Error::Signature { required_input, .. } => required_input.as_deref(),
+                _ => None,
+            },
+            details_type: None,
+        }
     }
 
     /// The protocol headers of the response: `Signature-Error` (and `Accept-Signature-*`)
     /// for signature failures, `Retry-After` for `503`, and always `Cache-Control: no-store`.
-    pub fn write_headers(&self, headers: &mut http::HeaderMap) {
+    ///
+    /// # Errors
+    ///
+    /// A `required_input` component that is not an RFC 9651 string (for example one with a
+    /// control character) cannot be put in `Signature-Error`: the returned
+    /// [`Error::Misconfigured`] is the answer to send instead, never an answer with a
+    /// different code. Its own headers always build.
+    pub fn write_headers(&self, headers: &mut http::HeaderMap) -> Result<(), Error> {
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         match self {
             Error::Signature {
@@ -285,7 +297,7 @@ impl Error {
             } => {
                 headers.insert(
                     wire::header::SIGNATURE_ERROR,
-                    signature_error_value(*code, required_input.as_deref()),
+                    signature_error_value(*code, required_input.as_deref())?,
                 );
                 match (accept, code) {
                     (Some(accept), SignatureErrorCode::UnsupportedAlgorithm) => {
@@ -308,7 +320,7 @@ impl Error {
             Error::Revoked { person_token, .. } => {
                 headers.insert(
                     wire::header::SIGNATURE_ERROR,
-                    signature_error_value(SignatureErrorCode::RevokedJwt, None),
+                    HeaderValue::from_static(SignatureErrorCode::RevokedJwt.header_value()),
                 );
                 if *person_token {
                     headers.insert(
@@ -322,65 +334,31 @@ impl Error {
             }
             _ => {}
         }
+        Ok(())
     }
 
-    /// [`Error::problem_json`] rendered straight to bytes: refusals are the one response
-    /// an attacker can make us produce at will, so they skip building a JSON tree.
+    /// The problem+json body of this error's response.
     fn problem_bytes(&self) -> Bytes {
-        let status = self.status();
-        let code = self.code();
-        let detail = match self {
-            Error::Misconfigured { .. } => "internal server error",
-            _ => self.detail(),
-        };
-        let mut out = String::with_capacity(256);
-        out.push_str("{\"detail\":");
-        push_json_string(&mut out, detail);
-        out.push_str(",\"error\":");
-        push_json_string(&mut out, code);
-        if let Error::Signature {
-            required_input: Some(required),
-            ..
-        } = self
-        {
-            out.push_str(",\"required_input\":[");
-            for (i, component) in required.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                push_json_string(&mut out, component);
-            }
-            out.push(']');
-        }
-        out.push_str(",\"status\":");
-        out.push_str(status.as_str());
-        out.push_str(",\"title\":");
-        push_json_string(&mut out, status.canonical_reason().unwrap_or("Error"));
-        out.push_str(",\"type\":\"");
-        match self {
-            Error::Signature { .. } | Error::Revoked { .. } => {
-                out.push_str("urn:ietf:params:sig-error:");
-                // Codes are lower-case ASCII tokens: nothing to escape.
-                out.push_str(code);
-            }
-            _ => out.push_str("about:blank"),
-        }
-        out.push_str("\"}");
-        Bytes::from(out)
+        self.problem().render()
     }
 
     /// The complete response: status, protocol headers and a problem+json body.
+    ///
+    /// An error whose headers cannot be built is answered with the `500` of
+    /// [`Error::write_headers`].
     pub fn to_response<B: From<Bytes>>(&self) -> Response<B> {
-        let mut response = Response::new(B::from(self.problem_bytes()));
         // Sized once for content-type, cache-control, signature-error and one more.
-        *response.headers_mut() = http::HeaderMap::with_capacity(4);
-        *response.status_mut() = self.status();
-        let headers = response.headers_mut();
+        let mut headers = http::HeaderMap::with_capacity(4);
         headers.insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         );
-        self.write_headers(headers);
+        if let Err(unbuildable) = self.write_headers(&mut headers) {
+            return unbuildable.to_response();
+        }
+        let mut response = Response::new(B::from(self.problem_bytes()));
+        *response.status_mut() = self.status();
+        *response.headers_mut() = headers;
         response.extensions_mut().insert(self.audit_outcome());
         response
     }
@@ -399,30 +377,104 @@ impl Error {
     }
 }
 
-/// `error=<code>` and, for `invalid_input`, `required_input=("…" …)`.
-fn signature_error_value(code: SignatureErrorCode, required: Option<&[String]>) -> HeaderValue {
+/// `error=<code>` and, for `invalid_input`, `required_input=("…" …)`. The components the
+/// crate names are checked when the configuration is built; one that is not an RFC 9651
+/// string can only come from an error built by hand.
+fn signature_error_value(code: SignatureErrorCode, required: Option<&[String]>) -> Result<HeaderValue, Error> {
     let Some(required) = required.filter(|r| !r.is_empty()) else {
-        return HeaderValue::from_static(code.header_value());
+        return Ok(HeaderValue::from_static(code.header_value()));
     };
-    let mut value = code.header_value().to_owned();
+    let unbuildable = || header_unbuildable("a Signature-Error value could not be built");
+    let mut list = sfv::ListSerializer::new();
     {
-        let mut list = sfv::ListSerializer::new();
-        {
-            let mut inner = list.inner_list();
-            for component in required {
-                if let Ok(s) = sfv::StringRef::from_str(component) {
-                    let _ = inner.bare_item(s);
-                }
-            }
-            let _ = inner.finish();
+        let mut inner = list.inner_list();
+        for component in required {
+            let component = sfv::StringRef::from_str(component).map_err(|_| unbuildable())?;
+            let _ = inner.bare_item(component);
         }
-        if let Some(serialized) = list.finish() {
-            value.push_str(", required_input=");
-            value.push_str(&serialized);
+        let _ = inner.finish();
+    }
+    let serialized = list.finish().ok_or_else(unbuildable)?;
+    let mut value = code.header_value().to_owned();
+    value.push_str(", required_input=");
+    value.push_str(&serialized);
+    HeaderValue::from_str(&value).map_err(|_| unbuildable())
+}
+
+/// The `500` for a response header whose value could not be built, logged for the
+/// operator: answering without the header, or with another one, would change the answer.
+pub(crate) fn header_unbuildable(detail: &'static str) -> Error {
+    tracing::error!(target: "tower_aauth", detail, "tower-aauth could not build a response header");
+    Error::Misconfigured { detail }
+}
+
+/// An RFC 9457 problem document as every response of this crate renders it: straight to
+/// bytes, because refusals are the one response an attacker can make us produce at will.
+/// Members are written in sorted order, as `serde_json` would.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Problem<'a> {
+    pub(crate) status: StatusCode,
+    pub(crate) code: &'a str,
+    pub(crate) detail: &'a str,
+    /// `type` is `urn:ietf:params:sig-error:<code>` rather than `about:blank`.
+    pub(crate) signature_error: bool,
+    pub(crate) required_input: Option<&'a [String]>,
+    /// `authorization_details_type`, for a refused authorization detail.
+    pub(crate) details_type: Option<&'a str>,
+}
+
+impl<'a> Problem<'a> {
+    /// A problem with `type` `about:blank` and no extension member.
+    pub(crate) fn plain(status: StatusCode, code: &'a str, detail: &'a str) -> Self {
+        Problem {
+            status,
+            code,
+            detail,
+            signature_error: false,
+            required_input: None,
+            details_type: None,
         }
     }
-    // Built only from registry tokens and sf-strings, which are visible ASCII.
-    HeaderValue::from_str(&value).unwrap_or_else(|_| HeaderValue::from_static("error=invalid_signature"))
+
+    /// The body bytes.
+    pub(crate) fn render(&self) -> Bytes {
+        let mut out = String::with_capacity(256);
+        out.push('{');
+        if let Some(details_type) = self.details_type {
+            out.push_str("\"authorization_details_type\":");
+            push_json_string(&mut out, details_type);
+            out.push(',');
+        }
+        out.push_str("\"detail\":");
+        push_json_string(&mut out, self.detail);
+        out.push_str(",\"error\":");
+        push_json_string(&mut out, self.code);
+        if let Some(required) = self.required_input {
+            out.push_str(",\"required_input\":[");
+            for (i, component) in required.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                push_json_string(&mut out, component);
+            }
+            out.push(']');
+        }
+        out.push_str(",\"status\":");
+        out.push_str(self.status.as_str());
+        out.push_str(",\"title\":");
+        push_json_string(&mut out, self.status.canonical_reason().unwrap_or("Error"));
+        out.push_str(",\"type\":");
+        if self.signature_error {
+            out.push_str("\"urn:ietf:params:sig-error:");
+            // Registered codes are lower-case ASCII tokens: nothing to escape.
+            out.push_str(self.code);
+            out.push('"');
+        } else {
+            out.push_str("\"about:blank\"");
+        }
+        out.push('}');
+        Bytes::from(out)
+    }
 }
 
 /// Appends `text` as a JSON string (RFC 8259 §7 escaping).
@@ -490,21 +542,118 @@ mod tests {
         errors
     }
 
+    /// The problem document built as a JSON tree, independently of [`Problem::render`].
+    fn expected_document(error: &Error) -> serde_json::Value {
+        let status = error.status();
+        let code = error.code();
+        let detail = match error {
+            Error::Misconfigured { .. } => "internal server error",
+            _ => error.detail(),
+        };
+        let mut body = serde_json::json!({
+            "type": match error {
+                Error::Signature { .. } | Error::Revoked { .. } => format!("urn:ietf:params:sig-error:{code}"),
+                _ => "about:blank".to_owned(),
+            },
+            "title": status.canonical_reason().unwrap_or("Error"),
+            "status": status.as_u16(),
+            "error": code,
+            "detail": detail,
+        });
+        if let Error::Signature {
+            required_input: Some(required),
+            ..
+        } = error
+        {
+            body["required_input"] = serde_json::json!(required);
+        }
+        body
+    }
+
     #[test]
     fn the_rendered_problem_body_is_exactly_the_problem_document() {
         for error in every_kind() {
             let rendered: serde_json::Value = serde_json::from_slice(&error.problem_bytes()).expect("valid JSON");
-            assert_eq!(rendered, error.problem_json(), "{error:?}");
+            assert_eq!(rendered, expected_document(&error), "{error:?}");
+            assert_eq!(error.problem_json(), rendered, "{error:?}");
         }
+    }
+
+    /// Bodies rendered by `serde_json` before there was one renderer keep their bytes:
+    /// challenges, refused details and the hook's default body.
+    #[test]
+    fn the_rendered_bytes_are_those_serde_json_writes() {
+        let errors = [
+            Error::invalid_input(["@method", "content-digest"]),
+            Error::Revoked {
+                detail: "revoked",
+                person_token: false,
+            },
+            Error::Misconfigured { detail: "cause" },
+            Error::Forbidden {
+                code: "insufficient_scope",
+                detail: "a \"quoted\" scope",
+            },
+        ];
+        for error in errors {
+            let serde = serde_json::to_vec(&expected_document(&error)).unwrap();
+            assert_eq!(error.problem_bytes(), serde, "{error:?}");
+        }
+        let challenge = Problem::plain(StatusCode::UNAUTHORIZED, "agent_token_required", "Sign it.");
+        let serde = serde_json::to_vec(&serde_json::json!({
+            "type": "about:blank",
+            "title": "Unauthorized",
+            "status": 401,
+            "error": "agent_token_required",
+            "detail": "Sign it.",
+        }))
+        .unwrap();
+        assert_eq!(challenge.render(), serde);
+        let forbidden = Error::Forbidden {
+            code: "insufficient_authorization_details",
+            detail: "no",
+        };
+        let mut document = expected_document(&forbidden);
+        document["authorization_details_type"] = "payment_initiation".into();
+        let detail = Problem {
+            details_type: Some("payment_initiation"),
+            ..forbidden.problem()
+        };
+        assert_eq!(detail.render(), serde_json::to_vec(&document).unwrap());
+    }
+
+    #[test]
+    fn a_required_input_that_cannot_be_a_header_is_a_500_not_another_code() {
+        let error = Error::invalid_input(["@method", "x-\u{1}"]);
+        let mut headers = http::HeaderMap::new();
+        let unbuildable = error.write_headers(&mut headers).expect_err("not an sf-string");
+        assert!(matches!(
+            unbuildable,
+            Error::Misconfigured {
+                detail: "a Signature-Error value could not be built"
+            }
+        ));
+        assert!(headers.get(wire::header::SIGNATURE_ERROR).is_none());
+        let response: Response<Bytes> = error.to_response();
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(response.headers().get(wire::header::SIGNATURE_ERROR).is_none());
+        assert_eq!(response.headers()[header::CACHE_CONTROL], "no-store");
+        let body: serde_json::Value = serde_json::from_slice(response.body()).unwrap();
+        assert_eq!(body["error"], "server_error");
+        assert_eq!(body["detail"], "internal server error");
     }
 
     #[test]
     fn unsupported_algorithm_always_names_the_accepted_algorithm() {
         let mut headers = http::HeaderMap::new();
-        Error::signature(SignatureErrorCode::UnsupportedAlgorithm, "x").write_headers(&mut headers);
+        Error::signature(SignatureErrorCode::UnsupportedAlgorithm, "x")
+            .write_headers(&mut headers)
+            .unwrap();
         assert_eq!(headers[wire::header::ACCEPT_SIGNATURE_ALG], "Ed25519");
         let mut headers = http::HeaderMap::new();
-        Error::signature(SignatureErrorCode::InvalidKey, "x").write_headers(&mut headers);
+        Error::signature(SignatureErrorCode::InvalidKey, "x")
+            .write_headers(&mut headers)
+            .unwrap();
         assert!(headers.get(wire::header::ACCEPT_SIGNATURE_ALG).is_none());
     }
 
@@ -512,12 +661,12 @@ mod tests {
     fn the_static_signature_error_value_is_error_equals_code() {
         for code in SignatureErrorCode::ALL {
             assert_eq!(code.header_value(), format!("error={}", code.as_str()));
-            assert_eq!(signature_error_value(code, None), code.header_value());
-            assert_eq!(signature_error_value(code, Some(&[])), code.header_value());
+            assert_eq!(signature_error_value(code, None).unwrap(), code.header_value());
+            assert_eq!(signature_error_value(code, Some(&[])).unwrap(), code.header_value());
         }
         let required = ["@method".to_owned(), "content-digest".to_owned()];
         assert_eq!(
-            signature_error_value(SignatureErrorCode::InvalidInput, Some(&required)),
+            signature_error_value(SignatureErrorCode::InvalidInput, Some(&required)).unwrap(),
             r#"error=invalid_input, required_input=("@method" "content-digest")"#
         );
     }

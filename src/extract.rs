@@ -19,8 +19,7 @@ use axum_core::response::{IntoResponse, Response};
 use http::request::Parts;
 use serde_json::{Map, Value};
 
-use crate::error::Error;
-use crate::guard::{Decision, respond};
+use crate::guard::{Decision, Reader, layer_verdict, respond, without_layer};
 use crate::layer::Inspected;
 use crate::policy::AgentId;
 use crate::sigkey::Scheme;
@@ -75,25 +74,13 @@ impl IntoResponse for ExtractRejection {
 }
 
 fn missing_layer() -> ExtractRejection {
-    tracing::error!(
-        target: "tower_aauth",
-        "an AAuth extractor ran on a request the AAuth layer never saw: add aauth.layer() outside the router"
-    );
-    ExtractRejection(Box::new(
-        Error::Misconfigured {
-            detail: "AAuth extractor without the AAuth layer",
-        }
-        .into_response(),
-    ))
+    ExtractRejection(Box::new(without_layer(Reader::Extractor).into_response()))
 }
 
 /// `Ok(None)`: unsigned request that went through the layer.
 fn verified(parts: &Parts) -> Result<Option<&VerifiedRequest>, ExtractRejection> {
-    match parts.extensions.get::<VerifiedRequest>() {
-        Some(verified) => Ok(Some(verified)),
-        None if parts.extensions.get::<Inspected>().is_some() => Ok(None),
-        None => Err(missing_layer()),
-    }
+    layer_verdict(&parts.extensions, Reader::Extractor)
+        .map_err(|error| ExtractRejection(Box::new(error.into_response())))
 }
 
 fn agent(verified: &VerifiedRequest) -> VerifiedAgent {

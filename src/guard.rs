@@ -349,23 +349,59 @@ pub(crate) fn precheck<ResBody: From<Bytes>>(
     requirement: &Requirement,
     extensions: &Extensions,
 ) -> Option<Response<ResBody>> {
-    let verified = extensions.get::<VerifiedRequest>();
-    if verified.is_none() && extensions.get::<Inspected>().is_none() {
-        tracing::error!(
-            target: "tower_aauth",
-            "an AAuth guard ran on a request the AAuth layer never saw: add aauth.layer() outside the router"
-        );
-        let error = Error::Misconfigured {
-            detail: "AAuth guard without the AAuth layer",
-        };
-        return Some(error_response(shared, &error));
-    }
+    let verified = match layer_verdict(extensions, Reader::Guard) {
+        Ok(verified) => verified,
+        Err(error) => return Some(error_response(shared, &error)),
+    };
     if let Some(verified) = verified
         && let Err(error) = check_ceilings(shared, requirement, verified)
     {
         return Some(error_response(shared, &error));
     }
     None
+}
+
+/// What reads the layer's result from a request's extensions.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Reader {
+    Guard,
+    Extractor,
+}
+
+/// The layer's result for a request: the verified request, or `None` for an unsigned one
+/// it let through. A request the layer never saw is a `500` ([`without_layer`]): without
+/// the layer a guard or extractor cannot tell an unsigned request from a forged one.
+pub(crate) fn layer_verdict(extensions: &Extensions, reader: Reader) -> Result<Option<&VerifiedRequest>, Error> {
+    match extensions.get::<VerifiedRequest>() {
+        Some(verified) => Ok(Some(verified)),
+        None if extensions.get::<Inspected>().is_some() => Ok(None),
+        None => Err(without_layer(reader)),
+    }
+}
+
+/// The `500` for a guard or extractor that ran without the layer, logged for the
+/// operator, who has a router to fix.
+pub(crate) fn without_layer(reader: Reader) -> Error {
+    match reader {
+        Reader::Guard => {
+            tracing::error!(
+                target: "tower_aauth",
+                "an AAuth guard ran on a request the AAuth layer never saw: add aauth.layer() outside the router"
+            );
+            Error::Misconfigured {
+                detail: "AAuth guard without the AAuth layer",
+            }
+        }
+        Reader::Extractor => {
+            tracing::error!(
+                target: "tower_aauth",
+                "an AAuth extractor ran on a request the AAuth layer never saw: add aauth.layer() outside the router"
+            );
+            Error::Misconfigured {
+                detail: "AAuth extractor without the AAuth layer",
+            }
+        }
+    }
 }
 
 /// Per-agent scope ceilings ([`crate::policy::ScopeCeilings`]) before anything else: a

@@ -419,7 +419,7 @@ mod tests {
         let accepted = AcceptedSchemes::new([Scheme::Jwt]);
         let err = SignatureKey::parse(r#"sig=x509;x5u="https://a.example""#, "sig", &accepted).unwrap_err();
         let mut headers = http::HeaderMap::new();
-        err.write_headers(&mut headers);
+        err.write_headers(&mut headers).unwrap();
         assert_eq!(headers["signature-error"], "error=unsupported_scheme");
         assert_eq!(headers["accept-signature-scheme"], "jwt");
         let err =

@@ -12,6 +12,12 @@
 //! future. Only a cache miss or a covered `content-digest` (which needs the body) takes
 //! the boxed slow path.
 //!
+//! The head reads as the protocol's steps, one method each: parse `Signature-Input`,
+//! check the required coverage, the time window, decode the signature, parse
+//! `Signature-Key`, rebuild the signature base, then the scheme's own step (`hwk`,
+//! `jwks_uri`, or `jwt` with its cached-token and fresh-token paths), which hands what it
+//! found to `Signed::assemble` for the [`VerifiedRequest`].
+//!
 //! Under the `jwt` scheme the HTTP signature is verified with the token's (not yet
 //! trusted) `cnf.jwk` *before* the issuer's keys are fetched: a request with a stolen
 //! token and a wrong signature never causes a fetch. Acceptance still requires both.
@@ -25,12 +31,10 @@ use sha2::{Digest, Sha256};
 use crate::config::{Generation, Profile, Shared};
 use crate::discovery::{KeyQuery, is_known_dwk};
 use crate::error::Error;
-use crate::httpsig::{
-    CoveredComponent, ParsedInput, RequestTarget, SignatureBase, SignatureHeaders, decode_signature, verify_base,
-};
+use crate::httpsig::{CoveredComponent, ParsedInput, RequestTarget, SignatureBase, SignatureHeaders, verify_base};
 use crate::jose::{Jwk, UnverifiedJws};
 use crate::replay::ReplayKey;
-use crate::sigkey::{Scheme, SignatureKey};
+use crate::sigkey::{ParsedSignatureKey, Scheme, SignatureKey};
 use crate::token::{TokenClaims, TokenKind};
 use crate::wire;
 
@@ -134,6 +138,115 @@ pub(crate) struct Pending {
     pub(crate) digest: Option<String>,
 }
 
+/// What the scheme-independent steps established, handed to the scheme's step.
+struct Signed<'r> {
+    input: &'r ParsedInput,
+    base: &'r SignatureBase,
+    signature: Vec<u8>,
+    created: u64,
+    now: u64,
+    /// Whether the `Signature-Key` member was in a demo-generation form.
+    legacy_form: bool,
+    profile: Profile,
+    /// Whether the method is replay-checked.
+    protect: bool,
+}
+
+/// What a scheme's step found behind the signature.
+struct Found {
+    scheme: Scheme,
+    /// Empty while the signer's key is still to be fetched.
+    thumbprint: Arc<str>,
+    signer: Option<Arc<str>>,
+    token: Option<Arc<VerifiedToken>>,
+    /// Whether the key or the token is of the demo generation.
+    legacy: bool,
+}
+
+impl Found {
+    /// An `hwk` key: its generation shows in the member's form, not in the key.
+    fn hwk(key: &Jwk) -> Self {
+        Found {
+            scheme: Scheme::Hwk,
+            thumbprint: key.thumbprint_shared().clone(),
+            signer: None,
+            token: None,
+            legacy: false,
+        }
+    }
+
+    /// A `jwks_uri` signer's key that verified the signature.
+    fn signer(id: &str, key: &Jwk) -> Self {
+        Found {
+            scheme: Scheme::JwksUri,
+            thumbprint: key.thumbprint_shared().clone(),
+            signer: Some(id.into()),
+            token: None,
+            legacy: is_legacy_key(key),
+        }
+    }
+
+    /// A `jwks_uri` signer whose key is still to be fetched.
+    fn awaiting_signer_key(id: &str) -> Self {
+        Found {
+            scheme: Scheme::JwksUri,
+            thumbprint: Arc::from(""),
+            signer: Some(id.into()),
+            token: None,
+            legacy: false,
+        }
+    }
+
+    /// A verified token whose `cnf` key (`thumbprint`) verified the signature.
+    fn token(thumbprint: Arc<str>, token: Arc<VerifiedToken>) -> Self {
+        Found {
+            scheme: Scheme::Jwt,
+            thumbprint,
+            signer: None,
+            legacy: token.claims.generation == Generation::Legacy,
+            token: Some(token),
+        }
+    }
+
+    /// A token whose `cnf` key verified the signature, its issuer's key still to be
+    /// fetched.
+    fn awaiting_issuer_key(thumbprint: Arc<str>, claims: &TokenClaims) -> Self {
+        Found {
+            scheme: Scheme::Jwt,
+            thumbprint,
+            signer: None,
+            token: None,
+            legacy: claims.generation == Generation::Legacy,
+        }
+    }
+}
+
+impl Signed<'_> {
+    /// The [`VerifiedRequest`]: answered in the demo generation when any part of the
+    /// request spoke it.
+    fn assemble(&self, found: Found) -> VerifiedRequest {
+        let input = self.input;
+        VerifiedRequest {
+            scheme: found.scheme,
+            replay: (self.protect && !found.thumbprint.is_empty())
+                .then(|| ReplayKey::signature(&found.thumbprint, self.base.as_bytes())),
+            key_thumbprint: found.thumbprint,
+            label: input.label.clone(),
+            covered: input
+                .components
+                .iter()
+                .filter(|c| c.covers_in_full(c.name(), &input.label))
+                .map(CoveredComponent::shared_name)
+                .collect(),
+            created: self.created,
+            signer: found.signer,
+            token: found.token,
+            generation: self.profile.answer_in(self.legacy_form || found.legacy),
+            agent: None,
+        }
+    }
+}
+
 /// Runs the pipeline against one configuration.
 pub(crate) struct Verifier<'a> {
     pub(crate) shared: &'a Shared,
@@ -160,6 +273,8 @@ impl Verifier<'_> {
         }
     }
 
+    /// Every step that needs no I/O, in the protocol's order. A step returns the first
+    /// refusal it finds, so the order of the calls below is the order of the checks.
     fn verify_fields(
         &self,
         base: &mut SignatureBase,
@@ -169,16 +284,50 @@ impl Verifier<'_> {
         headers: &HeaderMap,
         path: &str,
     ) -> Result<Step, Error> {
-        let shared = self.shared;
-        let now = shared.clock.now();
-        let input = ParsedInput::parse(&fields.input, shared.max_components)?;
+        let now = self.shared.clock.now();
+        let input = self.parse_input(fields)?;
         self.check_coverage(&input, uri, headers)?;
+        let created = self.check_time_window(&input, &fields.key, now)?;
+        let signature = self.decode_signature(fields, &input)?;
+        let parsed = self.parse_signature_key(fields, &input)?;
+        self.rebuild_base(base, &input, method, uri, headers, path)?;
+        let digest = self.covered_digest(&input, headers)?;
+        let signed = Signed {
+            input: &input,
+            base,
+            signature,
+            created,
+            now,
+            legacy_form: parsed.legacy_form,
+            profile: self.shared.profile,
+            protect: self.shared.replay_protection.covers(method),
+        };
+        let (work, verified) = match parsed.key {
+            SignatureKey::Hwk(jwk) => self.verify_hwk(signed, &jwk)?,
+            SignatureKey::JwksUri { id, dwk, kid } => self.verify_jwks_uri(signed, id, dwk, kid)?,
+            SignatureKey::Jwt { token } => self.verify_jwt(signed, token)?,
+        };
+        Ok(match (work, digest) {
+            (KeyWork::None, None) => Step::Done(Ok(verified)),
+            (work, digest) => Step::Pending(Box::new(Pending { work, verified, digest })),
+        })
+    }
+
+    /// `Signature-Input`: exactly one label and its parameters.
+    fn parse_input(&self, fields: &SignatureHeaders<'_>) -> Result<ParsedInput, Error> {
+        ParsedInput::parse(&fields.input, self.shared.max_components)
+    }
+
+    /// `created` (required) within the skew and the window, and `expires` (optional) not
+    /// passed. Returns `created`.
+    fn check_time_window(&self, input: &ParsedInput, signature_key: &str, now: u64) -> Result<u64, Error> {
+        let shared = self.shared;
         let created = input
             .params
             .created
             .ok_or(Error::invalid_signature("the signature has no created parameter"))?;
         if created > now.saturating_add(shared.max_skew) {
-            return Err(future_created(shared.profile, &fields.key));
+            return Err(future_created(shared.profile, signature_key));
         }
         if now.saturating_sub(created) > shared.window {
             return Err(Error::invalid_signature("the signature is too old"));
@@ -188,190 +337,191 @@ impl Verifier<'_> {
         {
             return Err(Error::invalid_signature("the signature has expired"));
         }
-        let signature = decode_signature(&fields.signature, &input.label, shared.alphabet)?;
+        Ok(created)
+    }
+
+    /// The `Signature` member of the label, which must be an Ed25519 signature's size.
+    fn decode_signature(&self, fields: &SignatureHeaders<'_>, input: &ParsedInput) -> Result<Vec<u8>, Error> {
+        let signature = crate::httpsig::decode_signature(&fields.signature, &input.label, self.shared.alphabet)?;
         if signature.len() != 64 {
             return Err(Error::invalid_signature("an Ed25519 signature is 64 bytes"));
         }
-        let parsed = SignatureKey::parse_profiled(
+        Ok(signature)
+    }
+
+    /// The `Signature-Key` member of the label, in an accepted scheme.
+    fn parse_signature_key(
+        &self,
+        fields: &SignatureHeaders<'_>,
+        input: &ParsedInput,
+    ) -> Result<ParsedSignatureKey, Error> {
+        let shared = self.shared;
+        SignatureKey::parse_profiled(
             &fields.key,
             &input.label,
             &shared.schemes,
             shared.profile.accepts_legacy(),
-        )?;
-        let legacy_key = parsed.legacy_form;
-        let profile = shared.profile;
+        )
+    }
 
-        let authority = self.authority(uri, headers)?;
+    /// The signature base as this resource sees the request: its own scheme and one of
+    /// its own authorities, never the ones the request claims.
+    fn rebuild_base(
+        &self,
+        base: &mut SignatureBase,
+        input: &ParsedInput,
+        method: &Method,
+        uri: &Uri,
+        headers: &HeaderMap,
+        path: &str,
+    ) -> Result<(), Error> {
+        let shared = self.shared;
         let target = RequestTarget {
             method: method.as_str(),
             scheme: &shared.scheme,
-            authority,
+            authority: self.authority(uri, headers)?,
             path,
             query: uri.query(),
         };
-        base.build_capped(&input, &target, headers, shared.header_cap)?;
-        let base = &*base;
+        base.build_capped(input, &target, headers, shared.header_cap)
+    }
 
-        let digest = if input.mentions(wire::header::CONTENT_DIGEST) {
-            let field = crate::httpsig::field_value(headers, wire::header::CONTENT_DIGEST, shared.header_cap)?
-                .ok_or(Error::invalid_signature("a covered field is absent"))?;
-            Some(field.into_owned())
-        } else {
-            None
-        };
-        let protect = shared.replay_protection.covers(method);
-        let verified = |scheme,
-                        thumbprint: Arc<str>,
-                        signer: Option<Arc<str>>,
-                        token: Option<Arc<VerifiedToken>>,
-                        legacy_key_alg: bool| {
-            let spoke_legacy = legacy_key
-                || legacy_key_alg
-                || token
-                    .as_ref()
-                    .is_some_and(|t| t.claims.generation == Generation::Legacy);
-            VerifiedRequest {
-                scheme,
-                replay: (protect && !thumbprint.is_empty()).then(|| ReplayKey::signature(&thumbprint, base.as_bytes())),
-                key_thumbprint: thumbprint,
-                label: input.label.clone(),
-                covered: input
-                    .components
-                    .iter()
-                    .filter(|c| c.covers_in_full(c.name(), &input.label))
-                    .map(CoveredComponent::shared_name)
-                    .collect(),
-                created,
-                signer,
-                token,
-                generation: profile.answer_in(spoke_legacy),
-                agent: None,
-            }
-        };
+    /// The `Content-Digest` field to check against the body later, when the signature
+    /// covers it.
+    fn covered_digest(&self, input: &ParsedInput, headers: &HeaderMap) -> Result<Option<String>, Error> {
+        if !input.mentions(wire::header::CONTENT_DIGEST) {
+            return Ok(None);
+        }
+        let field = crate::httpsig::field_value(headers, wire::header::CONTENT_DIGEST, self.shared.header_cap)?
+            .ok_or(Error::invalid_signature("a covered field is absent"))?;
+        Ok(Some(field.into_owned()))
+    }
 
-        let (work, verified) = match parsed.key {
-            SignatureKey::Hwk(jwk) => {
-                check_keyid(&input, &[jwk.thumbprint_shared().as_ref()])?;
-                verify_base(base, &signature, &jwk)?;
-                (
-                    KeyWork::None,
-                    verified(Scheme::Hwk, jwk.thumbprint_shared().clone(), None, None, false),
-                )
+    /// `hwk`: the key is in the header, so the signature is checked at once.
+    fn verify_hwk(&self, signed: Signed<'_>, jwk: &Jwk) -> Result<(KeyWork, VerifiedRequest), Error> {
+        let thumbprint = jwk.thumbprint_shared();
+        check_keyid(signed.input, &[thumbprint.as_ref()])?;
+        verify_base(signed.base, &signed.signature, jwk)?;
+        Ok((KeyWork::None, signed.assemble(Found::hwk(jwk))))
+    }
+
+    /// `jwks_uri`: an admitted signer and a known document; the signature is checked here
+    /// when the signer's key is cached, else after the fetch ([`KeyWork::Signer`]).
+    fn verify_jwks_uri(
+        &self,
+        signed: Signed<'_>,
+        id: String,
+        dwk: String,
+        kid: String,
+    ) -> Result<(KeyWork, VerifiedRequest), Error> {
+        let shared = self.shared;
+        if !shared.identifiers.admits(&id) {
+            return Err(Error::invalid_key("the signer identifier is not admitted"));
+        }
+        if !is_known_dwk(&dwk) {
+            return Err(Error::invalid_key("the well-known document name is not recognised"));
+        }
+        check_keyid(signed.input, &[&kid])?;
+        let query = KeyQuery {
+            issuer: &id,
+            dwk: &dwk,
+            kid: &kid,
+        };
+        match shared.resolver.cached(&query) {
+            Some(key) => {
+                let key = key?;
+                check_key_alg(shared.profile, &key)?;
+                verify_base(signed.base, &signed.signature, &key)?;
+                let found = Found::signer(&id, &key);
+                Ok((KeyWork::None, signed.assemble(found)))
             }
-            SignatureKey::JwksUri { id, dwk, kid } => {
-                if !shared.identifiers.admits(&id) {
-                    return Err(Error::invalid_key("the signer identifier is not admitted"));
-                }
-                if !is_known_dwk(&dwk) {
-                    return Err(Error::invalid_key("the well-known document name is not recognised"));
-                }
-                check_keyid(&input, &[&kid])?;
-                let query = KeyQuery {
-                    issuer: &id,
-                    dwk: &dwk,
-                    kid: &kid,
+            None => {
+                let partial = signed.assemble(Found::awaiting_signer_key(&id));
+                let work = KeyWork::Signer {
+                    issuer: id,
+                    dwk,
+                    kid,
+                    base: signed.base.clone(),
+                    signature: signed.signature,
+                    protect: signed.protect,
                 };
-                match shared.resolver.cached(&query) {
-                    Some(key) => {
-                        let key = key?;
-                        check_key_alg(profile, &key)?;
-                        verify_base(base, &signature, &key)?;
-                        (
-                            KeyWork::None,
-                            verified(
-                                Scheme::JwksUri,
-                                key.thumbprint_shared().clone(),
-                                Some(id.as_str().into()),
-                                None,
-                                is_legacy_key(&key),
-                            ),
-                        )
-                    }
-                    None => {
-                        let partial = verified(Scheme::JwksUri, Arc::from(""), Some(id.as_str().into()), None, false);
-                        (
-                            KeyWork::Signer {
-                                issuer: id,
-                                dwk,
-                                kid,
-                                base: base.clone(),
-                                signature,
-                                protect,
-                            },
-                            partial,
-                        )
-                    }
-                }
+                Ok((work, partial))
             }
-            SignatureKey::Jwt { token } => {
-                let hash: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-                if let Some(cached) = shared.token_cache.get(&hash) {
-                    // A token verified before: only time and revocation can have changed.
-                    if cached.claims.exp <= now {
-                        return Err(Error::signature(
-                            crate::error::SignatureErrorCode::ExpiredJwt,
-                            "the token has expired",
-                        ));
-                    }
-                    let cnf = &cached.claims.cnf;
-                    let thumbprint = cnf.thumbprint_shared().clone();
-                    check_keyid(&input, &[&*thumbprint, cnf.kid().unwrap_or_default()])?;
-                    verify_base(base, &signature, cnf)?;
-                    (
-                        KeyWork::None,
-                        verified(Scheme::Jwt, thumbprint, None, Some(cached), false),
-                    )
-                } else {
-                    let jws = UnverifiedJws::parse(&token, shared.tokens.alg)?;
-                    let claims = shared.tokens.check_claims(&jws, now)?;
-                    if !shared.token_identifiers.admits(&claims.iss) {
-                        return Err(Error::invalid_jwt("the token's issuer identifier is not admitted"));
-                    }
-                    let thumbprint = claims.cnf.thumbprint_shared().clone();
-                    check_keyid(&input, &[&*thumbprint, claims.cnf.kid().unwrap_or_default()])?;
-                    // Proof of possession first: no fetch for a request its key did not sign.
-                    verify_base(base, &signature, &claims.cnf)?;
-                    let query = KeyQuery {
-                        issuer: &claims.iss,
-                        dwk: &claims.dwk,
-                        kid: &claims.kid,
-                    };
-                    match shared.resolver.cached(&query) {
-                        Some(key) => {
-                            let key = key.map_err(token_key_error)?;
-                            check_key_alg(profile, &key).map_err(token_key_error)?;
-                            jws.verify_with(&key)?;
-                            let token = self.remember(claims, hash);
-                            (
-                                KeyWork::None,
-                                verified(Scheme::Jwt, thumbprint, None, Some(token), false),
-                            )
-                        }
-                        None => {
-                            // The claims already tell the token's generation.
-                            let partial = verified(
-                                Scheme::Jwt,
-                                thumbprint,
-                                None,
-                                None,
-                                claims.generation == Generation::Legacy,
-                            );
-                            (
-                                KeyWork::TokenIssuer {
-                                    token,
-                                    claims: Box::new(claims),
-                                    hash,
-                                },
-                                partial,
-                            )
-                        }
-                    }
-                }
-            }
+        }
+    }
+
+    /// `jwt`: a token verified before is only checked for time; a new one is verified in
+    /// full.
+    fn verify_jwt(&self, signed: Signed<'_>, token: String) -> Result<(KeyWork, VerifiedRequest), Error> {
+        let hash: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        match self.shared.token_cache.get(&hash) {
+            Some(cached) => self.verify_cached_token(signed, cached),
+            None => self.verify_fresh_token(signed, token, hash),
+        }
+    }
+
+    /// A token verified before: only time and revocation can have changed, and
+    /// revocation is the policy step's.
+    fn verify_cached_token(
+        &self,
+        signed: Signed<'_>,
+        cached: Arc<VerifiedToken>,
+    ) -> Result<(KeyWork, VerifiedRequest), Error> {
+        if cached.claims.exp <= signed.now {
+            return Err(Error::signature(
+                crate::error::SignatureErrorCode::ExpiredJwt,
+                "the token has expired",
+            ));
+        }
+        let cnf = &cached.claims.cnf;
+        let thumbprint = cnf.thumbprint_shared().clone();
+        check_keyid(signed.input, &[&*thumbprint, cnf.kid().unwrap_or_default()])?;
+        verify_base(signed.base, &signed.signature, cnf)?;
+        Ok((KeyWork::None, signed.assemble(Found::token(thumbprint, cached))))
+    }
+
+    /// A token not seen before: shape and claims, the issuer admitted, proof of
+    /// possession with `cnf.jwk`, then the issuer's signature: here when the issuer's key
+    /// is cached, else after the fetch ([`KeyWork::TokenIssuer`]).
+    fn verify_fresh_token(
+        &self,
+        signed: Signed<'_>,
+        token: String,
+        hash: [u8; 32],
+    ) -> Result<(KeyWork, VerifiedRequest), Error> {
+        let shared = self.shared;
+        let jws = UnverifiedJws::parse(&token, shared.tokens.alg)?;
+        let claims = shared.tokens.check_claims(&jws, signed.now)?;
+        if !shared.token_identifiers.admits(&claims.iss) {
+            return Err(Error::invalid_jwt("the token's issuer identifier is not admitted"));
+        }
+        let thumbprint = claims.cnf.thumbprint_shared().clone();
+        check_keyid(signed.input, &[&*thumbprint, claims.cnf.kid().unwrap_or_default()])?;
+        // Proof of possession first: no fetch for a request its key did not sign.
+        verify_base(signed.base, &signed.signature, &claims.cnf)?;
+        let query = KeyQuery {
+            issuer: &claims.iss,
+            dwk: &claims.dwk,
+            kid: &claims.kid,
         };
-        match (work, digest) {
-            (KeyWork::None, None) => Ok(Step::Done(Ok(verified))),
-            (work, digest) => Ok(Step::Pending(Box::new(Pending { work, verified, digest }))),
+        match shared.resolver.cached(&query) {
+            Some(key) => {
+                let key = key.map_err(token_key_error)?;
+                check_key_alg(shared.profile, &key).map_err(token_key_error)?;
+                jws.verify_with(&key)?;
+                let token = self.remember(claims, hash);
+                Ok((KeyWork::None, signed.assemble(Found::token(thumbprint, token))))
+            }
+            None => {
+                // The claims already tell the token's generation.
+                let partial = signed.assemble(Found::awaiting_issuer_key(thumbprint, &claims));
+                let work = KeyWork::TokenIssuer {
+                    token,
+                    claims: Box::new(claims),
+                    hash,
+                };
+                Ok((work, partial))
+            }
         }
     }
 

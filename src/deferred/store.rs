@@ -448,7 +448,10 @@ pub(crate) fn pending_response<B: From<Bytes>>(
     headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     if let Some(challenge) = challenge {
-        headers.insert(wire::header::AAUTH_REQUIREMENT, challenge.header_value());
+        match challenge.header_value() {
+            Ok(value) => headers.insert(wire::header::AAUTH_REQUIREMENT, value),
+            Err(unbuildable) => return crate::challenge::error_response(shared, &unbuildable),
+        };
     }
     response
 }

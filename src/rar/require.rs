@@ -17,8 +17,7 @@ use super::{AuthorizationDetails, DetailError};
 use crate::challenge::error_response;
 use crate::config::{AAuth, Shared};
 use crate::error::Error;
-use crate::guard::{Decision as GuardDecision, detail_challenge, respond};
-use crate::layer::Inspected;
+use crate::guard::{Decision as GuardDecision, Reader, detail_challenge, layer_verdict, respond};
 use crate::policy::audit::{AuditOutcome, Decision};
 use crate::replay::Refused;
 use crate::replay::single_use::{GuardFuture, consume_then_call, grant_key};
@@ -186,7 +185,6 @@ enum Refusal {
     Error(Error),
     Mismatch(&'static str),
     NeedsGrant,
-    NoLayer,
 }
 
 impl<T, F> RequireDetailLayer<T, F>
@@ -195,10 +193,7 @@ where
     F: Fn(&T, &Parts) -> bool,
 {
     fn decide(&self, parts: &Parts) -> Result<(), Refusal> {
-        let verified = parts.extensions.get::<VerifiedRequest>();
-        if verified.is_none() && parts.extensions.get::<Inspected>().is_none() {
-            return Err(Refusal::NoLayer);
-        }
+        let verified = layer_verdict(&parts.extensions, Reader::Guard).map_err(Refusal::Error)?;
         let Some(token) = verified
             .and_then(|v| v.token.as_ref())
             .filter(|t| t.claims.kind == TokenKind::Auth)
@@ -231,16 +226,20 @@ where
             code: DETAIL_MISMATCH,
             detail,
         };
-        let mut body = error.problem_json();
-        body["authorization_details_type"] = self.detail_type.into();
-        let mut response = Response::new(B::from(Bytes::from(serde_json::to_vec(&body).unwrap_or_default())));
+        let body = crate::error::Problem {
+            details_type: Some(self.detail_type),
+            ..error.problem()
+        };
+        let mut response = Response::new(B::from(body.render()));
         *response.status_mut() = StatusCode::FORBIDDEN;
         let headers = response.headers_mut();
         headers.insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         );
-        error.write_headers(headers);
+        if let Err(unbuildable) = error.write_headers(headers) {
+            return unbuildable.to_response();
+        }
         response.extensions_mut().insert(AuditOutcome {
             decision: Decision::Deny,
             reason: DETAIL_MISMATCH,
@@ -360,19 +359,6 @@ where
                 error_response(&self.layer.shared, &error),
                 Refused::of(&parts.extensions),
             ),
-            Err(Refusal::NoLayer) => {
-                tracing::error!(
-                    target: "tower_aauth",
-                    "an AAuth guard ran on a request the AAuth layer never saw: add aauth.layer() outside the router"
-                );
-                let error = Error::Misconfigured {
-                    detail: "AAuth guard without the AAuth layer",
-                };
-                GuardFuture::respond(
-                    error_response(&self.layer.shared, &error),
-                    Refused::of(&parts.extensions),
-                )
-            }
             Err(Refusal::Mismatch(detail)) => GuardFuture::respond(
                 self.layer.refuse_or_step_up(&parts, detail),
                 Refused::of(&parts.extensions),
