@@ -2,7 +2,7 @@
 //!
 //! # Wire forms
 //!
-//! Draft -11 (digest §6.1), exactly:
+//! [Draft -11](https://datatracker.ietf.org/doc/html/draft-hardt-oauth-aauth-protocol-11) ("AAuth-Requirement"), exactly:
 //!
 //! ```text
 //! AAuth-Requirement: requirement=agent-token
@@ -16,7 +16,8 @@
 //! `AAuth: require=auth-token; resource-token="…"; auth-server="…"` (and
 //! `require=identity` for the two identity requirements) instead; never both headers.
 //!
-//! Every challenge and every refusal carries `Cache-Control: no-store` (attack MINT-03).
+//! Every challenge and every refusal carries `Cache-Control: no-store`: a cached
+//! challenge would hand one agent's resource token to another.
 //!
 //! # Rejection hook
 //!

@@ -14,7 +14,8 @@ use http::{HeaderValue, Response, StatusCode, header};
 
 use crate::wire;
 
-/// A `Signature-Error` code from the SIGKEY-09 registry.
+/// A `Signature-Error` code from the registry of
+/// [draft-hardt-httpbis-signature-key-09](https://datatracker.ietf.org/doc/html/draft-hardt-httpbis-signature-key-09).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum SignatureErrorCode {
@@ -129,7 +130,8 @@ pub enum Error {
     },
     /// A revoked agent, key, token or subject: `401` with `Signature-Error:
     /// error=revoked_jwt`. For a revoked auth token (`person_token`) also
-    /// `AAuth-Requirement: requirement=person-token` (digest §7), never
+    /// `AAuth-Requirement: requirement=person-token` ([draft -11](https://datatracker.ietf.org/doc/html/draft-hardt-oauth-aauth-protocol-11), "Token
+    /// Revocation"), never
     /// `requirement=auth-token`.
     #[error("revoked_jwt: {detail}")]
     Revoked {
@@ -306,7 +308,7 @@ impl Error {
                     (Some(accept), _) => {
                         headers.insert(wire::header::ACCEPT_SIGNATURE_SCHEME, accept.clone());
                     }
-                    // Digest §3 rule 7: `unsupported_algorithm` always says what is
+                    // The signature-key draft: `unsupported_algorithm` always says what is
                     // accepted, and Ed25519 is the one algorithm this crate verifies.
                     (None, SignatureErrorCode::UnsupportedAlgorithm) => {
                         headers.insert(
@@ -477,7 +479,7 @@ impl<'a> Problem<'a> {
     }
 }
 
-/// Appends `text` as a JSON string (RFC 8259 §7 escaping).
+/// Appends `text` as a JSON string ([RFC 8259 §7](https://www.rfc-editor.org/rfc/rfc8259#section-7) escaping).
 fn push_json_string(out: &mut String, text: &str) {
     out.push('"');
     if !text.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20) {

@@ -533,8 +533,8 @@ impl Verifier<'_> {
 
     /// Required components: the AAuth minimum, configured extras, `@query` when the
     /// policy asks for it and a query is present, and `authorization` whenever the agent
-    /// sends an `AAuth` session token in it (digest §3: a session token swapped under a
-    /// valid signature must break it).
+    /// sends an `AAuth` session token in it (a session token swapped under a valid
+    /// signature must break it).
     fn check_coverage(&self, input: &ParsedInput, uri: &Uri, headers: &HeaderMap) -> Result<(), Error> {
         let shared = self.shared;
         let query_needed = shared.require_query && uri.query().is_some();
@@ -600,7 +600,8 @@ fn check_keyid(input: &ParsedInput, names: &[&str]) -> Result<(), Error> {
     }
 }
 
-/// A `created` beyond the allowed skew: `clock_skew` since SIGKEY-09; the demo
+/// A `created` beyond the allowed skew: `clock_skew` since
+/// [draft-hardt-httpbis-signature-key-09](https://datatracker.ietf.org/doc/html/draft-hardt-httpbis-signature-key-09); the demo
 /// generation knew only `invalid_signature`. Under [`Profile::Both`] only the
 /// `Signature-Key` form can tell the generation this early.
 fn future_created(profile: Profile, signature_key: &str) -> Error {
@@ -620,7 +621,7 @@ fn future_created(profile: Profile, signature_key: &str) -> Error {
 }
 
 /// Whether the request carries `Authorization: AAuth …` (the scheme name is
-/// case-insensitive, RFC 9110 §11.1).
+/// case-insensitive, [RFC 9110 §11.1](https://www.rfc-editor.org/rfc/rfc9110#section-11.1)).
 fn carries_aauth_authorization(headers: &HeaderMap) -> bool {
     headers.get_all(http::header::AUTHORIZATION).iter().any(|value| {
         let value = value.as_bytes();
