@@ -25,6 +25,7 @@ use tower_aauth::discovery::{
     StaticResolver,
 };
 use tower_aauth::testing::{KeySource, TestAgent, TestIssuer};
+use tower_aauth::token_cache::TokenCacheOptions;
 use tower_aauth::{AAuth, ManualClock, wire};
 
 /// Live heap bytes, by the global allocator's own count.
@@ -82,8 +83,7 @@ async fn token_phase(count: u64, max_entries: u64, max_bytes: u64) {
         .clock(ManualClock::new(NOW))
         .key_resolver(StaticResolver::new().with_key(AS, wire::dwk::ACCESS, access_server.public_jwk()))
         .auth_server(AS)
-        .token_cache_entries(max_entries)
-        .token_cache_bytes(max_bytes)
+        .token_cache(TokenCacheOptions::new().max_entries(max_entries).max_bytes(max_bytes))
         .build()
         .expect("configuration");
     let router = Router::new()

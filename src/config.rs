@@ -17,10 +17,10 @@ use crate::discovery::{DiscoveryConfig, Fetch, IdentifierPolicy, KeyResolver};
 use crate::httpsig::{DEFAULT_HEADER_CAP, DEFAULT_MAX_COMPONENTS, SignatureAlphabet};
 use crate::jose::AlgPolicy;
 use crate::policy::{AgentBindings, Consent, GrantPolicy, MemoryAgentBindings, Revocations, ScopeCeilings};
-use crate::replay::{MemoryReplayStore, ReplayProtection, ReplayStore};
+use crate::replay::{MemoryReplayStore, ReplayOptions, ReplayProtection, ReplayStore};
 use crate::sigkey::{AcceptedSchemes, Scheme};
 use crate::token::{IssuerTrust, TokenKind, TokenPolicy};
-use crate::token_cache::TokenCache;
+use crate::token_cache::{TokenCache, TokenCacheOptions};
 
 /// A configuration mistake found by [`AAuthBuilder::build`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -203,7 +203,7 @@ impl AAuth {
     }
 
     /// Estimated bytes held by the verified-token cache (the sum of its entries'
-    /// weights; bounded by [`AAuthBuilder::token_cache_bytes`]).
+    /// weights; bounded by [`TokenCacheOptions::max_bytes`]).
     pub fn cached_token_bytes(&self) -> u64 {
         self.shared.token_cache.weighted_size()
     }
@@ -211,7 +211,7 @@ impl AAuth {
     /// Empties the verified-token cache: every token is verified against its issuer's
     /// current keys on its next use. Call it after learning that an issuer withdrew a key;
     /// otherwise tokens already verified stay accepted until their `exp`, at most
-    /// [`AAuthBuilder::token_cache_max_age`]. (Revocations need no call: they are checked
+    /// [`TokenCacheOptions::max_age`]. (Revocations need no call: they are checked
     /// on every request.)
     pub fn forget_verified_tokens(&self) {
         self.shared.token_cache.clear();
@@ -238,12 +238,9 @@ pub struct AAuthBuilder {
     require_query: bool,
     alphabet: SignatureAlphabet,
     max_body_bytes: usize,
-    token_cache_entries: u64,
-    token_cache_bytes: u64,
-    token_cache_max_age: Duration,
+    token_cache: TokenCacheOptions,
     profile: Profile,
-    replay_protection: ReplayProtection,
-    replay_store: Option<Arc<dyn ReplayStore>>,
+    replay: ReplayOptions,
     revocations: Revocations,
     ceilings: ScopeCeilings,
     bindings: Option<Arc<dyn AgentBindings>>,
@@ -280,12 +277,9 @@ impl AAuthBuilder {
             require_query: false,
             alphabet: SignatureAlphabet::Lenient,
             max_body_bytes: 1024 * 1024,
-            token_cache_entries: 100_000,
-            token_cache_bytes: crate::token_cache::DEFAULT_MAX_BYTES,
-            token_cache_max_age: crate::token_cache::DEFAULT_MAX_AGE,
+            token_cache: TokenCacheOptions::new(),
             profile: Profile::Draft11,
-            replay_protection: ReplayProtection::default(),
-            replay_store: None,
+            replay: ReplayOptions::new(),
             revocations: Revocations::new(),
             ceilings: ScopeCeilings::new(),
             bindings: None,
@@ -454,46 +448,16 @@ impl AAuthBuilder {
         self
     }
 
-    /// Bound on the number of verified tokens cached (default 100 000 entries).
-    pub fn token_cache_entries(mut self, entries: u64) -> Self {
-        self.token_cache_entries = entries;
+    /// Bounds of the verified-token cache (default: [`TokenCacheOptions::new`]).
+    pub fn token_cache(mut self, options: TokenCacheOptions) -> Self {
+        self.token_cache = options;
         self
     }
 
-    /// Bound on the verified-token cache's estimated memory (default 64 MiB, about
-    /// 19 000 typical auth tokens). Whichever of this and
-    /// [`AAuthBuilder::token_cache_entries`] is reached first limits the cache.
-    pub fn token_cache_bytes(mut self, bytes: u64) -> Self {
-        self.token_cache_bytes = bytes;
-        self
-    }
-
-    /// The longest a verified token stays cached, whatever its `exp` (default five
-    /// minutes): how long an issuer key withdrawn without
-    /// [`AAuth::forget_verified_tokens`] keeps vouching for tokens it signed.
-    pub fn token_cache_max_age(mut self, max_age: Duration) -> Self {
-        self.token_cache_max_age = max_age;
-        self
-    }
-
-    /// Which requests are checked against the replay store (default:
-    /// [`ReplayProtection::UnsafeMethods`]). See [`crate::replay`].
-    pub fn replay_protection(mut self, protection: ReplayProtection) -> Self {
-        self.replay_protection = protection;
-        self
-    }
-
-    /// The replay store (default: a [`MemoryReplayStore`] of
-    /// [`MemoryReplayStore::DEFAULT_CAPACITY`] entries, for one process). Several replicas
-    /// share a `RedisReplayStore` (feature `redis`).
-    pub fn replay_store(mut self, store: impl ReplayStore) -> Self {
-        self.replay_store = Some(Arc::new(store));
-        self
-    }
-
-    /// A replay store shared with other code (for example several [`AAuth`]s).
-    pub fn shared_replay_store(mut self, store: Arc<dyn ReplayStore>) -> Self {
-        self.replay_store = Some(store);
+    /// Which requests are checked against which replay store (default:
+    /// [`ReplayOptions::new`]: unsafe methods, an in-process store). See [`crate::replay`].
+    pub fn replay(mut self, options: ReplayOptions) -> Self {
+        self.replay = options;
         self
     }
 
@@ -601,9 +565,9 @@ impl AAuthBuilder {
             }
         };
         let token_cache = TokenCache::new(
-            self.token_cache_bytes,
-            self.token_cache_entries,
-            self.token_cache_max_age,
+            self.token_cache.max_bytes,
+            self.token_cache.max_entries,
+            self.token_cache.max_age,
             self.clock.clone(),
         );
         Ok(AAuth {
@@ -628,9 +592,10 @@ impl AAuthBuilder {
                 max_body_bytes: self.max_body_bytes,
                 token_cache,
                 profile: self.profile,
-                replay_protection: self.replay_protection,
+                replay_protection: self.replay.protection,
                 replay_store: self
-                    .replay_store
+                    .replay
+                    .store
                     .unwrap_or_else(|| Arc::new(MemoryReplayStore::default())),
                 // +1: `created` and our clock have one-second resolution.
                 replay_ttl: Duration::from_secs(self.window.saturating_add(self.max_skew).saturating_add(1)),

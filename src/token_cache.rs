@@ -42,6 +42,53 @@ pub const DEFAULT_MAX_BYTES: u64 = 64 * 1024 * 1024;
 /// (`examples/memory.rs`), rounded up.
 const ENTRY_OVERHEAD: usize = 1100;
 
+/// Bounds of the verified-token cache, for [`crate::AAuthBuilder::token_cache`].
+#[derive(Debug, Clone)]
+pub struct TokenCacheOptions {
+    pub(crate) max_entries: u64,
+    pub(crate) max_bytes: u64,
+    pub(crate) max_age: Duration,
+}
+
+impl Default for TokenCacheOptions {
+    fn default() -> Self {
+        TokenCacheOptions::new()
+    }
+}
+
+impl TokenCacheOptions {
+    /// The defaults: 100 000 entries, [`DEFAULT_MAX_BYTES`], [`DEFAULT_MAX_AGE`].
+    pub fn new() -> Self {
+        TokenCacheOptions {
+            max_entries: 100_000,
+            max_bytes: DEFAULT_MAX_BYTES,
+            max_age: DEFAULT_MAX_AGE,
+        }
+    }
+
+    /// Bound on the number of verified tokens cached.
+    pub fn max_entries(mut self, entries: u64) -> Self {
+        self.max_entries = entries;
+        self
+    }
+
+    /// Bound on the cache's estimated memory (default 64 MiB, about 19 000 typical auth
+    /// tokens). Whichever of this and [`TokenCacheOptions::max_entries`] is reached first
+    /// limits the cache.
+    pub fn max_bytes(mut self, bytes: u64) -> Self {
+        self.max_bytes = bytes;
+        self
+    }
+
+    /// The longest a verified token stays cached, whatever its `exp` (default five
+    /// minutes): how long an issuer key withdrawn without
+    /// [`crate::AAuth::forget_verified_tokens`] keeps vouching for tokens it signed.
+    pub fn max_age(mut self, max_age: Duration) -> Self {
+        self.max_age = max_age;
+        self
+    }
+}
+
 /// A bounded cache of verified tokens, keyed by SHA-256 of the token bytes.
 pub(crate) struct TokenCache {
     cache: moka::sync::Cache<[u8; 32], Arc<VerifiedToken>>,

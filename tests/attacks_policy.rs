@@ -464,7 +464,7 @@ mod pol_06 {
     use http::{Request, Response, StatusCode};
     use serde_json::Value;
     use tower::ServiceExt;
-    use tower_aauth::replay::MemoryReplayStore;
+    use tower_aauth::replay::{MemoryReplayStore, ReplayOptions};
     use tower_aauth::testing::{KeySource, TestAgent};
     use tower_aauth::{Decision, Error, Requirement};
 
@@ -477,7 +477,7 @@ mod pol_06 {
 
     fn harness(store: &MemoryReplayStore) -> Harness {
         let store = store.clone();
-        Harness::with(move |b| b.replay_store(store))
+        Harness::with(move |b| b.replay(ReplayOptions::new().store(store)))
     }
 
     /// A POST signed with a throwaway `hwk` key (one per `n`), as a flooding client sends.
@@ -664,7 +664,7 @@ mod pol_06 {
         let h = {
             let store = store.clone();
             Harness::with(move |b| {
-                b.replay_store(store)
+                b.replay(ReplayOptions::new().store(store))
                     .default_requirement(Requirement::scopes(["data.write"]))
             })
         };

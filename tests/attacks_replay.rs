@@ -8,7 +8,7 @@ use axum::body::Body;
 use http::{HeaderValue, Request, StatusCode};
 use support::attack::*;
 use support::fixtures::copy;
-use tower_aauth::replay::{MemoryReplayStore, ReplayProtection};
+use tower_aauth::replay::{MemoryReplayStore, ReplayOptions, ReplayProtection};
 use tower_aauth::testing::{KeySource, SignOptions};
 
 fn request(method: &str, uri: &str) -> Request<Body> {
@@ -141,7 +141,7 @@ async fn rpl_06_a_replay_with_the_signature_re_encoded_is_still_a_replay() {
 #[tokio::test]
 async fn rpl_07_a_full_replay_store_stays_bounded_and_fails_closed() {
     let store = MemoryReplayStore::new(64);
-    let h = Harness::with(|b| b.replay_store(store.clone()));
+    let h = Harness::with(|b| b.replay(ReplayOptions::new().store(store.clone())));
     for n in 0..64 {
         let request = signed(&h, "POST", &format!("/orders/{n}"), NOW);
         assert_eq!(h.send(request).await.status(), StatusCode::OK);
@@ -348,7 +348,7 @@ async fn rpl_15_a_nonce_parameter_is_signed_and_otherwise_ignored() {
 
 #[tokio::test]
 async fn rpl_16_one_auth_token_serves_many_signed_requests_its_jti_is_not_single_use() {
-    let h = Harness::with(|b| b.replay_protection(ReplayProtection::AllMethods));
+    let h = Harness::with(|b| b.replay(ReplayOptions::new().protection(ReplayProtection::AllMethods)));
     let token = h
         .access_server
         .auth_token(RESOURCE, &h.agent.public_jwk(), "data.read", NOW);

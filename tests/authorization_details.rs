@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use support::harness::*;
 use tower::ServiceExt;
 use tower_aauth::jose::{AlgPolicy, UnverifiedJws};
-use tower_aauth::replay::ReplayProtection;
+use tower_aauth::replay::{ReplayOptions, ReplayProtection};
 use tower_aauth::testing::KeySource;
 use tower_aauth::wire;
 
@@ -435,7 +435,7 @@ async fn thirty_two_concurrent_uses_of_a_single_use_grant_serve_exactly_one() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn thirty_two_identical_requests_serve_exactly_one_even_without_replay_protection() {
-    let harness = Harness::with(|b| b.replay_protection(ReplayProtection::Off));
+    let harness = Harness::with(|b| b.replay(ReplayOptions::new().protection(ReplayProtection::Off)));
     let token = token_with(&harness, approved());
     let request = trade(&harness, "symbol=ACME&quantity=1", &token, NOW);
     let requests = (0..32)

@@ -17,7 +17,7 @@ use http::{Request, StatusCode};
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
 use tower_aauth::discovery::{DiscoveryConfig, FetchPolicy, ReqwestFetch};
-use tower_aauth::replay::MemoryReplayStore;
+use tower_aauth::replay::{MemoryReplayStore, ReplayOptions};
 use tower_aauth::testing::{KeySource, TestAgent, TestIssuer};
 use tower_aauth::{AAuth, wire};
 
@@ -113,7 +113,7 @@ async fn resource(access_server: &str) -> Resource {
             new_issuers_per_minute: 10_000,
             ..DiscoveryConfig::default()
         })
-        .replay_store(replay.clone());
+        .replay(ReplayOptions::new().store(replay.clone()));
     builder = builder.dangerous().allow_http_loopback();
     let aauth = builder.build().expect("valid configuration");
     let calls = Arc::new(AtomicUsize::new(0));

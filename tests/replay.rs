@@ -9,7 +9,7 @@ use http::{Request, StatusCode};
 use support::fixtures::copy;
 use support::harness::*;
 use tower::ServiceExt;
-use tower_aauth::replay::{MemoryReplayStore, ReplayProtection};
+use tower_aauth::replay::{MemoryReplayStore, ReplayOptions, ReplayProtection};
 use tower_aauth::testing::{KeySource, SignOptions};
 
 fn signed_post(harness: &Harness, path: &str) -> Request<Body> {
@@ -60,7 +60,7 @@ async fn a_repeated_get_is_served_by_default() {
 
 #[tokio::test]
 async fn all_methods_protection_refuses_a_repeated_get() {
-    let harness = Harness::with(|b| b.replay_protection(ReplayProtection::AllMethods));
+    let harness = Harness::with(|b| b.replay(ReplayOptions::new().protection(ReplayProtection::AllMethods)));
     let mut request = get("/data");
     harness.agent.sign(&mut request, &KeySource::Hwk, NOW);
     let again = copy(&request);
@@ -71,7 +71,7 @@ async fn all_methods_protection_refuses_a_repeated_get() {
 
 #[tokio::test]
 async fn protection_off_serves_a_repeated_post() {
-    let harness = Harness::with(|b| b.replay_protection(ReplayProtection::Off));
+    let harness = Harness::with(|b| b.replay(ReplayOptions::new().protection(ReplayProtection::Off)));
     let request = signed_post(&harness, "/orders");
     let again = copy(&request);
     assert_eq!(harness.send(request).await.status(), StatusCode::OK);
@@ -209,7 +209,7 @@ async fn thirty_two_concurrent_copies_on_two_threads_are_served_exactly_once() {
 
 #[tokio::test]
 async fn a_full_store_fails_closed_with_503_and_retry_after() {
-    let harness = Harness::with(|b| b.replay_store(MemoryReplayStore::new(2)));
+    let harness = Harness::with(|b| b.replay(ReplayOptions::new().store(MemoryReplayStore::new(2))));
     for n in 0..2 {
         let mut request = Request::post(format!("{RESOURCE}/orders/{n}"))
             .body(Body::empty())

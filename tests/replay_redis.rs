@@ -14,7 +14,7 @@ use support::fixtures::copy;
 use support::harness::*;
 use support::redis::RedisServer;
 use tower::ServiceExt;
-use tower_aauth::replay::RedisReplayStore;
+use tower_aauth::replay::{RedisReplayStore, ReplayOptions};
 use tower_aauth::testing::KeySource;
 
 /// One resource instance with its own connection to the shared Redis.
@@ -24,7 +24,7 @@ async fn instance(redis: &RedisServer) -> Harness {
         .connect()
         .await
         .unwrap();
-    Harness::with(move |b| b.replay_store(store))
+    Harness::with(move |b| b.replay(ReplayOptions::new().store(store)))
 }
 
 fn signed_post(harness: &Harness, path: &str, created: u64) -> Request<Body> {

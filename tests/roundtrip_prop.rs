@@ -9,7 +9,7 @@ use http::{HeaderName, HeaderValue, Method, Request, StatusCode};
 use proptest::prelude::*;
 use proptest::sample::{Index, subsequence};
 use support::harness::*;
-use tower_aauth::replay::ReplayProtection;
+use tower_aauth::replay::{ReplayOptions, ReplayProtection};
 use tower_aauth::testing::{KeySource, SignOptions};
 
 /// Characters allowed unescaped in a path segment or a query (RFC 3986 pchar minus `%`).
@@ -139,7 +139,7 @@ fn runtime() -> tokio::runtime::Runtime {
 
 fn harness() -> Harness {
     // Cases may repeat while shrinking; replays are not what this property is about.
-    Harness::with(|b| b.replay_protection(ReplayProtection::Off))
+    Harness::with(|b| b.replay(ReplayOptions::new().protection(ReplayProtection::Off)))
 }
 
 proptest! {

@@ -235,6 +235,48 @@ fn log_release(result: Result<(), Error>) {
     }
 }
 
+/// Which requests are checked against which store, for [`crate::AAuthBuilder::replay`].
+#[derive(Clone, Default)]
+pub struct ReplayOptions {
+    pub(crate) protection: ReplayProtection,
+    pub(crate) store: Option<Arc<dyn ReplayStore>>,
+}
+
+impl std::fmt::Debug for ReplayOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReplayOptions")
+            .field("protection", &self.protection)
+            .field("store", &self.store.as_ref().map(|_| "custom"))
+            .finish()
+    }
+}
+
+impl ReplayOptions {
+    /// The defaults: [`ReplayProtection::UnsafeMethods`], and a [`MemoryReplayStore`] of
+    /// [`MemoryReplayStore::DEFAULT_CAPACITY`] entries, for one process.
+    pub fn new() -> Self {
+        ReplayOptions::default()
+    }
+
+    /// Which requests are checked.
+    pub fn protection(mut self, protection: ReplayProtection) -> Self {
+        self.protection = protection;
+        self
+    }
+
+    /// The store. Several replicas share a `RedisReplayStore` (feature `redis`).
+    pub fn store(mut self, store: impl ReplayStore) -> Self {
+        self.store = Some(Arc::new(store));
+        self
+    }
+
+    /// A store shared with other code (for example several [`crate::AAuth`]s).
+    pub fn shared_store(mut self, store: Arc<dyn ReplayStore>) -> Self {
+        self.store = Some(store);
+        self
+    }
+}
+
 /// Which requests the layer checks for replay.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
