@@ -44,16 +44,18 @@
 //!
 //! [draft-11]: https://datatracker.ietf.org/doc/html/draft-hardt-oauth-aauth-protocol-11
 
-use std::future::Future;
-use std::pin::Pin;
+pub(crate) mod middleware;
+
+use std::convert::Infallible;
 use std::sync::Arc;
-use std::task::{Context as TaskContext, Poll};
 
 use bytes::Bytes;
+use http::request::Parts;
 use http::{Extensions, HeaderMap, HeaderValue, Method, Request, Response, Uri};
-use pin_project_lite::pin_project;
-use tower_layer::Layer;
 use tower_service::Service;
+
+use middleware::{BoxedResponse, GuardPolicy, Verdict, never};
+pub use middleware::{Guard, GuardFuture, GuardLayer};
 
 use crate::challenge::{Challenge, challenge_response, error_response};
 use crate::config::{AAuth, Shared};
@@ -185,6 +187,31 @@ pub struct Context<'a> {
     pub headers: &'a HeaderMap,
     /// The request extensions.
     pub extensions: &'a Extensions,
+}
+
+impl<'a> Context<'a> {
+    /// What a requirement sees of `request`.
+    pub(crate) fn of_request<B>(request: &'a Request<B>) -> Self {
+        let extensions = request.extensions();
+        Context {
+            verified: extensions.get::<VerifiedRequest>(),
+            method: request.method(),
+            uri: request.uri(),
+            headers: request.headers(),
+            extensions,
+        }
+    }
+
+    /// What a requirement sees of a request head.
+    pub(crate) fn of_parts(parts: &'a Parts) -> Self {
+        Context {
+            verified: parts.extensions.get::<VerifiedRequest>(),
+            method: &parts.method,
+            uri: &parts.uri,
+            headers: &parts.headers,
+            extensions: &parts.extensions,
+        }
+    }
 }
 
 /// A requirement's verdict.
@@ -322,24 +349,15 @@ fn need_auth_with(
 }
 
 /// Evaluates `requirement` against a request that went through the layer.
-pub(crate) fn check<B, ResBody: From<Bytes>>(
+pub(crate) fn check<ResBody: From<Bytes>>(
     shared: &Shared,
     requirement: &Requirement,
-    request: &Request<B>,
+    cx: &Context<'_>,
 ) -> Option<Response<ResBody>> {
-    if let Some(response) = precheck(shared, requirement, request.extensions()) {
+    if let Some(response) = precheck(shared, requirement, cx.extensions) {
         return Some(response);
     }
-    let extensions = request.extensions();
-    let verified = extensions.get::<VerifiedRequest>();
-    let cx = Context {
-        verified,
-        method: request.method(),
-        uri: request.uri(),
-        headers: request.headers(),
-        extensions,
-    };
-    respond(shared, requirement.evaluate(&cx), verified)
+    respond(shared, requirement.evaluate(cx), cx.verified)
 }
 
 /// What every guard checks before evaluating its requirement: that the layer ran, and the
@@ -425,11 +443,10 @@ fn required_scopes<'r>(requirement: &'r Requirement, out: &mut Vec<&'r str>) {
     }
 }
 
-/// A guard layer: apply with axum's `Router::route_layer` (or any tower `Layer` stack,
-/// inside [`AAuthLayer`](crate::AAuthLayer)). Build with [`AAuth::require_scopes`] and
-/// friends.
+/// The rule of the requirement guards ([`AAuth::require_scopes`] and friends): the
+/// table above, as a policy of the [`GuardLayer`].
 #[derive(Clone, Debug)]
-pub struct GuardLayer {
+pub struct RequirementPolicy {
     pub(crate) aauth: AAuth,
     pub(crate) requirement: Arc<Requirement>,
 }
@@ -438,112 +455,29 @@ impl GuardLayer {
     /// A guard for `requirement`.
     pub fn new(aauth: AAuth, requirement: Requirement) -> Self {
         GuardLayer {
-            aauth,
-            requirement: Arc::new(requirement),
+            policy: RequirementPolicy {
+                aauth,
+                requirement: Arc::new(requirement),
+            },
         }
     }
 }
 
-impl<S> Layer<S> for GuardLayer {
-    type Service = Guard<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        Guard {
-            inner,
-            shared: self.aauth.shared.clone(),
-            requirement: self.requirement.clone(),
-        }
-    }
-}
-
-/// The service of a [`GuardLayer`].
-#[derive(Clone)]
-pub struct Guard<S> {
-    inner: S,
-    shared: Arc<Shared>,
-    requirement: Arc<Requirement>,
-}
-
-impl<S: std::fmt::Debug> std::fmt::Debug for Guard<S> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Guard")
-            .field("inner", &self.inner)
-            .field("requirement", &self.requirement)
-            .finish_non_exhaustive()
-    }
-}
-
-impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for Guard<S>
+impl<S, ReqBody, ResBody> GuardPolicy<S, ReqBody, ResBody> for RequirementPolicy
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
     ResBody: From<Bytes>,
 {
-    type Response = Response<ResBody>;
-    type Error = S::Error;
-    type Future = GuardFuture<S::Future, Response<ResBody>>;
+    type Hold = Infallible;
 
-    fn poll_ready(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
-        match check(&self.shared, &self.requirement, &request) {
-            None => GuardFuture::inner(self.inner.call(request)),
-            Some(response) => GuardFuture::answered(crate::replay::Refused::of(request.extensions()).mark(response)),
-        }
-    }
-}
-
-pin_project! {
-    /// The response future of [`Guard`]: the route's own future, or the guard's answer.
-    pub struct GuardFuture<F, R> {
-        #[pin]
-        state: GuardState<F, R>,
-    }
-}
-
-pin_project! {
-    #[project = GuardProj]
-    enum GuardState<F, R> {
-        Inner {
-            #[pin]
-            future: F,
-        },
-        Answered {
-            response: Option<R>,
-        },
-    }
-}
-
-impl<F, R> GuardFuture<F, R> {
-    fn inner(future: F) -> Self {
-        GuardFuture {
-            state: GuardState::Inner { future },
+    fn check(&self, request: &Parts) -> Verdict<ResBody, Infallible> {
+        match check(&self.aauth.shared, &self.requirement, &Context::of_parts(request)) {
+            None => Verdict::Allow,
+            Some(response) => Verdict::Answer(response),
         }
     }
 
-    fn answered(response: R) -> Self {
-        GuardFuture {
-            state: GuardState::Answered {
-                response: Some(response),
-            },
-        }
-    }
-}
-
-impl<F, R, E> Future for GuardFuture<F, R>
-where
-    F: Future<Output = Result<R, E>>,
-{
-    type Output = Result<R, E>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
-        match self.project().state.project() {
-            GuardProj::Inner { future } => future.poll(cx),
-            GuardProj::Answered { response } => match response.take() {
-                Some(response) => Poll::Ready(Ok(response)),
-                None => panic!("GuardFuture polled after completion"),
-            },
-        }
+    fn hold(&self, hold: Infallible, _: &mut S, _: Request<ReqBody>) -> BoxedResponse<ResBody, S::Error> {
+        never(hold)
     }
 }

@@ -185,7 +185,7 @@ where
 {
     if let Some(requirement) = &shared.authz.default_requirement
         && !is_exempt(shared, original_path(&request))
-        && let Some(response) = crate::guard::check(shared, requirement, &request)
+        && let Some(response) = crate::guard::check(shared, requirement, &crate::guard::Context::of_request(&request))
     {
         return State::Answered {
             response: Some(response),
@@ -322,7 +322,7 @@ where
     }
 }
 
-fn polled_after_completion<B: From<Bytes>>() -> Response<B> {
+pub(crate) fn polled_after_completion<B: From<Bytes>>() -> Response<B> {
     Error::Misconfigured {
         detail: "response future polled after completion",
     }

@@ -72,21 +72,19 @@
 
 mod store;
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context as TaskContext, Poll};
 
 use bytes::Bytes;
+use http::request::Parts;
 use http::{Request, Response};
 use http_body::Body;
 use http_body_util::{BodyExt, Limited};
-use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::challenge::{Challenge, challenge_response};
 use crate::config::{AAuth, AAuthBuilder, ConfigError, Generation, Shared};
-use crate::guard::{Context, GuardLayer, Requirement};
+use crate::guard::middleware::{BoxedResponse, GuardPolicy, Verdict, take_ready};
+use crate::guard::{Context, GuardLayer, Requirement, RequirementPolicy};
 use crate::replay::Refused;
 use crate::verifier::VerifiedRequest;
 
@@ -186,9 +184,9 @@ impl GuardLayer {
     /// request until a poll of its pending URL presents a sufficient auth token (see
     /// [`crate::deferred`]); mount [`AAuth::pending_router`] too.
     pub fn deferred(self) -> DeferredLayer {
-        DeferredLayer {
-            aauth: self.aauth,
-            requirement: self.requirement,
+        let RequirementPolicy { aauth, requirement } = self.policy;
+        GuardLayer {
+            policy: DeferredPolicy { aauth, requirement },
         }
     }
 }
@@ -239,46 +237,19 @@ impl AAuth {
     }
 }
 
-/// A guard that holds requests instead of refusing them; made by [`GuardLayer::deferred`].
+/// A guard that holds requests instead of refusing them: a [`GuardLayer`] applying
+/// [`DeferredPolicy`]; made by [`GuardLayer::deferred`].
+pub type DeferredLayer = GuardLayer<DeferredPolicy>;
+
+/// The rule of a [`DeferredLayer`]: the requirement guard's, with its `auth-token`
+/// challenge delivered as a `202` hold.
 #[derive(Clone, Debug)]
-pub struct DeferredLayer {
+pub struct DeferredPolicy {
     aauth: AAuth,
     requirement: Arc<Requirement>,
 }
 
-impl<S> Layer<S> for DeferredLayer {
-    type Service = DeferredGuard<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        DeferredGuard {
-            inner,
-            shared: self.aauth.shared.clone(),
-            requirement: self.requirement.clone(),
-        }
-    }
-}
-
-/// The service of a [`DeferredLayer`].
-#[derive(Clone)]
-pub struct DeferredGuard<S> {
-    inner: S,
-    shared: Arc<Shared>,
-    requirement: Arc<Requirement>,
-}
-
-impl<S: std::fmt::Debug> std::fmt::Debug for DeferredGuard<S> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DeferredGuard")
-            .field("inner", &self.inner)
-            .field("requirement", &self.requirement)
-            .finish_non_exhaustive()
-    }
-}
-
-/// The response future of a [`DeferredGuard`].
-pub type DeferredFuture<R, E> = Pin<Box<dyn Future<Output = Result<R, E>> + Send>>;
-
-impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for DeferredGuard<S>
+impl<S, ReqBody, ResBody> GuardPolicy<S, ReqBody, ResBody> for DeferredPolicy
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
     S::Future: Send + 'static,
@@ -290,35 +261,20 @@ where
     ResBody::Data: Send,
     ResBody::Error: Into<BoxError>,
 {
-    type Response = Response<ResBody>;
-    type Error = S::Error;
-    type Future = DeferredFuture<Response<ResBody>, S::Error>;
+    type Hold = Challenge;
 
-    fn poll_ready(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
+    fn check(&self, request: &Parts) -> Verdict<ResBody, Challenge> {
+        let cx = Context::of_parts(request);
+        match judge(&self.aauth.shared, &self.requirement, &cx, &request.extensions, None) {
+            Judged::Serve => Verdict::Allow,
+            Judged::Answer(response) => Verdict::Answer(response),
+            Judged::Defer(challenge) => Verdict::Hold(challenge),
+        }
     }
 
-    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
-        // The service that was polled ready is the one that must be called.
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
-        let extensions = request.extensions();
-        let cx = Context {
-            verified: extensions.get::<VerifiedRequest>(),
-            method: request.method(),
-            uri: request.uri(),
-            headers: request.headers(),
-            extensions,
-        };
-        match judge(&self.shared, &self.requirement, &cx, extensions, None) {
-            Judged::Serve => Box::pin(inner.call(request)),
-            Judged::Answer(response) => Box::pin(std::future::ready(Ok(Refused::of(extensions).mark(response)))),
-            Judged::Defer(challenge) => {
-                let shared = self.shared.clone();
-                let requirement = self.requirement.clone();
-                Box::pin(async move { Ok(hold(shared, requirement, challenge, inner, request).await) })
-            }
-        }
+    fn hold(&self, challenge: Challenge, inner: &mut S, request: Request<ReqBody>) -> BoxedResponse<ResBody, S::Error> {
+        let (shared, requirement, inner) = (self.aauth.shared.clone(), self.requirement.clone(), take_ready(inner));
+        Box::pin(async move { Ok(hold(shared, requirement, challenge, inner, request).await) })
     }
 }
 

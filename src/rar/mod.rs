@@ -33,7 +33,7 @@ mod require;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-pub use require::{DETAIL_MISMATCH, RequireDetail, RequireDetailLayer};
+pub use require::{DETAIL_MISMATCH, DetailPolicy, RequireDetailLayer};
 
 use crate::verifier::VerifiedToken;
 use crate::wire;

@@ -2,7 +2,6 @@
 
 use std::marker::PhantomData;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http::request::Parts;
@@ -10,26 +9,30 @@ use http::{HeaderValue, Request, Response, StatusCode, header};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
-use tower_layer::Layer;
 use tower_service::Service;
 
 use super::{AuthorizationDetails, DetailError};
 use crate::challenge::error_response;
 use crate::config::{AAuth, Shared};
 use crate::error::Error;
+use crate::guard::GuardLayer;
+use crate::guard::middleware::{BoxedResponse, Consume, GuardPolicy, Verdict, take_ready};
 use crate::guard::{Decision as GuardDecision, Reader, detail_challenge, layer_verdict, respond};
 use crate::policy::audit::{AuditOutcome, Decision};
-use crate::replay::Refused;
-use crate::replay::single_use::{GuardFuture, consume_then_call, grant_key};
+use crate::replay::single_use::{consume, consume_later};
 use crate::token::{Scopes, TokenKind};
 use crate::verifier::VerifiedRequest;
 
-/// The problem code of a `403` from [`RequireDetailLayer`].
+/// The problem code of a `403` from a [`RequireDetailLayer`].
 pub const DETAIL_MISMATCH: &str = "insufficient_authorization_details";
 
 /// Requires an auth-token `authorization_details` entry of one type that the route's
-/// predicate accepts. Build it with [`AAuth::require_detail`].
-pub struct RequireDetailLayer<T, F> {
+/// predicate accepts: a [`GuardLayer`] applying [`DetailPolicy`]. Build it with
+/// [`AAuth::require_detail`].
+pub type RequireDetailLayer<T, F> = GuardLayer<DetailPolicy<T, F>>;
+
+/// The rule of [`RequireDetailLayer`].
+pub struct DetailPolicy<T, F> {
     shared: Arc<Shared>,
     detail_type: &'static str,
     check: F,
@@ -41,9 +44,9 @@ pub struct RequireDetailLayer<T, F> {
 /// Builds, from the request, the detail a step-up resource token asks for.
 type StepUp = Arc<dyn Fn(&Parts) -> Option<Value> + Send + Sync>;
 
-impl<T, F: Clone> Clone for RequireDetailLayer<T, F> {
+impl<T, F: Clone> Clone for DetailPolicy<T, F> {
     fn clone(&self) -> Self {
-        RequireDetailLayer {
+        DetailPolicy {
             shared: self.shared.clone(),
             detail_type: self.detail_type,
             check: self.check.clone(),
@@ -54,9 +57,9 @@ impl<T, F: Clone> Clone for RequireDetailLayer<T, F> {
     }
 }
 
-impl<T, F> std::fmt::Debug for RequireDetailLayer<T, F> {
+impl<T, F> std::fmt::Debug for DetailPolicy<T, F> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RequireDetailLayer")
+        f.debug_struct("DetailPolicy")
             .field("detail_type", &self.detail_type)
             .field("single_use", &self.single_use)
             .field("step_up", &self.step_up.is_some())
@@ -100,13 +103,15 @@ impl AAuth {
         T: DeserializeOwned + 'static,
         F: Fn(&T, &Parts) -> bool + Clone + Send + Sync + 'static,
     {
-        RequireDetailLayer {
-            shared: self.shared.clone(),
-            detail_type,
-            check,
-            single_use: false,
-            step_up: None,
-            _detail: PhantomData,
+        GuardLayer {
+            policy: DetailPolicy {
+                shared: self.shared.clone(),
+                detail_type,
+                check,
+                single_use: false,
+                step_up: None,
+                _detail: PhantomData,
+            },
         }
     }
 }
@@ -116,7 +121,7 @@ impl<T, F> RequireDetailLayer<T, F> {
     /// one request only; a second use is `401 invalid_jwt` (see
     /// [`crate::replay::single_use`]).
     pub fn single_use(mut self) -> Self {
-        self.single_use = true;
+        self.policy.single_use = true;
         self
     }
 
@@ -135,48 +140,13 @@ impl<T, F> RequireDetailLayer<T, F> {
         D: Serialize,
         G: Fn(&Parts) -> Option<D> + Send + Sync + 'static,
     {
-        let detail_type = self.detail_type;
-        self.step_up = Some(Arc::new(move |parts: &Parts| {
+        let detail_type = self.policy.detail_type;
+        self.policy.step_up = Some(Arc::new(move |parts: &Parts| {
             let mut detail = serde_json::to_value(build(parts)?).ok()?;
             detail.as_object_mut()?.insert("type".to_owned(), detail_type.into());
             Some(Value::Array(vec![detail]))
         }));
         self
-    }
-}
-
-impl<S, T, F: Clone> Layer<S> for RequireDetailLayer<T, F> {
-    type Service = RequireDetail<S, T, F>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        RequireDetail {
-            inner,
-            layer: self.clone(),
-        }
-    }
-}
-
-/// The service of [`RequireDetailLayer`].
-pub struct RequireDetail<S, T, F> {
-    inner: S,
-    layer: RequireDetailLayer<T, F>,
-}
-
-impl<S: Clone, T, F: Clone> Clone for RequireDetail<S, T, F> {
-    fn clone(&self) -> Self {
-        RequireDetail {
-            inner: self.inner.clone(),
-            layer: self.layer.clone(),
-        }
-    }
-}
-
-impl<S: std::fmt::Debug, T, F> std::fmt::Debug for RequireDetail<S, T, F> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RequireDetail")
-            .field("inner", &self.inner)
-            .field("layer", &self.layer)
-            .finish()
     }
 }
 
@@ -187,7 +157,7 @@ enum Refusal {
     NeedsGrant,
 }
 
-impl<T, F> RequireDetailLayer<T, F>
+impl<T, F> DetailPolicy<T, F>
 where
     T: DeserializeOwned,
     F: Fn(&T, &Parts) -> bool,
@@ -249,7 +219,7 @@ where
     }
 }
 
-impl<T, F> RequireDetailLayer<T, F> {
+impl<T, F> DetailPolicy<T, F> {
     /// `401 invalid_input` when the request has a query its signature does not cover:
     /// the predicate and the step-up builder read it.
     fn check_query_covered(&self, parts: &Parts, verified: &VerifiedRequest) -> Result<(), Error> {
@@ -305,7 +275,7 @@ impl<T, F> RequireDetailLayer<T, F> {
     }
 }
 
-impl<T, F> RequireDetailLayer<T, F>
+impl<T, F> DetailPolicy<T, F>
 where
     T: DeserializeOwned,
     F: Fn(&T, &Parts) -> bool,
@@ -324,7 +294,7 @@ fn mismatch_reason(error: DetailError) -> Refusal {
     Refusal::Mismatch(error.detail())
 }
 
-impl<S, B, ResBody, T, F> Service<Request<B>> for RequireDetail<S, T, F>
+impl<S, B, ResBody, T, F> GuardPolicy<S, B, ResBody> for DetailPolicy<T, F>
 where
     S: Service<Request<B>, Response = Response<ResBody>> + Clone + Send + 'static,
     S::Future: Send + 'static,
@@ -334,38 +304,19 @@ where
     T: DeserializeOwned + 'static,
     F: Fn(&T, &Parts) -> bool + Clone + Send + Sync + 'static,
 {
-    type Response = Response<ResBody>;
-    type Error = S::Error;
-    type Future = GuardFuture<S::Future, ResBody, S::Error>;
+    type Hold = Consume;
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
+    fn check(&self, parts: &Parts) -> Verdict<ResBody, Consume> {
+        match self.decide(parts) {
+            Ok(()) if self.single_use => consume(&self.shared, &parts.extensions),
+            Ok(()) => Verdict::Allow,
+            Err(Refusal::Error(error)) => Verdict::Answer(error_response(&self.shared, &error)),
+            Err(Refusal::Mismatch(detail)) => Verdict::Answer(self.refuse_or_step_up(parts, detail)),
+            Err(Refusal::NeedsGrant) => Verdict::Answer(self.needs_grant(parts)),
+        }
     }
 
-    fn call(&mut self, request: Request<B>) -> Self::Future {
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
-        let (parts, body) = request.into_parts();
-        match self.layer.decide(&parts) {
-            Ok(()) if self.layer.single_use => {
-                let shared = &self.layer.shared;
-                match grant_key(shared, parts.extensions.get::<VerifiedRequest>()) {
-                    Ok((key, ttl)) => consume_then_call(shared, key, ttl, inner, Request::from_parts(parts, body)),
-                    Err(error) => GuardFuture::refuse(error, Refused::of(&parts.extensions)),
-                }
-            }
-            Ok(()) => GuardFuture::inner(inner.call(Request::from_parts(parts, body))),
-            Err(Refusal::Error(error)) => GuardFuture::respond(
-                error_response(&self.layer.shared, &error),
-                Refused::of(&parts.extensions),
-            ),
-            Err(Refusal::Mismatch(detail)) => GuardFuture::respond(
-                self.layer.refuse_or_step_up(&parts, detail),
-                Refused::of(&parts.extensions),
-            ),
-            Err(Refusal::NeedsGrant) => {
-                GuardFuture::respond(self.layer.needs_grant(&parts), Refused::of(&parts.extensions))
-            }
-        }
+    fn hold(&self, hold: Consume, inner: &mut S, request: Request<B>) -> BoxedResponse<ResBody, S::Error> {
+        consume_later(&self.shared, hold, take_ready(inner), request)
     }
 }

@@ -92,7 +92,7 @@ pub use memory::MemoryReplayStore;
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use redis_store::{RedisReplayStore, RedisReplayStoreBuilder};
-pub use single_use::{GRANT_USED, GuardFuture, SingleUse, SingleUseLayer};
+pub use single_use::{GRANT_USED, SingleUseLayer, SingleUsePolicy};
 
 /// What a [`ReplayStore`] remembers: a 32-byte hash, never the signature or token.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]

@@ -17,21 +17,19 @@
 //! releases a refused request's signature (see [`crate::replay`]); meanwhile a concurrent
 //! request presenting the same grant is refused as a second use.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{Request, Response};
-use pin_project_lite::pin_project;
-use tower_layer::Layer;
+use http::request::Parts;
+use http::{Extensions, Request, Response};
 use tower_service::Service;
 
-use super::{Insertion, Refused, Releasing, ReplayKey, ReplayStore};
+use super::{Insertion, Refused, ReplayKey};
 use crate::config::{AAuth, Shared};
 use crate::error::Error;
+use crate::guard::GuardLayer;
+use crate::guard::middleware::{BoxedResponse, Consume, Grant, GuardPolicy, Verdict, take_ready};
 use crate::token::TokenKind;
 use crate::verifier::VerifiedRequest;
 
@@ -57,9 +55,13 @@ pub(crate) fn grant_key(shared: &Shared, verified: Option<&VerifiedRequest>) -> 
     Ok((ReplayKey::jti(&claims.iss, jti), Duration::from_secs(ttl)))
 }
 
-/// Marks a route single-use. Build it with [`AAuth::single_use`].
+/// A single-use route: a [`GuardLayer`] applying [`SingleUsePolicy`]. Build it with
+/// [`AAuth::single_use`].
+pub type SingleUseLayer = GuardLayer<SingleUsePolicy>;
+
+/// The rule of [`SingleUseLayer`]: consume the presented auth token's `(iss, jti)`.
 #[derive(Clone, Debug)]
-pub struct SingleUseLayer {
+pub struct SingleUsePolicy {
     aauth: AAuth,
 }
 
@@ -67,37 +69,13 @@ impl AAuth {
     /// A route layer consuming the presented auth token's `jti` on first use (see
     /// [`crate::replay::single_use`]).
     pub fn single_use(&self) -> SingleUseLayer {
-        SingleUseLayer { aauth: self.clone() }
-    }
-}
-
-impl<S> Layer<S> for SingleUseLayer {
-    type Service = SingleUse<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        SingleUse {
-            inner,
-            shared: self.aauth.shared.clone(),
+        GuardLayer {
+            policy: SingleUsePolicy { aauth: self.clone() },
         }
     }
 }
 
-/// The service of [`SingleUseLayer`].
-#[derive(Clone)]
-pub struct SingleUse<S> {
-    inner: S,
-    shared: Arc<Shared>,
-}
-
-impl<S: std::fmt::Debug> std::fmt::Debug for SingleUse<S> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SingleUse")
-            .field("inner", &self.inner)
-            .finish_non_exhaustive()
-    }
-}
-
-impl<S, B, ResBody> Service<Request<B>> for SingleUse<S>
+impl<S, B, ResBody> GuardPolicy<S, B, ResBody> for SingleUsePolicy
 where
     S: Service<Request<B>, Response = Response<ResBody>> + Clone + Send + 'static,
     S::Future: Send + 'static,
@@ -105,32 +83,44 @@ where
     B: Send + 'static,
     ResBody: From<Bytes> + Send + 'static,
 {
-    type Response = Response<ResBody>;
-    type Error = S::Error;
-    type Future = GuardFuture<S::Future, ResBody, S::Error>;
+    type Hold = Consume;
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
+    fn check(&self, request: &Parts) -> Verdict<ResBody, Consume> {
+        consume(&self.aauth.shared, &request.extensions)
     }
 
-    fn call(&mut self, request: Request<B>) -> Self::Future {
-        let clone = self.inner.clone();
-        let inner = std::mem::replace(&mut self.inner, clone);
-        match grant_key(&self.shared, request.extensions().get::<VerifiedRequest>()) {
-            Ok((key, ttl)) => consume_then_call(&self.shared, key, ttl, inner, request),
-            Err(error) => GuardFuture::refuse(error, Refused::of(request.extensions())),
-        }
+    fn hold(&self, hold: Consume, inner: &mut S, request: Request<B>) -> BoxedResponse<ResBody, S::Error> {
+        consume_later(&self.aauth.shared, hold, take_ready(inner), request)
     }
 }
 
-/// Consumes `key` (synchronously when the store can) and calls `inner` on success.
-pub(crate) fn consume_then_call<S, B, ResBody>(
+/// Consumes the request's grant when the store answers synchronously; otherwise the
+/// request is handed to [`consume_later`].
+pub(crate) fn consume<ResBody: From<Bytes>>(shared: &Shared, extensions: &Extensions) -> Verdict<ResBody, Consume> {
+    let (key, ttl) = match grant_key(shared, extensions.get::<VerifiedRequest>()) {
+        Ok(grant) => grant,
+        Err(error) => return Verdict::Answer(error.to_response()),
+    };
+    match shared.replay_store.try_insert(&key, ttl) {
+        Some(Ok(Insertion::First)) => Verdict::Consumed(Grant {
+            key,
+            refused: Refused::of(extensions),
+            store: shared.replay_store.clone(),
+        }),
+        Some(Ok(Insertion::Repeat)) => Verdict::Answer(GRANT_USED.to_response()),
+        Some(Err(error)) => Verdict::Answer(error.to_response()),
+        None => Verdict::Hold(Consume { key, ttl }),
+    }
+}
+
+/// Consumes the grant in a networked store, then calls `inner`; releases the grant when a
+/// guard further in refuses the request.
+pub(crate) fn consume_later<S, B, ResBody>(
     shared: &Arc<Shared>,
-    key: ReplayKey,
-    ttl: Duration,
+    Consume { key, ttl }: Consume,
     mut inner: S,
     request: Request<B>,
-) -> GuardFuture<S::Future, ResBody, S::Error>
+) -> BoxedResponse<ResBody, S::Error>
 where
     S: Service<Request<B>, Response = Response<ResBody>> + Send + 'static,
     S::Future: Send + 'static,
@@ -139,154 +129,20 @@ where
     ResBody: From<Bytes> + Send + 'static,
 {
     let refused = Refused::of(request.extensions());
-    match shared.replay_store.try_insert(&key, ttl) {
-        Some(Ok(Insertion::First)) => GuardFuture::consumed(
-            inner.call(request),
-            Grant {
-                key,
-                refused,
-                store: shared.replay_store.clone(),
-            },
-        ),
-        Some(Ok(Insertion::Repeat)) => GuardFuture::refuse(GRANT_USED, refused),
-        Some(Err(error)) => GuardFuture::refuse(error, refused),
-        None => {
-            let shared = shared.clone();
-            GuardFuture::boxed(async move {
-                match shared.replay_store.insert(key, ttl).await {
-                    Ok(Insertion::First) => {
-                        let response = inner.call(request).await?;
-                        if refused.matches(&response)
-                            && let Some(release) = super::release(&shared.replay_store, key)
-                        {
-                            release.await;
-                        }
-                        Ok(response)
-                    }
-                    Ok(Insertion::Repeat) => Ok(refused.mark(GRANT_USED.to_response())),
-                    Err(error) => Ok(refused.mark(error.to_response())),
+    let shared = shared.clone();
+    Box::pin(async move {
+        match shared.replay_store.insert(key, ttl).await {
+            Ok(Insertion::First) => {
+                let response = inner.call(request).await?;
+                if refused.matches(&response)
+                    && let Some(release) = super::release(&shared.replay_store, key)
+                {
+                    release.await;
                 }
-            })
-        }
-    }
-}
-
-/// A consumed grant, released if a guard further in refuses the request.
-struct Grant {
-    key: ReplayKey,
-    /// The marker such a refusal carries.
-    refused: Refused,
-    store: Arc<dyn ReplayStore>,
-}
-
-type BoxedResponse<ResBody, E> = Pin<Box<dyn Future<Output = Result<Response<ResBody>, E>> + Send>>;
-
-pin_project! {
-    /// The response future of the crate's route guards: the inner service's own future
-    /// when the decision was made in `call` (watched for a refusal further in when a grant
-    /// was consumed), a boxed one when a networked store had to be awaited, or a ready
-    /// refusal.
-    pub struct GuardFuture<F, ResBody, E> {
-        #[pin]
-        state: GuardState<F, ResBody, E>,
-    }
-}
-
-pin_project! {
-    #[project = GuardProj]
-    enum GuardState<F, ResBody, E> {
-        Inner { #[pin] future: F },
-        Consumed { #[pin] future: F, grant: Option<Grant> },
-        Boxed { future: BoxedResponse<ResBody, E> },
-        Ready { response: Option<Response<ResBody>> },
-        Releasing { future: Releasing, response: Option<Response<ResBody>> },
-    }
-}
-
-impl<F, ResBody, E> GuardFuture<F, ResBody, E> {
-    pub(crate) fn inner(future: F) -> Self {
-        GuardFuture {
-            state: GuardState::Inner { future },
-        }
-    }
-
-    fn consumed(future: F, grant: Grant) -> Self {
-        GuardFuture {
-            state: GuardState::Consumed {
-                future,
-                grant: Some(grant),
-            },
-        }
-    }
-
-    pub(crate) fn boxed(future: impl Future<Output = Result<Response<ResBody>, E>> + Send + 'static) -> Self {
-        GuardFuture {
-            state: GuardState::Boxed {
-                future: Box::pin(future),
-            },
-        }
-    }
-
-    /// A refusal of the request `refused` names.
-    pub(crate) fn respond(response: Response<ResBody>, refused: Refused) -> Self {
-        GuardFuture {
-            state: GuardState::Ready {
-                response: Some(refused.mark(response)),
-            },
-        }
-    }
-
-    pub(crate) fn refuse(error: Error, refused: Refused) -> Self
-    where
-        ResBody: From<Bytes>,
-    {
-        Self::respond(error.to_response(), refused)
-    }
-}
-
-impl<F, ResBody, E> Future for GuardFuture<F, ResBody, E>
-where
-    F: Future<Output = Result<Response<ResBody>, E>>,
-    ResBody: From<Bytes>,
-{
-    type Output = Result<Response<ResBody>, E>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut state = self.project().state;
-        loop {
-            match state.as_mut().project() {
-                GuardProj::Inner { future } => return future.poll(cx),
-                GuardProj::Consumed { future, grant } => {
-                    let result = ready!(future.poll(cx));
-                    match (result, grant.take()) {
-                        (Ok(response), Some(grant)) if grant.refused.matches(&response) => {
-                            match super::release(&grant.store, grant.key) {
-                                None => return Poll::Ready(Ok(response)),
-                                Some(future) => state.set(GuardState::Releasing {
-                                    future,
-                                    response: Some(response),
-                                }),
-                            }
-                        }
-                        (result, _) => return Poll::Ready(result),
-                    }
-                }
-                GuardProj::Boxed { future } => return Poll::Ready(ready!(future.as_mut().poll(cx))),
-                GuardProj::Ready { response } => return Poll::Ready(Ok(taken(response))),
-                GuardProj::Releasing { future, response } => {
-                    ready!(future.as_mut().poll(cx));
-                    return Poll::Ready(Ok(taken(response)));
-                }
+                Ok(response)
             }
+            Ok(Insertion::Repeat) => Ok(refused.mark(GRANT_USED.to_response())),
+            Err(error) => Ok(refused.mark(error.to_response())),
         }
-    }
-}
-
-fn taken<B: From<Bytes>>(response: &mut Option<Response<B>>) -> Response<B> {
-    response.take().unwrap_or_else(|| {
-        Error::Misconfigured {
-            detail: "response future polled after completion",
-        }
-        .to_response()
     })
 }
