@@ -10,77 +10,15 @@ use std::sync::atomic::Ordering;
 
 use axum::Router;
 use axum::body::Body;
-use axum::routing::any;
-use http::{Request, Response, StatusCode};
+use http::{Response, StatusCode};
 use serde_json::json;
 use tower::ServiceExt;
-use tower_aauth::discovery::StaticResolver;
-use tower_aauth::guard::GuardLayer;
-use tower_aauth::policy::{AgentId, CeilingSet, MemoryAgentBindings, Revoked, ScopeCeilings};
+use tower_aauth::policy::{CeilingSet, MemoryAgentBindings, Revoked, ScopeCeilings};
 use tower_aauth::testing::{KeySource, SignOptions, TestAgent, TestIssuer};
-use tower_aauth::{AAuthBuilder, ManualClock, Profile, VerifiedRequest, wire};
+use tower_aauth::{ManualClock, Profile, wire};
 
 use support::attack::*;
-
-const EVIL: &str = "https://evil.example";
-const AGENT: &str = "aauth:assistant@agent.example";
-
-fn evil_provider() -> TestIssuer {
-    TestIssuer::new(EVIL, [7; 32], "evil-key-1")
-}
-
-fn resolver(h: &Harness) -> StaticResolver {
-    StaticResolver::new()
-        .with_key(AS, wire::dwk::ACCESS, h.access_server.public_jwk())
-        .with_key(AS, wire::dwk::LEGACY_ISSUER, h.access_server.public_jwk())
-        .with_key(AP, wire::dwk::AGENT, h.agent_provider.public_jwk())
-        .with_key(AP, wire::dwk::AGENT, h.agent.public_jwk())
-        .with_key(PS, wire::dwk::PERSON, h.person_server.public_jwk())
-        .with_key(EVIL, wire::dwk::AGENT, evil_provider().public_jwk())
-}
-
-fn harness(adjust: impl FnOnce(AAuthBuilder) -> AAuthBuilder) -> Harness {
-    let keys = resolver(&Harness::new());
-    Harness::with(move |b| adjust(b.key_resolver(keys)))
-}
-
-fn agent(id: &str) -> AgentId {
-    id.parse().unwrap()
-}
-
-fn signed_by(signer: &TestAgent, method: &str, path: &str, source: &KeySource, created: u64) -> Request<Body> {
-    let mut request = Request::builder()
-        .method(method)
-        .uri(format!("{RESOURCE}{path}"))
-        .body(Body::empty())
-        .unwrap();
-    signer.sign(&mut request, source, created);
-    request
-}
-
-/// `/data` behind `guard`; every other path answers who the layer says the agent is.
-async fn send_guarded(h: &Harness, guard: GuardLayer, request: Request<Body>) -> Response<Body> {
-    let calls = h.calls.clone();
-    let handler = move |verified: Option<axum::Extension<VerifiedRequest>>| {
-        let calls = calls.clone();
-        async move {
-            calls.fetch_add(1, Ordering::SeqCst);
-            verified
-                .and_then(|v| v.agent().map(|a| format!("{} by {}", a.id(), a.provider())))
-                .unwrap_or_default()
-        }
-    };
-    let router = Router::new()
-        .route(
-            "/data",
-            axum::routing::get(handler.clone())
-                .post(handler.clone())
-                .route_layer(guard),
-        )
-        .fallback(any(handler))
-        .layer(h.aauth.layer());
-    router.oneshot(request).await.expect("infallible")
-}
+use support::policy::*;
 
 async fn body_text(response: Response<Body>) -> String {
     let body = axum::body::to_bytes(response.into_body(), 1 << 16).await.unwrap();
@@ -108,7 +46,7 @@ fn auth_token_at(h: &Harness, key: &TestAgent, scope: &str, iat: u64) -> KeySour
 /// t=NOW+6500  resource revokes agent A
 /// t=NOW+7300  A presents that auth token            → served (expected: revoked_jwt)
 #[tokio::test]
-async fn review_01_a_revoked_agent_outlives_its_binding_with_a_grant_this_resource_stepped_up() {
+async fn review_01_a_grant_stepped_up_for_an_agent_keeps_its_key_bound_to_it() {
     let clock = ManualClock::new(NOW);
     let h = {
         let clock = clock.clone();
@@ -167,7 +105,7 @@ async fn review_01_a_revoked_agent_outlives_its_binding_with_a_grant_this_resour
 /// t=NOW+1000   auth token (exp NOW+4600)
 /// t=NOW+4300   that auth token, agent revoked        → served (expected: revoked_jwt)
 #[tokio::test]
-async fn review_01_re_presenting_an_agent_token_does_not_extend_a_binding_it_should_extend() {
+async fn review_01_a_fresh_agent_token_extends_its_keys_binding() {
     let clock = ManualClock::new(NOW);
     let h = {
         let clock = clock.clone();
@@ -204,7 +142,7 @@ async fn review_01_re_presenting_an_agent_token_does_not_extend_a_binding_it_sho
 /// evictable binding. A flood of throwaway agents (any provider the attacker runs) pushes
 /// it out, and the revoked agent's auth token is served again.
 #[tokio::test]
-async fn review_02_a_binding_made_before_the_revocation_is_not_pinned_and_a_flood_evicts_it() {
+async fn review_02_a_binding_made_before_its_agent_was_revoked_survives_a_flood() {
     let h = harness(|b| b.agent_bindings(MemoryAgentBindings::new(32 * 1024)));
     let a = &h.agent;
     let identity = KeySource::Jwt(h.agent_provider.agent_token(AGENT, &a.public_jwk(), NOW));
@@ -298,7 +236,7 @@ async fn review_03_legacy_a_demo_agent_presenting_its_auth_token_after_its_agent
 /// the token path keeps `iss` as is: two identities for one agent, and the agent is locked
 /// out of its own key.
 #[tokio::test]
-async fn review_03_a_loopback_agent_is_locked_out_by_its_own_auth_token() {
+async fn review_03_a_loopback_agent_is_not_locked_out_by_its_own_auth_token() {
     const PORTED: &str = "http://localhost:8001";
     let provider = TestIssuer::new(PORTED, [11; 32], "ported-key-1");
     let base = Harness::new();

@@ -9,6 +9,7 @@
 //!   three- and four-party postures;
 //! * [`discovery`]: discovery test doubles (a loopback issuer, an in-memory fetcher, mocks);
 //! * [`peers`]: the real third-party peers of `tests/interop`;
+//! * [`policy`]: the policy attacks' world (attackers' issuers, a `whoami` router);
 //! * [`redis`]: a `redis-server` child process.
 //!
 //! A test that needs a peer outside Cargo (`redis-server`, a `tests/interop` peer) carries
@@ -28,4 +29,5 @@ pub mod discovery;
 pub mod fixtures;
 pub mod harness;
 pub mod peers;
+pub mod policy;
 pub mod redis;
