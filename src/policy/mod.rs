@@ -213,7 +213,11 @@ fn names_in_policy(shared: &Shared, agent: &AgentId) -> bool {
 /// every agent they now name (once per change).
 fn pin_newly_named(shared: &Shared, now: u64) {
     let seen = shared.ceilings.generation() ^ shared.revocations.generation().rotate_left(32);
-    if shared.pinned_for.swap(seen, std::sync::atomic::Ordering::AcqRel) != seen {
+    // A load first: the steady state reads a shared line without writing it.
+    let pinned_for = &shared.pinned_for;
+    if pinned_for.load(std::sync::atomic::Ordering::Acquire) != seen
+        && pinned_for.swap(seen, std::sync::atomic::Ordering::AcqRel) != seen
+    {
         shared.bindings.pin_named(&|agent| names_in_policy(shared, agent), now);
     }
 }
