@@ -146,6 +146,19 @@ mod identity {
     }
 
     #[tokio::test]
+    async fn pol_02_a_bound_key_presented_as_a_jwks_uri_signer_is_invalid_key() {
+        let h = harness(|b| b);
+        whoami(&h, &agent_token(&h, &h.agent_provider, AGENT), NOW).await;
+        reset(&h);
+        // The provider publishes the same key: the key would become the server's agent.
+        let signer = KeySource::agent_jwks(AP, "agent-key-1");
+        let response = h.send(signed(&h, "GET", "/whoami", &signer, NOW)).await;
+        Attack::from_response(&h, response)
+            .refused_because("invalid_key", "the signing key belongs to another agent")
+            .await;
+    }
+
+    #[tokio::test]
     async fn pol_03_a_revoked_agent_switching_to_its_auth_token_is_revoked_jwt() {
         let h = harness(|b| b);
         whoami(&h, &agent_token(&h, &h.agent_provider, AGENT), NOW).await;
@@ -270,6 +283,17 @@ mod identity {
     }
 
     #[tokio::test]
+    async fn pol_05_a_person_server_grant_naming_another_ps_is_invalid_jwt() {
+        // A step-up would carry its `sub` to the person server it names.
+        let h = three_party(|b| b);
+        let grant = ps_grant(&h, &self_hosted_ps(), "data.write", json!({"ps": PS}));
+        let response = write(&h, &grant, NOW).await;
+        Attack::from_response(&h, response)
+            .refused_because("invalid_jwt", "a person server's auth token names another ps")
+            .await;
+    }
+
+    #[tokio::test]
     async fn pol_05_a_person_server_trusted_by_name_is_honoured() {
         let h = three_party(|b| b.person_server(SELF_PS));
         let grant = ps_grant(&h, &self_hosted_ps(), "data.write", json!({}));
@@ -357,6 +381,7 @@ mod pol_06 {
     use tower_aauth::{Decision, Error, Requirement};
 
     use super::support::attack::*;
+    use super::support::fixtures::copy;
 
     /// Far below the default so that a flood many times the capacity stays fast: what is
     /// shown is that refused requests leave no entry at all (`len() == 0`), which does not
@@ -387,17 +412,6 @@ mod pol_06 {
     fn write_token(h: &Harness) -> String {
         h.access_server
             .auth_token(RESOURCE, &h.agent.public_jwk(), "data.write", NOW)
-    }
-
-    /// A byte-identical copy of a signed request.
-    fn copy(request: &Request<Body>) -> Request<Body> {
-        let mut copy = Request::builder()
-            .method(request.method().clone())
-            .uri(request.uri().clone())
-            .body(Body::empty())
-            .unwrap();
-        *copy.headers_mut() = request.headers().clone();
-        copy
     }
 
     /// One route per guard of this crate, each in front of the harness's counting handler.

@@ -56,13 +56,17 @@ need "$PYTHON"
 need "$NODE"
 need "$NPM"
 
-make_venv() { # name aauth-version aauth-signing-version
-  local name="$1" aauth="$2" signing="$3"
+# make_venv NAME CONSTRAINTS IMPORTS REQUIREMENT…: a virtualenv DIR/NAME holding exactly
+# the pinned REQUIREMENTs (`dist==version`, extras allowed), checked by importing IMPORTS
+# (space-separated modules) and by the installed versions before its marker is written.
+make_venv() {
+  local name="$1" constraints="$2" imports="$3"
+  shift 3
   local venv="$DIR/$name"
   local marker="$venv/.interop-installed"
-  local want="aauth==$aauth aauth-signing==$signing constraints=$(cksum <"$CONSTRAINTS" | cut -d' ' -f1)"
+  local want="$* constraints=$(cksum <"$constraints" | cut -d' ' -f1)"
   if [[ -f "$marker" && "$(cat "$marker")" == "$want" && -x "$venv/bin/python" ]] \
-     && "$venv/bin/python" -c 'import aauth, aauth_signing' >/dev/null 2>&1; then
+     && "$venv/bin/python" -c "import ${imports// /, }" >/dev/null 2>&1; then
     say "$name: already has $want (skip)"
     return
   fi
@@ -73,13 +77,15 @@ make_venv() { # name aauth-version aauth-signing-version
       exit 1
     fi
   fi
-  say "$name: pip install aauth==$aauth aauth-signing==$signing (constraints: tests/interop/py/constraints.txt)"
-  "$venv/bin/python" -m pip install --disable-pip-version-check --no-input -q \
-    -c "$CONSTRAINTS" "aauth==$aauth" "aauth-signing==$signing"
+  say "$name: pip install $* (constraints: ${constraints#"$HERE/"})"
+  "$venv/bin/python" -m pip install --disable-pip-version-check --no-input -q -c "$constraints" "$@"
   # Verify what actually got installed before writing the marker.
-  "$venv/bin/python" - "$aauth" "$signing" <<'PY'
-import sys, importlib.metadata as md
-want = {"aauth": sys.argv[1], "aauth-signing": sys.argv[2]}
+  "$venv/bin/python" - "$@" <<'PY'
+import re, sys, importlib.metadata as md
+want = {}
+for requirement in sys.argv[1:]:
+    name, version = requirement.split("==")
+    want[re.sub(r"\[.*\]", "", name)] = version
 got = {k: md.version(k) for k in want}
 if got != want:
     sys.exit(f"installed {got}, wanted {want}")
@@ -88,41 +94,11 @@ PY
   say "$name: installed $want"
 }
 
-make_venv venv-v05 "$AAUTH_V05" "$AAUTH_SIGNING_V05"
-make_venv venv-v03 "$AAUTH_V03" "$AAUTH_SIGNING_V03"
-
+make_venv venv-v05 "$CONSTRAINTS" "aauth aauth_signing" "aauth==$AAUTH_V05" "aauth-signing==$AAUTH_SIGNING_V05"
+make_venv venv-v03 "$CONSTRAINTS" "aauth aauth_signing" "aauth==$AAUTH_V03" "aauth-signing==$AAUTH_SIGNING_V03"
 # The Person Server and Access Server of introspection-aauth, served by uvicorn.
-INTROSPECTION_CONSTRAINTS="$HERE/py/constraints-introspection.txt"
-make_introspection_venv() {
-  local venv="$DIR/venv-introspection"
-  local marker="$venv/.interop-installed"
-  local want="introspection-aauth[fastapi]==$INTROSPECTION_AAUTH uvicorn==$UVICORN constraints=$(cksum <"$INTROSPECTION_CONSTRAINTS" | cut -d' ' -f1)"
-  if [[ -f "$marker" && "$(cat "$marker")" == "$want" && -x "$venv/bin/python" ]] \
-     && "$venv/bin/python" -c 'import introspection_aauth, fastapi, uvicorn' >/dev/null 2>&1; then
-    say "venv-introspection: already has $want (skip)"
-    return
-  fi
-  if [[ ! -x "$venv/bin/python" ]]; then
-    say "venv-introspection: creating virtualenv with $("$PYTHON" --version 2>&1)"
-    if ! "$PYTHON" -m venv "$venv"; then
-      say "ERROR: '$PYTHON -m venv' failed (on Debian: apt-get install python3-venv)"
-      exit 1
-    fi
-  fi
-  say "venv-introspection: pip install $want"
-  "$venv/bin/python" -m pip install --disable-pip-version-check --no-input -q \
-    -c "$INTROSPECTION_CONSTRAINTS" "introspection-aauth[fastapi]==$INTROSPECTION_AAUTH" "uvicorn==$UVICORN"
-  "$venv/bin/python" - "$INTROSPECTION_AAUTH" "$UVICORN" <<'PY'
-import sys, importlib.metadata as md
-want = {"introspection-aauth": sys.argv[1], "uvicorn": sys.argv[2]}
-got = {k: md.version(k) for k in want}
-if got != want:
-    sys.exit(f"installed {got}, wanted {want}")
-PY
-  printf '%s' "$want" >"$marker"
-  say "venv-introspection: installed $want"
-}
-make_introspection_venv
+make_venv venv-introspection "$HERE/py/constraints-introspection.txt" "introspection_aauth fastapi uvicorn" \
+  "introspection-aauth[fastapi]==$INTROSPECTION_AAUTH" "uvicorn==$UVICORN"
 
 NODE_DIR="$DIR/node"
 mkdir -p "$NODE_DIR"
