@@ -1,4 +1,4 @@
-//! The revocation set: agents, keys, tokens and subjects refused on every request.
+//! The revocation set: agents, keys, tokens and persons refused on every request.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
