@@ -28,9 +28,10 @@ use axum::Router;
 use axum::body::Body;
 use ed25519_dalek::{Signer, SigningKey};
 use http::Request;
+use tower_aauth::AAuth;
 use tower_aauth::discovery::StaticResolver;
+use tower_aauth::engine;
 use tower_aauth::testing::{KeySource, TestAgent, TestIssuer};
-use tower_aauth::{AAuth, wire};
 
 const AS: &str = "https://as.example";
 
@@ -60,7 +61,7 @@ fn main() -> std::io::Result<()> {
     let resource = format!("http://127.0.0.1:{layer_port}");
     let access_server = TestIssuer::new(AS, [2; 32], "as-key-1");
     let mut builder = AAuth::builder(&resource)
-        .key_resolver(StaticResolver::new().with_key(AS, wire::dwk::ACCESS, access_server.public_jwk()))
+        .key_resolver(StaticResolver::new().with_key(AS, engine::dwk::ACCESS, access_server.public_jwk()))
         .auth_server(AS)
         // The run signs once and replays the same GET for its whole duration.
         .signature_window(600);
@@ -114,7 +115,7 @@ fn access_server(port: u16, resource: &str, out: &str) -> std::io::Result<()> {
     let jwks = access_server.jwks();
     let routes = Router::new()
         .route(
-            &format!("/.well-known/{}", wire::dwk::ACCESS),
+            &format!("/.well-known/{}", engine::dwk::ACCESS),
             axum::routing::get(move || std::future::ready(axum::Json(metadata))),
         )
         .route(

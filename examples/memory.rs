@@ -20,13 +20,16 @@ use axum::body::Body;
 use bytes::Bytes;
 use http::{Request, StatusCode};
 use tower::ServiceExt;
-use tower_aauth::discovery::{
-    BoxFuture, DiscoveryConfig, DiscoveryResolver, Fetch, FetchError, FetchedDocument, KeyQuery, KeyResolver,
-    StaticResolver,
-};
+use tower_aauth::TokenCacheOptions;
+use tower_aauth::engine;
 use tower_aauth::testing::{KeySource, TestAgent, TestIssuer};
-use tower_aauth::token_cache::TokenCacheOptions;
-use tower_aauth::{AAuth, ManualClock, wire};
+use tower_aauth::{AAuth, testing::ManualClock};
+use tower_aauth::{
+    BoxFuture,
+    discovery::{
+        DiscoveryConfig, DiscoveryResolver, Fetch, FetchError, FetchedDocument, KeyQuery, KeyResolver, StaticResolver,
+    },
+};
 
 /// Live heap bytes, by the global allocator's own count.
 struct Counting;
@@ -81,7 +84,7 @@ async fn token_phase(count: u64, max_entries: u64, max_bytes: u64) {
     let access_server = TestIssuer::new(AS, [2; 32], "as-key-1");
     let aauth = AAuth::builder(RESOURCE)
         .clock(ManualClock::new(NOW))
-        .key_resolver(StaticResolver::new().with_key(AS, wire::dwk::ACCESS, access_server.public_jwk()))
+        .key_resolver(StaticResolver::new().with_key(AS, engine::dwk::ACCESS, access_server.public_jwk()))
         .auth_server(AS)
         .token_cache(TokenCacheOptions::new().max_entries(max_entries).max_bytes(max_bytes))
         .build()
@@ -93,7 +96,7 @@ async fn token_phase(count: u64, max_entries: u64, max_bytes: u64) {
     for i in 0..count {
         let mut claims = access_server.auth_claims(RESOURCE, &agent.public_jwk(), "data.read", NOW);
         claims["jti"] = format!("memory-{i}").into();
-        let token = access_server.sign(wire::typ::AUTH, &claims);
+        let token = access_server.sign(engine::typ::AUTH, &claims);
         let mut request = Request::get(format!("{RESOURCE}/data"))
             .body(Body::empty())
             .expect("request");
@@ -155,7 +158,7 @@ async fn issuer_phase(count: u64, max_entries: u64, max_bytes: u64) {
         let issuer = format!("https://i{i}.example");
         let query = KeyQuery {
             issuer: &issuer,
-            dwk: wire::dwk::ACCESS,
+            dwk: engine::dwk::ACCESS,
             kid: "k1",
         };
         resolver.resolve(query).await.expect("resolves");

@@ -31,13 +31,14 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
 
-use crate::config::{Generation, Shared};
 use crate::error::{Error, Problem};
-use crate::wire;
+use crate::names;
+use crate::profile::Generation;
 
 /// What a `401` challenge asks the agent for.
+// The variants are named after the `requirement` values they send (`agent-token`, …).
+#[allow(clippy::enum_variant_names)]
 #[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
 pub enum Challenge {
     /// `requirement=agent-token`: sign with an agent token.
     AgentToken,
@@ -57,9 +58,9 @@ impl Challenge {
     /// The `requirement` token.
     pub fn requirement(&self) -> &'static str {
         match self {
-            Challenge::AgentToken => wire::requirement::AGENT_TOKEN,
-            Challenge::PersonToken => wire::requirement::PERSON_TOKEN,
-            Challenge::AuthToken { .. } => wire::requirement::AUTH_TOKEN,
+            Challenge::AgentToken => names::requirement::AGENT_TOKEN,
+            Challenge::PersonToken => names::requirement::PERSON_TOKEN,
+            Challenge::AuthToken { .. } => names::requirement::AUTH_TOKEN,
         }
     }
 
@@ -68,15 +69,15 @@ impl Challenge {
     /// # Errors
     ///
     /// A resource token that is not an RFC 9651 string: the returned
-    /// [`Error::Misconfigured`] (a `500`) is the answer to send instead.
+    /// a `500` [`Error`] is the answer to send instead.
     pub fn header_value(&self) -> Result<HeaderValue, Error> {
         match self {
             Challenge::AuthToken { resource_token, .. } => {
                 let mut value = String::with_capacity(64 + resource_token.len());
                 value.push_str("requirement=");
-                value.push_str(wire::requirement::AUTH_TOKEN);
+                value.push_str(names::requirement::AUTH_TOKEN);
                 value.push_str("; ");
-                push_param(&mut value, wire::requirement::RESOURCE_TOKEN_PARAM, resource_token);
+                push_param(&mut value, names::requirement::RESOURCE_TOKEN_PARAM, resource_token);
                 sf_value(value, "the AAuth-Requirement value could not be built")
             }
             Challenge::AgentToken => Ok(HeaderValue::from_static("requirement=agent-token")),
@@ -89,7 +90,7 @@ impl Challenge {
     /// # Errors
     ///
     /// A resource token or audience that is not an RFC 9651 string: the returned
-    /// [`Error::Misconfigured`] (a `500`) is the answer to send instead.
+    /// a `500` [`Error`] is the answer to send instead.
     pub fn legacy_header_value(&self) -> Result<HeaderValue, Error> {
         match self {
             Challenge::AuthToken {
@@ -98,9 +99,9 @@ impl Challenge {
             } => {
                 let mut value = String::with_capacity(96 + resource_token.len() + audience.len());
                 value.push_str("require=auth-token; ");
-                push_param(&mut value, wire::requirement::RESOURCE_TOKEN_PARAM, resource_token);
+                push_param(&mut value, names::requirement::RESOURCE_TOKEN_PARAM, resource_token);
                 value.push_str("; ");
-                push_param(&mut value, wire::requirement::LEGACY_AUTH_SERVER_PARAM, audience);
+                push_param(&mut value, names::requirement::LEGACY_AUTH_SERVER_PARAM, audience);
                 sf_value(value, "the AAuth value could not be built")
             }
             Challenge::AgentToken | Challenge::PersonToken => Ok(HeaderValue::from_static("require=identity")),
@@ -140,8 +141,8 @@ impl Challenge {
     /// The challenge header for `generation`.
     fn header(&self, generation: Generation) -> Result<(&'static str, HeaderValue), Error> {
         Ok(match generation {
-            Generation::Legacy => (wire::header::AAUTH_LEGACY, self.legacy_header_value()?),
-            _ => (wire::header::AAUTH_REQUIREMENT, self.header_value()?),
+            Generation::Legacy => (names::header::AAUTH_LEGACY, self.legacy_header_value()?),
+            _ => (names::header::AAUTH_REQUIREMENT, self.header_value()?),
         })
     }
 }
@@ -231,7 +232,7 @@ pub(crate) fn with_body<B: From<Bytes>>(
 
 /// The `401` for `challenge`, answered in `generation`.
 pub(crate) fn challenge_response<B: From<Bytes>>(
-    shared: &Shared,
+    hook: Option<&RejectionHook>,
     challenge: &Challenge,
     generation: Generation,
 ) -> Response<B> {
@@ -239,7 +240,7 @@ pub(crate) fn challenge_response<B: From<Bytes>>(
     // reaches the hook only as the `500` it becomes.
     let (name, value) = match challenge.header(generation) {
         Ok(header) => header,
-        Err(unbuildable) => return error_response(shared, &unbuildable),
+        Err(unbuildable) => return error_response(hook, &unbuildable),
     };
     let status = StatusCode::UNAUTHORIZED;
     let rejection = Rejection {
@@ -248,7 +249,7 @@ pub(crate) fn challenge_response<B: From<Bytes>>(
         detail: challenge.detail(),
         requirement: Some(challenge.requirement()),
     };
-    let mut response = with_body(shared.authz.hook.as_ref(), rejection, || {
+    let mut response = with_body(hook, rejection, || {
         (
             HeaderValue::from_static("application/problem+json"),
             problem(status, challenge.error_code(), challenge.detail()),
@@ -261,14 +262,14 @@ pub(crate) fn challenge_response<B: From<Bytes>>(
 }
 
 /// The response for `error`, its body shaped by the hook when one is configured.
-pub(crate) fn error_response<B: From<Bytes>>(shared: &Shared, error: &Error) -> Response<B> {
-    let Some(hook) = shared.authz.hook.as_ref() else {
+pub(crate) fn error_response<B: From<Bytes>>(hook: Option<&RejectionHook>, error: &Error) -> Response<B> {
+    let Some(hook) = hook else {
         return error.to_response();
     };
     // Built before the hook sees the error, as for a challenge.
     let mut headers = HeaderMap::with_capacity(3);
     if let Err(unbuildable) = error.write_headers(&mut headers) {
-        return error_response(shared, &unbuildable);
+        return error_response(Some(hook), &unbuildable);
     }
     let rejection = Rejection {
         status: error.status(),
@@ -284,6 +285,15 @@ pub(crate) fn error_response<B: From<Bytes>>(shared: &Shared, error: &Error) -> 
     });
     response.headers_mut().extend(headers);
     response
+}
+
+/// The one answer of every response future of this crate polled again after it finished:
+/// a `500` naming the mistake, never a panic.
+pub(crate) fn polled_after_completion<B: From<Bytes>>() -> Response<B> {
+    Error(crate::error::Kind::Misconfigured {
+        detail: "response future polled after completion",
+    })
+    .to_response()
 }
 
 #[cfg(test)]
@@ -340,9 +350,9 @@ mod tests {
         }
         assert!(matches!(
             challenge.header_value(),
-            Err(Error::Misconfigured {
+            Err(Error(crate::error::Kind::Misconfigured {
                 detail: "the AAuth-Requirement value could not be built"
-            })
+            }))
         ));
         let challenge = Challenge::AuthToken {
             resource_token: "a.b.c".into(),
@@ -354,9 +364,9 @@ mod tests {
         );
         assert!(matches!(
             challenge.legacy_header_value(),
-            Err(Error::Misconfigured {
+            Err(Error(crate::error::Kind::Misconfigured {
                 detail: "the AAuth value could not be built"
-            })
+            }))
         ));
         let mut headers = HeaderMap::new();
         let written = challenge.write_headers(&mut headers, Generation::Legacy);
@@ -376,12 +386,15 @@ mod tests {
 
     #[test]
     fn the_response_to_a_challenge_that_cannot_be_sent_is_the_500() {
-        let aauth = crate::AAuth::builder("https://resource.example").build().unwrap();
+        let aauth = crate::aauth::AAuth::builder("https://resource.example")
+            .build()
+            .unwrap();
         for generation in [Generation::Draft11, Generation::Legacy] {
-            let response: Response<Bytes> = challenge_response(&aauth.shared, &unbuildable_challenge(), generation);
+            let response: Response<Bytes> =
+                challenge_response(aauth.shared.hook(), &unbuildable_challenge(), generation);
             assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
-            assert!(response.headers().get(wire::header::AAUTH_REQUIREMENT).is_none());
-            assert!(response.headers().get(wire::header::AAUTH_LEGACY).is_none());
+            assert!(response.headers().get(names::header::AAUTH_REQUIREMENT).is_none());
+            assert!(response.headers().get(names::header::AAUTH_LEGACY).is_none());
             assert_eq!(response.headers()[header::CACHE_CONTROL], "no-store");
             let body: serde_json::Value = serde_json::from_slice(response.body()).unwrap();
             assert_eq!(body["error"], "server_error");
@@ -393,7 +406,7 @@ mod tests {
     fn the_hook_sees_only_the_500_of_a_header_that_cannot_be_built() {
         let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
         let record = seen.clone();
-        let aauth = crate::AAuth::builder("https://resource.example")
+        let aauth = crate::aauth::AAuth::builder("https://resource.example")
             .rejection_hook(move |rejection| {
                 record
                     .lock()
@@ -404,12 +417,12 @@ mod tests {
             .build()
             .unwrap();
         let response: Response<Bytes> =
-            challenge_response(&aauth.shared, &unbuildable_challenge(), Generation::Draft11);
+            challenge_response(aauth.shared.hook(), &unbuildable_challenge(), Generation::Draft11);
         assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
         let error = Error::invalid_input(["@method", "x-\u{7f}"]);
-        let response: Response<Bytes> = error_response(&aauth.shared, &error);
+        let response: Response<Bytes> = error_response(aauth.shared.hook(), &error);
         assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
-        assert!(response.headers().get(wire::header::SIGNATURE_ERROR).is_none());
+        assert!(response.headers().get(names::header::SIGNATURE_ERROR).is_none());
         let body: serde_json::Value = serde_json::from_slice(response.body()).unwrap();
         assert_eq!(body["detail"], "internal server error");
         let server_error = (StatusCode::INTERNAL_SERVER_ERROR, "server_error".to_owned());

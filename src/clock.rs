@@ -26,10 +26,12 @@ impl Clock for SystemClock {
     }
 }
 
+#[cfg(any(test, feature = "test-util"))]
 /// A clock that only moves when told to; cheap to clone, shared between clones.
 #[derive(Debug, Clone, Default)]
 pub struct ManualClock(Arc<AtomicU64>);
 
+#[cfg(any(test, feature = "test-util"))]
 impl ManualClock {
     /// A clock reading `now`.
     pub fn new(now: u64) -> Self {
@@ -47,6 +49,7 @@ impl ManualClock {
     }
 }
 
+#[cfg(any(test, feature = "test-util"))]
 impl Clock for ManualClock {
     fn now(&self) -> u64 {
         self.0.load(Ordering::SeqCst)

@@ -12,7 +12,7 @@
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
 
-use crate::wire;
+use crate::names;
 
 /// A `Signature-Error` code from the registry of
 /// [draft-hardt-httpbis-signature-key-09](https://datatracker.ietf.org/doc/html/draft-hardt-httpbis-signature-key-09).
@@ -87,7 +87,7 @@ impl SignatureErrorCode {
 
     /// The registered token, as sent in `Signature-Error: error=<code>`.
     pub const fn as_str(self) -> &'static str {
-        use wire::code::*;
+        use names::code::*;
         match self {
             Self::UnsupportedAlgorithm => UNSUPPORTED_ALGORITHM,
             Self::UnsupportedScheme => UNSUPPORTED_SCHEME,
@@ -112,10 +112,19 @@ impl std::fmt::Display for SignatureErrorCode {
     }
 }
 
-/// Why a request was refused.
+/// Why a request was refused. Opaque: read what a response needs with
+/// [`Error::status`], [`Error::code`], [`Error::signature_code`], [`Error::detail`] and
+/// [`Error::retry_after`], or send it with [`Error::to_response`]. A [`Rule`] refuses with
+/// [`Error::forbidden`] (`403`) or [`Error::signature`] (`401`).
+///
+/// [`Rule`]: crate::guard::Rule
 #[derive(Debug, Clone, thiserror::Error)]
-#[non_exhaustive]
-pub enum Error {
+#[error(transparent)]
+pub struct Error(pub(crate) Kind);
+
+/// The kinds of refusal, each with its fixed status and headers.
+#[derive(Debug, Clone, thiserror::Error)]
+pub(crate) enum Kind {
     /// A signature or credential failure: `401` with `Signature-Error`.
     #[error("{code}: {detail}")]
     Signature {
@@ -172,12 +181,19 @@ pub enum Error {
 impl Error {
     /// A `401` signature error with a fixed detail.
     pub const fn signature(code: SignatureErrorCode, detail: &'static str) -> Self {
-        Error::Signature {
+        Error(Kind::Signature {
             code,
             detail,
             required_input: None,
             accept: None,
-        }
+        })
+    }
+
+    /// A `403` policy denial (never with `Signature-Error`): `code` names it in the problem
+    /// body (for example `insufficient_scope`), `detail` explains it. Both are sent to the
+    /// client: keep them fixed and free of secrets.
+    pub const fn forbidden(code: &'static str, detail: &'static str) -> Self {
+        Error(Kind::Forbidden { code, detail })
     }
 
     /// `invalid_signature`.
@@ -197,56 +213,64 @@ impl Error {
 
     /// `invalid_input` naming the components the request must cover.
     pub fn invalid_input(required: impl IntoIterator<Item = impl Into<String>>) -> Self {
-        Error::Signature {
+        Error(Kind::Signature {
             code: SignatureErrorCode::InvalidInput,
             detail: "the signature does not cover every required component",
             required_input: Some(required.into_iter().map(Into::into).collect()),
             accept: None,
-        }
+        })
     }
 
     /// The stable code: a registered `Signature-Error` code for `401`s, otherwise the
     /// problem-body code.
     pub fn code(&self) -> &'static str {
-        match self {
-            Error::Signature { code, .. } => code.as_str(),
-            Error::Revoked { .. } => wire::code::REVOKED_JWT,
-            Error::Unavailable { .. } => "temporarily_unavailable",
-            Error::PayloadTooLarge => "payload_too_large",
-            Error::Forbidden { code, .. } => code,
-            Error::Misconfigured { .. } => "server_error",
+        match &self.0 {
+            Kind::Signature { code, .. } => code.as_str(),
+            Kind::Revoked { .. } => names::code::REVOKED_JWT,
+            Kind::Unavailable { .. } => "temporarily_unavailable",
+            Kind::PayloadTooLarge => "payload_too_large",
+            Kind::Forbidden { code, .. } => code,
+            Kind::Misconfigured { .. } => "server_error",
         }
     }
 
     /// The `Signature-Error` code, when this is a signature failure.
     pub fn signature_code(&self) -> Option<SignatureErrorCode> {
-        match self {
-            Error::Signature { code, .. } => Some(*code),
-            Error::Revoked { .. } => Some(SignatureErrorCode::RevokedJwt),
+        match &self.0 {
+            Kind::Signature { code, .. } => Some(*code),
+            Kind::Revoked { .. } => Some(SignatureErrorCode::RevokedJwt),
             _ => None,
         }
     }
 
     /// The fixed human explanation.
     pub fn detail(&self) -> &'static str {
-        match self {
-            Error::Signature { detail, .. }
-            | Error::Revoked { detail, .. }
-            | Error::Unavailable { detail, .. }
-            | Error::Forbidden { detail, .. }
-            | Error::Misconfigured { detail } => detail,
-            Error::PayloadTooLarge => "the signed request body exceeds the configured limit",
+        match &self.0 {
+            Kind::Signature { detail, .. }
+            | Kind::Revoked { detail, .. }
+            | Kind::Unavailable { detail, .. }
+            | Kind::Forbidden { detail, .. }
+            | Kind::Misconfigured { detail } => detail,
+            Kind::PayloadTooLarge => "the signed request body exceeds the configured limit",
+        }
+    }
+
+    /// For a `503`: the seconds the response's `Retry-After` asks the client to wait.
+    pub fn retry_after(&self) -> Option<u32> {
+        match &self.0 {
+            Kind::Unavailable { retry_after, .. } => Some(*retry_after),
+            _ => None,
         }
     }
 
     /// The HTTP status this error is answered with.
     pub fn status(&self) -> StatusCode {
-        match self {
-            Error::Signature { .. } | Error::Revoked { .. } => StatusCode::UNAUTHORIZED,
-            Error::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
-            Error::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            Error::Forbidden { .. } => StatusCode::FORBIDDEN,
-            Error::Misconfigured { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+        match &self.0 {
+            Kind::Signature { .. } | Kind::Revoked { .. } => StatusCode::UNAUTHORIZED,
+            Kind::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Kind::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Kind::Forbidden { .. } => StatusCode::FORBIDDEN,
+            Kind::Misconfigured { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -258,8 +282,8 @@ impl Error {
     /// The detail a client is told: a misconfiguration's cause is for the operator's logs,
     /// so clients get nothing specific.
     pub(crate) fn public_detail(&self) -> &'static str {
-        match self {
-            Error::Misconfigured { .. } => "internal server error",
+        match &self.0 {
+            Kind::Misconfigured { .. } => "internal server error",
             _ => self.detail(),
         }
     }
@@ -270,9 +294,9 @@ impl Error {
             status: self.status(),
             code: self.code(),
             detail: self.public_detail(),
-            signature_error: matches!(self, Error::Signature { .. } | Error::Revoked { .. }),
-            required_input: match self {
-                Error::Signature { required_input, .. } => required_input.as_deref(),
+            signature_error: matches!(&self.0, Kind::Signature { .. } | Kind::Revoked { .. }),
+            required_input: match &self.0 {
+                Kind::Signature { required_input, .. } => required_input.as_deref(),
                 _ => None,
             },
             details_type: None,
@@ -286,52 +310,52 @@ impl Error {
     ///
     /// A `required_input` component that is not an RFC 9651 string (for example one with a
     /// control character) cannot be put in `Signature-Error`: the returned
-    /// [`Error::Misconfigured`] is the answer to send instead, never an answer with a
+    /// a `500` [`Error`] is the answer to send instead, never an answer with a
     /// different code. Its own headers always build.
     pub fn write_headers(&self, headers: &mut http::HeaderMap) -> Result<(), Error> {
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        match self {
-            Error::Signature {
+        match &self.0 {
+            Kind::Signature {
                 code,
                 required_input,
                 accept,
                 ..
             } => {
                 headers.insert(
-                    wire::header::SIGNATURE_ERROR,
+                    names::header::SIGNATURE_ERROR,
                     signature_error_value(*code, required_input.as_deref())?,
                 );
                 match (accept, code) {
                     (Some(accept), SignatureErrorCode::UnsupportedAlgorithm) => {
-                        headers.insert(wire::header::ACCEPT_SIGNATURE_ALG, accept.clone());
+                        headers.insert(names::header::ACCEPT_SIGNATURE_ALG, accept.clone());
                     }
                     (Some(accept), _) => {
-                        headers.insert(wire::header::ACCEPT_SIGNATURE_SCHEME, accept.clone());
+                        headers.insert(names::header::ACCEPT_SIGNATURE_SCHEME, accept.clone());
                     }
                     // The signature-key draft: `unsupported_algorithm` always says what is
                     // accepted, and Ed25519 is the one algorithm this crate verifies.
                     (None, SignatureErrorCode::UnsupportedAlgorithm) => {
                         headers.insert(
-                            wire::header::ACCEPT_SIGNATURE_ALG,
-                            HeaderValue::from_static(wire::alg::ED25519),
+                            names::header::ACCEPT_SIGNATURE_ALG,
+                            HeaderValue::from_static(names::alg::ED25519),
                         );
                     }
                     (None, _) => {}
                 }
             }
-            Error::Revoked { person_token, .. } => {
+            Kind::Revoked { person_token, .. } => {
                 headers.insert(
-                    wire::header::SIGNATURE_ERROR,
+                    names::header::SIGNATURE_ERROR,
                     HeaderValue::from_static(SignatureErrorCode::RevokedJwt.header_value()),
                 );
                 if *person_token {
                     headers.insert(
-                        wire::header::AAUTH_REQUIREMENT,
-                        HeaderValue::from_static(wire::requirement::PERSON_TOKEN_VALUE),
+                        names::header::AAUTH_REQUIREMENT,
+                        HeaderValue::from_static(names::requirement::PERSON_TOKEN_VALUE),
                     );
                 }
             }
-            Error::Unavailable { retry_after, .. } => {
+            Kind::Unavailable { retry_after, .. } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
             }
             _ => {}
@@ -366,12 +390,11 @@ impl Error {
     }
 
     /// The audit decision and reason of this refusal.
-    pub fn audit_outcome(&self) -> crate::policy::audit::AuditOutcome {
-        use crate::policy::audit::{AuditOutcome, Decision};
+    pub(crate) fn audit_outcome(&self) -> AuditOutcome {
         AuditOutcome {
-            decision: match self {
-                Error::Forbidden { .. } => Decision::Deny,
-                _ => Decision::Reject,
+            decision: match &self.0 {
+                Kind::Forbidden { .. } => AuditDecision::Deny,
+                _ => AuditDecision::Reject,
             },
             reason: self.code(),
             detail: self.detail(),
@@ -407,7 +430,7 @@ fn signature_error_value(code: SignatureErrorCode, required: Option<&[String]>) 
 /// operator: answering without the header, or with another one, would change the answer.
 pub(crate) fn header_unbuildable(detail: &'static str) -> Error {
     tracing::error!(target: "tower_aauth", detail, "tower-aauth could not build a response header");
-    Error::Misconfigured { detail }
+    Error(Kind::Misconfigured { detail })
 }
 
 /// An RFC 9457 problem document as every response of this crate renders it: straight to
@@ -505,10 +528,88 @@ fn push_json_string(out: &mut String, text: &str) {
 #[cfg(feature = "axum")]
 impl axum_core::response::IntoResponse for Error {
     fn into_response(self) -> axum_core::response::Response {
-        if let Error::Misconfigured { detail } = &self {
+        if let Kind::Misconfigured { detail } = &self.0 {
             tracing::error!(target: "tower_aauth", detail, "tower-aauth misconfiguration");
         }
         self.to_response::<axum_core::body::Body>()
+    }
+}
+
+/// What was decided about a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AuditDecision {
+    /// Served.
+    Allow,
+    /// `401` with `AAuth-Requirement`: the agent can obtain what is missing.
+    Challenge,
+    /// `403`: verified, but policy says no.
+    Deny,
+    /// Refused for a signature or credential failure (`401` + `Signature-Error`), a body
+    /// too large, or a store that cannot answer (`503`).
+    Reject,
+}
+
+impl AuditDecision {
+    /// The value of the `decision` field.
+    pub(crate) const fn as_str(self) -> &'static str {
+        match self {
+            AuditDecision::Allow => "allow",
+            AuditDecision::Challenge => "challenge",
+            AuditDecision::Deny => "deny",
+            AuditDecision::Reject => "reject",
+        }
+    }
+}
+
+/// Attached to the extensions of every response built from an [`Error`], so the
+/// layer can name the decision and reason of a refusal a guard made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct AuditOutcome {
+    /// The decision.
+    pub(crate) decision: AuditDecision,
+    /// The reason code.
+    pub(crate) reason: &'static str,
+    /// The fixed explanation.
+    pub(crate) detail: &'static str,
+}
+
+/// A configuration mistake found by [`AAuthBuilder::build`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("tower-aauth configuration: {0}")]
+pub struct ConfigError(String);
+
+impl ConfigError {
+    pub(crate) fn new(message: impl Into<String>) -> Self {
+        ConfigError(message.into())
+    }
+}
+
+/// A malformed revocation or ceiling entry or document.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("tower-aauth policy: {message}")]
+pub struct PolicyError {
+    message: String,
+    reason: &'static str,
+}
+
+impl PolicyError {
+    pub(crate) fn new(message: impl Into<String>) -> Self {
+        PolicyError {
+            message: message.into(),
+            reason: "malformed policy document",
+        }
+    }
+
+    pub(crate) fn entry(member: &str, index: usize, reason: &'static str) -> Self {
+        PolicyError {
+            message: format!("{member}[{index}]: {reason}"),
+            reason,
+        }
+    }
+
+    /// The fixed reason, without the position.
+    pub fn reason(&self) -> &'static str {
+        self.reason
     }
 }
 
@@ -521,26 +622,26 @@ mod tests {
             .iter()
             .map(|code| Error::signature(*code, "a fixed \"quoted\" detail\\ with\ttab"))
             .collect();
-        errors.push(Error::Signature {
+        errors.push(Error(Kind::Signature {
             code: SignatureErrorCode::InvalidInput,
             detail: "required components are not covered",
             required_input: Some(vec!["@method".to_owned(), "x-\"odd\"\u{1}".to_owned(), "é".to_owned()].into()),
             accept: None,
-        });
-        errors.push(Error::Revoked {
+        }));
+        errors.push(Error(Kind::Revoked {
             detail: "revoked",
             person_token: true,
-        });
-        errors.push(Error::Unavailable {
+        }));
+        errors.push(Error(Kind::Unavailable {
             retry_after: 5,
             detail: "busy",
-        });
-        errors.push(Error::PayloadTooLarge);
-        errors.push(Error::Forbidden {
+        }));
+        errors.push(Error(Kind::PayloadTooLarge));
+        errors.push(Error(Kind::Forbidden {
             code: "policy_denied",
             detail: "no",
-        });
-        errors.push(Error::Misconfigured { detail: "secret cause" });
+        }));
+        errors.push(Error(Kind::Misconfigured { detail: "secret cause" }));
         errors
     }
 
@@ -548,13 +649,13 @@ mod tests {
     fn expected_document(error: &Error) -> serde_json::Value {
         let status = error.status();
         let code = error.code();
-        let detail = match error {
-            Error::Misconfigured { .. } => "internal server error",
+        let detail = match &error.0 {
+            Kind::Misconfigured { .. } => "internal server error",
             _ => error.detail(),
         };
         let mut body = serde_json::json!({
-            "type": match error {
-                Error::Signature { .. } | Error::Revoked { .. } => format!("urn:ietf:params:sig-error:{code}"),
+            "type": match &error.0 {
+                Kind::Signature { .. } | Kind::Revoked { .. } => format!("urn:ietf:params:sig-error:{code}"),
                 _ => "about:blank".to_owned(),
             },
             "title": status.canonical_reason().unwrap_or("Error"),
@@ -562,10 +663,10 @@ mod tests {
             "error": code,
             "detail": detail,
         });
-        if let Error::Signature {
+        if let Kind::Signature {
             required_input: Some(required),
             ..
-        } = error
+        } = &error.0
         {
             body["required_input"] = serde_json::json!(required);
         }
@@ -587,15 +688,15 @@ mod tests {
     fn the_rendered_bytes_are_those_serde_json_writes() {
         let errors = [
             Error::invalid_input(["@method", "content-digest"]),
-            Error::Revoked {
+            Error(Kind::Revoked {
                 detail: "revoked",
                 person_token: false,
-            },
-            Error::Misconfigured { detail: "cause" },
-            Error::Forbidden {
+            }),
+            Error(Kind::Misconfigured { detail: "cause" }),
+            Error(Kind::Forbidden {
                 code: "insufficient_scope",
                 detail: "a \"quoted\" scope",
-            },
+            }),
         ];
         for error in errors {
             let serde = serde_json::to_vec(&expected_document(&error)).unwrap();
@@ -611,10 +712,10 @@ mod tests {
         }))
         .unwrap();
         assert_eq!(challenge.render(), serde);
-        let forbidden = Error::Forbidden {
+        let forbidden = Error(Kind::Forbidden {
             code: "insufficient_authorization_details",
             detail: "no",
-        };
+        });
         let mut document = expected_document(&forbidden);
         document["authorization_details_type"] = "payment_initiation".into();
         let detail = Problem {
@@ -631,14 +732,14 @@ mod tests {
         let unbuildable = error.write_headers(&mut headers).expect_err("not an sf-string");
         assert!(matches!(
             unbuildable,
-            Error::Misconfigured {
+            Error(Kind::Misconfigured {
                 detail: "a Signature-Error value could not be built"
-            }
+            })
         ));
-        assert!(headers.get(wire::header::SIGNATURE_ERROR).is_none());
+        assert!(headers.get(names::header::SIGNATURE_ERROR).is_none());
         let response: Response<Bytes> = error.to_response();
         assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
-        assert!(response.headers().get(wire::header::SIGNATURE_ERROR).is_none());
+        assert!(response.headers().get(names::header::SIGNATURE_ERROR).is_none());
         assert_eq!(response.headers()[header::CACHE_CONTROL], "no-store");
         let body: serde_json::Value = serde_json::from_slice(response.body()).unwrap();
         assert_eq!(body["error"], "server_error");
@@ -651,12 +752,12 @@ mod tests {
         Error::signature(SignatureErrorCode::UnsupportedAlgorithm, "x")
             .write_headers(&mut headers)
             .unwrap();
-        assert_eq!(headers[wire::header::ACCEPT_SIGNATURE_ALG], "Ed25519");
+        assert_eq!(headers[names::header::ACCEPT_SIGNATURE_ALG], "Ed25519");
         let mut headers = http::HeaderMap::new();
         Error::signature(SignatureErrorCode::InvalidKey, "x")
             .write_headers(&mut headers)
             .unwrap();
-        assert!(headers.get(wire::header::ACCEPT_SIGNATURE_ALG).is_none());
+        assert!(headers.get(names::header::ACCEPT_SIGNATURE_ALG).is_none());
     }
 
     #[test]

@@ -19,12 +19,13 @@ use axum_core::response::{IntoResponse, Response};
 use http::request::Parts;
 use serde_json::{Map, Value};
 
-use crate::guard::{Decision, Reader, layer_verdict, respond, without_layer};
-use crate::layer::Inspected;
-use crate::policy::AgentId;
+use crate::guard::judge::{Reader, layer_verdict, respond, without_layer};
+use crate::guard::requirement::Decision;
+use crate::policy::identity::AgentId;
 use crate::sigkey::Scheme;
+use crate::state::Inspected;
 use crate::token::{Scopes, TokenKind};
-use crate::verifier::VerifiedRequest;
+use crate::verified::VerifiedRequest;
 
 /// The verified signer of the request.
 #[derive(Debug, Clone)]
@@ -153,5 +154,23 @@ impl<S: Send + Sync> OptionalFromRequestParts<S> for AuthGrant {
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Option<Self>, Self::Rejection> {
         Ok(verified(parts)?.and_then(grant))
+    }
+}
+
+impl AuthGrant {
+    /// The grant's `authorization_details` (RFC 9396), validated. Empty when absent.
+    pub fn authorization_details(
+        &self,
+    ) -> Result<crate::rar::details::AuthorizationDetails<'_>, crate::rar::details::DetailError> {
+        crate::rar::details::AuthorizationDetails::parse(self.claims.get(crate::names::claim::AUTHORIZATION_DETAILS))
+    }
+
+    /// The entries of type `detail_type`, deserialised into `T` (see
+    /// [`AuthorizationDetails::of_type`](crate::rar::details::AuthorizationDetails::of_type)).
+    pub fn details<T: serde::de::DeserializeOwned>(
+        &self,
+        detail_type: &str,
+    ) -> Result<Vec<T>, crate::rar::details::DetailError> {
+        self.authorization_details()?.of_type(detail_type)
     }
 }

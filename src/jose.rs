@@ -29,7 +29,7 @@ use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, SignatureErrorCode};
-use crate::wire;
+use crate::names;
 
 /// The deepest JSON nesting accepted in a JWT, JWK or metadata document.
 pub const MAX_JSON_DEPTH: usize = 16;
@@ -128,7 +128,7 @@ impl Jwk {
             x,
             key,
             kid,
-            alg: Some(wire::alg::ED25519.to_owned()),
+            alg: Some(names::alg::ED25519.to_owned()),
         }
     }
 
@@ -326,13 +326,13 @@ fn str_member<'a>(object: &'a Map<String, Value>, name: &str) -> Option<&'a str>
 
 fn check_alg(alg: Option<&str>, policy: AlgPolicy) -> Result<(), Error> {
     match (alg, policy) {
-        (Some(wire::alg::ED25519), _) => Ok(()),
-        (Some(wire::alg::EDDSA) | None, AlgPolicy::Legacy) => Ok(()),
+        (Some(names::alg::ED25519), _) => Ok(()),
+        (Some(names::alg::EDDSA) | None, AlgPolicy::Legacy) => Ok(()),
         (None, AlgPolicy::Strict) => Err(Error::signature(
             SignatureErrorCode::UnsupportedAlgorithm,
             "the key has no fully specified alg",
         )),
-        (Some(wire::alg::EDDSA), AlgPolicy::Strict) => Err(Error::signature(
+        (Some(names::alg::EDDSA), AlgPolicy::Strict) => Err(Error::signature(
             SignatureErrorCode::UnsupportedAlgorithm,
             "the polymorphic EdDSA algorithm is not accepted; use Ed25519",
         )),
@@ -454,7 +454,7 @@ fn check_header(header: &Map<String, Value>, policy: AlgPolicy) -> Result<(), Er
         return Err(Error::invalid_jwt("the token carries a header this verifier refuses"));
     }
     match (str_member(header, "alg"), policy) {
-        (Some(wire::alg::ED25519), _) | (Some(wire::alg::EDDSA), AlgPolicy::Legacy) => {}
+        (Some(names::alg::ED25519), _) | (Some(names::alg::EDDSA), AlgPolicy::Legacy) => {}
         _ => return Err(Error::invalid_jwt("the token's alg is not accepted")),
     }
     match header.get("typ") {
@@ -582,10 +582,10 @@ impl ResourceKey {
     }
 
     /// A key from an unencrypted PKCS#8 PEM (`-----BEGIN PRIVATE KEY-----`).
-    pub fn from_pkcs8_pem(pem: &str) -> Result<Self, crate::config::ConfigError> {
+    pub fn from_pkcs8_pem(pem: &str) -> Result<Self, crate::error::ConfigError> {
         use ed25519_dalek::pkcs8::DecodePrivateKey;
         let signing = SigningKey::from_pkcs8_pem(pem)
-            .map_err(|_| crate::config::ConfigError::new("the signing key is not an Ed25519 PKCS#8 PEM"))?;
+            .map_err(|_| crate::error::ConfigError::new("the signing key is not an Ed25519 PKCS#8 PEM"))?;
         let kid = thumbprint_of_x(&b64url(signing.verifying_key().as_bytes()));
         Ok(ResourceKey { signing, kid })
     }

@@ -34,29 +34,26 @@ use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::challenge::error_response;
-use crate::config::{AAuth, Shared};
+use crate::challenge::{error_response, polled_after_completion};
 use crate::error::Error;
+use crate::names;
 use crate::policy::audit::{self, AuditContext};
-use crate::replay::{self, Insertion, Refused, ReplayKey, ReplayStore};
-use crate::verifier::{Pending, Step, VerifiedRequest, Verifier};
-use crate::wire;
-
-/// Marks every request the layer saw, so that guards and extractors can tell "no
-/// signature" from "no layer", and extractors can answer with the layer's configuration.
-#[derive(Clone)]
-pub(crate) struct Inspected(pub(crate) Arc<Shared>);
+use crate::replay::key::ReplayKey;
+use crate::replay::store::{Insertion, Refused, ReplayStore};
+use crate::state::Inspected;
+use crate::state::Shared;
+use crate::verified::VerifiedRequest;
+use crate::verifier::{Pending, Step, Verifier};
 
 /// Verifies AAuth request signatures. Build it with [`AAuth::layer`].
 #[derive(Clone, Debug)]
 pub struct AAuthLayer {
-    aauth: AAuth,
+    shared: Arc<Shared>,
 }
 
 impl AAuthLayer {
-    /// A layer for this configuration.
-    pub fn new(aauth: AAuth) -> Self {
-        AAuthLayer { aauth }
+    pub(crate) fn new(shared: Arc<Shared>) -> Self {
+        AAuthLayer { shared }
     }
 }
 
@@ -66,7 +63,7 @@ impl<S> Layer<S> for AAuthLayer {
     fn layer(&self, inner: S) -> Self::Service {
         AAuthService {
             inner,
-            shared: self.aauth.shared.clone(),
+            shared: self.shared.clone(),
         }
     }
 }
@@ -185,7 +182,11 @@ where
 {
     if let Some(requirement) = &shared.authz.default_requirement
         && !is_exempt(shared, original_path(&request))
-        && let Some(response) = crate::guard::check(shared, requirement, &crate::guard::Context::of_request(&request))
+        && let Some(response) = crate::guard::judge::check(
+            shared,
+            requirement,
+            &crate::guard::requirement::Context::of_request(&request),
+        )
     {
         return State::Answered {
             response: Some(response),
@@ -215,7 +216,7 @@ where
     };
     match shared.replay_store.try_insert(&key, shared.replay_ttl) {
         Some(Ok(Insertion::First)) => call_remembered(shared, inner, request, key),
-        Some(Ok(Insertion::Repeat)) => reject(shared, replay::REPLAYED, audit),
+        Some(Ok(Insertion::Repeat)) => reject(shared, crate::replay::store::REPLAYED, audit),
         Some(Err(error)) => reject(shared, error, audit),
         None => State::Verifying {
             future: Box::pin(remember_later(shared.clone(), key, request)),
@@ -244,7 +245,7 @@ where
 /// equal to one is already in normal form and is routed as that resource; any other
 /// spelling (`/aauth/pending/x/../../admin`, `%2e%2e`) gets the requirement.
 fn is_exempt(shared: &Shared, path: &str) -> bool {
-    path == wire::path::RESOURCE_METADATA || path == wire::path::JWKS || shared.authz.pending.serves(path)
+    path == names::path::RESOURCE_METADATA || path == names::path::JWKS || shared.pending.serves(path)
 }
 
 /// The path the agent signed: the original URI's, even inside a nested axum router.
@@ -261,7 +262,7 @@ fn original_path<B>(request: &Request<B>) -> &str {
 /// narrowed to what is honoured). `Ok(Some(key))`: the replay key, checked once the default requirement
 /// admits the request, so that requests it refuses spend no replay capacity.
 fn admit_now(shared: &Shared, verified: &mut VerifiedRequest) -> Result<Option<ReplayKey>, Error> {
-    crate::policy::admit(shared, verified)?;
+    crate::policy::admit::admit(shared, verified)?;
     Ok(verified.replay)
 }
 
@@ -269,7 +270,7 @@ fn admit_now(shared: &Shared, verified: &mut VerifiedRequest) -> Result<Option<R
 async fn remember_later<B>(shared: Arc<Shared>, key: ReplayKey, request: Request<B>) -> Result<Next<B>, Refusal> {
     match shared.replay_store.insert(key, shared.replay_ttl).await? {
         Insertion::First => Ok(Next::Call(request, key)),
-        Insertion::Repeat => Err(replay::REPLAYED.into()),
+        Insertion::Repeat => Err(crate::replay::store::REPLAYED.into()),
     }
 }
 
@@ -288,7 +289,7 @@ where
         let bytes = match Limited::new(body, limit).collect().await {
             Ok(collected) => collected.to_bytes(),
             Err(error) if error.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
-                return Err(Error::PayloadTooLarge.into());
+                return Err(Error(crate::error::Kind::PayloadTooLarge).into());
             }
             Err(_) => return Err(Error::invalid_signature("the request body could not be read").into()),
         };
@@ -318,15 +319,8 @@ where
         audit.refusal(&error);
     }
     State::Answered {
-        response: Some(error_response(shared, &error)),
+        response: Some(error_response(shared.hook(), &error)),
     }
-}
-
-pub(crate) fn polled_after_completion<B: From<Bytes>>() -> Response<B> {
-    Error::Misconfigured {
-        detail: "response future polled after completion",
-    }
-    .to_response()
 }
 
 fn log_rejection(error: &Error) {
@@ -365,7 +359,7 @@ pin_project! {
             response: Option<S::Response>,
         },
         Releasing {
-            future: replay::Releasing,
+            future: crate::replay::store::Releasing,
             response: Option<S::Response>,
         },
     }
@@ -390,7 +384,7 @@ where
                     }
                     match (result, release.take()) {
                         (Ok(response), Some(release)) if Refused::key(release.key).matches(&response) => {
-                            match replay::release(&release.store, release.key) {
+                            match crate::replay::store::release(&release.store, release.key) {
                                 None => return Poll::Ready(Ok(response)),
                                 // Awaited before answering: a resent copy meets the guard again.
                                 Some(future) => this.state.set(State::Releasing {

@@ -34,10 +34,10 @@ use std::sync::{Arc, RwLock};
 
 use serde_json::{Map, Value};
 
-use crate::config::Generation;
 use crate::jose::{Jwk, ResourceKey, b64url};
+use crate::names;
+use crate::profile::Generation;
 use crate::token::{Scopes, TokenClaims, TokenKind};
-use crate::wire;
 
 /// The longest resource-token lifetime accepted in configuration ([AAuth draft -11,
 /// "Resource Token"][draft-11]: SHOULD be at most five minutes).
@@ -234,8 +234,8 @@ impl Minter<'_> {
     pub(crate) fn mint(&self, request: &MintRequest<'_>, now: u64) -> String {
         let claims = self.claims(request, now);
         let (typ, alg) = match request.generation {
-            Generation::Legacy => (wire::typ::LEGACY_RESOURCE, wire::alg::EDDSA),
-            _ => (wire::typ::RESOURCE, wire::alg::ED25519),
+            Generation::Legacy => (names::typ::LEGACY_RESOURCE, names::alg::EDDSA),
+            _ => (names::typ::RESOURCE, names::alg::ED25519),
         };
         let ring = self.keys.snapshot();
         self.keys.minted.fetch_add(1, Ordering::Relaxed);
@@ -248,12 +248,12 @@ impl Minter<'_> {
             claims.insert(name.to_owned(), value);
         };
         put("iss", self.issuer.into());
-        put("dwk", wire::dwk::RESOURCE.into());
+        put("dwk", names::dwk::RESOURCE.into());
         put("aud", request.aud.into());
         put("jti", new_jti().into());
         put("iat", now.into());
         put("exp", now.saturating_add(self.lifetime).into());
-        put(wire::claim::AGENT_JKT, request.agent_jkt.into());
+        put(names::claim::AGENT_JKT, request.agent_jkt.into());
         if !request.scope.is_empty() {
             put("scope", request.scope.to_string().into());
         }
@@ -269,22 +269,22 @@ impl Minter<'_> {
                 put("sub", sub.as_str().into());
             }
             if let Some(jti) = &presented.jti {
-                put(wire::claim::PRESENTED_JTI, jti.as_str().into());
+                put(names::claim::PRESENTED_JTI, jti.as_str().into());
             }
             // Copied verbatim: dropping mission_s256 would let an agent strip its mission.
-            for name in [wire::claim::MISSION_S256, wire::claim::TENANT] {
+            for name in [names::claim::MISSION_S256, names::claim::TENANT] {
                 if let Some(Value::String(value)) = presented.raw.get(name) {
                     put(name, value.as_str().into());
                 }
             }
         }
         if let Some(details) = request.authorization_details {
-            put(wire::claim::AUTHORIZATION_DETAILS, details.clone());
+            put(names::claim::AUTHORIZATION_DETAILS, details.clone());
         }
         if request.generation == Generation::Legacy
             && let Some(agent) = request.agent
         {
-            put(wire::claim::AGENT, agent.into());
+            put(names::claim::AGENT, agent.into());
         }
         claims
     }

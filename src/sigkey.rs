@@ -15,7 +15,7 @@ use sfv::{BareItem, ListEntry};
 use crate::error::{Error, SignatureErrorCode};
 use crate::httpsig::{key_end, parse_dictionary_strict, plain_string_end};
 use crate::jose::{AlgPolicy, Jwk};
-use crate::wire;
+use crate::names;
 
 /// A `Signature-Key` scheme this crate implements.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -33,17 +33,17 @@ impl Scheme {
     /// The scheme token.
     pub const fn as_str(self) -> &'static str {
         match self {
-            Scheme::Hwk => wire::scheme::HWK,
-            Scheme::JwksUri => wire::scheme::JWKS_URI,
-            Scheme::Jwt => wire::scheme::JWT,
+            Scheme::Hwk => names::scheme::HWK,
+            Scheme::JwksUri => names::scheme::JWKS_URI,
+            Scheme::Jwt => names::scheme::JWT,
         }
     }
 
     fn from_token(token: &str) -> Option<Self> {
         Some(match token {
-            wire::scheme::HWK => Scheme::Hwk,
-            wire::scheme::JWKS_URI => Scheme::JwksUri,
-            wire::scheme::JWT => Scheme::Jwt,
+            names::scheme::HWK => Scheme::Hwk,
+            names::scheme::JWKS_URI => Scheme::JwksUri,
+            names::scheme::JWT => Scheme::Jwt,
             _ => return None,
         })
     }
@@ -90,12 +90,12 @@ impl AcceptedSchemes {
 
     /// The `unsupported_scheme` error, with `Accept-Signature-Scheme`.
     pub fn unsupported(&self) -> Error {
-        Error::Signature {
+        Error(crate::error::Kind::Signature {
             code: SignatureErrorCode::UnsupportedScheme,
             detail: "the Signature-Key scheme is not accepted here",
             required_input: None,
             accept: Some(self.header.clone()),
-        }
+        })
     }
 }
 
@@ -158,7 +158,7 @@ impl SignatureKey {
         // `jwt` first, although `common_member` reads it too: its ~900-byte token is
         // checked by the vectorised compact-JWS test instead of one byte at a time.
         if let Some(token) = common_jwt_member(field, label) {
-            return from_params(wire::scheme::JWT, &[("jwt", Some(token))], accepted, legacy, false);
+            return from_params(names::scheme::JWT, &[("jwt", Some(token))], accepted, legacy, false);
         }
         let mut params = [("", None); COMMON_MAX_PARAMS];
         if let Some((scheme, count)) = common_member(field, label, &mut params) {
@@ -342,7 +342,7 @@ fn from_params(
             let dwk = match dwk {
                 None if legacy => {
                     legacy_form = true;
-                    Some(wire::dwk::AGENT)
+                    Some(names::dwk::AGENT)
                 }
                 dwk => dwk,
             };

@@ -13,11 +13,11 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
-use crate::config::Generation;
 use crate::error::{Error, SignatureErrorCode};
 use crate::jose::{AlgPolicy, Jwk, UnverifiedJws, is_opaque_id};
-use crate::policy::identity::{AgentId, provider_names};
-use crate::wire;
+use crate::names;
+use crate::policy::identity::{AgentId, is_agent_identifier, provider_names};
+use crate::profile::Generation;
 
 /// The kind of a credential token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -35,9 +35,9 @@ impl TokenKind {
     /// The `typ` of this kind in the strict profile.
     pub const fn typ(self) -> &'static str {
         match self {
-            TokenKind::Agent => wire::typ::AGENT,
-            TokenKind::Person => wire::typ::PERSON,
-            TokenKind::Auth => wire::typ::AUTH,
+            TokenKind::Agent => names::typ::AGENT,
+            TokenKind::Person => names::typ::PERSON,
+            TokenKind::Auth => names::typ::AUTH,
         }
     }
 
@@ -50,13 +50,13 @@ impl TokenKind {
             _ => typ,
         };
         let is = |name: &str| typ.eq_ignore_ascii_case(name);
-        if is(wire::typ::AGENT) {
+        if is(names::typ::AGENT) {
             Some(TokenKind::Agent)
-        } else if is(wire::typ::PERSON) {
+        } else if is(names::typ::PERSON) {
             Some(TokenKind::Person)
-        } else if is(wire::typ::AUTH) || (legacy && is(wire::typ::LEGACY_AUTH)) {
+        } else if is(names::typ::AUTH) || (legacy && is(names::typ::LEGACY_AUTH)) {
             Some(TokenKind::Auth)
-        } else if legacy && is(wire::typ::LEGACY_AGENT) {
+        } else if legacy && is(names::typ::LEGACY_AGENT) {
             Some(TokenKind::Agent)
         } else {
             None
@@ -265,7 +265,7 @@ impl TokenPolicy {
         let kid = jws.kid().ok_or(Error::invalid_jwt("the token has no kid"))?.to_owned();
         let claims = jws.payload();
         // Every relaxation below is gated on `self.legacy`; using one marks the token.
-        let mut legacy_form = TokenKind::from_typ(typ, false).is_none() || jws.alg() == wire::alg::EDDSA;
+        let mut legacy_form = TokenKind::from_typ(typ, false).is_none() || jws.alg() == names::alg::EDDSA;
         let iss = req_str(claims, "iss")?;
         if !is_identifier_shaped(iss) {
             return Err(Error::invalid_jwt("the token's iss is not a server identifier"));
@@ -274,17 +274,17 @@ impl TokenPolicy {
             (Some(Value::String(dwk)), _) => dwk.as_str(),
             // Before draft-hardt-aauth-protocol-00 tokens named no document: agents' keys were in
             // aauth-agent.json, auth servers' in aauth-issuer.json.
-            (None, TokenKind::Agent) if self.legacy => wire::dwk::AGENT,
-            (None, TokenKind::Auth) if self.legacy => wire::dwk::LEGACY_ISSUER,
+            (None, TokenKind::Agent) if self.legacy => names::dwk::AGENT,
+            (None, TokenKind::Auth) if self.legacy => names::dwk::LEGACY_ISSUER,
             _ => return Err(Error::invalid_jwt("the token has no dwk")),
         };
         legacy_form |= !claims.contains_key("dwk");
         let trusted = match (kind, dwk) {
-            (TokenKind::Agent, wire::dwk::AGENT) => self.agent_providers.allows(iss),
-            (TokenKind::Person, wire::dwk::PERSON) => self.person_servers.allows(iss),
-            (TokenKind::Auth, wire::dwk::ACCESS) => self.access_servers.iter().any(|s| s == iss),
-            (TokenKind::Auth, wire::dwk::PERSON) => self.person_servers.allows(iss),
-            (TokenKind::Auth, wire::dwk::LEGACY_ISSUER) if self.legacy => self.access_servers.iter().any(|s| s == iss),
+            (TokenKind::Agent, names::dwk::AGENT) => self.agent_providers.allows(iss),
+            (TokenKind::Person, names::dwk::PERSON) => self.person_servers.allows(iss),
+            (TokenKind::Auth, names::dwk::ACCESS) => self.access_servers.iter().any(|s| s == iss),
+            (TokenKind::Auth, names::dwk::PERSON) => self.person_servers.allows(iss),
+            (TokenKind::Auth, names::dwk::LEGACY_ISSUER) if self.legacy => self.access_servers.iter().any(|s| s == iss),
             _ => return Err(Error::invalid_jwt("the token's dwk does not fit its typ")),
         };
         if !trusted {
@@ -397,7 +397,7 @@ impl TokenPolicy {
                     require_grant_claims(sub, jti, aud, &self.resource)?;
                     // A person server speaks only for itself: its grant names it as `ps`,
                     // or a step-up would carry its `sub` to another person server.
-                    if dwk == wire::dwk::PERSON && ps != Some(iss) {
+                    if dwk == names::dwk::PERSON && ps != Some(iss) {
                         return Err(Error::invalid_jwt("a person server's auth token names another ps"));
                     }
                 } else if self.legacy {
@@ -422,7 +422,7 @@ impl TokenPolicy {
         }
 
         let cnf = cnf_jwk(claims, self.alg)?;
-        legacy_form |= cnf.alg().is_none_or(|alg| alg == wire::alg::EDDSA);
+        legacy_form |= cnf.alg().is_none_or(|alg| alg == names::alg::EDDSA);
         let agent_id = match kind {
             // Before draft-hardt-aauth-protocol-01 the agent was its provider's URL and `sub` a
             // delegate id.
@@ -545,29 +545,11 @@ fn opt_u64(claims: &Map<String, Value>, name: &str) -> Result<Option<u64>, Error
 }
 
 /// Cheap shape check on `iss`/`ps` before the full admission rules of
-/// [`crate::discovery::IdentifierPolicy`]: an `https://` or `http://` URL of printable ASCII.
+/// [`crate::discovery::admission::IdentifierPolicy`]: an `https://` or `http://` URL of printable ASCII.
 pub(crate) fn is_identifier_shaped(value: &str) -> bool {
     (value.starts_with("https://") || value.starts_with("http://"))
         && value.len() <= 2048
         && value.bytes().all(|b| (0x21..0x7f).contains(&b))
-}
-
-/// `aauth:local@domain` ([AAuth draft -11, "Agent Identifiers"][draft-11]): `local` of
-/// ASCII letters, digits, `-`, `_`, `+`, `.`, 1–255 characters; `domain` a lower-case DNS
-/// name.
-///
-/// [draft-11]: https://datatracker.ietf.org/doc/html/draft-hardt-oauth-aauth-protocol-11
-pub fn is_agent_identifier(value: &str) -> bool {
-    let Some(rest) = value.strip_prefix("aauth:") else {
-        return false;
-    };
-    let Some((local, domain)) = rest.rsplit_once('@') else {
-        return false;
-    };
-    !local.is_empty()
-        && local.len() <= 255
-        && local.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_+.".contains(&b))
-        && crate::discovery::is_dns_name(domain)
 }
 
 #[cfg(test)]
@@ -629,7 +611,7 @@ mod tests {
     fn agent_claims() -> Value {
         serde_json::json!({
             "iss": "https://agent.example",
-            "dwk": wire::dwk::AGENT,
+            "dwk": names::dwk::AGENT,
             "sub": "aauth:assistant@agent.example",
             "jti": "j-1",
             "iat": NOW,
@@ -641,7 +623,7 @@ mod tests {
     fn auth_claims() -> Value {
         let mut claims = agent_claims();
         claims["iss"] = AS.into();
-        claims["dwk"] = wire::dwk::ACCESS.into();
+        claims["dwk"] = names::dwk::ACCESS.into();
         claims["ps"] = "https://ps.example".into();
         claims["aud"] = RESOURCE.into();
         claims["scope"] = "data.read".into();
@@ -695,11 +677,11 @@ mod tests {
     #[test]
     fn a_strict_policy_refuses_the_legacy_issuer_document_even_from_a_trusted_access_server() {
         let mut claims = auth_claims();
-        claims["dwk"] = wire::dwk::LEGACY_ISSUER.into();
+        claims["dwk"] = names::dwk::LEGACY_ISSUER.into();
         let error = check(&policy(false), "aa-auth+jwt", "Ed25519", &claims, NOW).unwrap_err();
         assert_eq!(error.code(), "invalid_jwt");
         let legacy = check(&policy(true), "aa-auth+jwt", "Ed25519", &claims, NOW).unwrap();
-        assert_eq!(legacy.dwk, wire::dwk::LEGACY_ISSUER);
+        assert_eq!(legacy.dwk, names::dwk::LEGACY_ISSUER);
     }
 
     #[test]
@@ -720,7 +702,7 @@ mod tests {
         .unwrap();
         assert_eq!(
             (agent.dwk.as_str(), agent.generation),
-            (wire::dwk::AGENT, Generation::Legacy)
+            (names::dwk::AGENT, Generation::Legacy)
         );
     }
 

@@ -28,7 +28,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::clock::Clock;
-use crate::verifier::VerifiedToken;
+use crate::verified::VerifiedToken;
 
 /// The longest a verified token stays cached, whatever its `exp`: bounds how long a
 /// withdrawn issuer key keeps vouching for tokens it signed.
@@ -164,7 +164,10 @@ pub(crate) fn estimated_bytes(token: &VerifiedToken) -> usize {
         Some(claims.kid.as_str()),
     ];
     let owned: usize = strings.iter().flatten().map(|s| s.len()).sum::<usize>()
-        + claims.agent_id.as_ref().map_or(0, crate::policy::AgentId::weight);
+        + claims
+            .agent_id
+            .as_ref()
+            .map_or(0, crate::policy::identity::AgentId::weight);
     let scopes: usize = claims
         .scope
         .iter()
@@ -207,8 +210,8 @@ mod tests {
     use super::*;
     use crate::clock::ManualClock;
     use crate::jose::{AlgPolicy, ResourceKey, UnverifiedJws};
+    use crate::names;
     use crate::token::TokenPolicy;
-    use crate::wire;
 
     const NOW: u64 = 1_730_217_600;
 
@@ -216,10 +219,10 @@ mod tests {
         let issuer = ResourceKey::from_seed([2; 32]).with_kid("as-1");
         let agent = ResourceKey::from_seed([1; 32]).public_jwk();
         let jwt = issuer.sign_jwt(
-            wire::typ::AUTH,
-            wire::alg::ED25519,
+            names::typ::AUTH,
+            names::alg::ED25519,
             &json!({
-                "iss": "https://as.example", "dwk": wire::dwk::ACCESS, "aud": "https://resource.example",
+                "iss": "https://as.example", "dwk": names::dwk::ACCESS, "aud": "https://resource.example",
                 "jti": format!("t-{jti}"), "ps": "https://as.example", "sub": "user-1",
                 "cnf": { "jwk": agent.to_json() }, "scope": "data.read", "iat": NOW, "exp": NOW + 600,
             }),

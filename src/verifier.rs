@@ -22,76 +22,24 @@
 //! trusted) `cnf.jwk` *before* the issuer's keys are fetched: a request with a stolen
 //! token and a wrong signature never causes a fetch. Acceptance still requires both.
 
-use std::borrow::Cow;
 use std::sync::Arc;
 
 use http::{HeaderMap, Method, Uri};
 use sha2::{Digest, Sha256};
 
-use crate::config::{Generation, Profile, Shared};
-use crate::discovery::{KeyQuery, is_known_dwk};
+use crate::discovery::resolve::KeyQuery;
+use crate::discovery::resolve::is_known_dwk;
 use crate::error::Error;
 use crate::httpsig::{CoveredComponent, ParsedInput, RequestTarget, SignatureBase, SignatureHeaders, verify_base};
 use crate::jose::{Jwk, UnverifiedJws};
-use crate::replay::ReplayKey;
+use crate::names;
+use crate::profile::Generation;
+use crate::profile::Profile;
+use crate::replay::key::ReplayKey;
 use crate::sigkey::{ParsedSignatureKey, Scheme, SignatureKey};
-use crate::token::{TokenClaims, TokenKind};
-use crate::wire;
-
-/// What the layer learned about a request whose signature verified. Inserted into the
-/// request's extensions for guards, extractors and handlers.
-#[derive(Debug, Clone)]
-#[non_exhaustive]
-pub struct VerifiedRequest {
-    /// The `Signature-Key` scheme.
-    pub scheme: Scheme,
-    /// RFC 7638 thumbprint of the key that signed the request.
-    pub key_thumbprint: Arc<str>,
-    /// The signature label.
-    pub label: Cow<'static, str>,
-    /// The names of the components covered in full, in signed order: a field covered
-    /// only in part (`;key="…"`, `;sf`) is left out, except the `Signature-Key` member the
-    /// signature's label selects (see [`CoveredComponent::covers_in_full`]).
-    pub covered: Arc<[Cow<'static, str>]>,
-    /// The signature's `created`.
-    pub created: u64,
-    /// For `jwks_uri`: the signer's identifier.
-    pub signer: Option<Arc<str>>,
-    /// For `jwt`: the verified token.
-    pub token: Option<Arc<VerifiedToken>>,
-    /// The wire generation to answer this request in: decided by the profile, and under
-    /// [`Profile::Both`] by whether the request used any
-    /// demo-generation form (see [`crate::legacy`]).
-    pub generation: Generation,
-    /// The replay-store key, when this request's method is replay-checked; guards name it
-    /// in their refusals so that the layer releases the entry (see [`crate::replay`]).
-    pub(crate) replay: Option<ReplayKey>,
-    /// The agent behind the request ([`VerifiedRequest::agent`]), set by the layer's
-    /// policy step.
-    pub(crate) agent: Option<crate::policy::AgentId>,
-}
-
-impl VerifiedRequest {
-    /// The token's kind, if a token was presented.
-    pub fn token_kind(&self) -> Option<TokenKind> {
-        self.token.as_ref().map(|t| t.claims.kind)
-    }
-
-    /// Whether `component` (for example `@query`) was covered by the signature.
-    pub fn covers(&self, component: &str) -> bool {
-        self.covered.iter().any(|c| c == component)
-    }
-}
-
-/// A token whose issuer signature and claims verified.
-#[derive(Debug, Clone)]
-#[non_exhaustive]
-pub struct VerifiedToken {
-    /// The validated claims.
-    pub claims: TokenClaims,
-    /// SHA-256 of the token's exact bytes (its cache key).
-    pub hash: [u8; 32],
-}
+use crate::state::Shared;
+use crate::token::TokenClaims;
+use crate::verified::{VerifiedRequest, VerifiedToken};
 
 thread_local! {
     static BASE: std::cell::RefCell<SignatureBase> = std::cell::RefCell::new(SignatureBase::new());
@@ -389,10 +337,10 @@ impl Verifier<'_> {
     /// The `Content-Digest` field to check against the body later, when the signature
     /// covers it.
     fn covered_digest(&self, input: &ParsedInput, headers: &HeaderMap) -> Result<Option<String>, Error> {
-        if !input.mentions(wire::header::CONTENT_DIGEST) {
+        if !input.mentions(names::header::CONTENT_DIGEST) {
             return Ok(None);
         }
-        let field = crate::httpsig::field_value(headers, wire::header::CONTENT_DIGEST, self.shared.header_cap)?
+        let field = crate::httpsig::field_value(headers, names::header::CONTENT_DIGEST, self.shared.header_cap)?
             .ok_or(Error::invalid_signature("a covered field is absent"))?;
         Ok(Some(field.into_owned()))
     }
@@ -643,13 +591,13 @@ fn check_key_alg(profile: Profile, key: &Jwk) -> Result<(), Error> {
 
 /// A signer key published without `alg` (or with `EdDSA`) is a demo-generation key.
 fn is_legacy_key(key: &Jwk) -> bool {
-    key.alg().is_none_or(|alg| alg == wire::alg::EDDSA)
+    key.alg().is_none_or(|alg| alg == names::alg::EDDSA)
 }
 
 /// A token issuer's key lookup failing is a token failure; a capacity refusal (`503`)
 /// stays one.
 fn token_key_error(error: Error) -> Error {
-    if matches!(error, Error::Unavailable { .. }) {
+    if matches!(error.0, crate::error::Kind::Unavailable { .. }) {
         return error;
     }
     match error.signature_code() {

@@ -8,8 +8,11 @@ use axum::body::Body;
 use http::Request;
 use serde_json::{Value, json};
 use support::attack::*;
-use tower_aauth::jose::{Jwk, b64url_decode, thumbprint_of_x};
 use tower_aauth::testing::{KeySource, TestAgent};
+use tower_aauth::{
+    Jwk,
+    engine::{b64url_decode, thumbprint_of_x},
+};
 
 fn token_with_cnf(h: &Harness, cnf: Option<Value>) -> String {
     let mut claims = h.auth_claims();
@@ -128,7 +131,7 @@ fn bind_05_thumbprints_follow_rfc_7638_whatever_the_member_order_or_extras() {
     let plain = json!({"kty": "OKP", "crv": "Ed25519", "x": x, "alg": "Ed25519"});
     let decorated = json!({"x": x, "use": "sig", "kid": "k", "alg": "Ed25519", "crv": "Ed25519", "kty": "OKP"});
     for jwk in [plain, decorated] {
-        let parsed = Jwk::from_json(jwk.as_object().unwrap(), tower_aauth::jose::AlgPolicy::Strict).unwrap();
+        let parsed = Jwk::from_json(jwk.as_object().unwrap(), tower_aauth::engine::AlgPolicy::Strict).unwrap();
         assert_eq!(parsed.thumbprint(), "poqkLGiymh_W0uP6PZFw-dvez3QJT5SolqXBCW38r0U");
     }
     assert_eq!(b64url_decode(x).unwrap().len(), 32);

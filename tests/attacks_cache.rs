@@ -17,8 +17,9 @@ use support::attack::{AS, NOW, RESOURCE, get};
 use support::discovery::MapFetch;
 use tower::ServiceExt;
 use tower_aauth::discovery::{DiscoveryResolver, FetchedDocument, IdentifierPolicy};
+use tower_aauth::engine;
 use tower_aauth::testing::{KeySource, TestAgent, TestIssuer};
-use tower_aauth::{AAuth, Clock, ManualClock, ResourceKey, wire};
+use tower_aauth::{AAuth, Clock, ResourceKey, testing::ManualClock, wire};
 
 const A: &str = "https://a.example";
 const B: &str = "https://b.example";
@@ -37,9 +38,9 @@ fn world() -> World {
     let fetch = MapFetch::default();
     let access_server = TestIssuer::new(AS, [2; 32], "as-key-1");
     let agent = TestAgent::from_seed([1; 32]).with_kid("agent-key-1");
-    fetch.publish(AS, wire::dwk::ACCESS, &access_server.jwks());
+    fetch.publish(AS, engine::dwk::ACCESS, &access_server.jwks());
     for provider in [A, B] {
-        fetch.publish(provider, wire::dwk::AGENT, &agent.jwks());
+        fetch.publish(provider, engine::dwk::AGENT, &agent.jwks());
     }
     let clock = ManualClock::new(NOW);
     let resolver = DiscoveryResolver::builder(fetch.clone())
@@ -98,10 +99,7 @@ impl World {
 }
 
 fn code(response: &Response<Body>) -> String {
-    response.headers()[wire::header::SIGNATURE_ERROR]
-        .to_str()
-        .unwrap()
-        .to_owned()
+    response.headers()[wire::SIGNATURE_ERROR].to_str().unwrap().to_owned()
 }
 
 fn metadata_url(issuer: &str, dwk: &str) -> String {
@@ -112,7 +110,7 @@ fn metadata_url(issuer: &str, dwk: &str) -> String {
 async fn cache_01_metadata_for_one_name_claiming_another_plants_nothing_under_either() {
     let w = world();
     w.fetch.set_json(
-        &metadata_url(A, wire::dwk::AGENT),
+        &metadata_url(A, engine::dwk::AGENT),
         &json!({"issuer": B, "jwks_uri": format!("{B}/jwks")}),
     );
     let response = w.send(w.signed(&KeySource::agent_jwks(A, "agent-key-1"))).await;
@@ -121,7 +119,7 @@ async fn cache_01_metadata_for_one_name_claiming_another_plants_nothing_under_ei
     // B's own request triggers B's own metadata fetch: nothing was cached under B.
     let response = w.send(w.signed(&KeySource::agent_jwks(B, "agent-key-1"))).await;
     assert_eq!(response.status(), StatusCode::OK);
-    assert_eq!(w.fetch.calls(&metadata_url(B, wire::dwk::AGENT)), 1);
+    assert_eq!(w.fetch.calls(&metadata_url(B, engine::dwk::AGENT)), 1);
     assert_eq!(w.calls(), 1);
 }
 
@@ -131,7 +129,7 @@ async fn cache_02_a_key_published_for_one_role_never_verifies_another() {
     // The access server's host also runs an agent provider, with another key.
     let agent_role_key = ResourceKey::from_seed([9; 32]).with_kid("as-key-1");
     w.fetch.set_json(
-        &metadata_url(AS, wire::dwk::AGENT),
+        &metadata_url(AS, engine::dwk::AGENT),
         &json!({"issuer": AS, "jwks_uri": format!("{AS}/agent-jwks")}),
     );
     w.fetch.set_json(

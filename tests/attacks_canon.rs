@@ -9,7 +9,7 @@ mod support;
 use axum::body::Body;
 use http::{HeaderValue, Request};
 use support::attack::*;
-use tower_aauth::httpsig::{ParsedInput, RequestTarget, SignatureBase, encode_signature};
+use tower_aauth::engine::{ParsedInput, RequestTarget, SignatureBase, encode_signature};
 use tower_aauth::testing::{KeySource, SignOptions};
 
 fn options(components: &[&str]) -> SignOptions {
@@ -426,7 +426,7 @@ async fn inj_06_an_alg_parameter_selecting_hmac_keyed_with_the_public_key_is_inv
 
 #[tokio::test]
 async fn inj_07_an_hwk_missing_crv_or_x_or_with_x_of_31_or_33_bytes_is_invalid_key() {
-    use tower_aauth::jose::b64url;
+    use tower_aauth::engine::b64url;
     let h0 = Harness::new();
     let x = h0.agent.public_jwk().x().to_owned();
     let cases = [

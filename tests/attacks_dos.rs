@@ -15,8 +15,9 @@ use support::attack::{AS, Attack, Harness, NOW, RESOURCE, get, raw_jwt};
 use support::discovery::MapFetch;
 use tower::ServiceExt;
 use tower_aauth::discovery::{DiscoveryConfig, FetchError};
+use tower_aauth::engine;
 use tower_aauth::testing::{KeySource, TestAgent, TestIssuer};
-use tower_aauth::{AAuth, AAuthBuilder, Clock, ManualClock, wire};
+use tower_aauth::{AAuth, AAuthBuilder, Clock, testing::ManualClock, wire};
 
 struct World {
     aauth: AAuth,
@@ -30,7 +31,7 @@ struct World {
 fn world(adjust: impl FnOnce(AAuthBuilder) -> AAuthBuilder) -> World {
     let fetch = MapFetch::default();
     let access_server = TestIssuer::new(AS, [2; 32], "as-key-1");
-    fetch.publish(AS, wire::dwk::ACCESS, &access_server.jwks());
+    fetch.publish(AS, engine::dwk::ACCESS, &access_server.jwks());
     let clock = ManualClock::new(NOW);
     let builder = AAuth::builder(RESOURCE)
         .clock(clock.clone())
@@ -78,10 +79,7 @@ impl World {
 }
 
 fn code(response: &Response<Body>) -> String {
-    response.headers()[wire::header::SIGNATURE_ERROR]
-        .to_str()
-        .unwrap()
-        .to_owned()
+    response.headers()[wire::SIGNATURE_ERROR].to_str().unwrap().to_owned()
 }
 
 #[tokio::test]
@@ -120,7 +118,7 @@ async fn dos_02_a_hundred_concurrent_cold_requests_make_one_fetch_of_each_docume
     for task in tasks {
         assert_eq!(task.await.unwrap(), StatusCode::OK);
     }
-    assert_eq!(w.fetch.calls(&format!("{AS}/.well-known/{}", wire::dwk::ACCESS)), 1);
+    assert_eq!(w.fetch.calls(&format!("{AS}/.well-known/{}", engine::dwk::ACCESS)), 1);
     assert_eq!(w.jwks_fetches(), 1);
 }
 
@@ -139,7 +137,7 @@ async fn dos_03_never_seen_issuers_are_fetched_within_a_budget_and_the_rest_wait
         .map(|n| TestAgent::from_seed([n + 100; 32]).with_kid("agent-key-1"))
         .collect();
     for (provider, agent) in providers.iter().zip(&agents) {
-        w.fetch.publish(provider, wire::dwk::AGENT, &agent.jwks());
+        w.fetch.publish(provider, engine::dwk::AGENT, &agent.jwks());
     }
     let mut refused = 0;
     for (provider, agent) in providers.iter().zip(&agents) {
@@ -153,7 +151,7 @@ async fn dos_03_never_seen_issuers_are_fetched_within_a_budget_and_the_rest_wait
         let response = w.send(request).await;
         if response.status() == StatusCode::SERVICE_UNAVAILABLE {
             assert!(response.headers().contains_key(http::header::RETRY_AFTER));
-            assert!(response.headers().get(wire::header::SIGNATURE_ERROR).is_none());
+            assert!(response.headers().get(wire::SIGNATURE_ERROR).is_none());
             assert_eq!(w.fetch.total_calls(), before, "a refused issuer costs no fetch");
             refused += 1;
         } else {
@@ -178,7 +176,7 @@ async fn dos_03_never_seen_issuers_are_fetched_within_a_budget_and_the_rest_wait
 #[tokio::test]
 async fn dos_04_a_failing_issuer_is_asked_once_within_the_negative_ttl() {
     let w = world(|b| b);
-    let metadata = format!("{AS}/.well-known/{}", wire::dwk::ACCESS);
+    let metadata = format!("{AS}/.well-known/{}", engine::dwk::ACCESS);
     w.fetch.fail(&metadata, FetchError::Status(500));
     for _ in 0..100 {
         let response = w.send(w.signed(&KeySource::Jwt(w.auth_token()))).await;
@@ -300,7 +298,7 @@ async fn dos_07_a_failing_refresh_keeps_serving_the_last_good_keys() {
     w.clock.advance(600);
     let before = w.fetch.total_calls();
     w.fetch.fail(
-        &format!("{AS}/.well-known/{}", wire::dwk::ACCESS),
+        &format!("{AS}/.well-known/{}", engine::dwk::ACCESS),
         FetchError::Status(500),
     );
     w.fetch.fail(&format!("{AS}/jwks"), FetchError::Status(500));

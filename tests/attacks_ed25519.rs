@@ -9,8 +9,11 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use http::{HeaderValue, Request};
 use serde_json::Value;
 use support::attack::*;
-use tower_aauth::jose::{AlgPolicy, Jwk, b64url};
 use tower_aauth::testing::KeySource;
+use tower_aauth::{
+    Jwk,
+    engine::{AlgPolicy, b64url},
+};
 
 /// The group order L, little-endian.
 const L: [u8; 32] = [

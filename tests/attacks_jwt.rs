@@ -10,7 +10,7 @@ use base64::engine::general_purpose::{URL_SAFE, URL_SAFE_NO_PAD};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use support::attack::*;
-use tower_aauth::jose::b64url;
+use tower_aauth::engine::b64url;
 
 fn claims_text(harness: &Harness) -> String {
     harness.auth_claims().to_string()

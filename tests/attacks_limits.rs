@@ -10,7 +10,7 @@ use axum::body::Body;
 use http::{HeaderValue, Request, StatusCode};
 use serde_json::{Value, json};
 use support::attack::*;
-use tower_aauth::jose::{b64url, b64url_decode};
+use tower_aauth::engine::{b64url, b64url_decode};
 use tower_aauth::testing::{KeySource, SignOptions, TestIssuer};
 use tower_aauth::{AAuth, ResourceKey, wire};
 
@@ -32,7 +32,7 @@ async fn mint_01_an_unsigned_request_gets_no_resource_token() {
     let h = Harness::new();
     let response = h.send_scoped(get("/data"), &["data.read"]).await;
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
-    let requirement = response.headers()[wire::header::AAUTH_REQUIREMENT].to_str().unwrap();
+    let requirement = response.headers()[wire::AAUTH_REQUIREMENT].to_str().unwrap();
     assert_eq!(requirement, "requirement=agent-token");
     assert!(
         !requirement.contains("resource-token"),
@@ -61,7 +61,7 @@ async fn mint_01_an_agent_whose_signature_fails_gets_no_resource_token() {
         .without_fetch()
         .refused("invalid_signature")
         .await;
-    assert!(headers.get(wire::header::AAUTH_REQUIREMENT).is_none());
+    assert!(headers.get(wire::AAUTH_REQUIREMENT).is_none());
     assert_eq!(h.aauth.minted_resource_tokens(), 0, "no signing operation");
 }
 
@@ -88,7 +88,8 @@ async fn mint_02_minted_resource_tokens_follow_the_fixed_template_with_unique_jt
             assert!(lifetime <= 300, "lifetime {lifetime}");
             // It verifies under our own published key.
             let jwk = resource_key().public_jwk();
-            let parsed = tower_aauth::jose::UnverifiedJws::parse(&token, tower_aauth::jose::AlgPolicy::Strict).unwrap();
+            let parsed =
+                tower_aauth::engine::UnverifiedJws::parse(&token, tower_aauth::engine::AlgPolicy::Strict).unwrap();
             parsed.verify_with(&jwk).expect("verifies under our JWKS key");
         }
         let jti = claims["jti"].as_str().unwrap().to_owned();
@@ -383,7 +384,10 @@ async fn err_03_the_fuzz_seed_corpora_never_panic_or_500_through_the_layer() {
 
 #[tokio::test]
 async fn tim_01_a_remembered_failure_is_answered_alike_and_without_waiting_on_the_network() {
-    use tower_aauth::discovery::{BoxFuture, Fetch, FetchError, FetchedDocument};
+    use tower_aauth::{
+        BoxFuture,
+        discovery::{Fetch, FetchError, FetchedDocument},
+    };
     #[derive(Clone, Default)]
     struct Failing(std::sync::Arc<std::sync::atomic::AtomicUsize>);
     impl Fetch for Failing {
@@ -394,7 +398,7 @@ async fn tim_01_a_remembered_failure_is_answered_alike_and_without_waiting_on_th
     }
     let fetch = Failing::default();
     let aauth = AAuth::builder(RESOURCE)
-        .clock(tower_aauth::ManualClock::new(NOW))
+        .clock(tower_aauth::testing::ManualClock::new(NOW))
         .fetcher(fetch.clone())
         .build()
         .unwrap();
@@ -407,10 +411,7 @@ async fn tim_01_a_remembered_failure_is_answered_alike_and_without_waiting_on_th
         let mut request = get("/data");
         agent.sign(&mut request, &KeySource::agent_jwks("https://down.example", "k"), NOW);
         let response = tower::ServiceExt::oneshot(router.clone(), request).await.unwrap();
-        answers.push((
-            response.status(),
-            response.headers()[wire::header::SIGNATURE_ERROR].clone(),
-        ));
+        answers.push((response.status(), response.headers()[wire::SIGNATURE_ERROR].clone()));
     }
     assert_eq!(
         fetch.0.load(std::sync::atomic::Ordering::SeqCst),
@@ -423,7 +424,7 @@ async fn tim_01_a_remembered_failure_is_answered_alike_and_without_waiting_on_th
 
 #[test]
 fn tim_02_thumbprints_are_compared_in_constant_time() {
-    use tower_aauth::jose::thumbprints_match;
+    use tower_aauth::engine::thumbprints_match;
     let a = "UDDReOZl1ipXAfp9wYsm13sDBMK5og--QWdBjzuf6o4";
     assert!(thumbprints_match(a, a));
     assert!(!thumbprints_match(a, &a.replace('U', "V")));

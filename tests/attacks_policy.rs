@@ -19,10 +19,11 @@ mod identity {
     use http::StatusCode;
     use serde_json::{Value, json};
     use tower::ServiceExt;
+    use tower_aauth::Scopes;
+    use tower_aauth::engine;
     use tower_aauth::guard::{Decision, Requirement};
     use tower_aauth::policy::{AgentId, CeilingSet, PersonId, Revoked, ScopeCeilings};
     use tower_aauth::testing::KeySource;
-    use tower_aauth::token::Scopes;
     use tower_aauth::wire;
 
     use super::*;
@@ -45,16 +46,16 @@ mod identity {
         let h = harness(|b| b);
         let evil = evil_provider();
         let mut claims: Value = json!({
-            "iss": EVIL, "dwk": wire::dwk::AGENT, "sub": "aauth:helper@evil.example",
+            "iss": EVIL, "dwk": engine::dwk::AGENT, "sub": "aauth:helper@evil.example",
             "parent_agent": "aauth:payments-bot@agent.example", "jti": "agt-1",
             "cnf": {"jwk": h.agent.public_jwk().to_json()}, "iat": NOW, "exp": NOW + 3600,
         });
-        let token = evil.sign(wire::typ::AGENT, &claims);
+        let token = evil.sign(engine::typ::AGENT, &claims);
         let response = h.send(signed(&h, "GET", "/whoami", &KeySource::Jwt(token), NOW)).await;
         Attack::from_response(&h, response).refused("invalid_jwt").await;
         // Control: the same sub-agent under its own provider's parent is served.
         claims["parent_agent"] = "aauth:orchestrator@evil.example".into();
-        let token = evil.sign(wire::typ::AGENT, &claims);
+        let token = evil.sign(engine::typ::AGENT, &claims);
         let (status, _) = whoami(&h, &KeySource::Jwt(token), NOW).await;
         assert_eq!(status, StatusCode::OK);
     }
@@ -168,7 +169,7 @@ mod identity {
             let response = h.send(signed(&h, "GET", "/data", &source, NOW)).await;
             let headers = Attack::from_response(&h, response).refused("revoked_jwt").await;
             assert!(
-                headers.get(wire::header::AAUTH_REQUIREMENT).is_none(),
+                headers.get(wire::AAUTH_REQUIREMENT).is_none(),
                 "no grant helps a revoked agent"
             );
         }
@@ -378,7 +379,10 @@ mod pol_06 {
     use tower::ServiceExt;
     use tower_aauth::replay::{MemoryReplayStore, ReplayOptions};
     use tower_aauth::testing::{KeySource, TestAgent};
-    use tower_aauth::{Decision, Error, Requirement};
+    use tower_aauth::{
+        Error,
+        guard::{Decision, Requirement},
+    };
 
     use super::support::attack::*;
     use super::support::fixtures::copy;
@@ -424,12 +428,7 @@ mod pol_06 {
                 "handler ran"
             }
         };
-        let closed = Requirement::rule(|_| {
-            Decision::Refuse(Error::Forbidden {
-                code: "closed",
-                detail: "this route is closed",
-            })
-        });
+        let closed = Requirement::rule(|_| Decision::Refuse(Error::forbidden("closed", "this route is closed")));
         let a = &h.aauth;
         Router::new()
             .route(
@@ -697,13 +696,13 @@ fn pol_agent_token(h: &Harness) -> String {
 /// The claims of a resource token in a challenge.
 fn pol_claims(token: &str) -> serde_json::Value {
     let payload = token.split('.').nth(1).expect("a compact JWS");
-    serde_json::from_slice(&tower_aauth::jose::b64url_decode(payload).expect("base64url")).expect("JSON claims")
+    serde_json::from_slice(&tower_aauth::engine::b64url_decode(payload).expect("base64url")).expect("JSON claims")
 }
 
 #[tokio::test]
 async fn pol_07_nothing_under_the_pending_prefix_skips_the_default_requirement_while_no_pending_router_is_mounted() {
     use http::StatusCode;
-    use tower_aauth::Requirement;
+    use tower_aauth::guard::Requirement;
     for path in [
         "/aauth/pending/x/../../admin",
         "/aauth/pending/%2e%2e/%2e%2e/admin",
@@ -721,7 +720,7 @@ async fn pol_07_nothing_under_the_pending_prefix_skips_the_default_requirement_w
 #[tokio::test]
 async fn pol_07_a_mounted_pending_router_exempts_exactly_the_ids_it_issues() {
     use http::StatusCode;
-    use tower_aauth::Requirement;
+    use tower_aauth::guard::Requirement;
     use tower_aauth::testing::KeySource;
     // The default requirement asks for an auth token: an agent-token poll reaches the
     // pending router only if its URL is exempt (then `404`, the id is unknown).
@@ -771,7 +770,7 @@ async fn pol_08_required_signature_key_coverage_means_the_member_the_signature_u
         let attack = h.attack(request).await;
         if refused {
             let headers = attack.without_fetch().refused("invalid_input").await;
-            let error = headers[tower_aauth::wire::header::SIGNATURE_ERROR].to_str().unwrap();
+            let error = headers[tower_aauth::wire::SIGNATURE_ERROR].to_str().unwrap();
             assert!(
                 error.contains(r#"required_input=("@method" "@authority" "@path" "signature-key")"#),
                 "{coverage}: {error}"
@@ -802,7 +801,7 @@ async fn pol_08_required_authorization_coverage_means_the_whole_field() {
         let attack = h.attack(request).await;
         if refused {
             let headers = attack.without_fetch().refused("invalid_input").await;
-            let error = headers[tower_aauth::wire::header::SIGNATURE_ERROR].to_str().unwrap();
+            let error = headers[tower_aauth::wire::SIGNATURE_ERROR].to_str().unwrap();
             assert!(error.contains(r#""authorization")"#), "{coverage}: {error}");
         } else {
             attack.accepted();
@@ -848,7 +847,7 @@ async fn pol_09_no_step_up_resource_token_is_minted_from_a_query_the_signature_d
             assert_eq!(h.aauth.minted_resource_tokens(), 1);
         } else {
             let headers = attack.refused("invalid_input").await;
-            let error = headers[tower_aauth::wire::header::SIGNATURE_ERROR].to_str().unwrap();
+            let error = headers[tower_aauth::wire::SIGNATURE_ERROR].to_str().unwrap();
             assert!(
                 error.contains(r#"required_input=("@method" "@authority" "@path" "signature-key" "@query")"#),
                 "{error}"
@@ -893,7 +892,7 @@ async fn pol_09_a_step_up_detail_never_carries_a_header_the_signature_does_not_c
 #[tokio::test]
 async fn pol_10_junk_key_parameters_of_refused_requests_stay_within_the_parsed_key_cache_budget() {
     use http::HeaderValue;
-    use tower_aauth::httpsig::encode_signature;
+    use tower_aauth::engine::encode_signature;
     use tower_aauth::testing::{KeySource, parsed_key_cache_bytes};
     const REQUESTS: usize = 6_000;
     /// The cache's budget: what 6 000 requests pinning 8 KiB each (47 MiB) must not reach.
@@ -910,17 +909,14 @@ async fn pol_10_junk_key_parameters_of_refused_requests_stay_within_the_parsed_k
         let signature_key = format!(r#"{key};junk="{i:08}{}""#, "j".repeat(padding));
         assert_eq!(signature_key.len(), 8 * 1024);
         headers.insert(
-            tower_aauth::wire::header::SIGNATURE_KEY,
+            tower_aauth::wire::SIGNATURE_KEY,
             HeaderValue::from_str(&signature_key).unwrap(),
         );
         headers.insert(
-            tower_aauth::wire::header::SIGNATURE_INPUT,
+            tower_aauth::wire::SIGNATURE_INPUT,
             HeaderValue::from_str(&input).unwrap(),
         );
-        headers.insert(
-            tower_aauth::wire::header::SIGNATURE,
-            HeaderValue::from_str(&signature).unwrap(),
-        );
+        headers.insert(tower_aauth::wire::SIGNATURE, HeaderValue::from_str(&signature).unwrap());
         h.attack(request)
             .await
             .without_fetch()
@@ -951,8 +947,8 @@ async fn pol_11_a_legacy_token_without_iat_lives_at_most_its_kind_s_lifetime_fro
             claims.as_object_mut().unwrap().remove("iat");
             claims["exp"] = exp.into();
             let token = h.access_server.sign_with_alg(
-                tower_aauth::wire::typ::LEGACY_AUTH,
-                tower_aauth::wire::alg::EDDSA,
+                tower_aauth::engine::typ::LEGACY_AUTH,
+                tower_aauth::engine::alg::EDDSA,
                 &claims,
             );
             let attack = h.token_attack(&token).await;
@@ -972,7 +968,7 @@ mod four_party {
     use axum::body::Body;
     use http::Request;
     use serde_json::Value;
-    use tower_aauth::jose::b64url_decode;
+    use tower_aauth::engine::b64url_decode;
     use tower_aauth::testing::KeySource;
 
     use super::*;
@@ -1003,10 +999,10 @@ mod four_party {
         let h = Harness::new();
         let without_ps = Harness::with(|_| {
             let keys = tower_aauth::discovery::StaticResolver::new()
-                .with_key(AS, tower_aauth::wire::dwk::ACCESS, h.access_server.public_jwk())
-                .with_key(PS, tower_aauth::wire::dwk::PERSON, h.person_server.public_jwk());
+                .with_key(AS, tower_aauth::engine::dwk::ACCESS, h.access_server.public_jwk())
+                .with_key(PS, tower_aauth::engine::dwk::PERSON, h.person_server.public_jwk());
             tower_aauth::AAuth::builder(RESOURCE)
-                .clock(tower_aauth::ManualClock::new(NOW))
+                .clock(tower_aauth::testing::ManualClock::new(NOW))
                 .key_resolver(keys)
                 .auth_server(AS)
         });

@@ -13,9 +13,10 @@ use axum::body::Body;
 use http::{Response, StatusCode};
 use serde_json::json;
 use tower::ServiceExt;
+use tower_aauth::engine;
 use tower_aauth::policy::{CeilingSet, MemoryAgentBindings, Revoked, ScopeCeilings};
 use tower_aauth::testing::{KeySource, SignOptions, TestAgent, TestIssuer};
-use tower_aauth::{ManualClock, Profile, wire};
+use tower_aauth::{Profile, testing::ManualClock, wire};
 
 use support::attack::*;
 use support::policy::*;
@@ -29,7 +30,7 @@ async fn body_text(response: Response<Body>) -> String {
 fn auth_token_at(h: &Harness, key: &TestAgent, scope: &str, iat: u64) -> KeySource {
     let mut claims = h.access_server.auth_claims(RESOURCE, &key.public_jwk(), scope, iat);
     claims["jti"] = format!("at-{iat}-{}", scope.replace(' ', "_")).into();
-    KeySource::Jwt(h.access_server.sign(wire::typ::AUTH, &claims))
+    KeySource::Jwt(h.access_server.sign(engine::typ::AUTH, &claims))
 }
 
 // ---------------------------------------------------------------------------------------
@@ -73,7 +74,7 @@ async fn review_01_a_grant_stepped_up_for_an_agent_keeps_its_key_bound_to_it() {
         "a step-up for the bound agent"
     );
     assert!(
-        response.headers()[wire::header::AAUTH_REQUIREMENT]
+        response.headers()[wire::AAUTH_REQUIREMENT]
             .to_str()
             .unwrap()
             .contains("resource-token"),
@@ -114,10 +115,10 @@ async fn review_01_a_fresh_agent_token_extends_its_keys_binding() {
     let a = &h.agent;
     let short = |iat: u64| {
         let claims = json!({
-            "iss": AP, "dwk": wire::dwk::AGENT, "sub": AGENT, "jti": format!("agt-{iat}"),
+            "iss": AP, "dwk": engine::dwk::AGENT, "sub": AGENT, "jti": format!("agt-{iat}"),
             "cnf": {"jwk": a.public_jwk().to_json()}, "iat": iat, "exp": iat + 600,
         });
-        KeySource::Jwt(h.agent_provider.sign(wire::typ::AGENT, &claims))
+        KeySource::Jwt(h.agent_provider.sign(engine::typ::AGENT, &claims))
     };
     let whoami = |source: &KeySource, at: u64| signed_by(a, "GET", "/whoami", source, at);
     assert_eq!(h.send(whoami(&short(NOW), NOW)).await.status(), StatusCode::OK);
@@ -199,8 +200,8 @@ async fn review_03_legacy_a_demo_agent_presenting_its_auth_token_after_its_agent
     let mut jwk = a.public_jwk().to_json();
     jwk.as_object_mut().unwrap().remove("alg");
     let delegate = h.agent_provider.sign_with_alg(
-        wire::typ::LEGACY_AGENT,
-        wire::alg::EDDSA,
+        engine::typ::LEGACY_AGENT,
+        engine::alg::EDDSA,
         &json!({ "iss": AP, "sub": "delegate-1", "cnf": { "jwk": jwk }, "iat": NOW, "exp": NOW + 3600 }),
     );
     let options = SignOptions {
@@ -240,7 +241,7 @@ async fn review_03_a_loopback_agent_is_not_locked_out_by_its_own_auth_token() {
     const PORTED: &str = "http://localhost:8001";
     let provider = TestIssuer::new(PORTED, [11; 32], "ported-key-1");
     let base = Harness::new();
-    let keys = resolver(&base).with_key(PORTED, wire::dwk::AGENT, provider.public_jwk());
+    let keys = resolver(&base).with_key(PORTED, engine::dwk::AGENT, provider.public_jwk());
     let h = Harness::with(move |b| {
         b.key_resolver(keys)
             .profile(Profile::Both)
@@ -260,7 +261,7 @@ async fn review_03_a_loopback_agent_is_not_locked_out_by_its_own_auth_token() {
     let object = claims.as_object_mut().unwrap();
     object.remove("ps");
     object.insert("agent".into(), json!("aauth:bot@localhost"));
-    let auth = KeySource::Jwt(h.access_server.sign(wire::typ::AUTH, &claims));
+    let auth = KeySource::Jwt(h.access_server.sign(engine::typ::AUTH, &claims));
     let response = h.send(signed_by(a, "GET", "/data", &auth, NOW - 1)).await;
     assert_eq!(
         response.status(),
@@ -279,7 +280,7 @@ async fn review_03_a_ceiling_document_naming_a_loopback_agent_reaches_it() {
     const PORTED: &str = "http://localhost:8001";
     let provider = TestIssuer::new(PORTED, [11; 32], "ported-key-1");
     let base = Harness::new();
-    let keys = resolver(&base).with_key(PORTED, wire::dwk::AGENT, provider.public_jwk());
+    let keys = resolver(&base).with_key(PORTED, engine::dwk::AGENT, provider.public_jwk());
     let ceilings = ScopeCeilings::new();
     ceilings
         .reload_json(br#"{"agents": {"aauth:bot@localhost": "data.read"}}"#)
@@ -356,7 +357,7 @@ async fn review_04_a_capped_agent_cannot_execute_a_detail_grant_above_its_ceilin
     let a = &h.agent;
     let mut claims = h.access_server.auth_claims(RESOURCE, &a.public_jwk(), "data.read", NOW);
     claims["authorization_details"] = json!([{"type": "trade", "symbol": "ACME", "quantity": 1_000_000}]);
-    let grant = KeySource::Jwt(h.access_server.sign(wire::typ::AUTH, &claims));
+    let grant = KeySource::Jwt(h.access_server.sign(engine::typ::AUTH, &claims));
     let calls = h.calls.clone();
     let router = Router::new()
         .route(

@@ -21,11 +21,13 @@ use serde_json::{Value, json};
 use support::attack::{NOW, RESOURCE, get};
 use support::discovery::{Canned, IssuerServer, ScriptedResolver};
 use tower::ServiceExt;
-use tower_aauth::discovery::{
-    BoxFuture, Connector, FetchError, FetchPolicy, FetchedDocument, GuardedFetch, PinnedRequest, ReqwestFetch,
-};
+use tower_aauth::engine;
 use tower_aauth::testing::{KeySource, TestAgent};
-use tower_aauth::{AAuth, AAuthBuilder, ManualClock, wire};
+use tower_aauth::{AAuth, AAuthBuilder, testing::ManualClock, wire};
+use tower_aauth::{
+    BoxFuture,
+    discovery::{Connector, FetchError, FetchPolicy, FetchedDocument, GuardedFetch, PinnedRequest, ReqwestFetch},
+};
 
 const AGENT_ID: &str = "https://agent.example";
 
@@ -79,7 +81,7 @@ fn world_with(addresses: Vec<Vec<IpAddr>>, adjust: impl FnOnce(AAuthBuilder) -> 
     let resolver = ScriptedResolver::answering(addresses);
     let connector = UrlConnector::default();
     connector.serve(
-        &format!("{AGENT_ID}/.well-known/{}", wire::dwk::AGENT),
+        &format!("{AGENT_ID}/.well-known/{}", engine::dwk::AGENT),
         &json!({"issuer": AGENT_ID, "jwks_uri": format!("{AGENT_ID}/jwks.json")}),
     );
     connector.serve(&format!("{AGENT_ID}/jwks.json"), &agent.jwks());
@@ -127,10 +129,7 @@ impl World {
     /// 401 with exactly `code`, the handler not run.
     async fn refused(&self, response: Response<Body>, code: &str) -> Bytes {
         assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
-        assert_eq!(
-            response.headers()[wire::header::SIGNATURE_ERROR],
-            format!("error={code}")
-        );
+        assert_eq!(response.headers()[wire::SIGNATURE_ERROR], format!("error={code}"));
         assert_eq!(self.calls.load(Ordering::SeqCst), 0, "the inner service must not run");
         axum::body::to_bytes(response.into_body(), 1 << 16).await.unwrap()
     }
@@ -148,7 +147,7 @@ fn public() -> Vec<IpAddr> {
 async fn refused_before_any_resolution(identifiers: &[&str]) {
     for id in identifiers {
         let w = world(vec![public()]);
-        let response = w.send_as(id, wire::dwk::AGENT).await;
+        let response = w.send_as(id, engine::dwk::AGENT).await;
         w.refused(response, "invalid_key").await;
         w.assert_f0();
     }
@@ -157,7 +156,7 @@ async fn refused_before_any_resolution(identifiers: &[&str]) {
 #[tokio::test]
 async fn ssrf_00_positive_control_a_public_agent_provider_is_fetched_and_served() {
     let w = world(vec![public()]);
-    let response = w.send_as(AGENT_ID, wire::dwk::AGENT).await;
+    let response = w.send_as(AGENT_ID, engine::dwk::AGENT).await;
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(w.connector.calls(), 2, "metadata and JWKS");
 }
@@ -239,7 +238,7 @@ async fn ssrf_06_normalisation_smuggling_is_invalid_key() {
         w.agent.sign(&mut request, &KeySource::Hwk, NOW);
         let value = format!(r#"sig=jwks_uri;id="{id}";dwk="aauth-agent.json";kid="agent-key-1""#);
         request.headers_mut().insert(
-            wire::header::SIGNATURE_KEY,
+            wire::SIGNATURE_KEY,
             http::HeaderValue::from_bytes(value.as_bytes()).unwrap(),
         );
         let response = w.send(request).await;
@@ -261,7 +260,7 @@ async fn ssrf_07_a_dwk_outside_the_allow_list_is_invalid_key() {
 async fn refused_after_resolution_to(addresses: &[&str]) {
     for address in addresses {
         let w = world(vec![vec![address.parse().unwrap()]]);
-        let response = w.send_as(AGENT_ID, wire::dwk::AGENT).await;
+        let response = w.send_as(AGENT_ID, engine::dwk::AGENT).await;
         w.refused(response, "invalid_key").await;
         assert_eq!(w.connector.calls(), 0, "{address}: never connected");
     }
@@ -306,7 +305,7 @@ async fn ssrf_10_one_private_address_in_a_mixed_answer_refuses_the_name() {
         "93.184.216.34".parse().unwrap(),
         "127.0.0.1".parse().unwrap(),
     ]]);
-    let response = w.send_as(AGENT_ID, wire::dwk::AGENT).await;
+    let response = w.send_as(AGENT_ID, engine::dwk::AGENT).await;
     w.refused(response, "invalid_key").await;
     assert_eq!(w.connector.calls(), 0);
 }
@@ -319,7 +318,7 @@ async fn ssrf_11_a_rebinding_name_is_resolved_once_per_fetch_and_connected_to_as
         vec![public_ip],
         vec!["127.0.0.1".parse().unwrap()],
     ]);
-    let response = w.send_as(AGENT_ID, wire::dwk::AGENT).await;
+    let response = w.send_as(AGENT_ID, engine::dwk::AGENT).await;
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(w.resolver.calls(), 2, "one resolution for each of the two fetches");
     for (url, addresses) in w.connector.targets.lock().unwrap().iter() {
@@ -351,12 +350,12 @@ fn loopback_resource(timeout: Duration) -> World {
 
 async fn provider(agent: &TestAgent) -> IssuerServer {
     let server = IssuerServer::start().await;
-    server.publish(wire::dwk::AGENT, &agent.jwks());
+    server.publish(engine::dwk::AGENT, &agent.jwks());
     server
 }
 
 fn metadata_path() -> String {
-    format!("/.well-known/{}", wire::dwk::AGENT)
+    format!("/.well-known/{}", engine::dwk::AGENT)
 }
 
 #[tokio::test]
@@ -369,7 +368,7 @@ async fn ssrf_12_redirects_are_never_followed() {
             &metadata_path(),
             Canned::status(status).header("location", &target.url(&metadata_path())),
         );
-        let response = w.send_as(&server.origin, wire::dwk::AGENT).await;
+        let response = w.send_as(&server.origin, engine::dwk::AGENT).await;
         w.refused(response, "invalid_key").await;
         assert_eq!(server.total_hits(), 1, "exactly one request");
         assert_eq!(target.total_hits(), 0, "the redirect target was never contacted");
@@ -385,10 +384,10 @@ async fn ssrf_13_a_metadata_jwks_uri_pointing_elsewhere_is_invalid_key() {
     ] {
         let w = world(vec![public()]);
         w.connector.serve(
-            &format!("{AGENT_ID}/.well-known/{}", wire::dwk::AGENT),
+            &format!("{AGENT_ID}/.well-known/{}", engine::dwk::AGENT),
             &json!({"issuer": AGENT_ID, "jwks_uri": jwks_uri}),
         );
-        let response = w.send_as(AGENT_ID, wire::dwk::AGENT).await;
+        let response = w.send_as(AGENT_ID, engine::dwk::AGENT).await;
         w.refused(response, "invalid_key").await;
         assert_eq!(w.connector.calls(), 1, "{jwks_uri}: only the metadata was fetched");
     }
@@ -418,7 +417,7 @@ async fn ssrf_14_ambient_proxy_variables_are_ignored() {
     }
     let w = loopback_resource(Duration::from_secs(5));
     let server = provider(&w.agent).await;
-    let response = w.send_as(&server.origin, wire::dwk::AGENT).await;
+    let response = w.send_as(&server.origin, engine::dwk::AGENT).await;
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(server.hits(&metadata_path()), 1, "reached directly");
 }
@@ -433,7 +432,7 @@ async fn ssrf_15_oversized_and_endless_bodies_are_invalid_key() {
         let w = loopback_resource(Duration::from_secs(5));
         let server = provider(&w.agent).await;
         server.set(&metadata_path(), canned);
-        let response = w.send_as(&server.origin, wire::dwk::AGENT).await;
+        let response = w.send_as(&server.origin, engine::dwk::AGENT).await;
         w.refused(response, "invalid_key").await;
     }
 }
@@ -447,7 +446,7 @@ async fn ssrf_16_a_stalled_upstream_is_cut_off_at_the_fetch_timeout() {
         Canned::json(&server.metadata()).delayed(Duration::from_secs(30)),
     );
     let started = Instant::now();
-    let response = w.send_as(&server.origin, wire::dwk::AGENT).await;
+    let response = w.send_as(&server.origin, engine::dwk::AGENT).await;
     w.refused(response, "invalid_key").await;
     assert!(
         started.elapsed() < Duration::from_secs(10),
@@ -467,7 +466,7 @@ async fn ssrf_17_a_compressed_body_is_never_decompressed() {
         &metadata_path(),
         Canned::raw("application/json", bomb).header("content-encoding", "gzip"),
     );
-    let response = w.send_as(&server.origin, wire::dwk::AGENT).await;
+    let response = w.send_as(&server.origin, engine::dwk::AGENT).await;
     w.refused(response, "invalid_key").await;
 }
 
@@ -490,7 +489,7 @@ async fn ssrf_18_hostile_json_documents_are_invalid_key() {
             .lock()
             .unwrap()
             .insert(format!("{AGENT_ID}/jwks.json"), document);
-        let response = w.send_as(AGENT_ID, wire::dwk::AGENT).await;
+        let response = w.send_as(AGENT_ID, engine::dwk::AGENT).await;
         assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
         w.refused(response, "invalid_key").await;
     }
@@ -500,10 +499,10 @@ async fn ssrf_18_hostile_json_documents_are_invalid_key() {
 async fn ssrf_19_metadata_naming_another_issuer_or_none_is_refused() {
     let w = world(vec![public()]);
     w.connector.serve(
-        &format!("{AGENT_ID}/.well-known/{}", wire::dwk::AGENT),
+        &format!("{AGENT_ID}/.well-known/{}", engine::dwk::AGENT),
         &json!({"issuer": "https://b.example", "jwks_uri": format!("{AGENT_ID}/jwks.json")}),
     );
-    let response = w.send_as(AGENT_ID, wire::dwk::AGENT).await;
+    let response = w.send_as(AGENT_ID, engine::dwk::AGENT).await;
     w.refused(response, "issuer_mismatch").await;
     assert_eq!(
         w.connector.calls(),
@@ -513,10 +512,10 @@ async fn ssrf_19_metadata_naming_another_issuer_or_none_is_refused() {
 
     let w = world(vec![public()]);
     w.connector.serve(
-        &format!("{AGENT_ID}/.well-known/{}", wire::dwk::AGENT),
+        &format!("{AGENT_ID}/.well-known/{}", engine::dwk::AGENT),
         &json!({"jwks_uri": format!("{AGENT_ID}/jwks.json")}),
     );
-    let response = w.send_as(AGENT_ID, wire::dwk::AGENT).await;
+    let response = w.send_as(AGENT_ID, engine::dwk::AGENT).await;
     w.refused(response, "issuer_missing").await;
 }
 
@@ -528,7 +527,7 @@ async fn ssrf_20_a_tls_failure_is_invalid_key_and_certificates_are_never_waived(
     let w = loopback_resource(Duration::from_secs(5));
     let server = provider(&w.agent).await;
     let https_origin = server.origin.replace("http://", "https://");
-    let response = w.send_as(&https_origin, wire::dwk::AGENT).await;
+    let response = w.send_as(&https_origin, engine::dwk::AGENT).await;
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
     w.refused(response, "invalid_key").await;
     let fetch = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/src/discovery/fetch.rs")).unwrap();
@@ -545,21 +544,21 @@ async fn ssrf_21_every_discovery_failure_is_the_same_answer_byte_for_byte() {
     for addresses in [vec!["10.0.0.1".parse().unwrap()], Vec::new()] {
         let w = world(vec![addresses]);
         bodies.push(
-            w.refused(w.send_as(AGENT_ID, wire::dwk::AGENT).await, "invalid_key")
+            w.refused(w.send_as(AGENT_ID, engine::dwk::AGENT).await, "invalid_key")
                 .await,
         );
     }
     let w = world(vec![public()]);
     w.connector.documents.lock().unwrap().clear();
     bodies.push(
-        w.refused(w.send_as(AGENT_ID, wire::dwk::AGENT).await, "invalid_key")
+        w.refused(w.send_as(AGENT_ID, engine::dwk::AGENT).await, "invalid_key")
             .await,
     );
     let w = loopback_resource(Duration::from_secs(5));
     let server = provider(&w.agent).await;
     server.set(&metadata_path(), Canned::status(500));
     bodies.push(
-        w.refused(w.send_as(&server.origin, wire::dwk::AGENT).await, "invalid_key")
+        w.refused(w.send_as(&server.origin, engine::dwk::AGENT).await, "invalid_key")
             .await,
     );
     assert!(bodies.windows(2).all(|pair| pair[0] == pair[1]), "{bodies:?}");

@@ -6,8 +6,9 @@ mod support;
 
 use serde_json::json;
 use support::attack::*;
+use tower_aauth::ResourceKey;
+use tower_aauth::engine;
 use tower_aauth::testing::KeySource;
-use tower_aauth::{ResourceKey, wire};
 
 fn header(typ: &str, kid: &str) -> String {
     json!({"alg": "Ed25519", "typ": typ, "kid": kid}).to_string()
@@ -104,7 +105,7 @@ async fn typ_05_whitespace_or_parameters_in_typ_are_invalid_jwt() {
 
 #[tokio::test]
 async fn typ_06_legacy_typ_names_are_invalid_jwt_under_the_strict_profile() {
-    for typ in [wire::typ::LEGACY_AUTH, "resource+jwt", "agent+jwt"] {
+    for typ in [engine::typ::LEGACY_AUTH, "resource+jwt", "agent+jwt"] {
         let h = Harness::new();
         let token = auth_token_typed(&h, typ);
         h.token_attack(&token)
@@ -130,7 +131,7 @@ async fn typ_06_a_legacy_resource_token_is_never_a_credential_under_the_legacy_p
 async fn typ_07_an_auth_token_naming_the_agent_document_as_dwk_is_invalid_jwt() {
     let h = Harness::new();
     let mut claims = h.auth_claims();
-    claims["dwk"] = json!(wire::dwk::AGENT);
+    claims["dwk"] = json!(engine::dwk::AGENT);
     let token = raw_jwt(
         &header("aa-auth+jwt", "as-key-1"),
         &claims.to_string(),

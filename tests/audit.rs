@@ -15,7 +15,7 @@ use support::harness::*;
 use tower::ServiceExt;
 use tower_aauth::Error;
 use tower_aauth::policy::Revoked;
-use tower_aauth::policy::audit::{TARGET, field};
+use tower_aauth::policy::{AUDIT_TARGET, AuditField};
 use tower_aauth::testing::KeySource;
 use tracing::field::{Field, Visit};
 use tracing_subscriber::layer::{Context, SubscriberExt};
@@ -42,7 +42,7 @@ impl Visit for Fields<'_> {
 
 impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Capture {
     fn on_event(&self, event: &tracing::Event<'_>, _: Context<'_, S>) {
-        if event.metadata().target() == TARGET {
+        if event.metadata().target() == AUDIT_TARGET {
             let mut fields = Event::new();
             event.record(&mut Fields(&mut fields));
             self.0.lock().unwrap().push(fields);
@@ -68,14 +68,14 @@ impl Capture {
 }
 
 const IDENTITY: [&str; 8] = [
-    field::AGENT,
-    field::KEY_THUMBPRINT,
-    field::SCHEME,
-    field::TOKEN_KIND,
-    field::ISSUER,
-    field::SUBJECT,
-    field::SCOPES,
-    field::JTI,
+    AuditField::Agent.name(),
+    AuditField::KeyThumbprint.name(),
+    AuditField::Scheme.name(),
+    AuditField::TokenKind.name(),
+    AuditField::Issuer.name(),
+    AuditField::Subject.name(),
+    AuditField::Scopes.name(),
+    AuditField::Jti.name(),
 ];
 
 /// An app whose routes answer the way guards would: allow, challenge, deny.
@@ -98,11 +98,7 @@ fn app(harness: &Harness) -> Router {
         .route(
             "/deny",
             post(|| async {
-                Error::Forbidden {
-                    code: "insufficient_scope",
-                    detail: "the grant does not cover this route",
-                }
-                .into_response()
+                Error::forbidden("insufficient_scope", "the grant does not cover this route").into_response()
             }),
         )
         .layer(harness.aauth.layer())
@@ -147,25 +143,31 @@ async fn an_allowed_auth_token_request_logs_every_identity_field() {
     let response = app(&harness).oneshot(request).await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     let event = capture.one();
-    assert_eq!(event[field::DECISION], "allow");
-    assert_eq!(event[field::REASON], "verified");
-    assert_eq!(event[field::STATUS], "200");
-    assert_eq!(event[field::METHOD], "GET");
-    assert_eq!(event[field::ROUTE], "/data");
-    assert_eq!(event[field::KEY_THUMBPRINT], harness.agent.thumbprint());
-    assert_eq!(event[field::SCHEME], "jwt");
-    assert_eq!(event[field::TOKEN_KIND], "aa-auth+jwt");
-    assert_eq!(event[field::ISSUER], AS);
-    assert_eq!(event[field::SUBJECT], "user-1");
-    assert_eq!(event[field::SCOPES], "data.read data.write");
-    assert!(event[field::JTI].starts_with("at-"));
-    assert!(!event.contains_key(field::AGENT), "AAUTH-11 auth tokens name no agent");
-    assert!(!event.contains_key(field::DETAIL));
+    assert_eq!(event[AuditField::Decision.name()], "allow");
+    assert_eq!(event[AuditField::Reason.name()], "verified");
+    assert_eq!(event[AuditField::Status.name()], "200");
+    assert_eq!(event[AuditField::Method.name()], "GET");
+    assert_eq!(event[AuditField::Route.name()], "/data");
+    assert_eq!(event[AuditField::KeyThumbprint.name()], harness.agent.thumbprint());
+    assert_eq!(event[AuditField::Scheme.name()], "jwt");
+    assert_eq!(event[AuditField::TokenKind.name()], "aa-auth+jwt");
+    assert_eq!(event[AuditField::Issuer.name()], AS);
+    assert_eq!(event[AuditField::Subject.name()], "user-1");
+    assert_eq!(event[AuditField::Scopes.name()], "data.read data.write");
+    assert!(event[AuditField::Jti.name()].starts_with("at-"));
+    assert!(
+        !event.contains_key(AuditField::Agent.name()),
+        "AAUTH-11 auth tokens name no agent"
+    );
+    assert!(!event.contains_key(AuditField::Detail.name()));
     let mut original = Request::get("/").body(Body::empty()).unwrap();
     *original.headers_mut() = copy_headers;
     assert_no_secrets(&event, &original);
     for name in event.keys().filter(|k| *k != "message") {
-        assert!(field::ALL.contains(&name.as_str()), "undocumented field {name}");
+        assert!(
+            AuditField::ALL.iter().any(|field| field.name() == name),
+            "undocumented field {name}"
+        );
     }
 }
 
@@ -180,11 +182,14 @@ async fn an_agent_token_request_logs_the_agent_identifier() {
     let request = signed(&harness, "GET", "/data", &KeySource::Jwt(token));
     assert_eq!(app(&harness).oneshot(request).await.unwrap().status(), StatusCode::OK);
     let event = capture.one();
-    assert_eq!(event[field::AGENT], "aauth:assistant@agent.example");
-    assert_eq!(event[field::ISSUER], AP);
-    assert_eq!(event[field::TOKEN_KIND], "aa-agent+jwt");
-    assert!(!event.contains_key(field::SUBJECT), "an agent is not a subject");
-    assert!(!event.contains_key(field::SCOPES));
+    assert_eq!(event[AuditField::Agent.name()], "aauth:assistant@agent.example");
+    assert_eq!(event[AuditField::Issuer.name()], AP);
+    assert_eq!(event[AuditField::TokenKind.name()], "aa-agent+jwt");
+    assert!(
+        !event.contains_key(AuditField::Subject.name()),
+        "an agent is not a subject"
+    );
+    assert!(!event.contains_key(AuditField::Scopes.name()));
 }
 
 #[tokio::test]
@@ -195,8 +200,8 @@ async fn an_unsigned_request_is_an_allow_without_identity() {
     let response = app(&harness).oneshot(get("/data")).await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     let event = capture.one();
-    assert_eq!(event[field::DECISION], "allow");
-    assert_eq!(event[field::REASON], "unsigned");
+    assert_eq!(event[AuditField::Decision.name()], "allow");
+    assert_eq!(event[AuditField::Reason.name()], "unsigned");
     for name in IDENTITY {
         assert!(!event.contains_key(name), "{name} without a verified identity");
     }
@@ -217,10 +222,10 @@ async fn a_bad_signature_is_a_reject_without_identity() {
     let response = app(&harness).oneshot(request).await.unwrap();
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
     let event = capture.one();
-    assert_eq!(event[field::DECISION], "reject");
-    assert_eq!(event[field::REASON], "invalid_signature");
-    assert_eq!(event[field::STATUS], "401");
-    assert!(event.contains_key(field::DETAIL));
+    assert_eq!(event[AuditField::Decision.name()], "reject");
+    assert_eq!(event[AuditField::Reason.name()], "invalid_signature");
+    assert_eq!(event[AuditField::Status.name()], "401");
+    assert!(event.contains_key(AuditField::Detail.name()));
     for name in IDENTITY {
         assert!(!event.contains_key(name), "{name} logged for an unverified request");
     }
@@ -242,11 +247,11 @@ async fn a_revoked_request_is_a_reject_with_the_verified_identity() {
         .unwrap();
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
     let event = capture.one();
-    assert_eq!(event[field::DECISION], "reject");
-    assert_eq!(event[field::REASON], "revoked_jwt");
-    assert_eq!(event[field::DETAIL], "the signing key is revoked");
-    assert_eq!(event[field::KEY_THUMBPRINT], harness.agent.thumbprint());
-    assert_eq!(event[field::SCHEME], "hwk");
+    assert_eq!(event[AuditField::Decision.name()], "reject");
+    assert_eq!(event[AuditField::Reason.name()], "revoked_jwt");
+    assert_eq!(event[AuditField::Detail.name()], "the signing key is revoked");
+    assert_eq!(event[AuditField::KeyThumbprint.name()], harness.agent.thumbprint());
+    assert_eq!(event[AuditField::Scheme.name()], "hwk");
 }
 
 #[tokio::test]
@@ -261,9 +266,9 @@ async fn a_replay_is_a_reject_logged_once() {
     capture.take();
     app(&harness).oneshot(replay).await.unwrap();
     let event = capture.one();
-    assert_eq!(event[field::DECISION], "reject");
-    assert_eq!(event[field::REASON], "invalid_signature");
-    assert_eq!(event[field::DETAIL], "the signature was already used");
+    assert_eq!(event[AuditField::Decision.name()], "reject");
+    assert_eq!(event[AuditField::Reason.name()], "invalid_signature");
+    assert_eq!(event[AuditField::Detail.name()], "the signature was already used");
 }
 
 #[tokio::test]
@@ -277,10 +282,10 @@ async fn a_challenge_from_a_guard_is_logged_as_a_challenge() {
         .unwrap();
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
     let event = capture.one();
-    assert_eq!(event[field::DECISION], "challenge");
-    assert_eq!(event[field::REASON], "auth-token");
-    assert_eq!(event[field::STATUS], "401");
-    assert_eq!(event[field::KEY_THUMBPRINT], harness.agent.thumbprint());
+    assert_eq!(event[AuditField::Decision.name()], "challenge");
+    assert_eq!(event[AuditField::Reason.name()], "auth-token");
+    assert_eq!(event[AuditField::Status.name()], "401");
+    assert_eq!(event[AuditField::KeyThumbprint.name()], harness.agent.thumbprint());
     assert!(!event.values().any(|v| v.contains("eyJ")), "resource token logged");
 }
 
@@ -295,11 +300,11 @@ async fn a_denial_from_a_guard_is_logged_with_its_code() {
         .unwrap();
     assert_eq!(response.status(), StatusCode::FORBIDDEN);
     let event = capture.one();
-    assert_eq!(event[field::DECISION], "deny");
-    assert_eq!(event[field::REASON], "insufficient_scope");
-    assert_eq!(event[field::DETAIL], "the grant does not cover this route");
-    assert_eq!(event[field::METHOD], "POST");
-    assert_eq!(event[field::ROUTE], "/deny");
+    assert_eq!(event[AuditField::Decision.name()], "deny");
+    assert_eq!(event[AuditField::Reason.name()], "insufficient_scope");
+    assert_eq!(event[AuditField::Detail.name()], "the grant does not cover this route");
+    assert_eq!(event[AuditField::Method.name()], "POST");
+    assert_eq!(event[AuditField::Route.name()], "/deny");
 }
 
 #[tokio::test]
@@ -315,8 +320,8 @@ async fn a_slow_path_request_is_logged_once_with_its_identity() {
     let response = app(&harness).oneshot(request).await.unwrap();
     assert_eq!(response.status(), StatusCode::FORBIDDEN);
     let event = capture.one();
-    assert_eq!(event[field::DECISION], "deny");
-    assert_eq!(event[field::KEY_THUMBPRINT], harness.agent.thumbprint());
+    assert_eq!(event[AuditField::Decision.name()], "deny");
+    assert_eq!(event[AuditField::KeyThumbprint.name()], harness.agent.thumbprint());
 }
 
 #[derive(serde::Deserialize)]
@@ -333,7 +338,7 @@ async fn an_authorization_details_mismatch_is_a_deny_naming_its_code() {
         .access_server
         .auth_claims(RESOURCE, &harness.agent.public_jwk(), "trade", NOW);
     claims["authorization_details"] = serde_json::json!([{"type": "trade", "symbol": "ACME"}]);
-    let token = harness.access_server.sign(tower_aauth::wire::typ::AUTH, &claims);
+    let token = harness.access_server.sign(tower_aauth::engine::typ::AUTH, &claims);
     let guard = harness
         .aauth
         .require_detail("trade", |trade: &Trade, _: &http::request::Parts| {
@@ -346,8 +351,8 @@ async fn an_authorization_details_mismatch_is_a_deny_naming_its_code() {
     let response = router.oneshot(request).await.unwrap();
     assert_eq!(response.status(), StatusCode::FORBIDDEN);
     let event = capture.one();
-    assert_eq!(event[field::DECISION], "deny");
-    assert_eq!(event[field::REASON], "insufficient_authorization_details");
-    assert_eq!(event[field::SCOPES], "trade");
-    assert_eq!(event[field::SUBJECT], "user-1");
+    assert_eq!(event[AuditField::Decision.name()], "deny");
+    assert_eq!(event[AuditField::Reason.name()], "insufficient_authorization_details");
+    assert_eq!(event[AuditField::Scopes.name()], "trade");
+    assert_eq!(event[AuditField::Subject.name()], "user-1");
 }

@@ -14,10 +14,10 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use support::harness::*;
 use tower::ServiceExt;
-use tower_aauth::jose::{AlgPolicy, UnverifiedJws};
+use tower_aauth::engine;
+use tower_aauth::engine::{AlgPolicy, UnverifiedJws};
 use tower_aauth::replay::{ReplayOptions, ReplayProtection};
 use tower_aauth::testing::KeySource;
-use tower_aauth::wire;
 
 #[derive(Debug, Deserialize)]
 struct Trade {
@@ -64,9 +64,9 @@ fn token_with(harness: &Harness, details: Value) -> String {
         .access_server
         .auth_claims(RESOURCE, &harness.agent.public_jwk(), "trade", NOW);
     if !details.is_null() {
-        claims[wire::claim::AUTHORIZATION_DETAILS] = details;
+        claims[engine::claim::AUTHORIZATION_DETAILS] = details;
     }
-    harness.access_server.sign(wire::typ::AUTH, &claims)
+    harness.access_server.sign(engine::typ::AUTH, &claims)
 }
 
 fn approved() -> Value {

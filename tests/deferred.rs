@@ -13,9 +13,10 @@ use http::{Request, Response, StatusCode};
 use serde_json::{Value, json};
 use support::app::*;
 use tower::ServiceExt;
-use tower_aauth::deferred::DeferredOptions;
+use tower_aauth::DeferredOptions;
+use tower_aauth::engine;
 use tower_aauth::testing::{KeySource, TestAgent};
-use tower_aauth::{AAuthBuilder, VerifiedRequest, wire};
+use tower_aauth::{AAuthBuilder, VerifiedRequest};
 
 const PREFIX: &str = "https://resource.example/aauth/pending/";
 
@@ -113,7 +114,7 @@ fn token_with(app: &App, scope: &str, jti: &str, lifetime: u64) -> KeySource {
     claims["ps"] = PS.into();
     claims["jti"] = jti.into();
     claims["exp"] = (NOW + lifetime).into();
-    jwt(app.access_server.sign(wire::typ::AUTH, &claims))
+    jwt(app.access_server.sign(engine::typ::AUTH, &claims))
 }
 
 fn location(response: &Response<Body>) -> String {
@@ -178,7 +179,7 @@ async fn deferred_route_answers_202_with_pending_url_and_auth_token_requirement(
     let id = location.strip_prefix(PREFIX).unwrap();
     assert!(id.len() >= 22, "128 random bits: {id}");
     let (header, claims) = decode(&token.expect("an auth-token requirement"));
-    assert_eq!(header["typ"], wire::typ::RESOURCE);
+    assert_eq!(header["typ"], engine::typ::RESOURCE);
     assert_eq!(claims["scope"], "data.write");
     assert_eq!(claims["aud"], AS);
     assert_eq!(claims["agent_jkt"], app.agent.thumbprint());
@@ -228,7 +229,7 @@ async fn first_sufficient_poll_runs_the_held_request_once_and_returns_its_respon
     assert_eq!(body["content_type"], "application/json");
     assert_eq!(body["body"], r#"{"title":"q3"}"#);
     // The handler sees the identity the poll brought: the auth token.
-    assert_eq!(body["token"], wire::typ::AUTH);
+    assert_eq!(body["token"], engine::typ::AUTH);
     assert_eq!(body["scope"], "data.write");
 }
 
@@ -422,7 +423,7 @@ async fn concurrent_sufficient_polls_run_the_held_request_once() {
 
 #[tokio::test]
 async fn a_default_requirement_does_not_apply_to_pending_urls() {
-    let app = app_with(|b| b.default_requirement(tower_aauth::Requirement::scopes(["data.write"])));
+    let app = app_with(|b| b.default_requirement(tower_aauth::guard::Requirement::scopes(["data.write"])));
     // An id of the shape the store issues, but unknown to it.
     let unknown = "A".repeat(22);
     let mut request = Request::get(format!("{PREFIX}{unknown}")).body(Body::empty()).unwrap();

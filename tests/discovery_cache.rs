@@ -12,7 +12,7 @@ use tower_aauth::discovery::{
     DiscoveryConfig, DiscoveryResolver, IdentifierPolicy, KeyQuery, KeyResolver, ReqwestFetch,
 };
 use tower_aauth::testing::TestAgent;
-use tower_aauth::{Clock, ManualClock, SignatureErrorCode};
+use tower_aauth::{Clock, SignatureErrorCode, testing::ManualClock};
 
 const NOW: u64 = 1_730_217_600;
 const DWK: &str = "aauth-agent.json";

@@ -15,7 +15,7 @@ use support::discovery::{Canned, IssuerServer};
 use tower::ServiceExt;
 use tower_aauth::discovery::DiscoveryConfig;
 use tower_aauth::testing::{KeySource, TestAgent, TestIssuer};
-use tower_aauth::{AAuth, AAuthBuilder, ManualClock};
+use tower_aauth::{AAuth, AAuthBuilder, testing::ManualClock};
 
 const NOW: u64 = 1_730_217_600;
 const RESOURCE: &str = "https://resource.example";

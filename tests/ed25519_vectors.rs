@@ -11,7 +11,11 @@ use base64::engine::general_purpose::STANDARD;
 use http::{Request, StatusCode};
 use serde_json::{Value, json};
 use support::harness::*;
-use tower_aauth::jose::{AlgPolicy, Jwk, ResourceKey, UnverifiedJws, b64url, b64url_decode, thumbprint_of_x};
+use tower_aauth::engine;
+use tower_aauth::{
+    Jwk, ResourceKey,
+    engine::{AlgPolicy, UnverifiedJws, b64url, b64url_decode, thumbprint_of_x},
+};
 use tower_aauth::{SignatureErrorCode, wire};
 
 fn hex(text: &str) -> Vec<u8> {
@@ -129,8 +133,8 @@ fn rfc8037_a4_payload_resigned_with_a_typ_parses_and_verifies_through_unverified
     let seed: [u8; 32] = b64url_decode(A_D).unwrap().try_into().unwrap();
     let key = ResourceKey::from_seed(seed).with_kid("rfc8037");
     let token = key.sign_jwt(
-        wire::typ::AGENT,
-        wire::alg::ED25519,
+        engine::typ::AGENT,
+        engine::alg::ED25519,
         &json!({"note": "Example of Ed25519 signing"}),
     );
     let jws = UnverifiedJws::parse(&token, AlgPolicy::Strict).unwrap();
@@ -218,17 +222,17 @@ fn hwk_request(x: &str, signature: &[u8]) -> Request<Body> {
     let mut request = get("/wycheproof");
     let headers = request.headers_mut();
     headers.insert(
-        wire::header::SIGNATURE_INPUT,
+        wire::SIGNATURE_INPUT,
         format!(r#"sig=("@method" "@authority" "@path" "signature-key");created={NOW}"#)
             .parse()
             .unwrap(),
     );
     headers.insert(
-        wire::header::SIGNATURE,
+        wire::SIGNATURE,
         format!("sig=:{}:", STANDARD.encode(signature)).parse().unwrap(),
     );
     headers.insert(
-        wire::header::SIGNATURE_KEY,
+        wire::SIGNATURE_KEY,
         format!(r#"sig=hwk;kty="OKP";crv="Ed25519";x="{x}";alg="Ed25519""#)
             .parse()
             .unwrap(),

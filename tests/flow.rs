@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use http::{Method, StatusCode};
 use serde_json::json;
+use tower_aauth::engine;
 use tower_aauth::testing::demo::{self, Demo, DemoOptions, PersonAction};
 use tower_aauth::testing::{
     AgentClient, Consent, Exchange, FlowStep, KeySource, PendingState, TestAgent, TestAuthServer,
@@ -95,9 +96,9 @@ async fn legacy_challenge_carries_no_aauth_requirement_and_a_draft11_agent_canno
         .await
         .unwrap();
     assert_eq!(challenge.status, StatusCode::UNAUTHORIZED);
-    assert!(challenge.header(wire::header::AAUTH_REQUIREMENT).is_none());
+    assert!(challenge.header(wire::AAUTH_REQUIREMENT).is_none());
     let field = challenge
-        .header(wire::header::AAUTH_LEGACY)
+        .header(engine::header::AAUTH_LEGACY)
         .expect("an AAuth challenge");
     assert!(field.starts_with("require=auth-token; resource-token=\""), "{field}");
     assert!(field.ends_with(&format!("; auth-server=\"{}\"", demo.auth_server.issuer())));
@@ -146,7 +147,7 @@ struct Deferred {
 }
 
 fn resource_token_of(exchange: &Exchange) -> String {
-    let field = exchange.header(wire::header::AAUTH_REQUIREMENT).expect("a challenge");
+    let field = exchange.header(wire::AAUTH_REQUIREMENT).expect("a challenge");
     let start = field.find("resource-token=\"").expect("a resource token") + "resource-token=\"".len();
     field[start..].trim_end_matches('"').to_owned()
 }
@@ -187,7 +188,7 @@ async fn deferred(retry_after: u64) -> Deferred {
     let accepted = token_request(&demo, &client, &resource_token, &demo.key_source()).await;
     assert_eq!(accepted.status, StatusCode::ACCEPTED);
     let pending_url = accepted.header("location").unwrap().to_owned();
-    let requirement = accepted.header(wire::header::AAUTH_REQUIREMENT).unwrap();
+    let requirement = accepted.header(wire::AAUTH_REQUIREMENT).unwrap();
     let code = requirement
         .rsplit("code=\"")
         .next()
@@ -222,7 +223,7 @@ async fn polling_faster_than_retry_after_gets_429_slow_down_and_a_longer_interva
     flow.demo.auth_server.approve(&flow.code);
     let answer = flow.poll().await;
     assert_eq!(answer.status, StatusCode::TOO_MANY_REQUESTS);
-    assert_eq!(answer.error_code().as_deref(), Some(wire::poll::SLOW_DOWN));
+    assert_eq!(answer.error_code().as_deref(), Some(engine::poll::SLOW_DOWN));
     assert_eq!(answer.header("retry-after"), Some("10"));
     assert!(answer.json().unwrap().get("auth_token").is_none());
     assert!(matches!(
@@ -237,7 +238,7 @@ async fn another_agent_polling_the_pending_url_gets_403_and_changes_nothing() {
     let intruder = AgentClient::new(TestAgent::generate(), KeySource::Hwk);
     let answer = flow.poll_as(&intruder, &KeySource::Hwk).await;
     assert_eq!(answer.status, StatusCode::FORBIDDEN);
-    assert_ne!(answer.error_code().as_deref(), Some(wire::poll::DENIED));
+    assert_ne!(answer.error_code().as_deref(), Some(engine::poll::DENIED));
     assert!(flow.demo.auth_server.approve(&flow.code));
     let own = flow.poll().await;
     assert_eq!(own.status, StatusCode::OK);
@@ -260,7 +261,7 @@ async fn after_a_terminal_answer_the_pending_url_is_410() {
     assert!(flow.demo.auth_server.deny(&flow.code));
     let denied = flow.poll().await;
     assert_eq!(denied.status, StatusCode::FORBIDDEN);
-    assert_eq!(denied.error_code().as_deref(), Some(wire::poll::DENIED));
+    assert_eq!(denied.error_code().as_deref(), Some(engine::poll::DENIED));
     assert_eq!(flow.poll().await.status, StatusCode::GONE);
 }
 
@@ -269,7 +270,7 @@ async fn a_decided_code_cannot_be_decided_again() {
     let flow = deferred(0).await;
     assert!(flow.demo.auth_server.deny(&flow.code));
     assert!(!flow.demo.auth_server.approve(&flow.code));
-    assert_eq!(flow.poll().await.error_code().as_deref(), Some(wire::poll::DENIED));
+    assert_eq!(flow.poll().await.error_code().as_deref(), Some(engine::poll::DENIED));
 }
 
 #[tokio::test]
@@ -277,10 +278,7 @@ async fn an_unsigned_poll_is_refused_with_a_signature_error() {
     let flow = deferred(0).await;
     let answer = reqwest::get(&flow.pending_url).await.unwrap();
     assert_eq!(answer.status(), StatusCode::UNAUTHORIZED);
-    assert_eq!(
-        answer.headers()[wire::header::SIGNATURE_ERROR],
-        "error=invalid_signature"
-    );
+    assert_eq!(answer.headers()[wire::SIGNATURE_ERROR], "error=invalid_signature");
     assert!(flow.demo.auth_server.approve(&flow.code));
 }
 
@@ -298,8 +296,8 @@ async fn a_resource_token_not_signed_by_its_resource_is_refused() {
     let flow = deferred(0).await;
     let claims = claims_of(&flow.resource_token);
     let forged = ResourceKey::generate().with_kid("resource-key-1").sign_jwt(
-        wire::typ::RESOURCE,
-        wire::alg::ED25519,
+        engine::typ::RESOURCE,
+        engine::alg::ED25519,
         &serde_json::Value::Object(claims),
     );
     let answer = token_request(&flow.demo, &flow.client, &forged, &flow.demo.key_source()).await;
@@ -318,12 +316,12 @@ async fn an_unsigned_token_request_never_reaches_consent() {
         .await
         .unwrap();
     assert_eq!(answer.status(), StatusCode::UNAUTHORIZED);
-    assert!(answer.headers().contains_key(wire::header::SIGNATURE_ERROR));
+    assert!(answer.headers().contains_key(wire::SIGNATURE_ERROR));
 }
 
 fn claims_of(token: &str) -> serde_json::Map<String, serde_json::Value> {
     let payload = token.split('.').nth(1).unwrap();
-    tower_aauth::jose::parse_json_object(&tower_aauth::jose::b64url_decode(payload).unwrap()).unwrap()
+    tower_aauth::engine::parse_json_object(&tower_aauth::engine::b64url_decode(payload).unwrap()).unwrap()
 }
 
 /// An auth server on loopback with `consent`, trusting the resource key `resource`.
@@ -347,10 +345,10 @@ fn resource_token(key: &ResourceKey, resource: &str, auth_server: &str, agent: &
         .unwrap()
         .as_secs();
     key.sign_jwt(
-        wire::typ::RESOURCE,
-        wire::alg::ED25519,
+        engine::typ::RESOURCE,
+        engine::alg::ED25519,
         &json!({
-            "iss": resource, "dwk": wire::dwk::RESOURCE, "aud": auth_server, "jti": "rt-1",
+            "iss": resource, "dwk": engine::dwk::RESOURCE, "aud": auth_server, "jti": "rt-1",
             "iat": now, "exp": now + 300, "agent_jkt": agent.thumbprint(), "scope": "data.read",
         }),
     )
@@ -381,7 +379,7 @@ async fn immediate_consent_answers_200_with_an_auth_token_bound_to_the_agent() {
     let claims = claims_of(body["auth_token"].as_str().unwrap());
     assert_eq!(claims["aud"], RESOURCE);
     assert_eq!(claims["iss"], server.issuer());
-    assert_eq!(claims["dwk"], wire::dwk::ACCESS);
+    assert_eq!(claims["dwk"], engine::dwk::ACCESS);
     assert_eq!(claims["scope"], "data.read");
     assert_eq!(claims["cnf"]["jwk"]["x"], agent.public_jwk().x());
     assert_eq!(claims["cnf"]["jwk"]["alg"], "Ed25519");

@@ -8,12 +8,16 @@ use base64::Engine;
 use http::{HeaderMap, HeaderValue, Request, StatusCode};
 use support::harness::*;
 use tower_aauth::discovery::StaticResolver;
-use tower_aauth::httpsig::{
+use tower_aauth::engine;
+use tower_aauth::engine::{
     ParsedInput, RequestTarget, SignatureAlphabet, SignatureBase, decode_signature, verify_base,
 };
-use tower_aauth::jose::{AlgPolicy, Jwk, b64url_decode};
 use tower_aauth::testing::TestAgent;
-use tower_aauth::{AAuth, ManualClock, wire};
+use tower_aauth::{AAuth, testing::ManualClock};
+use tower_aauth::{
+    Jwk,
+    engine::{AlgPolicy, b64url_decode},
+};
 
 const TEST_KEY_X: &str = "JrQLj5P_89iXES9-vFgrIy29clF9CC_oPPsw3c5D0bs";
 const TEST_KEY_D: &str = "n4Ni-HpISpVObnQMW0wOhCKROaIKqKtW_2ZYb2p9KcU";
@@ -251,7 +255,7 @@ fn v2_service() -> axum::Router {
     };
     let aauth = AAuth::builder("https://resource.example")
         .clock(ManualClock::new(1_730_217_600))
-        .key_resolver(StaticResolver::new().with_key("https://agent.example", wire::dwk::AGENT, issuer_key))
+        .key_resolver(StaticResolver::new().with_key("https://agent.example", engine::dwk::AGENT, issuer_key))
         .build()
         .unwrap();
     axum::Router::new()

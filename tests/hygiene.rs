@@ -18,9 +18,13 @@ use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use serde_json::json;
 use tower::ServiceExt;
-use tower_aauth::discovery::{BoxFuture, Fetch, FetchError, FetchedDocument};
+use tower_aauth::engine;
 use tower_aauth::testing::{KeySource, SignOptions, TestAgent, TestIssuer};
-use tower_aauth::{AAuth, ManualClock, SignatureErrorCode, wire};
+use tower_aauth::{AAuth, SignatureErrorCode, testing::ManualClock, wire};
+use tower_aauth::{
+    BoxFuture,
+    discovery::{Fetch, FetchError, FetchedDocument},
+};
 
 const NOW: u64 = 1_730_217_600;
 const RESOURCE: &str = "https://resource.example";
@@ -72,10 +76,10 @@ fn world() -> World {
     let agent = TestAgent::from_seed([1; 32]).with_kid("agent-key-1");
     let access_server = TestIssuer::new(AS, [2; 32], "as-key-1");
     for (issuer, dwk, metadata, jwks) in [
-        (AS, wire::dwk::ACCESS, access_server.metadata(), access_server.jwks()),
+        (AS, engine::dwk::ACCESS, access_server.metadata(), access_server.jwks()),
         (
             AP,
-            wire::dwk::AGENT,
+            engine::dwk::AGENT,
             json!({"issuer": AP, "jwks_uri": format!("{AP}/.well-known/jwks.json")}),
             agent.jwks(),
         ),
@@ -83,7 +87,7 @@ fn world() -> World {
         fetch.publish(format!("{issuer}/.well-known/{dwk}"), metadata.to_string());
         fetch.publish(format!("{issuer}/.well-known/jwks.json"), jwks.to_string());
     }
-    fetch.publish(format!("{BROKEN}/.well-known/{}", wire::dwk::AGENT), UPSTREAM_TEXT);
+    fetch.publish(format!("{BROKEN}/.well-known/{}", engine::dwk::AGENT), UPSTREAM_TEXT);
     let aauth = AAuth::builder(RESOURCE)
         .clock(ManualClock::new(NOW))
         .fetcher(fetch)
@@ -115,7 +119,7 @@ fn battery(world: &mut World) -> Vec<(&'static str, Request<Body>, Option<&'stat
     let auth = world.access_server.auth_token(RESOURCE, &jwk, "data.read", NOW);
     let mut expired_claims = world.access_server.auth_claims(RESOURCE, &jwk, "data.read", NOW - 7200);
     expired_claims["exp"] = json!(NOW - 1);
-    let expired = world.access_server.sign(wire::typ::AUTH, &expired_claims);
+    let expired = world.access_server.sign(engine::typ::AUTH, &expired_claims);
     let untrusted =
         TestIssuer::new("https://evil.example", [9; 32], "evil").auth_token(RESOURCE, &jwk, "data.read", NOW);
     let forged = TestIssuer::new(AS, [9; 32], "as-key-1").auth_token(RESOURCE, &jwk, "data.read", NOW);
@@ -198,13 +202,13 @@ fn battery(world: &mut World) -> Vec<(&'static str, Request<Body>, Option<&'stat
 
     let mut unknown_scheme = signed("/a", &KeySource::Hwk, &default, NOW);
     unknown_scheme.headers_mut().insert(
-        wire::header::SIGNATURE_KEY,
+        wire::SIGNATURE_KEY,
         r#"sig=x509;x5u="https://10.0.0.1/k""#.parse().unwrap(),
     );
     cases.push(("unknown scheme", unknown_scheme, Some("unsupported_scheme")));
 
     let mut partial = signed("/a", &KeySource::Hwk, &default, NOW);
-    partial.headers_mut().remove(wire::header::SIGNATURE_KEY);
+    partial.headers_mut().remove(wire::SIGNATURE_KEY);
     cases.push(("partial headers", partial, Some("invalid_signature")));
 
     let mut garbage_jwt = signed(
@@ -217,12 +221,12 @@ fn battery(world: &mut World) -> Vec<(&'static str, Request<Body>, Option<&'stat
     cases.push(("alg none", garbage_jwt, Some("invalid_jwt")));
 
     for (_, request, _) in &cases {
-        for name in [wire::header::SIGNATURE, wire::header::SIGNATURE_KEY] {
+        for name in [wire::SIGNATURE, wire::SIGNATURE_KEY] {
             if let Some(value) = request.headers().get(name) {
                 world.sent.push(value.to_str().unwrap().to_owned());
             }
         }
-        if let Some(value) = request.headers().get(wire::header::SIGNATURE) {
+        if let Some(value) = request.headers().get(wire::SIGNATURE) {
             // The bare base64 too, not only the whole field.
             let value = value.to_str().unwrap();
             if let Some(bytes) = value.split(':').nth(1) {
@@ -235,11 +239,7 @@ fn battery(world: &mut World) -> Vec<(&'static str, Request<Body>, Option<&'stat
 
 async fn check_refusal(name: &str, response: Response<Body>, code: &str, sent: &[String]) {
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{name}");
-    let errors: Vec<_> = response
-        .headers()
-        .get_all(wire::header::SIGNATURE_ERROR)
-        .iter()
-        .collect();
+    let errors: Vec<_> = response.headers().get_all(wire::SIGNATURE_ERROR).iter().collect();
     assert_eq!(errors.len(), 1, "{name}: exactly one Signature-Error");
     let value = errors[0].to_str().unwrap();
     let sent_code = value
@@ -342,14 +342,8 @@ async fn every_registered_code_is_answered_with_no_store_and_one_signature_error
     for code in SignatureErrorCode::ALL {
         let response: Response<Body> = tower_aauth::Error::signature(code, "fixed").to_response();
         assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
-        assert_eq!(
-            response.headers().get_all(wire::header::SIGNATURE_ERROR).iter().count(),
-            1
-        );
-        assert_eq!(
-            response.headers()[wire::header::SIGNATURE_ERROR],
-            format!("error={code}")
-        );
+        assert_eq!(response.headers().get_all(wire::SIGNATURE_ERROR).iter().count(), 1);
+        assert_eq!(response.headers()[wire::SIGNATURE_ERROR], format!("error={code}"));
         assert_eq!(response.headers()[http::header::CACHE_CONTROL], "no-store");
     }
 }

@@ -12,9 +12,9 @@ use http::{Request, StatusCode};
 use serde_json::json;
 use support::harness::{AP, AS, Harness, NOW, RESOURCE, assert_refused, body_json};
 use tower_aauth::discovery::StaticResolver;
-use tower_aauth::jose::{AlgPolicy, Jwk};
+use tower_aauth::engine;
 use tower_aauth::testing::{TestAgent, TestIssuer};
-use tower_aauth::wire;
+use tower_aauth::{Jwk, engine::AlgPolicy};
 
 /// The harness agent's seed: the same key on both sides.
 const AGENT_SEED: [u8; 32] = [1; 32];
@@ -34,9 +34,9 @@ fn harness() -> Harness {
     minted_kid["kid"] = json!(SigningKey::from_bytes(&AS_SEED).thumbprint());
     let minted_kid = Jwk::from_json(minted_kid.as_object().unwrap(), AlgPolicy::Strict).unwrap();
     let resolver = StaticResolver::new()
-        .with_key(AS, wire::dwk::ACCESS, access_server.public_jwk())
-        .with_key(AS, wire::dwk::ACCESS, minted_kid)
-        .with_key(AP, wire::dwk::AGENT, agent.public_jwk());
+        .with_key(AS, engine::dwk::ACCESS, access_server.public_jwk())
+        .with_key(AS, engine::dwk::ACCESS, minted_kid)
+        .with_key(AP, engine::dwk::AGENT, agent.public_jwk());
     Harness::with(|b| b.key_resolver(resolver))
 }
 
@@ -85,7 +85,7 @@ async fn aauth_protocol_0_2_0_jwks_uri_get_is_accepted() {
     let url = format!("{RESOURCE}/data");
     let key = SignatureKey::JwksUri {
         id: AP.into(),
-        dwk: wire::dwk::AGENT.into(),
+        dwk: engine::dwk::AGENT.into(),
         kid: "agent-key-1".into(),
     };
     let headers = sign(&their_agent(), &key, &outgoing("GET", &url, None)).unwrap();
@@ -98,7 +98,7 @@ async fn aauth_protocol_0_2_0_jwt_with_our_auth_token_is_accepted() {
     let url = format!("{RESOURCE}/data");
     let headers = sign_jwt(&their_agent(), &h.auth_token("data.read"), &outgoing("GET", &url, None)).unwrap();
     let body = assert_accepted(&h, request("GET", &url, headers, None), "jwt").await;
-    assert_eq!(body["token"], wire::typ::AUTH);
+    assert_eq!(body["token"], engine::typ::AUTH);
 }
 
 #[tokio::test]

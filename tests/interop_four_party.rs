@@ -65,9 +65,12 @@ use serde_json::{Value, json};
 use support::peers::Peer;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStdin, Command};
-use tower_aauth::discovery::{BoxFuture, Fetch, FetchError, FetchedDocument};
 use tower_aauth::testing::{KeySource, TestAgent, TestIssuer};
 use tower_aauth::{AAuth, AuthGrant, Profile, VerifiedAgent};
+use tower_aauth::{
+    BoxFuture,
+    discovery::{Fetch, FetchError, FetchedDocument},
+};
 
 const PS: &str = "https://ps.test";
 const AS: &str = "https://as.test";

@@ -14,8 +14,9 @@ use support::harness::{AP, Harness, NOW, RESOURCE, assert_refused, body_json};
 use support::peers::{
     Peer, Scheme, SignRequest, harness, set_header, verify_input, with_flipped_signature, with_method, with_uri,
 };
+use tower_aauth::Profile;
+use tower_aauth::engine;
 use tower_aauth::testing::KeySource;
-use tower_aauth::{Profile, wire};
 
 async fn assert_accepted(h: &Harness, request: Request<Body>, scheme: &str) -> serde_json::Value {
     let response = h.send(request).await;
@@ -117,7 +118,7 @@ async fn hellocoop_2_2_0_jwt_with_auth_token_is_accepted() {
     let h = harness(Profile::Draft11);
     let request = SignRequest::get("/data", Scheme::Jwt(h.auth_token("data.read")), NOW).sign(Peer::Js, &js);
     let body = assert_accepted(&h, request, "jwt").await;
-    assert_eq!(body["token"], wire::typ::AUTH);
+    assert_eq!(body["token"], engine::typ::AUTH);
 }
 
 #[cfg_attr(

@@ -15,8 +15,9 @@ use support::harness::{AP, AS, Harness, NOW, RESOURCE, assert_refused, body_json
 use support::peers::{
     Peer, Scheme, SignRequest, harness, set_header, verify_input, with_flipped_signature, with_method, with_uri,
 };
+use tower_aauth::engine;
 use tower_aauth::testing::{KeySource, SignOptions};
-use tower_aauth::{Profile, TokenKind, VerifiedRequest, wire};
+use tower_aauth::{Profile, TokenKind, VerifiedRequest};
 
 async fn assert_accepted(h: &Harness, request: Request<Body>, scheme: &str) {
     let response = h.send(request).await;
@@ -85,7 +86,7 @@ async fn aauth_0_5_0_jwt_with_auth_token_is_accepted() {
     let request = SignRequest::get("/data", Scheme::Jwt(h.auth_token("data.read")), NOW).sign(Peer::V05, &v05);
     let response = h.send(request).await;
     assert_eq!(response.status(), StatusCode::OK);
-    assert_eq!(body_json(response).await["token"], wire::typ::AUTH);
+    assert_eq!(body_json(response).await["token"], engine::typ::AUTH);
 }
 
 #[cfg_attr(
@@ -102,7 +103,7 @@ async fn aauth_0_5_0_jwt_with_agent_token_is_accepted() {
     let request = SignRequest::get("/data", Scheme::Jwt(token), NOW).sign(Peer::V05, &v05);
     let response = h.send(request).await;
     assert_eq!(response.status(), StatusCode::OK);
-    assert_eq!(body_json(response).await["token"], wire::typ::AGENT);
+    assert_eq!(body_json(response).await["token"], engine::typ::AGENT);
 }
 
 #[cfg_attr(
@@ -424,12 +425,12 @@ fn aauth_0_3_4_verifies_our_hwk_jwks_uri_and_demo_jwt_signatures() {
     assert_peer_verifies(Peer::V03, &v03, &our_signed(&h, &jwks_uri), h.agent.jwks());
     // PyJWT 2.15 knows `EdDSA`, not `Ed25519`: aauth 0.3.4 checks demo-generation tokens.
     let claims = json!({
-        "iss": AS, "dwk": wire::dwk::ACCESS, "sub": "user-1", "jti": "t-1",
+        "iss": AS, "dwk": engine::dwk::ACCESS, "sub": "user-1", "jti": "t-1",
         "cnf": { "jwk": h.agent.public_jwk().to_json() }, "iat": NOW, "exp": NOW + 3600,
     });
     let token = h
         .access_server
-        .sign_with_alg(wire::typ::AGENT, wire::alg::EDDSA, &claims);
+        .sign_with_alg(engine::typ::AGENT, engine::alg::EDDSA, &claims);
     assert_peer_verifies(
         Peer::V03,
         &v03,

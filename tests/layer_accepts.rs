@@ -14,9 +14,13 @@ use axum::routing::any;
 use http::{HeaderValue, Request, StatusCode};
 use support::harness::*;
 use tower::ServiceExt;
-use tower_aauth::discovery::{BoxFuture, KeyQuery, KeyResolver, StaticResolver};
+use tower_aauth::engine;
 use tower_aauth::testing::{KeySource, SignOptions};
-use tower_aauth::{Error, Generation, Jwk, Scheme, TokenKind, VerifiedRequest, wire};
+use tower_aauth::{
+    BoxFuture,
+    discovery::{KeyQuery, KeyResolver, StaticResolver},
+};
+use tower_aauth::{Error, Generation, Jwk, Scheme, TokenKind, VerifiedRequest};
 
 type Seen = Arc<Mutex<Vec<Option<VerifiedRequest>>>>;
 
@@ -140,7 +144,7 @@ async fn a_token_verified_once_is_served_from_the_cache_without_asking_for_its_i
     let asked = Arc::new(AtomicUsize::new(0));
     let probe = Harness::new();
     let resolver = Counting {
-        inner: StaticResolver::new().with_key(AS, wire::dwk::ACCESS, probe.access_server.public_jwk()),
+        inner: StaticResolver::new().with_key(AS, engine::dwk::ACCESS, probe.access_server.public_jwk()),
         asked: asked.clone(),
     };
     let h = Harness::with(|b| b.key_resolver(resolver));
@@ -202,7 +206,7 @@ fn sign_over_existing_signature_key(h: &Harness, request: &mut Request<Body>, jo
     );
     headers.insert(
         "signature",
-        HeaderValue::from_str(&format!("sig=:{}:", tower_aauth::httpsig::encode_signature(&signature))).unwrap(),
+        HeaderValue::from_str(&format!("sig=:{}:", tower_aauth::engine::encode_signature(&signature))).unwrap(),
     );
 }
 

@@ -14,8 +14,9 @@ use axum::body::Body;
 use http::{HeaderValue, Request};
 use serde_json::{Value, json};
 use support::harness::*;
+use tower_aauth::engine;
 use tower_aauth::testing::{KeySource, SignOptions, TestAgent, TestIssuer};
-use tower_aauth::{Scheme, TokenKind, wire};
+use tower_aauth::{Scheme, TokenKind};
 
 fn signed_by(agent: &TestAgent, source: &KeySource) -> Request<Body> {
     let mut request = get("/data");
@@ -43,7 +44,7 @@ fn auth_token_with(h: &Harness, edit: impl FnOnce(&mut Value)) -> String {
         .access_server
         .auth_claims(RESOURCE, &h.agent.public_jwk(), "data.read", NOW);
     edit(&mut claims);
-    h.access_server.sign(wire::typ::AUTH, &claims)
+    h.access_server.sign(engine::typ::AUTH, &claims)
 }
 
 // --- the scheme -------------------------------------------------------------------------
@@ -403,7 +404,7 @@ async fn a_resource_token_presented_as_a_credential_is_invalid_jwt() {
     let claims = h
         .access_server
         .auth_claims(RESOURCE, &h.agent.public_jwk(), "data.read", NOW);
-    let token = h.access_server.sign(wire::typ::RESOURCE, &claims);
+    let token = h.access_server.sign(engine::typ::RESOURCE, &claims);
     assert_refused_because(
         &h,
         h.send(signed_by(&h.agent, &jwt(token))).await,

@@ -14,9 +14,10 @@ use serde_json::{Value, json};
 use support::harness::{AP, AS, Harness, NOW, RESOURCE, assert_refused, get};
 use tower::ServiceExt;
 use tower_aauth::discovery::StaticResolver;
-use tower_aauth::jose::{AlgPolicy, Jwk};
+use tower_aauth::engine;
 use tower_aauth::testing::{KeySource, SignOptions, TestAgent, TestIssuer};
-use tower_aauth::{Generation, Profile, VerifiedRequest, wire};
+use tower_aauth::{Generation, Profile, VerifiedRequest};
+use tower_aauth::{Jwk, engine::AlgPolicy};
 
 /// The agent identifier the demo generation put in `agent` claims.
 const DEMO_AGENT: &str = "https://agent.example";
@@ -28,10 +29,10 @@ fn harness(profile: Profile) -> Harness {
     let agent_provider = TestIssuer::new(AP, [3; 32], "ap-key-1");
     let agent = TestAgent::from_seed([1; 32]).with_kid("agent-key-1");
     let resolver = StaticResolver::new()
-        .with_key(AS, wire::dwk::ACCESS, access_server.public_jwk())
-        .with_key(AS, wire::dwk::LEGACY_ISSUER, access_server.public_jwk())
-        .with_key(AP, wire::dwk::AGENT, agent_provider.public_jwk())
-        .with_key(AP, wire::dwk::AGENT, agent.public_jwk());
+        .with_key(AS, engine::dwk::ACCESS, access_server.public_jwk())
+        .with_key(AS, engine::dwk::LEGACY_ISSUER, access_server.public_jwk())
+        .with_key(AP, engine::dwk::AGENT, agent_provider.public_jwk())
+        .with_key(AP, engine::dwk::AGENT, agent.public_jwk());
     Harness::with(|b| b.key_resolver(resolver).profile(profile))
 }
 
@@ -113,7 +114,7 @@ async fn seed_articles_jwt_signature_key_with_demo_auth_token_is_accepted() {
     let verified = assert_accepted(&h, signed(&h, &KeySource::Jwt(token), &legacy_options())).await;
     let claims = &verified.token.as_ref().expect("a verified token").claims;
     assert_eq!(claims.kind, tower_aauth::TokenKind::Auth);
-    assert_eq!(claims.dwk, wire::dwk::LEGACY_ISSUER);
+    assert_eq!(claims.dwk, engine::dwk::LEGACY_ISSUER);
     assert_eq!(claims.agent.as_deref(), Some(DEMO_AGENT));
     assert!(claims.scope.contains("data.write"));
     assert_eq!(claims.generation, Generation::Legacy);
@@ -164,14 +165,14 @@ async fn demo_agent_token_without_dwk_jti_or_aauth_identifier_is_accepted() {
     let mut jwk = h.agent.public_jwk().to_json();
     jwk.as_object_mut().unwrap().remove("alg");
     let token = h.agent_provider.sign_with_alg(
-        wire::typ::LEGACY_AGENT,
-        wire::alg::EDDSA,
+        engine::typ::LEGACY_AGENT,
+        engine::alg::EDDSA,
         &json!({ "iss": AP, "sub": "delegate-1", "cnf": { "jwk": jwk }, "iat": NOW, "exp": NOW + 3600 }),
     );
     let verified = assert_accepted(&h, signed(&h, &KeySource::Jwt(token), &SignOptions::default())).await;
     let claims = &verified.token.as_ref().unwrap().claims;
     assert_eq!(claims.kind, tower_aauth::TokenKind::Agent);
-    assert_eq!(claims.dwk, wire::dwk::AGENT);
+    assert_eq!(claims.dwk, engine::dwk::AGENT);
     assert_eq!(verified.generation, Generation::Legacy);
 }
 
@@ -185,7 +186,7 @@ async fn pre_draft11_auth_token_without_ps_but_with_agent_and_act_is_accepted() 
     object.remove("ps");
     object.insert("agent".into(), json!("aauth:assistant@agent.example"));
     object.insert("act".into(), json!({ "agent": "aauth:assistant@agent.example" }));
-    let token = h.access_server.sign(wire::typ::AUTH, &claims);
+    let token = h.access_server.sign(engine::typ::AUTH, &claims);
     let verified = assert_accepted(&h, signed(&h, &KeySource::Jwt(token), &SignOptions::default())).await;
     assert_eq!(verified.generation, Generation::Legacy);
 }
@@ -346,7 +347,7 @@ async fn demo_auth_token_without_sub_or_scope_is_refused() {
     claims.as_object_mut().unwrap().remove("scope");
     let token = h
         .access_server
-        .sign_with_alg(wire::typ::LEGACY_AUTH, wire::alg::EDDSA, &claims);
+        .sign_with_alg(engine::typ::LEGACY_AUTH, engine::alg::EDDSA, &claims);
     let request = signed(&h, &KeySource::Jwt(token), &legacy_options());
     assert_refused(&h, send(&h, request).await.0, "invalid_jwt").await;
 }
@@ -401,7 +402,7 @@ async fn resource_token_typ_is_refused_even_under_legacy() {
         .legacy_auth_claims(RESOURCE, &h.agent.public_jwk(), DEMO_AGENT, "data.read", NOW);
     let token = h
         .access_server
-        .sign_with_alg(wire::typ::LEGACY_RESOURCE, wire::alg::EDDSA, &claims);
+        .sign_with_alg(engine::typ::LEGACY_RESOURCE, engine::alg::EDDSA, &claims);
     let request = signed(&h, &KeySource::Jwt(token), &legacy_options());
     assert_refused(&h, send(&h, request).await.0, "invalid_jwt").await;
 }
@@ -444,7 +445,7 @@ async fn strict_refuses_eddsa_on_an_otherwise_draft11_token_as_invalid_jwt() {
         .auth_claims(RESOURCE, &h.agent.public_jwk(), "data.read", NOW);
     let token = h
         .access_server
-        .sign_with_alg(wire::typ::AUTH, wire::alg::EDDSA, &claims);
+        .sign_with_alg(engine::typ::AUTH, engine::alg::EDDSA, &claims);
     let request = signed(&h, &KeySource::Jwt(token), &SignOptions::default());
     assert_refused(&h, send(&h, request).await.0, "invalid_jwt").await;
 }
@@ -456,14 +457,14 @@ async fn strict_refuses_a_cnf_jwk_without_alg_as_unsupported_algorithm() {
         .access_server
         .auth_claims(RESOURCE, &h.agent.public_jwk(), "data.read", NOW);
     claims["cnf"]["jwk"].as_object_mut().unwrap().remove("alg");
-    let token = h.access_server.sign(wire::typ::AUTH, &claims);
+    let token = h.access_server.sign(engine::typ::AUTH, &claims);
     let request = signed(&h, &KeySource::Jwt(token), &SignOptions::default());
     assert_refused(&h, send(&h, request).await.0, "unsupported_algorithm").await;
 }
 
 #[tokio::test]
 async fn strict_refuses_legacy_typs_as_invalid_jwt() {
-    for typ in [wire::typ::LEGACY_AUTH, wire::typ::LEGACY_AGENT] {
+    for typ in [engine::typ::LEGACY_AUTH, engine::typ::LEGACY_AGENT] {
         let h = harness(Profile::Draft11);
         let claims = h
             .access_server
@@ -481,7 +482,7 @@ async fn strict_refuses_an_auth_token_without_ps_as_invalid_jwt() {
         .access_server
         .auth_claims(RESOURCE, &h.agent.public_jwk(), "data.read", NOW);
     claims.as_object_mut().unwrap().remove("ps");
-    let token = h.access_server.sign(wire::typ::AUTH, &claims);
+    let token = h.access_server.sign(engine::typ::AUTH, &claims);
     let request = signed(&h, &KeySource::Jwt(token), &SignOptions::default());
     assert_refused(&h, send(&h, request).await.0, "invalid_jwt").await;
 }
@@ -490,8 +491,8 @@ async fn strict_refuses_an_auth_token_without_ps_as_invalid_jwt() {
 async fn strict_refuses_an_agent_token_without_jti_as_invalid_jwt() {
     let h = harness(Profile::Draft11);
     let token = h.agent_provider.sign(
-        wire::typ::AGENT,
-        &json!({ "iss": AP, "dwk": wire::dwk::AGENT, "sub": "aauth:a@agent.example",
+        engine::typ::AGENT,
+        &json!({ "iss": AP, "dwk": engine::dwk::AGENT, "sub": "aauth:a@agent.example",
                  "cnf": { "jwk": h.agent.public_jwk().to_json() }, "iat": NOW, "exp": NOW + 3600 }),
     );
     let request = signed(&h, &KeySource::Jwt(token), &SignOptions::default());
@@ -505,7 +506,7 @@ async fn strict_refuses_a_signer_key_published_without_alg_as_unsupported_algori
     jwk.as_object_mut().unwrap().remove("alg");
     let legacy_key = Jwk::from_json(jwk.as_object().unwrap(), AlgPolicy::Legacy).unwrap();
     for (profile, accepted) in [(Profile::Draft11, false), (Profile::Legacy, true)] {
-        let resolver = StaticResolver::new().with_key(AP, wire::dwk::AGENT, legacy_key.clone());
+        let resolver = StaticResolver::new().with_key(AP, engine::dwk::AGENT, legacy_key.clone());
         let h = Harness::with(|b| b.key_resolver(resolver).profile(profile));
         let request = signed(&h, &agent_jwks_uri(), &SignOptions::default());
         if accepted {
@@ -543,7 +544,7 @@ fn sign_keeping_signature_key(agent: &TestAgent, request: &mut Request<Body>) {
     );
     headers.insert(
         "signature",
-        format!("sig=:{}:", tower_aauth::httpsig::encode_signature(&signature))
+        format!("sig=:{}:", tower_aauth::engine::encode_signature(&signature))
             .parse()
             .unwrap(),
     );
@@ -559,10 +560,8 @@ impl tower_aauth::discovery::Fetch for Documents {
         &'a self,
         url: &'a str,
         _max_bytes: usize,
-    ) -> tower_aauth::discovery::BoxFuture<
-        'a,
-        Result<tower_aauth::discovery::FetchedDocument, tower_aauth::discovery::FetchError>,
-    > {
+    ) -> tower_aauth::BoxFuture<'a, Result<tower_aauth::discovery::FetchedDocument, tower_aauth::discovery::FetchError>>
+    {
         let found = self.0.iter().find(|(u, _)| u == url).map(|(_, doc)| doc.to_string());
         Box::pin(async move {
             found
@@ -628,5 +627,5 @@ async fn demo_auth_server_keys_are_found_under_aauth_issuer_json_under_legacy() 
     ]);
     let h = fetching_harness(Profile::Legacy, documents);
     let verified = assert_accepted(&h, signed(&h, &KeySource::Jwt(demo_auth_token(&h)), &legacy_options())).await;
-    assert_eq!(verified.token.unwrap().claims.dwk, wire::dwk::LEGACY_ISSUER);
+    assert_eq!(verified.token.unwrap().claims.dwk, engine::dwk::LEGACY_ISSUER);
 }

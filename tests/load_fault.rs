@@ -17,6 +17,7 @@ use http::{Request, StatusCode};
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
 use tower_aauth::discovery::{DiscoveryConfig, FetchPolicy, ReqwestFetch};
+use tower_aauth::engine;
 use tower_aauth::replay::{MemoryReplayStore, ReplayOptions};
 use tower_aauth::testing::{KeySource, TestAgent, TestIssuer};
 use tower_aauth::{AAuth, wire};
@@ -73,8 +74,8 @@ impl Issuer {
             axum::Json(state.jwks)
         };
         let app = Router::new()
-            .route(&format!("/.well-known/{}", wire::dwk::AGENT), get(metadata))
-            .route(&format!("/.well-known/{}", wire::dwk::ACCESS), get(metadata))
+            .route(&format!("/.well-known/{}", engine::dwk::AGENT), get(metadata))
+            .route(&format!("/.well-known/{}", engine::dwk::ACCESS), get(metadata))
             .route("/jwks.json", get(jwks))
             .with_state(state);
         let server = tokio::spawn(async move {
@@ -168,14 +169,12 @@ fn copy(request: &Request<Vec<u8>>) -> Request<Vec<u8>> {
 
 /// Flips one character of the signature value, keeping it valid base64.
 fn forge(mut request: Request<Vec<u8>>) -> Request<Vec<u8>> {
-    let value = request.headers()[wire::header::SIGNATURE].to_str().unwrap().to_owned();
+    let value = request.headers()[wire::SIGNATURE].to_str().unwrap().to_owned();
     let (head, rest) = value.split_once(":").expect("sig=:…:");
     let mut bytes = rest.as_bytes().to_vec();
     bytes[4] = if bytes[4] == b'A' { b'B' } else { b'A' };
     let forged = format!("{head}:{}", String::from_utf8(bytes).unwrap());
-    request
-        .headers_mut()
-        .insert(wire::header::SIGNATURE, forged.parse().unwrap());
+    request.headers_mut().insert(wire::SIGNATURE, forged.parse().unwrap());
     request
 }
 
@@ -191,7 +190,7 @@ async fn send(client: &reqwest::Client, request: &Request<Vec<u8>>) -> (StatusCo
         .expect("the server answers");
     let code = response
         .headers()
-        .get(wire::header::SIGNATURE_ERROR)
+        .get(wire::SIGNATURE_ERROR)
         .map(|v| v.to_str().unwrap().trim_start_matches("error=").to_owned());
     (response.status(), code)
 }
@@ -258,7 +257,7 @@ async fn ten_thousand_mixed_requests_over_64_connections_are_each_answered_as_th
                         &url("/data"),
                         if kind == 6 { &jwt } else { &KeySource::Hwk },
                     )),
-                    expect: Expect::Refused(wire::code::INVALID_SIGNATURE),
+                    expect: Expect::Refused(engine::code::INVALID_SIGNATURE),
                 }),
                 _ => {
                     let original = signed(&agent, "POST", &url("/orders"), &KeySource::Hwk);
@@ -269,7 +268,7 @@ async fn ten_thousand_mixed_requests_over_64_connections_are_each_answered_as_th
                     });
                     script.push(Planned {
                         request: replay,
-                        expect: Expect::Refused(wire::code::INVALID_SIGNATURE),
+                        expect: Expect::Refused(engine::code::INVALID_SIGNATURE),
                     });
                     planned += 1;
                 }
@@ -297,8 +296,8 @@ async fn ten_thousand_mixed_requests_over_64_connections_are_each_answered_as_th
                     }
                     let got = match (status, code.as_deref()) {
                         (StatusCode::OK, None) => Some(Expect::Served),
-                        (StatusCode::UNAUTHORIZED, Some(wire::code::INVALID_SIGNATURE)) => {
-                            Some(Expect::Refused(wire::code::INVALID_SIGNATURE))
+                        (StatusCode::UNAUTHORIZED, Some(engine::code::INVALID_SIGNATURE)) => {
+                            Some(Expect::Refused(engine::code::INVALID_SIGNATURE))
                         }
                         _ => None,
                     };
@@ -413,7 +412,7 @@ async fn a_stalling_then_dead_jwks_server_hangs_no_request_past_the_fetch_timeou
             "a request waiting on the stalled issuer took {took:?}"
         );
         assert_eq!(*status, StatusCode::UNAUTHORIZED);
-        assert_eq!(code.as_deref(), Some(wire::code::INVALID_KEY));
+        assert_eq!(code.as_deref(), Some(engine::code::INVALID_KEY));
     }
     for (status, _, _) in &answers[32..] {
         assert_eq!(*status, StatusCode::OK, "requests for a healthy issuer are unaffected");

@@ -16,7 +16,7 @@ use support::app::*;
 use support::peers::Peer;
 use tower::ServiceExt;
 use tower_aauth::testing::KeySource;
-use tower_aauth::{AuthGrant, Requirement, ResourceKey, VerifiedAgent};
+use tower_aauth::{AuthGrant, ResourceKey, VerifiedAgent, guard::Requirement};
 
 async fn json_body(response: http::Response<Body>) -> Value {
     let bytes = axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap();
@@ -76,7 +76,7 @@ async fn minted_token_verifies_with_the_pypi_aauth_peer() {
     // does not have here ("Mission is not active").
     let mut claims = app.person_claims();
     claims.as_object_mut().unwrap().remove("mission_s256");
-    let presented = app.ps.sign(tower_aauth::wire::typ::PERSON, &claims);
+    let presented = app.ps.sign(tower_aauth::engine::typ::PERSON, &claims);
     let (token, jwks) = minted_for(&app, presented.clone()).await;
     // The driver serves one JWKS to every issuer: ours plus the person server's key.
     let mut keys = jwks["keys"].as_array().unwrap().clone();

@@ -10,6 +10,7 @@ use http::{Request, Response, StatusCode};
 use support::harness::*;
 use tower::ServiceExt;
 use tower_aauth::discovery::StaticResolver;
+use tower_aauth::engine;
 use tower_aauth::policy::{AgentId, CeilingSet, PersonId, RevocationSet, Revoked, ScopeCeilings};
 use tower_aauth::testing::{KeySource, TestIssuer};
 use tower_aauth::{VerifiedRequest, wire};
@@ -54,7 +55,7 @@ fn auth_jti(harness: &Harness) -> String {
 async fn assert_revoked(harness: &Harness, response: Response<Body>, person_token: bool) {
     let requirement = response
         .headers()
-        .get(wire::header::AAUTH_REQUIREMENT)
+        .get(wire::AAUTH_REQUIREMENT)
         .map(|v| v.to_str().unwrap().to_owned());
     if person_token {
         assert_eq!(requirement.as_deref(), Some("requirement=person-token"));
@@ -154,7 +155,7 @@ async fn a_revoked_subject_refuses_its_person_tokens_without_a_challenge() {
     let person_server = TestIssuer::new(PS, [9; 32], "ps-key-1");
     let ps_key = person_server.public_jwk();
     let harness = Harness::with(move |b| {
-        let resolver = StaticResolver::new().with_key(PS, wire::dwk::PERSON, ps_key);
+        let resolver = StaticResolver::new().with_key(PS, engine::dwk::PERSON, ps_key);
         b.key_resolver(resolver).person_server(PS)
     });
     let token = person_server.person_token(RESOURCE, &harness.agent.public_jwk(), NOW);

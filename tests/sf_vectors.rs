@@ -20,7 +20,7 @@
 use http::{HeaderMap, HeaderName, HeaderValue};
 use serde_json::Value;
 use sfv::{BareItem, ListEntry, Parameters};
-use tower_aauth::httpsig::{ParsedInput, RequestTarget, SignatureBase, parse_dictionary_strict};
+use tower_aauth::engine::{ParsedInput, RequestTarget, SignatureBase, parse_dictionary_strict};
 
 /// Cases decided differently from the test suite on purpose or by construction, with why.
 /// Each is asserted to still behave as described, so the list cannot go stale.

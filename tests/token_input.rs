@@ -5,8 +5,8 @@ mod support;
 
 use serde_json::{Value, json};
 use support::app::*;
-use tower_aauth::jose::b64url;
-use tower_aauth::wire;
+use tower_aauth::engine;
+use tower_aauth::engine::b64url;
 
 /// Signs arbitrary header and payload bytes with the person server's key.
 fn forge(app: &App, header: &[u8], payload: &[u8]) -> String {
@@ -16,7 +16,7 @@ fn forge(app: &App, header: &[u8], payload: &[u8]) -> String {
 }
 
 fn header() -> Value {
-    json!({ "alg": "Ed25519", "typ": wire::typ::AUTH, "kid": "ps-key-1" })
+    json!({ "alg": "Ed25519", "typ": engine::typ::AUTH, "kid": "ps-key-1" })
 }
 
 fn claims(app: &App) -> Value {
@@ -147,7 +147,7 @@ async fn deeply_nested_json_is_invalid_jwt() {
 async fn a_person_token_typ_with_auth_claims_is_never_authorization_typ03() {
     let app = App::three_party();
     let mut header = header();
-    header["typ"] = wire::typ::PERSON.into();
+    header["typ"] = engine::typ::PERSON.into();
     // A person token must not carry scope: refused outright rather than ignored.
     let token = forge(&app, header.to_string().as_bytes(), claims(&app).to_string().as_bytes());
     refused(&app, token, "invalid_jwt").await;

@@ -16,8 +16,9 @@ use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 use http::{HeaderMap, Request, StatusCode};
 use tower::ServiceExt;
 use tower_aauth::discovery::StaticResolver;
+use tower_aauth::engine;
 use tower_aauth::testing::{KeySource, TestAgent, TestIssuer};
-use tower_aauth::{AAuth, AAuthBuilder, ManualClock, wire};
+use tower_aauth::{AAuth, AAuthBuilder, testing::ManualClock};
 
 /// The fixed clock: signatures made at `NOW` stay fresh for the whole run.
 pub const NOW: u64 = 1_730_217_600;
@@ -114,7 +115,7 @@ impl TwoVerifications {
     fn pair(token: &str, headers: &HeaderMap) -> [(VerifyingKey, Vec<u8>, Signature); 2] {
         use base64::Engine;
         use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
-        use tower_aauth::httpsig::{ParsedInput, RequestTarget, SignatureBase, SignatureHeaders};
+        use tower_aauth::engine::{ParsedInput, RequestTarget, SignatureBase, SignatureHeaders};
 
         let (signing_input, signature) = token.rsplit_once('.').expect("compact JWS");
         let signature = URL_SAFE_NO_PAD.decode(signature).expect("base64url");
@@ -222,7 +223,7 @@ impl Resource {
     ) -> Self {
         let agent = TestAgent::from_seed(AGENT_SEED).with_kid("agent-key-1");
         let access_server = TestIssuer::new(AS, ISSUER_SEED, "as-key-1");
-        let resolver = StaticResolver::new().with_key(AS, wire::dwk::ACCESS, access_server.public_jwk());
+        let resolver = StaticResolver::new().with_key(AS, engine::dwk::ACCESS, access_server.public_jwk());
         let builder = AAuth::builder(RESOURCE)
             .clock(ManualClock::new(NOW))
             .key_resolver(resolver)
@@ -248,7 +249,7 @@ impl Resource {
             .access_server
             .auth_claims(RESOURCE, &self.agent.public_jwk(), scope, NOW);
         claims["jti"] = format!("bench-{jti}").into();
-        self.access_server.sign(wire::typ::AUTH, &claims)
+        self.access_server.sign(engine::typ::AUTH, &claims)
     }
 
     /// The headers of a signed `GET /data`.

@@ -2,7 +2,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use tower_aauth::httpsig::digest::{content_digest_sha256, verify_content_digest};
+use tower_aauth::engine::{content_digest_sha256, verify_content_digest};
 
 fuzz_target!(|data: &[u8]| {
     let split = data.iter().position(|b| *b == b'\n').unwrap_or(data.len());

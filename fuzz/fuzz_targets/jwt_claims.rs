@@ -3,8 +3,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use tower_aauth::jose::{AlgPolicy, UnverifiedJws};
-use tower_aauth::token::{IssuerTrust, TokenPolicy};
+use tower_aauth::engine::{AlgPolicy, UnverifiedJws};
+use tower_aauth::engine::{IssuerTrust, TokenPolicy};
 
 const NOW: u64 = 1_730_217_600;
 

@@ -4,7 +4,7 @@
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 use libfuzzer_sys::fuzz_target;
-use tower_aauth::httpsig::{ParsedInput, RequestTarget, SignatureBase};
+use tower_aauth::engine::{ParsedInput, RequestTarget, SignatureBase};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else { return };

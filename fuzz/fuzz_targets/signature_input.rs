@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use tower_aauth::httpsig::{DEFAULT_MAX_COMPONENTS, ParsedInput};
+use tower_aauth::engine::{DEFAULT_MAX_COMPONENTS, ParsedInput};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(field) = std::str::from_utf8(data) else { return };

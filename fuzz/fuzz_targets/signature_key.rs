@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use tower_aauth::sigkey::{AcceptedSchemes, SignatureKey};
+use tower_aauth::engine::{AcceptedSchemes, SignatureKey};
 
 fuzz_target!(|data: &[u8]| {
     let Some((&mode, rest)) = data.split_first() else {

@@ -70,7 +70,8 @@
 //!
 //! [draft-11]: https://datatracker.ietf.org/doc/html/draft-hardt-oauth-aauth-protocol-11
 
-mod store;
+mod poll;
+pub(crate) mod store;
 
 use std::sync::Arc;
 
@@ -82,159 +83,49 @@ use http_body_util::{BodyExt, Limited};
 use tower_service::Service;
 
 use crate::challenge::{Challenge, challenge_response};
-use crate::config::{AAuth, AAuthBuilder, ConfigError, Generation, Shared};
+use crate::guard::judge::RequirementPolicy;
+use crate::guard::middleware::GuardLayer;
 use crate::guard::middleware::{BoxedResponse, GuardPolicy, Verdict, take_ready};
-use crate::guard::{Context, GuardLayer, Requirement, RequirementPolicy};
-use crate::replay::Refused;
-use crate::verifier::VerifiedRequest;
+use crate::guard::requirement::{Context, Requirement};
+use crate::profile::Generation;
+use crate::replay::store::Refused;
+use crate::state::Shared;
+use crate::verified::VerifiedRequest;
 
+pub(crate) use poll::poll;
+pub use store::DeferredOptions;
 pub(crate) use store::PendingStore;
 use store::{Exec, Stored};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
-/// Limits of deferred delivery. Defaults: pending lifetime 300 s, `Retry-After` 5 s, held
-/// bodies up to 64 KiB, results up to 1 MiB, 64 MiB for all records together.
-#[derive(Debug, Clone)]
-pub struct DeferredOptions {
-    pub(crate) lifetime: u64,
-    pub(crate) retry_after: u64,
-    pub(crate) max_body_bytes: usize,
-    pub(crate) max_result_bytes: usize,
-    pub(crate) capacity_bytes: u64,
-}
-
-impl Default for DeferredOptions {
-    fn default() -> Self {
-        DeferredOptions {
-            lifetime: 300,
-            retry_after: 5,
-            max_body_bytes: 64 * 1024,
-            max_result_bytes: 1024 * 1024,
-            capacity_bytes: 64 * 1024 * 1024,
-        }
-    }
-}
-
-impl DeferredOptions {
-    /// The defaults.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Seconds a held request waits for an auth token (1 to 3600).
-    pub fn lifetime(mut self, seconds: u64) -> Self {
-        self.lifetime = seconds;
-        self
-    }
-
-    /// The `Retry-After` of `202` answers, in seconds: the polling interval (at most the
-    /// lifetime).
-    pub fn retry_after(mut self, seconds: u64) -> Self {
-        self.retry_after = seconds;
-        self
-    }
-
-    /// The largest request body that is held; larger requests get the plain `401`.
-    pub fn max_body_bytes(mut self, bytes: usize) -> Self {
-        self.max_body_bytes = bytes;
-        self
-    }
-
-    /// The largest response of a held request that is stored and returned.
-    pub fn max_result_bytes(mut self, bytes: usize) -> Self {
-        self.max_result_bytes = bytes;
-        self
-    }
-
-    /// Bytes all records may use together (held bodies, stored results and a fixed
-    /// overhead each). A request that would go beyond it is not held: it gets the plain
-    /// `401` challenge, and the records already held are never evicted to make room.
-    pub fn capacity_bytes(mut self, bytes: u64) -> Self {
-        self.capacity_bytes = bytes;
-        self
-    }
-
-    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
-        if self.lifetime == 0 || self.lifetime > 3600 {
-            return Err(ConfigError::new(
-                "the deferred lifetime must be between 1 and 3600 seconds",
-            ));
-        }
-        if self.retry_after > self.lifetime {
-            return Err(ConfigError::new(
-                "the deferred Retry-After must not exceed the lifetime",
-            ));
-        }
-        Ok(())
-    }
-}
-
-impl AAuthBuilder {
-    /// Limits of deferred delivery for the routes that opt in with
-    /// [`GuardLayer::deferred`] (see [`crate::deferred`]).
-    pub fn deferred_delivery(mut self, options: DeferredOptions) -> Self {
-        self.authz.deferred = options;
-        self
-    }
-}
 
 impl GuardLayer {
     /// Delivers this guard's `auth-token` requirement as `202 Accepted` and holds the
     /// request until a poll of its pending URL presents a sufficient auth token (see
     /// [`crate::deferred`]); mount [`AAuth::pending_router`] too.
     pub fn deferred(self) -> DeferredLayer {
-        let RequirementPolicy { aauth, requirement } = self.policy;
+        let RequirementPolicy { shared, requirement } = self.policy;
         GuardLayer {
-            policy: DeferredPolicy { aauth, requirement },
+            policy: DeferredPolicy { shared, requirement },
         }
     }
 }
 
+/// The router of the pending URLs ([`AAuth::pending_router`](crate::AAuth::pending_router)).
 #[cfg(feature = "axum")]
-impl AAuth {
-    /// A router serving the pending URLs of deferred requests
-    /// (`/aauth/pending/{id}`, signed `GET`); merge it into the application's router,
-    /// inside the AAuth layer.
-    pub fn pending_router<S>(&self) -> axum::Router<S>
-    where
-        S: Clone + Send + Sync + 'static,
-    {
-        self.shared.authz.pending.mark_served();
-        let aauth = self.clone();
-        let path = format!("{}{{id}}", crate::wire::path::PENDING_PREFIX);
-        axum::Router::new().route(
-            &path,
-            axum::routing::get(move |request: Request<axum::body::Body>| {
-                let aauth = aauth.clone();
-                async move { aauth.poll_pending::<axum::body::Body>(request.into_parts().0).await }
-            }),
-        )
-    }
-}
-
-impl AAuth {
-    /// Answers a poll of a pending URL whose request head is `poll` (for services that do
-    /// not use [`AAuth::pending_router`]); the request must have gone through the layer.
-    /// Call [`AAuth::serve_pending_urls`] when setting such a service up.
-    pub async fn poll_pending<B: From<Bytes>>(&self, poll: http::request::Parts) -> Response<B> {
-        store::poll(&self.shared, poll).await
-    }
-
-    /// Declares that this service answers pending URLs itself with
-    /// [`AAuth::poll_pending`], so that the layer exempts them from the
-    /// [default requirement](AAuthBuilder::default_requirement) as it does once
-    /// [`AAuth::pending_router`] was called. Only URLs of the exact shape this crate issues
-    /// are exempt; nothing under the prefix is before either call.
-    pub fn serve_pending_urls(&self) {
-        self.shared.authz.pending.mark_served();
-    }
-
-    /// Bytes the held and finished pending records take now (bounded by
-    /// [`DeferredOptions::capacity_bytes`]).
-    pub fn pending_bytes(&self) -> u64 {
-        self.shared.authz.pending.held_bytes()
-    }
+pub(crate) fn router<S>(shared: Arc<Shared>) -> axum::Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+{
+    shared.pending.mark_served();
+    let path = format!("{}{{id}}", crate::names::path::PENDING_PREFIX);
+    axum::Router::new().route(
+        &path,
+        axum::routing::get(move |request: Request<axum::body::Body>| {
+            let shared = shared.clone();
+            async move { poll::poll::<axum::body::Body>(&shared, request.into_parts().0).await }
+        }),
+    )
 }
 
 /// A guard that holds requests instead of refusing them: a [`GuardLayer`] applying
@@ -245,7 +136,7 @@ pub type DeferredLayer = GuardLayer<DeferredPolicy>;
 /// challenge delivered as a `202` hold.
 #[derive(Clone, Debug)]
 pub struct DeferredPolicy {
-    aauth: AAuth,
+    shared: Arc<Shared>,
     requirement: Arc<Requirement>,
 }
 
@@ -265,7 +156,7 @@ where
 
     fn check(&self, request: &Parts) -> Verdict<ResBody, Challenge> {
         let cx = Context::of_parts(request);
-        match judge(&self.aauth.shared, &self.requirement, &cx, &request.extensions, None) {
+        match judge(&self.shared, &self.requirement, &cx, &request.extensions, None) {
             Judged::Serve => Verdict::Allow,
             Judged::Answer(response) => Verdict::Answer(response),
             Judged::Defer(challenge) => Verdict::Hold(challenge),
@@ -273,7 +164,7 @@ where
     }
 
     fn hold(&self, challenge: Challenge, inner: &mut S, request: Request<ReqBody>) -> BoxedResponse<ResBody, S::Error> {
-        let (shared, requirement, inner) = (self.aauth.shared.clone(), self.requirement.clone(), take_ready(inner));
+        let (shared, requirement, inner) = (self.shared.clone(), self.requirement.clone(), take_ready(inner));
         Box::pin(async move { Ok(hold(shared, requirement, challenge, inner, request).await) })
     }
 }
@@ -296,23 +187,25 @@ pub(crate) fn judge<B: From<Bytes>>(
     precheck_extensions: &http::Extensions,
     reuse: Option<&Challenge>,
 ) -> Judged<B> {
-    if let Some(response) = crate::guard::precheck(shared, requirement, precheck_extensions) {
+    if let Some(response) = crate::guard::judge::precheck(shared, requirement, precheck_extensions) {
         return Judged::Answer(response);
     }
     let verified = cx.verified;
     match requirement.evaluate(cx) {
-        crate::guard::Decision::NeedAuth(scopes) if verified.is_some_and(|v| v.generation == Generation::Draft11) => {
+        crate::guard::requirement::Decision::NeedAuth(scopes)
+            if verified.is_some_and(|v| v.generation == Generation::Draft11) =>
+        {
             if let Some(challenge) = reuse {
                 return Judged::Defer(challenge.clone());
             }
             let generation = Generation::Draft11;
-            match crate::guard::need_auth(shared, &scopes, verified) {
+            match crate::guard::judge::need_auth(shared, &scopes, verified) {
                 Ok(challenge @ Challenge::AuthToken { .. }) => Judged::Defer(challenge),
-                Ok(other) => Judged::Answer(challenge_response(shared, &other, generation)),
-                Err(error) => Judged::Answer(crate::challenge::error_response(shared, &error)),
+                Ok(other) => Judged::Answer(challenge_response(shared.hook(), &other, generation)),
+                Err(error) => Judged::Answer(crate::challenge::error_response(shared.hook(), &error)),
             }
         }
-        decision => match crate::guard::respond(shared, decision, verified) {
+        decision => match crate::guard::judge::respond(shared, decision, verified) {
             None => Judged::Serve,
             Some(response) => Judged::Answer(response),
         },
@@ -337,7 +230,7 @@ where
     ResBody::Data: Send,
     ResBody::Error: Into<BoxError>,
 {
-    let options = &shared.authz.pending.options;
+    let options = &shared.pending.options;
     let (parts, body) = request.into_parts();
     let refused = Refused::of(&parts.extensions);
     let Some(thumbprint) = parts
@@ -346,12 +239,12 @@ where
         .map(|v| v.key_thumbprint.clone())
     else {
         // `judge` defers only verified requests.
-        return refused.mark(challenge_response(&shared, &challenge, Generation::Draft11));
+        return refused.mark(challenge_response(shared.hook(), &challenge, Generation::Draft11));
     };
     let body = match Limited::new(body, options.max_body_bytes).collect().await {
         Ok(collected) => collected.to_bytes(),
         // Too large to hold (or unreadable): the agent resends it with the auth token.
-        Err(_) => return refused.mark(challenge_response(&shared, &challenge, Generation::Draft11)),
+        Err(_) => return refused.mark(challenge_response(shared.hook(), &challenge, Generation::Draft11)),
     };
     let max_result = options.max_result_bytes;
     let exec: Exec = Box::new(move |request: Request<Bytes>| Box::pin(execute(inner, request, max_result)));
@@ -363,9 +256,15 @@ where
         requirement,
         challenge,
     };
-    match shared.authz.pending.create(&shared, record) {
+    let accepted = |id: &str, retry_after: u64, challenge: &Challenge| {
+        poll::pending_response(&shared, id, retry_after, Some(challenge))
+    };
+    match shared
+        .pending
+        .create(shared.clock.now(), shared.authz.lifetime, record, accepted)
+    {
         Ok(accepted) => accepted,
-        Err(held) => challenge_response(&shared, &held.challenge, Generation::Draft11),
+        Err(held) => challenge_response(shared.hook(), &held.challenge, Generation::Draft11),
     }
 }
 

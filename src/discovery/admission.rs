@@ -29,7 +29,7 @@ impl IdentifierPolicy {
     }
 
     /// Also admits `http://127.0.0.1:PORT`, `http://localhost:PORT` and `http://[::1]:PORT`
-    /// (development only: see [`crate::config::DangerousAAuthBuilder`]).
+    /// (development only: see [`crate::builder::DangerousAAuthBuilder`]).
     pub fn allowing_http_loopback() -> Self {
         IdentifierPolicy {
             allow_http_loopback: true,

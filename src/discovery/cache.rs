@@ -30,11 +30,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use super::admission::IdentifierPolicy;
 use super::keyset::{KeyLookup, KeySet, legacy_metadata_jwks_uri, metadata_jwks_uri};
 use super::metrics::{DiscoveryMetrics, Shown};
-use super::{BoxFuture, Fetch, IdentifierPolicy, KeyQuery, KeyResolver, is_known_dwk};
+use super::resolve::{Fetch, KeyQuery, KeyResolver, is_known_dwk};
 use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, SignatureErrorCode};
+use crate::future::BoxFuture;
 use crate::jose::{AlgPolicy, Jwk};
 
 /// Sizes, lifetimes and budgets for discovery.
@@ -417,10 +419,10 @@ impl<F: Fetch> Inner<F> {
             60
         };
         tracing::warn!(issuer = %Shown(issuer), retry_after, "discovery: new-issuer budget exhausted");
-        Err(Error::Unavailable {
+        Err(Error(crate::error::Kind::Unavailable {
             retry_after,
             detail: "too many new issuers to discover right now",
-        })
+        }))
     }
 
     /// Fetches metadata (unless still fresh) and JWKS, and builds the next entry. A
@@ -529,7 +531,7 @@ impl<F: Fetch> Inner<F> {
         if !self.identifiers.admits(query.issuer) {
             return Err(Error::invalid_key("the signer identifier is not admitted"));
         }
-        let legacy_dwk = self.alg == AlgPolicy::Legacy && query.dwk == crate::wire::dwk::LEGACY_ISSUER;
+        let legacy_dwk = self.alg == AlgPolicy::Legacy && query.dwk == crate::names::dwk::LEGACY_ISSUER;
         if !is_known_dwk(query.dwk) && !legacy_dwk {
             return Err(Error::invalid_key("the well-known document name is not recognised"));
         }
@@ -611,12 +613,13 @@ mod tests {
 
     use super::*;
     use crate::clock::ManualClock;
-    use crate::discovery::{FetchError, FetchedDocument};
+    use crate::discovery::fetch::FetchError;
+    use crate::discovery::fetch::FetchedDocument;
     use crate::jose::ResourceKey;
 
     const T0: u64 = 1_800_000_000;
     const ISSUER: &str = "https://issuer.example";
-    const DWK: &str = crate::wire::dwk::AGENT;
+    const DWK: &str = crate::names::dwk::AGENT;
     const METADATA_URL: &str = "https://issuer.example/.well-known/aauth-agent.json";
     const JWKS_URL: &str = "https://issuer.example/jwks.json";
 
@@ -806,18 +809,12 @@ mod tests {
             inner.charge_budget("https://new.example").unwrap();
         }
         let refusal = inner.charge_budget("https://new.example").unwrap_err();
-        assert!(
-            matches!(refusal, Error::Unavailable { retry_after: 2, .. }),
-            "{refusal:?}"
-        );
+        assert!(refusal.retry_after() == Some(2), "{refusal:?}");
         assert_eq!(setup.resolver.metrics().budget_refusals(), 1);
         // Half a token after one second: still refused, one second to go.
         setup.at(1);
         let refusal = inner.charge_budget("https://new.example").unwrap_err();
-        assert!(
-            matches!(refusal, Error::Unavailable { retry_after: 1, .. }),
-            "{refusal:?}"
-        );
+        assert!(refusal.retry_after() == Some(1), "{refusal:?}");
         // One whole token after two seconds: exactly one more issuer.
         setup.at(2);
         inner.charge_budget("https://new.example").unwrap();
@@ -841,10 +838,7 @@ mod tests {
         let setup = setup(config, None, None);
         assert_eq!(setup.resolve("k1").await.unwrap(), key().thumbprint());
         let refusal = setup.resolver.inner.charge_budget("https://other.example").unwrap_err();
-        assert!(
-            matches!(refusal, Error::Unavailable { retry_after: 60, .. }),
-            "{refusal:?}"
-        );
+        assert!(refusal.retry_after() == Some(60), "{refusal:?}");
         let other = KeyQuery {
             issuer: "https://other.example",
             ..query("k1")
@@ -865,7 +859,7 @@ mod tests {
             ("http://issuer.example", DWK),
             ("https://issuer.example/path", DWK),
             (ISSUER, "openid-configuration"),
-            (ISSUER, crate::wire::dwk::LEGACY_ISSUER),
+            (ISSUER, crate::names::dwk::LEGACY_ISSUER),
         ] {
             let error = setup
                 .resolver
@@ -876,10 +870,10 @@ mod tests {
         }
         assert_eq!(setup.fetch.requests.lock().unwrap().len(), 0);
         for dwk in [
-            crate::wire::dwk::AGENT,
-            crate::wire::dwk::PERSON,
-            crate::wire::dwk::ACCESS,
-            crate::wire::dwk::RESOURCE,
+            crate::names::dwk::AGENT,
+            crate::names::dwk::PERSON,
+            crate::names::dwk::ACCESS,
+            crate::names::dwk::RESOURCE,
         ] {
             setup
                 .resolver
@@ -896,7 +890,7 @@ mod tests {
     #[test]
     fn only_the_legacy_policy_admits_the_demo_generations_issuer_document() {
         let legacy = KeyQuery {
-            dwk: crate::wire::dwk::LEGACY_ISSUER,
+            dwk: crate::names::dwk::LEGACY_ISSUER,
             ..query("k1")
         };
         let resolver = |alg| {

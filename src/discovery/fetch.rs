@@ -26,10 +26,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use super::BoxFuture;
 use super::admission::{admit_url, is_public_address};
 use super::metrics::Shown;
 use crate::error::Error;
+use crate::future::BoxFuture;
 
 /// A fetched document.
 #[derive(Debug, Clone)]
@@ -228,7 +228,7 @@ impl<R: NameResolver, C: Connector> GuardedFetch<R, C> {
     }
 }
 
-impl<R: NameResolver, C: Connector> super::Fetch for GuardedFetch<R, C> {
+impl<R: NameResolver, C: Connector> super::resolve::Fetch for GuardedFetch<R, C> {
     fn get<'a>(&'a self, url: &'a str, max_bytes: usize) -> BoxFuture<'a, Result<FetchedDocument, FetchError>> {
         Box::pin(async move {
             tokio::time::timeout(self.policy.timeout, self.fetch(url, max_bytes))

@@ -24,138 +24,20 @@
 //! answers cooldown and negative-cache refusals); only on a miss
 //! [`KeyResolver::resolve`], which may fetch.
 
-mod admission;
-mod cache;
-mod fetch;
-mod keyset;
-mod metrics;
+pub(crate) mod admission;
+pub(crate) mod cache;
+pub(crate) mod fetch;
+pub(crate) mod keyset;
+pub(crate) mod metrics;
+pub(crate) mod resolve;
 
-use std::collections::HashMap;
-use std::future::Future;
-use std::pin::Pin;
-use std::sync::Arc;
-
-pub use admission::{AdmittedUrl, IdentifierPolicy, admit_url, is_dns_name, is_public_address};
+pub use admission::{AdmittedUrl, IdentifierPolicy};
 pub use cache::{DiscoveryConfig, DiscoveryResolver, DiscoveryResolverBuilder};
 pub use fetch::{
     Connector, FetchError, FetchPolicy, FetchedDocument, GuardedFetch, NameResolver, PinnedRequest, SystemResolver,
 };
 #[cfg(feature = "reqwest")]
 pub use fetch::{ReqwestConnector, ReqwestFetch};
-pub use keyset::{KeyLookup, KeySet, legacy_metadata_jwks_uri, metadata_jwks_uri};
 pub use metrics::DiscoveryMetrics;
 
-use crate::error::{Error, SignatureErrorCode};
-use crate::jose::Jwk;
-
-/// A boxed, sendable future (the slow path only).
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
-
-/// Which key to find.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct KeyQuery<'a> {
-    /// The issuer's server identifier (`iss`, or the `jwks_uri` scheme's `id`).
-    pub issuer: &'a str,
-    /// The well-known document name.
-    pub dwk: &'a str,
-    /// The key id.
-    pub kid: &'a str,
-}
-
-/// Resolves an issuer's verification key.
-pub trait KeyResolver: Send + Sync + 'static {
-    /// Answers from memory, without I/O: `None` when a fetch is needed.
-    fn cached(&self, query: &KeyQuery<'_>) -> Option<Result<Arc<Jwk>, Error>>;
-
-    /// Finds the key, fetching metadata and JWKS as needed.
-    fn resolve<'a>(&'a self, query: KeyQuery<'a>) -> BoxFuture<'a, Result<Arc<Jwk>, Error>>;
-}
-
-/// Fetches a document over HTTP(S). Implement it to bring your own client (TLS roots,
-/// mTLS, an egress proxy); the default is [`ReqwestFetch`].
-pub trait Fetch: Send + Sync + 'static {
-    /// GETs `url`, refusing bodies over `max_bytes`.
-    fn get<'a>(&'a self, url: &'a str, max_bytes: usize) -> BoxFuture<'a, Result<FetchedDocument, FetchError>>;
-}
-
-impl<F: Fetch + ?Sized> Fetch for Arc<F> {
-    fn get<'a>(&'a self, url: &'a str, max_bytes: usize) -> BoxFuture<'a, Result<FetchedDocument, FetchError>> {
-        (**self).get(url, max_bytes)
-    }
-}
-
-/// The well-known document names a signer may point at.
-pub fn is_known_dwk(dwk: &str) -> bool {
-    use crate::wire::dwk::*;
-    matches!(dwk, AGENT | PERSON | ACCESS | RESOURCE)
-}
-
-/// A resolver over a fixed set of keys, for tests and for deployments that pin issuer
-/// keys in configuration. Never fetches.
-#[derive(Debug, Default, Clone)]
-pub struct StaticResolver {
-    keys: HashMap<(String, String, String), Arc<Jwk>>,
-}
-
-impl StaticResolver {
-    /// An empty resolver.
-    pub fn new() -> Self {
-        StaticResolver::default()
-    }
-
-    /// Adds `key` for `(issuer, dwk)` under its `kid`.
-    pub fn with_key(mut self, issuer: &str, dwk: &str, key: Jwk) -> Self {
-        let kid = key.kid().unwrap_or_default().to_owned();
-        self.keys
-            .insert((issuer.to_owned(), dwk.to_owned(), kid), Arc::new(key));
-        self
-    }
-}
-
-impl KeyResolver for StaticResolver {
-    fn cached(&self, query: &KeyQuery<'_>) -> Option<Result<Arc<Jwk>, Error>> {
-        let key = (query.issuer.to_owned(), query.dwk.to_owned(), query.kid.to_owned());
-        Some(self.keys.get(&key).cloned().ok_or(Error::signature(
-            SignatureErrorCode::UnknownKey,
-            "no pinned key with that kid",
-        )))
-    }
-
-    fn resolve<'a>(&'a self, query: KeyQuery<'a>) -> BoxFuture<'a, Result<Arc<Jwk>, Error>> {
-        let result = self
-            .cached(&query)
-            .unwrap_or_else(|| Err(Error::invalid_key("no pinned key")));
-        Box::pin(async move { result })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::jose::ResourceKey;
-
-    fn query<'a>(issuer: &'a str, kid: &'a str) -> KeyQuery<'a> {
-        KeyQuery {
-            issuer,
-            dwk: crate::wire::dwk::ACCESS,
-            kid,
-        }
-    }
-
-    #[test]
-    fn a_static_resolver_answers_from_memory_by_issuer_dwk_and_kid() {
-        let key = ResourceKey::from_seed([9; 32]).with_kid("k1").public_jwk();
-        let resolver = StaticResolver::new().with_key("https://as.example", crate::wire::dwk::ACCESS, key.clone());
-        let hit = resolver.cached(&query("https://as.example", "k1")).unwrap().unwrap();
-        assert_eq!(*hit, key);
-        for (issuer, kid) in [("https://as.example", "k2"), ("https://other.example", "k1")] {
-            let miss = resolver.cached(&query(issuer, kid)).unwrap().unwrap_err();
-            assert_eq!(miss.signature_code(), Some(SignatureErrorCode::UnknownKey));
-        }
-        let other_dwk = KeyQuery {
-            dwk: crate::wire::dwk::AGENT,
-            ..query("https://as.example", "k1")
-        };
-        assert!(resolver.cached(&other_dwk).unwrap().is_err());
-    }
-}
+pub use resolve::{Fetch, KeyQuery, KeyResolver, StaticResolver};

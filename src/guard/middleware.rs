@@ -10,7 +10,7 @@
 //! layer gives the refused request's replay entry back, and a grant consumed here is
 //! released when a guard further in refuses the request.
 //!
-//! The policies are [`RequirementPolicy`](super::RequirementPolicy) (the requirement
+//! The policies are [`RequirementPolicy`](super::judge::RequirementPolicy) (the requirement
 //! table), `SingleUsePolicy`, `DetailPolicy` and `DeferredPolicy`; the trait is sealed:
 //! new rules are [`Rule`](super::Rule)s.
 
@@ -26,8 +26,9 @@ use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::layer::polled_after_completion;
-use crate::replay::{self, Refused, Releasing, ReplayKey, ReplayStore};
+use crate::challenge::polled_after_completion;
+use crate::replay::key::ReplayKey;
+use crate::replay::store::{Refused, Releasing, ReplayStore};
 
 /// A boxed response future: the asynchronous tail of a policy.
 pub type BoxedResponse<ResBody, E> = Pin<Box<dyn Future<Output = Result<Response<ResBody>, E>> + Send>>;
@@ -93,7 +94,7 @@ pub struct Consume {
 /// [`AAuth::require_detail`](crate::AAuth::require_detail) or
 /// [`GuardLayer::deferred`]; `P` is the rule it applies.
 #[derive(Clone, Debug)]
-pub struct GuardLayer<P = super::RequirementPolicy> {
+pub struct GuardLayer<P = super::judge::RequirementPolicy> {
     pub(crate) policy: P,
 }
 
@@ -110,7 +111,7 @@ impl<S, P: Clone> Layer<S> for GuardLayer<P> {
 
 /// The service of a [`GuardLayer`].
 #[derive(Clone)]
-pub struct Guard<S, P = super::RequirementPolicy> {
+pub struct Guard<S, P = super::judge::RequirementPolicy> {
     inner: S,
     policy: P,
 }
@@ -167,7 +168,7 @@ pin_project! {
     /// awaited, or the guard's answer.
     ///
     /// Polled again after it completed, whatever the state it completed in, it answers
-    /// `500` (`Error::Misconfigured`, as the layer's
+    /// `500` (a misconfiguration, as the layer's
     /// [`ResponseFuture`](crate::ResponseFuture) does) and never panics nor polls the
     /// route's future again.
     pub struct GuardFuture<F, ResBody, E> {
@@ -216,7 +217,7 @@ where
                     state.set(State::Done);
                     match (result, grant) {
                         (Ok(response), Some(grant)) if grant.refused.matches(&response) => {
-                            match replay::release(&grant.store, grant.key) {
+                            match crate::replay::store::release(&grant.store, grant.key) {
                                 None => return Poll::Ready(Ok(response)),
                                 Some(future) => state.set(State::Releasing {
                                     future,

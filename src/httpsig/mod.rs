@@ -33,7 +33,7 @@ use sfv::{BareItem, Dictionary, InnerList, KeyRef, ListEntry, Parser};
 
 use crate::error::Error;
 use crate::jose::Jwk;
-use crate::wire;
+use crate::names;
 
 /// Default cap on each signature-related header field (bytes, all lines together).
 pub const DEFAULT_HEADER_CAP: usize = 8 * 1024;
@@ -59,9 +59,9 @@ impl<'a> SignatureHeaders<'a> {
     /// over `cap` bytes, or a field that is not visible ASCII: `invalid_signature`.
     pub fn read(headers: &'a HeaderMap, cap: usize) -> Result<Option<Self>, Error> {
         // Pre-built names: looking a `&str` up parses and hashes it anew on every request.
-        static INPUT: HeaderName = HeaderName::from_static(wire::header::SIGNATURE_INPUT);
-        static SIGNATURE: HeaderName = HeaderName::from_static(wire::header::SIGNATURE);
-        static KEY: HeaderName = HeaderName::from_static(wire::header::SIGNATURE_KEY);
+        static INPUT: HeaderName = HeaderName::from_static(names::header::SIGNATURE_INPUT);
+        static SIGNATURE: HeaderName = HeaderName::from_static(names::header::SIGNATURE);
+        static KEY: HeaderName = HeaderName::from_static(names::header::SIGNATURE_KEY);
         let input = field_value(headers, &INPUT, cap)?;
         let signature = field_value(headers, &SIGNATURE, cap)?;
         let key = field_value(headers, &KEY, cap)?;
@@ -253,8 +253,8 @@ const KNOWN_COMPONENTS: [(&str, &str); 12] = [
     ("@target-uri", "\"@target-uri\""),
     ("@scheme", "\"@scheme\""),
     ("@request-target", "\"@request-target\""),
-    (wire::header::SIGNATURE_KEY, "\"signature-key\""),
-    (wire::header::CONTENT_DIGEST, "\"content-digest\""),
+    (names::header::SIGNATURE_KEY, "\"signature-key\""),
+    (names::header::CONTENT_DIGEST, "\"content-digest\""),
     ("content-type", "\"content-type\""),
     ("content-length", "\"content-length\""),
     ("authorization", "\"authorization\""),
@@ -303,7 +303,7 @@ impl CoveredComponent {
                     && !*sf
                     && match key {
                         None => true,
-                        Some(key) => name == wire::header::SIGNATURE_KEY && key == label,
+                        Some(key) => name == names::header::SIGNATURE_KEY && key == label,
                     }
             }
         }

@@ -6,12 +6,12 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use serde::Deserialize;
 
-use super::PolicyError;
 use super::identity::AgentId;
 use super::revocation::Revoked;
 use crate::error::Error;
+use crate::error::PolicyError;
 use crate::token::Scopes;
-use crate::verifier::VerifiedRequest;
+use crate::verified::VerifiedRequest;
 
 /// One snapshot of ceilings.
 ///
@@ -156,10 +156,10 @@ impl CeilingSet {
         if required.into_iter().all(|scope| self.permits(request, scope)) {
             Ok(())
         } else {
-            Err(Error::Forbidden {
-                code: SCOPE_ABOVE_CEILING,
+            Err(Error(crate::error::Kind::Forbidden {
+                code: crate::names::problem::SCOPE_ABOVE_CEILING,
                 detail: "the agent may not use this scope",
-            })
+            }))
         }
     }
 
@@ -171,9 +171,6 @@ impl CeilingSet {
         Scopes::from_iter_unchecked(granted.iter().filter(|s| self.permits(request, s)))
     }
 }
-
-/// The problem code of a ceiling denial.
-pub const SCOPE_ABOVE_CEILING: &str = "scope_above_ceiling";
 
 /// Hot-reloadable ceilings shared by clones (same model as
 /// [`super::Revocations`]: lock-free reads, whole-snapshot replacement, a failed reload

@@ -20,11 +20,14 @@
 //! grant_not_honoured`) instead of minting a resource token that cannot lead anywhere.
 //!
 //! [`AAuthBuilder::person_server`]: crate::AAuthBuilder::person_server
-//! [`DangerousAAuthBuilder::honour_any_person_server_grants`]: crate::config::DangerousAAuthBuilder::honour_any_person_server_grants
+//! [`DangerousAAuthBuilder::honour_any_person_server_grants`]: crate::builder::DangerousAAuthBuilder::honour_any_person_server_grants
 
 use serde_json::Value;
 
+use std::sync::Arc;
+
 use super::identity::PersonId;
+use crate::error::Error;
 use crate::token::Scopes;
 
 /// The resource's own policy for grants issued by person servers it does not trust by
@@ -51,5 +54,46 @@ where
     }
 }
 
-/// The code of a step-up refused because the person server's grant would not be honoured.
-pub const GRANT_NOT_HONOURED: &str = "grant_not_honoured";
+/// The consent configuration, frozen at build time.
+#[derive(Clone, Default)]
+pub(crate) struct Consent {
+    /// Person servers whose grants are honoured as issued.
+    pub(crate) trusted: Vec<String>,
+    /// Every person server's grants are honoured as issued (an explicit choice).
+    pub(crate) any: bool,
+    pub(crate) policy: Option<Arc<dyn GrantPolicy>>,
+}
+
+impl Consent {
+    pub(crate) fn trusts(&self, person_server: &str) -> bool {
+        self.any || self.trusted.iter().any(|ps| ps == person_server)
+    }
+
+    /// `Ok` when a grant for `scopes` (and `details`) from `person` would be honoured;
+    /// else the `403` that replaces a step-up towards its person server.
+    pub(crate) fn check_step_up(
+        &self,
+        person: Option<PersonId>,
+        scopes: &Scopes,
+        details: Option<&serde_json::Value>,
+    ) -> Result<(), Error> {
+        let refused = Error(crate::error::Kind::Forbidden {
+            code: crate::names::problem::GRANT_NOT_HONOURED,
+            detail: "this resource does not honour that person server's grants for this request",
+        });
+        let Some(person) = person else {
+            return Err(refused);
+        };
+        if self.trusts(person.issuer()) {
+            return Ok(());
+        }
+        let Some(policy) = &self.policy else {
+            return Err(refused);
+        };
+        let honoured = policy.honoured_scopes(&person, scopes);
+        if !honoured.contains_all(scopes) || details.is_some_and(|d| !policy.honours_details(&person, d)) {
+            return Err(refused);
+        }
+        Ok(())
+    }
+}

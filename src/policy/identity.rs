@@ -51,7 +51,7 @@ use std::time::Duration;
 
 use moka::ops::compute::Op;
 
-use super::PolicyError;
+use crate::error::PolicyError;
 
 /// An agent: the provider that vouched for it and the agent identifier.
 ///
@@ -90,7 +90,7 @@ impl std::hash::Hash for AgentId {
 /// Server identifiers a policy document may name: `https://host`, or `http://` on
 /// loopback with a port (development); anything else could never match a verified one.
 pub(crate) fn is_server_identifier(text: &str) -> bool {
-    crate::discovery::IdentifierPolicy::allowing_http_loopback().admits(text)
+    crate::discovery::admission::IdentifierPolicy::allowing_http_loopback().admits(text)
 }
 
 impl AgentId {
@@ -192,7 +192,7 @@ impl FromStr for AgentId {
 
 /// `https://domain` for `aauth:local@domain`.
 fn implied_provider(id: &str) -> Option<String> {
-    if !crate::token::is_agent_identifier(id) {
+    if !is_agent_identifier(id) {
         return None;
     }
     id.rsplit_once('@').map(|(_, domain)| format!("https://{domain}"))
@@ -462,6 +462,24 @@ impl AgentBindings for MemoryAgentBindings {
             let _ = Self::pin(&mut table, &thumbprint, binding, now);
         }
     }
+}
+
+/// `aauth:local@domain` ([AAuth draft -11, "Agent Identifiers"][draft-11]): `local` of
+/// ASCII letters, digits, `-`, `_`, `+`, `.`, 1–255 characters; `domain` a lower-case DNS
+/// name.
+///
+/// [draft-11]: https://datatracker.ietf.org/doc/html/draft-hardt-oauth-aauth-protocol-11
+pub fn is_agent_identifier(value: &str) -> bool {
+    let Some(rest) = value.strip_prefix("aauth:") else {
+        return false;
+    };
+    let Some((local, domain)) = rest.rsplit_once('@') else {
+        return false;
+    };
+    !local.is_empty()
+        && local.len() <= 255
+        && local.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_+.".contains(&b))
+        && crate::discovery::admission::is_dns_name(domain)
 }
 
 #[cfg(test)]

@@ -6,11 +6,11 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use serde::Deserialize;
 
-use super::PolicyError;
 use super::identity::{AgentId, PersonId};
 use crate::error::Error;
+use crate::error::PolicyError;
 use crate::token::TokenKind;
-use crate::verifier::VerifiedRequest;
+use crate::verified::VerifiedRequest;
 
 /// One thing to revoke.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -257,19 +257,19 @@ impl RevocationSet {
             return Ok(());
         }
         if !self.keys.is_empty() && self.keys.contains(&*request.key_thumbprint) {
-            return Err(Error::Revoked {
+            return Err(Error(crate::error::Kind::Revoked {
                 detail: "the signing key is revoked",
                 person_token: false,
-            });
+            }));
         }
         if !self.agents.is_empty()
             && let Some(agent) = request.agent()
             && self.agents.contains(agent)
         {
-            return Err(Error::Revoked {
+            return Err(Error(crate::error::Kind::Revoked {
                 detail: "the agent is revoked",
                 person_token: false,
-            });
+            }));
         }
         let Some(token) = &request.token else {
             return Ok(());
@@ -289,14 +289,14 @@ impl RevocationSet {
                 .as_deref()
                 .is_some_and(|sub| self.persons.contains(&PersonId::new(claims.iss.as_str(), sub)));
         if jti_revoked || subject_revoked {
-            return Err(Error::Revoked {
+            return Err(Error(crate::error::Kind::Revoked {
                 detail: if jti_revoked {
                     "the token is revoked"
                 } else {
                     "the subject is revoked"
                 },
                 person_token: grant,
-            });
+            }));
         }
         Ok(())
     }

@@ -11,20 +11,18 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 use tower_service::Service;
 
-use super::{AuthorizationDetails, DetailError};
+use super::details::{AuthorizationDetails, DetailError};
 use crate::challenge::error_response;
-use crate::config::{AAuth, Shared};
 use crate::error::Error;
-use crate::guard::GuardLayer;
+use crate::error::{AuditDecision, AuditOutcome};
+use crate::guard::judge::{Reader, detail_challenge, layer_verdict, respond};
+use crate::guard::middleware::GuardLayer;
 use crate::guard::middleware::{BoxedResponse, Consume, GuardPolicy, Verdict, take_ready};
-use crate::guard::{Decision as GuardDecision, Reader, detail_challenge, layer_verdict, respond};
-use crate::policy::audit::{AuditOutcome, Decision};
+use crate::guard::requirement::Decision as GuardDecision;
 use crate::replay::single_use::{consume, consume_later};
+use crate::state::Shared;
 use crate::token::{Scopes, TokenKind};
-use crate::verifier::VerifiedRequest;
-
-/// The problem code of a `403` from a [`RequireDetailLayer`].
-pub const DETAIL_MISMATCH: &str = "insufficient_authorization_details";
+use crate::verified::VerifiedRequest;
 
 /// Requires an auth-token `authorization_details` entry of one type that the route's
 /// predicate accepts: a [`GuardLayer`] applying [`DetailPolicy`]. Build it with
@@ -39,6 +37,24 @@ pub struct DetailPolicy<T, F> {
     single_use: bool,
     step_up: Option<StepUp>,
     _detail: PhantomData<fn() -> T>,
+}
+
+/// The detail guard of this configuration ([`AAuth::require_detail`]).
+pub(crate) fn layer<T, F>(shared: Arc<Shared>, detail_type: &'static str, check: F) -> RequireDetailLayer<T, F>
+where
+    T: DeserializeOwned + 'static,
+    F: Fn(&T, &Parts) -> bool + Clone + Send + Sync + 'static,
+{
+    GuardLayer {
+        policy: DetailPolicy {
+            shared,
+            detail_type,
+            check,
+            single_use: false,
+            step_up: None,
+            _detail: PhantomData,
+        },
+    }
 }
 
 /// Builds, from the request, the detail a step-up resource token asks for.
@@ -64,55 +80,6 @@ impl<T, F> std::fmt::Debug for DetailPolicy<T, F> {
             .field("single_use", &self.single_use)
             .field("step_up", &self.step_up.is_some())
             .finish_non_exhaustive()
-    }
-}
-
-impl AAuth {
-    /// A route guard passing only requests whose auth token carries an
-    /// `authorization_details` entry of type `detail_type` that deserialises into `T` and
-    /// that `check` accepts against the request:
-    ///
-    /// ```
-    /// # use tower_aauth::AAuth;
-    /// #[derive(serde::Deserialize)]
-    /// struct Trade { symbol: String, quantity: u64 }
-    ///
-    /// # fn guard(aauth: &AAuth) {
-    /// let guard = aauth.require_detail("trade", |trade: &Trade, request: &http::request::Parts| {
-    ///     let query = request.uri.query().unwrap_or_default();
-    ///     query == format!("symbol={}&quantity={}", trade.symbol, trade.quantity)
-    /// });
-    /// # }
-    /// ```
-    ///
-    /// * No auth token: the challenge of the [`crate::guard`] table (as `require_scopes`
-    ///   with no scope: `auth-token` with a resource token when one may be minted, else
-    ///   `agent-token`/`person-token`); with [`RequireDetailLayer::step_up`], the resource
-    ///   token carries the detail the request needs.
-    /// * A query the signature does not cover: `401 invalid_input` naming `@query` (the
-    ///   predicate and the step-up builder read the request, so what they read must be
-    ///   signed); no resource token is minted.
-    /// * No entry of the type accepted, or a malformed claim (not an array, more than
-    ///   [`super::MAX_DETAILS`] entries, an entry of the type that does not fit `T`): `403`
-    ///   `insufficient_authorization_details`, the problem body naming the type in
-    ///   `authorization_details_type`.
-    /// * An entry accepted: the inner service runs (after consuming the grant, with
-    ///   [`RequireDetailLayer::single_use`]).
-    pub fn require_detail<T, F>(&self, detail_type: &'static str, check: F) -> RequireDetailLayer<T, F>
-    where
-        T: DeserializeOwned + 'static,
-        F: Fn(&T, &Parts) -> bool + Clone + Send + Sync + 'static,
-    {
-        GuardLayer {
-            policy: DetailPolicy {
-                shared: self.shared.clone(),
-                detail_type,
-                check,
-                single_use: false,
-                step_up: None,
-                _detail: PhantomData,
-            },
-        }
     }
 }
 
@@ -192,10 +159,10 @@ where
 
     /// `403` naming the detail type, with its audit outcome.
     fn mismatch<B: From<Bytes>>(&self, detail: &'static str) -> Response<B> {
-        let error = Error::Forbidden {
-            code: DETAIL_MISMATCH,
+        let error = Error(crate::error::Kind::Forbidden {
+            code: crate::names::problem::DETAIL_MISMATCH,
             detail,
-        };
+        });
         let body = crate::error::Problem {
             details_type: Some(self.detail_type),
             ..error.problem()
@@ -211,8 +178,8 @@ where
             return unbuildable.to_response();
         }
         response.extensions_mut().insert(AuditOutcome {
-            decision: Decision::Deny,
-            reason: DETAIL_MISMATCH,
+            decision: AuditDecision::Deny,
+            reason: crate::names::problem::DETAIL_MISMATCH,
             detail,
         });
         response
@@ -261,15 +228,15 @@ impl<T, F> DetailPolicy<T, F> {
         match self.step_up_details(parts) {
             Ok(Some(details)) => return detail_challenge(&self.shared, verified, &details),
             Ok(None) => {}
-            Err(error) => return error_response(&self.shared, &error),
+            Err(error) => return error_response(self.shared.hook(), &error),
         }
         let decision = GuardDecision::NeedAuth(Scopes::default());
         respond(&self.shared, decision, verified).unwrap_or_else(|| {
             error_response(
-                &self.shared,
-                &Error::Misconfigured {
+                self.shared.hook(),
+                &Error(crate::error::Kind::Misconfigured {
                     detail: "a challenge decision produced no response",
-                },
+                }),
             )
         })
     }
@@ -285,7 +252,7 @@ where
         match self.step_up_details(parts) {
             Ok(Some(details)) => detail_challenge(&self.shared, parts.extensions.get::<VerifiedRequest>(), &details),
             Ok(None) => self.mismatch(detail),
-            Err(error) => error_response(&self.shared, &error),
+            Err(error) => error_response(self.shared.hook(), &error),
         }
     }
 }
@@ -310,7 +277,7 @@ where
         match self.decide(parts) {
             Ok(()) if self.single_use => consume(&self.shared, &parts.extensions),
             Ok(()) => Verdict::Allow,
-            Err(Refusal::Error(error)) => Verdict::Answer(error_response(&self.shared, &error)),
+            Err(Refusal::Error(error)) => Verdict::Answer(error_response(self.shared.hook(), &error)),
             Err(Refusal::Mismatch(detail)) => Verdict::Answer(self.refuse_or_step_up(parts, detail)),
             Err(Refusal::NeedsGrant) => Verdict::Answer(self.needs_grant(parts)),
         }

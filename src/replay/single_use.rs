@@ -25,26 +25,27 @@ use http::request::Parts;
 use http::{Extensions, Request, Response};
 use tower_service::Service;
 
-use super::{Insertion, Refused, ReplayKey};
-use crate::config::{AAuth, Shared};
+use super::key::ReplayKey;
+use super::store::{Insertion, Refused};
 use crate::error::Error;
-use crate::guard::GuardLayer;
+use crate::guard::middleware::GuardLayer;
 use crate::guard::middleware::{BoxedResponse, Consume, Grant, GuardPolicy, Verdict, take_ready};
+use crate::state::Shared;
 use crate::token::TokenKind;
-use crate::verifier::VerifiedRequest;
+use crate::verified::VerifiedRequest;
 
 /// The refusal for a second use of a single-use grant.
-pub const GRANT_USED: Error = Error::invalid_jwt("the single-use grant was already used");
+pub(crate) const GRANT_USED: Error = Error::invalid_jwt("the single-use grant was already used");
 
 /// What consuming the request's grant needs: the key and how long to keep it.
 pub(crate) fn grant_key(shared: &Shared, verified: Option<&VerifiedRequest>) -> Result<(ReplayKey, Duration), Error> {
     let token = verified
         .and_then(|v| v.token.as_ref())
         .filter(|t| t.claims.kind == TokenKind::Auth)
-        .ok_or(Error::Forbidden {
+        .ok_or(Error(crate::error::Kind::Forbidden {
             code: "auth_token_required",
             detail: "this route is single-use and needs an auth token",
-        })?;
+        }))?;
     let claims = &token.claims;
     let jti = claims
         .jti
@@ -62,16 +63,13 @@ pub type SingleUseLayer = GuardLayer<SingleUsePolicy>;
 /// The rule of [`SingleUseLayer`]: consume the presented auth token's `(iss, jti)`.
 #[derive(Clone, Debug)]
 pub struct SingleUsePolicy {
-    aauth: AAuth,
+    shared: Arc<Shared>,
 }
 
-impl AAuth {
-    /// A route layer consuming the presented auth token's `jti` on first use (see
-    /// [`crate::replay::single_use`]).
-    pub fn single_use(&self) -> SingleUseLayer {
-        GuardLayer {
-            policy: SingleUsePolicy { aauth: self.clone() },
-        }
+/// The single-use guard of this configuration ([`AAuth::single_use`]).
+pub(crate) fn layer(shared: Arc<Shared>) -> SingleUseLayer {
+    GuardLayer {
+        policy: SingleUsePolicy { shared },
     }
 }
 
@@ -86,11 +84,11 @@ where
     type Hold = Consume;
 
     fn check(&self, request: &Parts) -> Verdict<ResBody, Consume> {
-        consume(&self.aauth.shared, &request.extensions)
+        consume(&self.shared, &request.extensions)
     }
 
     fn hold(&self, hold: Consume, inner: &mut S, request: Request<B>) -> BoxedResponse<ResBody, S::Error> {
-        consume_later(&self.aauth.shared, hold, take_ready(inner), request)
+        consume_later(&self.shared, hold, take_ready(inner), request)
     }
 }
 
@@ -135,7 +133,7 @@ where
             Ok(Insertion::First) => {
                 let response = inner.call(request).await?;
                 if refused.matches(&response)
-                    && let Some(release) = super::release(&shared.replay_store, key)
+                    && let Some(release) = super::store::release(&shared.replay_store, key)
                 {
                     release.await;
                 }

@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 use crate::Generation;
 use crate::httpsig::{ParsedInput, RequestTarget, SignatureBase, digest::content_digest_sha256, encode_signature};
 use crate::jose::{Jwk, ResourceKey};
-use crate::wire;
+use crate::names;
 
 /// Which `Signature-Key` a [`TestAgent`] sends.
 #[derive(Debug, Clone)]
@@ -31,7 +31,7 @@ impl KeySource {
     pub fn agent_jwks(id: impl Into<String>, kid: impl Into<String>) -> Self {
         KeySource::JwksUri {
             id: id.into(),
-            dwk: wire::dwk::AGENT.to_owned(),
+            dwk: names::dwk::AGENT.to_owned(),
             kid: kid.into(),
         }
     }
@@ -155,7 +155,7 @@ impl TestAgent {
                 r#"{label}=(scheme=hwk kty="OKP" crv="Ed25519" x="{}")"#,
                 self.public_jwk().x()
             ),
-            KeySource::JwksUri { id, dwk, kid } if dwk == wire::dwk::AGENT => {
+            KeySource::JwksUri { id, dwk, kid } if dwk == names::dwk::AGENT => {
                 format!(r#"{label}=(scheme=jwks_uri id="{id}" kid="{kid}")"#)
             }
             KeySource::JwksUri { id, dwk, kid } => {
@@ -187,7 +187,7 @@ impl TestAgent {
         mut options: SignOptions,
     ) {
         request.headers_mut().insert(
-            wire::header::CONTENT_DIGEST,
+            names::header::CONTENT_DIGEST,
             HeaderValue::from_str(&content_digest_sha256(body)).expect("digest is ASCII"),
         );
         if request.headers().contains_key(http::header::CONTENT_TYPE) {
@@ -207,7 +207,7 @@ impl TestAgent {
             self.signature_key_value(source, label)
         };
         headers.insert(
-            wire::header::SIGNATURE_KEY,
+            names::header::SIGNATURE_KEY,
             HeaderValue::from_str(&signature_key).expect("Signature-Key is ASCII"),
         );
         let mut components = options.components.clone();
@@ -252,11 +252,11 @@ impl TestAgent {
         };
         let headers = request.headers_mut();
         headers.insert(
-            wire::header::SIGNATURE_INPUT,
+            names::header::SIGNATURE_INPUT,
             HeaderValue::from_str(&input_value).expect("Signature-Input is ASCII"),
         );
         headers.insert(
-            wire::header::SIGNATURE,
+            names::header::SIGNATURE,
             HeaderValue::from_str(&format!("{label}=:{encoded}:")).expect("Signature is ASCII"),
         );
     }
@@ -275,7 +275,7 @@ impl TestAgent {
         let jwks = self.jwks();
         axum::Router::new()
             .route(
-                &format!("/.well-known/{}", wire::dwk::AGENT),
+                &format!("/.well-known/{}", names::dwk::AGENT),
                 axum::routing::get(move || std::future::ready(axum::Json(metadata))),
             )
             .route(

@@ -35,8 +35,8 @@ use crate::Generation;
 use crate::clock::{Clock, SystemClock};
 use crate::httpsig::parse_dictionary_strict;
 use crate::jose::{b64url_decode, parse_json_object};
+use crate::names;
 use crate::testing::{KeySource, SignOptions, TestAgent};
-use crate::wire;
 
 /// Which step of the flow an exchange belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -344,8 +344,8 @@ impl AgentClient {
 
     async fn endpoints(&self, auth_server: &str, transcript: &mut Vec<Exchange>) -> Result<Endpoints, FlowError> {
         let (dwk, token_member) = match self.generation {
-            Generation::Legacy => (wire::dwk::LEGACY_ISSUER, LEGACY_TOKEN_ENDPOINT),
-            _ => (wire::dwk::ACCESS, TOKEN_ENDPOINT),
+            Generation::Legacy => (names::dwk::LEGACY_ISSUER, LEGACY_TOKEN_ENDPOINT),
+            _ => (names::dwk::ACCESS, TOKEN_ENDPOINT),
         };
         let url = format!("{auth_server}/.well-known/{dwk}");
         let response = self.http.get(&url).send().await.map_err(|e| FlowError::Transport {
@@ -495,8 +495,8 @@ fn resolve(endpoint: &str, location: &str) -> String {
 /// -11) or `AAuth: require=…` (demo generation).
 fn requirement(exchange: &Exchange, generation: Generation) -> Option<(String, sfv::Parameters)> {
     let (header, member) = match generation {
-        Generation::Legacy => (wire::header::AAUTH_LEGACY, wire::requirement::LEGACY_REQUIRE),
-        _ => (wire::header::AAUTH_REQUIREMENT, "requirement"),
+        Generation::Legacy => (names::header::AAUTH_LEGACY, names::requirement::LEGACY_REQUIRE),
+        _ => (names::header::AAUTH_REQUIREMENT, "requirement"),
     };
     let field = exchange.header(header)?;
     let dictionary = parse_dictionary_strict(field)?;
@@ -534,12 +534,12 @@ pub(crate) fn auth_token_challenge(exchange: &Exchange, generation: Generation) 
         return None;
     }
     let (value, params) = requirement(exchange, generation)?;
-    if value != wire::requirement::AUTH_TOKEN {
+    if value != names::requirement::AUTH_TOKEN {
         return None;
     }
     Some(AuthChallenge {
-        resource_token: string_param(&params, wire::requirement::RESOURCE_TOKEN_PARAM)?,
-        auth_server: string_param(&params, wire::requirement::LEGACY_AUTH_SERVER_PARAM)
+        resource_token: string_param(&params, names::requirement::RESOURCE_TOKEN_PARAM)?,
+        auth_server: string_param(&params, names::requirement::LEGACY_AUTH_SERVER_PARAM)
             .filter(|_| generation == Generation::Legacy),
     })
 }
@@ -547,14 +547,14 @@ pub(crate) fn auth_token_challenge(exchange: &Exchange, generation: Generation) 
 /// `url` (absent in the demo generation) and `code` of an `interaction` requirement.
 pub(crate) fn interaction(exchange: &Exchange, generation: Generation) -> Option<(Option<String>, String)> {
     let (value, params) = requirement(exchange, generation)?;
-    if value != wire::requirement::INTERACTION {
+    if value != names::requirement::INTERACTION {
         return None;
     }
-    let url = string_param(&params, wire::requirement::URL_PARAM);
+    let url = string_param(&params, names::requirement::URL_PARAM);
     if url.is_none() && generation != Generation::Legacy {
         return None;
     }
-    Some((url, string_param(&params, wire::requirement::CODE_PARAM)?))
+    Some((url, string_param(&params, names::requirement::CODE_PARAM)?))
 }
 
 /// The payload of a compact JWT, unverified (for display and routing only).

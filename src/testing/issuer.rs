@@ -3,7 +3,7 @@
 use serde_json::{Value, json};
 
 use crate::jose::{Jwk, ResourceKey};
-use crate::wire;
+use crate::names;
 
 /// An issuer (agent provider, person server, access server) that mints tokens with its
 /// own key, for tests.
@@ -45,20 +45,20 @@ impl TestIssuer {
 
     /// Signs `claims` as a token of `typ` with `alg` `Ed25519`.
     pub fn sign(&self, typ: &str, claims: &Value) -> String {
-        self.key.sign_jwt(typ, wire::alg::ED25519, claims)
+        self.key.sign_jwt(typ, names::alg::ED25519, claims)
     }
 
     /// An `aa-auth+jwt` for `resource`, bound to `agent`, granting `scope`, valid from
     /// `now` for an hour; issued as an access server (`dwk` `aauth-access.json`).
     pub fn auth_token(&self, resource: &str, agent: &Jwk, scope: &str, now: u64) -> String {
-        self.sign(wire::typ::AUTH, &self.auth_claims(resource, agent, scope, now))
+        self.sign(names::typ::AUTH, &self.auth_claims(resource, agent, scope, now))
     }
 
     /// The claims [`TestIssuer::auth_token`] signs, to modify before signing.
     pub fn auth_claims(&self, resource: &str, agent: &Jwk, scope: &str, now: u64) -> Value {
         json!({
             "iss": self.issuer,
-            "dwk": wire::dwk::ACCESS,
+            "dwk": names::dwk::ACCESS,
             "aud": resource,
             "jti": format!("at-{}", crate::jose::b64url(agent.thumbprint().as_bytes()).get(..12).unwrap_or_default()),
             "ps": self.issuer,
@@ -73,10 +73,10 @@ impl TestIssuer {
     /// An `aa-agent+jwt` for agent `sub`, bound to `agent`, valid from `now` for an hour.
     pub fn agent_token(&self, sub: &str, agent: &Jwk, now: u64) -> String {
         self.sign(
-            wire::typ::AGENT,
+            names::typ::AGENT,
             &json!({
                 "iss": self.issuer,
-                "dwk": wire::dwk::AGENT,
+                "dwk": names::dwk::AGENT,
                 "sub": sub,
                 "jti": format!("agt-{now}"),
                 "cnf": { "jwk": agent.to_json() },
@@ -93,8 +93,8 @@ impl TestIssuer {
     /// is published under `aauth-issuer.json`.
     pub fn legacy_auth_token(&self, resource: &str, agent_key: &Jwk, agent: &str, scope: &str, now: u64) -> String {
         self.key.sign_jwt(
-            wire::typ::LEGACY_AUTH,
-            wire::alg::EDDSA,
+            names::typ::LEGACY_AUTH,
+            names::alg::EDDSA,
             &self.legacy_auth_claims(resource, agent_key, agent, scope, now),
         )
     }
@@ -114,10 +114,10 @@ impl TestIssuer {
     /// An `aa-person+jwt` for `resource`, bound to `agent`, valid from `now` for an hour.
     pub fn person_token(&self, resource: &str, agent: &Jwk, now: u64) -> String {
         self.sign(
-            wire::typ::PERSON,
+            names::typ::PERSON,
             &json!({
                 "iss": self.issuer,
-                "dwk": wire::dwk::PERSON,
+                "dwk": names::dwk::PERSON,
                 "aud": resource,
                 "sub": "person-1",
                 "jti": format!("pt-{now}"),

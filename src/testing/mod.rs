@@ -38,6 +38,7 @@ pub mod demo;
 mod flow;
 mod issuer;
 
+pub use crate::clock::ManualClock;
 pub use agent::{KeySource, SignOptions, TestAgent};
 pub use auth_server::{Consent, PendingState, TestAuthServer, TestAuthServerBuilder};
 pub use flow::{AgentClient, Exchange, FlowError, FlowEvent, FlowOutcome, FlowStep};

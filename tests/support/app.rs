@@ -12,8 +12,9 @@ use http::{Request, Response, StatusCode};
 use serde_json::{Value, json};
 use tower::ServiceExt;
 use tower_aauth::discovery::StaticResolver;
+use tower_aauth::engine;
 use tower_aauth::testing::{KeySource, TestAgent, TestIssuer};
-use tower_aauth::{AAuth, AAuthBuilder, ManualClock, Requirement, ResourceKey, wire};
+use tower_aauth::{AAuth, AAuthBuilder, ResourceKey, guard::Requirement, testing::ManualClock};
 
 pub use super::fixtures::{AGENT_ID, AP, AS, NOW, PS, RESOURCE, decode};
 use super::fixtures::{access_server, agent, agent_provider, counting, person_server};
@@ -48,10 +49,10 @@ impl App {
         let clock = ManualClock::new(NOW);
         let (agent, ps, access_server, ap) = (agent(), person_server(), access_server(), agent_provider());
         let resolver = StaticResolver::new()
-            .with_key(PS, wire::dwk::PERSON, ps.public_jwk())
-            .with_key(AS, wire::dwk::ACCESS, access_server.public_jwk())
-            .with_key(AP, wire::dwk::AGENT, ap.public_jwk())
-            .with_key(AP, wire::dwk::AGENT, agent.public_jwk());
+            .with_key(PS, engine::dwk::PERSON, ps.public_jwk())
+            .with_key(AS, engine::dwk::ACCESS, access_server.public_jwk())
+            .with_key(AP, engine::dwk::AGENT, ap.public_jwk())
+            .with_key(AP, engine::dwk::AGENT, agent.public_jwk());
         let builder = AAuth::builder(RESOURCE)
             .clock(clock.clone())
             .key_resolver(resolver)
@@ -75,11 +76,11 @@ impl App {
     pub fn router(&self) -> Router {
         let a = &self.aauth;
         let deny = Requirement::rule(|cx| match cx.verified {
-            Some(_) => tower_aauth::Decision::Refuse(tower_aauth::Error::Forbidden {
-                code: "policy_denied",
-                detail: "the resource's policy refuses this agent",
-            }),
-            None => tower_aauth::Decision::NeedAgent,
+            Some(_) => tower_aauth::guard::Decision::Refuse(tower_aauth::Error::forbidden(
+                "policy_denied",
+                "the resource's policy refuses this agent",
+            )),
+            None => tower_aauth::guard::Decision::NeedAgent,
         });
         Router::new()
             .route("/agent", get(self.handler()).route_layer(a.require_agent()))
@@ -120,14 +121,14 @@ impl App {
     /// An agent token naming `ps` (or none).
     pub fn agent_token_with(&self, ps: Option<&str>) -> String {
         let mut claims = json!({
-            "iss": AP, "dwk": wire::dwk::AGENT, "sub": AGENT_ID, "jti": "agt-1",
+            "iss": AP, "dwk": engine::dwk::AGENT, "sub": AGENT_ID, "jti": "agt-1",
             "cnf": { "jwk": self.agent.public_jwk().to_json() },
             "iat": NOW, "exp": NOW + 3600,
         });
         if let Some(ps) = ps {
             claims["ps"] = ps.into();
         }
-        self.ap.sign(wire::typ::AGENT, &claims)
+        self.ap.sign(engine::typ::AGENT, &claims)
     }
 
     pub fn agent_token(&self) -> String {
@@ -136,7 +137,7 @@ impl App {
 
     pub fn person_claims(&self) -> Value {
         json!({
-            "iss": PS, "dwk": wire::dwk::PERSON, "aud": RESOURCE, "sub": "person-1",
+            "iss": PS, "dwk": engine::dwk::PERSON, "aud": RESOURCE, "sub": "person-1",
             "jti": "pt-1", "cnf": { "jwk": self.agent.public_jwk().to_json() },
             "mission_s256": "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk",
             "tenant": "org-1",
@@ -145,20 +146,20 @@ impl App {
     }
 
     pub fn person_token(&self) -> String {
-        self.ps.sign(wire::typ::PERSON, &self.person_claims())
+        self.ps.sign(engine::typ::PERSON, &self.person_claims())
     }
 
     /// An auth token issued by the person server (three-party).
     pub fn ps_auth_token(&self, scope: Option<&str>) -> String {
         let mut claims = json!({
-            "iss": PS, "dwk": wire::dwk::PERSON, "aud": RESOURCE, "ps": PS, "sub": "person-1",
+            "iss": PS, "dwk": engine::dwk::PERSON, "aud": RESOURCE, "ps": PS, "sub": "person-1",
             "jti": "at-1", "cnf": { "jwk": self.agent.public_jwk().to_json() },
             "iat": NOW, "exp": NOW + 3600,
         });
         if let Some(scope) = scope {
             claims["scope"] = scope.into();
         }
-        self.ps.sign(wire::typ::AUTH, &claims)
+        self.ps.sign(engine::typ::AUTH, &claims)
     }
 
     /// An auth token issued by the access server (four-party).
@@ -167,7 +168,7 @@ impl App {
             .access_server
             .auth_claims(RESOURCE, &self.agent.public_jwk(), scope, NOW);
         claims["ps"] = PS.into();
-        self.access_server.sign(wire::typ::AUTH, &claims)
+        self.access_server.sign(engine::typ::AUTH, &claims)
     }
 }
 

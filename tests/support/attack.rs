@@ -11,10 +11,14 @@ use axum::routing::any;
 use http::{HeaderMap, Request, Response, StatusCode};
 use serde_json::Value;
 use tower::ServiceExt;
-use tower_aauth::discovery::{BoxFuture, KeyQuery, KeyResolver, StaticResolver};
-use tower_aauth::jose::{Jwk, ResourceKey, b64url};
+use tower_aauth::engine::{self, b64url};
 use tower_aauth::testing::{KeySource, TestAgent, TestIssuer};
-use tower_aauth::{AAuth, AAuthBuilder, Error, ManualClock, wire};
+use tower_aauth::{AAuth, AAuthBuilder, Error, testing::ManualClock, wire};
+use tower_aauth::{
+    BoxFuture,
+    discovery::{KeyQuery, KeyResolver, StaticResolver},
+};
+use tower_aauth::{Jwk, ResourceKey};
 
 pub use super::fixtures::{AP, AS, NOW, PS, RESOURCE, get};
 use super::fixtures::{access_server, agent, agent_provider, counting, person_server};
@@ -60,10 +64,10 @@ impl Harness {
         let fetches = Arc::new(AtomicUsize::new(0));
         let resolver = CountingResolver {
             inner: StaticResolver::new()
-                .with_key(AS, wire::dwk::ACCESS, access_server.public_jwk())
-                .with_key(AP, wire::dwk::AGENT, agent_provider.public_jwk())
-                .with_key(AP, wire::dwk::AGENT, agent.public_jwk())
-                .with_key(PS, wire::dwk::PERSON, person_server.public_jwk()),
+                .with_key(AS, engine::dwk::ACCESS, access_server.public_jwk())
+                .with_key(AP, engine::dwk::AGENT, agent_provider.public_jwk())
+                .with_key(AP, engine::dwk::AGENT, agent.public_jwk())
+                .with_key(PS, engine::dwk::PERSON, person_server.public_jwk()),
             fetches: fetches.clone(),
         };
         let builder = AAuth::builder(RESOURCE)
@@ -194,11 +198,7 @@ impl<'h> Attack<'h> {
     pub async fn refused(mut self, code: &str) -> HeaderMap {
         let response = self.response.take().expect("asserted once");
         assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "status for {code}");
-        let errors: Vec<_> = response
-            .headers()
-            .get_all(wire::header::SIGNATURE_ERROR)
-            .iter()
-            .collect();
+        let errors: Vec<_> = response.headers().get_all(wire::SIGNATURE_ERROR).iter().collect();
         assert_eq!(errors.len(), 1, "exactly one Signature-Error");
         let value = errors[0].to_str().unwrap();
         assert!(
@@ -226,7 +226,7 @@ impl<'h> Attack<'h> {
         for name in response.headers().keys() {
             let name = name.as_str();
             assert!(
-                name != wire::header::SIGNATURE_ERROR && !name.starts_with("accept-signature"),
+                name != wire::SIGNATURE_ERROR && !name.starts_with("accept-signature"),
                 "a 403 carries no {name}"
             );
         }
@@ -244,9 +244,9 @@ impl<'h> Attack<'h> {
     pub fn challenged(mut self) -> String {
         let response = self.response.take().expect("asserted once");
         assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
-        assert!(response.headers().get(wire::header::SIGNATURE_ERROR).is_none());
+        assert!(response.headers().get(wire::SIGNATURE_ERROR).is_none());
         assert_eq!(response.headers()[http::header::CACHE_CONTROL], "no-store");
-        let requirement = response.headers()[wire::header::AAUTH_REQUIREMENT].to_str().unwrap();
+        let requirement = response.headers()[wire::AAUTH_REQUIREMENT].to_str().unwrap();
         assert!(requirement.starts_with("requirement=auth-token"), "{requirement}");
         let token = requirement
             .split("resource-token=\"")
@@ -264,7 +264,7 @@ impl<'h> Attack<'h> {
     pub fn refused_with_status(mut self, status: StatusCode) -> HeaderMap {
         let response = self.response.take().expect("asserted once");
         assert_eq!(response.status(), status);
-        assert!(response.headers().get(wire::header::SIGNATURE_ERROR).is_none());
+        assert!(response.headers().get(wire::SIGNATURE_ERROR).is_none());
         assert_eq!(self.harness.calls(), 0, "the inner service must not run");
         self.check_fetches();
         self.asserted = true;
@@ -447,14 +447,11 @@ pub async fn send_routed(h: &Harness, routes: Router, request: Request<Body>) ->
 /// line is signed: the verifier has to refuse the request before the signature matters.
 pub fn sign_covering(h: &Harness, request: &mut Request<Body>, signature_key: &str, components: &str) {
     use http::HeaderValue;
-    use tower_aauth::httpsig::{ParsedInput, RequestTarget, SignatureBase, encode_signature};
+    use tower_aauth::engine::{ParsedInput, RequestTarget, SignatureBase, encode_signature};
     let input = format!("sig=({components});created={NOW}");
     let headers = request.headers_mut();
-    headers.insert(
-        wire::header::SIGNATURE_KEY,
-        HeaderValue::from_str(signature_key).unwrap(),
-    );
-    headers.insert(wire::header::SIGNATURE_INPUT, HeaderValue::from_str(&input).unwrap());
+    headers.insert(wire::SIGNATURE_KEY, HeaderValue::from_str(signature_key).unwrap());
+    headers.insert(wire::SIGNATURE_INPUT, HeaderValue::from_str(&input).unwrap());
     let parsed = ParsedInput::parse(&input, 64).expect("the test's input parses");
     let target = RequestTarget {
         method: request.method().as_str(),
@@ -470,7 +467,7 @@ pub fn sign_covering(h: &Harness, request: &mut Request<Body>, signature_key: &s
     };
     let signature = h.agent.key().sign_bytes(base.as_bytes());
     request.headers_mut().insert(
-        wire::header::SIGNATURE,
+        wire::SIGNATURE,
         HeaderValue::from_str(&format!("sig=:{}:", encode_signature(&signature))).unwrap(),
     );
 }
@@ -480,8 +477,8 @@ pub fn sign_covering(h: &Harness, request: &mut Request<Body>, signature_key: &s
 pub fn legacy_harness(profile: tower_aauth::Profile) -> Harness {
     let access_server = access_server();
     let resolver = StaticResolver::new()
-        .with_key(AS, wire::dwk::ACCESS, access_server.public_jwk())
-        .with_key(AS, wire::dwk::LEGACY_ISSUER, access_server.public_jwk());
+        .with_key(AS, engine::dwk::ACCESS, access_server.public_jwk())
+        .with_key(AS, engine::dwk::LEGACY_ISSUER, access_server.public_jwk());
     Harness::with(|b| b.key_resolver(resolver).profile(profile))
 }
 
@@ -489,5 +486,5 @@ pub fn legacy_harness(profile: tower_aauth::Profile) -> Harness {
 /// `no-store`.
 pub fn requirement_of(headers: &HeaderMap) -> String {
     assert_eq!(headers[http::header::CACHE_CONTROL], "no-store");
-    headers[wire::header::AAUTH_REQUIREMENT].to_str().unwrap().to_owned()
+    headers[wire::AAUTH_REQUIREMENT].to_str().unwrap().to_owned()
 }

@@ -12,7 +12,10 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{Response, Uri};
 use bytes::Bytes;
-use tower_aauth::discovery::{BoxFuture, Connector, Fetch, FetchError, FetchedDocument, NameResolver, PinnedRequest};
+use tower_aauth::{
+    BoxFuture,
+    discovery::{Connector, Fetch, FetchError, FetchedDocument, NameResolver, PinnedRequest},
+};
 
 /// A canned response.
 #[derive(Clone, Debug)]

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use axum::body::Body;
 use http::{Request, Response};
 use serde_json::Value;
-use tower_aauth::jose::b64url_decode;
+use tower_aauth::engine::b64url_decode;
 use tower_aauth::testing::{TestAgent, TestIssuer};
 
 /// The fixed clock every test starts at (the digest's derived vectors use it).

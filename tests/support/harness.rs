@@ -9,8 +9,9 @@ use axum::routing::any;
 use http::{Request, Response, StatusCode};
 use tower::ServiceExt;
 use tower_aauth::discovery::StaticResolver;
+use tower_aauth::engine;
 use tower_aauth::testing::{TestAgent, TestIssuer};
-use tower_aauth::{AAuth, AAuthBuilder, ManualClock, VerifiedRequest, wire};
+use tower_aauth::{AAuth, AAuthBuilder, VerifiedRequest, testing::ManualClock};
 
 pub use super::fixtures::{AP, AS, NOW, RESOURCE, body_json, get};
 use super::fixtures::{access_server, agent, agent_provider};
@@ -34,9 +35,9 @@ impl Harness {
         let clock = ManualClock::new(NOW);
         let (agent, access_server, agent_provider) = (agent(), access_server(), agent_provider());
         let resolver = StaticResolver::new()
-            .with_key(AS, wire::dwk::ACCESS, access_server.public_jwk())
-            .with_key(AP, wire::dwk::AGENT, agent_provider.public_jwk())
-            .with_key(AP, wire::dwk::AGENT, agent.public_jwk());
+            .with_key(AS, engine::dwk::ACCESS, access_server.public_jwk())
+            .with_key(AP, engine::dwk::AGENT, agent_provider.public_jwk())
+            .with_key(AP, engine::dwk::AGENT, agent.public_jwk());
         let builder = AAuth::builder(RESOURCE)
             .clock(clock.clone())
             .key_resolver(resolver)

@@ -14,9 +14,10 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use http::Request;
 use serde_json::{Value, json};
+use tower_aauth::Profile;
 use tower_aauth::discovery::StaticResolver;
+use tower_aauth::engine;
 use tower_aauth::testing::TestAgent;
-use tower_aauth::{Profile, wire};
 
 use super::harness::{AP, AS, Harness};
 
@@ -174,7 +175,7 @@ impl SignRequest {
             Scheme::Hwk => input["scheme"] = json!("hwk"),
             Scheme::JwksUri => {
                 input["scheme"] = json!("jwks_uri");
-                input["jwks_uri"] = json!({ "id": AP, "dwk": wire::dwk::AGENT, "kid": AGENT_KID });
+                input["jwks_uri"] = json!({ "id": AP, "dwk": engine::dwk::AGENT, "kid": AGENT_KID });
             }
             Scheme::Jwt(token) => {
                 input["scheme"] = json!("jwt");
@@ -206,10 +207,10 @@ impl SignRequest {
 pub fn harness(profile: Profile) -> Harness {
     let (access_server, agent_provider, agent) = (access_server(), agent_provider(), agent());
     let resolver = StaticResolver::new()
-        .with_key(AS, wire::dwk::ACCESS, access_server.public_jwk())
-        .with_key(AS, wire::dwk::LEGACY_ISSUER, access_server.public_jwk())
-        .with_key(AP, wire::dwk::AGENT, agent_provider.public_jwk())
-        .with_key(AP, wire::dwk::AGENT, agent.public_jwk());
+        .with_key(AS, engine::dwk::ACCESS, access_server.public_jwk())
+        .with_key(AS, engine::dwk::LEGACY_ISSUER, access_server.public_jwk())
+        .with_key(AP, engine::dwk::AGENT, agent_provider.public_jwk())
+        .with_key(AP, engine::dwk::AGENT, agent.public_jwk());
     Harness::with(|b| b.key_resolver(resolver).profile(profile))
 }
 

@@ -12,10 +12,11 @@ use http::{Request, Response, StatusCode};
 use serde_json::Value;
 use tower::ServiceExt;
 use tower_aauth::discovery::StaticResolver;
+use tower_aauth::engine;
 use tower_aauth::guard::GuardLayer;
 use tower_aauth::policy::AgentId;
 use tower_aauth::testing::{KeySource, TestAgent, TestIssuer};
-use tower_aauth::{AAuth, AAuthBuilder, ManualClock, VerifiedRequest, wire};
+use tower_aauth::{AAuth, AAuthBuilder, VerifiedRequest, testing::ManualClock};
 
 use super::attack::*;
 
@@ -41,13 +42,13 @@ pub fn self_hosted_ps() -> TestIssuer {
 /// Every issuer's key, the harness's and the attackers'.
 pub fn resolver(h: &Harness) -> StaticResolver {
     StaticResolver::new()
-        .with_key(AS, wire::dwk::ACCESS, h.access_server.public_jwk())
-        .with_key(AS, wire::dwk::LEGACY_ISSUER, h.access_server.public_jwk())
-        .with_key(AP, wire::dwk::AGENT, h.agent_provider.public_jwk())
-        .with_key(AP, wire::dwk::AGENT, h.agent.public_jwk())
-        .with_key(PS, wire::dwk::PERSON, h.person_server.public_jwk())
-        .with_key(EVIL, wire::dwk::AGENT, evil_provider().public_jwk())
-        .with_key(SELF_PS, wire::dwk::PERSON, self_hosted_ps().public_jwk())
+        .with_key(AS, engine::dwk::ACCESS, h.access_server.public_jwk())
+        .with_key(AS, engine::dwk::LEGACY_ISSUER, h.access_server.public_jwk())
+        .with_key(AP, engine::dwk::AGENT, h.agent_provider.public_jwk())
+        .with_key(AP, engine::dwk::AGENT, h.agent.public_jwk())
+        .with_key(PS, engine::dwk::PERSON, h.person_server.public_jwk())
+        .with_key(EVIL, engine::dwk::AGENT, evil_provider().public_jwk())
+        .with_key(SELF_PS, engine::dwk::PERSON, self_hosted_ps().public_jwk())
 }
 
 /// The harness with every issuer's key resolvable and `adjust` applied.
@@ -96,11 +97,11 @@ pub fn auth_token(h: &Harness, scope: &str) -> KeySource {
 /// A person-server grant from `ps` for the harness agent's key.
 pub fn ps_grant(h: &Harness, ps: &TestIssuer, scope: &str, extra: Value) -> KeySource {
     let mut claims = ps.auth_claims(RESOURCE, &h.agent.public_jwk(), scope, NOW);
-    claims["dwk"] = wire::dwk::PERSON.into();
+    claims["dwk"] = engine::dwk::PERSON.into();
     for (name, value) in extra.as_object().unwrap() {
         claims[name] = value.clone();
     }
-    KeySource::Jwt(ps.sign(wire::typ::AUTH, &claims))
+    KeySource::Jwt(ps.sign(engine::typ::AUTH, &claims))
 }
 
 /// Routes `/data` behind `guard` and answers everything else as `/whoami` does: the

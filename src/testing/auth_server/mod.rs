@@ -47,15 +47,22 @@ use http::{HeaderMap, HeaderValue, StatusCode, header};
 use serde_json::{Value, json};
 use subtle::ConstantTimeEq;
 
+use crate::aauth::AAuth;
 use crate::clock::{Clock, SystemClock};
-use crate::config::{AAuth, Generation, Profile};
-use crate::discovery::{DiscoveryResolver, IdentifierPolicy, KeyQuery, KeyResolver, ReqwestFetch, StaticResolver};
+use crate::discovery::admission::IdentifierPolicy;
+use crate::discovery::cache::DiscoveryResolver;
+use crate::discovery::fetch::ReqwestFetch;
+use crate::discovery::resolve::KeyQuery;
+use crate::discovery::resolve::KeyResolver;
+use crate::discovery::resolve::StaticResolver;
 use crate::error::Error;
 use crate::jose::{AlgPolicy, Jwk, ResourceKey, UnverifiedJws, b64url, is_opaque_id, parse_json_object};
+use crate::names;
+use crate::profile::Generation;
+use crate::profile::Profile;
 use crate::sigkey::{Scheme, SignatureKey};
 use crate::token::{Scopes, TokenKind};
-use crate::verifier::VerifiedRequest;
-use crate::wire;
+use crate::verified::VerifiedRequest;
 
 use super::issuer::legacy_auth_claims;
 pub use pending::PendingState;
@@ -159,7 +166,7 @@ impl TestAuthServerBuilder {
     /// is pinned, resources without a pinned key are refused.
     pub fn resource_key(mut self, issuer: &str, key: Jwk) -> Self {
         let pinned = self.pinned.take().unwrap_or_default();
-        self.pinned = Some(pinned.with_key(issuer, wire::dwk::RESOURCE, key));
+        self.pinned = Some(pinned.with_key(issuer, names::dwk::RESOURCE, key));
         self
     }
 
@@ -179,7 +186,7 @@ impl TestAuthServerBuilder {
 
     /// Builds the server. Fails when the identifier is neither `https://host` nor a
     /// loopback `http://` origin.
-    pub fn build(self) -> Result<TestAuthServer, crate::config::ConfigError> {
+    pub fn build(self) -> Result<TestAuthServer, crate::error::ConfigError> {
         let profile = match self.generation {
             Generation::Legacy => Profile::Legacy,
             _ => Profile::Draft11,
@@ -311,8 +318,8 @@ impl TestAuthServer {
     /// demo generation.
     pub fn metadata_dwk(&self) -> &'static str {
         match self.inner.generation {
-            Generation::Legacy => wire::dwk::LEGACY_ISSUER,
-            _ => wire::dwk::ACCESS,
+            Generation::Legacy => names::dwk::LEGACY_ISSUER,
+            _ => names::dwk::ACCESS,
         }
     }
 
@@ -383,8 +390,8 @@ impl TestAuthServer {
         let now = self.inner.clock.now();
         let legacy = self.inner.generation == Generation::Legacy;
         let (policy, expected_typ) = match legacy {
-            true => (AlgPolicy::Legacy, wire::typ::LEGACY_RESOURCE),
-            false => (AlgPolicy::Strict, wire::typ::RESOURCE),
+            true => (AlgPolicy::Legacy, names::typ::LEGACY_RESOURCE),
+            false => (AlgPolicy::Strict, names::typ::RESOURCE),
         };
         let jws = UnverifiedJws::parse(token, policy).map_err(|e| e.detail())?;
         let typ = jws.typ().unwrap_or_default();
@@ -403,7 +410,7 @@ impl TestAuthServer {
         // Before draft-hardt-aauth-protocol-00 resource tokens named no document.
         let dwk_ok = match claims.get("dwk") {
             None => legacy,
-            Some(_) => text("dwk") == Some(wire::dwk::RESOURCE),
+            Some(_) => text("dwk") == Some(names::dwk::RESOURCE),
         };
         if !dwk_ok {
             return Err("the resource token's dwk is not aauth-resource.json");
@@ -438,7 +445,7 @@ impl TestAuthServer {
         }
         let query = KeyQuery {
             issuer: iss,
-            dwk: wire::dwk::RESOURCE,
+            dwk: names::dwk::RESOURCE,
             kid,
         };
         let key = match self.inner.resource_keys.cached(&query) {
@@ -451,7 +458,7 @@ impl TestAuthServer {
         Ok(Grant {
             resource: iss.to_owned(),
             scope: scope.iter().collect::<Vec<_>>().join(" "),
-            agent: text(wire::claim::AGENT).map(str::to_owned),
+            agent: text(names::claim::AGENT).map(str::to_owned),
         })
     }
 
@@ -461,7 +468,7 @@ impl TestAuthServer {
             (Some(token), Scheme::Jwt) => token.claims.cnf.clone(),
             _ => {
                 let field = headers
-                    .get(wire::header::SIGNATURE_KEY)
+                    .get(names::header::SIGNATURE_KEY)
                     .and_then(|v| v.to_str().ok())
                     .ok_or(Error::invalid_key("Signature-Key is unreadable"))?;
                 let shared = &self.inner.aauth.shared;
@@ -507,12 +514,12 @@ impl TestAuthServer {
             let token = self
                 .inner
                 .key
-                .sign_jwt(wire::typ::LEGACY_AUTH, wire::alg::EDDSA, &claims);
+                .sign_jwt(names::typ::LEGACY_AUTH, names::alg::EDDSA, &claims);
             return (token, lifetime);
         }
         let claims = json!({
             "iss": issuer,
-            "dwk": wire::dwk::ACCESS,
+            "dwk": names::dwk::ACCESS,
             "aud": grant.resource,
             "jti": random_id(),
             "ps": issuer,
@@ -523,7 +530,7 @@ impl TestAuthServer {
             "exp": now + lifetime,
         });
         (
-            self.inner.key.sign_jwt(wire::typ::AUTH, wire::alg::ED25519, &claims),
+            self.inner.key.sign_jwt(names::typ::AUTH, names::alg::ED25519, &claims),
             lifetime,
         )
     }
@@ -643,27 +650,27 @@ fn pending_response(
 ) -> Response {
     let mut body = json!({ "status": status });
     let (header_name, requirement) = match interaction {
-        None => (wire::header::AAUTH_REQUIREMENT, None),
+        None => (names::header::AAUTH_REQUIREMENT, None),
         Some(Interaction::Draft11 { url, code }) => (
-            wire::header::AAUTH_REQUIREMENT,
+            names::header::AAUTH_REQUIREMENT,
             Some(format!(
                 r#"requirement={}; {}="{url}"; {}="{code}""#,
-                wire::requirement::INTERACTION,
-                wire::requirement::URL_PARAM,
-                wire::requirement::CODE_PARAM,
+                names::requirement::INTERACTION,
+                names::requirement::URL_PARAM,
+                names::requirement::CODE_PARAM,
             )),
         ),
         Some(Interaction::Legacy { code }) => {
             body["location"] = location.into();
-            body[wire::requirement::LEGACY_REQUIRE] = wire::requirement::INTERACTION.into();
-            body[wire::requirement::CODE_PARAM] = code.into();
+            body[names::requirement::LEGACY_REQUIRE] = names::requirement::INTERACTION.into();
+            body[names::requirement::CODE_PARAM] = code.into();
             (
-                wire::header::AAUTH_LEGACY,
+                names::header::AAUTH_LEGACY,
                 Some(format!(
                     r#"{}={}; {}="{code}""#,
-                    wire::requirement::LEGACY_REQUIRE,
-                    wire::requirement::INTERACTION,
-                    wire::requirement::CODE_PARAM,
+                    names::requirement::LEGACY_REQUIRE,
+                    names::requirement::INTERACTION,
+                    names::requirement::CODE_PARAM,
                 )),
             )
         }
@@ -700,13 +707,13 @@ async fn poll_endpoint(
         ),
         pending::Poll::Gone => problem(
             StatusCode::GONE,
-            wire::poll::INVALID_CODE,
+            names::poll::INVALID_CODE,
             "this pending request is over",
         ),
         pending::Poll::SlowDown { retry_after } => {
             let mut response = problem(
                 StatusCode::TOO_MANY_REQUESTS,
-                wire::poll::SLOW_DOWN,
+                names::poll::SLOW_DOWN,
                 "polled faster than Retry-After",
             );
             response
@@ -716,10 +723,10 @@ async fn poll_endpoint(
         }
         pending::Poll::Expired => problem(
             StatusCode::REQUEST_TIMEOUT,
-            wire::poll::EXPIRED,
+            names::poll::EXPIRED,
             "the pending request expired before consent",
         ),
-        pending::Poll::Denied => problem(StatusCode::FORBIDDEN, wire::poll::DENIED, "the person declined"),
+        pending::Poll::Denied => problem(StatusCode::FORBIDDEN, names::poll::DENIED, "the person declined"),
         pending::Poll::Waiting { retry_after, status } => {
             let location = format!("{}/pending/{id}", server.inner.issuer);
             pending_response(&location, retry_after, None, status)

@@ -8,10 +8,11 @@ use serde_json::{Map, Value};
 
 use super::{DATA_SCOPES, Expected, PersonAction};
 use crate::jose::{AlgPolicy, Jwk};
+use crate::names;
+use crate::profile::Generation;
 use crate::testing::auth_server::normalize_code;
 use crate::testing::flow::{auth_token_challenge, interaction, unverified_claims};
 use crate::testing::{Exchange, FlowError, FlowEvent, FlowOutcome, FlowStep};
-use crate::{Generation, wire};
 
 /// One protocol expectation and whether the run met it.
 #[derive(Debug, Clone)]
@@ -97,16 +98,16 @@ fn abbreviate_field(value: &str) -> String {
 const SHOWN: [&str; 12] = [
     "content-type",
     "content-digest",
-    wire::header::SIGNATURE_INPUT,
-    wire::header::SIGNATURE,
-    wire::header::SIGNATURE_KEY,
-    wire::header::AAUTH_REQUIREMENT,
-    wire::header::SIGNATURE_ERROR,
+    names::header::SIGNATURE_INPUT,
+    names::header::SIGNATURE,
+    names::header::SIGNATURE_KEY,
+    names::header::AAUTH_REQUIREMENT,
+    names::header::SIGNATURE_ERROR,
     "location",
     "retry-after",
     "cache-control",
-    wire::header::ACCEPT_SIGNATURE_SCHEME,
-    wire::header::AAUTH_LEGACY,
+    names::header::ACCEPT_SIGNATURE_SCHEME,
+    names::header::AAUTH_LEGACY,
 ];
 
 fn headers_text(headers: &HeaderMap) -> String {
@@ -240,7 +241,7 @@ pub(crate) fn signed_as(exchange: &Exchange, scheme: &str, generation: Generatio
         Generation::Legacy => format!("sig=(scheme={scheme} "),
         _ => format!("sig={scheme};"),
     };
-    sent(exchange, wire::header::SIGNATURE_KEY).is_some_and(|k| k.starts_with(&prefix))
+    sent(exchange, names::header::SIGNATURE_KEY).is_some_and(|k| k.starts_with(&prefix))
 }
 
 /// Checks a run against what the protocol says for `expected.person`.
@@ -276,7 +277,7 @@ pub(crate) fn check(
     report.expect(
         polls
             .iter()
-            .all(|p| signed_as(p, wire::scheme::JWKS_URI, expected.generation)),
+            .all(|p| signed_as(p, names::scheme::JWKS_URI, expected.generation)),
         "every poll was signed by the agent",
     );
     let waiting = polls.iter().rev().skip(1);
@@ -291,11 +292,11 @@ pub(crate) fn check(
             Err(_) => report.expect(false, "the person approved and the agent got an auth token"),
         },
         PersonAction::Deny => report.expect(
-            terminal == Some((StatusCode::FORBIDDEN, wire::poll::DENIED)),
+            terminal == Some((StatusCode::FORBIDDEN, names::poll::DENIED)),
             "the denied consent ended the flow with 403 denied",
         ),
         PersonAction::Ignore => report.expect(
-            terminal == Some((StatusCode::REQUEST_TIMEOUT, wire::poll::EXPIRED)),
+            terminal == Some((StatusCode::REQUEST_TIMEOUT, names::poll::EXPIRED)),
             "the unanswered consent ended the flow with 408 expired",
         ),
     }
@@ -305,9 +306,9 @@ pub(crate) fn check(
 fn check_hwk(report: &mut DemoReport, expected: &Expected, exchange: Option<&Exchange>) {
     let body = exchange.and_then(Exchange::json).unwrap_or_default();
     report.expect(
-        exchange.is_some_and(|e| signed_as(e, wire::scheme::HWK, expected.generation))
+        exchange.is_some_and(|e| signed_as(e, names::scheme::HWK, expected.generation))
             && exchange.is_some_and(|e| e.status == StatusCode::OK)
-            && text(&body, "scheme") == Some(wire::scheme::HWK)
+            && text(&body, "scheme") == Some(names::scheme::HWK)
             && text(&body, "agent") == Some(expected.agent_jkt.as_str()),
         "an hwk-signed GET /whoami was answered 200 naming the key thumbprint (identity level)",
     );
@@ -317,7 +318,7 @@ fn check_challenge(report: &mut DemoReport, expected: &Expected, transcript: &[E
     let first = transcript.first();
     let legacy = expected.generation == Generation::Legacy;
     report.expect(
-        first.is_some_and(|e| signed_as(e, wire::scheme::JWKS_URI, expected.generation)),
+        first.is_some_and(|e| signed_as(e, names::scheme::JWKS_URI, expected.generation)),
         if legacy {
             "the agent signed its first request with Signature-Key sig=(scheme=jwks_uri id=\"…\" kid=\"…\")"
         } else {
@@ -330,7 +331,7 @@ fn check_challenge(report: &mut DemoReport, expected: &Expected, transcript: &[E
             challenge
                 .as_ref()
                 .is_some_and(|c| c.auth_server.as_deref() == Some(expected.auth_server.as_str()))
-                && first.is_some_and(|e| e.header(wire::header::AAUTH_REQUIREMENT).is_none()),
+                && first.is_some_and(|e| e.header(names::header::AAUTH_REQUIREMENT).is_none()),
             "the resource answered 401 with AAuth: require=auth-token; resource-token=\"…\"; auth-server=\"…\" (and no AAuth-Requirement)",
         );
     } else {
@@ -344,23 +345,23 @@ fn check_challenge(report: &mut DemoReport, expected: &Expected, transcript: &[E
     let claims = unverified_claims(&token).unwrap_or_default();
     if legacy {
         report.expect(
-            text(&head, "typ") == Some(wire::typ::LEGACY_RESOURCE) && text(&head, "alg") == Some(wire::alg::EDDSA),
+            text(&head, "typ") == Some(names::typ::LEGACY_RESOURCE) && text(&head, "alg") == Some(names::alg::EDDSA),
             "the resource token is a resource+jwt signed with EdDSA",
         );
         report.expect(
-            text(&claims, wire::claim::AGENT) == Some(expected.agent_id.as_str()),
+            text(&claims, names::claim::AGENT) == Some(expected.agent_id.as_str()),
             "the resource token names the agent (agent)",
         );
     } else {
         report.expect(
-            text(&head, "typ") == Some(wire::typ::RESOURCE) && text(&head, "alg") == Some(wire::alg::ED25519),
+            text(&head, "typ") == Some(names::typ::RESOURCE) && text(&head, "alg") == Some(names::alg::ED25519),
             "the resource token is an aa-resource+jwt signed with Ed25519",
         );
     }
     report.expect(
         text(&claims, "iss") == Some(expected.resource.as_str())
             && text(&claims, "aud") == Some(expected.auth_server.as_str())
-            && text(&claims, "dwk") == Some(wire::dwk::RESOURCE),
+            && text(&claims, "dwk") == Some(names::dwk::RESOURCE),
         "the resource token names the resource (iss) and the auth server (aud)",
     );
     report.expect(
@@ -378,7 +379,7 @@ fn check_deferral(report: &mut DemoReport, expected: &Expected, transcript: &[Ex
     report.expect(
         deferred.is_some_and(|e| {
             e.method == http::Method::POST
-                && sent(e, wire::header::SIGNATURE_INPUT).is_some_and(|i| i.contains("content-digest"))
+                && sent(e, names::header::SIGNATURE_INPUT).is_some_and(|i| i.contains("content-digest"))
         }),
         "the agent POSTed the resource token to the auth server, signed over its body",
     );
@@ -402,7 +403,7 @@ fn check_deferral(report: &mut DemoReport, expected: &Expected, transcript: &[Ex
             found.as_ref().is_some_and(|(_, code)| {
                 well_formed(code)
                     && text(&body, "code") == Some(code.as_str())
-                    && text(&body, wire::requirement::LEGACY_REQUIRE) == Some(wire::requirement::INTERACTION)
+                    && text(&body, names::requirement::LEGACY_REQUIRE) == Some(names::requirement::INTERACTION)
                     && text(&body, "location") == header(deferred, header::LOCATION)
             }),
             "the 202 carries AAuth: require=interaction; code=\"…\" (Crockford base32, 8+ symbols), echoed in its body",
@@ -437,21 +438,21 @@ fn check_grant(report: &mut DemoReport, expected: &Expected, outcome: &FlowOutco
     if legacy {
         let cnf = claims.get("cnf").and_then(|c| c.get("jwk")).and_then(Value::as_object);
         report.expect(
-            text(&head, "typ") == Some(wire::typ::LEGACY_AUTH)
-                && text(&head, "alg") == Some(wire::alg::EDDSA)
+            text(&head, "typ") == Some(names::typ::LEGACY_AUTH)
+                && text(&head, "alg") == Some(names::alg::EDDSA)
                 && from_to
                 && !claims.contains_key("dwk"),
             "the auth token is an auth+jwt (EdDSA, no dwk) from the auth server for the resource",
         );
         report.expect(
             cnf.is_some_and(|jwk| jwk.contains_key("kid") && !jwk.contains_key("alg"))
-                && text(&claims, wire::claim::AGENT) == Some(expected.agent_id.as_str())
+                && text(&claims, names::claim::AGENT) == Some(expected.agent_id.as_str())
                 && claims.contains_key("jti"),
             "the auth token's cnf.jwk has a kid and no alg, and its agent claim names the agent",
         );
     } else {
         report.expect(
-            text(&head, "typ") == Some(wire::typ::AUTH) && text(&claims, "dwk") == Some(wire::dwk::ACCESS) && from_to,
+            text(&head, "typ") == Some(names::typ::AUTH) && text(&claims, "dwk") == Some(names::dwk::ACCESS) && from_to,
             "the auth token is an aa-auth+jwt from the auth server for the resource",
         );
     }
@@ -467,7 +468,7 @@ fn check_grant(report: &mut DemoReport, expected: &Expected, outcome: &FlowOutco
     );
     let retry = &outcome.response;
     report.expect(
-        retry.step == FlowStep::Retry && signed_as(retry, wire::scheme::JWT, expected.generation),
+        retry.step == FlowStep::Retry && signed_as(retry, names::scheme::JWT, expected.generation),
         "the agent retried with Signature-Key scheme jwt carrying the auth token",
     );
     let body = retry.json().unwrap_or_default();

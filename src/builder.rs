@@ -1,9 +1,9 @@
-//! The [`AAuth`] handle and its builder.
+//! The builder of the [`AAuth`] handle.
 //!
 //! Everything the layer needs per request is computed here once, at build time
 //! (canonical authorities, the `Accept-Signature-Scheme` value, the required component
-//! list), and shared behind one `Arc`: cloning an [`AAuth`] or a layer is a reference
-//! count increment.
+//! list), into the one [`Shared`] state behind an `Arc`: cloning an [`AAuth`] or a layer
+//! is a reference count increment.
 //!
 //! Options that weaken the protocol's guarantees (plain http on loopback, ignoring the
 //! request's authority) sit behind [`AAuthBuilder::dangerous`], so that they are visible
@@ -12,211 +12,36 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::aauth::AAuth;
+use crate::authz::{Authz, MetadataFields};
+use crate::challenge::RejectionBody;
+use crate::challenge::RejectionHook;
 use crate::clock::{Clock, SystemClock};
-use crate::discovery::{DiscoveryConfig, Fetch, IdentifierPolicy, KeyResolver};
+use crate::deferred::DeferredOptions;
+use crate::discovery::admission::IdentifierPolicy;
+use crate::discovery::cache::DiscoveryConfig;
+use crate::discovery::resolve::Fetch;
+use crate::discovery::resolve::KeyResolver;
+use crate::error::ConfigError;
+use crate::guard::requirement::Requirement;
 use crate::httpsig::{DEFAULT_HEADER_CAP, DEFAULT_MAX_COMPONENTS, SignatureAlphabet};
 use crate::jose::AlgPolicy;
-use crate::policy::{AgentBindings, Consent, GrantPolicy, MemoryAgentBindings, Revocations, ScopeCeilings};
-use crate::replay::{MemoryReplayStore, ReplayOptions, ReplayProtection, ReplayStore};
+use crate::jose::ResourceKey;
+use crate::policy::ceiling::ScopeCeilings;
+use crate::policy::consent::Consent;
+use crate::policy::consent::GrantPolicy;
+use crate::policy::identity::AgentBindings;
+use crate::policy::identity::MemoryAgentBindings;
+use crate::policy::revocation::Revocations;
+use crate::profile::Profile;
+use crate::replay::memory::MemoryReplayStore;
+use crate::replay::store::ReplayOptions;
+use crate::resource_token::{Keys, MAX_LIFETIME};
 use crate::sigkey::{AcceptedSchemes, Scheme};
+use crate::state::Shared;
+use crate::token::Scopes;
 use crate::token::{IssuerTrust, TokenKind, TokenPolicy};
 use crate::token_cache::{TokenCache, TokenCacheOptions};
-
-/// A configuration mistake found by [`AAuthBuilder::build`].
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("tower-aauth configuration: {0}")]
-pub struct ConfigError(String);
-
-impl ConfigError {
-    pub(crate) fn new(message: impl Into<String>) -> Self {
-        ConfigError(message.into())
-    }
-}
-
-/// Which generations of the wire format the layer accepts, and in which it answers.
-///
-/// See [`crate::legacy`] for every form the demo generation adds and why each is safe to
-/// accept only when asked.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-#[non_exhaustive]
-pub enum Profile {
-    /// draft-hardt-oauth-aauth-protocol-11 with Signature-Key -09 only (the default).
-    /// Every demo-generation form is refused.
-    #[default]
-    Draft11,
-    /// The demo generation (the wire format of the March 2026 AAuth demo): its forms are
-    /// accepted as well as draft -11's, and every request is answered in the demo
-    /// generation (`AAuth: require=…` challenges). For a resource that serves only demo-era
-    /// agents.
-    Legacy,
-    /// Both generations side by side: the forms of both are accepted, and each request is
-    /// answered in the generation it was spoken in ([`VerifiedRequest::generation`]).
-    /// Unsigned requests carry no evidence and are answered in draft -11.
-    ///
-    /// [`VerifiedRequest::generation`]: crate::VerifiedRequest::generation
-    Both,
-}
-
-impl Profile {
-    /// Whether demo-generation forms are accepted at all.
-    pub const fn accepts_legacy(self) -> bool {
-        !matches!(self, Profile::Draft11)
-    }
-
-    /// The generation to answer in, given whether the request used any demo-generation
-    /// form (`spoke_legacy`).
-    pub const fn answer_in(self, spoke_legacy: bool) -> Generation {
-        match self {
-            Profile::Draft11 => Generation::Draft11,
-            Profile::Legacy => Generation::Legacy,
-            Profile::Both if spoke_legacy => Generation::Legacy,
-            Profile::Both => Generation::Draft11,
-        }
-    }
-
-    /// The generation an unsigned request (or one refused before its generation was
-    /// known) is answered in.
-    pub const fn default_generation(self) -> Generation {
-        self.answer_in(false)
-    }
-}
-
-/// A generation of the AAuth wire format, as detected on a request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-#[non_exhaustive]
-pub enum Generation {
-    /// draft-hardt-oauth-aauth-protocol-11 / Signature-Key -09.
-    #[default]
-    Draft11,
-    /// The demo generation (the March 2026 demo and the token forms of the March 2026
-    /// editor's copies through draft-hardt-oauth-aauth-protocol-10; see [`crate::legacy`]).
-    Legacy,
-}
-
-/// The resource's AAuth configuration. Cheap to clone.
-#[derive(Clone)]
-pub struct AAuth {
-    pub(crate) shared: Arc<Shared>,
-}
-
-impl std::fmt::Debug for AAuth {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AAuth")
-            .field("resource", &self.shared.resource)
-            .finish_non_exhaustive()
-    }
-}
-
-/// Configuration shared by the layer and guards.
-pub(crate) struct Shared {
-    pub(crate) resource: String,
-    pub(crate) scheme: String,
-    /// Allowed authorities; the first is the resource identifier's own.
-    pub(crate) authorities: Vec<String>,
-    pub(crate) ignore_request_authority: bool,
-    pub(crate) clock: Arc<dyn Clock>,
-    pub(crate) resolver: Arc<dyn KeyResolver>,
-    pub(crate) schemes: AcceptedSchemes,
-    pub(crate) tokens: TokenPolicy,
-    pub(crate) identifiers: IdentifierPolicy,
-    pub(crate) token_identifiers: IdentifierPolicy,
-    pub(crate) window: u64,
-    pub(crate) max_skew: u64,
-    pub(crate) header_cap: usize,
-    pub(crate) max_components: usize,
-    pub(crate) required: Vec<String>,
-    pub(crate) require_query: bool,
-    pub(crate) alphabet: SignatureAlphabet,
-    pub(crate) max_body_bytes: usize,
-    pub(crate) token_cache: TokenCache,
-    pub(crate) profile: Profile,
-    pub(crate) replay_protection: ReplayProtection,
-    pub(crate) replay_store: Arc<dyn ReplayStore>,
-    /// Signature window + skew: how long a signature could be accepted again.
-    pub(crate) replay_ttl: Duration,
-    pub(crate) revocations: Revocations,
-    pub(crate) ceilings: ScopeCeilings,
-    pub(crate) bindings: Arc<dyn AgentBindings>,
-    /// The ceilings' and revocations' generations the bindings were last pinned for.
-    pub(crate) pinned_for: std::sync::atomic::AtomicU64,
-    pub(crate) consent: Consent,
-    pub(crate) authz: crate::authz::Authz,
-}
-
-impl AAuth {
-    /// Starts a configuration for the resource identified by `resource`
-    /// (`https://host`, exactly as agents will address it and as tokens name it in `aud`).
-    pub fn builder(resource: impl Into<String>) -> AAuthBuilder {
-        AAuthBuilder::new(resource.into())
-    }
-
-    /// The resource identifier.
-    pub fn resource(&self) -> &str {
-        &self.shared.resource
-    }
-
-    /// The injected clock.
-    pub fn clock(&self) -> &Arc<dyn Clock> {
-        &self.shared.clock
-    }
-
-    /// The wire profile.
-    pub fn profile(&self) -> Profile {
-        self.shared.profile
-    }
-
-    /// The generation to answer a request in: the one recorded on its
-    /// [`VerifiedRequest`](crate::VerifiedRequest) when it was verified, else the
-    /// profile's default (draft -11 unless the profile is [`Profile::Legacy`]).
-    pub fn generation_for(&self, verified: Option<&crate::VerifiedRequest>) -> Generation {
-        verified.map_or(self.shared.profile.default_generation(), |v| v.generation)
-    }
-
-    /// The verifying layer: put it outermost, around the whole router.
-    pub fn layer(&self) -> crate::layer::AAuthLayer {
-        crate::layer::AAuthLayer::new(self.clone())
-    }
-
-    /// The revocation set the layer checks on every request (hot-reloadable).
-    pub fn revocations(&self) -> &Revocations {
-        &self.shared.revocations
-    }
-
-    /// The per-agent scope ceilings (hot-reloadable).
-    pub fn scope_ceilings(&self) -> &ScopeCeilings {
-        &self.shared.ceilings
-    }
-
-    /// The key → agent bindings ([`crate::policy::identity`]).
-    pub fn agent_bindings(&self) -> &Arc<dyn AgentBindings> {
-        &self.shared.bindings
-    }
-
-    /// The replay store (also used for single-use grants).
-    pub fn replay_store(&self) -> &Arc<dyn ReplayStore> {
-        &self.shared.replay_store
-    }
-
-    /// Number of verified tokens currently cached.
-    pub fn cached_tokens(&self) -> u64 {
-        self.shared.token_cache.entry_count()
-    }
-
-    /// Estimated bytes held by the verified-token cache (the sum of its entries'
-    /// weights; bounded by [`TokenCacheOptions::max_bytes`]).
-    pub fn cached_token_bytes(&self) -> u64 {
-        self.shared.token_cache.weighted_size()
-    }
-
-    /// Empties the verified-token cache: every token is verified against its issuer's
-    /// current keys on its next use. Call it after learning that an issuer withdrew a key;
-    /// otherwise tokens already verified stay accepted until their `exp`, at most
-    /// [`TokenCacheOptions::max_age`]. (Revocations need no call: they are checked
-    /// on every request.)
-    pub fn forget_verified_tokens(&self) {
-        self.shared.token_cache.clear();
-    }
-}
 
 /// Builds an [`AAuth`]. See each method for its default.
 pub struct AAuthBuilder {
@@ -245,7 +70,7 @@ pub struct AAuthBuilder {
     ceilings: ScopeCeilings,
     bindings: Option<Arc<dyn AgentBindings>>,
     consent: Consent,
-    pub(crate) authz: crate::authz::AuthzOptions,
+    pub(crate) authz: AuthzOptions,
 }
 
 impl std::fmt::Debug for AAuthBuilder {
@@ -257,7 +82,7 @@ impl std::fmt::Debug for AAuthBuilder {
 }
 
 impl AAuthBuilder {
-    fn new(resource: String) -> Self {
+    pub(crate) fn new(resource: String) -> Self {
         AAuthBuilder {
             tokens: TokenPolicy::new(resource.clone()),
             resource,
@@ -535,7 +360,8 @@ impl AAuthBuilder {
                 return Err(ConfigError::new("an auth server identifier is not https://host"));
             }
         }
-        let authz = self.authz.build(&self.tokens.access_servers)?;
+        let (authz, deferred) = self.authz.build(&self.tokens.access_servers)?;
+        let pending = crate::deferred::PendingStore::new(deferred);
         let mut tokens = self.tokens;
         tokens.max_iat_skew = self.max_skew;
         if self.profile.accepts_legacy() {
@@ -555,7 +381,7 @@ impl AAuthBuilder {
                     None => default_fetch(&identifiers)?,
                 };
                 Arc::new(
-                    crate::discovery::DiscoveryResolver::builder(fetch)
+                    crate::discovery::cache::DiscoveryResolver::builder(fetch)
                         .identifiers(identifiers.clone())
                         .config(self.discovery.unwrap_or_default())
                         .alg_policy(tokens.alg)
@@ -607,8 +433,170 @@ impl AAuthBuilder {
                 pinned_for: std::sync::atomic::AtomicU64::new(0),
                 consent: self.consent,
                 authz,
+                pending,
             }),
         })
+    }
+}
+
+// from src/authz.rs
+impl AAuthBuilder {
+    /// The key resource tokens are signed with and the JWKS publishes (default: a fresh
+    /// key generated at start-up, which changes at every restart — fine for one replica,
+    /// not for several behind one identifier).
+    pub fn signing_key(mut self, key: ResourceKey) -> Self {
+        self.authz.signing_key = Some(key);
+        self
+    }
+
+    /// Declares a scope and its Markdown description (`scope_descriptions` in the
+    /// metadata). Repeatable.
+    pub fn scope(mut self, name: impl Into<String>, description: impl Into<String>) -> Self {
+        self.authz.scopes.push((name.into(), description.into()));
+        self
+    }
+
+    /// Lifetime of minted resource tokens in seconds (default and maximum 300).
+    pub fn resource_token_lifetime(mut self, seconds: u64) -> Self {
+        self.authz.lifetime = Some(seconds);
+        self
+    }
+
+    /// Shapes the body of every `401`/`403`/`5xx` this crate answers. Status and protocol
+    /// headers (`AAuth-Requirement`, `Signature-Error`, `Cache-Control`, …) are set after
+    /// the hook and cannot be changed by it. Return `None` to keep the default body.
+    pub fn rejection_hook(
+        mut self,
+        hook: impl Fn(&crate::challenge::Rejection<'_>) -> Option<RejectionBody> + Send + Sync + 'static,
+    ) -> Self {
+        self.authz.hook = Some(std::sync::Arc::new(hook));
+        self
+    }
+
+    /// A requirement the layer itself enforces on every request except the well-known
+    /// documents (exact paths) and, once they are served, pending URLs of the shape this
+    /// crate issues (see [`crate::deferred`]), for services that protect everything. It
+    /// runs before routing, so an unknown path is challenged rather than `404`; prefer
+    /// per-route guards otherwise.
+    pub fn default_requirement(mut self, requirement: Requirement) -> Self {
+        self.authz.default_requirement = Some(requirement);
+        self
+    }
+
+    /// Answers `403 insufficient_scope` instead of a step-up challenge when a valid auth
+    /// token lacks a required scope (default: step-up, as [AAuth draft -11][draft-11]
+    /// prefers).
+    ///
+    /// [draft-11]: https://datatracker.ietf.org/doc/html/draft-hardt-oauth-aauth-protocol-11
+    pub fn deny_insufficient_scope(mut self) -> Self {
+        self.authz.deny_step_up = true;
+        self
+    }
+
+    /// `name` in the resource metadata.
+    pub fn metadata_name(mut self, name: impl Into<String>) -> Self {
+        self.authz.metadata.name = Some(name.into());
+        self
+    }
+
+    /// `description` (Markdown) in the resource metadata.
+    pub fn metadata_description(mut self, description: impl Into<String>) -> Self {
+        self.authz.metadata.description = Some(description.into());
+        self
+    }
+
+    /// `documentation_uri` in the resource metadata (https).
+    pub fn documentation_uri(mut self, uri: impl Into<String>) -> Self {
+        self.authz.metadata.documentation_uri = Some(uri.into());
+        self
+    }
+
+    /// `access_mode` in the resource metadata (advisory; for example `auth-token`).
+    pub fn access_mode(mut self, mode: impl Into<String>) -> Self {
+        self.authz.metadata.access_mode = Some(mode.into());
+        self
+    }
+}
+
+// from src/deferred/mod.rs
+impl AAuthBuilder {
+    /// Limits of deferred delivery for the routes that opt in with
+    /// [`GuardLayer::deferred`] (see [`crate::deferred`]).
+    pub fn deferred_delivery(mut self, options: DeferredOptions) -> Self {
+        self.authz.deferred = options;
+        self
+    }
+}
+
+/// Builder-side authorization options.
+#[derive(Default)]
+pub(crate) struct AuthzOptions {
+    signing_key: Option<ResourceKey>,
+    scopes: Vec<(String, String)>,
+    lifetime: Option<u64>,
+    hook: Option<RejectionHook>,
+    default_requirement: Option<Requirement>,
+    metadata: MetadataFields,
+    deny_step_up: bool,
+    pub(crate) deferred: crate::deferred::DeferredOptions,
+}
+
+fn printable(text: &str) -> bool {
+    !text.chars().any(char::is_control)
+}
+
+impl AuthzOptions {
+    /// The frozen configuration, and the deferral limits for the pending store.
+    pub(crate) fn build(self, access_servers: &[String]) -> Result<(Authz, DeferredOptions), ConfigError> {
+        for (scope, description) in &self.scopes {
+            if Scopes::parse(scope).is_none_or(|s| s.len() != 1) {
+                return Err(ConfigError::new(format!(
+                    "scope {scope:?} is not a single RFC 6749 scope token"
+                )));
+            }
+            if !printable(description) {
+                return Err(ConfigError::new("a scope description contains control characters"));
+            }
+        }
+        let m = &self.metadata;
+        if [&m.name, &m.description, &m.access_mode]
+            .into_iter()
+            .flatten()
+            .any(|text| !printable(text))
+        {
+            return Err(ConfigError::new("a metadata value contains control characters"));
+        }
+        if let Some(uri) = &m.documentation_uri
+            && (!uri.starts_with("https://") || !uri.bytes().all(|b| (0x21..0x7f).contains(&b)))
+        {
+            return Err(ConfigError::new("documentation_uri must be an https URL"));
+        }
+        let lifetime = self.lifetime.unwrap_or(MAX_LIFETIME);
+        if lifetime == 0 || lifetime > MAX_LIFETIME {
+            return Err(ConfigError::new(
+                "the resource-token lifetime must be between 1 and 300 seconds",
+            ));
+        }
+        let key = self.signing_key.unwrap_or_else(ResourceKey::generate);
+        if !key
+            .kid()
+            .bytes()
+            .all(|b| (0x21..0x7f).contains(&b) && b != b'"' && b != b'\\')
+        {
+            return Err(ConfigError::new("the signing key's kid must be visible ASCII"));
+        }
+        self.deferred.validate()?;
+        let authz = Authz {
+            keys: Keys::new(key),
+            scopes: self.scopes,
+            lifetime,
+            hook: self.hook,
+            default_requirement: self.default_requirement,
+            metadata: self.metadata,
+            access_server: access_servers.first().cloned(),
+            deny_step_up: self.deny_step_up,
+        };
+        Ok((authz, self.deferred))
     }
 }
 

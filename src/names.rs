@@ -160,6 +160,17 @@ pub mod path {
     pub const PENDING_PREFIX: &str = "/aauth/pending/";
 }
 
+/// Problem codes of this crate's own `403` refusals (the `code` of the problem body; no
+/// `Signature-Error` is sent with them).
+pub mod problem {
+    /// An agent's scope ceiling excludes a scope its grant carries.
+    pub const SCOPE_ABOVE_CEILING: &str = "scope_above_ceiling";
+    /// A step-up refused: the person server's grant would not be honoured here.
+    pub const GRANT_NOT_HONOURED: &str = "grant_not_honoured";
+    /// No `authorization_details` entry of the type a detail guard requires was accepted.
+    pub const DETAIL_MISMATCH: &str = "insufficient_authorization_details";
+}
+
 /// `Signature-Error` codes (the registry of
 /// [draft-hardt-httpbis-signature-key-09][signature-key-09], as [AAuth draft -11][draft-11]
 /// uses them).

@@ -1,0 +1,296 @@
+//! The [`AAuth`] handle: every method a resource calls after building its configuration —
+//! the verifying layer, guards, routers for the documents it serves, policy and key
+//! rotation.
+//!
+//! The handle is the top of the house: it reaches each service through its constructor,
+//! and no service reaches back to it.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::Response;
+use http::request::Parts;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::builder::AAuthBuilder;
+use crate::clock::Clock;
+use crate::guard::middleware::GuardLayer;
+use crate::guard::requirement::Requirement;
+use crate::jose::{Jwk, ResourceKey};
+use crate::policy::ceiling::ScopeCeilings;
+use crate::policy::identity::AgentBindings;
+use crate::policy::revocation::Revocations;
+use crate::profile::{Generation, Profile};
+use crate::rar::require::RequireDetailLayer;
+use crate::replay::single_use::SingleUseLayer;
+use crate::replay::store::ReplayStore;
+use crate::state::Shared;
+use crate::token::Scopes;
+
+/// The resource's AAuth configuration. Cheap to clone.
+#[derive(Clone)]
+pub struct AAuth {
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for AAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AAuth")
+            .field("resource", &self.shared.resource)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AAuth {
+    /// Starts a configuration for the resource identified by `resource`
+    /// (`https://host`, exactly as agents will address it and as tokens name it in `aud`).
+    pub fn builder(resource: impl Into<String>) -> AAuthBuilder {
+        AAuthBuilder::new(resource.into())
+    }
+
+    /// The resource identifier.
+    pub fn resource(&self) -> &str {
+        &self.shared.resource
+    }
+
+    /// The injected clock.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.shared.clock
+    }
+
+    /// The wire profile.
+    pub fn profile(&self) -> Profile {
+        self.shared.profile
+    }
+
+    /// The generation to answer a request in: the one recorded on its
+    /// [`VerifiedRequest`](crate::VerifiedRequest) when it was verified, else the
+    /// profile's default (draft -11 unless the profile is [`Profile::Legacy`]).
+    pub fn generation_for(&self, verified: Option<&crate::verified::VerifiedRequest>) -> Generation {
+        verified.map_or(self.shared.profile.default_generation(), |v| v.generation)
+    }
+
+    /// The verifying layer: put it outermost, around the whole router.
+    pub fn layer(&self) -> crate::layer::AAuthLayer {
+        crate::layer::AAuthLayer::new(self.shared.clone())
+    }
+
+    /// The revocation set the layer checks on every request (hot-reloadable).
+    pub fn revocations(&self) -> &Revocations {
+        &self.shared.revocations
+    }
+
+    /// The per-agent scope ceilings (hot-reloadable).
+    pub fn scope_ceilings(&self) -> &ScopeCeilings {
+        &self.shared.ceilings
+    }
+
+    /// The key → agent bindings ([`crate::policy::identity`]).
+    pub fn agent_bindings(&self) -> &Arc<dyn AgentBindings> {
+        &self.shared.bindings
+    }
+
+    /// The replay store (also used for single-use grants).
+    pub fn replay_store(&self) -> &Arc<dyn ReplayStore> {
+        &self.shared.replay_store
+    }
+
+    /// Number of verified tokens currently cached.
+    pub fn cached_tokens(&self) -> u64 {
+        self.shared.token_cache.entry_count()
+    }
+
+    /// Estimated bytes held by the verified-token cache (the sum of its entries'
+    /// weights; bounded by [`TokenCacheOptions::max_bytes`]).
+    pub fn cached_token_bytes(&self) -> u64 {
+        self.shared.token_cache.weighted_size()
+    }
+
+    /// Empties the verified-token cache: every token is verified against its issuer's
+    /// current keys on its next use. Call it after learning that an issuer withdrew a key;
+    /// otherwise tokens already verified stay accepted until their `exp`, at most
+    /// [`TokenCacheOptions::max_age`]. (Revocations need no call: they are checked
+    /// on every request.)
+    pub fn forget_verified_tokens(&self) {
+        self.shared.token_cache.clear();
+    }
+
+    /// A guard (for axum's `route_layer`) requiring an auth token granting **all** of
+    /// `scopes`. Missing scopes are answered with an `auth-token` challenge whose resource
+    /// token asks for exactly these scopes.
+    ///
+    /// # Panics
+    ///
+    /// At start-up, if a scope is not a single RFC 6749 scope token.
+    pub fn require_scopes<I, S>(&self, scopes: I) -> GuardLayer
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let scopes: Vec<String> = scopes.into_iter().map(Into::into).collect();
+        for scope in &scopes {
+            assert!(
+                Scopes::parse(scope).is_some_and(|s| s.len() == 1),
+                "tower-aauth: {scope:?} is not a single RFC 6749 scope token"
+            );
+        }
+        self.require(Requirement::Scopes(Scopes::from_iter_unchecked(scopes)))
+    }
+
+    /// A guard requiring an identified agent (agent token, or a `jwks_uri` signer); no
+    /// authorization.
+    pub fn require_agent(&self) -> GuardLayer {
+        self.require(Requirement::Agent)
+    }
+
+    /// A guard requiring the person (a person or auth token).
+    pub fn require_person(&self) -> GuardLayer {
+        self.require(Requirement::Person)
+    }
+
+    /// A guard requiring any verified signature (pseudonymous `hwk` included).
+    pub fn require_signature(&self) -> GuardLayer {
+        self.require(Requirement::Signature)
+    }
+
+    /// A guard for any [`Requirement`].
+    pub fn require(&self, requirement: Requirement) -> GuardLayer {
+        GuardLayer::new(self.shared.clone(), requirement)
+    }
+
+    /// Publishes `key` in the JWKS without signing with it yet (step 1 of the rotation
+    /// procedure: wait for verifiers' caches before [`AAuth::rotate`]). `false` if its
+    /// `kid` is already published.
+    pub fn stage_signing_key(&self, key: ResourceKey) -> bool {
+        self.shared.authz.keys.stage(key)
+    }
+
+    /// Signs resource tokens with `key` from now on, publishing it if it was not staged.
+    /// The previous key stays published until [`AAuth::retire_key`]. `false` (and no
+    /// change) if `kid` is already published with other key material.
+    pub fn rotate(&self, key: ResourceKey) -> bool {
+        self.shared.authz.keys.rotate(key)
+    }
+
+    /// Stops publishing the key `kid` (keep it at least the token lifetime plus your JWKS
+    /// cache age after rotating). The active key cannot be retired.
+    pub fn retire_key(&self, kid: &str) -> bool {
+        self.shared.authz.keys.retire(kid)
+    }
+
+    /// The published verification keys, active key first.
+    pub fn public_keys(&self) -> Vec<Jwk> {
+        self.shared.authz.keys.snapshot().public_keys()
+    }
+
+    /// The `kid` resource tokens are currently signed with.
+    pub fn active_kid(&self) -> String {
+        self.shared.authz.keys.snapshot().active().kid().to_owned()
+    }
+
+    /// How many resource tokens this configuration has minted (for monitoring, and to
+    /// prove that refusals cost no signature).
+    pub fn minted_resource_tokens(&self) -> u64 {
+        self.shared.authz.keys.minted()
+    }
+
+    /// A router serving the pending URLs of deferred requests
+    /// (`/aauth/pending/{id}`, signed `GET`); merge it into the application's router,
+    /// inside the AAuth layer.
+    #[cfg(feature = "axum")]
+    pub fn pending_router<S>(&self) -> axum::Router<S>
+    where
+        S: Clone + Send + Sync + 'static,
+    {
+        crate::deferred::router(self.shared.clone())
+    }
+
+    /// Answers a poll of a pending URL whose request head is `poll` (for services that do
+    /// not use [`AAuth::pending_router`]); the request must have gone through the layer.
+    /// Call [`AAuth::serve_pending_urls`] when setting such a service up.
+    pub async fn poll_pending<B: From<Bytes>>(&self, poll: http::request::Parts) -> Response<B> {
+        crate::deferred::poll(&self.shared, poll).await
+    }
+
+    /// Declares that this service answers pending URLs itself with
+    /// [`AAuth::poll_pending`], so that the layer exempts them from the
+    /// [default requirement](AAuthBuilder::default_requirement) as it does once
+    /// [`AAuth::pending_router`] was called. Only URLs of the exact shape this crate issues
+    /// are exempt; nothing under the prefix is before either call.
+    pub fn serve_pending_urls(&self) {
+        self.shared.pending.mark_served();
+    }
+
+    /// Bytes the held and finished pending records take now (bounded by
+    /// [`DeferredOptions::capacity_bytes`]).
+    pub fn pending_bytes(&self) -> u64 {
+        self.shared.pending.held_bytes()
+    }
+
+    /// A route guard passing only requests whose auth token carries an
+    /// `authorization_details` entry of type `detail_type` that deserialises into `T` and
+    /// that `check` accepts against the request:
+    ///
+    /// ```
+    /// # use tower_aauth::AAuth;
+    /// #[derive(serde::Deserialize)]
+    /// struct Trade { symbol: String, quantity: u64 }
+    ///
+    /// # fn guard(aauth: &AAuth) {
+    /// let guard = aauth.require_detail("trade", |trade: &Trade, request: &http::request::Parts| {
+    ///     let query = request.uri.query().unwrap_or_default();
+    ///     query == format!("symbol={}&quantity={}", trade.symbol, trade.quantity)
+    /// });
+    /// # }
+    /// ```
+    ///
+    /// * No auth token: the challenge of the [`crate::guard`] table (as `require_scopes`
+    ///   with no scope: `auth-token` with a resource token when one may be minted, else
+    ///   `agent-token`/`person-token`); with [`RequireDetailLayer::step_up`], the resource
+    ///   token carries the detail the request needs.
+    /// * A query the signature does not cover: `401 invalid_input` naming `@query` (the
+    ///   predicate and the step-up builder read the request, so what they read must be
+    ///   signed); no resource token is minted.
+    /// * No entry of the type accepted, or a malformed claim (not an array, more than
+    ///   [`super::details::MAX_DETAILS`] entries, an entry of the type that does not fit `T`): `403`
+    ///   `insufficient_authorization_details`, the problem body naming the type in
+    ///   `authorization_details_type`.
+    /// * An entry accepted: the inner service runs (after consuming the grant, with
+    ///   [`RequireDetailLayer::single_use`]).
+    pub fn require_detail<T, F>(&self, detail_type: &'static str, check: F) -> RequireDetailLayer<T, F>
+    where
+        T: DeserializeOwned + 'static,
+        F: Fn(&T, &Parts) -> bool + Clone + Send + Sync + 'static,
+    {
+        crate::rar::require::layer(self.shared.clone(), detail_type, check)
+    }
+
+    /// A route layer consuming the presented auth token's `jti` on first use (see
+    /// [`crate::replay::single_use`]).
+    pub fn single_use(&self) -> SingleUseLayer {
+        crate::replay::single_use::layer(self.shared.clone())
+    }
+
+    /// The resource metadata document (`/.well-known/aauth-resource.json`).
+    pub fn metadata(&self) -> Value {
+        crate::well_known::metadata(&self.shared)
+    }
+
+    /// The JWKS document (public keys only).
+    pub fn jwks(&self) -> Value {
+        crate::well_known::jwks(&self.shared)
+    }
+
+    /// A router serving the resource metadata (`/.well-known/aauth-resource.json`) and the
+    /// JWKS (`/.well-known/jwks.json`); merge it into the application's
+    /// router, inside the AAuth layer (the layer lets unsigned requests through, and a
+    /// default requirement never applies to these paths).
+    #[cfg(feature = "axum")]
+    pub fn well_known_router<S>(&self) -> axum::Router<S>
+    where
+        S: Clone + Send + Sync + 'static,
+    {
+        crate::well_known::router(self.shared.clone())
+    }
+}

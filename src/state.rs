@@ -1,0 +1,84 @@
+//! The one state the services share, built only by the builder.
+//!
+//! [`Shared`] is frozen at [`AAuthBuilder::build`](crate::builder::AAuthBuilder::build):
+//! the layer, every guard and the extractors read it through one `Arc`. Its fields are the
+//! engine's parts (verification limits, caches, stores, policy), so that each service
+//! takes from it only what its step needs.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::authz::Authz;
+use crate::challenge::RejectionHook;
+use crate::clock::Clock;
+use crate::deferred::store::PendingStore;
+use crate::discovery::admission::IdentifierPolicy;
+use crate::discovery::resolve::KeyResolver;
+use crate::httpsig::SignatureAlphabet;
+use crate::policy::ceiling::ScopeCeilings;
+use crate::policy::consent::Consent;
+use crate::policy::identity::AgentBindings;
+use crate::policy::revocation::Revocations;
+use crate::profile::Profile;
+use crate::replay::store::{ReplayProtection, ReplayStore};
+use crate::sigkey::AcceptedSchemes;
+use crate::token::TokenPolicy;
+use crate::token_cache::TokenCache;
+
+/// Configuration shared by the layer and guards.
+pub(crate) struct Shared {
+    pub(crate) resource: String,
+    pub(crate) scheme: String,
+    /// Allowed authorities; the first is the resource identifier's own.
+    pub(crate) authorities: Vec<String>,
+    pub(crate) ignore_request_authority: bool,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) resolver: Arc<dyn KeyResolver>,
+    pub(crate) schemes: AcceptedSchemes,
+    pub(crate) tokens: TokenPolicy,
+    pub(crate) identifiers: IdentifierPolicy,
+    pub(crate) token_identifiers: IdentifierPolicy,
+    pub(crate) window: u64,
+    pub(crate) max_skew: u64,
+    pub(crate) header_cap: usize,
+    pub(crate) max_components: usize,
+    pub(crate) required: Vec<String>,
+    pub(crate) require_query: bool,
+    pub(crate) alphabet: SignatureAlphabet,
+    pub(crate) max_body_bytes: usize,
+    pub(crate) token_cache: TokenCache,
+    pub(crate) profile: Profile,
+    pub(crate) replay_protection: ReplayProtection,
+    pub(crate) replay_store: Arc<dyn ReplayStore>,
+    /// Signature window + skew: how long a signature could be accepted again.
+    pub(crate) replay_ttl: Duration,
+    pub(crate) revocations: Revocations,
+    pub(crate) ceilings: ScopeCeilings,
+    pub(crate) bindings: Arc<dyn AgentBindings>,
+    /// The ceilings' and revocations' generations the bindings were last pinned for.
+    pub(crate) pinned_for: std::sync::atomic::AtomicU64,
+    pub(crate) consent: Consent,
+    pub(crate) authz: Authz,
+    /// Held requests of deferred routes ([`crate::deferred`]).
+    pub(crate) pending: PendingStore,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("resource", &self.resource)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Shared {
+    /// The rejection hook, if one is configured.
+    pub(crate) fn hook(&self) -> Option<&RejectionHook> {
+        self.authz.hook.as_ref()
+    }
+}
+
+/// Marks every request the layer saw, so that guards and extractors can tell "no
+/// signature" from "no layer", and extractors can answer with the layer's configuration.
+#[derive(Clone)]
+pub(crate) struct Inspected(pub(crate) Arc<Shared>);
