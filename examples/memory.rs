@@ -143,11 +143,12 @@ async fn issuer_phase(count: u64, max_entries: u64, max_bytes: u64) {
         metadata: |issuer| format!(r#"{{"issuer":"{issuer}","jwks_uri":"{issuer}/jwks.json"}}"#),
         jwks: Bytes::from(key.jwks().to_string()),
     };
-    let config = DiscoveryConfig {
-        max_entries,
-        max_weight_bytes: max_bytes,
-        new_issuers_per_minute: u32::MAX,
-        ..DiscoveryConfig::default()
+    let config = {
+        let mut config = DiscoveryConfig::default();
+        config.max_entries = max_entries;
+        config.max_weight_bytes = max_bytes;
+        config.new_issuers_per_minute = u32::MAX;
+        config
     };
     let resolver = DiscoveryResolver::builder(Arc::new(fetch))
         .config(config)
@@ -156,11 +157,7 @@ async fn issuer_phase(count: u64, max_entries: u64, max_bytes: u64) {
     let before = live();
     for i in 0..count {
         let issuer = format!("https://i{i}.example");
-        let query = KeyQuery {
-            issuer: &issuer,
-            dwk: engine::dwk::ACCESS,
-            kid: "k1",
-        };
+        let query = KeyQuery::new(&issuer, engine::dwk::ACCESS, "k1");
         resolver.resolve(query).await.expect("resolves");
     }
     let entries = resolver.cached_issuers();

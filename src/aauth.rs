@@ -86,7 +86,7 @@ impl AAuth {
         &self.shared.ceilings
     }
 
-    /// The key → agent bindings ([`crate::policy::identity`]).
+    /// The key → agent bindings ([`crate::policy`]).
     pub fn agent_bindings(&self) -> &Arc<dyn AgentBindings> {
         &self.shared.bindings
     }
@@ -102,7 +102,7 @@ impl AAuth {
     }
 
     /// Estimated bytes held by the verified-token cache (the sum of its entries'
-    /// weights; bounded by [`TokenCacheOptions::max_bytes`]).
+    /// weights; bounded by [`TokenCacheOptions::max_bytes`](crate::TokenCacheOptions::max_bytes)).
     pub fn cached_token_bytes(&self) -> u64 {
         self.shared.token_cache.weighted_size()
     }
@@ -110,7 +110,7 @@ impl AAuth {
     /// Empties the verified-token cache: every token is verified against its issuer's
     /// current keys on its next use. Call it after learning that an issuer withdrew a key;
     /// otherwise tokens already verified stay accepted until their `exp`, at most
-    /// [`TokenCacheOptions::max_age`]. (Revocations need no call: they are checked
+    /// [`TokenCacheOptions::max_age`](crate::TokenCacheOptions::max_age). (Revocations need no call: they are checked
     /// on every request.)
     pub fn forget_verified_tokens(&self) {
         self.shared.token_cache.clear();
@@ -223,7 +223,7 @@ impl AAuth {
     }
 
     /// Bytes the held and finished pending records take now (bounded by
-    /// [`DeferredOptions::capacity_bytes`]).
+    /// [`DeferredOptions::capacity_bytes`](crate::DeferredOptions::capacity_bytes)).
     pub fn pending_bytes(&self) -> u64 {
         self.shared.pending.held_bytes()
     }
@@ -247,17 +247,17 @@ impl AAuth {
     ///
     /// * No auth token: the challenge of the [`crate::guard`] table (as `require_scopes`
     ///   with no scope: `auth-token` with a resource token when one may be minted, else
-    ///   `agent-token`/`person-token`); with [`RequireDetailLayer::step_up`], the resource
+    ///   `agent-token`/`person-token`); with [`RequireDetailLayer::step_up`](crate::guard::RequireDetailLayer::step_up), the resource
     ///   token carries the detail the request needs.
     /// * A query the signature does not cover: `401 invalid_input` naming `@query` (the
     ///   predicate and the step-up builder read the request, so what they read must be
     ///   signed); no resource token is minted.
     /// * No entry of the type accepted, or a malformed claim (not an array, more than
-    ///   [`super::details::MAX_DETAILS`] entries, an entry of the type that does not fit `T`): `403`
+    ///   32 entries, an entry of the type that does not fit `T`): `403`
     ///   `insufficient_authorization_details`, the problem body naming the type in
     ///   `authorization_details_type`.
     /// * An entry accepted: the inner service runs (after consuming the grant, with
-    ///   [`RequireDetailLayer::single_use`]).
+    ///   [`RequireDetailLayer::single_use`](crate::guard::RequireDetailLayer::single_use)).
     pub fn require_detail<T, F>(&self, detail_type: &'static str, check: F) -> RequireDetailLayer<T, F>
     where
         T: DeserializeOwned + 'static,
@@ -266,8 +266,24 @@ impl AAuth {
         crate::rar::require::layer(self.shared.clone(), detail_type, check)
     }
 
-    /// A route layer consuming the presented auth token's `jti` on first use (see
-    /// [`crate::replay::single_use`]).
+    /// Single-use grants: a route that consumes the presented auth token's `(iss, jti)` the
+    /// first time it is authorized, so a task-scoped grant (consent to one task, not a
+    /// standing permission) cannot be used twice.
+    ///
+    /// Consumption happens *before* the handler runs, through the [`ReplayStore`](crate::replay::ReplayStore)'s atomic
+    /// insert-once: of any number of concurrent requests presenting the grant (each with its
+    /// own valid signature), exactly one reaches the handler; the others are `401 invalid_jwt`.
+    /// The entry lives until the token's `exp` plus the allowed clock skew, after which the
+    /// token is refused as expired anyway. A store that cannot answer is `503`, never a pass.
+    ///
+    /// This is opt-in per route: auth tokens are otherwise presented on every request for their
+    /// lifetime, so a `jti` is not single-use by default. Put [`SingleUseLayer`](crate::guard::SingleUseLayer) *inside* the
+    /// guards that authorize the route (in axum, `route_layer` it before them) so that only an
+    /// authorized request consumes the grant; or use `require_detail(..).single_use()`, which
+    /// consumes after its own check. Should a guard of this crate inside it refuse the request
+    /// all the same, the grant is released again before the refusal is sent, as the layer
+    /// releases a refused request's signature (see [`crate::replay`]); meanwhile a concurrent
+    /// request presenting the same grant is refused as a second use.
     pub fn single_use(&self) -> SingleUseLayer {
         crate::replay::single_use::layer(self.shared.clone())
     }

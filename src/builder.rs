@@ -1,8 +1,8 @@
-//! The builder of the [`AAuth`] handle.
+//! The builder of the [`AAuth`](crate::AAuth) handle.
 //!
 //! Everything the layer needs per request is computed here once, at build time
 //! (canonical authorities, the `Accept-Signature-Scheme` value, the required component
-//! list), into the one [`Shared`] state behind an `Arc`: cloning an [`AAuth`] or a layer
+//! list), into the one [`Shared`] state behind an `Arc`: cloning an [`AAuth`](crate::AAuth) or a layer
 //! is a reference count increment.
 //!
 //! Options that weaken the protocol's guarantees (plain http on loopback, ignoring the
@@ -43,7 +43,7 @@ use crate::token::Scopes;
 use crate::token::{IssuerTrust, TokenKind, TokenPolicy};
 use crate::token_cache::{TokenCache, TokenCacheOptions};
 
-/// Builds an [`AAuth`]. See each method for its default.
+/// Builds an [`AAuth`](crate::AAuth). See each method for its default.
 pub struct AAuthBuilder {
     resource: String,
     extra_authorities: Vec<String>,
@@ -175,7 +175,7 @@ impl AAuthBuilder {
 
     /// Trusts `issuer` as a person server: its person tokens identify people, and the
     /// scopes and `authorization_details` of its auth tokens (`dwk` `aauth-person.json`)
-    /// are honoured as issued (see [`crate::policy::consent`]). Repeatable.
+    /// are honoured as issued (see [`GrantPolicy`](crate::policy::GrantPolicy)). Repeatable.
     pub fn person_server(mut self, issuer: impl Into<String>) -> Self {
         let issuer = issuer.into();
         if let IssuerTrust::Listed(list) = &mut self.tokens.person_servers {
@@ -205,7 +205,7 @@ impl AAuthBuilder {
 
     /// The store of key → agent bindings (default: a [`MemoryAgentBindings`] of
     /// [`MemoryAgentBindings::DEFAULT_MAX_BYTES`], for one process). See
-    /// [`crate::policy::identity`].
+    /// [`crate::policy`].
     pub fn agent_bindings(mut self, bindings: impl AgentBindings) -> Self {
         self.bindings = Some(Arc::new(bindings));
         self
@@ -247,7 +247,7 @@ impl AAuthBuilder {
 
     /// Which wire generations are accepted and answered (default [`Profile::Draft11`]).
     /// [`Profile::Legacy`] and [`Profile::Both`] add the demo generation's forms; see
-    /// [`crate::legacy`].
+    /// [`Profile`](crate::Profile).
     pub fn profile(mut self, profile: Profile) -> Self {
         self.profile = profile;
         self
@@ -273,7 +273,7 @@ impl AAuthBuilder {
         self
     }
 
-    /// Bounds of the verified-token cache (default: [`TokenCacheOptions::new`]).
+    /// Bounds of the verified-token cache (default: [`TokenCacheOptions::new`](crate::TokenCacheOptions::new)).
     pub fn token_cache(mut self, options: TokenCacheOptions) -> Self {
         self.token_cache = options;
         self
@@ -287,7 +287,7 @@ impl AAuthBuilder {
     }
 
     /// The revocation set (default: empty). Keep a clone of the handle to revoke or reload
-    /// at run time; [`AAuth::revocations`] returns it too.
+    /// at run time; [`AAuth::revocations`](crate::AAuth::revocations) returns it too.
     pub fn revocations(mut self, revocations: Revocations) -> Self {
         self.revocations = revocations;
         self
@@ -475,7 +475,7 @@ impl AAuthBuilder {
 
     /// A requirement the layer itself enforces on every request except the well-known
     /// documents (exact paths) and, once they are served, pending URLs of the shape this
-    /// crate issues (see [`crate::deferred`]), for services that protect everything. It
+    /// crate issues (see [`guard`](crate::guard)), for services that protect everything. It
     /// runs before routing, so an unknown path is challenged rather than `404`; prefer
     /// per-route guards otherwise.
     pub fn default_requirement(mut self, requirement: Requirement) -> Self {
@@ -521,7 +521,7 @@ impl AAuthBuilder {
 // from src/deferred/mod.rs
 impl AAuthBuilder {
     /// Limits of deferred delivery for the routes that opt in with
-    /// [`GuardLayer::deferred`] (see [`crate::deferred`]).
+    /// [`GuardLayer::deferred`](crate::guard::GuardLayer::deferred) (see [`guard`](crate::guard)).
     pub fn deferred_delivery(mut self, options: DeferredOptions) -> Self {
         self.authz.deferred = options;
         self

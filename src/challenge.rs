@@ -69,7 +69,7 @@ impl Challenge {
     /// # Errors
     ///
     /// A resource token that is not an RFC 9651 string: the returned
-    /// a `500` [`Error`] is the answer to send instead.
+    /// a `500` [`Error`](crate::Error) is the answer to send instead.
     pub fn header_value(&self) -> Result<HeaderValue, Error> {
         match self {
             Challenge::AuthToken { resource_token, .. } => {
@@ -90,7 +90,7 @@ impl Challenge {
     /// # Errors
     ///
     /// A resource token or audience that is not an RFC 9651 string: the returned
-    /// a `500` [`Error`] is the answer to send instead.
+    /// a `500` [`Error`](crate::Error) is the answer to send instead.
     pub fn legacy_header_value(&self) -> Result<HeaderValue, Error> {
         match self {
             Challenge::AuthToken {
@@ -188,8 +188,9 @@ pub struct Rejection<'a> {
     pub requirement: Option<&'a str>,
 }
 
-/// A body chosen by the rejection hook.
+/// A body chosen by the rejection hook: [`RejectionBody::new`] or [`RejectionBody::json`].
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct RejectionBody {
     /// Its `Content-Type`.
     pub content_type: HeaderValue,
@@ -198,6 +199,14 @@ pub struct RejectionBody {
 }
 
 impl RejectionBody {
+    /// A body of `content_type`.
+    pub fn new(content_type: HeaderValue, body: impl Into<Bytes>) -> Self {
+        RejectionBody {
+            content_type,
+            body: body.into(),
+        }
+    }
+
     /// A JSON body.
     pub fn json(value: &serde_json::Value) -> Self {
         RejectionBody {
@@ -210,7 +219,7 @@ impl RejectionBody {
 /// Shapes rejection bodies; `None` keeps the crate's problem+json body.
 pub type RejectionHook = Arc<dyn Fn(&Rejection<'_>) -> Option<RejectionBody> + Send + Sync>;
 
-/// The problem+json body of a refusal that is not an [`Error`].
+/// The problem+json body of a refusal that is not an [`Error`](crate::Error).
 pub(crate) fn problem(status: StatusCode, code: &str, detail: &str) -> Bytes {
     Problem::plain(status, code, detail).render()
 }

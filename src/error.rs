@@ -69,7 +69,7 @@ impl SignatureErrorCode {
     }
 
     /// Every registered code this crate can emit.
-    pub const ALL: [SignatureErrorCode; 13] = [
+    pub const ALL: &'static [SignatureErrorCode] = &[
         Self::UnsupportedAlgorithm,
         Self::UnsupportedScheme,
         Self::InvalidSignature,
@@ -573,7 +573,7 @@ pub(crate) struct AuditOutcome {
     pub(crate) detail: &'static str,
 }
 
-/// A configuration mistake found by [`AAuthBuilder::build`].
+/// A configuration mistake found by [`AAuthBuilder::build`](crate::AAuthBuilder::build).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("tower-aauth configuration: {0}")]
 pub struct ConfigError(String);
@@ -762,7 +762,7 @@ mod tests {
 
     #[test]
     fn the_static_signature_error_value_is_error_equals_code() {
-        for code in SignatureErrorCode::ALL {
+        for &code in SignatureErrorCode::ALL {
             assert_eq!(code.header_value(), format!("error={}", code.as_str()));
             assert_eq!(signature_error_value(code, None).unwrap(), code.header_value());
             assert_eq!(signature_error_value(code, Some(&[])).unwrap(), code.header_value());

@@ -35,7 +35,7 @@ pub struct VerifiedAgent {
     pub scheme: Scheme,
     /// RFC 7638 thumbprint of the signing key.
     pub key_thumbprint: Arc<str>,
-    /// The agent, when known ([`VerifiedRequest::agent`]): named by the request or bound
+    /// The agent, when known ([`VerifiedRequest::agent`](crate::VerifiedRequest::agent)): named by the request or bound
     /// to its key.
     pub agent: Option<AgentId>,
     /// The kind of token presented, if any.

@@ -4,7 +4,7 @@
 //!   identity; guards and extractors decide later.
 //! * Partial or bad signature: `401` with exactly one `Signature-Error`,
 //!   `Cache-Control: no-store` and a problem+json body; the inner service never runs.
-//! * Valid: the revocation set is checked (`401 revoked_jwt`), a [`VerifiedRequest`] is
+//! * Valid: the revocation set is checked (`401 revoked_jwt`), a [`VerifiedRequest`](crate::VerifiedRequest) is
 //!   inserted into the request's extensions, the default requirement is evaluated, then
 //!   the replay store for replay-checked methods (`401 invalid_signature` on a second use,
 //!   `503` when the store cannot answer), and the inner service is called. When a route
@@ -45,7 +45,7 @@ use crate::state::Shared;
 use crate::verified::VerifiedRequest;
 use crate::verifier::{Pending, Step, Verifier};
 
-/// Verifies AAuth request signatures. Build it with [`AAuth::layer`].
+/// Verifies AAuth request signatures. Build it with [`AAuth::layer`](crate::AAuth::layer).
 #[derive(Clone, Debug)]
 pub struct AAuthLayer {
     shared: Arc<Shared>,

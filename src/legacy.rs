@@ -1,45 +1,6 @@
-//! The demo generation of AAuth, accepted only under [`Profile::Legacy`] or
-//! [`Profile::Both`].
-//!
-//! Earlier agents (PyPI `aauth` 0.3.x, [Christian Posta's AAuth demo][aauth-demo] of March
-//! 2026, and libraries written against the March 2026 editor's copies of the AAuth draft
-//! through draft-hardt-oauth-aauth-protocol-10) speak an older wire format. Under the
-//! legacy profiles the layer also accepts, and under the strict [`Profile::Draft11`] it
-//! refuses:
-//!
-//! | form | strict answer | why it is safe to accept on request |
-//! |---|---|---|
-//! | `Signature-Key: sig=(scheme=jwks_uri id="…" kid="…")`, `(scheme=jwt jwt="…")`, `(scheme=hwk kty="OKP" crv="Ed25519" x="…")` — not RFC 9651 | `invalid_key` | parsed by [`signature_key_member`] only after the strict parse failed; the signature base still covers the raw field bytes, so nothing the parser tolerates escapes the signature |
-//! | `jwks_uri` without `dwk` | `invalid_key` | resolved as `aauth-agent.json`, the only document the demo's agents published |
-//! | JWT `alg` `EdDSA` | `invalid_jwt` | every key this crate uses is OKP/Ed25519, where `EdDSA` can only mean Ed25519 |
-//! | JWK (`cnf.jwk`, JWKS entry) without `alg` | `unsupported_algorithm` (`unknown_key` for a JWKS entry, which is skipped) | Ed25519 is inferred from `kty` `OKP` + `crv` `Ed25519`; other key types stay refused |
-//! | `typ` `agent+jwt` / `auth+jwt`, no `dwk` claim | `invalid_jwt` | mapped to the agent/auth kinds with the same issuer trust rules (`auth+jwt` only from a configured auth server, metadata `aauth-issuer.json`) |
-//! | auth tokens without `ps` (draft-hardt-aauth-protocol-01 through draft-hardt-oauth-aauth-protocol-10), with `agent`/`act` | `invalid_jwt` (no `ps`) | `aud`, `exp`, `cnf.jwk` and one of `sub`/`scope` are still required |
-//! | `created` in the future | `clock_skew` | answered `invalid_signature`, the only code that era knew (the window itself is unchanged) |
-//!
-//! `hwk` without `alg` is accepted in every profile (PyPI `aauth` 0.3.4 sends it and the
-//! key type is explicit), but counts as evidence of the demo generation.
-//!
-//! # Answering in the peer's generation
-//!
-//! A single challenge cannot satisfy both generations (`typ`s and required claims of the
-//! resource token differ), so every verified request records the generation it should be
-//! answered in ([`VerifiedRequest::generation`]): under [`Profile::Legacy`] always the
-//! demo generation, under [`Profile::Both`] the demo generation as soon as the request
-//! used any form in the table above, draft -11 otherwise. Unsigned requests are answered by
-//! [`Profile::default_generation`].
-//!
-//! Strictness that stays on in every profile: the signature alphabet rules, covered
-//! components, the `created` window length, `exp` without leeway, `aud`, issuer trust,
-//! `cnf` binding, and every refusal of keys that are not Ed25519.
-//!
-//! [`Profile::Legacy`]: crate::Profile::Legacy
-//! [`Profile::Both`]: crate::Profile::Both
-//! [`Profile::Draft11`]: crate::Profile::Draft11
-//! [`Profile::default_generation`]: crate::Profile::default_generation
-//! [`VerifiedRequest::generation`]: crate::VerifiedRequest::generation
-//!
-//! [aauth-demo]: https://github.com/christian-posta/aauth-full-demo
+//! The demo generation's `Signature-Key` member forms, parsed leniently under the legacy
+//! profiles. Every form the demo generation adds, and why each is safe to accept only when
+//! asked, is documented on [`Profile`](crate::Profile).
 
 use crate::error::Error;
 

@@ -147,7 +147,7 @@ impl SignatureKey {
     }
 
     /// Parses `field` and selects the member for `label`; with `legacy`, the demo
-    /// generation's forms are accepted too (see [`crate::legacy`]): the non-RFC 9651
+    /// generation's forms are accepted too (see [`Profile`](crate::Profile)): the non-RFC 9651
     /// member shape (tried only when the strict parse fails) and `jwks_uri` without `dwk`.
     pub fn parse_profiled(
         field: &str,

@@ -59,7 +59,7 @@ pub(crate) struct Shared {
     pub(crate) pinned_for: std::sync::atomic::AtomicU64,
     pub(crate) consent: Consent,
     pub(crate) authz: Authz,
-    /// Held requests of deferred routes ([`crate::deferred`]).
+    /// Held requests of deferred routes ([`guard`](crate::guard)).
     pub(crate) pending: PendingStore,
 }
 

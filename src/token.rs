@@ -230,7 +230,7 @@ pub struct TokenPolicy {
     pub max_grant_lifetime: u64,
     /// JOSE algorithm spellings.
     pub alg: AlgPolicy,
-    /// Also accept the demo generation's typs and claims (see [`crate::legacy`]).
+    /// Also accept the demo generation's typs and claims (see [`Profile`](crate::Profile)).
     pub legacy: bool,
 }
 

@@ -1,28 +1,4 @@
-//! The verified-token cache: what makes the steady state cost one Ed25519 verification
-//! per request (the HTTP signature) instead of two.
-//!
-//! # Design
-//!
-//! A token whose issuer signature and claims verified is kept under the SHA-256 of its
-//! exact bytes. A hit skips the JWS parse, the claim checks and the issuer-key
-//! verification; the request's own signature is still verified with the cached
-//! `cnf.jwk` (already decompressed, its thumbprint already computed).
-//!
-//! * **Expiry**: each entry lives until the token's `exp` (read from the injected
-//!   [`Clock`] when it is inserted) or [`DEFAULT_MAX_AGE`], whichever comes first. The
-//!   verifier also compares `exp` with the clock on every hit, so an entry that moka has
-//!   not yet evicted is never accepted late.
-//! * **Bounds**: the cache is weighed in bytes (an estimate of each entry's heap
-//!   footprint: strings, claims map and a measured per-entry overhead) and holds at most `max_bytes`. Every entry weighs
-//!   at least `max_bytes / max_entries`, so the entry count is bounded too. When full,
-//!   moka's TinyLFU admission keeps the tokens that are actually reused: a flood of
-//!   one-shot tokens cannot push out the working set.
-//! * **Revocation** takes effect on the next request: the layer checks the revocation
-//!   set after verification on every request, cache hits included.
-//! * **Issuer key rotation**: a token verified with a key that the issuer later withdraws
-//!   stays accepted from the cache until its `exp`, at most the cache's maximum age
-//!   (default [`DEFAULT_MAX_AGE`], five minutes), unless the operator calls
-//!   [`crate::AAuth::forget_verified_tokens`], which empties it at once.
+//! The verified-token cache (its design is documented on [`TokenCacheOptions`](crate::TokenCacheOptions)).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -30,19 +6,36 @@ use std::time::{Duration, Instant};
 use crate::clock::Clock;
 use crate::verified::VerifiedToken;
 
-/// The longest a verified token stays cached, whatever its `exp`: bounds how long a
-/// withdrawn issuer key keeps vouching for tokens it signed.
-pub const DEFAULT_MAX_AGE: Duration = Duration::from_secs(300);
-
-/// Default byte budget of the cache (64 MiB: about 19 000 typical auth tokens).
-pub const DEFAULT_MAX_BYTES: u64 = 64 * 1024 * 1024;
-
 /// Per-entry cost not visible in the token itself: the 32-byte key, moka's entry and
 /// its deque/timer nodes, the `Arc` header. Measured with a counting allocator
 /// (`examples/memory.rs`), rounded up.
 const ENTRY_OVERHEAD: usize = 1100;
 
-/// Bounds of the verified-token cache, for [`crate::AAuthBuilder::token_cache`].
+/// Bounds of the verified-token cache, for [`crate::AAuthBuilder::token_cache`]: what makes
+/// the steady state cost one Ed25519 verification per request (the HTTP signature) instead
+/// of two.
+///
+///
+/// A token whose issuer signature and claims verified is kept under the SHA-256 of its
+/// exact bytes. A hit skips the JWS parse, the claim checks and the issuer-key
+/// verification; the request's own signature is still verified with the cached
+/// `cnf.jwk` (already decompressed, its thumbprint already computed).
+///
+/// * **Expiry**: each entry lives until the token's `exp` (read from the injected
+///   [`Clock`](crate::Clock) when it is inserted) or [`TokenCacheOptions::DEFAULT_MAX_AGE`](crate::TokenCacheOptions::DEFAULT_MAX_AGE), whichever comes first. The
+///   verifier also compares `exp` with the clock on every hit, so an entry that moka has
+///   not yet evicted is never accepted late.
+/// * **Bounds**: the cache is weighed in bytes (an estimate of each entry's heap
+///   footprint: strings, claims map and a measured per-entry overhead) and holds at most `max_bytes`. Every entry weighs
+///   at least `max_bytes / max_entries`, so the entry count is bounded too. When full,
+///   moka's TinyLFU admission keeps the tokens that are actually reused: a flood of
+///   one-shot tokens cannot push out the working set.
+/// * **Revocation** takes effect on the next request: the layer checks the revocation
+///   set after verification on every request, cache hits included.
+/// * **Issuer key rotation**: a token verified with a key that the issuer later withdraws
+///   stays accepted from the cache until its `exp`, at most the cache's maximum age
+///   (default [`TokenCacheOptions::DEFAULT_MAX_AGE`](crate::TokenCacheOptions::DEFAULT_MAX_AGE), five minutes), unless the operator calls
+///   [`crate::AAuth::forget_verified_tokens`], which empties it at once.
 #[derive(Debug, Clone)]
 pub struct TokenCacheOptions {
     pub(crate) max_entries: u64,
@@ -57,12 +50,19 @@ impl Default for TokenCacheOptions {
 }
 
 impl TokenCacheOptions {
-    /// The defaults: 100 000 entries, [`DEFAULT_MAX_BYTES`], [`DEFAULT_MAX_AGE`].
+    /// The longest a verified token stays cached, whatever its `exp`: bounds how long a
+    /// withdrawn issuer key keeps vouching for tokens it signed.
+    pub const DEFAULT_MAX_AGE: Duration = Duration::from_secs(300);
+
+    /// Default byte budget of the cache (64 MiB: about 19 000 typical auth tokens).
+    pub const DEFAULT_MAX_BYTES: u64 = 64 * 1024 * 1024;
+
+    /// The defaults: 100 000 entries, [`TokenCacheOptions::DEFAULT_MAX_BYTES`](crate::TokenCacheOptions::DEFAULT_MAX_BYTES), [`TokenCacheOptions::DEFAULT_MAX_AGE`](crate::TokenCacheOptions::DEFAULT_MAX_AGE).
     pub fn new() -> Self {
         TokenCacheOptions {
             max_entries: 100_000,
-            max_bytes: DEFAULT_MAX_BYTES,
-            max_age: DEFAULT_MAX_AGE,
+            max_bytes: TokenCacheOptions::DEFAULT_MAX_BYTES,
+            max_age: TokenCacheOptions::DEFAULT_MAX_AGE,
         }
     }
 
@@ -73,7 +73,7 @@ impl TokenCacheOptions {
     }
 
     /// Bound on the cache's estimated memory (default 64 MiB, about 19 000 typical auth
-    /// tokens). Whichever of this and [`TokenCacheOptions::max_entries`] is reached first
+    /// tokens). Whichever of this and [`TokenCacheOptions::max_entries`](crate::TokenCacheOptions::max_entries) is reached first
     /// limits the cache.
     pub fn max_bytes(mut self, bytes: u64) -> Self {
         self.max_bytes = bytes;
@@ -254,20 +254,33 @@ mod tests {
 
     #[test]
     fn an_entry_never_outlives_the_maximum_age() {
-        let lifetime = expiry(DEFAULT_MAX_AGE).expire_after_create(&[0; 32], &token(1, NOW + 86_400), Instant::now());
-        assert_eq!(lifetime, Some(DEFAULT_MAX_AGE));
+        let lifetime = expiry(TokenCacheOptions::DEFAULT_MAX_AGE).expire_after_create(
+            &[0; 32],
+            &token(1, NOW + 86_400),
+            Instant::now(),
+        );
+        assert_eq!(lifetime, Some(TokenCacheOptions::DEFAULT_MAX_AGE));
     }
 
     #[test]
     fn an_already_expired_token_is_not_kept() {
-        let lifetime = expiry(DEFAULT_MAX_AGE).expire_after_create(&[0; 32], &token(1, NOW - 1), Instant::now());
+        let lifetime = expiry(TokenCacheOptions::DEFAULT_MAX_AGE).expire_after_create(
+            &[0; 32],
+            &token(1, NOW - 1),
+            Instant::now(),
+        );
         assert_eq!(lifetime, Some(Duration::ZERO));
     }
 
     #[test]
     fn the_byte_budget_bounds_the_cache() {
         let one = estimated_bytes(&token(0, NOW + 600)) as u64;
-        let cache = TokenCache::new(one * 10, 1_000_000, DEFAULT_MAX_AGE, Arc::new(ManualClock::new(NOW)));
+        let cache = TokenCache::new(
+            one * 10,
+            1_000_000,
+            TokenCacheOptions::DEFAULT_MAX_AGE,
+            Arc::new(ManualClock::new(NOW)),
+        );
         for jti in 0..100 {
             let token = token(jti, NOW + 600);
             cache.insert(token.hash, token);
@@ -283,7 +296,12 @@ mod tests {
 
     #[test]
     fn the_entry_bound_holds_under_a_generous_byte_budget() {
-        let cache = TokenCache::new(DEFAULT_MAX_BYTES, 5, DEFAULT_MAX_AGE, Arc::new(ManualClock::new(NOW)));
+        let cache = TokenCache::new(
+            TokenCacheOptions::DEFAULT_MAX_BYTES,
+            5,
+            TokenCacheOptions::DEFAULT_MAX_AGE,
+            Arc::new(ManualClock::new(NOW)),
+        );
         for jti in 0..50 {
             let token = token(jti, NOW + 600);
             cache.insert(token.hash, token);
@@ -299,7 +317,12 @@ mod tests {
 
     #[test]
     fn clear_empties_the_cache() {
-        let cache = TokenCache::new(DEFAULT_MAX_BYTES, 100, DEFAULT_MAX_AGE, Arc::new(ManualClock::new(NOW)));
+        let cache = TokenCache::new(
+            TokenCacheOptions::DEFAULT_MAX_BYTES,
+            100,
+            TokenCacheOptions::DEFAULT_MAX_AGE,
+            Arc::new(ManualClock::new(NOW)),
+        );
         let token = token(1, NOW + 600);
         cache.insert(token.hash, token.clone());
         assert!(cache.get(&token.hash).is_some());

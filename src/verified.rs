@@ -1,5 +1,5 @@
-//! What verification established: the [`VerifiedRequest`] the layer inserts into a
-//! request's extensions, and the [`VerifiedToken`] it carries. Plain data, read by the
+//! What verification established: the [`VerifiedRequest`](crate::VerifiedRequest) the layer inserts into a
+//! request's extensions, and the [`VerifiedToken`](crate::VerifiedToken) it carries. Plain data, read by the
 //! policy, the guards, the extractors and handlers; written only by the verifier and the
 //! policy step.
 
@@ -35,12 +35,12 @@ pub struct VerifiedRequest {
     pub token: Option<Arc<VerifiedToken>>,
     /// The wire generation to answer this request in: decided by the profile, and under
     /// [`Profile::Both`](crate::profile::Profile::Both) by whether the request used any
-    /// demo-generation form (see [`crate::legacy`]).
+    /// demo-generation form (see [`Profile`](crate::Profile)).
     pub generation: Generation,
     /// The replay-store key, when this request's method is replay-checked; guards name it
     /// in their refusals so that the layer releases the entry (see [`crate::replay`]).
     pub(crate) replay: Option<ReplayKey>,
-    /// The agent behind the request ([`VerifiedRequest::agent`]), set by the layer's
+    /// The agent behind the request ([`VerifiedRequest::agent`](crate::VerifiedRequest::agent)), set by the layer's
     /// policy step.
     pub(crate) agent: Option<AgentId>,
 }
@@ -70,8 +70,8 @@ pub struct VerifiedToken {
 impl VerifiedRequest {
     /// The agent behind the request: named by an agent token, a `jwks_uri` signer or a
     /// demo-generation `agent` claim from an issuer trusted by name; otherwise the agent
-    /// the signing key is bound to (see [`crate::policy::identity`]). `None` when no agent was ever seen
-    /// using this key: identify it by [`VerifiedRequest::key_thumbprint`].
+    /// the signing key is bound to (see [`crate::policy`]). `None` when no agent was ever seen
+    /// using this key: identify it by [`VerifiedRequest::key_thumbprint`](crate::VerifiedRequest::key_thumbprint).
     pub fn agent(&self) -> Option<&AgentId> {
         self.agent.as_ref()
     }

@@ -16,7 +16,7 @@
 //! check the required coverage, the time window, decode the signature, parse
 //! `Signature-Key`, rebuild the signature base, then the scheme's own step (`hwk`,
 //! `jwks_uri`, or `jwt` with its cached-token and fresh-token paths), which hands what it
-//! found to `Signed::assemble` for the [`VerifiedRequest`].
+//! found to `Signed::assemble` for the [`VerifiedRequest`](crate::VerifiedRequest).
 //!
 //! Under the `jwt` scheme the HTTP signature is verified with the token's (not yet
 //! trusted) `cnf.jwk` *before* the issuer's keys are fetched: a request with a stolen

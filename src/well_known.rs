@@ -3,7 +3,7 @@
 //! names.
 //!
 //! The JWKS lists every published key (the active signing key first, then staged and
-//! not-yet-retired ones; see [`AAuth::rotate`]), each with `kid`, `alg` `Ed25519` and
+//! not-yet-retired ones; see [`AAuth::rotate`](crate::AAuth::rotate)), each with `kid`, `alg` `Ed25519` and
 //! `use` `sig`, and public members only, so no private key member can leak. Both
 //! documents are served with a short `Cache-Control` so that key removal takes effect
 //! within minutes: verifiers honour cache headers when they cache a JWKS.

@@ -164,10 +164,8 @@ async fn cache_03_an_invalid_refresh_keeps_the_previous_keys_and_never_uses_the_
 async fn cache_04_max_age_is_clamped_to_between_a_minute_and_a_day() {
     let w = world();
     let jwks_url = format!("{AS}/jwks");
-    let document = |max_age: u64| FetchedDocument {
-        body: Bytes::from(w.access_server.jwks().to_string()),
-        max_age: Some(max_age),
-    };
+    let document =
+        |max_age: u64| FetchedDocument::new(Bytes::from(w.access_server.jwks().to_string())).with_max_age(max_age);
     // A year is cut to a day.
     w.fetch.set_document(&jwks_url, document(31_536_000));
     assert_eq!(w.with_token(w.auth_token()).await.status(), StatusCode::OK);

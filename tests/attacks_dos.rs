@@ -126,9 +126,10 @@ async fn dos_02_a_hundred_concurrent_cold_requests_make_one_fetch_of_each_docume
 async fn dos_03_never_seen_issuers_are_fetched_within_a_budget_and_the_rest_wait_without_fetching() {
     const BUDGET: u32 = 5;
     let w = world(|b| {
-        b.discovery(DiscoveryConfig {
-            new_issuers_per_minute: BUDGET,
-            ..DiscoveryConfig::default()
+        b.discovery({
+            let mut config = DiscoveryConfig::default();
+            config.new_issuers_per_minute = BUDGET;
+            config
         })
     });
     let providers: Vec<String> = (0..50).map(|n| format!("https://agent{n}.example")).collect();

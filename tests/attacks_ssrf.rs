@@ -85,14 +85,12 @@ fn world_with(addresses: Vec<Vec<IpAddr>>, adjust: impl FnOnce(AAuthBuilder) -> 
         &json!({"issuer": AGENT_ID, "jwks_uri": format!("{AGENT_ID}/jwks.json")}),
     );
     connector.serve(&format!("{AGENT_ID}/jwks.json"), &agent.jwks());
-    let fetch = GuardedFetch::with_parts(
-        resolver.clone(),
-        connector.clone(),
-        FetchPolicy {
-            allow_http_loopback: false,
-            timeout: Duration::from_secs(5),
-        },
-    );
+    let fetch = GuardedFetch::with_parts(resolver.clone(), connector.clone(), {
+        let mut policy = FetchPolicy::default();
+        policy.allow_http_loopback = false;
+        policy.timeout = Duration::from_secs(5);
+        policy
+    });
     let builder = AAuth::builder(RESOURCE).clock(ManualClock::new(NOW)).fetcher(fetch);
     World {
         aauth: adjust(builder).build().unwrap(),
@@ -334,9 +332,11 @@ async fn ssrf_11_a_rebinding_name_is_resolved_once_per_fetch_and_connected_to_as
 fn loopback_resource(timeout: Duration) -> World {
     let mut builder = AAuth::builder(RESOURCE)
         .clock(ManualClock::new(NOW))
-        .fetcher(ReqwestFetch::with_policy(FetchPolicy {
-            allow_http_loopback: true,
-            timeout,
+        .fetcher(ReqwestFetch::with_policy({
+            let mut policy = FetchPolicy::default();
+            policy.allow_http_loopback = true;
+            policy.timeout = timeout;
+            policy
         }));
     builder = builder.dangerous().allow_http_loopback();
     World {

@@ -46,11 +46,7 @@ async fn setup(config: DiscoveryConfig) -> Setup {
 
 impl Setup {
     fn query<'a>(&'a self, kid: &'a str) -> KeyQuery<'a> {
-        KeyQuery {
-            issuer: &self.server.origin,
-            dwk: DWK,
-            kid,
-        }
+        KeyQuery::new(&self.server.origin, DWK, kid)
     }
 
     /// `cached()` first, as the verifier does; `resolve()` only on a miss.
@@ -130,9 +126,10 @@ async fn random_unknown_kids_for_sixty_seconds_cause_at_most_one_refresh() {
 
 #[tokio::test]
 async fn unknown_kids_refresh_once_per_cooldown() {
-    let config = DiscoveryConfig {
-        unknown_kid_cooldown: Duration::from_secs(30),
-        ..DiscoveryConfig::default()
+    let config = {
+        let mut config = DiscoveryConfig::default();
+        config.unknown_kid_cooldown = Duration::from_secs(30);
+        config
     };
     let setup = setup(config).await;
     setup.key("key-1").await.unwrap();
@@ -179,9 +176,10 @@ fn short_lived(body: &serde_json::Value) -> Canned {
 
 #[tokio::test]
 async fn a_down_issuer_is_served_from_cache_until_the_stale_limit_then_unknown_key() {
-    let config = DiscoveryConfig {
-        max_stale: Duration::from_secs(600),
-        ..DiscoveryConfig::default()
+    let config = {
+        let mut config = DiscoveryConfig::default();
+        config.max_stale = Duration::from_secs(600);
+        config
     };
     let setup = setup(config).await;
     setup.server.set(METADATA, short_lived(&setup.server.metadata()));

@@ -186,9 +186,10 @@ async fn without_the_development_flag_a_loopback_signer_is_refused_without_conta
 async fn an_exhausted_new_issuer_budget_is_503_with_retry_after_and_no_signature_error() {
     let first = agent_provider().await;
     let second = agent_provider().await;
-    let config = DiscoveryConfig {
-        new_issuers_per_minute: 1,
-        ..DiscoveryConfig::default()
+    let config = {
+        let mut config = DiscoveryConfig::default();
+        config.new_issuers_per_minute = 1;
+        config
     };
     let resource = resource(true, |b| b.discovery(config));
     let response = resource
@@ -236,9 +237,10 @@ async fn a_token_issuer_over_budget_is_503_not_invalid_jwt() {
     );
     server.set("/.well-known/jwks.json", Canned::json(&access_server.jwks()));
     let origin = server.origin.clone();
-    let config = DiscoveryConfig {
-        new_issuers_per_minute: 0,
-        ..DiscoveryConfig::default()
+    let config = {
+        let mut config = DiscoveryConfig::default();
+        config.new_issuers_per_minute = 0;
+        config
     };
     let resource = resource(true, |b| b.auth_server(origin).discovery(config));
     let token = access_server.auth_token(RESOURCE, &agent().public_jwk(), "data.read", NOW);
@@ -255,9 +257,10 @@ async fn a_down_issuer_keeps_signers_verified_until_the_stale_limit() {
     let short = |v: &serde_json::Value| Canned::json(v).header("cache-control", "max-age=60");
     server.set(&format!("/.well-known/{AGENT_DWK}"), short(&server.metadata()));
     server.set("/.well-known/jwks.json", short(&agent().jwks()));
-    let config = DiscoveryConfig {
-        max_stale: Duration::from_secs(600),
-        ..DiscoveryConfig::default()
+    let config = {
+        let mut config = DiscoveryConfig::default();
+        config.max_stale = Duration::from_secs(600);
+        config
     };
     let resource = resource(true, |b| b.discovery(config));
     let source = KeySource::agent_jwks(&server.origin, "agent-key-1");

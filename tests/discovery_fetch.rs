@@ -139,9 +139,11 @@ async fn error_statuses_fail() {
 #[tokio::test]
 async fn a_stalled_server_hits_the_total_timeout() {
     let server = IssuerServer::start().await;
-    let fetch = ReqwestFetch::with_policy(FetchPolicy {
-        allow_http_loopback: true,
-        timeout: Duration::from_millis(300),
+    let fetch = ReqwestFetch::with_policy({
+        let mut policy = FetchPolicy::default();
+        policy.allow_http_loopback = true;
+        policy.timeout = Duration::from_millis(300);
+        policy
     });
     server.set(
         "/slow",

@@ -22,7 +22,7 @@ fn resolver(fetch: &MapFetch, clock: &ManualClock, config: DiscoveryConfig) -> D
 }
 
 async fn lookup(resolver: &DiscoveryResolver<MapFetch>, issuer: &str, kid: &str) -> Result<String, Error> {
-    let query = KeyQuery { issuer, dwk: DWK, kid };
+    let query = KeyQuery::new(issuer, DWK, kid);
     let answer = match resolver.cached(&query) {
         Some(answer) => answer,
         None => resolver.resolve(query).await,
@@ -184,9 +184,10 @@ async fn the_new_issuer_budget_refuses_with_503_and_retry_after_without_fetching
         fetch.publish(&format!("https://i{i}.example"), DWK, &agent().jwks());
     }
     let clock = ManualClock::new(NOW);
-    let config = DiscoveryConfig {
-        new_issuers_per_minute: 3,
-        ..DiscoveryConfig::default()
+    let config = {
+        let mut config = DiscoveryConfig::default();
+        config.new_issuers_per_minute = 3;
+        config
     };
     let resolver = resolver(&fetch, &clock, config);
     for i in 0..3 {
@@ -220,9 +221,10 @@ async fn concurrent_cold_requests_for_one_issuer_spend_one_budget_token() {
     fetch.publish("https://one.example", DWK, &agent().jwks());
     fetch.publish("https://two.example", DWK, &agent().jwks());
     let clock = ManualClock::new(NOW);
-    let config = DiscoveryConfig {
-        new_issuers_per_minute: 2,
-        ..DiscoveryConfig::default()
+    let config = {
+        let mut config = DiscoveryConfig::default();
+        config.new_issuers_per_minute = 2;
+        config
     };
     let resolver = resolver(&fetch, &clock, config);
     let lookups = (0..50).map(|_| lookup(&resolver, "https://one.example", "k"));
@@ -268,10 +270,11 @@ async fn the_allow_list_refuses_other_issuers_without_fetching_and_skips_the_bud
     fetch.publish("https://listed.example", DWK, &agent().jwks());
     fetch.publish("https://other.example", DWK, &agent().jwks());
     let clock = ManualClock::new(NOW);
-    let config = DiscoveryConfig {
-        allowed_issuers: Some(vec!["https://listed.example".into()]),
-        new_issuers_per_minute: 0,
-        ..DiscoveryConfig::default()
+    let config = {
+        let mut config = DiscoveryConfig::default();
+        config.allowed_issuers = Some(vec!["https://listed.example".into()]);
+        config.new_issuers_per_minute = 0;
+        config
     };
     let resolver = resolver(&fetch, &clock, config);
     lookup(&resolver, "https://listed.example", "k").await.unwrap();
@@ -287,11 +290,12 @@ async fn the_cache_is_bounded_by_entries_and_weight() {
         fetch.publish(&format!("https://i{i}.example"), DWK, &agent().jwks());
     }
     let clock = ManualClock::new(NOW);
-    let config = DiscoveryConfig {
-        max_entries: 100,
-        max_weight_bytes: 1 << 20,
-        new_issuers_per_minute: 1000,
-        ..DiscoveryConfig::default()
+    let config = {
+        let mut config = DiscoveryConfig::default();
+        config.max_entries = 100;
+        config.max_weight_bytes = 1 << 20;
+        config.new_issuers_per_minute = 1000;
+        config
     };
     let resolver = resolver(&fetch, &clock, config);
     for i in 0..500 {
@@ -327,11 +331,7 @@ async fn request_borne_keys_never_enter_the_issuer_cache() {
     let clock = ManualClock::new(NOW);
     let resolver = resolver(&fetch, &clock, DiscoveryConfig::default());
     for kid in ["a", "b", "c"] {
-        let query = KeyQuery {
-            issuer: "https://x.example",
-            dwk: "not-a-dwk.json",
-            kid,
-        };
+        let query = KeyQuery::new("https://x.example", "not-a-dwk.json", kid);
         assert!(resolver.resolve(query).await.is_err());
     }
     assert_eq!(resolver.cached_issuers(), 0);

@@ -15,14 +15,12 @@ use tower_aauth::discovery::{
 };
 
 fn guarded(resolver: &ScriptedResolver, connector: &RecordingConnector, allow_http_loopback: bool) -> impl Fetch {
-    GuardedFetch::with_parts(
-        resolver.clone(),
-        connector.clone(),
-        FetchPolicy {
-            allow_http_loopback,
-            timeout: Duration::from_secs(5),
-        },
-    )
+    GuardedFetch::with_parts(resolver.clone(), connector.clone(), {
+        let mut policy = FetchPolicy::default();
+        policy.allow_http_loopback = allow_http_loopback;
+        policy.timeout = Duration::from_secs(5);
+        policy
+    })
 }
 
 fn public() -> Vec<IpAddr> {
@@ -256,11 +254,7 @@ async fn hostile_identifiers_and_dwks_never_reach_the_fetcher() {
         "https://agent.example:443",
     ]);
     for issuer in identifiers {
-        let query = KeyQuery {
-            issuer,
-            dwk: "aauth-agent.json",
-            kid: "k",
-        };
+        let query = KeyQuery::new(issuer, "aauth-agent.json", "k");
         assert!(resolver.cached(&query).is_none());
         let error = resolver.resolve(query).await.unwrap_err();
         assert_eq!(error.signature_code(), Some(SignatureErrorCode::InvalidKey), "{issuer}");
@@ -273,11 +267,7 @@ async fn hostile_identifiers_and_dwks_never_reach_the_fetcher() {
         "aauth-agent.json/../x",
         "jwks.json",
     ] {
-        let query = KeyQuery {
-            issuer: "https://agent.example",
-            dwk,
-            kid: "k",
-        };
+        let query = KeyQuery::new("https://agent.example", dwk, "k");
         let error = resolver.resolve(query).await.unwrap_err();
         assert_eq!(error.signature_code(), Some(SignatureErrorCode::InvalidKey), "{dwk}");
     }

@@ -339,7 +339,7 @@ async fn refusals_are_clean_and_logs_hold_no_secrets() {
 
 #[tokio::test]
 async fn every_registered_code_is_answered_with_no_store_and_one_signature_error() {
-    for code in SignatureErrorCode::ALL {
+    for &code in SignatureErrorCode::ALL {
         let response: Response<Body> = tower_aauth::Error::signature(code, "fixed").to_response();
         assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
         assert_eq!(response.headers().get_all(wire::SIGNATURE_ERROR).iter().count(), 1);

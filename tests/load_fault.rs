@@ -106,13 +106,16 @@ async fn resource(access_server: &str) -> Resource {
     let replay = MemoryReplayStore::new(MemoryReplayStore::DEFAULT_CAPACITY);
     let mut builder = AAuth::builder(&origin)
         .auth_server(access_server)
-        .fetcher(ReqwestFetch::with_policy(FetchPolicy {
-            allow_http_loopback: true,
-            timeout: FETCH_TIMEOUT,
+        .fetcher(ReqwestFetch::with_policy({
+            let mut policy = FetchPolicy::default();
+            policy.allow_http_loopback = true;
+            policy.timeout = FETCH_TIMEOUT;
+            policy
         }))
-        .discovery(DiscoveryConfig {
-            new_issuers_per_minute: 10_000,
-            ..DiscoveryConfig::default()
+        .discovery({
+            let mut config = DiscoveryConfig::default();
+            config.new_issuers_per_minute = 10_000;
+            config
         })
         .replay(ReplayOptions::new().store(replay.clone()));
     builder = builder.dangerous().allow_http_loopback();

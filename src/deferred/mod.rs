@@ -1,74 +1,6 @@
-//! Deferred delivery of the `auth-token` requirement ([AAuth draft -11, "Deferred
-//! Responses" and "Auth Token Required"][draft-11]): instead of refusing with `401`, the
-//! resource **holds** the request and executes it when the agent comes back with an auth
-//! token.
-//!
-//! # Using it
-//!
-//! ```no_run
-//! # use tower_aauth::AAuth;
-//! # fn app(aauth: AAuth) -> axum::Router {
-//! use axum::routing::post;
-//! axum::Router::new()
-//!     .route("/report", post(|| async { "done" })
-//!         .route_layer(aauth.require_scopes(["report.write"]).deferred()))
-//!     .merge(aauth.pending_router())   // serves /aauth/pending/{id}
-//!     .merge(aauth.well_known_router())
-//!     .layer(aauth.layer())
-//! # }
-//! ```
-//!
-//! A route opts in with [`GuardLayer::deferred`]; the store's limits are set once with
-//! [`AAuthBuilder::deferred_delivery`] (defaults in [`DeferredOptions`]). Routes without the
-//! modifier keep answering `401`.
-//!
-//! # The exchange
-//!
-//! 1. Where its guard would answer `401 requirement=auth-token; resource-token="…"`, a
-//!    deferred route buffers the request (method, URI, headers, extensions, body up to
-//!    [`DeferredOptions::max_body_bytes`]) and answers `202 Accepted` with `Location`
-//!    (`{resource}/aauth/pending/{id}`, 128 random bits, same origin as the resource
-//!    identifier), `Retry-After`, `Cache-Control: no-store`, the same `AAuth-Requirement`
-//!    and `{"status":"pending"}`. A body over the cap, or a request answered in the demo
-//!    generation (whose agents know no deferred delivery), gets the plain `401` instead.
-//! 2. The agent polls the pending URL with a signed `GET`. The poll goes through the
-//!    layer like any request (signature, token claims, revocation), and then:
-//!    * unsigned → `401 requirement=agent-token`; unknown id → `404 not_found`;
-//!    * signed by another key than the one that created it → `403 invalid_request`
-//!      (nothing changes: the record is bound to the creating key's thumbprint);
-//!    * past the pending lifetime → `408 expired`, and `410` afterwards;
-//!    * sooner than `Retry-After` after the previous answer → `429 slow_down`, and the
-//!      interval grows by five seconds;
-//!    * a token satisfying the route's requirement (same evaluation as the guard, with
-//!      the poll's identity and the held request's method, URI and headers) → the held
-//!      request runs, **once**, with the poll's [`VerifiedRequest`] in its extensions,
-//!      and its response is the poll's answer;
-//!    * otherwise `202` pending again, carrying the same resource token while it is valid
-//!      and a freshly minted one after it expired; a refusal the guard would give
-//!      (policy `403`, scope ceiling, identity challenge) is given as is.
-//! 3. The result is kept, keyed by the auth token's `jti`, until that token's `exp`: a
-//!    repeated poll with the same token gets the stored response without running the
-//!    handler again, so a repeated poll never runs the request twice. Any other poll of a
-//!    finished request gets `410`.
-//!
-//! # Bounds
-//!
-//! Records live in a [`moka`] cache weighted by their bytes (held body plus stored
-//! result, capped by [`DeferredOptions::capacity_bytes`]). The cap is enforced when a
-//! request would be held: beyond it the request gets the plain `401` challenge, so
-//! requests that never obtain a grant cannot evict the records of agents completing
-//! theirs; each entry expires on its own
-//! deadline (pending lifetime, or the auth token's `exp`) plus a grace period during which
-//! `408`/`410` can still be told apart from `404`. Results above
-//! [`DeferredOptions::max_result_bytes`] are answered `500 server_error`. Deadlines are
-//! judged with the configured [`Clock`](crate::Clock); memory is reclaimed on wall time.
-//!
-//! Pending URLs are exempt from the layer's default requirement, like the well-known
-//! documents (the poll carries its own requirement), once [`AAuth::pending_router`] or
-//! [`AAuth::serve_pending_urls`] was called, and only in the exact shape ids are issued
-//! in: nothing else under `/aauth/pending/` skips it.
-//!
-//! [draft-11]: https://datatracker.ietf.org/doc/html/draft-hardt-oauth-aauth-protocol-11
+//! Deferred delivery: the [`DeferredPolicy`] of a guard that holds a request instead of
+//! refusing it, the pending store and the polls (the rules are in the [`guard`](crate::guard)
+//! module documentation, "Deferred delivery").
 
 mod poll;
 pub(crate) mod store;
@@ -102,7 +34,7 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 impl GuardLayer {
     /// Delivers this guard's `auth-token` requirement as `202 Accepted` and holds the
     /// request until a poll of its pending URL presents a sufficient auth token (see
-    /// [`crate::deferred`]); mount [`AAuth::pending_router`] too.
+    /// [`guard`](crate::guard)); mount [`AAuth::pending_router`](crate::AAuth::pending_router) too.
     pub fn deferred(self) -> DeferredLayer {
         let RequirementPolicy { shared, requirement } = self.policy;
         GuardLayer {
@@ -128,8 +60,8 @@ where
     )
 }
 
-/// A guard that holds requests instead of refusing them: a [`GuardLayer`] applying
-/// [`DeferredPolicy`]; made by [`GuardLayer::deferred`].
+/// A guard that holds requests instead of refusing them: a [`GuardLayer`](crate::guard::GuardLayer) applying
+/// [`DeferredPolicy`]; made by [`GuardLayer::deferred`](crate::guard::GuardLayer::deferred).
 pub type DeferredLayer = GuardLayer<DeferredPolicy>;
 
 /// The rule of a [`DeferredLayer`]: the requirement guard's, with its `auth-token`

@@ -1,5 +1,5 @@
 //! Answering polls of pending URLs: the record's state machine (see the module
-//! documentation of [`crate::deferred`]), run under the record's lock, then the held
+//! documentation of [`guard`](crate::guard)), run under the record's lock, then the held
 //! request executed once outside it.
 
 use std::sync::Arc;

@@ -179,7 +179,7 @@ pub(crate) struct PendingStore {
     pub(crate) options: DeferredOptions,
     pub(super) records: moka::sync::Cache<String, Arc<Entry>>,
     /// Bytes of the records held now: a new request is held only within
-    /// [`DeferredOptions::capacity_bytes`], so a flood of requests that never get a grant
+    /// [`DeferredOptions::capacity_bytes`](crate::DeferredOptions::capacity_bytes), so a flood of requests that never get a grant
     /// cannot push out a record an agent is about to complete.
     pub(super) held_bytes: Arc<AtomicU64>,
     /// Whether the application serves the pending URLs (it asked for the pending router,
@@ -287,7 +287,7 @@ impl PendingStore {
         Ok(response)
     }
 
-    /// Bytes the held records take now (what [`DeferredOptions::capacity_bytes`] bounds).
+    /// Bytes the held records take now (what [`DeferredOptions::capacity_bytes`](crate::DeferredOptions::capacity_bytes) bounds).
     pub(crate) fn held_bytes(&self) -> u64 {
         self.records.run_pending_tasks();
         self.held_bytes.load(Ordering::Acquire)

@@ -109,6 +109,7 @@ enum LoopbackHost {
 
 /// A URL that passed admission, split into what the fetcher needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct AdmittedUrl {
     /// The host as written (a DNS name, or a loopback host in development mode).
     pub host: String,

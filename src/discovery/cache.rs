@@ -39,8 +39,10 @@ use crate::error::{Error, SignatureErrorCode};
 use crate::future::BoxFuture;
 use crate::jose::{AlgPolicy, Jwk};
 
-/// Sizes, lifetimes and budgets for discovery.
+/// Sizes, lifetimes and budgets for discovery. Start from [`DiscoveryConfig::default`] and
+/// set the fields to change.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct DiscoveryConfig {
     /// Largest metadata document (default 64 KiB).
     pub max_metadata_bytes: usize,

@@ -31,8 +31,10 @@ use super::metrics::Shown;
 use crate::error::Error;
 use crate::future::BoxFuture;
 
-/// A fetched document.
+/// A fetched document: [`FetchedDocument::new`], with [`FetchedDocument::max_age`] when the
+/// server sent a caching hint.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct FetchedDocument {
     /// The body, at most the requested number of bytes.
     pub body: Bytes,
@@ -41,6 +43,12 @@ pub struct FetchedDocument {
 }
 
 impl FetchedDocument {
+    /// The same document, with the server's `Cache-Control: max-age` (seconds).
+    pub fn with_max_age(mut self, seconds: u64) -> Self {
+        self.max_age = Some(seconds);
+        self
+    }
+
     /// A document with no caching hint.
     pub fn new(body: impl Into<Bytes>) -> Self {
         FetchedDocument {
@@ -128,6 +136,7 @@ impl NameResolver for SystemResolver {
 
 /// One GET, with its destination already vetted.
 #[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
 pub struct PinnedRequest<'a> {
     /// The URL, as admitted.
     pub url: &'a str,
@@ -150,8 +159,10 @@ pub trait Connector: Send + Sync + 'static {
     fn get<'a>(&'a self, request: PinnedRequest<'a>) -> BoxFuture<'a, Result<FetchedDocument, FetchError>>;
 }
 
-/// Settings of a [`GuardedFetch`].
+/// Settings of a [`GuardedFetch`]. Start from [`FetchPolicy::default`] and set the fields to
+/// change.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct FetchPolicy {
     /// Admit http (and loopback addresses) for literal loopback origins (development only).
     pub allow_http_loopback: bool,

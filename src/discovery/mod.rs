@@ -3,7 +3,7 @@
 //! The identifiers arrive in unauthenticated requests, so everything here is bounded and
 //! admitted before it costs anything:
 //!
-//! * **Admission** ([`IdentifierPolicy`], [`admit_url`], [`is_public_address`]): a strict
+//! * **Admission** ([`IdentifierPolicy`], then every resolved address): a strict
 //!   raw-string grammar (`https://` + lower-case DNS name) before any URL parser or DNS;
 //!   every resolved address checked against the special-purpose ranges.
 //! * **Fetching** ([`Fetch`], default [`GuardedFetch`] / `ReqwestFetch`): no redirects, no

@@ -12,6 +12,7 @@ use crate::jose::Jwk;
 
 /// Which key to find.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct KeyQuery<'a> {
     /// The issuer's server identifier (`iss`, or the `jwks_uri` scheme's `id`).
     pub issuer: &'a str,
@@ -19,6 +20,13 @@ pub struct KeyQuery<'a> {
     pub dwk: &'a str,
     /// The key id.
     pub kid: &'a str,
+}
+
+impl<'a> KeyQuery<'a> {
+    /// The key `kid` of `issuer`, published through its well-known document `dwk`.
+    pub fn new(issuer: &'a str, dwk: &'a str, kid: &'a str) -> Self {
+        KeyQuery { issuer, dwk, kid }
+    }
 }
 
 /// Resolves an issuer's verification key.
@@ -31,7 +39,7 @@ pub trait KeyResolver: Send + Sync + 'static {
 }
 
 /// Fetches a document over HTTP(S). Implement it to bring your own client (TLS roots,
-/// mTLS, an egress proxy); the default is [`ReqwestFetch`].
+/// mTLS, an egress proxy); the default is [`ReqwestFetch`](crate::discovery::ReqwestFetch).
 pub trait Fetch: Send + Sync + 'static {
     /// GETs `url`, refusing bodies over `max_bytes`.
     fn get<'a>(&'a self, url: &'a str, max_bytes: usize) -> BoxFuture<'a, Result<FetchedDocument, FetchError>>;

@@ -215,8 +215,8 @@ fn required_scopes<'r>(requirement: &'r Requirement, out: &mut Vec<&'r str>) {
     }
 }
 
-/// The rule of the requirement guards ([`AAuth::require_scopes`] and friends): the
-/// table above, as a policy of the [`GuardLayer`].
+/// The rule of the requirement guards ([`AAuth::require_scopes`](crate::AAuth::require_scopes) and friends): the
+/// table above, as a policy of the [`GuardLayer`](crate::guard::GuardLayer).
 #[derive(Clone, Debug)]
 pub struct RequirementPolicy {
     pub(crate) shared: Arc<Shared>,

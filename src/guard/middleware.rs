@@ -1,4 +1,4 @@
-//! The one guard middleware: [`GuardLayer`] → [`Guard`] → [`GuardFuture`], with a
+//! The one guard middleware: [`GuardLayer`](crate::guard::GuardLayer) → [`Guard`] → [`GuardFuture`], with a
 //! policy per rule (the shape of tower-http's `ValidateRequest`).
 //!
 //! A policy decides on the request head in `call`, synchronously: serve, answer (a
@@ -92,7 +92,7 @@ pub struct Consume {
 /// [`AAuth::require_scopes`](crate::AAuth::require_scopes) and friends,
 /// [`AAuth::single_use`](crate::AAuth::single_use),
 /// [`AAuth::require_detail`](crate::AAuth::require_detail) or
-/// [`GuardLayer::deferred`]; `P` is the rule it applies.
+/// [`GuardLayer::deferred`](crate::guard::GuardLayer::deferred); `P` is the rule it applies.
 #[derive(Clone, Debug)]
 pub struct GuardLayer<P = super::judge::RequirementPolicy> {
     pub(crate) policy: P,
@@ -109,7 +109,7 @@ impl<S, P: Clone> Layer<S> for GuardLayer<P> {
     }
 }
 
-/// The service of a [`GuardLayer`].
+/// The service of a [`GuardLayer`](crate::guard::GuardLayer).
 #[derive(Clone)]
 pub struct Guard<S, P = super::judge::RequirementPolicy> {
     inner: S,

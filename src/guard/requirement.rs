@@ -102,7 +102,7 @@ impl Requirement {
 ///
 /// Scopes a rule asks for ([`Decision::NeedAuth`]) end up in a resource token the
 /// resource signs: take them from configuration, or from components the signature covers
-/// ([`VerifiedRequest::covers`]), never from an unsigned part of the request.
+/// ([`VerifiedRequest::covers`](crate::VerifiedRequest::covers)), never from an unsigned part of the request.
 pub trait Rule: Send + Sync + 'static {
     /// Decides on one request. Runs on every request to the guarded route: keep it cheap
     /// and free of I/O.
@@ -169,7 +169,7 @@ pub enum Decision {
     /// An auth token granting these scopes is needed: 401 `auth-token` with a resource
     /// token when the resource may mint one, else the identity challenge that comes first.
     NeedAuth(Scopes),
-    /// Refuse with this error: a `403` [`Error`] ([`Error::forbidden`](crate::Error::forbidden)) for a policy denial (`403`, never a
+    /// Refuse with this error: a `403` [`Error`](crate::Error) ([`Error::forbidden`](crate::Error::forbidden)) for a policy denial (`403`, never a
     /// `Signature-Error`), or a signature-level refusal.
     Refuse(Error),
 }

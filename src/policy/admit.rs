@@ -33,7 +33,7 @@ fn on_grid(until: u64) -> u64 {
     until.div_ceil(BINDING_GRID).saturating_mul(BINDING_GRID)
 }
 
-/// Sets [`VerifiedRequest::agent`] and keeps the key's binding as long as the credentials
+/// Sets [`VerifiedRequest::agent`](crate::VerifiedRequest::agent) and keeps the key's binding as long as the credentials
 /// it presents: an agent token binds its key for the token's life plus the longest grant
 /// lifetime, and a grant presented by a bound key keeps the binding until the grant ends.
 fn identify(shared: &Shared, verified: &mut VerifiedRequest, now: u64) -> Result<(), Error> {

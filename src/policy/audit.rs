@@ -25,13 +25,13 @@ pub const AUDIT_TARGET: &str = "tower_aauth::audit";
 ///
 /// | field | when present | value |
 /// |---|---|---|
-/// | `decision` | always | `allow`, `challenge`, `deny` or `reject` ([`AuditDecision`]) |
+/// | `decision` | always | `allow`, `challenge`, `deny` or `reject` |
 /// | `reason` | always | a stable code: the `Signature-Error` code of a `401`, the problem code of a `403`/`503`, the `requirement` of a challenge, `verified` or `unsigned` for `allow` |
 /// | `status` | always | the HTTP status answered |
 /// | `method` | always | the request method |
 /// | `route` | always | the request path, without the query, cut at 256 bytes |
 /// | `detail` | refusals the crate made | the fixed explanation of [`crate::error::Error::detail`] |
-/// | `agent` | a known agent | its identifier ([`VerifiedRequest::agent`]) |
+/// | `agent` | a known agent | its identifier ([`VerifiedRequest::agent`](crate::VerifiedRequest::agent)) |
 /// | `agent_provider` | a known agent | the provider that vouched for it (with `agent`, the identity) |
 /// | `key_thumbprint` | a verified signature | RFC 7638 thumbprint of the signing key |
 /// | `scheme` | a verified signature | `hwk`, `jwks_uri` or `jwt` |

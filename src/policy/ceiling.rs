@@ -15,7 +15,7 @@ use crate::verified::VerifiedRequest;
 
 /// One snapshot of ceilings.
 ///
-/// Ceilings apply by agent ([`VerifiedRequest::agent`], the provider and identifier
+/// Ceilings apply by agent ([`VerifiedRequest::agent`](crate::VerifiedRequest::agent), the provider and identifier
 /// pair, also for requests attributed to an agent through its key's binding) and by
 /// signing-key thumbprint. When both name the request, a scope must be under **both**;
 /// when neither does, the default ceiling applies (none by default: unlisted agents are

@@ -1,26 +1,4 @@
-//! Person-server grants are consent, not entitlement.
-//!
-//! # Design
-//!
-//! In the three-party posture a person server (PS) issues the auth token. Any server can
-//! be a PS, so a PS's `scope` says what the person agreed to, not what the resource
-//! allows: a resource MUST apply its own policy to PS-issued claims rather than treat an
-//! auth token as a bearer grant (draft-hardt-oauth-aauth-protocol-11, "Auth Token
-//! Verification"). The layer therefore honours a PS grant's `scope` and
-//! `authorization_details` only:
-//!
-//! * from a person server configured by name ([`AAuthBuilder::person_server`]);
-//! * or as far as a [`GrantPolicy`] approves, keyed on the person `(iss, sub)`;
-//! * or from any PS, when the resource says so explicitly with
-//!   [`DangerousAAuthBuilder::honour_any_person_server_grants`].
-//!
-//! Grants from the resource's own access servers (four-party) are honoured as issued.
-//! What is not honoured is removed from the token the guards, rules and extractors see,
-//! and a step-up towards a PS that would not be honoured is refused (`403
-//! grant_not_honoured`) instead of minting a resource token that cannot lead anywhere.
-//!
-//! [`AAuthBuilder::person_server`]: crate::AAuthBuilder::person_server
-//! [`DangerousAAuthBuilder::honour_any_person_server_grants`]: crate::builder::DangerousAAuthBuilder::honour_any_person_server_grants
+//! Person-server grants are consent, not entitlement (the rules are on [`GrantPolicy`]).
 
 use serde_json::Value;
 
@@ -33,6 +11,26 @@ use crate::token::Scopes;
 /// The resource's own policy for grants issued by person servers it does not trust by
 /// name. Runs on every request presenting such a grant, and before a step-up towards
 /// such a PS: keep it cheap and free of I/O.
+///
+/// Person-server grants are consent, not entitlement.
+///
+/// In the three-party posture a person server (PS) issues the auth token. Any server can
+/// be a PS, so a PS's `scope` says what the person agreed to, not what the resource
+/// allows: a resource MUST apply its own policy to PS-issued claims rather than treat an
+/// auth token as a bearer grant (draft-hardt-oauth-aauth-protocol-11, "Auth Token
+/// Verification"). The layer therefore honours a PS grant's `scope` and
+/// `authorization_details` only:
+///
+/// * from a person server configured by name ([`AAuthBuilder::person_server`](crate::AAuthBuilder::person_server));
+/// * or as far as this policy approves, keyed on the person `(iss, sub)`;
+/// * or from any PS, when the resource says so explicitly with
+///   [`DangerousAAuthBuilder::honour_any_person_server_grants`](crate::DangerousAAuthBuilder::honour_any_person_server_grants).
+///
+/// Grants from the resource's own access servers (four-party) are honoured as issued.
+/// What is not honoured is removed from the token the guards, rules and extractors see,
+/// and a step-up towards a PS that would not be honoured is refused (`403
+/// grant_not_honoured`) instead of minting a resource token that cannot lead anywhere.
+///
 pub trait GrantPolicy: Send + Sync + 'static {
     /// The scopes of `granted` this resource honours for `person`.
     fn honoured_scopes(&self, person: &PersonId, granted: &Scopes) -> Scopes;

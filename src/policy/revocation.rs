@@ -16,7 +16,7 @@ use crate::verified::VerifiedRequest;
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Revoked {
-    /// An agent ([`VerifiedRequest::agent`]): every request from that agent, and every
+    /// An agent ([`VerifiedRequest::agent`](crate::VerifiedRequest::agent)): every request from that agent, and every
     /// request signed by a key it was seen using, whatever token that key presents.
     Agent(AgentId),
     /// The RFC 7638 thumbprint of a signing key (43 base64url characters): every request

@@ -8,9 +8,9 @@ use crate::names;
 use crate::verified::VerifiedToken;
 
 /// Most entries accepted in one `authorization_details` claim.
-pub const MAX_DETAILS: usize = 32;
+pub(crate) const MAX_DETAILS: usize = 32;
 /// Longest accepted `type` value.
-pub const MAX_TYPE_BYTES: usize = 256;
+pub(crate) const MAX_TYPE_BYTES: usize = 256;
 
 /// Why `authorization_details` could not be used. Every variant fails the guard.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -19,7 +19,7 @@ pub enum DetailError {
     /// The claim is present but not a JSON array.
     #[error("authorization_details is not an array")]
     NotAnArray,
-    /// More than [`MAX_DETAILS`] entries.
+    /// More than 32 entries.
     #[error("authorization_details has more than {MAX_DETAILS} entries")]
     TooMany,
     /// An entry is not an object.

@@ -9,12 +9,11 @@
 //! server puts that transaction in `authorization_details`: an array of objects, each with
 //! a string `type` and members that `type` defines. This module
 //!
-//! * validates the claim's shape on use, with caps ([`MAX_DETAILS`] entries,
-//!   [`MAX_TYPE_BYTES`] per `type`): a wrong shape is a [`DetailError`], never an empty
+//! * validates the claim's shape on use, with caps (32 entries, 256 bytes per `type`): a wrong shape is a [`DetailError`], never an empty
 //!   list that a check could mistake for "nothing to verify";
 //! * deserialises the entries of one `type` into the caller's struct (`serde`); an entry of
 //!   that type that does not fit the struct is an error, not skipped;
-//! * backs the `require_detail` route guard ([`RequireDetailLayer`]): the route runs only
+//! * backs the `require_detail` route guard ([`RequireDetailLayer`](crate::guard::RequireDetailLayer)): the route runs only
 //!   when some entry of the named type deserialises and the caller's predicate accepts it
 //!   against the request (amount ≤ approved, symbol = path parameter, …). Otherwise `403`
 //!   with a problem body naming the type (`insufficient_authorization_details`), or, when

@@ -25,11 +25,11 @@ use crate::token::{Scopes, TokenKind};
 use crate::verified::VerifiedRequest;
 
 /// Requires an auth-token `authorization_details` entry of one type that the route's
-/// predicate accepts: a [`GuardLayer`] applying [`DetailPolicy`]. Build it with
-/// [`AAuth::require_detail`].
+/// predicate accepts: a [`GuardLayer`](crate::guard::GuardLayer) applying [`DetailPolicy`]. Build it with
+/// [`AAuth::require_detail`](crate::AAuth::require_detail).
 pub type RequireDetailLayer<T, F> = GuardLayer<DetailPolicy<T, F>>;
 
-/// The rule of [`RequireDetailLayer`].
+/// The rule of [`RequireDetailLayer`](crate::guard::RequireDetailLayer).
 pub struct DetailPolicy<T, F> {
     shared: Arc<Shared>,
     detail_type: &'static str,
@@ -39,7 +39,7 @@ pub struct DetailPolicy<T, F> {
     _detail: PhantomData<fn() -> T>,
 }
 
-/// The detail guard of this configuration ([`AAuth::require_detail`]).
+/// The detail guard of this configuration ([`AAuth::require_detail`](crate::AAuth::require_detail)).
 pub(crate) fn layer<T, F>(shared: Arc<Shared>, detail_type: &'static str, check: F) -> RequireDetailLayer<T, F>
 where
     T: DeserializeOwned + 'static,
@@ -86,7 +86,7 @@ impl<T, F> std::fmt::Debug for DetailPolicy<T, F> {
 impl<T, F> RequireDetailLayer<T, F> {
     /// Also consumes the auth token's `(iss, jti)` when the check passes: the grant serves
     /// one request only; a second use is `401 invalid_jwt` (see
-    /// [`crate::replay::single_use`]).
+    /// [`AAuth::single_use`](crate::AAuth::single_use)).
     pub fn single_use(mut self) -> Self {
         self.policy.single_use = true;
         self

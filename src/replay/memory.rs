@@ -24,7 +24,7 @@ impl Expiry<ReplayKey, Duration> for PerEntryTtl {
 /// A replay store for one process: bounded, 32-byte keys, entries expiring with their
 /// time to live.
 ///
-/// At `capacity` live entries it refuses new keys with a `503` [`Error`] (`503`)
+/// At `capacity` live entries it refuses new keys with a `503` [`Error`](crate::Error) (`503`)
 /// instead of evicting: an evicted entry would make its signature replayable.
 /// The count of live entries is kept exactly on insert and released when moka reports an
 /// expiry, so it can only overestimate; at the limit, pending expiries are processed before

@@ -28,7 +28,7 @@
 //! * **How long.** Signature window + allowed clock skew: a signature is accepted from
 //!   `created − skew` to `created + window`, so no entry can be needed for longer.
 //! * **Failing closed.** A store that cannot answer ([`MemoryReplayStore`] full,
-//!   `RedisReplayStore` unreachable) yields a `503` [`Error`]: `503` with
+//!   `RedisReplayStore` unreachable) yields a `503` [`Error`](crate::Error) with
 //!   `Retry-After`; the request is not served unprotected. Nothing is cached about the
 //!   failure, so service resumes as soon as the store answers again.
 //!
@@ -40,8 +40,8 @@
 //! one request, exactly one reaches it). So the insert stays where it was and a refusal
 //! undoes it:
 //!
-//! * Every refusal by [`GuardLayer`](crate::GuardLayer) (challenge, `403`, scope ceiling),
-//!   [`require_detail`](crate::AAuth::require_detail), [`SingleUseLayer`] and a deferred
+//! * Every refusal by [`GuardLayer`](crate::guard::GuardLayer) (challenge, `403`, scope ceiling),
+//!   [`require_detail`](crate::AAuth::require_detail), [`SingleUseLayer`](crate::guard::SingleUseLayer) and a deferred
 //!   guard's non-deferred answers carries a crate-private response extension naming the
 //!   request's replay key. When the response reaches the layer with the key it inserted,
 //!   the layer releases it ([`ReplayStore::try_release`], or [`ReplayStore::release`]
@@ -59,7 +59,7 @@
 //!   run inside the handler once other extractors may have acted), inner-service errors,
 //!   and requests whose response future is dropped. A `202` of a deferred route keeps its
 //!   entry: the held request may still run.
-//! * A single-use grant is released the same way when a guard inside [`SingleUseLayer`]
+//! * A single-use grant is released the same way when a guard inside [`SingleUseLayer`](crate::guard::SingleUseLayer)
 //!   refuses after the grant was consumed.
 //!
 //! The [`ReplayStore`] trait has a synchronous [`ReplayStore::try_insert`] so that the

@@ -21,7 +21,7 @@ use crate::future::BoxFuture;
 /// [`crate::replay`]); when that fails the key simply expires with its time to live.
 ///
 /// Failing closed: a connection error, a Redis error or no answer within the operation
-/// timeout is a `503` [`Error`] (`503`, `Retry-After: 1`); the request is not served.
+/// timeout is a `503` [`Error`](crate::Error) (`503`, `Retry-After: 1`); the request is not served.
 /// The connection manager reconnects in the background after an I/O error, so service
 /// resumes by itself once Redis answers again. Connecting is lazy: a replica starts (and
 /// answers `503` to protected requests) while Redis is still down.

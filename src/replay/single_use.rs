@@ -1,21 +1,4 @@
-//! Single-use grants: a route that consumes the presented auth token's `(iss, jti)` the
-//! first time it is authorized, so a task-scoped grant (consent to one task, not a
-//! standing permission) cannot be used twice.
-//!
-//! Consumption happens *before* the handler runs, through the [`super::ReplayStore`]'s atomic
-//! insert-once: of any number of concurrent requests presenting the grant (each with its
-//! own valid signature), exactly one reaches the handler; the others are `401 invalid_jwt`.
-//! The entry lives until the token's `exp` plus the allowed clock skew, after which the
-//! token is refused as expired anyway. A store that cannot answer is `503`, never a pass.
-//!
-//! This is opt-in per route: auth tokens are otherwise presented on every request for their
-//! lifetime, so a `jti` is not single-use by default. Put [`SingleUseLayer`] *inside* the
-//! guards that authorize the route (in axum, `route_layer` it before them) so that only an
-//! authorized request consumes the grant; or use `require_detail(..).single_use()`, which
-//! consumes after its own check. Should a guard of this crate inside it refuse the request
-//! all the same, the grant is released again before the refusal is sent, as the layer
-//! releases a refused request's signature (see [`crate::replay`]); meanwhile a concurrent
-//! request presenting the same grant is refused as a second use.
+//! Single-use grants: the policy of [`AAuth::single_use`](crate::AAuth::single_use), which documents it.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -56,8 +39,8 @@ pub(crate) fn grant_key(shared: &Shared, verified: Option<&VerifiedRequest>) -> 
     Ok((ReplayKey::jti(&claims.iss, jti), Duration::from_secs(ttl)))
 }
 
-/// A single-use route: a [`GuardLayer`] applying [`SingleUsePolicy`]. Build it with
-/// [`AAuth::single_use`].
+/// A single-use route: a [`GuardLayer`](crate::guard::GuardLayer) applying [`SingleUsePolicy`]. Build it with
+/// [`AAuth::single_use`](crate::AAuth::single_use).
 pub type SingleUseLayer = GuardLayer<SingleUsePolicy>;
 
 /// The rule of [`SingleUseLayer`]: consume the presented auth token's `(iss, jti)`.
@@ -66,7 +49,7 @@ pub struct SingleUsePolicy {
     shared: Arc<Shared>,
 }
 
-/// The single-use guard of this configuration ([`AAuth::single_use`]).
+/// The single-use guard of this configuration ([`AAuth::single_use`](crate::AAuth::single_use)).
 pub(crate) fn layer(shared: Arc<Shared>) -> SingleUseLayer {
     GuardLayer {
         policy: SingleUsePolicy { shared },

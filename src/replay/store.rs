@@ -23,7 +23,7 @@ pub enum Insertion {
 /// Insert-once storage with a time to live.
 ///
 /// Implementations must be atomic: of any number of concurrent inserts of one key, exactly
-/// one answers [`Insertion::First`]. They must answer a `503` [`Error`] when they
+/// one answers [`Insertion::First`]. They must answer a `503` [`Error`](crate::Error) when they
 /// cannot decide (full, unreachable), never [`Insertion::First`] by default.
 pub trait ReplayStore: Send + Sync + 'static {
     /// Decides without I/O when the store can; `None` sends the caller to
@@ -122,8 +122,8 @@ impl std::fmt::Debug for ReplayOptions {
 }
 
 impl ReplayOptions {
-    /// The defaults: [`ReplayProtection::UnsafeMethods`], and a [`MemoryReplayStore`] of
-    /// [`MemoryReplayStore::DEFAULT_CAPACITY`] entries, for one process.
+    /// The defaults: [`ReplayProtection::UnsafeMethods`], and a [`MemoryReplayStore`](crate::replay::MemoryReplayStore) of
+    /// [`MemoryReplayStore::DEFAULT_CAPACITY`](crate::replay::MemoryReplayStore::DEFAULT_CAPACITY) entries, for one process.
     pub fn new() -> Self {
         ReplayOptions::default()
     }
