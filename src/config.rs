@@ -482,6 +482,38 @@ impl AAuthBuilder {
     }
 
     /// Validates and freezes the configuration.
+    ///
+    /// # Errors
+    ///
+    /// Every refusal quotes the value and states the rule it breaks, for example:
+    ///
+    /// * an identifier (the resource's, an [`auth_server`](Self::auth_server),
+    ///   [`person_server`](Self::person_server) or
+    ///   [`agent_providers`](Self::agent_providers) entry) that is not exactly
+    ///   `https://host`: a trailing `/`, a path, a port (`:443` included), a query or
+    ///   fragment, userinfo, upper case, an IP address, a single-label name, `http` (except
+    ///   on loopback with [`dangerous().allow_http_loopback()`](DangerousAAuthBuilder::allow_http_loopback),
+    ///   where a port is allowed);
+    /// * an extra [`authority`](Self::authority) that is not `host[:port]`;
+    /// * a [`scope`](Self::scope) outside the RFC 6749 grammar, a description or metadata
+    ///   value with control characters, a resource-token lifetime outside 1–300 s;
+    /// * declared scopes that no trusted server could ever grant: [`scope`](Self::scope)
+    ///   was called but neither [`auth_server`](Self::auth_server),
+    ///   [`person_server`](Self::person_server) nor
+    ///   [`accept_any_person_server`](Self::accept_any_person_server) was, so every
+    ///   `require_scopes` route would be unreachable. (A configuration that declares no
+    ///   scope and trusts no server is the legitimate agent-identity-only posture; a
+    ///   `require_scopes` guard built on it logs a `tracing` warning once, at target
+    ///   `tower_aauth`.)
+    ///
+    /// ```
+    /// use tower_aauth::AAuth;
+    ///
+    /// let slash = AAuth::builder("https://notes.example/").build().unwrap_err().to_string();
+    /// assert!(slash.contains(r#""https://notes.example/" ends with "/""#), "{slash}");
+    /// let port = AAuth::builder("https://notes.example:8443").build().unwrap_err().to_string();
+    /// assert!(port.contains(r#"has the port ":8443""#), "{port}");
+    /// ```
     pub fn build(self) -> Result<AAuth, ConfigError> {
         let identifiers = if self.allow_http_loopback {
             IdentifierPolicy::allowing_http_loopback()
@@ -489,9 +521,10 @@ impl AAuthBuilder {
             IdentifierPolicy::strict()
         };
         if !identifiers.admits(&self.resource) {
-            return Err(ConfigError::new(
-                "the resource identifier must be https://host (lower case, no port or path); \
-                 http on loopback needs dangerous().allow_http_loopback()",
+            return Err(crate::diagnose::refused_identifier(
+                "the resource identifier",
+                &self.resource,
+                &identifiers,
             ));
         }
         let (scheme, authority) = self
@@ -506,7 +539,7 @@ impl AAuthBuilder {
                     .bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b))
             {
-                return Err(ConfigError::new("an extra authority is not host[:port]"));
+                return Err(crate::diagnose::refused_authority(&extra));
             }
             authorities.push(extra);
         }
@@ -522,20 +555,36 @@ impl AAuthBuilder {
                     .bytes()
                     .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"@-_.".contains(&b));
             if !valid {
-                return Err(ConfigError::new(
-                    "a required component is not a lower-case component name",
-                ));
+                return Err(ConfigError::new(format!(
+                    "the required component {component:?} is not a component name: lower-case \
+                     a-z, 0-9, \"@\", \"-\", \"_\" and \".\" only (for example \"content-digest\")"
+                )));
             }
             if !required.contains(&component) {
                 required.push(component);
             }
         }
-        for issuer in &self.tokens.access_servers {
-            if !identifiers.admits(issuer) {
-                return Err(ConfigError::new("an auth server identifier is not https://host"));
+        let person_servers = match &self.tokens.person_servers {
+            IssuerTrust::Listed(list) => list.as_slice(),
+            IssuerTrust::Any => &[],
+        };
+        let agent_providers = match &self.tokens.agent_providers {
+            IssuerTrust::Listed(list) => list.as_slice(),
+            IssuerTrust::Any => &[],
+        };
+        for (role, list) in [
+            ("the auth server identifier", &self.tokens.access_servers[..]),
+            ("the person server identifier", person_servers),
+            ("the agent provider identifier", agent_providers),
+        ] {
+            if let Some(refused) = list.iter().find(|issuer| !identifiers.admits(issuer)) {
+                return Err(crate::diagnose::refused_identifier(role, refused, &identifiers));
             }
         }
-        let authz = self.authz.build(&self.tokens.access_servers)?;
+        let can_grant = !self.tokens.access_servers.is_empty()
+            || !person_servers.is_empty()
+            || matches!(self.tokens.person_servers, IssuerTrust::Any);
+        let authz = self.authz.build(&self.tokens.access_servers, can_grant)?;
         let mut tokens = self.tokens;
         tokens.max_iat_skew = self.max_skew;
         if self.profile.accepts_legacy() {

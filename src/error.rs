@@ -161,7 +161,10 @@ pub enum Error {
         detail: &'static str,
     },
     /// A misconfiguration detected at run time (for example an extractor without its
-    /// layer): `500`. The detail goes to logs, never to the client.
+    /// layer): `500`. The detail goes to logs, never to the client, with one exception
+    /// for developers: in debug builds (`debug_assertions`) the explanation of a guard or
+    /// extractor running without the layer is the problem's `detail`. Release builds
+    /// always answer `internal server error`.
     #[error("server misconfiguration: {detail}")]
     Misconfigured {
         /// A fixed explanation for the operator.
@@ -259,7 +262,7 @@ impl Error {
     /// so clients get nothing specific.
     pub(crate) fn public_detail(&self) -> &'static str {
         match self {
-            Error::Misconfigured { .. } => "internal server error",
+            Error::Misconfigured { detail } => crate::diagnose::misconfiguration_detail(detail, cfg!(debug_assertions)),
             _ => self.detail(),
         }
     }

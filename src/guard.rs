@@ -40,7 +40,16 @@
 //! scopes ([`Decision::NeedAuth`]) reuses the minting and audience rules here.
 //!
 //! If the layer is missing (no [`VerifiedRequest`] and no trace of the layer), the guard
-//! answers `500` and logs why: a guard never passes a request it could not judge.
+//! answers `500` and logs why, once per process at error level: a guard never passes a
+//! request it could not judge. In debug builds (`debug_assertions`) the `500`'s problem
+//! `detail` explains the fix, including axum's rule that `Router::layer` wraps only the
+//! routes added before it; release builds answer the fixed `internal server error`.
+//!
+//! Guards belong on routes (`route_layer`). A requirement guard applied to a whole router
+//! with `Router::layer` judges every request, `/health` and unknown paths included, except
+//! the paths the layer's default requirement also leaves public: the resource metadata
+//! (`/.well-known/aauth-resource.json`) and its JWKS (`/.well-known/jwks.json`), which
+//! auth servers must be able to fetch, and the pending URLs of deferred routes.
 //!
 //! [draft-11]: https://datatracker.ietf.org/doc/html/draft-hardt-oauth-aauth-protocol-11
 
@@ -397,29 +406,15 @@ pub(crate) fn layer_verdict(extensions: &Extensions, reader: Reader) -> Result<O
     }
 }
 
-/// The `500` for a guard or extractor that ran without the layer, logged for the
-/// operator, who has a router to fix.
+/// The `500` for a guard or extractor that ran without the layer, logged once per process
+/// for the operator, who has a router to fix (the explanation: `crate::diagnose`).
 pub(crate) fn without_layer(reader: Reader) -> Error {
-    match reader {
-        Reader::Guard => {
-            tracing::error!(
-                target: "tower_aauth",
-                "an AAuth guard ran on a request the AAuth layer never saw: add aauth.layer() outside the router"
-            );
-            Error::Misconfigured {
-                detail: "AAuth guard without the AAuth layer",
-            }
-        }
-        Reader::Extractor => {
-            tracing::error!(
-                target: "tower_aauth",
-                "an AAuth extractor ran on a request the AAuth layer never saw: add aauth.layer() outside the router"
-            );
-            Error::Misconfigured {
-                detail: "AAuth extractor without the AAuth layer",
-            }
-        }
-    }
+    let detail = match reader {
+        Reader::Guard => crate::diagnose::GUARD_WITHOUT_LAYER,
+        Reader::Extractor => crate::diagnose::EXTRACTOR_WITHOUT_LAYER,
+    };
+    crate::diagnose::log_without_layer_once(detail);
+    Error::Misconfigured { detail }
 }
 
 /// Per-agent scope ceilings ([`crate::policy::ScopeCeilings`]) before anything else: a
@@ -471,6 +466,11 @@ where
     type Hold = Infallible;
 
     fn check(&self, request: &Parts) -> Verdict<ResBody, Infallible> {
+        // Applied router-wide (`Router::layer`), a guard still leaves the documents the
+        // layer's default requirement leaves public: the metadata, the JWKS, pending URLs.
+        if crate::layer::is_public_path(&self.aauth.shared, request) {
+            return Verdict::Allow;
+        }
         match check(&self.aauth.shared, &self.requirement, &Context::of_parts(request)) {
             None => Verdict::Allow,
             Some(response) => Verdict::Answer(response),

@@ -247,6 +247,16 @@ fn is_exempt(shared: &Shared, path: &str) -> bool {
     path == wire::path::RESOURCE_METADATA || path == wire::path::JWKS || shared.authz.pending.serves(path)
 }
 
+/// Whether a requirement guard lets `request` through unjudged: the paths
+/// [`is_exempt`] names, by the original path.
+pub(crate) fn is_public_path(shared: &Shared, request: &http::request::Parts) -> bool {
+    #[cfg(feature = "axum")]
+    if let Some(original) = request.extensions.get::<axum::extract::OriginalUri>() {
+        return is_exempt(shared, original.0.path());
+    }
+    is_exempt(shared, request.uri.path())
+}
+
 /// The path the agent signed: the original URI's, even inside a nested axum router.
 fn original_path<B>(request: &Request<B>) -> &str {
     #[cfg(feature = "axum")]

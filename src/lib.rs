@@ -8,6 +8,7 @@ pub mod challenge;
 pub mod clock;
 pub mod config;
 pub mod deferred;
+mod diagnose;
 pub mod discovery;
 pub mod error;
 #[cfg(feature = "axum")]

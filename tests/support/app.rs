@@ -82,7 +82,7 @@ impl App {
             None => tower_aauth::Decision::NeedAgent,
         });
         Router::new()
-            .route("/agent", get(self.handler()).route_layer(a.require_agent()))
+            .route("/agent", get(self.handler()).route_layer(a.require_agent_token()))
             .route("/person", get(self.handler()).route_layer(a.require_person()))
             .route(
                 "/data",
@@ -92,7 +92,7 @@ impl App {
                 "/both",
                 get(self.handler()).route_layer(a.require_scopes(["data.read", "data.write"])),
             )
-            .route("/whoami", get(self.handler()).route_layer(a.require_signature()))
+            .route("/whoami", get(self.handler()).route_layer(a.require_verified_agent()))
             .route("/policy", get(self.handler()).route_layer(a.require(deny)))
             .merge(a.well_known_router())
             .layer(a.layer())
