@@ -99,7 +99,7 @@ fn identifier_problem(value: &str, policy: &IdentifierPolicy) -> String {
             format!("https://{}", host.to_ascii_lowercase())
         );
     }
-    if host.starts_with('[') || host.rsplit('.').next().is_some_and(|last| last.bytes().all(|b| b.is_ascii_digit())) {
+    if host.starts_with('[') || host.rsplit('.').next().is_some_and(|last| !last.is_empty() && last.bytes().all(|b| b.is_ascii_digit())) {
         return "names an IP address: the host of an identifier is a DNS name".to_owned();
     }
     if host.ends_with('.') {
@@ -153,9 +153,10 @@ pub(crate) fn refused_pem(pem: &str, error: &ed25519_dalek::pkcs8::Error) -> Con
         .find_map(|line| line.trim().strip_prefix("-----BEGIN ")?.strip_suffix("-----"));
     let problem = match (label, error) {
         (None, _) => "is not PEM: it has no -----BEGIN …----- line".to_owned(),
-        (Some("PRIVATE KEY"), Error::PublicKey(spki::Error::OidUnknown { oid })) => {
-            format!("holds a PKCS#8 key of algorithm {oid}, not Ed25519 (1.3.101.112)")
-        }
+        (Some("PRIVATE KEY"), Error::PublicKey(spki::Error::OidUnknown { .. })) => match pkcs8_algorithm(pem) {
+            Some(oid) => format!("holds a PKCS#8 {} key (algorithm {oid}), not Ed25519 (1.3.101.112)", algorithm_name(&oid)),
+            None => "holds a PKCS#8 key of another algorithm than Ed25519 (1.3.101.112)".to_owned(),
+        },
         (Some("PRIVATE KEY"), _) => "holds a PKCS#8 key that is malformed or not Ed25519".to_owned(),
         (Some("ENCRYPTED PRIVATE KEY"), _) => {
             "is encrypted: decrypt it first (openssl pkey -in encrypted.pem -out resource-key.pem)".to_owned()
@@ -170,6 +171,31 @@ pub(crate) fn refused_pem(pem: &str, error: &ed25519_dalek::pkcs8::Error) -> Con
          (-----BEGIN PRIVATE KEY-----), as `openssl genpkey -algorithm ed25519 -out \
          resource-key.pem` writes it"
     ))
+}
+
+/// The algorithm OID of the PKCS#8 key in `pem` (public information, never key material).
+fn pkcs8_algorithm(pem: &str) -> Option<String> {
+    use base64::Engine;
+    let body: String = pem
+        .lines()
+        .map(str::trim)
+        .skip_while(|line| !line.starts_with("-----BEGIN "))
+        .skip(1)
+        .take_while(|line| !line.starts_with("-----END "))
+        .collect();
+    let der = base64::engine::general_purpose::STANDARD.decode(body).ok()?;
+    let info = ed25519_dalek::pkcs8::PrivateKeyInfo::try_from(der.as_slice()).ok()?;
+    Some(info.algorithm.oid.to_string())
+}
+
+fn algorithm_name(oid: &str) -> &'static str {
+    match oid {
+        "1.2.840.10045.2.1" => "EC",
+        "1.2.840.113549.1.1.1" => "RSA",
+        "1.3.101.113" => "Ed448",
+        "1.3.101.110" | "1.3.101.111" => "X25519/X448",
+        _ => "non-Ed25519",
+    }
 }
 
 /// What the builder says when no trusted server could grant a scope: every scope guard

@@ -59,7 +59,7 @@
 //!
 //!     // A scope refusal: that auth token grants notes.read only, so writing is answered
 //!     // with a step-up challenge asking for notes.write, and the handler never runs.
-//!     let with_token = agent.with_source(KeySource::Jwt(outcome.auth_token.unwrap()));
+//!     let with_token = agent.clone().with_source(KeySource::Jwt(outcome.auth_token.unwrap()));
 //!     let refused = with_token.request(Method::POST, &notes, None).await?;
 //!     assert_eq!(refused.status, StatusCode::UNAUTHORIZED);
 //!     assert!(refused.requirement().unwrap().starts_with("requirement=auth-token; resource-token="));
