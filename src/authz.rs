@@ -77,7 +77,11 @@ impl AuthzOptions {
             return Err(crate::diagnose::no_grantor(&self.scopes));
         }
         let m = &self.metadata;
-        for (member, text) in [("name", &m.name), ("description", &m.description), ("access_mode", &m.access_mode)] {
+        for (member, text) in [
+            ("name", &m.name),
+            ("description", &m.description),
+            ("access_mode", &m.access_mode),
+        ] {
             if let Some(text) = text.as_deref().filter(|text| !printable(text)) {
                 return Err(ConfigError::new(format!(
                     "the metadata {member} {text:?} contains control characters (line breaks included)"

@@ -19,7 +19,10 @@ const IDENTIFIER_RULE: &str = "an identifier is https://host exactly: scheme htt
 /// the value and naming the rule it breaks. Call it only for a value `policy` refused.
 pub(crate) fn refused_identifier(role: &str, value: &str, policy: &IdentifierPolicy) -> ConfigError {
     debug_assert!(!policy.admits(value), "only refusals are explained");
-    ConfigError::new(format!("{role} {value:?} {}; {IDENTIFIER_RULE}", identifier_problem(value, policy)))
+    ConfigError::new(format!(
+        "{role} {value:?} {}; {IDENTIFIER_RULE}",
+        identifier_problem(value, policy)
+    ))
 }
 
 /// The first rule `value` breaks, as a clause following the quoted value.
@@ -53,7 +56,10 @@ fn identifier_problem(value: &str, policy: &IdentifierPolicy) -> String {
         return "has a query or a fragment, which an identifier never has".to_owned();
     }
     if tail == "/" {
-        return format!("ends with \"/\": write it without the trailing slash ({:?})", format!("{scheme}://{authority}"));
+        return format!(
+            "ends with \"/\": write it without the trailing slash ({:?})",
+            format!("{scheme}://{authority}")
+        );
     }
     if !tail.is_empty() {
         return format!(
@@ -99,7 +105,12 @@ fn identifier_problem(value: &str, policy: &IdentifierPolicy) -> String {
             format!("https://{}", host.to_ascii_lowercase())
         );
     }
-    if host.starts_with('[') || host.rsplit('.').next().is_some_and(|last| !last.is_empty() && last.bytes().all(|b| b.is_ascii_digit())) {
+    if host.starts_with('[')
+        || host
+            .rsplit('.')
+            .next()
+            .is_some_and(|last| !last.is_empty() && last.bytes().all(|b| b.is_ascii_digit()))
+    {
         return "names an IP address: the host of an identifier is a DNS name".to_owned();
     }
     if host.ends_with('.') {
@@ -154,7 +165,10 @@ pub(crate) fn refused_pem(pem: &str, error: &ed25519_dalek::pkcs8::Error) -> Con
     let problem = match (label, error) {
         (None, _) => "is not PEM: it has no -----BEGIN …----- line".to_owned(),
         (Some("PRIVATE KEY"), Error::PublicKey(spki::Error::OidUnknown { .. })) => match pkcs8_algorithm(pem) {
-            Some(oid) => format!("holds a PKCS#8 {} key (algorithm {oid}), not Ed25519 (1.3.101.112)", algorithm_name(&oid)),
+            Some(oid) => format!(
+                "holds a PKCS#8 {} key (algorithm {oid}), not Ed25519 (1.3.101.112)",
+                algorithm_name(&oid)
+            ),
             None => "holds a PKCS#8 key of another algorithm than Ed25519 (1.3.101.112)".to_owned(),
         },
         (Some("PRIVATE KEY"), _) => "holds a PKCS#8 key that is malformed or not Ed25519".to_owned(),
@@ -250,7 +264,11 @@ pub(crate) const EXTRACTOR_WITHOUT_LAYER: &str = "an AAuth extractor (VerifiedAg
 pub(crate) fn log_without_layer_once(detail: &'static str) {
     static GUARD: AtomicBool = AtomicBool::new(false);
     static EXTRACTOR: AtomicBool = AtomicBool::new(false);
-    let logged = if detail == GUARD_WITHOUT_LAYER { &GUARD } else { &EXTRACTOR };
+    let logged = if detail == GUARD_WITHOUT_LAYER {
+        &GUARD
+    } else {
+        &EXTRACTOR
+    };
     if !logged.swap(true, Ordering::Relaxed) {
         tracing::error!(target: "tower_aauth", "{detail}");
     }

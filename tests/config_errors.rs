@@ -35,10 +35,19 @@ const fn refused_on_loopback(value: &'static str, says: &'static str) -> Refused
 }
 
 const IDENTIFIERS: &[Refused] = &[
-    refused("https://notes.example/", r#"ends with "/": write it without the trailing slash ("https://notes.example")"#),
-    refused("https://notes.example:8443", r#"has the port ":8443": an identifier names no port, not even ":443""#),
+    refused(
+        "https://notes.example/",
+        r#"ends with "/": write it without the trailing slash ("https://notes.example")"#,
+    ),
+    refused(
+        "https://notes.example:8443",
+        r#"has the port ":8443": an identifier names no port, not even ":443""#,
+    ),
     refused("https://notes.example:443", r#"has the port ":443""#),
-    refused("https://notes.example/api", r#"has the path "/api": an identifier is the origin alone ("https://notes.example")"#),
+    refused(
+        "https://notes.example/api",
+        r#"has the path "/api": an identifier is the origin alone ("https://notes.example")"#,
+    ),
     refused("https://notes.example?v=1", "has a query or a fragment"),
     refused("https://notes.example#top", "has a query or a fragment"),
     refused("https://user@notes.example", "has userinfo"),
@@ -46,7 +55,10 @@ const IDENTIFIERS: &[Refused] = &[
     refused("notes.example", "has no scheme: it must start with https://"),
     refused("ftp://notes.example", r#"has the scheme "ftp": the scheme is https"#),
     refused("HTTPS://notes.example", r#"writes its scheme "HTTPS" in upper case"#),
-    refused("https://Notes.Example", r#"has upper-case letters: write the host in lower case ("https://notes.example")"#),
+    refused(
+        "https://Notes.Example",
+        r#"has upper-case letters: write the host in lower case ("https://notes.example")"#,
+    ),
     refused("https://10.0.0.1", "names an IP address"),
     refused("https://[2001:db8::1]", "names an IP address"),
     refused("https://notes", r#"has the single-label host "notes""#),
@@ -54,18 +66,37 @@ const IDENTIFIERS: &[Refused] = &[
     refused("https://notes_api.example", "has a host that is not a DNS name"),
     refused("https://-notes.example", "has a host that is not a DNS name"),
     refused("", "is empty"),
-    refused("https://notes .example", "contains a space, a control character or a non-ASCII character"),
-    refused("https://nötes.example", "contains a space, a control character or a non-ASCII character"),
-    refused("http://127.0.0.1:8080", "names a loopback host: loopback identifiers (http or https, with a port) are for development only and need builder.dangerous().allow_http_loopback()"),
+    refused(
+        "https://notes .example",
+        "contains a space, a control character or a non-ASCII character",
+    ),
+    refused(
+        "https://nötes.example",
+        "contains a space, a control character or a non-ASCII character",
+    ),
+    refused(
+        "http://127.0.0.1:8080",
+        "names a loopback host: loopback identifiers (http or https, with a port) are for development only and need builder.dangerous().allow_http_loopback()",
+    ),
     refused("https://localhost", "names a loopback host"),
-    refused_on_loopback("http://127.0.0.1:0", r#"has the port "0", which is not a number from 1 to 65535"#),
+    refused_on_loopback(
+        "http://127.0.0.1:0",
+        r#"has the port "0", which is not a number from 1 to 65535"#,
+    ),
     refused_on_loopback("http://localhost:99999", r#"has the port "99999""#),
-    refused_on_loopback("http://127.0.0.1:8080/", r#"ends with "/": write it without the trailing slash ("http://127.0.0.1:8080")"#),
+    refused_on_loopback(
+        "http://127.0.0.1:8080/",
+        r#"ends with "/": write it without the trailing slash ("http://127.0.0.1:8080")"#,
+    ),
     refused_on_loopback("http://notes.example", "uses http with a host that is not loopback"),
 ];
 
 fn loopback(builder: AAuthBuilder, on: bool) -> AAuthBuilder {
-    if on { builder.dangerous().allow_http_loopback() } else { builder }
+    if on {
+        builder.dangerous().allow_http_loopback()
+    } else {
+        builder
+    }
 }
 
 fn error_of(builder: AAuthBuilder) -> String {
@@ -78,14 +109,26 @@ fn every_refused_identifier_is_quoted_with_the_rule_it_breaks() {
         let value = row.value;
         let roles: [(&str, AAuthBuilder); 4] = [
             ("the resource identifier", AAuth::builder(value)),
-            ("the auth server identifier", AAuth::builder("https://notes.example").auth_server(value)),
-            ("the person server identifier", AAuth::builder("https://notes.example").person_server(value)),
-            ("the agent provider identifier", AAuth::builder("https://notes.example").agent_providers([value])),
+            (
+                "the auth server identifier",
+                AAuth::builder("https://notes.example").auth_server(value),
+            ),
+            (
+                "the person server identifier",
+                AAuth::builder("https://notes.example").person_server(value),
+            ),
+            (
+                "the agent provider identifier",
+                AAuth::builder("https://notes.example").agent_providers([value]),
+            ),
         ];
         for (role, builder) in roles {
             let message = error_of(loopback(builder, row.loopback));
             let quoted = format!("{role} {value:?} {}", row.says);
-            assert!(message.contains(&quoted), "{value:?} as {role}:\n  got      {message}\n  expected {quoted}");
+            assert!(
+                message.contains(&quoted),
+                "{value:?} as {role}:\n  got      {message}\n  expected {quoted}"
+            );
             assert!(message.contains(RULE), "{message}");
         }
     }
@@ -97,7 +140,10 @@ fn a_trailing_slash_and_a_port_are_told_apart() {
     let port = error_of(AAuth::builder("https://notes.example:8443"));
     assert_ne!(slash, port);
     assert!(slash.contains(r#""https://notes.example/" ends with "/""#), "{slash}");
-    assert!(port.contains(r#""https://notes.example:8443" has the port ":8443""#), "{port}");
+    assert!(
+        port.contains(r#""https://notes.example:8443" has the port ":8443""#),
+        "{port}"
+    );
 }
 
 #[test]
@@ -109,7 +155,12 @@ fn the_identifiers_the_rule_admits_still_build() {
         .agent_providers(["https://agents.example"])
         .build()
         .unwrap();
-    for value in ["http://127.0.0.1:8080", "http://localhost:3000", "http://[::1]:1", "https://localhost"] {
+    for value in [
+        "http://127.0.0.1:8080",
+        "http://localhost:3000",
+        "http://[::1]:1",
+        "https://localhost",
+    ] {
         loopback(AAuth::builder(value), true).build().unwrap();
     }
 }
@@ -173,7 +224,10 @@ fn every_other_refused_value_is_quoted_with_its_rule() {
 #[test]
 fn declared_scopes_that_no_trusted_server_can_grant_are_refused() {
     let message = error_of(AAuth::builder("https://notes.example").scope("notes.read", "Read your notes"));
-    assert!(message.contains(r#"the scopes ["notes.read"] are declared, but no server that could grant them is trusted"#), "{message}");
+    assert!(
+        message.contains(r#"the scopes ["notes.read"] are declared, but no server that could grant them is trusted"#),
+        "{message}"
+    );
     assert!(message.contains(".auth_server("), "{message}");
     assert!(message.contains(".person_server("), "{message}");
     // Any server able to grant them is enough.
@@ -193,7 +247,9 @@ fn pem(name: &str) -> String {
 
 /// The body lines of a PEM: key material that no message may quote.
 fn material(pem: &str) -> Vec<&str> {
-    pem.lines().filter(|line| !line.starts_with("-----") && line.len() > 8).collect()
+    pem.lines()
+        .filter(|line| !line.starts_with("-----") && line.len() > 8)
+        .collect()
 }
 
 #[test]
@@ -209,7 +265,10 @@ fn the_pem_openssl_genpkey_writes_is_loaded() {
     assert_eq!(&spki[spki.len() - 32..], &x[..]);
     assert_eq!(key.kid(), key.public_jwk().thumbprint());
     // It signs resource tokens.
-    AAuth::builder("https://notes.example").signing_key(key).build().unwrap();
+    AAuth::builder("https://notes.example")
+        .signing_key(key)
+        .build()
+        .unwrap();
 }
 
 #[test]
@@ -217,11 +276,23 @@ fn a_pem_of_another_kind_is_named_and_never_quoted() {
     let encrypted = "-----BEGIN ENCRYPTED PRIVATE KEY-----\nMIGbMFcGCSqGSIb3DQEFDTBKMCkGCSqGSIb3DQEFDDAcBAhk\n-----END ENCRYPTED PRIVATE KEY-----\n";
     let openssh = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQAAAAAAAAABAAAAMwAAAAtzc2gtZW\n-----END OPENSSH PRIVATE KEY-----\n";
     let cases = [
-        (pem("resource-key.pub.pem"), r#"is a "PUBLIC KEY": the resource signs resource tokens, so it needs the private key"#),
-        (pem("p256-key.pem"), "holds a PKCS#8 EC key (algorithm 1.2.840.10045.2.1), not Ed25519 (1.3.101.112)"),
+        (
+            pem("resource-key.pub.pem"),
+            r#"is a "PUBLIC KEY": the resource signs resource tokens, so it needs the private key"#,
+        ),
+        (
+            pem("p256-key.pem"),
+            "holds a PKCS#8 EC key (algorithm 1.2.840.10045.2.1), not Ed25519 (1.3.101.112)",
+        ),
         (encrypted.to_owned(), "is encrypted: decrypt it first"),
-        (openssh.to_owned(), r#"is a "OPENSSH PRIVATE KEY", not a PKCS#8 "PRIVATE KEY""#),
-        ("MC4CAQAwBQYDK2VwBCIEIDKuNVWLQ00ac".to_owned(), "is not PEM: it has no -----BEGIN …----- line"),
+        (
+            openssh.to_owned(),
+            r#"is a "OPENSSH PRIVATE KEY", not a PKCS#8 "PRIVATE KEY""#,
+        ),
+        (
+            "MC4CAQAwBQYDK2VwBCIEIDKuNVWLQ00ac".to_owned(),
+            "is not PEM: it has no -----BEGIN …----- line",
+        ),
         (
             "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIDKuNVWL\n-----END PRIVATE KEY-----\n".to_owned(),
             "holds a PKCS#8 key that is malformed or not Ed25519",
@@ -229,8 +300,14 @@ fn a_pem_of_another_kind_is_named_and_never_quoted() {
     ];
     for (text, expected) in cases {
         let message = ResourceKey::from_pkcs8_pem(&text).expect_err("refused").to_string();
-        assert!(message.contains(&format!("the signing key PEM {expected}")), "got {message}\nexpected {expected}");
-        assert!(message.contains("openssl genpkey -algorithm ed25519 -out resource-key.pem"), "{message}");
+        assert!(
+            message.contains(&format!("the signing key PEM {expected}")),
+            "got {message}\nexpected {expected}"
+        );
+        assert!(
+            message.contains("openssl genpkey -algorithm ed25519 -out resource-key.pem"),
+            "{message}"
+        );
         for line in material(&text) {
             assert!(!message.contains(line), "the message quotes key material: {message}");
         }

@@ -82,7 +82,10 @@ async fn assert_explained_500(response: Response<Body>, explains: &str) {
     let detail = body["detail"].as_str().unwrap();
     if cfg!(debug_assertions) {
         assert!(detail.contains(explains), "{detail}");
-        assert!(detail.contains("axum's Router::layer wraps only the routes added before it"), "{detail}");
+        assert!(
+            detail.contains("axum's Router::layer wraps only the routes added before it"),
+            "{detail}"
+        );
         assert!(detail.contains(".layer(aauth.layer())"), "{detail}");
     } else {
         assert_eq!(detail, "internal server error");
@@ -113,7 +116,11 @@ async fn a_guard_without_the_layer_answers_an_explained_500_and_logs_it_once() {
             assert_explained_500(response, GUARD).await;
         }
     }
-    assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 0, "the route never runs");
+    assert_eq!(
+        calls.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "the route never runs"
+    );
     let logged = logs.lines_containing(GUARD);
     assert_eq!(logged.len(), 1, "logged once per process: {logged:?}");
     assert!(logged[0].contains("ERROR"), "{}", logged[0]);
@@ -136,7 +143,11 @@ async fn an_extractor_without_the_layer_answers_an_explained_500_and_logs_it_onc
         let response = router.clone().oneshot(request).await.unwrap();
         assert_explained_500(response, EXTRACTOR).await;
     }
-    assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 0, "the handler never runs");
+    assert_eq!(
+        calls.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "the handler never runs"
+    );
     assert_eq!(logs.lines_containing(EXTRACTOR).len(), 1, "logged once per process");
 }
 
@@ -176,7 +187,10 @@ async fn a_router_wide_guard_leaves_the_well_known_documents_public() {
             let response = router.clone().oneshot(get_request(path)).await.unwrap();
             assert_eq!(response.status(), StatusCode::OK, "{path}");
             let document = body_json(response).await;
-            assert!(document.get("issuer").is_some() || document.get("keys").is_some(), "{path}");
+            assert!(
+                document.get("issuer").is_some() || document.get("keys").is_some(),
+                "{path}"
+            );
         }
         // Everything else is the guard's, exact paths only.
         for path in [
@@ -189,11 +203,19 @@ async fn a_router_wide_guard_leaves_the_well_known_documents_public() {
         ] {
             let response = router.clone().oneshot(get_request(path)).await.unwrap();
             assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{path}");
-            assert_eq!(response.headers()["aauth-requirement"], "requirement=agent-token", "{path}");
+            assert_eq!(
+                response.headers()["aauth-requirement"],
+                "requirement=agent-token",
+                "{path}"
+            );
             assert!(response.headers().get("signature-error").is_none(), "{path}");
         }
     }
-    assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 0, "/health is guarded router-wide");
+    assert_eq!(
+        calls.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "/health is guarded router-wide"
+    );
 }
 
 /// Guarding with `route_layer`, as the docs say, leaves `/health` public.

@@ -182,7 +182,9 @@ impl TestHarness {
         let problem = match answer {
             Err(error) => format!("fetching {url} failed: {error}"),
             Ok(exchange) if exchange.status == http::StatusCode::OK => {
-                let issuer = exchange.json().and_then(|doc| doc.get("issuer")?.as_str().map(str::to_owned));
+                let issuer = exchange
+                    .json()
+                    .and_then(|doc| doc.get("issuer")?.as_str().map(str::to_owned));
                 if issuer.as_deref() == Some(self.resource.as_str()) {
                     return Ok(());
                 }
