@@ -176,7 +176,7 @@ async fn main() -> ExitCode {
             "/data",
             axum::routing::post(write_data).route_layer(aauth.require_scopes(["data.write"])),
         )
-        .route("/whoami", get(whoami).route_layer(aauth.require_signature()))
+        .route("/whoami", get(whoami).route_layer(aauth.require_verified_agent()))
         .route(
             "/trade",
             axum::routing::post(trade).route_layer(

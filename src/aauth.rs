@@ -117,8 +117,26 @@ impl AAuth {
     }
 
     /// A guard (for axum's `route_layer`) requiring an auth token granting **all** of
-    /// `scopes`. Missing scopes are answered with an `auth-token` challenge whose resource
-    /// token asks for exactly these scopes.
+    /// `scopes`: the route of an API that acts for a person.
+    ///
+    /// | the request presents | four-party ([`auth_server`](AAuthBuilder::auth_server) configured) | three-party ([`person_server`](AAuthBuilder::person_server) only) |
+    /// |---|---|---|
+    /// | no signature | 401 `AAuth-Requirement: requirement=agent-token` (no resource token: sign first) | 401 `requirement=person-token` |
+    /// | `hwk` or `jwks_uri` signature, no token | 401 `requirement=auth-token; resource-token="…"` for the access server | 401 `Signature-Error: error=unsupported_scheme` + `Accept-Signature-Scheme: jwt` |
+    /// | agent token | 401 `requirement=auth-token; resource-token="…"` | 401 `requirement=person-token` (403 `no_person_server` if it names no `ps`) |
+    /// | person token | 401 `requirement=auth-token; resource-token="…"` naming the person | 401 `requirement=auth-token; resource-token="…"` for its person server |
+    /// | auth token granting every scope | **serve** | **serve** |
+    /// | auth token lacking one | 401 `requirement=auth-token` step-up for the whole set (403 `insufficient_scope` with [`deny_insufficient_scope`](AAuthBuilder::deny_insufficient_scope)) | same |
+    /// | a scope above the agent's [ceiling](crate::policy::ScopeCeilings) | 403 `scope_above_ceiling` | same |
+    ///
+    /// A signature or token the layer refuses never reaches the guard (`401` +
+    /// `Signature-Error`, see the crate docs). The resource token asks for exactly
+    /// `scopes`. The full decision table, with draft -11's matrix, is in
+    /// [`crate::guard`].
+    ///
+    /// A configuration that trusts no auth server and no person server cannot be served
+    /// by this guard: [`AAuthBuilder::build`] refuses declared scopes in that case, and
+    /// this constructor logs a `tracing` warning (target `tower_aauth`) once.
     ///
     /// # Panics
     ///
@@ -135,26 +153,99 @@ impl AAuth {
                 "tower-aauth: {scope:?} is not a single RFC 6749 scope token"
             );
         }
+        if !self.shared.authz.grantable {
+            crate::diagnose::warn_unreachable_scope_guard();
+        }
         self.require(Requirement::Scopes(Scopes::from_iter_unchecked(scopes)))
     }
 
-    /// A guard requiring an identified agent (agent token, or a `jwks_uri` signer); no
-    /// authorization.
-    pub fn require_agent(&self) -> GuardLayer {
+    /// A guard admitting any request whose signature the layer verified, whatever it
+    /// signed with: exactly the requests the [`VerifiedAgent`](crate::VerifiedAgent)
+    /// extractor accepts. The route for "any verified agent"; no person, no authorization.
+    ///
+    /// | the request presents | answer |
+    /// |---|---|
+    /// | no signature | 401 `AAuth-Requirement: requirement=agent-token` |
+    /// | `hwk` signature (pseudonymous key) | **serve** |
+    /// | `jwks_uri` signature (agent identifier) | **serve** |
+    /// | agent token | **serve** |
+    /// | person token | **serve** |
+    /// | auth token | **serve** |
+    ///
+    /// A signature or token the layer refuses never reaches the guard (`401` +
+    /// `Signature-Error`). [`VerifiedAgent::agent`](crate::VerifiedAgent::agent) tells the
+    /// handler whether the agent is known.
+    pub fn require_verified_agent(&self) -> GuardLayer {
+        self.require(Requirement::Signature)
+    }
+
+    /// A guard admitting only requests that present the agent's own identity: an agent
+    /// token (`aa-agent+jwt` under `Signature-Key` scheme `jwt`) or a `jwks_uri` signature
+    /// naming the agent's identifier. This is draft -11's "agent identity" column: a
+    /// person or auth token carries no agent identifier, so it is answered with
+    /// `requirement=agent-token` even when the key is known to belong to an agent. For
+    /// "any verified agent" use [`AAuth::require_verified_agent`].
+    ///
+    /// | the request presents | answer |
+    /// |---|---|
+    /// | no signature | 401 `AAuth-Requirement: requirement=agent-token` |
+    /// | `hwk` signature | 401 `Signature-Error: error=unsupported_scheme` + `Accept-Signature-Scheme: jwt` |
+    /// | `jwks_uri` signature | **serve** |
+    /// | agent token | **serve** |
+    /// | person token | 401 `requirement=agent-token` |
+    /// | auth token | 401 `requirement=agent-token` |
+    pub fn require_agent_token(&self) -> GuardLayer {
         self.require(Requirement::Agent)
     }
 
-    /// A guard requiring the person (a person or auth token).
+    /// The former name of [`AAuth::require_agent_token`], which it reads better as: it
+    /// refuses auth-token-signed and `hwk` requests that the
+    /// [`VerifiedAgent`](crate::VerifiedAgent) extractor accepts.
+    #[deprecated(
+        since = "0.1.0",
+        note = "named for what it admits: require_agent_token() (agent token or jwks_uri signer), \
+                or require_verified_agent() for any verified signature"
+    )]
+    pub fn require_agent(&self) -> GuardLayer {
+        self.require_agent_token()
+    }
+
+    /// A guard requiring the person: a person token or an auth token (draft -11's "person
+    /// identity" column).
+    ///
+    /// | the request presents | answer |
+    /// |---|---|
+    /// | no signature | 401 `AAuth-Requirement: requirement=person-token` |
+    /// | `hwk` or `jwks_uri` signature, no token | 401 `Signature-Error: error=unsupported_scheme` + `Accept-Signature-Scheme: jwt` |
+    /// | agent token naming a person server (`ps`) | 401 `requirement=person-token` |
+    /// | agent token naming none | 403 `no_person_server` |
+    /// | person token | **serve** |
+    /// | auth token | **serve** |
     pub fn require_person(&self) -> GuardLayer {
         self.require(Requirement::Person)
     }
 
-    /// A guard requiring any verified signature (pseudonymous `hwk` included).
+    /// The former name of [`AAuth::require_verified_agent`]: any verified signature,
+    /// pseudonymous `hwk` included.
+    #[deprecated(since = "0.1.0", note = "named for what it admits: require_verified_agent()")]
     pub fn require_signature(&self) -> GuardLayer {
-        self.require(Requirement::Signature)
+        self.require_verified_agent()
     }
 
-    /// A guard for any [`Requirement`].
+    /// A guard for any [`Requirement`]: combinations ([`Requirement::All`], all-of) and
+    /// custom [`Rule`](crate::guard::Rule)s.
+    ///
+    /// | requirement | the same as | admits |
+    /// |---|---|---|
+    /// | [`Requirement::Signature`] | [`AAuth::require_verified_agent`] | every verified signature |
+    /// | [`Requirement::Agent`] | [`AAuth::require_agent_token`] | an agent token or a `jwks_uri` signer |
+    /// | [`Requirement::Person`] | [`AAuth::require_person`] | a person or auth token |
+    /// | [`Requirement::Scopes`] | [`AAuth::require_scopes`] | an auth token granting every scope |
+    /// | [`Requirement::All`] | stacking guards | what every member admits; the first refusal answers, scope needs are merged into one resource token |
+    /// | [`Requirement::Rule`] | — | what the rule's [`Decision`](crate::guard::Decision) says: `Allow` serves, `NeedAgent` / `NeedPerson` / `NeedAuth(scopes)` challenge as the rows above, `Refuse` answers its error (403 for [`Error::forbidden`](crate::Error::forbidden)) |
+    ///
+    /// Each answer for each credential is in the tables of the guards above and in
+    /// [`crate::guard`].
     pub fn require(&self, requirement: Requirement) -> GuardLayer {
         GuardLayer::new(self.shared.clone(), requirement)
     }

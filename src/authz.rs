@@ -26,5 +26,7 @@ pub(crate) struct Authz {
     pub(crate) metadata: MetadataFields,
     /// The access server resource tokens are minted for (four-party), if configured.
     pub(crate) access_server: Option<String>,
+    /// Whether any trusted server could grant a scope (an auth server, a person server).
+    pub(crate) grantable: bool,
     pub(crate) deny_step_up: bool,
 }

@@ -307,6 +307,38 @@ impl AAuthBuilder {
     }
 
     /// Validates and freezes the configuration.
+    ///
+    /// # Errors
+    ///
+    /// Every refusal quotes the value and states the rule it breaks, for example:
+    ///
+    /// * an identifier (the resource's, an [`auth_server`](Self::auth_server),
+    ///   [`person_server`](Self::person_server) or
+    ///   [`agent_providers`](Self::agent_providers) entry) that is not exactly
+    ///   `https://host`: a trailing `/`, a path, a port (`:443` included), a query or
+    ///   fragment, userinfo, upper case, an IP address, a single-label name, `http` (except
+    ///   on loopback with [`dangerous().allow_http_loopback()`](DangerousAAuthBuilder::allow_http_loopback),
+    ///   where a port is allowed);
+    /// * an extra [`authority`](Self::authority) that is not `host[:port]`;
+    /// * a [`scope`](Self::scope) outside the RFC 6749 grammar, a description or metadata
+    ///   value with control characters, a resource-token lifetime outside 1–300 s;
+    /// * declared scopes that no trusted server could ever grant: [`scope`](Self::scope)
+    ///   was called but neither [`auth_server`](Self::auth_server),
+    ///   [`person_server`](Self::person_server) nor
+    ///   [`accept_any_person_server`](Self::accept_any_person_server) was, so every
+    ///   `require_scopes` route would be unreachable. (A configuration that declares no
+    ///   scope and trusts no server is the legitimate agent-identity-only posture; a
+    ///   `require_scopes` guard built on it logs a `tracing` warning once, at target
+    ///   `tower_aauth`.)
+    ///
+    /// ```
+    /// use tower_aauth::AAuth;
+    ///
+    /// let slash = AAuth::builder("https://notes.example/").build().unwrap_err().to_string();
+    /// assert!(slash.contains(r#""https://notes.example/" ends with "/""#), "{slash}");
+    /// let port = AAuth::builder("https://notes.example:8443").build().unwrap_err().to_string();
+    /// assert!(port.contains(r#"has the port ":8443""#), "{port}");
+    /// ```
     pub fn build(self) -> Result<AAuth, ConfigError> {
         let identifiers = if self.allow_http_loopback {
             IdentifierPolicy::allowing_http_loopback()
@@ -314,9 +346,10 @@ impl AAuthBuilder {
             IdentifierPolicy::strict()
         };
         if !identifiers.admits(&self.resource) {
-            return Err(ConfigError::new(
-                "the resource identifier must be https://host (lower case, no port or path); \
-                 http on loopback needs dangerous().allow_http_loopback()",
+            return Err(crate::diagnose::refused_identifier(
+                "the resource identifier",
+                &self.resource,
+                &identifiers,
             ));
         }
         let (scheme, authority) = self
@@ -331,7 +364,7 @@ impl AAuthBuilder {
                     .bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b))
             {
-                return Err(ConfigError::new("an extra authority is not host[:port]"));
+                return Err(crate::diagnose::refused_authority(&extra));
             }
             authorities.push(extra);
         }
@@ -347,20 +380,36 @@ impl AAuthBuilder {
                     .bytes()
                     .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"@-_.".contains(&b));
             if !valid {
-                return Err(ConfigError::new(
-                    "a required component is not a lower-case component name",
-                ));
+                return Err(ConfigError::new(format!(
+                    "the required component {component:?} is not a component name: lower-case \
+                     a-z, 0-9, \"@\", \"-\", \"_\" and \".\" only (for example \"content-digest\")"
+                )));
             }
             if !required.contains(&component) {
                 required.push(component);
             }
         }
-        for issuer in &self.tokens.access_servers {
-            if !identifiers.admits(issuer) {
-                return Err(ConfigError::new("an auth server identifier is not https://host"));
+        let person_servers = match &self.tokens.person_servers {
+            IssuerTrust::Listed(list) => list.as_slice(),
+            IssuerTrust::Any => &[],
+        };
+        let agent_providers = match &self.tokens.agent_providers {
+            IssuerTrust::Listed(list) => list.as_slice(),
+            IssuerTrust::Any => &[],
+        };
+        for (role, list) in [
+            ("the auth server identifier", &self.tokens.access_servers[..]),
+            ("the person server identifier", person_servers),
+            ("the agent provider identifier", agent_providers),
+        ] {
+            if let Some(refused) = list.iter().find(|issuer| !identifiers.admits(issuer)) {
+                return Err(crate::diagnose::refused_identifier(role, refused, &identifiers));
             }
         }
-        let (authz, deferred) = self.authz.build(&self.tokens.access_servers)?;
+        let can_grant = !self.tokens.access_servers.is_empty()
+            || !person_servers.is_empty()
+            || matches!(self.tokens.person_servers, IssuerTrust::Any);
+        let (authz, deferred) = self.authz.build(&self.tokens.access_servers, can_grant)?;
         let pending = crate::deferred::PendingStore::new(deferred);
         let mut tokens = self.tokens;
         tokens.max_iat_skew = self.max_skew;
@@ -547,35 +596,52 @@ fn printable(text: &str) -> bool {
 
 impl AuthzOptions {
     /// The frozen configuration, and the deferral limits for the pending store.
-    pub(crate) fn build(self, access_servers: &[String]) -> Result<(Authz, DeferredOptions), ConfigError> {
+    pub(crate) fn build(
+        self,
+        access_servers: &[String],
+        grantable: bool,
+    ) -> Result<(Authz, DeferredOptions), ConfigError> {
         for (scope, description) in &self.scopes {
             if Scopes::parse(scope).is_none_or(|s| s.len() != 1) {
                 return Err(ConfigError::new(format!(
-                    "scope {scope:?} is not a single RFC 6749 scope token"
+                    "scope {scope:?} is not a single RFC 6749 scope token: one or more of the \
+                     visible ASCII characters except space, '\"' and '\\'"
                 )));
             }
             if !printable(description) {
-                return Err(ConfigError::new("a scope description contains control characters"));
+                return Err(ConfigError::new(format!(
+                    "the description of scope {scope:?} contains control characters (line breaks \
+                     included): descriptions are single-line text"
+                )));
             }
         }
+        if !self.scopes.is_empty() && !grantable {
+            return Err(crate::diagnose::no_grantor(&self.scopes));
+        }
         let m = &self.metadata;
-        if [&m.name, &m.description, &m.access_mode]
-            .into_iter()
-            .flatten()
-            .any(|text| !printable(text))
-        {
-            return Err(ConfigError::new("a metadata value contains control characters"));
+        for (member, text) in [
+            ("name", &m.name),
+            ("description", &m.description),
+            ("access_mode", &m.access_mode),
+        ] {
+            if let Some(text) = text.as_deref().filter(|text| !printable(text)) {
+                return Err(ConfigError::new(format!(
+                    "the metadata {member} {text:?} contains control characters (line breaks included)"
+                )));
+            }
         }
         if let Some(uri) = &m.documentation_uri
             && (!uri.starts_with("https://") || !uri.bytes().all(|b| (0x21..0x7f).contains(&b)))
         {
-            return Err(ConfigError::new("documentation_uri must be an https URL"));
+            return Err(ConfigError::new(format!(
+                "documentation_uri {uri:?} is not an https URL: https://…, visible ASCII only"
+            )));
         }
         let lifetime = self.lifetime.unwrap_or(MAX_LIFETIME);
         if lifetime == 0 || lifetime > MAX_LIFETIME {
-            return Err(ConfigError::new(
-                "the resource-token lifetime must be between 1 and 300 seconds",
-            ));
+            return Err(ConfigError::new(format!(
+                "the resource-token lifetime {lifetime} s is out of range: from 1 to 300 seconds"
+            )));
         }
         let key = self.signing_key.unwrap_or_else(ResourceKey::generate);
         if !key
@@ -583,7 +649,10 @@ impl AuthzOptions {
             .bytes()
             .all(|b| (0x21..0x7f).contains(&b) && b != b'"' && b != b'\\')
         {
-            return Err(ConfigError::new("the signing key's kid must be visible ASCII"));
+            return Err(ConfigError::new(format!(
+                "the signing key's kid {:?} is not visible ASCII without '\"' and '\\'",
+                key.kid()
+            )));
         }
         self.deferred.validate()?;
         let authz = Authz {
@@ -594,6 +663,7 @@ impl AuthzOptions {
             default_requirement: self.default_requirement,
             metadata: self.metadata,
             access_server: access_servers.first().cloned(),
+            grantable,
             deny_step_up: self.deny_step_up,
         };
         Ok((authz, self.deferred))

@@ -170,7 +170,10 @@ pub(crate) enum Kind {
         detail: &'static str,
     },
     /// A misconfiguration detected at run time (for example an extractor without its
-    /// layer): `500`. The detail goes to logs, never to the client.
+    /// layer): `500`. The detail goes to logs, never to the client, with one exception
+    /// for developers: in debug builds (`debug_assertions`) the explanation of a guard or
+    /// extractor running without the layer is the problem's `detail`. Release builds
+    /// always answer `internal server error`.
     #[error("server misconfiguration: {detail}")]
     Misconfigured {
         /// A fixed explanation for the operator.
@@ -283,7 +286,7 @@ impl Error {
     /// so clients get nothing specific.
     pub(crate) fn public_detail(&self) -> &'static str {
         match &self.0 {
-            Kind::Misconfigured { .. } => "internal server error",
+            Kind::Misconfigured { detail } => misconfiguration_detail(detail, cfg!(debug_assertions)),
             _ => self.detail(),
         }
     }
@@ -610,6 +613,36 @@ impl PolicyError {
     /// The fixed reason, without the position.
     pub fn reason(&self) -> &'static str {
         self.reason
+    }
+}
+
+/// The `500` detail of a guard that ran on a request the layer never saw.
+pub(crate) const GUARD_WITHOUT_LAYER: &str = "an AAuth guard ran on a request the AAuth layer never saw, so it \
+     cannot tell an unsigned request from a forged one and refuses to judge it. Put the layer \
+     outside every guarded route: Router::new().route(\"/notes\", get(list).route_layer(aauth.\
+     require_scopes([\"notes.read\"]))).merge(aauth.well_known_router()).layer(aauth.layer()). \
+     axum's Router::layer wraps only the routes added before it: call .layer(aauth.layer()) \
+     last, after every .route, .merge and .nest. Guard routes with route_layer, which applies \
+     to matched routes only; Router::layer with a guard also guards /health and turns 404s \
+     into challenges. (This explanation is sent in debug builds only; release builds answer \
+     \"internal server error\" and log it.)";
+
+/// The `500` detail of an extractor that ran on a request the layer never saw.
+pub(crate) const EXTRACTOR_WITHOUT_LAYER: &str = "an AAuth extractor (VerifiedAgent, AuthGrant) ran on a request the \
+     AAuth layer never saw, so it cannot tell an unsigned request from a forged one. Put the \
+     layer outside every route that extracts: call .layer(aauth.layer()) last, after every \
+     .route, .merge and .nest, because axum's Router::layer wraps only the routes added \
+     before it. (This explanation is sent in debug builds only; release builds answer \
+     \"internal server error\" and log it.)";
+
+/// The detail a client is told for a misconfiguration: the explanation of a missing layer
+/// in debug builds (`debug`), so that a developer sees it where they look; the fixed text
+/// otherwise and for every other cause, which is for the operator's logs only.
+pub(crate) fn misconfiguration_detail(detail: &'static str, debug: bool) -> &'static str {
+    if debug && (detail == GUARD_WITHOUT_LAYER || detail == EXTRACTOR_WITHOUT_LAYER) {
+        detail
+    } else {
+        "internal server error"
     }
 }
 

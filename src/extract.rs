@@ -75,13 +75,14 @@ impl IntoResponse for ExtractRejection {
 }
 
 fn missing_layer() -> ExtractRejection {
-    ExtractRejection(Box::new(without_layer(Reader::Extractor).into_response()))
+    ExtractRejection(Box::new(without_layer(Reader::Extractor).to_response()))
 }
 
 /// `Ok(None)`: unsigned request that went through the layer.
 fn verified(parts: &Parts) -> Result<Option<&VerifiedRequest>, ExtractRejection> {
     layer_verdict(&parts.extensions, Reader::Extractor)
-        .map_err(|error| ExtractRejection(Box::new(error.into_response())))
+        // `to_response`: `without_layer` has logged it (once per process).
+        .map_err(|error| ExtractRejection(Box::new(error.to_response())))
 }
 
 fn agent(verified: &VerifiedRequest) -> VerifiedAgent {

@@ -40,7 +40,16 @@
 //! scopes ([`Decision::NeedAuth`]) reuses the minting and audience rules here.
 //!
 //! If the layer is missing (no [`VerifiedRequest`](crate::VerifiedRequest) and no trace of the layer), the guard
-//! answers `500` and logs why: a guard never passes a request it could not judge.
+//! answers `500` and logs why, once per process at error level: a guard never passes a
+//! request it could not judge. In debug builds (`debug_assertions`) the `500`'s problem
+//! `detail` explains the fix, including axum's rule that `Router::layer` wraps only the
+//! routes added before it; release builds answer the fixed `internal server error`.
+//!
+//! Guards belong on routes (`route_layer`). A requirement guard applied to a whole router
+//! with `Router::layer` judges every request, `/health` and unknown paths included, except
+//! the paths the layer's default requirement also leaves public: the resource metadata
+//! (`/.well-known/aauth-resource.json`) and its JWKS (`/.well-known/jwks.json`), which
+//! auth servers must be able to fetch, and the pending URLs of deferred routes.
 //!
 //! # Deferred delivery
 //!

@@ -581,11 +581,19 @@ impl ResourceKey {
         ResourceKey { signing, kid }
     }
 
-    /// A key from an unencrypted PKCS#8 PEM (`-----BEGIN PRIVATE KEY-----`).
+    /// A key from an unencrypted PKCS#8 PEM (`-----BEGIN PRIVATE KEY-----`) holding an
+    /// Ed25519 key, as OpenSSL makes one:
+    ///
+    /// ```sh
+    /// openssl genpkey -algorithm ed25519 -out resource-key.pem
+    /// ```
+    ///
+    /// A refusal names what the PEM holds instead (an encrypted key, a public key, an
+    /// OpenSSH, SEC1 or PKCS#1 key, a PKCS#8 key of another algorithm) and never quotes
+    /// key material.
     pub fn from_pkcs8_pem(pem: &str) -> Result<Self, crate::error::ConfigError> {
         use ed25519_dalek::pkcs8::DecodePrivateKey;
-        let signing = SigningKey::from_pkcs8_pem(pem)
-            .map_err(|_| crate::error::ConfigError::new("the signing key is not an Ed25519 PKCS#8 PEM"))?;
+        let signing = SigningKey::from_pkcs8_pem(pem).map_err(|error| crate::diagnose::refused_pem(pem, &error))?;
         let kid = thumbprint_of_x(&b64url(signing.verifying_key().as_bytes()));
         Ok(ResourceKey { signing, kid })
     }

@@ -36,7 +36,6 @@ use tower_service::Service;
 
 use crate::challenge::{error_response, polled_after_completion};
 use crate::error::Error;
-use crate::names;
 use crate::policy::audit::{self, AuditContext};
 use crate::replay::key::ReplayKey;
 use crate::replay::store::{Insertion, Refused, ReplayStore};
@@ -181,7 +180,7 @@ where
     ResBody: From<Bytes>,
 {
     if let Some(requirement) = &shared.authz.default_requirement
-        && !is_exempt(shared, original_path(&request))
+        && !shared.is_public(original_path(&request))
         && let Some(response) = crate::guard::judge::check(
             shared,
             requirement,
@@ -237,15 +236,6 @@ where
             store: shared.replay_store.clone(),
         }),
     }
-}
-
-/// The paths the default requirement does not apply to: the well-known documents, and
-/// pending URLs while they are served (a poll carries its own requirement). Exact shapes
-/// only, never a prefix. None of them contains a dot segment or a percent sign, so a path
-/// equal to one is already in normal form and is routed as that resource; any other
-/// spelling (`/aauth/pending/x/../../admin`, `%2e%2e`) gets the requirement.
-fn is_exempt(shared: &Shared, path: &str) -> bool {
-    path == names::path::RESOURCE_METADATA || path == names::path::JWKS || shared.pending.serves(path)
 }
 
 /// The path the agent signed: the original URI's, even inside a nested axum router.

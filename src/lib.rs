@@ -18,6 +18,7 @@ mod builder;
 mod challenge;
 mod clock;
 mod deferred;
+mod diagnose;
 mod error;
 #[cfg(feature = "axum")]
 mod extract;

@@ -15,6 +15,7 @@ use crate::deferred::store::PendingStore;
 use crate::discovery::admission::IdentifierPolicy;
 use crate::discovery::resolve::KeyResolver;
 use crate::httpsig::SignatureAlphabet;
+use crate::names;
 use crate::policy::ceiling::ScopeCeilings;
 use crate::policy::consent::Consent;
 use crate::policy::identity::AgentBindings;
@@ -75,6 +76,26 @@ impl Shared {
     /// The rejection hook, if one is configured.
     pub(crate) fn hook(&self) -> Option<&RejectionHook> {
         self.authz.hook.as_ref()
+    }
+
+    /// The paths neither the default requirement nor a guard applied router-wide applies
+    /// to: the well-known documents, and pending URLs while they are served (a poll
+    /// carries its own requirement). Exact shapes only, never a prefix. None of them
+    /// contains a dot segment or a percent sign, so a path equal to one is already in
+    /// normal form and is routed as that resource; any other spelling
+    /// (`/aauth/pending/x/../../admin`, `%2e%2e`) gets the requirement.
+    pub(crate) fn is_public(&self, path: &str) -> bool {
+        path == names::path::RESOURCE_METADATA || path == names::path::JWKS || self.pending.serves(path)
+    }
+
+    /// [`Shared::is_public`] for a request head, by the path the agent signed (the
+    /// original URI's, even inside a nested axum router).
+    pub(crate) fn is_public_path(&self, request: &http::request::Parts) -> bool {
+        #[cfg(feature = "axum")]
+        if let Some(original) = request.extensions.get::<axum::extract::OriginalUri>() {
+            return self.is_public(original.0.path());
+        }
+        self.is_public(request.uri.path())
     }
 }
 

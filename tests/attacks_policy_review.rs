@@ -57,7 +57,7 @@ async fn review_01_a_grant_stepped_up_for_an_agent_keeps_its_key_bound_to_it() {
     let identity = KeySource::Jwt(h.agent_provider.agent_token(AGENT, &a.public_jwk(), NOW));
     let response = send_guarded(
         &h,
-        h.aauth.require_signature(),
+        h.aauth.require_verified_agent(),
         signed_by(a, "GET", "/whoami", &identity, NOW),
     )
     .await;
@@ -252,7 +252,7 @@ async fn review_03_a_loopback_agent_is_not_locked_out_by_its_own_auth_token() {
     let identity = KeySource::Jwt(provider.agent_token("aauth:bot@localhost", &a.public_jwk(), NOW));
     let response = send_guarded(
         &h,
-        h.aauth.require_signature(),
+        h.aauth.require_verified_agent(),
         signed_by(a, "GET", "/whoami", &identity, NOW),
     )
     .await;

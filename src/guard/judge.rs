@@ -169,29 +169,15 @@ pub(crate) fn layer_verdict(extensions: &Extensions, reader: Reader) -> Result<O
     }
 }
 
-/// The `500` for a guard or extractor that ran without the layer, logged for the
-/// operator, who has a router to fix.
+/// The `500` for a guard or extractor that ran without the layer, logged once per process
+/// for the operator, who has a router to fix (the explanation: `crate::diagnose`).
 pub(crate) fn without_layer(reader: Reader) -> Error {
-    match reader {
-        Reader::Guard => {
-            tracing::error!(
-                target: "tower_aauth",
-                "an AAuth guard ran on a request the AAuth layer never saw: add aauth.layer() outside the router"
-            );
-            Error(crate::error::Kind::Misconfigured {
-                detail: "AAuth guard without the AAuth layer",
-            })
-        }
-        Reader::Extractor => {
-            tracing::error!(
-                target: "tower_aauth",
-                "an AAuth extractor ran on a request the AAuth layer never saw: add aauth.layer() outside the router"
-            );
-            Error(crate::error::Kind::Misconfigured {
-                detail: "AAuth extractor without the AAuth layer",
-            })
-        }
-    }
+    let detail = match reader {
+        Reader::Guard => crate::error::GUARD_WITHOUT_LAYER,
+        Reader::Extractor => crate::error::EXTRACTOR_WITHOUT_LAYER,
+    };
+    crate::diagnose::log_without_layer_once(detail);
+    Error(crate::error::Kind::Misconfigured { detail })
 }
 
 /// Per-agent scope ceilings ([`crate::policy::ceiling::ScopeCeilings`]) before anything else: a
@@ -243,6 +229,11 @@ where
     type Hold = Infallible;
 
     fn check(&self, request: &Parts) -> Verdict<ResBody, Infallible> {
+        // Applied router-wide (`Router::layer`), a guard still leaves the documents the
+        // layer's default requirement leaves public: the metadata, the JWKS, pending URLs.
+        if self.shared.is_public_path(request) {
+            return Verdict::Allow;
+        }
         match check(&self.shared, &self.requirement, &Context::of_parts(request)) {
             None => Verdict::Allow,
             Some(response) => Verdict::Answer(response),

@@ -90,6 +90,17 @@ impl Exchange {
     pub fn error_code(&self) -> Option<String> {
         self.json()?.get("error")?.as_str().map(str::to_owned)
     }
+
+    /// The `AAuth-Requirement` challenge of the response, if any (for example
+    /// `requirement=agent-token`).
+    pub fn requirement(&self) -> Option<&str> {
+        self.header(crate::names::header::AAUTH_REQUIREMENT)
+    }
+
+    /// The `Signature-Error` of the response, if any (for example `error=invalid_signature`).
+    pub fn signature_error(&self) -> Option<&str> {
+        self.header(crate::names::header::SIGNATURE_ERROR)
+    }
 }
 
 /// What the observer sees while the flow runs.
@@ -204,6 +215,13 @@ impl AgentClient {
         }
     }
 
+    /// The same agent presenting `source` instead (for example
+    /// `KeySource::Jwt(auth_token)` to reuse a token [`AgentClient::fetch`] obtained).
+    pub fn with_source(mut self, source: KeySource) -> Self {
+        self.source = source;
+        self
+    }
+
     /// The clock for `created` (default: the system clock).
     pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;
@@ -242,6 +260,51 @@ impl AgentClient {
         if let Some(observer) = &self.observer {
             observer(&event);
         }
+    }
+
+    /// Sends one `GET` signed with the client's own key source and follows nothing: the
+    /// resource's answer as it came (a `401` challenge included). For the whole flow use
+    /// [`AgentClient::fetch`].
+    pub async fn get(&self, url: &str) -> Result<Exchange, FlowError> {
+        self.request(Method::GET, url, None).await
+    }
+
+    /// Sends one request signed with the client's own key source and follows nothing. A
+    /// JSON `body` is sent with `Content-Type: application/json` and covered by
+    /// `content-digest`.
+    pub async fn request(&self, method: Method, url: &str, body: Option<&Value>) -> Result<Exchange, FlowError> {
+        self.send(FlowStep::Resource, method, url, body, &self.source).await
+    }
+
+    /// Sends one request with no signature at all (what a client that knows nothing of
+    /// AAuth sends) and follows nothing.
+    pub async fn send_unsigned(&self, method: Method, url: &str) -> Result<Exchange, FlowError> {
+        let transport = |e: &dyn std::fmt::Display| FlowError::Transport {
+            url: url.to_owned(),
+            message: e.to_string(),
+        };
+        let request = self
+            .http
+            .request(method.clone(), url)
+            .build()
+            .map_err(|e| transport(&e))?;
+        let request_headers = request.headers().clone();
+        let response = self.http.execute(request).await.map_err(|e| transport(&e))?;
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = response.bytes().await.map_err(|e| transport(&e))?;
+        let exchange = Exchange {
+            step: FlowStep::Resource,
+            method,
+            url: url.to_owned(),
+            request_headers,
+            request_body: Bytes::new(),
+            status,
+            headers,
+            body,
+        };
+        self.emit(FlowEvent::Exchange(Box::new(exchange.clone())));
+        Ok(exchange)
     }
 
     /// Sends one request signed with `source`, without following anything. A JSON `body`

@@ -83,7 +83,7 @@ impl App {
             None => tower_aauth::guard::Decision::NeedAgent,
         });
         Router::new()
-            .route("/agent", get(self.handler()).route_layer(a.require_agent()))
+            .route("/agent", get(self.handler()).route_layer(a.require_agent_token()))
             .route("/person", get(self.handler()).route_layer(a.require_person()))
             .route(
                 "/data",
@@ -93,7 +93,7 @@ impl App {
                 "/both",
                 get(self.handler()).route_layer(a.require_scopes(["data.read", "data.write"])),
             )
-            .route("/whoami", get(self.handler()).route_layer(a.require_signature()))
+            .route("/whoami", get(self.handler()).route_layer(a.require_verified_agent()))
             .route("/policy", get(self.handler()).route_layer(a.require(deny)))
             .merge(a.well_known_router())
             .layer(a.layer())

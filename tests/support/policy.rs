@@ -131,7 +131,7 @@ pub async fn write(h: &Harness, source: &KeySource, created: u64) -> Response<Bo
 }
 
 pub async fn whoami(h: &Harness, source: &KeySource, created: u64) -> (StatusCode, String) {
-    let guard = h.aauth.require_signature();
+    let guard = h.aauth.require_verified_agent();
     let response = send_guarded(h, guard, signed(h, "GET", "/whoami", source, created)).await;
     let status = response.status();
     let body = axum::body::to_bytes(response.into_body(), 1 << 16).await.unwrap();

@@ -33,7 +33,7 @@ pub(super) fn app(resource: &str, auth_server: &str, profile: Profile) -> Result
             "/data",
             get(data).route_layer(aauth.require_scopes(["data.read", "data.write"])),
         )
-        .route("/whoami", get(whoami).route_layer(aauth.require_signature()))
+        .route("/whoami", get(whoami).route_layer(aauth.require_verified_agent()))
         .merge(aauth.well_known_router())
         .layer(aauth.layer());
     Ok((aauth, router))
