@@ -36,7 +36,7 @@
 //!
 //! New requirement kinds are additive: implement [`Rule`] (or pass a closure to
 //! [`Requirement::rule`]) and combine with [`Requirement::All`]. A rule sees the verified
-//! request and the request head ([`Context`]) and returns a [`Decision`]; asking for
+//! request and the request head ([`RuleContext`]) and returns a [`Decision`]; asking for
 //! scopes ([`Decision::NeedAuth`]) reuses the minting and audience rules here.
 //!
 //! If the layer is missing (no [`VerifiedRequest`](crate::VerifiedRequest) and no trace of the layer), the guard
@@ -135,4 +135,4 @@ pub use crate::rar::require::{DetailPolicy, RequireDetailLayer};
 pub use crate::replay::single_use::{SingleUseLayer, SingleUsePolicy};
 pub use judge::RequirementPolicy;
 pub use middleware::{Guard, GuardFuture, GuardLayer};
-pub use requirement::{Context, Decision, Requirement, Rule};
+pub use requirement::{Decision, Requirement, Rule, RuleContext};

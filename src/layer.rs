@@ -184,7 +184,7 @@ where
         && let Some(response) = crate::guard::judge::check(
             shared,
             requirement,
-            &crate::guard::requirement::Context::of_request(&request),
+            &crate::guard::requirement::RuleContext::of_request(&request),
         )
     {
         return State::Answered {

@@ -18,7 +18,7 @@ use crate::challenge::{Challenge, challenge_response};
 use crate::guard::judge::RequirementPolicy;
 use crate::guard::middleware::GuardLayer;
 use crate::guard::middleware::{BoxedResponse, GuardPolicy, Verdict, take_ready};
-use crate::guard::requirement::{Context, Requirement};
+use crate::guard::requirement::{Requirement, RuleContext};
 use crate::profile::Generation;
 use crate::replay::store::Refused;
 use crate::state::Shared;
@@ -87,7 +87,7 @@ where
     type Hold = Challenge;
 
     fn check(&self, request: &Parts) -> Verdict<ResBody, Challenge> {
-        let cx = Context::of_parts(request);
+        let cx = RuleContext::of_parts(request);
         match judge(&self.shared, &self.requirement, &cx, &request.extensions, None) {
             Judged::Serve => Verdict::Allow,
             Judged::Answer(response) => Verdict::Answer(response),
@@ -115,7 +115,7 @@ pub(crate) enum Judged<B> {
 pub(crate) fn judge<B: From<Bytes>>(
     shared: &Shared,
     requirement: &Requirement,
-    cx: &Context<'_>,
+    cx: &RuleContext<'_>,
     precheck_extensions: &http::Extensions,
     reuse: Option<&Challenge>,
 ) -> Judged<B> {

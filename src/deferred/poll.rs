@@ -11,7 +11,7 @@ use http::{HeaderValue, Request, Response, StatusCode, header};
 use super::store::{Entry, Exec, RECORD_OVERHEAD, SLOW_DOWN_STEP, State, Stored};
 use super::{Judged, judge};
 use crate::challenge::{Challenge, Rejection, challenge_response, problem, with_body};
-use crate::guard::requirement::Context;
+use crate::guard::requirement::RuleContext;
 use crate::names;
 use crate::state::Shared;
 use crate::verified::VerifiedRequest;
@@ -169,7 +169,7 @@ fn decide<B: From<Bytes>>(
         return Step::Answer(gone(shared));
     };
     // The held request is what is authorized; the poll brings the identity.
-    let cx = Context {
+    let cx = RuleContext {
         verified: Some(verified),
         method: &parts.method,
         uri: &parts.uri,

@@ -11,7 +11,7 @@ use http::{Extensions, Request, Response};
 use tower_service::Service;
 
 use super::middleware::{BoxedResponse, GuardLayer, GuardPolicy, Verdict, never};
-use super::requirement::{Context, Decision, Requirement, jwt_scheme_required, no_person_server};
+use super::requirement::{Decision, Requirement, RuleContext, jwt_scheme_required, no_person_server};
 use crate::challenge::{Challenge, challenge_response, error_response};
 use crate::error::Error;
 use crate::policy::identity::PersonId;
@@ -124,7 +124,7 @@ fn need_auth_with(
 pub(crate) fn check<ResBody: From<Bytes>>(
     shared: &Shared,
     requirement: &Requirement,
-    cx: &Context<'_>,
+    cx: &RuleContext<'_>,
 ) -> Option<Response<ResBody>> {
     if let Some(response) = precheck(shared, requirement, cx.extensions) {
         return Some(response);
@@ -234,7 +234,7 @@ where
         if self.shared.is_public_path(request) {
             return Verdict::Allow;
         }
-        match check(&self.shared, &self.requirement, &Context::of_parts(request)) {
+        match check(&self.shared, &self.requirement, &RuleContext::of_parts(request)) {
             None => Verdict::Allow,
             Some(response) => Verdict::Answer(response),
         }

@@ -47,12 +47,12 @@ impl Requirement {
     }
 
     /// A custom rule from a closure.
-    pub fn rule(rule: impl Fn(&Context<'_>) -> Decision + Send + Sync + 'static) -> Self {
+    pub fn rule(rule: impl Fn(&RuleContext<'_>) -> Decision + Send + Sync + 'static) -> Self {
         Requirement::Rule(Arc::new(rule))
     }
 
     /// Evaluates the requirement (no I/O, no signing).
-    pub fn evaluate(&self, cx: &Context<'_>) -> Decision {
+    pub fn evaluate(&self, cx: &RuleContext<'_>) -> Decision {
         let token = cx.verified.and_then(|v| v.token.as_deref()).map(|t| &t.claims);
         match self {
             Requirement::Signature => match cx.verified {
@@ -106,11 +106,11 @@ impl Requirement {
 pub trait Rule: Send + Sync + 'static {
     /// Decides on one request. Runs on every request to the guarded route: keep it cheap
     /// and free of I/O.
-    fn check(&self, cx: &Context<'_>) -> Decision;
+    fn check(&self, cx: &RuleContext<'_>) -> Decision;
 }
 
-impl<F: Fn(&Context<'_>) -> Decision + Send + Sync + 'static> Rule for F {
-    fn check(&self, cx: &Context<'_>) -> Decision {
+impl<F: Fn(&RuleContext<'_>) -> Decision + Send + Sync + 'static> Rule for F {
+    fn check(&self, cx: &RuleContext<'_>) -> Decision {
         self(cx)
     }
 }
@@ -118,7 +118,7 @@ impl<F: Fn(&Context<'_>) -> Decision + Send + Sync + 'static> Rule for F {
 /// What a requirement sees.
 #[derive(Debug, Clone, Copy)]
 #[non_exhaustive]
-pub struct Context<'a> {
+pub struct RuleContext<'a> {
     /// The verified request, `None` when it was unsigned.
     pub verified: Option<&'a VerifiedRequest>,
     /// The request method.
@@ -131,11 +131,11 @@ pub struct Context<'a> {
     pub extensions: &'a Extensions,
 }
 
-impl<'a> Context<'a> {
+impl<'a> RuleContext<'a> {
     /// What a requirement sees of `request`.
     pub(crate) fn of_request<B>(request: &'a Request<B>) -> Self {
         let extensions = request.extensions();
-        Context {
+        RuleContext {
             verified: extensions.get::<VerifiedRequest>(),
             method: request.method(),
             uri: request.uri(),
@@ -146,7 +146,7 @@ impl<'a> Context<'a> {
 
     /// What a requirement sees of a request head.
     pub(crate) fn of_parts(parts: &'a Parts) -> Self {
-        Context {
+        RuleContext {
             verified: parts.extensions.get::<VerifiedRequest>(),
             method: &parts.method,
             uri: &parts.uri,
