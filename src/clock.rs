@@ -4,6 +4,7 @@
 //! protocol time) reads a [`Clock`], so tests can pin or advance it.
 
 use std::sync::Arc;
+#[cfg(any(test, feature = "test-util"))]
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 

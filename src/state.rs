@@ -102,4 +102,5 @@ impl Shared {
 /// Marks every request the layer saw, so that guards and extractors can tell "no
 /// signature" from "no layer", and extractors can answer with the layer's configuration.
 #[derive(Clone)]
+#[cfg_attr(not(feature = "axum"), allow(dead_code))]
 pub(crate) struct Inspected(pub(crate) Arc<Shared>);

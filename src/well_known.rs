@@ -10,6 +10,7 @@
 //!
 //! [draft-11]: https://datatracker.ietf.org/doc/html/draft-hardt-oauth-aauth-protocol-11
 
+#[cfg(feature = "axum")]
 use std::sync::Arc;
 
 use serde_json::{Map, Value, json};
@@ -18,7 +19,8 @@ use crate::names;
 use crate::state::Shared;
 
 /// `Cache-Control` of both documents.
-pub const CACHE_CONTROL: &str = "public, max-age=300";
+#[cfg(feature = "axum")]
+const CACHE_CONTROL: &str = "public, max-age=300";
 
 const BASE_COMPONENTS: [&str; 4] = ["@method", "@authority", "@path", "signature-key"];
 

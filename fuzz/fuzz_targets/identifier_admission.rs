@@ -4,8 +4,11 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use tower_aauth::{discovery::IdentifierPolicy, engine::{admit_url, is_dns_name}};
 use tower_aauth::engine::is_agent_identifier;
+use tower_aauth::{
+    discovery::IdentifierPolicy,
+    engine::{admit_url, is_dns_name},
+};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else { return };

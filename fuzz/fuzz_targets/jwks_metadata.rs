@@ -3,8 +3,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use tower_aauth::engine::{KeySet, legacy_metadata_jwks_uri, metadata_jwks_uri};
 use tower_aauth::engine::AlgPolicy;
+use tower_aauth::engine::{KeySet, legacy_metadata_jwks_uri, metadata_jwks_uri};
 
 fuzz_target!(|data: &[u8]| {
     let Some((&mode, body)) = data.split_first() else {

@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use tower_aauth::engine::{decode_signature, parse_dictionary_strict, SignatureAlphabet};
+use tower_aauth::engine::{SignatureAlphabet, decode_signature, parse_dictionary_strict};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(field) = std::str::from_utf8(data) else { return };

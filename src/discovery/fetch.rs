@@ -96,6 +96,7 @@ impl FetchError {
 
 /// Parses the cache lifetime out of a `Cache-Control` value: `max-age`, or 0 for
 /// `no-store`/`no-cache` (the cache clamps it to its floor anyway).
+#[cfg(any(test, feature = "reqwest"))]
 pub(crate) fn max_age(cache_control: &str) -> Option<u64> {
     let mut found = None;
     for directive in cache_control.split(',') {

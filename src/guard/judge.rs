@@ -155,6 +155,7 @@ pub(crate) fn precheck<ResBody: From<Bytes>>(
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Reader {
     Guard,
+    #[cfg_attr(not(feature = "axum"), allow(dead_code))]
     Extractor,
 }
 

@@ -39,7 +39,7 @@ pub enum Revoked {
 /// Longest agent identifier, `jti` or subject accepted in a revocation entry.
 const MAX_VALUE_BYTES: usize = 1024;
 /// Most entries one set may hold.
-pub const MAX_REVOCATIONS: usize = 1_000_000;
+pub(crate) const MAX_REVOCATIONS: usize = 1_000_000;
 
 impl Revoked {
     /// Checks the entry's shape: a malformed entry would silently revoke nothing.
@@ -307,7 +307,8 @@ impl RevocationSet {
 ///
 /// Reads are lock-free (an atomically swapped `Arc` snapshot); writers replace the whole
 /// snapshot. A failed reload leaves the current set in force: nothing is un-revoked by a
-/// bad file.
+/// bad file. A set holds at most 1 000 000 entries; a change that would exceed it is an
+/// error and changes nothing.
 #[derive(Clone, Default)]
 pub struct Revocations {
     current: Arc<ArcSwap<RevocationSet>>,
