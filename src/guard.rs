@@ -45,7 +45,12 @@
 //! `detail` explains the fix, including axum's rule that `Router::layer` wraps only the
 //! routes added before it; release builds answer the fixed `internal server error`.
 //!
-//! Guards belong on routes (`route_layer`). A requirement guard applied to a whole router
+//! Guards belong on routes (`route_layer`). On a `MethodRouter`, `route_layer` guards every
+//! method added *before* it: to guard `GET` and `POST` of one path with different scopes,
+//! build each method with its own guard and merge them,
+//! `get(list).route_layer(aauth.require_scopes(["notes.read"])).merge(post(create).route_layer(aauth.require_scopes(["notes.write"])))`;
+//! the chain `get(list).route_layer(read).post(create).route_layer(write)` would also
+//! demand `notes.write` of `GET`. A requirement guard applied to a whole router
 //! with `Router::layer` judges every request, `/health` and unknown paths included, except
 //! the paths the layer's default requirement also leaves public: the resource metadata
 //! (`/.well-known/aauth-resource.json`) and its JWKS (`/.well-known/jwks.json`), which

@@ -44,24 +44,6 @@ use tower_aauth::testing::{KeySource, TestHarness};
 
 const CHALLENGE: &str = r#"requirement=auth-token; resource-token=""#;
 
-/// The `scope` claim of the resource token in an auth-token challenge.
-fn resource_token_scope(requirement: &str) -> String {
-    let token = requirement.strip_prefix(CHALLENGE).unwrap().trim_end_matches('"');
-    let payload = token.split('.').nth(1).unwrap();
-    let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    let (mut bits, mut acc, mut bytes) = (0u32, 0u32, Vec::new());
-    for c in payload.bytes() {
-        acc = (acc << 6) | alphabet.iter().position(|&a| a == c).unwrap() as u32;
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            bytes.push((acc >> bits) as u8);
-        }
-    }
-    let claims: Value = serde_json::from_slice(&bytes).unwrap();
-    claims["scope"].as_str().unwrap().to_owned()
-}
-
 #[tokio::test]
 async fn notes_api_scopes_health_and_whoami() -> Result<(), Box<dyn std::error::Error>> {
     let harness = TestHarness::spawn(|builder| {
@@ -80,7 +62,7 @@ async fn notes_api_scopes_health_and_whoami() -> Result<(), Box<dyn std::error::
     assert_eq!(challenge.status, StatusCode::UNAUTHORIZED);
     let requirement = challenge.requirement().unwrap();
     assert!(requirement.starts_with(CHALLENGE), "{requirement}");
-    assert_eq!(resource_token_scope(requirement), "notes.read");
+    assert_eq!(challenge.resource_token_claims().unwrap()["scope"], "notes.read");
 
     // The whole flow through the test auth server: auth token, then 200.
     let outcome = agent.fetch(Method::GET, &notes, None).await?;
@@ -90,11 +72,13 @@ async fn notes_api_scopes_health_and_whoami() -> Result<(), Box<dyn std::error::
 
     // Writing with the read-only token: 401 step-up challenge for the route's scopes.
     let reader = agent.clone().with_source(KeySource::Jwt(read_token));
-    let refused = reader.request(Method::POST, &notes, Some(&json!({ "text": "hi" }))).await?;
+    let refused = reader
+        .request(Method::POST, &notes, Some(&json!({ "text": "hi" })))
+        .await?;
     assert_eq!(refused.status, StatusCode::UNAUTHORIZED);
     let requirement = refused.requirement().unwrap();
     assert!(requirement.starts_with(CHALLENGE), "{requirement}");
-    assert_eq!(resource_token_scope(requirement), "notes.write");
+    assert_eq!(refused.resource_token_claims().unwrap()["scope"], "notes.write");
     assert!(refused.json().map_or(true, |body| body.get("saved").is_none()));
 
     // Public health check, unsigned.

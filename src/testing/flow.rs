@@ -101,6 +101,13 @@ impl Exchange {
     pub fn signature_error(&self) -> Option<&str> {
         self.header(crate::names::header::SIGNATURE_ERROR)
     }
+
+    /// The claims of the resource token a draft -11 `401 requirement=auth-token` challenge
+    /// carries (its `scope`, `aud`, `agent_jkt`, …), read without verifying its signature:
+    /// for asserting what a route asked for. `None` for any other response.
+    pub fn resource_token_claims(&self) -> Option<Map<String, Value>> {
+        unverified_claims(&auth_token_challenge(self, Generation::Draft11)?.resource_token)
+    }
 }
 
 /// What the observer sees while the flow runs.
