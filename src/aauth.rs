@@ -292,7 +292,7 @@ impl AAuth {
     /// The keys do not come from a directory, or the directory breaks a rule of
     /// [`AAuthBuilder::signing_keys_from`] (the message names the file and the reason, never
     /// key material). The ring in force then stays in force.
-    pub fn reload_signing_keys(&self) -> Result<(), crate::ConfigError> {
+    pub fn reload_signing_keys(&self) -> Result<(), crate::error::ConfigError> {
         self.shared.authz.keys.reload(self.shared.clock.now())
     }
 
