@@ -61,7 +61,7 @@ pub struct KeyRing(Ring);
 #[derive(Debug, Clone)]
 enum Ring {
     Fixed {
-        active: ResourceKey,
+        active: Box<ResourceKey>,
         published: Vec<ResourceKey>,
     },
     Scheduled(Arc<Schedule>),
@@ -72,7 +72,7 @@ impl KeyRing {
     pub fn new(active: ResourceKey) -> Self {
         KeyRing(Ring::Fixed {
             published: vec![active.clone()],
-            active,
+            active: Box::new(active),
         })
     }
 

@@ -462,7 +462,7 @@ fn every_malformed_file_is_refused_naming_the_file_and_the_reason() {
         ("signs-from-5.pem", pem([9; 32]).into_bytes(), "no name before it"),
         ("k.pem", b"not a pem".to_vec(), "is not PEM"),
         ("k.pem", vec![0xff, 0xfe, 0x00], "is not text"),
-        ("k.pem", pem([9; 32])[..40].as_bytes().to_vec(), "PKCS#8"),
+        ("k.pem", pem([9; 32]).as_bytes()[..40].to_vec(), "PKCS#8"),
         (
             "k.pem",
             format!("-----BEGIN ENCRYPTED PRIVATE KEY-----\n{pem_body}\n-----END ENCRYPTED PRIVATE KEY-----\n")
