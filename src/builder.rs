@@ -320,6 +320,8 @@ impl AAuthBuilder {
     ///   on loopback with [`dangerous().allow_http_loopback()`](DangerousAAuthBuilder::allow_http_loopback),
     ///   where a port is allowed);
     /// * an extra [`authority`](Self::authority) that is not `host[:port]`;
+    /// * a [`signing_keys_from`](Self::signing_keys_from) directory that cannot be read or
+    ///   breaks one of its rules (the message names the file and the reason);
     /// * a [`scope`](Self::scope) outside the RFC 6749 grammar, a description or metadata
     ///   value with control characters, a resource-token lifetime outside 1–300 s;
     /// * declared scopes that no trusted server could ever grant: [`scope`](Self::scope)
