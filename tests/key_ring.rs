@@ -2,6 +2,9 @@
 //! (`AAuthBuilder::signing_keys_from`): the file formats, the schedule their names state
 //! (publish before signing, keep publishing after retiring), reloads on a file change and
 //! on SIGHUP, every refusal, and two replicas that verify each other's tokens.
+//!
+//! Unix only: the tests make symlinks and FIFOs and send SIGHUP.
+#![cfg(unix)]
 
 mod support;
 
