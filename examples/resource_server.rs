@@ -29,6 +29,21 @@
 //! | `AAUTH_PERSON_SERVER` | trusted person servers, comma-separated: their person tokens name the person in four-party resource tokens; in three-party their auth tokens are the grants honoured (required there) | — |
 //! | `AAUTH_PROFILE` | `draft-11` or `legacy` | `draft-11` |
 //! | `AAUTH_ALLOW_HTTP_LOOPBACK` | `1`: admit `http://127.0.0.1:PORT` identifiers (development) | off |
+//! | `AAUTH_SIGNING_KEYS` | directory of the resource's signing keys, shared by every replica (layout below); reloaded when it changes and on SIGHUP | unset: an ephemeral key, new at each start (development; said on stderr) |
+//!
+//! `AAUTH_SIGNING_KEYS` holds one file per key (the full rules are on
+//! `AAuthBuilder::signing_keys_from`):
+//!
+//! ```text
+//! keys/
+//! ├── 2026-01.pem                         PKCS#8 Ed25519 (openssl genpkey -algorithm ed25519)
+//! ├── 2026-04.signs-from-1775001600.pem   published now, signs from that Unix time
+//! └── 2026-07.signs-from-1782864000.jwk   a private OKP Ed25519 JWK ("d"), likewise
+//! ```
+//!
+//! Of the keys whose time has come the latest signs; every key in the directory is
+//! published at `/.well-known/jwks.json`. Add a new key with a time at least ten minutes
+//! ahead; remove the old file at least 300 s after that time.
 
 use std::process::ExitCode;
 
@@ -84,6 +99,17 @@ fn configure() -> Result<(String, AAuth), String> {
         }
         Some(other) => return Err(format!("AAUTH_ALLOW_HTTP_LOOPBACK must be 1 or 0, not {other:?}")),
     }
+    builder = match env("AAUTH_SIGNING_KEYS") {
+        Some(dir) => builder.signing_keys_from(dir),
+        None => {
+            eprintln!(
+                "resource_server: AAUTH_SIGNING_KEYS is not set: signing with an ephemeral key, new at \
+                 each start (development only: another replica or a restart cannot verify its \
+                 resource tokens)"
+            );
+            builder
+        }
+    };
     let aauth = builder.build().map_err(|e| e.to_string())?;
     Ok((addr, aauth))
 }
@@ -170,6 +196,9 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if env("AAUTH_SIGNING_KEYS").is_some() {
+        tokio::spawn(aauth.watch_signing_keys());
+    }
     let app = Router::new()
         .route("/data", get(read_data).route_layer(aauth.require_scopes(["data.read"])))
         .route(

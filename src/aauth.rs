@@ -252,32 +252,78 @@ impl AAuth {
 
     /// Publishes `key` in the JWKS without signing with it yet (step 1 of the rotation
     /// procedure: wait for verifiers' caches before [`AAuth::rotate`]). `false` if its
-    /// `kid` is already published.
+    /// `kid` is already published, or if the keys come from a directory
+    /// ([`AAuthBuilder::signing_keys_from`]: change the directory instead).
     pub fn stage_signing_key(&self, key: ResourceKey) -> bool {
         self.shared.authz.keys.stage(key)
     }
 
     /// Signs resource tokens with `key` from now on, publishing it if it was not staged.
     /// The previous key stays published until [`AAuth::retire_key`]. `false` (and no
-    /// change) if `kid` is already published with other key material.
+    /// change) if `kid` is already published with other key material, or if the keys come
+    /// from a directory.
     pub fn rotate(&self, key: ResourceKey) -> bool {
         self.shared.authz.keys.rotate(key)
     }
 
     /// Stops publishing the key `kid` (keep it at least the token lifetime plus your JWKS
-    /// cache age after rotating). The active key cannot be retired.
+    /// cache age after rotating). The active key cannot be retired, nor a key read from a
+    /// directory (remove its file).
     pub fn retire_key(&self, kid: &str) -> bool {
         self.shared.authz.keys.retire(kid)
     }
 
     /// The published verification keys, active key first.
     pub fn public_keys(&self) -> Vec<Jwk> {
-        self.shared.authz.keys.snapshot().public_keys()
+        self.shared.authz.keys.snapshot().public_keys(self.shared.clock.now())
     }
 
     /// The `kid` resource tokens are currently signed with.
     pub fn active_kid(&self) -> String {
-        self.shared.authz.keys.snapshot().active().kid().to_owned()
+        let now = self.shared.clock.now();
+        self.shared.authz.keys.snapshot().active(now).kid().to_owned()
+    }
+
+    /// Reads the [signing-key directory](AAuthBuilder::signing_keys_from) again now, as
+    /// SIGHUP and a change of the directory do under [`AAuth::watch_signing_keys`].
+    ///
+    /// # Errors
+    ///
+    /// The keys do not come from a directory, or the directory breaks a rule of
+    /// [`AAuthBuilder::signing_keys_from`] (the message names the file and the reason, never
+    /// key material). The ring in force then stays in force.
+    pub fn reload_signing_keys(&self) -> Result<(), crate::error::ConfigError> {
+        self.shared.authz.keys.reload(self.shared.clock.now())
+    }
+
+    /// Keeps the ring in step with its [directory](AAuthBuilder::signing_keys_from):
+    /// spawn the future on the tokio runtime (`tokio::spawn(aauth.watch_signing_keys())`).
+    /// It reads the directory at once, then whenever the listing, a file's size or its
+    /// modification time changes (looked at every second) and on each SIGHUP (unix), and
+    /// ends when the last clone of this `AAuth` is dropped. A directory that fails to load
+    /// leaves the ring in force; the reason is logged as a `tracing` warning (target
+    /// `tower_aauth`), and the next change or SIGHUP tries again. Scheduled activations
+    /// and expiries need no reload: they are read from the clock when a token is minted.
+    ///
+    /// Without a directory the future ends at once, with a warning.
+    pub fn watch_signing_keys(&self) -> impl Future<Output = ()> + Send + 'static {
+        let directory = self.shared.authz.keys.directory();
+        let (alive, reloading) = (Arc::downgrade(&self.shared), Arc::downgrade(&self.shared));
+        async move {
+            let Some(directory) = directory else {
+                tracing::warn!(
+                    target: "tower_aauth",
+                    "watch_signing_keys: the signing keys were not read from a directory; nothing to watch"
+                );
+                return;
+            };
+            let alive = move || alive.strong_count() > 0;
+            let reload = move || match reloading.upgrade() {
+                Some(shared) => shared.authz.keys.reload(shared.clock.now()),
+                None => Ok(()),
+            };
+            crate::keyring::watch(directory, alive, reload).await;
+        }
     }
 
     /// How many resource tokens this configuration has minted (for monitoring, and to

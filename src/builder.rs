@@ -320,6 +320,8 @@ impl AAuthBuilder {
     ///   on loopback with [`dangerous().allow_http_loopback()`](DangerousAAuthBuilder::allow_http_loopback),
     ///   where a port is allowed);
     /// * an extra [`authority`](Self::authority) that is not `host[:port]`;
+    /// * a [`signing_keys_from`](Self::signing_keys_from) directory that cannot be read or
+    ///   breaks one of its rules (the message names the file and the reason);
     /// * a [`scope`](Self::scope) outside the RFC 6749 grammar, a description or metadata
     ///   value with control characters, a resource-token lifetime outside 1–300 s;
     /// * declared scopes that no trusted server could ever grant: [`scope`](Self::scope)
@@ -409,7 +411,9 @@ impl AAuthBuilder {
         let can_grant = !self.tokens.access_servers.is_empty()
             || !person_servers.is_empty()
             || matches!(self.tokens.person_servers, IssuerTrust::Any);
-        let (authz, deferred) = self.authz.build(&self.tokens.access_servers, can_grant)?;
+        let (authz, deferred) = self
+            .authz
+            .build(&self.tokens.access_servers, can_grant, self.clock.now())?;
         let pending = crate::deferred::PendingStore::new(deferred);
         let mut tokens = self.tokens;
         tokens.max_iat_skew = self.max_skew;
@@ -492,9 +496,23 @@ impl AAuthBuilder {
 impl AAuthBuilder {
     /// The key resource tokens are signed with and the JWKS publishes (default: a fresh
     /// key generated at start-up, which changes at every restart — fine for one replica,
-    /// not for several behind one identifier).
+    /// not for several behind one identifier). Replaces a
+    /// [`signing_keys_from`](Self::signing_keys_from) directory.
     pub fn signing_key(mut self, key: ResourceKey) -> Self {
         self.authz.signing_key = Some(key);
+        self.authz.signing_keys_dir = None;
+        self
+    }
+
+    /// Reads the signing keys from the directory `dir` that every replica mounts, and
+    /// follows the schedule its file names state; replaces a
+    /// [`signing_key`](Self::signing_key). [`build`](Self::build) reads the directory and
+    /// refuses one that breaks a rule below.
+    ///
+    #[doc = include_str!("../docs/key-ring.md")]
+    pub fn signing_keys_from(mut self, dir: impl Into<std::path::PathBuf>) -> Self {
+        self.authz.signing_keys_dir = Some(dir.into());
+        self.authz.signing_key = None;
         self
     }
 
@@ -581,6 +599,7 @@ impl AAuthBuilder {
 #[derive(Default)]
 pub(crate) struct AuthzOptions {
     signing_key: Option<ResourceKey>,
+    signing_keys_dir: Option<std::path::PathBuf>,
     scopes: Vec<(String, String)>,
     lifetime: Option<u64>,
     hook: Option<RejectionHook>,
@@ -600,6 +619,7 @@ impl AuthzOptions {
         self,
         access_servers: &[String],
         grantable: bool,
+        now: u64,
     ) -> Result<(Authz, DeferredOptions), ConfigError> {
         for (scope, description) in &self.scopes {
             if Scopes::parse(scope).is_none_or(|s| s.len() != 1) {
@@ -643,20 +663,26 @@ impl AuthzOptions {
                 "the resource-token lifetime {lifetime} s is out of range: from 1 to 300 seconds"
             )));
         }
-        let key = self.signing_key.unwrap_or_else(ResourceKey::generate);
-        if !key
-            .kid()
-            .bytes()
-            .all(|b| (0x21..0x7f).contains(&b) && b != b'"' && b != b'\\')
-        {
-            return Err(ConfigError::new(format!(
-                "the signing key's kid {:?} is not visible ASCII without '\"' and '\\'",
-                key.kid()
-            )));
-        }
+        let keys = match self.signing_keys_dir {
+            Some(dir) => Keys::from_directory(dir, now)?,
+            None => {
+                let key = self.signing_key.unwrap_or_else(ResourceKey::generate);
+                if !key
+                    .kid()
+                    .bytes()
+                    .all(|b| (0x21..0x7f).contains(&b) && b != b'"' && b != b'\\')
+                {
+                    return Err(ConfigError::new(format!(
+                        "the signing key's kid {:?} is not visible ASCII without '\"' and '\\'",
+                        key.kid()
+                    )));
+                }
+                Keys::new(key)
+            }
+        };
         self.deferred.validate()?;
         let authz = Authz {
-            keys: Keys::new(key),
+            keys,
             scopes: self.scopes,
             lifetime,
             hook: self.hook,

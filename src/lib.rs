@@ -8,7 +8,7 @@
 //
 //   vocabulary  names · clock · future · profile · error
 //   engine      httpsig · jose · legacy · sigkey · discovery · policy::identity · token ·
-//               resource_token · verified · replay · policy · token_cache · authz
+//               keyring · resource_token · verified · replay · policy · token_cache · authz
 //   state       state (the one struct the services share, built only by the builder)
 //   services    verifier · challenge · guard · layer · deferred · rar · extract · well_known
 //   handle      aauth (every method of `AAuth`) · builder (`AAuthBuilder`)
@@ -25,6 +25,7 @@ mod extract;
 mod future;
 mod httpsig;
 mod jose;
+mod keyring;
 mod layer;
 mod legacy;
 mod names;

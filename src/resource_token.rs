@@ -25,16 +25,21 @@
 //! (only on challenges) takes a read lock for the time of one signature. Rotation publishes
 //! the next key before it signs anything: verifiers refetch a JWKS for an unknown `kid` at
 //! most once a minute ([AAuth draft -11, "JWKS Discovery and Caching"][draft-11]), so a
-//! token signed with a key they have not seen yet could fail.
+//! token signed with a key they have not seen yet could fail. A ring read from a directory
+//! that every replica mounts follows a schedule its file names state (see `keyring`), so
+//! that which key signs and which are published is a function of the time.
 //!
 //! [draft-11]: https://datatracker.ietf.org/doc/html/draft-hardt-oauth-aauth-protocol-11
 
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use serde_json::{Map, Value};
 
+use crate::error::ConfigError;
 use crate::jose::{Jwk, ResourceKey, b64url};
+use crate::keyring::{KeyDirectory, Schedule};
 use crate::names;
 use crate::profile::Generation;
 use crate::token::{Scopes, TokenClaims, TokenKind};
@@ -47,37 +52,57 @@ pub const MAX_LIFETIME: u64 = 300;
 
 /// The resource's keys: one active signing key, and every key currently published in the
 /// JWKS (the active one, the next one being staged, retired ones still honoured by
-/// verifiers).
+/// verifiers). Either set by hand ([`KeyRing::new`], then staged, rotated and retired), or
+/// read from a directory whose file names schedule the keys, so that which key signs and
+/// which are published depends on the time.
 #[derive(Debug, Clone)]
-pub struct KeyRing {
-    active: ResourceKey,
-    published: Vec<ResourceKey>,
+pub struct KeyRing(Ring);
+
+#[derive(Debug, Clone)]
+enum Ring {
+    Fixed {
+        active: Box<ResourceKey>,
+        published: Vec<ResourceKey>,
+    },
+    Scheduled(Arc<Schedule>),
 }
 
 impl KeyRing {
     /// A ring whose only key is `active`.
     pub fn new(active: ResourceKey) -> Self {
-        KeyRing {
+        KeyRing(Ring::Fixed {
             published: vec![active.clone()],
-            active,
+            active: Box::new(active),
+        })
+    }
+
+    /// The key resource tokens are signed with at `now` (Unix seconds).
+    pub fn active(&self, now: u64) -> &ResourceKey {
+        match &self.0 {
+            Ring::Fixed { active, .. } => active,
+            Ring::Scheduled(schedule) => schedule.active(now),
         }
     }
 
-    /// The key resource tokens are signed with.
-    pub fn active(&self) -> &ResourceKey {
-        &self.active
-    }
-
-    /// The public keys to publish, active key first.
-    pub fn public_keys(&self) -> Vec<Jwk> {
-        let mut keys = vec![self.active.public_jwk()];
-        keys.extend(
-            self.published
-                .iter()
-                .filter(|k| k.kid() != self.active.kid())
-                .map(ResourceKey::public_jwk),
-        );
-        keys
+    /// The public keys to publish at `now`, active key first.
+    pub fn public_keys(&self, now: u64) -> Vec<Jwk> {
+        match &self.0 {
+            Ring::Fixed { active, published } => {
+                let mut keys = vec![active.public_jwk()];
+                keys.extend(
+                    published
+                        .iter()
+                        .filter(|k| k.kid() != active.kid())
+                        .map(ResourceKey::public_jwk),
+                );
+                keys
+            }
+            Ring::Scheduled(schedule) => schedule
+                .published(now)
+                .into_iter()
+                .map(ResourceKey::public_jwk)
+                .collect(),
+        }
     }
 }
 
@@ -85,6 +110,8 @@ impl KeyRing {
 pub(crate) struct Keys {
     ring: RwLock<Arc<KeyRing>>,
     minted: AtomicU64,
+    /// Where a scheduled ring is read from.
+    directory: Option<Mutex<KeyDirectory>>,
 }
 
 impl Keys {
@@ -92,7 +119,41 @@ impl Keys {
         Keys {
             ring: RwLock::new(Arc::new(KeyRing::new(active))),
             minted: AtomicU64::new(0),
+            directory: None,
         }
+    }
+
+    /// The ring read from `dir` at `now`; removed keys stay published [`MAX_LIFETIME`].
+    pub(crate) fn from_directory(dir: PathBuf, now: u64) -> Result<Self, ConfigError> {
+        let mut directory = KeyDirectory::new(dir, MAX_LIFETIME);
+        let schedule = directory.load(now)?;
+        Ok(Keys {
+            ring: RwLock::new(Arc::new(KeyRing(Ring::Scheduled(schedule)))),
+            minted: AtomicU64::new(0),
+            directory: Some(Mutex::new(directory)),
+        })
+    }
+
+    /// The directory the ring is read from, if it is.
+    pub(crate) fn directory(&self) -> Option<PathBuf> {
+        let directory = self.directory.as_ref()?;
+        let directory = directory.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        Some(directory.path().to_owned())
+    }
+
+    /// Reads the directory again at `now`; on error the ring in force stays.
+    pub(crate) fn reload(&self, now: u64) -> Result<(), ConfigError> {
+        let Some(directory) = &self.directory else {
+            return Err(ConfigError::new(
+                "the signing keys were not read from a directory (AAuthBuilder::signing_keys_from), \
+                 so there is nothing to reload",
+            ));
+        };
+        let mut directory = directory.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let schedule = directory.load(now)?;
+        let mut ring = self.ring.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+        *ring = Arc::new(KeyRing(Ring::Scheduled(schedule)));
+        Ok(())
     }
 
     /// A snapshot of the ring (cheap: one `Arc` clone under a read lock).
@@ -104,13 +165,18 @@ impl Keys {
         }
     }
 
-    fn update(&self, change: impl FnOnce(&mut KeyRing) -> bool) -> bool {
+    /// Applies `change` to a ring set by hand; a ring read from a directory changes only
+    /// with the directory (`false`).
+    fn update(&self, change: impl FnOnce(&mut ResourceKey, &mut Vec<ResourceKey>) -> bool) -> bool {
         let mut guard = match self.ring.write() {
             Ok(guard) => guard,
             Err(poisoned) => poisoned.into_inner(),
         };
         let mut next = KeyRing::clone(&guard);
-        let changed = change(&mut next);
+        let Ring::Fixed { active, published } = &mut next.0 else {
+            return false;
+        };
+        let changed = change(active, published);
         if changed {
             *guard = Arc::new(next);
         }
@@ -120,10 +186,10 @@ impl Keys {
     /// Publishes `key` without signing with it yet. `false` if its `kid` is already
     /// published (a `kid` is never reused for other key material).
     pub(crate) fn stage(&self, key: ResourceKey) -> bool {
-        self.update(|ring| match ring.published.iter().find(|k| k.kid() == key.kid()) {
+        self.update(|_, published| match published.iter().find(|k| k.kid() == key.kid()) {
             Some(_) => false,
             None => {
-                ring.published.push(key);
+                published.push(key);
                 true
             }
         })
@@ -132,26 +198,26 @@ impl Keys {
     /// Signs with `key` from now on (publishing it if it was not staged); the previous key
     /// stays published until retired. `false` if the `kid` names other key material.
     pub(crate) fn rotate(&self, key: ResourceKey) -> bool {
-        self.update(|ring| {
-            match ring.published.iter().find(|k| k.kid() == key.kid()) {
+        self.update(|active, published| {
+            match published.iter().find(|k| k.kid() == key.kid()) {
                 Some(existing) if existing.public_jwk().x() != key.public_jwk().x() => return false,
                 Some(_) => {}
-                None => ring.published.push(key.clone()),
+                None => published.push(key.clone()),
             }
-            ring.active = key;
+            *active = key;
             true
         })
     }
 
     /// Stops publishing `kid`. The active key cannot be retired.
     pub(crate) fn retire(&self, kid: &str) -> bool {
-        self.update(|ring| {
-            if ring.active.kid() == kid {
+        self.update(|active, published| {
+            if active.kid() == kid {
                 return false;
             }
-            let before = ring.published.len();
-            ring.published.retain(|k| k.kid() != kid);
-            ring.published.len() != before
+            let before = published.len();
+            published.retain(|k| k.kid() != kid);
+            published.len() != before
         })
     }
 
@@ -239,7 +305,7 @@ impl Minter<'_> {
         };
         let ring = self.keys.snapshot();
         self.keys.minted.fetch_add(1, Ordering::Relaxed);
-        ring.active().sign_jwt(typ, alg, &Value::Object(claims))
+        ring.active(now).sign_jwt(typ, alg, &Value::Object(claims))
     }
 
     fn claims(&self, request: &MintRequest<'_>, now: u64) -> Map<String, Value> {
@@ -338,7 +404,7 @@ mod tests {
         assert_eq!(jws.typ(), Some("aa-resource+jwt"));
         assert_eq!(jws.alg(), "Ed25519");
         assert_eq!(jws.kid(), Some("rk-1"));
-        jws.verify_with(&keys.snapshot().active().public_jwk()).unwrap();
+        jws.verify_with(&keys.snapshot().active(0).public_jwk()).unwrap();
         let claims = jws.payload();
         assert_eq!(claims["exp"], 1300);
         assert_eq!(claims["scope"], "data.read");
@@ -358,7 +424,7 @@ mod tests {
         let jws = UnverifiedJws::parse(&token, AlgPolicy::Legacy).unwrap();
         assert_eq!(jws.typ(), Some("resource+jwt"));
         assert_eq!(jws.alg(), "EdDSA");
-        jws.verify_with(&keys.snapshot().active().public_jwk()).unwrap();
+        jws.verify_with(&keys.snapshot().active(0).public_jwk()).unwrap();
         assert_eq!(jws.payload()["agent"], "https://agent.example");
         assert_eq!(jws.payload()["agent_jkt"], "jkt");
     }
@@ -369,13 +435,13 @@ mod tests {
         assert!(keys.stage(ResourceKey::from_seed([2; 32]).with_kid("k2")));
         assert!(!keys.stage(ResourceKey::from_seed([3; 32]).with_kid("k2")));
         let ring = keys.snapshot();
-        assert_eq!(ring.active().kid(), "k1");
-        assert_eq!(ring.public_keys().len(), 2);
+        assert_eq!(ring.active(0).kid(), "k1");
+        assert_eq!(ring.public_keys(0).len(), 2);
         assert!(!keys.rotate(ResourceKey::from_seed([3; 32]).with_kid("k2")));
         assert!(keys.rotate(ResourceKey::from_seed([2; 32]).with_kid("k2")));
-        assert_eq!(keys.snapshot().active().kid(), "k2");
+        assert_eq!(keys.snapshot().active(0).kid(), "k2");
         assert!(!keys.retire("k2"), "the active key stays published");
         assert!(keys.retire("k1"));
-        assert_eq!(keys.snapshot().public_keys().len(), 1);
+        assert_eq!(keys.snapshot().public_keys(0).len(), 1);
     }
 }

@@ -87,7 +87,7 @@ pub(crate) fn jwks(shared: &Shared) -> Value {
         .authz
         .keys
         .snapshot()
-        .public_keys()
+        .public_keys(shared.clock.now())
         .iter()
         .map(|jwk| {
             let mut key = jwk.to_json();
