@@ -83,11 +83,17 @@ pub(crate) mod audit;
 pub(crate) mod ceiling;
 pub(crate) mod consent;
 pub(crate) mod identity;
+#[cfg(feature = "redis")]
+mod redis;
 pub(crate) mod revocation;
+pub(crate) mod shared;
 
 pub use crate::error::PolicyError;
 pub use audit::{AUDIT_TARGET, AuditField};
 pub use ceiling::{CeilingSet, ScopeCeilings};
 pub use consent::GrantPolicy;
 pub use identity::{AgentBindings, AgentId, Binding, BindingRefused, MemoryAgentBindings, PersonId};
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub use redis::{RedisPolicySync, RedisPolicySyncBuilder};
 pub use revocation::{RevocationSet, Revocations, Revoked};
