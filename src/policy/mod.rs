@@ -30,6 +30,13 @@
 //!   lock-free (one atomic load per request; an empty set costs a length check), writers
 //!   replace the snapshot, and a failed reload keeps the previous one. Malformed entries
 //!   are errors naming the member and index; they never shrink or clear a set.
+//! * **Across replicas** (feature `redis`): `RedisPolicySync` publishes every change made
+//!   through a handle to Redis (revocations as a set, so concurrent writes from two
+//!   replicas both survive; ceilings as one document) and keeps every replica's snapshot
+//!   current through pub/sub and a 250 ms poll of a version key. Requests still read only
+//!   the local snapshot; a replica that cannot confirm its snapshot for `max_staleness`
+//!   answers verified requests `503` with `Retry-After`. Its documentation has the Redis
+//!   schema, what an operator's tool writes, and the answer to each failure.
 //! * **Audit** ([`AuditField`]): one `tracing` event per decision under [`AUDIT_TARGET`], with
 //!   documented field names.
 //!

@@ -168,7 +168,9 @@ impl RedisPolicySyncBuilder {
         ceilings: &ScopeCeilings,
     ) -> Result<RedisPolicySync, ConfigError> {
         if self.poll_interval.is_zero() || self.timeout.is_zero() || self.connect_timeout.is_zero() {
-            return Err(ConfigError::new("the polling interval and Redis timeouts must be positive"));
+            return Err(ConfigError::new(
+                "the polling interval and Redis timeouts must be positive",
+            ));
         }
         if self.max_staleness <= self.poll_interval + self.timeout {
             return Err(ConfigError::new(

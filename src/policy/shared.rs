@@ -78,7 +78,8 @@ impl<S> Link<S> {
         }
         *slot = Some(outbox);
         self.confirmed_ms.store(0, Ordering::Release);
-        self.max_staleness_ms.store(millis(max_staleness).max(1), Ordering::Release);
+        self.max_staleness_ms
+            .store(millis(max_staleness).max(1), Ordering::Release);
         true
     }
 
@@ -122,7 +123,10 @@ mod tests {
         link.confirm();
         assert!(link.check().is_ok());
         std::thread::sleep(Duration::from_millis(80));
-        assert_eq!(link.check().unwrap_err().status(), http::StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            link.check().unwrap_err().status(),
+            http::StatusCode::SERVICE_UNAVAILABLE
+        );
         link.confirm();
         assert!(link.check().is_ok());
     }
