@@ -2,7 +2,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use serde::Deserialize;
@@ -302,11 +301,13 @@ impl ScopeCeilings {
     pub(crate) fn ensure_current(&self) -> Result<(), Error> {
         self.link.check()
     }
+}
 
-    // --- the sync's side -------------------------------------------------------------
-
+/// The sync's side (feature `redis`).
+#[cfg(feature = "redis")]
+impl ScopeCeilings {
     /// Attaches a sync; `false` when one is attached already.
-    pub(crate) fn attach(&self, max_staleness: Duration) -> bool {
+    pub(crate) fn attach(&self, max_staleness: std::time::Duration) -> bool {
         self.link.attach(CeilingOutbox::default(), max_staleness)
     }
 

@@ -2,7 +2,6 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
-use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use serde::Deserialize;
@@ -381,6 +380,7 @@ pub struct Revocations {
 
 /// A change made through a synced handle, waiting to be published.
 #[derive(Debug, Clone)]
+#[cfg_attr(not(feature = "redis"), allow(dead_code))] // only a sync (feature `redis`) reads it
 pub(crate) enum RevocationOp {
     /// Add one entry to the shared set.
     Add(Revoked),
@@ -394,6 +394,7 @@ pub(crate) enum RevocationOp {
 /// writes not yet acknowledged on top of it, and the replica-local layer (a file) added
 /// to both.
 #[derive(Default)]
+#[cfg_attr(not(feature = "redis"), allow(dead_code))] // only a sync (feature `redis`) reads it
 pub(crate) struct RevocationOutbox {
     ops: VecDeque<(u64, RevocationOp)>,
     next_seq: u64,
@@ -417,6 +418,7 @@ impl RevocationOutbox {
     }
 
     /// The snapshot: the shared set with the pending writes applied, plus the local layer.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))] // only a sync (feature `redis`) reads it
     fn compose(&self) -> RevocationSet {
         let mut shared = self.shared.clone();
         for (_, op) in &self.ops {
@@ -551,12 +553,14 @@ impl Revocations {
         self.link.check()?;
         self.current.load().check(request)
     }
+}
 
-    // --- the sync's side -------------------------------------------------------------
-
+/// The sync's side (feature `redis`).
+#[cfg(feature = "redis")]
+impl Revocations {
     /// Attaches a sync; `false` when one is attached already. What the handle held
     /// before becomes its replica-local layer: it stays in force, unpublished.
-    pub(crate) fn attach(&self, max_staleness: Duration) -> bool {
+    pub(crate) fn attach(&self, max_staleness: std::time::Duration) -> bool {
         let outbox = RevocationOutbox {
             local: RevocationSet::clone(&self.current.load()),
             ..RevocationOutbox::default()
