@@ -30,6 +30,9 @@
 //! | `AAUTH_PROFILE` | `draft-11` or `legacy` | `draft-11` |
 //! | `AAUTH_ALLOW_HTTP_LOOPBACK` | `1`: admit `http://127.0.0.1:PORT` identifiers (development) | off |
 //! | `AAUTH_SIGNING_KEYS` | directory of the resource's signing keys, shared by every replica (layout below); reloaded when it changes and on SIGHUP | unset: an ephemeral key, new at each start (development; said on stderr) |
+//! | `AAUTH_REDIS_URL` | `redis://host:port/`: the replay store, and revocations and ceilings shared by every replica (needs `--features redis`) | per process |
+//! | `AAUTH_REVOCATIONS` | a revocation file, reloaded within 1 s of a change | — |
+//! | `AAUTH_CEILINGS` | a scope-ceilings file, reloaded within 1 s of a change | — |
 //!
 //! `AAUTH_SIGNING_KEYS` holds one file per key (the full rules are on
 //! `AAuthBuilder::signing_keys_from`):
@@ -44,6 +47,29 @@
 //! Of the keys whose time has come the latest signs; every key in the directory is
 //! published at `/.well-known/jwks.json`. Add a new key with a time at least ten minutes
 //! ahead; remove the old file at least 300 s after that time.
+//!
+//! The policy files have the shapes `Revocations::reload_json` and
+//! `ScopeCeilings::reload_json` read:
+//!
+//! ```text
+//! $ cat revocations.json
+//! {"agents": ["aauth:assistant@agent.example"],
+//!  "key_thumbprints": ["NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs"],
+//!  "jtis": [{"iss": "https://as.example", "jti": "at-42"}],
+//!  "persons": [{"iss": "https://ps.example", "sub": "8f14e45fceea167a5a36dedd4bea2543"}]}
+//! $ cat ceilings.json
+//! {"agents": {"aauth:reporting@agent.example": "data.read"},
+//!  "key_thumbprints": {"NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs": "data.read data.write"},
+//!  "default": "data.read"}
+//! ```
+//!
+//! A malformed file at start stops the example; a malformed change is logged and what is
+//! in force stays. With `AAUTH_REDIS_URL` (`policy::RedisPolicySync`), the revocation file
+//! is each replica's local layer, enforced together with the shared set that revocations
+//! written through the API (`aauth.revocations().revoke(…)`) and operators' tools travel
+//! in; the ceilings file is published to every replica when it changes (the last write
+//! wins). A replica that cannot confirm the shared state for 3 s answers verified requests
+//! `503` with `Retry-After: 1`. `docs/deployment.md` has the keys and the failure answers.
 
 use std::process::ExitCode;
 
@@ -52,13 +78,17 @@ use axum::routing::get;
 use http::request::Parts;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use tower_aauth::replay::ReplayOptions;
 use tower_aauth::{AAuth, AuthGrant, Profile, VerifiedAgent};
+
+#[path = "fleet/policy.rs"]
+mod fleet_policy;
 
 fn env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
 }
 
-fn configure() -> Result<(String, AAuth), String> {
+fn configure(replay: Option<ReplayOptions>) -> Result<(String, AAuth), String> {
     let addr = env("AAUTH_ADDR").unwrap_or_else(|| "127.0.0.1:8080".to_owned());
     let resource = env("AAUTH_RESOURCE").unwrap_or_else(|| "https://important-resource.example".to_owned());
     let profile = match env("AAUTH_PROFILE").as_deref() {
@@ -110,6 +140,9 @@ fn configure() -> Result<(String, AAuth), String> {
             builder
         }
     };
+    if let Some(replay) = replay {
+        builder = builder.replay(replay);
+    }
     let aauth = builder.build().map_err(|e| e.to_string())?;
     Ok((addr, aauth))
 }
@@ -189,7 +222,11 @@ async fn main() -> ExitCode {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "tower_aauth=info".into()),
         )
         .init();
-    let (addr, aauth) = match configure() {
+    let configured = match fleet_policy::replay_options().await {
+        Ok(replay) => configure(replay),
+        Err(message) => Err(message),
+    };
+    let (addr, aauth) = match configured {
         Ok(configured) => configured,
         Err(message) => {
             eprintln!("resource_server: {message}");
@@ -199,6 +236,13 @@ async fn main() -> ExitCode {
     if env("AAUTH_SIGNING_KEYS").is_some() {
         tokio::spawn(aauth.watch_signing_keys());
     }
+    let _policy = match fleet_policy::start(&aauth).await {
+        Ok(policy) => policy,
+        Err(message) => {
+            eprintln!("resource_server: {message}");
+            return ExitCode::from(2);
+        }
+    };
     let app = Router::new()
         .route("/data", get(read_data).route_layer(aauth.require_scopes(["data.read"])))
         .route(

@@ -21,6 +21,7 @@ pub(crate) fn admit(shared: &Shared, verified: &mut VerifiedRequest) -> Result<(
     let now = shared.clock.now();
     identify(shared, verified, now)?;
     shared.revocations.check(verified)?;
+    shared.ceilings.ensure_current()?;
     narrow_grant(shared, verified);
     Ok(())
 }

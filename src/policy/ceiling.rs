@@ -1,6 +1,6 @@
 //! Per-agent scope ceilings: the most an agent may ever use, whatever a token grants.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -8,6 +8,7 @@ use serde::Deserialize;
 
 use super::identity::AgentId;
 use super::revocation::Revoked;
+use super::shared::Link;
 use crate::error::Error;
 use crate::error::PolicyError;
 use crate::token::Scopes;
@@ -122,6 +123,28 @@ impl CeilingSet {
         Ok(set)
     }
 
+    /// The set as the document [`from_json`](Self::from_json) reads, compact, members
+    /// sorted; `None` when an agent's provider is not the one its identifier implies (the
+    /// document cannot name it).
+    pub(crate) fn to_json(&self) -> Option<String> {
+        let mut agents = BTreeMap::new();
+        for (agent, scopes) in &self.agents {
+            let text = agent.to_string();
+            if text.parse::<AgentId>().ok().as_ref() != Some(agent) {
+                return None;
+            }
+            agents.insert(text, scopes.to_string());
+        }
+        let keys: BTreeMap<_, _> = self.keys.iter().map(|(k, s)| (k.as_str(), s.to_string())).collect();
+        let mut document = serde_json::Map::new();
+        document.insert("agents".into(), serde_json::json!(agents));
+        document.insert("key_thumbprints".into(), serde_json::json!(keys));
+        if let Some(default) = &self.default {
+            document.insert("default".into(), default.to_string().into());
+        }
+        Some(serde_json::Value::Object(document).to_string())
+    }
+
     /// Whether a ceiling names `agent`.
     pub fn names(&self, agent: &AgentId) -> bool {
         self.agents.contains_key(agent)
@@ -175,10 +198,22 @@ impl CeilingSet {
 /// Hot-reloadable ceilings shared by clones (same model as
 /// [`super::Revocations`]: lock-free reads, whole-snapshot replacement, a failed reload
 /// keeps the ceilings in force).
+///
+/// A handle kept in step with other replicas (`RedisPolicySync`, feature `redis`)
+/// publishes every replacement as the one shared document (the last write wins).
 #[derive(Clone, Default)]
 pub struct ScopeCeilings {
     current: Arc<ArcSwap<CeilingSet>>,
     generation: Arc<std::sync::atomic::AtomicU64>,
+    link: Arc<Link<CeilingOutbox>>,
+}
+
+/// The replacement made through a synced handle and not yet acknowledged by the shared
+/// store, as the document to publish and its sequence number.
+#[derive(Default)]
+pub(crate) struct CeilingOutbox {
+    pending: Option<(u64, Arc<str>)>,
+    next_seq: u64,
 }
 
 impl std::fmt::Debug for ScopeCeilings {
@@ -198,6 +233,7 @@ impl ScopeCeilings {
         ScopeCeilings {
             current: Arc::new(ArcSwap::from_pointee(set)),
             generation: Arc::default(),
+            link: Arc::default(),
         }
     }
 
@@ -216,9 +252,26 @@ impl ScopeCeilings {
         self.generation.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
     }
 
-    /// Replaces the ceilings.
+    /// Replaces the ceilings. On a synced handle the set is also queued for the shared
+    /// store, where it replaces the document of every replica.
     pub fn replace(&self, set: CeilingSet) {
+        let mut outbox = self.link.outbox();
+        if let Some(outbox) = outbox.as_mut() {
+            match set.to_json() {
+                Some(document) => {
+                    outbox.next_seq += 1;
+                    outbox.pending = Some((outbox.next_seq, document.into()));
+                    self.link.wake.notify_one();
+                }
+                None => tracing::error!(
+                    target: "tower_aauth",
+                    "scope ceilings naming an agent by a provider its identifier does not imply \
+                     cannot be shared; applied on this replica only"
+                ),
+            }
+        }
         self.current.store(Arc::new(set));
+        drop(outbox);
         self.changed();
     }
 
@@ -241,5 +294,50 @@ impl ScopeCeilings {
         required: impl IntoIterator<Item = &'a str>,
     ) -> Result<(), Error> {
         self.current.load().check(request, required)
+    }
+
+    /// `503` with `Retry-After: 1` when the handle is synced and its snapshot is older
+    /// than the staleness bound (the layer asks on every verified request).
+    pub(crate) fn ensure_current(&self) -> Result<(), Error> {
+        self.link.check()
+    }
+}
+
+/// The sync's side (feature `redis`).
+#[cfg(feature = "redis")]
+impl ScopeCeilings {
+    /// Attaches a sync; `false` when one is attached already.
+    pub(crate) fn attach(&self, max_staleness: std::time::Duration) -> bool {
+        self.link.attach(CeilingOutbox::default(), max_staleness)
+    }
+
+    /// The link (freshness gate and wake-up).
+    pub(crate) fn link(&self) -> &Link<CeilingOutbox> {
+        &self.link
+    }
+
+    /// The replacement waiting for the shared store, if any, with its sequence number.
+    pub(crate) fn pending(&self) -> Option<(u64, Arc<str>)> {
+        self.link.outbox().as_ref().and_then(|outbox| outbox.pending.clone())
+    }
+
+    /// The shared store holds the replacement numbered `seq`.
+    pub(crate) fn acknowledge(&self, seq: u64) {
+        if let Some(outbox) = self.link.outbox().as_mut()
+            && outbox.pending.as_ref().is_some_and(|(s, _)| *s == seq)
+        {
+            outbox.pending = None;
+        }
+    }
+
+    /// Installs the shared document just read, unless a replacement made here is still
+    /// waiting to be published (it wins; the next read brings it back).
+    pub(crate) fn install_shared(&self, set: CeilingSet) {
+        let outbox = self.link.outbox();
+        if outbox.as_ref().is_some_and(|outbox| outbox.pending.is_none()) && **self.current.load() != set {
+            self.current.store(Arc::new(set));
+            drop(outbox);
+            self.changed();
+        }
     }
 }

@@ -30,6 +30,13 @@
 //!   lock-free (one atomic load per request; an empty set costs a length check), writers
 //!   replace the snapshot, and a failed reload keeps the previous one. Malformed entries
 //!   are errors naming the member and index; they never shrink or clear a set.
+//! * **Across replicas** (feature `redis`): `RedisPolicySync` publishes every change made
+//!   through a handle to Redis (revocations as a set, so concurrent writes from two
+//!   replicas both survive; ceilings as one document) and keeps every replica's snapshot
+//!   current through pub/sub and a 250 ms poll of a version key. Requests still read only
+//!   the local snapshot; a replica that cannot confirm its snapshot for `max_staleness`
+//!   answers verified requests `503` with `Retry-After`. Its documentation has the Redis
+//!   schema, what an operator's tool writes, and the answer to each failure.
 //! * **Audit** ([`AuditField`]): one `tracing` event per decision under [`AUDIT_TARGET`], with
 //!   documented field names.
 //!
@@ -83,11 +90,17 @@ pub(crate) mod audit;
 pub(crate) mod ceiling;
 pub(crate) mod consent;
 pub(crate) mod identity;
+#[cfg(feature = "redis")]
+mod redis;
 pub(crate) mod revocation;
+pub(crate) mod shared;
 
 pub use crate::error::PolicyError;
 pub use audit::{AUDIT_TARGET, AuditField};
 pub use ceiling::{CeilingSet, ScopeCeilings};
 pub use consent::GrantPolicy;
 pub use identity::{AgentBindings, AgentId, Binding, BindingRefused, MemoryAgentBindings, PersonId};
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub use redis::{RedisPolicySync, RedisPolicySyncBuilder};
 pub use revocation::{RevocationSet, Revocations, Revoked};

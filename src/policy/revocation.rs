@@ -1,12 +1,13 @@
 //! The revocation set: agents, keys, tokens and persons refused on every request.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use serde::Deserialize;
 
 use super::identity::{AgentId, PersonId};
+use super::shared::{Link, MAX_PENDING};
 use crate::error::Error;
 use crate::error::PolicyError;
 use crate::token::TokenKind;
@@ -70,6 +71,34 @@ impl Revoked {
                 value(jti, "a jti")
             }
         }
+    }
+}
+
+impl Revoked {
+    /// The entry as a one-entry revocation document in compact canonical form (the member
+    /// the shared store holds for it), e.g. `{"agents":["aauth:assistant@agent.example"]}`.
+    /// An agent whose provider is not the one its identifier implies has no document
+    /// form and is an error.
+    pub(crate) fn member(&self) -> Result<String, PolicyError> {
+        let document = match self {
+            Revoked::Agent(agent) => {
+                let text = agent.to_string();
+                if text.parse::<AgentId>().ok().as_ref() != Some(agent) {
+                    return Err(PolicyError::entry(
+                        "agents",
+                        0,
+                        "this agent's provider is not the one its identifier implies: a revocation document cannot name it",
+                    ));
+                }
+                serde_json::json!({ "agents": [text] })
+            }
+            Revoked::KeyThumbprint(thumbprint) => serde_json::json!({ "key_thumbprints": [thumbprint] }),
+            Revoked::Jti { issuer, jti } => serde_json::json!({ "jtis": [{ "iss": issuer, "jti": jti }] }),
+            Revoked::Person(person) => {
+                serde_json::json!({ "persons": [{ "iss": person.issuer(), "sub": person.subject() }] })
+            }
+        };
+        Ok(document.to_string())
     }
 }
 
@@ -230,6 +259,35 @@ impl RevocationSet {
         self.count
     }
 
+    /// Every entry, in no particular order.
+    pub(crate) fn entries(&self) -> impl Iterator<Item = Revoked> + '_ {
+        let agents = self.agents.iter().cloned().map(Revoked::Agent);
+        let keys = self.keys.iter().cloned().map(Revoked::KeyThumbprint);
+        let jtis = self.jtis.iter().flat_map(|(jti, issuers)| {
+            issuers.iter().map(|issuer| Revoked::Jti {
+                issuer: issuer.clone(),
+                jti: jti.clone(),
+            })
+        });
+        let persons = self.persons.iter().cloned().map(Revoked::Person);
+        agents.chain(keys).chain(jtis).chain(persons)
+    }
+
+    /// This set with every entry of `other` added (entries were validated when inserted).
+    pub(crate) fn union(&self, other: &RevocationSet) -> RevocationSet {
+        let (mut union, smaller) = if self.len() >= other.len() {
+            (self.clone(), other)
+        } else {
+            (other.clone(), self)
+        };
+        for entry in smaller.entries() {
+            if union.insert(entry).is_err() {
+                break;
+            }
+        }
+        union
+    }
+
     /// Whether nothing is revoked.
     pub fn is_empty(&self) -> bool {
         self.count == 0
@@ -309,10 +367,73 @@ impl RevocationSet {
 /// snapshot. A failed reload leaves the current set in force: nothing is un-revoked by a
 /// bad file. A set holds at most 1 000 000 entries; a change that would exceed it is an
 /// error and changes nothing.
+///
+/// A handle kept in step with other replicas (`RedisPolicySync`, feature `redis`)
+/// publishes every change made through it, and [`check`](Self::check) answers `503`
+/// once the snapshot is older than the sync's staleness bound.
 #[derive(Clone, Default)]
 pub struct Revocations {
     current: Arc<ArcSwap<RevocationSet>>,
     generation: Arc<std::sync::atomic::AtomicU64>,
+    link: Arc<Link<RevocationOutbox>>,
+}
+
+/// A change made through a synced handle, waiting to be published.
+#[derive(Debug, Clone)]
+#[cfg_attr(not(feature = "redis"), allow(dead_code))] // only a sync (feature `redis`) reads it
+pub(crate) enum RevocationOp {
+    /// Add one entry to the shared set.
+    Add(Revoked),
+    /// Remove one entry from the shared set.
+    Remove(Revoked),
+    /// Replace the whole shared set.
+    Replace(Arc<RevocationSet>),
+}
+
+/// What a synced handle composes its snapshot from: the shared set as last read, the
+/// writes not yet acknowledged on top of it, and the replica-local layer (a file) added
+/// to both.
+#[derive(Default)]
+#[cfg_attr(not(feature = "redis"), allow(dead_code))] // only a sync (feature `redis`) reads it
+pub(crate) struct RevocationOutbox {
+    ops: VecDeque<(u64, RevocationOp)>,
+    next_seq: u64,
+    local: RevocationSet,
+    shared: RevocationSet,
+}
+
+impl RevocationOutbox {
+    fn push(&mut self, op: RevocationOp) -> Result<(), PolicyError> {
+        if matches!(op, RevocationOp::Replace(_)) {
+            self.ops.clear();
+        }
+        if self.ops.len() >= MAX_PENDING {
+            return Err(PolicyError::new(
+                "too many revocation changes are waiting for the shared store to acknowledge them",
+            ));
+        }
+        self.next_seq += 1;
+        self.ops.push_back((self.next_seq, op));
+        Ok(())
+    }
+
+    /// The snapshot: the shared set with the pending writes applied, plus the local layer.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))] // only a sync (feature `redis`) reads it
+    fn compose(&self) -> RevocationSet {
+        let mut shared = self.shared.clone();
+        for (_, op) in &self.ops {
+            match op {
+                RevocationOp::Add(entry) => {
+                    let _ = shared.insert(entry.clone());
+                }
+                RevocationOp::Remove(entry) => {
+                    shared.remove(entry);
+                }
+                RevocationOp::Replace(set) => shared = RevocationSet::clone(set),
+            }
+        }
+        shared.union(&self.local)
+    }
 }
 
 impl std::fmt::Debug for Revocations {
@@ -329,29 +450,52 @@ impl Revocations {
         Self::default()
     }
 
-    /// Revokes one more thing.
+    /// Revokes one more thing. On a synced handle the entry is also queued for the shared
+    /// store; an agent whose provider is not the one its identifier implies cannot be
+    /// published and is then an error (and nothing changes).
     pub fn revoke(&self, entry: Revoked) -> Result<(), PolicyError> {
         entry
             .validate()
             .map_err(|reason| PolicyError::entry("revocation", 0, reason))?;
+        let mut outbox = self.link.outbox();
+        if outbox.is_some() {
+            entry.member()?;
+        }
         let mut result = Ok(());
         self.current.rcu(|current| {
             let mut next = RevocationSet::clone(current);
             result = next.insert(entry.clone());
             next
         });
+        if let (Ok(()), Some(outbox)) = (&result, outbox.as_mut()) {
+            result = outbox.push(RevocationOp::Add(entry));
+            self.link.wake.notify_one();
+        }
+        drop(outbox);
         self.changed();
         result
     }
 
-    /// Lifts one revocation; whether it was present.
+    /// Lifts one revocation; whether it was present. On a synced handle the entry is also
+    /// removed from the shared store; an entry of the replica-local layer stays in force
+    /// (it is lifted by changing that layer's file).
     pub fn unrevoke(&self, entry: &Revoked) -> bool {
+        let mut outbox = self.link.outbox();
+        let local = outbox.as_ref().is_some_and(|outbox| outbox.local.contains(entry));
         let mut removed = false;
-        self.current.rcu(|current| {
-            let mut next = RevocationSet::clone(current);
-            removed = next.remove(entry);
-            next
-        });
+        if !local {
+            self.current.rcu(|current| {
+                let mut next = RevocationSet::clone(current);
+                removed = next.remove(entry);
+                next
+            });
+        }
+        if let Some(outbox) = outbox.as_mut()
+            && outbox.push(RevocationOp::Remove(entry.clone())).is_ok()
+        {
+            self.link.wake.notify_one();
+        }
+        drop(outbox);
         self.changed();
         removed
     }
@@ -371,9 +515,20 @@ impl Revocations {
         self.generation.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
     }
 
-    /// Replaces the whole set.
+    /// Replaces the whole set. On a synced handle this replaces the shared set of every
+    /// replica; the replica-local layer stays in force on top of it.
     pub fn replace(&self, set: RevocationSet) {
-        self.current.store(Arc::new(set));
+        let mut outbox = self.link.outbox();
+        match outbox.as_mut() {
+            Some(outbox) => {
+                let set = Arc::new(set);
+                let _ = outbox.push(RevocationOp::Replace(set.clone()));
+                self.current.store(Arc::new(set.union(&outbox.local)));
+                self.link.wake.notify_one();
+            }
+            None => self.current.store(Arc::new(set)),
+        }
+        drop(outbox);
         self.changed();
     }
 
@@ -391,8 +546,82 @@ impl Revocations {
         self.current.load_full()
     }
 
-    /// Checks `request` against the set in force ([`RevocationSet::check`]).
+    /// Checks `request` against the set in force ([`RevocationSet::check`]); on a synced
+    /// handle whose snapshot is older than the staleness bound, `503` with
+    /// `Retry-After: 1` instead.
     pub fn check(&self, request: &VerifiedRequest) -> Result<(), Error> {
+        self.link.check()?;
         self.current.load().check(request)
+    }
+}
+
+/// The sync's side (feature `redis`).
+#[cfg(feature = "redis")]
+impl Revocations {
+    /// Attaches a sync; `false` when one is attached already. What the handle held
+    /// before becomes its replica-local layer: it stays in force, unpublished.
+    pub(crate) fn attach(&self, max_staleness: std::time::Duration) -> bool {
+        let outbox = RevocationOutbox {
+            local: RevocationSet::clone(&self.current.load()),
+            ..RevocationOutbox::default()
+        };
+        self.link.attach(outbox, max_staleness)
+    }
+
+    /// The link (freshness gate and wake-up).
+    pub(crate) fn link(&self) -> &Link<RevocationOutbox> {
+        &self.link
+    }
+
+    /// The writes waiting for the shared store, oldest first, with the sequence number to
+    /// acknowledge them by.
+    pub(crate) fn pending(&self) -> (Vec<RevocationOp>, u64) {
+        let outbox = self.link.outbox();
+        let Some(outbox) = outbox.as_ref() else {
+            return (Vec::new(), 0);
+        };
+        let ops = outbox.ops.iter().map(|(_, op)| op.clone()).collect();
+        (ops, outbox.ops.back().map_or(0, |(seq, _)| *seq))
+    }
+
+    /// The shared store holds every write up to `seq`.
+    pub(crate) fn acknowledge(&self, seq: u64) {
+        if let Some(outbox) = self.link.outbox().as_mut() {
+            while outbox.ops.front().is_some_and(|(s, _)| *s <= seq) {
+                outbox.ops.pop_front();
+            }
+        }
+    }
+
+    /// The shared set as last read.
+    pub(crate) fn shared(&self) -> RevocationSet {
+        self.link
+            .outbox()
+            .as_ref()
+            .map(|outbox| outbox.shared.clone())
+            .unwrap_or_default()
+    }
+
+    /// Installs the shared set just read; the snapshot becomes it, with the pending writes
+    /// applied and the local layer added.
+    pub(crate) fn install_shared(&self, shared: RevocationSet) {
+        let mut outbox = self.link.outbox();
+        if let Some(outbox) = outbox.as_mut() {
+            outbox.shared = shared;
+            self.current.store(Arc::new(outbox.compose()));
+        }
+        drop(outbox);
+        self.changed();
+    }
+
+    /// Replaces the replica-local layer.
+    pub(crate) fn install_local(&self, local: RevocationSet) {
+        let mut outbox = self.link.outbox();
+        if let Some(outbox) = outbox.as_mut() {
+            outbox.local = local;
+            self.current.store(Arc::new(outbox.compose()));
+        }
+        drop(outbox);
+        self.changed();
     }
 }
