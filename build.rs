@@ -6,6 +6,8 @@
 //! also runs for users who build the published crate, where none of this matters).
 //!
 //! * `skip_redis`: `redis-server` is not on `PATH` (tests/replay_redis.rs);
+//! * `skip_haproxy`: `haproxy` is not on `PATH` (tests/fleet.rs, which also needs
+//!   `redis-server`);
 //! * `skip_peer_v05`, `skip_peer_v03`, `skip_peer_js`, `skip_peer_introspection`: the
 //!   launcher `bin/<peer>` written by `tests/interop/setup.sh` is missing from the peer
 //!   directory (the tests/interop_*.rs files and one test of tests/resource_token.rs);
@@ -36,6 +38,7 @@ const PEERS: [(&str, &str); 4] = [
 
 fn main() {
     println!("cargo::rustc-check-cfg=cfg(skip_redis)");
+    println!("cargo::rustc-check-cfg=cfg(skip_haproxy)");
     for (_, cfg) in PEERS {
         println!("cargo::rustc-check-cfg=cfg({cfg})");
     }
@@ -49,6 +52,9 @@ fn main() {
 
     if !ci && !on_path("redis-server") {
         println!("cargo::rustc-cfg=skip_redis");
+    }
+    if !ci && !on_path("haproxy") {
+        println!("cargo::rustc-cfg=skip_haproxy");
     }
 
     let peer_dir = peer_dir(&manifest_dir);
