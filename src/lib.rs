@@ -6,7 +6,7 @@
 // The house, bottom to top (each module imports only from the rows below it; the
 // `layering` test checks it):
 //
-//   vocabulary  names · clock · future · profile · error
+//   vocabulary  names · clock · future · profile · error · metrics
 //   engine      httpsig · jose · legacy · sigkey · discovery · policy::identity · token ·
 //               resource_token · verified · replay · policy · token_cache · authz
 //   state       state (the one struct the services share, built only by the builder)
@@ -27,6 +27,7 @@ mod httpsig;
 mod jose;
 mod layer;
 mod legacy;
+mod metrics;
 mod names;
 mod profile;
 mod resource_token;
@@ -51,6 +52,7 @@ pub mod testing;
 // with. Extension points and the types only their users name live in the modules above.
 // ---------------------------------------------------------------------------------------
 
+pub use self::metrics::Metric;
 pub use aauth::AAuth;
 pub use builder::{AAuthBuilder, DangerousAAuthBuilder};
 pub use challenge::{Rejection, RejectionBody};
