@@ -306,12 +306,15 @@ pub(crate) mod recorded {
 
     use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
 
-    /// Counts what the code run through [`Recorded::scope`] or [`Recorded::run`] records.
+    /// A series' name, labels and counter total.
+    type Total = (String, Vec<(String, String)>, u64);
+
+    /// Counts what the code run through [`Recorded::scope`] records.
     pub(crate) struct Recorded {
         recorder: Arc<DebuggingRecorder>,
         snapshotter: Snapshotter,
         /// Counter totals so far, by name and labels (snapshots drain the recorder).
-        totals: Mutex<Vec<(String, Vec<(String, String)>, u64)>>,
+        totals: Mutex<Vec<Total>>,
     }
 
     impl Recorded {

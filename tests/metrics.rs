@@ -111,7 +111,10 @@ fn series(samples: Vec<Sample>) -> Vec<Series> {
     samples.into_iter().map(|s| (s.name, s.labels, s.count)).collect()
 }
 
-fn expect(mut expected: Vec<(&str, &[(&str, &str)], u64)>) -> Vec<Series> {
+/// `(name, labels, count)` as a test writes it.
+type Expected<'a> = (&'a str, &'a [(&'a str, &'a str)], u64);
+
+fn expect(mut expected: Vec<Expected<'_>>) -> Vec<Series> {
     expected.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
     expected
         .into_iter()
