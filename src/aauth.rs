@@ -91,7 +91,8 @@ impl AAuth {
         &self.shared.bindings
     }
 
-    /// The replay store (also used for single-use grants).
+    /// The replay store (also used for single-use grants): the configured one, measured
+    /// (its errors and waits are counted, see [`Metric`](crate::Metric)).
     pub fn replay_store(&self) -> &Arc<dyn ReplayStore> {
         &self.shared.replay_store
     }

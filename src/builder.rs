@@ -472,10 +472,11 @@ impl AAuthBuilder {
                 token_cache,
                 profile: self.profile,
                 replay_protection: self.replay.protection,
-                replay_store: self
-                    .replay
-                    .store
-                    .unwrap_or_else(|| Arc::new(MemoryReplayStore::default())),
+                replay_store: Arc::new(crate::replay::measured::Measured(
+                    self.replay
+                        .store
+                        .unwrap_or_else(|| Arc::new(MemoryReplayStore::default())),
+                )),
                 // +1: `created` and our clock have one-second resolution.
                 replay_ttl: Duration::from_secs(self.window.saturating_add(self.max_skew).saturating_add(1)),
                 revocations: self.revocations,

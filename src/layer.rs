@@ -12,7 +12,9 @@
 //!   refusal is sent: only admitted requests hold replay capacity. See [`crate::policy`]
 //!   and [`crate::replay`].
 //! * Every request ends in exactly one audit event ([`crate::policy::audit`]) when a
-//!   subscriber listens to that target; nothing is captured for it otherwise.
+//!   subscriber listens to that target; nothing is captured for it otherwise. Every
+//!   request is counted once in `tower_aauth_requests_total` ([`crate::Metric`]), and a
+//!   signed one's verification time is recorded.
 //!
 //! When every key is in memory the whole verification runs inside `call` and the future
 //! is the inner service's own, wrapped without boxing. Only a key fetch, a covered
@@ -25,6 +27,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
+use std::time::Instant;
 
 use bytes::Bytes;
 use http::{Request, Response};
@@ -138,10 +141,12 @@ where
         let verifier = Verifier { shared };
         let path = original_path(&request);
         let mut audit = audit::enabled().then(|| Box::new(AuditContext::new(request.method(), path)));
+        let started = Instant::now();
         let step = verifier.verify_head(request.method(), request.uri(), request.headers(), path);
         let state = match step {
             Step::Unsigned => gate(shared, inner, request, None, audit.as_deref()),
             Step::Done(Ok(mut verified)) => {
+                crate::metrics::verification(started, true);
                 let admission = admit_now(shared, &mut verified);
                 if let Some(audit) = &mut audit {
                     audit.verified = Some(verified.clone());
@@ -154,9 +159,12 @@ where
                     Err(error) => reject(shared, error, audit.as_deref()),
                 }
             }
-            Step::Done(Err(error)) => reject(shared, error, audit.as_deref()),
+            Step::Done(Err(error)) => {
+                crate::metrics::verification(started, false);
+                reject(shared, error, audit.as_deref())
+            }
             Step::Pending(pending) => State::Verifying {
-                future: Box::pin(finish(*pending, shared.clone(), request)),
+                future: Box::pin(finish(*pending, shared.clone(), request, started)),
                 service: Some(inner),
                 shared: shared.clone(),
             },
@@ -187,6 +195,11 @@ where
             &crate::guard::requirement::RuleContext::of_request(&request),
         )
     {
+        answered(
+            &response,
+            request.extensions().get::<VerifiedRequest>().is_some(),
+            audit,
+        );
         return State::Answered {
             response: Some(response),
         };
@@ -208,9 +221,11 @@ where
     ResBody: From<Bytes>,
 {
     let Some(key) = replay else {
+        let verified = request.extensions().get::<VerifiedRequest>().is_some();
         return State::Inner {
             future: inner.call(request),
             release: None,
+            verified,
         };
     };
     match shared.replay_store.try_insert(&key, shared.replay_ttl) {
@@ -235,6 +250,7 @@ where
             key,
             store: shared.replay_store.clone(),
         }),
+        verified: true,
     }
 }
 
@@ -264,28 +280,38 @@ async fn remember_later<B>(shared: Arc<Shared>, key: ReplayKey, request: Request
     }
 }
 
-async fn finish<B>(pending: Pending, shared: Arc<Shared>, request: Request<B>) -> Result<Next<B>, Refusal>
+/// The slow path's verification (`started` at the layer's call), then admission.
+async fn finish<B>(
+    pending: Pending,
+    shared: Arc<Shared>,
+    request: Request<B>,
+    started: Instant,
+) -> Result<Next<B>, Refusal>
 where
     B: Body + From<Bytes> + Send + 'static,
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let (request, mut verified) = if pending.digest.is_none() {
-        let verified: VerifiedRequest = pending.finish(shared.clone(), None).await?;
-        (request, verified)
-    } else {
+    let verification = async {
+        if pending.digest.is_none() {
+            let verified: VerifiedRequest = pending.finish(shared.clone(), None).await?;
+            return Ok((request, verified));
+        }
         let (parts, body) = request.into_parts();
         let limit = shared.max_body_bytes;
         let bytes = match Limited::new(body, limit).collect().await {
             Ok(collected) => collected.to_bytes(),
             Err(error) if error.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
-                return Err(Error(crate::error::Kind::PayloadTooLarge).into());
+                return Err(Error(crate::error::Kind::PayloadTooLarge));
             }
-            Err(_) => return Err(Error::invalid_signature("the request body could not be read").into()),
+            Err(_) => return Err(Error::invalid_signature("the request body could not be read")),
         };
         let verified = pending.finish(shared.clone(), Some(&bytes)).await?;
-        (Request::from_parts(parts, B::from(bytes)), verified)
-    };
+        Ok((Request::from_parts(parts, B::from(bytes)), verified))
+    }
+    .await;
+    crate::metrics::verification(started, verification.is_ok());
+    let (request, mut verified) = verification?;
     match admit_now(&shared, &mut verified) {
         Ok(replay) => {
             let mut request = request;
@@ -305,11 +331,23 @@ where
     ResBody: From<Bytes>,
 {
     log_rejection(&error);
+    let outcome = error.audit_outcome();
+    crate::metrics::request(outcome.decision, outcome.reason);
     if let Some(audit) = audit {
         audit.refusal(&error);
     }
     State::Answered {
         response: Some(error_response(shared.hook(), &error)),
+    }
+}
+
+/// Counts (and audits) a response the layer answers without the inner service: the
+/// default requirement's refusal.
+fn answered<B>(response: &Response<B>, verified: bool, audit: Option<&AuditContext>) {
+    let (decision, code) = audit::classify(response, verified);
+    crate::metrics::request(decision, code);
+    if let Some(audit) = audit {
+        audit.response(response);
     }
 }
 
@@ -339,6 +377,8 @@ pin_project! {
             #[pin]
             future: S::Future,
             release: Option<Release>,
+            // Whether a signature was verified, for the request counter.
+            verified: bool,
         },
         Verifying {
             future: VerifyFuture<B>,
@@ -367,8 +407,13 @@ where
         let mut this = self.project();
         loop {
             match this.state.as_mut().project() {
-                StateProj::Inner { future, release } => {
+                StateProj::Inner {
+                    future,
+                    release,
+                    verified,
+                } => {
                     let result = ready!(future.poll(cx));
+                    count_inner(&result, *verified);
                     if let (Ok(response), Some(audit)) = (&result, this.audit.take()) {
                         audit.response(response);
                     }
@@ -430,4 +475,14 @@ where
             }
         }
     }
+}
+
+/// Counts a request the inner service answered (or failed: the layer let it through).
+fn count_inner<B, E>(result: &Result<Response<B>, E>, verified: bool) {
+    let (decision, code) = match result {
+        Ok(response) => audit::classify(response, verified),
+        Err(_) if verified => (crate::error::AuditDecision::Allow, "verified"),
+        Err(_) => (crate::error::AuditDecision::Allow, "unsigned"),
+    };
+    crate::metrics::request(decision, code);
 }

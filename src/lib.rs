@@ -6,7 +6,7 @@
 // The house, bottom to top (each module imports only from the rows below it; the
 // `layering` test checks it):
 //
-//   vocabulary  names · clock · future · profile · error
+//   vocabulary  names · clock · future · profile · error · metrics
 //   engine      httpsig · jose · legacy · sigkey · discovery · policy::identity · token ·
 //               keyring · resource_token · verified · replay · policy · token_cache · authz
 //   state       state (the one struct the services share, built only by the builder)
@@ -28,6 +28,7 @@ mod jose;
 mod keyring;
 mod layer;
 mod legacy;
+mod metrics;
 mod names;
 mod profile;
 mod resource_token;
@@ -52,6 +53,7 @@ pub mod testing;
 // with. Extension points and the types only their users name live in the modules above.
 // ---------------------------------------------------------------------------------------
 
+pub use self::metrics::Metric;
 pub use aauth::AAuth;
 pub use builder::{AAuthBuilder, DangerousAAuthBuilder};
 pub use challenge::{Rejection, RejectionBody};

@@ -110,7 +110,9 @@ impl TokenCache {
     }
 
     pub(crate) fn get(&self, hash: &[u8; 32]) -> Option<Arc<VerifiedToken>> {
-        self.cache.get(hash)
+        let found = self.cache.get(hash);
+        crate::metrics::token_cache(found.is_some());
+        found
     }
 
     pub(crate) fn insert(&self, hash: [u8; 32], token: Arc<VerifiedToken>) {

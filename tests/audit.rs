@@ -356,3 +356,16 @@ async fn an_authorization_details_mismatch_is_a_deny_naming_its_code() {
     assert_eq!(event[AuditField::Scopes.name()], "trade");
     assert_eq!(event[AuditField::Subject.name()], "user-1");
 }
+
+#[tokio::test]
+async fn a_refusal_by_the_default_requirement_is_logged_once() {
+    let capture = Capture::default();
+    let _guard = capture.install();
+    let harness = Harness::with(|builder| builder.default_requirement(tower_aauth::guard::Requirement::Signature));
+    let response = app(&harness).oneshot(get("/data")).await.unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    let event = capture.one();
+    assert_eq!(event[AuditField::Decision.name()], "challenge");
+    assert_eq!(event[AuditField::Reason.name()], "agent-token");
+    assert_eq!(event[AuditField::Route.name()], "/data");
+}

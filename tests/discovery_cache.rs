@@ -8,11 +8,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use support::discovery::{Canned, IssuerServer};
+use support::metrics::Recorded;
 use tower_aauth::discovery::{
     DiscoveryConfig, DiscoveryResolver, IdentifierPolicy, KeyQuery, KeyResolver, ReqwestFetch,
 };
 use tower_aauth::testing::TestAgent;
-use tower_aauth::{Clock, SignatureErrorCode, testing::ManualClock};
+use tower_aauth::{Clock, Metric, SignatureErrorCode, testing::ManualClock};
 
 const NOW: u64 = 1_730_217_600;
 const DWK: &str = "aauth-agent.json";
@@ -70,6 +71,7 @@ fn code(result: Result<String, tower_aauth::Error>) -> Option<SignatureErrorCode
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn hundred_concurrent_cold_requests_make_one_metadata_and_one_jwks_fetch() {
+    let recorded = Recorded::new();
     let setup = Arc::new(setup(DiscoveryConfig::default()).await);
     // Slow answers keep every request in flight together.
     setup.server.set(
@@ -79,20 +81,21 @@ async fn hundred_concurrent_cold_requests_make_one_metadata_and_one_jwks_fetch()
     let tasks: Vec<_> = (0..100)
         .map(|_| {
             let setup = setup.clone();
-            tokio::spawn(async move {
+            tokio::spawn(recorded.scope(async move {
                 setup
                     .resolver
                     .resolve(setup.query("key-1"))
                     .await
                     .map(|k| k.thumbprint())
-            })
+            }))
         })
         .collect();
     for task in tasks {
         assert_eq!(task.await.unwrap().unwrap(), setup.agent.thumbprint());
     }
     assert_eq!(setup.hits(), (1, 1));
-    assert_eq!(setup.resolver.metrics().fetches_for(&setup.server.origin), 2);
+    let fetches = |document| recorded.count(Metric::DiscoveryFetches.name(), &[("document", document)]);
+    assert_eq!((fetches("metadata"), fetches("jwks")), (1, 1));
 }
 
 #[tokio::test]
@@ -109,19 +112,24 @@ async fn a_cached_key_is_answered_synchronously_without_fetching() {
 
 #[tokio::test]
 async fn random_unknown_kids_for_sixty_seconds_cause_at_most_one_refresh() {
-    let setup = setup(DiscoveryConfig::default()).await;
-    setup.key("key-1").await.unwrap();
-    for i in 0..1000u64 {
-        if i % 17 == 16 {
-            setup.clock.advance(1);
-        }
-        let kid = format!("random-{}", i.wrapping_mul(0x9e37_79b9_7f4a_7c15));
-        assert_eq!(code(setup.key(&kid).await), Some(SignatureErrorCode::UnknownKey));
-    }
-    assert!(setup.clock.now() - NOW < 60);
-    let (_, jwks) = setup.hits();
-    assert!(jwks <= 2, "{jwks} JWKS fetches");
-    assert!(setup.resolver.metrics().cooldown_hits() >= 998);
+    let recorded = Recorded::new();
+    recorded
+        .scope(async {
+            let setup = setup(DiscoveryConfig::default()).await;
+            setup.key("key-1").await.unwrap();
+            for i in 0..1000u64 {
+                if i % 17 == 16 {
+                    setup.clock.advance(1);
+                }
+                let kid = format!("random-{}", i.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+                assert_eq!(code(setup.key(&kid).await), Some(SignatureErrorCode::UnknownKey));
+            }
+            assert!(setup.clock.now() - NOW < 60);
+            let (_, jwks) = setup.hits();
+            assert!(jwks <= 2, "{jwks} JWKS fetches");
+            assert!(recorded.count(Metric::DiscoveryCooldownHits.name(), &[]) >= 998);
+        })
+        .await;
 }
 
 #[tokio::test]
@@ -176,39 +184,44 @@ fn short_lived(body: &serde_json::Value) -> Canned {
 
 #[tokio::test]
 async fn a_down_issuer_is_served_from_cache_until_the_stale_limit_then_unknown_key() {
-    let config = {
-        let mut config = DiscoveryConfig::default();
-        config.max_stale = Duration::from_secs(600);
-        config
-    };
-    let setup = setup(config).await;
-    setup.server.set(METADATA, short_lived(&setup.server.metadata()));
-    setup.server.set(JWKS, short_lived(&setup.agent.jwks()));
-    setup.key("key-1").await.unwrap();
-    setup.server.set(METADATA, Canned::status(500));
-    setup.server.set(JWKS, Canned::status(500));
+    let recorded = Recorded::new();
+    recorded
+        .scope(async {
+            let config = {
+                let mut config = DiscoveryConfig::default();
+                config.max_stale = Duration::from_secs(600);
+                config
+            };
+            let setup = setup(config).await;
+            setup.server.set(METADATA, short_lived(&setup.server.metadata()));
+            setup.server.set(JWKS, short_lived(&setup.agent.jwks()));
+            setup.key("key-1").await.unwrap();
+            setup.server.set(METADATA, Canned::status(500));
+            setup.server.set(JWKS, Canned::status(500));
 
-    setup.clock.advance(61);
-    assert_eq!(
-        setup.key("key-1").await.unwrap(),
-        setup.agent.thumbprint(),
-        "stale keys served"
-    );
-    assert_eq!(setup.hits(), (2, 1), "one failed refresh");
-    for _ in 0..50 {
-        assert!(setup.key("key-1").await.is_ok());
-    }
-    assert_eq!(setup.hits(), (2, 1), "the failure is negatively cached");
-    assert!(setup.resolver.metrics().stale_served() >= 51);
+            setup.clock.advance(61);
+            assert_eq!(
+                setup.key("key-1").await.unwrap(),
+                setup.agent.thumbprint(),
+                "stale keys served"
+            );
+            assert_eq!(setup.hits(), (2, 1), "one failed refresh");
+            for _ in 0..50 {
+                assert!(setup.key("key-1").await.is_ok());
+            }
+            assert_eq!(setup.hits(), (2, 1), "the failure is negatively cached");
+            assert!(recorded.count(Metric::DiscoveryStaleServed.name(), &[]) >= 51);
 
-    setup.clock.advance(600);
-    assert_eq!(code(setup.key("key-1").await), Some(SignatureErrorCode::UnknownKey));
-    assert!(setup.hits().0 <= 3);
+            setup.clock.advance(600);
+            assert_eq!(code(setup.key("key-1").await), Some(SignatureErrorCode::UnknownKey));
+            assert!(setup.hits().0 <= 3);
 
-    // The issuer comes back: keys are fetched again once the backoff has passed.
-    setup.server.publish(DWK, &setup.agent.jwks());
-    setup.clock.advance(300);
-    assert_eq!(setup.key("key-1").await.unwrap(), setup.agent.thumbprint());
+            // The issuer comes back: keys are fetched again once the backoff has passed.
+            setup.server.publish(DWK, &setup.agent.jwks());
+            setup.clock.advance(300);
+            assert_eq!(setup.key("key-1").await.unwrap(), setup.agent.thumbprint());
+        })
+        .await;
 }
 
 #[tokio::test]
@@ -274,12 +287,17 @@ async fn a_bad_refresh_never_evicts_good_keys() {
         Canned::raw("text/html", rotated.jwks().to_string()),
     ];
     for bad in bad_documents {
+        let recorded = Recorded::new();
         let setup = setup(DiscoveryConfig::default()).await;
-        setup.key("key-1").await.unwrap();
-        setup.server.set(JWKS, bad);
-        setup.clock.advance(301);
-        assert_eq!(setup.key("key-1").await.unwrap(), setup.agent.thumbprint());
+        recorded
+            .scope(async {
+                setup.key("key-1").await.unwrap();
+                setup.server.set(JWKS, bad);
+                setup.clock.advance(301);
+                assert_eq!(setup.key("key-1").await.unwrap(), setup.agent.thumbprint());
+            })
+            .await;
         assert_eq!(setup.hits().1, 2, "the refresh happened and was refused");
-        assert_eq!(setup.resolver.metrics().failed_refreshes(), 1);
+        assert_eq!(recorded.count(Metric::DiscoveryFailures.name(), &[]), 1);
     }
 }

@@ -7,9 +7,10 @@ use std::sync::Arc;
 
 use serde_json::json;
 use support::discovery::MapFetch;
+use support::metrics::Recorded;
 use tower_aauth::discovery::{DiscoveryConfig, DiscoveryResolver, FetchError, KeyQuery, KeyResolver};
 use tower_aauth::testing::TestAgent;
-use tower_aauth::{Clock, Error, SignatureErrorCode, testing::ManualClock};
+use tower_aauth::{Clock, Error, Metric, SignatureErrorCode, testing::ManualClock};
 
 const NOW: u64 = 1_730_217_600;
 const DWK: &str = "aauth-agent.json";
@@ -179,40 +180,45 @@ async fn a_poisoned_metadata_document_plants_nothing_under_the_claimed_issuer() 
 
 #[tokio::test]
 async fn the_new_issuer_budget_refuses_with_503_and_retry_after_without_fetching() {
-    let fetch = MapFetch::default();
-    for i in 0..10 {
-        fetch.publish(&format!("https://i{i}.example"), DWK, &agent().jwks());
-    }
-    let clock = ManualClock::new(NOW);
-    let config = {
-        let mut config = DiscoveryConfig::default();
-        config.new_issuers_per_minute = 3;
-        config
-    };
-    let resolver = resolver(&fetch, &clock, config);
-    for i in 0..3 {
-        lookup(&resolver, &format!("https://i{i}.example"), "k").await.unwrap();
-    }
-    let calls = fetch.total_calls();
-    for i in 3..10 {
-        let error = lookup(&resolver, &format!("https://i{i}.example"), "k")
-            .await
-            .unwrap_err();
-        assert!(
-            error.status() == http::StatusCode::SERVICE_UNAVAILABLE
-                && error.retry_after().is_some_and(|seconds| (1..=20).contains(&seconds)),
-            "{error:?}"
-        );
-        assert_eq!(error.status(), http::StatusCode::SERVICE_UNAVAILABLE);
-        assert_eq!(error.signature_code(), None);
-    }
-    assert_eq!(fetch.total_calls(), calls, "no fetch over budget");
-    assert_eq!(resolver.metrics().budget_refusals(), 7);
-    // Known issuers are unaffected, and the budget refills with time.
-    lookup(&resolver, "https://i0.example", "k").await.unwrap();
-    clock.advance(20);
-    lookup(&resolver, "https://i3.example", "k").await.unwrap();
-    assert!(lookup(&resolver, "https://i4.example", "k").await.is_err());
+    let recorded = Recorded::new();
+    recorded
+        .scope(async {
+            let fetch = MapFetch::default();
+            for i in 0..10 {
+                fetch.publish(&format!("https://i{i}.example"), DWK, &agent().jwks());
+            }
+            let clock = ManualClock::new(NOW);
+            let config = {
+                let mut config = DiscoveryConfig::default();
+                config.new_issuers_per_minute = 3;
+                config
+            };
+            let resolver = resolver(&fetch, &clock, config);
+            for i in 0..3 {
+                lookup(&resolver, &format!("https://i{i}.example"), "k").await.unwrap();
+            }
+            let calls = fetch.total_calls();
+            for i in 3..10 {
+                let error = lookup(&resolver, &format!("https://i{i}.example"), "k")
+                    .await
+                    .unwrap_err();
+                assert!(
+                    error.status() == http::StatusCode::SERVICE_UNAVAILABLE
+                        && error.retry_after().is_some_and(|seconds| (1..=20).contains(&seconds)),
+                    "{error:?}"
+                );
+                assert_eq!(error.status(), http::StatusCode::SERVICE_UNAVAILABLE);
+                assert_eq!(error.signature_code(), None);
+            }
+            assert_eq!(fetch.total_calls(), calls, "no fetch over budget");
+            assert_eq!(recorded.count(Metric::DiscoveryBudgetRefusals.name(), &[]), 7);
+            // Known issuers are unaffected, and the budget refills with time.
+            lookup(&resolver, "https://i0.example", "k").await.unwrap();
+            clock.advance(20);
+            lookup(&resolver, "https://i3.example", "k").await.unwrap();
+            assert!(lookup(&resolver, "https://i4.example", "k").await.is_err());
+        })
+        .await;
 }
 
 #[tokio::test]
@@ -307,20 +313,25 @@ async fn the_cache_is_bounded_by_entries_and_weight() {
 
 #[tokio::test]
 async fn a_transport_failure_is_invalid_key_and_retried_after_the_negative_ttl() {
-    let fetch = MapFetch::default();
-    let issuer = "https://down.example";
-    fetch.fail(&format!("{issuer}/.well-known/{DWK}"), FetchError::Timeout);
-    let clock = ManualClock::new(NOW);
-    let resolver = resolver(&fetch, &clock, DiscoveryConfig::default());
-    for _ in 0..100 {
-        let error = lookup(&resolver, issuer, "k").await.unwrap_err();
-        assert_eq!(error.signature_code(), Some(SignatureErrorCode::InvalidKey));
-    }
-    assert_eq!(fetch.total_calls(), 1);
-    assert_eq!(resolver.metrics().negative_hits(), 99);
-    fetch.publish(issuer, DWK, &agent().jwks());
-    clock.advance(31);
-    assert_eq!(lookup(&resolver, issuer, "k").await.unwrap(), agent().thumbprint());
+    let recorded = Recorded::new();
+    recorded
+        .scope(async {
+            let fetch = MapFetch::default();
+            let issuer = "https://down.example";
+            fetch.fail(&format!("{issuer}/.well-known/{DWK}"), FetchError::Timeout);
+            let clock = ManualClock::new(NOW);
+            let resolver = resolver(&fetch, &clock, DiscoveryConfig::default());
+            for _ in 0..100 {
+                let error = lookup(&resolver, issuer, "k").await.unwrap_err();
+                assert_eq!(error.signature_code(), Some(SignatureErrorCode::InvalidKey));
+            }
+            assert_eq!(fetch.total_calls(), 1);
+            assert_eq!(recorded.count(Metric::DiscoveryNegativeHits.name(), &[]), 99);
+            fetch.publish(issuer, DWK, &agent().jwks());
+            clock.advance(31);
+            assert_eq!(lookup(&resolver, issuer, "k").await.unwrap(), agent().thumbprint());
+        })
+        .await;
 }
 
 #[tokio::test]

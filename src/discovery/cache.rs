@@ -32,8 +32,8 @@ use std::time::Duration;
 
 use super::admission::IdentifierPolicy;
 use super::keyset::{KeyLookup, KeySet, legacy_metadata_jwks_uri, metadata_jwks_uri};
-use super::metrics::{DiscoveryMetrics, Shown};
 use super::resolve::{Fetch, KeyQuery, KeyResolver, is_known_dwk};
+use super::shown::Shown;
 use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, SignatureErrorCode};
 use crate::future::BoxFuture;
@@ -140,7 +140,7 @@ const UNUSABLE_KEY: Error = Error::invalid_key("the key with that kid is not a u
 
 /// The default [`KeyResolver`]: fetches metadata and JWKS through a [`Fetch`] and keeps
 /// key sets in a bounded cache (see the module docs). Cheap to clone; clones share the
-/// cache and the counters.
+/// cache.
 pub struct DiscoveryResolver<F: Fetch> {
     inner: Arc<Inner<F>>,
 }
@@ -163,7 +163,6 @@ struct Inner<F> {
     flights: moka::future::Cache<(String, u64), Arc<Entry>>,
     generations: AtomicU64,
     budget: Mutex<Bucket>,
-    metrics: DiscoveryMetrics,
 }
 
 impl<F: Fetch> std::fmt::Debug for DiscoveryResolver<F> {
@@ -261,7 +260,6 @@ impl<F: Fetch> DiscoveryResolverBuilder<F> {
                     tokens: f64::from(per_minute),
                     updated: now,
                 }),
-                metrics: DiscoveryMetrics::default(),
                 config,
             }),
         }
@@ -283,11 +281,6 @@ impl<F: Fetch> DiscoveryResolver<F> {
     /// A resolver over `fetch` with default limits and the system clock.
     pub fn new(fetch: F, identifiers: IdentifierPolicy) -> Self {
         Self::builder(fetch).identifiers(identifiers).build()
-    }
-
-    /// The counters.
-    pub fn metrics(&self) -> &DiscoveryMetrics {
-        &self.inner.metrics
     }
 
     /// Number of cached `(issuer, dwk)` entries (good or failed).
@@ -334,7 +327,7 @@ impl<F: Fetch> Inner<F> {
             let cooldown = self.config.unknown_kid_cooldown.as_secs();
             if now < entry.last_fetch.saturating_add(cooldown) {
                 if !fetched {
-                    self.metrics.cooldown_hit();
+                    crate::metrics::discovery_cooldown_hit();
                     tracing::debug!(kid = %Shown(kid), "discovery: unknown kid within the refresh cooldown");
                 }
                 return Answer::Refused(UNKNOWN_KEY);
@@ -344,13 +337,13 @@ impl<F: Fetch> Inner<F> {
         match &entry.failure {
             Some(failure) if now < failure.retry_at => {
                 if !fetched {
-                    self.metrics.negative_hit();
+                    crate::metrics::discovery_negative_hit();
                 }
                 match &entry.keys {
                     Some(keys) if now < entry.stale_until => {
                         let answer = found(keys).unwrap_or(Answer::Refused(UNKNOWN_KEY));
                         if matches!(answer, Answer::Key(_)) {
-                            self.metrics.stale();
+                            crate::metrics::discovery_stale_served();
                         }
                         answer
                     }
@@ -414,7 +407,7 @@ impl<F: Fetch> Inner<F> {
             bucket.tokens -= 1.0;
             return Ok(());
         }
-        self.metrics.budget_refused();
+        crate::metrics::discovery_budget_refusal();
         let retry_after = if per_minute > 0.0 {
             ((1.0 - bucket.tokens) * 60.0 / per_minute).ceil().max(1.0) as u32
         } else {
@@ -445,7 +438,7 @@ impl<F: Fetch> Inner<F> {
                 failure: None,
             },
             Err(error) => {
-                self.metrics.failed();
+                crate::metrics::discovery_failure();
                 let streak = previous
                     .and_then(|p| p.failure.as_ref())
                     .map_or(1, |f| f.streak.saturating_add(1));
@@ -498,7 +491,7 @@ impl<F: Fetch> Inner<F> {
         let (jwks_uri, metadata_fresh_until) = match known_uri {
             Some(uri) => (uri, previous.map_or(0, |p| p.metadata_fresh_until)),
             None => {
-                self.metrics.fetched(issuer, false);
+                crate::metrics::discovery_fetch(false);
                 let url = format!("{issuer}/.well-known/{dwk}");
                 let metadata = self
                     .fetch
@@ -515,7 +508,7 @@ impl<F: Fetch> Inner<F> {
                 (Arc::from(uri), now.saturating_add(self.ttl(metadata.max_age)))
             }
         };
-        self.metrics.fetched(issuer, true);
+        crate::metrics::discovery_fetch(true);
         let jwks = self
             .fetch
             .get(&jwks_uri, self.config.max_jwks_bytes)
@@ -573,12 +566,18 @@ struct Bucket {
 impl<F: Fetch> KeyResolver for DiscoveryResolver<F> {
     fn cached(&self, query: &KeyQuery<'_>) -> Option<Result<Arc<Jwk>, Error>> {
         let inner = &*self.inner;
-        let entry = inner.store.get(&Inner::<F>::store_key(query.issuer, query.dwk))?;
-        match inner.answer(&entry, query.kid, inner.clock.now(), false) {
-            Answer::Key(key) => Some(Ok(key)),
-            Answer::Refused(error) => Some(Err(error)),
-            Answer::Fetch => None,
-        }
+        let answer = inner
+            .store
+            .get(&Inner::<F>::store_key(query.issuer, query.dwk))
+            .and_then(
+                |entry| match inner.answer(&entry, query.kid, inner.clock.now(), false) {
+                    Answer::Key(key) => Some(Ok(key)),
+                    Answer::Refused(error) => Some(Err(error)),
+                    Answer::Fetch => None,
+                },
+            );
+        crate::metrics::discovery_cache(answer.is_some());
+        answer
     }
 
     fn resolve<'a>(&'a self, query: KeyQuery<'a>) -> BoxFuture<'a, Result<Arc<Jwk>, Error>> {
@@ -618,6 +617,8 @@ mod tests {
     use crate::discovery::fetch::FetchError;
     use crate::discovery::fetch::FetchedDocument;
     use crate::jose::ResourceKey;
+    use crate::metrics::Metric;
+    use crate::metrics::recorded::Recorded;
 
     const T0: u64 = 1_800_000_000;
     const ISSUER: &str = "https://issuer.example";
@@ -727,107 +728,136 @@ mod tests {
 
     #[tokio::test]
     async fn an_unknown_kid_is_refused_without_a_fetch_until_exactly_the_cooldown_ends() {
-        let setup = setup(DiscoveryConfig::default(), None, None);
-        setup.resolve("k1").await.unwrap();
-        assert_eq!(setup.at(59).cached("k2"), Some(Err(SignatureErrorCode::UnknownKey)));
-        assert_eq!(setup.resolver.metrics().cooldown_hits(), 1);
-        assert_eq!(setup.at(60).cached("k2"), None);
-        assert_eq!(setup.resolver.metrics().cooldown_hits(), 1);
+        let recorded = Recorded::new();
+        recorded
+            .scope(async {
+                let setup = setup(DiscoveryConfig::default(), None, None);
+                setup.resolve("k1").await.unwrap();
+                assert_eq!(setup.at(59).cached("k2"), Some(Err(SignatureErrorCode::UnknownKey)));
+                assert_eq!(recorded.counter(Metric::DiscoveryCooldownHits.name(), &[]), 1);
+                assert_eq!(setup.at(60).cached("k2"), None);
+                assert_eq!(recorded.counter(Metric::DiscoveryCooldownHits.name(), &[]), 1);
+            })
+            .await;
     }
 
     #[tokio::test]
     async fn a_failure_is_remembered_until_exactly_its_retry_instant() {
-        let setup = setup(DiscoveryConfig::default(), None, None);
-        setup.fetch.withdraw(METADATA_URL);
-        let error = setup.resolve("k1").await.unwrap_err();
-        assert_eq!(error.code(), "invalid_key");
-        assert_eq!(setup.resolver.metrics().failed_refreshes(), 1);
-        let remembered = setup.at(29).resolver.cached(&query("k1")).expect("negative hit");
-        assert_eq!(remembered.unwrap_err().to_string(), error.to_string());
-        assert_eq!(setup.resolver.metrics().negative_hits(), 1);
-        assert!(setup.at(30).resolver.cached(&query("k1")).is_none());
+        let recorded = Recorded::new();
+        recorded
+            .scope(async {
+                let setup = setup(DiscoveryConfig::default(), None, None);
+                setup.fetch.withdraw(METADATA_URL);
+                let error = setup.resolve("k1").await.unwrap_err();
+                assert_eq!(error.code(), "invalid_key");
+                assert_eq!(recorded.counter(Metric::DiscoveryFailures.name(), &[]), 1);
+                let remembered = setup.at(29).resolver.cached(&query("k1")).expect("negative hit");
+                assert_eq!(remembered.unwrap_err().to_string(), error.to_string());
+                assert_eq!(recorded.counter(Metric::DiscoveryNegativeHits.name(), &[]), 1);
+                assert!(setup.at(30).resolver.cached(&query("k1")).is_none());
+            })
+            .await;
     }
 
     #[tokio::test]
     async fn a_second_failure_doubles_the_backoff_up_to_its_ceiling() {
-        let config = DiscoveryConfig {
-            max_negative_ttl: Duration::from_secs(50),
-            ..DiscoveryConfig::default()
-        };
-        let setup = setup(config, None, None);
-        setup.fetch.withdraw(METADATA_URL);
-        setup.resolve("k1").await.unwrap_err();
-        setup.at(30).resolve("k1").await.unwrap_err();
-        // 30 s, then 60 s capped at 50 s.
-        assert!(setup.at(79).resolver.cached(&query("k1")).is_some());
-        assert!(setup.at(80).resolver.cached(&query("k1")).is_none());
-        assert_eq!(setup.fetch.requests(METADATA_URL), 2);
-        assert_eq!(setup.resolver.metrics().failed_refreshes(), 2);
+        let recorded = Recorded::new();
+        recorded
+            .scope(async {
+                let config = DiscoveryConfig {
+                    max_negative_ttl: Duration::from_secs(50),
+                    ..DiscoveryConfig::default()
+                };
+                let setup = setup(config, None, None);
+                setup.fetch.withdraw(METADATA_URL);
+                setup.resolve("k1").await.unwrap_err();
+                setup.at(30).resolve("k1").await.unwrap_err();
+                // 30 s, then 60 s capped at 50 s.
+                assert!(setup.at(79).resolver.cached(&query("k1")).is_some());
+                assert!(setup.at(80).resolver.cached(&query("k1")).is_none());
+                assert_eq!(setup.fetch.requests(METADATA_URL), 2);
+                assert_eq!(recorded.counter(Metric::DiscoveryFailures.name(), &[]), 2);
+            })
+            .await;
     }
 
     #[tokio::test]
     async fn stale_keys_are_served_while_the_issuer_fails_until_exactly_the_stale_limit() {
-        let config = DiscoveryConfig {
-            max_stale: Duration::from_secs(600),
-            ..DiscoveryConfig::default()
-        };
-        // Fresh until T0 + 60, servable while failing until T0 + 660.
-        let setup = setup(config, Some(3600), Some(60));
-        setup.resolve("k1").await.unwrap();
-        setup.fetch.withdraw(JWKS_URL);
-        assert_eq!(setup.at(640).resolve("k1").await.unwrap(), key().thumbprint());
-        assert_eq!(setup.resolver.metrics().stale_served(), 1);
-        // The failure is remembered until T0 + 670, past the stale limit.
-        assert_eq!(setup.at(659).cached("k1"), found());
-        assert_eq!(setup.at(660).cached("k1"), Some(Err(SignatureErrorCode::UnknownKey)));
-        assert_eq!(setup.resolver.metrics().stale_served(), 2);
-        assert_eq!(setup.fetch.requests(JWKS_URL), 2);
+        let recorded = Recorded::new();
+        recorded
+            .scope(async {
+                let config = DiscoveryConfig {
+                    max_stale: Duration::from_secs(600),
+                    ..DiscoveryConfig::default()
+                };
+                // Fresh until T0 + 60, servable while failing until T0 + 660.
+                let setup = setup(config, Some(3600), Some(60));
+                setup.resolve("k1").await.unwrap();
+                setup.fetch.withdraw(JWKS_URL);
+                assert_eq!(setup.at(640).resolve("k1").await.unwrap(), key().thumbprint());
+                assert_eq!(recorded.counter(Metric::DiscoveryStaleServed.name(), &[]), 1);
+                // The failure is remembered until T0 + 670, past the stale limit.
+                assert_eq!(setup.at(659).cached("k1"), found());
+                assert_eq!(setup.at(660).cached("k1"), Some(Err(SignatureErrorCode::UnknownKey)));
+                assert_eq!(recorded.counter(Metric::DiscoveryStaleServed.name(), &[]), 2);
+                assert_eq!(setup.fetch.requests(JWKS_URL), 2);
+            })
+            .await;
     }
 
     #[tokio::test]
     async fn metadata_is_reused_until_exactly_its_own_lifetime() {
-        let setup = setup(DiscoveryConfig::default(), Some(120), Some(60));
-        setup.resolve("k1").await.unwrap();
-        setup.at(60).resolve("k1").await.unwrap();
-        assert_eq!(setup.fetch.requests(METADATA_URL), 1);
-        assert_eq!(setup.fetch.requests(JWKS_URL), 2);
-        setup.at(120).resolve("k1").await.unwrap();
-        assert_eq!(setup.fetch.requests(METADATA_URL), 2);
-        assert_eq!(setup.fetch.requests(JWKS_URL), 3);
-        let metrics = setup.resolver.metrics();
-        assert_eq!((metrics.metadata_fetches(), metrics.jwks_fetches()), (2, 3));
-        assert_eq!(metrics.fetches_for(ISSUER), 5);
+        let recorded = Recorded::new();
+        recorded
+            .scope(async {
+                let setup = setup(DiscoveryConfig::default(), Some(120), Some(60));
+                setup.resolve("k1").await.unwrap();
+                setup.at(60).resolve("k1").await.unwrap();
+                assert_eq!(setup.fetch.requests(METADATA_URL), 1);
+                assert_eq!(setup.fetch.requests(JWKS_URL), 2);
+                setup.at(120).resolve("k1").await.unwrap();
+                assert_eq!(setup.fetch.requests(METADATA_URL), 2);
+                assert_eq!(setup.fetch.requests(JWKS_URL), 3);
+                let fetches = |document| recorded.counter(Metric::DiscoveryFetches.name(), &[("document", document)]);
+                assert_eq!((fetches("metadata"), fetches("jwks")), (2, 3));
+            })
+            .await;
     }
 
     #[tokio::test]
     async fn the_new_issuer_budget_refills_at_its_rate_and_says_when_to_retry() {
-        let config = DiscoveryConfig {
-            new_issuers_per_minute: 30,
-            ..DiscoveryConfig::default()
-        };
-        let setup = setup(config, None, None);
-        let inner = &setup.resolver.inner;
-        for _ in 0..30 {
-            inner.charge_budget("https://new.example").unwrap();
-        }
-        let refusal = inner.charge_budget("https://new.example").unwrap_err();
-        assert!(refusal.retry_after() == Some(2), "{refusal:?}");
-        assert_eq!(setup.resolver.metrics().budget_refusals(), 1);
-        // Half a token after one second: still refused, one second to go.
-        setup.at(1);
-        let refusal = inner.charge_budget("https://new.example").unwrap_err();
-        assert!(refusal.retry_after() == Some(1), "{refusal:?}");
-        // One whole token after two seconds: exactly one more issuer.
-        setup.at(2);
-        inner.charge_budget("https://new.example").unwrap();
-        inner.charge_budget("https://new.example").unwrap_err();
-        // A long pause refills to the per-minute size and no further.
-        setup.at(10_000);
-        for _ in 0..30 {
-            inner.charge_budget("https://new.example").unwrap();
-        }
-        inner.charge_budget("https://new.example").unwrap_err();
-        assert_eq!(setup.resolver.metrics().budget_refusals(), 4);
+        let recorded = Recorded::new();
+        recorded
+            .scope(async {
+                let config = DiscoveryConfig {
+                    new_issuers_per_minute: 30,
+                    ..DiscoveryConfig::default()
+                };
+                let setup = setup(config, None, None);
+                let inner = &setup.resolver.inner;
+                for _ in 0..30 {
+                    inner.charge_budget("https://new.example").unwrap();
+                }
+                let refusal = inner.charge_budget("https://new.example").unwrap_err();
+                assert!(refusal.retry_after() == Some(2), "{refusal:?}");
+                assert_eq!(recorded.counter(Metric::DiscoveryBudgetRefusals.name(), &[]), 1);
+                // Half a token after one second: still refused, one second to go.
+                setup.at(1);
+                let refusal = inner.charge_budget("https://new.example").unwrap_err();
+                assert!(refusal.retry_after() == Some(1), "{refusal:?}");
+                // One whole token after two seconds: exactly one more issuer.
+                setup.at(2);
+                inner.charge_budget("https://new.example").unwrap();
+                inner.charge_budget("https://new.example").unwrap_err();
+                // A long pause refills to the per-minute size and no further.
+                setup.at(10_000);
+                for _ in 0..30 {
+                    inner.charge_budget("https://new.example").unwrap();
+                }
+                inner.charge_budget("https://new.example").unwrap_err();
+                assert_eq!(recorded.counter(Metric::DiscoveryBudgetRefusals.name(), &[]), 4);
+            })
+            .await;
     }
 
     #[tokio::test]

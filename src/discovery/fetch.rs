@@ -27,7 +27,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use super::admission::{admit_url, is_public_address};
-use super::metrics::Shown;
+use super::shown::Shown;
 use crate::error::Error;
 use crate::future::BoxFuture;
 

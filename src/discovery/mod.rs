@@ -15,9 +15,11 @@
 //!   refresh per issuer per cooldown for unknown `kid`s; failures cached with backoff;
 //!   the last good keys served for a bounded time while an issuer is down; a global
 //!   budget of never-seen issuers per minute (over it: `503` + `Retry-After`).
-//! * **Observability** ([`DiscoveryMetrics`]): counters, and `tracing` events for fetches,
-//!   refreshes, failures, cooldown hits and budget refusals, with attacker-supplied
-//!   strings escaped and truncated.
+//! * **Observability**: counters through the `metrics` facade (fetches, failures, cache
+//!   hits and misses, cooldown and negative hits, stale keys served, budget refusals; see
+//!   [`Metric`](crate::Metric)), and `tracing` events for fetches, refreshes, failures,
+//!   cooldown hits and budget refusals, with attacker-supplied strings escaped and
+//!   truncated.
 //!
 //! The verifier asks a [`KeyResolver`] twice: first [`KeyResolver::cached`], which must
 //! answer from memory without I/O (the hot path stays synchronous and unboxed, and also
@@ -28,8 +30,8 @@ pub(crate) mod admission;
 pub(crate) mod cache;
 pub(crate) mod fetch;
 pub(crate) mod keyset;
-pub(crate) mod metrics;
 pub(crate) mod resolve;
+pub(crate) mod shown;
 
 pub use admission::{AdmittedUrl, IdentifierPolicy};
 pub use cache::{DiscoveryConfig, DiscoveryResolver, DiscoveryResolverBuilder};
@@ -38,6 +40,5 @@ pub use fetch::{
 };
 #[cfg(feature = "reqwest")]
 pub use fetch::{ReqwestConnector, ReqwestFetch};
-pub use metrics::DiscoveryMetrics;
 
 pub use resolve::{Fetch, KeyQuery, KeyResolver, StaticResolver};

@@ -151,22 +151,9 @@ impl AuditContext {
 
     /// The event for a response the inner service produced.
     pub(crate) fn response<B>(&self, response: &Response<B>) {
-        let status = response.status();
-        if let Some(outcome) = response.extensions().get::<AuditOutcome>() {
-            return self.emit(outcome.decision, outcome.reason, status, Some(outcome.detail));
-        }
-        let (decision, reason) = if status == StatusCode::UNAUTHORIZED
-            && let Some(requirement) = response.headers().get(names::header::AAUTH_REQUIREMENT)
-        {
-            (AuditDecision::Challenge, requirement_reason(requirement.as_bytes()))
-        } else if status == StatusCode::FORBIDDEN {
-            (AuditDecision::Deny, "forbidden")
-        } else if self.verified.is_some() {
-            (AuditDecision::Allow, "verified")
-        } else {
-            (AuditDecision::Allow, "unsigned")
-        };
-        self.emit(decision, reason, status, None);
+        let outcome = classify(response, self.verified.is_some());
+        let detail = response.extensions().get::<AuditOutcome>().map(|o| o.detail);
+        self.emit(outcome.0, outcome.1, response.status(), detail);
     }
 
     /// The event for a refusal the layer made.
@@ -202,6 +189,26 @@ impl AuditContext {
             jti = token.and_then(|c| c.jti.as_deref()),
             "aauth decision"
         );
+    }
+}
+
+/// The decision and reason of a response the inner service (or a guard) produced for a
+/// request that was `verified` or unsigned: the reason is a fixed code, never text from
+/// the request.
+pub(crate) fn classify<B>(response: &Response<B>, verified: bool) -> (AuditDecision, &'static str) {
+    let status = response.status();
+    if let Some(outcome) = response.extensions().get::<AuditOutcome>() {
+        (outcome.decision, outcome.reason)
+    } else if status == StatusCode::UNAUTHORIZED
+        && let Some(requirement) = response.headers().get(names::header::AAUTH_REQUIREMENT)
+    {
+        (AuditDecision::Challenge, requirement_reason(requirement.as_bytes()))
+    } else if status == StatusCode::FORBIDDEN {
+        (AuditDecision::Deny, "forbidden")
+    } else if verified {
+        (AuditDecision::Allow, "verified")
+    } else {
+        (AuditDecision::Allow, "unsigned")
     }
 }
 

@@ -75,6 +75,7 @@
 //! [draft-11]: https://datatracker.ietf.org/doc/html/draft-hardt-oauth-aauth-protocol-11
 
 pub(crate) mod key;
+pub(crate) mod measured;
 pub(crate) mod memory;
 #[cfg(feature = "redis")]
 mod redis_store;

@@ -8,6 +8,7 @@
 //! * [`app`]: an application with one guarded route per requirement, and the tokens of the
 //!   three- and four-party postures;
 //! * [`discovery`]: discovery test doubles (a loopback issuer, an in-memory fetcher, mocks);
+//! * [`metrics`]: a debugging recorder local to a test's futures, and what it counted;
 //! * [`peers`]: the real third-party peers of `tests/interop`;
 //! * [`policy`]: the policy attacks' world (attackers' issuers, a `whoami` router);
 //! * [`redis`]: a `redis-server` child process;
@@ -30,6 +31,7 @@ pub mod discovery;
 pub mod fixtures;
 pub mod fleet;
 pub mod harness;
+pub mod metrics;
 pub mod peers;
 pub mod policy;
 pub mod redis;
