@@ -22,7 +22,7 @@ use support::app::*;
 use support::redis::RedisServer;
 use tower::ServiceExt;
 use tower_aauth::testing::{KeySource, TestAgent};
-use tower_aauth::{Clock, DeferredOptions, RedisPendingStore, VerifiedRequest};
+use tower_aauth::{AAuthService, Clock, DeferredOptions, RedisPendingStore, VerifiedRequest};
 
 const PREFIX: &str = "https://resource.example/aauth/pending/";
 const KEYS: &str = "tower-aauth:{pending}:";
@@ -49,8 +49,14 @@ async fn replicas(redis: &RedisServer) -> (App, App) {
     )
 }
 
+/// The replica's application: the AAuth layer wraps the whole router (a tower `Layer`
+/// applied to it), so that a poll can re-dispatch a held request through it.
+fn router(app: &App) -> AAuthService<Router> {
+    tower::Layer::layer(&app.aauth.layer(), routes(app))
+}
+
 /// `/report` (POST, `data.write`, deferred), its handler counting the replica's calls.
-fn router(app: &App) -> Router {
+fn routes(app: &App) -> Router {
     let a = &app.aauth;
     let calls = app.calls.clone();
     let handler = move |request: Request<Body>| {
@@ -83,7 +89,6 @@ fn router(app: &App) -> Router {
             post(handler).route_layer(a.require_scopes(["data.write"]).deferred()),
         )
         .merge(a.pending_router())
-        .layer(a.layer())
 }
 
 async fn send(app: &App, request: Request<Body>) -> Response<Body> {
@@ -494,4 +499,26 @@ async fn redis_down_is_503_for_holds_and_polls_nothing_runs_and_service_resumes(
     };
     assert_eq!(response.status(), StatusCode::CREATED);
     assert_eq!(total_calls(&all), 1);
+}
+
+#[cfg_attr(skip_redis, ignore = "redis-server not found on PATH (apt-get install redis-server)")]
+#[tokio::test]
+async fn with_the_layer_on_single_routes_another_replica_refuses_with_500_and_the_holder_still_runs_it() {
+    let redis = RedisServer::start();
+    let (a, b) = replicas(&redis).await;
+    let all = [&a, &b];
+    let location = held_on(&a, &all).await;
+    // axum's `Router::layer` wraps each route, not the router: replica B cannot route the
+    // held request, and says so without running anything.
+    let per_route = routes(&b).layer(b.aauth.layer());
+    let request = signed_poll(&b, &b.agent, &location, &write_token(&b));
+    let response = per_route.oneshot(request).await.unwrap();
+    assert_problem(response, StatusCode::INTERNAL_SERVER_ERROR, "server_error", &all, 0).await;
+    // The record waits on: the replica that held it runs it, whatever its layering.
+    advance(&all, 5);
+    let per_route = routes(&a).layer(a.aauth.layer());
+    let request = signed_poll(&a, &a.agent, &location, &write_token(&a));
+    let response = per_route.oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+    assert_eq!((a.calls(), b.calls()), (1, 0));
 }

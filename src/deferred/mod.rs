@@ -53,7 +53,7 @@ use crate::state::Shared;
 use crate::verified::VerifiedRequest;
 
 pub(crate) use poll::{Begun, Resumed, Ticket, begin};
-use poll::{Outcome, pending_response, poll_problem, replay, store_failure};
+use poll::{Outcome, not_executed, pending_response, replay, store_failure};
 use record::{HeldChallenge, HeldRequest, NewRecord, Phase, Status, Stored};
 #[cfg(feature = "redis")]
 pub use redis_store::{RedisPendingStore, RedisPendingStoreBuilder};
@@ -84,11 +84,24 @@ where
 {
     shared.pending.mark_served();
     let path = format!("{}{{id}}", crate::names::path::PENDING_PREFIX);
+    // Any method: a held request the layer re-dispatches lands here when the layer wraps
+    // this route rather than the whole application, and must be told apart.
     axum::Router::new().route(
         &path,
-        axum::routing::get(move |request: Request<axum::body::Body>| {
+        axum::routing::any(move |request: Request<axum::body::Body>| {
             let shared = shared.clone();
-            async move { poll::fallback::<axum::body::Body>(&shared, &request.into_parts().0) }
+            async move {
+                let parts = request.into_parts().0;
+                if parts.method != http::Method::GET && parts.extensions.get::<Resumed>().is_none() {
+                    let mut response = Response::new(axum::body::Body::empty());
+                    *response.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
+                    response
+                        .headers_mut()
+                        .insert(http::header::ALLOW, http::HeaderValue::from_static("GET,HEAD"));
+                    return response;
+                }
+                poll::fallback::<axum::body::Body>(&shared, &parts)
+            }
         }),
     )
 }
@@ -162,7 +175,10 @@ where
     fn hold(&self, hold: DeferredHold, inner: &mut S, request: Request<ReqBody>) -> BoxedResponse<ResBody, S::Error> {
         let (shared, inner) = (self.shared.clone(), take_ready(inner));
         match hold {
-            DeferredHold::Hold(challenge) => Box::pin(async move { Ok(hold_request(shared, challenge, request).await) }),
+            DeferredHold::Hold(challenge) => {
+                let requirement = self.requirement.clone();
+                Box::pin(async move { Ok(hold_request(shared, requirement, challenge, inner, request).await) })
+            }
             DeferredHold::Run(resumed) => Box::pin(async move {
                 let max_result = shared.pending.options.max_result_bytes;
                 match execute(inner, request, max_result).await {
@@ -173,13 +189,7 @@ where
                     }
                     None => {
                         resumed.set(Outcome::Failed);
-                        Ok(poll_problem(
-                            &shared,
-                            StatusCode::INTERNAL_SERVER_ERROR,
-                            crate::names::poll::SERVER_ERROR,
-                            "the held request could not be executed",
-                            None,
-                        ))
+                        Ok(not_executed(&shared))
                     }
                 }
             }),
@@ -231,12 +241,22 @@ pub(crate) fn judge<B: From<Bytes>>(
 }
 
 /// Buffers the request, stores it as a pending record, and answers `202`.
-async fn hold_request<ReqBody, ResBody>(shared: Arc<Shared>, challenge: Challenge, request: Request<ReqBody>) -> Response<ResBody>
+async fn hold_request<S, ReqBody, ResBody>(
+    shared: Arc<Shared>,
+    requirement: Arc<Requirement>,
+    challenge: Challenge,
+    inner: S,
+    request: Request<ReqBody>,
+) -> Response<ResBody>
 where
-    ReqBody: Body + Send + 'static,
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    ReqBody: Body + From<Bytes> + Send + 'static,
     ReqBody::Data: Send,
     ReqBody::Error: Into<BoxError>,
-    ResBody: From<Bytes>,
+    ResBody: Body + From<Bytes> + Send + 'static,
+    ResBody::Data: Send,
+    ResBody::Error: Into<BoxError>,
 {
     let options = &shared.pending.options;
     let (parts, body) = request.into_parts();
@@ -257,8 +277,8 @@ where
         // Too large to hold (or unreadable): the agent resends it with the auth token.
         Err(_) => return plain(refused),
     };
-    let Some(held) = HeldRequest::new(parts.method, original_uri(&parts.uri, &parts.extensions), &parts.headers, body)
-    else {
+    let uri = original_uri(&parts.uri, &parts.extensions);
+    let Some(held) = HeldRequest::new(parts.method.clone(), uri, &parts.headers, body) else {
         return plain(refused);
     };
     let now = shared.clock.now();
@@ -283,7 +303,23 @@ where
         .create(&id, record, ttl, options.capacity_bytes)
         .await
     {
-        Ok(true) => pending_response(&shared, &id, options.retry_after, Some(&challenge)),
+        Ok(true) => {
+            let max_result = options.max_result_bytes;
+            // Shared by the polls of this replica; a clone is called each time.
+            let inner = std::sync::Mutex::new(inner);
+            let exec: store::Exec = Arc::new(move |request: Request<Bytes>| {
+                let inner = inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+                Box::pin(execute(inner, request.map(ReqBody::from), max_result))
+            });
+            let runner = store::Runner {
+                exec,
+                requirement,
+                uri: parts.uri,
+                extensions: parts.extensions,
+            };
+            shared.pending.runners.insert(id.clone(), Arc::new(runner));
+            pending_response(&shared, &id, options.retry_after, Some(&challenge))
+        }
         Ok(false) => {
             tracing::debug!(target: "tower_aauth", "pending store full; answering the challenge instead");
             challenge_response(shared.hook(), &challenge, Generation::Draft11)

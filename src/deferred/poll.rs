@@ -10,7 +10,9 @@ use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode, header};
 
 use super::record::{HeldChallenge, HeldRequest, Phase, Status, Stored};
-use super::store::{SLOW_DOWN_STEP, StoreError, Versioned, pending_id};
+use super::store::{Runner, SLOW_DOWN_STEP, StoreError, Versioned, pending_id};
+use super::{Judged, judge};
+use crate::guard::requirement::RuleContext;
 use crate::challenge::{Challenge, Rejection, challenge_response, problem, with_body};
 use crate::future::BoxFuture;
 use crate::names;
@@ -51,6 +53,9 @@ pub(crate) enum Outcome {
     Deferred(Option<Challenge>),
     /// Refused by the guard's rule (policy, ceiling, identity): the record waits on.
     Answered,
+    /// It reached the pending route instead of the application: the layer wraps single
+    /// routes (axum's `Router::layer`), not the router. Nothing ran; the record waits on.
+    Unroutable,
 }
 
 impl Resumed {
@@ -119,7 +124,7 @@ pub(crate) async fn begin(shared: Arc<Shared>, poll: http::request::Parts, path:
             Err(error) => return Begun::Answer(store_failure(&shared, error)),
         };
         interval = versioned.status.interval;
-        match step(&shared, id, versioned, verified, now).await {
+        match step(&shared, id, versioned, verified, &poll.extensions, now).await {
             Ok(Some(begun)) => return begun,
             // Another poll changed the record in between: read it again.
             Ok(None) => continue,
@@ -135,6 +140,7 @@ async fn step(
     id: &str,
     Versioned { version, mut status }: Versioned,
     verified: &VerifiedRequest,
+    poll_extensions: &http::Extensions,
     now: u64,
 ) -> Result<Option<Begun>, StoreError> {
     let backend = &shared.pending.backend;
@@ -210,6 +216,22 @@ async fn step(
                 return Ok(None);
             };
             let reuse = (now < status.challenge_until).then(|| status.challenge.challenge());
+            let jti = claims.and_then(|c| c.jti.clone());
+            let until = claims.map_or(now, |c| c.exp);
+            if let Some(runner) = shared.pending.runners.get(id) {
+                // Held by this replica: judged and run here, with its own extensions.
+                let run = Run {
+                    id,
+                    held: &held,
+                    verified,
+                    poll_extensions,
+                    reuse,
+                    interval: status.interval,
+                };
+                let (outcome, response) = run.here(shared, &runner).await;
+                write_back(shared, id, version + 1, status, outcome, jti, until).await;
+                return answer(response);
+            }
             let resumed = Resumed(Arc::new(Resume {
                 id: id.to_owned(),
                 interval: status.interval,
@@ -223,8 +245,8 @@ async fn step(
                 version: version + 1,
                 status,
                 resumed,
-                jti: claims.and_then(|c| c.jti.clone()),
-                until: claims.map_or(now, |c| c.exp),
+                jti,
+                until,
             };
             Ok(Some(Begun::Dispatch(request, ticket)))
         }
@@ -255,51 +277,127 @@ impl Ticket {
                 shared,
                 id,
                 version,
-                mut status,
+                status,
                 resumed,
                 jti,
                 until,
             } = self;
             let outcome = std::mem::replace(&mut *resumed.0.lock(), Outcome::Taken);
-            let now = shared.clock.now();
-            let backend = &shared.pending.backend;
-            let written = match outcome {
-                Outcome::Ran(stored) => {
-                    status.phase = Phase::Done { jti, until };
-                    let ttl = until.saturating_sub(now) + shared.pending.grace();
-                    backend
-                        .finish(&id, version, &status, stored, Duration::from_secs(ttl))
-                        .await
-                }
-                Outcome::Deferred(fresh) => {
-                    status.phase = Phase::Waiting;
-                    if let Some(fresh) = fresh.as_ref().and_then(HeldChallenge::of) {
-                        status.challenge = fresh;
-                        status.challenge_until = now + shared.authz.lifetime;
-                    }
-                    backend.update(&id, version, &status).await
-                }
-                Outcome::Answered => {
-                    status.phase = Phase::Waiting;
-                    backend.update(&id, version, &status).await
-                }
-                Outcome::Untouched | Outcome::Taken | Outcome::Failed => {
-                    if matches!(outcome, Outcome::Untouched) {
-                        tracing::warn!(
-                            target: "tower_aauth",
-                            "a held request was re-dispatched to a route without a deferred guard; the pending request ends"
-                        );
-                    }
-                    status.phase = Phase::Gone;
-                    backend.update(&id, version, &status).await
-                }
-            };
-            match written {
-                Ok(true) => {}
-                Ok(false) => tracing::warn!(target: "tower_aauth", "a pending record changed while its poll ran"),
-                Err(error) => tracing::warn!(target: "tower_aauth", ?error, "a pending record could not be written back"),
-            }
+            write_back(&shared, &id, version, status, outcome, jti, until).await;
         })
+    }
+}
+
+/// A held request taken by a poll on the replica that held it.
+struct Run<'a> {
+    id: &'a str,
+    held: &'a HeldRequest,
+    verified: &'a VerifiedRequest,
+    poll_extensions: &'a http::Extensions,
+    reuse: Option<Challenge>,
+    interval: u64,
+}
+
+impl Run<'_> {
+    /// The deferred guard's judgement with the poll's identity and the held request's
+    /// method, URI and headers, then the route, as the guard does for a re-dispatch.
+    async fn here(self, shared: &Shared, runner: &Runner) -> (Outcome, Response<Bytes>) {
+        let cx = RuleContext {
+            verified: Some(self.verified),
+            method: &self.held.method,
+            uri: &self.held.uri,
+            headers: &self.held.headers,
+            extensions: self.poll_extensions,
+        };
+        let reuse = self.reuse.as_ref();
+        match judge::<Bytes>(shared, &runner.requirement, &cx, self.poll_extensions, reuse) {
+            Judged::Answer(response) => (Outcome::Answered, response),
+            Judged::Defer(challenge) => {
+                let response = pending_response(shared, self.id, self.interval, Some(&challenge));
+                (Outcome::Deferred(reuse.is_none().then_some(challenge)), response)
+            }
+            Judged::Serve => {
+                let mut request = Request::new(self.held.body.clone());
+                *request.method_mut() = self.held.method.clone();
+                *request.uri_mut() = runner.uri.clone();
+                *request.headers_mut() = self.held.headers.clone();
+                *request.extensions_mut() = runner.extensions.clone();
+                request.extensions_mut().insert(self.verified.clone());
+                match (runner.exec)(request).await {
+                    Some(stored) => {
+                        let response = replay(&stored);
+                        (Outcome::Ran(Arc::new(stored)), response)
+                    }
+                    None => (Outcome::Failed, not_executed(shared)),
+                }
+            }
+        }
+    }
+}
+
+/// The answer for a held request whose route failed or answered over the bounds.
+pub(super) fn not_executed<B: From<Bytes>>(shared: &Shared) -> Response<B> {
+    poll_problem(
+        shared,
+        StatusCode::INTERNAL_SERVER_ERROR,
+        names::poll::SERVER_ERROR,
+        "the held request could not be executed",
+        None,
+    )
+}
+
+/// Writes back what became of a taken record: its result (kept for the auth token's
+/// `jti` until its `exp`), the record waiting again, or its end. A failed write is
+/// logged; the poll's answer stands, and the record is judged interrupted after the
+/// pending lifetime (never run again).
+async fn write_back(
+    shared: &Shared,
+    id: &str,
+    version: u64,
+    mut status: Status,
+    outcome: Outcome,
+    jti: Option<String>,
+    until: u64,
+) {
+    let now = shared.clock.now();
+    let backend = &shared.pending.backend;
+    let written = match outcome {
+        Outcome::Ran(stored) => {
+            status.phase = Phase::Done { jti, until };
+            let ttl = until.saturating_sub(now) + shared.pending.grace();
+            shared.pending.runners.invalidate(id);
+            backend
+                .finish(id, version, &status, stored, Duration::from_secs(ttl))
+                .await
+        }
+        Outcome::Deferred(fresh) => {
+            status.phase = Phase::Waiting;
+            if let Some(fresh) = fresh.as_ref().and_then(HeldChallenge::of) {
+                status.challenge = fresh;
+                status.challenge_until = now + shared.authz.lifetime;
+            }
+            backend.update(id, version, &status).await
+        }
+        Outcome::Answered | Outcome::Unroutable => {
+            status.phase = Phase::Waiting;
+            backend.update(id, version, &status).await
+        }
+        Outcome::Untouched | Outcome::Taken | Outcome::Failed => {
+            if matches!(outcome, Outcome::Untouched) {
+                tracing::warn!(
+                    target: "tower_aauth",
+                    "a held request was re-dispatched to a route without a deferred guard; the pending request ends"
+                );
+            }
+            shared.pending.runners.invalidate(id);
+            status.phase = Phase::Gone;
+            backend.update(id, version, &status).await
+        }
+    };
+    match written {
+        Ok(true) => {}
+        Ok(false) => tracing::warn!(target: "tower_aauth", "a pending record changed while its poll ran"),
+        Err(error) => tracing::warn!(target: "tower_aauth", ?error, "a pending record could not be written back"),
     }
 }
 
@@ -307,6 +405,21 @@ impl Ticket {
 /// unsigned poll) asks for an agent token; anything else means the layer is not the
 /// outermost service, the only place a held request can be re-dispatched from.
 pub(crate) fn fallback<B: From<Bytes>>(shared: &Shared, poll: &http::request::Parts) -> Response<B> {
+    if let Some(resumed) = poll.extensions.get::<Resumed>() {
+        resumed.set(Outcome::Unroutable);
+        tracing::error!(
+            target: "tower_aauth",
+            "a request held by another replica cannot be re-dispatched: the AAuth layer wraps single routes \
+             (Router::layer), not the whole application"
+        );
+        return poll_problem(
+            shared,
+            StatusCode::INTERNAL_SERVER_ERROR,
+            names::poll::SERVER_ERROR,
+            "the held request cannot be run by this replica",
+            None,
+        );
+    }
     if poll.extensions.get::<VerifiedRequest>().is_none() {
         let generation = shared.profile.default_generation();
         return challenge_response(shared.hook(), &Challenge::AgentToken, generation);

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use super::record::{Corrupt, HeldRequest, NewRecord, Status, Stored};
 use crate::error::ConfigError;
+use crate::guard::requirement::Requirement;
 use crate::future::BoxFuture;
 use crate::names;
 
@@ -181,11 +182,30 @@ impl DeferredOptions {
     }
 }
 
+/// Runs a held request through the route that held it (the service inside its deferred
+/// guard); `None` when it failed or its response is over the bounds.
+pub(crate) type Exec = Arc<dyn Fn(http::Request<bytes::Bytes>) -> BoxFuture<'static, Option<Stored>> + Send + Sync>;
+
+/// What the replica that held a request keeps of it in process, beside the record: the
+/// route's service and rule, and the held request's extensions (axum's path parameters
+/// among them). A poll reaching this replica runs the request with it, under any layering;
+/// a poll reaching another replica re-dispatches the record's data through that replica's
+/// application instead.
+pub(crate) struct Runner {
+    pub(crate) exec: Exec,
+    pub(crate) requirement: Arc<Requirement>,
+    /// The URI as the route saw it (inside a nested router, without the prefix).
+    pub(crate) uri: http::Uri,
+    pub(crate) extensions: http::Extensions,
+}
+
 /// Every pending record, by id: the options, the backend and whether the pending URLs
 /// are served.
 pub(crate) struct PendingStore {
     pub(crate) options: DeferredOptions,
     pub(crate) backend: Arc<dyn PendingBackend>,
+    /// The runners of the requests this replica held, for the pending lifetime.
+    pub(crate) runners: moka::sync::Cache<String, Arc<Runner>>,
     /// Whether the application serves the pending URLs (it asked for the pending router,
     /// or declared that it answers them itself); until then nothing under the prefix is
     /// exempt from the layer's default requirement, and the layer answers no poll.
@@ -201,9 +221,13 @@ impl PendingStore {
         };
         #[cfg(not(feature = "redis"))]
         let backend: Arc<dyn PendingBackend> = Arc::new(LocalStore::new(options.capacity_bytes));
+        let runners = moka::sync::Cache::builder()
+            .time_to_live(Duration::from_secs(options.lifetime))
+            .build();
         PendingStore {
             options,
             backend,
+            runners,
             served: AtomicBool::new(false),
         }
     }
