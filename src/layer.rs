@@ -497,7 +497,8 @@ where
                             }
                             return Poll::Ready(Ok(response));
                         }
-                        Begun::Dispatch(request, ticket) => {
+                        Begun::Dispatch(dispatch) => {
+                            let (request, ticket) = *dispatch;
                             let mut request = request.map(B::from);
                             request.extensions_mut().insert(Inspected(shared.clone()));
                             this.state.set(State::Inner {

@@ -27,7 +27,6 @@ use tower_aauth::{AAuthService, Clock, DeferredOptions, RedisPendingStore, Verif
 const PREFIX: &str = "https://resource.example/aauth/pending/";
 const KEYS: &str = "tower-aauth:{pending}:";
 
-
 /// One replica: its own `AAuth`, clock, replay store and router, the shared Redis.
 async fn replica(redis: &RedisServer, options: DeferredOptions) -> App {
     let store = RedisPendingStore::builder(redis.url())
@@ -193,7 +192,6 @@ async fn hget(redis: &RedisServer, key: &str, field: &str) -> Option<Vec<u8>> {
 #[cfg_attr(skip_redis, ignore = "redis-server not found on PATH (apt-get install redis-server)")]
 #[tokio::test]
 async fn a_request_held_on_one_replica_runs_once_on_the_replica_polled_and_repeats_anywhere() {
-
     let redis = RedisServer::start();
     let (a, b) = replicas(&redis).await;
     let all = [&a, &b];
@@ -228,7 +226,10 @@ async fn another_token_after_completion_gets_410_on_either_replica() {
     let (a, b) = replicas(&redis).await;
     let all = [&a, &b];
     let location = held_on(&a, &all).await;
-    assert_eq!(poll(&a, &location, &write_token(&a)).await.status(), StatusCode::CREATED);
+    assert_eq!(
+        poll(&a, &location, &write_token(&a)).await.status(),
+        StatusCode::CREATED
+    );
     let mut claims = b
         .access_server
         .auth_claims(RESOURCE, &b.agent.public_jwk(), "data.write", NOW);
@@ -272,15 +273,26 @@ async fn a_poll_without_an_auth_token_on_another_replica_is_pending_again_with_t
     let response = poll(&b, &location, &jwt(b.agent_token())).await;
     assert_eq!(response.status(), StatusCode::ACCEPTED);
     assert_eq!(response.headers()["location"], location.as_str());
-    assert_eq!(response.headers()["aauth-requirement"], first, "the resource token is still valid");
-    assert_eq!(b.aauth.minted_resource_tokens(), 0, "nothing minted on the polled replica");
+    assert_eq!(
+        response.headers()["aauth-requirement"],
+        first,
+        "the resource token is still valid"
+    );
+    assert_eq!(
+        b.aauth.minted_resource_tokens(),
+        0,
+        "nothing minted on the polled replica"
+    );
     // Faster than Retry-After on the other replica: slow_down, shared.
     advance(&all, 2);
     let response = poll(&a, &location, &write_token(&a)).await;
     assert_eq!(response.headers()["retry-after"], "10");
     assert_problem(response, StatusCode::TOO_MANY_REQUESTS, "slow_down", &all, 0).await;
     advance(&all, 10);
-    assert_eq!(poll(&b, &location, &write_token(&b)).await.status(), StatusCode::CREATED);
+    assert_eq!(
+        poll(&b, &location, &write_token(&b)).await.status(),
+        StatusCode::CREATED
+    );
     assert_eq!(total_calls(&all), 1);
 }
 

@@ -37,7 +37,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http::request::Parts;
-use http::{Request, Response, StatusCode};
+use http::{Request, Response};
 use http_body::Body;
 use http_body_util::{BodyExt, Limited};
 use tower_service::Service;
@@ -94,7 +94,7 @@ where
                 let parts = request.into_parts().0;
                 if parts.method != http::Method::GET && parts.extensions.get::<Resumed>().is_none() {
                     let mut response = Response::new(axum::body::Body::empty());
-                    *response.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
+                    *response.status_mut() = http::StatusCode::METHOD_NOT_ALLOWED;
                     response
                         .headers_mut()
                         .insert(http::header::ALLOW, http::HeaderValue::from_static("GET,HEAD"));

@@ -12,9 +12,9 @@ use http::{HeaderValue, Request, Response, StatusCode, header};
 use super::record::{HeldChallenge, HeldRequest, Phase, Status, Stored};
 use super::store::{Runner, SLOW_DOWN_STEP, StoreError, Versioned, pending_id};
 use super::{Judged, judge};
-use crate::guard::requirement::RuleContext;
 use crate::challenge::{Challenge, Rejection, challenge_response, problem, with_body};
 use crate::future::BoxFuture;
+use crate::guard::requirement::RuleContext;
 use crate::names;
 use crate::state::Shared;
 use crate::verified::VerifiedRequest;
@@ -83,7 +83,7 @@ impl Resume {
 /// The first half of a poll: an answer, or the held request to re-dispatch.
 pub(crate) enum Begun {
     Answer(Response<Bytes>),
-    Dispatch(Request<Bytes>, Ticket),
+    Dispatch(Box<(Request<Bytes>, Ticket)>),
 }
 
 /// A poll that took its record (`Running`): what it must write back once the
@@ -149,7 +149,10 @@ async fn step(
             code: names::poll::INVALID_REQUEST,
             detail: "this pending request belongs to another agent key",
         });
-        return Ok(Some(Begun::Answer(crate::challenge::error_response(shared.hook(), &error))));
+        return Ok(Some(Begun::Answer(crate::challenge::error_response(
+            shared.hook(),
+            &error,
+        ))));
     }
     let claims = verified.token.as_deref().map(|t| &t.claims);
     let answer = |response| Ok(Some(Begun::Answer(response)));
@@ -248,7 +251,7 @@ async fn step(
                 jti,
                 until,
             };
-            Ok(Some(Begun::Dispatch(request, ticket)))
+            Ok(Some(Begun::Dispatch(Box::new((request, ticket)))))
         }
     }
 }

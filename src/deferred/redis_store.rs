@@ -313,8 +313,7 @@ impl PendingBackend for RedisPendingStore {
             let version = version.to_string();
             let status = status.encode();
             let args: [&[u8]; 2] = [version.as_bytes(), &status];
-            self.applied(Self::script(UPDATE, &[self.record_key(id)], &args))
-                .await
+            self.applied(Self::script(UPDATE, &[self.record_key(id)], &args)).await
         })
     }
 
@@ -328,10 +327,7 @@ impl PendingBackend for RedisPendingStore {
             let version = version.to_string();
             let status = status.encode();
             let args: [&[u8]; 2] = [version.as_bytes(), &status];
-            match self
-                .query(Self::script(CLAIM, &[self.record_key(id)], &args))
-                .await?
-            {
+            match self.query(Self::script(CLAIM, &[self.record_key(id)], &args)).await? {
                 Value::Int(0) => Ok(None),
                 // Taken: the record is `Running` now whatever the bytes say, so a request that
                 // does not decode is never run, by this replica or any other.

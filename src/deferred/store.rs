@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use super::record::{Corrupt, HeldRequest, NewRecord, Status, Stored};
 use crate::error::ConfigError;
-use crate::guard::requirement::Requirement;
 use crate::future::BoxFuture;
+use crate::guard::requirement::Requirement;
 use crate::names;
 
 /// Seconds added to the interval on each `slow_down` (agents add 5 s: [AAuth draft -11,
@@ -26,6 +26,7 @@ pub(super) const SLOW_DOWN_STEP: u64 = 5;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum StoreError {
     /// Unreachable, failed or too slow: `503` with `Retry-After`.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     Unavailable,
     /// A record or a reply that does not decode: `500`, and nothing runs.
     Corrupt(Corrupt),
@@ -256,7 +257,8 @@ impl PendingStore {
 
 /// The id of a pending URL's path, if it has the shape ids are issued in.
 pub(crate) fn pending_id(path: &str) -> Option<&str> {
-    path.strip_prefix(names::path::PENDING_PREFIX).filter(|id| is_pending_id(id))
+    path.strip_prefix(names::path::PENDING_PREFIX)
+        .filter(|id| is_pending_id(id))
 }
 
 /// The in-process backend: a [`moka`] cache weighted by bytes, each entry expiring on its
