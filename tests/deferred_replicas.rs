@@ -534,3 +534,19 @@ async fn with_the_layer_on_single_routes_another_replica_refuses_with_500_and_th
     assert_eq!(response.status(), StatusCode::CREATED);
     assert_eq!((a.calls(), b.calls()), (1, 0));
 }
+
+#[cfg_attr(skip_redis, ignore = "redis-server not found on PATH (apt-get install redis-server)")]
+#[tokio::test]
+async fn a_replica_whose_layer_wraps_the_router_as_its_fallback_runs_a_request_held_elsewhere() {
+    let redis = RedisServer::start();
+    let (a, b) = replicas(&redis).await;
+    let all = [&a, &b];
+    let location = held_on(&a, &all).await;
+    // The axum way to wrap a whole router: as the fallback service of an outer one.
+    let app = Router::new().fallback_service(routes(&b)).layer(b.aauth.layer());
+    let request = signed_poll(&b, &b.agent, &location, &write_token(&b));
+    let response = app.oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+    assert_eq!(json_body(response).await["path"], "/report");
+    assert_eq!((a.calls(), b.calls()), (0, 1));
+}

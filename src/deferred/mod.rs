@@ -2,7 +2,7 @@
 //! refusing it, the pending records and the polls (the rules are in the
 //! [`guard`](crate::guard) module documentation, "Deferred delivery").
 //!
-//! # Design: records as data, polls re-dispatched by the layer
+//! # Design: records as data, polls answered by the layer
 //!
 //! A held request is pure data ([`record`]): method, URI, kept headers and body, each
 //! bounded, plus a small status (owner key thumbprint, challenge, deadlines, phase) and,
@@ -10,17 +10,28 @@
 //! process ([`store::LocalStore`]) or in Redis (`RedisPendingStore`, feature `redis`),
 //! shared by every replica. Nothing in a record can run by itself.
 //!
-//! A poll is answered by the outermost [`AAuthService`](crate::AAuthService), on
-//! whichever replica it reaches: after verifying the poll as usual, the layer reads the
-//! record ([`poll::begin`]), checks ownership and the record's phase, and takes it
-//! (`Waiting` → `Running`, a compare-and-swap: of two replicas at once exactly one wins).
-//! It then rebuilds the held request, marks it [`poll::Resumed`] (an extension only code
-//! in this process can set, so its consumed signature is not verified again) with the
-//! poll's [`VerifiedRequest`], and calls its own application with it. The router routes
-//! it to the deferred route, whose guard judges it with the poll's identity exactly as a
-//! poll always was: it runs the route and collects its response (which is stored for the
-//! auth token's `jti` until its `exp`), or answers `202` again, or refuses as the rule
-//! does. The layer writes the outcome back ([`poll::Ticket::finish`]) and answers.
+//! A poll is answered by the [`AAuthService`](crate::AAuthService) that verified it, on
+//! whichever replica it reaches: the layer reads the record ([`poll::begin`]), checks
+//! ownership and the record's phase, and takes it (`Waiting` → `Running`, a
+//! compare-and-swap: of polls on any replicas at once exactly one wins). Then:
+//!
+//! * on the replica that held the request, its [`store::Runner`] (the route's service
+//!   inside the deferred guard, the guard's rule and the held request's extensions, kept
+//!   in process for the pending lifetime) judges the request with the poll's identity and
+//!   runs it, as before records were data, under any layering;
+//! * on any other replica, the layer rebuilds the held request, marks it
+//!   [`poll::Resumed`] (an extension only code in this process can set, so its consumed
+//!   signature is not verified again) with the poll's [`VerifiedRequest`], and calls the
+//!   service it wraps with it. When the layer wraps the whole application (a tower
+//!   `Layer` applied to the router), the router routes it to the deferred route, whose
+//!   guard judges it with the poll's identity exactly as a poll always was: it runs the
+//!   route and collects its response, or answers `202` again, or refuses as its rule
+//!   does. axum's `Router::layer` wraps each route instead: the request then reaches the
+//!   pending route, which answers `500` and leaves the record waiting for the replica that
+//!   holds it.
+//!
+//! The layer writes the outcome back ([`poll::Ticket::finish`]): the result, stored for
+//! the auth token's `jti` until its `exp`; the record waiting again; or its end.
 //!
 //! The record is `Running` while one poll evaluates it; other polls get `202` meanwhile.
 //! A replica that stops while running a held request leaves it `Running`: after the
