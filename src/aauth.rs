@@ -333,9 +333,12 @@ impl AAuth {
         self.shared.authz.keys.minted()
     }
 
-    /// A router serving the pending URLs of deferred requests
-    /// (`/aauth/pending/{id}`, signed `GET`); merge it into the application's router,
-    /// inside the AAuth layer.
+    /// A router for the pending URLs of deferred requests (`/aauth/pending/{id}`, signed
+    /// `GET`); merge it into the application's router, inside the AAuth layer. Merging it
+    /// marks the pending URLs served: the layer (which must wrap the whole application,
+    /// so that it can re-dispatch a held request through it) then answers their polls
+    /// itself, and the router's own route answers only an unsigned poll that reached it
+    /// without the layer (`401 requirement=agent-token`).
     #[cfg(feature = "axum")]
     pub fn pending_router<S>(&self) -> axum::Router<S>
     where
@@ -344,15 +347,17 @@ impl AAuth {
         crate::deferred::router(self.shared.clone())
     }
 
-    /// Answers a poll of a pending URL whose request head is `poll` (for services that do
-    /// not use [`AAuth::pending_router`]); the request must have gone through the layer.
-    /// Call [`AAuth::serve_pending_urls`] when setting such a service up.
+    /// Answers a poll of a pending URL that the layer did not answer (for services that do
+    /// not use [`AAuth::pending_router`]). Since polls are answered by the layer once
+    /// [`AAuth::serve_pending_urls`] was called, this answers only an unsigned poll
+    /// (`401 requirement=agent-token`); a signed one reaching it means the layer does not
+    /// wrap the whole application (`500 server_error`, logged at error level).
     pub async fn poll_pending<B: From<Bytes>>(&self, poll: http::request::Parts) -> Response<B> {
-        crate::deferred::poll(&self.shared, poll).await
+        crate::deferred::fallback(&self.shared, &poll)
     }
 
-    /// Declares that this service answers pending URLs itself with
-    /// [`AAuth::poll_pending`], so that the layer exempts them from the
+    /// Declares that this service serves pending URLs: the layer answers their polls
+    /// (re-dispatching held requests through the application it wraps) and exempts them from the
     /// [default requirement](AAuthBuilder::default_requirement) as it does once
     /// [`AAuth::pending_router`] was called. Only URLs of the exact shape this crate issues
     /// are exempt; nothing under the prefix is before either call.

@@ -85,14 +85,16 @@
 //! ## The exchange
 //!
 //! 1. Where its guard would answer `401 requirement=auth-token; resource-token="…"`, a
-//!    deferred route buffers the request (method, URI, headers, extensions, body up to
-//!    [`DeferredOptions::max_body_bytes`](crate::DeferredOptions::max_body_bytes)) and answers `202 Accepted` with `Location`
+//!    deferred route buffers the request as data (method, URI as the agent sent it,
+//!    headers but the three signature headers, together at most 16 KiB, and the body up to
+//!    [`DeferredOptions::max_body_bytes`](crate::DeferredOptions::max_body_bytes); its extensions stay in the holding process) and answers `202 Accepted` with `Location`
 //!    (`{resource}/aauth/pending/{id}`, 128 random bits, same origin as the resource
 //!    identifier), `Retry-After`, `Cache-Control: no-store`, the same `AAuth-Requirement`
 //!    and `{"status":"pending"}`. A body over the cap, or a request answered in the demo
 //!    generation (whose agents know no deferred delivery), gets the plain `401` instead.
 //! 2. The agent polls the pending URL with a signed `GET`. The poll goes through the
-//!    layer like any request (signature, token claims, revocation), and then:
+//!    layer like any request (signature, token claims, revocation), and the layer answers
+//!    it:
 //!    * unsigned → `401 requirement=agent-token`; unknown id → `404 not_found`;
 //!    * signed by another key than the one that created it → `403 invalid_request`
 //!      (nothing changes: the record is bound to the creating key's thumbprint);
@@ -102,7 +104,8 @@
 //!    * a token satisfying the route's requirement (same evaluation as the guard, with
 //!      the poll's identity and the held request's method, URI and headers) → the held
 //!      request runs, **once**, with the poll's [`VerifiedRequest`](crate::VerifiedRequest) in its extensions,
-//!      and its response is the poll's answer;
+//!      and its response is the poll's answer (on another replica, see "Across replicas");
+//!    * while another poll runs it → `202` without a challenge;
 //!    * otherwise `202` pending again, carrying the same resource token while it is valid
 //!      and a freshly minted one after it expired; a refusal the guard would give
 //!      (policy `403`, scope ceiling, identity challenge) is given as is.
@@ -111,10 +114,34 @@
 //!    handler again, so a repeated poll never runs the request twice. Any other poll of a
 //!    finished request gets `410`.
 //!
+//! ## Across replicas
+//!
+//! With [`DeferredOptions::store`](crate::DeferredOptions::store) (feature `redis`) the
+//! records live in Redis, and whichever replica receives a poll answers it: it reads the
+//! record, takes it with a compare-and-swap (of concurrent polls on any replicas exactly
+//! one runs the request), and stores the result for the other replicas. The replica that
+//! held the request runs it in process, as without Redis. Any other replica re-dispatches
+//! it through the application its layer wraps, so for polls to be answered by every
+//! replica the layer must wrap the whole router as a tower `Layer`
+//! (`tower::Layer::layer(&aauth.layer(), router)`, or
+//! `Router::new().fallback_service(router).layer(aauth.layer())`): axum's
+//! `Router::layer` wraps each route separately, and such a replica answers a poll of a
+//! request held elsewhere with `500 server_error`, running nothing and leaving the
+//! request to the replica that holds it. Every replica must mount the same deferred routes; a held
+//! request re-dispatched to a route without a deferred guard is answered by that route
+//! and its pending request ends (`410` afterwards). When Redis is unreachable or slow
+//! (past the operation timeout) holding and polling answer `503 temporarily_unavailable`
+//! with `Retry-After: 1` and nothing is held or run; a record or a Redis reply that does
+//! not decode is `500 server_error` and nothing runs. A replica that stops while it runs
+//! a held request leaves the record running: polls get `202` until the pending lifetime
+//! has passed since the run began, then `500 server_error` once (the request may have
+//! run; its result is lost), then `410`. A held request never runs twice.
+//! See `docs/deployment.md` for the keys and the costs.
+//!
 //! ## Bounds
 //!
-//! Records live in a [`moka`] cache weighted by their bytes (held body plus stored
-//! result, capped by [`DeferredOptions::capacity_bytes`](crate::DeferredOptions::capacity_bytes)). The cap is enforced when a
+//! Records live in a [`moka`] cache (or in Redis, see above) weighted by their bytes
+//! (held request or stored result, plus 1 KiB each, capped by [`DeferredOptions::capacity_bytes`](crate::DeferredOptions::capacity_bytes)). The cap is enforced when a
 //! request would be held: beyond it the request gets the plain `401` challenge, so
 //! requests that never obtain a grant cannot evict the records of agents completing
 //! theirs; each entry expires on its own

@@ -11,6 +11,12 @@
 //!   guard of this crate refuses the request, its replay entry is released before the
 //!   refusal is sent: only admitted requests hold replay capacity. See [`crate::policy`]
 //!   and [`crate::replay`].
+//! * A signed `GET` of a served pending URL (deferred delivery, see [`crate::guard`]) is
+//!   answered here, after the same verification: the layer reads the pending record
+//!   (in process or in the shared store), and when the poll may run it, re-dispatches the
+//!   held request through the application it wraps, so that any replica can answer any
+//!   poll. The re-dispatched request carries an in-process marker and is passed to the
+//!   application without being verified again.
 //! * Every request ends in exactly one audit event ([`crate::policy::audit`]) when a
 //!   subscriber listens to that target; nothing is captured for it otherwise. Every
 //!   request is counted once in `tower_aauth_requests_total` ([`crate::Metric`]), and a
@@ -38,7 +44,9 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::challenge::{error_response, polled_after_completion};
+use crate::deferred::{Begun, Resumed, Ticket};
 use crate::error::Error;
+use crate::future::BoxFuture;
 use crate::policy::audit::{self, AuditContext};
 use crate::replay::key::ReplayKey;
 use crate::replay::store::{Insertion, Refused, ReplayStore};
@@ -135,9 +143,23 @@ where
     fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
         // The service that was polled ready is the one that must be called.
         let clone = self.inner.clone();
-        let inner = std::mem::replace(&mut self.inner, clone);
+        let mut inner = std::mem::replace(&mut self.inner, clone);
         let shared = &self.shared;
         request.extensions_mut().insert(Inspected(shared.clone()));
+        if request.extensions().get::<Resumed>().is_some() {
+            // A held request this layer re-dispatches for a poll (only code in this
+            // process sets the marker): verified when it was held, its signature consumed.
+            return ResponseFuture {
+                state: State::Inner {
+                    future: inner.call(request),
+                    release: None,
+                    ticket: None,
+                    // The poll that re-dispatched it is the request counted.
+                    verified: None,
+                },
+                audit: None,
+            };
+        }
         let verifier = Verifier { shared };
         let path = original_path(&request);
         let mut audit = audit::enabled().then(|| Box::new(AuditContext::new(request.method(), path)));
@@ -210,7 +232,7 @@ where
 /// The replay check (for `Some` key), then the inner service.
 fn remember<S, B, ResBody>(
     shared: &Arc<Shared>,
-    mut inner: S,
+    inner: S,
     request: Request<B>,
     replay: Option<ReplayKey>,
     audit: Option<&AuditContext>,
@@ -221,12 +243,7 @@ where
     ResBody: From<Bytes>,
 {
     let Some(key) = replay else {
-        let verified = request.extensions().get::<VerifiedRequest>().is_some();
-        return State::Inner {
-            future: inner.call(request),
-            release: None,
-            verified,
-        };
+        return call_inner(shared, inner, request, None);
     };
     match shared.replay_store.try_insert(&key, shared.replay_ttl) {
         Some(Ok(Insertion::First)) => call_remembered(shared, inner, request, key),
@@ -240,17 +257,40 @@ where
     }
 }
 
-fn call_remembered<S, B>(shared: &Shared, mut inner: S, request: Request<B>, key: ReplayKey) -> State<S, B>
+fn call_remembered<S, B>(shared: &Arc<Shared>, inner: S, request: Request<B>, key: ReplayKey) -> State<S, B>
 where
     S: Service<Request<B>>,
+    B: Send + 'static,
 {
+    let release = Release {
+        key,
+        store: shared.replay_store.clone(),
+    };
+    call_inner(shared, inner, request, Some(release))
+}
+
+/// Calls the inner service, or answers a poll of a served pending URL.
+fn call_inner<S, B>(shared: &Arc<Shared>, mut inner: S, request: Request<B>, release: Option<Release>) -> State<S, B>
+where
+    S: Service<Request<B>>,
+    B: Send + 'static,
+{
+    let path = original_path(&request);
+    if request.method() == http::Method::GET && shared.pending.serves(path) {
+        let path = path.to_owned();
+        let (parts, _) = request.into_parts();
+        return State::Polling {
+            future: Box::pin(crate::deferred::begin(shared.clone(), parts, path)),
+            service: Some(inner),
+            shared: shared.clone(),
+        };
+    }
+    let verified = Some(request.extensions().get::<VerifiedRequest>().is_some());
     State::Inner {
         future: inner.call(request),
-        release: Some(Release {
-            key,
-            store: shared.replay_store.clone(),
-        }),
-        verified: true,
+        release,
+        ticket: None,
+        verified,
     }
 }
 
@@ -377,8 +417,16 @@ pin_project! {
             #[pin]
             future: S::Future,
             release: Option<Release>,
-            // Whether a signature was verified, for the request counter.
-            verified: bool,
+            // Whether a signature was verified, for the request counter; `None` for a
+            // re-dispatched held request, whose poll is the request counted.
+            verified: Option<bool>,
+            // A re-dispatched held request's record, to write back.
+            ticket: Option<Ticket>,
+        },
+        Polling {
+            future: BoxFuture<'static, Begun>,
+            service: Option<S>,
+            shared: Arc<Shared>,
         },
         Verifying {
             future: VerifyFuture<B>,
@@ -398,7 +446,7 @@ pin_project! {
 impl<S, B, ResBody> Future for ResponseFuture<S, B>
 where
     S: Service<Request<B>, Response = Response<ResBody>>,
-    B: Send + 'static,
+    B: From<Bytes> + Send + 'static,
     ResBody: From<Bytes>,
 {
     type Output = Result<Response<ResBody>, S::Error>;
@@ -411,11 +459,26 @@ where
                     future,
                     release,
                     verified,
+                    ticket,
                 } => {
                     let result = ready!(future.poll(cx));
-                    count_inner(&result, *verified);
+                    if let Some(verified) = *verified {
+                        count_inner(&result, verified);
+                    }
                     if let (Ok(response), Some(audit)) = (&result, this.audit.take()) {
                         audit.response(response);
+                    }
+                    if let Some(ticket) = ticket.take() {
+                        match result {
+                            // Awaited before answering: a repeated poll finds the result.
+                            Ok(response) => this.state.set(State::Releasing {
+                                future: ticket.finish(),
+                                response: Some(response),
+                            }),
+                            // The record stays `Running` and is judged interrupted later.
+                            Err(error) => return Poll::Ready(Err(error)),
+                        }
+                        continue;
                     }
                     match (result, release.take()) {
                         (Ok(response), Some(release)) if Refused::key(release.key).matches(&response) => {
@@ -460,6 +523,36 @@ where
                                 audit.verified = Some(verified);
                             }
                             this.state.set(reject(&shared, error, this.audit.as_deref()));
+                        }
+                    }
+                }
+                StateProj::Polling {
+                    future,
+                    service,
+                    shared,
+                } => {
+                    let begun = ready!(future.as_mut().poll(cx));
+                    let Some(mut service) = service.take() else {
+                        return Poll::Ready(Ok(polled_after_completion()));
+                    };
+                    match begun {
+                        Begun::Answer(response) => {
+                            let response = response.map(ResBody::from);
+                            if let Some(audit) = this.audit.take() {
+                                audit.response(&response);
+                            }
+                            return Poll::Ready(Ok(response));
+                        }
+                        Begun::Dispatch(dispatch) => {
+                            let (request, ticket) = *dispatch;
+                            let mut request = request.map(B::from);
+                            request.extensions_mut().insert(Inspected(shared.clone()));
+                            this.state.set(State::Inner {
+                                future: service.call(request),
+                                release: None,
+                                ticket: Some(ticket),
+                                verified: Some(true),
+                            });
                         }
                     }
                 }

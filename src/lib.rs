@@ -59,6 +59,8 @@ pub use builder::{AAuthBuilder, DangerousAAuthBuilder};
 pub use challenge::{Rejection, RejectionBody};
 pub use clock::{Clock, SystemClock};
 pub use deferred::DeferredOptions;
+#[cfg(feature = "redis")]
+pub use deferred::{RedisPendingStore, RedisPendingStoreBuilder};
 pub use error::{ConfigError, Error, SignatureErrorCode};
 #[cfg(feature = "axum")]
 pub use extract::{AuthGrant, ExtractRejection, VerifiedAgent};

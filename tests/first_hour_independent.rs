@@ -79,7 +79,7 @@ async fn notes_api_scopes_health_and_whoami() -> Result<(), Box<dyn std::error::
     let requirement = refused.requirement().unwrap();
     assert!(requirement.starts_with(CHALLENGE), "{requirement}");
     assert_eq!(refused.resource_token_claims().unwrap()["scope"], "notes.write");
-    assert!(refused.json().map_or(true, |body| body.get("saved").is_none()));
+    assert!(refused.json().is_none_or(|body| body.get("saved").is_none()));
 
     // Public health check, unsigned.
     let health = agent.send_unsigned(Method::GET, &harness.url("/health")).await?;

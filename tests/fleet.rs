@@ -45,15 +45,6 @@ impl Drop for Fleet {
     }
 }
 
-async fn serve(router: axum::Router) -> (String, tokio::task::JoinHandle<()>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let origin = format!("http://{}", listener.local_addr().unwrap());
-    let task = tokio::spawn(async move {
-        axum::serve(listener, router).await.unwrap();
-    });
-    (origin, task)
-}
-
 /// The signing-key directory every replica reads: one PKCS#8 PEM key, as
 /// `openssl genpkey -algorithm ed25519` writes it.
 fn key_directory() -> TempDir {

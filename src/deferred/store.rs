@@ -1,100 +1,94 @@
-//! Pending records and the poll rules (see the module above for the rules themselves).
+//! The pending store: [`DeferredOptions`], the [`PendingBackend`] trait a record store
+//! implements (in process: [`LocalStore`]; shared: the Redis store), and the ids.
+//!
+//! A backend keeps records as data ([`record`](super::record)) and changes them only by
+//! compare-and-swap on a version number, so that the state machine in
+//! [`poll`](super::poll) is the same whichever store holds the record, and two replicas
+//! polling one record at once cannot both take it.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http::{HeaderMap, Request, Response, StatusCode};
-
-use crate::challenge::Challenge;
+use super::record::{Corrupt, HeldRequest, NewRecord, Status, Stored};
 use crate::error::ConfigError;
+use crate::future::BoxFuture;
 use crate::guard::requirement::Requirement;
 use crate::names;
-
-/// Runs a held request through its route; `None` when it failed.
-pub(crate) type Exec = Box<dyn FnOnce(Request<Bytes>) -> Pin<Box<dyn Future<Output = Option<Stored>> + Send>> + Send>;
 
 /// Seconds added to the interval on each `slow_down` (agents add 5 s: [AAuth draft -11,
 /// "Deferred Responses"][draft-11]).
 ///
 /// [draft-11]: https://datatracker.ietf.org/doc/html/draft-hardt-oauth-aauth-protocol-11
 pub(super) const SLOW_DOWN_STEP: u64 = 5;
-/// Bytes counted for a record besides its bodies.
-pub(super) const RECORD_OVERHEAD: usize = 1024;
 
-/// The response of an executed held request.
-pub(crate) struct Stored {
-    pub(crate) status: StatusCode,
-    pub(crate) headers: HeaderMap,
-    pub(crate) body: Bytes,
+/// Why a store could not answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum StoreError {
+    /// Unreachable, failed or too slow: `503` with `Retry-After`.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    Unavailable,
+    /// A record or a reply that does not decode: `500`, and nothing runs.
+    Corrupt(Corrupt),
 }
 
-/// What the guard hands over when it defers a request.
-pub(crate) struct Held {
-    pub(crate) parts: http::request::Parts,
-    pub(crate) body: Bytes,
-    pub(crate) exec: Exec,
-    pub(crate) agent_jkt: Arc<str>,
-    pub(crate) requirement: Arc<Requirement>,
-    pub(crate) challenge: Challenge,
+impl From<Corrupt> for StoreError {
+    fn from(corrupt: Corrupt) -> Self {
+        StoreError::Corrupt(corrupt)
+    }
 }
 
-pub(super) enum State {
-    Waiting {
-        parts: Box<http::request::Parts>,
-        body: Bytes,
-        exec: Exec,
-    },
-    /// A poll is executing the held request.
-    Running,
-    /// Executed; repeats with the auth token `jti` get `result` until `until`.
-    Done {
-        jti: Option<String>,
-        until: u64,
+/// A record's status and the version a change must name.
+#[derive(Debug, Clone)]
+pub(crate) struct Versioned {
+    pub(crate) version: u64,
+    pub(crate) status: Status,
+}
+
+/// Where pending records live. Every change is a compare-and-swap on the record's
+/// version: it applies only if nobody changed the record since it was read, and bumps the
+/// version. Times to live are wall time; the record's own deadlines are in its status.
+pub(crate) trait PendingBackend: Send + Sync + std::fmt::Debug {
+    /// Stores a new record (version 1) if its bytes fit within `capacity`; `Ok(false)` when
+    /// they do not.
+    fn create<'a>(
+        &'a self,
+        id: &'a str,
+        record: NewRecord,
+        ttl: Duration,
+        capacity: u64,
+    ) -> BoxFuture<'a, Result<bool, StoreError>>;
+
+    /// The record's status, `None` when there is no such record.
+    fn status<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<Versioned>, StoreError>>;
+
+    /// Replaces the status if the version is still `version`.
+    fn update<'a>(&'a self, id: &'a str, version: u64, status: &'a Status) -> BoxFuture<'a, Result<bool, StoreError>>;
+
+    /// [`PendingBackend::update`], returning the held request when it applied.
+    fn claim<'a>(
+        &'a self,
+        id: &'a str,
+        version: u64,
+        status: &'a Status,
+    ) -> BoxFuture<'a, Result<Option<Arc<HeldRequest>>, StoreError>>;
+
+    /// [`PendingBackend::update`] that also drops the held request, stores `result` and
+    /// gives the record `ttl` more.
+    fn finish<'a>(
+        &'a self,
+        id: &'a str,
+        version: u64,
+        status: &'a Status,
         result: Arc<Stored>,
-    },
-    /// A terminal answer was given.
-    Gone,
-}
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<bool, StoreError>>;
 
-pub(super) struct Record {
-    pub(super) agent_jkt: Arc<str>,
-    pub(super) requirement: Arc<Requirement>,
-    pub(super) challenge: Challenge,
-    /// When the current resource token expires.
-    pub(super) challenge_until: u64,
-    pub(super) state: State,
-    pub(super) expires_at: u64,
-    pub(super) interval: u64,
-    pub(super) last_answer: u64,
-}
+    /// The stored result.
+    fn result<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<Arc<Stored>>, StoreError>>;
 
-pub(super) struct Entry {
-    /// Wall-time lifetime in the cache, read by [`EntryExpiry`] on every (re)insertion.
-    pub(super) ttl_secs: AtomicU64,
-    pub(super) weight: AtomicU32,
-    pub(super) record: Mutex<Record>,
-}
-
-impl Entry {
-    pub(super) fn lock(&self) -> std::sync::MutexGuard<'_, Record> {
-        self.record.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-}
-
-struct EntryExpiry;
-
-impl moka::Expiry<String, Arc<Entry>> for EntryExpiry {
-    fn expire_after_create(&self, _: &String, entry: &Arc<Entry>, _: Instant) -> Option<Duration> {
-        Some(Duration::from_secs(entry.ttl_secs.load(Ordering::Relaxed)))
-    }
-
-    fn expire_after_update(&self, _: &String, entry: &Arc<Entry>, _: Instant, _: Option<Duration>) -> Option<Duration> {
-        Some(Duration::from_secs(entry.ttl_secs.load(Ordering::Relaxed)))
-    }
+    /// Bytes this store counts now, when it can tell without I/O.
+    fn held_bytes(&self) -> u64;
 }
 
 /// Limits of deferred delivery. Defaults: pending lifetime 300 s, `Retry-After` 5 s, held
@@ -106,6 +100,9 @@ pub struct DeferredOptions {
     pub(crate) max_body_bytes: usize,
     pub(crate) max_result_bytes: usize,
     pub(crate) capacity_bytes: u64,
+    /// The shared store, when records must be seen by every replica.
+    #[cfg(feature = "redis")]
+    pub(crate) shared: Option<super::redis_store::RedisPendingStore>,
 }
 
 impl Default for DeferredOptions {
@@ -116,6 +113,8 @@ impl Default for DeferredOptions {
             max_body_bytes: 64 * 1024,
             max_result_bytes: 1024 * 1024,
             capacity_bytes: 64 * 1024 * 1024,
+            #[cfg(feature = "redis")]
+            shared: None,
         }
     }
 }
@@ -159,6 +158,16 @@ impl DeferredOptions {
         self
     }
 
+    /// Keeps the pending records in Redis, shared by every replica, instead of in this
+    /// process: a request held by one replica can be polled on any other (see
+    /// [`guard`](crate::guard), "Deferred delivery across replicas"). The capacity then
+    /// bounds the bytes of all replicas' records together.
+    #[cfg(feature = "redis")]
+    pub fn store(mut self, store: super::redis_store::RedisPendingStore) -> Self {
+        self.shared = Some(store);
+        self
+    }
+
     pub(crate) fn validate(&self) -> Result<(), ConfigError> {
         if self.lifetime == 0 || self.lifetime > 3600 {
             return Err(ConfigError::new(
@@ -174,41 +183,52 @@ impl DeferredOptions {
     }
 }
 
-/// Every pending record, by id.
+/// Runs a held request through the route that held it (the service inside its deferred
+/// guard); `None` when it failed or its response is over the bounds.
+pub(crate) type Exec = Arc<dyn Fn(http::Request<bytes::Bytes>) -> BoxFuture<'static, Option<Stored>> + Send + Sync>;
+
+/// What the replica that held a request keeps of it in process, beside the record: the
+/// route's service and rule, and the held request's extensions (axum's path parameters
+/// among them). A poll reaching this replica runs the request with it, under any layering;
+/// a poll reaching another replica re-dispatches the record's data through that replica's
+/// application instead.
+pub(crate) struct Runner {
+    pub(crate) exec: Exec,
+    pub(crate) requirement: Arc<Requirement>,
+    /// The URI as the route saw it (inside a nested router, without the prefix).
+    pub(crate) uri: http::Uri,
+    pub(crate) extensions: http::Extensions,
+}
+
+/// Every pending record, by id: the options, the backend and whether the pending URLs
+/// are served.
 pub(crate) struct PendingStore {
     pub(crate) options: DeferredOptions,
-    pub(super) records: moka::sync::Cache<String, Arc<Entry>>,
-    /// Bytes of the records held now: a new request is held only within
-    /// [`DeferredOptions::capacity_bytes`](crate::DeferredOptions::capacity_bytes), so a flood of requests that never get a grant
-    /// cannot push out a record an agent is about to complete.
-    pub(super) held_bytes: Arc<AtomicU64>,
+    pub(crate) backend: Arc<dyn PendingBackend>,
+    /// The runners of the requests this replica held, for the pending lifetime.
+    pub(crate) runners: moka::sync::Cache<String, Arc<Runner>>,
     /// Whether the application serves the pending URLs (it asked for the pending router,
     /// or declared that it answers them itself); until then nothing under the prefix is
-    /// exempt from the layer's default requirement.
+    /// exempt from the layer's default requirement, and the layer answers no poll.
     served: AtomicBool,
 }
 
 impl PendingStore {
     pub(crate) fn new(options: DeferredOptions) -> Self {
-        let held_bytes = Arc::new(AtomicU64::new(0));
-        let released = held_bytes.clone();
-        let records = moka::sync::Cache::builder()
-            // The budget is enforced on admission (`create`); the cache's own bound is
-            // only a backstop, so that it never evicts a live record to admit a new one.
-            .max_capacity(options.capacity_bytes.saturating_mul(2))
-            .weigher(|_: &String, entry: &Arc<Entry>| entry.weight.load(Ordering::Relaxed))
-            .expire_after(EntryExpiry)
-            .eviction_listener(move |_, entry: Arc<Entry>, cause| {
-                // A replacement re-inserts the same record; its bytes were adjusted then.
-                if cause != moka::notification::RemovalCause::Replaced {
-                    released.fetch_sub(u64::from(entry.weight.load(Ordering::Relaxed)), Ordering::AcqRel);
-                }
-            })
+        #[cfg(feature = "redis")]
+        let backend: Arc<dyn PendingBackend> = match &options.shared {
+            Some(redis) => Arc::new(redis.clone().bounded(options.max_body_bytes, options.max_result_bytes)),
+            None => Arc::new(LocalStore::new(options.capacity_bytes)),
+        };
+        #[cfg(not(feature = "redis"))]
+        let backend: Arc<dyn PendingBackend> = Arc::new(LocalStore::new(options.capacity_bytes));
+        let runners = moka::sync::Cache::builder()
+            .time_to_live(Duration::from_secs(options.lifetime))
             .build();
         PendingStore {
             options,
-            records,
-            held_bytes,
+            backend,
+            runners,
             served: AtomicBool::new(false),
         }
     }
@@ -221,10 +241,7 @@ impl PendingStore {
     /// Whether `path` is a pending URL this store could have issued, and the pending URLs
     /// are served: the only paths under the prefix that skip the default requirement.
     pub(crate) fn serves(&self, path: &str) -> bool {
-        self.served.load(Ordering::Acquire)
-            && path
-                .strip_prefix(names::path::PENDING_PREFIX)
-                .is_some_and(is_pending_id)
+        self.served.load(Ordering::Acquire) && pending_id(path).is_some()
     }
 
     /// After a terminal answer, how long `408`/`410` stay distinguishable from `404`.
@@ -232,63 +249,198 @@ impl PendingStore {
         self.options.lifetime.max(60)
     }
 
-    /// Stores `held` and answers its `202`; gives it back when the store has no room
-    /// for it (the caller answers the plain challenge: the agent resends the request with
-    /// its auth token).
-    /// `accepted` builds the `202` from the new id, the polling interval and the challenge.
-    pub(crate) fn create<B>(
-        &self,
-        now: u64,
-        challenge_lifetime: u64,
-        held: Held,
-        accepted: impl FnOnce(&str, u64, &Challenge) -> Response<B>,
-    ) -> Result<Response<B>, Box<Held>> {
-        let weight = held.body.len()
-            + held
-                .parts
-                .headers
-                .iter()
-                .map(|(n, v)| n.as_str().len() + v.len())
-                .sum::<usize>();
-        let weight = u32::try_from(weight + RECORD_OVERHEAD).unwrap_or(u32::MAX);
-        let budget = self.options.capacity_bytes;
+    /// Bytes the held records take now (what [`DeferredOptions::capacity_bytes`](crate::DeferredOptions::capacity_bytes) bounds).
+    pub(crate) fn held_bytes(&self) -> u64 {
+        self.backend.held_bytes()
+    }
+}
+
+/// The id of a pending URL's path, if it has the shape ids are issued in.
+pub(crate) fn pending_id(path: &str) -> Option<&str> {
+    path.strip_prefix(names::path::PENDING_PREFIX)
+        .filter(|id| is_pending_id(id))
+}
+
+/// The in-process backend: a [`moka`] cache weighted by bytes, each entry expiring on its
+/// own time to live. Bytes are reserved on admission against the capacity and released
+/// when an entry leaves the cache.
+pub(crate) struct LocalStore {
+    records: moka::sync::Cache<String, Arc<Entry>>,
+    held_bytes: Arc<AtomicU64>,
+}
+
+impl std::fmt::Debug for LocalStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalStore").finish_non_exhaustive()
+    }
+}
+
+struct Entry {
+    /// Wall-time lifetime in the cache, read by [`EntryExpiry`] on every (re)insertion.
+    ttl_secs: AtomicU64,
+    weight: AtomicU32,
+    record: Mutex<LocalRecord>,
+}
+
+struct LocalRecord {
+    version: u64,
+    status: Status,
+    request: Option<Arc<HeldRequest>>,
+    result: Option<Arc<Stored>>,
+}
+
+impl Entry {
+    fn lock(&self) -> std::sync::MutexGuard<'_, LocalRecord> {
+        self.record.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+struct EntryExpiry;
+
+impl moka::Expiry<String, Arc<Entry>> for EntryExpiry {
+    fn expire_after_create(&self, _: &String, entry: &Arc<Entry>, _: Instant) -> Option<Duration> {
+        Some(Duration::from_secs(entry.ttl_secs.load(Ordering::Relaxed)))
+    }
+
+    fn expire_after_update(&self, _: &String, entry: &Arc<Entry>, _: Instant, _: Option<Duration>) -> Option<Duration> {
+        Some(Duration::from_secs(entry.ttl_secs.load(Ordering::Relaxed)))
+    }
+}
+
+fn ready<'a, T: Send + 'a>(value: T) -> BoxFuture<'a, T> {
+    Box::pin(std::future::ready(value))
+}
+
+impl LocalStore {
+    fn new(capacity: u64) -> Self {
+        let held_bytes = Arc::new(AtomicU64::new(0));
+        let released = held_bytes.clone();
+        let records = moka::sync::Cache::builder()
+            // The budget is enforced on admission (`create`); the cache's own bound is
+            // only a backstop, so that it never evicts a live record to admit a new one.
+            .max_capacity(capacity.saturating_mul(2))
+            .weigher(|_: &String, entry: &Arc<Entry>| entry.weight.load(Ordering::Relaxed))
+            .expire_after(EntryExpiry)
+            .eviction_listener(move |_, entry: Arc<Entry>, cause| {
+                // A replacement re-inserts the same record; its bytes were adjusted then.
+                if cause != moka::notification::RemovalCause::Replaced {
+                    released.fetch_sub(u64::from(entry.weight.load(Ordering::Relaxed)), Ordering::AcqRel);
+                }
+            })
+            .build();
+        LocalStore { records, held_bytes }
+    }
+
+    /// Applies `change` to the record if its version is `version`.
+    fn swap<T>(&self, id: &str, version: u64, change: impl FnOnce(&mut LocalRecord) -> T) -> Option<T> {
+        let entry = self.records.get(id)?;
+        let mut record = entry.lock();
+        if record.version != version {
+            return None;
+        }
+        record.version += 1;
+        Some(change(&mut record))
+    }
+}
+
+impl PendingBackend for LocalStore {
+    fn create<'a>(
+        &'a self,
+        id: &'a str,
+        record: NewRecord,
+        ttl: Duration,
+        capacity: u64,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        let weight = u32::try_from(record.request.weight()).unwrap_or(u32::MAX);
         let reserved = self
             .held_bytes
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
                 let after = held.saturating_add(u64::from(weight));
-                (after <= budget).then_some(after)
+                (after <= capacity).then_some(after)
             });
         if reserved.is_err() {
-            tracing::debug!(target: "tower_aauth", "pending store full; answering the challenge instead");
-            return Err(Box::new(held));
+            return ready(Ok(false));
         }
-        let id = new_id();
-        let response = accepted(&id, self.options.retry_after, &held.challenge);
         let entry = Entry {
-            ttl_secs: AtomicU64::new(self.options.lifetime + self.grace()),
+            ttl_secs: AtomicU64::new(ttl.as_secs()),
             weight: AtomicU32::new(weight),
-            record: Mutex::new(Record {
-                agent_jkt: held.agent_jkt,
-                requirement: held.requirement,
-                challenge: held.challenge,
-                challenge_until: now + challenge_lifetime,
-                state: State::Waiting {
-                    parts: Box::new(held.parts),
-                    body: held.body,
-                    exec: held.exec,
-                },
-                expires_at: now + self.options.lifetime,
-                interval: self.options.retry_after,
-                // The 202 counts as the first answer: the agent waits `Retry-After` first.
-                last_answer: now,
+            record: Mutex::new(LocalRecord {
+                version: 1,
+                status: record.status,
+                request: Some(record.request),
+                result: None,
             }),
         };
-        self.records.insert(id, Arc::new(entry));
-        Ok(response)
+        self.records.insert(id.to_owned(), Arc::new(entry));
+        ready(Ok(true))
     }
 
-    /// Bytes the held records take now (what [`DeferredOptions::capacity_bytes`](crate::DeferredOptions::capacity_bytes) bounds).
-    pub(crate) fn held_bytes(&self) -> u64 {
+    fn status<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<Versioned>, StoreError>> {
+        let found = self.records.get(id).map(|entry| {
+            let record = entry.lock();
+            Versioned {
+                version: record.version,
+                status: record.status.clone(),
+            }
+        });
+        ready(Ok(found))
+    }
+
+    fn update<'a>(&'a self, id: &'a str, version: u64, status: &'a Status) -> BoxFuture<'a, Result<bool, StoreError>> {
+        let swapped = self.swap(id, version, |record| record.status = status.clone());
+        ready(Ok(swapped.is_some()))
+    }
+
+    fn claim<'a>(
+        &'a self,
+        id: &'a str,
+        version: u64,
+        status: &'a Status,
+    ) -> BoxFuture<'a, Result<Option<Arc<HeldRequest>>, StoreError>> {
+        let claimed = self.swap(id, version, |record| {
+            record.status = status.clone();
+            record.request.clone()
+        });
+        ready(Ok(claimed.flatten()))
+    }
+
+    fn finish<'a>(
+        &'a self,
+        id: &'a str,
+        version: u64,
+        status: &'a Status,
+        result: Arc<Stored>,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        let Some(entry) = self.records.get(id) else {
+            return ready(Ok(false));
+        };
+        let weight = u32::try_from(result.weight()).unwrap_or(u32::MAX);
+        {
+            let mut record = entry.lock();
+            if record.version != version {
+                return ready(Ok(false));
+            }
+            record.version += 1;
+            record.status = status.clone();
+            record.request = None;
+            record.result = Some(result);
+        }
+        entry.ttl_secs.store(ttl.as_secs(), Ordering::Relaxed);
+        let before = entry.weight.swap(weight, Ordering::AcqRel);
+        self.held_bytes.fetch_add(u64::from(weight), Ordering::AcqRel);
+        self.held_bytes.fetch_sub(u64::from(before), Ordering::AcqRel);
+        // Re-inserting applies the new deadline and weight (the held body is gone).
+        self.records.insert(id.to_owned(), entry);
+        ready(Ok(true))
+    }
+
+    fn result<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<Arc<Stored>>, StoreError>> {
+        let result = self.records.get(id).and_then(|entry| entry.lock().result.clone());
+        ready(Ok(result))
+    }
+
+    fn held_bytes(&self) -> u64 {
         self.records.run_pending_tasks();
         self.held_bytes.load(Ordering::Acquire)
     }
@@ -298,7 +450,7 @@ impl PendingStore {
 const ID_LEN: usize = 22;
 
 /// 128 bits from the operating system's CSPRNG, base64url: the pending URL's secret part.
-fn new_id() -> String {
+pub(super) fn new_id() -> String {
     let mut bytes = [0u8; 16];
     getrandom::fill(&mut bytes).expect("the operating system has no usable random source");
     crate::jose::b64url(bytes)

@@ -62,8 +62,16 @@ impl Replica {
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("AAUTH_ADDR", format!("127.0.0.1:{}", self.port))
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .stdout(if std::env::var_os("FLEET_LOG").is_some() { Stdio::inherit() } else { Stdio::null() })
-            .stderr(if std::env::var_os("FLEET_LOG").is_some() { Stdio::inherit() } else { Stdio::null() });
+            .stdout(if std::env::var_os("FLEET_LOG").is_some() {
+                Stdio::inherit()
+            } else {
+                Stdio::null()
+            })
+            .stderr(if std::env::var_os("FLEET_LOG").is_some() {
+                Stdio::inherit()
+            } else {
+                Stdio::null()
+            });
         let mut child = command.spawn().expect("the resource_server example starts");
         wait_for_port(self.port, "resource_server", &mut child);
         self.child = Some(child);

@@ -1,0 +1,381 @@
+//! The shared pending store (feature `redis`): records in Redis hashes, changed only by
+//! compare-and-swap scripts, through one [`redis::aio::ConnectionManager`].
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis::Value;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+
+use super::record::{Corrupt, HeldRequest, MAX_STATUS_BYTES, NewRecord, Status, Stored};
+use super::store::{PendingBackend, StoreError, Versioned};
+use crate::error::ConfigError;
+use crate::future::BoxFuture;
+
+/// Pending records of deferred delivery shared by every replica through Redis: a request
+/// held by one replica is polled, run and answered by whichever replica the poll reaches.
+/// Set it with [`DeferredOptions::store`](crate::DeferredOptions::store).
+///
+/// Keys (with the default prefix `tower-aauth:{pending}:`; the braces keep every key in
+/// one Redis Cluster slot):
+///
+/// * `<prefix>r:<id>`, a hash: `v` the version, `s` the status (JSON: owner key
+///   thumbprint, challenge, deadlines, phase), `q` the held request and, once it ran, `r`
+///   the result (both in a bounded binary encoding), `w` the bytes counted for it. Its
+///   time to live is the pending lifetime plus a grace period, then the auth token's
+///   `exp` plus the grace period once a result is stored.
+/// * `<prefix>bytes`, a counter: the bytes of every live record together, checked against
+///   [`DeferredOptions::capacity_bytes`](crate::DeferredOptions::capacity_bytes) when a
+///   request is held.
+/// * `<prefix>ledger`, a sorted set: one member `<bytes>:<id>` per record, scored by its
+///   expiry (Redis time, ms); holding a request first subtracts the records that expired.
+///
+/// Every change is one Lua script that applies only if the record's version is the one
+/// the replica read, so of two replicas taking one record at once exactly one wins.
+///
+/// Failing closed: a connection error, a Redis error or no answer within the operation
+/// timeout is `503` with `Retry-After: 1`, and nothing is held or run. A record or a
+/// reply that does not decode (a field missing or unreadable, a reply of another type, a
+/// key of another type: `WRONGTYPE`, or a script failing on what it read: `ERR`) is
+/// `500 server_error`, and nothing is run. The connection
+/// manager reconnects in the background; connecting is lazy.
+#[derive(Clone)]
+pub struct RedisPendingStore {
+    manager: ConnectionManager,
+    prefix: Arc<str>,
+    timeout: Duration,
+    /// The largest body of a held request, and of a result (set from the options).
+    max_request: usize,
+    max_result: usize,
+}
+
+impl std::fmt::Debug for RedisPendingStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisPendingStore")
+            .field("prefix", &self.prefix)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Options for [`RedisPendingStore`].
+#[derive(Debug, Clone)]
+pub struct RedisPendingStoreBuilder {
+    url: String,
+    prefix: String,
+    timeout: Duration,
+    connect_timeout: Duration,
+}
+
+impl RedisPendingStoreBuilder {
+    /// The key prefix (default `tower-aauth:{pending}:`): give each resource its own when
+    /// several share one Redis.
+    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// Budget for one operation, connection included (default 1 s). Past it: `503`.
+    pub fn operation_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Budget for one connection attempt (default 500 ms).
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// Creates the store. Must run inside a Tokio runtime (the connection manager spawns
+    /// its reconnection task); it does not wait for Redis to be reachable.
+    pub async fn connect(self) -> Result<RedisPendingStore, ConfigError> {
+        if self.timeout.is_zero() || self.connect_timeout.is_zero() {
+            return Err(ConfigError::new("Redis timeouts must be positive"));
+        }
+        let client =
+            redis::Client::open(self.url.as_str()).map_err(|_| ConfigError::new("the Redis URL is not valid"))?;
+        let config = ConnectionManagerConfig::new()
+            .set_number_of_retries(1)
+            .set_min_delay(Duration::from_millis(20))
+            .set_max_delay(Duration::from_millis(200))
+            .set_connection_timeout(Some(self.connect_timeout))
+            .set_response_timeout(Some(self.timeout));
+        let manager = ConnectionManager::new_lazy_with_config(client, config)
+            .map_err(|_| ConfigError::new("the Redis connection manager could not be created"))?;
+        Ok(RedisPendingStore {
+            manager,
+            prefix: self.prefix.into(),
+            timeout: self.timeout,
+            max_request: usize::MAX,
+            max_result: usize::MAX,
+        })
+    }
+}
+
+/// Prunes expired records from the ledger, then holds the new one if it fits.
+/// KEYS: record, bytes, ledger. ARGV: status, request, weight, ttl ms, capacity, id.
+const CREATE: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local expired = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now, 'LIMIT', 0, 256)
+if #expired > 0 then
+  local freed = 0
+  for _, member in ipairs(expired) do
+    freed = freed + tonumber(string.match(member, '^(%d+):'))
+  end
+  redis.call('ZREM', KEYS[3], unpack(expired))
+  redis.call('DECRBY', KEYS[2], freed)
+end
+local weight = tonumber(ARGV[3])
+local used = tonumber(redis.call('GET', KEYS[2]) or '0')
+if used + weight > tonumber(ARGV[5]) then return 0 end
+redis.call('INCRBY', KEYS[2], weight)
+redis.call('ZADD', KEYS[3], now + tonumber(ARGV[4]), ARGV[3] .. ':' .. ARGV[6])
+redis.call('HSET', KEYS[1], 'v', 1, 's', ARGV[1], 'q', ARGV[2], 'w', weight)
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+return 1
+";
+
+/// KEYS: record. ARGV: version, status. 1 when applied, 0 otherwise.
+const UPDATE: &str = r"
+if redis.call('HGET', KEYS[1], 'v') ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'v', tonumber(ARGV[1]) + 1, 's', ARGV[2])
+return 1
+";
+
+/// [`UPDATE`] returning the held request when applied (0 otherwise).
+const CLAIM: &str = r"
+if redis.call('HGET', KEYS[1], 'v') ~= ARGV[1] then return 0 end
+local request = redis.call('HGET', KEYS[1], 'q')
+if not request then return 0 end
+redis.call('HSET', KEYS[1], 'v', tonumber(ARGV[1]) + 1, 's', ARGV[2])
+return request
+";
+
+/// KEYS: record, bytes, ledger. ARGV: version, status, result, weight, ttl ms, id.
+const FINISH: &str = r"
+if redis.call('HGET', KEYS[1], 'v') ~= ARGV[1] then return 0 end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local before = redis.call('HGET', KEYS[1], 'w') or '0'
+redis.call('HSET', KEYS[1], 'v', tonumber(ARGV[1]) + 1, 's', ARGV[2], 'r', ARGV[3], 'w', ARGV[4])
+redis.call('HDEL', KEYS[1], 'q')
+redis.call('PEXPIRE', KEYS[1], ARGV[5])
+if redis.call('ZREM', KEYS[3], before .. ':' .. ARGV[6]) == 1 then
+  redis.call('DECRBY', KEYS[2], tonumber(before))
+end
+redis.call('INCRBY', KEYS[2], tonumber(ARGV[4]))
+redis.call('ZADD', KEYS[3], now + tonumber(ARGV[5]), ARGV[4] .. ':' .. ARGV[6])
+return 1
+";
+
+impl RedisPendingStore {
+    /// Options for a store at `url` (`redis://host:port/db`).
+    pub fn builder(url: impl Into<String>) -> RedisPendingStoreBuilder {
+        RedisPendingStoreBuilder {
+            url: url.into(),
+            prefix: "tower-aauth:{pending}:".to_owned(),
+            timeout: Duration::from_secs(1),
+            connect_timeout: Duration::from_millis(500),
+        }
+    }
+
+    /// A store at `url` with the default options.
+    pub async fn connect(url: impl Into<String>) -> Result<Self, ConfigError> {
+        Self::builder(url).connect().await
+    }
+
+    /// The store bounded by the options it is used with.
+    pub(crate) fn bounded(mut self, max_request: usize, max_result: usize) -> Self {
+        self.max_request = max_request;
+        self.max_result = max_result;
+        self
+    }
+
+    fn key(&self, suffix: &str) -> String {
+        format!("{}{suffix}", self.prefix)
+    }
+
+    fn record_key(&self, id: &str) -> String {
+        self.key(&format!("r:{id}"))
+    }
+
+    async fn query(&self, command: redis::Cmd) -> Result<Value, StoreError> {
+        let mut connection = self.manager.clone();
+        let reply = command.query_async::<Value>(&mut connection);
+        match tokio::time::timeout(self.timeout, reply).await {
+            Ok(Ok(value)) => Ok(value),
+            // The key holds another type, or a script met fields it cannot read: the data
+            // is not what this crate wrote.
+            Ok(Err(error)) if matches!(error.code(), Some("WRONGTYPE" | "ERR")) => {
+                tracing::error!(target: "tower_aauth", code = error.code(), "pending store (Redis) refused a record");
+                Err(StoreError::Corrupt(Corrupt("a Redis error reply")))
+            }
+            Ok(Err(error)) => {
+                tracing::warn!(target: "tower_aauth", kind = ?error.kind(), "pending store (Redis) failed");
+                Err(StoreError::Unavailable)
+            }
+            Err(_) => {
+                tracing::warn!(target: "tower_aauth", "pending store (Redis) timed out");
+                Err(StoreError::Unavailable)
+            }
+        }
+    }
+
+    fn script(script: &str, keys: &[String], args: &[&[u8]]) -> redis::Cmd {
+        let mut command = redis::cmd("EVAL");
+        command.arg(script).arg(keys.len());
+        for key in keys {
+            command.arg(key);
+        }
+        for arg in args {
+            command.arg(*arg);
+        }
+        command
+    }
+
+    /// A script's `1`/`0` answer.
+    async fn applied(&self, command: redis::Cmd) -> Result<bool, StoreError> {
+        match self.query(command).await? {
+            Value::Int(1) => Ok(true),
+            Value::Int(0) => Ok(false),
+            _ => Err(wrong_type()),
+        }
+    }
+}
+
+fn wrong_type() -> StoreError {
+    StoreError::Corrupt(Corrupt("a Redis reply of the wrong type"))
+}
+
+fn millis(ttl: Duration) -> Vec<u8> {
+    u64::try_from(ttl.as_millis())
+        .unwrap_or(u64::MAX)
+        .max(1)
+        .to_string()
+        .into_bytes()
+}
+
+impl PendingBackend for RedisPendingStore {
+    fn create<'a>(
+        &'a self,
+        id: &'a str,
+        record: NewRecord,
+        ttl: Duration,
+        capacity: u64,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        Box::pin(async move {
+            let keys = [self.record_key(id), self.key("bytes"), self.key("ledger")];
+            let (status, request) = (record.status.encode(), record.request.encode());
+            let weight = record.request.weight().to_string();
+            let capacity = capacity.to_string();
+            let args: [&[u8]; 6] = [
+                &status,
+                &request,
+                weight.as_bytes(),
+                &millis(ttl),
+                capacity.as_bytes(),
+                id.as_bytes(),
+            ];
+            self.applied(Self::script(CREATE, &keys, &args)).await
+        })
+    }
+
+    fn status<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<Versioned>, StoreError>> {
+        Box::pin(async move {
+            let mut command = redis::cmd("HMGET");
+            command.arg(self.record_key(id)).arg("v").arg("s");
+            let Value::Array(fields) = self.query(command).await? else {
+                return Err(wrong_type());
+            };
+            match fields.as_slice() {
+                [Value::Nil, Value::Nil] => Ok(None),
+                [Value::BulkString(version), Value::BulkString(status)] => {
+                    let version = std::str::from_utf8(version)
+                        .ok()
+                        .and_then(|v| v.parse::<u64>().ok())
+                        .ok_or(Corrupt("version"))?;
+                    if status.len() > MAX_STATUS_BYTES {
+                        return Err(Corrupt("status over its bound").into());
+                    }
+                    let status = Status::decode(status)?;
+                    Ok(Some(Versioned { version, status }))
+                }
+                // A hash missing one of its fields, or fields of another type.
+                _ => Err(StoreError::Corrupt(Corrupt("record fields"))),
+            }
+        })
+    }
+
+    fn update<'a>(&'a self, id: &'a str, version: u64, status: &'a Status) -> BoxFuture<'a, Result<bool, StoreError>> {
+        Box::pin(async move {
+            let version = version.to_string();
+            let status = status.encode();
+            let args: [&[u8]; 2] = [version.as_bytes(), &status];
+            self.applied(Self::script(UPDATE, &[self.record_key(id)], &args)).await
+        })
+    }
+
+    fn claim<'a>(
+        &'a self,
+        id: &'a str,
+        version: u64,
+        status: &'a Status,
+    ) -> BoxFuture<'a, Result<Option<Arc<HeldRequest>>, StoreError>> {
+        Box::pin(async move {
+            let version = version.to_string();
+            let status = status.encode();
+            let args: [&[u8]; 2] = [version.as_bytes(), &status];
+            match self.query(Self::script(CLAIM, &[self.record_key(id)], &args)).await? {
+                Value::Int(0) => Ok(None),
+                // Taken: the record is `Running` now whatever the bytes say, so a request that
+                // does not decode is never run, by this replica or any other.
+                Value::BulkString(bytes) => Ok(Some(Arc::new(HeldRequest::decode(&bytes, self.max_request)?))),
+                _ => Err(wrong_type()),
+            }
+        })
+    }
+
+    fn finish<'a>(
+        &'a self,
+        id: &'a str,
+        version: u64,
+        status: &'a Status,
+        result: Arc<Stored>,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        Box::pin(async move {
+            let keys = [self.record_key(id), self.key("bytes"), self.key("ledger")];
+            let version = version.to_string();
+            let (status, encoded) = (status.encode(), result.encode());
+            let weight = result.weight().to_string();
+            let args: [&[u8]; 6] = [
+                version.as_bytes(),
+                &status,
+                &encoded,
+                weight.as_bytes(),
+                &millis(ttl),
+                id.as_bytes(),
+            ];
+            self.applied(Self::script(FINISH, &keys, &args)).await
+        })
+    }
+
+    fn result<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<Arc<Stored>>, StoreError>> {
+        Box::pin(async move {
+            let mut command = redis::cmd("HGET");
+            command.arg(self.record_key(id)).arg("r");
+            match self.query(command).await? {
+                Value::Nil => Ok(None),
+                Value::BulkString(bytes) => Ok(Some(Arc::new(Stored::decode(&bytes, self.max_result)?))),
+                _ => Err(wrong_type()),
+            }
+        })
+    }
+
+    /// Not known without a round trip: the shared count is the `<prefix>bytes` key.
+    fn held_bytes(&self) -> u64 {
+        0
+    }
+}
