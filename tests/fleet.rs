@@ -1,7 +1,10 @@
 //! A fleet: three `resource_server` example processes behind a real `haproxy` balancing
-//! round-robin, sharing a real `redis-server` and one signing-key directory, driven through
-//! the proxy by the test kit's access server and agent. Every scenario is bounded in count
-//! and time and stops by itself.
+//! round-robin, sharing a real `redis-server` and the same signing keys (a directory each,
+//! so that a rollout can reach one replica after the other), driven through the proxy by
+//! the test kit's access server and agent. Every scenario is bounded in count and time and
+//! stops by itself. The replicas are the example binary `cargo test` builds beside this
+//! test: run `cargo build --all-features --example resource_server` first when running
+//! this file alone.
 //!
 //! Without `haproxy` or `redis-server` on `PATH` the tests are reported ignored
 //! (`build.rs` sets `skip_haproxy`/`skip_redis`), except under `CI=true`, where they fail.
@@ -19,8 +22,8 @@ use support::fleet::{Haproxy, Replica, TempDir, free_port};
 use support::redis::RedisServer;
 use tokio::net::TcpListener;
 use tokio::sync::Mutex;
-use tower_aauth::ResourceKey;
 use tower_aauth::testing::{AgentClient, Consent, KeySource, TestAgent, TestAuthServer};
+use tower_aauth::{ResourceKey, engine};
 
 /// One fleet at a time: each starts five processes on a two-core machine.
 static ONE_FLEET: Mutex<()> = Mutex::const_new(());
@@ -34,7 +37,8 @@ struct Fleet {
     auth_server: TestAuthServer,
     agent: TestAgent,
     agent_id: String,
-    keys: TempDir,
+    /// Each replica's signing-key directory (same keys; a rollout updates one at a time).
+    keys: Vec<TempDir>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -46,7 +50,7 @@ impl Drop for Fleet {
     }
 }
 
-/// The signing-key directory every replica reads: one PKCS#8 PEM key, as
+/// A replica's signing-key directory: the fleet's one PKCS#8 PEM key, as
 /// `openssl genpkey -algorithm ed25519` writes it.
 fn key_directory() -> TempDir {
     let keys = TempDir::new("fleet-keys");
@@ -58,7 +62,7 @@ fn key_directory() -> TempDir {
 impl Fleet {
     async fn start() -> Fleet {
         let redis = RedisServer::start();
-        let keys = key_directory();
+        let keys: Vec<TempDir> = (0..REPLICAS).map(|_| key_directory()).collect();
         let proxy_port = free_port();
         let resource = format!("http://127.0.0.1:{proxy_port}");
         let agent = TestAgent::generate();
@@ -84,14 +88,19 @@ impl Fleet {
         let auth_task = tokio::spawn(async move {
             axum::serve(auth_listener, auth_router).await.unwrap();
         });
-        let env = [
-            ("AAUTH_RESOURCE", resource.clone()),
-            ("AAUTH_AUTH_SERVER", auth_origin.clone()),
-            ("AAUTH_ALLOW_HTTP_LOOPBACK", "1".to_owned()),
-            ("AAUTH_SIGNING_KEYS", keys.path().display().to_string()),
-            ("AAUTH_REDIS_URL", redis.url()),
-        ];
-        let replicas: Vec<Replica> = (0..REPLICAS).map(|_| Replica::start(free_port(), &env)).collect();
+        let replicas: Vec<Replica> = keys
+            .iter()
+            .map(|keys| {
+                let env = [
+                    ("AAUTH_RESOURCE", resource.clone()),
+                    ("AAUTH_AUTH_SERVER", auth_origin.clone()),
+                    ("AAUTH_ALLOW_HTTP_LOOPBACK", "1".to_owned()),
+                    ("AAUTH_SIGNING_KEYS", keys.path().display().to_string()),
+                    ("AAUTH_REDIS_URL", redis.url()),
+                ];
+                Replica::start(free_port(), &env)
+            })
+            .collect();
         let ports: Vec<u16> = replicas.iter().map(|r| r.port).collect();
         let proxy = Haproxy::start(proxy_port, &ports);
         Fleet {
@@ -321,4 +330,116 @@ async fn redis_restarted_mid_load_is_answered_503_then_served_again_within_five_
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
+}
+
+/// The `kid` in the header of the resource token a challenge carries.
+fn challenge_kid(exchange: &tower_aauth::testing::Exchange) -> Option<String> {
+    let requirement = exchange.requirement()?;
+    let token = requirement.split("resource-token=\"").nth(1)?.split('"').next()?;
+    let header = engine::b64url_decode(token.split('.').next()?)?;
+    let header: serde_json::Value = serde_json::from_slice(&header).ok()?;
+    Some(header["kid"].as_str()?.to_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(skip_haproxy, ignore = "haproxy not found on PATH (apt-get install haproxy)")]
+#[cfg_attr(skip_redis, ignore = "redis-server not found on PATH (apt-get install redis-server)")]
+async fn a_key_rotation_rolled_out_replica_by_replica_under_load_fails_no_request() {
+    const MIN_REQUESTS: usize = 2_000;
+    let _one = ONE_FLEET.lock().await;
+    let fleet = Fleet::start().await;
+    let url = fleet.url("/data");
+    let exchanges = Arc::new(AtomicUsize::new(0));
+    let failures = Arc::new(Mutex::new(Vec::new()));
+    let new_kid_seen = Arc::new(AtomicUsize::new(0));
+    let stop = Arc::new(tokio::sync::Notify::new());
+    let stopped = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let new_seed = [42u8; 32];
+    let new_kid = ResourceKey::from_seed(new_seed).kid().to_owned();
+    // Full flows (challenge → access server → token → 200): each mints a resource token,
+    // which the access server verifies against the JWKS it fetched through the proxy.
+    let workers: Vec<_> = (0..2)
+        .map(|_| {
+            let (client, url) = (fleet.client(), url.clone());
+            let (exchanges, failures, new_kid_seen, stop, stopped) = (
+                exchanges.clone(),
+                failures.clone(),
+                new_kid_seen.clone(),
+                stop.clone(),
+                stopped.clone(),
+            );
+            let new_kid = new_kid.clone();
+            tokio::spawn(async move {
+                while !stopped.load(Ordering::Relaxed) {
+                    let flow = client.fetch(Method::GET, &url, None);
+                    let outcome = tokio::select! {
+                        outcome = flow => outcome,
+                        () = stop.notified() => return,
+                    };
+                    match outcome {
+                        Ok(outcome) if outcome.response.status == StatusCode::OK => {
+                            exchanges.fetch_add(outcome.transcript.len(), Ordering::Relaxed);
+                            if challenge_kid(&outcome.transcript[0]).as_deref() == Some(new_kid.as_str()) {
+                                new_kid_seen.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                        Ok(outcome) => failures.lock().await.push(format!("{:?}", outcome.response)),
+                        Err(error) => failures.lock().await.push(error.to_string()),
+                    }
+                }
+            })
+        })
+        .collect();
+    // The rollout: the new key, signing from 62 s on, copied into one replica's directory
+    // after the other (each replica publishes it within a second, and signs with it no
+    // sooner than 60 s after publishing it).
+    let signs_from = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 62;
+    let file = format!("resource-2.signs-from-{signs_from}.jwk");
+    let jwk = json!({
+        "kty": "OKP", "crv": "Ed25519",
+        "d": engine::b64url(new_seed),
+        "x": ResourceKey::from_seed(new_seed).public_jwk().x(),
+    });
+    for keys in &fleet.keys {
+        std::fs::write(keys.path().join(&file), jwk.to_string()).unwrap();
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    // Load until every replica signs with the new key and the bounded count is reached.
+    let deadline = std::time::Instant::now() + Duration::from_secs(150);
+    while new_kid_seen.load(Ordering::Relaxed) < 10 || exchanges.load(Ordering::Relaxed) < MIN_REQUESTS {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the rotation did not complete under load"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Keep the load on until every replica signs with the new key (the last one to
+    // publish it signs 60 s after it did).
+    let client = fleet.client();
+    'rollout: loop {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not every replica signs with the new key"
+        );
+        for _ in 0..(2 * REPLICAS) {
+            let challenge = client.get(&url).await.unwrap();
+            if challenge_kid(&challenge).as_deref() != Some(new_kid.as_str()) {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue 'rollout;
+            }
+        }
+        break;
+    }
+    stopped.store(true, Ordering::Relaxed);
+    stop.notify_waiters();
+    for worker in workers {
+        worker.await.unwrap();
+    }
+    let failures = failures.lock().await.clone();
+    assert!(failures.is_empty(), "{} failed: {failures:?}", failures.len());
+    assert!(exchanges.load(Ordering::Relaxed) >= MIN_REQUESTS);
 }
