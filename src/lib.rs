@@ -31,6 +31,8 @@ mod legacy;
 mod metrics;
 mod names;
 mod profile;
+#[cfg(feature = "redis")]
+mod redis_connection;
 mod resource_token;
 mod sigkey;
 mod state;

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::ConnectionManager;
 
 use super::key::ReplayKey;
 use super::store::{Insertion, ReplayStore, unavailable};
@@ -73,19 +73,7 @@ impl RedisReplayStoreBuilder {
     /// Creates the store. Must run inside a Tokio runtime (the connection manager spawns
     /// its reconnection task); it does not wait for Redis to be reachable.
     pub async fn connect(self) -> Result<RedisReplayStore, ConfigError> {
-        if self.timeout.is_zero() || self.connect_timeout.is_zero() {
-            return Err(ConfigError::new("Redis timeouts must be positive"));
-        }
-        let client =
-            redis::Client::open(self.url.as_str()).map_err(|_| ConfigError::new("the Redis URL is not valid"))?;
-        let config = ConnectionManagerConfig::new()
-            .set_number_of_retries(1)
-            .set_min_delay(Duration::from_millis(20))
-            .set_max_delay(Duration::from_millis(200))
-            .set_connection_timeout(Some(self.connect_timeout))
-            .set_response_timeout(Some(self.timeout));
-        let manager = ConnectionManager::new_lazy_with_config(client, config)
-            .map_err(|_| ConfigError::new("the Redis connection manager could not be created"))?;
+        let manager = crate::redis_connection::manager(&self.url, self.timeout, self.connect_timeout)?;
         Ok(RedisReplayStore {
             manager,
             prefix: self.prefix.into(),
