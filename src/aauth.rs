@@ -365,8 +365,10 @@ impl AAuth {
         self.shared.pending.mark_served();
     }
 
-    /// Bytes the held and finished pending records take now (bounded by
-    /// [`DeferredOptions::capacity_bytes`](crate::DeferredOptions::capacity_bytes)).
+    /// Bytes the held and finished pending records of the in-process store take now
+    /// (bounded by [`DeferredOptions::capacity_bytes`](crate::DeferredOptions::capacity_bytes)).
+    /// With a shared store (`RedisPendingStore`, feature `redis`) this process
+    /// holds none and the answer is 0: the fleet's count is the store's `bytes` key.
     pub fn pending_bytes(&self) -> u64 {
         self.shared.pending.held_bytes()
     }

@@ -116,7 +116,7 @@
 //!
 //! ## Across replicas
 //!
-//! With [`DeferredOptions::store`](crate::DeferredOptions::store) (feature `redis`) the
+//! With `DeferredOptions::store` (feature `redis`) the
 //! records live in Redis, and whichever replica receives a poll answers it: it reads the
 //! record, takes it with a compare-and-swap (of concurrent polls on any replicas exactly
 //! one runs the request), and stores the result for the other replicas. The replica that
