@@ -4,7 +4,6 @@ mod support;
 
 use axum::Router;
 use axum::body::Body;
-use axum::response::IntoResponse;
 use axum::routing::post;
 use http::{Request, Response, StatusCode};
 use support::harness::*;
@@ -13,7 +12,7 @@ use tower_aauth::discovery::StaticResolver;
 use tower_aauth::engine;
 use tower_aauth::policy::{AgentId, CeilingSet, PersonId, RevocationSet, Revoked, ScopeCeilings};
 use tower_aauth::testing::{KeySource, TestIssuer};
-use tower_aauth::{VerifiedRequest, wire};
+use tower_aauth::wire;
 
 const AGENT_ID: &str = "aauth:assistant@agent.example";
 const PS: &str = "https://ps.example";
@@ -326,35 +325,12 @@ async fn a_refused_revoked_request_does_not_consume_its_replay_slot() {
     assert_eq!(harness.send(again).await.status(), StatusCode::OK);
 }
 
-/// A route that needs `data.write`, enforcing the ceiling the way a guard does.
-fn write_route(harness: &Harness) -> Router {
-    let aauth = harness.aauth.clone();
-    let calls = harness.calls.clone();
-    Router::new()
-        .route(
-            "/data",
-            post(move |request: Request<Body>| {
-                let aauth = aauth.clone();
-                let calls = calls.clone();
-                async move {
-                    let verified = request.extensions().get::<VerifiedRequest>().unwrap();
-                    if let Err(error) = aauth.scope_ceilings().check(verified, ["data.write"]) {
-                        return error.into_response();
-                    }
-                    calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                    StatusCode::OK.into_response()
-                }
-            }),
-        )
-        .layer(harness.aauth.layer())
-}
-
 #[tokio::test]
 async fn a_scope_above_the_agent_ceiling_is_forbidden_even_when_granted() {
     let ceilings = ScopeCeilings::from_set(CeilingSet::new().agent(agent(AGENT_ID), "data.read").unwrap());
     let harness = Harness::with(move |b| b.scope_ceilings(ceilings));
     let request = signed(&harness, "POST", "/data", &agent_token(&harness), NOW);
-    let response = write_route(&harness).oneshot(request).await.unwrap();
+    let response = harness.ceiling_write_route().oneshot(request).await.unwrap();
     assert_eq!(response.status(), StatusCode::FORBIDDEN);
     assert!(response.headers().get("signature-error").is_none());
     assert!(response.headers().get("aauth-requirement").is_none());
@@ -369,7 +345,7 @@ async fn a_raised_ceiling_is_hot_reloaded() {
     let harness = Harness::with(move |b| b.scope_ceilings(ceilings));
     let forbidden = signed(&harness, "POST", "/data", &agent_token(&harness), NOW);
     assert_eq!(
-        write_route(&harness).oneshot(forbidden).await.unwrap().status(),
+        harness.ceiling_write_route().oneshot(forbidden).await.unwrap().status(),
         StatusCode::FORBIDDEN
     );
     handle
@@ -377,7 +353,7 @@ async fn a_raised_ceiling_is_hot_reloaded() {
         .unwrap();
     let allowed = signed(&harness, "POST", "/data", &agent_token(&harness), NOW + 1);
     assert_eq!(
-        write_route(&harness).oneshot(allowed).await.unwrap().status(),
+        harness.ceiling_write_route().oneshot(allowed).await.unwrap().status(),
         StatusCode::OK
     );
     assert_eq!(harness.calls(), 1);
@@ -395,7 +371,7 @@ async fn key_and_agent_ceilings_must_both_permit() {
     harness.aauth.scope_ceilings().replace(set);
     let request = signed(&harness, "POST", "/data", &agent_token(&harness), NOW);
     assert_eq!(
-        write_route(&harness).oneshot(request).await.unwrap().status(),
+        harness.ceiling_write_route().oneshot(request).await.unwrap().status(),
         StatusCode::FORBIDDEN
     );
 }
@@ -412,7 +388,7 @@ async fn the_default_ceiling_applies_to_unlisted_agents_only() {
     );
     let hwk = signed(&harness, "POST", "/data", &KeySource::Hwk, NOW);
     assert_eq!(
-        write_route(&harness).oneshot(hwk).await.unwrap().status(),
+        harness.ceiling_write_route().oneshot(hwk).await.unwrap().status(),
         StatusCode::FORBIDDEN
     );
     harness.aauth.scope_ceilings().replace(
@@ -424,7 +400,7 @@ async fn the_default_ceiling_applies_to_unlisted_agents_only() {
     );
     let listed = signed(&harness, "POST", "/data", &agent_token(&harness), NOW);
     assert_eq!(
-        write_route(&harness).oneshot(listed).await.unwrap().status(),
+        harness.ceiling_write_route().oneshot(listed).await.unwrap().status(),
         StatusCode::OK
     );
 }

@@ -13,15 +13,11 @@ use std::net::TcpStream;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::Router;
 use axum::body::Body;
-use axum::response::IntoResponse;
-use axum::routing::post;
 use http::{Request, Response, StatusCode};
 use support::harness::*;
 use support::redis::RedisServer;
 use tower::ServiceExt;
-use tower_aauth::VerifiedRequest;
 use tower_aauth::policy::{AgentId, RedisPolicySync, Revoked, ScopeCeilings};
 use tower_aauth::testing::KeySource;
 
@@ -354,29 +350,6 @@ async fn malformed_members_lift_nothing_add_the_valid_ones_and_are_logged() {
     assert!(b.aauth.revocations().snapshot().contains(&newly));
 }
 
-/// A route that needs `data.write`, enforcing the ceiling the way a guard does.
-fn write_route(harness: &Harness) -> Router {
-    let aauth = harness.aauth.clone();
-    let calls = harness.calls.clone();
-    Router::new()
-        .route(
-            "/data",
-            post(move |request: Request<Body>| {
-                let aauth = aauth.clone();
-                let calls = calls.clone();
-                async move {
-                    let verified = request.extensions().get::<VerifiedRequest>().unwrap();
-                    if let Err(error) = aauth.scope_ceilings().check(verified, ["data.write"]) {
-                        return error.into_response();
-                    }
-                    calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                    StatusCode::OK.into_response()
-                }
-            }),
-        )
-        .layer(harness.aauth.layer())
-}
-
 async fn write(harness: &Harness, created: u64) -> Response<Body> {
     reset_calls(harness);
     let token = harness
@@ -384,7 +357,7 @@ async fn write(harness: &Harness, created: u64) -> Response<Body> {
         .agent_token(AGENT_ID, &harness.agent.public_jwk(), NOW);
     let mut request = Request::post(format!("{RESOURCE}/data")).body(Body::empty()).unwrap();
     harness.agent.sign(&mut request, &KeySource::Jwt(token), created);
-    write_route(harness).oneshot(request).await.unwrap()
+    harness.ceiling_write_route().oneshot(request).await.unwrap()
 }
 
 async fn assert_above_ceiling(harness: &Harness, response: Response<Body>) {

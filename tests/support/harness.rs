@@ -26,6 +26,31 @@ pub struct Harness {
 }
 
 impl Harness {
+    /// A route that needs `data.write`, enforcing the ceiling the way a guard does; counts
+    /// the calls that pass it.
+    pub fn ceiling_write_route(&self) -> Router {
+        use axum::response::IntoResponse;
+        let aauth = self.aauth.clone();
+        let calls = self.calls.clone();
+        Router::new()
+            .route(
+                "/data",
+                axum::routing::post(move |request: Request<Body>| {
+                    let aauth = aauth.clone();
+                    let calls = calls.clone();
+                    async move {
+                        let verified = request.extensions().get::<VerifiedRequest>().unwrap();
+                        if let Err(error) = aauth.scope_ceilings().check(verified, ["data.write"]) {
+                            return error.into_response();
+                        }
+                        calls.fetch_add(1, Ordering::SeqCst);
+                        StatusCode::OK.into_response()
+                    }
+                }),
+            )
+            .layer(self.aauth.layer())
+    }
+
     pub fn new() -> Self {
         Self::with(|b| b)
     }
