@@ -593,3 +593,221 @@ async fn a_sync_is_refused_bad_options_and_a_second_attachment() {
         .unwrap_err();
     assert!(again.to_string().contains("synced already"), "{again}");
 }
+
+// --- key → agent bindings ----------------------------------------------------------------
+
+/// One replica whose key → agent bindings are shared too.
+async fn replica_sharing_bindings(redis: &RedisServer) -> (Harness, RedisPolicySync) {
+    let harness = Harness::new();
+    let sync = RedisPolicySync::builder(redis.url())
+        .poll_interval(Duration::from_millis(250))
+        .max_staleness(MAX_STALENESS)
+        .operation_timeout(Duration::from_millis(200))
+        .connect_timeout(Duration::from_millis(200))
+        .agent_bindings(harness.aauth.agent_bindings(), harness.aauth.clock())
+        .start(harness.aauth.revocations(), harness.aauth.scope_ceilings())
+        .await
+        .expect("valid sync options");
+    (harness, sync)
+}
+
+/// Revokes the agent through `a` after `a` saw it with its key, then sends `b` a grant of
+/// that key (a draft -11 auth token names no agent); the answer `b` settles on within 1 s.
+async fn grant_on_b_after_the_agent_was_seen_on_a_and_revoked(
+    a: &Harness,
+    b: &Harness,
+) -> (StatusCode, Response<Body>) {
+    assert_eq!(a.send(as_agent(a)).await.status(), StatusCode::OK);
+    a.aauth.revocations().revoke(Revoked::Agent(agent(AGENT_ID))).unwrap();
+    let started = Instant::now();
+    loop {
+        reset_calls(b);
+        let response = b.send(with_grant(b)).await;
+        if response.status() == StatusCode::UNAUTHORIZED || started.elapsed() > ONE_SECOND {
+            return (response.status(), response);
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[cfg_attr(skip_redis, ignore = "redis-server not found on PATH (apt-get install redis-server)")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grant_on_one_replica_is_attributed_to_the_agent_another_replica_saw_behind_its_key() {
+    let redis = RedisServer::start();
+    let (a, _sync_a) = replica_sharing_bindings(&redis).await;
+    let (b, _sync_b) = replica_sharing_bindings(&redis).await;
+    let (status, response) = grant_on_b_after_the_agent_was_seen_on_a_and_revoked(&a, &b).await;
+    assert_eq!(
+        status,
+        StatusCode::UNAUTHORIZED,
+        "replica B never learnt the key's agent"
+    );
+    assert_refused(&b, response, "revoked_jwt").await;
+    // The binding is stored under the key's thumbprint, as documented.
+    let stored = cli(
+        &redis,
+        &["GET", &format!("tower-aauth:policy:binding:{}", a.agent.thumbprint())],
+    );
+    let stored: serde_json::Value = serde_json::from_str(&stored).unwrap();
+    assert_eq!(stored["agent"], AGENT_ID);
+    assert_eq!(stored["provider"], AP);
+    assert_eq!(stored["thumbprint"], a.agent.thumbprint());
+}
+
+#[cfg_attr(skip_redis, ignore = "redis-server not found on PATH (apt-get install redis-server)")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_shared_bindings_the_other_replica_cannot_attribute_the_grant() {
+    // The control for the test above: the same steps with policy shared but bindings not.
+    let redis = RedisServer::start();
+    let (a, _sync_a) = replica(&redis).await;
+    let (b, _sync_b) = replica(&redis).await;
+    let (status, _) = grant_on_b_after_the_agent_was_seen_on_a_and_revoked(&a, &b).await;
+    assert!(
+        b.aauth
+            .revocations()
+            .snapshot()
+            .contains(&Revoked::Agent(agent(AGENT_ID))),
+        "replica B has the revocation"
+    );
+    assert_eq!(status, StatusCode::OK, "replica B attributes the grant to no agent");
+}
+
+#[cfg_attr(skip_redis, ignore = "redis-server not found on PATH (apt-get install redis-server)")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_bound_on_one_replica_is_refused_as_another_agent_on_the_other() {
+    let redis = RedisServer::start();
+    let (a, _sync_a) = replica_sharing_bindings(&redis).await;
+    let (b, _sync_b) = replica_sharing_bindings(&redis).await;
+    assert_eq!(a.send(as_agent(&a)).await.status(), StatusCode::OK);
+    let as_other_agent = |harness: &Harness| {
+        let token =
+            harness
+                .agent_provider
+                .agent_token("aauth:impostor@agent.example", &harness.agent.public_jwk(), NOW);
+        signed(harness, "GET", KeySource::Jwt(token))
+    };
+    let (response, took) = until_status(&b, StatusCode::UNAUTHORIZED, ONE_SECOND, as_other_agent).await;
+    eprintln!(
+        "binding made on replica A enforced on replica B after {} ms",
+        took.as_millis()
+    );
+    assert_refused(&b, response, "invalid_jwt").await;
+}
+
+#[cfg_attr(skip_redis, ignore = "redis-server not found on PATH (apt-get install redis-server)")]
+#[tokio::test]
+async fn a_malformed_shared_binding_is_ignored_and_logged_and_the_bindings_in_force_stay() {
+    let logs = Logs::default();
+    let _capture = logs.capture();
+    let redis = RedisServer::start();
+    let (b, _sync_b) = replica_sharing_bindings(&redis).await;
+    assert_eq!(b.send(as_agent(&b)).await.status(), StatusCode::OK);
+    let thumbprint = b.agent.thumbprint();
+    let garbage = [
+        "not json".to_owned(),
+        format!(
+            r#"{{"thumbprint":"{thumbprint}","provider":"https://evil.example","agent":"aauth:impostor@agent.example","until":{},"pinned":false}}"#,
+            NOW + 600
+        ),
+        format!(
+            r#"{{"thumbprint":"short","provider":"{AP}","agent":"aauth:impostor@agent.example","until":{},"pinned":false}}"#,
+            NOW + 600
+        ),
+        format!(
+            r#"{{"thumbprint":"{thumbprint}","provider":"{AP}","agent":"aauth:impostor@agent.example","until":{},"pinned":false}}"#,
+            NOW - 1
+        ),
+        "x".repeat(4096),
+    ];
+    for text in &garbage {
+        cli(&redis, &["PUBLISH", "tower-aauth:policy:bindings", text]);
+    }
+    until_logged(&logs, "a shared key binding is malformed or out of range; ignored").await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The key is still the agent's, and the impostor's identity is still refused.
+    assert_eq!(b.send(as_agent(&b)).await.status(), StatusCode::OK);
+    let token = b
+        .agent_provider
+        .agent_token("aauth:impostor@agent.example", &b.agent.public_jwk(), NOW);
+    reset_calls(&b);
+    let response = b.send(signed(&b, "GET", KeySource::Jwt(token))).await;
+    assert_refused(&b, response, "invalid_jwt").await;
+}
+
+#[cfg_attr(skip_redis, ignore = "redis-server not found on PATH (apt-get install redis-server)")]
+#[tokio::test]
+async fn bindings_are_shared_only_from_the_crates_own_store() {
+    let redis = RedisServer::start();
+    struct Custom;
+    impl tower_aauth::policy::AgentBindings for Custom {
+        fn binding(&self, _: &str, _: u64) -> Option<tower_aauth::policy::Binding> {
+            None
+        }
+        fn bind(
+            &self,
+            _: &str,
+            _: &AgentId,
+            _: u64,
+            _: u64,
+            _: bool,
+        ) -> Result<(), tower_aauth::policy::BindingRefused> {
+            Ok(())
+        }
+        fn pin_named(&self, _: &dyn Fn(&AgentId) -> bool, _: u64) {}
+    }
+    let harness = Harness::with(|b| b.agent_bindings(Custom));
+    let refused = RedisPolicySync::builder(redis.url())
+        .agent_bindings(harness.aauth.agent_bindings(), harness.aauth.clock())
+        .start(harness.aauth.revocations(), harness.aauth.scope_ceilings())
+        .await
+        .unwrap_err();
+    assert!(refused.to_string().contains("MemoryAgentBindings"), "{refused}");
+}
+
+#[cfg_attr(skip_redis, ignore = "redis-server not found on PATH (apt-get install redis-server)")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_started_later_reads_the_bindings_made_before_it() {
+    let redis = RedisServer::start();
+    let (a, _sync_a) = replica_sharing_bindings(&redis).await;
+    assert_eq!(a.send(as_agent(&a)).await.status(), StatusCode::OK);
+    let key = format!("tower-aauth:policy:binding:{}", a.agent.thumbprint());
+    let started = Instant::now();
+    while cli(&redis, &["EXISTS", &key]) != "1" {
+        assert!(started.elapsed() < ONE_SECOND, "replica A never wrote its binding");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // Started now, replica B never received the publication: it reads the store.
+    let (b, _sync_b) = replica_sharing_bindings(&redis).await;
+    let token = b
+        .agent_provider
+        .agent_token("aauth:impostor@agent.example", &b.agent.public_jwk(), NOW);
+    let response = b.send(signed(&b, "GET", KeySource::Jwt(token))).await;
+    assert_refused(&b, response, "invalid_jwt").await;
+}
+
+#[cfg_attr(skip_redis, ignore = "redis-server not found on PATH (apt-get install redis-server)")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_two_replicas_bind_one_key_to_two_agents_the_binding_written_first_holds_on_both() {
+    let redis = RedisServer::start();
+    let (a, _sync_a) = replica_sharing_bindings(&redis).await;
+    // Another replica bound the key to the impostor an instant earlier: its write is in
+    // Redis, its publication not yet seen here.
+    let key = format!("tower-aauth:policy:binding:{}", a.agent.thumbprint());
+    let first = format!(
+        r#"{{"thumbprint":"{}","provider":"{AP}","agent":"aauth:impostor@agent.example","until":{},"pinned":false}}"#,
+        a.agent.thumbprint(),
+        NOW + 3600
+    );
+    cli(&redis, &["SET", &key, &first, "PX", "3600000"]);
+    // Replica A binds the key to its agent locally and serves that request…
+    assert_eq!(a.send(as_agent(&a)).await.status(), StatusCode::OK);
+    // …then its write finds the earlier binding, which it adopts.
+    let (response, took) = until_status(&a, StatusCode::UNAUTHORIZED, ONE_SECOND, as_agent).await;
+    eprintln!("replica A adopted the earlier binding after {} ms", took.as_millis());
+    assert_refused(&a, response, "invalid_jwt").await;
+    assert_eq!(
+        cli(&redis, &["GET", &key]),
+        first,
+        "the first writer's binding is unchanged"
+    );
+}

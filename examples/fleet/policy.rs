@@ -49,6 +49,7 @@ pub async fn start(aauth: &AAuth) -> Result<Policy, String> {
     let sync = match env("AAUTH_REDIS_URL") {
         Some(url) => Some(
             tower_aauth::policy::RedisPolicySync::builder(url)
+                .agent_bindings(aauth.agent_bindings(), aauth.clock())
                 .start(aauth.revocations(), aauth.scope_ceilings())
                 .await
                 .map_err(|e| format!("AAUTH_REDIS_URL: {e}"))?,

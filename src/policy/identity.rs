@@ -1,10 +1,10 @@
 //! Who an agent or a person is, and which agent stands behind a key (the design is in the
 //! [`policy`](crate::policy) module documentation, "Who an agent is").
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::str::FromStr;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use moka::ops::compute::Op;
@@ -241,7 +241,11 @@ impl Binding {
 /// Key thumbprint → agent, for attributing requests that name no agent (draft -11 auth
 /// tokens, `hwk`) to the agent seen using that key. Behind a trait so that replicas can
 /// share one store; reads are on every request that names no agent, so keep them local.
-pub trait AgentBindings: Send + Sync + 'static {
+///
+/// The crate's own [`MemoryAgentBindings`] is shared across replicas by
+/// `RedisPolicySyncBuilder::agent_bindings` (feature `redis`); another implementation
+/// shares itself.
+pub trait AgentBindings: std::any::Any + Send + Sync + 'static {
     /// The binding of the key `thumbprint` at `now` (Unix seconds), if any.
     fn binding(&self, thumbprint: &str, now: u64) -> Option<Binding>;
 
@@ -259,12 +263,20 @@ pub trait AgentBindings: Send + Sync + 'static {
     fn pin_named(&self, named: &dyn Fn(&AgentId) -> bool, now: u64);
 }
 
+/// Bindings made on this replica, oldest first, waiting to be published.
+type Outbox = VecDeque<(Arc<str>, Binding)>;
+
 /// The in-process [`AgentBindings`]: a byte-bounded cache for ordinary bindings, and a
 /// table for pinned ones that only the agents a policy names can grow (at most
 /// [`MemoryAgentBindings::MAX_KEYS_PER_PINNED_AGENT`] live keys each).
 pub struct MemoryAgentBindings {
     ordinary: moka::sync::Cache<Arc<str>, Binding>,
     pinned: RwLock<HashMap<Arc<str>, Binding>>,
+    /// Bindings made here, waiting to be published to other replicas; `None` while no
+    /// sync is attached (then nothing is queued).
+    outbox: Mutex<Option<Outbox>>,
+    /// Wakes the sync when a binding is queued.
+    pub(crate) wake: tokio::sync::Notify,
 }
 
 impl fmt::Debug for MemoryAgentBindings {
@@ -299,6 +311,8 @@ impl MemoryAgentBindings {
         MemoryAgentBindings {
             ordinary,
             pinned: RwLock::new(HashMap::new()),
+            outbox: Mutex::new(None),
+            wake: tokio::sync::Notify::new(),
         }
     }
 
@@ -317,6 +331,106 @@ impl MemoryAgentBindings {
 impl Default for MemoryAgentBindings {
     fn default() -> Self {
         MemoryAgentBindings::new(Self::DEFAULT_MAX_BYTES)
+    }
+}
+
+/// The most bindings queued for publication while the shared store does not take them;
+/// beyond it new ones stay local to this replica (and are logged).
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
+const MAX_QUEUED: usize = 50_000;
+
+#[cfg_attr(not(feature = "redis"), allow(dead_code))] // the sync is feature `redis`
+impl MemoryAgentBindings {
+    fn outbox(&self) -> std::sync::MutexGuard<'_, Option<Outbox>> {
+        self.outbox.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Starts queueing the bindings made here for a sync; `false` when one is attached.
+    pub(crate) fn attach_sync(&self) -> bool {
+        let mut outbox = self.outbox();
+        if outbox.is_some() {
+            return false;
+        }
+        *outbox = Some(VecDeque::new());
+        true
+    }
+
+    /// Up to `max` queued bindings, oldest first, still queued until
+    /// [`acknowledge`](Self::acknowledge)d.
+    pub(crate) fn queued(&self, max: usize) -> Vec<(Arc<str>, Binding)> {
+        self.outbox()
+            .as_ref()
+            .map(|queue| queue.iter().take(max).cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// The first `count` queued bindings were published.
+    pub(crate) fn acknowledge(&self, count: usize) {
+        if let Some(queue) = self.outbox().as_mut() {
+            queue.drain(..count.min(queue.len()));
+        }
+    }
+
+    fn publish(&self, thumbprint: &str, binding: Binding) {
+        let mut outbox = self.outbox();
+        let Some(queue) = outbox.as_mut() else {
+            return;
+        };
+        if queue.len() >= MAX_QUEUED {
+            drop(outbox);
+            tracing::warn!(
+                target: "tower_aauth",
+                "the shared bindings store is behind; a key binding stays local to this replica"
+            );
+            return;
+        }
+        queue.push_back((thumbprint.into(), binding));
+        drop(outbox);
+        self.wake.notify_one();
+    }
+
+    /// Applies a binding another replica made: as [`AgentBindings::bind`], never
+    /// published again.
+    pub(crate) fn apply_shared(&self, thumbprint: &str, binding: &Binding, now: u64) -> Result<(), BindingRefused> {
+        self.bind_here(thumbprint, &binding.agent, binding.until, now, binding.pinned)
+            .map(|_| ())
+    }
+
+    /// Queues every live binding again (the shared store lost them), up to the queue's
+    /// bound.
+    pub(crate) fn requeue_live(&self, now: u64) {
+        let pinned: Vec<(Arc<str>, Binding)> = self
+            .pinned
+            .read()
+            .map(|table| {
+                table
+                    .iter()
+                    .filter(|(_, b)| b.until > now)
+                    .map(|(k, b)| (k.clone(), b.clone()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let ordinary = self
+            .ordinary
+            .iter()
+            .filter(|(_, b)| b.until > now)
+            .map(|(k, b)| ((*k).clone(), b));
+        for (thumbprint, binding) in pinned.into_iter().chain(ordinary) {
+            self.publish(&thumbprint, binding);
+        }
+    }
+
+    /// The shared store holds another agent's binding for a key this replica bound first
+    /// (two replicas raced): the shared one, written first, wins here too.
+    pub(crate) fn yield_to_shared(&self, thumbprint: &str, binding: Binding) {
+        let mut table = self.pinned_table();
+        table.remove(thumbprint);
+        if binding.pinned {
+            table.insert(thumbprint.into(), binding);
+        } else {
+            drop(table);
+            self.ordinary.insert(thumbprint.into(), binding);
+        }
     }
 }
 
@@ -363,10 +477,31 @@ impl AgentBindings for MemoryAgentBindings {
         now: u64,
         pinned: bool,
     ) -> Result<(), BindingRefused> {
+        if let Some(written) = self.bind_here(thumbprint, agent, until, now, pinned)? {
+            self.publish(thumbprint, written);
+        }
+        Ok(())
+    }
+
+    fn pin_named(&self, named: &dyn Fn(&AgentId) -> bool, now: u64) {
+        self.pin_named_here(named, now);
+    }
+}
+
+impl MemoryAgentBindings {
+    /// [`AgentBindings::bind`] on this replica; the binding written, if anything was.
+    fn bind_here(
+        &self,
+        thumbprint: &str,
+        agent: &AgentId,
+        until: u64,
+        now: u64,
+        pinned: bool,
+    ) -> Result<Option<Binding>, BindingRefused> {
         // The steady state: already bound to this agent for long enough; no write.
         match self.binding(thumbprint, now) {
             Some(bound) if bound.agent != *agent => return Err(BindingRefused::BoundToAnother(bound.agent)),
-            Some(bound) if bound.until >= until && (bound.pinned || !pinned) => return Ok(()),
+            Some(bound) if bound.until >= until && (bound.pinned || !pinned) => return Ok(None),
             _ => {}
         }
         if pinned {
@@ -389,11 +524,12 @@ impl AgentBindings for MemoryAgentBindings {
                 until,
                 pinned: true,
             };
-            return Self::pin(&mut table, thumbprint, binding, now);
+            return Self::pin(&mut table, thumbprint, binding.clone(), now).map(|()| Some(binding));
         }
         // One atomic step per key, so that two identities raced onto one key cannot both
         // pass the conflict check.
         let mut refused = None;
+        let mut written = None;
         self.ordinary
             .entry(thumbprint.into())
             .and_compute_with(|current| match current.map(moka::Entry::into_value) {
@@ -402,16 +538,20 @@ impl AgentBindings for MemoryAgentBindings {
                     Op::Nop
                 }
                 Some(bound) if bound.until > now && bound.until >= until => Op::Nop,
-                _ => Op::Put(Binding {
-                    agent: agent.clone(),
-                    until,
-                    pinned: false,
-                }),
+                _ => {
+                    let binding = Binding {
+                        agent: agent.clone(),
+                        until,
+                        pinned: false,
+                    };
+                    written = Some(binding.clone());
+                    Op::Put(binding)
+                }
             });
-        refused.map_or(Ok(()), Err)
+        refused.map_or(Ok(written), Err)
     }
 
-    fn pin_named(&self, named: &dyn Fn(&AgentId) -> bool, now: u64) {
+    fn pin_named_here(&self, named: &dyn Fn(&AgentId) -> bool, now: u64) {
         let promoted: Vec<(Arc<str>, Binding)> = self
             .ordinary
             .iter()

@@ -1,6 +1,7 @@
 //! Revocations and scope ceilings kept in step across replicas through Redis (feature
 //! `redis`).
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -8,7 +9,9 @@ use redis::{IntoConnectionInfo, ProtocolVersion, PushInfo, PushKind};
 use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
 
 use super::ceiling::{CeilingSet, ScopeCeilings};
+use super::identity::{AgentBindings, AgentId, Binding, BindingRefused, MemoryAgentBindings};
 use super::revocation::{RevocationOp, RevocationSet, Revocations};
+use crate::clock::Clock;
 use crate::error::{ConfigError, PolicyError};
 
 /// Members per `SADD` when a whole set is written.
@@ -47,6 +50,8 @@ const QUOTE: usize = 120;
 /// | `tower-aauth:policy:ceilings` | string | the ceilings document ([`CeilingSet::from_json`]); absent: no ceilings |
 /// | `tower-aauth:policy:version` | string (integer) | incremented by every write |
 /// | channel `tower-aauth:policy:changed` | pub/sub | a message after every write (its payload is not read) |
+/// | `tower-aauth:policy:binding:<thumbprint>` | string, expiring when the binding ends | a key → agent binding (with [`agent_bindings`](RedisPolicySyncBuilder::agent_bindings)): `{"thumbprint":"…","provider":"https://agent.example","agent":"aauth:assistant@agent.example","until":1767225600,"pinned":false}` |
+/// | channel `tower-aauth:policy:bindings` | pub/sub | each binding written, as stored |
 ///
 /// **Why a set.** Revocations are entries, not a document: two replicas that revoke
 /// different agents at the same moment each `SADD` one member, and both survive. A
@@ -91,6 +96,33 @@ const QUOTE: usize = 120;
 /// every replica's entries survive), sets the ceilings document it last read if none is
 /// there (`SET … NX`) and raises the version past the one it had seen.
 ///
+/// # Key → agent bindings
+///
+/// With [`agent_bindings`](RedisPolicySyncBuilder::agent_bindings), the bindings this
+/// replica makes (an agent token or a `jwks_uri` signer seen with a key; see the
+/// [`policy`](crate::policy) module) are published, and every other replica's are applied
+/// here, so a grant presented to any replica is attributed to the agent that any replica
+/// saw behind its key. Reads stay local; a binding made here is written by the same
+/// background task (one `EVAL` per binding, pipelined), never on the request path.
+///
+/// * **First writer wins.** The script writes a binding only when the key is unbound or
+///   bound to the same agent, and never shortens one. When two replicas bound one key to
+///   two agents at the same moment, the one that reached Redis second adopts Redis's
+///   binding, so every replica converges on one agent per key (later requests naming the
+///   other are `401 invalid_jwt`).
+/// * **A replica that starts, or resubscribes after an outage**, reads every stored
+///   binding (`SCAN`) before it counts as current.
+/// * **While Redis is unreachable** bindings stay local and queue (at most 50 000; beyond
+///   that they stay local and a warning is logged); they are published when Redis
+///   returns. A request that another replica would attribute meanwhile gets the default
+///   ceiling here, as any unattributed request does, and the staleness bound above closes
+///   the replica after 3 s anyway. A Redis restarted empty is refilled with every live
+///   binding of every replica.
+/// * **Bad input**: a stored or published binding that is not one valid document (size
+///   over 2 KiB, a thumbprint that is not 43 base64url characters, an agent identifier
+///   its provider may not name, an end in the past or more than 30 days ahead) is
+///   ignored and logged; the bindings in force stay.
+///
 /// # Layers
 ///
 /// What a [`Revocations`] handle held when the sync started, and what
@@ -109,17 +141,38 @@ impl std::fmt::Debug for RedisPolicySync {
 }
 
 /// Options for [`RedisPolicySync`].
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct RedisPolicySyncBuilder {
     url: String,
     prefix: String,
+    bindings: Option<(Arc<dyn AgentBindings>, Arc<dyn Clock>)>,
     poll_interval: Duration,
     max_staleness: Duration,
     timeout: Duration,
     connect_timeout: Duration,
 }
 
+impl std::fmt::Debug for RedisPolicySyncBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisPolicySyncBuilder")
+            .field("prefix", &self.prefix)
+            .field("bindings", &self.bindings.is_some())
+            .field("poll_interval", &self.poll_interval)
+            .field("max_staleness", &self.max_staleness)
+            .finish_non_exhaustive()
+    }
+}
+
 impl RedisPolicySyncBuilder {
+    /// Also shares the key → agent bindings ([`AAuth::agent_bindings`](crate::AAuth::agent_bindings),
+    /// read by the layer's [`AAuth::clock`](crate::AAuth::clock)) with the other replicas:
+    /// see "Key → agent bindings" above. [`start`](Self::start) refuses a store other than
+    /// the crate's [`MemoryAgentBindings`] (another implementation shares itself).
+    pub fn agent_bindings(mut self, bindings: &Arc<dyn AgentBindings>, clock: &Arc<dyn Clock>) -> Self {
+        self.bindings = Some((bindings.clone(), clock.clone()));
+        self
+    }
+
     /// The key prefix (default `tower-aauth:policy:`): resources that share one Redis
     /// but not their policy each take their own.
     pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
@@ -161,7 +214,8 @@ impl RedisPolicySyncBuilder {
     /// background task, which runs as long as the Tokio runtime.
     ///
     /// Errors: a zero interval or timeout, a staleness bound not above the polling
-    /// interval plus the operation timeout, an invalid URL, or a handle synced already.
+    /// interval plus the operation timeout, an invalid URL, a handle synced already, or
+    /// bindings that are not a [`MemoryAgentBindings`].
     pub async fn start(
         self,
         revocations: &Revocations,
@@ -198,6 +252,19 @@ impl RedisPolicySyncBuilder {
         if revocations.link().attached() || ceilings.link().attached() {
             return Err(ConfigError::new("these revocations or ceilings are synced already"));
         }
+        let bindings = match self.bindings {
+            None => None,
+            Some((store, clock)) => {
+                let any: Arc<dyn std::any::Any + Send + Sync> = store;
+                let memory = any.downcast::<MemoryAgentBindings>().map_err(|_| {
+                    ConfigError::new("only the crate's MemoryAgentBindings can be synced through Redis")
+                })?;
+                if !memory.attach_sync() {
+                    return Err(ConfigError::new("these agent bindings are synced already"));
+                }
+                Some(SharedBindings { memory, clock })
+            }
+        };
         if !revocations.attach(self.max_staleness) || !ceilings.attach(self.max_staleness) {
             return Err(ConfigError::new("these revocations or ceilings are synced already"));
         }
@@ -213,6 +280,7 @@ impl RedisPolicySyncBuilder {
             subscribed: false,
             failing: None,
             ceilings_document: None,
+            bindings,
         };
         task.round().await;
         tokio::spawn(task.run());
@@ -229,6 +297,7 @@ impl RedisPolicySync {
         RedisPolicySyncBuilder {
             url: url.into(),
             prefix: "tower-aauth:policy:".to_owned(),
+            bindings: None,
             poll_interval: Duration::from_millis(250),
             max_staleness: Duration::from_secs(3),
             timeout: Duration::from_millis(500),
@@ -252,6 +321,9 @@ struct Keys {
     ceilings: String,
     version: String,
     channel: String,
+    /// Prefix of one binding's key (the thumbprint follows).
+    binding: String,
+    bindings_channel: String,
 }
 
 impl Keys {
@@ -261,8 +333,16 @@ impl Keys {
             ceilings: format!("{prefix}ceilings"),
             version: format!("{prefix}version"),
             channel: format!("{prefix}changed"),
+            binding: format!("{prefix}binding:"),
+            bindings_channel: format!("{prefix}bindings"),
         }
     }
+}
+
+/// The bindings store a sync shares and the clock the layer reads it by.
+struct SharedBindings {
+    memory: Arc<MemoryAgentBindings>,
+    clock: Arc<dyn Clock>,
 }
 
 /// Why a round did not confirm the snapshots.
@@ -298,22 +378,32 @@ struct Task {
     failing: Option<Instant>,
     /// The ceilings document last installed from Redis (to refill an emptied Redis).
     ceilings_document: Option<String>,
+    bindings: Option<SharedBindings>,
 }
 
 impl Task {
     async fn run(mut self) {
+        let mut next_poll = tokio::time::Instant::now() + self.poll_interval;
         loop {
-            tokio::select! {
-                () = tokio::time::sleep(self.poll_interval) => {}
-                push = next_push(&mut self.pushes) => {
-                    if push.is_some_and(|push| push.kind == PushKind::Disconnection) {
+            let round = tokio::select! {
+                () = tokio::time::sleep_until(next_poll) => true,
+                push = next_push(&mut self.pushes) => match push {
+                    Some(push) if push.kind == PushKind::Disconnection => {
                         self.subscribed = false;
+                        true
                     }
-                }
-                () = self.revocations.link().wake.notified() => {}
-                () = self.ceilings.link().wake.notified() => {}
+                    // Another replica's binding: applied here, no read of Redis needed.
+                    Some(push) => !self.apply_pushed_binding(&push),
+                    None => true,
+                },
+                () = self.revocations.link().wake.notified() => true,
+                () = self.ceilings.link().wake.notified() => true,
+                () = bindings_queued(&self.bindings) => true,
+            };
+            if round {
+                self.round().await;
+                next_poll = tokio::time::Instant::now() + self.poll_interval;
             }
-            self.round().await;
         }
     }
 
@@ -324,13 +414,20 @@ impl Task {
             Ok(()) => {
                 if !self.subscribed {
                     self.subscribed = self.subscribe().await;
+                    // Bindings published while unsubscribed were missed: read them all.
+                    if self.subscribed
+                        && let Err(failure) = self.load_bindings().await
+                    {
+                        self.subscribed = false;
+                        return self.failed(failure);
+                    }
                 }
                 self.refresh().await
             }
             Err(failure) => Err(failure),
         };
         match result {
-            Ok(()) => {
+            Ok(()) if self.subscribed || self.bindings.is_none() => {
                 self.revocations.link().confirm();
                 self.ceilings.link().confirm();
                 if let Some(since) = self.failing.take() {
@@ -341,21 +438,26 @@ impl Task {
                     );
                 }
             }
-            Err(failure) => {
-                if self.failing.is_none() {
-                    self.failing = Some(Instant::now());
-                    tracing::warn!(
-                        target: "tower_aauth",
-                        error = %failure,
-                        "shared policy (Redis) unreadable; serving the snapshots until the staleness bound"
-                    );
-                }
-                if let Failure::Redis(error) = &failure
-                    && error.is_unrecoverable_error()
-                {
-                    self.subscribed = false;
-                }
-            }
+            // Without the subscription, bindings published by other replicas are not
+            // arriving: not current.
+            Ok(()) => {}
+            Err(failure) => self.failed(failure),
+        }
+    }
+
+    fn failed(&mut self, failure: Failure) {
+        if self.failing.is_none() {
+            self.failing = Some(Instant::now());
+            tracing::warn!(
+                target: "tower_aauth",
+                error = %failure,
+                "shared policy (Redis) unreadable; serving the snapshots until the staleness bound"
+            );
+        }
+        if let Failure::Redis(error) = &failure
+            && error.is_unrecoverable_error()
+        {
+            self.subscribed = false;
         }
     }
 
@@ -371,13 +473,22 @@ impl Task {
     async fn subscribe(&self) -> bool {
         let mut connection = self.manager.clone();
         matches!(
-            tokio::time::timeout(self.timeout, connection.subscribe(&self.keys.channel)).await,
+            tokio::time::timeout(
+                self.timeout,
+                connection.subscribe(&[&self.keys.channel, &self.keys.bindings_channel])
+            )
+            .await,
             Ok(Ok(()))
         )
     }
 
-    /// Publishes the queued writes in one transaction.
+    /// Publishes the queued writes: the policy's in one transaction, then the bindings'.
     async fn flush(&mut self) -> Result<(), Failure> {
+        self.flush_policy().await?;
+        self.flush_bindings().await
+    }
+
+    async fn flush_policy(&mut self) -> Result<(), Failure> {
         let (ops, seq) = self.revocations.pending();
         let ceilings = self.ceilings.pending();
         if ops.is_empty() && ceilings.is_none() {
@@ -460,7 +571,119 @@ impl Task {
         }
         pipe.incr(&self.keys.version, seen.saturating_add(1)).ignore();
         pipe.publish(&self.keys.channel, "changed").ignore();
-        self.query::<()>(&pipe).await
+        self.query::<()>(&pipe).await?;
+        if let Some(shared) = &self.bindings {
+            shared.memory.requeue_live(shared.clock.now());
+        }
+        Ok(())
+    }
+
+    /// Writes the bindings made here (first writer wins, never shortened) and publishes
+    /// each one written; adopts Redis's binding where another replica's came first.
+    async fn flush_bindings(&mut self) -> Result<(), Failure> {
+        let Some(shared) = &self.bindings else {
+            return Ok(());
+        };
+        loop {
+            let queued = shared.memory.queued(BINDINGS_PER_PIPELINE);
+            if queued.is_empty() {
+                return Ok(());
+            }
+            let now = shared.clock.now();
+            let mut pipe = redis::pipe();
+            for (thumbprint, binding) in &queued {
+                let ttl_ms = binding.until.saturating_sub(now).saturating_mul(1000).max(1);
+                pipe.cmd("EVAL")
+                    .arg(BIND_SCRIPT)
+                    .arg(1)
+                    .arg(format!("{}{thumbprint}", self.keys.binding))
+                    .arg(encode_binding(thumbprint, binding))
+                    .arg(ttl_ms)
+                    .arg(&self.keys.bindings_channel)
+                    .arg(binding.agent.provider())
+                    .arg(binding.agent.id())
+                    .arg(binding.until)
+                    .arg(u8::from(binding.pinned));
+            }
+            let replies: Vec<Option<String>> = self.query(&pipe).await?;
+            for ((thumbprint, mine), reply) in queued.iter().zip(&replies) {
+                let Some(text) = reply else { continue };
+                match decode_binding(text, now) {
+                    Some((_, theirs)) if theirs.agent != mine.agent => {
+                        tracing::warn!(
+                            target: "tower_aauth",
+                            "a key was bound to two agents on two replicas at once; the binding written first holds"
+                        );
+                        shared.memory.yield_to_shared(thumbprint, theirs);
+                    }
+                    _ => {}
+                }
+            }
+            shared.memory.acknowledge(queued.len());
+        }
+    }
+
+    /// Reads every stored binding into this replica's store.
+    async fn load_bindings(&mut self) -> Result<(), Failure> {
+        let Some(shared) = &self.bindings else {
+            return Ok(());
+        };
+        let pattern = format!("{}*", self.keys.binding);
+        let mut cursor: u64 = 0;
+        let mut loaded = 0usize;
+        loop {
+            let mut pipe = redis::pipe();
+            pipe.cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(1000);
+            let ((next, keys),): ((u64, Vec<String>),) = self.query(&pipe).await?;
+            if !keys.is_empty() {
+                let mut pipe = redis::pipe();
+                pipe.cmd("MGET").arg(&keys);
+                let (values,): (Vec<Option<String>>,) = self.query(&pipe).await?;
+                let now = shared.clock.now();
+                for text in values.iter().flatten() {
+                    apply_binding(&shared.memory, text, now, &self.revocations, &self.ceilings);
+                    loaded += 1;
+                }
+            }
+            cursor = next;
+            if cursor == 0 || loaded >= MAX_LOADED_BINDINGS {
+                break;
+            }
+        }
+        tracing::debug!(target: "tower_aauth", loaded, "shared key bindings read");
+        Ok(())
+    }
+
+    /// Applies a binding published on the bindings channel; `false` for any other push.
+    fn apply_pushed_binding(&self, push: &PushInfo) -> bool {
+        let Some(shared) = &self.bindings else {
+            return false;
+        };
+        if push.kind != PushKind::Message {
+            return false;
+        }
+        let [channel, payload] = push.data.as_slice() else {
+            return false;
+        };
+        let channel: Option<String> = redis::from_redis_value_ref(channel).ok();
+        if channel.as_deref() != Some(self.keys.bindings_channel.as_str()) {
+            return false;
+        }
+        if let Ok(text) = redis::from_redis_value_ref::<String>(payload) {
+            apply_binding(
+                &shared.memory,
+                &text,
+                shared.clock.now(),
+                &self.revocations,
+                &self.ceilings,
+            );
+        }
+        true
     }
 
     fn install_revocations(&self, members: &[String]) {
@@ -508,6 +731,119 @@ impl Task {
                 "malformed shared ceilings document; the ceilings in force stay"
             ),
         }
+    }
+}
+
+/// Resolves when a binding is queued (never without a bindings store).
+async fn bindings_queued(bindings: &Option<SharedBindings>) {
+    match bindings {
+        Some(shared) => shared.memory.wake.notified().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Bindings written per pipelined round trip.
+const BINDINGS_PER_PIPELINE: usize = 256;
+/// The most stored bindings one load reads (the local store is byte-bounded anyway).
+const MAX_LOADED_BINDINGS: usize = 500_000;
+/// The longest stored binding text accepted.
+const MAX_BINDING_TEXT: usize = 2048;
+/// The furthest ahead a stored binding may end (bindings last a token's life plus the
+/// longest grant lifetime: hours, not weeks).
+const MAX_BINDING_AHEAD: u64 = 30 * 24 * 3600;
+
+/// Writes a binding unless the key is bound to another agent (then answers that binding)
+/// or already bound as long and as pinned (then answers nil); publishes what it wrote.
+/// KEYS[1] the binding's key; ARGV: text, ttl ms, channel, provider, agent id, until,
+/// pinned (1/0). Agents compare as [`AgentId`] does: an `aauth:` identifier alone,
+/// anything else with its provider.
+const BIND_SCRIPT: &str = r#"
+local current = redis.call('GET', KEYS[1])
+if current then
+  local ok, c = pcall(cjson.decode, current)
+  if ok and type(c) == 'table' then
+    local same = c['agent'] == ARGV[5] and (string.sub(ARGV[5], 1, 6) == 'aauth:' or c['provider'] == ARGV[4])
+    if not same then return current end
+    local pinned = c['pinned'] == true
+    if tonumber(c['until']) and tonumber(c['until']) >= tonumber(ARGV[6]) and (pinned or ARGV[7] == '0') then
+      return false
+    end
+  end
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+redis.call('PUBLISH', ARGV[3], ARGV[1])
+return false
+"#;
+
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StoredBinding<'a> {
+    thumbprint: &'a str,
+    provider: &'a str,
+    agent: &'a str,
+    until: u64,
+    pinned: bool,
+}
+
+fn encode_binding(thumbprint: &str, binding: &Binding) -> String {
+    serde_json::to_string(&StoredBinding {
+        thumbprint,
+        provider: binding.agent.provider(),
+        agent: binding.agent.id(),
+        until: binding.until,
+        pinned: binding.pinned,
+    })
+    .unwrap_or_default()
+}
+
+/// A stored or published binding, validated; `None` (and a log line) when it is not one.
+fn decode_binding(text: &str, now: u64) -> Option<(String, Binding)> {
+    let decoded = (text.len() <= MAX_BINDING_TEXT)
+        .then(|| serde_json::from_str::<StoredBinding<'_>>(text).ok())
+        .flatten()
+        .filter(|stored| is_thumbprint(stored.thumbprint))
+        .filter(|stored| stored.until > now && stored.until <= now.saturating_add(MAX_BINDING_AHEAD))
+        .and_then(|stored| {
+            let agent = AgentId::new(stored.provider, stored.agent).ok()?;
+            Some((
+                stored.thumbprint.to_owned(),
+                Binding::new(agent, stored.until, stored.pinned),
+            ))
+        });
+    if decoded.is_none() {
+        tracing::error!(
+            target: "tower_aauth",
+            binding = %quote(text),
+            "a shared key binding is malformed or out of range; ignored"
+        );
+    }
+    decoded
+}
+
+/// A key thumbprint as the layer computes it: base64url SHA-256, 43 characters.
+fn is_thumbprint(text: &str) -> bool {
+    text.len() == 43
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// Applies another replica's binding to this replica's store, pinned when this replica's
+/// policy names the agent.
+fn apply_binding(
+    memory: &MemoryAgentBindings,
+    text: &str,
+    now: u64,
+    revocations: &Revocations,
+    ceilings: &ScopeCeilings,
+) {
+    let Some((thumbprint, mut binding)) = decode_binding(text, now) else {
+        return;
+    };
+    binding.pinned |= revocations.names(&binding.agent) || ceilings.names(&binding.agent);
+    if let Err(BindingRefused::BoundToAnother(_)) = memory.apply_shared(&thumbprint, &binding, now) {
+        // This replica bound the key first; its own write will find Redis's and adopt it.
+        tracing::debug!(target: "tower_aauth", "a shared binding names another agent than this replica's");
     }
 }
 
