@@ -11,8 +11,12 @@
 //! trade (`{"type":"trade","symbol":…,"quantity":…}`, quantity at most the approved
 //! one), answers a missing or different approval with a step-up challenge whose resource
 //! token carries the trade to approve, and executes each approval once;
-//! `/.well-known/aauth-resource.json` and its JWKS are public. Every `200` body is JSON
-//! naming `agent` (and `agent_provider`), `scheme`, `token_type`, `scope` and `sub`.
+//! `POST /orders` needs `orders.write` and is delivered deferred: an agent without it gets
+//! `202` with a pending URL and the `auth-token` requirement, and the held order runs when
+//! a poll of that URL presents a sufficient auth token (with `AAUTH_REDIS_URL` the poll may
+//! reach any replica); `/.well-known/aauth-resource.json` and its JWKS are public. Every
+//! `200` body is JSON naming `agent` (and `agent_provider`), `scheme`, `token_type`,
+//! `scope` and `sub`.
 //!
 //! A three-party resource honours grants only from the person servers it names: any
 //! server can be a person server, and one that grants itself `data.write` must not be
@@ -30,7 +34,7 @@
 //! | `AAUTH_PROFILE` | `draft-11` or `legacy` | `draft-11` |
 //! | `AAUTH_ALLOW_HTTP_LOOPBACK` | `1`: admit `http://127.0.0.1:PORT` identifiers (development) | off |
 //! | `AAUTH_SIGNING_KEYS` | directory of the resource's signing keys, shared by every replica (layout below); reloaded when it changes and on SIGHUP | unset: an ephemeral key, new at each start (development; said on stderr) |
-//! | `AAUTH_REDIS_URL` | `redis://host:port/`: the replay store, and revocations and ceilings shared by every replica (needs `--features redis`) | per process |
+//! | `AAUTH_REDIS_URL` | `redis://host:port/`: the replay store, held (`202`) requests, and revocations, ceilings and key → agent bindings shared by every replica (needs `--features redis`) | per process |
 //! | `AAUTH_REVOCATIONS` | a revocation file, reloaded within 1 s of a change | — |
 //! | `AAUTH_CEILINGS` | a scope-ceilings file, reloaded within 1 s of a change | — |
 //! | `AAUTH_METRICS_ADDR` | serve Prometheus text at `http://ADDR/metrics`: every metric of `tower_aauth::Metric` (requests by decision and code, verification time, caches, discovery, stores); port `0` picks one, printed at start | off |
@@ -72,6 +76,9 @@
 //! wins). A replica that cannot confirm the shared state for 3 s answers verified requests
 //! `503` with `Retry-After: 1`. `docs/deployment.md` has the keys and the failure answers.
 //!
+//! The layer wraps the whole router (not `Router::layer`), so that a poll of a request
+//! held by another replica is routed to the held route here.
+//!
 //! The main listener sets `TCP_NODELAY` on every connection: pipelined requests on one
 //! connection are otherwise held back by Nagle's algorithm (about 4× slower on loopback).
 
@@ -85,7 +92,7 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tower_aauth::replay::ReplayOptions;
-use tower_aauth::{AAuth, AuthGrant, Profile, VerifiedAgent};
+use tower_aauth::{AAuth, AuthGrant, DeferredOptions, Profile, VerifiedAgent};
 
 #[path = "fleet/policy.rs"]
 mod fleet_policy;
@@ -94,7 +101,7 @@ fn env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
 }
 
-fn configure(replay: Option<ReplayOptions>) -> Result<(String, AAuth), String> {
+fn configure(replay: Option<ReplayOptions>, deferred: DeferredOptions) -> Result<(String, AAuth), String> {
     let addr = env("AAUTH_ADDR").unwrap_or_else(|| "127.0.0.1:8080".to_owned());
     let resource = env("AAUTH_RESOURCE").unwrap_or_else(|| "https://important-resource.example".to_owned());
     let profile = match env("AAUTH_PROFILE").as_deref() {
@@ -106,6 +113,8 @@ fn configure(replay: Option<ReplayOptions>) -> Result<(String, AAuth), String> {
         .profile(profile)
         .scope("data.read", "Read access to your data")
         .scope("data.write", "Create and update your data")
+        .scope("orders.write", "Place orders")
+        .deferred_delivery(deferred)
         .metadata_name("Important Resource")
         .access_mode("auth-token");
     let person_servers: Vec<String> = env("AAUTH_PERSON_SERVER")
@@ -217,6 +226,13 @@ async fn trade(agent: VerifiedAgent, grant: AuthGrant) -> axum::Json<Value> {
     axum::Json(body)
 }
 
+async fn place_order(agent: VerifiedAgent, grant: Option<AuthGrant>, body: axum::body::Bytes) -> axum::Json<Value> {
+    let mut answer = describe(&agent, grant.as_ref());
+    answer["order"] = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    answer["placed"] = true.into();
+    axum::Json(answer)
+}
+
 async fn whoami(agent: VerifiedAgent, grant: Option<AuthGrant>) -> axum::Json<Value> {
     axum::Json(describe(&agent, grant.as_ref()))
 }
@@ -274,9 +290,12 @@ async fn main() -> ExitCode {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "tower_aauth=info".into()),
         )
         .init();
-    let configured = match fleet_policy::replay_options().await {
-        Ok(replay) => configure(replay),
-        Err(message) => Err(message),
+    let configured = match (
+        fleet_policy::replay_options().await,
+        fleet_policy::deferred_options().await,
+    ) {
+        (Ok(replay), Ok(deferred)) => configure(replay, deferred),
+        (Err(message), _) | (_, Err(message)) => Err(message),
     };
     let (addr, aauth) = match configured {
         Ok(configured) => configured,
@@ -315,8 +334,13 @@ async fn main() -> ExitCode {
                     .single_use(),
             ),
         )
-        .merge(aauth.well_known_router())
-        .layer(aauth.layer());
+        .route(
+            "/orders",
+            axum::routing::post(place_order).route_layer(aauth.require_scopes(["orders.write"]).deferred()),
+        )
+        .merge(aauth.pending_router())
+        .merge(aauth.well_known_router());
+    let app = tower::Layer::layer(&aauth.layer(), app);
     let listener = match tokio::net::TcpListener::bind(&addr).await {
         Ok(listener) => listener,
         Err(error) => {
@@ -334,7 +358,12 @@ async fn main() -> ExitCode {
             eprintln!("resource_server: cannot set TCP_NODELAY: {error}");
         }
     });
-    match axum::serve(listener, app).await {
+    match axum::serve(
+        listener,
+        axum::ServiceExt::<http::Request<axum::body::Body>>::into_make_service(app),
+    )
+    .await
+    {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("resource_server: {error}");

@@ -43,8 +43,8 @@ use crate::error::AuditDecision;
 /// | `outcome` | `verified`, `refused` (verification); `ok`, `error` (stores) |
 /// | `cache` | `hit`, `miss` (a discovery hit is any answer given without a fetch: a key, or a remembered refusal) |
 /// | `document` | `metadata`, `jwks` |
-/// | `store` | `replay` (the replay store, also used for single-use grants) |
-/// | `op` | `insert`, `release` |
+/// | `store` | `replay` (the replay store, also used for single-use grants), `pending` (held `202` requests and their results), `policy` (the shared revocations, ceilings and key bindings) |
+/// | `op` | `insert`, `release` (replay, and a new pending record); `read`, `write` (pending records, the policy sync) |
 ///
 /// No agent identifier, issuer, key id, thumbprint, path or other value a client chooses
 /// is ever a label: the number of series is fixed by this table, and labels leak nothing
@@ -251,12 +251,20 @@ pub(crate) fn discovery_stale_served() {
 pub(crate) enum Store {
     /// The replay store (requests and single-use grants).
     Replay,
+    /// The pending (`202`) records.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    Pending,
+    /// The shared policy (revocations, ceilings, key bindings).
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    Policy,
 }
 
 impl Store {
     const fn as_str(self) -> &'static str {
         match self {
             Store::Replay => "replay",
+            Store::Pending => "pending",
+            Store::Policy => "policy",
         }
     }
 }
@@ -268,6 +276,12 @@ pub(crate) enum Op {
     Insert,
     /// Forget an entry.
     Release,
+    /// Read shared state.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    Read,
+    /// Change shared state.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    Write,
 }
 
 impl Op {
@@ -275,6 +289,8 @@ impl Op {
         match self {
             Op::Insert => "insert",
             Op::Release => "release",
+            Op::Read => "read",
+            Op::Write => "write",
         }
     }
 }

@@ -550,3 +550,35 @@ async fn a_replica_whose_layer_wraps_the_router_as_its_fallback_runs_a_request_h
     assert_eq!(json_body(response).await["path"], "/report");
     assert_eq!((a.calls(), b.calls()), (0, 1));
 }
+
+#[cfg_attr(skip_redis, ignore = "redis-server not found on PATH (apt-get install redis-server)")]
+#[tokio::test]
+async fn the_shared_pending_store_times_each_operation_under_the_pending_label() {
+    use support::metrics::Recorded;
+    let redis = RedisServer::start();
+    let (a, b) = replicas(&redis).await;
+    let recorded = Recorded::new();
+    let location = recorded.scope(held_on(&a, &[&a, &b])).await;
+    let series = |taken: Vec<support::metrics::Sample>| -> Vec<(String, String, u64)> {
+        taken
+            .into_iter()
+            .filter(|s| s.name == "tower_aauth_store_seconds" && s.label("store") == Some("pending"))
+            .map(|s| {
+                assert_eq!(s.label("outcome"), Some("ok"));
+                (
+                    s.label("op").unwrap().to_owned(),
+                    s.label("outcome").unwrap().to_owned(),
+                    s.count,
+                )
+            })
+            .collect()
+    };
+    assert_eq!(series(recorded.take()), [("insert".to_owned(), "ok".to_owned(), 1)]);
+    let answer = recorded.scope(poll(&b, &location, &write_token(&b))).await;
+    assert_eq!(answer.status(), StatusCode::CREATED);
+    let ops: Vec<String> = series(recorded.take()).into_iter().map(|(op, _, _)| op).collect();
+    assert!(
+        ops.contains(&"read".to_owned()) && ops.contains(&"write".to_owned()),
+        "{ops:?}"
+    );
+}

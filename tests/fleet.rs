@@ -155,6 +155,56 @@ async fn the_seed_flow_runs_through_the_proxy_whichever_replica_answers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[cfg_attr(skip_haproxy, ignore = "haproxy not found on PATH (apt-get install haproxy)")]
 #[cfg_attr(skip_redis, ignore = "redis-server not found on PATH (apt-get install redis-server)")]
+async fn a_deferred_order_held_by_one_replica_is_run_by_a_poll_that_reaches_another() {
+    const ORDERS: usize = 3;
+    let _one = ONE_FLEET.lock().await;
+    let fleet = Fleet::start().await;
+    let client = fleet.client();
+    let replica = |exchange: &tower_aauth::testing::Exchange| exchange.header("x-replica").map(str::to_owned);
+    let mut elsewhere = 0;
+    for order in 0..ORDERS {
+        let body = json!({ "item": "widget", "n": order });
+        let outcome = client
+            .fetch(Method::POST, &fleet.url("/orders"), Some(&body))
+            .await
+            .unwrap();
+        let held = &outcome.transcript[0];
+        assert_eq!(held.status, StatusCode::ACCEPTED, "order {order}: {held:?}");
+        let ran = &outcome.response;
+        assert_eq!(ran.status, StatusCode::OK, "order {order}: {ran:?}");
+        let answer = ran.json().unwrap();
+        assert_eq!(answer["placed"], true);
+        assert_eq!(answer["order"], body, "the held request's own body ran");
+        assert_eq!(answer["scope"], "orders.write");
+        if replica(held) != replica(ran) {
+            elsewhere += 1;
+        }
+        // A repeat of the poll gets the same answer, from whichever replica it reaches.
+        let pending_url = outcome
+            .transcript
+            .iter()
+            .rev()
+            .find(|exchange| exchange.status == StatusCode::OK)
+            .map(|exchange| exchange.url.clone())
+            .unwrap();
+        let token = outcome.auth_token.clone().unwrap();
+        let again = client
+            .clone()
+            .with_source(KeySource::Jwt(token))
+            .get(&pending_url)
+            .await
+            .unwrap();
+        assert_eq!(again.status, StatusCode::OK);
+        assert_eq!(again.json().unwrap()["order"], body);
+    }
+    eprintln!("{elsewhere} of {ORDERS} held orders ran on a replica other than the one that held them");
+    assert!(elsewhere > 0, "no poll reached another replica than the holder");
+    let _ = &fleet.auth_server;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(skip_haproxy, ignore = "haproxy not found on PATH (apt-get install haproxy)")]
+#[cfg_attr(skip_redis, ignore = "redis-server not found on PATH (apt-get install redis-server)")]
 async fn a_replica_killed_mid_load_loses_no_accepted_write_and_the_others_keep_serving() {
     const WORKERS: usize = 4;
     const PER_WORKER: usize = 150;

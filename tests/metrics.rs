@@ -425,8 +425,8 @@ fn allowed(label: &str, value: &str) -> bool {
         "outcome" => ["verified", "refused", "ok", "error"].contains(&value),
         "cache" => ["hit", "miss"].contains(&value),
         "document" => ["metadata", "jwks"].contains(&value),
-        "store" => value == "replay",
-        "op" => ["insert", "release"].contains(&value),
+        "store" => ["replay", "pending", "policy"].contains(&value),
+        "op" => ["insert", "release", "read", "write"].contains(&value),
         _ => false,
     }
 }

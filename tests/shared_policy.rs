@@ -811,3 +811,42 @@ async fn when_two_replicas_bind_one_key_to_two_agents_the_binding_written_first_
         "the first writer's binding is unchanged"
     );
 }
+
+#[cfg_attr(skip_redis, ignore = "redis-server not found on PATH (apt-get install redis-server)")]
+#[tokio::test]
+async fn the_sync_times_its_reads_under_the_policy_label_and_counts_an_unreachable_redis() {
+    use support::metrics::Recorded;
+    let redis = RedisServer::start();
+    let recorded = Recorded::new();
+    // The first read happens inside `start`, in the caller's task.
+    let (_a, _sync) = recorded.scope(replica(&redis)).await;
+    let timed: Vec<_> = recorded
+        .take()
+        .into_iter()
+        .filter(|s| s.name == "tower_aauth_store_seconds" && s.label("store") == Some("policy"))
+        .collect();
+    assert!(
+        timed
+            .iter()
+            .any(|s| s.label("op") == Some("read") && s.label("outcome") == Some("ok")),
+        "{timed:?}"
+    );
+    let harness = Harness::new();
+    let unreachable = format!("redis://127.0.0.1:{}/", support::fleet::free_port());
+    let _sync = recorded
+        .scope(
+            RedisPolicySync::builder(unreachable)
+                .operation_timeout(Duration::from_millis(100))
+                .connect_timeout(Duration::from_millis(100))
+                .start(harness.aauth.revocations(), harness.aauth.scope_ceilings()),
+        )
+        .await
+        .expect("an unreachable Redis is not a configuration error");
+    let errors: Vec<_> = recorded
+        .take()
+        .into_iter()
+        .filter(|s| s.name == "tower_aauth_store_errors_total" && s.label("store") == Some("policy"))
+        .collect();
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_eq!(errors[0].label("op"), Some("read"));
+}

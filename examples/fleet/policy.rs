@@ -34,6 +34,28 @@ pub async fn replay_options() -> Result<Option<ReplayOptions>, String> {
     }
 }
 
+/// Deferred delivery: held requests in Redis with `AAUTH_REDIS_URL` (a poll may reach any
+/// replica), else in this process.
+pub async fn deferred_options() -> Result<tower_aauth::DeferredOptions, String> {
+    let options = tower_aauth::DeferredOptions::new();
+    let Some(url) = env("AAUTH_REDIS_URL") else {
+        return Ok(options);
+    };
+    #[cfg(feature = "redis")]
+    {
+        let store = tower_aauth::RedisPendingStore::builder(url)
+            .connect()
+            .await
+            .map_err(|e| format!("AAUTH_REDIS_URL: {e}"))?;
+        Ok(options.store(store))
+    }
+    #[cfg(not(feature = "redis"))]
+    {
+        let _ = url;
+        Err("AAUTH_REDIS_URL needs the redis feature: cargo run --features redis --example resource_server".to_owned())
+    }
+}
+
 /// What keeps the policy current: the Redis sync, if any (the file watchers run on their
 /// own tasks).
 pub struct Policy {

@@ -11,6 +11,7 @@ use super::record::{Corrupt, HeldRequest, MAX_STATUS_BYTES, NewRecord, Status, S
 use super::store::{PendingBackend, StoreError, Versioned};
 use crate::error::ConfigError;
 use crate::future::BoxFuture;
+use crate::metrics::{Op, Store};
 
 /// Pending records of deferred delivery shared by every replica through Redis: a request
 /// held by one replica is polled, run and answered by whichever replica the poll reaches.
@@ -189,7 +190,14 @@ impl RedisPendingStore {
         self.key(&format!("r:{id}"))
     }
 
-    async fn query(&self, command: redis::Cmd) -> Result<Value, StoreError> {
+    async fn query(&self, op: Op, command: redis::Cmd) -> Result<Value, StoreError> {
+        let started = std::time::Instant::now();
+        let answer = self.query_unmeasured(command).await;
+        crate::metrics::store_waited(Store::Pending, op, started, answer.is_ok());
+        answer
+    }
+
+    async fn query_unmeasured(&self, command: redis::Cmd) -> Result<Value, StoreError> {
         let mut connection = self.manager.clone();
         let reply = command.query_async::<Value>(&mut connection);
         match tokio::time::timeout(self.timeout, reply).await {
@@ -224,8 +232,8 @@ impl RedisPendingStore {
     }
 
     /// A script's `1`/`0` answer.
-    async fn applied(&self, command: redis::Cmd) -> Result<bool, StoreError> {
-        match self.query(command).await? {
+    async fn applied(&self, op: Op, command: redis::Cmd) -> Result<bool, StoreError> {
+        match self.query(op, command).await? {
             Value::Int(1) => Ok(true),
             Value::Int(0) => Ok(false),
             _ => Err(wrong_type()),
@@ -266,7 +274,7 @@ impl PendingBackend for RedisPendingStore {
                 capacity.as_bytes(),
                 id.as_bytes(),
             ];
-            self.applied(Self::script(CREATE, &keys, &args)).await
+            self.applied(Op::Insert, Self::script(CREATE, &keys, &args)).await
         })
     }
 
@@ -274,7 +282,7 @@ impl PendingBackend for RedisPendingStore {
         Box::pin(async move {
             let mut command = redis::cmd("HMGET");
             command.arg(self.record_key(id)).arg("v").arg("s");
-            let Value::Array(fields) = self.query(command).await? else {
+            let Value::Array(fields) = self.query(Op::Read, command).await? else {
                 return Err(wrong_type());
             };
             match fields.as_slice() {
@@ -301,7 +309,8 @@ impl PendingBackend for RedisPendingStore {
             let version = version.to_string();
             let status = status.encode();
             let args: [&[u8]; 2] = [version.as_bytes(), &status];
-            self.applied(Self::script(UPDATE, &[self.record_key(id)], &args)).await
+            self.applied(Op::Write, Self::script(UPDATE, &[self.record_key(id)], &args))
+                .await
         })
     }
 
@@ -315,7 +324,10 @@ impl PendingBackend for RedisPendingStore {
             let version = version.to_string();
             let status = status.encode();
             let args: [&[u8]; 2] = [version.as_bytes(), &status];
-            match self.query(Self::script(CLAIM, &[self.record_key(id)], &args)).await? {
+            match self
+                .query(Op::Write, Self::script(CLAIM, &[self.record_key(id)], &args))
+                .await?
+            {
                 Value::Int(0) => Ok(None),
                 // Taken: the record is `Running` now whatever the bytes say, so a request that
                 // does not decode is never run, by this replica or any other.
@@ -346,7 +358,7 @@ impl PendingBackend for RedisPendingStore {
                 &millis(ttl),
                 id.as_bytes(),
             ];
-            self.applied(Self::script(FINISH, &keys, &args)).await
+            self.applied(Op::Write, Self::script(FINISH, &keys, &args)).await
         })
     }
 
@@ -354,7 +366,7 @@ impl PendingBackend for RedisPendingStore {
         Box::pin(async move {
             let mut command = redis::cmd("HGET");
             command.arg(self.record_key(id)).arg("r");
-            match self.query(command).await? {
+            match self.query(Op::Read, command).await? {
                 Value::Nil => Ok(None),
                 Value::BulkString(bytes) => Ok(Some(Arc::new(Stored::decode(&bytes, self.max_result)?))),
                 _ => Err(wrong_type()),

@@ -13,6 +13,7 @@ use super::identity::{AgentBindings, AgentId, Binding, BindingRefused, MemoryAge
 use super::revocation::{RevocationOp, RevocationSet, Revocations};
 use crate::clock::Clock;
 use crate::error::{ConfigError, PolicyError};
+use crate::metrics::{Op, Store};
 
 /// Members per `SADD` when a whole set is written.
 const SADD_CHUNK: usize = 10_000;
@@ -461,13 +462,16 @@ impl Task {
         }
     }
 
-    async fn query<T: redis::FromRedisValue>(&self, pipe: &redis::Pipeline) -> Result<T, Failure> {
+    async fn query<T: redis::FromRedisValue>(&self, op: Op, pipe: &redis::Pipeline) -> Result<T, Failure> {
         let mut connection = self.manager.clone();
-        match tokio::time::timeout(self.timeout, pipe.query_async::<T>(&mut connection)).await {
+        let started = Instant::now();
+        let answer = match tokio::time::timeout(self.timeout, pipe.query_async::<T>(&mut connection)).await {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(error)) => Err(Failure::Redis(error)),
             Err(_) => Err(Failure::Timeout),
-        }
+        };
+        crate::metrics::store_waited(Store::Policy, op, started, answer.is_ok());
+        answer
     }
 
     async fn subscribe(&self) -> bool {
@@ -519,7 +523,7 @@ impl Task {
         }
         pipe.incr(&self.keys.version, 1).ignore();
         pipe.publish(&self.keys.channel, "changed").ignore();
-        self.query::<()>(&pipe).await?;
+        self.query::<()>(Op::Write, &pipe).await?;
         self.revocations.acknowledge(seq);
         if let Some((seq, _)) = ceilings {
             self.ceilings.acknowledge(seq);
@@ -531,7 +535,7 @@ impl Task {
     async fn refresh(&mut self) -> Result<(), Failure> {
         let mut pipe = redis::pipe();
         pipe.get(&self.keys.version);
-        let (version,): (Option<String>,) = self.query(&pipe).await?;
+        let (version,): (Option<String>,) = self.query(Op::Read, &pipe).await?;
         let version = parse_version(version)?;
         match self.seen {
             Some(seen) if version.is_none() && seen > 0 => self.refill(seen).await?,
@@ -543,7 +547,8 @@ impl Task {
             .get(&self.keys.version)
             .smembers(&self.keys.revocations)
             .get(&self.keys.ceilings);
-        let (version, members, document): (Option<String>, Vec<String>, Option<String>) = self.query(&pipe).await?;
+        let (version, members, document): (Option<String>, Vec<String>, Option<String>) =
+            self.query(Op::Read, &pipe).await?;
         let version = parse_version(version)?;
         self.install_revocations(&members);
         self.install_ceilings(document);
@@ -571,7 +576,7 @@ impl Task {
         }
         pipe.incr(&self.keys.version, seen.saturating_add(1)).ignore();
         pipe.publish(&self.keys.channel, "changed").ignore();
-        self.query::<()>(&pipe).await?;
+        self.query::<()>(Op::Write, &pipe).await?;
         if let Some(shared) = &self.bindings {
             shared.memory.requeue_live(shared.clock.now());
         }
@@ -605,7 +610,7 @@ impl Task {
                     .arg(binding.until)
                     .arg(u8::from(binding.pinned));
             }
-            let replies: Vec<Option<String>> = self.query(&pipe).await?;
+            let replies: Vec<Option<String>> = self.query(Op::Write, &pipe).await?;
             for ((thumbprint, mine), reply) in queued.iter().zip(&replies) {
                 let Some(text) = reply else { continue };
                 match decode_binding(text, now) {
@@ -639,11 +644,11 @@ impl Task {
                 .arg(&pattern)
                 .arg("COUNT")
                 .arg(1000);
-            let ((next, keys),): ((u64, Vec<String>),) = self.query(&pipe).await?;
+            let ((next, keys),): ((u64, Vec<String>),) = self.query(Op::Read, &pipe).await?;
             if !keys.is_empty() {
                 let mut pipe = redis::pipe();
                 pipe.cmd("MGET").arg(&keys);
-                let (values,): (Vec<Option<String>>,) = self.query(&pipe).await?;
+                let (values,): (Vec<Option<String>>,) = self.query(Op::Read, &pipe).await?;
                 let now = shared.clock.now();
                 for text in values.iter().flatten() {
                     apply_binding(&shared.memory, text, now, &self.revocations, &self.ceilings);

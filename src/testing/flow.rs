@@ -10,7 +10,10 @@
 //!    `Location` with signed `GET`s, waiting `Retry-After` (default 5 s) between polls and
 //!    five more seconds after a `429 slow_down`, until `200 {"auth_token", "expires_in"}`
 //!    or a terminal error.
-//! 5. Retry the original request with `Signature-Key: sig=jwt;jwt="<auth token>"`.
+//! 5. Retry the original request with `Signature-Key: sig=jwt;jwt="<auth token>"`; or,
+//!    when the resource deferred it (`202` with `Location` and the same `auth-token`
+//!    requirement), poll the resource's pending URL with signed `GET`s under the auth
+//!    token, as in step 4, until the held request's answer.
 //!
 //! With [`AgentClient::with_generation`]`(`[`Generation::Legacy`]`)` the client speaks the
 //! March 2026 AAuth demo's generation instead: `Signature-Key: sig=(scheme=… …)` and
@@ -374,8 +377,20 @@ impl AgentClient {
         let first = self
             .send(FlowStep::Resource, method.clone(), url, body, &self.source)
             .await?;
+        let first_answered = tokio::time::Instant::now();
         transcript.push(first.clone());
-        let Some(challenge) = auth_token_challenge(&first, self.generation) else {
+        let held_at = (first.status == StatusCode::ACCEPTED)
+            .then(|| {
+                first
+                    .header(header::LOCATION.as_str())
+                    .map(|location| resolve(url, location))
+            })
+            .flatten();
+        let challenge = match &held_at {
+            Some(_) => requirement_challenge(&first, self.generation),
+            None => auth_token_challenge(&first, self.generation),
+        };
+        let Some(challenge) = challenge else {
             return Ok(FlowOutcome {
                 response: first,
                 auth_token: None,
@@ -401,10 +416,20 @@ impl AgentClient {
             StatusCode::ACCEPTED => self.poll(&endpoints, answer, &mut transcript).await?,
             status => return Err(refused(FlowStep::Token, status, &answer, transcript)),
         };
-        let retry = self
-            .send(FlowStep::Retry, method, url, body, &KeySource::Jwt(auth_token.clone()))
-            .await?;
-        transcript.push(retry.clone());
+        let retry = match held_at {
+            Some(pending_url) => {
+                let source = KeySource::Jwt(auth_token.clone());
+                self.poll_held(&pending_url, &first, first_answered, &source, &mut transcript)
+                    .await?
+            }
+            None => {
+                let retry = self
+                    .send(FlowStep::Retry, method, url, body, &KeySource::Jwt(auth_token.clone()))
+                    .await?;
+                transcript.push(retry.clone());
+                retry
+            }
+        };
         Ok(FlowOutcome {
             response: retry,
             auth_token: Some(auth_token),
@@ -459,6 +484,48 @@ impl AgentClient {
             token,
             interaction: on_origin("interaction_endpoint"),
         })
+    }
+
+    /// Polls the resource's pending URL of a held request under `source`, first when the
+    /// `202`'s `Retry-After` has passed since it was `answered`, until an answer other than
+    /// `202` (or `429`), which it returns.
+    async fn poll_held(
+        &self,
+        pending_url: &str,
+        accepted: &Exchange,
+        answered: tokio::time::Instant,
+        source: &KeySource,
+        transcript: &mut Vec<Exchange>,
+    ) -> Result<Exchange, FlowError> {
+        let started = tokio::time::Instant::now();
+        // The time spent getting the token counts towards the first interval.
+        let mut wait = retry_after(accepted)
+            .unwrap_or(DEFAULT_INTERVAL)
+            .saturating_sub(answered.elapsed().as_secs());
+        loop {
+            if started.elapsed() + Duration::from_secs(wait) > self.max_polling {
+                return Err(FlowError::PollingTimeout(self.max_polling));
+            }
+            if wait > 0 {
+                self.emit(FlowEvent::Waiting { seconds: wait });
+                tokio::time::sleep(Duration::from_secs(wait)).await;
+            }
+            let answer = self
+                .send(FlowStep::Poll, Method::GET, pending_url, None, source)
+                .await?;
+            transcript.push(answer.clone());
+            match answer.status {
+                StatusCode::ACCEPTED => {
+                    wait = retry_after(&answer)
+                        .or(retry_after(accepted))
+                        .unwrap_or(DEFAULT_INTERVAL)
+                }
+                StatusCode::TOO_MANY_REQUESTS => {
+                    wait = retry_after(&answer).unwrap_or(wait).max(wait + SLOW_DOWN_STEP);
+                }
+                _ => return Ok(answer),
+            }
+        }
     }
 
     async fn poll(
@@ -603,6 +670,11 @@ pub(crate) fn auth_token_challenge(exchange: &Exchange, generation: Generation) 
     if exchange.status != StatusCode::UNAUTHORIZED {
         return None;
     }
+    requirement_challenge(exchange, generation)
+}
+
+/// The `auth-token` requirement of an answer, whatever its status.
+fn requirement_challenge(exchange: &Exchange, generation: Generation) -> Option<AuthChallenge> {
     let (value, params) = requirement(exchange, generation)?;
     if value != names::requirement::AUTH_TOKEN {
         return None;

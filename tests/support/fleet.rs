@@ -101,6 +101,7 @@ impl Drop for Replica {
 
 /// `haproxy` in front of the replicas: round-robin, health-checked on the resource
 /// metadata every 200 ms, a request whose connection fails retried on another replica.
+/// Each answer names the replica that gave it in `x-replica` (`r0`, `r1`, …).
 pub struct Haproxy {
     pub port: u16,
     child: Child,
@@ -120,7 +121,8 @@ impl Haproxy {
              defaults\n  mode http\n  timeout connect 1s\n  timeout client 30s\n  timeout server 30s\n  \
              retries 3\n  option redispatch\n  option http-server-close\n\
              frontend fleet\n  bind 127.0.0.1:{port}\n  default_backend replicas\n\
-             backend replicas\n  balance roundrobin\n  option httpchk GET /.well-known/aauth-resource.json\n{servers}"
+             backend replicas\n  balance roundrobin\n  option httpchk GET /.well-known/aauth-resource.json\n  \
+             http-response set-header x-replica %s\n{servers}"
         );
         let path = dir.path().join("haproxy.cfg");
         std::fs::write(&path, config).unwrap();
