@@ -255,7 +255,6 @@ pub(crate) enum Store {
     #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     Pending,
     /// The shared policy (revocations, ceilings, key bindings).
-    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     Policy,
 }
 
@@ -277,10 +276,8 @@ pub(crate) enum Op {
     /// Forget an entry.
     Release,
     /// Read shared state.
-    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     Read,
     /// Change shared state.
-    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     Write,
 }
 

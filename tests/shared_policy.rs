@@ -611,6 +611,16 @@ async fn replica_sharing_bindings(redis: &RedisServer) -> (Harness, RedisPolicyS
     (harness, sync)
 }
 
+/// Waits until the binding of `harness`'s agent key is in Redis.
+async fn until_stored(redis: &RedisServer, harness: &Harness) {
+    let key = format!("tower-aauth:policy:binding:{}", harness.agent.thumbprint());
+    let started = Instant::now();
+    while cli(redis, &["EXISTS", &key]) != "1" {
+        assert!(started.elapsed() < ONE_SECOND, "the replica never wrote its binding");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 /// Revokes the agent through `a` after `a` saw it with its key, then sends `b` a grant of
 /// that key (a draft -11 auth token names no agent); the answer `b` settles on within 1 s.
 async fn grant_on_b_after_the_agent_was_seen_on_a_and_revoked(
@@ -679,6 +689,9 @@ async fn a_key_bound_on_one_replica_is_refused_as_another_agent_on_the_other() {
     let (a, _sync_a) = replica_sharing_bindings(&redis).await;
     let (b, _sync_b) = replica_sharing_bindings(&redis).await;
     assert_eq!(a.send(as_agent(&a)).await.status(), StatusCode::OK);
+    // The first binding to reach Redis holds: wait for replica A's, so that the impostor's
+    // on replica B comes second.
+    until_stored(&redis, &a).await;
     let as_other_agent = |harness: &Harness| {
         let token =
             harness
@@ -770,12 +783,7 @@ async fn a_replica_started_later_reads_the_bindings_made_before_it() {
     let redis = RedisServer::start();
     let (a, _sync_a) = replica_sharing_bindings(&redis).await;
     assert_eq!(a.send(as_agent(&a)).await.status(), StatusCode::OK);
-    let key = format!("tower-aauth:policy:binding:{}", a.agent.thumbprint());
-    let started = Instant::now();
-    while cli(&redis, &["EXISTS", &key]) != "1" {
-        assert!(started.elapsed() < ONE_SECOND, "replica A never wrote its binding");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    until_stored(&redis, &a).await;
     // Started now, replica B never received the publication: it reads the store.
     let (b, _sync_b) = replica_sharing_bindings(&redis).await;
     let token = b

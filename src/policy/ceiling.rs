@@ -304,7 +304,6 @@ impl ScopeCeilings {
 }
 
 /// The sync's side (feature `redis`).
-#[cfg(feature = "redis")]
 impl ScopeCeilings {
     /// Attaches a sync; `false` when one is attached already.
     pub(crate) fn attach(&self, max_staleness: std::time::Duration) -> bool {

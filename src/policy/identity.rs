@@ -336,10 +336,8 @@ impl Default for MemoryAgentBindings {
 
 /// The most bindings queued for publication while the shared store does not take them;
 /// beyond it new ones stay local to this replica (and are logged).
-#[cfg_attr(not(feature = "redis"), allow(dead_code))]
 const MAX_QUEUED: usize = 50_000;
 
-#[cfg_attr(not(feature = "redis"), allow(dead_code))] // the sync is feature `redis`
 impl MemoryAgentBindings {
     fn outbox(&self) -> std::sync::MutexGuard<'_, Option<Outbox>> {
         self.outbox.lock().unwrap_or_else(std::sync::PoisonError::into_inner)

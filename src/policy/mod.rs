@@ -94,6 +94,7 @@ pub(crate) mod identity;
 mod redis;
 pub(crate) mod revocation;
 pub(crate) mod shared;
+mod sync;
 
 pub use crate::error::PolicyError;
 pub use audit::{AUDIT_TARGET, AuditField};
@@ -104,3 +105,7 @@ pub use identity::{AgentBindings, AgentId, Binding, BindingRefused, MemoryAgentB
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use redis::{RedisPolicySync, RedisPolicySyncBuilder};
 pub use revocation::{RevocationSet, Revocations, Revoked};
+pub use sync::{
+    BindingWrite, PolicyNotice, PolicyState, PolicySync, PolicySyncBuilder, PolicyWrite, SharedPolicyStore,
+    StoreFailure,
+};

@@ -380,7 +380,6 @@ pub struct Revocations {
 
 /// A change made through a synced handle, waiting to be published.
 #[derive(Debug, Clone)]
-#[cfg_attr(not(feature = "redis"), allow(dead_code))] // only a sync (feature `redis`) reads it
 pub(crate) enum RevocationOp {
     /// Add one entry to the shared set.
     Add(Revoked),
@@ -394,7 +393,6 @@ pub(crate) enum RevocationOp {
 /// writes not yet acknowledged on top of it, and the replica-local layer (a file) added
 /// to both.
 #[derive(Default)]
-#[cfg_attr(not(feature = "redis"), allow(dead_code))] // only a sync (feature `redis`) reads it
 pub(crate) struct RevocationOutbox {
     ops: VecDeque<(u64, RevocationOp)>,
     next_seq: u64,
@@ -418,7 +416,6 @@ impl RevocationOutbox {
     }
 
     /// The snapshot: the shared set with the pending writes applied, plus the local layer.
-    #[cfg_attr(not(feature = "redis"), allow(dead_code))] // only a sync (feature `redis`) reads it
     fn compose(&self) -> RevocationSet {
         let mut shared = self.shared.clone();
         for (_, op) in &self.ops {
@@ -556,7 +553,6 @@ impl Revocations {
 }
 
 /// The sync's side (feature `redis`).
-#[cfg(feature = "redis")]
 impl Revocations {
     /// Attaches a sync; `false` when one is attached already. What the handle held
     /// before becomes its replica-local layer: it stays in force, unpublished.

@@ -64,13 +64,11 @@ impl<S> Link<S> {
         self.outbox.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    #[cfg_attr(not(feature = "redis"), allow(dead_code))] // called by the sync (feature `redis`)
     /// Whether a sync is attached.
     pub(crate) fn attached(&self) -> bool {
         self.outbox().is_some()
     }
 
-    #[cfg_attr(not(feature = "redis"), allow(dead_code))] // called by the sync (feature `redis`)
     /// Attaches a sync: installs `outbox` and closes the gate until the first
     /// confirmation. `false` (and nothing changes) when one is attached already.
     pub(crate) fn attach(&self, outbox: S, max_staleness: Duration) -> bool {
@@ -85,7 +83,6 @@ impl<S> Link<S> {
         true
     }
 
-    #[cfg_attr(not(feature = "redis"), allow(dead_code))] // called by the sync (feature `redis`)
     /// The sync read the shared store: the snapshot is current as of now.
     pub(crate) fn confirm(&self) {
         let now = millis(self.base.elapsed()).saturating_add(1);
