@@ -12,7 +12,8 @@
 //! * [`peers`]: the real third-party peers of `tests/interop`;
 //! * [`policy`]: the policy attacks' world (attackers' issuers, a `whoami` router);
 //! * [`redis`]: a `redis-server` child process;
-//! * [`fleet`]: `resource_server` replicas behind a real `haproxy`.
+//! * [`fleet`]: `resource_server` replicas behind a real `haproxy`;
+//! * [`browser`]: a headless Chromium driven over WebDriver.
 //!
 //! A test that needs a peer outside Cargo (`redis-server`, a `tests/interop` peer) carries
 //! `#[cfg_attr(skip_…, ignore = "…")]`: `build.rs` sets the cfg when the peer is absent, so
@@ -27,6 +28,7 @@
 
 pub mod app;
 pub mod attack;
+pub mod browser;
 pub mod discovery;
 pub mod fixtures;
 pub mod fleet;
