@@ -10,7 +10,11 @@
 //! risky operation) needs an auth token whose `authorization_details` approves that exact
 //! trade (`{"type":"trade","symbol":…,"quantity":…}`, quantity at most the approved
 //! one), answers a missing or different approval with a step-up challenge whose resource
-//! token carries the trade to approve, and executes each approval once;
+//! token carries the trade to approve, and executes each approval once; `GET /report`
+//! is metered (draft-hardt-aauth-budgets): it needs `data.read` and an auth token whose
+//! `budget` pays 1000 `USD` at 6 decimals (0.001 USD) per call, answers every call with
+//! `AAuth-Budget`, and a spent budget with `401 …; reason=budget-exhausted` and a resource
+//! token offering up to 1 USD (the metadata's `budget_units`);
 //! `/.well-known/aauth-resource.json` and its JWKS are public. Every `200` body is JSON
 //! naming `agent` (and `agent_provider`), `scheme`, `token_type`, `scope` and `sub`.
 //!
@@ -84,6 +88,7 @@ use http::request::Parts;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use tower_aauth::budget::{BudgetOptions, Meter, Price};
 use tower_aauth::replay::ReplayOptions;
 use tower_aauth::{AAuth, AuthGrant, Profile, VerifiedAgent};
 
@@ -107,7 +112,8 @@ fn configure(replay: Option<ReplayOptions>) -> Result<(String, AAuth), String> {
         .scope("data.read", "Read access to your data")
         .scope("data.write", "Create and update your data")
         .metadata_name("Important Resource")
-        .access_mode("auth-token");
+        .access_mode("auth-token")
+        .budgets(BudgetOptions::new().unit("USD", 6, Some(1_000_000)));
     let person_servers: Vec<String> = env("AAUTH_PERSON_SERVER")
         .map(|list| {
             list.split(',')
@@ -217,6 +223,15 @@ async fn trade(agent: VerifiedAgent, grant: AuthGrant) -> axum::Json<Value> {
     axum::Json(body)
 }
 
+/// The metered report: every call costs the route's price (the handler reports nothing).
+async fn report(agent: VerifiedAgent, grant: AuthGrant, meter: Meter) -> axum::Json<Value> {
+    let mut body = describe(&agent, Some(&grant));
+    let granted = meter.granted();
+    body["report"] = "quarterly figures".into();
+    body["budget"] = json!({ "amount": granted.amount(), "unit": granted.unit(), "decimals": granted.decimals() });
+    axum::Json(body)
+}
+
 async fn whoami(agent: VerifiedAgent, grant: Option<AuthGrant>) -> axum::Json<Value> {
     axum::Json(describe(&agent, grant.as_ref()))
 }
@@ -306,6 +321,10 @@ async fn main() -> ExitCode {
             axum::routing::post(write_data).route_layer(aauth.require_scopes(["data.write"])),
         )
         .route("/whoami", get(whoami).route_layer(aauth.require_verified_agent()))
+        .route(
+            "/report",
+            get(report).route_layer(aauth.meter(Price::new("USD", 6, 1000).scopes(["data.read"]))),
+        )
         .route(
             "/trade",
             axum::routing::post(trade).route_layer(

@@ -433,6 +433,40 @@ impl AAuth {
         crate::replay::single_use::layer(self.shared.clone())
     }
 
+    /// A metered route guard (for axum's `route_layer`): each request costs at most
+    /// `price`, drawn from the budget its auth token grants (draft-hardt-aauth-budgets),
+    /// and its response reports the balance in `AAuth-Budget`. The table of answers, and
+    /// how a handler reports a lower cost ([`Meter`](crate::budget::Meter)), are in
+    /// [`crate::budget`].
+    ///
+    /// ```
+    /// # use tower_aauth::AAuth;
+    /// use tower_aauth::budget::{Meter, Price};
+    /// # fn router(aauth: &AAuth) -> axum::Router {
+    /// // 0.001 USD a call, for agents granted `report`.
+    /// let price = Price::new("USD", 6, 1000).scopes(["report"]);
+    /// axum::Router::new().route(
+    ///     "/report",
+    ///     axum::routing::get(|meter: Meter| async move {
+    ///         meter.charge(400); // this one was cheaper
+    ///         "report"
+    ///     })
+    ///     .route_layer(aauth.meter(price)),
+    /// )
+    /// # }
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// At start-up, if the price is not a budget amount (unit of 1 to 32 of
+    /// `A-Za-z0-9-_.:/`, decimals at most 18, at most 15 digits), names a unit or scale
+    /// that [`BudgetOptions::unit`](crate::budget::BudgetOptions::unit) did not declare
+    /// when units are declared, offers less than one request, or names a scope that is
+    /// not a single scope token.
+    pub fn meter(&self, price: crate::budget::Price) -> crate::budget::MeterLayer {
+        crate::budget::meter::layer(self.shared.clone(), price)
+    }
+
     /// The resource metadata document (`/.well-known/aauth-resource.json`).
     pub fn metadata(&self) -> Value {
         crate::well_known::metadata(&self.shared)

@@ -42,6 +42,7 @@ mod verified;
 mod verifier;
 mod well_known;
 
+pub mod budget;
 pub mod discovery;
 pub mod guard;
 pub mod policy;
@@ -81,8 +82,8 @@ pub use verified::{VerifiedRequest, VerifiedToken};
 /// [`SignatureErrorCode`]s.
 pub mod wire {
     pub use crate::names::header::{
-        AAUTH_CAPABILITIES, AAUTH_REQUIREMENT, ACCEPT_SIGNATURE_ALG, ACCEPT_SIGNATURE_SCHEME, CONTENT_DIGEST,
-        SIGNATURE, SIGNATURE_ERROR, SIGNATURE_INPUT, SIGNATURE_KEY,
+        AAUTH_BUDGET, AAUTH_CAPABILITIES, AAUTH_REQUIREMENT, ACCEPT_SIGNATURE_ALG, ACCEPT_SIGNATURE_SCHEME,
+        CONTENT_DIGEST, SIGNATURE, SIGNATURE_ERROR, SIGNATURE_INPUT, SIGNATURE_KEY,
     };
     pub use crate::names::path::{JWKS as JWKS_PATH, RESOURCE_METADATA as RESOURCE_METADATA_PATH};
     pub use crate::names::problem::{DETAIL_MISMATCH, GRANT_NOT_HONOURED, SCOPE_ABOVE_CEILING};

@@ -41,7 +41,7 @@ impl DemoReport {
         self.checks.iter().filter(|c| !c.ok)
     }
 
-    fn expect(&mut self, ok: bool, name: impl Into<String>) {
+    pub(crate) fn expect(&mut self, ok: bool, name: impl Into<String>) {
         self.checks.push(Check { name: name.into(), ok });
     }
 }

@@ -1,0 +1,426 @@
+//! The metered route: [`Price`], the guard policy that reserves, serves and settles
+//! ([`MeterPolicy`]), and the handle a handler reports its cost through ([`Meter`]).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::Bytes;
+use http::request::Parts;
+use http::{HeaderValue, Request, Response, StatusCode};
+use tower_service::Service;
+
+use super::claim::{Budget, Figures, MAX_AMOUNT, header_value, rescale, rescale_up};
+use super::store::counter_key;
+use crate::challenge::error_response;
+use crate::error::Error;
+use crate::guard::judge::{budget_challenge, precheck, respond};
+use crate::guard::middleware::{BoxedResponse, GuardLayer, GuardPolicy, Verdict, take_ready};
+use crate::guard::requirement::{Decision, Requirement, RuleContext};
+use crate::names;
+use crate::replay::store::Refused;
+use crate::state::Shared;
+use crate::token::{Scopes, TokenKind};
+
+/// What one request of a metered route may cost: at most `max_cost` in `unit` at scale
+/// `decimals` (`Price::new("USD", 6, 1000)`: 0.001 USD). The meter reserves this maximum
+/// before the handler runs; the handler may report less through [`Meter::charge`].
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Price {
+    unit: String,
+    decimals: u32,
+    max_cost: u64,
+    offer: Option<u64>,
+    scopes: Vec<String>,
+}
+
+impl Price {
+    /// A request costs at most `max_cost` (in units of `10^-decimals` of `unit`).
+    pub fn new(unit: impl Into<String>, decimals: u32, max_cost: u64) -> Self {
+        Price {
+            unit: unit.into(),
+            decimals,
+            max_cost,
+            offer: None,
+            scopes: Vec::new(),
+        }
+    }
+
+    /// The budget the resource tokens of this route offer, in this price's scale (default:
+    /// the declared unit's `max`, else 1000 requests' worth, at most 15 digits). At least
+    /// `max_cost`: an offer that cannot pay for one request is a configuration error.
+    pub fn offer(mut self, amount: u64) -> Self {
+        self.offer = Some(amount);
+        self
+    }
+
+    /// Scopes the route also requires, exactly as
+    /// [`AAuth::require_scopes`](crate::AAuth::require_scopes) (whose challenge this
+    /// meter then sends, with the budget offer in its resource token).
+    pub fn scopes<I, S>(mut self, scopes: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.scopes = scopes.into_iter().map(Into::into).collect();
+        self
+    }
+}
+
+/// A metered route guard: [`AAuth::meter`](crate::AAuth::meter).
+pub type MeterLayer = GuardLayer<MeterPolicy>;
+
+/// The rule of [`MeterLayer`]: the scope requirement, then the budget (see
+/// [`crate::budget`]).
+#[derive(Clone, Debug)]
+pub struct MeterPolicy {
+    shared: Arc<Shared>,
+    route: Arc<Route>,
+}
+
+#[derive(Debug)]
+struct Route {
+    /// The price as a budget object: `amount` is the maximum cost of one request.
+    price: Budget,
+    /// The budget the route's resource tokens offer.
+    offer: Budget,
+    requirement: Requirement,
+}
+
+/// The meter for `price` ([`AAuth::meter`](crate::AAuth::meter), which documents the
+/// panics).
+pub(crate) fn layer(shared: Arc<Shared>, price: Price) -> MeterLayer {
+    let Price {
+        unit,
+        decimals,
+        max_cost,
+        offer,
+        scopes,
+    } = price;
+    let Some(cost) = Budget::new(max_cost, &unit, decimals) else {
+        panic!(
+            "tower-aauth: the price {max_cost} {unit:?} at decimals {decimals} is not a budget amount \
+             (unit of 1 to 32 ASCII letters, digits or \"-_.:/\", decimals at most 18, at most 15 digits)"
+        );
+    };
+    let declared = shared.budgets.unit(&unit);
+    if shared.budgets.declares_units() {
+        match declared {
+            Some((scale, _)) if scale == decimals => {}
+            _ => panic!(
+                "tower-aauth: the price's unit {unit:?} at decimals {decimals} is not declared in \
+                 BudgetOptions::unit; resource tokens must name a declared unit at its declared scale"
+            ),
+        }
+    }
+    let offer = offer
+        .or(declared.and_then(|(_, max)| max))
+        .unwrap_or_else(|| max_cost.saturating_mul(1000).min(MAX_AMOUNT));
+    let ceiling = declared.and_then(|(_, max)| max).unwrap_or(MAX_AMOUNT);
+    assert!(
+        offer >= max_cost && offer <= ceiling,
+        "tower-aauth: the budget offer {offer} must pay for one request ({max_cost}) and stay within the unit's max"
+    );
+    for scope in &scopes {
+        assert!(
+            Scopes::parse(scope).is_some_and(|s| s.len() == 1),
+            "tower-aauth: {scope:?} is not a single RFC 6749 scope token"
+        );
+    }
+    GuardLayer {
+        policy: MeterPolicy {
+            route: Arc::new(Route {
+                offer: cost.with_amount(offer),
+                price: cost,
+                requirement: Requirement::Scopes(Scopes::from_iter_unchecked(scopes)),
+            }),
+            shared,
+        },
+    }
+}
+
+/// What the asynchronous tail of a metered request needs: which counter, what to reserve
+/// against which grant.
+pub struct Reservation {
+    key: [u8; 32],
+    /// The route's maximum cost in the granted scale.
+    cost: u64,
+    granted: Budget,
+    expires_at: u64,
+    /// The scopes the step-up resource token asks for again: those already granted.
+    scopes: Scopes,
+}
+
+/// The refusal of an auth token whose `budget` claim is not a budget object.
+const INVALID_BUDGET: Error = Error::forbidden(
+    "invalid_budget",
+    "the auth token's budget claim is not a budget object within this resource's limits",
+);
+
+impl MeterPolicy {
+    /// The `auth-token` challenge whose resource token asks for `scopes` and this route's
+    /// budget offer, with `reason` on the requirement and `figures` in `AAuth-Budget`.
+    fn step_up<B: From<Bytes>>(
+        &self,
+        parts_verified: Option<&crate::verified::VerifiedRequest>,
+        scopes: &Scopes,
+        reason: Option<&'static str>,
+        figures: Option<(&Figures, &Budget)>,
+    ) -> Response<B> {
+        let offer = self.route.offer.to_claim();
+        let mut response = budget_challenge(&self.shared, parts_verified, scopes, &offer);
+        if response.status() == StatusCode::UNAUTHORIZED {
+            if let Some(reason) = reason {
+                add_reason(&mut response, reason);
+            }
+            if let Some((figures, granted)) = figures {
+                set_budget_header(&mut response, figures, granted);
+            }
+        }
+        response
+    }
+}
+
+/// Adds `reason` to the `requirement` member of `AAuth-Requirement` (draft-hardt-aauth-
+/// budgets, "The reason Parameter"); a demo-generation challenge has no such header and
+/// is left as it is.
+fn add_reason<B>(response: &mut Response<B>, reason: &'static str) {
+    let headers = response.headers_mut();
+    let Some(value) = headers
+        .get(names::header::AAUTH_REQUIREMENT)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return;
+    };
+    if let Ok(value) = HeaderValue::try_from(format!("{value}; {}={reason}", names::requirement::REASON_PARAM)) {
+        headers.insert(names::header::AAUTH_REQUIREMENT, value);
+    }
+}
+
+fn set_budget_header<B>(response: &mut Response<B>, figures: &Figures, granted: &Budget) {
+    if let Ok(value) = HeaderValue::try_from(header_value(figures, granted)) {
+        response.headers_mut().insert(names::header::AAUTH_BUDGET, value);
+    }
+}
+
+impl<S, B, ResBody> GuardPolicy<S, B, ResBody> for MeterPolicy
+where
+    S: Service<Request<B>, Response = Response<ResBody>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    B: Send + 'static,
+    ResBody: From<Bytes> + Send + 'static,
+{
+    type Hold = Reservation;
+
+    fn check(&self, request: &Parts) -> Verdict<ResBody, Reservation> {
+        let shared = &self.shared;
+        let requirement = &self.route.requirement;
+        if let Some(response) = precheck(shared, requirement, &request.extensions) {
+            return Verdict::Answer(response);
+        }
+        let cx = RuleContext::of_parts(request);
+        let verified = cx.verified;
+        match requirement.evaluate(&cx) {
+            Decision::Allow => {}
+            Decision::NeedAuth(scopes) => return Verdict::Answer(self.step_up(verified, &scopes, None, None)),
+            other => {
+                if let Some(response) = respond(shared, other, verified) {
+                    return Verdict::Answer(response);
+                }
+            }
+        }
+        // The requirement admits auth tokens only.
+        let Some(verified) = verified else {
+            return Verdict::Answer(self.step_up(None, &Scopes::default(), None, None));
+        };
+        let Some(claims) = verified
+            .token
+            .as_deref()
+            .map(|t| &t.claims)
+            .filter(|c| c.kind == TokenKind::Auth)
+        else {
+            return Verdict::Answer(self.step_up(Some(verified), &Scopes::default(), None, None));
+        };
+        // No budget, or one in another unit or a scale that cannot state this route's
+        // price exactly: no budget authorization for this route ("Auth Token
+        // Extensions"), so ask for one, in this route's denomination.
+        let granted = match claims.raw.get(names::claim::BUDGET).map(Budget::from_claim) {
+            None => return Verdict::Answer(self.step_up(Some(verified), &claims.scope, None, None)),
+            Some(None) => return Verdict::Answer(error_response(shared.hook(), &INVALID_BUDGET)),
+            Some(Some(granted)) => granted,
+        };
+        let price = &self.route.price;
+        let cost = match rescale(price.amount(), price.decimals(), granted.decimals()) {
+            Some(cost) if granted.unit() == price.unit() => cost,
+            _ => return Verdict::Answer(self.step_up(Some(verified), &claims.scope, None, None)),
+        };
+        let Some(jti) = claims.jti.as_deref() else {
+            let error = Error::invalid_jwt("a budget is counted against the auth token's jti, and it has none");
+            return Verdict::Answer(error_response(shared.hook(), &error));
+        };
+        Verdict::Hold(Reservation {
+            key: counter_key(&claims.iss, jti),
+            cost,
+            expires_at: claims.exp.saturating_add(shared.max_skew),
+            granted,
+            scopes: claims.scope.clone(),
+        })
+    }
+
+    fn hold(&self, reservation: Reservation, inner: &mut S, request: Request<B>) -> BoxedResponse<ResBody, S::Error> {
+        let mut inner = take_ready(inner);
+        let policy = self.clone();
+        Box::pin(async move {
+            let Reservation {
+                key,
+                cost,
+                ref granted,
+                expires_at,
+                ref scopes,
+            } = reservation;
+            let mut request = request;
+            let refused = Refused::of(request.extensions());
+            let store = &policy.shared.budgets.store;
+            let limit = granted.amount();
+            let before = match store.draw(key, cost, limit, expires_at).await {
+                Ok(before) => before,
+                Err(error) => return Ok(refused.mark(error_response(policy.shared.hook(), &error))),
+            };
+            if before.checked_add(cost).is_none_or(|after| after > limit) {
+                // Refused before serving: nothing was drawn ("Budget Exhaustion").
+                let remaining = limit.saturating_sub(before);
+                let (reason, required) = match remaining {
+                    0 => (names::requirement::BUDGET_EXHAUSTED, None),
+                    _ => (names::requirement::INSUFFICIENT_BUDGET, Some(cost)),
+                };
+                let figures = Figures {
+                    remaining,
+                    cost: None,
+                    required,
+                };
+                let verified = request.extensions().get::<crate::verified::VerifiedRequest>();
+                let response = policy.step_up(verified, scopes, Some(reason), Some((&figures, granted)));
+                return Ok(refused.mark(response));
+            }
+            let meter = Meter {
+                state: Arc::new(MeterState {
+                    granted: granted.clone(),
+                    route_decimals: policy.route.price.decimals(),
+                    reserved: cost,
+                    reported: AtomicU64::new(NOT_REPORTED),
+                }),
+            };
+            request.extensions_mut().insert(meter.clone());
+            let mut response = match inner.call(request).await {
+                Ok(response) => response,
+                Err(error) => {
+                    // The service failed without a response: no cost can be stated.
+                    let _ = store.refund(key, cost).await;
+                    return Err(error);
+                }
+            };
+            // A guard further in refused the request: it was not served, and a refusal
+            // never draws on the budget, whatever was reported.
+            let charged = match refused.matches(&response) {
+                true => 0,
+                false => meter.charged(response.status()),
+            };
+            match store.refund(key, cost - charged).await {
+                Ok(after) => {
+                    let figures = Figures {
+                        remaining: limit.saturating_sub(after),
+                        cost: Some(charged),
+                        required: None,
+                    };
+                    set_budget_header(&mut response, &figures, granted);
+                }
+                Err(_) => tracing::warn!(
+                    target: "tower_aauth",
+                    "the budget store could not settle a metered request; its whole reservation stays charged"
+                ),
+            }
+            Ok(response)
+        })
+    }
+}
+
+const NOT_REPORTED: u64 = u64::MAX;
+
+/// The metering handle of one request of a metered route, in its extensions (and an axum
+/// extractor): what was granted, and where the handler reports what the request cost.
+///
+/// | the handler | the request is charged |
+/// |---|---|
+/// | reports `cost` with [`Meter::charge`] | `cost` (at most the route's [`Price`]) |
+/// | reports nothing, answers below `400` | the route's price |
+/// | reports nothing, answers `4xx`/`5xx` | nothing |
+/// | never runs (refused by a guard further in) | nothing, even if something was reported |
+#[derive(Clone, Debug)]
+pub struct Meter {
+    state: Arc<MeterState>,
+}
+
+#[derive(Debug)]
+struct MeterState {
+    granted: Budget,
+    route_decimals: u32,
+    /// The reservation, in the granted scale.
+    reserved: u64,
+    /// The reported cost in the route's scale, or [`NOT_REPORTED`].
+    reported: AtomicU64,
+}
+
+impl Meter {
+    /// Reports what this request cost, in the scale of the route's [`Price`]; a later call
+    /// replaces an earlier one. A cost above the price is charged at the price (the
+    /// reservation is the most a request can take, so the grant is never overspent) and
+    /// logged; a cost finer than the token's scale is rounded up.
+    pub fn charge(&self, cost: u64) {
+        self.state.reported.store(cost.min(NOT_REPORTED - 1), Ordering::Relaxed);
+    }
+
+    /// The budget the auth token grants.
+    pub fn granted(&self) -> &Budget {
+        &self.state.granted
+    }
+
+    /// What the request will be charged, in the granted scale.
+    fn charged(&self, status: StatusCode) -> u64 {
+        let state = &self.state;
+        match state.reported.load(Ordering::Relaxed) {
+            NOT_REPORTED if status.as_u16() < 400 => state.reserved,
+            NOT_REPORTED => 0,
+            cost => match rescale_up(cost, state.route_decimals, state.granted.decimals()) {
+                Some(cost) if cost <= state.reserved => cost,
+                _ => {
+                    tracing::warn!(
+                        target: "tower_aauth",
+                        "a metered handler reported a cost above the route's price; the price was charged"
+                    );
+                    state.reserved
+                }
+            },
+        }
+    }
+}
+
+/// A handler named [`Meter`] on a route without [`AAuth::meter`](crate::AAuth::meter).
+#[cfg(feature = "axum")]
+const METER_WITHOUT_LAYER: &str = "the Meter extractor runs only on a route behind AAuth::meter(..): \
+     add .route_layer(aauth.meter(price)) to the metered route";
+
+#[cfg(feature = "axum")]
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Meter {
+    type Rejection = crate::extract::ExtractRejection;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        parts.extensions.get::<Meter>().cloned().ok_or_else(|| {
+            tracing::error!(target: "tower_aauth", "{METER_WITHOUT_LAYER}");
+            let error = Error(crate::error::Kind::Misconfigured {
+                detail: METER_WITHOUT_LAYER,
+            });
+            crate::extract::ExtractRejection(Box::new(error.to_response()))
+        })
+    }
+}
