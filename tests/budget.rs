@@ -482,3 +482,29 @@ async fn the_meter_extractor_without_the_meter_is_a_server_misconfiguration() {
     let response = router.oneshot(request).await.unwrap();
     assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
 }
+
+// ---- end to end ----
+
+#[tokio::test]
+async fn the_demo_budget_run_spends_the_budget_runs_out_and_steps_up_over_loopback() {
+    use tower_aauth::testing::demo::{self, DemoOptions, PersonAction};
+    let narration = Arc::new(std::sync::Mutex::new(String::new()));
+    let sink = narration.clone();
+    let print: demo::Printer = Arc::new(move |text: &str| sink.lock().unwrap().push_str(text));
+    let report = demo::run_budget(DemoOptions::for_person(PersonAction::Approve), print)
+        .await
+        .expect("the demo starts");
+    assert!(
+        report.passed(),
+        "failed checks: {:?}\n{}",
+        report.failures().map(|c| &c.name).collect::<Vec<_>>(),
+        narration.lock().unwrap()
+    );
+    assert!(report.checks.iter().any(|c| c.name.contains("reason=budget-exhausted")));
+    assert!(
+        narration
+            .lock()
+            .unwrap()
+            .contains("aauth-budget: remaining=0; unit=\"USD\"; decimals=6")
+    );
+}

@@ -146,7 +146,8 @@ pub struct Reservation {
     /// The route's maximum cost in the granted scale.
     cost: u64,
     granted: Budget,
-    expires_at: u64,
+    /// How long the counter must outlive this request: the token's remaining lifetime.
+    ttl: std::time::Duration,
     /// The scopes the step-up resource token asks for again: those already granted.
     scopes: Scopes,
 }
@@ -262,7 +263,13 @@ where
         Verdict::Hold(Reservation {
             key: counter_key(&claims.iss, jti),
             cost,
-            expires_at: claims.exp.saturating_add(shared.max_skew),
+            ttl: std::time::Duration::from_secs(
+                claims
+                    .exp
+                    .saturating_add(shared.max_skew)
+                    .saturating_sub(shared.clock.now())
+                    .max(1),
+            ),
             granted,
             scopes: claims.scope.clone(),
         })
@@ -276,14 +283,14 @@ where
                 key,
                 cost,
                 ref granted,
-                expires_at,
+                ttl,
                 ref scopes,
             } = reservation;
             let mut request = request;
             let refused = Refused::of(request.extensions());
             let store = &policy.shared.budgets.store;
             let limit = granted.amount();
-            let before = match store.draw(key, cost, limit, expires_at).await {
+            let before = match store.draw(key, cost, limit, ttl).await {
                 Ok(before) => before,
                 Err(error) => return Ok(refused.mark(error_response(policy.shared.hook(), &error))),
             };

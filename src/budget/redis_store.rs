@@ -12,13 +12,13 @@ use crate::error::{ConfigError, Error};
 use crate::future::BoxFuture;
 use crate::replay::store::unavailable;
 
-/// Adds `ARGV[1]` when the sum stays within `ARGV[2]`; a counter it creates expires at
-/// `ARGV[3]` (unix seconds). Returns the counter before. Amounts are at most 15 digits,
+/// Adds `ARGV[1]` when the sum stays within `ARGV[2]`; a counter it creates expires after
+/// `ARGV[3]` seconds. Returns the counter before. Amounts are at most 15 digits,
 /// so Lua's doubles hold every sum exactly.
 const DRAW: &str = "local v = tonumber(redis.call('GET', KEYS[1]) or '0') \
     if v + tonumber(ARGV[1]) <= tonumber(ARGV[2]) then \
       redis.call('INCRBY', KEYS[1], ARGV[1]) \
-      if redis.call('TTL', KEYS[1]) < 0 then redis.call('EXPIREAT', KEYS[1], ARGV[3]) end \
+      if redis.call('TTL', KEYS[1]) < 0 then redis.call('EXPIRE', KEYS[1], ARGV[3]) end \
     end \
     return v";
 
@@ -36,7 +36,7 @@ const REFUND: &str = "local v = redis.call('GET', KEYS[1]) \
 /// Failing closed, as [`RedisReplayStore`](crate::replay::RedisReplayStore): an error or
 /// no answer within a second is a `503`, and the request is not served; a refund that
 /// fails leaves the reservation charged. Counters expire with their auth token (Redis's
-/// own clock reads the `exp`). Keys are `<prefix><64 hex digits>`.
+/// relative lifetime, so Redis's clock need not agree with the resource's). Keys are `<prefix><64 hex digits>`.
 #[derive(Clone)]
 pub struct RedisBudgetStore {
     manager: ConnectionManager,
@@ -106,8 +106,8 @@ impl RedisBudgetStore {
 }
 
 impl BudgetStore for RedisBudgetStore {
-    fn draw(&self, key: [u8; 32], amount: u64, limit: u64, expires_at: u64) -> BoxFuture<'_, Result<u64, Error>> {
-        Box::pin(self.eval(DRAW, key, [amount, limit, expires_at]))
+    fn draw(&self, key: [u8; 32], amount: u64, limit: u64, ttl: Duration) -> BoxFuture<'_, Result<u64, Error>> {
+        Box::pin(self.eval(DRAW, key, [amount, limit, ttl.as_secs().max(1)]))
     }
 
     fn refund(&self, key: [u8; 32], amount: u64) -> BoxFuture<'_, Result<u64, Error>> {

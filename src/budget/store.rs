@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
@@ -26,13 +27,14 @@ pub trait BudgetStore: Send + Sync + 'static {
     /// Atomically: reads the counter `key` (0 when absent) and, if adding `amount` keeps
     /// it at most `limit`, adds it. Returns the counter as it was **before**: the draw
     /// happened exactly when `before + amount <= limit`. A counter created here is
-    /// forgotten at `expires_at` (unix seconds).
+    /// forgotten after `ttl` (the token's remaining lifetime: relative, so that the
+    /// store's clock need not agree with the resource's).
     ///
     /// # Errors
     ///
     /// The store cannot answer (full, unreachable): the request is refused with `503`,
     /// never served unmetered.
-    fn draw(&self, key: [u8; 32], amount: u64, limit: u64, expires_at: u64) -> BoxFuture<'_, Result<u64, Error>>;
+    fn draw(&self, key: [u8; 32], amount: u64, limit: u64, ttl: Duration) -> BoxFuture<'_, Result<u64, Error>>;
 
     /// Atomically subtracts `amount` from the counter `key`, never below 0, and returns
     /// the counter after. A counter that is gone stays gone (answer 0). `amount` 0 reads.
@@ -124,11 +126,10 @@ impl MemoryBudgetStore {
         self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn draw_now(&self, key: [u8; 32], amount: u64, limit: u64, expires_at: u64) -> Result<u64, Error> {
+    fn draw_now(&self, key: [u8; 32], amount: u64, limit: u64, ttl: Duration) -> Result<u64, Error> {
         let now = self.clock.now();
-        // A token that expired between verification and here still gets its counter,
-        // briefly, so that the request it serves is counted.
-        let expires_at = expires_at.max(now.saturating_add(1));
+        // At least a second: the request this draw serves is counted.
+        let expires_at = now.saturating_add(ttl.as_secs().max(1));
         let mut counters = self.lock();
         if let Some(counter) = counters.map.get_mut(&key) {
             if counter.expires_at > now {
@@ -169,8 +170,8 @@ impl MemoryBudgetStore {
 }
 
 impl BudgetStore for MemoryBudgetStore {
-    fn draw(&self, key: [u8; 32], amount: u64, limit: u64, expires_at: u64) -> BoxFuture<'_, Result<u64, Error>> {
-        Box::pin(std::future::ready(self.draw_now(key, amount, limit, expires_at)))
+    fn draw(&self, key: [u8; 32], amount: u64, limit: u64, ttl: Duration) -> BoxFuture<'_, Result<u64, Error>> {
+        Box::pin(std::future::ready(self.draw_now(key, amount, limit, ttl)))
     }
 
     fn refund(&self, key: [u8; 32], amount: u64) -> BoxFuture<'_, Result<u64, Error>> {
@@ -188,6 +189,10 @@ mod tests {
         (MemoryBudgetStore::with_clock(capacity, Arc::new(clock.clone())), clock)
     }
 
+    fn secs(n: u64) -> Duration {
+        Duration::from_secs(n)
+    }
+
     fn block<T>(future: BoxFuture<'_, T>) -> T {
         let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
         let mut future = future;
@@ -201,16 +206,20 @@ mod tests {
     fn a_draw_happens_only_within_the_limit() {
         let (store, _) = store(1 << 20);
         let key = counter_key("https://as.example", "t1");
-        assert_eq!(block(store.draw(key, 600, 1000, 2_000)).unwrap(), 0);
+        assert_eq!(block(store.draw(key, 600, 1000, secs(1_000))).unwrap(), 0);
         assert_eq!(
-            block(store.draw(key, 600, 1000, 2_000)).unwrap(),
+            block(store.draw(key, 600, 1000, secs(1_000))).unwrap(),
             600,
             "refused: 1200 > 1000"
         );
-        assert_eq!(block(store.draw(key, 400, 1000, 2_000)).unwrap(), 600, "fits exactly");
+        assert_eq!(
+            block(store.draw(key, 400, 1000, secs(1_000))).unwrap(),
+            600,
+            "fits exactly"
+        );
         assert_eq!(block(store.refund(key, 0)).unwrap(), 1000);
         assert_eq!(
-            block(store.draw(key, u64::MAX, u64::MAX, 2_000)).unwrap(),
+            block(store.draw(key, u64::MAX, u64::MAX, secs(1_000))).unwrap(),
             1000,
             "no overflow"
         );
@@ -221,7 +230,7 @@ mod tests {
     fn a_refund_never_goes_below_zero() {
         let (store, _) = store(1 << 20);
         let key = counter_key("https://as.example", "t1");
-        block(store.draw(key, 5, 10, 2_000)).unwrap();
+        block(store.draw(key, 5, 10, secs(1_000))).unwrap();
         assert_eq!(block(store.refund(key, 9)).unwrap(), 0);
     }
 
@@ -229,7 +238,7 @@ mod tests {
     fn counters_are_forgotten_at_the_tokens_exp() {
         let (store, clock) = store(1 << 20);
         let key = counter_key("https://as.example", "t1");
-        block(store.draw(key, 10, 10, 2_000)).unwrap();
+        block(store.draw(key, 10, 10, secs(1_000))).unwrap();
         clock.set(2_000);
         assert_eq!(block(store.refund(key, 0)).unwrap(), 0);
         assert_eq!(store.held_bytes(), 0);
@@ -239,9 +248,9 @@ mod tests {
     fn a_full_store_purges_expired_counters_and_refuses_rather_than_evicting_live_ones() {
         let (store, clock) = store(2 * ENTRY_BYTES);
         let key = |jti: &str| counter_key("https://as.example", jti);
-        block(store.draw(key("a"), 1, 10, 1_500)).unwrap();
-        block(store.draw(key("b"), 1, 10, 3_000)).unwrap();
-        let full = block(store.draw(key("c"), 1, 10, 3_000)).unwrap_err();
+        block(store.draw(key("a"), 1, 10, secs(500))).unwrap();
+        block(store.draw(key("b"), 1, 10, secs(2_000))).unwrap();
+        let full = block(store.draw(key("c"), 1, 10, secs(2_000))).unwrap_err();
         assert_eq!(full.status(), http::StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(
             block(store.refund(key("a"), 0)).unwrap(),
@@ -250,7 +259,7 @@ mod tests {
         );
         clock.set(1_500);
         assert_eq!(
-            block(store.draw(key("c"), 1, 10, 3_000)).unwrap(),
+            block(store.draw(key("c"), 1, 10, secs(2_000))).unwrap(),
             0,
             "room made by expiry"
         );

@@ -95,7 +95,7 @@ fn abbreviate_field(value: &str) -> String {
     out
 }
 
-const SHOWN: [&str; 12] = [
+const SHOWN: [&str; 13] = [
     "content-type",
     "content-digest",
     names::header::SIGNATURE_INPUT,
@@ -108,6 +108,7 @@ const SHOWN: [&str; 12] = [
     "cache-control",
     names::header::ACCEPT_SIGNATURE_SCHEME,
     names::header::AAUTH_LEGACY,
+    names::header::AAUTH_BUDGET,
 ];
 
 fn headers_text(headers: &HeaderMap) -> String {
