@@ -88,7 +88,7 @@ use http::request::Parts;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use tower_aauth::budget::{BudgetOptions, Meter, Price};
+use tower_aauth::budget::{BudgetOptions, Meter};
 use tower_aauth::replay::ReplayOptions;
 use tower_aauth::{AAuth, AuthGrant, Profile, VerifiedAgent};
 
@@ -226,9 +226,8 @@ async fn trade(agent: VerifiedAgent, grant: AuthGrant) -> axum::Json<Value> {
 /// The metered report: every call costs the route's price (the handler reports nothing).
 async fn report(agent: VerifiedAgent, grant: AuthGrant, meter: Meter) -> axum::Json<Value> {
     let mut body = describe(&agent, Some(&grant));
-    let granted = meter.granted();
     body["report"] = "quarterly figures".into();
-    body["budget"] = json!({ "amount": granted.amount(), "unit": granted.unit(), "decimals": granted.decimals() });
+    body["budget"] = json!({ "amount": meter.granted_amount(), "unit": meter.unit(), "decimals": meter.decimals() });
     axum::Json(body)
 }
 
@@ -323,7 +322,7 @@ async fn main() -> ExitCode {
         .route("/whoami", get(whoami).route_layer(aauth.require_verified_agent()))
         .route(
             "/report",
-            get(report).route_layer(aauth.meter(Price::new("USD", 6, 1000).scopes(["data.read"]))),
+            get(report).route_layer(aauth.meter("USD", 6, 1000).scopes(["data.read"])),
         )
         .route(
             "/trade",

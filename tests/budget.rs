@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use support::fixtures::decode;
 use support::harness::{AS, Harness, NOW, RESOURCE, body_json, get};
 use tower::ServiceExt;
-use tower_aauth::budget::{BudgetOptions, Meter, Price};
+use tower_aauth::budget::{BudgetOptions, Meter, MeterPolicy};
 use tower_aauth::engine;
 use tower_aauth::testing::KeySource;
 
@@ -33,8 +33,9 @@ struct Metered {
     calls: Arc<AtomicUsize>,
 }
 
-fn usd(max_cost: u64) -> Price {
-    Price::new("USD", 6, max_cost).scopes(["report"])
+/// The metered routes' guard: `max_cost` USD at 6 decimals, for auth tokens granting `report`.
+fn usd(aauth: &tower_aauth::AAuth, max_cost: u64) -> tower_aauth::guard::GuardLayer<MeterPolicy> {
+    aauth.meter("USD", 6, max_cost).scopes(["report"])
 }
 
 impl Metered {
@@ -68,33 +69,33 @@ impl Metered {
         Router::new()
             .route(
                 "/report",
-                route_get(counted(None, StatusCode::OK)).route_layer(aauth.meter(usd(1000))),
+                route_get(counted(None, StatusCode::OK)).route_layer(usd(aauth, 1000)),
             )
             .route(
                 "/cheap",
-                route_get(counted(None, StatusCode::OK)).route_layer(aauth.meter(usd(400))),
+                route_get(counted(None, StatusCode::OK)).route_layer(usd(aauth, 400)),
             )
             .route(
                 "/partial",
-                route_get(counted(Some(250), StatusCode::OK)).route_layer(aauth.meter(usd(1000))),
+                route_get(counted(Some(250), StatusCode::OK)).route_layer(usd(aauth, 1000)),
             )
             .route(
                 "/over",
-                route_get(counted(Some(5000), StatusCode::OK)).route_layer(aauth.meter(usd(1000))),
+                route_get(counted(Some(5000), StatusCode::OK)).route_layer(usd(aauth, 1000)),
             )
             .route(
                 "/fails",
-                route_get(counted(None, StatusCode::INTERNAL_SERVER_ERROR)).route_layer(aauth.meter(usd(1000))),
+                route_get(counted(None, StatusCode::INTERNAL_SERVER_ERROR)).route_layer(usd(aauth, 1000)),
             )
             .route(
                 "/fails-charged",
-                route_get(counted(Some(300), StatusCode::INTERNAL_SERVER_ERROR)).route_layer(aauth.meter(usd(1000))),
+                route_get(counted(Some(300), StatusCode::INTERNAL_SERVER_ERROR)).route_layer(usd(aauth, 1000)),
             )
             .route(
                 "/admin",
                 route_get(counted(None, StatusCode::OK))
                     .route_layer(aauth.require_scopes(["admin"]))
-                    .route_layer(aauth.meter(usd(1000))),
+                    .route_layer(usd(aauth, 1000)),
             )
             .merge(aauth.well_known_router())
             .layer(aauth.layer())
@@ -462,13 +463,13 @@ fn invalid_budget_options_are_configuration_errors() {
 #[should_panic(expected = "is not declared in BudgetOptions::unit")]
 fn a_price_in_an_undeclared_scale_panics_at_start_up() {
     let h = Harness::with(|b| b.budgets(BudgetOptions::new().unit("USD", 2, None)));
-    let _ = h.aauth.meter(Price::new("USD", 6, 1000));
+    let _ = h.aauth.meter("USD", 6, 1000);
 }
 
 #[test]
 #[should_panic(expected = "must pay for one request")]
 fn an_offer_below_one_request_panics_at_start_up() {
-    let _ = Harness::new().aauth.meter(Price::new("USD", 6, 1000).offer(999));
+    let _ = Harness::new().aauth.meter("USD", 6, 1000).offer(999);
 }
 
 #[tokio::test]

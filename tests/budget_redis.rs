@@ -17,7 +17,7 @@ use serde_json::json;
 use support::harness::{Harness, NOW, RESOURCE, body_json, get};
 use support::redis::RedisServer;
 use tower::ServiceExt;
-use tower_aauth::budget::{BudgetOptions, Price, RedisBudgetStore};
+use tower_aauth::budget::{BudgetOptions, RedisBudgetStore};
 use tower_aauth::engine;
 use tower_aauth::testing::KeySource;
 
@@ -48,7 +48,7 @@ impl Instance {
                         StatusCode::OK
                     }
                 })
-                .route_layer(aauth.meter(Price::new("USD", 6, 1000).scopes(["report"]))),
+                .route_layer(aauth.meter("USD", 6, 1000).scopes(["report"])),
             )
             .layer(aauth.layer())
     }

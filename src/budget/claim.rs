@@ -12,10 +12,9 @@ pub(crate) const MAX_DECIMALS: u32 = 18;
 pub(crate) const MAX_UNIT_LEN: usize = 32;
 
 /// A budget: `amount / 10^decimals` in `unit` (draft-hardt-aauth-budgets, "The Budget
-/// Object"). The granted budget of a metered request is read from its auth token's
-/// `budget` claim; [`Meter::granted`](crate::budget::Meter::granted) hands it to the handler.
+/// Object").
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Budget {
+pub(crate) struct Budget {
     amount: u64,
     unit: String,
     decimals: u32,
@@ -23,17 +22,17 @@ pub struct Budget {
 
 impl Budget {
     /// The ceiling, in units of `10^-decimals` of [`Budget::unit`].
-    pub fn amount(&self) -> u64 {
+    pub(crate) fn amount(&self) -> u64 {
         self.amount
     }
 
     /// What is metered (`USD`, `tokens`, …), compared byte for byte.
-    pub fn unit(&self) -> &str {
+    pub(crate) fn unit(&self) -> &str {
         &self.unit
     }
 
     /// The scale of [`Budget::amount`].
-    pub fn decimals(&self) -> u32 {
+    pub(crate) fn decimals(&self) -> u32 {
         self.decimals
     }
 

@@ -1,4 +1,4 @@
-//! The metered route: [`Price`], the guard policy that reserves, serves and settles
+//! The metered route: the guard policy that reserves, serves and settles
 //! ([`MeterPolicy`]), and the handle a handler reports its cost through ([`Meter`]).
 
 use std::sync::Arc;
@@ -21,64 +21,15 @@ use crate::replay::store::Refused;
 use crate::state::Shared;
 use crate::token::{Scopes, TokenKind};
 
-/// What one request of a metered route may cost: at most `max_cost` in `unit` at scale
-/// `decimals` (`Price::new("USD", 6, 1000)`: 0.001 USD). The meter reserves this maximum
-/// before the handler runs; the handler may report less through [`Meter::charge`].
-#[derive(Debug, Clone)]
-#[non_exhaustive]
-pub struct Price {
-    unit: String,
-    decimals: u32,
-    max_cost: u64,
-    offer: Option<u64>,
-    scopes: Vec<String>,
-}
-
-impl Price {
-    /// A request costs at most `max_cost` (in units of `10^-decimals` of `unit`).
-    pub fn new(unit: impl Into<String>, decimals: u32, max_cost: u64) -> Self {
-        Price {
-            unit: unit.into(),
-            decimals,
-            max_cost,
-            offer: None,
-            scopes: Vec::new(),
-        }
-    }
-
-    /// The budget the resource tokens of this route offer, in this price's scale (default:
-    /// the declared unit's `max`, else 1000 requests' worth, at most 15 digits). At least
-    /// `max_cost`: an offer that cannot pay for one request is a configuration error.
-    pub fn offer(mut self, amount: u64) -> Self {
-        self.offer = Some(amount);
-        self
-    }
-
-    /// Scopes the route also requires, exactly as
-    /// [`AAuth::require_scopes`](crate::AAuth::require_scopes) (whose challenge this
-    /// meter then sends, with the budget offer in its resource token).
-    pub fn scopes<I, S>(mut self, scopes: I) -> Self
-    where
-        I: IntoIterator<Item = S>,
-        S: Into<String>,
-    {
-        self.scopes = scopes.into_iter().map(Into::into).collect();
-        self
-    }
-}
-
-/// A metered route guard: [`AAuth::meter`](crate::AAuth::meter).
-pub type MeterLayer = GuardLayer<MeterPolicy>;
-
-/// The rule of [`MeterLayer`]: the scope requirement, then the budget (see
-/// [`crate::budget`]).
+/// The rule of a metered route guard ([`AAuth::meter`](crate::AAuth::meter)): the scope
+/// requirement, then the budget (see [`crate::budget`]).
 #[derive(Clone, Debug)]
 pub struct MeterPolicy {
     shared: Arc<Shared>,
     route: Arc<Route>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Route {
     /// The price as a budget object: `amount` is the maximum cost of one request.
     price: Budget,
@@ -87,55 +38,81 @@ struct Route {
     requirement: Requirement,
 }
 
-/// The meter for `price` ([`AAuth::meter`](crate::AAuth::meter), which documents the
-/// panics).
-pub(crate) fn layer(shared: Arc<Shared>, price: Price) -> MeterLayer {
-    let Price {
-        unit,
-        decimals,
-        max_cost,
-        offer,
-        scopes,
-    } = price;
-    let Some(cost) = Budget::new(max_cost, &unit, decimals) else {
+/// The meter for `max_cost` in `unit` at `decimals` ([`AAuth::meter`](crate::AAuth::meter),
+/// which documents the panics).
+pub(crate) fn layer(shared: Arc<Shared>, unit: &str, decimals: u32, max_cost: u64) -> GuardLayer<MeterPolicy> {
+    let Some(price) = Budget::new(max_cost, unit, decimals) else {
         panic!(
             "tower-aauth: the price {max_cost} {unit:?} at decimals {decimals} is not a budget amount \
              (unit of 1 to 32 ASCII letters, digits or \"-_.:/\", decimals at most 18, at most 15 digits)"
         );
     };
-    let declared = shared.budgets.unit(&unit);
-    if shared.budgets.declares_units() {
-        match declared {
-            Some((scale, _)) if scale == decimals => {}
-            _ => panic!(
-                "tower-aauth: the price's unit {unit:?} at decimals {decimals} is not declared in \
-                 BudgetOptions::unit; resource tokens must name a declared unit at its declared scale"
-            ),
-        }
-    }
-    let offer = offer
-        .or(declared.and_then(|(_, max)| max))
-        .unwrap_or_else(|| max_cost.saturating_mul(1000).min(MAX_AMOUNT));
-    let ceiling = declared.and_then(|(_, max)| max).unwrap_or(MAX_AMOUNT);
-    assert!(
-        offer >= max_cost && offer <= ceiling,
-        "tower-aauth: the budget offer {offer} must pay for one request ({max_cost}) and stay within the unit's max"
-    );
-    for scope in &scopes {
-        assert!(
-            Scopes::parse(scope).is_some_and(|s| s.len() == 1),
-            "tower-aauth: {scope:?} is not a single RFC 6749 scope token"
+    let declared = shared.budgets.unit(unit);
+    if shared.budgets.declares_units() && declared.is_none_or(|(scale, _)| scale != decimals) {
+        panic!(
+            "tower-aauth: the price's unit {unit:?} at decimals {decimals} is not declared in \
+             BudgetOptions::unit; resource tokens must name a declared unit at its declared scale"
         );
     }
-    GuardLayer {
+    let offer = declared
+        .and_then(|(_, max)| max)
+        .unwrap_or_else(|| max_cost.saturating_mul(1000).min(MAX_AMOUNT));
+    let layer = GuardLayer {
         policy: MeterPolicy {
             route: Arc::new(Route {
-                offer: cost.with_amount(offer),
-                price: cost,
-                requirement: Requirement::Scopes(Scopes::from_iter_unchecked(scopes)),
+                offer: price.with_amount(offer),
+                price,
+                requirement: Requirement::Scopes(Scopes::default()),
             }),
             shared,
         },
+    };
+    layer.offer(offer)
+}
+
+impl GuardLayer<MeterPolicy> {
+    /// Scopes the metered route also requires, exactly as
+    /// [`AAuth::require_scopes`](crate::AAuth::require_scopes), whose challenge the meter
+    /// then sends with the budget offer in its resource token. Replaces earlier scopes.
+    ///
+    /// # Panics
+    ///
+    /// At start-up, if a scope is not a single RFC 6749 scope token.
+    pub fn scopes<I, S>(mut self, scopes: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let scopes: Vec<String> = scopes.into_iter().map(Into::into).collect();
+        for scope in &scopes {
+            assert!(
+                Scopes::parse(scope).is_some_and(|s| s.len() == 1),
+                "tower-aauth: {scope:?} is not a single RFC 6749 scope token"
+            );
+        }
+        Arc::make_mut(&mut self.policy.route).requirement = Requirement::Scopes(Scopes::from_iter_unchecked(scopes));
+        self
+    }
+
+    /// The budget the route's resource tokens offer, in the price's scale (default: the
+    /// declared unit's `max`, else 1000 requests' worth, at most 15 digits).
+    ///
+    /// # Panics
+    ///
+    /// At start-up, if `amount` cannot pay for one request or exceeds the declared unit's
+    /// `max` (an offer the resource itself would not honour).
+    pub fn offer(mut self, amount: u64) -> Self {
+        let price = self.policy.route.price.amount();
+        let ceiling = (self.policy.shared.budgets.unit(self.policy.route.price.unit()))
+            .and_then(|(_, max)| max)
+            .unwrap_or(MAX_AMOUNT);
+        assert!(
+            amount >= price && amount <= ceiling,
+            "tower-aauth: the budget offer {amount} must pay for one request ({price}) and stay within the unit's max ({ceiling})"
+        );
+        let route = Arc::make_mut(&mut self.policy.route);
+        route.offer = route.price.with_amount(amount);
+        self
     }
 }
 
@@ -355,11 +332,12 @@ where
 const NOT_REPORTED: u64 = u64::MAX;
 
 /// The metering handle of one request of a metered route, in its extensions (and an axum
-/// extractor): what was granted, and where the handler reports what the request cost.
+/// extractor): what the auth token's `budget` claim grants, and where the handler reports
+/// what the request cost.
 ///
 /// | the handler | the request is charged |
 /// |---|---|
-/// | reports `cost` with [`Meter::charge`] | `cost` (at most the route's [`Price`]) |
+/// | reports `cost` with [`Meter::charge`] | `cost` (at most the route's price) |
 /// | reports nothing, answers below `400` | the route's price |
 /// | reports nothing, answers `4xx`/`5xx` | nothing |
 /// | never runs (refused by a guard further in) | nothing, even if something was reported |
@@ -379,7 +357,7 @@ struct MeterState {
 }
 
 impl Meter {
-    /// Reports what this request cost, in the scale of the route's [`Price`]; a later call
+    /// Reports what this request cost, in the scale of the route's price; a later call
     /// replaces an earlier one. A cost above the price is charged at the price (the
     /// reservation is the most a request can take, so the grant is never overspent) and
     /// logged; a cost finer than the token's scale is rounded up.
@@ -387,9 +365,20 @@ impl Meter {
         self.state.reported.store(cost.min(NOT_REPORTED - 1), Ordering::Relaxed);
     }
 
-    /// The budget the auth token grants.
-    pub fn granted(&self) -> &Budget {
-        &self.state.granted
+    /// The granted budget's `amount`: the ceiling, in units of `10^-decimals` of its unit.
+    pub fn granted_amount(&self) -> u64 {
+        self.state.granted.amount()
+    }
+
+    /// The granted budget's `unit` (`USD`, `tokens`, …), compared byte for byte.
+    pub fn unit(&self) -> &str {
+        self.state.granted.unit()
+    }
+
+    /// The granted budget's `decimals`: the scale of its amounts, which `AAuth-Budget`
+    /// reports in (it may be finer than the route's price).
+    pub fn decimals(&self) -> u32 {
+        self.state.granted.decimals()
     }
 
     /// What the request will be charged, in the granted scale.
@@ -415,7 +404,7 @@ impl Meter {
 /// A handler named [`Meter`] on a route without [`AAuth::meter`](crate::AAuth::meter).
 #[cfg(feature = "axum")]
 const METER_WITHOUT_LAYER: &str = "the Meter extractor runs only on a route behind AAuth::meter(..): \
-     add .route_layer(aauth.meter(price)) to the metered route";
+     add .route_layer(aauth.meter(unit, decimals, max_cost)) to the metered route";
 
 #[cfg(feature = "axum")]
 impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Meter {

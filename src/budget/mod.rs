@@ -4,8 +4,8 @@
 //!
 //! # Design
 //!
-//! A metered route is guarded by [`AAuth::meter`](crate::AAuth::meter) with a [`Price`]:
-//! the most one request may cost, in one unit at one scale. The auth token's `budget`
+//! A metered route is guarded by [`AAuth::meter`](crate::AAuth::meter) with its price: the
+//! most one request may cost, in one unit at one scale. The auth token's `budget`
 //! claim (`{amount, unit, decimals}`, "The Budget Object") is the grant; a
 //! [`BudgetStore`] keeps one counter per auth token, keyed by its `(iss, jti)` and
 //! forgotten at its `exp` ("Token Scope": the budget expires with the token).
@@ -34,7 +34,7 @@
 //!
 //! | the request | answer |
 //! |---|---|
-//! | no auth token (or one lacking a [required scope](Price::scopes)) | the challenge of [`AAuth::require_scopes`](crate::AAuth::require_scopes); its resource token carries the budget offer |
+//! | no auth token (or one lacking a [required scope](crate::guard::GuardLayer::scopes)) | the challenge of [`AAuth::require_scopes`](crate::AAuth::require_scopes); its resource token carries the budget offer |
 //! | auth token without `budget`, or in another unit, or at a scale the price cannot be stated in | `401 requirement=auth-token; resource-token="…"` offering a budget (no `reason`) |
 //! | a `budget` that is not a budget object (types, 15 digits, unit of 1–32 of `A-Za-z0-9-_.:/`, `decimals` ≤ 18) | `403 invalid_budget` |
 //! | nothing left | `401 requirement=auth-token; resource-token="…"; reason=budget-exhausted` + `AAuth-Budget: remaining=0; …` |
@@ -60,16 +60,15 @@
 //! its response, before the body streams), `budget_consumed` records and the usage
 //! endpoint itself.
 
-mod claim;
+pub(crate) mod claim;
 pub(crate) mod meter;
 pub(crate) mod options;
 #[cfg(feature = "redis")]
 mod redis_store;
 mod store;
 
-pub use claim::Budget;
-pub use meter::{Meter, MeterLayer, MeterPolicy, Price};
+pub use meter::{Meter, MeterPolicy};
 pub use options::BudgetOptions;
 #[cfg(feature = "redis")]
 pub use redis_store::RedisBudgetStore;
-pub use store::{BudgetStore, MemoryBudgetStore};
+pub use store::BudgetStore;

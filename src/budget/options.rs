@@ -30,16 +30,16 @@ impl std::fmt::Debug for BudgetOptions {
 }
 
 impl BudgetOptions {
-    /// No declared unit, no usage endpoint, counters in a [`MemoryBudgetStore`] of 16 MiB.
+    /// No declared unit, no usage endpoint, counters in process (16 MiB).
     pub fn new() -> Self {
         BudgetOptions::default()
     }
 
     /// Declares a unit in the metadata's `budget_units`, with the scale every budget in
     /// it uses and, when `max` is given, the largest amount one auth token may carry.
-    /// Once a unit is declared, every [`Price`](crate::budget::Price) must name a
-    /// declared unit at its declared scale ([`AAuth::meter`](crate::AAuth::meter) panics
-    /// otherwise), and the resource tokens it mints offer at most `max`.
+    /// Once a unit is declared, every [`AAuth::meter`](crate::AAuth::meter) must price in
+    /// a declared unit at its declared scale (it panics otherwise), and the resource tokens
+    /// it mints offer at most `max`.
     pub fn unit(mut self, unit: impl Into<String>, decimals: u32, max: Option<u64>) -> Self {
         self.units.push((unit.into(), decimals, max));
         self
@@ -58,7 +58,10 @@ impl BudgetOptions {
         self
     }
 
-    /// The byte bound of the default in-process store (default 16 MiB).
+    /// The byte bound of the default in-process store (default 16 MiB, about 170 000 live
+    /// budgets). Counters past their token's `exp` make room; live ones are never evicted
+    /// (forgetting one would hand its budget out again), so a store full of live budgets
+    /// answers `503` to new ones until some expire.
     pub fn capacity_bytes(mut self, bytes: usize) -> Self {
         self.capacity_bytes = Some(bytes);
         self

@@ -16,7 +16,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::error::Error;
 use crate::future::BoxFuture;
 
-/// Where the budget counters live. [`MemoryBudgetStore`] (one process) is the default;
+/// Where the budget counters live. An in-process map bounded in bytes is the default;
 /// `RedisBudgetStore` (feature `redis`) shares them across replicas, which a fleet
 /// serving one auth token from several replicas needs: each replica counting alone would
 /// let the agent spend the budget once per replica.
@@ -63,13 +63,13 @@ const ENTRY_BYTES: usize = 32 + 8 + 8 + 48;
 /// The default capacity: 16 MiB, about 170 000 live budgets.
 const DEFAULT_CAPACITY_BYTES: usize = 16 * 1024 * 1024;
 
-/// The in-process [`BudgetStore`]: a map bounded in bytes. Counters past their token's
+/// The default, in-process [`BudgetStore`]: a map bounded in bytes. Counters past their token's
 /// `exp` are dropped when room is needed; a live counter is never evicted (forgetting it
 /// would hand the agent its budget again), so a store full of live budgets refuses new
 /// ones with `503` until some expire. Only auth tokens from issuers the resource trusts
 /// reach it, each bringing one counter.
 #[derive(Clone)]
-pub struct MemoryBudgetStore {
+pub(crate) struct MemoryBudgetStore {
     inner: Arc<Mutex<Counters>>,
     clock: Arc<dyn Clock>,
     capacity_bytes: usize,
@@ -101,8 +101,8 @@ impl Default for MemoryBudgetStore {
 }
 
 impl MemoryBudgetStore {
-    /// A store holding at most `capacity_bytes` of counters (default 16 MiB).
-    pub fn new(capacity_bytes: usize) -> Self {
+    /// A store holding at most `capacity_bytes` of counters.
+    pub(crate) fn new(capacity_bytes: usize) -> Self {
         MemoryBudgetStore::with_clock(capacity_bytes, Arc::new(SystemClock))
     }
 
@@ -116,7 +116,8 @@ impl MemoryBudgetStore {
     }
 
     /// Bytes the live and not yet purged counters take.
-    pub fn held_bytes(&self) -> usize {
+    #[cfg(test)]
+    fn held_bytes(&self) -> usize {
         self.lock().map.len().saturating_mul(ENTRY_BYTES)
     }
 

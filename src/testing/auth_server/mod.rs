@@ -474,8 +474,8 @@ impl TestAuthServer {
         let budget = match claims.get(names::claim::BUDGET) {
             None => None,
             Some(offer) => {
-                let offer =
-                    crate::budget::Budget::from_claim(offer).ok_or("the resource token's budget is malformed")?;
+                let offer = crate::budget::claim::Budget::from_claim(offer)
+                    .ok_or("the resource token's budget is malformed")?;
                 let amount = self
                     .inner
                     .budget_amount

@@ -15,7 +15,7 @@ use axum::routing::get;
 use http::Method;
 use serde_json::{Value, json};
 
-use crate::budget::{BudgetOptions, Meter, Price};
+use crate::budget::{BudgetOptions, Meter};
 use crate::{AAuth, AuthGrant, ConfigError, Profile, ResourceKey, VerifiedAgent};
 
 /// Builds the resource `resource` trusting `auth_server`, answering in `profile`.
@@ -40,7 +40,7 @@ pub(super) fn app(resource: &str, auth_server: &str, profile: Profile) -> Result
         .route("/whoami", get(whoami).route_layer(aauth.require_verified_agent()))
         .route(
             "/report",
-            get(report).route_layer(aauth.meter(Price::new("USD", 6, super::budget::PRICE).scopes(["data.read"]))),
+            get(report).route_layer(aauth.meter("USD", 6, super::budget::PRICE).scopes(["data.read"])),
         )
         .merge(aauth.well_known_router())
         .layer(aauth.layer());
@@ -81,9 +81,8 @@ async fn whoami(method: Method, agent: VerifiedAgent) -> axum::Json<Value> {
 
 /// A metered report: what the budget granted, and a line of data.
 async fn report(meter: Meter) -> axum::Json<Value> {
-    let granted = meter.granted();
     axum::Json(json!({
         "report": "quarterly figures",
-        "granted": { "amount": granted.amount(), "unit": granted.unit(), "decimals": granted.decimals() },
+        "granted": { "amount": meter.granted_amount(), "unit": meter.unit(), "decimals": meter.decimals() },
     }))
 }
