@@ -193,6 +193,11 @@ where
 
     fn check(&self, request: &Parts) -> Verdict<ResBody, Reservation> {
         let shared = &self.shared;
+        // Applied router-wide, a meter still leaves the documents the layer leaves
+        // public (the metadata, the JWKS, pending URLs), as every guard does.
+        if shared.is_public_path(request) {
+            return Verdict::Allow;
+        }
         let requirement = &self.route.requirement;
         if let Some(response) = precheck(shared, requirement, &request.extensions) {
             return Verdict::Answer(response);
@@ -358,7 +363,8 @@ struct MeterState {
 
 impl Meter {
     /// Reports what this request cost, in the scale of the route's price; a later call
-    /// replaces an earlier one. A cost above the price is charged at the price (the
+    /// replaces an earlier one, and a call after the handler returned its response (the
+    /// moment the request is settled) is ignored. A cost above the price is charged at the price (the
     /// reservation is the most a request can take, so the grant is never overspent) and
     /// logged; a cost finer than the token's scale is rounded up.
     pub fn charge(&self, cost: u64) {
