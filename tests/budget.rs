@@ -261,6 +261,32 @@ async fn a_finer_scale_is_charged_the_exact_equivalent_of_the_price() {
     );
 }
 
+#[tokio::test]
+async fn a_cost_finer_than_the_tokens_scale_is_rounded_up_never_down() {
+    let m = Metered::new();
+    // The token counts in thousandths of a dollar; /partial reports 250 millionths.
+    let granted = json!({ "amount": 5, "unit": "USD", "decimals": 3 });
+    let response = m.send("/partial", &m.token("t1", granted)).await;
+    assert_eq!(
+        header(&response, "aauth-budget"),
+        Some("remaining=4; cost=1; unit=\"USD\"; decimals=3")
+    );
+}
+
+#[tokio::test]
+async fn every_aauth_budget_field_is_an_rfc_9651_dictionary_with_remaining_first() {
+    let m = Metered::new();
+    let token = m.token("t1", budget(1500));
+    let served = m.send("/report", &token).await;
+    let refused = m.send("/report", &token).await;
+    for response in [&served, &refused] {
+        let value = header(response, "aauth-budget").unwrap();
+        let dictionary = engine::parse_dictionary_strict(value).expect("a valid Dictionary");
+        let (first, _) = dictionary.iter().next().unwrap();
+        assert_eq!(first.as_str(), "remaining", "{value}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_requests_never_spend_a_budget_twice() {
     let m = Arc::new(Metered::new());
@@ -508,4 +534,14 @@ async fn the_demo_budget_run_spends_the_budget_runs_out_and_steps_up_over_loopba
             .unwrap()
             .contains("aauth-budget: remaining=0; unit=\"USD\"; decimals=6")
     );
+}
+
+#[tokio::test]
+async fn a_spent_budget_is_a_step_up_even_where_missing_scopes_are_refused_outright() {
+    // `deny_insufficient_scope` turns a scope step-up into a 403; a budget is not a scope.
+    let m = Metered::with(|b| b.deny_insufficient_scope());
+    let token = m.token("t1", budget(1000));
+    assert_eq!(m.send("/report", &token).await.status(), StatusCode::OK);
+    let (_, params) = challenge(&m.send("/report", &token).await);
+    assert_eq!(params, "; reason=budget-exhausted");
 }
