@@ -34,7 +34,7 @@
 //! | `AAUTH_PROFILE` | `draft-11` or `legacy` | `draft-11` |
 //! | `AAUTH_ALLOW_HTTP_LOOPBACK` | `1`: admit `http://127.0.0.1:PORT` identifiers (development) | off |
 //! | `AAUTH_SIGNING_KEYS` | directory of the resource's signing keys, shared by every replica (layout below); reloaded when it changes and on SIGHUP | unset: an ephemeral key, new at each start (development; said on stderr) |
-//! | `AAUTH_REDIS_URL` | `redis://host:port/`: the replay store, and revocations and ceilings shared by every replica (needs `--features redis`) | per process |
+//! | `AAUTH_REDIS_URL` | `redis://host:port/`: the replay store, the budget counters, and revocations and ceilings shared by every replica (needs `--features redis`) | per process |
 //! | `AAUTH_REVOCATIONS` | a revocation file, reloaded within 1 s of a change | — |
 //! | `AAUTH_CEILINGS` | a scope-ceilings file, reloaded within 1 s of a change | — |
 //! | `AAUTH_METRICS_ADDR` | serve Prometheus text at `http://ADDR/metrics`: every metric of `tower_aauth::Metric` (requests by decision and code, verification time, caches, discovery, stores); port `0` picks one, printed at start | off |
@@ -99,7 +99,7 @@ fn env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
 }
 
-fn configure(replay: Option<ReplayOptions>) -> Result<(String, AAuth), String> {
+fn configure(replay: Option<ReplayOptions>, budgets: BudgetOptions) -> Result<(String, AAuth), String> {
     let addr = env("AAUTH_ADDR").unwrap_or_else(|| "127.0.0.1:8080".to_owned());
     let resource = env("AAUTH_RESOURCE").unwrap_or_else(|| "https://important-resource.example".to_owned());
     let profile = match env("AAUTH_PROFILE").as_deref() {
@@ -113,7 +113,7 @@ fn configure(replay: Option<ReplayOptions>) -> Result<(String, AAuth), String> {
         .scope("data.write", "Create and update your data")
         .metadata_name("Important Resource")
         .access_mode("auth-token")
-        .budgets(BudgetOptions::new().unit("USD", 6, Some(1_000_000)));
+        .budgets(budgets);
     let person_servers: Vec<String> = env("AAUTH_PERSON_SERVER")
         .map(|list| {
             list.split(',')
@@ -288,9 +288,12 @@ async fn main() -> ExitCode {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "tower_aauth=info".into()),
         )
         .init();
-    let configured = match fleet_policy::replay_options().await {
-        Ok(replay) => configure(replay),
-        Err(message) => Err(message),
+    let configured = match (
+        fleet_policy::replay_options().await,
+        fleet_policy::budget_options().await,
+    ) {
+        (Ok(replay), Ok(budgets)) => configure(replay, budgets),
+        (Err(message), _) | (_, Err(message)) => Err(message),
     };
     let (addr, aauth) = match configured {
         Ok(configured) => configured,

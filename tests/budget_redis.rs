@@ -162,3 +162,63 @@ async fn a_counter_lives_as_long_as_its_token_by_the_resources_clock() {
     // although Redis's own clock reads another year.
     assert!((3500..=3700).contains(&ttl), "ttl {ttl}");
 }
+
+/// The `resource_server` example, driven from outside its process: its metered
+/// `GET /report` spends a budget the test kit's auth server granted, runs out, and the
+/// counter outlives a restart of the process because it lives in Redis.
+#[cfg_attr(skip_redis, ignore = "redis-server not found on PATH (apt-get install redis-server)")]
+#[tokio::test]
+async fn the_example_resource_server_meters_report_and_keeps_the_count_across_a_restart() {
+    use support::fleet::{Replica, free_port};
+    use tower_aauth::testing::{AgentClient, Consent, TestAgent, TestAuthServer};
+
+    let redis = RedisServer::start();
+    let auth_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let auth_origin = format!("http://{}", auth_listener.local_addr().unwrap());
+    let auth_server = TestAuthServer::builder(&auth_origin)
+        .consent(Consent::Immediate)
+        .budget_amount(2000)
+        .build()
+        .unwrap();
+    let auth_router = auth_server.router();
+    let auth_task = tokio::spawn(async move {
+        let _ = axum::serve(auth_listener, auth_router).await;
+    });
+    let port = free_port();
+    let resource = format!("http://127.0.0.1:{port}");
+    let env = [
+        ("AAUTH_RESOURCE", resource.clone()),
+        ("AAUTH_AUTH_SERVER", auth_origin.clone()),
+        ("AAUTH_ALLOW_HTTP_LOOPBACK", "1".to_owned()),
+        ("AAUTH_REDIS_URL", redis.url()),
+    ];
+    let mut replica = Replica::start(port, &env);
+    let agent = TestAgent::generate();
+    let client = AgentClient::new(agent.clone(), KeySource::Hwk);
+    let url = format!("{resource}/report");
+
+    let first = client.fetch(http::Method::GET, &url, None).await.unwrap();
+    let offered = first.transcript[0].resource_token_claims().unwrap();
+    assert_eq!(
+        offered["budget"],
+        json!({"amount": 1_000_000, "unit": "USD", "decimals": 6})
+    );
+    assert_eq!(first.response.status, StatusCode::OK);
+    assert_eq!(first.response.budget_figure("remaining"), Some(1000));
+    assert_eq!(first.response.budget_figure("cost"), Some(1000));
+    let token = KeySource::Jwt(first.auth_token.unwrap());
+
+    replica.kill();
+    replica.spawn();
+    // A new client: the old one's pooled connection died with the process.
+    let client = AgentClient::new(agent, KeySource::Hwk);
+    let step = tower_aauth::testing::FlowStep::Retry;
+    let second = client.send(step, http::Method::GET, &url, None, &token).await.unwrap();
+    assert_eq!(second.status, StatusCode::OK);
+    assert_eq!(second.budget_figure("remaining"), Some(0), "the restart kept the count");
+    let spent = client.send(step, http::Method::GET, &url, None, &token).await.unwrap();
+    assert_eq!(spent.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(spent.requirement_reason().as_deref(), Some("budget-exhausted"));
+    assert_eq!(spent.budget_figure("remaining"), Some(0));
+    auth_task.abort();
+}
