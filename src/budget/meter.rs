@@ -315,7 +315,7 @@ where
                 true => 0,
                 false => meter.charged(response.status()),
             };
-            match store.refund(key, cost - charged).await {
+            match store.refund(key, cost.saturating_sub(charged)).await {
                 Ok(after) => {
                     let figures = Figures {
                         remaining: limit.saturating_sub(after),

@@ -19,8 +19,9 @@
 //! requests too) is the store's one comparison. An atomic decrement of the actual cost
 //! alone could not be refused before serving: the cost is known only once the handler
 //! ran, by which time the request would have overspent. A request whose settlement is
-//! lost (a crash, a store error) stays charged at its reservation: the error is in the
-//! agent's disfavour, never beyond its grant.
+//! lost (a crash, a store error, a client that disconnected while the handler ran) stays
+//! charged at its reservation, as the draft's "Ambiguous Failures" tells the agent to
+//! assume: the error is in the agent's disfavour, never beyond its grant.
 //!
 //! **Money is integers.** Amounts are `u64` at most 15 digits ("Range Limits"),
 //! arithmetic is checked, units are compared byte for byte. A token granting the route's
