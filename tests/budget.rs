@@ -545,3 +545,28 @@ async fn a_spent_budget_is_a_step_up_even_where_missing_scopes_are_refused_outri
     let (_, params) = challenge(&m.send("/report", &token).await);
     assert_eq!(params, "; reason=budget-exhausted");
 }
+
+#[tokio::test]
+async fn a_metered_route_above_the_agents_scope_ceiling_is_refused_before_anything_is_drawn() {
+    let m = Metered::new();
+    let ceilings = tower_aauth::policy::CeilingSet::new()
+        .key(m.harness.agent.thumbprint(), "data.read")
+        .unwrap();
+    m.harness.aauth.scope_ceilings().replace(ceilings);
+    let token = m.token("t1", budget(5000));
+    let response = m.send("/report", &token).await;
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    assert!(response.headers().get("aauth-budget").is_none());
+    assert_eq!(body_json(response).await["error"], "scope_above_ceiling");
+    assert_eq!(m.calls(), 0);
+    m.harness
+        .aauth
+        .scope_ceilings()
+        .replace(tower_aauth::policy::CeilingSet::new());
+    let response = m.send("/report", &token).await;
+    assert_eq!(
+        header(&response, "aauth-budget"),
+        Some("remaining=4000; cost=1000; unit=\"USD\"; decimals=6"),
+        "the refusal drew nothing"
+    );
+}
