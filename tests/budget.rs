@@ -570,3 +570,43 @@ async fn a_metered_route_above_the_agents_scope_ceiling_is_refused_before_anythi
         "the refusal drew nothing"
     );
 }
+
+#[tokio::test]
+async fn in_the_three_party_posture_the_step_up_goes_to_the_person_server_naming_the_person() {
+    use support::app::App;
+    use support::fixtures::PS;
+    let app = App::three_party();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counted = calls.clone();
+    let router = Router::new()
+        .route(
+            "/report",
+            route_get(move || {
+                counted.fetch_add(1, Ordering::SeqCst);
+                async { "report" }
+            })
+            .route_layer(app.aauth.meter("USD", 6, 1000).scopes(["data.read"])),
+        )
+        .layer(app.aauth.layer());
+    let claims = json!({
+        "iss": PS, "dwk": engine::dwk::PERSON, "aud": RESOURCE, "ps": PS, "sub": "person-1",
+        "jti": "at-1", "cnf": { "jwk": app.agent.public_jwk().to_json() },
+        "scope": "data.read", "budget": budget(1000),
+        "iat": NOW, "exp": NOW + 3600,
+    });
+    let token = app.ps.sign(engine::typ::AUTH, &claims);
+    let send = |token: String| {
+        let mut request = get("/report");
+        app.agent.sign(&mut request, &KeySource::Jwt(token), NOW);
+        router.clone().oneshot(request)
+    };
+    assert_eq!(send(token.clone()).await.unwrap().status(), StatusCode::OK);
+    let response = send(token).await.unwrap();
+    let (resource_token, params) = challenge(&response);
+    assert_eq!(params, "; reason=budget-exhausted");
+    assert_eq!(resource_token["aud"], PS);
+    assert_eq!(resource_token["sub"], "person-1");
+    assert_eq!(resource_token["presented_jti"], "at-1");
+    assert_eq!(resource_token["budget"]["unit"], "USD");
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+}
