@@ -227,6 +227,34 @@ mod tests {
         assert_eq!(block(store.refund(key, 0)).unwrap(), 1000);
     }
 
+    proptest::proptest! {
+        /// Whatever the draws and refunds, the counter is what was drawn minus what was
+        /// refunded, and never above the limit: a budget is never overspent.
+        #[test]
+        fn the_counter_never_exceeds_the_limit(
+            limit in 0u64..=1_000_000,
+            ops in proptest::collection::vec((proptest::bool::ANY, 0u64..=400_000), 0..64),
+        ) {
+            let (store, _) = store(1 << 20);
+            let key = counter_key("https://as.example", "t1");
+            let mut model = 0u64;
+            for (is_draw, amount) in ops {
+                if is_draw {
+                    let before = block(store.draw(key, amount, limit, secs(1_000))).unwrap();
+                    proptest::prop_assert_eq!(before, model);
+                    if model + amount <= limit {
+                        model += amount;
+                    }
+                } else {
+                    let after = block(store.refund(key, amount)).unwrap();
+                    model = model.saturating_sub(amount);
+                    proptest::prop_assert_eq!(after, model);
+                }
+                proptest::prop_assert!(model <= limit);
+            }
+        }
+    }
+
     #[test]
     fn a_refund_never_goes_below_zero() {
         let (store, _) = store(1 << 20);
