@@ -150,6 +150,8 @@ pub mod claim {
     /// draft-hardt-aauth-budgets `budget` (`{amount, unit, decimals}`), in resource and
     /// auth tokens.
     pub const BUDGET: &str = "budget";
+    /// draft-hardt-aauth-budgets `budget_consumed` (`[{jti, consumed}]`), in resource tokens.
+    pub const BUDGET_CONSUMED: &str = "budget_consumed";
     /// RFC 7638 thumbprint of the key that signed the request.
     pub const AGENT_JKT: &str = "agent_jkt";
     /// `jti` of the person or auth token the request presented.

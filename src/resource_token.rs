@@ -287,6 +287,8 @@ pub struct MintRequest<'a> {
     pub authorization_details: Option<&'a Value>,
     /// draft-hardt-aauth-budgets `budget` the route offers (a metered route's challenge).
     pub budget: Option<&'a Value>,
+    /// draft-hardt-aauth-budgets `budget_consumed` records (only beside `budget`).
+    pub budget_consumed: Option<&'a Value>,
 }
 
 /// The resource's fixed minting parameters.
@@ -351,6 +353,9 @@ impl Minter<'_> {
         }
         if let Some(budget) = request.budget {
             put(names::claim::BUDGET, budget.clone());
+            if let Some(consumed) = request.budget_consumed {
+                put(names::claim::BUDGET_CONSUMED, consumed.clone());
+            }
         }
         if request.generation == Generation::Legacy
             && let Some(agent) = request.agent
@@ -391,6 +396,7 @@ mod tests {
             generation: Generation::Draft11,
             authorization_details: None,
             budget: None,
+            budget_consumed: None,
         }
     }
 

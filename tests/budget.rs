@@ -186,6 +186,11 @@ async fn the_budget_pays_for_exactly_as_many_requests_as_it_holds_then_asks_for_
         json!({"amount": 1_000_000, "unit": "USD", "decimals": 6})
     );
     assert_eq!(claims["scope"], "report", "the step-up asks for the grant again");
+    assert_eq!(
+        claims["budget_consumed"],
+        json!([{"jti": "t1", "consumed": 3000}]),
+        "the person server learns what the spent grant consumed"
+    );
     assert_eq!(claims["aud"], AS);
     assert_eq!(m.calls(), 3, "the handler did not run for the refusal");
 }
@@ -196,8 +201,9 @@ async fn a_remainder_below_the_price_is_insufficient_budget_naming_what_was_requ
     let token = m.token("t1", budget(1500));
     assert_eq!(m.send("/report", &token).await.status(), StatusCode::OK);
     let response = m.send("/report", &token).await;
-    let (_, params) = challenge(&response);
+    let (claims, params) = challenge(&response);
     assert_eq!(params, "; reason=insufficient-budget");
+    assert_eq!(claims["budget_consumed"], json!([{"jti": "t1", "consumed": 1000}]));
     assert_eq!(
         header(&response, "aauth-budget"),
         Some("remaining=500; required=1000; unit=\"USD\"; decimals=6")
@@ -287,6 +293,24 @@ async fn every_aauth_budget_field_is_an_rfc_9651_dictionary_with_remaining_first
     }
 }
 
+#[tokio::test]
+async fn consumption_is_reported_in_the_scale_of_the_new_offer() {
+    let m = Metered::new();
+    // 100 050 at 8 decimals pays for one call (100 000 at 8 is 1 000 at 6, the price) and
+    // leaves 50, below the price; the new offer is at the route's 6 decimals.
+    let token = m.token("t1", json!({ "amount": 100_050, "unit": "USD", "decimals": 8 }));
+    assert_eq!(m.send("/report", &token).await.status(), StatusCode::OK);
+    let response = m.send("/report", &token).await;
+    assert_eq!(
+        header(&response, "aauth-budget"),
+        Some("remaining=50; required=100000; unit=\"USD\"; decimals=8")
+    );
+    let (claims, params) = challenge(&response);
+    assert_eq!(params, "; reason=insufficient-budget");
+    assert_eq!(claims["budget"]["decimals"], 6);
+    assert_eq!(claims["budget_consumed"], json!([{"jti": "t1", "consumed": 1000}]));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_requests_never_spend_a_budget_twice() {
     let m = Arc::new(Metered::new());
@@ -345,6 +369,7 @@ async fn a_token_without_a_usable_budget_is_asked_to_come_back_with_one() {
             response.headers().get("aauth-budget").is_none(),
             "{case}: nothing was granted"
         );
+        assert!(claims.get("budget_consumed").is_none(), "{case}: nothing was consumed");
         assert_eq!(m.calls(), 0, "{case}");
     }
 }

@@ -146,7 +146,8 @@ impl MeterPolicy {
         figures: Option<(&Figures, &Budget)>,
     ) -> Response<B> {
         let offer = self.route.offer.to_claim();
-        let mut response = budget_challenge(&self.shared, parts_verified, scopes, &offer);
+        let consumed = figures.and_then(|(figures, granted)| self.consumed(parts_verified, figures, granted));
+        let mut response = budget_challenge(&self.shared, parts_verified, scopes, &offer, consumed.as_ref());
         if response.status() == StatusCode::UNAUTHORIZED {
             if let Some(reason) = reason {
                 add_reason(&mut response, reason);
@@ -156,6 +157,25 @@ impl MeterPolicy {
             }
         }
         response
+    }
+}
+
+impl MeterPolicy {
+    /// The `budget_consumed` record of the presented auth token ("Consumption Records"):
+    /// what its budget has drawn (committed, and any reservation still in flight), restated
+    /// in the offer's scale. `None` when it cannot be stated there exactly (beyond 15
+    /// digits), as the draft requires. Only the presented token is reported: the resource
+    /// keeps no per-person history of earlier grants.
+    fn consumed(
+        &self,
+        verified: Option<&crate::verified::VerifiedRequest>,
+        figures: &Figures,
+        granted: &Budget,
+    ) -> Option<serde_json::Value> {
+        let jti = verified?.token.as_deref()?.claims.jti.as_deref()?;
+        let drawn = granted.amount().saturating_sub(figures.remaining);
+        let consumed = rescale(drawn, granted.decimals(), self.route.offer.decimals())?;
+        Some(serde_json::json!([{ "jti": jti, "consumed": consumed }]))
     }
 }
 

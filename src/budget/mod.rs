@@ -38,7 +38,7 @@
 //! | no auth token (or one lacking a [required scope](crate::guard::GuardLayer::scopes)) | the challenge of [`AAuth::require_scopes`](crate::AAuth::require_scopes); its resource token carries the budget offer |
 //! | auth token without `budget`, or in another unit, or at a scale the price cannot be stated in | `401 requirement=auth-token; resource-token="…"` offering a budget (no `reason`) |
 //! | a `budget` that is not a budget object (types, 15 digits, unit of 1–32 of `A-Za-z0-9-_.:/`, `decimals` ≤ 18) | `403 invalid_budget` |
-//! | nothing left | `401 requirement=auth-token; resource-token="…"; reason=budget-exhausted` + `AAuth-Budget: remaining=0; …` |
+//! | nothing left | `401 requirement=auth-token; resource-token="…"; reason=budget-exhausted` + `AAuth-Budget: remaining=0; …`; the resource token also reports the spent token's `budget_consumed` record |
 //! | something left, less than the price | `401 …; reason=insufficient-budget` + `AAuth-Budget: remaining=…; required=…; …` |
 //! | the store cannot answer | `503` + `Retry-After`, never served unmetered |
 //! | the price fits | **serve**, then `AAuth-Budget: remaining=…; cost=…; unit="…"; decimals=…` |
@@ -58,7 +58,8 @@
 //! [`BudgetOptions`] configures them.
 //!
 //! Not implemented: trailers and `reserved` (a handler's cost is settled when it returns
-//! its response, before the body streams), `budget_consumed` records and the usage
+//! its response, before the body streams); `budget_consumed` records of earlier grants
+//! (only the presented token's is reported: no per-person ledger is kept); the usage
 //! endpoint itself.
 
 pub(crate) mod claim;

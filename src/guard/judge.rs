@@ -63,15 +63,17 @@ pub(crate) fn detail_challenge<B: From<Bytes>>(
 }
 
 /// The `auth-token` challenge of a metered route ([`crate::budget`]): a resource token
-/// asking for `scopes` and offering `budget` (or the identity challenge that comes first).
+/// asking for `scopes`, offering `budget` and reporting `consumed` (or the identity
+/// challenge that comes first).
 pub(crate) fn budget_challenge<B: From<Bytes>>(
     shared: &Shared,
     verified: Option<&VerifiedRequest>,
     scopes: &Scopes,
     budget: &serde_json::Value,
+    consumed: Option<&serde_json::Value>,
 ) -> Response<B> {
     let generation = verified.map_or(shared.profile.default_generation(), |v| v.generation);
-    match need_auth_with(shared, scopes, verified, None, Some(budget)) {
+    match need_auth_with(shared, scopes, verified, None, Some((budget, consumed))) {
         Ok(challenge) => challenge_response(shared.hook(), &challenge, generation),
         Err(error) => error_response(shared.hook(), &error),
     }
@@ -82,7 +84,7 @@ fn need_auth_with(
     scopes: &Scopes,
     verified: Option<&VerifiedRequest>,
     details: Option<&serde_json::Value>,
-    budget: Option<&serde_json::Value>,
+    budget: Option<(&serde_json::Value, Option<&serde_json::Value>)>,
 ) -> Result<Challenge, Error> {
     let token = verified.and_then(|v| v.token.as_deref()).map(|t| &t.claims);
     // A detail or budget step-up is the route's own configuration; `deny_insufficient_scope`
@@ -124,7 +126,8 @@ fn need_auth_with(
                 agent,
                 generation: v.generation,
                 authorization_details: details,
-                budget,
+                budget: budget.map(|(budget, _)| budget),
+                budget_consumed: budget.and_then(|(_, consumed)| consumed),
             };
             let resource_token = minter.mint(&request, shared.clock.now());
             Ok(Challenge::AuthToken {

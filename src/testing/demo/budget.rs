@@ -137,6 +137,15 @@ pub(super) async fn run(demo: &Demo, print: Printer) -> DemoReport {
             .is_some_and(|c| c.get("budget") == Some(&budget(OFFER)) && c.get("scope").is_some()),
         "the new resource token asks for the same scope and offers a new budget",
     );
+    let record =
+        json!([{ "jti": unverified_claims(&token).and_then(|c| c.get("jti").cloned()), "consumed": ALLOCATION }]);
+    report.expect(
+        spent
+            .as_ref()
+            .and_then(Exchange::resource_token_claims)
+            .is_some_and(|c| c.get("budget_consumed") == Some(&record)),
+        "and reports budget_consumed: the spent token's jti consumed 3000",
+    );
 
     print("\n--- step 4: the agent takes the new resource token to the auth server and is served again\n");
     let stepped = client.fetch_presenting(Method::GET, &url, None, &token).await;
