@@ -38,10 +38,13 @@
 //! | no auth token (or one lacking a [required scope](crate::guard::GuardLayer::scopes)) | the challenge of [`AAuth::require_scopes`](crate::AAuth::require_scopes); its resource token carries the budget offer |
 //! | auth token without `budget`, or in another unit, or at a scale the price cannot be stated in | `401 requirement=auth-token; resource-token="…"` offering a budget (no `reason`) |
 //! | a `budget` that is not a budget object (types, 15 digits, unit of 1–32 of `A-Za-z0-9-_.:/`, `decimals` ≤ 18) | `403 invalid_budget` |
-//! | nothing left | `401 requirement=auth-token; resource-token="…"; reason=budget-exhausted` + `AAuth-Budget: remaining=0; …`; the resource token also reports the spent token's `budget_consumed` record |
+//! | nothing left | `401 requirement=auth-token; resource-token="…"; reason=budget-exhausted` + `AAuth-Budget: remaining=0; …` |
 //! | something left, less than the price | `401 …; reason=insufficient-budget` + `AAuth-Budget: remaining=…; required=…; …` |
 //! | the store cannot answer | `503` + `Retry-After`, never served unmetered |
 //! | the price fits | **serve**, then `AAuth-Budget: remaining=…; cost=…; unit="…"; decimals=…` |
+//!
+//! The resource token of either budget challenge also carries the presented token's
+//! `budget_consumed` record ("Consumption Records"), in the offer's scale.
 //!
 //! A refused request draws nothing ("Budget Exhaustion": metering a refusal would make
 //! exhaustion self-perpetuating), and neither does one a guard further in refuses. What a
