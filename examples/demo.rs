@@ -6,6 +6,7 @@
 //! cargo run --example demo -- --deny       # the person denies: 403 denied
 //! cargo run --example demo -- --expire     # nobody answers: 408 expired
 //! cargo run --example demo -- --profile legacy  # the seed article's own wire generation
+//! cargo run --example demo -- --budget     # a metered route runs out of budget; the agent steps up
 //! ```
 //!
 //! Every run starts with an `hwk`-signed `GET /whoami` (identity level), then the
@@ -19,18 +20,23 @@ use std::sync::Arc;
 use tower_aauth::Generation;
 use tower_aauth::testing::demo::{self, DemoOptions, PersonAction};
 
-const USAGE: &str = "usage: demo [--interactive | --deny | --expire] [--profile draft-11|legacy]";
+const USAGE: &str = "usage: demo [--interactive | --deny | --expire | --budget] [--profile draft-11|legacy]";
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let mut person = PersonAction::Approve;
     let mut generation = Generation::Draft11;
+    let mut budget = false;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         person = match arg.as_str() {
             "--interactive" => PersonAction::Interactive,
             "--deny" => PersonAction::Deny,
             "--expire" => PersonAction::Ignore,
+            "--budget" => {
+                budget = true;
+                continue;
+            }
             "--profile" => {
                 generation = match args.next().as_deref() {
                     Some("draft-11") => Generation::Draft11,
@@ -57,7 +63,11 @@ async fn main() -> ExitCode {
         generation,
         ..DemoOptions::for_person(person)
     };
-    match demo::run(options, print).await {
+    let report = match budget {
+        true => demo::run_budget(options, print).await,
+        false => demo::run(options, print).await,
+    };
+    match report {
         Ok(report) if report.passed() => ExitCode::SUCCESS,
         Ok(_) => ExitCode::FAILURE,
         Err(error) => {

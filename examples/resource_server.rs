@@ -10,7 +10,11 @@
 //! risky operation) needs an auth token whose `authorization_details` approves that exact
 //! trade (`{"type":"trade","symbol":…,"quantity":…}`, quantity at most the approved
 //! one), answers a missing or different approval with a step-up challenge whose resource
-//! token carries the trade to approve, and executes each approval once;
+//! token carries the trade to approve, and executes each approval once; `GET /report`
+//! is metered (draft-hardt-aauth-budgets): it needs `data.read` and an auth token whose
+//! `budget` pays 1000 `USD` at 6 decimals (0.001 USD) per call, answers every call with
+//! `AAuth-Budget`, and a spent budget with `401 …; reason=budget-exhausted` and a resource
+//! token offering up to 1 USD (the metadata's `budget_units`);
 //! `POST /orders` needs `orders.write` and is delivered deferred: an agent without it gets
 //! `202` with a pending URL and the `auth-token` requirement, and the held order runs when
 //! a poll of that URL presents a sufficient auth token (with `AAUTH_REDIS_URL` the poll may
@@ -34,7 +38,7 @@
 //! | `AAUTH_PROFILE` | `draft-11` or `legacy` | `draft-11` |
 //! | `AAUTH_ALLOW_HTTP_LOOPBACK` | `1`: admit `http://127.0.0.1:PORT` identifiers (development) | off |
 //! | `AAUTH_SIGNING_KEYS` | directory of the resource's signing keys, shared by every replica (layout below); reloaded when it changes and on SIGHUP | unset: an ephemeral key, new at each start (development; said on stderr) |
-//! | `AAUTH_REDIS_URL` | `redis://host:port/`: the replay store, held (`202`) requests, and revocations, ceilings and key → agent bindings shared by every replica (needs `--features redis`) | per process |
+//! | `AAUTH_REDIS_URL` | `redis://host:port/`: the replay store, held (`202`) requests, the budget counters, and revocations, ceilings and key → agent bindings shared by every replica (needs `--features redis`) | per process |
 //! | `AAUTH_REVOCATIONS` | a revocation file, reloaded within 1 s of a change | — |
 //! | `AAUTH_CEILINGS` | a scope-ceilings file, reloaded within 1 s of a change | — |
 //! | `AAUTH_METRICS_ADDR` | serve Prometheus text at `http://ADDR/metrics`: every metric of `tower_aauth::Metric` (requests by decision and code, verification time, caches, discovery, stores); port `0` picks one, printed at start | off |
@@ -91,6 +95,7 @@ use http::request::Parts;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use tower_aauth::budget::{BudgetOptions, Meter};
 use tower_aauth::replay::ReplayOptions;
 use tower_aauth::{AAuth, AuthGrant, DeferredOptions, Profile, VerifiedAgent};
 
@@ -101,7 +106,11 @@ fn env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
 }
 
-fn configure(replay: Option<ReplayOptions>, deferred: DeferredOptions) -> Result<(String, AAuth), String> {
+fn configure(
+    replay: Option<ReplayOptions>,
+    deferred: DeferredOptions,
+    budgets: BudgetOptions,
+) -> Result<(String, AAuth), String> {
     let addr = env("AAUTH_ADDR").unwrap_or_else(|| "127.0.0.1:8080".to_owned());
     let resource = env("AAUTH_RESOURCE").unwrap_or_else(|| "https://important-resource.example".to_owned());
     let profile = match env("AAUTH_PROFILE").as_deref() {
@@ -116,7 +125,8 @@ fn configure(replay: Option<ReplayOptions>, deferred: DeferredOptions) -> Result
         .scope("orders.write", "Place orders")
         .deferred_delivery(deferred)
         .metadata_name("Important Resource")
-        .access_mode("auth-token");
+        .access_mode("auth-token")
+        .budgets(budgets);
     let person_servers: Vec<String> = env("AAUTH_PERSON_SERVER")
         .map(|list| {
             list.split(',')
@@ -233,6 +243,14 @@ async fn place_order(agent: VerifiedAgent, grant: Option<AuthGrant>, body: axum:
     axum::Json(answer)
 }
 
+/// The metered report: every call costs the route's price (the handler reports nothing).
+async fn report(agent: VerifiedAgent, grant: AuthGrant, meter: Meter) -> axum::Json<Value> {
+    let mut body = describe(&agent, Some(&grant));
+    body["report"] = "quarterly figures".into();
+    body["budget"] = json!({ "amount": meter.granted_amount(), "unit": meter.unit(), "decimals": meter.decimals() });
+    axum::Json(body)
+}
+
 async fn whoami(agent: VerifiedAgent, grant: Option<AuthGrant>) -> axum::Json<Value> {
     axum::Json(describe(&agent, grant.as_ref()))
 }
@@ -293,9 +311,10 @@ async fn main() -> ExitCode {
     let configured = match (
         fleet_policy::replay_options().await,
         fleet_policy::deferred_options().await,
+        fleet_policy::budget_options().await,
     ) {
-        (Ok(replay), Ok(deferred)) => configure(replay, deferred),
-        (Err(message), _) | (_, Err(message)) => Err(message),
+        (Ok(replay), Ok(deferred), Ok(budgets)) => configure(replay, deferred, budgets),
+        (Err(message), _, _) | (_, Err(message), _) | (_, _, Err(message)) => Err(message),
     };
     let (addr, aauth) = match configured {
         Ok(configured) => configured,
@@ -325,6 +344,10 @@ async fn main() -> ExitCode {
             axum::routing::post(write_data).route_layer(aauth.require_scopes(["data.write"])),
         )
         .route("/whoami", get(whoami).route_layer(aauth.require_verified_agent()))
+        .route(
+            "/report",
+            get(report).route_layer(aauth.meter("USD", 6, 1000).scopes(["data.read"])),
+        )
         .route(
             "/trade",
             axum::routing::post(trade).route_layer(

@@ -433,6 +433,45 @@ impl AAuth {
         crate::replay::single_use::layer(self.shared.clone())
     }
 
+    /// A metered route guard (for axum's `route_layer`): each request costs at most
+    /// `max_cost` in `unit` at scale `decimals` (`meter("USD", 6, 1000)`: 0.001 USD),
+    /// drawn from the budget its auth token grants (draft-hardt-aauth-budgets), and its
+    /// response reports the balance in `AAuth-Budget`. Chain
+    /// [`scopes`](crate::guard::GuardLayer::scopes) for the scopes the route also needs
+    /// and [`offer`](crate::guard::GuardLayer::offer) for the budget its resource tokens
+    /// offer. The table of answers, and how a handler reports a lower cost
+    /// ([`Meter`](crate::budget::Meter)), are in [`crate::budget`].
+    ///
+    /// ```
+    /// # use tower_aauth::AAuth;
+    /// use tower_aauth::budget::Meter;
+    /// # fn router(aauth: &AAuth) -> axum::Router {
+    /// axum::Router::new().route(
+    ///     "/report",
+    ///     axum::routing::get(|meter: Meter| async move {
+    ///         meter.charge(400); // this one was cheaper than the price
+    ///         "report"
+    ///     })
+    ///     .route_layer(aauth.meter("USD", 6, 1000).scopes(["report"])),
+    /// )
+    /// # }
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// At start-up, if the price is not a budget amount (unit of 1 to 32 of
+    /// `A-Za-z0-9-_.:/`, decimals at most 18, at most 15 digits), or names a unit or scale
+    /// that [`BudgetOptions::unit`](crate::budget::BudgetOptions::unit) did not declare
+    /// when units are declared.
+    pub fn meter(
+        &self,
+        unit: &str,
+        decimals: u32,
+        max_cost: u64,
+    ) -> crate::guard::GuardLayer<crate::budget::MeterPolicy> {
+        crate::budget::meter::layer(self.shared.clone(), unit, decimals, max_cost)
+    }
+
     /// The resource metadata document (`/.well-known/aauth-resource.json`).
     pub fn metadata(&self) -> Value {
         crate::well_known::metadata(&self.shared)

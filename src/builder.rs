@@ -411,6 +411,11 @@ impl AAuthBuilder {
         let can_grant = !self.tokens.access_servers.is_empty()
             || !person_servers.is_empty()
             || matches!(self.tokens.person_servers, IssuerTrust::Any);
+        let budgets = self
+            .authz
+            .budgets
+            .clone()
+            .build(self.clock.clone(), self.allow_http_loopback)?;
         let (authz, deferred) = self
             .authz
             .build(&self.tokens.access_servers, can_grant, self.clock.now())?;
@@ -488,6 +493,7 @@ impl AAuthBuilder {
                 consent: self.consent,
                 authz,
                 pending,
+                budgets,
             }),
         })
     }
@@ -586,6 +592,17 @@ impl AAuthBuilder {
     }
 }
 
+// from src/budget/mod.rs
+impl AAuthBuilder {
+    /// Budgets for the routes metered with [`AAuth::meter`](crate::AAuth::meter): the
+    /// units and usage endpoint the metadata publishes, and where the counters live
+    /// (default: in process, 16 MiB; see [`crate::budget`]).
+    pub fn budgets(mut self, options: crate::budget::BudgetOptions) -> Self {
+        self.authz.budgets = options;
+        self
+    }
+}
+
 // from src/deferred/mod.rs
 impl AAuthBuilder {
     /// Limits of deferred delivery for the routes that opt in with
@@ -608,6 +625,7 @@ pub(crate) struct AuthzOptions {
     metadata: MetadataFields,
     deny_step_up: bool,
     pub(crate) deferred: crate::deferred::DeferredOptions,
+    budgets: crate::budget::options::BudgetOptions,
 }
 
 fn printable(text: &str) -> bool {

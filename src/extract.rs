@@ -66,7 +66,7 @@ pub struct AuthGrant {
 
 /// Why an extractor refused: the challenge or error response, already rendered.
 #[derive(Debug)]
-pub struct ExtractRejection(Box<Response>);
+pub struct ExtractRejection(pub(crate) Box<Response>);
 
 impl IntoResponse for ExtractRejection {
     fn into_response(self) -> Response {

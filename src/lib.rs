@@ -42,6 +42,7 @@ mod verified;
 mod verifier;
 mod well_known;
 
+pub mod budget;
 pub mod discovery;
 pub mod guard;
 pub mod policy;

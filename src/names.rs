@@ -11,6 +11,9 @@ pub mod header {
     pub const SIGNATURE: &str = "signature";
     /// `Signature-Key` (draft-hardt-httpbis-signature-key).
     pub const SIGNATURE_KEY: &str = "signature-key";
+    /// `AAuth-Budget` (draft-hardt-aauth-budgets): what a metered request cost and what
+    /// is left of the auth token's budget.
+    pub const AAUTH_BUDGET: &str = "aauth-budget";
     /// `Signature-Error`, sent with every 401 caused by a signature or credential failure.
     pub const SIGNATURE_ERROR: &str = "signature-error";
     /// `Accept-Signature-Scheme`, sent with `unsupported_scheme`.
@@ -111,6 +114,12 @@ pub mod requirement {
     pub const LEGACY_AUTH_SERVER_PARAM: &str = "auth-server";
     /// The demo generation's member name (`AAuth: require=…`) in place of `requirement`.
     pub const LEGACY_REQUIRE: &str = "require";
+    /// draft-hardt-aauth-budgets: the `reason` parameter of `requirement=auth-token`.
+    pub const REASON_PARAM: &str = "reason";
+    /// `reason=budget-exhausted`: the granted budget is spent.
+    pub const BUDGET_EXHAUSTED: &str = "budget-exhausted";
+    /// `reason=insufficient-budget`: something is left, less than the request's price.
+    pub const INSUFFICIENT_BUDGET: &str = "insufficient-budget";
 }
 
 /// Problem `error` codes of a pending URL (deferred responses).
@@ -138,6 +147,11 @@ pub mod claim {
     /// RFC 9396 rich authorization details, in auth tokens (and in the resource tokens of a
     /// step-up challenge).
     pub const AUTHORIZATION_DETAILS: &str = "authorization_details";
+    /// draft-hardt-aauth-budgets `budget` (`{amount, unit, decimals}`), in resource and
+    /// auth tokens.
+    pub const BUDGET: &str = "budget";
+    /// draft-hardt-aauth-budgets `budget_consumed` (`[{jti, consumed}]`), in resource tokens.
+    pub const BUDGET_CONSUMED: &str = "budget_consumed";
     /// RFC 7638 thumbprint of the key that signed the request.
     pub const AGENT_JKT: &str = "agent_jkt";
     /// `jti` of the person or auth token the request presented.

@@ -285,6 +285,10 @@ pub struct MintRequest<'a> {
     /// RFC 9396 `authorization_details` the route requires (a `require_detail` step-up):
     /// the array the agent's auth server is asked to approve.
     pub authorization_details: Option<&'a Value>,
+    /// draft-hardt-aauth-budgets `budget` the route offers (a metered route's challenge).
+    pub budget: Option<&'a Value>,
+    /// draft-hardt-aauth-budgets `budget_consumed` records (only beside `budget`).
+    pub budget_consumed: Option<&'a Value>,
 }
 
 /// The resource's fixed minting parameters.
@@ -347,6 +351,12 @@ impl Minter<'_> {
         if let Some(details) = request.authorization_details {
             put(names::claim::AUTHORIZATION_DETAILS, details.clone());
         }
+        if let Some(budget) = request.budget {
+            put(names::claim::BUDGET, budget.clone());
+            if let Some(consumed) = request.budget_consumed {
+                put(names::claim::BUDGET_CONSUMED, consumed.clone());
+            }
+        }
         if request.generation == Generation::Legacy
             && let Some(agent) = request.agent
         {
@@ -385,6 +395,8 @@ mod tests {
             agent: Some("https://agent.example"),
             generation: Generation::Draft11,
             authorization_details: None,
+            budget: None,
+            budget_consumed: None,
         }
     }
 

@@ -62,6 +62,8 @@ pub(crate) struct Shared {
     pub(crate) authz: Authz,
     /// Held requests of deferred routes ([`guard`](crate::guard)).
     pub(crate) pending: PendingStore,
+    /// Budget counters and the metadata's budget members ([`crate::budget`]).
+    pub(crate) budgets: crate::budget::options::Budgets,
 }
 
 impl std::fmt::Debug for Shared {

@@ -78,6 +78,9 @@ pub(crate) fn metadata(shared: &Shared) -> Value {
     doc.insert("accept_signature_algs".into(), json!([names::alg::ED25519]));
     let schemes: Vec<&str> = shared.schemes.schemes().iter().map(|s| s.as_str()).collect();
     doc.insert("accept_signature_schemes".into(), json!(schemes));
+    for (name, value) in shared.budgets.metadata() {
+        doc.insert(name.into(), value);
+    }
     Value::Object(doc)
 }
 

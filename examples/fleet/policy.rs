@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
 use tower_aauth::AAuth;
+use tower_aauth::budget::BudgetOptions;
 use tower_aauth::replay::ReplayOptions;
 
 /// How often a policy file is checked for a change.
@@ -45,6 +46,28 @@ pub async fn deferred_options() -> Result<tower_aauth::DeferredOptions, String> 
     {
         let store = tower_aauth::RedisPendingStore::builder(url)
             .connect()
+            .await
+            .map_err(|e| format!("AAUTH_REDIS_URL: {e}"))?;
+        Ok(options.store(store))
+    }
+    #[cfg(not(feature = "redis"))]
+    {
+        let _ = url;
+        Err("AAUTH_REDIS_URL needs the redis feature: cargo run --features redis --example resource_server".to_owned())
+    }
+}
+
+/// The budgets of the metered `GET /report`: `USD` at 6 decimals, resource tokens offer
+/// at most 1 USD; with `AAUTH_REDIS_URL` the counters live in the shared Redis, so that a
+/// budget is spent once across the fleet, not once per replica.
+pub async fn budget_options() -> Result<BudgetOptions, String> {
+    let options = BudgetOptions::new().unit("USD", 6, Some(1_000_000));
+    let Some(url) = env("AAUTH_REDIS_URL") else {
+        return Ok(options);
+    };
+    #[cfg(feature = "redis")]
+    {
+        let store = tower_aauth::budget::RedisBudgetStore::connect(url)
             .await
             .map_err(|e| format!("AAUTH_REDIS_URL: {e}"))?;
         Ok(options.store(store))

@@ -45,7 +45,7 @@ pub(crate) fn need_auth(
     scopes: &Scopes,
     verified: Option<&VerifiedRequest>,
 ) -> Result<Challenge, Error> {
-    need_auth_with(shared, scopes, verified, None)
+    need_auth_with(shared, scopes, verified, None, None)
 }
 
 /// The `auth-token` challenge of a `require_detail` step-up: a resource token carrying the
@@ -56,7 +56,24 @@ pub(crate) fn detail_challenge<B: From<Bytes>>(
     details: &serde_json::Value,
 ) -> Response<B> {
     let generation = verified.map_or(shared.profile.default_generation(), |v| v.generation);
-    match need_auth_with(shared, &Scopes::default(), verified, Some(details)) {
+    match need_auth_with(shared, &Scopes::default(), verified, Some(details), None) {
+        Ok(challenge) => challenge_response(shared.hook(), &challenge, generation),
+        Err(error) => error_response(shared.hook(), &error),
+    }
+}
+
+/// The `auth-token` challenge of a metered route ([`crate::budget`]): a resource token
+/// asking for `scopes`, offering `budget` and reporting `consumed` (or the identity
+/// challenge that comes first).
+pub(crate) fn budget_challenge<B: From<Bytes>>(
+    shared: &Shared,
+    verified: Option<&VerifiedRequest>,
+    scopes: &Scopes,
+    budget: &serde_json::Value,
+    consumed: Option<&serde_json::Value>,
+) -> Response<B> {
+    let generation = verified.map_or(shared.profile.default_generation(), |v| v.generation);
+    match need_auth_with(shared, scopes, verified, None, Some((budget, consumed))) {
         Ok(challenge) => challenge_response(shared.hook(), &challenge, generation),
         Err(error) => error_response(shared.hook(), &error),
     }
@@ -67,10 +84,16 @@ fn need_auth_with(
     scopes: &Scopes,
     verified: Option<&VerifiedRequest>,
     details: Option<&serde_json::Value>,
+    budget: Option<(&serde_json::Value, Option<&serde_json::Value>)>,
 ) -> Result<Challenge, Error> {
     let token = verified.and_then(|v| v.token.as_deref()).map(|t| &t.claims);
-    // A detail step-up is the route's own configuration; `deny_insufficient_scope` is about scopes.
-    if details.is_none() && shared.authz.deny_step_up && token.is_some_and(|t| t.kind == TokenKind::Auth) {
+    // A detail or budget step-up is the route's own configuration; `deny_insufficient_scope`
+    // is about scopes.
+    if details.is_none()
+        && budget.is_none()
+        && shared.authz.deny_step_up
+        && token.is_some_and(|t| t.kind == TokenKind::Auth)
+    {
         return Err(Error(crate::error::Kind::Forbidden {
             code: "insufficient_scope",
             detail: "the auth token does not grant every scope this resource requires",
@@ -103,6 +126,8 @@ fn need_auth_with(
                 agent,
                 generation: v.generation,
                 authorization_details: details,
+                budget: budget.map(|(budget, _)| budget),
+                budget_consumed: budget.and_then(|(_, consumed)| consumed),
             };
             let resource_token = minter.mint(&request, shared.clock.now());
             Ok(Challenge::AuthToken {

@@ -19,6 +19,10 @@
 //! `expire`), prints every step through the caller's printer, and checks each step against
 //! the protocol.
 //!
+//! [`run_budget`] runs the budget flow instead (draft-hardt-aauth-budgets): the metered
+//! `/report` spends an auth token's budget, refuses with `reason=budget-exhausted`, and
+//! serves again after the agent stepped up (the steps are in `demo/budget.rs`).
+//!
 //! [aauth-demo]: https://github.com/christian-posta/aauth-full-demo
 
 use std::net::SocketAddr;
@@ -35,6 +39,7 @@ use crate::jose::{Jwk, ResourceKey};
 use crate::testing::{AgentClient, Consent, FlowEvent, FlowStep, KeySource, TestAgent, TestAuthServer};
 use crate::{Generation, Profile};
 
+mod budget;
 mod report;
 mod resource;
 
@@ -152,6 +157,7 @@ impl Demo {
             .pending_lifetime(options.pending_lifetime)
             .generation(options.generation)
             .signing_key(ResourceKey::generate().with_kid("auth-key-1"))
+            .budget_amount(budget::ALLOCATION)
             .build()?;
         let profile = match options.generation {
             Generation::Legacy => Profile::Legacy,
@@ -276,6 +282,25 @@ pub async fn run(options: DemoOptions, print: Printer) -> Result<DemoReport, Dem
     let report = report::check(&expected, hwk, outcome);
     print(&report.to_string());
     Ok(report)
+}
+
+/// Runs the budget flow once and checks it (module docs): three calls of `/report` on
+/// one budget, the fourth refused with `reason=budget-exhausted`, a step-up with the
+/// person's approval, a call on the new budget. Draft -11 only.
+pub async fn run_budget(options: DemoOptions, print: Printer) -> Result<DemoReport, DemoError> {
+    let options = DemoOptions {
+        generation: Generation::Draft11,
+        ..options
+    };
+    let demo = Demo::start(&options).await?;
+    print(&format!(
+        "speaking      draft -11 with draft-hardt-aauth-budgets\n\
+         resource      {}   (GET /report costs 1000 USD at 6 decimals = 0.001 USD; offers up to 1 USD)\n\
+         auth server   {}   (TestAuthServer, deferred consent; grants 3000 of any budget offered)\n",
+        demo.resource,
+        demo.auth_server.issuer(),
+    ));
+    Ok(budget::run(&demo, print).await)
 }
 
 /// What the checks compare against.

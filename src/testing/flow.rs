@@ -100,6 +100,46 @@ impl Exchange {
         self.header(crate::names::header::AAUTH_REQUIREMENT)
     }
 
+    /// A figure of the response's `AAuth-Budget` field (draft-hardt-aauth-budgets):
+    /// `remaining`, `cost`, `required`, `decimals`. The field is parsed as an RFC 9651
+    /// Dictionary; a figure is read as a member or as a parameter of one (the draft's
+    /// examples write `remaining=…; cost=…`). `None` when absent or not an Integer.
+    pub fn budget_figure(&self, name: &str) -> Option<u64> {
+        let dictionary = parse_dictionary_strict(self.header(crate::names::header::AAUTH_BUDGET)?)?;
+        let integer = |item: &sfv::BareItem| match item {
+            sfv::BareItem::Integer(value) => u64::try_from(i64::from(*value)).ok(),
+            _ => None,
+        };
+        dictionary.iter().find_map(|(key, entry)| {
+            let sfv::ListEntry::Item(item) = entry else {
+                return None;
+            };
+            if key.as_str() == name {
+                return integer(&item.bare_item);
+            }
+            item.params
+                .iter()
+                .find(|(param, _)| param.as_str() == name)
+                .and_then(|(_, value)| integer(value))
+        })
+    }
+
+    /// The `reason` of a draft -11 `requirement=auth-token` challenge
+    /// (`budget-exhausted`, `insufficient-budget`), if any.
+    pub fn requirement_reason(&self) -> Option<String> {
+        let (value, params) = requirement(self, Generation::Draft11)?;
+        if value != names::requirement::AUTH_TOKEN {
+            return None;
+        }
+        params
+            .iter()
+            .find(|(key, _)| key.as_str() == names::requirement::REASON_PARAM)
+            .and_then(|(_, value)| match value {
+                sfv::BareItem::Token(token) => Some(token.as_str().to_owned()),
+                _ => None,
+            })
+    }
+
     /// The `Signature-Error` of the response, if any (for example `error=invalid_signature`).
     pub fn signature_error(&self) -> Option<&str> {
         self.header(crate::names::header::SIGNATURE_ERROR)
@@ -373,10 +413,32 @@ impl AgentClient {
     /// Sends the request and follows the flow (module docs) until the resource answers
     /// something other than an `auth-token` challenge.
     pub async fn fetch(&self, method: Method, url: &str, body: Option<&Value>) -> Result<FlowOutcome, FlowError> {
+        self.fetch_signed(method, url, body, &self.source).await
+    }
+
+    /// [`AgentClient::fetch`], the first request presenting `auth_token` (an auth token the
+    /// agent already holds): a resource that answers with a step-up (a scope it lacks, a
+    /// budget spent) sends the agent to the auth server again, signing there as usual.
+    pub async fn fetch_presenting(
+        &self,
+        method: Method,
+        url: &str,
+        body: Option<&Value>,
+        auth_token: &str,
+    ) -> Result<FlowOutcome, FlowError> {
+        let source = KeySource::Jwt(auth_token.to_owned());
+        self.fetch_signed(method, url, body, &source).await
+    }
+
+    async fn fetch_signed(
+        &self,
+        method: Method,
+        url: &str,
+        body: Option<&Value>,
+        source: &KeySource,
+    ) -> Result<FlowOutcome, FlowError> {
         let mut transcript = Vec::new();
-        let first = self
-            .send(FlowStep::Resource, method.clone(), url, body, &self.source)
-            .await?;
+        let first = self.send(FlowStep::Resource, method.clone(), url, body, source).await?;
         let first_answered = tokio::time::Instant::now();
         transcript.push(first.clone());
         let held_at = (first.status == StatusCode::ACCEPTED)

@@ -14,7 +14,9 @@
 //!
 //! An `aa-auth+jwt` with `dwk` `aauth-access.json`: `aud` = the resource token's `iss`,
 //! `scope` = its `scope`, `sub` = the approving person, `cnf.jwk` = the agent's key,
-//! lifetime at most one hour. Depending on [`Consent`], directly (`200`) or after a
+//! lifetime at most one hour, and (draft-hardt-aauth-budgets) the resource token's `budget`
+//! with its `unit` and `decimals` unchanged and its `amount` lowered to at most
+//! [`TestAuthServerBuilder::budget_amount`] when one is set. Depending on [`Consent`], directly (`200`) or after a
 //! deferred `202` whose pending URL the agent polls (see `pending.rs` for the poll rules).
 //!
 //! # The demo generation
@@ -107,6 +109,7 @@ pub struct TestAuthServerBuilder {
     pinned: Option<StaticResolver>,
     resolver: Option<Arc<dyn KeyResolver>>,
     generation: Generation,
+    budget_amount: Option<u64>,
 }
 
 impl std::fmt::Debug for TestAuthServerBuilder {
@@ -177,6 +180,14 @@ impl TestAuthServerBuilder {
         self
     }
 
+    /// Grants at most `amount` of any budget a resource token offers (default: the offer
+    /// in full), as a person server sizing its allocation does (draft-hardt-aauth-budgets,
+    /// "The Narrowing Chain"); the unit and scale stay the resource's.
+    pub fn budget_amount(mut self, amount: u64) -> Self {
+        self.budget_amount = Some(amount);
+        self
+    }
+
     /// Replaces how resource keys are found (default: discovery at
     /// `{iss}/.well-known/aauth-resource.json`).
     pub fn resource_key_resolver(mut self, resolver: impl KeyResolver) -> Self {
@@ -229,6 +240,7 @@ impl TestAuthServerBuilder {
                 pending_lifetime: self.pending_lifetime,
                 token_lifetime: self.token_lifetime,
                 generation: self.generation,
+                budget_amount: self.budget_amount,
                 aauth,
                 identifiers,
                 resource_keys,
@@ -264,6 +276,7 @@ struct Inner {
     pending_lifetime: u64,
     token_lifetime: u64,
     generation: Generation,
+    budget_amount: Option<u64>,
     aauth: AAuth,
     identifiers: IdentifierPolicy,
     resource_keys: Arc<dyn KeyResolver>,
@@ -278,6 +291,8 @@ struct Grant {
     /// The agent identifier, for the demo generation's `agent` claim: the verified
     /// `jwks_uri` signer, else the resource token's `agent`.
     agent: Option<String>,
+    /// The budget offered, narrowed to the server's allocation.
+    budget: Option<Value>,
 }
 
 impl TestAuthServer {
@@ -296,6 +311,7 @@ impl TestAuthServer {
             pinned: None,
             resolver: None,
             generation: Generation::Draft11,
+            budget_amount: None,
         }
     }
 
@@ -455,7 +471,20 @@ impl TestAuthServer {
         .map_err(|_| "the resource's key could not be found")?;
         jws.verify_with(&key)
             .map_err(|_| "the resource token's signature does not verify")?;
+        let budget = match claims.get(names::claim::BUDGET) {
+            None => None,
+            Some(offer) => {
+                let offer = crate::budget::claim::Budget::from_claim(offer)
+                    .ok_or("the resource token's budget is malformed")?;
+                let amount = self
+                    .inner
+                    .budget_amount
+                    .map_or(offer.amount(), |cap| cap.min(offer.amount()));
+                Some(json!({ "amount": amount, "unit": offer.unit(), "decimals": offer.decimals() }))
+            }
+        };
         Ok(Grant {
+            budget,
             resource: iss.to_owned(),
             scope: scope.iter().collect::<Vec<_>>().join(" "),
             agent: text(names::claim::AGENT).map(str::to_owned),
@@ -529,6 +558,10 @@ impl TestAuthServer {
             "iat": now,
             "exp": now + lifetime,
         });
+        let mut claims = claims;
+        if let Some(budget) = &grant.budget {
+            claims[names::claim::BUDGET] = budget.clone();
+        }
         (
             self.inner.key.sign_jwt(names::typ::AUTH, names::alg::ED25519, &claims),
             lifetime,

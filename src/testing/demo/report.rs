@@ -41,7 +41,7 @@ impl DemoReport {
         self.checks.iter().filter(|c| !c.ok)
     }
 
-    fn expect(&mut self, ok: bool, name: impl Into<String>) {
+    pub(crate) fn expect(&mut self, ok: bool, name: impl Into<String>) {
         self.checks.push(Check { name: name.into(), ok });
     }
 }
@@ -95,7 +95,7 @@ fn abbreviate_field(value: &str) -> String {
     out
 }
 
-const SHOWN: [&str; 12] = [
+const SHOWN: [&str; 13] = [
     "content-type",
     "content-digest",
     names::header::SIGNATURE_INPUT,
@@ -108,6 +108,7 @@ const SHOWN: [&str; 12] = [
     "cache-control",
     names::header::ACCEPT_SIGNATURE_SCHEME,
     names::header::AAUTH_LEGACY,
+    names::header::AAUTH_BUDGET,
 ];
 
 fn headers_text(headers: &HeaderMap) -> String {

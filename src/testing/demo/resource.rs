@@ -5,6 +5,8 @@
 //!   ([`AAuth::require_scopes`]); the guard answers the `auth-token` challenge with a
 //!   resource token for the configured auth server.
 //! * `GET /whoami` needs only a verified signature (pseudonymous `hwk` included).
+//! * `GET /report` is metered ([`AAuth::meter`]): 1000 `USD` at 6 decimals a call, for
+//!   an auth token granting `data.read` and a budget; its resource tokens offer 1 USD.
 //! * The well-known metadata and JWKS come from [`AAuth::well_known_router`].
 //! * The layer is outermost, so guards and extractors see what it verified.
 
@@ -13,6 +15,7 @@ use axum::routing::get;
 use http::Method;
 use serde_json::{Value, json};
 
+use crate::budget::{BudgetOptions, Meter};
 use crate::{AAuth, AuthGrant, ConfigError, Profile, ResourceKey, VerifiedAgent};
 
 /// Builds the resource `resource` trusting `auth_server`, answering in `profile`.
@@ -24,7 +27,8 @@ pub(super) fn app(resource: &str, auth_server: &str, profile: Profile) -> Result
         .scope("data.read", "Read your data")
         .scope("data.write", "Create and update your data")
         .metadata_name("Important Resource")
-        .access_mode("auth-token");
+        .access_mode("auth-token")
+        .budgets(BudgetOptions::new().unit("USD", 6, Some(super::budget::OFFER)));
     // Every server of the demo lives on http://127.0.0.1.
     builder = builder.dangerous().allow_http_loopback();
     let aauth = builder.build()?;
@@ -34,6 +38,10 @@ pub(super) fn app(resource: &str, auth_server: &str, profile: Profile) -> Result
             get(data).route_layer(aauth.require_scopes(["data.read", "data.write"])),
         )
         .route("/whoami", get(whoami).route_layer(aauth.require_verified_agent()))
+        .route(
+            "/report",
+            get(report).route_layer(aauth.meter("USD", 6, super::budget::PRICE).scopes(["data.read"])),
+        )
         .merge(aauth.well_known_router())
         .layer(aauth.layer());
     Ok((aauth, router))
@@ -69,4 +77,12 @@ async fn whoami(method: Method, agent: VerifiedAgent) -> axum::Json<Value> {
     let mut body = caller(&agent, &method);
     body.insert("message".into(), "Signature verified".into());
     axum::Json(Value::Object(body))
+}
+
+/// A metered report: what the budget granted, and a line of data.
+async fn report(meter: Meter) -> axum::Json<Value> {
+    axum::Json(json!({
+        "report": "quarterly figures",
+        "granted": { "amount": meter.granted_amount(), "unit": meter.unit(), "decimals": meter.decimals() },
+    }))
 }
