@@ -285,6 +285,9 @@ pub struct MintRequest<'a> {
     /// RFC 9396 `authorization_details` the route requires (a `require_detail` step-up):
     /// the array the agent's auth server is asked to approve.
     pub authorization_details: Option<&'a Value>,
+    /// `account`: the echo of an authorization request's `account` (the authorization
+    /// endpoint's, once the resource decided the person holds it).
+    pub account: Option<&'a str>,
 }
 
 /// The resource's fixed minting parameters.
@@ -347,6 +350,9 @@ impl Minter<'_> {
         if let Some(details) = request.authorization_details {
             put(names::claim::AUTHORIZATION_DETAILS, details.clone());
         }
+        if let Some(account) = request.account {
+            put("account", account.into());
+        }
         if request.generation == Generation::Legacy
             && let Some(agent) = request.agent
         {
@@ -385,6 +391,7 @@ mod tests {
             agent: Some("https://agent.example"),
             generation: Generation::Draft11,
             authorization_details: None,
+            account: None,
         }
     }
 

@@ -103,6 +103,7 @@ fn need_auth_with(
                 agent,
                 generation: v.generation,
                 authorization_details: details,
+                account: None,
             };
             let resource_token = minter.mint(&request, shared.clock.now());
             Ok(Challenge::AuthToken {

@@ -85,6 +85,7 @@
 //!
 //! [draft-11]: https://datatracker.ietf.org/doc/html/draft-hardt-oauth-aauth-protocol-11
 
+pub(crate) mod account;
 pub(crate) mod admit;
 pub(crate) mod audit;
 pub(crate) mod ceiling;
@@ -96,6 +97,7 @@ pub(crate) mod revocation;
 pub(crate) mod shared;
 
 pub use crate::error::PolicyError;
+pub use account::AccountDecision;
 pub use audit::{AUDIT_TARGET, AuditField};
 pub use ceiling::{CeilingSet, ScopeCeilings};
 pub use consent::GrantPolicy;

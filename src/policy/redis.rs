@@ -43,7 +43,7 @@ const QUOTE: usize = 120;
 ///
 /// | key | type | holds |
 /// |---|---|---|
-/// | `tower-aauth:policy:revocations` | set | one member per revoked entry: a revocation document with exactly one entry, compact, e.g. `{"agents":["aauth:assistant@agent.example"]}`, `{"key_thumbprints":["…"]}`, `{"jtis":[{"iss":"https://as.example","jti":"at-42"}]}`, `{"persons":[{"iss":"https://ps.example","sub":"…"}]}` |
+/// | `tower-aauth:policy:revocations` | set | one member per revoked entry: a revocation document with exactly one entry, compact, e.g. `{"agents":["aauth:assistant@agent.example"]}`, `{"key_thumbprints":["…"]}`, `{"jtis":[{"iss":"https://as.example","jti":"at-42"}]}` (with `"exp":…` when the entry lapses once the token expired: the revocation endpoint's), `{"persons":[{"iss":"https://ps.example","sub":"…"}]}` |
 /// | `tower-aauth:policy:ceilings` | string | the ceilings document ([`CeilingSet::from_json`]); absent: no ceilings |
 /// | `tower-aauth:policy:version` | string (integer) | incremented by every write |
 /// | channel `tower-aauth:policy:changed` | pub/sub | a message after every write (its payload is not read) |
@@ -469,7 +469,7 @@ impl Task {
         let mut first: Option<(String, String)> = None;
         for text in members {
             let problem = match RevocationSet::from_json(text.as_bytes()) {
-                Ok(one) if one.len() == 1 => one.entries().try_for_each(|entry| set.insert(entry)).err(),
+                Ok(one) if one.len() == 1 => one.entries().try_for_each(|entry| set.add(entry)).err(),
                 Ok(_) => Some(PolicyError::new("a member holds exactly one entry")),
                 Err(error) => Some(error),
             };
@@ -522,7 +522,7 @@ async fn next_push(pushes: &mut Option<UnboundedReceiver<PushInfo>>) -> Option<P
     push
 }
 
-fn member(entry: &super::revocation::Revoked) -> Option<String> {
+fn member(entry: &super::revocation::Entry) -> Option<String> {
     match entry.member() {
         Ok(member) => Some(member),
         Err(error) => {
