@@ -201,8 +201,13 @@ struct PersonEntry {
 struct JtiEntry {
     iss: String,
     jti: String,
-    #[serde(default)]
+    /// Absent: a lasting entry; `null` is not an `exp`.
+    #[serde(default, deserialize_with = "present_u64")]
     exp: Option<u64>,
+}
+
+fn present_u64<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<u64>, D::Error> {
+    u64::deserialize(deserializer).map(Some)
 }
 
 impl RevocationSet {
