@@ -187,9 +187,7 @@ async fn an_account_the_person_holds_is_echoed() {
 #[tokio::test]
 async fn unknown_members_are_ignored() {
     let w = world();
-    let response = w
-        .send(w.ask(&json!({ "scope": "data.read", "login_hint": "x" })))
-        .await;
+    let response = w.send(w.ask(&json!({ "scope": "data.read", "login_hint": "x" }))).await;
     let (_, claims) = resource_token(response).await;
     assert_eq!(claims["scope"], "data.read");
 }
@@ -200,14 +198,42 @@ async fn malformed_requests_are_invalid_request() {
         ("not JSON", b"scope=data.read".to_vec(), Some("application/json")),
         ("an array", br#"["data.read"]"#.to_vec(), Some("application/json")),
         ("no scope", br#"{"account":"acme"}"#.to_vec(), Some("application/json")),
-        ("scope not a string", br#"{"scope":["data.read"]}"#.to_vec(), Some("application/json")),
+        (
+            "scope not a string",
+            br#"{"scope":["data.read"]}"#.to_vec(),
+            Some("application/json"),
+        ),
         ("scope empty", br#"{"scope":""}"#.to_vec(), Some("application/json")),
-        ("scope not scope tokens", br#"{"scope":"data.read \"x"}"#.to_vec(), Some("application/json")),
-        ("account not a string", br#"{"scope":"data.read","account":7}"#.to_vec(), Some("application/json")),
-        ("account empty", br#"{"scope":"data.read","account":""}"#.to_vec(), Some("application/json")),
-        ("account with a control character", br#"{"scope":"data.read","account":"a\n"}"#.to_vec(), Some("application/json")),
-        ("a duplicate member", br#"{"scope":"data.read","scope":"data.write"}"#.to_vec(), Some("application/json")),
-        ("not JSON by its type", br#"{"scope":"data.read"}"#.to_vec(), Some("text/plain")),
+        (
+            "scope not scope tokens",
+            br#"{"scope":"data.read \"x"}"#.to_vec(),
+            Some("application/json"),
+        ),
+        (
+            "account not a string",
+            br#"{"scope":"data.read","account":7}"#.to_vec(),
+            Some("application/json"),
+        ),
+        (
+            "account empty",
+            br#"{"scope":"data.read","account":""}"#.to_vec(),
+            Some("application/json"),
+        ),
+        (
+            "account with a control character",
+            br#"{"scope":"data.read","account":"a\n"}"#.to_vec(),
+            Some("application/json"),
+        ),
+        (
+            "a duplicate member",
+            br#"{"scope":"data.read","scope":"data.write"}"#.to_vec(),
+            Some("application/json"),
+        ),
+        (
+            "not JSON by its type",
+            br#"{"scope":"data.read"}"#.to_vec(),
+            Some("text/plain"),
+        ),
         ("no content type", br#"{"scope":"data.read"}"#.to_vec(), None),
     ];
     for (case, body, content_type) in cases {
@@ -230,7 +256,9 @@ async fn a_scope_the_resource_does_not_define_is_invalid_scope() {
 #[tokio::test]
 async fn an_account_the_person_does_not_hold_is_invalid_account() {
     let w = world();
-    let response = w.send(w.ask(&json!({ "scope": "data.read", "account": "globex" }))).await;
+    let response = w
+        .send(w.ask(&json!({ "scope": "data.read", "account": "globex" })))
+        .await;
     assert_error("globex", &w, response, StatusCode::BAD_REQUEST, "invalid_account").await;
 }
 
@@ -240,7 +268,14 @@ async fn an_account_that_needs_interaction_is_refused_until_interaction_is_suppo
     let response = w
         .send(w.ask(&json!({ "scope": "data.read", "account": "linked-later" })))
         .await;
-    assert_error("interaction", &w, response, StatusCode::FORBIDDEN, "interaction_unavailable").await;
+    assert_error(
+        "interaction",
+        &w,
+        response,
+        StatusCode::FORBIDDEN,
+        "interaction_unavailable",
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -256,11 +291,8 @@ async fn a_scope_above_the_agents_ceiling_is_refused() {
 async fn without_a_person_token_the_answer_is_requirement_person_token() {
     let w = world();
     let body = json!({ "scope": "data.read" }).to_string();
-    let agent_token = support::fixtures::agent_provider().agent_token(
-        "aauth:assistant@agent.example",
-        &w.agent.public_jwk(),
-        NOW,
-    );
+    let agent_token =
+        support::fixtures::agent_provider().agent_token("aauth:assistant@agent.example", &w.agent.public_jwk(), NOW);
     let auth_token = access_server().auth_token(RESOURCE, &w.agent.public_jwk(), "data.read", NOW);
     let unsigned = Request::post(format!("{RESOURCE}{PATH}"))
         .header("content-type", "application/json")
@@ -268,7 +300,10 @@ async fn without_a_person_token_the_answer_is_requirement_person_token() {
         .unwrap();
     let cases = vec![
         ("unsigned", unsigned),
-        ("hwk", w.post(body.as_bytes(), Some("application/json"), &KeySource::Hwk)),
+        (
+            "hwk",
+            w.post(body.as_bytes(), Some("application/json"), &KeySource::Hwk),
+        ),
         (
             "agent token",
             w.post(body.as_bytes(), Some("application/json"), &KeySource::Jwt(agent_token)),
@@ -331,11 +366,8 @@ async fn a_revoked_person_token_is_refused_and_never_named_in_a_resource_token()
 async fn a_revoked_agent_gets_no_resource_token() {
     let w = world();
     // The agent's key is bound to its identifier by an agent token first.
-    let token = support::fixtures::agent_provider().agent_token(
-        "aauth:assistant@agent.example",
-        &w.agent.public_jwk(),
-        NOW,
-    );
+    let token =
+        support::fixtures::agent_provider().agent_token("aauth:assistant@agent.example", &w.agent.public_jwk(), NOW);
     let mut request = Request::get(format!("{RESOURCE}/data")).body(Body::empty()).unwrap();
     w.agent.sign(&mut request, &KeySource::Jwt(token), NOW);
     assert_eq!(w.send(request).await.status(), StatusCode::OK);
@@ -360,7 +392,10 @@ async fn only_post_is_served() {
 #[tokio::test]
 async fn the_metadata_advertises_the_endpoint_only_when_mounted() {
     let w = world();
-    assert_eq!(w.aauth.metadata()["authorization_endpoint"], format!("{RESOURCE}{PATH}"));
+    assert_eq!(
+        w.aauth.metadata()["authorization_endpoint"],
+        format!("{RESOURCE}{PATH}")
+    );
     let plain = AAuth::builder(RESOURCE)
         .key_resolver(StaticResolver::new())
         .build()

@@ -124,7 +124,10 @@ async fn a_revocation_posted_to_one_replica_is_enforced_by_the_other_within_one_
         }
     })
     .await;
-    eprintln!("revocation posted to replica A enforced by replica B after {} ms", took.as_millis());
+    eprintln!(
+        "revocation posted to replica A enforced by replica B after {} ms",
+        took.as_millis()
+    );
     assert_eq!(
         cli(&redis, &["SMEMBERS", REVOCATIONS]),
         format!(r#"{{"jtis":[{{"exp":{exp},"iss":"{AS}","jti":"{jti}"}}]}}"#)
@@ -140,7 +143,8 @@ async fn a_revocation_posted_to_one_replica_is_enforced_by_the_other_within_one_
         StatusCode::OK
     );
     until(ONE_SECOND, async || {
-        cli(&redis, &["SMEMBERS", REVOCATIONS]) == format!(r#"{{"jtis":[{{"exp":{},"iss":"{AS}","jti":"at-next"}}]}}"#, later + 600)
+        cli(&redis, &["SMEMBERS", REVOCATIONS])
+            == format!(r#"{{"jtis":[{{"exp":{},"iss":"{AS}","jti":"at-next"}}]}}"#, later + 600)
     })
     .await;
     until(ONE_SECOND, async || b.aauth.revocations().snapshot().len() == 1).await;
