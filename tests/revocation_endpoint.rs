@@ -13,7 +13,7 @@ use support::harness::*;
 use tower_aauth::discovery::StaticResolver;
 use tower_aauth::engine;
 use tower_aauth::policy::{PersonId, Revoked};
-use tower_aauth::testing::{KeySource, SignOptions, TestAgent, TestIssuer};
+use tower_aauth::testing::{KeySource, SignOptions, TestAgent};
 
 const PATH: &str = "/aauth/revoke";
 
@@ -577,5 +577,42 @@ fn endpoint_paths_are_checked_at_build() {
     assert!(same.is_err());
 }
 
-#[allow(dead_code)]
-fn unused(_: TestIssuer) {}
+#[tokio::test]
+async fn the_test_kits_auth_server_signs_revocations_the_endpoint_accepts() {
+    let server = tower_aauth::testing::TestAuthServer::builder(AS)
+        .clock(std::sync::Arc::new(tower_aauth::testing::ManualClock::new(NOW)))
+        .build()
+        .unwrap();
+    let harness = Harness::with(|builder| {
+        builder
+            .key_resolver(StaticResolver::new().with_key(AS, engine::dwk::ACCESS, server.public_jwk()))
+            .revocation_endpoint(PATH)
+    });
+    let response = harness
+        .send(server.revocation_request(&url(), "at-kit", NOW + 60).map(Body::from))
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(revoked_jti(&harness, AS, "at-kit"));
+}
+
+#[tokio::test]
+async fn an_entry_is_enforced_until_its_exp_plus_skew_and_not_after() {
+    // The caller says when its token expires; the entry lapses then (a token that lives
+    // longer than its issuer said is its issuer's mistake).
+    let harness = resource();
+    let (token, jti, _) = auth_token(&harness);
+    assert_eq!(
+        harness.send(revocation(&harness, &jti, NOW + 10)).await.status(),
+        StatusCode::OK
+    );
+    let at = |harness: &Harness, seconds: u64| {
+        harness.clock.set(NOW + seconds);
+        let mut request = get(&format!("/data?at={seconds}"));
+        harness.agent.sign(&mut request, &token, NOW + seconds);
+        request
+    };
+    let response = harness.send(at(&harness, 70)).await;
+    assert_eq!(response.headers()["signature-error"], "error=revoked_jwt", "exp + skew");
+    let response = harness.send(at(&harness, 71)).await;
+    assert_eq!(response.status(), StatusCode::OK, "lapsed");
+}

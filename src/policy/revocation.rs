@@ -856,3 +856,105 @@ impl Revocations {
         self.changed();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const AS: &str = "https://as.example";
+
+    fn token(jti: &str, exp: Option<u64>) -> Entry {
+        Entry {
+            revoked: Revoked::Jti {
+                issuer: AS.to_owned(),
+                jti: jti.to_owned(),
+            },
+            exp,
+        }
+    }
+
+    #[test]
+    fn an_expiring_member_reads_back_as_the_same_entry_and_member() {
+        for entry in [token("at-1", Some(1_788_727_813)), token("at-1", None)] {
+            let member = entry.member().unwrap();
+            let set = RevocationSet::from_json(member.as_bytes()).unwrap();
+            let read: Vec<Entry> = set.entries().collect();
+            assert_eq!(read, vec![entry.clone()]);
+            assert_eq!(read[0].member().unwrap(), member, "the exact text SREM needs");
+        }
+        assert_eq!(
+            token("at-1", Some(7)).member().unwrap(),
+            r#"{"jtis":[{"exp":7,"iss":"https://as.example","jti":"at-1"}]}"#
+        );
+    }
+
+    #[test]
+    fn a_lasting_entry_beats_any_exp_and_a_later_exp_an_earlier_one() {
+        let mut set = RevocationSet::new();
+        set.add(token("a", Some(10))).unwrap();
+        set.add(token("a", Some(20))).unwrap();
+        set.add(token("a", Some(15))).unwrap();
+        assert_eq!(set.token_exp(AS, "a"), Some(Some(20)));
+        assert_eq!(set.len(), 1);
+        set.add(token("a", None)).unwrap();
+        assert_eq!(set.token_exp(AS, "a"), Some(None));
+        set.add(token("a", Some(30))).unwrap();
+        assert_eq!(set.token_exp(AS, "a"), Some(None));
+        assert_eq!(set.expiring_bytes(AS), 0, "a lasting entry is not charged");
+    }
+
+    #[test]
+    fn expiring_entries_are_charged_per_issuer_until_removed() {
+        let mut set = RevocationSet::new();
+        set.add(token("a", Some(10))).unwrap();
+        set.add(token("b", Some(10))).unwrap();
+        assert_eq!(set.expiring_bytes(AS), 2 * Entry::charge(AS, "a"));
+        assert!(set.remove(&token("a", None).revoked));
+        assert_eq!(set.expiring_bytes(AS), Entry::charge(AS, "b"));
+        assert!(set.remove(&token("b", None).revoked));
+        assert_eq!(set.expiring_bytes(AS), 0);
+        assert!(set.expiring_bytes.is_empty(), "no per-issuer state left behind");
+    }
+
+    #[test]
+    fn lapsed_entries_are_those_whose_exp_is_before_the_horizon() {
+        let mut set = RevocationSet::new();
+        set.add(token("old", Some(10))).unwrap();
+        set.add(token("edge", Some(20))).unwrap();
+        set.add(token("lasting", None)).unwrap();
+        let lapsed = set.lapsed(20, PRUNE_PER_WRITE);
+        assert_eq!(lapsed, vec![token("old", Some(10))]);
+        assert_eq!(set.lapsed(1000, 1).len(), 1, "at most the limit");
+    }
+
+    #[test]
+    fn revoke_until_prunes_lapsed_entries_and_refuses_past_the_budget() {
+        let revocations = Revocations::new();
+        revocations.revoke_until(AS, "old", 10, 0, 1 << 20).unwrap();
+        revocations
+            .revoke(Revoked::Jti {
+                issuer: AS.to_owned(),
+                jti: "kept".to_owned(),
+            })
+            .unwrap();
+        revocations.revoke_until(AS, "new", 100, 50, 1 << 20).unwrap();
+        let set = revocations.snapshot();
+        assert_eq!(set.token_exp(AS, "old"), None, "lapsed before the horizon: pruned");
+        assert_eq!(set.token_exp(AS, "kept"), Some(None));
+        assert_eq!(set.token_exp(AS, "new"), Some(Some(100)));
+        let budget = set.expiring_bytes(AS) + Entry::charge(AS, "x") - 1;
+        assert_eq!(
+            revocations.revoke_until(AS, "x", 100, 50, budget),
+            Err(UntilRefused::Budget)
+        );
+        assert_eq!(
+            revocations.revoke_until(AS, "new", 100, 50, 0),
+            Ok(()),
+            "present already"
+        );
+        assert_eq!(
+            revocations.revoke_until(AS, "bad\u{0}", 100, 50, 1 << 20),
+            Err(UntilRefused::Malformed)
+        );
+    }
+}
