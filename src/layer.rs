@@ -243,10 +243,10 @@ where
     ResBody: From<Bytes>,
 {
     let Some(key) = replay else {
-        return call_inner(shared, inner, request, None);
+        return call_inner(shared, inner, request, None, audit);
     };
     match shared.replay_store.try_insert(&key, shared.replay_ttl) {
-        Some(Ok(Insertion::First)) => call_remembered(shared, inner, request, key),
+        Some(Ok(Insertion::First)) => call_remembered(shared, inner, request, key, audit),
         Some(Ok(Insertion::Repeat)) => reject(shared, crate::replay::store::REPLAYED, audit),
         Some(Err(error)) => reject(shared, error, audit),
         None => State::Verifying {
@@ -257,7 +257,13 @@ where
     }
 }
 
-fn call_remembered<S, B, ResBody>(shared: &Arc<Shared>, inner: S, request: Request<B>, key: ReplayKey) -> State<S, B>
+fn call_remembered<S, B, ResBody>(
+    shared: &Arc<Shared>,
+    inner: S,
+    request: Request<B>,
+    key: ReplayKey,
+    audit: Option<&AuditContext>,
+) -> State<S, B>
 where
     S: Service<Request<B>, Response = Response<ResBody>>,
     B: Send + 'static,
@@ -267,7 +273,7 @@ where
         key,
         store: shared.replay_store.clone(),
     };
-    call_inner(shared, inner, request, Some(release))
+    call_inner(shared, inner, request, Some(release), audit)
 }
 
 /// Calls the inner service, or answers a poll of a served pending URL or a request to a
@@ -277,6 +283,7 @@ fn call_inner<S, B, ResBody>(
     mut inner: S,
     request: Request<B>,
     release: Option<Release>,
+    audit: Option<&AuditContext>,
 ) -> State<S, B>
 where
     S: Service<Request<B>, Response = Response<ResBody>>,
@@ -286,7 +293,11 @@ where
     let path = original_path(&request);
     if let Some(which) = shared.endpoints.at(path) {
         let response = crate::endpoint::answer(shared, which, &request).map(ResBody::from);
-        answered(&response, request.extensions().get::<VerifiedRequest>().is_some(), None);
+        answered(
+            &response,
+            request.extensions().get::<VerifiedRequest>().is_some(),
+            audit,
+        );
         return State::Answered {
             response: Some(response),
         };
@@ -537,7 +548,9 @@ where
                                     }
                                     gate(&shared, service, request, replay, this.audit.as_deref())
                                 }
-                                Next::Call(request, key) => call_remembered(&shared, service, request, key),
+                                Next::Call(request, key) => {
+                                    call_remembered(&shared, service, request, key, this.audit.as_deref())
+                                }
                             };
                             this.state.set(state);
                         }
