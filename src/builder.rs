@@ -417,7 +417,7 @@ impl AAuthBuilder {
             .authz
             .build(&self.tokens.access_servers, can_grant, self.clock.now())?;
         let pending = crate::deferred::PendingStore::new(deferred);
-        self.endpoints.validate()?;
+        self.endpoints.validate(&self.schemes, &self.tokens, can_grant)?;
         let mut tokens = self.tokens;
         tokens.max_iat_skew = self.max_skew;
         if self.profile.accepts_legacy() {

@@ -564,6 +564,7 @@ fn endpoint_paths_are_checked_at_build() {
     for bad in ["revoke", "/a/../b", "/.well-known/jwks.json", "/aauth/pending/x"] {
         let error = tower_aauth::AAuth::builder(RESOURCE)
             .key_resolver(StaticResolver::new())
+            .auth_server(AS)
             .revocation_endpoint(bad)
             .build()
             .unwrap_err();
@@ -571,6 +572,7 @@ fn endpoint_paths_are_checked_at_build() {
     }
     let same = tower_aauth::AAuth::builder(RESOURCE)
         .key_resolver(StaticResolver::new())
+        .auth_server(AS)
         .revocation_endpoint("/aauth/x")
         .authorization_endpoint("/aauth/x", |_, _| tower_aauth::policy::AccountDecision::NotHeld)
         .build();
@@ -615,4 +617,36 @@ async fn an_entry_is_enforced_until_its_exp_plus_skew_and_not_after() {
     assert_eq!(response.headers()["signature-error"], "error=revoked_jwt", "exp + skew");
     let response = harness.send(at(&harness, 71)).await;
     assert_eq!(response.status(), StatusCode::OK, "lapsed");
+}
+
+#[test]
+fn an_endpoint_that_could_answer_nobody_is_a_configuration_error() {
+    use tower_aauth::policy::AccountDecision;
+    use tower_aauth::{AAuth, Scheme, TokenKind};
+    let base = || AAuth::builder(RESOURCE).key_resolver(StaticResolver::new());
+    let cases = [
+        ("revocations, no trusted server", base().revocation_endpoint(PATH)),
+        (
+            "revocations, no jwks_uri",
+            base()
+                .auth_server(AS)
+                .accept_schemes([Scheme::Jwt, Scheme::Hwk])
+                .revocation_endpoint(PATH),
+        ),
+        (
+            "authorization, no trusted server",
+            base().authorization_endpoint("/authorize", |_, _| AccountDecision::NotHeld),
+        ),
+        (
+            "authorization, no person tokens",
+            base()
+                .person_server(PS)
+                .accept_tokens([TokenKind::Agent, TokenKind::Auth])
+                .authorization_endpoint("/authorize", |_, _| AccountDecision::NotHeld),
+        ),
+    ];
+    for (case, builder) in cases {
+        let error = builder.build().unwrap_err().to_string();
+        assert!(error.contains("endpoint is mounted"), "{case}: {error}");
+    }
 }

@@ -9,6 +9,8 @@ use crate::error::ConfigError;
 use crate::names;
 use crate::policy::AccountDecision;
 use crate::policy::identity::PersonId;
+use crate::sigkey::Scheme;
+use crate::token::{TokenKind, TokenPolicy};
 
 /// Decides whether a person holds an account ([`AccountDecision`]).
 pub(crate) type Accounts = Arc<dyn Fn(&PersonId, &str) -> AccountDecision + Send + Sync>;
@@ -48,8 +50,37 @@ impl Endpoints {
         self.at(path).is_some()
     }
 
-    /// Checks the mounted paths (at build time).
-    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
+    /// Checks the mounted paths, and that a mounted endpoint can answer anyone (at build
+    /// time): revocations need a trusted server and `jwks_uri` signatures, the
+    /// authorization endpoint person tokens under `jwt` and a server to mint for.
+    pub(crate) fn validate(
+        &self,
+        schemes: &[Scheme],
+        tokens: &TokenPolicy,
+        can_grant: bool,
+    ) -> Result<(), ConfigError> {
+        if self.revocation.is_some() {
+            if !schemes.contains(&Scheme::JwksUri) {
+                return Err(ConfigError::new(
+                    "the revocation endpoint is mounted but jwks_uri signatures are not accepted: \
+                     servers sign revocations with jwks_uri",
+                ));
+            }
+            if !can_grant {
+                return Err(ConfigError::new(
+                    "the revocation endpoint is mounted but no access server or person server is \
+                     trusted: nobody could revoke anything (auth_server(), person_server())",
+                ));
+            }
+        }
+        if self.authorization.is_some()
+            && (!schemes.contains(&Scheme::Jwt) || !tokens.accepted.contains(&TokenKind::Person) || !can_grant)
+        {
+            return Err(ConfigError::new(
+                "the authorization endpoint is mounted but cannot answer: it needs person tokens \
+                 (scheme jwt, TokenKind::Person) and a trusted access or person server",
+            ));
+        }
         let paths = [
             self.revocation.as_deref(),
             self.authorization.as_ref().map(|(p, _)| p.as_str()),
