@@ -402,3 +402,45 @@ async fn the_metadata_advertises_the_endpoint_only_when_mounted() {
         .unwrap();
     assert!(plain.metadata().get("authorization_endpoint").is_none());
 }
+
+mod garbage {
+    //! Any body an agent signs with its person token is answered without a 5xx and mints
+    //! nothing unless it is a well-formed request for declared scopes.
+
+    use proptest::prelude::any;
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn body() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            proptest::collection::vec(any::<u8>(), 0..256),
+            "[ -~]{0,64}".prop_map(String::into_bytes),
+            (any::<String>(), any::<Option<String>>()).prop_map(|(scope, account)| {
+                let mut object = serde_json::Map::new();
+                object.insert("scope".into(), scope.into());
+                if let Some(account) = account {
+                    object.insert("account".into(), account.into());
+                }
+                Value::Object(object).to_string().into_bytes()
+            }),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, failure_persistence: None, ..ProptestConfig::default() })]
+
+        #[test]
+        fn a_signed_body_of_any_bytes_is_never_a_server_error(body in body()) {
+            let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            let w = world();
+            let request = w.post(&body, Some("application/json"), &KeySource::Jwt(w.person_token()));
+            let response = rt.block_on(w.send(request));
+            let status = response.status();
+            prop_assert!(!status.is_server_error(), "{status}");
+            prop_assert!(status == StatusCode::OK || status.is_client_error(), "{status}");
+            prop_assert_eq!(w.calls(), 0);
+            prop_assert_eq!(w.aauth.minted_resource_tokens(), u64::from(status == StatusCode::OK));
+        }
+    }
+}

@@ -650,3 +650,47 @@ fn an_endpoint_that_could_answer_nobody_is_a_configuration_error() {
         assert!(error.contains("endpoint is mounted"), "{case}: {error}");
     }
 }
+
+mod garbage {
+    //! Any body a trusted caller signs is answered without a 5xx, and only a well-formed
+    //! one changes the set.
+
+    use proptest::prelude::any;
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn body() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            proptest::collection::vec(any::<u8>(), 0..256),
+            "[ -~]{0,64}".prop_map(String::into_bytes),
+            (any::<Option<String>>(), any::<i64>(), any::<bool>()).prop_map(|(jti, exp, extra)| {
+                let mut object = serde_json::Map::new();
+                if let Some(jti) = jti {
+                    object.insert("jti".into(), jti.into());
+                }
+                object.insert("exp".into(), exp.into());
+                if extra {
+                    object.insert("iss".into(), AS.into());
+                }
+                serde_json::Value::Object(object).to_string().into_bytes()
+            }),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, failure_persistence: None, ..ProptestConfig::default() })]
+
+        #[test]
+        fn a_signed_body_of_any_bytes_is_never_a_server_error(body in body()) {
+            let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            let harness = resource();
+            let response = rt.block_on(harness.send(raw(&body, Some("application/json"))));
+            let status = response.status();
+            prop_assert!(status == StatusCode::OK || status == StatusCode::BAD_REQUEST, "{status}");
+            prop_assert_eq!(harness.calls(), 0);
+            let changed = !harness.aauth.revocations().snapshot().is_empty();
+            prop_assert!(!changed || status == StatusCode::OK);
+        }
+    }
+}
