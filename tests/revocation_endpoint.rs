@@ -694,3 +694,19 @@ mod garbage {
         }
     }
 }
+
+#[tokio::test]
+async fn an_impostor_naming_a_trusted_server_fails_its_signature() {
+    let harness = resource();
+    let impostor = TestAgent::from_seed([66; 32]).with_kid("as-key-1");
+    let (_, source) = access_signer();
+    let body = json!({ "jti": "at-1", "exp": NOW + 60 }).to_string();
+    let mut request = Request::post(url())
+        .header("content-type", "application/json")
+        .body(Body::from(body.clone()))
+        .unwrap();
+    impostor.sign_with_body(&mut request, body.as_bytes(), &source, NOW);
+    let response = harness.send(request).await;
+    assert_refused(&harness, response, "invalid_signature").await;
+    assert!(harness.aauth.revocations().snapshot().is_empty());
+}
