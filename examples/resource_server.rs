@@ -22,6 +22,13 @@
 //! `200` body is JSON naming `agent` (and `agent_provider`), `scheme`, `token_type`,
 //! `scope` and `sub`.
 //!
+//! The layer also answers two endpoints the metadata advertises: `POST /aauth/revoke`
+//! (`revocation_endpoint`: a trusted access or person server revokes a token it issued,
+//! on every replica when the policy is shared through Redis) and `POST /aauth/authorize`
+//! (`authorization_endpoint`: an agent presenting a person token asks for scopes and gets
+//! a resource token; this example holds no accounts, so any `account` is
+//! `invalid_account`).
+//!
 //! A three-party resource honours grants only from the person servers it names: any
 //! server can be a person server, and one that grants itself `data.write` must not be
 //! served. So without `AAUTH_AUTH_SERVER` the example refuses to start unless
@@ -96,6 +103,7 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tower_aauth::budget::{BudgetOptions, Meter};
+use tower_aauth::policy::AccountDecision;
 use tower_aauth::replay::ReplayOptions;
 use tower_aauth::{AAuth, AuthGrant, DeferredOptions, Profile, VerifiedAgent};
 
@@ -126,7 +134,9 @@ fn configure(
         .deferred_delivery(deferred)
         .metadata_name("Important Resource")
         .access_mode("auth-token")
-        .budgets(budgets);
+        .budgets(budgets)
+        .revocation_endpoint("/aauth/revoke")
+        .authorization_endpoint("/aauth/authorize", |_, _| AccountDecision::NotHeld);
     let person_servers: Vec<String> = env("AAUTH_PERSON_SERVER")
         .map(|list| {
             list.split(',')

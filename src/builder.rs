@@ -70,6 +70,7 @@ pub struct AAuthBuilder {
     ceilings: ScopeCeilings,
     bindings: Option<Arc<dyn AgentBindings>>,
     consent: Consent,
+    endpoints: crate::endpoint::config::Endpoints,
     pub(crate) authz: AuthzOptions,
 }
 
@@ -109,6 +110,7 @@ impl AAuthBuilder {
             ceilings: ScopeCeilings::new(),
             bindings: None,
             consent: Consent::default(),
+            endpoints: Default::default(),
             authz: Default::default(),
         }
     }
@@ -420,6 +422,7 @@ impl AAuthBuilder {
             .authz
             .build(&self.tokens.access_servers, can_grant, self.clock.now())?;
         let pending = crate::deferred::PendingStore::new(deferred);
+        self.endpoints.validate(&self.schemes, &self.tokens, can_grant)?;
         let mut tokens = self.tokens;
         tokens.max_iat_skew = self.max_skew;
         if self.profile.accepts_legacy() {
@@ -494,6 +497,7 @@ impl AAuthBuilder {
                 authz,
                 pending,
                 budgets,
+                endpoints: self.endpoints,
             }),
         })
     }
@@ -605,6 +609,47 @@ impl AAuthBuilder {
 
 // from src/deferred/mod.rs
 impl AAuthBuilder {
+    /// Serves the revocation endpoint ([AAuth draft -11, "Token Revocation"][draft-11])
+    /// at `path` (for example `/aauth/revoke`) and advertises it as
+    /// `revocation_endpoint` in the resource metadata: the layer answers it itself. A
+    /// trusted access or person server revokes a token it issued with a signed `POST`
+    /// of `{"jti", "exp"}`; the entry joins [`AAuth::revocations`](crate::AAuth::revocations)
+    /// (published to every replica when the set is synced) until the token expires.
+    /// It answers `200` (known token or not), `400 invalid_request` (a body that is not
+    /// exactly that), `401` with `Signature-Error` (not a `jwks_uri` signature covering
+    /// `content-type` and `content-digest`), `403 unsupported_iss` (a caller that is not
+    /// a configured access server or trusted person server) and `429 rate_limited` with
+    /// `Retry-After` (each caller: 100 requests at once, 20 more a second, 1 MiB of live
+    /// entries). Opt-in: nothing is served at `path` otherwise.
+    ///
+    /// `build` fails if `path` is not a plain absolute path or collides with a path the
+    /// crate serves.
+    ///
+    /// [draft-11]: https://datatracker.ietf.org/doc/html/draft-hardt-oauth-aauth-protocol-11
+    pub fn revocation_endpoint(mut self, path: impl Into<String>) -> Self {
+        self.endpoints.revocation = Some(path.into());
+        self
+    }
+
+    /// Serves the authorization endpoint ([AAuth draft -11, "Authorization
+    /// Endpoint"][draft-11]) at `path` (for example `/aauth/authorize`) and advertises
+    /// it as `authorization_endpoint` in the resource metadata: an agent presenting a
+    /// person token `POST`s `{"scope", "account"?}` and is answered a resource token
+    /// for those scopes (`400 invalid_scope` for a scope not declared with
+    /// [`scope`](Self::scope)). `accounts` decides whether the person `(iss, sub)`
+    /// holds a requested `account` ([`AccountDecision`](crate::policy::AccountDecision));
+    /// a resource without accounts passes `|_, _| AccountDecision::NotHeld`.
+    ///
+    /// [draft-11]: https://datatracker.ietf.org/doc/html/draft-hardt-oauth-aauth-protocol-11
+    pub fn authorization_endpoint(
+        mut self,
+        path: impl Into<String>,
+        accounts: impl Fn(&crate::policy::PersonId, &str) -> crate::policy::AccountDecision + Send + Sync + 'static,
+    ) -> Self {
+        self.endpoints.authorization = Some((path.into(), Arc::new(accounts)));
+        self
+    }
+
     /// Limits of deferred delivery for the routes that opt in with
     /// [`GuardLayer::deferred`](crate::guard::GuardLayer::deferred) (see [`guard`](crate::guard)).
     pub fn deferred_delivery(mut self, options: DeferredOptions) -> Self {

@@ -243,10 +243,10 @@ where
     ResBody: From<Bytes>,
 {
     let Some(key) = replay else {
-        return call_inner(shared, inner, request, None);
+        return call_inner(shared, inner, request, None, audit);
     };
     match shared.replay_store.try_insert(&key, shared.replay_ttl) {
-        Some(Ok(Insertion::First)) => call_remembered(shared, inner, request, key),
+        Some(Ok(Insertion::First)) => call_remembered(shared, inner, request, key, audit),
         Some(Ok(Insertion::Repeat)) => reject(shared, crate::replay::store::REPLAYED, audit),
         Some(Err(error)) => reject(shared, error, audit),
         None => State::Verifying {
@@ -257,25 +257,51 @@ where
     }
 }
 
-fn call_remembered<S, B>(shared: &Arc<Shared>, inner: S, request: Request<B>, key: ReplayKey) -> State<S, B>
+fn call_remembered<S, B, ResBody>(
+    shared: &Arc<Shared>,
+    inner: S,
+    request: Request<B>,
+    key: ReplayKey,
+    audit: Option<&AuditContext>,
+) -> State<S, B>
 where
-    S: Service<Request<B>>,
+    S: Service<Request<B>, Response = Response<ResBody>>,
     B: Send + 'static,
+    ResBody: From<Bytes>,
 {
     let release = Release {
         key,
         store: shared.replay_store.clone(),
     };
-    call_inner(shared, inner, request, Some(release))
+    call_inner(shared, inner, request, Some(release), audit)
 }
 
-/// Calls the inner service, or answers a poll of a served pending URL.
-fn call_inner<S, B>(shared: &Arc<Shared>, mut inner: S, request: Request<B>, release: Option<Release>) -> State<S, B>
+/// Calls the inner service, or answers a poll of a served pending URL or a request to a
+/// mounted endpoint.
+fn call_inner<S, B, ResBody>(
+    shared: &Arc<Shared>,
+    mut inner: S,
+    request: Request<B>,
+    release: Option<Release>,
+    audit: Option<&AuditContext>,
+) -> State<S, B>
 where
-    S: Service<Request<B>>,
+    S: Service<Request<B>, Response = Response<ResBody>>,
     B: Send + 'static,
+    ResBody: From<Bytes>,
 {
     let path = original_path(&request);
+    if let Some(which) = shared.endpoints.at(path) {
+        let response = crate::endpoint::answer(shared, which, &request).map(ResBody::from);
+        answered(
+            &response,
+            request.extensions().get::<VerifiedRequest>().is_some(),
+            audit,
+        );
+        return State::Answered {
+            response: Some(response),
+        };
+    }
     if request.method() == http::Method::GET && shared.pending.serves(path) {
         let path = path.to_owned();
         let (parts, _) = request.into_parts();
@@ -332,13 +358,18 @@ where
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
+    let endpoint = shared.endpoints.serves(original_path(&request));
     let verification = async {
         if pending.digest.is_none() {
             let verified: VerifiedRequest = pending.finish(shared.clone(), None).await?;
             return Ok((request, verified));
         }
         let (parts, body) = request.into_parts();
-        let limit = shared.max_body_bytes;
+        let limit = if endpoint {
+            shared.max_body_bytes.min(crate::endpoint::MAX_BODY_BYTES)
+        } else {
+            shared.max_body_bytes
+        };
         let bytes = match Limited::new(body, limit).collect().await {
             Ok(collected) => collected.to_bytes(),
             Err(error) if error.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
@@ -347,7 +378,11 @@ where
             Err(_) => return Err(Error::invalid_signature("the request body could not be read")),
         };
         let verified = pending.finish(shared.clone(), Some(&bytes)).await?;
-        Ok((Request::from_parts(parts, B::from(bytes)), verified))
+        let mut request = Request::from_parts(parts, B::from(bytes.clone()));
+        if endpoint {
+            request.extensions_mut().insert(crate::endpoint::VerifiedBody(bytes));
+        }
+        Ok((request, verified))
     }
     .await;
     crate::metrics::verification(started, verification.is_ok());
@@ -513,7 +548,9 @@ where
                                     }
                                     gate(&shared, service, request, replay, this.audit.as_deref())
                                 }
-                                Next::Call(request, key) => call_remembered(&shared, service, request, key),
+                                Next::Call(request, key) => {
+                                    call_remembered(&shared, service, request, key, this.audit.as_deref())
+                                }
                             };
                             this.state.set(state);
                         }

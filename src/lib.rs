@@ -10,7 +10,8 @@
 //   engine      httpsig · jose · legacy · sigkey · discovery · policy::identity · token ·
 //               keyring · resource_token · verified · replay · policy · token_cache · authz
 //   state       state (the one struct the services share, built only by the builder)
-//   services    verifier · challenge · guard · layer · deferred · rar · extract · well_known
+//   services    verifier · challenge · guard · endpoint · layer · deferred · rar · extract ·
+//               well_known
 //   handle      aauth (every method of `AAuth`) · builder (`AAuthBuilder`)
 mod aauth;
 mod authz;
@@ -19,6 +20,7 @@ mod challenge;
 mod clock;
 mod deferred;
 mod diagnose;
+mod endpoint;
 mod error;
 #[cfg(feature = "axum")]
 mod extract;

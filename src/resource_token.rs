@@ -289,6 +289,9 @@ pub struct MintRequest<'a> {
     pub budget: Option<&'a Value>,
     /// draft-hardt-aauth-budgets `budget_consumed` records (only beside `budget`).
     pub budget_consumed: Option<&'a Value>,
+    /// `account`: the echo of an authorization request's `account` (the authorization
+    /// endpoint's, once the resource decided the person holds it).
+    pub account: Option<&'a str>,
 }
 
 /// The resource's fixed minting parameters.
@@ -357,6 +360,9 @@ impl Minter<'_> {
                 put(names::claim::BUDGET_CONSUMED, consumed.clone());
             }
         }
+        if let Some(account) = request.account {
+            put("account", account.into());
+        }
         if request.generation == Generation::Legacy
             && let Some(agent) = request.agent
         {
@@ -397,6 +403,7 @@ mod tests {
             authorization_details: None,
             budget: None,
             budget_consumed: None,
+            account: None,
         }
     }
 

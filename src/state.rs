@@ -64,6 +64,8 @@ pub(crate) struct Shared {
     pub(crate) pending: PendingStore,
     /// Budget counters and the metadata's budget members ([`crate::budget`]).
     pub(crate) budgets: crate::budget::options::Budgets,
+    /// The revocation and authorization endpoints, when mounted.
+    pub(crate) endpoints: crate::endpoint::config::Endpoints,
 }
 
 impl std::fmt::Debug for Shared {
@@ -81,13 +83,16 @@ impl Shared {
     }
 
     /// The paths neither the default requirement nor a guard applied router-wide applies
-    /// to: the well-known documents, and pending URLs while they are served (a poll
-    /// carries its own requirement). Exact shapes only, never a prefix. None of them
+    /// to: the well-known documents, pending URLs while they are served (a poll
+    /// carries its own requirement) and the mounted endpoints (each checks its caller). Exact shapes only, never a prefix. None of them
     /// contains a dot segment or a percent sign, so a path equal to one is already in
     /// normal form and is routed as that resource; any other spelling
     /// (`/aauth/pending/x/../../admin`, `%2e%2e`) gets the requirement.
     pub(crate) fn is_public(&self, path: &str) -> bool {
-        path == names::path::RESOURCE_METADATA || path == names::path::JWKS || self.pending.serves(path)
+        path == names::path::RESOURCE_METADATA
+            || path == names::path::JWKS
+            || self.pending.serves(path)
+            || self.endpoints.serves(path)
     }
 
     /// [`Shared::is_public`] for a request head, by the path the agent signed (the

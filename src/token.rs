@@ -200,7 +200,7 @@ pub enum IssuerTrust {
 }
 
 impl IssuerTrust {
-    fn allows(&self, iss: &str) -> bool {
+    pub(crate) fn allows(&self, iss: &str) -> bool {
         match self {
             IssuerTrust::Any => true,
             IssuerTrust::Listed(list) => list.iter().any(|i| i == iss),

@@ -76,6 +76,16 @@ enum KeyWork {
         claims: Box<TokenClaims>,
         hash: [u8; 32],
     },
+    /// A token whose signature failed under the cached key of its `kid` (the HTTP
+    /// signature already verified with `cnf.jwk`): one refetch of the issuer's keys, then
+    /// the token signature again, else `failure`.
+    TokenRekeyed {
+        token: String,
+        claims: Box<TokenClaims>,
+        hash: [u8; 32],
+        failed: Arc<Jwk>,
+        failure: Error,
+    },
 }
 
 /// State carried from the head to the slow path.
@@ -456,7 +466,21 @@ impl Verifier<'_> {
             Some(key) => {
                 let key = key.map_err(token_key_error)?;
                 check_key_alg(shared.profile, &key).map_err(token_key_error)?;
-                jws.verify_with(&key)?;
+                if let Err(failure) = jws.verify_with(&key) {
+                    // The kid matched and the signature did not: perhaps the issuer
+                    // re-keyed under the same kid. Only a request its key signed gets
+                    // here (proof of possession above), so a bad request signature
+                    // never causes the refetch.
+                    let partial = signed.assemble(Found::awaiting_issuer_key(thumbprint, &claims));
+                    let work = KeyWork::TokenRekeyed {
+                        token,
+                        claims: Box::new(claims),
+                        hash,
+                        failed: key,
+                        failure,
+                    };
+                    return Ok((work, partial));
+                }
                 let token = self.remember(claims, hash);
                 Ok((KeyWork::None, signed.assemble(Found::token(thumbprint, token))))
             }
@@ -656,6 +680,31 @@ impl Pending {
                     })
                     .await
                     .map_err(token_key_error)?;
+                check_key_alg(shared.profile, &key).map_err(token_key_error)?;
+                let jws = UnverifiedJws::parse(&token, shared.tokens.alg)?;
+                jws.verify_with(&key)?;
+                let verifier = Verifier { shared: &shared };
+                verified.token = Some(verifier.remember(*claims, hash));
+            }
+            KeyWork::TokenRekeyed {
+                token,
+                claims,
+                hash,
+                failed,
+                failure,
+            } => {
+                let query = KeyQuery {
+                    issuer: &claims.iss,
+                    dwk: &claims.dwk,
+                    kid: &claims.kid,
+                };
+                let key = match shared.resolver.refetch(query).await {
+                    None => return Err(failure),
+                    Some(key) => key.map_err(token_key_error)?,
+                };
+                if key.thumbprint_shared() == failed.thumbprint_shared() {
+                    return Err(failure);
+                }
                 check_key_alg(shared.profile, &key).map_err(token_key_error)?;
                 let jws = UnverifiedJws::parse(&token, shared.tokens.alg)?;
                 jws.verify_with(&key)?;

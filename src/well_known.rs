@@ -75,6 +75,19 @@ pub(crate) fn metadata(shared: &Shared) -> Value {
     if !extra.is_empty() {
         doc.insert("additional_signature_components".into(), json!(extra));
     }
+    let endpoints = &shared.endpoints;
+    if let Some(path) = &endpoints.revocation {
+        doc.insert(
+            "revocation_endpoint".into(),
+            format!("{}{path}", shared.resource).into(),
+        );
+    }
+    if let Some((path, _)) = &endpoints.authorization {
+        doc.insert(
+            "authorization_endpoint".into(),
+            format!("{}{path}", shared.resource).into(),
+        );
+    }
     doc.insert("accept_signature_algs".into(), json!([names::alg::ED25519]));
     let schemes: Vec<&str> = shared.schemes.schemes().iter().map(|s| s.as_str()).collect();
     doc.insert("accept_signature_schemes".into(), json!(schemes));

@@ -369,3 +369,27 @@ async fn a_refusal_by_the_default_requirement_is_logged_once() {
     assert_eq!(event[AuditField::Reason.name()], "agent-token");
     assert_eq!(event[AuditField::Route.name()], "/data");
 }
+
+#[tokio::test]
+async fn a_request_the_revocation_endpoint_answers_logs_one_event() {
+    let capture = Capture::default();
+    let _guard = capture.install();
+    let harness = Harness::with(|builder| builder.revocation_endpoint("/aauth/revoke"));
+    let request = harness
+        .access_server
+        .revocation_request(
+            &format!("{RESOURCE}/aauth/revoke"),
+            tower_aauth::engine::dwk::ACCESS,
+            "at-1",
+            NOW + 60,
+            NOW,
+        )
+        .map(Body::from);
+    let response = harness.send(request).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let event = capture.one();
+    assert_eq!(event[AuditField::Status.name()], "200");
+    assert_eq!(event[AuditField::Method.name()], "POST");
+    assert_eq!(event[AuditField::Route.name()], "/aauth/revoke");
+    assert_eq!(event[AuditField::Scheme.name()], "jwks_uri");
+}

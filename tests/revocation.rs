@@ -262,7 +262,7 @@ fn malformed_revocation_documents_are_errors_naming_the_entry() {
         (r#"{"jtis": [{"iss": "as.example", "jti": "1"}]}"#, "jtis[0]"),
         (r#"{"jtis": [{"iss": "https://as.example"}]}"#, "missing field"),
         (
-            r#"{"jtis": [{"iss": "https://as.example", "jti": "1", "exp": 1}]}"#,
+            r#"{"jtis": [{"iss": "https://as.example", "jti": "1", "nbf": 1}]}"#,
             "unknown field",
         ),
         (r#"{"persons": [], "persons": []}"#, "duplicate field"),
@@ -279,6 +279,20 @@ fn malformed_revocation_documents_are_errors_naming_the_entry() {
         "x".repeat(1025)
     );
     assert!(RevocationSet::from_json(too_long.as_bytes()).is_err());
+}
+
+#[test]
+fn a_jti_entry_may_carry_the_tokens_exp_and_a_malformed_one_is_an_error() {
+    let set = RevocationSet::from_json(br#"{"jtis": [{"iss": "https://as.example", "jti": "1", "exp": 1788727813}]}"#)
+        .unwrap();
+    assert!(set.contains(&Revoked::Jti {
+        issuer: "https://as.example".to_owned(),
+        jti: "1".to_owned(),
+    }));
+    for exp in [r#""1788727813""#, "-1", "1.5", "null"] {
+        let document = format!(r#"{{"jtis": [{{"iss": "https://as.example", "jti": "1", "exp": {exp}}}]}}"#);
+        assert!(RevocationSet::from_json(document.as_bytes()).is_err(), "{exp}");
+    }
 }
 
 #[test]

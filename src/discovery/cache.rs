@@ -602,6 +602,34 @@ impl<F: Fetch> KeyResolver for DiscoveryResolver<F> {
             }
         })
     }
+
+    /// Same-`kid` re-keying: one fetch of a cached issuer, never within
+    /// [`unknown_kid_cooldown`](DiscoveryConfig::unknown_kid_cooldown) of its last fetch
+    /// (whatever caused that one), shared by concurrent callers. A failing fetch keeps
+    /// the keys, so the failure stands.
+    fn refetch<'a>(&'a self, query: KeyQuery<'a>) -> BoxFuture<'a, Option<Result<Arc<Jwk>, Error>>> {
+        Box::pin(async move {
+            let inner = &*self.inner;
+            inner.admit(&query).ok()?;
+            let key = Inner::<F>::store_key(query.issuer, query.dwk);
+            let observed = inner.store.get(&key)?;
+            let floor = inner.config.unknown_kid_cooldown.as_secs();
+            if inner.clock.now() < observed.last_fetch.saturating_add(floor) {
+                crate::metrics::discovery_cooldown_hit();
+                tracing::debug!(issuer = %Shown(query.issuer), "discovery: key failed to verify within the refresh cooldown");
+                return None;
+            }
+            let entry = match inner.flight(&key, query.issuer, query.dwk, Some(observed)).await {
+                Ok(entry) => entry,
+                Err(error) => return Some(Err(error)),
+            };
+            Some(match inner.answer(&entry, query.kid, inner.clock.now(), true) {
+                Answer::Key(key) => Ok(key),
+                Answer::Refused(error) => Err(error),
+                Answer::Fetch => Err(entry.failure.as_ref().map_or(UNKNOWN_KEY, |f| f.error.clone())),
+            })
+        })
+    }
 }
 
 #[cfg(test)]

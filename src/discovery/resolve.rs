@@ -36,6 +36,19 @@ pub trait KeyResolver: Send + Sync + 'static {
 
     /// Finds the key, fetching metadata and JWKS as needed.
     fn resolve<'a>(&'a self, query: KeyQuery<'a>) -> BoxFuture<'a, Result<Arc<Jwk>, Error>>;
+
+    /// The key `query` names failed to verify a token although its `kid` matched: the
+    /// issuer may have re-keyed under the same `kid` ([AAuth draft -11, "JWKS Discovery
+    /// and Caching"][draft-11]). Fetches the issuer's keys again, unless they were fetched
+    /// less than the refresh floor ago, and answers the key now published under that
+    /// `kid` (`unknown_key` once it is gone). `None`: nothing was fetched, and the
+    /// failure stands. The default fetches nothing.
+    ///
+    /// [draft-11]: https://datatracker.ietf.org/doc/html/draft-hardt-oauth-aauth-protocol-11
+    fn refetch<'a>(&'a self, query: KeyQuery<'a>) -> BoxFuture<'a, Option<Result<Arc<Jwk>, Error>>> {
+        let _ = query;
+        Box::pin(std::future::ready(None))
+    }
 }
 
 /// Fetches a document over HTTP(S). Implement it to bring your own client (TLS roots,

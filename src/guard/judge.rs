@@ -128,6 +128,7 @@ fn need_auth_with(
                 authorization_details: details,
                 budget: budget.map(|(budget, _)| budget),
                 budget_consumed: budget.and_then(|(_, consumed)| consumed),
+                account: None,
             };
             let resource_token = minter.mint(&request, shared.clock.now());
             Ok(Challenge::AuthToken {

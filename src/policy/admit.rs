@@ -20,7 +20,9 @@ use crate::verified::VerifiedToken;
 pub(crate) fn admit(shared: &Shared, verified: &mut VerifiedRequest) -> Result<(), Error> {
     let now = shared.clock.now();
     identify(shared, verified, now)?;
-    shared.revocations.check(verified)?;
+    shared
+        .revocations
+        .check_at(verified, now.saturating_sub(shared.max_skew))?;
     shared.ceilings.ensure_current()?;
     narrow_grant(shared, verified);
     Ok(())

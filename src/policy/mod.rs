@@ -85,6 +85,7 @@
 //!
 //! [draft-11]: https://datatracker.ietf.org/doc/html/draft-hardt-oauth-aauth-protocol-11
 
+pub(crate) mod account;
 pub(crate) mod admit;
 pub(crate) mod audit;
 pub(crate) mod ceiling;
@@ -97,6 +98,7 @@ pub(crate) mod shared;
 mod sync;
 
 pub use crate::error::PolicyError;
+pub use account::AccountDecision;
 pub use audit::{AUDIT_TARGET, AuditField};
 pub use ceiling::{CeilingSet, ScopeCeilings};
 pub use consent::GrantPolicy;

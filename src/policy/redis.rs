@@ -52,7 +52,7 @@ const SCAN_COUNT: usize = 1000;
 ///
 /// | key | type | holds |
 /// |---|---|---|
-/// | `tower-aauth:policy:revocations` | set | one member per revoked entry: a revocation document with exactly one entry, compact, e.g. `{"agents":["aauth:assistant@agent.example"]}`, `{"key_thumbprints":["…"]}`, `{"jtis":[{"iss":"https://as.example","jti":"at-42"}]}`, `{"persons":[{"iss":"https://ps.example","sub":"…"}]}` |
+/// | `tower-aauth:policy:revocations` | set | one member per revoked entry: a revocation document with exactly one entry, compact, e.g. `{"agents":["aauth:assistant@agent.example"]}`, `{"key_thumbprints":["…"]}`, `{"jtis":[{"iss":"https://as.example","jti":"at-42"}]}` (with `"exp":…` when the entry lapses once the token expired: the revocation endpoint's), `{"persons":[{"iss":"https://ps.example","sub":"…"}]}` |
 /// | `tower-aauth:policy:ceilings` | string | the ceilings document ([`CeilingSet::from_json`](super::CeilingSet::from_json)); absent: no ceilings |
 /// | `tower-aauth:policy:version` | string (integer) | incremented by every write |
 /// | channel `tower-aauth:policy:changed` | pub/sub | a message after every write (its payload is not read) |

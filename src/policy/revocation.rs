@@ -1,4 +1,12 @@
 //! The revocation set: agents, keys, tokens and persons refused on every request.
+//!
+//! A token entry may carry the token's `exp` (the revocation endpoint's entries, [AAuth
+//! draft -11, "Token Revocation"][draft-11]): it is enforced until `exp` plus the allowed
+//! clock skew, after which the token is refused as expired anyway, and it is then pruned
+//! by the next endpoint write (from the shared store too, by its exact member text).
+//! Entries without `exp` (an operator's) stay until lifted.
+//!
+//! [draft-11]: https://datatracker.ietf.org/doc/html/draft-hardt-oauth-aauth-protocol-11
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -74,6 +82,41 @@ impl Revoked {
     }
 }
 
+/// One entry of a set as the stores hold it: a [`Revoked`] and, for a token entry
+/// written by the revocation endpoint, the token's `exp`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Entry {
+    pub(crate) revoked: Revoked,
+    /// The token's `exp` (`Revoked::Jti` only): the entry lapses after it (plus skew).
+    pub(crate) exp: Option<u64>,
+}
+
+impl Entry {
+    /// An entry in force until lifted.
+    pub(crate) fn lasting(revoked: Revoked) -> Self {
+        Entry { revoked, exp: None }
+    }
+
+    /// The one-entry document the shared store holds for it; a token entry with `exp`
+    /// is `{"jtis":[{"exp":…,"iss":"…","jti":"…"}]}`.
+    pub(crate) fn member(&self) -> Result<String, PolicyError> {
+        match (&self.revoked, self.exp) {
+            (Revoked::Jti { issuer, jti }, Some(exp)) => {
+                Ok(serde_json::json!({ "jtis": [{ "iss": issuer, "jti": jti, "exp": exp }] }).to_string())
+            }
+            (revoked, _) => revoked.member(),
+        }
+    }
+
+    /// Bytes an expiring entry is charged against its issuer's budget.
+    pub(crate) fn charge(issuer: &str, jti: &str) -> usize {
+        issuer.len() + jti.len() + ENTRY_OVERHEAD
+    }
+}
+
+/// What an expiring token entry costs besides its two strings (map slots, the `exp`).
+const ENTRY_OVERHEAD: usize = 96;
+
 impl Revoked {
     /// The entry as a one-entry revocation document in compact canonical form (the member
     /// the shared store holds for it), e.g. `{"agents":["aauth:assistant@agent.example"]}`.
@@ -109,15 +152,27 @@ fn value(text: &str, _what: &'static str) -> Result<(), &'static str> {
     Ok(())
 }
 
+fn uncharge(bytes: &mut HashMap<String, usize>, issuer: &str, charge: usize) {
+    if let Some(held) = bytes.get_mut(issuer) {
+        *held = held.saturating_sub(charge);
+        if *held == 0 {
+            bytes.remove(issuer);
+        }
+    }
+}
+
 /// An immutable set of revocations (one snapshot of a [`Revocations`] handle).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RevocationSet {
     agents: HashSet<AgentId>,
     keys: HashSet<String>,
-    /// `jti` → the issuers that token id is revoked for (lookups without allocating).
-    jtis: HashMap<String, Vec<String>>,
+    /// `jti` → the issuers that token id is revoked for, each with the token's `exp` when
+    /// the entry lapses (lookups without allocating).
+    jtis: HashMap<String, Vec<(String, Option<u64>)>>,
     persons: HashSet<PersonId>,
     count: usize,
+    /// Bytes of the expiring token entries, per issuer ([`Entry::charge`]).
+    expiring_bytes: HashMap<String, usize>,
 }
 
 /// The JSON document [`RevocationSet::from_json`] reads.
@@ -146,6 +201,13 @@ struct PersonEntry {
 struct JtiEntry {
     iss: String,
     jti: String,
+    /// Absent: a lasting entry; `null` is not an `exp`.
+    #[serde(default, deserialize_with = "present_u64")]
+    exp: Option<u64>,
+}
+
+fn present_u64<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<u64>, D::Error> {
+    u64::deserialize(deserializer).map(Some)
 }
 
 impl RevocationSet {
@@ -156,22 +218,49 @@ impl RevocationSet {
 
     /// Adds `entry` after checking its shape.
     pub fn insert(&mut self, entry: Revoked) -> Result<(), PolicyError> {
+        self.add(Entry::lasting(entry))
+    }
+
+    /// Adds `entry` after checking its shape. A token entry present already keeps the
+    /// longer life: none beats any `exp`, a later `exp` an earlier one.
+    pub(crate) fn add(&mut self, entry: Entry) -> Result<(), PolicyError> {
         entry
+            .revoked
             .validate()
             .map_err(|reason| PolicyError::entry("revocation", 0, reason))?;
-        if self.count >= MAX_REVOCATIONS {
+        let exp = match entry.revoked {
+            Revoked::Jti { .. } => entry.exp,
+            _ => None,
+        };
+        if self.count >= MAX_REVOCATIONS && !self.contains(&entry.revoked) {
             return Err(PolicyError::new("too many revocations in one set"));
         }
-        let fresh = match entry {
+        let fresh = match entry.revoked {
             Revoked::Agent(id) => self.agents.insert(id),
             Revoked::KeyThumbprint(t) => self.keys.insert(t),
             Revoked::Jti { issuer, jti } => {
+                let charge = Entry::charge(&issuer, &jti);
                 let issuers = self.jtis.entry(jti).or_default();
-                let fresh = !issuers.contains(&issuer);
-                if fresh {
-                    issuers.push(issuer);
+                match issuers.iter_mut().find(|(i, _)| *i == issuer) {
+                    Some((_, held)) => {
+                        let longer = match (*held, exp) {
+                            (Some(held), Some(exp)) => Some(held.max(exp)),
+                            _ => None,
+                        };
+                        if held.is_some() && longer.is_none() {
+                            uncharge(&mut self.expiring_bytes, &issuer, charge);
+                        }
+                        *held = longer;
+                        false
+                    }
+                    None => {
+                        if exp.is_some() {
+                            *self.expiring_bytes.entry(issuer.clone()).or_default() += charge;
+                        }
+                        issuers.push((issuer, exp));
+                        true
+                    }
                 }
-                fresh
             }
             Revoked::Person(person) => self.persons.insert(person),
         };
@@ -188,13 +277,17 @@ impl RevocationSet {
                 let Some(issuers) = self.jtis.get_mut(jti) else {
                     return false;
                 };
-                let before = issuers.len();
-                issuers.retain(|i| i != issuer);
-                let removed = issuers.len() != before;
+                let Some(at) = issuers.iter().position(|(i, _)| i == issuer) else {
+                    return false;
+                };
+                let (_, exp) = issuers.swap_remove(at);
                 if issuers.is_empty() {
                     self.jtis.remove(jti);
                 }
-                removed
+                if exp.is_some() {
+                    uncharge(&mut self.expiring_bytes, issuer, Entry::charge(issuer, jti));
+                }
+                true
             }
             Revoked::Person(person) => self.persons.remove(person),
         };
@@ -207,12 +300,15 @@ impl RevocationSet {
     /// ```json
     /// {"agents": ["aauth:assistant@agent.example"],
     ///  "key_thumbprints": ["NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs"],
-    ///  "jtis": [{"iss": "https://as.example", "jti": "at-42"}],
+    ///  "jtis": [{"iss": "https://as.example", "jti": "at-42"},
+    ///           {"iss": "https://ps.example", "jti": "pt-7", "exp": 1788727813}],
     ///  "persons": [{"iss": "https://ps.example", "sub": "8f14e45fceea167a5a36dedd4bea2543"}]}
     /// ```
     ///
     /// An agent is `aauth:local@domain` (its provider is `https://domain`) or a server
-    /// identifier. Every member is optional; unknown members, duplicate members, wrong types and
+    /// identifier. A `jtis` entry with `exp` (the token's, seconds since the epoch) lapses
+    /// once the token has expired; one without stays until lifted. Every member is
+    /// optional; unknown members, duplicate members, wrong types and
     /// malformed entries are errors naming the member and index (never a partial set).
     pub fn from_json(bytes: &[u8]) -> Result<Self, PolicyError> {
         if bytes.len() > 64 * 1024 * 1024 {
@@ -226,11 +322,12 @@ impl RevocationSet {
             return Err(PolicyError::new("too many revocations in one set"));
         }
         let mut set = RevocationSet::new();
-        let mut add = |member: &'static str, index: usize, entry: Revoked| -> Result<(), PolicyError> {
+        let mut add = |member: &'static str, index: usize, entry: Entry| -> Result<(), PolicyError> {
             entry
+                .revoked
                 .validate()
                 .map_err(|reason| PolicyError::entry(member, index, reason))?;
-            set.insert(entry)
+            set.add(entry)
         };
         for (i, id) in document.agents.into_iter().enumerate() {
             let agent = id.parse().map_err(|_| {
@@ -240,16 +337,17 @@ impl RevocationSet {
                     "an agent is aauth:local@domain or a server identifier https://host",
                 )
             })?;
-            add("agents", i, Revoked::Agent(agent))?;
+            add("agents", i, Entry::lasting(Revoked::Agent(agent)))?;
         }
         for (i, t) in document.key_thumbprints.into_iter().enumerate() {
-            add("key_thumbprints", i, Revoked::KeyThumbprint(t))?;
+            add("key_thumbprints", i, Entry::lasting(Revoked::KeyThumbprint(t)))?;
         }
-        for (i, JtiEntry { iss, jti }) in document.jtis.into_iter().enumerate() {
-            add("jtis", i, Revoked::Jti { issuer: iss, jti })?;
+        for (i, JtiEntry { iss, jti, exp }) in document.jtis.into_iter().enumerate() {
+            let revoked = Revoked::Jti { issuer: iss, jti };
+            add("jtis", i, Entry { revoked, exp })?;
         }
         for (i, PersonEntry { iss, sub }) in document.persons.into_iter().enumerate() {
-            add("persons", i, Revoked::Person(PersonId::new(iss, sub)))?;
+            add("persons", i, Entry::lasting(Revoked::Person(PersonId::new(iss, sub))))?;
         }
         Ok(set)
     }
@@ -260,17 +358,48 @@ impl RevocationSet {
     }
 
     /// Every entry, in no particular order.
-    pub(crate) fn entries(&self) -> impl Iterator<Item = Revoked> + '_ {
-        let agents = self.agents.iter().cloned().map(Revoked::Agent);
-        let keys = self.keys.iter().cloned().map(Revoked::KeyThumbprint);
+    pub(crate) fn entries(&self) -> impl Iterator<Item = Entry> + '_ {
+        let agents = self.agents.iter().cloned().map(Revoked::Agent).map(Entry::lasting);
+        let keys = self
+            .keys
+            .iter()
+            .cloned()
+            .map(Revoked::KeyThumbprint)
+            .map(Entry::lasting);
         let jtis = self.jtis.iter().flat_map(|(jti, issuers)| {
-            issuers.iter().map(|issuer| Revoked::Jti {
-                issuer: issuer.clone(),
-                jti: jti.clone(),
+            issuers.iter().map(|(issuer, exp)| Entry {
+                revoked: Revoked::Jti {
+                    issuer: issuer.clone(),
+                    jti: jti.clone(),
+                },
+                exp: *exp,
             })
         });
-        let persons = self.persons.iter().cloned().map(Revoked::Person);
+        let persons = self.persons.iter().cloned().map(Revoked::Person).map(Entry::lasting);
         agents.chain(keys).chain(jtis).chain(persons)
+    }
+
+    /// The token entries whose `exp` is before `horizon` (at most `limit` of them).
+    pub(crate) fn lapsed(&self, horizon: u64, limit: usize) -> Vec<Entry> {
+        if self.expiring_bytes.is_empty() {
+            return Vec::new();
+        }
+        self.entries()
+            .filter(|entry| entry.exp.is_some_and(|exp| exp < horizon))
+            .take(limit)
+            .collect()
+    }
+
+    /// The `exp` of the token entry `(issuer, jti)`: `None` when absent, `Some(None)` when
+    /// it never lapses.
+    pub(crate) fn token_exp(&self, issuer: &str, jti: &str) -> Option<Option<u64>> {
+        let issuers = self.jtis.get(jti)?;
+        issuers.iter().find(|(i, _)| i == issuer).map(|(_, exp)| *exp)
+    }
+
+    /// Bytes of `issuer`'s expiring token entries ([`Entry::charge`] each).
+    pub(crate) fn expiring_bytes(&self, issuer: &str) -> usize {
+        self.expiring_bytes.get(issuer).copied().unwrap_or(0)
     }
 
     /// This set with every entry of `other` added (entries were validated when inserted).
@@ -281,7 +410,7 @@ impl RevocationSet {
             (other.clone(), self)
         };
         for entry in smaller.entries() {
-            if union.insert(entry).is_err() {
+            if union.add(entry).is_err() {
                 break;
             }
         }
@@ -298,7 +427,7 @@ impl RevocationSet {
         match entry {
             Revoked::Agent(id) => self.agents.contains(id),
             Revoked::KeyThumbprint(t) => self.keys.contains(t),
-            Revoked::Jti { issuer, jti } => self.jtis.get(jti).is_some_and(|issuers| issuers.contains(issuer)),
+            Revoked::Jti { issuer, jti } => self.token_exp(issuer, jti).is_some(),
             Revoked::Person(person) => self.persons.contains(person),
         }
     }
@@ -311,6 +440,12 @@ impl RevocationSet {
     ///
     /// [draft-11]: https://datatracker.ietf.org/doc/html/draft-hardt-oauth-aauth-protocol-11
     pub fn check(&self, request: &VerifiedRequest) -> Result<(), Error> {
+        self.check_at(request, 0)
+    }
+
+    /// [`RevocationSet::check`], where a token entry whose `exp` is before `horizon` (now
+    /// less the allowed skew) has lapsed.
+    pub(crate) fn check_at(&self, request: &VerifiedRequest, horizon: u64) -> Result<(), Error> {
         if self.is_empty() {
             return Ok(());
         }
@@ -339,7 +474,8 @@ impl RevocationSet {
                 .jti
                 .as_ref()
                 .and_then(|jti| self.jtis.get(jti))
-                .is_some_and(|issuers| issuers.contains(&claims.iss));
+                .and_then(|issuers| issuers.iter().find(|(issuer, _)| *issuer == claims.iss))
+                .is_some_and(|(_, exp)| exp.is_none_or(|exp| exp >= horizon));
         let subject_revoked = !self.persons.is_empty()
             && claims.kind != TokenKind::Agent
             && claims
@@ -358,6 +494,20 @@ impl RevocationSet {
         }
         Ok(())
     }
+}
+
+/// Lapsed token entries pruned by one [`Revocations::revoke_until`].
+pub(crate) const PRUNE_PER_WRITE: usize = 256;
+
+/// Why [`Revocations::revoke_until`] wrote nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum UntilRefused {
+    /// The entry is not well formed (a `jti` too long or with control characters).
+    Malformed,
+    /// The issuer's expiring entries are at their byte budget.
+    Budget,
+    /// The set or the queue of unpublished writes is full.
+    Full,
 }
 
 /// A hot-reloadable revocation set: clones share one set; every change is visible to the
@@ -382,9 +532,9 @@ pub struct Revocations {
 #[derive(Debug, Clone)]
 pub(crate) enum RevocationOp {
     /// Add one entry to the shared set.
-    Add(Revoked),
+    Add(Entry),
     /// Remove one entry from the shared set.
-    Remove(Revoked),
+    Remove(Entry),
     /// Replace the whole shared set.
     Replace(Arc<RevocationSet>),
 }
@@ -421,10 +571,10 @@ impl RevocationOutbox {
         for (_, op) in &self.ops {
             match op {
                 RevocationOp::Add(entry) => {
-                    let _ = shared.insert(entry.clone());
+                    let _ = shared.add(entry.clone());
                 }
                 RevocationOp::Remove(entry) => {
-                    shared.remove(entry);
+                    shared.remove(&entry.revoked);
                 }
                 RevocationOp::Replace(set) => shared = RevocationSet::clone(set),
             }
@@ -465,7 +615,74 @@ impl Revocations {
             next
         });
         if let (Ok(()), Some(outbox)) = (&result, outbox.as_mut()) {
-            result = outbox.push(RevocationOp::Add(entry));
+            result = outbox.push(RevocationOp::Add(Entry::lasting(entry)));
+            self.link.wake.notify_one();
+        }
+        drop(outbox);
+        self.changed();
+        result
+    }
+
+    /// Revokes the token `(issuer, jti)` until its `exp` (the revocation endpoint's write),
+    /// after pruning up to [`PRUNE_PER_WRITE`] token entries that lapsed before `horizon`
+    /// (here and, on a synced handle, in the shared store). An entry present already is
+    /// left as it is. Refused, changing nothing but the pruning, when `issuer`'s expiring
+    /// entries would exceed `budget` bytes, or when the set or the outbox is full.
+    pub(crate) fn revoke_until(
+        &self,
+        issuer: &str,
+        jti: &str,
+        exp: u64,
+        horizon: u64,
+        budget: usize,
+    ) -> Result<(), UntilRefused> {
+        let entry = Entry {
+            revoked: Revoked::Jti {
+                issuer: issuer.to_owned(),
+                jti: jti.to_owned(),
+            },
+            exp: Some(exp),
+        };
+        entry.revoked.validate().map_err(|_| UntilRefused::Malformed)?;
+        let mut outbox = self.link.outbox();
+        let lapsed = self.current.load().lapsed(horizon, PRUNE_PER_WRITE);
+        if !lapsed.is_empty() {
+            self.current.rcu(|current| {
+                let mut next = RevocationSet::clone(current);
+                for entry in &lapsed {
+                    next.remove(&entry.revoked);
+                }
+                next
+            });
+            if let Some(outbox) = outbox.as_mut() {
+                for entry in lapsed {
+                    // A full outbox keeps the member; a later write prunes it.
+                    let _ = outbox.push(RevocationOp::Remove(entry));
+                }
+            }
+        }
+        let current = self.current.load();
+        let result = if current.token_exp(issuer, jti).is_some() {
+            Ok(())
+        } else if current.expiring_bytes(issuer) + Entry::charge(issuer, jti) > budget {
+            Err(UntilRefused::Budget)
+        } else if outbox.as_ref().is_some_and(|outbox| outbox.ops.len() >= MAX_PENDING) {
+            Err(UntilRefused::Full)
+        } else {
+            let mut added = Ok(());
+            self.current.rcu(|current| {
+                let mut next = RevocationSet::clone(current);
+                added = next.add(entry.clone());
+                next
+            });
+            match (added, outbox.as_mut()) {
+                (Ok(()), Some(outbox)) => outbox.push(RevocationOp::Add(entry)).map_err(|_| UntilRefused::Full),
+                (Ok(()), None) => Ok(()),
+                (Err(_), _) => Err(UntilRefused::Full),
+            }
+        };
+        drop(current);
+        if outbox.is_some() {
             self.link.wake.notify_one();
         }
         drop(outbox);
@@ -480,6 +697,10 @@ impl Revocations {
         let mut outbox = self.link.outbox();
         let local = outbox.as_ref().is_some_and(|outbox| outbox.local.contains(entry));
         let mut removed = false;
+        let exp = match entry {
+            Revoked::Jti { issuer, jti } => self.current.load().token_exp(issuer, jti).flatten(),
+            _ => None,
+        };
         if !local {
             self.current.rcu(|current| {
                 let mut next = RevocationSet::clone(current);
@@ -487,8 +708,12 @@ impl Revocations {
                 next
             });
         }
+        let entry = Entry {
+            revoked: entry.clone(),
+            exp,
+        };
         if let Some(outbox) = outbox.as_mut()
-            && outbox.push(RevocationOp::Remove(entry.clone())).is_ok()
+            && outbox.push(RevocationOp::Remove(entry)).is_ok()
         {
             self.link.wake.notify_one();
         }
@@ -547,8 +772,14 @@ impl Revocations {
     /// handle whose snapshot is older than the staleness bound, `503` with
     /// `Retry-After: 1` instead.
     pub fn check(&self, request: &VerifiedRequest) -> Result<(), Error> {
+        self.check_at(request, 0)
+    }
+
+    /// [`Revocations::check`], where token entries whose `exp` is before `horizon` (now
+    /// less the allowed skew) have lapsed.
+    pub(crate) fn check_at(&self, request: &VerifiedRequest, horizon: u64) -> Result<(), Error> {
         self.link.check()?;
-        self.current.load().check(request)
+        self.current.load().check_at(request, horizon)
     }
 }
 
@@ -619,5 +850,107 @@ impl Revocations {
         }
         drop(outbox);
         self.changed();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const AS: &str = "https://as.example";
+
+    fn token(jti: &str, exp: Option<u64>) -> Entry {
+        Entry {
+            revoked: Revoked::Jti {
+                issuer: AS.to_owned(),
+                jti: jti.to_owned(),
+            },
+            exp,
+        }
+    }
+
+    #[test]
+    fn an_expiring_member_reads_back_as_the_same_entry_and_member() {
+        for entry in [token("at-1", Some(1_788_727_813)), token("at-1", None)] {
+            let member = entry.member().unwrap();
+            let set = RevocationSet::from_json(member.as_bytes()).unwrap();
+            let read: Vec<Entry> = set.entries().collect();
+            assert_eq!(read, vec![entry.clone()]);
+            assert_eq!(read[0].member().unwrap(), member, "the exact text SREM needs");
+        }
+        assert_eq!(
+            token("at-1", Some(7)).member().unwrap(),
+            r#"{"jtis":[{"exp":7,"iss":"https://as.example","jti":"at-1"}]}"#
+        );
+    }
+
+    #[test]
+    fn a_lasting_entry_beats_any_exp_and_a_later_exp_an_earlier_one() {
+        let mut set = RevocationSet::new();
+        set.add(token("a", Some(10))).unwrap();
+        set.add(token("a", Some(20))).unwrap();
+        set.add(token("a", Some(15))).unwrap();
+        assert_eq!(set.token_exp(AS, "a"), Some(Some(20)));
+        assert_eq!(set.len(), 1);
+        set.add(token("a", None)).unwrap();
+        assert_eq!(set.token_exp(AS, "a"), Some(None));
+        set.add(token("a", Some(30))).unwrap();
+        assert_eq!(set.token_exp(AS, "a"), Some(None));
+        assert_eq!(set.expiring_bytes(AS), 0, "a lasting entry is not charged");
+    }
+
+    #[test]
+    fn expiring_entries_are_charged_per_issuer_until_removed() {
+        let mut set = RevocationSet::new();
+        set.add(token("a", Some(10))).unwrap();
+        set.add(token("b", Some(10))).unwrap();
+        assert_eq!(set.expiring_bytes(AS), 2 * Entry::charge(AS, "a"));
+        assert!(set.remove(&token("a", None).revoked));
+        assert_eq!(set.expiring_bytes(AS), Entry::charge(AS, "b"));
+        assert!(set.remove(&token("b", None).revoked));
+        assert_eq!(set.expiring_bytes(AS), 0);
+        assert!(set.expiring_bytes.is_empty(), "no per-issuer state left behind");
+    }
+
+    #[test]
+    fn lapsed_entries_are_those_whose_exp_is_before_the_horizon() {
+        let mut set = RevocationSet::new();
+        set.add(token("old", Some(10))).unwrap();
+        set.add(token("edge", Some(20))).unwrap();
+        set.add(token("lasting", None)).unwrap();
+        let lapsed = set.lapsed(20, PRUNE_PER_WRITE);
+        assert_eq!(lapsed, vec![token("old", Some(10))]);
+        assert_eq!(set.lapsed(1000, 1).len(), 1, "at most the limit");
+    }
+
+    #[test]
+    fn revoke_until_prunes_lapsed_entries_and_refuses_past_the_budget() {
+        let revocations = Revocations::new();
+        revocations.revoke_until(AS, "old", 10, 0, 1 << 20).unwrap();
+        revocations
+            .revoke(Revoked::Jti {
+                issuer: AS.to_owned(),
+                jti: "kept".to_owned(),
+            })
+            .unwrap();
+        revocations.revoke_until(AS, "new", 100, 50, 1 << 20).unwrap();
+        let set = revocations.snapshot();
+        assert_eq!(set.token_exp(AS, "old"), None, "lapsed before the horizon: pruned");
+        assert_eq!(set.token_exp(AS, "kept"), Some(None));
+        assert_eq!(set.token_exp(AS, "new"), Some(Some(100)));
+        let budget = set.expiring_bytes(AS) + Entry::charge(AS, "x") - 1;
+        assert_eq!(
+            revocations.revoke_until(AS, "x", 100, 50, budget),
+            Err(UntilRefused::Budget)
+        );
+        assert_eq!(
+            revocations.revoke_until(AS, "new", 100, 50, 0),
+            Ok(()),
+            "present already"
+        );
+        assert_eq!(
+            revocations.revoke_until(AS, "bad\u{0}", 100, 50, 1 << 20),
+            Err(UntilRefused::Malformed)
+        );
     }
 }

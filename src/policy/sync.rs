@@ -35,7 +35,7 @@ use std::time::{Duration, Instant};
 
 use super::ceiling::{CeilingSet, ScopeCeilings};
 use super::identity::{AgentBindings, AgentId, Binding, BindingRefused, MemoryAgentBindings};
-use super::revocation::{RevocationOp, RevocationSet, Revocations, Revoked};
+use super::revocation::{Entry, RevocationOp, RevocationSet, Revocations};
 use crate::clock::Clock;
 use crate::error::{ConfigError, PolicyError};
 use crate::future::BoxFuture;
@@ -615,7 +615,7 @@ impl Task {
         let mut first: Option<(String, String)> = None;
         for text in members {
             let problem = match RevocationSet::from_json(text.as_bytes()) {
-                Ok(one) if one.len() == 1 => one.entries().try_for_each(|entry| set.insert(entry)).err(),
+                Ok(one) if one.len() == 1 => one.entries().try_for_each(|entry| set.add(entry)).err(),
                 Ok(_) => Some(PolicyError::new("a member holds exactly one entry")),
                 Err(error) => Some(error),
             };
@@ -753,7 +753,7 @@ fn is_thumbprint(text: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
-fn member(entry: &Revoked) -> Option<String> {
+fn member(entry: &Entry) -> Option<String> {
     match entry.member() {
         Ok(member) => Some(member),
         Err(error) => {
@@ -771,14 +771,18 @@ fn quote(text: &str) -> String {
 mod tests {
     use super::*;
 
-    fn agent(n: u32) -> Revoked {
-        Revoked::Agent(format!("aauth:a{n}@agent.example").parse().unwrap())
+    fn revoked(n: u32) -> crate::policy::Revoked {
+        crate::policy::Revoked::Agent(format!("aauth:a{n}@agent.example").parse().unwrap())
+    }
+
+    fn agent(n: u32) -> Entry {
+        Entry::lasting(revoked(n))
     }
 
     #[test]
     fn queued_changes_collapse_to_the_last_change_of_each_member_after_the_last_replacement() {
         let mut set = RevocationSet::new();
-        set.insert(agent(3)).unwrap();
+        set.insert(revoked(3)).unwrap();
         let ops = [
             RevocationOp::Add(agent(1)),
             RevocationOp::Remove(agent(2)),

@@ -287,3 +287,28 @@ impl TestAgent {
 
 /// Where [`TestAgent::identity_router`] publishes the JWKS.
 const AGENT_JWKS_PATH: &str = "/.well-known/jwks.json";
+
+/// A revocation request (`POST` of `{"jti","exp"}`) to `url`, signed with `key` as the
+/// server `issuer` under `jwks_uri`, covering `content-type` and `content-digest`.
+pub(crate) fn revocation_request(
+    key: &ResourceKey,
+    issuer: &str,
+    dwk: &str,
+    url: &str,
+    jti: &str,
+    exp: u64,
+    created: u64,
+) -> Request<bytes::Bytes> {
+    let body = bytes::Bytes::from(json!({ "jti": jti, "exp": exp }).to_string());
+    let mut request = Request::post(url)
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .body(body.clone())
+        .expect("a valid revocation URL");
+    let source = KeySource::JwksUri {
+        id: issuer.to_owned(),
+        dwk: dwk.to_owned(),
+        kid: key.kid().to_owned(),
+    };
+    TestAgent { key: key.clone() }.sign_with_body(&mut request, &body, &source, created);
+    request
+}

@@ -43,6 +43,22 @@ impl TestIssuer {
         &self.key
     }
 
+    /// A revocation of the token `jti` (expiring at `exp`) for the resource's revocation
+    /// endpoint at `url`: a `POST` of `{"jti","exp"}` signed by this issuer under
+    /// `Signature-Key` scheme `jwks_uri` (`dwk` names its metadata document, e.g.
+    /// `aauth-person.json`), covering `content-type` and `content-digest`, created at
+    /// `created`.
+    pub fn revocation_request(
+        &self,
+        url: &str,
+        dwk: &str,
+        jti: &str,
+        exp: u64,
+        created: u64,
+    ) -> http::Request<bytes::Bytes> {
+        super::agent::revocation_request(&self.key, &self.issuer, dwk, url, jti, exp, created)
+    }
+
     /// Signs `claims` as a token of `typ` with `alg` `Ed25519`.
     pub fn sign(&self, typ: &str, claims: &Value) -> String {
         self.key.sign_jwt(typ, names::alg::ED25519, claims)

@@ -325,6 +325,23 @@ impl TestAuthServer {
         self.inner.key.public_jwk()
     }
 
+    /// A revocation of the token `jti` (expiring at `exp`) for the resource's revocation
+    /// endpoint at `url`: a `POST` of `{"jti","exp"}` signed now by this server under
+    /// `Signature-Key` scheme `jwks_uri` (`dwk` `aauth-access.json`), covering
+    /// `content-type` and `content-digest`. Send it with any HTTP client.
+    pub fn revocation_request(&self, url: &str, jti: &str, exp: u64) -> http::Request<Bytes> {
+        let inner = &self.inner;
+        crate::testing::agent::revocation_request(
+            &inner.key,
+            &inner.issuer,
+            names::dwk::ACCESS,
+            url,
+            jti,
+            exp,
+            inner.clock.now(),
+        )
+    }
+
     /// The generation the server speaks.
     pub fn generation(&self) -> Generation {
         self.inner.generation
