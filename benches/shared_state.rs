@@ -210,7 +210,8 @@ fn memory(redis: &Redis, io: &tokio::runtime::Runtime, store: RedisReplayStore) 
         let agent: AgentId = format!("aauth:bound-{n:05}@agent.example").parse().expect("agent");
         let thumbprint = format!("{n:0>43}");
         bindings
-            .bind(&thumbprint, &agent, NOW + 3600, NOW, false)
+            // Pinned: only the bindings of agents a policy names are shared.
+            .bind(&thumbprint, &agent, NOW + 3600, NOW, true)
             .expect("bind");
     }
     settle(io);

@@ -25,8 +25,8 @@ struct State {
     version: Option<u64>,
     members: BTreeSet<String>,
     ceilings: Option<String>,
-    /// thumbprint → (provider, agent, until, pinned, text)
-    bindings: BTreeMap<String, (String, String, u64, bool, String)>,
+    /// thumbprint → (provider, agent, until, text)
+    bindings: BTreeMap<String, (String, String, u64, String)>,
 }
 
 /// One store shared by every replica of a test; each replica holds its own handle (its own
@@ -108,6 +108,7 @@ impl SharedPolicyStore for MemoryStore {
     fn write_bindings<'a>(
         &'a self,
         bindings: &'a [BindingWrite],
+        now: u64,
     ) -> BoxFuture<'a, Result<Vec<Option<String>>, StoreFailure>> {
         Box::pin(async move {
             let mut replies = Vec::new();
@@ -115,12 +116,16 @@ impl SharedPolicyStore for MemoryStore {
             {
                 let mut state = self.up()?;
                 for binding in bindings {
-                    match state.bindings.get(&binding.thumbprint) {
-                        Some((provider, agent, _, _, text)) if !binding.same_agent(provider, agent) => {
+                    let live = state
+                        .bindings
+                        .get(&binding.thumbprint)
+                        .filter(|(.., until, _)| *until > now);
+                    match live {
+                        Some((provider, agent, _, text)) if !binding.same_agent(provider, agent) => {
                             replies.push(Some(text.clone()));
                             continue;
                         }
-                        Some((_, _, until, pinned, _)) if *until >= binding.until && (*pinned || !binding.pinned) => {}
+                        Some((_, _, until, _)) if *until >= binding.until => {}
                         _ => {
                             state.bindings.insert(
                                 binding.thumbprint.clone(),
@@ -128,7 +133,6 @@ impl SharedPolicyStore for MemoryStore {
                                     binding.provider.clone(),
                                     binding.agent.clone(),
                                     binding.until,
-                                    binding.pinned,
                                     binding.text.clone(),
                                 ),
                             );
@@ -145,10 +149,11 @@ impl SharedPolicyStore for MemoryStore {
         })
     }
 
-    fn read_bindings(&self, max: usize) -> BoxFuture<'_, Result<Vec<String>, StoreFailure>> {
+    fn read_bindings(&self, now: u64, max: usize) -> BoxFuture<'_, Result<Vec<String>, StoreFailure>> {
         Box::pin(async move {
-            Ok(self
-                .up()?
+            let mut state = self.up()?;
+            state.bindings.retain(|_, (.., until, _)| *until > now);
+            Ok(state
                 .bindings
                 .values()
                 .map(|(.., text)| text.clone())
@@ -229,6 +234,7 @@ async fn a_revocation_and_a_key_binding_travel_through_a_store_written_outside_t
     let (b, _sync_b) = replica(&store).await;
     assert_eq!(a.send(as_agent(&a)).await.status(), StatusCode::OK);
     let agent: AgentId = AGENT_ID.parse().unwrap();
+    // Revoking the agent names it: its key's binding is pinned and shared.
     a.aauth.revocations().revoke(Revoked::Agent(agent)).unwrap();
     // Replica B never saw the agent: it learns the key's agent and the revocation from
     // the store, and refuses the agent's grant.

@@ -611,11 +611,24 @@ async fn replica_sharing_bindings(redis: &RedisServer) -> (Harness, RedisPolicyS
     (harness, sync)
 }
 
+/// The hash of shared bindings (default prefix).
+const BINDINGS: &str = "tower-aauth:policy:bindings";
+
+/// Names the agent in a ceiling through `harness` (shared with every replica): only the
+/// bindings of agents a policy names are shared.
+fn name_the_agent(harness: &Harness) {
+    harness
+        .aauth
+        .scope_ceilings()
+        .reload_json(format!(r#"{{"agents":{{"{AGENT_ID}":"data.read data.write"}}}}"#).as_bytes())
+        .unwrap();
+}
+
 /// Waits until the binding of `harness`'s agent key is in Redis.
 async fn until_stored(redis: &RedisServer, harness: &Harness) {
-    let key = format!("tower-aauth:policy:binding:{}", harness.agent.thumbprint());
+    let thumbprint = harness.agent.thumbprint();
     let started = Instant::now();
-    while cli(redis, &["EXISTS", &key]) != "1" {
+    while cli(redis, &["HEXISTS", BINDINGS, &thumbprint]) != "1" {
         assert!(started.elapsed() < ONE_SECOND, "the replica never wrote its binding");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
@@ -654,10 +667,7 @@ async fn a_grant_on_one_replica_is_attributed_to_the_agent_another_replica_saw_b
     );
     assert_refused(&b, response, "revoked_jwt").await;
     // The binding is stored under the key's thumbprint, as documented.
-    let stored = cli(
-        &redis,
-        &["GET", &format!("tower-aauth:policy:binding:{}", a.agent.thumbprint())],
-    );
+    let stored = cli(&redis, &["HGET", BINDINGS, &a.agent.thumbprint()]);
     let stored: serde_json::Value = serde_json::from_str(&stored).unwrap();
     assert_eq!(stored["agent"], AGENT_ID);
     assert_eq!(stored["provider"], AP);
@@ -688,6 +698,7 @@ async fn a_key_bound_on_one_replica_is_refused_as_another_agent_on_the_other() {
     let redis = RedisServer::start();
     let (a, _sync_a) = replica_sharing_bindings(&redis).await;
     let (b, _sync_b) = replica_sharing_bindings(&redis).await;
+    name_the_agent(&a);
     assert_eq!(a.send(as_agent(&a)).await.status(), StatusCode::OK);
     // The first binding to reach Redis holds: wait for replica A's, so that the impostor's
     // on replica B comes second.
@@ -733,7 +744,7 @@ async fn a_malformed_shared_binding_is_ignored_and_logged_and_the_bindings_in_fo
         "x".repeat(4096),
     ];
     for text in &garbage {
-        cli(&redis, &["PUBLISH", "tower-aauth:policy:bindings", text]);
+        cli(&redis, &["PUBLISH", "tower-aauth:policy:bound", text]);
     }
     until_logged(&logs, "a shared key binding is malformed or out of range; ignored").await;
     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -782,6 +793,7 @@ async fn bindings_are_shared_only_from_the_crates_own_store() {
 async fn a_replica_started_later_reads_the_bindings_made_before_it() {
     let redis = RedisServer::start();
     let (a, _sync_a) = replica_sharing_bindings(&redis).await;
+    name_the_agent(&a);
     assert_eq!(a.send(as_agent(&a)).await.status(), StatusCode::OK);
     until_stored(&redis, &a).await;
     // Started now, replica B never received the publication: it reads the store.
@@ -798,15 +810,15 @@ async fn a_replica_started_later_reads_the_bindings_made_before_it() {
 async fn when_two_replicas_bind_one_key_to_two_agents_the_binding_written_first_holds_on_both() {
     let redis = RedisServer::start();
     let (a, _sync_a) = replica_sharing_bindings(&redis).await;
+    name_the_agent(&a);
     // Another replica bound the key to the impostor an instant earlier: its write is in
     // Redis, its publication not yet seen here.
-    let key = format!("tower-aauth:policy:binding:{}", a.agent.thumbprint());
+    let thumbprint = a.agent.thumbprint();
     let first = format!(
-        r#"{{"thumbprint":"{}","provider":"{AP}","agent":"aauth:impostor@agent.example","until":{},"pinned":false}}"#,
-        a.agent.thumbprint(),
+        r#"{{"thumbprint":"{thumbprint}","provider":"{AP}","agent":"aauth:impostor@agent.example","until":{},"pinned":true}}"#,
         NOW + 3600
     );
-    cli(&redis, &["SET", &key, &first, "PX", "3600000"]);
+    cli(&redis, &["HSET", BINDINGS, &thumbprint, &first]);
     // Replica A binds the key to its agent locally and serves that request…
     assert_eq!(a.send(as_agent(&a)).await.status(), StatusCode::OK);
     // …then its write finds the earlier binding, which it adopts.
@@ -814,7 +826,7 @@ async fn when_two_replicas_bind_one_key_to_two_agents_the_binding_written_first_
     eprintln!("replica A adopted the earlier binding after {} ms", took.as_millis());
     assert_refused(&a, response, "invalid_jwt").await;
     assert_eq!(
-        cli(&redis, &["GET", &key]),
+        cli(&redis, &["HGET", BINDINGS, &thumbprint]),
         first,
         "the first writer's binding is unchanged"
     );
@@ -857,4 +869,32 @@ async fn the_sync_times_its_reads_under_the_policy_label_and_counts_an_unreachab
         .collect();
     assert_eq!(errors.len(), 1, "{errors:?}");
     assert_eq!(errors[0].label("op"), Some("read"));
+}
+
+#[cfg_attr(skip_redis, ignore = "redis-server not found on PATH (apt-get install redis-server)")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_of_agents_no_policy_names_stay_on_their_replica() {
+    // Any agent provider can mint agent tokens for as many keys as it likes: their
+    // bindings must not grow the shared store (or every replica's table) without end.
+    let redis = RedisServer::start();
+    let (a, _sync_a) = replica_sharing_bindings(&redis).await;
+    for n in 0..50 {
+        let key = tower_aauth::testing::TestAgent::generate();
+        let token = a
+            .agent_provider
+            .agent_token(&format!("aauth:throwaway-{n}@agent.example"), &key.public_jwk(), NOW);
+        let mut request = Request::builder()
+            .uri(format!("{RESOURCE}/data"))
+            .body(Body::empty())
+            .unwrap();
+        key.sign(&mut request, &KeySource::Jwt(token), NOW);
+        assert_eq!(a.send(request).await.status(), StatusCode::OK);
+    }
+    // Named later, an agent's keys are shared then, without waiting for its next request.
+    assert_eq!(a.send(as_agent(&a)).await.status(), StatusCode::OK);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(cli(&redis, &["HLEN", BINDINGS]), "0", "nothing named, nothing shared");
+    name_the_agent(&a);
+    until_stored(&redis, &a).await;
+    assert_eq!(cli(&redis, &["HLEN", BINDINGS]), "1", "only the named agent's key");
 }

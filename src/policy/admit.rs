@@ -19,6 +19,8 @@ use crate::verified::VerifiedToken;
 /// presented grant is worth here.
 pub(crate) fn admit(shared: &Shared, verified: &mut VerifiedRequest) -> Result<(), Error> {
     let now = shared.clock.now();
+    // A replica whose shared policy is stale serves nothing, and binds nothing either.
+    shared.revocations.link().check()?;
     identify(shared, verified, now)?;
     shared
         .revocations

@@ -277,6 +277,8 @@ pub struct MemoryAgentBindings {
     outbox: Mutex<Option<Outbox>>,
     /// Wakes the sync when a binding is queued.
     pub(crate) wake: tokio::sync::Notify,
+    /// A binding was left out of a full queue.
+    overflowed: std::sync::atomic::AtomicBool,
 }
 
 impl fmt::Debug for MemoryAgentBindings {
@@ -313,6 +315,7 @@ impl MemoryAgentBindings {
             pinned: RwLock::new(HashMap::new()),
             outbox: Mutex::new(None),
             wake: tokio::sync::Notify::new(),
+            overflowed: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -369,22 +372,45 @@ impl MemoryAgentBindings {
         }
     }
 
+    /// Queues a pinned binding for the other replicas (ordinary bindings stay here: only
+    /// an agent a policy names needs its keys known fleet-wide, and only the policy can
+    /// grow that set). One entry per key: a newer binding of a queued key replaces it.
     fn publish(&self, thumbprint: &str, binding: Binding) {
+        if !binding.pinned {
+            return;
+        }
         let mut outbox = self.outbox();
         let Some(queue) = outbox.as_mut() else {
             return;
         };
+        if let Some(queued) = queue.iter_mut().find(|(key, _)| &**key == thumbprint) {
+            queued.1 = binding;
+            return;
+        }
         if queue.len() >= MAX_QUEUED {
             drop(outbox);
-            tracing::warn!(
-                target: "tower_aauth",
-                "the shared bindings store is behind; a key binding stays local to this replica"
-            );
+            // Once per overflow: the next re-assertion of live bindings catches up.
+            if !self.overflowed.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                tracing::warn!(
+                    target: "tower_aauth",
+                    "the shared bindings store is behind; key bindings stay local until it catches up"
+                );
+            }
             return;
         }
         queue.push_back((thumbprint.into(), binding));
         drop(outbox);
         self.wake.notify_one();
+    }
+
+    /// Whether bindings were left out of the queue since the last call (it was full).
+    pub(crate) fn take_overflow(&self) -> bool {
+        self.overflowed.swap(false, std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Whether bindings wait to be published.
+    pub(crate) fn has_queued(&self) -> bool {
+        self.outbox().as_ref().is_some_and(|queue| !queue.is_empty())
     }
 
     /// Applies a binding another replica made: as [`AgentBindings::bind`], never
@@ -394,8 +420,8 @@ impl MemoryAgentBindings {
             .map(|_| ())
     }
 
-    /// Queues every live binding again (the shared store lost them), up to the queue's
-    /// bound.
+    /// Queues every live pinned binding again (the shared store may have lost them), up
+    /// to the queue's bound.
     pub(crate) fn requeue_live(&self, now: u64) {
         let pinned: Vec<(Arc<str>, Binding)> = self
             .pinned
@@ -408,12 +434,7 @@ impl MemoryAgentBindings {
                     .collect()
             })
             .unwrap_or_default();
-        let ordinary = self
-            .ordinary
-            .iter()
-            .filter(|(_, b)| b.until > now)
-            .map(|(k, b)| ((*k).clone(), b));
-        for (thumbprint, binding) in pinned.into_iter().chain(ordinary) {
+        for (thumbprint, binding) in pinned {
             self.publish(&thumbprint, binding);
         }
     }
@@ -560,10 +581,17 @@ impl MemoryAgentBindings {
             return;
         }
         let mut table = self.pinned_table();
+        let mut pinned = Vec::new();
         for (thumbprint, mut binding) in promoted {
             binding.pinned = true;
             // An agent over its pinned keys keeps the rest as ordinary bindings.
-            let _ = Self::pin(&mut table, &thumbprint, binding, now);
+            if Self::pin(&mut table, &thumbprint, binding.clone(), now).is_ok() {
+                pinned.push((thumbprint, binding));
+            }
+        }
+        drop(table);
+        for (thumbprint, binding) in pinned {
+            self.publish(&thumbprint, binding);
         }
     }
 }

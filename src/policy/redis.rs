@@ -21,8 +21,6 @@ use crate::future::BoxFuture;
 
 /// Members per `SADD` when many are written.
 const SADD_CHUNK: usize = 10_000;
-/// Keys per `SCAN` step when bindings are read.
-const SCAN_COUNT: usize = 1000;
 
 /// Keeps a replica's [`Revocations`] and [`ScopeCeilings`] (and, if asked, its key →
 /// agent bindings) in step with every other replica's through one Redis: a
@@ -56,8 +54,8 @@ const SCAN_COUNT: usize = 1000;
 /// | `tower-aauth:policy:ceilings` | string | the ceilings document ([`CeilingSet::from_json`](super::CeilingSet::from_json)); absent: no ceilings |
 /// | `tower-aauth:policy:version` | string (integer) | incremented by every write |
 /// | channel `tower-aauth:policy:changed` | pub/sub | a message after every write (its payload is not read) |
-/// | `tower-aauth:policy:binding:<thumbprint>` | string, expiring when the binding ends | a key → agent binding (with [`agent_bindings`](RedisPolicySyncBuilder::agent_bindings)): `{"thumbprint":"…","provider":"https://agent.example","agent":"aauth:assistant@agent.example","until":1767225600,"pinned":false}` |
-/// | channel `tower-aauth:policy:bindings` | pub/sub | each binding written, as stored |
+/// | `tower-aauth:policy:bindings` | hash | key thumbprint → binding of a key to an agent a policy names (with [`agent_bindings`](RedisPolicySyncBuilder::agent_bindings)): `{"thumbprint":"…","provider":"https://agent.example","agent":"aauth:assistant@agent.example","until":1767225600,"pinned":true}`; ended ones are deleted when a replica reads the hash |
+/// | channel `tower-aauth:policy:bound` | pub/sub | each binding written, as stored |
 ///
 /// **Why a set.** Revocations are entries, not a document: two replicas that revoke
 /// different agents at the same moment each `SADD` one member, and both survive. A
@@ -104,26 +102,29 @@ const SCAN_COUNT: usize = 1000;
 ///
 /// # Key → agent bindings
 ///
-/// With [`agent_bindings`](RedisPolicySyncBuilder::agent_bindings), the bindings this
-/// replica makes (an agent token or a `jwks_uri` signer seen with a key; see the
-/// [`policy`](crate::policy) module) are published, and every other replica's are applied
-/// here, so a grant presented to any replica is attributed to the agent that any replica
-/// saw behind its key. Reads stay local; a binding made here is written by the same
-/// background task (one `EVAL` per binding, pipelined), never on the request path.
+/// With [`agent_bindings`](RedisPolicySyncBuilder::agent_bindings), the bindings of the
+/// agents a policy names (a ceiling or a revocation: the bindings that decide what a
+/// grant naming no agent may do) travel between the replicas, so a grant presented to
+/// any replica meets the ceiling or revocation of the agent any replica saw behind its
+/// key. Bindings of agents no policy names stay on their replica: any agent provider can
+/// mint agent tokens for as many keys as it likes, and the shared store only grows with
+/// the policy. Reads stay local; bindings are written by the background task (one
+/// `EVAL` per binding, pipelined, at most 1 024 a round), never on the request path.
 ///
-/// * **First writer wins.** The script writes a binding only when the key is unbound or
-///   bound to the same agent, and never shortens one. When two replicas bound one key to
-///   two agents at the same moment, the one that reached Redis second adopts Redis's
-///   binding, so every replica converges on one agent per key (later requests naming the
-///   other are `401 invalid_jwt`).
-/// * **A replica that starts, or resubscribes after an outage**, reads every stored
-///   binding (`SCAN`) before it counts as current.
-/// * **While Redis is unreachable** bindings stay local and queue (at most 50 000; beyond
-///   that they stay local and a warning is logged); they are published when Redis
-///   returns. A request that another replica would attribute meanwhile gets the default
-///   ceiling here, as any unattributed request does, and the staleness bound above closes
-///   the replica after 3 s anyway. A Redis restarted empty is refilled with every live
-///   binding of every replica.
+/// * **Named later**: when a change of the policy names an agent, each replica pins the
+///   bindings it holds for it and publishes them at once.
+/// * **First writer wins.** The script writes a binding only when the key is unbound
+///   (or its binding ended) or bound to the same agent, and never shortens one. When two
+///   replicas bound one key to two agents at the same moment, the one that reached Redis
+///   second adopts Redis's binding, so every replica converges on one agent per key
+///   (later requests naming the other are `401 invalid_jwt`).
+/// * **A replica that starts, or resubscribes**, reads the hash; while it cannot
+///   subscribe it reads it every round. Each replica also writes its live bindings again
+///   every 60 s, so a Redis emptied behind the replicas' backs has them back within that.
+/// * **While Redis is unreachable** bindings queue (one entry per key, at most 50 000)
+///   and are published when Redis returns. A replica that cannot confirm the policy for
+///   `max_staleness` answers `503` and binds nothing. Writing or reading bindings never
+///   decides whether a replica is current: a failure there costs propagation time only.
 /// * **Bad input**: a stored or published binding that is not one valid document (size
 ///   over 2 KiB, a thumbprint that is not 43 base64url characters, an agent identifier
 ///   its provider may not name, an end in the past or more than 30 days ahead) is
@@ -286,8 +287,8 @@ struct Keys {
     ceilings: String,
     version: String,
     channel: String,
-    /// Prefix of one binding's key (the thumbprint follows).
-    binding: String,
+    /// The hash of shared bindings, by key thumbprint.
+    bindings: String,
     bindings_channel: String,
 }
 
@@ -298,8 +299,8 @@ impl Keys {
             ceilings: format!("{prefix}ceilings"),
             version: format!("{prefix}version"),
             channel: format!("{prefix}changed"),
-            binding: format!("{prefix}binding:"),
-            bindings_channel: format!("{prefix}bindings"),
+            bindings: format!("{prefix}bindings"),
+            bindings_channel: format!("{prefix}bound"),
         }
     }
 }
@@ -331,26 +332,42 @@ fn parse_version(version: Option<String>) -> Result<Option<u64>, StoreFailure> {
         .transpose()
 }
 
-/// Writes a binding unless the key is bound to another agent (then answers that binding)
-/// or already bound as long and as pinned (then answers nil); publishes what it wrote.
-/// KEYS[1] the binding's key; ARGV: text, ttl ms, channel, provider, agent id, until,
-/// pinned (1/0). Agents compare as `BindingWrite::same_agent` does.
+/// Writes a binding into the bindings hash unless its key is bound, until after now, to
+/// another agent (then answers that binding) or to this agent as long (then answers nil);
+/// publishes what it wrote. KEYS[1] the hash; ARGV: thumbprint, text, channel, provider,
+/// agent id, until, now. Agents compare as `BindingWrite::same_agent` does; a stored
+/// value that does not decode, or has ended, counts as absent.
 const BIND_SCRIPT: &str = r#"
-local current = redis.call('GET', KEYS[1])
+local current = redis.call('HGET', KEYS[1], ARGV[1])
 if current then
   local ok, c = pcall(cjson.decode, current)
-  if ok and type(c) == 'table' then
+  if ok and type(c) == 'table' and tonumber(c['until']) and tonumber(c['until']) > tonumber(ARGV[7]) then
     local same = c['agent'] == ARGV[5] and (string.sub(ARGV[5], 1, 6) == 'aauth:' or c['provider'] == ARGV[4])
     if not same then return current end
-    local pinned = c['pinned'] == true
-    if tonumber(c['until']) and tonumber(c['until']) >= tonumber(ARGV[6]) and (pinned or ARGV[7] == '0') then
-      return false
-    end
+    if tonumber(c['until']) >= tonumber(ARGV[6]) then return false end
   end
 end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-redis.call('PUBLISH', ARGV[3], ARGV[1])
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('PUBLISH', ARGV[3], ARGV[2])
 return false
+"#;
+
+/// Answers the bindings of the hash whose `until` is after now and deletes the others
+/// (ended, or not decodable). KEYS[1] the hash; ARGV: now, max.
+const READ_BINDINGS_SCRIPT: &str = r#"
+local all = redis.call('HGETALL', KEYS[1])
+local live = {}
+local now = tonumber(ARGV[1])
+local max = tonumber(ARGV[2])
+for i = 1, #all, 2 do
+  local ok, c = pcall(cjson.decode, all[i + 1])
+  if ok and type(c) == 'table' and tonumber(c['until']) and tonumber(c['until']) > now then
+    if #live < max then live[#live + 1] = all[i + 1] end
+  else
+    redis.call('HDEL', KEYS[1], all[i])
+  end
+end
+return live
 "#;
 
 impl RedisPolicyStore {
@@ -433,53 +450,38 @@ impl SharedPolicyStore for RedisPolicyStore {
     fn write_bindings<'a>(
         &'a self,
         bindings: &'a [BindingWrite],
+        now: u64,
     ) -> BoxFuture<'a, Result<Vec<Option<String>>, StoreFailure>> {
         Box::pin(async move {
             let mut pipe = redis::pipe();
             for binding in bindings {
-                let ttl_ms = u64::try_from(binding.ttl.as_millis()).unwrap_or(u64::MAX).max(1);
                 pipe.cmd("EVAL")
                     .arg(BIND_SCRIPT)
                     .arg(1)
-                    .arg(format!("{}{}", self.keys.binding, binding.thumbprint))
+                    .arg(&self.keys.bindings)
+                    .arg(&binding.thumbprint)
                     .arg(&binding.text)
-                    .arg(ttl_ms)
                     .arg(&self.keys.bindings_channel)
                     .arg(&binding.provider)
                     .arg(&binding.agent)
                     .arg(binding.until)
-                    .arg(u8::from(binding.pinned));
+                    .arg(now);
             }
             self.query(&pipe).await
         })
     }
 
-    fn read_bindings(&self, max: usize) -> BoxFuture<'_, Result<Vec<String>, StoreFailure>> {
+    fn read_bindings(&self, now: u64, max: usize) -> BoxFuture<'_, Result<Vec<String>, StoreFailure>> {
         Box::pin(async move {
-            let pattern = format!("{}*", self.keys.binding);
-            let mut cursor: u64 = 0;
-            let mut texts = Vec::new();
-            loop {
-                let mut pipe = redis::pipe();
-                pipe.cmd("SCAN")
-                    .arg(cursor)
-                    .arg("MATCH")
-                    .arg(&pattern)
-                    .arg("COUNT")
-                    .arg(SCAN_COUNT);
-                let ((next, keys),): ((u64, Vec<String>),) = self.query(&pipe).await?;
-                if !keys.is_empty() {
-                    let mut pipe = redis::pipe();
-                    pipe.cmd("MGET").arg(&keys);
-                    let (values,): (Vec<Option<String>>,) = self.query(&pipe).await?;
-                    texts.extend(values.into_iter().flatten());
-                }
-                cursor = next;
-                if cursor == 0 || texts.len() >= max {
-                    texts.truncate(max);
-                    return Ok(texts);
-                }
-            }
+            let mut pipe = redis::pipe();
+            pipe.cmd("EVAL")
+                .arg(READ_BINDINGS_SCRIPT)
+                .arg(1)
+                .arg(&self.keys.bindings)
+                .arg(now)
+                .arg(max);
+            let (texts,): (Vec<String>,) = self.query(&pipe).await?;
+            Ok(texts)
         })
     }
 

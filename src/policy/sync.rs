@@ -60,19 +60,21 @@ pub trait SharedPolicyStore: Send + Sync + 'static {
     /// The version, the revocation members and the ceilings document, read together.
     fn read(&self) -> BoxFuture<'_, Result<PolicyState, StoreFailure>>;
 
-    /// Writes each binding, expiring after its `ttl`, unless its thumbprint is bound to
-    /// another agent ([`BindingWrite::same_agent`]) or already bound to this one until
-    /// `until` or later (and pinned, if this one is); sends every replica
+    /// Writes each binding unless its thumbprint is bound, until after `now` (Unix
+    /// seconds), to another agent ([`BindingWrite::same_agent`]) or to this one until
+    /// `until` or later (a binding is never shortened); sends every replica
     /// [`PolicyNotice::Binding`] with the text of each one written. Answers, one per
-    /// binding in order, the stored text of another agent's binding that prevented the
-    /// write, or `None`.
+    /// binding in order, the stored text of another agent's live binding that prevented
+    /// the write, or `None`. A stored binding whose `until` passed counts as absent.
     fn write_bindings<'a>(
         &'a self,
         bindings: &'a [BindingWrite],
+        now: u64,
     ) -> BoxFuture<'a, Result<Vec<Option<String>>, StoreFailure>>;
 
-    /// The texts of the stored, unexpired bindings, at most `max`.
-    fn read_bindings(&self, max: usize) -> BoxFuture<'_, Result<Vec<String>, StoreFailure>>;
+    /// The texts of the stored bindings whose `until` is after `now`, at most `max`; a
+    /// store may forget the others.
+    fn read_bindings(&self, now: u64, max: usize) -> BoxFuture<'_, Result<Vec<String>, StoreFailure>>;
 
     /// Starts (or restarts) delivery of notices: once it answers `Ok`, every change made
     /// afterwards reaches [`notice`](Self::notice).
@@ -126,7 +128,9 @@ impl PolicyState {
     }
 }
 
-/// One binding for [`SharedPolicyStore::write_bindings`].
+/// One binding for [`SharedPolicyStore::write_bindings`]: a key of an agent a policy
+/// names (only those are shared: the policy bounds their number, where any agent
+/// provider could mint keys without end).
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct BindingWrite {
@@ -135,16 +139,12 @@ pub struct BindingWrite {
     /// The text to store and publish (JSON: `thumbprint`, `provider`, `agent`, `until`,
     /// `pinned`).
     pub text: String,
-    /// How long the store keeps it.
-    pub ttl: Duration,
     /// The agent's provider.
     pub provider: String,
     /// The agent identifier.
     pub agent: String,
-    /// Until when it binds (Unix seconds).
+    /// Until when it binds (Unix seconds); the store may forget it after.
     pub until: u64,
-    /// Whether it is pinned.
-    pub pinned: bool,
 }
 
 impl BindingWrite {
@@ -280,6 +280,7 @@ impl PolicySyncBuilder {
             failing: None,
             ceilings_document: None,
             bindings,
+            reasserted: Instant::now(),
         };
         task.round().await;
         tokio::spawn(task.run());
@@ -359,6 +360,11 @@ impl std::fmt::Display for Failure {
 
 /// Bindings written per store call.
 const BINDINGS_PER_WRITE: usize = 256;
+/// Store calls writing bindings per round.
+const BINDING_BATCHES_PER_ROUND: usize = 4;
+/// How often a replica writes its live pinned bindings again (a store emptied or behind
+/// gets them back within this).
+const REASSERT_EVERY: Duration = Duration::from_secs(60);
 /// The most stored bindings one load reads (the local store is byte-bounded anyway).
 const MAX_LOADED_BINDINGS: usize = 500_000;
 /// The longest stored binding text accepted.
@@ -383,6 +389,8 @@ struct Task {
     /// The ceilings document last installed from the store (to refill an emptied one).
     ceilings_document: Option<String>,
     bindings: Option<SharedBindings>,
+    /// When this replica last queued its live bindings again.
+    reasserted: Instant,
 }
 
 impl Task {
@@ -414,16 +422,16 @@ impl Task {
         }
     }
 
-    /// Publishes what is queued, then reads what changed; confirms the snapshots when
-    /// both succeeded.
+    /// Publishes the policy written here, then reads what changed; confirms the
+    /// snapshots when both succeeded. Then, apart from that verdict, keeps the
+    /// subscription and the bindings in step: a store that refuses a subscription or a
+    /// binding costs propagation time, never this replica's service.
     async fn round(&mut self) {
-        let result = match self.flush().await {
-            Ok(()) => match self.ensure_subscribed().await {
-                Ok(()) => self.refresh().await,
-                Err(failure) => Err(failure),
-            },
+        let result = match self.flush_policy().await {
+            Ok(()) => self.refresh().await,
             Err(failure) => Err(failure),
         };
+        let confirmed = result.is_ok();
         match result {
             Ok(()) => {
                 self.revocations.link().confirm();
@@ -437,8 +445,6 @@ impl Task {
                 }
             }
             Err(failure) => {
-                // Notices may have been lost meanwhile: subscribe and read all again.
-                self.subscribed = false;
                 if self.failing.is_none() {
                     self.failing = Some(Instant::now());
                     tracing::warn!(
@@ -448,6 +454,36 @@ impl Task {
                     );
                 }
             }
+        }
+        if confirmed {
+            self.keep_subscription_and_bindings().await;
+        }
+    }
+
+    /// Subscribes when not subscribed, publishes the bindings made here, reads the
+    /// stored ones when notices may have been missed (just subscribed, or still not
+    /// subscribed: polling), and re-asserts this replica's live bindings now and then
+    /// (a store emptied behind the replicas' backs gets them back). Failures are logged
+    /// and retried next round.
+    async fn keep_subscription_and_bindings(&mut self) {
+        let mut missed = false;
+        if !self.subscribed {
+            self.subscribed = self.call(Op::Read, self.store.subscribe()).await.is_ok();
+            missed = true;
+        }
+        let Some(shared) = &self.bindings else {
+            return;
+        };
+        let now = shared.clock.now();
+        if shared.memory.take_overflow() || self.reasserted.elapsed() >= REASSERT_EVERY {
+            shared.memory.requeue_live(now);
+            self.reasserted = Instant::now();
+        }
+        if let Err(failure) = self.flush_bindings().await {
+            tracing::debug!(target: "tower_aauth", error = %failure, "shared key bindings not written yet");
+        }
+        if missed && let Err(failure) = self.load_bindings().await {
+            tracing::debug!(target: "tower_aauth", error = %failure, "shared key bindings not read yet");
         }
     }
 
@@ -461,24 +497,6 @@ impl Task {
         };
         crate::metrics::store_waited(Store::Policy, op, started, answer.is_ok());
         answer
-    }
-
-    /// Subscribes when not subscribed; bindings published meanwhile were missed, so
-    /// they are all read then.
-    async fn ensure_subscribed(&mut self) -> Result<(), Failure> {
-        if self.subscribed {
-            return Ok(());
-        }
-        self.call(Op::Read, self.store.subscribe()).await?;
-        self.load_bindings().await?;
-        self.subscribed = true;
-        Ok(())
-    }
-
-    /// Publishes the queued writes: the policy's in one write, then the bindings'.
-    async fn flush(&mut self) -> Result<(), Failure> {
-        self.flush_policy().await?;
-        self.flush_bindings().await
     }
 
     async fn flush_policy(&mut self) -> Result<(), Failure> {
@@ -509,6 +527,15 @@ impl Task {
         self.install_revocations(&state.members);
         self.install_ceilings(state.ceilings);
         self.seen = Some(state.version.unwrap_or(0));
+        // Agents the policy names now have their keys pinned here, and so published to
+        // the other replicas, without waiting for a request to notice.
+        if let Some(shared) = &self.bindings {
+            let (revocations, ceilings) = (&self.revocations, &self.ceilings);
+            shared.memory.pin_named(
+                &|agent| revocations.names(agent) || ceilings.names(agent),
+                shared.clock.now(),
+            );
+        }
         Ok(())
     }
 
@@ -541,7 +568,9 @@ impl Task {
         let Some(shared) = &self.bindings else {
             return Ok(());
         };
-        loop {
+        // A few batches per round, so that a burst of bindings never holds up the policy
+        // reads: what is left goes next round, at once.
+        for _ in 0..BINDING_BATCHES_PER_ROUND {
             let queued = shared.memory.queued(BINDINGS_PER_WRITE);
             if queued.is_empty() {
                 return Ok(());
@@ -549,18 +578,22 @@ impl Task {
             let now = shared.clock.now();
             let writes: Vec<BindingWrite> = queued
                 .iter()
+                .filter(|(_, binding)| binding.until > now)
                 .map(|(thumbprint, binding)| BindingWrite {
                     thumbprint: thumbprint.to_string(),
                     text: encode_binding(thumbprint, binding),
-                    ttl: Duration::from_secs(binding.until.saturating_sub(now).max(1)),
                     provider: binding.agent.provider().to_owned(),
                     agent: binding.agent.id().to_owned(),
                     until: binding.until,
-                    pinned: binding.pinned,
                 })
                 .collect();
-            let replies = self.call(Op::Write, self.store.write_bindings(&writes)).await?;
-            for ((thumbprint, mine), reply) in queued.iter().zip(&replies) {
+            let replies = if writes.is_empty() {
+                Vec::new()
+            } else {
+                self.call(Op::Write, self.store.write_bindings(&writes, now)).await?
+            };
+            let written = queued.iter().filter(|(_, binding)| binding.until > now);
+            for ((thumbprint, mine), reply) in written.zip(&replies) {
                 let Some(text) = reply else { continue };
                 if let Some((_, theirs)) = decode_binding(text, now)
                     && theirs.agent != mine.agent
@@ -574,6 +607,10 @@ impl Task {
             }
             shared.memory.acknowledge(queued.len());
         }
+        if shared.memory.has_queued() {
+            shared.memory.wake.notify_one();
+        }
+        Ok(())
     }
 
     /// Reads every stored binding into this replica's store.
@@ -582,8 +619,19 @@ impl Task {
             return Ok(());
         }
         let texts = self
-            .call(Op::Read, self.store.read_bindings(MAX_LOADED_BINDINGS))
+            .call(
+                Op::Read,
+                self.store
+                    .read_bindings(self.bindings.as_ref().map_or(0, |b| b.clock.now()), MAX_LOADED_BINDINGS),
+            )
             .await?;
+        if texts.len() >= MAX_LOADED_BINDINGS {
+            tracing::warn!(
+                target: "tower_aauth",
+                loaded = texts.len(),
+                "the shared key bindings were read up to their bound; the rest stay unread"
+            );
+        }
         for text in &texts {
             self.apply_binding_text(text);
         }
@@ -601,7 +649,8 @@ impl Task {
         let Some((thumbprint, mut binding)) = decode_binding(text, now) else {
             return;
         };
-        binding.pinned |= self.revocations.names(&binding.agent) || self.ceilings.names(&binding.agent);
+        // Only bindings of agents a policy names are shared: they are pinned everywhere.
+        binding.pinned = true;
         if let Err(BindingRefused::BoundToAnother(_)) = shared.memory.apply_shared(&thumbprint, &binding, now) {
             // This replica bound the key first; its own write will find the stored one
             // and adopt it.
@@ -805,11 +854,9 @@ mod tests {
         let write = BindingWrite {
             thumbprint: "t".repeat(43),
             text: String::new(),
-            ttl: Duration::from_secs(1),
             provider: "https://agent.example".into(),
             agent: "aauth:bot@agent.example".into(),
             until: 1,
-            pinned: false,
         };
         assert!(write.same_agent("http://localhost:8001", "aauth:bot@agent.example"));
         assert!(!write.same_agent("https://agent.example", "aauth:other@agent.example"));

@@ -441,13 +441,16 @@ impl AgentClient {
         let first = self.send(FlowStep::Resource, method.clone(), url, body, source).await?;
         let first_answered = tokio::time::Instant::now();
         transcript.push(first.clone());
+        // A held request's pending URL is polled with the auth token: only on the
+        // resource's own origin.
         let held_at = (first.status == StatusCode::ACCEPTED)
             .then(|| {
                 first
                     .header(header::LOCATION.as_str())
                     .map(|location| resolve(url, location))
             })
-            .flatten();
+            .flatten()
+            .filter(|pending| same_origin(pending, url));
         let challenge = match &held_at {
             Some(_) => requirement_challenge(&first, self.generation),
             None => auth_token_challenge(&first, self.generation),
@@ -565,7 +568,7 @@ impl AgentClient {
             .unwrap_or(DEFAULT_INTERVAL)
             .saturating_sub(answered.elapsed().as_secs());
         loop {
-            if started.elapsed() + Duration::from_secs(wait) > self.max_polling {
+            if started.elapsed().saturating_add(Duration::from_secs(wait)) > self.max_polling {
                 return Err(FlowError::PollingTimeout(self.max_polling));
             }
             if wait > 0 {
@@ -583,7 +586,9 @@ impl AgentClient {
                         .unwrap_or(DEFAULT_INTERVAL)
                 }
                 StatusCode::TOO_MANY_REQUESTS => {
-                    wait = retry_after(&answer).unwrap_or(wait).max(wait + SLOW_DOWN_STEP);
+                    wait = retry_after(&answer)
+                        .unwrap_or(wait)
+                        .max(wait.saturating_add(SLOW_DOWN_STEP));
                 }
                 _ => return Ok(answer),
             }
@@ -617,7 +622,7 @@ impl AgentClient {
         let started = tokio::time::Instant::now();
         let mut wait = retry_after(&accepted).unwrap_or(DEFAULT_INTERVAL);
         loop {
-            if started.elapsed() + Duration::from_secs(wait) > self.max_polling {
+            if started.elapsed().saturating_add(Duration::from_secs(wait)) > self.max_polling {
                 return Err(FlowError::PollingTimeout(self.max_polling));
             }
             self.emit(FlowEvent::Waiting { seconds: wait });
@@ -630,7 +635,9 @@ impl AgentClient {
                 StatusCode::OK => return read_auth_token(&answer),
                 StatusCode::ACCEPTED => wait = retry_after(&answer).unwrap_or(DEFAULT_INTERVAL),
                 StatusCode::TOO_MANY_REQUESTS => {
-                    wait = retry_after(&answer).unwrap_or(wait).max(wait + SLOW_DOWN_STEP);
+                    wait = retry_after(&answer)
+                        .unwrap_or(wait)
+                        .max(wait.saturating_add(SLOW_DOWN_STEP));
                 }
                 status => {
                     return Err(refused(FlowStep::Poll, status, &answer, std::mem::take(transcript)));
@@ -680,6 +687,14 @@ fn read_auth_token(answer: &Exchange) -> Result<String, FlowError> {
 
 fn retry_after(answer: &Exchange) -> Option<u64> {
     answer.header(header::RETRY_AFTER.as_str())?.trim().parse().ok()
+}
+
+/// Whether two URLs share scheme, host and port.
+fn same_origin(a: &str, b: &str) -> bool {
+    match (url::Url::parse(a), url::Url::parse(b)) {
+        (Ok(a), Ok(b)) => a.origin() == b.origin(),
+        _ => false,
+    }
 }
 
 /// `Location` may be absolute or relative to the endpoint's origin.
@@ -772,5 +787,26 @@ fn token_audience(token: &str) -> Option<String> {
         Value::String(aud) => Some(aud.clone()),
         Value::Array(items) if items.len() == 1 => items[0].as_str().map(str::to_owned),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::same_origin;
+
+    #[test]
+    fn a_held_requests_pending_url_is_followed_only_on_the_resources_origin() {
+        let resource = "https://resource.example/orders";
+        let cases = [
+            ("https://resource.example/aauth/pending/x", true),
+            ("https://resource.example:443/aauth/pending/x", true),
+            ("https://evil.example/aauth/pending/x", false),
+            ("http://resource.example/aauth/pending/x", false),
+            ("https://resource.example:8443/aauth/pending/x", false),
+            ("not a url", false),
+        ];
+        for (pending, followed) in cases {
+            assert_eq!(same_origin(pending, resource), followed, "{pending}");
+        }
     }
 }
