@@ -71,6 +71,7 @@ pub struct AAuthBuilder {
     bindings: Option<Arc<dyn AgentBindings>>,
     consent: Consent,
     pub(crate) authz: AuthzOptions,
+    sessions: crate::session::SessionOptions,
 }
 
 impl std::fmt::Debug for AAuthBuilder {
@@ -110,6 +111,7 @@ impl AAuthBuilder {
             bindings: None,
             consent: Consent::default(),
             authz: Default::default(),
+            sessions: crate::session::SessionOptions::new(),
         }
     }
 
@@ -415,6 +417,8 @@ impl AAuthBuilder {
             .authz
             .build(&self.tokens.access_servers, can_grant, self.clock.now())?;
         let pending = crate::deferred::PendingStore::new(deferred);
+        self.sessions.validate()?;
+        let sessions = crate::session::store::Sessions::new(self.sessions);
         let mut tokens = self.tokens;
         tokens.max_iat_skew = self.max_skew;
         if self.profile.accepts_legacy() {
@@ -488,6 +492,7 @@ impl AAuthBuilder {
                 consent: self.consent,
                 authz,
                 pending,
+                sessions,
             }),
         })
     }
@@ -582,6 +587,16 @@ impl AAuthBuilder {
     /// `access_mode` in the resource metadata (advisory; for example `auth-token`).
     pub fn access_mode(mut self, mode: impl Into<String>) -> Self {
         self.authz.metadata.access_mode = Some(mode.into());
+        self
+    }
+}
+
+// from src/session
+impl AAuthBuilder {
+    /// Lifetimes, limits and the store of resource-managed access (the routes guarded by
+    /// [`AAuth::require_session`](crate::AAuth::require_session); see [`session`](crate::session)).
+    pub fn sessions(mut self, options: crate::session::SessionOptions) -> Self {
+        self.sessions = options;
         self
     }
 }

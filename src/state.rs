@@ -62,6 +62,8 @@ pub(crate) struct Shared {
     pub(crate) authz: Authz,
     /// Held requests of deferred routes ([`guard`](crate::guard)).
     pub(crate) pending: PendingStore,
+    /// Sessions and pending interactions of resource-managed access ([`session`](crate::session)).
+    pub(crate) sessions: crate::session::store::Sessions,
 }
 
 impl std::fmt::Debug for Shared {

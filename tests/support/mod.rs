@@ -12,7 +12,8 @@
 //! * [`peers`]: the real third-party peers of `tests/interop`;
 //! * [`policy`]: the policy attacks' world (attackers' issuers, a `whoami` router);
 //! * [`redis`]: a `redis-server` child process;
-//! * [`fleet`]: `resource_server` replicas behind a real `haproxy`.
+//! * [`fleet`]: `resource_server` replicas behind a real `haproxy`;
+//! * [`session`]: session-guarded routes, an interaction page and the agent's side of resource-managed access.
 //!
 //! A test that needs a peer outside Cargo (`redis-server`, a `tests/interop` peer) carries
 //! `#[cfg_attr(skip_…, ignore = "…")]`: `build.rs` sets the cfg when the peer is absent, so
@@ -35,3 +36,4 @@ pub mod metrics;
 pub mod peers;
 pub mod policy;
 pub mod redis;
+pub mod session;
