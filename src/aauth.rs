@@ -179,7 +179,7 @@ impl AAuth {
     /// # Panics
     ///
     /// At start-up, if a scope is not a single RFC 6749 scope token.
-    pub fn require_session<I, S>(&self, scopes: I) -> crate::session::SessionLayer
+    pub fn require_session<I, S>(&self, scopes: I) -> GuardLayer<crate::session::SessionPolicy>
     where
         I: IntoIterator<Item = S>,
         S: Into<String>,
@@ -194,13 +194,14 @@ impl AAuth {
         crate::session::SessionPolicy::layer(self.shared.clone(), scopes)
     }
 
-    /// The pending interactions of resource-managed access, for the resource's own
-    /// interaction page: look a code up, record the person's decision (see
-    /// [`session`](crate::session)).
-    pub fn interactions(&self) -> crate::session::Interactions {
-        crate::session::Interactions {
-            shared: self.shared.clone(),
-        }
+    /// The pending interaction of resource-managed access that `code` names, for the
+    /// resource's own interaction page: what to show the person, and the decision
+    /// ([`Interaction::approve`](crate::session::Interaction::approve), `deny`, `expire`;
+    /// see [`session`](crate::session)). `None` for an unknown, decided or expired code,
+    /// a store that cannot answer, and every look-up once this process saw 64 failed ones
+    /// within the minute (a code is 50 bits; the limit keeps guessing hopeless).
+    pub async fn interaction(&self, code: &str) -> Option<crate::session::Interaction> {
+        crate::session::Interaction::find(&self.shared, code).await
     }
 
     /// A guard admitting any request whose signature the layer verified, whatever it

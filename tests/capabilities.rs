@@ -153,6 +153,6 @@ async fn a_pseudonymous_key_that_declared_interaction_may_interact() {
         .await;
     assert_eq!(response.status(), StatusCode::ACCEPTED);
     let (_, code) = pending_of(&response);
-    let found = rig.app.aauth.interactions().find(&code).await.unwrap();
+    let found = rig.app.aauth.interaction(&code).await.unwrap();
     assert_eq!(found.key_thumbprint, rig.app.agent.thumbprint());
 }

@@ -6,7 +6,7 @@ mod support;
 
 use http::StatusCode;
 use support::session::*;
-use tower_aauth::session::{Decision, SessionOptions};
+use tower_aauth::session::SessionOptions;
 use tower_aauth::testing::{KeySource, TestAgent};
 
 fn assert_problem(rig: &Rig, response: &http::Response<axum::body::Body>, status: StatusCode, code: &str) {
@@ -64,23 +64,11 @@ async fn the_approved_session_reaches_the_handler_as_the_resources_account() {
     let rig = Rig::new();
     let started = rig.request_interaction("/notes").await;
     let (location, code) = pending_of(&started);
-    let found = rig
-        .app
-        .aauth
-        .interactions()
-        .find(&code)
-        .await
-        .expect("the page finds the code");
+    let found = rig.app.aauth.interaction(&code).await.expect("the page finds the code");
     assert!(found.agent.as_deref().unwrap().contains(AGENT_ID));
     assert_eq!(found.scopes, ["data.read"]);
     assert_eq!(found.key_thumbprint, rig.app.agent.thumbprint());
-    assert!(
-        rig.app
-            .aauth
-            .interactions()
-            .decide(&code, Decision::Approve("acct-42".into()))
-            .await
-    );
+    assert!(decide(&rig.app.aauth, &code, Choice::Approve("acct-42".into())).await);
     rig.app.clock.advance(5);
     let approved = rig.poll(&location).await;
     assert_eq!(approved.status(), StatusCode::OK);
@@ -109,7 +97,7 @@ async fn a_new_interaction_for_other_scopes_ends_the_agent_keys_previous_one() {
     let (location, code) = pending_of(&rig.request_interaction("/notes").await);
     let (_, other) = pending_of(&rig.request_interaction("/both").await);
     assert_ne!(code, other);
-    assert!(rig.app.aauth.interactions().find(&code).await.is_none());
+    assert!(rig.app.aauth.interaction(&code).await.is_none());
     rig.app.clock.advance(5);
     refused(&rig, rig.poll(&location).await, StatusCode::GONE, "invalid_code").await;
 }
@@ -123,7 +111,7 @@ async fn polls_while_waiting_answer_202_and_interacting_once_the_page_looked_the
     assert_eq!(waiting.status(), StatusCode::ACCEPTED);
     assert_eq!(pending_of(&waiting), (location.clone(), code.clone()));
     assert_eq!(body_json(waiting).await["status"], "pending");
-    rig.app.aauth.interactions().find(&code).await.unwrap();
+    rig.app.aauth.interaction(&code).await.unwrap();
     rig.app.clock.advance(5);
     let interacting = rig.poll(&location).await;
     assert_eq!(interacting.status(), StatusCode::ACCEPTED);
@@ -143,12 +131,12 @@ async fn polling_faster_than_retry_after_is_slow_down_and_the_interval_grows() {
 #[tokio::test]
 async fn terminal_answers_of_the_pending_url_then_410() {
     for (decision, status, code) in [
-        (Decision::Deny, StatusCode::FORBIDDEN, "denied"),
-        (Decision::Expire, StatusCode::REQUEST_TIMEOUT, "expired"),
+        (Choice::Deny, StatusCode::FORBIDDEN, "denied"),
+        (Choice::Expire, StatusCode::REQUEST_TIMEOUT, "expired"),
     ] {
         let rig = Rig::new();
         let (location, pending_code) = pending_of(&rig.request_interaction("/notes").await);
-        assert!(rig.app.aauth.interactions().decide(&pending_code, decision).await);
+        assert!(decide(&rig.app.aauth, &pending_code, decision).await);
         rig.app.clock.advance(5);
         refused(&rig, rig.poll(&location).await, status, code).await;
         rig.app.clock.advance(5);
@@ -161,14 +149,8 @@ async fn an_interaction_past_its_lifetime_answers_408_expired_and_its_code_is_go
     let rig = Rig::new();
     let (location, code) = pending_of(&rig.request_interaction("/notes").await);
     rig.app.clock.advance(600);
-    assert!(rig.app.aauth.interactions().find(&code).await.is_none());
-    assert!(
-        !rig.app
-            .aauth
-            .interactions()
-            .decide(&code, Decision::Approve("a".into()))
-            .await
-    );
+    assert!(rig.app.aauth.interaction(&code).await.is_none());
+    assert!(!decide(&rig.app.aauth, &code, Choice::Approve("a".into())).await);
     refused(&rig, rig.poll(&location).await, StatusCode::REQUEST_TIMEOUT, "expired").await;
 }
 
@@ -176,13 +158,7 @@ async fn an_interaction_past_its_lifetime_answers_408_expired_and_its_code_is_go
 async fn a_poll_signed_by_another_key_is_refused_and_changes_nothing() {
     let rig = Rig::new();
     let (location, code) = pending_of(&rig.request_interaction("/notes").await);
-    assert!(
-        rig.app
-            .aauth
-            .interactions()
-            .decide(&code, Decision::Approve("acct".into()))
-            .await
-    );
+    assert!(decide(&rig.app.aauth, &code, Choice::Approve("acct".into())).await);
     rig.app.clock.advance(5);
     let other = TestAgent::from_seed([9; 32]);
     let response = rig.get_as(&other, &KeySource::Hwk, &location, None, &[], false).await;
@@ -199,13 +175,7 @@ async fn a_poll_signed_by_another_key_is_refused_and_changes_nothing() {
 async fn the_approval_is_handed_out_once() {
     let rig = Rig::new();
     let (location, code) = pending_of(&rig.request_interaction("/notes").await);
-    assert!(
-        rig.app
-            .aauth
-            .interactions()
-            .decide(&code, Decision::Approve("acct".into()))
-            .await
-    );
+    assert!(decide(&rig.app.aauth, &code, Choice::Approve("acct".into())).await);
     rig.app.clock.advance(5);
     assert!(access_of(&rig.poll(&location).await).is_some());
     rig.app.clock.advance(5);
@@ -218,43 +188,51 @@ async fn the_approval_is_handed_out_once() {
 async fn codes_are_single_use_and_read_in_any_case_with_confusables_folded() {
     let rig = Rig::new();
     let (_, code) = pending_of(&rig.request_interaction("/notes").await);
-    let interactions = rig.app.aauth.interactions();
     let typed = code
         .replace('-', "")
         .to_ascii_lowercase()
         .replace('1', "l")
         .replace('0', "o");
-    assert!(interactions.find(&typed).await.is_some());
-    assert!(interactions.decide(&typed, Decision::Deny).await);
-    assert!(!interactions.decide(&code, Decision::Approve("acct".into())).await);
-    assert!(interactions.find(&code).await.is_none());
+    assert!(rig.app.aauth.interaction(&typed).await.is_some());
+    assert!(decide(&rig.app.aauth, &typed, Choice::Deny).await);
+    assert!(!decide(&rig.app.aauth, &code, Choice::Approve("acct".into())).await);
+    assert!(rig.app.aauth.interaction(&code).await.is_none());
+}
+
+#[tokio::test]
+async fn an_interaction_found_once_is_decided_once() {
+    let rig = Rig::new();
+    let (_, code) = pending_of(&rig.request_interaction("/notes").await);
+    let first = rig.app.aauth.interaction(&code).await.unwrap();
+    let second = rig.app.aauth.interaction(&code).await.unwrap();
+    assert!(first.approve("acct").await);
+    assert!(!second.deny().await);
+    assert!(!first.expire().await);
 }
 
 #[tokio::test]
 async fn decisions_with_an_unusable_account_id_decide_nothing() {
     let rig = Rig::new();
     let (_, code) = pending_of(&rig.request_interaction("/notes").await);
-    let interactions = rig.app.aauth.interactions();
-    assert!(!interactions.decide(&code, Decision::Approve(String::new())).await);
-    assert!(!interactions.decide(&code, Decision::Approve("a".repeat(257))).await);
-    assert!(interactions.find(&code).await.is_some(), "still waiting");
+    assert!(!decide(&rig.app.aauth, &code, Choice::Approve(String::new())).await);
+    assert!(!decide(&rig.app.aauth, &code, Choice::Approve("a".repeat(257))).await);
+    assert!(rig.app.aauth.interaction(&code).await.is_some(), "still waiting");
 }
 
 #[tokio::test]
 async fn failed_code_look_ups_are_limited_per_minute() {
     let rig = Rig::new();
     let (_, code) = pending_of(&rig.request_interaction("/notes").await);
-    let interactions = rig.app.aauth.interactions();
     for _ in 0..64 {
-        assert!(interactions.find("AAAAA-AAAAA").await.is_none());
+        assert!(rig.app.aauth.interaction("AAAAA-AAAAA").await.is_none());
     }
     assert!(
-        interactions.find(&code).await.is_none(),
+        rig.app.aauth.interaction(&code).await.is_none(),
         "limited: even a valid code fails"
     );
     rig.app.clock.advance(60);
     assert!(
-        interactions.find(&code).await.is_some(),
+        rig.app.aauth.interaction(&code).await.is_some(),
         "a new minute, a new allowance"
     );
 }
@@ -420,7 +398,7 @@ async fn a_session_for_other_scopes_starts_a_new_interaction_for_an_agent_that_c
         .await;
     assert_eq!(response.status(), StatusCode::ACCEPTED);
     let (_, code) = pending_of(&response);
-    let found = rig.app.aauth.interactions().find(&code).await.unwrap();
+    let found = rig.app.aauth.interaction(&code).await.unwrap();
     assert_eq!(found.scopes, ["data.read", "data.write"]);
     assert_eq!(rig.calls(), 0);
 }

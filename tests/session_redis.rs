@@ -1,4 +1,4 @@
-//! Resource-managed access across replicas with `RedisSessionStore` (feature `redis`):
+//! Resource-managed access across replicas with `SessionOptions::redis_store` (feature `redis`):
 //! an interaction started on one replica is decided and polled on another, the session
 //! is honoured by every replica, the store holds no usable token, its byte bound holds,
 //! and an unreachable Redis is `503`. The harness starts `redis-server` on a loopback
@@ -11,14 +11,17 @@ mod support;
 use http::StatusCode;
 use support::redis::RedisServer;
 use support::session::*;
-use tower_aauth::session::{Decision, RedisSessionStore, SessionOptions};
+use tower_aauth::session::SessionOptions;
 use tower_aauth::testing::{KeySource, TestAgent};
 
 const PREFIX: &str = "test:{session}:";
 
 fn replica(redis: &RedisServer, capacity: u64) -> Rig {
-    let store = RedisSessionStore::connect(&redis.url(), PREFIX, capacity).unwrap();
-    Rig::with_options(SessionOptions::new().store(store))
+    let options = SessionOptions::new()
+        .redis_store(&redis.url(), PREFIX)
+        .unwrap()
+        .capacity_bytes(capacity);
+    Rig::with_options(options)
 }
 
 async fn redis_keys(redis: &RedisServer) -> Vec<(String, Vec<u8>)> {
@@ -41,21 +44,9 @@ async fn an_interaction_started_on_one_replica_completes_on_another_and_every_re
     let started = a.request_interaction("/notes").await;
     assert_eq!(started.status(), StatusCode::ACCEPTED);
     let (location, code) = pending_of(&started);
-    let found = b
-        .app
-        .aauth
-        .interactions()
-        .find(&code)
-        .await
-        .expect("seen by the other replica");
+    let found = b.app.aauth.interaction(&code).await.expect("seen by the other replica");
     assert_eq!(found.scopes, ["data.read"]);
-    assert!(
-        b.app
-            .aauth
-            .interactions()
-            .decide(&code, Decision::Approve("acct-9".into()))
-            .await
-    );
+    assert!(decide(&b.app.aauth, &code, Choice::Approve("acct-9".into())).await);
     b.app.clock.advance(5);
     let approved = b.poll(&location).await;
     assert_eq!(approved.status(), StatusCode::OK);

@@ -163,20 +163,20 @@ impl Session {
     ///
     /// # Errors
     ///
-    /// The store could not answer; the session may still be valid.
-    pub async fn revoke(&self) -> Result<(), StoreError> {
+    /// The store could not answer (`503` if answered); the session may still be valid.
+    pub async fn revoke(&self) -> Result<(), crate::error::Error> {
         for key in &self.keys {
-            self.store.take(key).await?;
+            if self.store.take(key).await.is_err() {
+                return Err(crate::replay::store::unavailable("the session store is unreachable"));
+            }
         }
         Ok(())
     }
 }
 
-/// A guard admitting requests that present a session, or that an auth token for its
-/// scopes serves; made by [`AAuth::require_session`](crate::AAuth::require_session).
-pub type SessionLayer = GuardLayer<SessionPolicy>;
-
-/// The rule of a [`SessionLayer`].
+/// The rule of the session guard, a [`GuardLayer`](crate::guard::GuardLayer) made by
+/// [`AAuth::require_session`](crate::AAuth::require_session): admit requests that present
+/// a session, or that an auth token for its scopes serves.
 #[derive(Clone, Debug)]
 pub struct SessionPolicy {
     shared: Arc<Shared>,
@@ -185,7 +185,7 @@ pub struct SessionPolicy {
 }
 
 impl SessionPolicy {
-    pub(crate) fn layer(shared: Arc<Shared>, scopes: Vec<String>) -> SessionLayer {
+    pub(crate) fn layer(shared: Arc<Shared>, scopes: Vec<String>) -> GuardLayer<SessionPolicy> {
         let requirement = Requirement::Scopes(Scopes::from_iter_unchecked(scopes.clone()));
         GuardLayer {
             policy: SessionPolicy {

@@ -1,7 +1,7 @@
 //! Resource-managed interaction ([AAuth draft -11, "Interaction Required" and
 //! "Interaction Codes"][draft-11]): the `202` that sends a person to the resource's own
 //! page with a code, the polls of its pending URL, and the page's side
-//! ([`Interactions`]: look a code up, decide).
+//! ([`Interaction`]: look a code up, decide).
 //!
 //! # Design
 //!
@@ -419,16 +419,10 @@ pub(crate) fn supported(generation: Generation) -> bool {
     generation == Generation::Draft11
 }
 
-/// The resource's side of pending interactions, for its own interaction page
-/// ([`AAuth::interactions`](crate::AAuth::interactions)): look up the code the person
-/// brings (`{url}?code=…`), show what is asked, and record the person's decision. The
-/// agent learns it on its next poll.
-#[derive(Clone, Debug)]
-pub struct Interactions {
-    pub(crate) shared: Arc<Shared>,
-}
-
-/// A pending interaction as the interaction page shows it.
+/// A pending interaction as the resource's own interaction page sees it
+/// ([`AAuth::interaction`](crate::AAuth::interaction)): what to show the person (the
+/// agent, the scopes), and the person's decision. The agent learns the decision on its
+/// next poll.
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct Interaction {
@@ -442,44 +436,32 @@ pub struct Interaction {
     pub scopes: Vec<String>,
     /// When the interaction expires (seconds since the epoch, the resource's clock).
     pub expires_at: u64,
+    shared: Arc<Shared>,
+    id: String,
+    normal: String,
 }
 
-/// The person's decision on an interaction.
-#[derive(Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Decision {
-    /// Approved, for this account of the resource's own (at most 256 bytes): the agent's
-    /// next poll gets a session token bound to its key, and its requests with it reach
-    /// handlers as this account.
-    Approve(String),
-    /// Declined: the agent's next poll gets `403 denied`.
-    Deny,
-    /// Given up (abandoned, timed out on the page): the next poll gets `408 expired`.
-    Expire,
-}
-
-impl Interactions {
-    /// The interaction `code` names, while it waits for a decision. Marks it
-    /// `interacting` for the agent's polls. `None` for an unknown, decided or expired
-    /// code, a store that cannot answer, and every look-up once this process saw too many
-    /// failed ones within the minute.
-    pub async fn find(&self, code: &str) -> Option<Interaction> {
-        let shared = &self.shared;
-        if self.limited() {
+impl Interaction {
+    /// The interaction `code` names (as the person typed it or the page received it in
+    /// `?code=`), while it waits for a decision; marks it `interacting` for the agent's
+    /// polls. `None` for an unknown, decided or expired code, a store that cannot answer,
+    /// and every look-up once this process saw too many failed ones within the minute.
+    pub(crate) async fn find(shared: &Arc<Shared>, code: &str) -> Option<Interaction> {
+        if limited(shared) {
             return None;
         }
-        let found = self.lookup(code).await;
-        let Some((id, mut record)) = found else {
-            self.failed();
+        let Some((id, normal, mut record)) = lookup(shared, code).await else {
+            failed(shared);
             return None;
         };
         if record.phase == Phase::Waiting(false) {
             record.phase = Phase::Waiting(true);
             let now = shared.clock.now();
+            let key = interaction_key(&id);
             let written = shared
                 .sessions
                 .store
-                .put(&interaction_key(&id), encode(&record), ttl(remaining(&record, now)))
+                .put(&key, encode(&record), ttl(remaining(&record, now)))
                 .await;
             if written.is_err() {
                 return None;
@@ -491,38 +473,44 @@ impl Interactions {
             key_thumbprint: record.jkt,
             scopes: record.scopes,
             expires_at: record.expires_at,
+            shared: shared.clone(),
+            id,
+            normal,
         })
     }
 
-    /// Records the person's decision on the interaction `code` names; the code is used up.
-    /// `false` when nothing was decided: an unknown, already decided or expired code, an
-    /// account id that is empty or over 256 bytes, or a store that cannot answer.
-    pub async fn decide(&self, code: &str, decision: Decision) -> bool {
-        if let Decision::Approve(account) = &decision
-            && (account.is_empty() || account.len() > MAX_ACCOUNT_BYTES)
-        {
+    /// The person approved, for `account`, the resource's own account id (1 to 256
+    /// bytes): the agent's next poll gets a session token bound to its key, and its
+    /// requests with it reach handlers as this account. `false` when nothing was decided
+    /// (the code was used or the interaction ended meanwhile, the account id is unusable,
+    /// or the store cannot answer).
+    pub async fn approve(&self, account: impl Into<String>) -> bool {
+        let account = account.into();
+        if account.is_empty() || account.len() > MAX_ACCOUNT_BYTES {
             return false;
         }
-        if self.limited() {
-            return false;
-        }
+        self.decide(Phase::Approved(account)).await
+    }
+
+    /// The person declined: the agent's next poll gets `403 denied`.
+    pub async fn deny(&self) -> bool {
+        self.decide(Phase::Denied).await
+    }
+
+    /// The interaction was abandoned or timed out on the page: the agent's next poll
+    /// gets `408 expired`.
+    pub async fn expire(&self) -> bool {
+        self.decide(Phase::Expired).await
+    }
+
+    async fn decide(&self, phase: Phase) -> bool {
         let store = &self.shared.sessions.store;
-        let Some(normal) = normalize(code) else {
-            self.failed();
-            return false;
-        };
         // Taking the code makes the decision single use, whatever runs at once.
-        let id = match store.take(&code_key(&normal)).await {
-            Ok(Some(id)) => id,
-            _ => {
-                self.failed();
-                return false;
-            }
-        };
-        let Ok(id) = String::from_utf8(id) else {
-            return false;
-        };
-        let key = interaction_key(&id);
+        match store.take(&code_key(&self.normal)).await {
+            Ok(Some(id)) if id == self.id.as_bytes() => {}
+            _ => return false,
+        }
+        let key = interaction_key(&self.id);
         let Ok(Some(mut record)) = store
             .get(&key)
             .await
@@ -534,52 +522,46 @@ impl Interactions {
         if !matches!(record.phase, Phase::Waiting(_)) || now >= record.expires_at {
             return false;
         }
-        record.phase = match decision {
-            Decision::Approve(account) => Phase::Approved(account),
-            Decision::Deny => Phase::Denied,
-            Decision::Expire => Phase::Expired,
-        };
+        record.phase = phase;
         matches!(
             store.put(&key, encode(&record), ttl(remaining(&record, now))).await,
             Ok(true)
         )
     }
+}
 
-    async fn lookup(&self, code: &str) -> Option<(String, InteractionRecord)> {
-        let shared = &self.shared;
-        let store = &shared.sessions.store;
-        let normal = normalize(code)?;
-        let id = String::from_utf8(store.get(&code_key(&normal)).await.ok()??).ok()?;
-        let record = decode::<InteractionRecord>(&store.get(&interaction_key(&id)).await.ok()??)?;
-        let waiting = matches!(record.phase, Phase::Waiting(_)) && shared.clock.now() < record.expires_at;
-        waiting.then_some((id, record))
-    }
+/// The waiting interaction `code` names: its id, the code's normal form and the record.
+async fn lookup(shared: &Shared, code: &str) -> Option<(String, String, InteractionRecord)> {
+    let store = &shared.sessions.store;
+    let normal = normalize(code)?;
+    let id = String::from_utf8(store.get(&code_key(&normal)).await.ok()??).ok()?;
+    let record = decode::<InteractionRecord>(&store.get(&interaction_key(&id)).await.ok()??)?;
+    let waiting = matches!(record.phase, Phase::Waiting(_)) && shared.clock.now() < record.expires_at;
+    waiting.then_some((id, normal, record))
+}
 
-    /// Whether failed look-ups used up this minute's allowance.
-    fn limited(&self) -> bool {
-        let now = self.shared.clock.now();
-        let failures = self
-            .shared
-            .sessions
-            .failures
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        failures.0 / 60 == now / 60 && failures.1 >= MAX_FAILED_LOOKUPS
-    }
+/// Whether failed look-ups used up this minute's allowance.
+fn limited(shared: &Shared) -> bool {
+    let now = shared.clock.now();
+    let failures = shared
+        .sessions
+        .failures
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    failures.0 / 60 == now / 60 && failures.1 >= MAX_FAILED_LOOKUPS
+}
 
-    fn failed(&self) {
-        let now = self.shared.clock.now();
-        let mut failures = self
-            .shared
-            .sessions
-            .failures
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if failures.0 / 60 != now / 60 {
-            *failures = (now, 0);
-        }
-        failures.1 = failures.1.saturating_add(1);
+fn failed(shared: &Shared) {
+    let now = shared.clock.now();
+    let mut failures = shared
+        .sessions
+        .failures
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if failures.0 / 60 != now / 60 {
+        *failures = (now, 0);
     }
+    failures.1 = failures.1.saturating_add(1);
 }
 
 #[cfg(test)]

@@ -6,22 +6,21 @@
 //!
 //! ```no_run
 //! # use tower_aauth::AAuth;
-//! # use tower_aauth::session::{Decision, Session};
+//! # use tower_aauth::session::Session;
 //! # fn app(aauth: AAuth) -> axum::Router {
 //! use axum::extract::Query;
 //! use axum::routing::{get, post};
-//! let interactions = aauth.interactions();
+//! #[derive(serde::Deserialize)]
+//! struct Code { code: String }
+//! let page = aauth.clone();
 //! axum::Router::new()
 //!     .route("/notes", get(|session: Session| async move { session.account })
 //!         .route_layer(aauth.require_session(["notes.read"])))
 //!     // The resource's own page, at `SessionOptions::interaction_path`.
-//!     .route("/aauth/interaction", post(move |Query(q): Query<std::collections::HashMap<String, String>>| {
-//!         let interactions = interactions.clone();
-//!         async move {
-//!             let code = q.get("code").cloned().unwrap_or_default();
-//!             // ... the resource's own login and consent, then:
-//!             interactions.decide(&code, Decision::Approve("account-42".into())).await.to_string()
-//!         }
+//!     .route("/aauth/interaction", post(move |Query(Code { code }): Query<Code>| async move {
+//!         let Some(interaction) = page.interaction(&code).await else { return "unknown code" };
+//!         // ... the resource's own login and consent for `interaction.scopes`, then:
+//!         if interaction.approve("account-42").await { "approved" } else { "too late" }
 //!     }))
 //!     .merge(aauth.pending_router())
 //!     .layer(aauth.layer())
@@ -37,9 +36,9 @@
 //!    `auth-token` challenge for its scopes (an auth token granting them is served), or
 //!    `403 interaction_required` for a route with no scopes.
 //! 2. The person opens `{url}?code=…`; the resource's page looks the code up
-//!    ([`Interactions::find`]: the agent and the scopes to show), runs its own login and
-//!    consent, and decides ([`Interactions::decide`]: approve for its own account id,
-//!    deny, expire).
+//!    ([`AAuth::interaction`](crate::AAuth::interaction): the agent and the scopes to
+//!    show), runs its own login and consent, and decides ([`Interaction::approve`] for
+//!    its own account id, [`Interaction::deny`], [`Interaction::expire`]).
 //! 3. The agent polls the pending URL (signed by the same key): `202` while waiting
 //!    (`"interacting"` once the page looked the code up), `429 slow_down` when too fast,
 //!    then `200` with `AAuth-Access: <token>` once approved, `403 denied`, or
@@ -55,10 +54,11 @@
 //! by another key `403 invalid_request`; a store that cannot answer, or is full,
 //! `503 temporarily_unavailable`. Every refusal leaves the route's handler uncalled.
 //!
-//! Sessions and pending interactions live in a [`SessionStore`] bounded in bytes:
-//! [`MemorySessionStore`] by default, `RedisSessionStore` (feature `redis`) to share them
-//! between replicas. Options: [`SessionOptions`], set with
-//! [`AAuthBuilder::sessions`](crate::AAuthBuilder::sessions).
+//! Sessions and pending interactions live in one store bounded in bytes
+//! ([`SessionOptions::capacity_bytes`]): in process by default, in Redis
+//! (`SessionOptions::redis_store`, feature `redis`) to share them between replicas.
+//! Session tokens are stored only as their SHA-256. Options: [`SessionOptions`], set
+//! with [`AAuthBuilder::sessions`](crate::AAuthBuilder::sessions).
 //!
 //! [draft-11]: https://datatracker.ietf.org/doc/html/draft-hardt-oauth-aauth-protocol-11
 
@@ -69,8 +69,6 @@ pub(crate) mod interaction;
 mod redis_store;
 pub(crate) mod store;
 
-pub use access::{Session, SessionLayer, SessionPolicy};
-pub use interaction::{Decision, Interaction, Interactions};
-#[cfg(feature = "redis")]
-pub use redis_store::RedisSessionStore;
-pub use store::{MemorySessionStore, SessionOptions, SessionStore, StoreError};
+pub use access::{Session, SessionPolicy};
+pub use interaction::Interaction;
+pub use store::SessionOptions;

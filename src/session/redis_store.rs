@@ -11,9 +11,8 @@ use super::store::{SessionStore, StoreError};
 use crate::error::ConfigError;
 use crate::future::BoxFuture;
 
-/// Sessions and pending interactions shared by every replica through Redis: an agent
-/// approved through one replica is served by all, and any replica answers the polls of
-/// any interaction. Set it with [`SessionOptions::store`](super::SessionOptions::store).
+/// Sessions and pending interactions shared by every replica through Redis
+/// ([`SessionOptions::redis_store`](super::SessionOptions::redis_store)).
 ///
 /// Keys (default prefix `tower-aauth:{session}:`; the braces keep every key in one Redis
 /// Cluster slot): `<prefix>k:<key>` a hash per value (`v` the value, `m` its ledger
@@ -23,11 +22,12 @@ use crate::future::BoxFuture;
 /// count past the capacity is refused; live values are never evicted.
 ///
 /// Failing closed: a connection error, a Redis error or no answer within the operation
-/// timeout (1 s) is [`StoreError`] (`503` with `Retry-After: 1`).
+/// timeout (1 s) is a [`StoreError`] (`503` with `Retry-After: 1`).
 #[derive(Clone)]
-pub struct RedisSessionStore {
+pub(crate) struct RedisSessionStore {
     manager: ConnectionManager,
     prefix: Arc<str>,
+    /// The bytes all values may take together (set from the options).
     capacity: u64,
     timeout: Duration,
 }
@@ -36,7 +36,6 @@ impl std::fmt::Debug for RedisSessionStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisSessionStore")
             .field("prefix", &self.prefix)
-            .field("capacity", &self.capacity)
             .finish_non_exhaustive()
     }
 }
@@ -92,23 +91,22 @@ return value
 ";
 
 impl RedisSessionStore {
-    /// A store at `url` (`redis://host:port/db`) holding at most `capacity_bytes`, with
-    /// the key prefix `prefix` (give each resource its own when several share one Redis;
-    /// keep a `{…}` hash tag in it for Redis Cluster). Must run inside a Tokio runtime;
-    /// it does not wait for Redis to be reachable.
-    ///
-    /// # Errors
-    ///
-    /// The URL is not a Redis URL.
-    pub fn connect(url: &str, prefix: &str, capacity_bytes: u64) -> Result<Self, ConfigError> {
+    /// A store at `url` under `prefix`; connecting is lazy.
+    pub(crate) fn connect(url: &str, prefix: &str) -> Result<Self, ConfigError> {
         let timeout = Duration::from_secs(1);
         let manager = crate::redis_connection::manager(url, timeout, Duration::from_millis(500))?;
         Ok(RedisSessionStore {
             manager,
             prefix: prefix.into(),
-            capacity: capacity_bytes,
+            capacity: 0,
             timeout,
         })
+    }
+
+    /// The store bounded by `capacity` bytes.
+    pub(crate) fn bounded(mut self, capacity: u64) -> Self {
+        self.capacity = capacity;
+        self
     }
 
     fn keys(&self, key: &str) -> [String; 3] {

@@ -1,6 +1,7 @@
 //! Where sessions and pending interactions live: the [`SessionStore`] trait (opaque bytes
 //! under opaque keys, each with a time to live), the in-process [`MemorySessionStore`]
-//! bounded in bytes, the [`SessionOptions`], and the records as the engine writes them.
+//! bounded in bytes (the Redis store is in `redis_store`), the [`SessionOptions`], and
+//! the records as the engine writes them.
 //!
 //! Keys never contain a usable secret: a session is stored under the SHA-256 of its
 //! token, so a dump of the store gives no token an agent could present (and a token is
@@ -18,30 +19,14 @@ use crate::future::BoxFuture;
 
 /// A store could not answer (unreachable, failed or too slow): the request gets
 /// `503 temporarily_unavailable` with `Retry-After`, and nothing changes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-#[non_exhaustive]
-pub struct StoreError;
-
-impl StoreError {
-    /// The store could not answer.
-    pub fn new() -> Self {
-        StoreError
-    }
-}
-
-impl std::fmt::Display for StoreError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("the session store could not answer")
-    }
-}
-
-impl std::error::Error for StoreError {}
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct StoreError;
 
 /// Where sessions and pending interactions are kept: values of at most a few KiB under
 /// keys this crate chooses, each expiring after its time to live. An implementation
 /// bounds the bytes it keeps and refuses (`Ok(false)`) a value that does not fit rather
 /// than evicting live ones.
-pub trait SessionStore: Send + Sync + std::fmt::Debug {
+pub(crate) trait SessionStore: Send + Sync + std::fmt::Debug {
     /// Stores `value` under `key` (replacing any value there) for `ttl`; `Ok(false)` when
     /// it does not fit within the store's bound.
     fn put<'a>(&'a self, key: &'a str, value: Vec<u8>, ttl: Duration) -> BoxFuture<'a, Result<bool, StoreError>>;
@@ -57,8 +42,8 @@ pub trait SessionStore: Send + Sync + std::fmt::Debug {
 /// The in-process [`SessionStore`]: a [`moka`] cache weighted by bytes. A value that would
 /// take the store past its capacity is refused; live values are never evicted to make
 /// room. Sessions kept here are lost when the process stops and are not seen by other
-/// replicas (see `RedisSessionStore`, feature `redis`).
-pub struct MemorySessionStore {
+/// replicas (see [`SessionOptions::redis_store`], feature `redis`).
+pub(crate) struct MemorySessionStore {
     values: moka::sync::Cache<String, Arc<Entry>>,
     held: Arc<AtomicU64>,
     capacity: u64,
@@ -95,7 +80,7 @@ impl moka::Expiry<String, Arc<Entry>> for EntryExpiry {
 
 impl MemorySessionStore {
     /// A store of at most `capacity_bytes` (keys, values and a fixed overhead each).
-    pub fn new(capacity_bytes: u64) -> Self {
+    pub(crate) fn new(capacity_bytes: u64) -> Self {
         let held = Arc::new(AtomicU64::new(0));
         let released = held.clone();
         let values = moka::sync::Cache::builder()
@@ -115,7 +100,8 @@ impl MemorySessionStore {
     }
 
     /// Bytes the live values take now.
-    pub fn held_bytes(&self) -> u64 {
+    #[cfg(test)]
+    fn held_bytes(&self) -> u64 {
         self.values.run_pending_tasks();
         self.held.load(Ordering::Acquire)
     }
@@ -165,7 +151,8 @@ impl SessionStore for MemorySessionStore {
 /// Limits and lifetimes of resource-managed access. Defaults: sessions valid 1 hour and
 /// rotated after half of it, never beyond 24 hours after the person's approval; pending
 /// interactions 10 minutes with `Retry-After: 5`; the interaction page at
-/// `/aauth/interaction`; an in-process store of 16 MiB.
+/// `/aauth/interaction`; an in-process store of 16 MiB for sessions and pending
+/// interactions together (each session about 400 bytes, each interaction about 800).
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct SessionOptions {
@@ -174,7 +161,8 @@ pub struct SessionOptions {
     pub(crate) interaction_lifetime: u64,
     pub(crate) retry_after: u64,
     pub(crate) interaction_path: String,
-    pub(crate) store: Option<Arc<dyn SessionStore>>,
+    #[cfg(feature = "redis")]
+    pub(crate) redis: Option<super::redis_store::RedisSessionStore>,
     pub(crate) capacity_bytes: u64,
 }
 
@@ -186,7 +174,8 @@ impl Default for SessionOptions {
             interaction_lifetime: 600,
             retry_after: 5,
             interaction_path: "/aauth/interaction".to_owned(),
-            store: None,
+            #[cfg(feature = "redis")]
+            redis: None,
             capacity_bytes: 16 * 1024 * 1024,
         }
     }
@@ -235,18 +224,31 @@ impl SessionOptions {
         self
     }
 
-    /// Bytes the default in-process store may hold (sessions and pending interactions
-    /// together); ignored when a [`store`](Self::store) is set.
+    /// Bytes the store may hold (sessions and pending interactions together; with Redis,
+    /// every replica's together). A session or interaction that does not fit is refused
+    /// with `503`; live ones are never evicted to make room.
     pub fn capacity_bytes(mut self, bytes: u64) -> Self {
         self.capacity_bytes = bytes;
         self
     }
 
-    /// Keeps sessions and pending interactions in `store` (for example
-    /// `RedisSessionStore`, feature `redis`, shared by every replica).
-    pub fn store(mut self, store: impl SessionStore + 'static) -> Self {
-        self.store = Some(Arc::new(store));
-        self
+    /// Keeps sessions and pending interactions in Redis at `url` (`redis://host:port/db`),
+    /// shared by every replica: an agent approved through one replica is served by all,
+    /// and any replica answers the polls of any interaction. Give each resource its own
+    /// `prefix` when several share one Redis (keep a `{…}` hash tag in it for Redis
+    /// Cluster; for example `tower-aauth:{session}:`). Keys: `<prefix>k:<key>` a hash per
+    /// value, `<prefix>bytes` the bytes of all live values (bounded by
+    /// [`capacity_bytes`](Self::capacity_bytes)), `<prefix>ledger` their expiries. A
+    /// connection error or no answer within 1 s is `503` with `Retry-After: 1`.
+    /// Connecting is lazy; it must run inside a Tokio runtime.
+    ///
+    /// # Errors
+    ///
+    /// The URL is not a Redis URL.
+    #[cfg(feature = "redis")]
+    pub fn redis_store(mut self, url: &str, prefix: &str) -> Result<Self, ConfigError> {
+        self.redis = Some(super::redis_store::RedisSessionStore::connect(url, prefix)?);
+        Ok(self)
     }
 
     pub(crate) fn validate(&self) -> Result<(), ConfigError> {
@@ -297,10 +299,13 @@ pub(crate) struct Sessions {
 
 impl Sessions {
     pub(crate) fn new(options: SessionOptions) -> Self {
-        let store = options
-            .store
-            .clone()
-            .unwrap_or_else(|| Arc::new(MemorySessionStore::new(options.capacity_bytes)));
+        #[cfg(feature = "redis")]
+        let store: Arc<dyn SessionStore> = match &options.redis {
+            Some(redis) => Arc::new(redis.clone().bounded(options.capacity_bytes)),
+            None => Arc::new(MemorySessionStore::new(options.capacity_bytes)),
+        };
+        #[cfg(not(feature = "redis"))]
+        let store: Arc<dyn SessionStore> = Arc::new(MemorySessionStore::new(options.capacity_bytes));
         Sessions {
             options,
             store,

@@ -12,7 +12,7 @@ use axum::routing::{get, post};
 use http::{Request, Response, StatusCode};
 use serde_json::json;
 use tower::ServiceExt;
-use tower_aauth::session::{Decision, Session, SessionOptions};
+use tower_aauth::session::{Session, SessionOptions};
 use tower_aauth::testing::{KeySource, SignOptions, TestAgent};
 use tower_aauth::{AAuthBuilder, Clock, engine};
 
@@ -188,13 +188,7 @@ impl Rig {
         let started = self.request_interaction(path).await;
         assert_eq!(started.status(), StatusCode::ACCEPTED);
         let (location, code) = pending_of(&started);
-        assert!(
-            self.app
-                .aauth
-                .interactions()
-                .decide(&code, Decision::Approve(account.into()))
-                .await
-        );
+        assert!(decide(&self.app.aauth, &code, Choice::Approve(account.into())).await);
         self.app.clock.advance(5);
         let approved = self.poll(&location).await;
         assert_eq!(approved.status(), StatusCode::OK);
@@ -234,16 +228,16 @@ pub fn interaction_page(aauth: &tower_aauth::AAuth) -> Router {
     struct Code {
         code: String,
     }
-    let show = aauth.interactions();
-    let approve = aauth.interactions();
-    let deny = aauth.interactions();
+    let show = aauth.clone();
+    let approve = aauth.clone();
+    let deny = aauth.clone();
     Router::new()
         .route(
             "/aauth/interaction",
             get(move |Query(Code { code }): Query<Code>| {
-                let interactions = show.clone();
+                let aauth = show.clone();
                 async move {
-                    let Some(found) = interactions.find(&code).await else {
+                    let Some(found) = aauth.interaction(&code).await else {
                         return (StatusCode::NOT_FOUND, axum::response::Html("unknown code".to_owned()));
                     };
                     let agent = found.agent.unwrap_or_else(|| "an unnamed agent".to_owned());
@@ -265,9 +259,9 @@ pub fn interaction_page(aauth: &tower_aauth::AAuth) -> Router {
         .route(
             "/aauth/interaction/approve",
             post(move |Query(Code { code }): Query<Code>| {
-                let interactions = approve.clone();
+                let aauth = approve.clone();
                 async move {
-                    let done = interactions.decide(&code, Decision::Approve("account-7".into())).await;
+                    let done = decide(&aauth, &code, Choice::Approve("account-7".into())).await;
                     axum::response::Html(if done {
                         "<p id=\"done\">approved</p>"
                     } else {
@@ -279,9 +273,9 @@ pub fn interaction_page(aauth: &tower_aauth::AAuth) -> Router {
         .route(
             "/aauth/interaction/deny",
             post(move |Query(Code { code }): Query<Code>| {
-                let interactions = deny.clone();
+                let aauth = deny.clone();
                 async move {
-                    let done = interactions.decide(&code, Decision::Deny).await;
+                    let done = decide(&aauth, &code, Choice::Deny).await;
                     axum::response::Html(if done {
                         "<p id=\"done\">denied</p>"
                     } else {
@@ -290,4 +284,25 @@ pub fn interaction_page(aauth: &tower_aauth::AAuth) -> Router {
                 }
             }),
         )
+}
+
+/// What the person decides on the interaction page (test-side shorthand).
+#[derive(Debug, Clone)]
+pub enum Choice {
+    Approve(String),
+    Deny,
+    Expire,
+}
+
+/// Looks `code` up through the interaction hook and records `choice`; `false` when the
+/// code finds nothing or nothing was decided.
+pub async fn decide(aauth: &tower_aauth::AAuth, code: &str, choice: Choice) -> bool {
+    let Some(interaction) = aauth.interaction(code).await else {
+        return false;
+    };
+    match choice {
+        Choice::Approve(account) => interaction.approve(account).await,
+        Choice::Deny => interaction.deny().await,
+        Choice::Expire => interaction.expire().await,
+    }
 }
