@@ -8,6 +8,8 @@
 //! * `skip_redis`: `redis-server` is not on `PATH` (tests/replay_redis.rs);
 //! * `skip_haproxy`: `haproxy` is not on `PATH` (tests/fleet.rs, which also needs
 //!   `redis-server`);
+//! * `skip_chromium`: `chromium` or `chromedriver` is not on `PATH`
+//!   (tests/session_browser.rs);
 //! * `skip_peer_v05`, `skip_peer_v03`, `skip_peer_js`, `skip_peer_introspection`: the
 //!   launcher `bin/<peer>` written by `tests/interop/setup.sh` is missing from the peer
 //!   directory (the tests/interop_*.rs files and one test of tests/resource_token.rs);
@@ -39,6 +41,7 @@ const PEERS: [(&str, &str); 4] = [
 fn main() {
     println!("cargo::rustc-check-cfg=cfg(skip_redis)");
     println!("cargo::rustc-check-cfg=cfg(skip_haproxy)");
+    println!("cargo::rustc-check-cfg=cfg(skip_chromium)");
     for (_, cfg) in PEERS {
         println!("cargo::rustc-check-cfg=cfg({cfg})");
     }
@@ -55,6 +58,10 @@ fn main() {
     }
     if !ci && !on_path("haproxy") {
         println!("cargo::rustc-cfg=skip_haproxy");
+    }
+    let browser = on_path("chromium") && on_path("chromedriver");
+    if !ci && !browser {
+        println!("cargo::rustc-cfg=skip_chromium");
     }
 
     let peer_dir = peer_dir(&manifest_dir);
