@@ -495,4 +495,20 @@ mod tests {
             assert_eq!(credential(&headers(values)), Credential::Malformed, "{values:?}");
         }
     }
+
+    proptest::proptest! {
+        #[test]
+        fn any_authorization_fields_are_read_without_panicking(values in proptest::collection::vec(proptest::collection::vec(proptest::num::u8::ANY, 0..700), 0..4)) {
+            let mut headers = HeaderMap::new();
+            for value in &values {
+                if let Ok(value) = HeaderValue::from_bytes(value) {
+                    headers.append(http::header::AUTHORIZATION, value);
+                }
+            }
+            if let Credential::Token(token) = credential(&headers) {
+                proptest::prop_assert!(token.len() <= MAX_TOKEN_LEN && is_token68(token.as_bytes()));
+                proptest::prop_assert_eq!(headers.get_all(http::header::AUTHORIZATION).iter().count(), 1);
+            }
+        }
+    }
 }

@@ -121,4 +121,19 @@ mod tests {
         );
         assert_eq!(declared(&headers), None);
     }
+
+    proptest::proptest! {
+        #[test]
+        fn any_capability_fields_are_read_without_panicking(lines in proptest::collection::vec("[ -~]{0,300}", 0..4)) {
+            let mut headers = HeaderMap::new();
+            for line in &lines {
+                if let Ok(value) = http::HeaderValue::from_str(line) {
+                    headers.append(names::header::AAUTH_CAPABILITIES, value);
+                }
+            }
+            if let Some(tokens) = declared(&headers) {
+                proptest::prop_assert!(tokens.len() <= MAX_MEMBERS);
+            }
+        }
+    }
 }
