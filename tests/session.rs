@@ -484,6 +484,15 @@ async fn a_route_without_scopes_answers_403_interaction_required_to_an_agent_tha
 }
 
 #[tokio::test]
+async fn the_session_extractor_refuses_a_request_no_session_guard_admitted() {
+    let rig = Rig::new();
+    let token = rig.session_for("/notes", "acct").await;
+    // Even a valid session token: only the guard checks it and hands the session on.
+    let response = rig.with_session("/account", &token).await;
+    refused(&rig, response, StatusCode::FORBIDDEN, "interaction_required").await;
+}
+
+#[tokio::test]
 async fn without_the_pending_router_no_interaction_starts() {
     let mut rig = Rig::new();
     rig.mount_pending = false;

@@ -23,7 +23,8 @@ pub const PENDING: &str = "https://resource.example/aauth/pending/";
 pub const INTERACTION_URL: &str = "https://resource.example/aauth/interaction";
 
 /// A resource with session routes: `/notes` (`data.read`), `/open` (no scope), `/both`
-/// (`data.read` + `data.write`), `/logout` (revokes the session), the pending router
+/// (`data.read` + `data.write`), `/logout` (revokes the session), `/account` (the
+/// `Session` extractor without a guard), the pending router
 /// and an interaction page at `/aauth/interaction` (`GET ?code=` shows what is asked,
 /// `POST /aauth/interaction/approve|deny?code=` decides).
 pub struct Rig {
@@ -98,6 +99,8 @@ impl Rig {
                 "/logout",
                 post(logout).route_layer(a.require_session(Vec::<String>::new())),
             )
+            // No guard: the extractor alone.
+            .route("/account", get(|session: Session| async move { session.account }))
             .merge(interaction_page(a));
         if self.mount_pending {
             router = router.merge(a.pending_router());
