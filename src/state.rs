@@ -81,13 +81,18 @@ impl Shared {
     }
 
     /// The paths neither the default requirement nor a guard applied router-wide applies
-    /// to: the well-known documents, and pending URLs while they are served (a poll
-    /// carries its own requirement). Exact shapes only, never a prefix. None of them
-    /// contains a dot segment or a percent sign, so a path equal to one is already in
+    /// to: the well-known documents, pending URLs while they are served (a poll
+    /// carries its own requirement), and the interaction page of resource-managed access
+    /// once a session guard exists (a person's browser opens it). Exact shapes only,
+    /// never a prefix. None of them contains a dot segment or a percent sign, so a path
+    /// equal to one is already in
     /// normal form and is routed as that resource; any other spelling
     /// (`/aauth/pending/x/../../admin`, `%2e%2e`) gets the requirement.
     pub(crate) fn is_public(&self, path: &str) -> bool {
-        path == names::path::RESOURCE_METADATA || path == names::path::JWKS || self.pending.serves(path)
+        path == names::path::RESOURCE_METADATA
+            || path == names::path::JWKS
+            || self.pending.serves(path)
+            || self.sessions.serves_page(path)
     }
 
     /// [`Shared::is_public`] for a request head, by the path the agent signed (the

@@ -502,6 +502,29 @@ async fn without_the_pending_router_no_interaction_starts() {
     assert_eq!(rig.calls(), 0);
 }
 
+#[tokio::test]
+async fn the_interaction_page_alone_is_exempt_from_the_default_requirement() {
+    let rig = Rig::with(|b| b.default_requirement(tower_aauth::guard::Requirement::Signature));
+    let (_, code) = pending_of(&rig.request_interaction("/notes").await);
+    let unsigned = |path: String| {
+        http::Request::get(format!("{RESOURCE}{path}"))
+            .body(axum::body::Body::empty())
+            .unwrap()
+    };
+    let page = rig.send(unsigned(format!("/aauth/interaction?code={code}"))).await;
+    assert_eq!(page.status(), StatusCode::OK, "a browser opens the page unsigned");
+    for path in [
+        format!("/aauth/interaction/approve?code={code}"),
+        format!("/aauth/interaction/../interaction?code={code}"),
+        "/aauth/interactions".to_owned(),
+    ] {
+        let response = rig.send(unsigned(path.clone())).await;
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{path}");
+        assert_eq!(response.headers()["aauth-requirement"], "requirement=agent-token");
+    }
+    assert!(rig.app.aauth.interaction(&code).await.is_some(), "nothing was decided");
+}
+
 #[test]
 fn session_options_out_of_range_are_configuration_errors() {
     for options in [

@@ -186,6 +186,7 @@ pub struct SessionPolicy {
 
 impl SessionPolicy {
     pub(crate) fn layer(shared: Arc<Shared>, scopes: Vec<String>) -> GuardLayer<SessionPolicy> {
+        shared.sessions.mark_page_served();
         let requirement = Requirement::Scopes(Scopes::from_iter_unchecked(scopes.clone()));
         GuardLayer {
             policy: SessionPolicy {

@@ -9,7 +9,7 @@
 //! pending id, and its code under the code's normal form, pointing to the id.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -218,7 +218,11 @@ impl SessionOptions {
 
     /// The path of the resource's own interaction page (the `url` of
     /// `requirement=interaction` is the resource identifier followed by it): starts with
-    /// `/`, no query, no fragment.
+    /// `/`, no query, no fragment. Once a session guard exists this exact path (not the
+    /// paths under it) is exempt from the layer's
+    /// [default requirement](crate::AAuthBuilder::default_requirement), as the pending URLs
+    /// are: a person's browser opens it unsigned. The page's own forms should post back
+    /// to it.
     pub fn interaction_path(mut self, path: impl Into<String>) -> Self {
         self.interaction_path = path.into();
         self
@@ -295,6 +299,9 @@ pub(crate) struct Sessions {
     pub(crate) store: Arc<dyn SessionStore>,
     /// Failed code look-ups in the current window: (window start, count).
     pub(crate) failures: std::sync::Mutex<(u64, u32)>,
+    /// Whether a session guard exists: only then is the interaction page exempt from the
+    /// layer's default requirement.
+    page_served: AtomicBool,
 }
 
 impl Sessions {
@@ -310,7 +317,19 @@ impl Sessions {
             options,
             store,
             failures: std::sync::Mutex::new((0, 0)),
+            page_served: AtomicBool::new(false),
         }
+    }
+
+    /// Records that a session guard exists, so that people reach the interaction page.
+    pub(crate) fn mark_page_served(&self) {
+        self.page_served.store(true, Ordering::Release);
+    }
+
+    /// Whether `path` is exactly the interaction page's and a session guard exists: a
+    /// browser, not an agent, opens it, with no signature.
+    pub(crate) fn serves_page(&self, path: &str) -> bool {
+        self.page_served.load(Ordering::Acquire) && path == self.options.interaction_path
     }
 }
 
