@@ -8,7 +8,8 @@
 //! * `skip_redis`: `redis-server` is not on `PATH` (tests/replay_redis.rs);
 //! * `skip_haproxy`: `haproxy` is not on `PATH` (tests/fleet.rs, which also needs
 //!   `redis-server`);
-//! * `skip_chromium`: `chromium` or `chromedriver` is not on `PATH` (tests/browser.rs);
+//! * `skip_chromium`: `chromium` or `chromedriver` is not on `PATH` (tests/browser.rs,
+//!   tests/session_browser.rs);
 //! * `skip_peer_v05`, `skip_peer_v03`, `skip_peer_js`, `skip_peer_introspection`: the
 //!   launcher `bin/<peer>` written by `tests/interop/setup.sh` is missing from the peer
 //!   directory (the tests/interop_*.rs files and one test of tests/resource_token.rs);

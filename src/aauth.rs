@@ -160,6 +160,50 @@ impl AAuth {
         self.require(Requirement::Scopes(Scopes::from_iter_unchecked(scopes)))
     }
 
+    /// A guard for resource-managed access ([`session`](crate::session)): the route serves
+    /// requests presenting a session token (`Authorization: AAuth <token>`, signed by the
+    /// key the session is bound to, `authorization` covered) approved for every one of
+    /// `scopes`, and requests whose auth token grants them all.
+    ///
+    /// | the request presents | answer |
+    /// |---|---|
+    /// | no signature | 401 `requirement=agent-token` (a session token alone is refused) |
+    /// | a valid session for `scopes` | **serve**, the [`Session`](crate::session::Session) in the extensions; `AAuth-Access` when rotated |
+    /// | a malformed, unknown, expired or revoked session token, or one bound to another key | 401 `invalid_session` |
+    /// | an auth token granting every scope | **serve** |
+    /// | nothing sufficient, `AAuth-Capabilities: interaction` declared | 202 `requirement=interaction` |
+    /// | nothing sufficient, not declared | the [`require_scopes`](Self::require_scopes) answer (403 `interaction_required` without scopes) |
+    ///
+    /// Mount [`AAuth::pending_router`] too: the agent polls a pending URL for its token.
+    ///
+    /// # Panics
+    ///
+    /// At start-up, if a scope is not a single RFC 6749 scope token.
+    pub fn require_session<I, S>(&self, scopes: I) -> GuardLayer<crate::session::SessionPolicy>
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let scopes: Vec<String> = scopes.into_iter().map(Into::into).collect();
+        for scope in &scopes {
+            assert!(
+                Scopes::parse(scope).is_some_and(|s| s.len() == 1),
+                "tower-aauth: {scope:?} is not a single RFC 6749 scope token"
+            );
+        }
+        crate::session::SessionPolicy::layer(self.shared.clone(), scopes)
+    }
+
+    /// The pending interaction of resource-managed access that `code` names, for the
+    /// resource's own interaction page: what to show the person, and the decision
+    /// ([`Interaction::approve`](crate::session::Interaction::approve), `deny`, `expire`;
+    /// see [`session`](crate::session)). `None` for an unknown, decided or expired code,
+    /// a store that cannot answer, and every look-up once this process saw 64 failed ones
+    /// within the minute (a code is 50 bits; the limit keeps guessing hopeless).
+    pub async fn interaction(&self, code: &str) -> Option<crate::session::Interaction> {
+        crate::session::Interaction::find(&self.shared, code).await
+    }
+
     /// A guard admitting any request whose signature the layer verified, whatever it
     /// signed with: exactly the requests the [`VerifiedAgent`](crate::VerifiedAgent)
     /// extractor accepts. The route for "any verified agent"; no person, no authorization.

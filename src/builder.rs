@@ -72,6 +72,7 @@ pub struct AAuthBuilder {
     consent: Consent,
     endpoints: crate::endpoint::config::Endpoints,
     pub(crate) authz: AuthzOptions,
+    sessions: crate::session::SessionOptions,
 }
 
 impl std::fmt::Debug for AAuthBuilder {
@@ -112,6 +113,7 @@ impl AAuthBuilder {
             consent: Consent::default(),
             endpoints: Default::default(),
             authz: Default::default(),
+            sessions: crate::session::SessionOptions::new(),
         }
     }
 
@@ -423,6 +425,8 @@ impl AAuthBuilder {
             .build(&self.tokens.access_servers, can_grant, self.clock.now())?;
         let pending = crate::deferred::PendingStore::new(deferred);
         self.endpoints.validate(&self.schemes, &self.tokens, can_grant)?;
+        self.sessions.validate()?;
+        let sessions = crate::session::store::Sessions::new(self.sessions);
         let mut tokens = self.tokens;
         tokens.max_iat_skew = self.max_skew;
         if self.profile.accepts_legacy() {
@@ -498,6 +502,7 @@ impl AAuthBuilder {
                 pending,
                 budgets,
                 endpoints: self.endpoints,
+                sessions,
             }),
         })
     }
@@ -603,6 +608,16 @@ impl AAuthBuilder {
     /// (default: in process, 16 MiB; see [`crate::budget`]).
     pub fn budgets(mut self, options: crate::budget::BudgetOptions) -> Self {
         self.authz.budgets = options;
+        self
+    }
+}
+
+// from src/session
+impl AAuthBuilder {
+    /// Lifetimes, limits and the store of resource-managed access (the routes guarded by
+    /// [`AAuth::require_session`](crate::AAuth::require_session); see [`session`](crate::session)).
+    pub fn sessions(mut self, options: crate::session::SessionOptions) -> Self {
+        self.sessions = options;
         self
     }
 }

@@ -74,6 +74,13 @@ impl IntoResponse for ExtractRejection {
     }
 }
 
+impl ExtractRejection {
+    /// The rejection answering `error`.
+    pub(crate) fn of_error(error: &crate::error::Error) -> Self {
+        ExtractRejection(Box::new(error.to_response()))
+    }
+}
+
 fn missing_layer() -> ExtractRejection {
     ExtractRejection(Box::new(without_layer(Reader::Extractor).to_response()))
 }

@@ -292,7 +292,16 @@ where
 {
     let path = original_path(&request);
     if let Some(which) = shared.endpoints.at(path) {
-        let response = crate::endpoint::answer(shared, which, &request).map(ResBody::from);
+        let response = match crate::endpoint::answer(shared, which, &request) {
+            crate::endpoint::Answer::Now(response) => response.map(ResBody::from),
+            crate::endpoint::Answer::Later(future) => {
+                return State::Polling {
+                    future: Box::pin(async move { crate::deferred::Begun::Answer(future.await) }),
+                    service: Some(inner),
+                    shared: shared.clone(),
+                };
+            }
+        };
         answered(
             &response,
             request.extensions().get::<VerifiedRequest>().is_some(),

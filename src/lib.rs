@@ -10,7 +10,7 @@
 //   engine      httpsig · jose · legacy · sigkey · discovery · policy::identity · token ·
 //               keyring · resource_token · verified · replay · policy · token_cache · authz
 //   state       state (the one struct the services share, built only by the builder)
-//   services    verifier · challenge · guard · endpoint · layer · deferred · rar · extract ·
+//   services    verifier · challenge · guard · endpoint · layer · deferred · session · rar · extract ·
 //               well_known
 //   handle      aauth (every method of `AAuth`) · builder (`AAuthBuilder`)
 mod aauth;
@@ -50,6 +50,7 @@ pub mod guard;
 pub mod policy;
 pub mod rar;
 pub mod replay;
+pub mod session;
 #[cfg(feature = "test-util")]
 pub mod testing;
 

@@ -66,6 +66,8 @@ pub(crate) struct Shared {
     pub(crate) budgets: crate::budget::options::Budgets,
     /// The revocation and authorization endpoints, when mounted.
     pub(crate) endpoints: crate::endpoint::config::Endpoints,
+    /// Sessions and pending interactions of resource-managed access ([`session`](crate::session)).
+    pub(crate) sessions: crate::session::store::Sessions,
 }
 
 impl std::fmt::Debug for Shared {
@@ -84,7 +86,9 @@ impl Shared {
 
     /// The paths neither the default requirement nor a guard applied router-wide applies
     /// to: the well-known documents, pending URLs while they are served (a poll
-    /// carries its own requirement) and the mounted endpoints (each checks its caller). Exact shapes only, never a prefix. None of them
+    /// carries its own requirement), the mounted endpoints (each checks its caller), and
+    /// the interaction page of resource-managed access once a session guard exists (a
+    /// person's browser opens it). Exact shapes only, never a prefix. None of them
     /// contains a dot segment or a percent sign, so a path equal to one is already in
     /// normal form and is routed as that resource; any other spelling
     /// (`/aauth/pending/x/../../admin`, `%2e%2e`) gets the requirement.
@@ -93,6 +97,7 @@ impl Shared {
             || path == names::path::JWKS
             || self.pending.serves(path)
             || self.endpoints.serves(path)
+            || self.sessions.serves_page(path)
     }
 
     /// [`Shared::is_public`] for a request head, by the path the agent signed (the

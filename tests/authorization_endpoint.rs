@@ -263,19 +263,41 @@ async fn an_account_the_person_does_not_hold_is_invalid_account() {
 }
 
 #[tokio::test]
-async fn an_account_that_needs_interaction_is_refused_until_interaction_is_supported() {
-    let w = world();
-    let response = w
-        .send(w.ask(&json!({ "scope": "data.read", "account": "linked-later" })))
-        .await;
-    assert_error(
-        "interaction",
-        &w,
-        response,
-        StatusCode::FORBIDDEN,
-        "interaction_unavailable",
-    )
-    .await;
+async fn an_account_that_needs_interaction_hands_the_person_over_to_the_resources_interaction() {
+    let clock = ManualClock::new(NOW);
+    let w = world_with(|builder| builder.clock(clock.clone()));
+    let router = Router::new().merge(w.aauth.pending_router()).layer(w.aauth.layer());
+    let asked = w.ask(&json!({ "scope": "data.read", "account": "linked-later" }));
+    let held = router.clone().oneshot(asked).await.unwrap();
+    assert_eq!(held.status(), StatusCode::ACCEPTED);
+    assert!(
+        held.headers()["aauth-requirement"]
+            .to_str()
+            .unwrap()
+            .starts_with("requirement=interaction"),
+        "{:?}",
+        held.headers()
+    );
+    let (location, code) = support::session::pending_of(&held);
+    // The resource's own page: the person links the account and approves.
+    assert!(
+        support::session::decide(
+            &w.aauth,
+            &code,
+            support::session::Choice::Approve("linked-later".to_owned())
+        )
+        .await
+    );
+    clock.advance(5);
+    let mut poll = Request::get(&location).body(Body::empty()).unwrap();
+    w.agent.sign(&mut poll, &KeySource::Hwk, NOW + 5);
+    let approved = router.oneshot(poll).await.unwrap();
+    assert_eq!(approved.status(), StatusCode::OK);
+    assert!(
+        support::session::access_of(&approved).is_some(),
+        "the session arrives on the pending URL's 200"
+    );
+    assert_eq!(w.calls(), 0, "the application is never called");
 }
 
 #[tokio::test]

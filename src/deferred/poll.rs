@@ -107,6 +107,10 @@ pub(crate) async fn begin(shared: Arc<Shared>, poll: http::request::Parts, path:
         return Begun::Answer(challenge_response(shared.hook(), &Challenge::AgentToken, generation));
     };
     let id = pending_id(&path).unwrap_or_default();
+    // A pending URL of resource-managed interaction ([`crate::session`]).
+    if let Some(answer) = crate::session::interaction::poll(&shared, id, verified).await {
+        return Begun::Answer(answer);
+    }
     let now = shared.clock.now();
     let mut interval = shared.pending.options.retry_after;
     for _ in 0..ATTEMPTS {

@@ -238,6 +238,11 @@ impl PendingStore {
         self.served.store(true, Ordering::Release);
     }
 
+    /// Whether the pending URLs are served.
+    pub(crate) fn is_served(&self) -> bool {
+        self.served.load(Ordering::Acquire)
+    }
+
     /// Whether `path` is a pending URL this store could have issued, and the pending URLs
     /// are served: the only paths under the prefix that skip the default requirement.
     pub(crate) fn serves(&self, path: &str) -> bool {
@@ -450,7 +455,7 @@ impl PendingBackend for LocalStore {
 const ID_LEN: usize = 22;
 
 /// 128 bits from the operating system's CSPRNG, base64url: the pending URL's secret part.
-pub(super) fn new_id() -> String {
+pub(crate) fn new_id() -> String {
     let mut bytes = [0u8; 16];
     getrandom::fill(&mut bytes).expect("the operating system has no usable random source");
     crate::jose::b64url(bytes)

@@ -19,21 +19,26 @@
 //!   `mission_s256` and `tenant` are copied from the person token, `agent_jkt` is the
 //!   signing key's thumbprint, `scope` the requested scopes and `account` the echo of a
 //!   held account.
-//! * Resource-managed interaction (`202` with `requirement=interaction`) is not run here:
-//!   the decision that would need it, [`AccountDecision::NeedsInteraction`], reaches
-//!   [`enter_interaction`], which refuses with `403 interaction_unavailable`.
+//! * When the resource answers [`AccountDecision::NeedsInteraction`], the person is handed
+//!   over to the resource's own interaction ([AAuth draft -11, "Interaction"][draft-11]):
+//!   `202` with `requirement=interaction` and the pending URL the agent polls, the same
+//!   resource-managed interaction a session guard starts; once the person approved, the
+//!   poll's `200` carries the session (`AAuth-Access`).
 //!
 //! [draft-11]: https://datatracker.ietf.org/doc/html/draft-hardt-oauth-aauth-protocol-11
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 
-use super::{VerifiedBody, is_json, is_text, json_response, problem_response};
+use std::sync::Arc;
+
+use super::{Answer, VerifiedBody, is_json, is_text, json_response, problem_response};
 use crate::challenge::{Challenge, challenge_response, error_response};
 use crate::error::Error;
 use crate::policy::AccountDecision;
 use crate::policy::identity::PersonId;
 use crate::resource_token::{Audience, MintRequest, Minter};
+use crate::session::interaction::start_interaction;
 use crate::state::Shared;
 use crate::token::{Scopes, TokenKind};
 use crate::verified::VerifiedRequest;
@@ -47,14 +52,40 @@ pub(crate) struct Asked {
     pub(crate) account: Option<String>,
 }
 
-pub(crate) fn answer<B>(shared: &Shared, request: &Request<B>) -> Response<Bytes> {
+pub(crate) fn answer<B>(shared: &Arc<Shared>, request: &Request<B>) -> Answer {
+    match decide(shared, request) {
+        Decided::Answer(response) => Answer::Now(response),
+        Decided::Interaction(verified, asked) => {
+            let shared = shared.clone();
+            Answer::Later(Box::pin(async move {
+                let scopes: Vec<String> = asked.scope.iter().map(str::to_owned).collect();
+                start_interaction(&shared, &verified, &scopes).await
+            }))
+        }
+    }
+}
+
+/// What the checks decided: an answer, or the person's hand-over to the resource's own
+/// interaction.
+enum Decided {
+    Answer(Response<Bytes>),
+    Interaction(VerifiedRequest, Asked),
+}
+
+impl From<Response<Bytes>> for Decided {
+    fn from(response: Response<Bytes>) -> Self {
+        Decided::Answer(response)
+    }
+}
+
+fn decide<B>(shared: &Shared, request: &Request<B>) -> Decided {
     let verified = request.extensions().get::<VerifiedRequest>();
     let person_token = verified
         .and_then(|v| v.token.as_ref())
         .filter(|t| t.claims.kind == TokenKind::Person);
     let (Some(verified), Some(person_token)) = (verified, person_token) else {
         let generation = verified.map_or(shared.profile.default_generation(), |v| v.generation);
-        return challenge_response(shared.hook(), &Challenge::PersonToken, generation);
+        return challenge_response(shared.hook(), &Challenge::PersonToken, generation).into();
     };
     let body = request.extensions().get::<VerifiedBody>();
     let (true, Some(VerifiedBody(body))) = (verified.covers("content-digest"), body) else {
@@ -62,7 +93,7 @@ pub(crate) fn answer<B>(shared: &Shared, request: &Request<B>) -> Response<Bytes
         if !required.iter().any(|c| c == "content-digest") {
             required.push("content-digest".to_owned());
         }
-        return error_response(shared.hook(), &Error::invalid_input(required));
+        return error_response(shared.hook(), &Error::invalid_input(required)).into();
     };
     let Some(asked) = parse(request, body) else {
         return problem_response(
@@ -70,7 +101,8 @@ pub(crate) fn answer<B>(shared: &Shared, request: &Request<B>) -> Response<Bytes
             StatusCode::BAD_REQUEST,
             "invalid_request",
             "the body is not {\"scope\": scopes, \"account\"?: string} in JSON",
-        );
+        )
+        .into();
     };
     let declared = |scope: &str| shared.authz.scopes.iter().any(|(name, _)| name == scope);
     if !asked.scope.iter().all(declared) {
@@ -79,12 +111,13 @@ pub(crate) fn answer<B>(shared: &Shared, request: &Request<B>) -> Response<Bytes
             StatusCode::BAD_REQUEST,
             "invalid_scope",
             "a requested scope is not one this resource defines",
-        );
+        )
+        .into();
     }
     let claims = &person_token.claims;
     if let Some(account) = &asked.account {
         let Some(sub) = claims.sub.as_deref() else {
-            return invalid_account(shared);
+            return invalid_account(shared).into();
         };
         let person = PersonId::new(claims.iss.as_str(), sub);
         let decision = shared
@@ -94,16 +127,16 @@ pub(crate) fn answer<B>(shared: &Shared, request: &Request<B>) -> Response<Bytes
             .map_or(AccountDecision::NotHeld, |(_, accounts)| accounts(&person, account));
         match decision {
             AccountDecision::Holds => {}
-            AccountDecision::NotHeld => return invalid_account(shared),
-            AccountDecision::NeedsInteraction => return enter_interaction(shared, verified, &asked),
+            AccountDecision::NotHeld => return invalid_account(shared).into(),
+            AccountDecision::NeedsInteraction => return Decided::Interaction(verified.clone(), asked),
         }
     }
     match mint(shared, verified, &asked) {
         Ok(token) => {
             let body = serde_json::json!({ "resource_token": token }).to_string();
-            json_response(StatusCode::OK, Bytes::from(body))
+            json_response(StatusCode::OK, Bytes::from(body)).into()
         }
-        Err(error) => error_response(shared.hook(), &error),
+        Err(error) => error_response(shared.hook(), &error).into(),
     }
 }
 
@@ -127,21 +160,6 @@ fn invalid_account(shared: &Shared) -> Response<Bytes> {
         StatusCode::BAD_REQUEST,
         "invalid_account",
         "the person does not hold the requested account",
-    )
-}
-
-/// Where resource-managed interaction ([AAuth draft -11, "Interaction"][draft-11]) will
-/// begin: a `202` with `requirement=interaction`, the user sent to the resource's own
-/// page, and a pending URL the agent polls. Until this crate runs such sessions, the
-/// request is refused with a fixed `403 interaction_unavailable`.
-///
-/// [draft-11]: https://datatracker.ietf.org/doc/html/draft-hardt-oauth-aauth-protocol-11
-pub(crate) fn enter_interaction(shared: &Shared, _verified: &VerifiedRequest, _asked: &Asked) -> Response<Bytes> {
-    problem_response(
-        shared,
-        StatusCode::FORBIDDEN,
-        "interaction_unavailable",
-        "this account needs a step at the resource that it cannot run",
     )
 }
 

@@ -16,6 +16,8 @@ pub(crate) mod authorize;
 pub(crate) mod config;
 pub(crate) mod revoke;
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 
@@ -32,9 +34,16 @@ pub(crate) const MAX_BODY_BYTES: usize = 8 * 1024;
 #[derive(Clone)]
 pub(crate) struct VerifiedBody(pub(crate) Bytes);
 
+/// An endpoint's answer: at once, or once the store behind a resource-managed
+/// interaction answered.
+pub(crate) enum Answer {
+    Now(Response<Bytes>),
+    Later(crate::future::BoxFuture<'static, Response<Bytes>>),
+}
+
 /// The answer of the endpoint mounted at `path` to `request` (after the layer verified
 /// what it could).
-pub(crate) fn answer<B>(shared: &Shared, which: Which, request: &Request<B>) -> Response<Bytes> {
+pub(crate) fn answer<B>(shared: &Arc<Shared>, which: Which, request: &Request<B>) -> Answer {
     if request.method() != Method::POST {
         let mut response = problem_response(
             shared,
@@ -45,10 +54,10 @@ pub(crate) fn answer<B>(shared: &Shared, which: Which, request: &Request<B>) -> 
         response
             .headers_mut()
             .insert(header::ALLOW, HeaderValue::from_static("POST"));
-        return response;
+        return Answer::Now(response);
     }
     match which {
-        Which::Revocation => revoke::answer(shared, request),
+        Which::Revocation => Answer::Now(revoke::answer(shared, request)),
         Which::Authorization => authorize::answer(shared, request),
     }
 }

@@ -14,6 +14,7 @@
 //! * [`redis`]: a `redis-server` child process;
 //! * [`fleet`]: `resource_server` replicas behind a real `haproxy`;
 //! * [`browser`]: a headless Chromium driven over WebDriver.
+//! * [`session`]: session-guarded routes, an interaction page and the agent's side of resource-managed access.
 //!
 //! A test that needs a peer outside Cargo (`redis-server`, a `tests/interop` peer) carries
 //! `#[cfg_attr(skip_…, ignore = "…")]`: `build.rs` sets the cfg when the peer is absent, so
@@ -37,3 +38,4 @@ pub mod metrics;
 pub mod peers;
 pub mod policy;
 pub mod redis;
+pub mod session;
