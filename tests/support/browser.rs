@@ -57,7 +57,9 @@ impl Browser {
                     "args": [
                         "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
                         "--no-first-run", "--disable-background-networking",
-                        "--disable-component-update", "--disable-sync",
+                        "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage",
+                        // Names resolve to nothing but loopback.
+                        "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
                         "--window-size=1000,800",
                         format!("--user-data-dir={}", profile.path().display()),
                     ]
@@ -130,21 +132,52 @@ impl Browser {
             .to_owned()
     }
 
+    /// The WebDriver reference of the element `css` selects, if there is one.
+    async fn find(&self, css: &str) -> Option<String> {
+        let url = format!("{}/session/{}/element", self.base, self.session);
+        let body = json!({ "using": "css selector", "value": css }).to_string();
+        let answer = self
+            .http
+            .post(url)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .expect("chromedriver answers")
+            .bytes()
+            .await
+            .expect("a WebDriver answer");
+        let answer: Value = serde_json::from_slice(&answer).expect("a WebDriver JSON answer");
+        // The reference is the one member of the value (the W3C web element identifier);
+        // a missing element is an error value instead.
+        let value = answer.get("value")?;
+        if value.get("error").is_some() {
+            return None;
+        }
+        value.as_object()?.values().next()?.as_str().map(str::to_owned)
+    }
+
+    /// Whether the page holds an element `css` selects.
+    pub async fn has(&self, css: &str) -> bool {
+        self.find(css).await.is_some()
+    }
+
+    /// The text of the element `css` selects, waiting for it to appear.
+    pub async fn text_of(&self, css: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(id) = self.find(css).await {
+                let text = self.command("GET", &format!("/element/{id}/text"), None).await;
+                return text.as_str().unwrap_or_default().to_owned();
+            }
+            assert!(Instant::now() < deadline, "no element {css}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Clicks the element `css` selects.
     pub async fn click(&self, css: &str) {
-        let found = self
-            .command(
-                "POST",
-                "/element",
-                Some(json!({ "using": "css selector", "value": css })),
-            )
-            .await;
-        // The reference is the one member of the answer (the W3C web element identifier).
-        let id = found
-            .as_object()
-            .and_then(|reference| reference.values().next())
-            .and_then(Value::as_str)
-            .expect("the element exists");
+        let id = self.find(css).await.expect("the element exists");
         self.command("POST", &format!("/element/{id}/click"), None).await;
     }
 
