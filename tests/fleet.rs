@@ -333,6 +333,73 @@ async fn a_revocation_written_into_redis_is_refused_by_every_replica_within_a_se
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[cfg_attr(skip_haproxy, ignore = "haproxy not found on PATH (apt-get install haproxy)")]
 #[cfg_attr(skip_redis, ignore = "redis-server not found on PATH (apt-get install redis-server)")]
+async fn a_revocation_posted_through_the_proxy_to_one_replica_is_refused_by_every_replica_within_a_second() {
+    let _one = ONE_FLEET.lock().await;
+    let fleet = Fleet::start().await;
+    let client = fleet.client();
+    let url = fleet.url("/data");
+    let granted = client.fetch(Method::GET, &url, None).await.unwrap();
+    assert_eq!(granted.response.status, StatusCode::OK);
+    let auth_token = granted.auth_token.expect("an auth token");
+    let claims = unverified_payload(&auth_token);
+    let (jti, exp) = (claims["jti"].as_str().unwrap(), claims["exp"].as_u64().unwrap());
+    let reader = client.with_source(KeySource::Jwt(auth_token.clone()));
+    for round in 0..REPLICAS {
+        assert_eq!(reader.get(&url).await.unwrap().status, StatusCode::OK, "round {round}");
+    }
+    // The access server revokes its token at the resource's revocation endpoint; the
+    // proxy hands the POST to one replica.
+    let revocation = fleet
+        .auth_server
+        .revocation_request(&fleet.url("/aauth/revoke"), jti, exp);
+    let http = reqwest::Client::new();
+    let (parts, body) = revocation.into_parts();
+    let mut post = http.post(parts.uri.to_string()).body(body);
+    for (name, value) in &parts.headers {
+        post = post.header(name, value);
+    }
+    let posted = std::time::Instant::now();
+    let answer = post.send().await.unwrap();
+    assert_eq!(answer.status(), StatusCode::OK);
+    let took_it = answer.headers()["x-replica"].to_str().unwrap().to_owned();
+    // Every replica, round-robin, refuses the token within a second.
+    loop {
+        let mut refused_by = std::collections::BTreeSet::new();
+        for _ in 0..(2 * REPLICAS) {
+            let exchange = reader.get(&url).await.unwrap();
+            if exchange.status == StatusCode::UNAUTHORIZED {
+                assert_eq!(exchange.signature_error(), Some("error=revoked_jwt"));
+                refused_by.insert(exchange.header("x-replica").unwrap().to_owned());
+            }
+        }
+        if refused_by.len() == REPLICAS {
+            eprintln!(
+                "fleet: revocation posted to {took_it} refused by all {REPLICAS} replicas after {} ms",
+                posted.elapsed().as_millis()
+            );
+            break;
+        }
+        assert!(
+            posted.elapsed() < Duration::from_secs(1),
+            "after 1 s only {refused_by:?} refuse the revoked token"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The claims of a compact JWT, unverified (the test reads its own token).
+fn unverified_payload(token: &str) -> serde_json::Value {
+    use base64::Engine;
+    let payload = token.split('.').nth(1).unwrap();
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .unwrap();
+    serde_json::from_slice(&bytes).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(skip_haproxy, ignore = "haproxy not found on PATH (apt-get install haproxy)")]
+#[cfg_attr(skip_redis, ignore = "redis-server not found on PATH (apt-get install redis-server)")]
 async fn redis_restarted_mid_load_is_answered_503_then_served_again_within_five_seconds() {
     let _one = ONE_FLEET.lock().await;
     let mut fleet = Fleet::start().await;
