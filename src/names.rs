@@ -31,6 +31,11 @@ pub mod header {
     pub const CONTENT_DIGEST: &str = "content-digest";
     /// `AAuth-Capabilities`, sent by agents.
     pub const AAUTH_CAPABILITIES: &str = "aauth-capabilities";
+    /// `AAuth-Access`, the session token of resource-managed access ([AAuth draft -11,
+    /// "Resource-Managed Access"][draft-11]), on the pending URL's `200` and when rotated.
+    ///
+    /// [draft-11]: https://datatracker.ietf.org/doc/html/draft-hardt-oauth-aauth-protocol-11
+    pub const AAUTH_ACCESS: &str = "aauth-access";
 }
 
 /// JWT `typ` header values.

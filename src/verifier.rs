@@ -702,7 +702,7 @@ impl Pending {
                     None => return Err(failure),
                     Some(key) => key.map_err(token_key_error)?,
                 };
-                if key.thumbprint_shared() == failed.thumbprint_shared() {
+                if crate::jose::thumbprints_match(key.thumbprint_shared(), failed.thumbprint_shared()) {
                     return Err(failure);
                 }
                 check_key_alg(shared.profile, &key).map_err(token_key_error)?;

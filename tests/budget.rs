@@ -635,3 +635,44 @@ async fn in_the_three_party_posture_the_step_up_goes_to_the_person_server_naming
     assert_eq!(resource_token["budget"]["unit"], "USD");
     assert_eq!(calls.load(Ordering::SeqCst), 1);
 }
+
+#[tokio::test]
+async fn a_budget_from_a_person_server_the_resource_does_not_trust_by_name_is_never_spent() {
+    use support::policy::{ps_grant, self_hosted_ps, three_party};
+    // Any person server is accepted, and a grant policy honours `data.read` from anyone:
+    // the scope is honoured, the budget (money the issuer vouches for) is not.
+    let policy = |_: &tower_aauth::policy::PersonId, granted: &tower_aauth::Scopes| granted.clone();
+    let h = three_party(move |b| b.grant_policy(policy));
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counted = calls.clone();
+    let router = Router::new()
+        .route(
+            "/report",
+            route_get(move || {
+                counted.fetch_add(1, Ordering::SeqCst);
+                async { "report" }
+            })
+            .route_layer(h.aauth.meter("USD", 6, 1000).scopes(["data.read"])),
+        )
+        .layer(h.aauth.layer());
+    let grant = ps_grant(
+        &h,
+        &self_hosted_ps(),
+        "data.read",
+        json!({ "budget": budget(1_000_000) }),
+    );
+    let mut request = get("/report");
+    h.agent.sign(&mut request, &grant, NOW);
+    let response = router.oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    assert!(
+        header(&response, "aauth-requirement").is_some_and(|r| r.starts_with("requirement=")),
+        "{:?}",
+        response.headers()
+    );
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        0,
+        "nothing is served on a self-granted budget"
+    );
+}

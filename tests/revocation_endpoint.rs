@@ -710,3 +710,33 @@ async fn an_impostor_naming_a_trusted_server_fails_its_signature() {
     assert_refused(&harness, response, "invalid_signature").await;
     assert!(harness.aauth.revocations().snapshot().is_empty());
 }
+
+#[tokio::test]
+async fn a_person_server_accepted_only_by_accept_any_is_unsupported_iss() {
+    // Under accept_any_person_server() every server on the web is a person server; only
+    // the servers the resource names may revoke, so strangers cannot grow the set.
+    use support::policy::{SELF_PS, self_hosted_ps};
+    let stranger = self_hosted_ps();
+    let harness = Harness::with(|builder| {
+        builder
+            .key_resolver(resolver().with_key(SELF_PS, engine::dwk::PERSON, stranger.public_jwk()))
+            .person_server(PS)
+            .accept_any_person_server()
+            .revocation_endpoint(PATH)
+    });
+    let request = stranger
+        .revocation_request(&url(), engine::dwk::PERSON, "at-1", NOW + 60, NOW)
+        .map(Body::from);
+    let response = harness.send(request).await;
+    assert_body_error("stranger", &harness, response, StatusCode::FORBIDDEN, "unsupported_iss").await;
+}
+
+#[test]
+fn a_revocation_endpoint_with_no_named_server_is_a_configuration_error() {
+    let refused = tower_aauth::AAuth::builder(RESOURCE)
+        .accept_any_person_server()
+        .revocation_endpoint(PATH)
+        .build()
+        .unwrap_err();
+    assert!(refused.to_string().contains("named"), "{refused}");
+}

@@ -220,24 +220,6 @@ async fn decisions_with_an_unusable_account_id_decide_nothing() {
 }
 
 #[tokio::test]
-async fn failed_code_look_ups_are_limited_per_minute() {
-    let rig = Rig::new();
-    let (_, code) = pending_of(&rig.request_interaction("/notes").await);
-    for _ in 0..64 {
-        assert!(rig.app.aauth.interaction("AAAAA-AAAAA").await.is_none());
-    }
-    assert!(
-        rig.app.aauth.interaction(&code).await.is_none(),
-        "limited: even a valid code fails"
-    );
-    rig.app.clock.advance(60);
-    assert!(
-        rig.app.aauth.interaction(&code).await.is_some(),
-        "a new minute, a new allowance"
-    );
-}
-
-#[tokio::test]
 async fn the_interaction_page_shows_the_agent_and_scopes_and_its_buttons_decide() {
     let rig = Rig::new();
     let (location, code) = pending_of(&rig.request_interaction("/notes").await);
@@ -540,4 +522,62 @@ fn session_options_out_of_range_are_configuration_errors() {
         let built = tower_aauth::AAuth::builder(RESOURCE).sessions(options.clone()).build();
         assert!(built.is_err(), "{options:?}");
     }
+}
+
+#[tokio::test]
+async fn a_flood_of_wrong_codes_never_locks_a_person_out_of_their_own() {
+    let rig = Rig::new();
+    let (_, code) = pending_of(&rig.request_interaction("/notes").await);
+    for n in 0..500u32 {
+        // Well-formed codes that name nothing, and malformed ones.
+        let guess = format!("{:05}-{:05}", n % 100_000, n);
+        assert!(rig.app.aauth.interaction(&guess).await.is_none());
+        assert!(rig.app.aauth.interaction("not a code").await.is_none());
+    }
+    let found = rig.app.aauth.interaction(&code).await;
+    assert!(found.is_some(), "the person's own code is still found");
+}
+
+#[tokio::test]
+async fn the_approved_agents_revocation_holds_for_its_session_whatever_key_scheme_is_used() {
+    // A store that forgets every binding at once: the key's binding to the agent has
+    // lapsed (evicted, or its agent token long expired) while the session lives on.
+    struct Forgetful;
+    impl tower_aauth::policy::AgentBindings for Forgetful {
+        fn binding(&self, _: &str, _: u64) -> Option<tower_aauth::policy::Binding> {
+            None
+        }
+        fn bind(
+            &self,
+            _: &str,
+            _: &tower_aauth::policy::AgentId,
+            _: u64,
+            _: u64,
+            _: bool,
+        ) -> Result<(), tower_aauth::policy::BindingRefused> {
+            Ok(())
+        }
+        fn pin_named(&self, _: &dyn Fn(&tower_aauth::policy::AgentId) -> bool, _: u64) {}
+    }
+    let rig = Rig::with(|b| b.agent_bindings(Forgetful));
+    let token = rig.session_for("/notes", "account-7").await;
+    // Signed with the bare key (hwk) the request names no agent; the session does.
+    let value = format!("AAuth {token}");
+    let agent = rig.app.agent.clone();
+    let served = rig
+        .get_as(&agent, &KeySource::Hwk, "/notes", None, &[value.as_str()], true)
+        .await;
+    assert_eq!(served.status(), StatusCode::OK);
+    rig.app
+        .aauth
+        .revocations()
+        .revoke(tower_aauth::policy::Revoked::Agent(AGENT_ID.parse().unwrap()))
+        .unwrap();
+    let calls = rig.calls();
+    let refused = rig
+        .get_as(&agent, &KeySource::Hwk, "/notes", None, &[value.as_str()], true)
+        .await;
+    assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(refused.headers()["signature-error"], "error=revoked_jwt");
+    assert_eq!(rig.calls(), calls, "the handler did not run");
 }

@@ -66,10 +66,13 @@ impl Endpoints {
                      servers sign revocations with jwks_uri",
                 ));
             }
-            if !can_grant {
+            let named = !tokens.access_servers.is_empty()
+                || matches!(&tokens.person_servers, crate::token::IssuerTrust::Listed(list) if !list.is_empty());
+            if !named {
                 return Err(ConfigError::new(
                     "the revocation endpoint is mounted but no access server or person server is \
-                     trusted: nobody could revoke anything (auth_server(), person_server())",
+                     named: nobody could revoke anything (auth_server(), person_server(); servers \
+                     accepted by accept_any_person_server() never revoke)",
                 ));
             }
         }

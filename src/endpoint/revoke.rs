@@ -65,7 +65,11 @@ pub(crate) fn answer<B>(shared: &Shared, request: &Request<B>) -> Response<Bytes
         return error_response(shared.hook(), &Error::invalid_input(required));
     };
     let tokens = &shared.tokens;
-    if !tokens.access_servers.iter().any(|server| server == caller) && !tokens.person_servers.allows(caller) {
+    // Named servers only: under `accept_any_person_server()` every server on the web is a
+    // person server, and each could otherwise grow the revocation set and the limiter.
+    let named_person_server =
+        matches!(&tokens.person_servers, crate::token::IssuerTrust::Listed(list) if list.iter().any(|i| i == caller));
+    if !tokens.access_servers.iter().any(|server| server == caller) && !named_person_server {
         return error_response(
             shared.hook(),
             &Error::forbidden(

@@ -166,6 +166,9 @@ fn narrow_grant(shared: &Shared, verified: &mut VerifiedRequest) {
         Honour::All => (None, true),
         Honour::Scopes(scopes, details) => (Some(scopes), *details),
     };
+    // A budget is money a grant's issuer vouches for: honoured only from an issuer whose
+    // grants are honoured in full, never from a person server the resource does not trust.
+    let strip_budget = !matches!(honour, Honour::All) && claims.raw.contains_key(names::claim::BUDGET);
     let effective = Scopes::from_iter_unchecked(
         claims
             .scope
@@ -187,7 +190,7 @@ fn narrow_grant(shared: &Shared, verified: &mut VerifiedRequest) {
         }
         Some(_) => Some(None),
     };
-    if effective.len() == claims.scope.len() && kept_details.is_none() {
+    if effective.len() == claims.scope.len() && kept_details.is_none() && !strip_budget {
         return;
     }
     let mut narrowed = claims.clone();
@@ -205,6 +208,9 @@ fn narrow_grant(shared: &Shared, verified: &mut VerifiedRequest) {
             raw.remove(names::claim::AUTHORIZATION_DETAILS);
         }
         None => {}
+    }
+    if strip_budget {
+        raw.remove(names::claim::BUDGET);
     }
     narrowed.scope = effective;
     narrowed.raw = Arc::new(raw);

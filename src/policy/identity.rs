@@ -383,7 +383,10 @@ impl MemoryAgentBindings {
         let Some(queue) = outbox.as_mut() else {
             return;
         };
-        if let Some(queued) = queue.iter_mut().find(|(key, _)| &**key == thumbprint) {
+        if let Some(queued) = queue
+            .iter_mut()
+            .find(|(key, _)| crate::jose::thumbprints_match(key, thumbprint))
+        {
             queued.1 = binding;
             return;
         }

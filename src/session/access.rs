@@ -45,7 +45,7 @@ use crate::token::Scopes;
 use crate::verified::VerifiedRequest;
 
 /// `AAuth-Access`, the response header carrying a session token.
-pub(crate) const AAUTH_ACCESS: HeaderName = HeaderName::from_static("aauth-access");
+pub(crate) const AAUTH_ACCESS: HeaderName = HeaderName::from_static(crate::names::header::AAUTH_ACCESS);
 /// The problem code of every refused session credential.
 pub(crate) const INVALID_SESSION: &str = "invalid_session";
 /// The problem code for an agent that must interact but cannot.
@@ -298,6 +298,15 @@ enum Served<B> {
     Refused(Response<B>),
 }
 
+/// The session's agent, when the interaction knew it.
+fn record_agent(record: &SessionRecord) -> Option<crate::policy::identity::AgentId> {
+    let id = record.agent.as_deref()?;
+    match record.agent_provider.as_deref() {
+        Some(provider) => crate::policy::identity::AgentId::new(provider, id.split(" (").next()?).ok(),
+        None => id.parse().ok(),
+    }
+}
+
 /// Checks the session token, rotates it when due, and runs the route with the session.
 async fn serve<S, ReqBody, ResBody>(
     shared: Arc<Shared>,
@@ -331,6 +340,22 @@ where
     };
     if !crate::jose::thumbprints_match(&record.jkt, &verified.key_thumbprint) {
         return invalid("the session token is bound to another key");
+    }
+    // The agent the person approved stays the session's agent: its revocation and
+    // ceilings hold on every use, even after the key's binding to it lapsed.
+    let mut verified = verified;
+    if let Some(agent) = record_agent(&record) {
+        match verified.agent() {
+            Some(current) if *current != agent => return invalid("the session belongs to another agent"),
+            Some(_) => {}
+            None => verified.agent = Some(agent),
+        }
+        if let Err(error) = shared.revocations.check(&verified) {
+            return Ok(Served::Refused(error_response(shared.hook(), &error)));
+        }
+        if let Err(error) = shared.ceilings.check(&verified, scopes.iter().map(String::as_str)) {
+            return Ok(Served::Refused(error_response(shared.hook(), &error)));
+        }
     }
     if !scopes.iter().all(|s| record.scopes.contains(s)) {
         if supported(verified.generation) && super::capabilities::declares_interaction(request.headers()) {

@@ -342,6 +342,10 @@ pub(crate) struct SessionRecord {
     pub(crate) account: String,
     /// The agent (`aauth:…` identifier and provider) when it was known.
     pub(crate) agent: Option<String>,
+    /// The agent's provider, beside [`agent`](Self::agent): every use checks that agent's
+    /// revocation and ceilings, whatever the key's binding says by then.
+    #[serde(default)]
+    pub(crate) agent_provider: Option<String>,
     pub(crate) scopes: Vec<String>,
     /// When the person approved (rotation never extends a session past the maximum age).
     pub(crate) approved_at: u64,
@@ -368,6 +372,8 @@ pub(crate) enum Phase {
 pub(crate) struct InteractionRecord {
     pub(crate) jkt: String,
     pub(crate) agent: Option<String>,
+    #[serde(default)]
+    pub(crate) agent_provider: Option<String>,
     pub(crate) scopes: Vec<String>,
     /// The code in display form.
     pub(crate) code: String,
