@@ -224,6 +224,32 @@ pub(crate) fn problem(status: StatusCode, code: &str, detail: &str) -> Bytes {
     Problem::plain(status, code, detail).render()
 }
 
+/// A refusal that is not an [`Error`](crate::Error): a problem+json body (shaped by
+/// `hook` when one is configured) and `Cache-Control: no-store`.
+pub(crate) fn problem_response<B: From<Bytes>>(
+    hook: Option<&RejectionHook>,
+    status: StatusCode,
+    code: &'static str,
+    detail: &'static str,
+) -> Response<B> {
+    let rejection = Rejection {
+        status,
+        code,
+        detail,
+        requirement: None,
+    };
+    let mut response = with_body(hook, rejection, || {
+        (
+            HeaderValue::from_static("application/problem+json"),
+            problem(status, code, detail),
+        )
+    });
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
 pub(crate) fn with_body<B: From<Bytes>>(
     hook: Option<&RejectionHook>,
     rejection: Rejection<'_>,

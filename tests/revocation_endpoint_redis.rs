@@ -7,15 +7,13 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use http::{Request, StatusCode};
 use support::fixtures::decode;
 use support::harness::*;
-use support::redis::RedisServer;
+use support::redis::{RedisServer, cli};
 use tower_aauth::engine;
 use tower_aauth::policy::RedisPolicySync;
 use tower_aauth::testing::KeySource;
@@ -51,44 +49,6 @@ fn revocation(harness: &Harness, jti: &str, exp: u64, created: u64) -> Request<B
         .access_server
         .revocation_request(&format!("{RESOURCE}{PATH}"), engine::dwk::ACCESS, jti, exp, created)
         .map(Body::from)
-}
-
-/// `redis-cli`'s request for one command; the reply as text (array members joined by
-/// newlines).
-fn cli(redis: &RedisServer, args: &[&str]) -> String {
-    let mut stream = TcpStream::connect(("127.0.0.1", redis.port)).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    let mut command = format!("*{}\r\n", args.len());
-    for arg in args {
-        command.push_str(&format!("${}\r\n{arg}\r\n", arg.len()));
-    }
-    stream.write_all(command.as_bytes()).unwrap();
-    read_reply(&mut BufReader::new(stream))
-}
-
-fn read_reply(reader: &mut BufReader<TcpStream>) -> String {
-    let mut line = String::new();
-    reader.read_line(&mut line).unwrap();
-    let line = line.trim_end();
-    let (kind, rest) = line.split_at(1);
-    match kind {
-        "+" | ":" => rest.to_owned(),
-        "$" => {
-            let Ok(len) = rest.parse::<usize>() else {
-                return "(nil)".to_owned();
-            };
-            let mut data = vec![0; len + 2];
-            reader.read_exact(&mut data).unwrap();
-            String::from_utf8(data[..len].to_vec()).unwrap()
-        }
-        "*" => {
-            let count: i64 = rest.parse().unwrap();
-            let mut members: Vec<String> = (0..count.max(0)).map(|_| read_reply(reader)).collect();
-            members.sort();
-            members.join("\n")
-        }
-        other => panic!("unexpected RESP reply {other}{rest}"),
-    }
 }
 
 async fn until(within: Duration, mut done: impl AsyncFnMut() -> bool) -> Duration {

@@ -8,15 +8,14 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
+use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use http::{Request, Response, StatusCode};
 use support::harness::*;
-use support::redis::RedisServer;
+use support::redis::{RedisServer, cli};
 use tower::ServiceExt;
 use tower_aauth::policy::{AgentId, RedisPolicySync, Revoked, ScopeCeilings};
 use tower_aauth::testing::KeySource;
@@ -120,46 +119,6 @@ async fn assert_unavailable(harness: &Harness, response: Response<Body>) {
 }
 
 // --- a minimal RESP client: what `redis-cli` sends ---------------------------------------
-
-/// Runs one command against `redis` as `redis-cli` would and returns the reply rendered as
-/// text (`(error) …` for an error, members joined by newlines for an array).
-fn cli(redis: &RedisServer, args: &[&str]) -> String {
-    let mut stream = TcpStream::connect(("127.0.0.1", redis.port)).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    let mut command = format!("*{}\r\n", args.len());
-    for arg in args {
-        command.push_str(&format!("${}\r\n{arg}\r\n", arg.len()));
-    }
-    stream.write_all(command.as_bytes()).unwrap();
-    read_reply(&mut BufReader::new(stream))
-}
-
-fn read_reply(reader: &mut BufReader<TcpStream>) -> String {
-    let mut line = String::new();
-    reader.read_line(&mut line).unwrap();
-    let line = line.trim_end();
-    let (kind, rest) = line.split_at(1);
-    match kind {
-        "+" | ":" => rest.to_owned(),
-        "-" => format!("(error) {rest}"),
-        "$" => {
-            let Ok(len) = rest.parse::<usize>() else {
-                return "(nil)".to_owned();
-            };
-            let mut data = vec![0; len + 2];
-            reader.read_exact(&mut data).unwrap();
-            String::from_utf8(data[..len].to_vec()).unwrap()
-        }
-        "*" => {
-            let count: i64 = rest.parse().unwrap();
-            (0..count.max(0))
-                .map(|_| read_reply(reader))
-                .collect::<Vec<_>>()
-                .join("\n")
-        }
-        other => panic!("unexpected RESP reply {other}{rest}"),
-    }
-}
 
 // --- log capture ---------------------------------------------------------------------
 

@@ -21,7 +21,6 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 
-use crate::challenge::{Rejection, problem, with_body};
 use crate::state::Shared;
 use config::Which;
 
@@ -69,22 +68,7 @@ pub(crate) fn problem_response(
     code: &'static str,
     detail: &'static str,
 ) -> Response<Bytes> {
-    let rejection = Rejection {
-        status,
-        code,
-        detail,
-        requirement: None,
-    };
-    let mut response = with_body(shared.hook(), rejection, || {
-        (
-            HeaderValue::from_static("application/problem+json"),
-            problem(status, code, detail),
-        )
-    });
-    response
-        .headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    response
+    crate::challenge::problem_response(shared.hook(), status, code, detail)
 }
 
 /// Whether the request says its body is JSON (`application/json`, parameters allowed).

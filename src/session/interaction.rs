@@ -37,7 +37,7 @@ use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
 
 use super::store::{InteractionRecord, Phase, SessionRecord, StoreError, code_key, decode, encode, interaction_key};
-use crate::challenge::{Rejection, error_response, problem, with_body};
+use crate::challenge::error_response;
 use crate::names;
 use crate::profile::Generation;
 use crate::state::Shared;
@@ -108,22 +108,7 @@ pub(crate) fn refusal<B: From<Bytes>>(
     code: &'static str,
     detail: &'static str,
 ) -> Response<B> {
-    let rejection = Rejection {
-        status,
-        code,
-        detail,
-        requirement: None,
-    };
-    let mut response = with_body(shared.hook(), rejection, || {
-        (
-            HeaderValue::from_static("application/problem+json"),
-            problem(status, code, detail),
-        )
-    });
-    response
-        .headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    response
+    crate::challenge::problem_response(shared.hook(), status, code, detail)
 }
 
 /// `503` with `Retry-After` for a store that could not answer.

@@ -57,3 +57,46 @@ impl Drop for RedisServer {
         self.kill();
     }
 }
+
+/// Runs one command against `redis` as `redis-cli` would (a fresh connection, the RESP
+/// request) and returns the reply rendered as text (`(error) …` for an error, `(nil)` for
+/// nil, array members joined by newlines).
+pub fn cli(redis: &RedisServer, args: &[&str]) -> String {
+    use std::io::{BufReader, Write};
+    let mut stream = TcpStream::connect(("127.0.0.1", redis.port)).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut command = format!("*{}\r\n", args.len());
+    for arg in args {
+        command.push_str(&format!("${}\r\n{arg}\r\n", arg.len()));
+    }
+    stream.write_all(command.as_bytes()).unwrap();
+    read_reply(&mut BufReader::new(stream))
+}
+
+fn read_reply(reader: &mut std::io::BufReader<TcpStream>) -> String {
+    use std::io::{BufRead, Read};
+    let mut line = String::new();
+    reader.read_line(&mut line).unwrap();
+    let line = line.trim_end();
+    let (kind, rest) = line.split_at(1);
+    match kind {
+        "+" | ":" => rest.to_owned(),
+        "-" => format!("(error) {rest}"),
+        "$" => {
+            let Ok(len) = rest.parse::<usize>() else {
+                return "(nil)".to_owned();
+            };
+            let mut data = vec![0; len + 2];
+            reader.read_exact(&mut data).unwrap();
+            String::from_utf8(data[..len].to_vec()).unwrap()
+        }
+        "*" => {
+            let count: i64 = rest.parse().unwrap();
+            (0..count.max(0))
+                .map(|_| read_reply(reader))
+                .collect::<Vec<_>>()
+                .join("\n")
+        }
+        other => panic!("unexpected RESP reply {other}{rest}"),
+    }
+}
