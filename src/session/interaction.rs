@@ -235,6 +235,18 @@ async fn end(shared: &Shared, id: &str, record: &InteractionRecord) -> Result<()
     Ok(())
 }
 
+/// When the agent last polled an interaction and the interval it must keep.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Pace {
+    last_answer: u64,
+    interval: u64,
+}
+
+/// The key of an interaction's poll pace.
+fn pace_key(id: &str) -> String {
+    format!("{}:pace", interaction_key(id))
+}
+
 /// `202` + `requirement=interaction` for the record.
 fn pending<B: From<Bytes>>(shared: &Shared, id: &str, record: &InteractionRecord) -> Response<B> {
     let status = match record.phase {
@@ -297,6 +309,13 @@ async fn answer(
         ));
     }
     let now = shared.clock.now();
+    // The polls' pace lives apart from the record, so that a poll never writes the
+    // record back over the person's decision made meanwhile.
+    let pace_key = pace_key(id);
+    if let Some(pace) = store.get(&pace_key).await?.and_then(|b| decode::<Pace>(&b)) {
+        record.last_answer = pace.last_answer;
+        record.interval = pace.interval;
+    }
     match record.phase.clone() {
         Phase::Over => Ok(refusal(
             shared,
@@ -334,7 +353,13 @@ async fn answer(
         Phase::Waiting(_) if now < record.last_answer.saturating_add(record.interval) => {
             record.interval = record.interval.saturating_add(SLOW_DOWN_STEP).min(3600);
             record.last_answer = now;
-            store.put(&key, encode(&record), ttl(remaining(&record, now))).await?;
+            let pace = Pace {
+                last_answer: now,
+                interval: record.interval,
+            };
+            store
+                .put(&pace_key, encode(&pace), ttl(remaining(&record, now)))
+                .await?;
             let mut response = refusal(
                 shared,
                 StatusCode::TOO_MANY_REQUESTS,
@@ -348,7 +373,13 @@ async fn answer(
         }
         Phase::Waiting(_) => {
             record.last_answer = now;
-            store.put(&key, encode(&record), ttl(remaining(&record, now))).await?;
+            let pace = Pace {
+                last_answer: now,
+                interval: record.interval,
+            };
+            store
+                .put(&pace_key, encode(&pace), ttl(remaining(&record, now)))
+                .await?;
             Ok(pending(shared, id, &record))
         }
         Phase::Approved(account) => {
