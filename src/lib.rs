@@ -64,7 +64,7 @@ pub use aauth::AAuth;
 pub use builder::{AAuthBuilder, DangerousAAuthBuilder};
 pub use challenge::{Rejection, RejectionBody};
 pub use clock::{Clock, SystemClock};
-pub use deferred::DeferredOptions;
+pub use deferred::{DeferredOptions, PendingStoreError, PendingWrite, SharedPendingStore};
 #[cfg(feature = "redis")]
 pub use deferred::{RedisPendingStore, RedisPendingStoreBuilder};
 pub use error::{ConfigError, Error, SignatureErrorCode};

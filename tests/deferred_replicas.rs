@@ -582,3 +582,145 @@ async fn the_shared_pending_store_times_each_operation_under_the_pending_label()
         "{ops:?}"
     );
 }
+
+// --- a store written outside the crate -----------------------------------------------------
+
+/// A `SharedPendingStore` in memory that two replicas share: what any other store must
+/// do, in the fewest lines (expiry left out: the test lives shorter than any record).
+#[derive(Debug, Clone, Default)]
+struct MemoryShared(std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, HeldBytes>>>);
+
+/// Version, status, held request, result, weight.
+type HeldBytes = (u64, Vec<u8>, Option<Vec<u8>>, Option<Vec<u8>>, u64);
+
+impl MemoryShared {
+    fn with<T>(&self, f: impl FnOnce(&mut std::collections::HashMap<String, HeldBytes>) -> T) -> T {
+        f(&mut self.0.lock().unwrap())
+    }
+}
+
+fn ready<'a, T: Send + 'a>(value: T) -> tower_aauth::BoxFuture<'a, T> {
+    Box::pin(std::future::ready(value))
+}
+
+impl tower_aauth::SharedPendingStore for MemoryShared {
+    fn create<'a>(
+        &'a self,
+        id: &'a str,
+        record: tower_aauth::PendingWrite<'a>,
+        _ttl: Duration,
+        capacity: u64,
+    ) -> tower_aauth::BoxFuture<'a, Result<bool, tower_aauth::PendingStoreError>> {
+        ready(Ok(self.with(|records| {
+            let used: u64 = records.values().map(|r| r.4).sum();
+            if used + record.weight > capacity {
+                return false;
+            }
+            let held = (
+                1,
+                record.status.to_vec(),
+                Some(record.data.to_vec()),
+                None,
+                record.weight,
+            );
+            records.insert(id.to_owned(), held);
+            true
+        })))
+    }
+
+    fn status<'a>(
+        &'a self,
+        id: &'a str,
+    ) -> tower_aauth::BoxFuture<'a, Result<Option<(u64, Vec<u8>)>, tower_aauth::PendingStoreError>> {
+        ready(Ok(self.with(|records| records.get(id).map(|r| (r.0, r.1.clone())))))
+    }
+
+    fn update<'a>(
+        &'a self,
+        id: &'a str,
+        version: u64,
+        status: &'a [u8],
+    ) -> tower_aauth::BoxFuture<'a, Result<bool, tower_aauth::PendingStoreError>> {
+        ready(Ok(self.with(|records| match records.get_mut(id) {
+            Some(r) if r.0 == version => {
+                r.0 += 1;
+                r.1 = status.to_vec();
+                true
+            }
+            _ => false,
+        })))
+    }
+
+    fn claim<'a>(
+        &'a self,
+        id: &'a str,
+        version: u64,
+        status: &'a [u8],
+    ) -> tower_aauth::BoxFuture<'a, Result<Option<Vec<u8>>, tower_aauth::PendingStoreError>> {
+        ready(Ok(self.with(|records| match records.get_mut(id) {
+            Some(r) if r.0 == version && r.2.is_some() => {
+                r.0 += 1;
+                r.1 = status.to_vec();
+                r.2.clone()
+            }
+            _ => None,
+        })))
+    }
+
+    fn finish<'a>(
+        &'a self,
+        id: &'a str,
+        version: u64,
+        status: &'a [u8],
+        result: tower_aauth::PendingWrite<'a>,
+        _ttl: Duration,
+    ) -> tower_aauth::BoxFuture<'a, Result<bool, tower_aauth::PendingStoreError>> {
+        ready(Ok(self.with(|records| match records.get_mut(id) {
+            Some(r) if r.0 == version => {
+                *r = (
+                    version + 1,
+                    status.to_vec(),
+                    None,
+                    Some(result.data.to_vec()),
+                    result.weight,
+                );
+                true
+            }
+            _ => false,
+        })))
+    }
+
+    fn result<'a>(
+        &'a self,
+        id: &'a str,
+    ) -> tower_aauth::BoxFuture<'a, Result<Option<Vec<u8>>, tower_aauth::PendingStoreError>> {
+        ready(Ok(self.with(|records| records.get(id).and_then(|r| r.3.clone()))))
+    }
+}
+
+#[tokio::test]
+async fn a_store_written_outside_the_crate_carries_a_held_request_between_replicas() {
+    let shared = MemoryShared::default();
+    let replica = || {
+        let store = shared.clone();
+        App::with(move |b| {
+            b.person_server(PS)
+                .auth_server(AS)
+                .deferred_delivery(DeferredOptions::new().store(store))
+        })
+    };
+    let (a, b) = (replica(), replica());
+    let all = [&a, &b];
+    let location = held_on(&a, &all).await;
+    assert_eq!(
+        shared.with(|records| records.len()),
+        1,
+        "the record is in the shared store"
+    );
+    let response = poll(&b, &location, &write_token(&b)).await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+    assert_eq!((a.calls(), b.calls()), (0, 1), "run by the replica that was polled");
+    let again = poll(&a, &location, &write_token(&a)).await;
+    assert_eq!(again.status(), StatusCode::CREATED);
+    assert_eq!(total_calls(&all), 1, "the stored answer, not a second run");
+}

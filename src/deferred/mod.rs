@@ -68,8 +68,8 @@ use poll::{Outcome, not_executed, pending_response, replay, store_failure};
 use record::{HeldChallenge, HeldRequest, NewRecord, Phase, Status, Stored};
 #[cfg(feature = "redis")]
 pub use redis_store::{RedisPendingStore, RedisPendingStoreBuilder};
-pub use store::DeferredOptions;
 pub(crate) use store::PendingStore;
+pub use store::{DeferredOptions, PendingStoreError, PendingWrite, SharedPendingStore};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 

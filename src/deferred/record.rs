@@ -5,9 +5,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::{HeaderMap, Method, StatusCode, Uri};
-#[cfg(any(feature = "redis", test))]
-use http::{HeaderName, HeaderValue};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
 use serde::{Deserialize, Serialize};
 
 use crate::challenge::Challenge;
@@ -66,7 +64,6 @@ impl HeldRequest {
         (self.head_bytes() + self.body.len() + RECORD_OVERHEAD) as u64
     }
 
-    #[cfg(any(feature = "redis", test))]
     pub(crate) fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.head_bytes() + self.body.len() + 64);
         out.extend_from_slice(REQUEST_MAGIC);
@@ -77,7 +74,6 @@ impl HeldRequest {
         out
     }
 
-    #[cfg(any(feature = "redis", test))]
     /// Strict decoding: every length within the bounds, nothing left over.
     pub(crate) fn decode(bytes: &[u8], max_body: usize) -> Result<Self, Corrupt> {
         let mut reader = Reader::new(bytes, REQUEST_MAGIC)?;
@@ -117,7 +113,6 @@ impl Stored {
         (header_bytes(&self.headers) + self.body.len() + RECORD_OVERHEAD) as u64
     }
 
-    #[cfg(any(feature = "redis", test))]
     pub(crate) fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(header_bytes(&self.headers) + self.body.len() + 64);
         out.extend_from_slice(RESULT_MAGIC);
@@ -127,7 +122,6 @@ impl Stored {
         out
     }
 
-    #[cfg(any(feature = "redis", test))]
     pub(crate) fn decode(bytes: &[u8], max_body: usize) -> Result<Self, Corrupt> {
         let mut reader = Reader::new(bytes, RESULT_MAGIC)?;
         let status = reader.fixed::<2>()?;
@@ -201,16 +195,13 @@ pub(crate) struct Status {
 }
 
 /// Bytes the status of a record may take encoded (it holds one resource token).
-#[cfg(any(feature = "redis", test))]
 pub(crate) const MAX_STATUS_BYTES: usize = 16 * 1024;
 
 impl Status {
-    #[cfg(any(feature = "redis", test))]
     pub(crate) fn encode(&self) -> Vec<u8> {
         serde_json::to_vec(self).unwrap_or_default()
     }
 
-    #[cfg(any(feature = "redis", test))]
     pub(crate) fn decode(bytes: &[u8]) -> Result<Self, Corrupt> {
         if bytes.len() > MAX_STATUS_BYTES {
             return Err(Corrupt("status over its bound"));
@@ -229,23 +220,20 @@ pub(crate) struct NewRecord {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Corrupt(pub(crate) &'static str);
 
-#[cfg(any(feature = "redis", test))]
 const REQUEST_MAGIC: &[u8] = b"AAQ1";
-#[cfg(any(feature = "redis", test))]
+
 const RESULT_MAGIC: &[u8] = b"AAR1";
 
 fn header_bytes(headers: &HeaderMap) -> usize {
     headers.iter().map(|(n, v)| n.as_str().len() + v.len()).sum()
 }
 
-#[cfg(any(feature = "redis", test))]
 fn put(out: &mut Vec<u8>, bytes: &[u8]) {
     // Every field is bounded far below 4 GiB before it is encoded.
     out.extend_from_slice(&u32::try_from(bytes.len()).unwrap_or(u32::MAX).to_be_bytes());
     out.extend_from_slice(bytes);
 }
 
-#[cfg(any(feature = "redis", test))]
 fn put_headers(out: &mut Vec<u8>, headers: &HeaderMap) {
     out.extend_from_slice(&u32::try_from(headers.len()).unwrap_or(u32::MAX).to_be_bytes());
     for (name, value) in headers {
@@ -254,12 +242,10 @@ fn put_headers(out: &mut Vec<u8>, headers: &HeaderMap) {
     }
 }
 
-#[cfg(any(feature = "redis", test))]
 struct Reader<'a> {
     rest: &'a [u8],
 }
 
-#[cfg(any(feature = "redis", test))]
 impl<'a> Reader<'a> {
     fn new(bytes: &'a [u8], magic: &[u8]) -> Result<Self, Corrupt> {
         match bytes.strip_prefix(magic) {

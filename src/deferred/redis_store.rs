@@ -7,11 +7,9 @@ use std::time::Duration;
 use redis::Value;
 use redis::aio::ConnectionManager;
 
-use super::record::{Corrupt, HeldRequest, MAX_STATUS_BYTES, NewRecord, Status, Stored};
-use super::store::{PendingBackend, StoreError, Versioned};
+use super::store::{PendingStoreError, PendingWrite, SharedPendingStore};
 use crate::error::ConfigError;
 use crate::future::BoxFuture;
-use crate::metrics::{Op, Store};
 
 /// Pending records of deferred delivery shared by every replica through Redis: a request
 /// held by one replica is polled, run and answered by whichever replica the poll reaches.
@@ -45,9 +43,6 @@ pub struct RedisPendingStore {
     manager: ConnectionManager,
     prefix: Arc<str>,
     timeout: Duration,
-    /// The largest body of a held request, and of a result (set from the options).
-    max_request: usize,
-    max_result: usize,
 }
 
 impl std::fmt::Debug for RedisPendingStore {
@@ -96,8 +91,6 @@ impl RedisPendingStoreBuilder {
             manager,
             prefix: self.prefix.into(),
             timeout: self.timeout,
-            max_request: usize::MAX,
-            max_result: usize::MAX,
         })
     }
 }
@@ -175,13 +168,6 @@ impl RedisPendingStore {
         Self::builder(url).connect().await
     }
 
-    /// The store bounded by the options it is used with.
-    pub(crate) fn bounded(mut self, max_request: usize, max_result: usize) -> Self {
-        self.max_request = max_request;
-        self.max_result = max_result;
-        self
-    }
-
     fn key(&self, suffix: &str) -> String {
         format!("{}{suffix}", self.prefix)
     }
@@ -190,14 +176,7 @@ impl RedisPendingStore {
         self.key(&format!("r:{id}"))
     }
 
-    async fn query(&self, op: Op, command: redis::Cmd) -> Result<Value, StoreError> {
-        let started = std::time::Instant::now();
-        let answer = self.query_unmeasured(command).await;
-        crate::metrics::store_waited(Store::Pending, op, started, answer.is_ok());
-        answer
-    }
-
-    async fn query_unmeasured(&self, command: redis::Cmd) -> Result<Value, StoreError> {
+    async fn query(&self, command: redis::Cmd) -> Result<Value, PendingStoreError> {
         let mut connection = self.manager.clone();
         let reply = command.query_async::<Value>(&mut connection);
         match tokio::time::timeout(self.timeout, reply).await {
@@ -206,15 +185,15 @@ impl RedisPendingStore {
             // is not what this crate wrote.
             Ok(Err(error)) if matches!(error.code(), Some("WRONGTYPE" | "ERR")) => {
                 tracing::error!(target: "tower_aauth", code = error.code(), "pending store (Redis) refused a record");
-                Err(StoreError::Corrupt(Corrupt("a Redis error reply")))
+                Err(PendingStoreError::Corrupt)
             }
             Ok(Err(error)) => {
                 tracing::warn!(target: "tower_aauth", kind = ?error.kind(), "pending store (Redis) failed");
-                Err(StoreError::Unavailable)
+                Err(PendingStoreError::Unavailable)
             }
             Err(_) => {
                 tracing::warn!(target: "tower_aauth", "pending store (Redis) timed out");
-                Err(StoreError::Unavailable)
+                Err(PendingStoreError::Unavailable)
             }
         }
     }
@@ -232,8 +211,8 @@ impl RedisPendingStore {
     }
 
     /// A script's `1`/`0` answer.
-    async fn applied(&self, op: Op, command: redis::Cmd) -> Result<bool, StoreError> {
-        match self.query(op, command).await? {
+    async fn applied(&self, command: redis::Cmd) -> Result<bool, PendingStoreError> {
+        match self.query(command).await? {
             Value::Int(1) => Ok(true),
             Value::Int(0) => Ok(false),
             _ => Err(wrong_type()),
@@ -241,8 +220,8 @@ impl RedisPendingStore {
     }
 }
 
-fn wrong_type() -> StoreError {
-    StoreError::Corrupt(Corrupt("a Redis reply of the wrong type"))
+fn wrong_type() -> PendingStoreError {
+    PendingStoreError::Corrupt
 }
 
 fn millis(ttl: Duration) -> Vec<u8> {
@@ -253,36 +232,35 @@ fn millis(ttl: Duration) -> Vec<u8> {
         .into_bytes()
 }
 
-impl PendingBackend for RedisPendingStore {
+impl SharedPendingStore for RedisPendingStore {
     fn create<'a>(
         &'a self,
         id: &'a str,
-        record: NewRecord,
+        record: PendingWrite<'a>,
         ttl: Duration,
         capacity: u64,
-    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+    ) -> BoxFuture<'a, Result<bool, PendingStoreError>> {
         Box::pin(async move {
             let keys = [self.record_key(id), self.key("bytes"), self.key("ledger")];
-            let (status, request) = (record.status.encode(), record.request.encode());
-            let weight = record.request.weight().to_string();
+            let weight = record.weight.to_string();
             let capacity = capacity.to_string();
             let args: [&[u8]; 6] = [
-                &status,
-                &request,
+                record.status,
+                record.data,
                 weight.as_bytes(),
                 &millis(ttl),
                 capacity.as_bytes(),
                 id.as_bytes(),
             ];
-            self.applied(Op::Insert, Self::script(CREATE, &keys, &args)).await
+            self.applied(Self::script(CREATE, &keys, &args)).await
         })
     }
 
-    fn status<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<Versioned>, StoreError>> {
+    fn status<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<(u64, Vec<u8>)>, PendingStoreError>> {
         Box::pin(async move {
             let mut command = redis::cmd("HMGET");
             command.arg(self.record_key(id)).arg("v").arg("s");
-            let Value::Array(fields) = self.query(Op::Read, command).await? else {
+            let Value::Array(fields) = self.query(command).await? else {
                 return Err(wrong_type());
             };
             match fields.as_slice() {
@@ -291,26 +269,25 @@ impl PendingBackend for RedisPendingStore {
                     let version = std::str::from_utf8(version)
                         .ok()
                         .and_then(|v| v.parse::<u64>().ok())
-                        .ok_or(Corrupt("version"))?;
-                    if status.len() > MAX_STATUS_BYTES {
-                        return Err(Corrupt("status over its bound").into());
-                    }
-                    let status = Status::decode(status)?;
-                    Ok(Some(Versioned { version, status }))
+                        .ok_or(PendingStoreError::Corrupt)?;
+                    Ok(Some((version, status.clone())))
                 }
                 // A hash missing one of its fields, or fields of another type.
-                _ => Err(StoreError::Corrupt(Corrupt("record fields"))),
+                _ => Err(PendingStoreError::Corrupt),
             }
         })
     }
 
-    fn update<'a>(&'a self, id: &'a str, version: u64, status: &'a Status) -> BoxFuture<'a, Result<bool, StoreError>> {
+    fn update<'a>(
+        &'a self,
+        id: &'a str,
+        version: u64,
+        status: &'a [u8],
+    ) -> BoxFuture<'a, Result<bool, PendingStoreError>> {
         Box::pin(async move {
             let version = version.to_string();
-            let status = status.encode();
-            let args: [&[u8]; 2] = [version.as_bytes(), &status];
-            self.applied(Op::Write, Self::script(UPDATE, &[self.record_key(id)], &args))
-                .await
+            let args: [&[u8]; 2] = [version.as_bytes(), status];
+            self.applied(Self::script(UPDATE, &[self.record_key(id)], &args)).await
         })
     }
 
@@ -318,20 +295,14 @@ impl PendingBackend for RedisPendingStore {
         &'a self,
         id: &'a str,
         version: u64,
-        status: &'a Status,
-    ) -> BoxFuture<'a, Result<Option<Arc<HeldRequest>>, StoreError>> {
+        status: &'a [u8],
+    ) -> BoxFuture<'a, Result<Option<Vec<u8>>, PendingStoreError>> {
         Box::pin(async move {
             let version = version.to_string();
-            let status = status.encode();
-            let args: [&[u8]; 2] = [version.as_bytes(), &status];
-            match self
-                .query(Op::Write, Self::script(CLAIM, &[self.record_key(id)], &args))
-                .await?
-            {
+            let args: [&[u8]; 2] = [version.as_bytes(), status];
+            match self.query(Self::script(CLAIM, &[self.record_key(id)], &args)).await? {
                 Value::Int(0) => Ok(None),
-                // Taken: the record is `Running` now whatever the bytes say, so a request that
-                // does not decode is never run, by this replica or any other.
-                Value::BulkString(bytes) => Ok(Some(Arc::new(HeldRequest::decode(&bytes, self.max_request)?))),
+                Value::BulkString(bytes) => Ok(Some(bytes)),
                 _ => Err(wrong_type()),
             }
         })
@@ -341,41 +312,35 @@ impl PendingBackend for RedisPendingStore {
         &'a self,
         id: &'a str,
         version: u64,
-        status: &'a Status,
-        result: Arc<Stored>,
+        status: &'a [u8],
+        result: PendingWrite<'a>,
         ttl: Duration,
-    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+    ) -> BoxFuture<'a, Result<bool, PendingStoreError>> {
         Box::pin(async move {
             let keys = [self.record_key(id), self.key("bytes"), self.key("ledger")];
             let version = version.to_string();
-            let (status, encoded) = (status.encode(), result.encode());
-            let weight = result.weight().to_string();
+            let weight = result.weight.to_string();
             let args: [&[u8]; 6] = [
                 version.as_bytes(),
-                &status,
-                &encoded,
+                status,
+                result.data,
                 weight.as_bytes(),
                 &millis(ttl),
                 id.as_bytes(),
             ];
-            self.applied(Op::Write, Self::script(FINISH, &keys, &args)).await
+            self.applied(Self::script(FINISH, &keys, &args)).await
         })
     }
 
-    fn result<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<Arc<Stored>>, StoreError>> {
+    fn result<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<Vec<u8>>, PendingStoreError>> {
         Box::pin(async move {
             let mut command = redis::cmd("HGET");
             command.arg(self.record_key(id)).arg("r");
-            match self.query(Op::Read, command).await? {
+            match self.query(command).await? {
                 Value::Nil => Ok(None),
-                Value::BulkString(bytes) => Ok(Some(Arc::new(Stored::decode(&bytes, self.max_result)?))),
+                Value::BulkString(bytes) => Ok(Some(bytes)),
                 _ => Err(wrong_type()),
             }
         })
-    }
-
-    /// Not known without a round trip: the shared count is the `<prefix>bytes` key.
-    fn held_bytes(&self) -> u64 {
-        0
     }
 }

@@ -26,7 +26,6 @@ pub(super) const SLOW_DOWN_STEP: u64 = 5;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum StoreError {
     /// Unreachable, failed or too slow: `503` with `Retry-After`.
-    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     Unavailable,
     /// A record or a reply that does not decode: `500`, and nothing runs.
     Corrupt(Corrupt),
@@ -91,6 +90,209 @@ pub(crate) trait PendingBackend: Send + Sync + std::fmt::Debug {
     fn held_bytes(&self) -> u64;
 }
 
+/// Where held (`202`) requests live when every replica must see them
+/// ([`DeferredOptions::store`]; Redis: [`RedisPendingStore`](crate::RedisPendingStore)).
+///
+/// A record is opaque bytes to the store: a status (small, changed on every step), the
+/// held request (written once, handed out once) and, once it ran, its result. Every
+/// change is a compare-and-swap on the record's version, which the store keeps: a change
+/// naming another version applies nothing, so that of two replicas taking one record at
+/// once exactly one wins. The crate encodes, bounds and decodes the bytes; a store never
+/// interprets them.
+pub trait SharedPendingStore: Send + Sync + std::fmt::Debug + 'static {
+    /// Stores a new record (version 1) living `ttl`, unless the bytes of every live record
+    /// plus `record.weight` would exceed `capacity` (then `Ok(false)`); the store counts
+    /// the weights of the records it holds, across every replica.
+    fn create<'a>(
+        &'a self,
+        id: &'a str,
+        record: PendingWrite<'a>,
+        ttl: Duration,
+        capacity: u64,
+    ) -> BoxFuture<'a, Result<bool, PendingStoreError>>;
+
+    /// The record's version and status, `None` when there is no such record.
+    #[allow(clippy::type_complexity)] // a pair, named by this doc
+    fn status<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<(u64, Vec<u8>)>, PendingStoreError>>;
+
+    /// Replaces the status and raises the version, if the version is still `version`.
+    fn update<'a>(
+        &'a self,
+        id: &'a str,
+        version: u64,
+        status: &'a [u8],
+    ) -> BoxFuture<'a, Result<bool, PendingStoreError>>;
+
+    /// [`update`](Self::update), answering the held request's bytes when it applied.
+    fn claim<'a>(
+        &'a self,
+        id: &'a str,
+        version: u64,
+        status: &'a [u8],
+    ) -> BoxFuture<'a, Result<Option<Vec<u8>>, PendingStoreError>>;
+
+    /// [`update`](Self::update) that also drops the held request, stores `result` (its
+    /// weight replacing the record's) and gives the record `ttl` more.
+    fn finish<'a>(
+        &'a self,
+        id: &'a str,
+        version: u64,
+        status: &'a [u8],
+        result: PendingWrite<'a>,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<bool, PendingStoreError>>;
+
+    /// The stored result's bytes.
+    fn result<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<Vec<u8>>, PendingStoreError>>;
+}
+
+/// Bytes written to a [`SharedPendingStore`]: a status and a held request (on
+/// [`create`](SharedPendingStore::create)), or a status and a result (on
+/// [`finish`](SharedPendingStore::finish)), and the weight the store counts for it.
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub struct PendingWrite<'a> {
+    /// The record's status.
+    pub status: &'a [u8],
+    /// The held request, or the result.
+    pub data: &'a [u8],
+    /// The bytes counted against the capacity.
+    pub weight: u64,
+}
+
+/// Why a [`SharedPendingStore`] could not answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PendingStoreError {
+    /// Unreachable, failed or too slow: the layer answers `503` with `Retry-After`, and
+    /// nothing is held or run.
+    Unavailable,
+    /// The store holds something of another shape than it was given (a key of another
+    /// type, a missing field): `500`, and nothing runs.
+    Corrupt,
+}
+
+/// A [`SharedPendingStore`] as the crate's backend: the bytes encoded, bounded and
+/// decoded here, every operation timed.
+#[derive(Debug)]
+pub(crate) struct SharedBackend {
+    store: Arc<dyn SharedPendingStore>,
+    /// The largest held request body, and result body (from the options).
+    max_request: usize,
+    max_result: usize,
+}
+
+impl SharedBackend {
+    async fn timed<T>(
+        op: crate::metrics::Op,
+        call: BoxFuture<'_, Result<T, PendingStoreError>>,
+    ) -> Result<T, StoreError> {
+        let started = Instant::now();
+        let answer = call.await;
+        crate::metrics::store_waited(crate::metrics::Store::Pending, op, started, answer.is_ok());
+        answer.map_err(|error| match error {
+            PendingStoreError::Unavailable => StoreError::Unavailable,
+            PendingStoreError::Corrupt => StoreError::Corrupt(Corrupt("the store's reply")),
+        })
+    }
+}
+
+impl PendingBackend for SharedBackend {
+    fn create<'a>(
+        &'a self,
+        id: &'a str,
+        record: NewRecord,
+        ttl: Duration,
+        capacity: u64,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        Box::pin(async move {
+            let (status, request) = (record.status.encode(), record.request.encode());
+            let write = PendingWrite {
+                status: &status,
+                data: &request,
+                weight: record.request.weight(),
+            };
+            Self::timed(crate::metrics::Op::Insert, self.store.create(id, write, ttl, capacity)).await
+        })
+    }
+
+    fn status<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<Versioned>, StoreError>> {
+        Box::pin(async move {
+            let Some((version, status)) = Self::timed(crate::metrics::Op::Read, self.store.status(id)).await? else {
+                return Ok(None);
+            };
+            if status.len() > super::record::MAX_STATUS_BYTES {
+                return Err(Corrupt("status over its bound").into());
+            }
+            Ok(Some(Versioned {
+                version,
+                status: Status::decode(&status)?,
+            }))
+        })
+    }
+
+    fn update<'a>(&'a self, id: &'a str, version: u64, status: &'a Status) -> BoxFuture<'a, Result<bool, StoreError>> {
+        Box::pin(async move {
+            let status = status.encode();
+            Self::timed(crate::metrics::Op::Write, self.store.update(id, version, &status)).await
+        })
+    }
+
+    fn claim<'a>(
+        &'a self,
+        id: &'a str,
+        version: u64,
+        status: &'a Status,
+    ) -> BoxFuture<'a, Result<Option<Arc<HeldRequest>>, StoreError>> {
+        Box::pin(async move {
+            let status = status.encode();
+            match Self::timed(crate::metrics::Op::Write, self.store.claim(id, version, &status)).await? {
+                None => Ok(None),
+                // Taken: the record is `Running` now whatever the bytes say, so a request that
+                // does not decode is never run, by this replica or any other.
+                Some(bytes) => Ok(Some(Arc::new(HeldRequest::decode(&bytes, self.max_request)?))),
+            }
+        })
+    }
+
+    fn finish<'a>(
+        &'a self,
+        id: &'a str,
+        version: u64,
+        status: &'a Status,
+        result: Arc<Stored>,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        Box::pin(async move {
+            let (status, encoded) = (status.encode(), result.encode());
+            let write = PendingWrite {
+                status: &status,
+                data: &encoded,
+                weight: result.weight(),
+            };
+            Self::timed(
+                crate::metrics::Op::Write,
+                self.store.finish(id, version, &status, write, ttl),
+            )
+            .await
+        })
+    }
+
+    fn result<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<Arc<Stored>>, StoreError>> {
+        Box::pin(async move {
+            match Self::timed(crate::metrics::Op::Read, self.store.result(id)).await? {
+                None => Ok(None),
+                Some(bytes) => Ok(Some(Arc::new(Stored::decode(&bytes, self.max_result)?))),
+            }
+        })
+    }
+
+    /// Not known without a round trip: the store counts the shared bytes.
+    fn held_bytes(&self) -> u64 {
+        0
+    }
+}
+
 /// Limits of deferred delivery. Defaults: pending lifetime 300 s, `Retry-After` 5 s, held
 /// bodies up to 64 KiB, results up to 1 MiB, 64 MiB for all records together.
 #[derive(Debug, Clone)]
@@ -101,8 +303,7 @@ pub struct DeferredOptions {
     pub(crate) max_result_bytes: usize,
     pub(crate) capacity_bytes: u64,
     /// The shared store, when records must be seen by every replica.
-    #[cfg(feature = "redis")]
-    pub(crate) shared: Option<super::redis_store::RedisPendingStore>,
+    pub(crate) shared: Option<Arc<dyn SharedPendingStore>>,
 }
 
 impl Default for DeferredOptions {
@@ -113,7 +314,6 @@ impl Default for DeferredOptions {
             max_body_bytes: 64 * 1024,
             max_result_bytes: 1024 * 1024,
             capacity_bytes: 64 * 1024 * 1024,
-            #[cfg(feature = "redis")]
             shared: None,
         }
     }
@@ -158,13 +358,13 @@ impl DeferredOptions {
         self
     }
 
-    /// Keeps the pending records in Redis, shared by every replica, instead of in this
+    /// Keeps the pending records in a store every replica shares (Redis:
+    /// [`RedisPendingStore`](crate::RedisPendingStore), feature `redis`) instead of in this
     /// process: a request held by one replica can be polled on any other (see
     /// [`guard`](crate::guard), "Deferred delivery across replicas"). The capacity then
     /// bounds the bytes of all replicas' records together.
-    #[cfg(feature = "redis")]
-    pub fn store(mut self, store: super::redis_store::RedisPendingStore) -> Self {
-        self.shared = Some(store);
+    pub fn store(mut self, store: impl SharedPendingStore) -> Self {
+        self.shared = Some(Arc::new(store));
         self
     }
 
@@ -215,13 +415,14 @@ pub(crate) struct PendingStore {
 
 impl PendingStore {
     pub(crate) fn new(options: DeferredOptions) -> Self {
-        #[cfg(feature = "redis")]
         let backend: Arc<dyn PendingBackend> = match &options.shared {
-            Some(redis) => Arc::new(redis.clone().bounded(options.max_body_bytes, options.max_result_bytes)),
+            Some(store) => Arc::new(SharedBackend {
+                store: store.clone(),
+                max_request: options.max_body_bytes,
+                max_result: options.max_result_bytes,
+            }),
             None => Arc::new(LocalStore::new(options.capacity_bytes)),
         };
-        #[cfg(not(feature = "redis"))]
-        let backend: Arc<dyn PendingBackend> = Arc::new(LocalStore::new(options.capacity_bytes));
         let runners = moka::sync::Cache::builder()
             .time_to_live(Duration::from_secs(options.lifetime))
             .build();
