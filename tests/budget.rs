@@ -6,6 +6,7 @@ mod support;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
@@ -90,6 +91,10 @@ impl Metered {
             .route(
                 "/fails-charged",
                 route_get(counted(Some(300), StatusCode::INTERNAL_SERVER_ERROR)).route_layer(usd(aauth, 1000)),
+            )
+            .route(
+                "/hangs",
+                route_get(|_: Meter| std::future::pending::<StatusCode>()).route_layer(usd(aauth, 1000)),
             )
             .route(
                 "/admin",
@@ -674,5 +679,24 @@ async fn a_budget_from_a_person_server_the_resource_does_not_trust_by_name_is_ne
         calls.load(Ordering::SeqCst),
         0,
         "nothing is served on a self-granted budget"
+    );
+}
+
+#[tokio::test]
+async fn a_request_dropped_before_it_is_answered_is_not_charged() {
+    let m = Metered::new();
+    let token = m.token("t1", budget(1000));
+    // The client goes away (or a timeout outside the layer fires) while the handler runs.
+    let dropped = tokio::time::timeout(Duration::from_millis(20), m.send("/hangs", &token)).await;
+    assert!(dropped.is_err(), "the handler never answers");
+    // The refund runs on the runtime once the request future is dropped.
+    for _ in 0..100 {
+        tokio::task::yield_now().await;
+    }
+    let response = m.send("/report", &token).await;
+    assert_eq!(response.status(), StatusCode::OK, "the whole budget is still there");
+    assert_eq!(
+        header(&response, "aauth-budget"),
+        Some("remaining=0; cost=1000; unit=\"USD\"; decimals=6")
     );
 }

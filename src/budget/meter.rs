@@ -116,6 +116,32 @@ impl GuardLayer<MeterPolicy> {
     }
 }
 
+/// A drawn reservation not yet settled: refunded in full when dropped armed.
+struct Unsettled {
+    store: Option<Arc<dyn super::store::BudgetStore>>,
+    key: [u8; 32],
+    cost: u64,
+}
+
+impl Drop for Unsettled {
+    fn drop(&mut self) {
+        let Some(store) = self.store.take() else {
+            return;
+        };
+        let (key, cost) = (self.key, self.cost);
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(async move {
+                    let _ = store.refund(key, cost).await;
+                });
+            }
+            // No runtime to refund on: the reservation stays charged, never more than
+            // the grant (as when the store cannot answer).
+            Err(_) => tracing::debug!(target: "tower_aauth", "a dropped metered request's reservation stays charged"),
+        }
+    }
+}
+
 /// What the asynchronous tail of a metered request needs: which counter, what to reserve
 /// against which grant.
 pub struct Reservation {
@@ -312,6 +338,14 @@ where
                 let response = policy.step_up(verified, scopes, Some(reason), Some((&figures, granted)));
                 return Ok(refused.mark(response));
             }
+            // From here the reservation is refunded whatever happens to this future: a
+            // request dropped unanswered (the client gone, a timeout outside) was not
+            // served, and is not charged.
+            let mut unsettled = Unsettled {
+                store: Some(store.clone()),
+                key,
+                cost,
+            };
             let meter = Meter {
                 state: Arc::new(MeterState {
                     granted: granted.clone(),
@@ -325,10 +359,12 @@ where
                 Ok(response) => response,
                 Err(error) => {
                     // The service failed without a response: no cost can be stated.
+                    unsettled.store = None;
                     let _ = store.refund(key, cost).await;
                     return Err(error);
                 }
             };
+            unsettled.store = None;
             // A guard further in refused the request: it was not served, and a refusal
             // never draws on the budget, whatever was reported.
             let charged = match refused.matches(&response) {
