@@ -121,3 +121,24 @@ async fn an_unreachable_redis_is_503_and_the_handler_does_not_run() {
     assert_eq!(started.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(rig.calls(), 0);
 }
+
+#[cfg_attr(skip_redis, ignore = "redis-server not found on PATH (apt-get install redis-server)")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_rotating_one_session_at_once_all_get_the_same_successor() {
+    // Rotation reads, then writes: were successors random, requests racing through it
+    // would fork one session into several, each living on out of reach of a logout.
+    let redis = RedisServer::start();
+    let (a, b) = (replica(&redis, 1 << 20), replica(&redis, 1 << 20));
+    let token = a.session_for("/notes", "acct").await;
+    a.app.clock.advance(1800);
+    b.app.clock.advance(1805);
+    let (one, two, three, four) = tokio::join!(
+        a.with_session("/notes", &token),
+        b.with_session("/notes", &token),
+        a.with_session("/notes", &token),
+        b.with_session("/notes", &token),
+    );
+    let rotated: std::collections::BTreeSet<String> = [one, two, three, four].iter().filter_map(access_of).collect();
+    assert!(!rotated.is_empty(), "due: the session rotates");
+    assert_eq!(rotated.len(), 1, "{rotated:?}");
+}

@@ -62,7 +62,23 @@ fn new_token() -> String {
 
 /// Stores `record` under a new token and returns the token; `None` when the store is full.
 pub(crate) async fn issue(shared: &Shared, record: &SessionRecord) -> Result<Option<String>, StoreError> {
-    let token = new_token();
+    store_under(shared, new_token(), record).await
+}
+
+/// The token that succeeds `token` at rotation: derived from it, so that requests rotating
+/// one session at once all write the same successor instead of forking it (the holder of
+/// `token` learns the successor from the answer anyway; a store dump holds neither, only
+/// their hashes).
+fn successor_token(token: &str) -> String {
+    use sha2::Digest;
+    let mut hash = sha2::Sha256::new();
+    hash.update(b"tower-aauth session successor\0");
+    hash.update(token.as_bytes());
+    crate::jose::b64url(hash.finalize())
+}
+
+/// Stores `record` under `token`; `None` when the store is full.
+async fn store_under(shared: &Shared, token: String, record: &SessionRecord) -> Result<Option<String>, StoreError> {
     let ttl = record.expires_at.saturating_sub(shared.clock.now()).max(1);
     let stored = shared
         .sessions
@@ -370,7 +386,7 @@ where
         )));
     }
     let mut keys = vec![key.clone()];
-    let fresh = match rotate(&shared, &key, &record, now).await {
+    let fresh = match rotate(&shared, &token, &key, &record, now).await {
         Ok(fresh) => fresh,
         Err(error) => return Ok(Served::Refused(unavailable(&shared, error))),
     };
@@ -399,6 +415,7 @@ where
 /// extended; the presented token then lives only [`ROTATION_GRACE`] seconds more.
 async fn rotate(
     shared: &Shared,
+    token: &str,
     key: &str,
     record: &SessionRecord,
     now: u64,
@@ -415,7 +432,7 @@ async fn rotate(
         rotated: false,
         ..record.clone()
     };
-    let Some(token) = issue(shared, &successor).await? else {
+    let Some(token) = store_under(shared, successor_token(token), &successor).await? else {
         return Ok(None);
     };
     let old = SessionRecord {
