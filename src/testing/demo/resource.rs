@@ -11,11 +11,14 @@
 //! * The layer is outermost, so guards and extractors see what it verified.
 
 use axum::Router;
-use axum::routing::get;
-use http::Method;
+use axum::extract::{Form, Query};
+use axum::response::Html;
+use axum::routing::{get, post};
+use http::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use crate::budget::{BudgetOptions, Meter};
+use crate::session::{Session, SessionOptions};
 use crate::{AAuth, AuthGrant, ConfigError, Profile, ResourceKey, VerifiedAgent};
 
 /// Builds the resource `resource` trusting `auth_server`, answering in `profile`.
@@ -85,4 +88,147 @@ async fn report(meter: Meter) -> axum::Json<Value> {
         "report": "quarterly figures",
         "granted": { "amount": meter.granted_amount(), "unit": meter.unit(), "decimals": meter.decimals() },
     }))
+}
+
+/// The interaction page's path (the crate's default).
+pub(super) const INTERACTION_PATH: &str = "/aauth/interaction";
+/// Where the revocation endpoint is mounted.
+pub(super) const REVOKE_PATH: &str = "/aauth/revoke";
+/// The account the demo's person holds at the resource.
+pub(super) const ACCOUNT: &str = "testuser";
+
+/// Builds the resource of the resource-managed run: `GET /notes` needs a session for
+/// `notes.read` ([`AAuth::require_session`]), and an auth token from `auth_server`
+/// granting `notes.read` serves too; `POST /logout` ends the presented session; the
+/// resource's own consent page at [`INTERACTION_PATH`]; the revocation endpoint at
+/// [`REVOKE_PATH`]; the pending URLs, metadata and JWKS.
+/// A pending interaction lives as long as the run's pending requests (60 s at least).
+pub(super) fn session_app(
+    resource: &str,
+    auth_server: &str,
+    options: &super::DemoOptions,
+) -> Result<(AAuth, Router), ConfigError> {
+    let lifetime = options.pending_lifetime.clamp(60, 3600);
+    let builder = AAuth::builder(resource)
+        .signing_key(ResourceKey::generate().with_kid("resource-key-1"))
+        .auth_server(auth_server)
+        .scope("notes.read", "Read your notes")
+        .metadata_name("Notes Resource")
+        .sessions(SessionOptions::new().retry_after(1).interaction_lifetime(lifetime))
+        .revocation_endpoint(REVOKE_PATH)
+        .dangerous()
+        .allow_http_loopback();
+    let aauth = builder.build()?;
+    let router = Router::new()
+        .route("/notes", get(notes).route_layer(aauth.require_session(["notes.read"])))
+        .route(
+            "/logout",
+            post(logout).route_layer(aauth.require_session(Vec::<String>::new())),
+        )
+        .merge(consent_page(&aauth))
+        .merge(aauth.pending_router())
+        .merge(aauth.well_known_router())
+        .layer(aauth.layer());
+    Ok((aauth, router))
+}
+
+/// Whom `/notes` serves: the session's account, or the auth token's subject.
+async fn notes(agent: VerifiedAgent, session: Option<Session>, grant: Option<AuthGrant>) -> axum::Json<Value> {
+    let (served_by, account, scopes) = match (&session, &grant) {
+        (Some(session), _) => ("session", json!(session.account), json!(session.scopes.join(" "))),
+        (None, Some(grant)) => ("auth token", json!(grant.subject), json!(grant.scopes.to_string())),
+        (None, None) => ("nothing", Value::Null, Value::Null),
+    };
+    axum::Json(json!({
+        "notes": ["buy milk", "call the dentist"],
+        "served_by": served_by,
+        "account": account,
+        "scope": scopes,
+        "agent": agent.agent.as_ref().map_or(&*agent.key_thumbprint, |a| a.id()),
+    }))
+}
+
+/// The agent logs out: the presented session ends.
+async fn logout(session: Session) -> Result<axum::Json<Value>, crate::Error> {
+    session.revoke().await?;
+    Ok(axum::Json(json!({ "logged_out": session.account })))
+}
+
+#[derive(serde::Deserialize)]
+struct Code {
+    code: String,
+}
+
+#[derive(serde::Deserialize)]
+struct Decision {
+    code: String,
+    decision: String,
+}
+
+/// The resource's own consent page: `GET ?code=` shows the agent and the scopes with
+/// Approve and Deny; the form posts back to the same path (the one path a person's
+/// unsigned browser may open). The demo's resource has no login: the person is
+/// [`ACCOUNT`].
+fn consent_page(aauth: &AAuth) -> Router {
+    let show = aauth.clone();
+    let decide = aauth.clone();
+    Router::new().route(
+        INTERACTION_PATH,
+        get(move |Query(Code { code }): Query<Code>| {
+            let aauth = show.clone();
+            async move {
+                let Some(found) = aauth.interaction(&code).await else {
+                    return (StatusCode::NOT_FOUND, Html(page("Unknown or expired code", "")));
+                };
+                let agent = found.agent.unwrap_or_else(|| format!("key {}", found.key_thumbprint));
+                let body = format!(
+                    "<p>Signed in as <b>{ACCOUNT}</b>.</p>\
+                     <p>The agent <code id=\"agent\">{}</code> asks for:</p>\
+                     <ul id=\"scopes\">{}</ul>\
+                     <form method=\"post\" action=\"{INTERACTION_PATH}\">\
+                     <input type=\"hidden\" name=\"code\" value=\"{}\">\
+                     <button name=\"decision\" value=\"approve\">Approve</button> \
+                     <button name=\"decision\" value=\"deny\">Deny</button></form>",
+                    escape(&agent),
+                    found
+                        .scopes
+                        .iter()
+                        .map(|s| format!("<li>{}</li>", escape(s)))
+                        .collect::<String>(),
+                    escape(&found.code),
+                );
+                (
+                    StatusCode::OK,
+                    Html(page("Notes Resource: an agent asks for access", &body)),
+                )
+            }
+        })
+        .post(move |Form(Decision { code, decision }): Form<Decision>| {
+            let aauth = decide.clone();
+            async move {
+                let found = aauth.interaction(&code).await;
+                let done = match (found, decision.as_str()) {
+                    (Some(found), "approve") => found.approve(ACCOUNT).await.then_some("Approved"),
+                    (Some(found), "deny") => found.deny().await.then_some("Denied"),
+                    _ => None,
+                };
+                match done {
+                    Some(done) => (StatusCode::OK, Html(page(done, "<p>You may close this page.</p>"))),
+                    None => (StatusCode::NOT_FOUND, Html(page("Unknown or expired code", ""))),
+                }
+            }
+        }),
+    )
+}
+
+fn page(title: &str, body: &str) -> String {
+    format!("<!doctype html><html><head><title>{title}</title></head><body><h1>{title}</h1>{body}</body></html>")
+}
+
+/// HTML text escaping for what the store hands the page.
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
