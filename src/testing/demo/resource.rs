@@ -232,3 +232,106 @@ fn escape(text: &str) -> String {
         .replace('>', "&gt;")
         .replace('"', "&quot;")
 }
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use http::{Request, StatusCode};
+    use tower::ServiceExt;
+
+    use super::*;
+    use crate::testing::{KeySource, SignOptions, TestAgent};
+
+    const RESOURCE: &str = "http://127.0.0.1:1";
+
+    fn app() -> Router {
+        session_app(RESOURCE, "http://127.0.0.1:2", &super::super::DemoOptions::default())
+            .expect("the demo's resource builds")
+            .1
+    }
+
+    async fn send(app: &Router, request: Request<Body>) -> (StatusCode, String) {
+        let response = app.clone().oneshot(request).await.expect("infallible");
+        let status = response.status();
+        let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .unwrap_or_default();
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    /// Starts an interaction for `/notes` as an `hwk` agent; its code.
+    async fn start(app: &Router) -> String {
+        let mut request = Request::get(format!("{RESOURCE}/notes"))
+            .header("aauth-capabilities", "interaction")
+            .body(Body::empty())
+            .unwrap();
+        let now = crate::clock::Clock::now(&crate::clock::SystemClock);
+        TestAgent::generate().sign_with(&mut request, &KeySource::Hwk, now, &SignOptions::default());
+        let response = app.clone().oneshot(request).await.expect("infallible");
+        assert_eq!(response.status(), StatusCode::ACCEPTED);
+        let requirement = response.headers()["aauth-requirement"].to_str().unwrap();
+        let code = requirement.split("code=\"").nth(1).and_then(|c| c.split('"').next());
+        code.expect("a code").to_owned()
+    }
+
+    fn decide(code: &str, decision: &str) -> Request<Body> {
+        Request::post(format!("{RESOURCE}{INTERACTION_PATH}"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(Body::from(format!("code={code}&decision={decision}")))
+            .unwrap()
+    }
+
+    fn page(code: &str) -> Request<Body> {
+        Request::get(format!("{RESOURCE}{INTERACTION_PATH}?code={code}"))
+            .body(Body::empty())
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn the_consent_page_shows_the_scopes_with_both_buttons_to_an_unsigned_browser() {
+        let app = app();
+        let code = start(&app).await;
+        let (status, html) = send(&app, page(&code)).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(html.contains("<li>notes.read</li>"), "{html}");
+        assert!(html.contains("value=\"approve\"") && html.contains("value=\"deny\""));
+        assert!(html.contains(&format!("value=\"{code}\"")));
+    }
+
+    #[tokio::test]
+    async fn an_unknown_code_finds_no_page_and_decides_nothing() {
+        let app = app();
+        for request in [page("ZZZZZ-ZZZZZ"), decide("ZZZZZ-ZZZZZ", "approve")] {
+            let (status, html) = send(&app, request).await;
+            assert_eq!(status, StatusCode::NOT_FOUND);
+            assert!(html.contains("Unknown or expired code"));
+        }
+    }
+
+    #[tokio::test]
+    async fn a_decision_other_than_approve_or_deny_decides_nothing() {
+        let app = app();
+        let code = start(&app).await;
+        let (status, _) = send(&app, decide(&code, "maybe")).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        let (status, html) = send(&app, decide(&code, "approve")).await;
+        assert_eq!((status, html.contains("Approved")), (StatusCode::OK, true));
+    }
+
+    #[tokio::test]
+    async fn a_code_is_decided_once() {
+        let app = app();
+        let code = start(&app).await;
+        assert_eq!(send(&app, decide(&code, "deny")).await.0, StatusCode::OK);
+        assert_eq!(send(&app, decide(&code, "approve")).await.0, StatusCode::NOT_FOUND);
+        assert_eq!(send(&app, page(&code)).await.0, StatusCode::NOT_FOUND);
+    }
+
+    #[test]
+    fn page_text_is_escaped() {
+        assert_eq!(
+            escape("<a href=\"x\">&</a>"),
+            "&lt;a href=&quot;x&quot;&gt;&amp;&lt;/a&gt;"
+        );
+    }
+}
