@@ -92,6 +92,10 @@ async fn main() -> ExitCode {
             }
         };
     }
+    if mode == Mode::ResourceManaged && generation == Generation::Legacy {
+        eprintln!("resource-managed access is new in draft -11: --mode resource-managed takes no --profile legacy");
+        return ExitCode::from(2);
+    }
     let print: demo::Printer = Arc::new(|text: &str| print!("{text}"));
     let options = DemoOptions {
         generation,
