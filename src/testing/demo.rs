@@ -19,6 +19,10 @@
 //! `expire`), prints every step through the caller's printer, and checks each step against
 //! the protocol.
 //!
+//! [`run_resource_managed`] runs resource-managed access instead: the resource's own
+//! consent page, the `AAuth-Access` session token, the revocation endpoint, and the next
+//! request refused (the steps are in `demo/session.rs`).
+//!
 //! [`run_budget`] runs the budget flow instead (draft-hardt-aauth-budgets): the metered
 //! `/report` spends an auth token's budget, refuses with `reason=budget-exhausted`, and
 //! serves again after the agent stepped up (the steps are in `demo/budget.rs`).
@@ -42,6 +46,7 @@ use crate::{Generation, Profile};
 mod budget;
 mod report;
 mod resource;
+mod session;
 
 pub use report::{Check, DemoReport};
 
@@ -129,6 +134,9 @@ impl Drop for Demo {
     }
 }
 
+/// Builds a resource (its identifier, the auth server it trusts, the run's options).
+type ResourceApp = fn(&str, &str, &DemoOptions) -> Result<(crate::AAuth, Router), crate::ConfigError>;
+
 async fn bind() -> std::io::Result<(TcpListener, String)> {
     let listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
     let url = format!("http://{}", listener.local_addr()?);
@@ -145,6 +153,18 @@ fn serve(listener: TcpListener, router: Router) -> JoinHandle<()> {
 impl Demo {
     /// Binds and starts the three servers.
     pub async fn start(options: &DemoOptions) -> Result<Demo, DemoError> {
+        Demo::start_with(options, |resource, auth_server, options| {
+            let profile = match options.generation {
+                Generation::Legacy => Profile::Legacy,
+                _ => Profile::Draft11,
+            };
+            resource::app(resource, auth_server, profile)
+        })
+        .await
+    }
+
+    /// Binds and starts the three servers, the resource built by `app`.
+    async fn start_with(options: &DemoOptions, app: ResourceApp) -> Result<Demo, DemoError> {
         let (resource_listener, resource) = bind().await?;
         let (auth_listener, auth_url) = bind().await?;
         let (agent_listener, agent_id) = bind().await?;
@@ -159,11 +179,7 @@ impl Demo {
             .signing_key(ResourceKey::generate().with_kid("auth-key-1"))
             .budget_amount(budget::ALLOCATION)
             .build()?;
-        let profile = match options.generation {
-            Generation::Legacy => Profile::Legacy,
-            _ => Profile::Draft11,
-        };
-        let (aauth, resource_app) = resource::app(&resource, &auth_url, profile)?;
+        let (aauth, resource_app) = app(&resource, &auth_url, options)?;
         let resource_jwk = aauth.public_keys().remove(0);
 
         let tasks = vec![
@@ -301,6 +317,32 @@ pub async fn run_budget(options: DemoOptions, print: Printer) -> Result<DemoRepo
         demo.auth_server.issuer(),
     ));
     Ok(budget::run(&demo, print).await)
+}
+
+/// Runs the resource-managed flow once and checks it (module docs): the resource's own
+/// consent page, the session token, revocation, the next request refused. Draft -11
+/// only (resource-managed access is new in it). The person approves or denies on the
+/// page; [`PersonAction::Ignore`] waits the interaction's 60 s lifetime out.
+pub async fn run_resource_managed(options: DemoOptions, print: Printer) -> Result<DemoReport, DemoError> {
+    let options = DemoOptions {
+        generation: Generation::Draft11,
+        ..options
+    };
+    let demo = Demo::start_with(&options, resource::session_app).await?;
+    print(&format!(
+        "speaking      draft -11, resource-managed access (two parties: the agent and the resource)\n\
+         resource      {}   (GET /notes needs a session for \"{}\"; its own consent page at {}; revocation endpoint {})\n\
+         auth server   {}   (TestAuthServer: only for the auth token the revocation endpoint revokes in step 4)\n\
+         agent server  {}   (agent metadata + JWKS for jwks_uri)\n",
+        demo.resource,
+        session::NOTES_SCOPE,
+        resource::INTERACTION_PATH,
+        resource::REVOKE_PATH,
+        demo.auth_server.issuer(),
+        demo.agent_id,
+    ));
+    let max_polling = Duration::from_secs(options.pending_lifetime.clamp(60, 3600) + 30);
+    Ok(session::run(&demo, options.person, max_polling, print).await)
 }
 
 /// What the checks compare against.

@@ -70,6 +70,14 @@ pub(crate) fn abbreviate(token: &str) -> String {
     }
 }
 
+/// An opaque credential shortened to its first 8 characters.
+pub(crate) fn abbreviate_secret(secret: &str) -> String {
+    match secret.get(..8) {
+        Some(start) => format!("{start}…({} bytes)", secret.len()),
+        None => "…".to_owned(),
+    }
+}
+
 /// Shortens every long quoted string and byte sequence in a header value.
 fn abbreviate_field(value: &str) -> String {
     let mut out = String::new();
@@ -95,7 +103,7 @@ fn abbreviate_field(value: &str) -> String {
     out
 }
 
-const SHOWN: [&str; 13] = [
+const SHOWN: [&str; 16] = [
     "content-type",
     "content-digest",
     names::header::SIGNATURE_INPUT,
@@ -109,14 +117,25 @@ const SHOWN: [&str; 13] = [
     names::header::ACCEPT_SIGNATURE_SCHEME,
     names::header::AAUTH_LEGACY,
     names::header::AAUTH_BUDGET,
+    "aauth-capabilities",
+    "authorization",
+    "aauth-access",
 ];
+
+/// Headers whose whole value, or last word, is a credential.
+const CREDENTIALS: [&str; 2] = ["authorization", "aauth-access"];
 
 fn headers_text(headers: &HeaderMap) -> String {
     let mut out = String::new();
     for name in SHOWN {
         for value in headers.get_all(name) {
             let value = value.to_str().unwrap_or("<binary>");
-            out.push_str(&format!("  {name}: {}\n", abbreviate_field(value)));
+            let shown = match value.rsplit_once(' ') {
+                _ if !CREDENTIALS.contains(&name) => abbreviate_field(value),
+                Some((scheme, credential)) => format!("{scheme} {}", abbreviate_secret(credential)),
+                None => abbreviate_secret(value),
+            };
+            out.push_str(&format!("  {name}: {shown}\n"));
         }
     }
     out
@@ -159,6 +178,11 @@ pub(crate) fn describe_exchange(exchange: &Exchange, generation: Generation) -> 
         FlowStep::Retry => "AGENT RETRIES the resource with the auth token",
         FlowStep::Metadata => "AGENT READS auth server metadata",
     };
+    describe_titled(title, exchange, generation)
+}
+
+/// The narration of one exchange under `title`.
+pub(crate) fn describe_titled(title: &str, exchange: &Exchange, generation: Generation) -> String {
     let mut out = format!("\n>>> {title}\n{} {}\n", exchange.method, exchange.url);
     out.push_str(&headers_text(&exchange.request_headers));
     if !exchange.request_body.is_empty() {
