@@ -93,6 +93,8 @@ const AGENTS: &str = "https://agents.test";
 const TENANT: &str = "acme";
 /// Our revocation endpoint.
 const REVOKE: &str = "/aauth/revoke";
+/// Our authorization endpoint.
+const AUTHORIZE: &str = "/aauth/authorize";
 /// `/report` costs 1 USD (at 6 decimals)...
 const PRICE: u64 = 1_000_000;
 /// ...and its resource tokens offer a budget of 5 USD.
@@ -221,8 +223,9 @@ impl PeerServer {
 
 /// The resource as `examples/resource_server.rs` builds it in four-party posture (with
 /// `AAUTH_AUTH_SERVER`, and `AAUTH_PERSON_SERVER` when `person_server` is given), its
-/// discovery over [`LoopbackFetch`]; with the revocation endpoint mounted at [`REVOKE`]
-/// and `/report` metered at [`PRICE`], offering [`OFFER`].
+/// discovery over [`LoopbackFetch`]; with the revocation endpoint at [`REVOKE`], the
+/// authorization endpoint at [`AUTHORIZE`] (no accounts), and `/report` metered at
+/// [`PRICE`], offering [`OFFER`].
 fn resource(person_server: Option<&str>, hosts: &Hosts) -> Router {
     let mut builder = AAuth::builder(RESOURCE)
         .profile(Profile::Draft11)
@@ -236,6 +239,7 @@ fn resource(person_server: Option<&str>, hosts: &Hosts) -> Router {
     }
     let aauth = builder
         .revocation_endpoint(REVOKE)
+        .authorization_endpoint(AUTHORIZE, |_, _| tower_aauth::policy::AccountDecision::NotHeld)
         .fetcher(LoopbackFetch {
             hosts: hosts.clone(),
             client: client(),
@@ -757,4 +761,46 @@ async fn the_real_servers_grant_a_budget_our_meter_spends_then_the_agent_steps_u
         served.header("aauth-budget"),
         format!("remaining=1000000; cost={PRICE}; unit=\"USD\"; decimals=6")
     );
+}
+
+// ---- the authorization endpoint: no peer calls it, the real PS and AS redeem its token -----
+
+#[cfg_attr(
+    skip_peer_introspection,
+    ignore = "interop peer introspection-server (PyPI introspection-aauth 0.1.0) not installed: bash tests/interop/setup.sh"
+)]
+#[tokio::test]
+async fn the_real_servers_redeem_the_resource_token_our_authorization_endpoint_answers() {
+    let world = FourParty::start(Some(PS)).await;
+    let person_token = world.person_token().await;
+    let person = claims(&person_token);
+
+    // No peer has an agent that calls an authorization endpoint: ours asks, presenting
+    // the real PS's person token.
+    let answered = world
+        .agent
+        .send(
+            Method::POST,
+            &format!("{RESOURCE}{AUTHORIZE}"),
+            Some(&json!({ "scope": "data.read" })),
+            &person_token,
+        )
+        .await;
+    assert_eq!(answered.status, StatusCode::OK, "{}", answered.body);
+    let resource_token = answered.body["resource_token"]
+        .as_str()
+        .expect("a resource token")
+        .to_owned();
+    let asked = claims(&resource_token);
+    assert_eq!(asked["aud"], AS, "four-party: for the AS");
+    assert_eq!(asked["presented_jti"], person["jti"], "{asked}");
+    assert_eq!(asked["scope"], "data.read", "{asked}");
+
+    let issued = world.exchange(&resource_token, &person_token).await;
+    assert_eq!(issued.status, StatusCode::OK, "{}", issued.body);
+    let auth_token = issued.body["auth_token"].as_str().expect("an auth token").to_owned();
+    assert_eq!(claims(&auth_token)["scope"], "data.read");
+    let served = world.get_data(&auth_token).await;
+    assert_eq!(served.status, StatusCode::OK, "{}", served.body);
+    assert_eq!(served.body["sub"], person["sub"]);
 }
