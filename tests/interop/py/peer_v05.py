@@ -156,6 +156,9 @@ def cmd_follow_pending(req):
     scripted = req.get("responses") or []
     if not isinstance(scripted, list):
         raise pc.Usage("'responses' must be a list")
+    max_polls = req.get("max_polls", 60)
+    if isinstance(max_polls, bool) or not isinstance(max_polls, int):
+        raise pc.Usage("'max_polls' must be an integer")
 
     def response(spec, request_url):
         if not isinstance(spec, dict) or not isinstance(spec.get("status"), int):
@@ -190,7 +193,7 @@ def cmd_follow_pending(req):
             result = poller.poll_pending_url(
                 url,
                 get,
-                max_polls=req.get("max_polls", 60),
+                max_polls=max_polls,
                 on_interaction=lambda u, c: interactions.append([u, c]),
                 initial_response=response(req.get("initial"), url),
             )
