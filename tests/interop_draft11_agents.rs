@@ -2,7 +2,10 @@
 //! followed by `aauth` 0.5.0's own poller (the `202 requirement=interaction`, the pending
 //! URL's `200` with `AAuth-Access`, then `Authorization: AAuth <token>` under a signature
 //! the library made to cover it), the same session replayed by `aauth` 0.3.4 (whose
-//! signer never covers `authorization`) refused with the exact code, and the revocation
+//! signer never covers `authorization`) or by `@hellocoop/httpsig` 2.2.0 without being
+//! told to cover it refused with the exact code, `aauth` 0.3.4's poller following our
+//! pending URL without ever prompting the person (it reads the requirement from a body
+//! that repeats it, which ours does not), and the revocation
 //! endpoint driven by `aauth` 0.5.0's `sign_revocation_request`, whose `send_revocation`
 //! also judges our answers.
 //!
@@ -254,6 +257,67 @@ async fn hellocoop_2_2_0_presenting_the_session_is_served_only_when_told_to_cove
     assert_eq!(served.status(), StatusCode::OK);
     assert_eq!(body_json(served).await["account"], "acct-v05");
     assert_eq!(rig.calls(), 1);
+}
+
+#[cfg_attr(
+    skip_peer_v03,
+    ignore = "interop peer peer-v03 (PyPI aauth 0.3.4) not installed: bash tests/interop/setup.sh"
+)]
+#[tokio::test]
+async fn aauth_0_3_4_polls_our_interaction_without_prompting_the_person() {
+    // Its poller reads `requirement` and `code` from a JSON body that repeats them; ours
+    // carries them in AAuth-Requirement only, with `{"status":"pending"}` as the body
+    // (which keeps its unguarded `response.json()` from failing).
+    let v03 = Peer::V03.launcher_path();
+    let rig = Rig::new();
+    let mut first = SignRequest::get("/notes", Scheme::Jwt(agent_token(&rig)), rig.now()).to_json();
+    first["capabilities"] = json!(["interaction"]);
+    let signed = Peer::V03.run(&v03, "sign", &first);
+    let started = rig
+        .send(signed_request(
+            "GET",
+            &format!("{RESOURCE}/notes"),
+            &signed["headers"],
+            None,
+        ))
+        .await;
+    assert_eq!(started.status(), StatusCode::ACCEPTED);
+    let (location, _) = pending_of(&started);
+
+    rig.app.clock.advance(5);
+    let follow = |responses: &[Value]| {
+        Peer::V03.run(
+            &v03,
+            "follow-pending",
+            &json!({ "pending_url": location, "responses": responses, "jwt": agent_token(&rig),
+                     "private_jwk": agent_private_jwk(), "created": rig.now() }),
+        )
+    };
+    let polled = follow(&[]);
+    let waiting = rig
+        .send(signed_request("GET", &location, &polled["gets"][0]["headers"], None))
+        .await;
+    assert_eq!(waiting.status(), StatusCode::ACCEPTED, "its poll is accepted");
+    assert!(
+        waiting.headers()["aauth-requirement"]
+            .to_str()
+            .unwrap()
+            .starts_with("requirement=interaction;")
+    );
+    let replayed = follow(&[scripted(waiting).await]);
+    assert_eq!(replayed["done"], false, "{replayed}");
+    assert_eq!(replayed["sleeps"], json!([5]), "it honours Retry-After: {replayed}");
+    assert_eq!(
+        replayed["gets"].as_array().unwrap().len(),
+        2,
+        "and polls again: {replayed}"
+    );
+    assert_eq!(
+        replayed["interactions"],
+        json!([]),
+        "but never sends the person: {replayed}"
+    );
+    assert_eq!(rig.calls(), 0);
 }
 
 // ---- the revocation endpoint ---------------------------------------------------------------

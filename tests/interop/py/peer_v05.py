@@ -34,13 +34,7 @@ def cmd_sign(req):
     import aauth_signing.signer
     from aauth.headers.aauth_header import build_aauth_capabilities_header
 
-    caps = req.get("capabilities")
-    if caps is not None:
-        # The library builds the AAuth-Capabilities value (it never sends one itself).
-        if not isinstance(caps, list) or not all(isinstance(c, str) for c in caps):
-            raise pc.Usage("'capabilities' must be a list of strings")
-        req = dict(req, headers=dict(req.get("headers") or {}))
-        req["headers"]["aauth-capabilities"] = build_aauth_capabilities_header(caps)
+    req = pc.with_capabilities(req, build_aauth_capabilities_header)
     return pc.run_sign(
         req,
         aauth_signing.sign_request,
@@ -147,7 +141,6 @@ def cmd_follow_pending(req):
     import aauth.agent.poller as poller
     import aauth_signing
     import aauth_signing.signer
-    import httpx
 
     url = req.get("request_url")
     if not isinstance(url, str) or not isinstance(req.get("jwt"), str):
@@ -159,17 +152,6 @@ def cmd_follow_pending(req):
     max_polls = req.get("max_polls", 60)
     if isinstance(max_polls, bool) or not isinstance(max_polls, int):
         raise pc.Usage("'max_polls' must be an integer")
-
-    def response(spec, request_url):
-        if not isinstance(spec, dict) or not isinstance(spec.get("status"), int):
-            raise pc.Usage("a response is {status, headers, body}")
-        body = spec.get("body")
-        return httpx.Response(
-            spec["status"],
-            headers=spec.get("headers") or {},
-            content=(body or "").encode("utf-8"),
-            request=httpx.Request("GET", request_url),
-        )
 
     interactions, sleeps, gets = [], [], []
     remaining = list(scripted)
@@ -183,7 +165,7 @@ def cmd_follow_pending(req):
         if not remaining:
             exhausted.append(pending)
             raise RuntimeError("no scripted response left")
-        return response(remaining.pop(0), pending)
+        return pc.scripted_response(remaining.pop(0), "GET", pending)
 
     shim = types.SimpleNamespace(sleep=sleeps.append)
     saved = poller.time
@@ -195,7 +177,7 @@ def cmd_follow_pending(req):
                 get,
                 max_polls=max_polls,
                 on_interaction=lambda u, c: interactions.append([u, c]),
-                initial_response=response(req.get("initial"), url),
+                initial_response=pc.scripted_response(req.get("initial"), "GET", url),
             )
     finally:
         poller.time = saved
@@ -243,7 +225,6 @@ def cmd_revocation_outcome(req):
     import asyncio
 
     import aauth.revocation
-    import httpx
 
     spec = req.get("response")
     if not isinstance(spec, dict) or not isinstance(spec.get("status"), int):
@@ -254,12 +235,7 @@ def cmd_revocation_outcome(req):
     class Answer:
         async def post(self, url, headers=None, content=None):
             posts.append(url)
-            return httpx.Response(
-                spec["status"],
-                headers=spec.get("headers") or {},
-                content=(spec.get("body") or "").encode("utf-8"),
-                request=httpx.Request("POST", url),
-            )
+            return pc.scripted_response(spec, "POST", url)
 
         async def get(self, url, headers=None):
             raise RuntimeError("the resource never answers a revocation with 202")
