@@ -50,6 +50,9 @@
 //! resource token, which is bound to the spent auth token: it takes only its own person
 //! token as the presented token in a federated exchange. Presenting the person token
 //! again, the agent gets a resource token the PS redeems within what the mission has left.
+//! In the three-party posture (the resource names no AS) the PS itself issues the auth
+//! token with exactly the offered budget, spent from the mission, and asks the person once
+//! the mission's budget is spent.
 //!
 //! # Without `AAUTH_PERSON_SERVER`
 //!
@@ -225,15 +228,18 @@ impl PeerServer {
 /// `AAUTH_AUTH_SERVER`, and `AAUTH_PERSON_SERVER` when `person_server` is given), its
 /// discovery over [`LoopbackFetch`]; with the revocation endpoint at [`REVOKE`], the
 /// authorization endpoint at [`AUTHORIZE`] (no accounts), and `/report` metered at
-/// [`PRICE`], offering [`OFFER`].
-fn resource(person_server: Option<&str>, hosts: &Hosts) -> Router {
+/// [`PRICE`], offering [`OFFER`]. Without `access_server` it is the three-party posture
+/// (no `AAUTH_AUTH_SERVER`: resource tokens are for the person server).
+fn resource(person_server: Option<&str>, hosts: &Hosts, access_server: bool) -> Router {
     let mut builder = AAuth::builder(RESOURCE)
         .profile(Profile::Draft11)
         .scope("data.read", "Read access to your data")
         .scope("data.write", "Create and update your data")
         .metadata_name("Important Resource")
-        .access_mode("auth-token")
-        .auth_server(AS);
+        .access_mode("auth-token");
+    if access_server {
+        builder = builder.auth_server(AS);
+    }
     if let Some(person_server) = person_server {
         builder = builder.person_server(person_server);
     }
@@ -370,11 +376,12 @@ struct FourParty {
 impl FourParty {
     /// Starts everything, the resource trusting `AS` and, when given, `person_server`.
     async fn start(person_server: Option<&str>) -> FourParty {
-        FourParty::start_with(person_server, None).await
+        FourParty::start_with(person_server, None, true).await
     }
 
-    /// [`FourParty::start`], the AS's policy granting `grant_budget` when given.
-    async fn start_with(person_server: Option<&str>, grant_budget: Option<Value>) -> FourParty {
+    /// [`FourParty::start`], the AS's policy granting `grant_budget` when given; without
+    /// `access_server` the resource does not name the AS (three-party posture).
+    async fn start_with(person_server: Option<&str>, grant_budget: Option<Value>, access_server: bool) -> FourParty {
         let launcher = Peer::Introspection.launcher_path();
         let key = TestAgent::generate();
         let provider = TestIssuer::new(AGENTS, [7; 32], "agents-key-1");
@@ -415,7 +422,7 @@ impl FourParty {
         hosts
             .0
             .insert(host_of(RESOURCE).to_owned(), listener.local_addr().unwrap().port());
-        tokio::spawn(axum::serve(listener, resource(person_server, &hosts)).into_future());
+        tokio::spawn(axum::serve(listener, resource(person_server, &hosts, access_server)).into_future());
         access.route(&hosts).await;
         person.route(&hosts).await;
         FourParty {
@@ -687,7 +694,7 @@ fn usd(amount: u64) -> Value {
 #[tokio::test]
 async fn the_real_servers_grant_a_budget_our_meter_spends_then_the_agent_steps_up_with_its_person_token() {
     // The mission holds 10 USD; /report offers 5 USD at 1 USD a call; the AS grants 2.
-    let world = FourParty::start_with(Some(PS), Some(usd(2_000_000))).await;
+    let world = FourParty::start_with(Some(PS), Some(usd(2_000_000)), true).await;
     let person_token = world.person_token_with(Some(usd(10_000_000))).await;
 
     let challenge = world.get(&person_token, "/report").await;
@@ -803,4 +810,52 @@ async fn the_real_servers_redeem_the_resource_token_our_authorization_endpoint_a
     let served = world.get_data(&auth_token).await;
     assert_eq!(served.status, StatusCode::OK, "{}", served.body);
     assert_eq!(served.body["sub"], person["sub"]);
+}
+
+#[cfg_attr(
+    skip_peer_introspection,
+    ignore = "interop peer introspection-server (PyPI introspection-aauth 0.1.0) not installed: bash tests/interop/setup.sh"
+)]
+#[tokio::test]
+async fn three_party_the_real_ps_grants_the_offered_budget_from_the_mission_and_asks_the_person_past_it() {
+    // The mission holds 10 USD; /report offers 5 USD at 1 USD a call.
+    let world = FourParty::start_with(Some(PS), None, false).await;
+    let person_token = world.person_token_with(Some(usd(10_000_000))).await;
+
+    for round in 0..2 {
+        let challenge = world.get(&person_token, "/report").await;
+        assert_eq!(challenge.status, StatusCode::UNAUTHORIZED, "{}", challenge.body);
+        let offered = resource_token(&challenge);
+        assert_eq!(claims(&offered)["aud"], PS, "three-party: for the PS");
+        let issued = world.exchange(&offered, &person_token).await;
+        assert_eq!(issued.status, StatusCode::OK, "round {round}: {}", issued.body);
+        let auth_token = issued.body["auth_token"].as_str().expect("an auth token").to_owned();
+        let granted = claims(&auth_token);
+        assert_eq!(granted["iss"], PS, "{granted}");
+        assert_eq!(granted["budget"], usd(OFFER), "exactly the offer: {granted}");
+        let served = world.get(&auth_token, "/report").await;
+        assert_eq!(served.status, StatusCode::OK, "{}", served.body);
+        assert_eq!(
+            served.header("aauth-budget"),
+            format!("remaining=4000000; cost={PRICE}; unit=\"USD\"; decimals=6")
+        );
+    }
+
+    // Both offers spent the mission's 10 USD: the third goes to the person.
+    let offered = resource_token(&world.get(&person_token, "/report").await);
+    let asked = world
+        .agent
+        .send(
+            Method::POST,
+            &format!("{PS}/aauth/token"),
+            Some(&json!({ "resource_token": offered, "presented_token": person_token })),
+            &world.agent.agent_token,
+        )
+        .await;
+    assert_eq!(asked.status, StatusCode::ACCEPTED, "{}", asked.body);
+    assert!(
+        asked.header("aauth-requirement").starts_with("requirement=approval"),
+        "{}",
+        asked.header("aauth-requirement")
+    );
 }
