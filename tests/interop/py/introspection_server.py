@@ -27,7 +27,7 @@ client, and leaves three things to its host, which this script is:
   a token it issued. The body is the draft's `{"jti","exp"}`; the signature is
   the package's own server signature (`Identity.signed`, `sig=jwks_uri` with
   its `dwk`), sent with the package's client; the answer comes back as
-  `{"status", "headers", "body"}`.
+  `{"status", "headers", "body"}`, with the headers the package signed as `signed`.
 
 Protocol (one JSON object per line):
 
