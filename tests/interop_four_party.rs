@@ -37,6 +37,23 @@
 //! are repeated in process, with [`LoopbackFetch`] in place of the default fetcher, whose
 //! egress policy rightly refuses loopback addresses for DNS names).
 //!
+//! # Revocation and budgets
+//!
+//! The same world serves two draft -11 additions. Revocation: the package has no
+//! revocation of its own, so the host asks its PS or AS (`POST /_host/revoke`) to sign the
+//! draft's `{"jti","exp"}` POST with its real server key and signer, and our endpoint's
+//! answer decides whether the token is refused from then on. Budgets: the person gives the
+//! mission a budget, our metered `/report` offers one in its resource token, the real PS
+//! weighs it against the mission and sends it to the real AS, whose policy lowers it; our
+//! meter spends the grant and asks again with `reason=budget-exhausted` (which the PyPI
+//! and npm agents' challenge parsers still read). The real PS will not redeem that step-up
+//! resource token, which is bound to the spent auth token: it takes only its own person
+//! token as the presented token in a federated exchange. Presenting the person token
+//! again, the agent gets a resource token the PS redeems within what the mission has left.
+//! In the three-party posture (the resource names no AS) the PS itself issues the auth
+//! token with exactly the offered budget, spent from the mission, and asks the person once
+//! the mission's budget is spent.
+//!
 //! # Without `AAUTH_PERSON_SERVER`
 //!
 //! The same resource refuses the person token outright: `401`, `Signature-Error:
@@ -77,6 +94,14 @@ const AS: &str = "https://as.test";
 const RESOURCE: &str = "https://resource.test";
 const AGENTS: &str = "https://agents.test";
 const TENANT: &str = "acme";
+/// Our revocation endpoint.
+const REVOKE: &str = "/aauth/revoke";
+/// Our authorization endpoint.
+const AUTHORIZE: &str = "/aauth/authorize";
+/// `/report` costs 1 USD (at 6 decimals)...
+const PRICE: u64 = 1_000_000;
+/// ...and its resource tokens offer a budget of 5 USD.
+const OFFER: u64 = 5_000_000;
 /// Every wait in a test is bounded by this.
 const PATIENCE: Duration = Duration::from_secs(20);
 
@@ -201,19 +226,26 @@ impl PeerServer {
 
 /// The resource as `examples/resource_server.rs` builds it in four-party posture (with
 /// `AAUTH_AUTH_SERVER`, and `AAUTH_PERSON_SERVER` when `person_server` is given), its
-/// discovery over [`LoopbackFetch`].
-fn resource(person_server: Option<&str>, hosts: &Hosts) -> Router {
+/// discovery over [`LoopbackFetch`]; with the revocation endpoint at [`REVOKE`], the
+/// authorization endpoint at [`AUTHORIZE`] (no accounts), and `/report` metered at
+/// [`PRICE`], offering [`OFFER`]. Without `access_server` it is the three-party posture
+/// (no `AAUTH_AUTH_SERVER`: resource tokens are for the person server).
+fn resource(person_server: Option<&str>, hosts: &Hosts, access_server: bool) -> Router {
     let mut builder = AAuth::builder(RESOURCE)
         .profile(Profile::Draft11)
         .scope("data.read", "Read access to your data")
         .scope("data.write", "Create and update your data")
         .metadata_name("Important Resource")
-        .access_mode("auth-token")
-        .auth_server(AS);
+        .access_mode("auth-token");
+    if access_server {
+        builder = builder.auth_server(AS);
+    }
     if let Some(person_server) = person_server {
         builder = builder.person_server(person_server);
     }
     let aauth = builder
+        .revocation_endpoint(REVOKE)
+        .authorization_endpoint(AUTHORIZE, |_, _| tower_aauth::policy::AccountDecision::NotHeld)
         .fetcher(LoopbackFetch {
             hosts: hosts.clone(),
             client: client(),
@@ -231,6 +263,11 @@ fn resource(person_server: Option<&str>, hosts: &Hosts) -> Router {
     }
     Router::new()
         .route("/data", get(read_data).route_layer(aauth.require_scopes(["data.read"])))
+        .route(
+            "/report",
+            get(|| std::future::ready("report"))
+                .route_layer(aauth.meter("USD", 6, PRICE).scopes(["data.read"]).offer(OFFER)),
+        )
         .merge(aauth.well_known_router())
         .layer(aauth.layer())
 }
@@ -330,6 +367,7 @@ fn resource_token(challenge: &Answer) -> String {
 struct FourParty {
     agent: Agent,
     ps_port: u16,
+    as_port: u16,
     // Held so that both peers live as long as the test.
     _ps: PeerServer,
     _as: PeerServer,
@@ -338,6 +376,12 @@ struct FourParty {
 impl FourParty {
     /// Starts everything, the resource trusting `AS` and, when given, `person_server`.
     async fn start(person_server: Option<&str>) -> FourParty {
+        FourParty::start_with(person_server, None, true).await
+    }
+
+    /// [`FourParty::start`], the AS's policy granting `grant_budget` when given; without
+    /// `access_server` the resource does not name the AS (three-party posture).
+    async fn start_with(person_server: Option<&str>, grant_budget: Option<Value>, access_server: bool) -> FourParty {
         let launcher = Peer::Introspection.launcher_path();
         let key = TestAgent::generate();
         let provider = TestIssuer::new(AGENTS, [7; 32], "agents-key-1");
@@ -360,7 +404,7 @@ impl FourParty {
             &launcher,
             "access",
             json!({ "issuer": AS, "resources": [RESOURCE], "person_servers": [PS],
-                    "agent_providers": [AGENTS] }),
+                    "agent_providers": [AGENTS], "grant_budget": grant_budget }),
         )
         .await;
         let mut person = PeerServer::start(
@@ -378,7 +422,7 @@ impl FourParty {
         hosts
             .0
             .insert(host_of(RESOURCE).to_owned(), listener.local_addr().unwrap().port());
-        tokio::spawn(axum::serve(listener, resource(person_server, &hosts)).into_future());
+        tokio::spawn(axum::serve(listener, resource(person_server, &hosts, access_server)).into_future());
         access.route(&hosts).await;
         person.route(&hosts).await;
         FourParty {
@@ -389,20 +433,23 @@ impl FourParty {
                 client: client(),
             },
             ps_port: person.port,
+            as_port: access.port,
             _ps: person,
             _as: access,
         }
     }
 
-    /// The person approves the approval `pending` names, through the host's approval app.
-    async fn approve(&self, pending: &Answer) {
+    /// The person approves the approval `pending` names, through the host's approval app,
+    /// giving a mission `budget` when given.
+    async fn approve(&self, pending: &Answer, budget: Option<Value>) {
         assert_eq!(pending.status, StatusCode::ACCEPTED, "{}", pending.body);
         let location = pending.header("location");
         let (tenant, id) = location
             .strip_prefix(&format!("{PS}/aauth/pending/"))
             .and_then(|rest| rest.split_once('/'))
             .unwrap_or_else(|| panic!("a pending URL of the PS: {location}"));
-        let decision = json!({ "tenant": tenant, "approval_id": id, "status": "approved", "decided_by": "alice" });
+        let decision = json!({ "tenant": tenant, "approval_id": id, "status": "approved", "decided_by": "alice",
+                               "budget": budget });
         let decided = self
             .agent
             .client
@@ -423,6 +470,11 @@ impl FourParty {
     /// A mission covering the resource, proposed by the agent and approved by the person;
     /// the PS answers with the person token for the resource.
     async fn person_token(&self) -> String {
+        self.person_token_with(None).await
+    }
+
+    /// [`FourParty::person_token`], the person giving the mission `budget` when given.
+    async fn person_token_with(&self, budget: Option<Value>) -> String {
         let agent = &self.agent;
         let proposed = agent
             .send(
@@ -433,7 +485,7 @@ impl FourParty {
                 &agent.agent_token,
             )
             .await;
-        self.approve(&proposed).await;
+        self.approve(&proposed, budget).await;
         let mission = agent.settle(proposed).await;
         assert_eq!(mission.status, StatusCode::OK, "{}", mission.body);
         mission.body["person_tokens"][RESOURCE]
@@ -457,9 +509,34 @@ impl FourParty {
     }
 
     async fn get_data(&self, token: &str) -> Answer {
+        self.get(token, "/data").await
+    }
+
+    async fn get(&self, token: &str, path: &str) -> Answer {
         self.agent
-            .send(Method::GET, &format!("{RESOURCE}/data"), None, token)
+            .send(Method::GET, &format!("{RESOURCE}{path}"), None, token)
             .await
+    }
+
+    /// The real PS (`port` = `ps_port`) or AS (`as_port`) signs a revocation of `token`
+    /// (its `jti` and `exp`) to our endpoint, through the host's `POST /_host/revoke`;
+    /// what our resource answered it.
+    async fn revoke(&self, port: u16, token: &str) -> Value {
+        let claims = claims(token);
+        let asked = json!({ "url": format!("{RESOURCE}{REVOKE}"), "jti": claims["jti"], "exp": claims["exp"] });
+        let answered = self
+            .agent
+            .client
+            .post(format!("http://127.0.0.1:{port}/_host/revoke"))
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .body(asked.to_string())
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        serde_json::from_str(&answered).unwrap_or_else(|_| panic!("the host said {answered}"))
     }
 }
 
@@ -544,4 +621,241 @@ async fn without_the_person_server_configured_the_resource_token_names_no_person
     let refused = world.exchange(&resource_token, &person_token).await;
     assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{}", refused.body);
     assert_eq!(refused.body["error"], "invalid_resource_token", "{}", refused.body);
+}
+
+// ---- revocation: the real servers' signatures at our endpoint ------------------------------
+//
+// The package has no revocation (no `revocation_endpoint` in its metadata, nothing that sends
+// one): the host asks the server to revoke, and the package signs the POST as that server.
+
+#[cfg_attr(
+    skip_peer_introspection,
+    ignore = "interop peer introspection-server (PyPI introspection-aauth 0.1.0) not installed: bash tests/interop/setup.sh"
+)]
+#[tokio::test]
+async fn the_real_servers_revoke_the_tokens_they_issued_and_the_layer_refuses_them_from_then_on() {
+    let world = FourParty::start(Some(PS)).await;
+    let person_token = world.person_token().await;
+    let resource_token = resource_token(&world.get_data(&person_token).await);
+    let issued = world.exchange(&resource_token, &person_token).await;
+    let auth_token = issued.body["auth_token"].as_str().expect("an auth token").to_owned();
+    assert_eq!(world.get_data(&auth_token).await.status, StatusCode::OK);
+
+    // The PS names the AS's token: its entry is its own, the AS's token stays good.
+    let foreign = world.revoke(world.ps_port, &auth_token).await;
+    assert_eq!(foreign["status"], 200, "{foreign}");
+    assert_eq!(world.get_data(&auth_token).await.status, StatusCode::OK);
+
+    let revoked = world.revoke(world.as_port, &auth_token).await;
+    assert_eq!(revoked["status"], 200, "{revoked}");
+    assert_eq!(revoked["body"], "", "200 with an empty body");
+    let key = revoked["signed"]["signature-key"].as_str().unwrap();
+    assert!(
+        key.starts_with("sig=jwks_uri;") && key.contains("dwk=\"aauth-access.json\""),
+        "{key}"
+    );
+    let refused = world.get_data(&auth_token).await;
+    assert_eq!(refused.status, StatusCode::UNAUTHORIZED, "{}", refused.body);
+    assert_eq!(refused.header("signature-error"), "error=revoked_jwt");
+
+    let revoked = world.revoke(world.ps_port, &person_token).await;
+    assert_eq!(revoked["status"], 200, "{revoked}");
+    let key = revoked["signed"]["signature-key"].as_str().unwrap();
+    assert!(key.contains("dwk=\"aauth-person.json\""), "{key}");
+    let refused = world.get_data(&person_token).await;
+    assert_eq!(refused.status, StatusCode::UNAUTHORIZED, "{}", refused.body);
+    assert_eq!(refused.header("signature-error"), "error=revoked_jwt");
+}
+
+#[cfg_attr(
+    skip_peer_introspection,
+    ignore = "interop peer introspection-server (PyPI introspection-aauth 0.1.0) not installed: bash tests/interop/setup.sh"
+)]
+#[tokio::test]
+async fn without_the_person_server_configured_its_revocation_is_unsupported_iss() {
+    let world = FourParty::start(None).await;
+    let person_token = world.person_token().await;
+    let answered = world.revoke(world.ps_port, &person_token).await;
+    assert_eq!(answered["status"], 403, "{answered}");
+    let problem: Value = serde_json::from_str(answered["body"].as_str().unwrap()).unwrap();
+    assert_eq!(problem["error"], "unsupported_iss", "{problem}");
+}
+
+// ---- budgets: the real PS and AS carry the resource token's budget into the auth token ------
+
+fn usd(amount: u64) -> Value {
+    json!({ "amount": amount, "unit": "USD", "decimals": 6 })
+}
+
+#[cfg_attr(
+    any(skip_peer_introspection, skip_peer_v05, skip_peer_v03, skip_peer_js),
+    ignore = "interop peers (PyPI introspection-aauth 0.1.0, aauth 0.5.0 / 0.3.4, npm @hellocoop/httpsig 2.2.0) not installed: bash tests/interop/setup.sh"
+)]
+#[tokio::test]
+async fn the_real_servers_grant_a_budget_our_meter_spends_then_the_agent_steps_up_with_its_person_token() {
+    // The mission holds 10 USD; /report offers 5 USD at 1 USD a call; the AS grants 2.
+    let world = FourParty::start_with(Some(PS), Some(usd(2_000_000)), true).await;
+    let person_token = world.person_token_with(Some(usd(10_000_000))).await;
+
+    let challenge = world.get(&person_token, "/report").await;
+    assert_eq!(challenge.status, StatusCode::UNAUTHORIZED, "{}", challenge.body);
+    let offered = resource_token(&challenge);
+    assert_eq!(claims(&offered)["budget"], usd(OFFER));
+
+    let issued = world.exchange(&offered, &person_token).await;
+    assert_eq!(issued.status, StatusCode::OK, "{}", issued.body);
+    let auth_token = issued.body["auth_token"].as_str().expect("an auth token").to_owned();
+    assert_eq!(
+        claims(&auth_token)["budget"],
+        usd(2_000_000),
+        "the AS's grant, carried by the real PS"
+    );
+
+    for remaining in [1_000_000, 0] {
+        let served = world.get(&auth_token, "/report").await;
+        assert_eq!(served.status, StatusCode::OK, "{}", served.body);
+        assert_eq!(
+            served.header("aauth-budget"),
+            format!("remaining={remaining}; cost={PRICE}; unit=\"USD\"; decimals=6")
+        );
+    }
+    let spent = world.get(&auth_token, "/report").await;
+    assert_eq!(spent.status, StatusCode::UNAUTHORIZED, "{}", spent.body);
+    assert!(
+        spent.header("aauth-requirement").ends_with("; reason=budget-exhausted"),
+        "{}",
+        spent.header("aauth-requirement")
+    );
+    assert_eq!(spent.header("aauth-budget"), "remaining=0; unit=\"USD\"; decimals=6");
+    let step_up = resource_token(&spent);
+    let asked = claims(&step_up);
+    assert_eq!(asked["budget"], usd(OFFER));
+    assert_eq!(asked["budget_consumed"][0]["consumed"], 2_000_000, "{asked}");
+
+    // Agents that know nothing of budgets still read the step-up's resource token.
+    let headers: serde_json::Map<String, Value> = spent
+        .headers
+        .iter()
+        .map(|(name, value)| (name.as_str().to_owned(), json!(value.to_str().unwrap())))
+        .collect();
+    let input = json!({ "status": 401, "headers": headers });
+    for peer in [Peer::V05, Peer::V03, Peer::Js] {
+        let parsed = peer.run(&peer.launcher_path(), "parse-challenge", &input);
+        assert_eq!(parsed["requirement"], "auth-token", "{peer:?}: {parsed}");
+        assert_eq!(parsed["resource_token"], step_up.as_str(), "{peer:?}: {parsed}");
+    }
+
+    // The real PS does not redeem the step-up itself: it binds the resource token to the
+    // token presented with it, here the spent auth token (the AS's), while it takes only
+    // its own person token as the presented token.
+    for (presented, code) in [
+        (&person_token, "invalid_resource_token"),
+        (&auth_token, "invalid_presented_token"),
+    ] {
+        let refused = world.exchange(&step_up, presented).await;
+        assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{}", refused.body);
+        assert_eq!(refused.body["error"], code, "{}", refused.body);
+    }
+    // Presenting its person token again, the agent gets a resource token the real PS
+    // redeems within what the mission has left (10 - 2 USD), and the new grant is fresh.
+    let fresh = resource_token(&world.get(&person_token, "/report").await);
+    let again = world.exchange(&fresh, &person_token).await;
+    assert_eq!(again.status, StatusCode::OK, "{}", again.body);
+    let renewed = again.body["auth_token"].as_str().expect("an auth token").to_owned();
+    let served = world.get(&renewed, "/report").await;
+    assert_eq!(served.status, StatusCode::OK, "{}", served.body);
+    assert_eq!(
+        served.header("aauth-budget"),
+        format!("remaining=1000000; cost={PRICE}; unit=\"USD\"; decimals=6")
+    );
+}
+
+// ---- the authorization endpoint: no peer calls it, the real PS and AS redeem its token -----
+
+#[cfg_attr(
+    skip_peer_introspection,
+    ignore = "interop peer introspection-server (PyPI introspection-aauth 0.1.0) not installed: bash tests/interop/setup.sh"
+)]
+#[tokio::test]
+async fn the_real_servers_redeem_the_resource_token_our_authorization_endpoint_answers() {
+    let world = FourParty::start(Some(PS)).await;
+    let person_token = world.person_token().await;
+    let person = claims(&person_token);
+
+    // No peer has an agent that calls an authorization endpoint: ours asks, presenting
+    // the real PS's person token.
+    let answered = world
+        .agent
+        .send(
+            Method::POST,
+            &format!("{RESOURCE}{AUTHORIZE}"),
+            Some(&json!({ "scope": "data.read" })),
+            &person_token,
+        )
+        .await;
+    assert_eq!(answered.status, StatusCode::OK, "{}", answered.body);
+    let resource_token = answered.body["resource_token"]
+        .as_str()
+        .expect("a resource token")
+        .to_owned();
+    let asked = claims(&resource_token);
+    assert_eq!(asked["aud"], AS, "four-party: for the AS");
+    assert_eq!(asked["presented_jti"], person["jti"], "{asked}");
+    assert_eq!(asked["scope"], "data.read", "{asked}");
+
+    let issued = world.exchange(&resource_token, &person_token).await;
+    assert_eq!(issued.status, StatusCode::OK, "{}", issued.body);
+    let auth_token = issued.body["auth_token"].as_str().expect("an auth token").to_owned();
+    assert_eq!(claims(&auth_token)["scope"], "data.read");
+    let served = world.get_data(&auth_token).await;
+    assert_eq!(served.status, StatusCode::OK, "{}", served.body);
+    assert_eq!(served.body["sub"], person["sub"]);
+}
+
+#[cfg_attr(
+    skip_peer_introspection,
+    ignore = "interop peer introspection-server (PyPI introspection-aauth 0.1.0) not installed: bash tests/interop/setup.sh"
+)]
+#[tokio::test]
+async fn three_party_the_real_ps_grants_the_offered_budget_from_the_mission_and_asks_the_person_past_it() {
+    // The mission holds 10 USD; /report offers 5 USD at 1 USD a call.
+    let world = FourParty::start_with(Some(PS), None, false).await;
+    let person_token = world.person_token_with(Some(usd(10_000_000))).await;
+
+    for round in 0..2 {
+        let challenge = world.get(&person_token, "/report").await;
+        assert_eq!(challenge.status, StatusCode::UNAUTHORIZED, "{}", challenge.body);
+        let offered = resource_token(&challenge);
+        assert_eq!(claims(&offered)["aud"], PS, "three-party: for the PS");
+        let issued = world.exchange(&offered, &person_token).await;
+        assert_eq!(issued.status, StatusCode::OK, "round {round}: {}", issued.body);
+        let auth_token = issued.body["auth_token"].as_str().expect("an auth token").to_owned();
+        let granted = claims(&auth_token);
+        assert_eq!(granted["iss"], PS, "{granted}");
+        assert_eq!(granted["budget"], usd(OFFER), "exactly the offer: {granted}");
+        let served = world.get(&auth_token, "/report").await;
+        assert_eq!(served.status, StatusCode::OK, "{}", served.body);
+        assert_eq!(
+            served.header("aauth-budget"),
+            format!("remaining=4000000; cost={PRICE}; unit=\"USD\"; decimals=6")
+        );
+    }
+
+    // Both offers spent the mission's 10 USD: the third goes to the person.
+    let offered = resource_token(&world.get(&person_token, "/report").await);
+    let asked = world
+        .agent
+        .send(
+            Method::POST,
+            &format!("{PS}/aauth/token"),
+            Some(&json!({ "resource_token": offered, "presented_token": person_token })),
+            &world.agent.agent_token,
+        )
+        .await;
+    assert_eq!(asked.status, StatusCode::ACCEPTED, "{}", asked.body);
+    assert!(
+        asked.header("aauth-requirement").starts_with("requirement=approval"),
+        "{}",
+        asked.header("aauth-requirement")
+    );
 }

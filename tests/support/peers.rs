@@ -162,7 +162,8 @@ impl SignRequest {
         }
     }
 
-    fn to_json(&self) -> Value {
+    /// The driver's `sign` input for this request.
+    pub fn to_json(&self) -> Value {
         let mut input = json!({
             "method": self.method,
             "url": self.url,
@@ -192,13 +193,41 @@ impl SignRequest {
     /// complete header set, byte for byte, and the body).
     pub fn sign(&self, peer: Peer, launcher: &PathBuf) -> Request<Body> {
         let signed = peer.run(launcher, "sign", &self.to_json());
-        let mut builder = Request::builder().method(self.method).uri(&self.url);
-        for (name, value) in signed["headers"].as_object().expect("a header object") {
-            builder = builder.header(name.as_str(), value.as_str().expect("a string header"));
-        }
-        let body = self.body.clone().map(Body::from).unwrap_or_else(Body::empty);
-        builder.body(body).expect("a valid request")
+        signed_request(self.method, &self.url, &signed["headers"], self.body.clone())
     }
+}
+
+/// `method url` with a driver's complete header set (`headers`, byte for byte) and `body`.
+pub fn signed_request(method: &str, url: &str, headers: &Value, body: Option<String>) -> Request<Body> {
+    let mut builder = Request::builder().method(method).uri(url);
+    for (name, value) in headers.as_object().expect("a header object") {
+        builder = builder.header(name.as_str(), value.as_str().expect("a string header"));
+    }
+    builder
+        .body(body.map(Body::from).unwrap_or_else(Body::empty))
+        .expect("a valid request")
+}
+
+/// A response of ours as a driver's scripted `{status, headers, body}` (repeated fields
+/// joined by `, `, the body as text).
+pub async fn scripted(response: http::Response<Body>) -> Value {
+    let (parts, body) = response.into_parts();
+    let mut headers = serde_json::Map::new();
+    for name in parts.headers.keys() {
+        let values: Vec<&str> = parts
+            .headers
+            .get_all(name)
+            .iter()
+            .map(|v| v.to_str().expect("ASCII"))
+            .collect();
+        headers.insert(name.as_str().to_owned(), json!(values.join(", ")));
+    }
+    let bytes = axum::body::to_bytes(body, 1 << 20).await.expect("a bounded body");
+    json!({
+        "status": parts.status.as_u16(),
+        "headers": headers,
+        "body": String::from_utf8(bytes.to_vec()).expect("a UTF-8 body"),
+    })
 }
 
 /// A harness whose resolver also publishes the access server's key under the demo

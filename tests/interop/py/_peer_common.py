@@ -288,6 +288,33 @@ def make_fetcher(req, calls):
     return fetcher
 
 
+def with_capabilities(req, build):
+    """The `sign` input with `aauth-capabilities` set to the library's `build(capabilities)`
+    when the input names `capabilities` (no library sends the header by itself)."""
+    caps = req.get("capabilities")
+    if caps is None:
+        return req
+    if not isinstance(caps, list) or not all(isinstance(c, str) for c in caps):
+        raise Usage("'capabilities' must be a list of strings")
+    req = dict(req, headers=dict(req.get("headers") or {}))
+    req["headers"]["aauth-capabilities"] = build(caps)
+    return req
+
+
+def scripted_response(spec, method, url):
+    """A scripted `{status, headers, body}` as the `httpx.Response` the libraries read."""
+    import httpx
+
+    if not isinstance(spec, dict) or not isinstance(spec.get("status"), int):
+        raise Usage("a response is {status, headers, body}")
+    return httpx.Response(
+        spec["status"],
+        headers=spec.get("headers") or {},
+        content=(spec.get("body") or "").encode("utf-8"),
+        request=httpx.Request(method, url),
+    )
+
+
 def main(peer_label, expected_versions, handlers):
     sub = sys.argv[1] if len(sys.argv) > 1 else None
     try:

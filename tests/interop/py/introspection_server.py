@@ -18,7 +18,16 @@ client, and leaves three things to its host, which this script is:
   person's answer; `POST /_host/decide` here is that app, and the test plays
   the person by calling it.
 * **The Access Server's policy.** It allows every request it is asked, after
-  the package has verified the Person Server's signature and all three tokens.
+  the package has verified the Person Server's signature and all three tokens;
+  with `"grant_budget"` in its configuration it grants that budget (the
+  package checks it is at most what was asked).
+* **Revocation.** The package has no revocation of its own (no
+  `revocation_endpoint` in its metadata, nothing that POSTs one): `POST
+  /_host/revoke {"url", "jti", "exp"}` is the host asking the server to revoke
+  a token it issued. The body is the draft's `{"jti","exp"}`; the signature is
+  the package's own server signature (`Identity.signed`, `sig=jwks_uri` with
+  its `dwk`), sent with the package's client; the answer comes back as
+  `{"status", "headers", "body"}`, with the headers the package signed as `signed`.
 
 Protocol (one JSON object per line):
 
@@ -73,7 +82,7 @@ from introspection_aauth.person_server import (  # noqa: E402
     MemoryStore,
     PersonServer,
 )
-from introspection_aauth.protocol import SigningKey  # noqa: E402
+from introspection_aauth.protocol import Budget, SigningKey  # noqa: E402
 
 
 class LoopbackHosts(httpx2.AsyncBaseTransport):
@@ -122,11 +131,16 @@ def person_app(config: dict, http: httpx2.AsyncClient) -> FastAPI:
     async def decide(request: Request) -> JSONResponse:
         # The host's approval app: the person's answer, as the package takes it.
         body = await request.json()
+        extra = {}
+        if body.get("budget") is not None:
+            # The mission's budget, as the person sets it on approving a mission.
+            extra["budget"] = Budget.model_validate(body["budget"])
         decided = await server.decide(
             body["tenant"],
             body["approval_id"],
             ApprovalStatus(body["status"]),
             decided_by=body["decided_by"],
+            **extra,
         )
         if decided is None:
             return JSONResponse({"error": "no such approval"}, 404)
@@ -134,12 +148,35 @@ def person_app(config: dict, http: httpx2.AsyncClient) -> FastAPI:
             {"kind": decided.kind.value, "status": decided.status.value}
         )
 
+    revoke_route(app, server)
     return app
 
 
+def revoke_route(app: FastAPI, server) -> None:
+    @app.post("/_host/revoke")
+    async def revoke(request: Request) -> JSONResponse:
+        asked = await request.json()
+        body = json.dumps(
+            {"jti": asked["jti"], "exp": asked["exp"]}, separators=(",", ":")
+        ).encode()
+        headers = server.identity.signed("POST", asked["url"], body, server.clock())
+        answer = await server.http.post(asked["url"], headers=headers, content=body)
+        return JSONResponse(
+            {
+                "status": answer.status_code,
+                "headers": dict(answer.headers),
+                "body": answer.text,
+                "signed": headers,
+            }
+        )
+
+
 def access_app(config: dict, http: httpx2.AsyncClient) -> FastAPI:
+    grant = config.get("grant_budget")
+    granted = None if grant is None else Budget.model_validate(grant)
+
     def policy(request: AccessRequest) -> Verdict:
-        return Verdict.allow()
+        return Verdict.allow(budget=granted)
 
     server = AccessServer(
         config["issuer"],
@@ -154,6 +191,7 @@ def access_app(config: dict, http: httpx2.AsyncClient) -> FastAPI:
     )
     app = FastAPI()
     app.include_router(access_server_router(server))
+    revoke_route(app, server)
     return app
 
 

@@ -3,7 +3,8 @@
 
 Run with the venv made by tests/interop/setup.sh:
     target/interop/bin/peer-v03 SUBCOMMAND < request.json
-Subcommands: version, sign, parse-challenge, verify-resource-token, verify.
+Subcommands: version, sign, parse-challenge, verify-resource-token, verify,
+follow-pending.
 The JSON contract is documented in tests/interop/README.md.
 """
 
@@ -31,7 +32,9 @@ def cmd_version(req):
 def cmd_sign(req):
     import aauth_signing
     import aauth_signing.signer
+    from aauth.headers.aauth_header import build_aauth_capabilities_header
 
+    req = pc.with_capabilities(req, build_aauth_capabilities_header)
     return pc.run_sign(
         req,
         aauth_signing.sign_request,
@@ -100,6 +103,60 @@ def cmd_verify(req):
     return out
 
 
+def cmd_follow_pending(req):
+    """Replay polling through the library's own poller.
+
+    `aauth.agent.poller.poll_pending_url` (0.3.4 has no `initial_response`: it starts by
+    polling `pending_url`, the 202's Location); each GET it asks for is signed by
+    `aauth_signing.sign_request` (jwt scheme) and answered from `responses` in order; when
+    they run out the signed GET is recorded and the poller stops (`done: false`). Sleeps
+    are recorded, not slept.
+    """
+    import types
+
+    import aauth.agent.poller as poller
+    import aauth_signing
+    import aauth_signing.signer
+
+    url = req.get("pending_url")
+    if not isinstance(url, str) or not isinstance(req.get("jwt"), str):
+        raise pc.Usage("follow-pending needs 'pending_url' and 'jwt'")
+    key = pc.load_private_key(req.get("private_jwk"))
+    remaining = list(req.get("responses") or [])
+    interactions, sleeps, gets, exhausted = [], [], [], []
+
+    def get(pending):
+        headers = aauth_signing.sign_request(
+            "GET", pending, {}, None, key, sig_scheme="jwt", jwt=req["jwt"]
+        )
+        gets.append({"url": pending, "headers": {k.lower(): v for k, v in headers.items()}})
+        if not remaining:
+            exhausted.append(pending)
+            raise RuntimeError("no scripted response left")
+        return pc.scripted_response(remaining.pop(0), "GET", pending)
+
+    saved = poller.time
+    poller.time = types.SimpleNamespace(sleep=sleeps.append)
+    try:
+        with pc.frozen_time([aauth_signing.signer], req.get("created")):
+            result = poller.poll_pending_url(
+                url, get, on_interaction=lambda u, c: interactions.append([u, c])
+            )
+    finally:
+        poller.time = saved
+    return {
+        "done": not exhausted,
+        "interactions": interactions,
+        "sleeps": sleeps,
+        "gets": gets,
+        "success": result.success,
+        "status_code": result.status_code,
+        "error": result.error,
+        "response_body": result.response_body,
+        "function": "aauth.agent.poller.poll_pending_url",
+    }
+
+
 if __name__ == "__main__":
     sys.exit(
         pc.main(
@@ -111,6 +168,7 @@ if __name__ == "__main__":
                 "parse-challenge": cmd_parse_challenge,
                 "verify-resource-token": cmd_verify_resource_token,
                 "verify": cmd_verify,
+                "follow-pending": cmd_follow_pending,
             },
         )
     )
