@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use support::fixtures::{AS, NOW, PS, RESOURCE, access_server, agent, body_json, decode, person_server};
 use tower::ServiceExt;
 use tower_aauth::discovery::StaticResolver;
-use tower_aauth::policy::{AccountDecision, AgentId, CeilingSet, Revoked};
+use tower_aauth::policy::{AccountDecision, AgentId, CeilingSet, PersonId, Revoked};
 use tower_aauth::testing::{KeySource, ManualClock, TestAgent};
 use tower_aauth::{AAuth, AAuthBuilder, engine, wire};
 
@@ -266,7 +266,13 @@ async fn an_account_the_person_does_not_hold_is_invalid_account() {
 async fn an_account_that_needs_interaction_hands_the_person_over_to_the_resources_interaction() {
     let clock = ManualClock::new(NOW);
     let w = world_with(|builder| builder.clock(clock.clone()));
-    let router = Router::new().merge(w.aauth.pending_router()).layer(w.aauth.layer());
+    let router = Router::new()
+        .route(
+            "/notes",
+            axum::routing::get(|| async { "notes" }).route_layer(w.aauth.require_session(["data.read"])),
+        )
+        .merge(w.aauth.pending_router())
+        .layer(w.aauth.layer());
     let asked = w.ask(&json!({ "scope": "data.read", "account": "linked-later" }));
     let held = router.clone().oneshot(asked).await.unwrap();
     assert_eq!(held.status(), StatusCode::ACCEPTED);
@@ -279,25 +285,44 @@ async fn an_account_that_needs_interaction_hands_the_person_over_to_the_resource
         held.headers()
     );
     let (location, code) = support::session::pending_of(&held);
-    // The resource's own page: the person links the account and approves.
-    assert!(
-        support::session::decide(
-            &w.aauth,
-            &code,
-            support::session::Choice::Approve("linked-later".to_owned())
-        )
-        .await
+    // The resource's own page sees who asked, and for which account, then approves.
+    let interaction = w.aauth.interaction(&code).await.expect("the interaction is open");
+    assert_eq!(
+        interaction.person,
+        Some(PersonId::new(PS, "person-1")),
+        "the person of the person token"
     );
+    assert_eq!(interaction.account.as_deref(), Some("linked-later"));
+    assert!(interaction.approve("linked-later").await);
     clock.advance(5);
     let mut poll = Request::get(&location).body(Body::empty()).unwrap();
     w.agent.sign(&mut poll, &KeySource::Hwk, NOW + 5);
-    let approved = router.oneshot(poll).await.unwrap();
+    let approved = router.clone().oneshot(poll).await.unwrap();
     assert_eq!(approved.status(), StatusCode::OK);
-    assert!(
-        support::session::access_of(&approved).is_some(),
-        "the session arrives on the pending URL's 200"
-    );
+    let session = support::session::access_of(&approved).expect("the session arrives on the pending URL's 200");
     assert_eq!(w.calls(), 0, "the application is never called");
+    let use_session = |created: u64| {
+        let mut request = Request::get(format!("{RESOURCE}/notes"))
+            .header("authorization", format!("AAuth {session}"))
+            .body(Body::empty())
+            .unwrap();
+        let mut options = tower_aauth::testing::SignOptions::default();
+        options.components.push("authorization".to_owned());
+        w.agent.sign_with(&mut request, &KeySource::Hwk, created, &options);
+        request
+    };
+    assert_eq!(
+        router.clone().oneshot(use_session(NOW + 6)).await.unwrap().status(),
+        StatusCode::OK
+    );
+    // The person who asked is revoked: the session they started ends with them.
+    w.aauth
+        .revocations()
+        .revoke(Revoked::Person(PersonId::new(PS, "person-1")))
+        .unwrap();
+    let refused = router.oneshot(use_session(NOW + 7)).await.unwrap();
+    assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(refused.headers()[wire::SIGNATURE_ERROR], "error=revoked_jwt");
 }
 
 #[tokio::test]

@@ -59,7 +59,7 @@ pub(crate) fn answer<B>(shared: &Arc<Shared>, request: &Request<B>) -> Answer {
             let shared = shared.clone();
             Answer::Later(Box::pin(async move {
                 let scopes: Vec<String> = asked.scope.iter().map(str::to_owned).collect();
-                start_interaction(&shared, &verified, &scopes).await
+                start_interaction(&shared, &verified, &scopes, asked.account.as_deref()).await
             }))
         }
     }

@@ -295,7 +295,7 @@ where
                 return Ok(refused.mark(challenge_response(shared.hook(), &Challenge::AgentToken, generation)));
             };
             match hold {
-                SessionHold::Start => Ok(refused.mark(start_interaction(&shared, &verified, &scopes).await)),
+                SessionHold::Start => Ok(refused.mark(start_interaction(&shared, &verified, &scopes, None).await)),
                 SessionHold::Use(token) => {
                     serve(shared, &scopes, verified, token, inner, request)
                         .await
@@ -373,9 +373,28 @@ where
             return Ok(Served::Refused(error_response(shared.hook(), &error)));
         }
     }
+    // The person who asked through the authorization endpoint: their revocation ends it.
+    if let Some((issuer, subject)) = &record.person {
+        let person = crate::policy::PersonId::new(issuer.as_str(), subject.as_str());
+        if shared
+            .revocations
+            .snapshot()
+            .contains(&crate::policy::Revoked::Person(person))
+        {
+            return Ok(Served::Refused(error_response(
+                shared.hook(),
+                &crate::error::Error(crate::error::Kind::Revoked {
+                    detail: "the person is revoked",
+                    person_token: false,
+                }),
+            )));
+        }
+    }
     if !scopes.iter().all(|s| record.scopes.contains(s)) {
         if supported(verified.generation) && super::capabilities::declares_interaction(request.headers()) {
-            return Ok(Served::Refused(start_interaction(&shared, &verified, scopes).await));
+            return Ok(Served::Refused(
+                start_interaction(&shared, &verified, scopes, None).await,
+            ));
         }
         return Ok(Served::Refused(error_response(
             shared.hook(),

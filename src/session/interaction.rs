@@ -131,6 +131,7 @@ pub(crate) async fn start_interaction<B: From<Bytes>>(
     shared: &Arc<Shared>,
     verified: &VerifiedRequest,
     scopes: &[String],
+    account: Option<&str>,
 ) -> Response<B> {
     if !shared.pending.is_served() {
         tracing::error!(
@@ -152,7 +153,7 @@ pub(crate) async fn start_interaction<B: From<Bytes>>(
             }),
         );
     }
-    match open(shared, verified, scopes).await {
+    match open(shared, verified, scopes, account).await {
         Ok(Some((id, record))) => pending(shared, &id, &record),
         Ok(None) => {
             tracing::debug!(target: "tower_aauth", "session store full; no interaction started");
@@ -170,6 +171,7 @@ async fn open(
     shared: &Shared,
     verified: &VerifiedRequest,
     scopes: &[String],
+    account: Option<&str>,
 ) -> Result<Option<(String, InteractionRecord)>, StoreError> {
     let store = &shared.sessions.store;
     let options = &shared.sessions.options;
@@ -198,6 +200,8 @@ async fn open(
         jkt,
         agent: verified.agent().map(ToString::to_string),
         agent_provider: verified.agent().map(|agent| agent.provider().to_owned()),
+        person: person_of(verified),
+        account: account.map(str::to_owned),
         scopes: scopes.to_vec(),
         code,
         expires_at: now + options.interaction_lifetime,
@@ -233,6 +237,15 @@ async fn end(shared: &Shared, id: &str, record: &InteractionRecord) -> Result<()
     over.phase = Phase::Over;
     store.put(&interaction_key(id), encode(&over), ttl(TOMBSTONE)).await?;
     Ok(())
+}
+
+/// The person a verified person token names, `(iss, sub)`.
+fn person_of(verified: &VerifiedRequest) -> Option<(String, String)> {
+    let token = verified.token.as_ref()?;
+    if token.claims.kind != crate::token::TokenKind::Person {
+        return None;
+    }
+    Some((token.claims.iss.to_string(), token.claims.sub.clone()?))
 }
 
 /// When the agent last polled an interaction and the interval it must keep.
@@ -392,6 +405,7 @@ async fn answer(
                 account,
                 agent: record.agent.clone(),
                 agent_provider: record.agent_provider.clone(),
+                person: record.person.clone(),
                 scopes: record.scopes.clone(),
                 approved_at: now,
                 issued_at: now,
@@ -458,6 +472,12 @@ pub struct Interaction {
     pub key_thumbprint: String,
     /// The scopes the person is asked to approve.
     pub scopes: Vec<String>,
+    /// The person who asked, when the interaction comes from the authorization endpoint
+    /// (the `iss` and `sub` of their verified person token): the page should approve only
+    /// for that person's own sign-in.
+    pub person: Option<crate::policy::PersonId>,
+    /// The account that person asked for at the authorization endpoint.
+    pub account: Option<String>,
     /// When the interaction expires (seconds since the epoch, the resource's clock).
     pub expires_at: u64,
     shared: Arc<Shared>,
@@ -494,6 +514,10 @@ impl Interaction {
             agent: record.agent,
             key_thumbprint: record.jkt,
             scopes: record.scopes,
+            person: record
+                .person
+                .map(|(issuer, subject)| crate::policy::PersonId::new(issuer, subject)),
+            account: record.account,
             expires_at: record.expires_at,
             shared: shared.clone(),
             id,

@@ -346,6 +346,10 @@ pub(crate) struct SessionRecord {
     /// revocation and ceilings, whatever the key's binding says by then.
     #[serde(default)]
     pub(crate) agent_provider: Option<String>,
+    /// The person who asked through the authorization endpoint, `(iss, sub)` of their
+    /// person token: that person's revocation ends the session.
+    #[serde(default)]
+    pub(crate) person: Option<(String, String)>,
     pub(crate) scopes: Vec<String>,
     /// When the person approved (rotation never extends a session past the maximum age).
     pub(crate) approved_at: u64,
@@ -374,6 +378,12 @@ pub(crate) struct InteractionRecord {
     pub(crate) agent: Option<String>,
     #[serde(default)]
     pub(crate) agent_provider: Option<String>,
+    /// The person who asked through the authorization endpoint (`iss`, `sub`), and the
+    /// account they asked for.
+    #[serde(default)]
+    pub(crate) person: Option<(String, String)>,
+    #[serde(default)]
+    pub(crate) account: Option<String>,
     pub(crate) scopes: Vec<String>,
     /// The code in display form.
     pub(crate) code: String,
