@@ -417,7 +417,16 @@ async fn answer(
                     let mut over = record.clone();
                     over.phase = Phase::Over;
                     store.put(&key, encode(&over), ttl(TOMBSTONE)).await?;
-                    store.take(&agent_key(&record.jkt)).await?;
+                    // The key's index names its one open interaction: forgotten only if it
+                    // is still this one (the key may have opened a newer one meanwhile).
+                    let index = agent_key(&record.jkt);
+                    if store.get(&index).await?.as_deref() == Some(id.as_bytes())
+                        && let Some(taken) = store.take(&index).await?
+                        && taken != id.as_bytes()
+                    {
+                        // A newer one slipped in between: put it back.
+                        store.put(&index, taken, ttl(remaining(&record, now))).await?;
+                    }
                     Ok(approved(&token))
                 }
                 outcome => {
