@@ -29,6 +29,8 @@ pub(crate) struct RedisSessionStore {
     prefix: Arc<str>,
     /// The bytes all values may take together (set from the options).
     capacity: u64,
+    /// Which share of the capacity this handle counts against (`bytes:<part>`).
+    part: &'static str,
     timeout: Duration,
 }
 
@@ -99,13 +101,16 @@ impl RedisSessionStore {
             manager,
             prefix: prefix.into(),
             capacity: 0,
+            part: "",
             timeout,
         })
     }
 
-    /// The store bounded by `capacity` bytes.
-    pub(crate) fn bounded(mut self, capacity: u64) -> Self {
+    /// The store bounded by `capacity` bytes counted apart, as `part` (values are keyed
+    /// as before; only the byte count and its ledger are this part's own).
+    pub(crate) fn share(mut self, capacity: u64, part: &'static str) -> Self {
         self.capacity = capacity;
+        self.part = part;
         self
     }
 
@@ -113,8 +118,8 @@ impl RedisSessionStore {
         let prefix = &self.prefix;
         [
             format!("{prefix}k:{key}"),
-            format!("{prefix}bytes"),
-            format!("{prefix}ledger"),
+            format!("{prefix}bytes{}", self.part),
+            format!("{prefix}ledger{}", self.part),
         ]
     }
 

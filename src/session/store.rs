@@ -39,6 +39,38 @@ pub(crate) trait SessionStore: Send + Sync + std::fmt::Debug {
     fn take<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Vec<u8>>, StoreError>>;
 }
 
+/// Sessions (keys `s:…`) in one store, everything else (pending interactions, their
+/// codes, pace and index) in another, each with its own share of the byte capacity.
+#[derive(Debug)]
+struct Split {
+    sessions: Arc<dyn SessionStore>,
+    interactions: Arc<dyn SessionStore>,
+}
+
+impl Split {
+    fn of(&self, key: &str) -> &dyn SessionStore {
+        if key.starts_with("s:") {
+            &*self.sessions
+        } else {
+            &*self.interactions
+        }
+    }
+}
+
+impl SessionStore for Split {
+    fn put<'a>(&'a self, key: &'a str, value: Vec<u8>, ttl: Duration) -> BoxFuture<'a, Result<bool, StoreError>> {
+        self.of(key).put(key, value, ttl)
+    }
+
+    fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Vec<u8>>, StoreError>> {
+        self.of(key).get(key)
+    }
+
+    fn take<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Vec<u8>>, StoreError>> {
+        self.of(key).take(key)
+    }
+}
+
 /// The in-process [`SessionStore`]: a [`moka`] cache weighted by bytes. A value that would
 /// take the store past its capacity is refused; live values are never evicted to make
 /// room. Sessions kept here are lost when the process stops and are not seen by other
@@ -118,16 +150,19 @@ impl SessionStore for MemorySessionStore {
             return ready(Ok(false));
         };
         let capacity = self.capacity;
+        // A value replacing one under the same key needs room only for its growth (the
+        // replaced value is released right after, by the eviction listener): a full store
+        // still lets a waiting interaction be decided.
+        let replaced = self.values.get(key).map_or(0, |entry| u64::from(entry.weight));
+        let fits = |held: u64| held.saturating_add(u64::from(weight)).saturating_sub(replaced) <= capacity;
         let reserved = self.held.fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
-            let after = held.saturating_add(u64::from(weight));
-            (after <= capacity).then_some(after)
+            fits(held).then_some(held.saturating_add(u64::from(weight)))
         });
         if reserved.is_err() {
             // Expired values may still be counted: release them and try once more.
             self.values.run_pending_tasks();
             let again = self.held.fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
-                let after = held.saturating_add(u64::from(weight));
-                (after <= capacity).then_some(after)
+                fits(held).then_some(held.saturating_add(u64::from(weight)))
             });
             if again.is_err() {
                 return ready(Ok(false));
@@ -306,13 +341,27 @@ pub(crate) struct Sessions {
 
 impl Sessions {
     pub(crate) fn new(options: SessionOptions) -> Self {
+        // Half the bytes for sessions, half for pending interactions: anyone may start an
+        // interaction, and a flood of them must never leave no room for the sessions of
+        // people who approved.
+        let half = options.capacity_bytes / 2;
         #[cfg(feature = "redis")]
-        let store: Arc<dyn SessionStore> = match &options.redis {
-            Some(redis) => Arc::new(redis.clone().bounded(options.capacity_bytes)),
-            None => Arc::new(MemorySessionStore::new(options.capacity_bytes)),
+        let (sessions, interactions): (Arc<dyn SessionStore>, Arc<dyn SessionStore>) = match &options.redis {
+            Some(redis) => (
+                Arc::new(redis.clone().share(half, ":sessions")),
+                Arc::new(redis.clone().share(half, ":interactions")),
+            ),
+            None => (
+                Arc::new(MemorySessionStore::new(half)),
+                Arc::new(MemorySessionStore::new(half)),
+            ),
         };
         #[cfg(not(feature = "redis"))]
-        let store: Arc<dyn SessionStore> = Arc::new(MemorySessionStore::new(options.capacity_bytes));
+        let (sessions, interactions): (Arc<dyn SessionStore>, Arc<dyn SessionStore>) = (
+            Arc::new(MemorySessionStore::new(half)),
+            Arc::new(MemorySessionStore::new(half)),
+        );
+        let store: Arc<dyn SessionStore> = Arc::new(Split { sessions, interactions });
         Sessions {
             options,
             store,
@@ -425,6 +474,38 @@ pub(crate) fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Option<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_full_store_still_replaces_a_value_that_does_not_grow() {
+        let store = MemorySessionStore::new(2048);
+        let ttl = Duration::from_secs(60);
+        let mut n = 0;
+        while block(store.put(&format!("i:{n}"), vec![0; 200], ttl)) == Ok(true) {
+            n += 1;
+        }
+        assert!(n > 1);
+        // A waiting interaction decided while the store is full: same key, same size.
+        assert_eq!(block(store.put("i:0", vec![1; 200], ttl)), Ok(true));
+        assert_eq!(block(store.get("i:0")), Ok(Some(vec![1; 200])));
+        // Growth still needs room.
+        assert_eq!(block(store.put("i:0", vec![1; 2000], ttl)), Ok(false));
+    }
+
+    #[test]
+    fn sessions_keep_their_half_of_the_bytes_whatever_interactions_take() {
+        let sessions = Sessions::new(SessionOptions::new().capacity_bytes(8192));
+        let ttl = Duration::from_secs(60);
+        let mut held = 0;
+        while block(sessions.store.put(&format!("i:{held}"), vec![0; 200], ttl)) == Ok(true) {
+            held += 1;
+        }
+        assert!(held > 0, "interactions take their share, then are refused");
+        assert_eq!(
+            block(sessions.store.put("s:approved", vec![0; 200], ttl)),
+            Ok(true),
+            "a session still fits"
+        );
+    }
 
     fn block<T>(future: BoxFuture<'_, T>) -> T {
         let mut future = future;
