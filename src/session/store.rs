@@ -263,9 +263,11 @@ impl SessionOptions {
         self
     }
 
-    /// Bytes the store may hold (sessions and pending interactions together; with Redis,
-    /// every replica's together). A session or interaction that does not fit is refused
-    /// with `503`; live ones are never evicted to make room.
+    /// Bytes the store may hold (with Redis, every replica's together): half for sessions,
+    /// half for pending interactions, so that interactions, which any agent may start,
+    /// never leave no room for the sessions of people who approved. A session or
+    /// interaction that does not fit is refused with `503`; live ones are never evicted to
+    /// make room.
     pub fn capacity_bytes(mut self, bytes: u64) -> Self {
         self.capacity_bytes = bytes;
         self
