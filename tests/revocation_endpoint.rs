@@ -740,3 +740,24 @@ fn a_revocation_endpoint_with_no_named_server_is_a_configuration_error() {
         .unwrap_err();
     assert!(refused.to_string().contains("named"), "{refused}");
 }
+
+#[tokio::test]
+async fn a_second_revocation_with_a_later_exp_keeps_the_entry_until_the_later_one() {
+    let harness = resource();
+    let (token, jti, _) = auth_token(&harness);
+    for exp in [NOW + 10, NOW + 600] {
+        assert_eq!(
+            harness.send(revocation(&harness, &jti, exp)).await.status(),
+            StatusCode::OK
+        );
+    }
+    let at = |harness: &Harness, seconds: u64| {
+        harness.clock.set(NOW + seconds);
+        let mut request = get(&format!("/data?at={seconds}"));
+        harness.agent.sign(&mut request, &token, NOW + seconds);
+        request
+    };
+    // Past the first exp + skew, the entry still holds: it lives to the later exp.
+    let response = harness.send(at(&harness, 71)).await;
+    assert_eq!(response.headers()["signature-error"], "error=revoked_jwt");
+}

@@ -662,7 +662,30 @@ impl Revocations {
             }
         }
         let current = self.current.load();
-        let result = if current.token_exp(issuer, jti).is_some() {
+        let held = current.token_exp(issuer, jti);
+        let result = if let Some(Some(earlier)) = held.filter(|held| held.is_some_and(|held| held < exp)) {
+            // Revoked again with a later `exp` (the issuer re-issued the `jti`, or its
+            // first `exp` was short): the entry lives to the later one, here and in the
+            // shared store (whose member names the `exp`).
+            self.current.rcu(|current| {
+                let mut next = RevocationSet::clone(current);
+                let _ = next.add(entry.clone());
+                next
+            });
+            match outbox.as_mut() {
+                Some(outbox) => {
+                    let before = Entry {
+                        exp: Some(earlier),
+                        ..entry.clone()
+                    };
+                    outbox
+                        .push(RevocationOp::Remove(before))
+                        .and_then(|()| outbox.push(RevocationOp::Add(entry)))
+                        .map_err(|_| UntilRefused::Full)
+                }
+                None => Ok(()),
+            }
+        } else if held.is_some() {
             Ok(())
         } else if current.expiring_bytes(issuer) + Entry::charge(issuer, jti) > budget {
             Err(UntilRefused::Budget)
