@@ -277,3 +277,34 @@ async fn a_store_emptied_behind_the_replicas_backs_is_refilled_and_nothing_revok
     }
     assert_eq!(a.send(as_agent(&a)).await.status(), StatusCode::UNAUTHORIZED);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_queued_during_an_outage_never_hides_that_the_store_came_back_empty() {
+    // Seen version 1; the store restarts empty while a write waits. Published first, that
+    // write would start the version again at 1, equal to the one seen, and nothing would
+    // put back what the store lost.
+    let store = MemoryStore::new();
+    let (a, _sync_a) = replica(&store).await;
+    let first = Revoked::Agent(AGENT_ID.parse().unwrap());
+    a.aauth.revocations().revoke(first).unwrap();
+    let started = Instant::now();
+    while store.state.lock().unwrap().version != Some(1) {
+        assert!(started.elapsed() < Duration::from_secs(1));
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    store.down.store(true, Ordering::SeqCst);
+    let queued = Revoked::KeyThumbprint("NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs".to_owned());
+    a.aauth.revocations().revoke(queued).unwrap();
+    *store.state.lock().unwrap() = State::default();
+    store.down.store(false, Ordering::SeqCst);
+    let started = Instant::now();
+    while store.state.lock().unwrap().members.len() < 2 {
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "the store lost the first revocation: {:?}",
+            store.state.lock().unwrap().members
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}

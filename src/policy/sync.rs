@@ -427,8 +427,11 @@ impl Task {
     /// subscription and the bindings in step: a store that refuses a subscription or a
     /// binding costs propagation time, never this replica's service.
     async fn round(&mut self) {
-        let result = match self.flush_policy().await {
-            Ok(()) => self.refresh().await,
+        let result = match self.refill_if_emptied().await {
+            Ok(()) => match self.flush_policy().await {
+                Ok(()) => self.refresh().await,
+                Err(failure) => Err(failure),
+            },
             Err(failure) => Err(failure),
         };
         let confirmed = result.is_ok();
@@ -516,6 +519,19 @@ impl Task {
     }
 
     /// Reads the version; when it changed, the set and the document.
+    /// Refills a store that lost the version this replica had seen, before anything is
+    /// published to it: a write queued here would otherwise start the version again from
+    /// 1, which may equal the version seen, and no replica would notice the loss.
+    async fn refill_if_emptied(&mut self) -> Result<(), Failure> {
+        let Some(seen) = self.seen.filter(|seen| *seen > 0) else {
+            return Ok(());
+        };
+        if self.call(Op::Read, self.store.version()).await?.is_none() {
+            self.refill(seen).await?;
+        }
+        Ok(())
+    }
+
     async fn refresh(&mut self) -> Result<(), Failure> {
         let version = self.call(Op::Read, self.store.version()).await?;
         match self.seen {
