@@ -269,7 +269,14 @@ async fn an_account_that_needs_interaction_hands_the_person_over_to_the_resource
     let router = Router::new()
         .route(
             "/notes",
-            axum::routing::get(|| async { "notes" }).route_layer(w.aauth.require_session(["data.read"])),
+            axum::routing::get({
+                let calls = w.calls.clone();
+                move || {
+                    calls.fetch_add(1, Ordering::SeqCst);
+                    async { "notes" }
+                }
+            })
+            .route_layer(w.aauth.require_session(["data.read"])),
         )
         .merge(w.aauth.pending_router())
         .layer(w.aauth.layer());
@@ -323,6 +330,7 @@ async fn an_account_that_needs_interaction_hands_the_person_over_to_the_resource
     let refused = router.oneshot(use_session(NOW + 7)).await.unwrap();
     assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(refused.headers()[wire::SIGNATURE_ERROR], "error=revoked_jwt");
+    assert_eq!(w.calls(), 1, "served once, before the revocation; not after");
 }
 
 #[tokio::test]
