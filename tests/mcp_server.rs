@@ -21,7 +21,6 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode, head
 use mcp_server::{MAX_MESSAGE_BYTES, Notes, TOOLS};
 use rmcp::model::{CallToolRequestParams, CallToolResult, ClientJsonRpcMessage, ProtocolVersion, ServerJsonRpcMessage};
 use rmcp::service::{ClientLifecycleMode, ClientServiceExt, RoleClient, RunningService, ServiceError};
-
 use rmcp::transport::StreamableHttpClientTransport;
 use rmcp::transport::streamable_http_client::{
     AuthRequiredError, StreamableHttpClient, StreamableHttpClientTransportConfig, StreamableHttpError,
@@ -231,24 +230,18 @@ struct World {
 
 impl World {
     async fn start() -> World {
-        World::start_with_agent(TestAgent::generate().with_kid("agent-key-1")).await
-    }
-
-    async fn start_with_agent(agent: TestAgent) -> World {
         let notes = Notes::default();
         let served = notes.clone();
-        let harness = TestHarness::builder()
-            .agent(agent)
-            .spawn(move |builder| {
-                let aauth = builder
-                    .scope("notes.read", "Read your notes")
-                    .scope("notes.write", "Change your notes")
-                    .build()?;
-                let host = aauth.resource().trim_start_matches("http://").to_owned();
-                Ok(mcp_server::app(&aauth, served, &host))
-            })
-            .await
-            .expect("harness");
+        let harness = TestHarness::spawn(move |builder| {
+            let aauth = builder
+                .scope("notes.read", "Read your notes")
+                .scope("notes.write", "Change your notes")
+                .build()?;
+            let host = aauth.resource().trim_start_matches("http://").to_owned();
+            Ok(mcp_server::app(&aauth, served, &host))
+        })
+        .await
+        .expect("harness");
         let agent = harness.agent();
         let source = KeySource::agent_jwks(harness.agent_id(), agent.agent().key().kid());
         let client = SigningClient::new(agent.agent().clone(), Some(source));
