@@ -17,7 +17,7 @@
 //! | `whoami` | a verified signature (any scheme, `hwk` included) | `401 requirement=agent-token` |
 //! | `read_notes` | an auth token granting `notes.read` | `401 requirement=auth-token; resource-token=…` (scope `notes.read`) |
 //! | `add_note` | an auth token granting `notes.write` | the same, scope `notes.write` |
-//! | `delete_note` | the person: a person-approved token, and `notes.write` | `401 requirement=person-token` for an agent-only token, then the `notes.write` challenge |
+//! | `delete_note` | the person: a person-approved token, and `notes.write` | `401 requirement=person-token` for an agent-only token (`403` if it names no person server), then the `notes.write` challenge |
 //!
 //! **Discovery needs a signature, no token.** `initialize`, `server/discover`,
 //! `tools/list`, notifications and every other method but `tools/call` are served to any
