@@ -369,8 +369,10 @@ async fn send_concurrently(harness: &Harness, requests: Vec<Request<Body>>) -> V
     answers.into_iter().map(|(_, response)| response).collect()
 }
 
+/// A resource batching with `options`, and a wait bound no loaded machine reaches: the
+/// scheduling rounds, not the clock, close the batches here, so the counters are exact.
 fn batching(options: BatchOptions) -> Harness {
-    Harness::with(|builder| builder.batch_verification(options))
+    Harness::with(|builder| builder.batch_verification(options.max_wait_micros(1_000_000)))
 }
 
 fn error_code(response: &Response<Body>) -> Option<&str> {
@@ -626,4 +628,156 @@ async fn token_signatures_join_the_batch_of_the_request_signatures() {
     assert_eq!(harness.calls(), 8);
     let stats: BatchStats = harness.aauth.batch_stats();
     assert_eq!(stats.batched, 18, "two signatures per request: {stats:?}");
+}
+
+/// A `GET /vectors/{tag}` under the `hwk` key `public`, carrying `signature`.
+fn hwk_request(tag: usize, public: &[u8], signature: &[u8]) -> Request<Body> {
+    use base64::Engine;
+    let mut request = get(&format!("/vectors/{tag}"));
+    let headers = request.headers_mut();
+    headers.insert(
+        wire::SIGNATURE_INPUT,
+        format!(r#"sig=("@method" "@authority" "@path" "signature-key");created={NOW}"#)
+            .parse()
+            .unwrap(),
+    );
+    headers.insert(
+        wire::SIGNATURE_KEY,
+        format!(
+            r#"sig=hwk;kty="OKP";crv="Ed25519";x="{}";alg="Ed25519""#,
+            tower_aauth::engine::b64url(public)
+        )
+        .parse()
+        .unwrap(),
+    );
+    let signature = base64::engine::general_purpose::STANDARD.encode(signature);
+    headers.insert(wire::SIGNATURE, format!("sig=:{signature}:").parse().unwrap());
+    request
+}
+
+/// The signature base the layer rebuilds for `request` (as `hwk_request` makes it).
+fn base_of(request: &Request<Body>) -> Vec<u8> {
+    use tower_aauth::engine::{ParsedInput, RequestTarget, SignatureBase, SignatureHeaders};
+    let fields = SignatureHeaders::read(request.headers(), usize::MAX).unwrap().unwrap();
+    let input = ParsedInput::parse(&fields.input, 24).unwrap();
+    let target = RequestTarget {
+        method: "GET",
+        scheme: "https",
+        authority: "resource.example",
+        path: request.uri().path(),
+        query: None,
+    };
+    let mut base = SignatureBase::new();
+    base.build(&input, &target, request.headers()).unwrap();
+    base.as_bytes().to_vec()
+}
+
+fn copy_of(request: &Request<Body>) -> Request<Body> {
+    let mut copy = get(request.uri().path());
+    *copy.headers_mut() = request.headers().clone();
+    copy
+}
+
+/// Sends `requests` to a resource with batching off, one by one, and, `per_batch` at a
+/// time, to a fresh one with batching on, all at once among as many honest requests (one
+/// batch each, no backoff yet); asserts the same status and `Signature-Error` for each,
+/// and that every honest one passed. Returns how many were accepted.
+async fn assert_layer_decides_as_without_batching(mut requests: Vec<Request<Body>>, per_batch: usize) -> usize {
+    let mut accepted = 0;
+    while !requests.is_empty() {
+        let rest = requests.split_off(requests.len().min(per_batch));
+        let (chunk_accepted, stats) = decide_chunk(requests).await;
+        assert_eq!((stats.batches, stats.backed_off), (1, 0), "{stats:?}");
+        accepted += chunk_accepted;
+        requests = rest;
+    }
+    accepted
+}
+
+async fn decide_chunk(requests: Vec<Request<Body>>) -> (usize, BatchStats) {
+    let plain = Harness::new();
+    let mut expected = Vec::new();
+    for request in &requests {
+        let response = plain.send(copy_of(request)).await;
+        expected.push((response.status(), error_code(&response).map(str::to_owned)));
+    }
+    let harness = batching(BatchOptions::new().join_when_idle(true).max_batch(64));
+    let count = requests.len();
+    let mut mixed = Vec::new();
+    let honest = signed_requests(&agents(count.max(8)));
+    let mut honest = honest.into_iter();
+    for request in requests {
+        mixed.push(request);
+        mixed.push(honest.next().unwrap());
+    }
+    // At least eight honest members, whatever the number of requests.
+    mixed.extend(honest);
+    let answers = send_concurrently(&harness, mixed).await;
+    for (i, (status, code)) in expected.iter().enumerate() {
+        let response = &answers[2 * i];
+        assert_eq!(response.status(), *status, "request {i}");
+        assert_eq!(error_code(response).map(str::to_owned), *code, "request {i}");
+        assert_eq!(answers[2 * i + 1].status(), StatusCode::OK, "honest request beside {i}");
+    }
+    let accepted = expected.iter().filter(|(status, _)| *status == StatusCode::OK).count();
+    assert_eq!(harness.calls(), count.max(8) + accepted);
+    (accepted, harness.aauth.batch_stats())
+}
+
+#[tokio::test]
+async fn every_published_vector_through_the_layer_is_answered_as_without_batching() {
+    // The vectors sign their own messages, never our signature base: through the layer
+    // each is refused, with the code the layer gives without batching (`invalid_key` for
+    // a key it does not admit), while the honest requests beside them pass.
+    let requests: Vec<_> = published_vectors()
+        .iter()
+        .enumerate()
+        .map(|(i, (public, _, signature))| hwk_request(i, public, signature))
+        .collect();
+    assert_eq!(assert_layer_decides_as_without_batching(requests, 16).await, 0);
+}
+
+#[tokio::test]
+async fn crafted_signatures_over_the_real_base_are_answered_through_the_layer_as_without_batching() {
+    let mut requests = Vec::new();
+    let mut tag = 1000;
+    let mut next = |public: &[u8; 32], sign: &dyn Fn(&[u8]) -> Vec<u8>| {
+        tag += 1;
+        let unsigned = hwk_request(tag, public, &[0; 64]);
+        let signature = sign(&base_of(&unsigned));
+        hwk_request(tag, public, &signature)
+    };
+    let clean = Crafted::new(9, EdwardsPoint::default());
+    // Control: an ordinary signature made the crafted way.
+    requests.push(next(&clean.public, &|base| {
+        clean.sign(3, EdwardsPoint::default(), base)
+    }));
+    for torsion in EIGHT_TORSION.iter().skip(1) {
+        // Mixed-order R under a torsion-free key: refused.
+        requests.push(next(&clean.public, &|base| clean.sign(7, *torsion, base)));
+        // A mixed-order key: its strictly valid signature is accepted, its
+        // cofactored-only one refused (or, as without batching, accepted when k ≡ 0).
+        let mixed = Crafted::new(40, *torsion);
+        requests.push(next(&mixed.public, &|base| mixed.sign_strictly(*torsion, base)));
+        // Small-order R.
+        requests.push(next(&clean.public, &|_| {
+            [torsion.compress().to_bytes(), [0; 32]].concat()
+        }));
+    }
+    // A non-canonical S.
+    requests.push(next(&clean.public, &|base| {
+        let mut signature = clean.sign(3, EdwardsPoint::default(), base);
+        let s: [u8; 32] = signature[32..].try_into().unwrap();
+        signature[32..].copy_from_slice(&num_add_l(s));
+        signature
+    }));
+    // One crafted request per batch, among honest ones: several signatures of one key's
+    // holder whose torsion parts cancel could pass one batch together (the documented
+    // difference, tested on the engine above).
+    let accepted = assert_layer_decides_as_without_batching(requests, 1).await;
+    assert_eq!(
+        accepted,
+        1 + 7,
+        "the control and the seven strictly valid mixed-key signatures"
+    );
 }
