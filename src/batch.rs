@@ -3,9 +3,11 @@
 //! # Design
 //!
 //! A signature that is ready to verify is verified at once, with `verify_strict`, when no
-//! other verification of this [`AAuth`](crate::AAuth) is in flight: an idle server adds no
-//! latency and takes the layer's unboxed warm path. Otherwise it joins the batch being
-//! formed and its request waits for the verdict (one `oneshot` per request). The first
+//! other verification of this [`AAuth`](crate::AAuth) is in flight (running, or batched
+//! and its request not yet resumed): an idle server adds no latency and takes the layer's
+//! unboxed warm path. Otherwise it joins the batch being formed and its request waits for
+//! the verdict in the layer's response future (one `oneshot` per request; a first-seen
+//! token's or a covered body's request takes the boxed slow path as before). The first
 //! member of a batch leads it: each time its request is polled it lets the runtime run
 //! the other ready requests first (a yield to the back of the run queue), and it runs the
 //! batch when the batch stopped growing over one such round, reached
@@ -395,7 +397,10 @@ struct Forming {
 /// batching is on.
 pub(crate) struct Batcher {
     options: BatchOptions,
-    /// Verifications in flight: running at once, or waiting in a batch.
+    /// Verifications in flight: running at once, or in a batch whose request has not
+    /// yet taken its verdict. Counting the latter until their requests resume keeps a
+    /// worker that resumes the members of a batch just run from verifying its next
+    /// requests one by one as if the server were idle.
     busy: AtomicUsize,
     forming: Mutex<Forming>,
     /// Submissions still to verify singly, and the current backoff length.
@@ -423,11 +428,18 @@ impl Drop for Busy<'_> {
     }
 }
 
-/// A request's place in a batch.
+/// A request's place in a batch; in flight until dropped.
 pub(crate) struct Ticket {
     verdict: oneshot::Receiver<bool>,
     /// Set for the batch's first member, which runs it.
     lead: Option<Lead>,
+    batcher: std::sync::Arc<Batcher>,
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        self.batcher.busy.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 struct Lead {
@@ -544,6 +556,7 @@ impl Batcher {
         Submitted::Queued(Ticket {
             verdict: receiver,
             lead,
+            batcher: self.clone(),
         })
     }
 
@@ -603,7 +616,6 @@ impl Batcher {
             self.backoff_left.store(next, Ordering::Release);
         }
         for (member, verdict) in members.into_iter().zip(verdicts) {
-            self.busy.fetch_sub(1, Ordering::AcqRel);
             // The request may have gone away: nothing waits for its verdict then.
             let _ = member.verdict.send(verdict);
         }
