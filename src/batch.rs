@@ -344,7 +344,8 @@ impl Scratch<'_> {
     }
 }
 
-/// Counters of one [`Batcher`], for tests and the performance notes.
+/// Counters of one batch verifier (`AAuth::batch_stats`), for tests and the performance
+/// notes.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct BatchStats {
