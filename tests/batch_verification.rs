@@ -781,3 +781,37 @@ async fn crafted_signatures_over_the_real_base_are_answered_through_the_layer_as
         "the control and the seven strictly valid mixed-key signatures"
     );
 }
+
+#[tokio::test]
+async fn a_queued_request_signature_is_decided_before_a_token_key_refusal_as_without_batching() {
+    // The request's signature waits in a batch while the token's issuer key is refused
+    // (an unknown kid): a bad signature must still answer `invalid_signature`, a good
+    // one the key's refusal, exactly as without batching.
+    let stranger = tower_aauth::testing::TestIssuer::new(AS, [2; 32], "not-pinned");
+    let pool = agents(8);
+    let mut requests = Vec::new();
+    for (i, agent) in pool.iter().enumerate() {
+        let token = stranger.auth_token(RESOURCE, &agent.public_jwk(), "data.read", NOW);
+        let mut request = get(&format!("/unknown-kid/{i}"));
+        agent.sign(&mut request, &KeySource::Jwt(token), NOW);
+        requests.push(request);
+    }
+    for bad in [1, 4, 6] {
+        spoil(&mut requests, bad, bad + 1);
+    }
+    let plain = Harness::new();
+    let mut codes = Vec::new();
+    for request in &requests {
+        let response = plain.send(copy_of(request)).await;
+        codes.push(error_code(&response).map(str::to_owned));
+    }
+    for (i, code) in codes.iter().enumerate() {
+        let expected = if [1, 4, 6].contains(&i) {
+            "error=invalid_signature"
+        } else {
+            "error=unknown_key"
+        };
+        assert_eq!(code.as_deref(), Some(expected), "request {i} without batching");
+    }
+    assert_eq!(assert_layer_decides_as_without_batching(requests, 8).await, 0);
+}
