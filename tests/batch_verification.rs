@@ -22,8 +22,8 @@ use sha2::{Digest, Sha512};
 use support::harness::*;
 use tower::{Layer, Service, ServiceExt};
 use tower_aauth::engine::{BatchStats, decide_batch};
-use tower_aauth::testing::{KeySource, TestAgent};
-use tower_aauth::{BatchOptions, wire};
+use tower_aauth::testing::{KeySource, ManualClock, TestAgent, TestIssuer};
+use tower_aauth::{AAuth, BatchOptions, wire};
 
 fn hex(text: &str) -> Vec<u8> {
     (0..text.len())
@@ -787,7 +787,7 @@ async fn a_queued_request_signature_is_decided_before_a_token_key_refusal_as_wit
     // The request's signature waits in a batch while the token's issuer key is refused
     // (an unknown kid): a bad signature must still answer `invalid_signature`, a good
     // one the key's refusal, exactly as without batching.
-    let stranger = tower_aauth::testing::TestIssuer::new(AS, [2; 32], "not-pinned");
+    let stranger = TestIssuer::new(AS, [2; 32], "not-pinned");
     let pool = agents(8);
     let mut requests = Vec::new();
     for (i, agent) in pool.iter().enumerate() {
@@ -814,4 +814,88 @@ async fn a_queued_request_signature_is_decided_before_a_token_key_refusal_as_wit
         assert_eq!(code.as_deref(), Some(expected), "request {i} without batching");
     }
     assert_eq!(assert_layer_decides_as_without_batching(requests, 8).await, 0);
+}
+
+/// A resource batching (on one thread, every signature joining a batch) whose access
+/// server's key is discovered through `fetch`.
+fn rekeying_world(fetch: &support::discovery::MapFetch) -> (AAuth, ManualClock) {
+    let clock = ManualClock::new(NOW);
+    let aauth = AAuth::builder(RESOURCE)
+        .clock(clock.clone())
+        .auth_server(AS)
+        .fetcher(fetch.clone())
+        .batch_verification(BatchOptions::new().join_when_idle(true).max_wait_micros(1_000_000))
+        .build()
+        .unwrap();
+    (aauth, clock)
+}
+
+/// `count` requests of distinct agents, each with an auth token `issuer` signed at `now`;
+/// the request signatures of those in `bad` spoiled.
+fn token_requests(issuer: &TestIssuer, count: usize, now: u64, bad: &[usize]) -> Vec<Request<Body>> {
+    let mut requests: Vec<_> = agents(count)
+        .iter()
+        .enumerate()
+        .map(|(i, agent)| {
+            let token = issuer.auth_token(RESOURCE, &agent.public_jwk(), "data.read", now);
+            let mut request = get(&format!("/rekeyed/{i}"));
+            agent.sign(&mut request, &KeySource::Jwt(token), now);
+            request
+        })
+        .collect();
+    for &i in bad {
+        spoil(&mut requests, i, (i + 1) % count);
+    }
+    requests
+}
+
+async fn send_all(aauth: &AAuth, requests: Vec<Request<Body>>) -> Vec<Response<Body>> {
+    let mut tasks = tokio::task::JoinSet::new();
+    for (i, request) in requests.into_iter().enumerate() {
+        let router = axum::Router::new()
+            .fallback(axum::routing::any(|| async { "served" }))
+            .layer(aauth.layer());
+        tasks.spawn(async move { (i, router.oneshot(request).await.expect("infallible")) });
+    }
+    let mut answers = tasks.join_all().await;
+    answers.sort_by_key(|(i, _)| *i);
+    answers.into_iter().map(|(_, response)| response).collect()
+}
+
+#[tokio::test]
+async fn a_batched_token_failing_under_a_re_keyed_kid_is_refetched_once_and_accepted() {
+    let old = TestIssuer::new(AS, [2; 32], "as-key-1");
+    let new = TestIssuer::new(AS, [9; 32], "as-key-1");
+    let fetch = support::discovery::MapFetch::default();
+    fetch.publish(AS, tower_aauth::engine::dwk::ACCESS, &old.jwks());
+    let (aauth, clock) = rekeying_world(&fetch);
+    let warm = send_all(&aauth, token_requests(&old, 1, NOW, &[])).await;
+    assert_eq!(warm[0].status(), StatusCode::OK);
+    assert_eq!(fetch.calls(&format!("{AS}/jwks")), 1);
+
+    fetch.publish(AS, tower_aauth::engine::dwk::ACCESS, &new.jwks());
+    clock.advance(61);
+    // Bad request signatures first: their tokens fail too, yet cause no refetch (the
+    // request's verdict is awaited before the token's failure is acted on).
+    let answers = send_all(&aauth, token_requests(&new, 8, NOW + 61, &[0, 1, 2, 3, 4, 5, 6, 7])).await;
+    assert!(answers.iter().all(|r| error_code(r) == Some("error=invalid_signature")));
+    assert_eq!(fetch.calls(&format!("{AS}/jwks")), 1, "no fetch for unsigned requests");
+    let batched = aauth.batch_stats().batched;
+    assert!(batched >= 2, "{:?}", aauth.batch_stats());
+
+    // Wait out the backoff those failures caused, then the honest ones batch again.
+    while aauth.batch_stats().backed_off < 1024 {
+        let mut request = get("/wait");
+        agents(1)[0].sign(&mut request, &KeySource::Hwk, NOW + 61);
+        send_all(&aauth, vec![request]).await;
+    }
+    let answers = send_all(&aauth, token_requests(&new, 8, NOW + 61, &[])).await;
+    assert!(answers.iter().all(|r| r.status() == StatusCode::OK));
+    assert_eq!(fetch.calls(&format!("{AS}/jwks")), 2, "one shared refetch");
+    let stats = aauth.batch_stats();
+    assert_eq!(
+        stats.batched,
+        batched + 16,
+        "request and token signatures batched: {stats:?}"
+    );
 }
