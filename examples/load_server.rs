@@ -18,7 +18,8 @@
 //! ```text
 //! cargo run --release --example load_server -- access-server <port> <resource> <headers file>
 //! ```
-//! `benches/load.sh` runs both together with `wrk`.
+//! `benches/load.sh` runs both together with `wrk`. With `AAUTH_BATCH=1` in the
+//! environment the layer verifies concurrent requests' signatures in batches.
 
 use std::hint::black_box;
 use std::net::SocketAddr;
@@ -66,6 +67,11 @@ fn main() -> std::io::Result<()> {
         // The run signs once and replays the same GET for its whole duration.
         .signature_window(600);
     builder = builder.dangerous().allow_http_loopback();
+    // `AAUTH_BATCH=1`: batch verification of concurrent requests (see `BatchOptions`).
+    if std::env::var("AAUTH_BATCH").is_ok_and(|v| v == "1") {
+        builder = builder.batch_verification(tower_aauth::BatchOptions::new());
+        println!("batch verification on");
+    }
     let aauth = builder.build().expect("configuration");
 
     write_signed_get(&access_server, &resource, out)?;

@@ -97,6 +97,13 @@ impl AAuth {
         &self.shared.replay_store
     }
 
+    /// The batch verifier's counters (all zero when batching is off). Not part of the
+    /// stable API.
+    #[doc(hidden)]
+    pub fn batch_stats(&self) -> crate::batch::BatchStats {
+        self.shared.batch.as_ref().map(|b| b.stats()).unwrap_or_default()
+    }
+
     /// Number of verified tokens currently cached.
     pub fn cached_tokens(&self) -> u64 {
         self.shared.token_cache.entry_count()

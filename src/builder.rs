@@ -64,6 +64,7 @@ pub struct AAuthBuilder {
     alphabet: SignatureAlphabet,
     max_body_bytes: usize,
     token_cache: TokenCacheOptions,
+    batch: Option<crate::batch::BatchOptions>,
     profile: Profile,
     replay: ReplayOptions,
     revocations: Revocations,
@@ -105,6 +106,7 @@ impl AAuthBuilder {
             alphabet: SignatureAlphabet::Lenient,
             max_body_bytes: 1024 * 1024,
             token_cache: TokenCacheOptions::new(),
+            batch: None,
             profile: Profile::Draft11,
             replay: ReplayOptions::new(),
             revocations: Revocations::new(),
@@ -274,6 +276,14 @@ impl AAuthBuilder {
     /// alphabets are accepted because PyPI `aauth` sends base64url.
     pub fn refuse_base64url_signatures(mut self) -> Self {
         self.alphabet = SignatureAlphabet::StandardOnly;
+        self
+    }
+
+    /// Verifies the signatures of concurrent requests together (default: off; see
+    /// [`BatchOptions`](crate::BatchOptions)). A request arriving when no other
+    /// verification is in flight is still verified at once.
+    pub fn batch_verification(mut self, options: crate::batch::BatchOptions) -> Self {
+        self.batch = Some(options);
         self
     }
 
@@ -503,6 +513,7 @@ impl AAuthBuilder {
                 budgets,
                 endpoints: self.endpoints,
                 sessions,
+                batch: self.batch.map(|options| Arc::new(crate::batch::Batcher::new(options))),
             }),
         })
     }

@@ -436,6 +436,11 @@ impl<'a> UnverifiedJws<'a> {
         Arc::unwrap_or_clone(self.payload)
     }
 
+    /// The signing input and the signature, for a verification done elsewhere (a batch).
+    pub(crate) fn signed_parts(&self) -> (&[u8], &[u8; 64]) {
+        (self.signing_input.as_bytes(), &self.signature)
+    }
+
     /// Verifies the signature with `key`. There is no `alg` to reconcile: the header's
     /// and the key's are each `Ed25519` or its legacy spelling `EdDSA` by the time they
     /// get here (both parsers refuse every other value), so the signature alone decides.

@@ -43,6 +43,7 @@ use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
 
+use crate::batch::Ticket as BatchTicket;
 use crate::challenge::{error_response, polled_after_completion};
 use crate::deferred::{Begun, Resumed, Ticket};
 use crate::error::Error;
@@ -167,20 +168,20 @@ where
         let step = verifier.verify_head(request.method(), request.uri(), request.headers(), path);
         let state = match step {
             Step::Unsigned => gate(shared, inner, request, None, audit.as_deref()),
-            Step::Done(Ok(mut verified)) => {
+            Step::Done(Ok(verified)) => {
                 crate::metrics::verification(started, true);
-                let admission = admit_now(shared, &mut verified);
-                if let Some(audit) = &mut audit {
-                    audit.verified = Some(verified.clone());
-                }
-                match admission {
-                    Ok(replay) => {
-                        request.extensions_mut().insert(verified);
-                        gate(shared, inner, request, replay, audit.as_deref())
-                    }
-                    Err(error) => reject(shared, error, audit.as_deref()),
-                }
+                admitted(shared, inner, request, verified, &mut audit)
             }
+            Step::Queued(verified, ticket) => State::Batched {
+                ticket,
+                waiting: Some(Waiting {
+                    request,
+                    verified,
+                    service: inner,
+                }),
+                shared: shared.clone(),
+                started,
+            },
             Step::Done(Err(error)) => {
                 crate::metrics::verification(started, false);
                 reject(shared, error, audit.as_deref())
@@ -192,6 +193,41 @@ where
             },
         };
         ResponseFuture { state, audit }
+    }
+}
+
+/// A request whose signature waits in a batch, with what the head verified: held in the
+/// response future itself (the batched warm path allocates only its ticket).
+struct Waiting<S, B> {
+    request: Request<B>,
+    verified: VerifiedRequest,
+    service: S,
+}
+
+/// A verified request: the policy's admission, then the default requirement and the
+/// inner service.
+fn admitted<S, B, ResBody>(
+    shared: &Arc<Shared>,
+    inner: S,
+    mut request: Request<B>,
+    mut verified: VerifiedRequest,
+    audit: &mut Option<Box<AuditContext>>,
+) -> State<S, B>
+where
+    S: Service<Request<B>, Response = Response<ResBody>>,
+    B: Send + 'static,
+    ResBody: From<Bytes>,
+{
+    let admission = admit_now(shared, &mut verified);
+    if let Some(audit) = audit {
+        audit.verified = Some(verified.clone());
+    }
+    match admission {
+        Ok(replay) => {
+            request.extensions_mut().insert(verified);
+            gate(shared, inner, request, replay, audit.as_deref())
+        }
+        Err(error) => reject(shared, error, audit.as_deref()),
     }
 }
 
@@ -477,6 +513,12 @@ pin_project! {
             service: Option<S>,
             shared: Arc<Shared>,
         },
+        Batched {
+            ticket: BatchTicket,
+            waiting: Option<Waiting<S, B>>,
+            shared: Arc<Shared>,
+            started: Instant,
+        },
         Answered {
             response: Option<S::Response>,
         },
@@ -571,6 +613,30 @@ where
                             this.state.set(reject(&shared, error, this.audit.as_deref()));
                         }
                     }
+                }
+                StateProj::Batched {
+                    ticket,
+                    waiting,
+                    shared,
+                    started,
+                } => {
+                    let good = ready!(ticket.poll_verdict(cx));
+                    let Some(Waiting {
+                        request,
+                        verified,
+                        service,
+                    }) = waiting.take()
+                    else {
+                        return Poll::Ready(Ok(polled_after_completion()));
+                    };
+                    let shared = shared.clone();
+                    crate::metrics::verification(*started, good);
+                    let state = if good {
+                        admitted(&shared, service, request, verified, this.audit)
+                    } else {
+                        reject(&shared, crate::verifier::bad_signature(), this.audit.as_deref())
+                    };
+                    this.state.set(state);
                 }
                 StateProj::Polling {
                     future,

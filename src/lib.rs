@@ -7,7 +7,7 @@
 // `layering` test checks it):
 //
 //   vocabulary  names · clock · future · profile · error · metrics
-//   engine      httpsig · jose · legacy · sigkey · discovery · policy::identity · token ·
+//   engine      batch · httpsig · jose · legacy · sigkey · discovery · policy::identity · token ·
 //               keyring · resource_token · verified · replay · policy · token_cache · authz
 //   state       state (the one struct the services share, built only by the builder)
 //   services    verifier · challenge · guard · endpoint · layer · deferred · session · rar · extract ·
@@ -15,6 +15,7 @@
 //   handle      aauth (every method of `AAuth`) · builder (`AAuthBuilder`)
 mod aauth;
 mod authz;
+mod batch;
 mod builder;
 mod challenge;
 mod clock;
@@ -61,6 +62,7 @@ pub mod testing;
 
 pub use self::metrics::Metric;
 pub use aauth::AAuth;
+pub use batch::BatchOptions;
 pub use builder::{AAuthBuilder, DangerousAAuthBuilder};
 pub use challenge::{Rejection, RejectionBody};
 pub use clock::{Clock, SystemClock};
@@ -97,6 +99,7 @@ pub mod wire {
 /// **Not part of the stable API**: anything here may change or go in any release.
 #[doc(hidden)]
 pub mod engine {
+    pub use crate::batch::{BatchStats, decide_batch};
     pub use crate::discovery::admission::{admit_url, is_dns_name, is_public_address};
     pub use crate::discovery::keyset::{KeyLookup, KeySet, legacy_metadata_jwks_uri, metadata_jwks_uri};
     pub use crate::httpsig::digest::{content_digest_sha256, verify_content_digest};

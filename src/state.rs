@@ -68,6 +68,8 @@ pub(crate) struct Shared {
     pub(crate) endpoints: crate::endpoint::config::Endpoints,
     /// Sessions and pending interactions of resource-managed access ([`session`](crate::session)).
     pub(crate) sessions: crate::session::store::Sessions,
+    /// The batch verifier, when batching is on ([`crate::batch`]).
+    pub(crate) batch: Option<Arc<crate::batch::Batcher>>,
 }
 
 impl std::fmt::Debug for Shared {

@@ -27,6 +27,7 @@ use std::sync::Arc;
 use http::{HeaderMap, Method, Uri};
 use sha2::{Digest, Sha256};
 
+use crate::batch::{Submitted, Ticket};
 use crate::discovery::resolve::KeyQuery;
 use crate::discovery::resolve::is_known_dwk;
 use crate::error::Error;
@@ -51,14 +52,28 @@ pub(crate) enum Step {
     Unsigned,
     /// Finished without I/O.
     Done(Result<VerifiedRequest, Error>),
+    /// Verified but for the request's signature, which waits in a batch.
+    Queued(VerifiedRequest, Ticket),
     /// Needs a key fetch or the body.
     Pending(Box<Pending>),
 }
 
 /// The key work left for the slow path.
 enum KeyWork {
-    /// Signature and token (if any) already verified.
+    /// Signature and token (if any) already verified, or waiting in a batch.
     None,
+    /// Refused by a step after the request's signature was queued in a batch: the
+    /// signature's verdict comes first, as it would have without batching.
+    Refuse(Error),
+    /// A new token whose signature waits in a batch (the issuer's key was cached), with
+    /// the key it is checked with, for a refetch when it fails.
+    TokenQueued {
+        ticket: Ticket,
+        token: String,
+        claims: Box<TokenClaims>,
+        hash: [u8; 32],
+        key: Arc<Jwk>,
+    },
     /// A `jwks_uri` signer's key, then the HTTP signature.
     Signer {
         issuer: String,
@@ -88,9 +103,26 @@ enum KeyWork {
     },
 }
 
+/// What a scheme's step hands back: the work left, the request as verified so far, and
+/// its signature when that waits in a batch.
+type Outcome = (KeyWork, VerifiedRequest, Option<Ticket>);
+
+/// The refusal of a request signature that does not verify (as [`verify_base`]'s).
+pub(crate) fn bad_signature() -> Error {
+    Error::invalid_signature("the signature does not verify")
+}
+
+/// The refusal of a token signature that does not verify (as
+/// [`UnverifiedJws::verify_with`]'s).
+fn bad_token_signature() -> Error {
+    Error::invalid_jwt("the token's signature does not verify")
+}
+
 /// State carried from the head to the slow path.
 pub(crate) struct Pending {
     work: KeyWork,
+    /// The request's signature, when it waits in a batch: its verdict first.
+    queued: Option<Ticket>,
     verified: VerifiedRequest,
     /// The `Content-Digest` field to check against the body, when covered.
     pub(crate) digest: Option<String>,
@@ -260,14 +292,20 @@ impl Verifier<'_> {
             profile: self.shared.profile,
             protect: self.shared.replay_protection.covers(method),
         };
-        let (work, verified) = match parsed.key {
+        let (work, verified, queued) = match parsed.key {
             SignatureKey::Hwk(jwk) => self.verify_hwk(signed, &jwk)?,
             SignatureKey::JwksUri { id, dwk, kid } => self.verify_jwks_uri(signed, id, dwk, kid)?,
             SignatureKey::Jwt { token } => self.verify_jwt(signed, token)?,
         };
-        Ok(match (work, digest) {
-            (KeyWork::None, None) => Step::Done(Ok(verified)),
-            (work, digest) => Step::Pending(Box::new(Pending { work, verified, digest })),
+        Ok(match (work, digest, queued) {
+            (KeyWork::None, None, None) => Step::Done(Ok(verified)),
+            (KeyWork::None, None, Some(ticket)) => Step::Queued(verified, ticket),
+            (work, digest, queued) => Step::Pending(Box::new(Pending {
+                work,
+                queued,
+                verified,
+                digest,
+            })),
         })
     }
 
@@ -356,22 +394,47 @@ impl Verifier<'_> {
     }
 
     /// `hwk`: the key is in the header, so the signature is checked at once.
-    fn verify_hwk(&self, signed: Signed<'_>, jwk: &Jwk) -> Result<(KeyWork, VerifiedRequest), Error> {
+    fn verify_hwk(&self, signed: Signed<'_>, jwk: &Jwk) -> Result<Outcome, Error> {
         let thumbprint = jwk.thumbprint_shared();
         check_keyid(signed.input, &[thumbprint.as_ref()])?;
-        verify_base(signed.base, &signed.signature, jwk)?;
-        Ok((KeyWork::None, signed.assemble(Found::hwk(jwk))))
+        let queued = self.request_signature(&signed, jwk)?;
+        Ok((KeyWork::None, signed.assemble(Found::hwk(jwk)), queued))
+    }
+
+    /// The request's signature with `key`: verified now, or queued in a batch (`Some`).
+    fn request_signature(&self, signed: &Signed<'_>, key: &Jwk) -> Result<Option<Ticket>, Error> {
+        let Some(batcher) = &self.shared.batch else {
+            verify_base(signed.base, &signed.signature, key)?;
+            return Ok(None);
+        };
+        let Ok(signature) = <&[u8; 64]>::try_from(signed.signature.as_slice()) else {
+            verify_base(signed.base, &signed.signature, key)?;
+            return Ok(None);
+        };
+        match batcher.submit(key.verifying_key(), signed.base.as_bytes(), signature) {
+            Submitted::Now(_busy) => verify_base(signed.base, &signed.signature, key).map(|()| None),
+            Submitted::Refused => Err(bad_signature()),
+            Submitted::Queued(ticket) => Ok(Some(ticket)),
+        }
+    }
+
+    /// A new token's signature with its issuer's `key`: verified now (`Ok(None)`, or the
+    /// failure), or queued in a batch.
+    fn token_signature(&self, jws: &UnverifiedJws<'_>, key: &Jwk) -> Result<Option<Ticket>, Error> {
+        let Some(batcher) = &self.shared.batch else {
+            return jws.verify_with(key).map(|()| None);
+        };
+        let (message, signature) = jws.signed_parts();
+        match batcher.submit(key.verifying_key(), message, signature) {
+            Submitted::Now(_busy) => jws.verify_with(key).map(|()| None),
+            Submitted::Refused => Err(bad_token_signature()),
+            Submitted::Queued(ticket) => Ok(Some(ticket)),
+        }
     }
 
     /// `jwks_uri`: an admitted signer and a known document; the signature is checked here
     /// when the signer's key is cached, else after the fetch ([`KeyWork::Signer`]).
-    fn verify_jwks_uri(
-        &self,
-        signed: Signed<'_>,
-        id: String,
-        dwk: String,
-        kid: String,
-    ) -> Result<(KeyWork, VerifiedRequest), Error> {
+    fn verify_jwks_uri(&self, signed: Signed<'_>, id: String, dwk: String, kid: String) -> Result<Outcome, Error> {
         let shared = self.shared;
         if !shared.identifiers.admits(&id) {
             return Err(Error::invalid_key("the signer identifier is not admitted"));
@@ -389,9 +452,9 @@ impl Verifier<'_> {
             Some(key) => {
                 let key = key?;
                 check_key_alg(shared.profile, &key)?;
-                verify_base(signed.base, &signed.signature, &key)?;
+                let queued = self.request_signature(&signed, &key)?;
                 let found = Found::signer(&id, &key);
-                Ok((KeyWork::None, signed.assemble(found)))
+                Ok((KeyWork::None, signed.assemble(found), queued))
             }
             None => {
                 let partial = signed.assemble(Found::awaiting_signer_key(&id));
@@ -403,14 +466,14 @@ impl Verifier<'_> {
                     signature: signed.signature,
                     protect: signed.protect,
                 };
-                Ok((work, partial))
+                Ok((work, partial, None))
             }
         }
     }
 
     /// `jwt`: a token verified before is only checked for time; a new one is verified in
     /// full.
-    fn verify_jwt(&self, signed: Signed<'_>, token: String) -> Result<(KeyWork, VerifiedRequest), Error> {
+    fn verify_jwt(&self, signed: Signed<'_>, token: String) -> Result<Outcome, Error> {
         let hash: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         match self.shared.token_cache.get(&hash) {
             Some(cached) => self.verify_cached_token(signed, cached),
@@ -420,11 +483,7 @@ impl Verifier<'_> {
 
     /// A token verified before: only time and revocation can have changed, and
     /// revocation is the policy step's.
-    fn verify_cached_token(
-        &self,
-        signed: Signed<'_>,
-        cached: Arc<VerifiedToken>,
-    ) -> Result<(KeyWork, VerifiedRequest), Error> {
+    fn verify_cached_token(&self, signed: Signed<'_>, cached: Arc<VerifiedToken>) -> Result<Outcome, Error> {
         if cached.claims.exp <= signed.now {
             return Err(Error::signature(
                 crate::error::SignatureErrorCode::ExpiredJwt,
@@ -434,19 +493,14 @@ impl Verifier<'_> {
         let cnf = &cached.claims.cnf;
         let thumbprint = cnf.thumbprint_shared().clone();
         check_keyid(signed.input, &[&*thumbprint, cnf.kid().unwrap_or_default()])?;
-        verify_base(signed.base, &signed.signature, cnf)?;
-        Ok((KeyWork::None, signed.assemble(Found::token(thumbprint, cached))))
+        let queued = self.request_signature(&signed, cnf)?;
+        Ok((KeyWork::None, signed.assemble(Found::token(thumbprint, cached)), queued))
     }
 
     /// A token not seen before: shape and claims, the issuer admitted, proof of
     /// possession with `cnf.jwk`, then the issuer's signature: here when the issuer's key
     /// is cached, else after the fetch ([`KeyWork::TokenIssuer`]).
-    fn verify_fresh_token(
-        &self,
-        signed: Signed<'_>,
-        token: String,
-        hash: [u8; 32],
-    ) -> Result<(KeyWork, VerifiedRequest), Error> {
+    fn verify_fresh_token(&self, signed: Signed<'_>, token: String, hash: [u8; 32]) -> Result<Outcome, Error> {
         let shared = self.shared;
         let jws = UnverifiedJws::parse(&token, shared.tokens.alg)?;
         let claims = shared.tokens.check_claims(&jws, signed.now)?;
@@ -455,44 +509,65 @@ impl Verifier<'_> {
         }
         let thumbprint = claims.cnf.thumbprint_shared().clone();
         check_keyid(signed.input, &[&*thumbprint, claims.cnf.kid().unwrap_or_default()])?;
-        // Proof of possession first: no fetch for a request its key did not sign.
-        verify_base(signed.base, &signed.signature, &claims.cnf)?;
+        // Proof of possession first: no fetch for a request its key did not sign. A
+        // signature waiting in a batch is decided before anything that follows.
+        let queued = self.request_signature(&signed, &claims.cnf)?;
+        let partial = signed.assemble(Found::awaiting_issuer_key(thumbprint.clone(), &claims));
         let query = KeyQuery {
             issuer: &claims.iss,
             dwk: &claims.dwk,
             kid: &claims.kid,
         };
-        match shared.resolver.cached(&query) {
-            Some(key) => {
-                let key = key.map_err(token_key_error)?;
-                check_key_alg(shared.profile, &key).map_err(token_key_error)?;
-                if let Err(failure) = jws.verify_with(&key) {
-                    // The kid matched and the signature did not: perhaps the issuer
-                    // re-keyed under the same kid. Only a request its key signed gets
-                    // here (proof of possession above), so a bad request signature
-                    // never causes the refetch.
-                    let partial = signed.assemble(Found::awaiting_issuer_key(thumbprint, &claims));
-                    let work = KeyWork::TokenRekeyed {
-                        token,
-                        claims: Box::new(claims),
-                        hash,
-                        failed: key,
-                        failure,
-                    };
-                    return Ok((work, partial));
-                }
-                let token = self.remember(claims, hash);
-                Ok((KeyWork::None, signed.assemble(Found::token(thumbprint, token))))
-            }
-            None => {
+        let cached = shared.resolver.cached(&query).map(|key| {
+            let key = key.map_err(token_key_error)?;
+            check_key_alg(shared.profile, &key).map_err(token_key_error)?;
+            Ok::<_, Error>(key)
+        });
+        let key = match (cached, queued) {
+            (Some(Ok(key)), queued) => (key, queued),
+            (Some(Err(error)), None) => return Err(error),
+            (Some(Err(error)), Some(queued)) => return Ok((KeyWork::Refuse(error), partial, Some(queued))),
+            (None, queued) => {
                 // The claims already tell the token's generation.
-                let partial = signed.assemble(Found::awaiting_issuer_key(thumbprint, &claims));
                 let work = KeyWork::TokenIssuer {
                     token,
                     claims: Box::new(claims),
                     hash,
                 };
-                Ok((work, partial))
+                return Ok((work, partial, queued));
+            }
+        };
+        let (key, queued) = key;
+        match self.token_signature(&jws, &key) {
+            Ok(None) => {
+                let token = self.remember(claims, hash);
+                let mut verified = partial;
+                verified.token = Some(token);
+                Ok((KeyWork::None, verified, queued))
+            }
+            Ok(Some(ticket)) => {
+                let work = KeyWork::TokenQueued {
+                    ticket,
+                    token,
+                    claims: Box::new(claims),
+                    hash,
+                    key,
+                };
+                Ok((work, partial, queued))
+            }
+            Err(failure) => {
+                // The kid matched and the signature did not: perhaps the issuer re-keyed
+                // under the same kid. Only a request its key signed gets here (proof of
+                // possession above, awaited first when queued), so a bad request
+                // signature never causes the refetch.
+                let work = KeyWork::TokenRekeyed {
+                    token,
+                    claims: Box::new(claims),
+                    hash,
+                    failed: key,
+                    failure,
+                };
+                Ok((work, partial, queued))
             }
         }
     }
@@ -638,11 +713,32 @@ impl Pending {
     pub(crate) async fn finish(self, shared: Arc<Shared>, body: Option<&[u8]>) -> Result<VerifiedRequest, Error> {
         let Pending {
             work,
+            queued,
             mut verified,
             digest,
         } = self;
+        if let Some(ticket) = queued
+            && !ticket.verdict().await
+        {
+            return Err(bad_signature());
+        }
         match work {
             KeyWork::None => {}
+            KeyWork::Refuse(error) => return Err(error),
+            KeyWork::TokenQueued {
+                ticket,
+                token,
+                claims,
+                hash,
+                key,
+            } => {
+                let token = if ticket.verdict().await {
+                    Verifier { shared: &shared }.remember(*claims, hash)
+                } else {
+                    rekeyed(&shared, token, claims, hash, key, bad_token_signature()).await?
+                };
+                verified.token = Some(token);
+            }
             KeyWork::Signer {
                 issuer,
                 dwk,
@@ -693,23 +789,7 @@ impl Pending {
                 failed,
                 failure,
             } => {
-                let query = KeyQuery {
-                    issuer: &claims.iss,
-                    dwk: &claims.dwk,
-                    kid: &claims.kid,
-                };
-                let key = match shared.resolver.refetch(query).await {
-                    None => return Err(failure),
-                    Some(key) => key.map_err(token_key_error)?,
-                };
-                if crate::jose::thumbprints_match(key.thumbprint_shared(), failed.thumbprint_shared()) {
-                    return Err(failure);
-                }
-                check_key_alg(shared.profile, &key).map_err(token_key_error)?;
-                let jws = UnverifiedJws::parse(&token, shared.tokens.alg)?;
-                jws.verify_with(&key)?;
-                let verifier = Verifier { shared: &shared };
-                verified.token = Some(verifier.remember(*claims, hash));
+                verified.token = Some(rekeyed(&shared, token, claims, hash, failed, failure).await?);
             }
         }
         if let Some(field) = digest {
@@ -718,4 +798,32 @@ impl Pending {
         }
         Ok(verified)
     }
+}
+
+/// A token whose signature failed under the cached key of its `kid`: one refetch of the
+/// issuer's keys, then the token signature again, else `failure`.
+async fn rekeyed(
+    shared: &Arc<Shared>,
+    token: String,
+    claims: Box<TokenClaims>,
+    hash: [u8; 32],
+    failed: Arc<Jwk>,
+    failure: Error,
+) -> Result<Arc<VerifiedToken>, Error> {
+    let query = KeyQuery {
+        issuer: &claims.iss,
+        dwk: &claims.dwk,
+        kid: &claims.kid,
+    };
+    let key = match shared.resolver.refetch(query).await {
+        None => return Err(failure),
+        Some(key) => key.map_err(token_key_error)?,
+    };
+    if crate::jose::thumbprints_match(key.thumbprint_shared(), failed.thumbprint_shared()) {
+        return Err(failure);
+    }
+    check_key_alg(shared.profile, &key).map_err(token_key_error)?;
+    let jws = UnverifiedJws::parse(&token, shared.tokens.alg)?;
+    jws.verify_with(&key)?;
+    Ok(Verifier { shared }.remember(*claims, hash))
 }

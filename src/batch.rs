@@ -1,0 +1,779 @@
+//! Adaptive batch verification of Ed25519 signatures (opt-in: [`BatchOptions`]).
+//!
+//! # Design
+//!
+//! A signature that is ready to verify is verified at once, with `verify_strict`, when no
+//! other verification of this [`AAuth`](crate::AAuth) is in flight (running, or batched
+//! and its request not yet resumed): an idle server adds no latency and takes the layer's
+//! unboxed warm path. Otherwise it joins the batch being formed and its request waits for
+//! the verdict in the layer's response future (one `oneshot` per request; a first-seen
+//! token's or a covered body's request takes the boxed slow path as before). The first
+//! member of a batch leads it: each time its request is polled it lets the runtime run
+//! the other ready requests first (a yield to the back of the run queue), and it runs the
+//! batch when the batch stopped growing over one such round, reached
+//! [`BatchOptions::max_batch`], or is [`BatchOptions::max_wait_micros`] old. The member
+//! that fills a batch runs it at once. A leader dropped before it ran its batch runs it
+//! in its destructor, so no member ever waits for a request that went away. HTTP
+//! signatures and token (JWS) signatures share the one batch.
+//!
+//! # Acceptance is `verify_strict`'s
+//!
+//! Before a signature may join a batch it passes, one by one, every check
+//! `ed25519_dalek::VerifyingKey::verify_strict` makes besides its equation, in the same
+//! order: `S` canonical (`S < ℓ`), `R` decompresses, neither `R` nor `A` of small order;
+//! and `R` canonically encoded (`y < p`), which `verify_strict` enforces by comparing the
+//! encoding of the point it recomputes with the bytes of `R`. A signature failing one is
+//! refused there, as `verify_strict` refuses it. The challenge
+//! `k = SHA-512(R ‖ A ‖ M) mod ℓ` is computed then too, so a batch holds no message.
+//!
+//! For such signatures `verify_strict` accepts exactly when `Eᵢ = Rᵢ + kᵢAᵢ − sᵢB` is the
+//! identity (it compares `[s]B − [k]A` with `R`, and the encoding of a point is
+//! injective). A batch checks `Σ zᵢEᵢ = 0` for coefficients `zᵢ` drawn from the
+//! operating system's random source for each batch and chosen `≡ 1 (mod 8)`
+//! (`zᵢ = 8wᵢ + 1`, `wᵢ` of 120 bits). This is the batch equation of
+//! `ed25519_dalek::verify_batch`, which is cofactorless too, computed here with
+//! `curve25519-dalek` directly so that the points decompressed for the checks above are
+//! not decompressed again and the coefficients are secret and have the residue we need
+//! (`verify_batch` derives them deterministically from the batch's own contents).
+//!
+//! The multiscalar multiplication works with scalars reduced mod `ℓ`: the coefficient of
+//! `Aᵢ` is `cᵢ = zᵢkᵢ mod ℓ`, not the integer `zᵢkᵢ`. On the prime-order subgroup that
+//! is the same; on a torsion component of `Aᵢ` (order dividing 8, and `ℓ` is odd) it is
+//! not. Write `Eᵢ = Pᵢ + Tᵢ` (prime-order part, torsion part) and `T(X)` for the torsion
+//! component of a point `X`. What a batch checks is `Σ zᵢPᵢ = 0` and
+//! `Σ (zᵢ·T(Rᵢ) + cᵢ·T(Aᵢ)) = 0`.
+//!
+//! * The prime-order parts of members `verify_strict` refuses cancel with probability
+//!   about 2⁻¹²⁰ over the secret `wᵢ`: a batch with such a member fails.
+//! * A member `verify_strict` accepts has `Pᵢ = 0` and `T(Rᵢ) = −kᵢ·T(Aᵢ)`. When its
+//!   key is torsion-free (every key made by Ed25519 key generation is) its torsion term
+//!   is 0 too. When its key has a torsion component (a "mixed-order" key, which
+//!   `verify_strict` accepts), its torsion term is `(cᵢ − zᵢkᵢ)·T(Aᵢ)`, usually not 0:
+//!   the batch fails.
+//! * So a failed batch proves nothing about any one member. It is bisected (below) and
+//!   every member of a part of one is decided by `[s]B − [k]A = R` — `verify_strict`'s
+//!   own equation — whatever the bisection suggested: a strictly valid signature is
+//!   never refused by batching, only checked once more.
+//!
+//! **The one difference** is in the other direction: a member `verify_strict` refuses with
+//! `Pᵢ = 0 ≠ Tᵢ`, a signature valid under the cofactored equation only, whose `R` or
+//! `A` has a torsion component (a mixed-order point; small-order points are refused by
+//! the checks above). It passes a batch when the torsion terms of the batch sum to zero:
+//! never when it is the only such member and its key is torsion-free (its term is then
+//! `zᵢ·T(Rᵢ)` with `zᵢ ≡ 1 mod 8`, never 0); sometimes when two or more such members
+//! cancel (two with the same order-2 `T(Rᵢ)` do), or when its key has a torsion
+//! component (its term `cᵢ·T(Aᵢ)` is 0 with probability `1/ord T(Aᵢ)` over the secret
+//! coefficients). Then it is accepted where `verify_strict` refuses it.
+//!
+//! Making `Pᵢ = 0` means solving `[s]B = R' + [k]A'` for the prime-order parts `R'`,
+//! `A'`: an ordinary Ed25519 signature under `A'` with the nonce `R'`, which needs the
+//! private scalar of `A'` (or breaks Ed25519). Only the holder of the key can make such a
+//! signature, over a message of its choice, which it could equally have signed in the
+//! ordinary way; no one else's key or message is involved, so it is no forgery. Nor is it
+//! a replay-key collision: a replay key is the key's thumbprint and the signature base,
+//! never the signature bytes, so a second signature over the same base under the same
+//! key meets the same entry; and a key with a torsion component is a different key
+//! (other bytes, other thumbprint, another identity), which its holder could publish
+//! anyway.
+//!
+//! # Failure never amplifies cost
+//!
+//! A failed batch is split in halves; a half that passes settles its members; a half
+//! that fails is split again; when the left half passes, the right half is known to fail
+//! and is split without being checked; a lone member is checked singly. A batch of `n`
+//! with one bad member costs one or two equations per level below the first (at most
+//! `n + 2·(n/2 + … + 2)` members' worth of multiscalar work) plus two single checks:
+//! between about 1 and 1.5 `verify_strict` per member in all. With `b` bad members it
+//! takes about `b·log₂(n/b)` equations. All members bad is the worst case: `n − 1`
+//! equations over `log₂ n` levels and `n` single checks, about `1 + 0.46·log₂ n` times
+//! the cost of verifying the batch singly (3.3 × for `n = 32`).
+//!
+//! Any failed batch therefore suspends batching for the next [`BACKOFF_INITIAL`]
+//! submissions, doubling with each further failure up to [`BACKOFF_MAX`] and halving
+//! with each passing batch: a stream mixing bad signatures into honest traffic is
+//! verified singly, at once (cost `verify_strict`), but for one probing batch per backoff
+//! period, whose extra cost is spread over at least [`BACKOFF_INITIAL`] requests.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use curve25519_dalek::constants::ED25519_BASEPOINT_POINT;
+use curve25519_dalek::edwards::{CompressedEdwardsY, EdwardsPoint};
+use curve25519_dalek::scalar::Scalar;
+use curve25519_dalek::traits::{IsIdentity, VartimeMultiscalarMul};
+use ed25519_dalek::VerifyingKey;
+use sha2::{Digest, Sha512};
+use tokio::sync::oneshot;
+
+/// Submissions verified singly after a first failed batch.
+pub(crate) const BACKOFF_INITIAL: u64 = 1024;
+/// The longest backoff, in submissions.
+pub(crate) const BACKOFF_MAX: u64 = 65_536;
+/// The largest batch accepted by [`BatchOptions::max_batch`].
+const MAX_BATCH_CAP: usize = 256;
+
+/// Opt-in batch verification of concurrent requests' Ed25519 signatures
+/// ([`AAuthBuilder::batch_verification`](crate::AAuthBuilder::batch_verification)).
+///
+/// When verifications of several requests are in flight at once, the signatures of the
+/// requests arriving meanwhile are verified together: a batch of 32 costs about 0.46 of
+/// a single `verify_strict` per signature. A request arriving at an idle server is
+/// verified at once. Acceptance is that of `verify_strict` (see the crate's performance
+/// notes for the one documented corner: signatures only their key's holder can make).
+/// A failed batch finds its bad members by bisection, and failures suspend batching for
+/// a while.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct BatchOptions {
+    pub(crate) max_batch: usize,
+    pub(crate) max_wait: Duration,
+    pub(crate) join_when_idle: bool,
+}
+
+impl Default for BatchOptions {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl BatchOptions {
+    /// The default batch size bound.
+    pub const DEFAULT_MAX_BATCH: usize = 32;
+    /// The default wait bound, in microseconds.
+    pub const DEFAULT_MAX_WAIT_MICROS: u64 = 250;
+
+    /// Batches of at most [`Self::DEFAULT_MAX_BATCH`] signatures, run at the latest
+    /// [`Self::DEFAULT_MAX_WAIT_MICROS`] µs after their first member joined.
+    pub fn new() -> Self {
+        BatchOptions {
+            max_batch: Self::DEFAULT_MAX_BATCH,
+            max_wait: Duration::from_micros(Self::DEFAULT_MAX_WAIT_MICROS),
+            join_when_idle: false,
+        }
+    }
+
+    /// The most signatures in one batch (clamped to 2..=256).
+    pub fn max_batch(mut self, signatures: usize) -> Self {
+        self.max_batch = signatures.clamp(2, MAX_BATCH_CAP);
+        self
+    }
+
+    /// The longest a batch waits for more members after its first joined, in
+    /// microseconds (at most one second). A request waits at most this long plus the
+    /// verification of its batch.
+    pub fn max_wait_micros(mut self, micros: u64) -> Self {
+        self.max_wait = Duration::from_micros(micros.min(1_000_000));
+        self
+    }
+
+    /// Joins (or opens) a batch even when no other verification is in flight (default
+    /// `false`). An idle request then waits one scheduling round before it is verified;
+    /// for servers that want throughput only, and for tests that must see batches form
+    /// on a single thread.
+    pub fn join_when_idle(mut self, join: bool) -> Self {
+        self.join_when_idle = join;
+        self
+    }
+}
+
+/// A signature that passed every check `verify_strict` makes besides its equation,
+/// with its challenge computed.
+#[derive(Clone, Copy)]
+pub(crate) struct Prepared {
+    r: EdwardsPoint,
+    a: EdwardsPoint,
+    s: Scalar,
+    k: Scalar,
+}
+
+/// `verify_strict`'s checks other than its equation, in its order (see the module docs);
+/// `None`: `verify_strict` refuses the signature.
+pub(crate) fn prepare(key: &VerifyingKey, message: &[u8], signature: &[u8; 64]) -> Option<Prepared> {
+    let r_bytes: [u8; 32] = signature[..32].try_into().ok()?;
+    let s_bytes: [u8; 32] = signature[32..].try_into().ok()?;
+    let s: Scalar = Option::from(Scalar::from_canonical_bytes(s_bytes))?;
+    let r = CompressedEdwardsY(r_bytes).decompress()?;
+    if r.is_small_order() || key.is_weak() {
+        return None;
+    }
+    // `verify_strict` compares the canonical encoding of the point it recomputes with
+    // these bytes: a non-canonical `R` never matches. With `x ≠ 0` (small order excluded
+    // above) the only non-canonical encodings are those with `y ≥ p`.
+    if !is_canonical_y(&r_bytes) {
+        return None;
+    }
+    let mut hash = Sha512::new();
+    hash.update(r_bytes);
+    hash.update(key.as_bytes());
+    hash.update(message);
+    let k = Scalar::from_bytes_mod_order_wide(&hash.finalize().into());
+    Some(Prepared {
+        r,
+        a: key.to_edwards(),
+        s,
+        k,
+    })
+}
+
+/// Whether the 255-bit `y` of an Edwards point encoding is below `p = 2²⁵⁵ − 19`.
+fn is_canonical_y(bytes: &[u8; 32]) -> bool {
+    // y ≥ p exactly when y = 2²⁵⁵ − 19 + t, t ∈ 0..19: every byte but the first is 0xff
+    // (the last one with the sign bit masked) and the first is ≥ 0xed.
+    let top = bytes[31] & 0x7f;
+    !(top == 0x7f && bytes[1..31].iter().all(|&b| b == 0xff) && bytes[0] >= 0xed)
+}
+
+/// `verify_strict`'s equation for one prepared signature: `[s]B − [k]A = R`.
+pub(crate) fn verify_single(prepared: &Prepared) -> bool {
+    let recomputed = EdwardsPoint::vartime_double_scalar_mul_basepoint(&prepared.k, &(-prepared.a), &prepared.s);
+    recomputed == prepared.r
+}
+
+/// `Σ zᵢ(Rᵢ + kᵢAᵢ − sᵢB) = 0` over `members` with their coefficients.
+fn equation_holds(
+    members: &[Prepared],
+    zs: &[Scalar],
+    scalars: &mut Vec<Scalar>,
+    points: &mut Vec<EdwardsPoint>,
+) -> bool {
+    scalars.clear();
+    points.clear();
+    let mut b = Scalar::ZERO;
+    for (member, z) in members.iter().zip(zs) {
+        b += z * member.s;
+        scalars.push(*z);
+        points.push(member.r);
+        scalars.push(z * member.k);
+        points.push(member.a);
+    }
+    scalars.push(-b);
+    points.push(ED25519_BASEPOINT_POINT);
+    EdwardsPoint::vartime_multiscalar_mul(scalars.iter(), points.iter()).is_identity()
+}
+
+/// Fresh secret coefficients `zᵢ = 8wᵢ + 1`, `wᵢ < 2¹²⁰`.
+fn coefficients(n: usize) -> Vec<Scalar> {
+    let mut bytes = vec![0u8; n * 15];
+    // Without a random source the coefficients could be predicted: no batching then
+    // (every member is decided singly by the caller).
+    if getrandom::fill(&mut bytes).is_err() {
+        return Vec::new();
+    }
+    bytes
+        .chunks_exact(15)
+        .map(|chunk| {
+            let mut wide = [0u8; 16];
+            wide[..15].copy_from_slice(chunk);
+            Scalar::from(u128::from_le_bytes(wide) * 8 + 1)
+        })
+        .collect()
+}
+
+/// How the members of one batch were decided.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Decided {
+    /// Batch equations evaluated (the whole batch and parts of it).
+    pub(crate) equations: u64,
+    /// Members verified singly.
+    pub(crate) singles: u64,
+}
+
+/// Decides every member of a batch: `verdicts[i]` is `verify_strict`'s answer for
+/// `members[i]` (up to the corner in the module docs).
+pub(crate) fn decide(members: &[Prepared], verdicts: &mut [bool]) -> Decided {
+    let mut decided = Decided::default();
+    let zs = coefficients(members.len());
+    if zs.len() != members.len() || members.len() == 1 {
+        for (member, verdict) in members.iter().zip(verdicts.iter_mut()) {
+            *verdict = verify_single(member);
+            decided.singles += 1;
+        }
+        return decided;
+    }
+    let mut scalars = Vec::with_capacity(2 * members.len() + 1);
+    let mut points = Vec::with_capacity(2 * members.len() + 1);
+    let mut scratch = Scratch {
+        zs: &zs,
+        scalars: &mut scalars,
+        points: &mut points,
+        decided: &mut decided,
+    };
+    scratch.bisect(members, 0, verdicts, false);
+    decided
+}
+
+struct Scratch<'a> {
+    zs: &'a [Scalar],
+    scalars: &'a mut Vec<Scalar>,
+    points: &'a mut Vec<EdwardsPoint>,
+    decided: &'a mut Decided,
+}
+
+impl Scratch<'_> {
+    /// Decides `members` (at `offset` in the batch); `known_bad`: the part is known to
+    /// hold a bad member, so its equation is not evaluated. Returns whether all passed.
+    fn bisect(&mut self, members: &[Prepared], offset: usize, verdicts: &mut [bool], known_bad: bool) -> bool {
+        if let [member] = members {
+            // Checked even when its part is known to fail: a member whose key has a
+            // torsion component can fail a batch equation and still satisfy
+            // `verify_strict`'s (see the module docs), so only the single equation
+            // decides.
+            self.decided.singles += 1;
+            verdicts[0] = verify_single(member);
+            return verdicts[0];
+        }
+        if !known_bad {
+            self.decided.equations += 1;
+            let zs = &self.zs[offset..offset + members.len()];
+            if equation_holds(members, zs, self.scalars, self.points) {
+                verdicts.fill(true);
+                return true;
+            }
+        }
+        let half = members.len() / 2;
+        let (left, right) = members.split_at(half);
+        let (left_verdicts, right_verdicts) = verdicts.split_at_mut(half);
+        let left_good = self.bisect(left, offset, left_verdicts, false);
+        // The whole failed: with the left half good, the right half holds a bad member.
+        self.bisect(right, offset + half, right_verdicts, left_good);
+        false
+    }
+}
+
+/// Counters of one batch verifier (`AAuth::batch_stats`), for tests and the performance
+/// notes.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct BatchStats {
+    /// Signatures verified at once because no other verification was in flight.
+    pub idle: u64,
+    /// Signatures verified at once because batching was backing off.
+    pub backed_off: u64,
+    /// Signatures that joined a batch.
+    pub batched: u64,
+    /// Batches run.
+    pub batches: u64,
+    /// Batches that failed (held at least one bad member).
+    pub failed_batches: u64,
+    /// Batch equations evaluated, bisection included.
+    pub equations: u64,
+    /// Batch members checked singly (bisection leaves and batches of one).
+    pub singles: u64,
+    /// Times batching was suspended after a failure.
+    pub backoffs: u64,
+    /// The largest batch run.
+    pub largest: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    idle: AtomicU64,
+    backed_off: AtomicU64,
+    batched: AtomicU64,
+    batches: AtomicU64,
+    failed_batches: AtomicU64,
+    equations: AtomicU64,
+    singles: AtomicU64,
+    backoffs: AtomicU64,
+    largest: AtomicU64,
+}
+
+struct Member {
+    prepared: Prepared,
+    verdict: oneshot::Sender<bool>,
+}
+
+struct Forming {
+    /// Bumped each time a batch is taken to be run.
+    generation: u64,
+    opened: Instant,
+    members: Vec<Member>,
+}
+
+/// The verifier every signature of one [`AAuth`](crate::AAuth) goes through when
+/// batching is on.
+pub(crate) struct Batcher {
+    options: BatchOptions,
+    /// Verifications in flight: running at once, or in a batch whose request has not
+    /// yet taken its verdict. Counting the latter until their requests resume keeps a
+    /// worker that resumes the members of a batch just run from verifying its next
+    /// requests one by one as if the server were idle.
+    busy: AtomicUsize,
+    forming: Mutex<Forming>,
+    /// Submissions still to verify singly, and the current backoff length.
+    backoff_left: AtomicU64,
+    backoff_len: AtomicU64,
+    counters: Counters,
+}
+
+/// What a submission became.
+pub(crate) enum Submitted<'b> {
+    /// Verify it now, singly (idle, or backing off); hold the guard while doing so.
+    Now(Busy<'b>),
+    /// Refused by the checks before any batch (`verify_strict` refuses it too).
+    Refused,
+    /// In a batch: await [`Ticket::verdict`].
+    Queued(Ticket),
+}
+
+/// Marks a verification in flight while it lives.
+pub(crate) struct Busy<'a>(&'a Batcher);
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        self.0.busy.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A request's place in a batch; in flight until dropped.
+pub(crate) struct Ticket {
+    verdict: oneshot::Receiver<bool>,
+    /// Set for the batch's first member, which runs it.
+    lead: Option<Lead>,
+    batcher: std::sync::Arc<Batcher>,
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        self.batcher.busy.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+struct Lead {
+    batcher: std::sync::Arc<Batcher>,
+    generation: u64,
+    seen: usize,
+}
+
+impl Drop for Lead {
+    fn drop(&mut self) {
+        // A leader that goes away before running its batch runs it now: no member waits
+        // for a request that no longer exists.
+        self.batcher.take_and_run(self.generation, |_| true);
+    }
+}
+
+impl Ticket {
+    /// The verdict: whether the signature verified.
+    pub(crate) async fn verdict(mut self) -> bool {
+        std::future::poll_fn(|cx| self.poll_verdict(cx)).await
+    }
+
+    /// Polls for the verdict. The leader runs its batch when it is ready (see the module
+    /// docs); until then it wakes itself, which puts its task behind the other ready
+    /// ones, so that they may join first.
+    pub(crate) fn poll_verdict(&mut self, cx: &mut Context<'_>) -> Poll<bool> {
+        if let Some(Lead {
+            batcher,
+            generation,
+            seen,
+        }) = &mut self.lead
+        {
+            let options = batcher.options;
+            let ran = batcher.take_and_run(*generation, |forming| {
+                let size = forming.members.len();
+                let ready = size >= options.max_batch || forming.opened.elapsed() >= options.max_wait || size == *seen;
+                *seen = size;
+                ready
+            });
+            if !ran {
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            // Run (here or by the member that filled it): nothing left to lead.
+            self.lead = None;
+        }
+        // A dropped sender (the batch could not be run) is a refusal, never a pass.
+        Pin::new(&mut self.verdict)
+            .poll(cx)
+            .map(|verdict| verdict.unwrap_or(false))
+    }
+}
+
+impl Batcher {
+    pub(crate) fn new(options: BatchOptions) -> Self {
+        Batcher {
+            options,
+            busy: AtomicUsize::new(0),
+            forming: Mutex::new(Forming {
+                generation: 0,
+                opened: Instant::now(),
+                members: Vec::with_capacity(options.max_batch),
+            }),
+            backoff_left: AtomicU64::new(0),
+            backoff_len: AtomicU64::new(0),
+            counters: Counters::default(),
+        }
+    }
+
+    /// Submits a signature (`signature` of 64 bytes).
+    pub(crate) fn submit<'b>(
+        self: &'b std::sync::Arc<Self>,
+        key: &VerifyingKey,
+        message: &[u8],
+        signature: &[u8; 64],
+    ) -> Submitted<'b> {
+        let busy = self.busy.fetch_add(1, Ordering::AcqRel);
+        if busy == 0 && !self.options.join_when_idle {
+            self.counters.idle.fetch_add(1, Ordering::Relaxed);
+            return Submitted::Now(Busy(self));
+        }
+        if self.backing_off() {
+            self.counters.backed_off.fetch_add(1, Ordering::Relaxed);
+            return Submitted::Now(Busy(self));
+        }
+        let Some(prepared) = prepare(key, message, signature) else {
+            self.busy.fetch_sub(1, Ordering::AcqRel);
+            return Submitted::Refused;
+        };
+        self.counters.batched.fetch_add(1, Ordering::Relaxed);
+        let (sender, receiver) = oneshot::channel();
+        let member = Member {
+            prepared,
+            verdict: sender,
+        };
+        let mut forming = self.lock();
+        let leader = forming.members.is_empty();
+        if leader {
+            forming.opened = Instant::now();
+        }
+        forming.members.push(member);
+        let generation = forming.generation;
+        let full = forming.members.len() >= self.options.max_batch;
+        drop(forming);
+        let lead = leader.then(|| Lead {
+            batcher: self.clone(),
+            generation,
+            seen: 0,
+        });
+        if full {
+            // The member that fills a batch runs it.
+            self.take_and_run(generation, |_| true);
+        }
+        Submitted::Queued(Ticket {
+            verdict: receiver,
+            lead,
+            batcher: self.clone(),
+        })
+    }
+
+    /// Whether to verify singly for now (consumes one submission of the backoff).
+    fn backing_off(&self) -> bool {
+        self.backoff_left
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |left| left.checked_sub(1))
+            .is_ok()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Forming> {
+        // A panic while holding the lock leaves nothing half-done but a `Vec` push.
+        self.forming.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Runs the batch of `generation` if it is still forming and `ready` says so.
+    /// Returns whether that batch is no longer forming (run now or before).
+    fn take_and_run(&self, generation: u64, ready: impl FnOnce(&Forming) -> bool) -> bool {
+        let members = {
+            let mut forming = self.lock();
+            if forming.generation != generation {
+                return true;
+            }
+            if !ready(&forming) {
+                return false;
+            }
+            forming.generation = forming.generation.wrapping_add(1);
+            let fresh = Vec::with_capacity(self.options.max_batch);
+            std::mem::replace(&mut forming.members, fresh)
+        };
+        self.run(members);
+        true
+    }
+
+    fn run(&self, members: Vec<Member>) {
+        let size = members.len();
+        if size == 0 {
+            return;
+        }
+        let prepared: Vec<Prepared> = members.iter().map(|m| m.prepared).collect();
+        let mut verdicts = vec![false; size];
+        let decided = decide(&prepared, &mut verdicts);
+        let counters = &self.counters;
+        counters.batches.fetch_add(1, Ordering::Relaxed);
+        counters.equations.fetch_add(decided.equations, Ordering::Relaxed);
+        counters.singles.fetch_add(decided.singles, Ordering::Relaxed);
+        counters.largest.fetch_max(size as u64, Ordering::Relaxed);
+        if verdicts.iter().all(|v| *v) {
+            let len = self.backoff_len.load(Ordering::Acquire);
+            self.backoff_len.store(len / 2, Ordering::Release);
+        } else {
+            counters.failed_batches.fetch_add(1, Ordering::Relaxed);
+            counters.backoffs.fetch_add(1, Ordering::Relaxed);
+            let len = self.backoff_len.load(Ordering::Acquire);
+            let next = len.saturating_mul(2).clamp(BACKOFF_INITIAL, BACKOFF_MAX);
+            self.backoff_len.store(next, Ordering::Release);
+            self.backoff_left.store(next, Ordering::Release);
+        }
+        for (member, verdict) in members.into_iter().zip(verdicts) {
+            // The request may have gone away: nothing waits for its verdict then.
+            let _ = member.verdict.send(verdict);
+        }
+    }
+
+    /// The counters so far.
+    pub(crate) fn stats(&self) -> BatchStats {
+        let c = &self.counters;
+        BatchStats {
+            idle: c.idle.load(Ordering::Relaxed),
+            backed_off: c.backed_off.load(Ordering::Relaxed),
+            batched: c.batched.load(Ordering::Relaxed),
+            batches: c.batches.load(Ordering::Relaxed),
+            failed_batches: c.failed_batches.load(Ordering::Relaxed),
+            equations: c.equations.load(Ordering::Relaxed),
+            singles: c.singles.load(Ordering::Relaxed),
+            backoffs: c.backoffs.load(Ordering::Relaxed),
+            largest: c.largest.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Decides `signatures` (key, message, signature) as one batch, through the checks and
+/// the batch equation with bisection: the engine's answer, for the conformance tests.
+pub fn decide_batch(signatures: &[(VerifyingKey, &[u8], &[u8])]) -> Vec<bool> {
+    let mut verdicts = vec![false; signatures.len()];
+    let mut members = Vec::new();
+    let mut places = Vec::new();
+    for (i, (key, message, signature)) in signatures.iter().enumerate() {
+        let Ok(signature) = <&[u8; 64]>::try_from(*signature) else {
+            continue;
+        };
+        if let Some(prepared) = prepare(key, message, signature) {
+            members.push(prepared);
+            places.push(i);
+        }
+    }
+    let mut decided = vec![false; members.len()];
+    decide(&members, &mut decided);
+    for (place, verdict) in places.into_iter().zip(decided) {
+        verdicts[place] = verdict;
+    }
+    verdicts
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ed25519_dalek::{Signer, SigningKey};
+
+    fn signed(count: usize) -> Vec<(VerifyingKey, Vec<u8>, [u8; 64])> {
+        (0..count)
+            .map(|i| {
+                let key = SigningKey::from_bytes(&[i as u8 + 1; 32]);
+                let message = format!("message {i}").into_bytes();
+                let signature = key.sign(&message).to_bytes();
+                (key.verifying_key(), message, signature)
+            })
+            .collect()
+    }
+
+    fn prepared(members: &[(VerifyingKey, Vec<u8>, [u8; 64])]) -> Vec<Prepared> {
+        members
+            .iter()
+            .map(|(key, message, signature)| prepare(key, message, signature).expect("well formed"))
+            .collect()
+    }
+
+    #[test]
+    fn y_at_or_above_p_is_not_canonical() {
+        let mut p = [0xff; 32];
+        p[0] = 0xed;
+        p[31] = 0x7f;
+        assert!(!is_canonical_y(&p), "p itself");
+        let mut below = p;
+        below[0] = 0xec;
+        assert!(is_canonical_y(&below), "p − 1");
+        let mut above = p;
+        above[0] = 0xff;
+        assert!(!is_canonical_y(&above), "2²⁵⁵ − 1");
+        let mut signed = below;
+        signed[31] |= 0x80;
+        assert!(is_canonical_y(&signed), "the sign bit is not part of y");
+    }
+
+    #[test]
+    fn an_honest_batch_takes_one_equation_and_no_single_check() {
+        let members = prepared(&signed(32));
+        let mut verdicts = vec![false; 32];
+        let decided = decide(&members, &mut verdicts);
+        assert!(verdicts.iter().all(|v| *v));
+        assert_eq!(
+            decided,
+            Decided {
+                equations: 1,
+                singles: 0
+            }
+        );
+    }
+
+    #[test]
+    fn one_bad_member_of_64_is_found_with_at_most_two_equations_per_level() {
+        for bad in [0, 13, 31, 32, 63] {
+            let mut members = signed(64);
+            members[bad].2[40] ^= 1;
+            let members = prepared(&members);
+            let mut verdicts = vec![false; 64];
+            let decided = decide(&members, &mut verdicts);
+            for (i, verdict) in verdicts.iter().enumerate() {
+                assert_eq!(*verdict, i != bad, "member {i} with {bad} bad");
+            }
+            // 64, then the left half of each failed part down to 2, and its right half
+            // only when the left one failed too (else the right is known bad): 6 to 11
+            // equations; the last pair singly.
+            assert!((6..=11).contains(&decided.equations), "{decided:?} for {bad}");
+            assert_eq!(decided.singles, 2, "{decided:?} for {bad}");
+        }
+    }
+
+    #[test]
+    fn every_bad_member_is_found_whatever_their_number() {
+        for bad_count in [2, 5, 16, 64] {
+            let mut members = signed(64);
+            let bad: Vec<usize> = (0..bad_count).map(|i| (i * 37) % 64).collect();
+            for &i in &bad {
+                members[i].2[40] ^= 1;
+            }
+            let members = prepared(&members);
+            let mut verdicts = vec![false; 64];
+            let decided = decide(&members, &mut verdicts);
+            for (i, verdict) in verdicts.iter().enumerate() {
+                assert_eq!(*verdict, !bad.contains(&i), "member {i}, {bad_count} bad");
+            }
+            assert!(decided.singles <= 64, "{decided:?}");
+        }
+    }
+
+    #[test]
+    fn a_batch_of_one_is_checked_singly_and_of_two_by_the_batch_equation() {
+        let members = prepared(&signed(2));
+        let mut verdicts = vec![false; 1];
+        assert_eq!(
+            decide(&members[..1], &mut verdicts),
+            Decided {
+                equations: 0,
+                singles: 1
+            }
+        );
+        assert_eq!(verdicts, [true]);
+        let mut verdicts = vec![false; 2];
+        assert_eq!(
+            decide(&members, &mut verdicts),
+            Decided {
+                equations: 1,
+                singles: 0
+            }
+        );
+        assert_eq!(verdicts, [true, true]);
+    }
+}
