@@ -124,7 +124,8 @@ impl AAuthBuilder {
     /// `Signature-Agent`'s key directory and handed on as a
     /// [`VerifiedBot`](crate::bot::VerifiedBot), never as an AAuth agent. Directories are
     /// fetched with the [`fetcher`](Self::fetcher) (default: the guarded fetcher) under the
-    /// [`discovery`](Self::discovery) limits. See [`crate::bot`].
+    /// [`discovery`](Self::discovery) limits, which may then be set together with a
+    /// [`key_resolver`](Self::key_resolver). See [`crate::bot`].
     pub fn web_bot_auth(mut self, options: crate::bot::WebBotAuthOptions) -> Self {
         self.web_bot_auth = Some(options);
         self
@@ -467,7 +468,8 @@ impl AAuthBuilder {
             }
         };
         let resolver: Arc<dyn KeyResolver> = match self.resolver {
-            Some(_) if self.discovery.is_some() || self.fetcher.is_some() => {
+            // With Web Bot Auth on, both also configure the directory fetches.
+            Some(_) if (self.discovery.is_some() || self.fetcher.is_some()) && bots.is_none() => {
                 return Err(ConfigError::new(
                     "discovery() and fetcher() configure the built-in resolver; they cannot be combined with key_resolver()",
                 ));
