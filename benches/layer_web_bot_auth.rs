@@ -2,7 +2,8 @@
 //! fresh nonce, directory cached), through `AAuthLayer` to an empty axum handler, against
 //! the Ed25519 limit measured in the same run. Goal: ≤ 1.10 ×. Each request is signed
 //! with its own nonce before its batch is timed, so the nonce's replay-store entry is part
-//! of what is measured.
+//! of what is measured. A second, informational line signs without a nonce (nothing is
+//! remembered for a `GET`, as in `layer_hwk`).
 
 mod common;
 
@@ -12,7 +13,7 @@ use axum::body::Body;
 use common::{Goal, Limit, NOW, Resource, URL, benching, interleave, report};
 use http::{Request, StatusCode};
 use tower_aauth::bot::WebBotAuthOptions;
-use tower_aauth::testing::{BotDirectory, ManualClock};
+use tower_aauth::testing::{BotDirectory, BotSignOptions, ManualClock};
 
 fn main() {
     let limit = Limit::new();
@@ -34,6 +35,15 @@ fn main() {
     let signed = |_: u64| {
         let mut request = Request::get(URL).body(Body::empty()).expect("request");
         signer.sign(&mut request, NOW);
+        request
+    };
+    // The same without a nonce: a `GET` is not replay-checked, so nothing is remembered
+    // (what the `hwk` bench measures); informational, to show the nonce's share.
+    let mut without_nonce = BotSignOptions::default();
+    without_nonce.nonce = Some(None);
+    let signed_without_nonce = |_: u64| {
+        let mut request = Request::get(URL).body(Body::empty()).expect("request");
+        signer.sign_with(&mut request, NOW, &without_nonce);
         request
     };
     // Warm: the first request fetches the directory, the rest find it cached.
@@ -64,6 +74,12 @@ fn main() {
             "limit",
             interleave(|n| limit.run(n), |n| resource.run_with(n, signed)),
             Goal::AtMost(1.10),
+        );
+        report(
+            "layer_web_bot_auth_without_nonce",
+            "limit",
+            interleave(|n| limit.run(n), |n| resource.run_with(n, signed_without_nonce)),
+            Goal::None,
         );
     }
 }
