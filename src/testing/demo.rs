@@ -266,7 +266,9 @@ async fn bot_step(resource: &str) -> (bool, String) {
     };
     let ok = status == http::StatusCode::OK
         && body["bot"]["origin"] == directory.origin()
-        && body["bot"]["thumbprint"] == signer.thumbprint().as_str()
+        && body["bot"]["thumbprint"]
+            .as_str()
+            .is_some_and(|named| crate::jose::thumbprints_match(named, &signer.thumbprint()))
         && body.get("agent").is_none();
     let text = format!(
         "[bot] GET /crawl  Signature-Agent: agent1=\"{}\"  tag=\"web-bot-auth\"\n[resource] {} {}\n",
