@@ -11,6 +11,11 @@
 //!   guard of this crate refuses the request, its replay entry is released before the
 //!   refusal is sent: only admitted requests hold replay capacity. See [`crate::policy`]
 //!   and [`crate::replay`].
+//! * With Web Bot Auth enabled, a request signed with `tag="web-bot-auth"` and no
+//!   `Signature-Key` takes the bot path ([`crate::bot`]): verified against its key
+//!   directory, a [`VerifiedBot`](crate::bot::VerifiedBot) is inserted instead of a
+//!   [`VerifiedRequest`](crate::VerifiedRequest), then the same default requirement, replay
+//!   store (`429` on reuse) and inner service follow.
 //! * A signed `GET` of a served pending URL (deferred delivery, see [`crate::guard`]) is
 //!   answered here, after the same verification: the layer reads the pending record
 //!   (in process or in the shared store), and when the poll may run it, re-dispatches the
