@@ -70,6 +70,8 @@ pub(crate) struct Shared {
     pub(crate) sessions: crate::session::store::Sessions,
     /// The batch verifier, when batching is on ([`crate::batch`]).
     pub(crate) batch: Option<Arc<crate::batch::Batcher>>,
+    /// Web Bot Auth verification, when enabled ([`crate::bot`]).
+    pub(crate) bots: Option<Arc<crate::bot::Bots>>,
 }
 
 impl std::fmt::Debug for Shared {
