@@ -73,6 +73,7 @@ pub struct AAuthBuilder {
     endpoints: crate::endpoint::config::Endpoints,
     pub(crate) authz: AuthzOptions,
     sessions: crate::session::SessionOptions,
+    web_bot_auth: Option<crate::bot::WebBotAuthOptions>,
 }
 
 impl std::fmt::Debug for AAuthBuilder {
@@ -114,7 +115,20 @@ impl AAuthBuilder {
             endpoints: Default::default(),
             authz: Default::default(),
             sessions: crate::session::SessionOptions::new(),
+            web_bot_auth: None,
         }
+    }
+
+    /// Verifies Web Bot Auth signatures too (off by default): requests signed with
+    /// `tag="web-bot-auth"` and no `Signature-Key` are verified against their
+    /// `Signature-Agent`'s key directory and handed on as a
+    /// [`VerifiedBot`](crate::bot::VerifiedBot), never as an AAuth agent. Directories are
+    /// fetched with the [`fetcher`](Self::fetcher) (default: the guarded fetcher) under the
+    /// [`discovery`](Self::discovery) limits, which may then be set together with a
+    /// [`key_resolver`](Self::key_resolver). See [`crate::bot`].
+    pub fn web_bot_auth(mut self, options: crate::bot::WebBotAuthOptions) -> Self {
+        self.web_bot_auth = Some(options);
+        self
     }
 
     /// Also serve requests addressed to `authority` (`host[:port]`), for example a second
@@ -433,8 +447,29 @@ impl AAuthBuilder {
             tokens.alg = AlgPolicy::Legacy;
             tokens.legacy = true;
         }
+        let bots = match self.web_bot_auth {
+            None => None,
+            Some(options) => {
+                let fetch = match &self.fetcher {
+                    Some(fetch) => fetch.clone(),
+                    None => default_fetch(&identifiers)?,
+                };
+                let cache = crate::bot::DirectoryCache::new(
+                    fetch,
+                    self.clock.clone(),
+                    self.discovery.clone().unwrap_or_default(),
+                    self.max_skew,
+                );
+                Some(Arc::new(crate::bot::Bots {
+                    options,
+                    cache,
+                    identifiers: identifiers.clone(),
+                }))
+            }
+        };
         let resolver: Arc<dyn KeyResolver> = match self.resolver {
-            Some(_) if self.discovery.is_some() || self.fetcher.is_some() => {
+            // With Web Bot Auth on, both also configure the directory fetches.
+            Some(_) if (self.discovery.is_some() || self.fetcher.is_some()) && bots.is_none() => {
                 return Err(ConfigError::new(
                     "discovery() and fetcher() configure the built-in resolver; they cannot be combined with key_resolver()",
                 ));
@@ -503,6 +538,7 @@ impl AAuthBuilder {
                 budgets,
                 endpoints: self.endpoints,
                 sessions,
+                bots,
             }),
         })
     }

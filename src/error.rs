@@ -161,6 +161,13 @@ pub(crate) enum Kind {
     /// A signed body larger than the configured cap: `413`.
     #[error("request body too large")]
     PayloadTooLarge,
+    /// A Web Bot Auth signature (or nonce) seen before: `429`, no `Signature-Error`, the
+    /// answer the Web Bot Auth protocol draft gives to reuse.
+    #[error("signature reused: {detail}")]
+    Reused {
+        /// A fixed, non-secret explanation.
+        detail: &'static str,
+    },
     /// A policy denial after successful verification: `403`, never with `Signature-Error`.
     #[error("forbidden: {detail}")]
     Forbidden {
@@ -232,6 +239,7 @@ impl Error {
             Kind::Revoked { .. } => names::code::REVOKED_JWT,
             Kind::Unavailable { .. } => "temporarily_unavailable",
             Kind::PayloadTooLarge => "payload_too_large",
+            Kind::Reused { .. } => names::problem::SIGNATURE_REUSED,
             Kind::Forbidden { code, .. } => code,
             Kind::Misconfigured { .. } => "server_error",
         }
@@ -253,6 +261,7 @@ impl Error {
             | Kind::Revoked { detail, .. }
             | Kind::Unavailable { detail, .. }
             | Kind::Forbidden { detail, .. }
+            | Kind::Reused { detail }
             | Kind::Misconfigured { detail } => detail,
             Kind::PayloadTooLarge => "the signed request body exceeds the configured limit",
         }
@@ -272,6 +281,7 @@ impl Error {
             Kind::Signature { .. } | Kind::Revoked { .. } => StatusCode::UNAUTHORIZED,
             Kind::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Kind::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Kind::Reused { .. } => StatusCode::TOO_MANY_REQUESTS,
             Kind::Forbidden { .. } => StatusCode::FORBIDDEN,
             Kind::Misconfigured { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         }

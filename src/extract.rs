@@ -182,3 +182,39 @@ impl AuthGrant {
         self.authorization_details()?.of_type(detail_type)
     }
 }
+
+/// A verified Web Bot Auth bot ([`crate::bot`]). A request without one is refused as
+/// [`require_bot`](crate::guard::require_bot) refuses it (`403 bot_required`); an AAuth
+/// agent is not a bot. As `Option<VerifiedBot>` it yields `None` instead.
+impl<S: Send + Sync> FromRequestParts<S> for crate::bot::VerifiedBot {
+    type Rejection = ExtractRejection;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        match bot(parts)? {
+            Some(bot) => Ok(bot),
+            None => {
+                let hook = parts
+                    .extensions
+                    .get::<Inspected>()
+                    .and_then(|Inspected(shared)| shared.hook());
+                Err(ExtractRejection(Box::new(crate::guard::bot::bot_required(hook))))
+            }
+        }
+    }
+}
+
+impl<S: Send + Sync> OptionalFromRequestParts<S> for crate::bot::VerifiedBot {
+    type Rejection = ExtractRejection;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Option<Self>, Self::Rejection> {
+        bot(parts)
+    }
+}
+
+/// The verified bot, `Ok(None)` for any other request that went through the layer.
+fn bot(parts: &Parts) -> Result<Option<crate::bot::VerifiedBot>, ExtractRejection> {
+    if parts.extensions.get::<Inspected>().is_none() {
+        return Err(missing_layer());
+    }
+    Ok(parts.extensions.get::<crate::bot::VerifiedBot>().cloned())
+}

@@ -16,6 +16,10 @@
 //! | auth token, scopes ⊇ S | 401 `agent-token` | serve | serve |
 //! | auth token, scopes ⊉ S | 401 `agent-token` | serve | 401 `auth-token` step-up (or 403 `insufficient_scope`) |
 //! | [`Decision::Refuse`] by a rule | 403, no `Signature-Error` | same | same |
+//! | a verified Web Bot Auth bot ([`crate::bot`]) | as unsigned | as unsigned | as unsigned |
+//!
+//! A bot is admitted only by [`require_bot`] / [`require_bot_from`], which refuse
+//! everything else with `403 bot_required` and `Accept-Signature`.
 //!
 //! "Four-party" means an access server is configured
 //! ([`AAuthBuilder::auth_server`](crate::AAuthBuilder::auth_server)): resource tokens then
@@ -158,6 +162,7 @@
 //!
 //! [draft-11]: https://datatracker.ietf.org/doc/html/draft-hardt-oauth-aauth-protocol-11
 
+pub(crate) mod bot;
 pub(crate) mod judge;
 pub(crate) mod middleware;
 pub(crate) mod requirement;
@@ -165,6 +170,7 @@ pub(crate) mod requirement;
 pub use crate::deferred::{DeferredLayer, DeferredPolicy};
 pub use crate::rar::require::{DetailPolicy, RequireDetailLayer};
 pub use crate::replay::single_use::{SingleUseLayer, SingleUsePolicy};
+pub use bot::{BotPolicy, require_bot, require_bot_from};
 pub use judge::RequirementPolicy;
 pub use middleware::{Guard, GuardFuture, GuardLayer};
 pub use requirement::{Decision, Requirement, Rule, RuleContext};

@@ -43,6 +43,7 @@ use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
 
+use crate::bot::VerifiedBot;
 use crate::challenge::{error_response, polled_after_completion};
 use crate::deferred::{Begun, Resumed, Ticket};
 use crate::error::Error;
@@ -164,6 +165,12 @@ where
         let path = original_path(&request);
         let mut audit = audit::enabled().then(|| Box::new(AuditContext::new(request.method(), path)));
         let started = Instant::now();
+        if let Some(bots) = &shared.bots
+            && let Some(selected) = crate::bot::select(request.headers(), shared.header_cap, shared.max_components)
+        {
+            let state = verify_bot(shared, bots, inner, request, selected, started, audit.as_deref_mut());
+            return ResponseFuture { state, audit };
+        }
         let step = verifier.verify_head(request.method(), request.uri(), request.headers(), path);
         let state = match step {
             Step::Unsigned => gate(shared, inner, request, None, audit.as_deref()),
@@ -245,9 +252,10 @@ where
     let Some(key) = replay else {
         return call_inner(shared, inner, request, None, audit);
     };
-    match shared.replay_store.try_insert(&key, shared.replay_ttl) {
+    let bot = request.extensions().get::<VerifiedBot>().is_some();
+    match shared.replay_store.try_insert(&key, replay_ttl(shared, bot)) {
         Some(Ok(Insertion::First)) => call_remembered(shared, inner, request, key, audit),
-        Some(Ok(Insertion::Repeat)) => reject(shared, crate::replay::store::REPLAYED, audit),
+        Some(Ok(Insertion::Repeat)) => reject(shared, replayed(bot), audit),
         Some(Err(error)) => reject(shared, error, audit),
         None => State::Verifying {
             future: Box::pin(remember_later(shared.clone(), key, request)),
@@ -320,7 +328,13 @@ where
             shared: shared.clone(),
         };
     }
-    let verified = Some(request.extensions().get::<VerifiedRequest>().is_some());
+    let verified = Some(if request.extensions().get::<VerifiedRequest>().is_some() {
+        Caller::Agent
+    } else if request.extensions().get::<VerifiedBot>().is_some() {
+        Caller::Bot
+    } else {
+        Caller::Unsigned
+    });
     State::Inner {
         future: inner.call(request),
         release,
@@ -349,9 +363,105 @@ fn admit_now(shared: &Shared, verified: &mut VerifiedRequest) -> Result<Option<R
 
 /// The replay store's slow path (a networked store).
 async fn remember_later<B>(shared: Arc<Shared>, key: ReplayKey, request: Request<B>) -> Result<Next<B>, Refusal> {
-    match shared.replay_store.insert(key, shared.replay_ttl).await? {
+    let bot = request.extensions().get::<VerifiedBot>().is_some();
+    match shared.replay_store.insert(key, replay_ttl(&shared, bot)).await? {
         Insertion::First => Ok(Next::Call(request, key)),
-        Insertion::Repeat => Err(crate::replay::store::REPLAYED.into()),
+        Insertion::Repeat => Err(replayed(bot).into()),
+    }
+}
+
+/// How long a replay entry is kept: as long as the signature could be accepted again. A
+/// Web Bot Auth signature lives up to its configured lifetime, beyond the AAuth window.
+fn replay_ttl(shared: &Shared, bot: bool) -> std::time::Duration {
+    match &shared.bots {
+        Some(bots) if bot => {
+            let lifetime = bots.options.max_lifetime.as_secs();
+            let bot_ttl = std::time::Duration::from_secs(lifetime.saturating_add(shared.max_skew).saturating_add(1));
+            shared.replay_ttl.max(bot_ttl)
+        }
+        _ => shared.replay_ttl,
+    }
+}
+
+/// The refusal of a second use: `401 invalid_signature` for AAuth, `429` for a bot (the
+/// Web Bot Auth protocol's answer to reuse).
+fn replayed(bot: bool) -> Error {
+    if bot {
+        crate::bot::REUSED
+    } else {
+        crate::replay::store::REPLAYED
+    }
+}
+
+/// The Web Bot Auth path of [`AAuthService::call`]: the head, then, as for AAuth, the
+/// default requirement, the replay store and the inner service; a directory fetch takes
+/// the boxed slow path.
+fn verify_bot<S, B, ResBody>(
+    shared: &Arc<Shared>,
+    bots: &Arc<crate::bot::Bots>,
+    inner: S,
+    mut request: Request<B>,
+    selected: crate::bot::Selected,
+    started: Instant,
+    audit: Option<&mut AuditContext>,
+) -> State<S, B>
+where
+    S: Service<Request<B>, Response = Response<ResBody>>,
+    B: Send + 'static,
+    ResBody: From<Bytes>,
+{
+    let verifier = Verifier { shared };
+    let path = original_path(&request);
+    let head = verifier
+        .authority(request.uri(), request.headers())
+        .and_then(|authority| {
+            let target = crate::httpsig::RequestTarget {
+                method: request.method().as_str(),
+                scheme: &shared.scheme,
+                authority,
+                path,
+                query: request.uri().query(),
+            };
+            let limits = crate::bot::Limits {
+                now: shared.clock.now(),
+                max_skew: shared.max_skew,
+                header_cap: shared.header_cap,
+                alphabet: shared.alphabet,
+                protect: shared.replay_protection.covers(request.method()),
+            };
+            bots.head(selected, &target, request.headers(), &limits)
+        });
+    match head {
+        Ok(crate::bot::BotStep::Done(bot, replay)) => {
+            crate::metrics::verification(started, true);
+            crate::metrics::bot_verification(true);
+            let audit = audit.map(|audit| {
+                audit.bot = Some(bot.clone());
+                &*audit
+            });
+            request.extensions_mut().insert(bot);
+            gate(shared, inner, request, replay, audit)
+        }
+        Ok(crate::bot::BotStep::Fetch(pending)) => {
+            let bots = bots.clone();
+            State::Verifying {
+                future: Box::pin(async move {
+                    let outcome = pending.finish(&bots).await;
+                    crate::metrics::verification(started, outcome.is_ok());
+                    crate::metrics::bot_verification(outcome.is_ok());
+                    let (bot, replay) = outcome?;
+                    request.extensions_mut().insert(bot);
+                    Ok(Next::Gate(request, replay))
+                }),
+                service: Some(inner),
+                shared: shared.clone(),
+            }
+        }
+        Err(error) => {
+            crate::metrics::verification(started, false);
+            crate::metrics::bot_verification(false);
+            reject(shared, error, audit.map(|a| &*a))
+        }
     }
 }
 
@@ -461,9 +571,9 @@ pin_project! {
             #[pin]
             future: S::Future,
             release: Option<Release>,
-            // Whether a signature was verified, for the request counter; `None` for a
-            // re-dispatched held request, whose poll is the request counted.
-            verified: Option<bool>,
+            // Who was verified, for the request counter; `None` for a re-dispatched held
+            // request, whose poll is the request counted.
+            verified: Option<Caller>,
             // A re-dispatched held request's record, to write back.
             ticket: Option<Ticket>,
         },
@@ -554,6 +664,7 @@ where
                                 Next::Gate(request, replay) => {
                                     if let Some(audit) = this.audit.as_mut() {
                                         audit.verified = request.extensions().get::<VerifiedRequest>().cloned();
+                                        audit.bot = request.extensions().get::<VerifiedBot>().cloned();
                                     }
                                     gate(&shared, service, request, replay, this.audit.as_deref())
                                 }
@@ -597,7 +708,7 @@ where
                                 future: service.call(request),
                                 release: None,
                                 ticket: Some(ticket),
-                                verified: Some(true),
+                                verified: Some(Caller::Agent),
                             });
                         }
                     }
@@ -616,12 +727,24 @@ where
     }
 }
 
+/// Who the layer let through, for the request counter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Caller {
+    Unsigned,
+    Agent,
+    Bot,
+}
+
 /// Counts a request the inner service answered (or failed: the layer let it through).
-fn count_inner<B, E>(result: &Result<Response<B>, E>, verified: bool) {
+fn count_inner<B, E>(result: &Result<Response<B>, E>, caller: Caller) {
     let (decision, code) = match result {
-        Ok(response) => audit::classify(response, verified),
-        Err(_) if verified => (crate::error::AuditDecision::Allow, "verified"),
+        Ok(response) => audit::classify(response, caller == Caller::Agent),
         Err(_) => (crate::error::AuditDecision::Allow, "unsigned"),
+    };
+    let code = match (caller, decision, code) {
+        (Caller::Agent, crate::error::AuditDecision::Allow, "unsigned") => "verified",
+        (Caller::Bot, crate::error::AuditDecision::Allow, "unsigned") => "bot",
+        _ => code,
     };
     crate::metrics::request(decision, code);
 }

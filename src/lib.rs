@@ -7,7 +7,7 @@
 // `layering` test checks it):
 //
 //   vocabulary  names · clock · future · profile · error · metrics
-//   engine      httpsig · jose · legacy · sigkey · discovery · policy::identity · token ·
+//   engine      httpsig · jose · legacy · sigkey · discovery · bot · policy::identity · token ·
 //               keyring · resource_token · verified · replay · policy · token_cache · authz
 //   state       state (the one struct the services share, built only by the builder)
 //   services    verifier · challenge · guard · endpoint · layer · deferred · session · rar · extract ·
@@ -44,6 +44,7 @@ mod verified;
 mod verifier;
 mod well_known;
 
+pub mod bot;
 pub mod budget;
 pub mod discovery;
 pub mod guard;
@@ -97,6 +98,8 @@ pub mod wire {
 /// **Not part of the stable API**: anything here may change or go in any release.
 #[doc(hidden)]
 pub mod engine {
+    pub use crate::bot::agent::{AgentDirectory, MAX_AGENT_URL, signature_agent_directory};
+    pub use crate::bot::verify::is_thumbprint;
     pub use crate::discovery::admission::{admit_url, is_dns_name, is_public_address};
     pub use crate::discovery::keyset::{KeyLookup, KeySet, legacy_metadata_jwks_uri, metadata_jwks_uri};
     pub use crate::httpsig::digest::{content_digest_sha256, verify_content_digest};

@@ -33,13 +33,14 @@ use crate::error::AuditDecision;
 /// | `tower_aauth_discovery_stale_served_total` | counter | — | keys served past their freshness because the issuer could not be reached |
 /// | `tower_aauth_store_seconds` | histogram | `store`, `op`, `outcome` | shared-state operations that waited (a networked store's round trip); decisions a store makes without I/O are not timed |
 /// | `tower_aauth_store_errors_total` | counter | `store`, `op` | shared-state operations that answered an error (full, unreachable, timed out) |
+/// | `tower_aauth_bot_verifications_total` | counter | `outcome` | Web Bot Auth signatures verified or refused ([`crate::bot`]), directory fetches included |
 ///
 /// # Labels and their values
 ///
 /// | label | values |
 /// |---|---|
 /// | `decision` | `allow`, `challenge`, `deny`, `reject` (the audit event's decision, [`crate::policy::AuditField::Decision`]) |
-/// | `code` | with `allow`: `verified`, `unsigned`. With `challenge`: the requirement asked for, `agent-token`, `person-token`, `auth-token`, or `other`. With `reject`: a [`SignatureErrorCode`](crate::SignatureErrorCode) (`invalid_signature`, `unknown_key`, …), `temporarily_unavailable`, `payload_too_large` or `server_error`. With `deny`: the problem code of the `403`: this crate's (`insufficient_scope`, `no_person_server`, `auth_token_required`, `invalid_request`, and those of [`crate::wire`]), `forbidden` for a `403` without one, or the code an application passes to [`Error::forbidden`](crate::Error::forbidden) (a `&'static str`: fixed when the application is compiled) |
+/// | `code` | with `allow`: `verified`, `bot` (a verified Web Bot Auth bot), `unsigned`. With `challenge`: the requirement asked for, `agent-token`, `person-token`, `auth-token`, or `other`. With `reject`: a [`SignatureErrorCode`](crate::SignatureErrorCode) (`invalid_signature`, `unknown_key`, …), `temporarily_unavailable`, `payload_too_large`, `signature_reused` (a bot's `429`) or `server_error`. With `deny`: the problem code of the `403`: this crate's (`insufficient_scope`, `no_person_server`, `auth_token_required`, `invalid_request`, and those of [`crate::wire`]), `forbidden` for a `403` without one, or the code an application passes to [`Error::forbidden`](crate::Error::forbidden) (a `&'static str`: fixed when the application is compiled) |
 /// | `outcome` | `verified`, `refused` (verification); `ok`, `error` (stores) |
 /// | `cache` | `hit`, `miss` (a discovery hit is any answer given without a fetch: a key, or a remembered refusal) |
 /// | `document` | `metadata`, `jwks` |
@@ -76,6 +77,8 @@ pub enum Metric {
     StoreSeconds,
     /// `tower_aauth_store_errors_total`.
     StoreErrors,
+    /// `tower_aauth_bot_verifications_total`.
+    BotVerifications,
 }
 
 const REQUESTS: &str = "tower_aauth_requests_total";
@@ -90,6 +93,7 @@ const DISCOVERY_NEGATIVE_HITS: &str = "tower_aauth_discovery_negative_hits_total
 const DISCOVERY_STALE_SERVED: &str = "tower_aauth_discovery_stale_served_total";
 const STORE_SECONDS: &str = "tower_aauth_store_seconds";
 const STORE_ERRORS: &str = "tower_aauth_store_errors_total";
+const BOT_VERIFICATIONS: &str = "tower_aauth_bot_verifications_total";
 
 impl Metric {
     /// Every metric, in the order of the table above.
@@ -106,6 +110,7 @@ impl Metric {
         Metric::DiscoveryStaleServed,
         Metric::StoreSeconds,
         Metric::StoreErrors,
+        Metric::BotVerifications,
     ];
 
     /// The metric's name, as recorded.
@@ -123,6 +128,7 @@ impl Metric {
             Metric::DiscoveryStaleServed => DISCOVERY_STALE_SERVED,
             Metric::StoreSeconds => STORE_SECONDS,
             Metric::StoreErrors => STORE_ERRORS,
+            Metric::BotVerifications => BOT_VERIFICATIONS,
         }
     }
 
@@ -130,7 +136,7 @@ impl Metric {
     pub const fn labels(self) -> &'static [&'static str] {
         match self {
             Metric::Requests => &["decision", "code"],
-            Metric::VerificationSeconds => &["outcome"],
+            Metric::VerificationSeconds | Metric::BotVerifications => &["outcome"],
             Metric::TokenCacheLookups | Metric::DiscoveryCacheLookups => &["cache"],
             Metric::DiscoveryFetches => &["document"],
             Metric::StoreSeconds => &["store", "op", "outcome"],
@@ -158,6 +164,7 @@ impl Metric {
             Metric::DiscoveryStaleServed => "Keys served past their freshness while the issuer was unreachable",
             Metric::StoreSeconds => "Time of shared-state operations that waited for a networked store",
             Metric::StoreErrors => "Shared-state operations that answered an error",
+            Metric::BotVerifications => "Web Bot Auth signatures verified or refused",
         }
     }
 
@@ -200,6 +207,15 @@ pub(crate) fn token_cache(hit: bool) {
         metrics::counter!(TOKEN_CACHE_LOOKUPS, "cache" => "hit").increment(1);
     } else {
         metrics::counter!(TOKEN_CACHE_LOOKUPS, "cache" => "miss").increment(1);
+    }
+}
+
+/// A Web Bot Auth signature's verification ended, `verified` or refused.
+pub(crate) fn bot_verification(verified: bool) {
+    if verified {
+        metrics::counter!(BOT_VERIFICATIONS, "outcome" => "verified").increment(1);
+    } else {
+        metrics::counter!(BOT_VERIFICATIONS, "outcome" => "refused").increment(1);
     }
 }
 

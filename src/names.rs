@@ -188,6 +188,30 @@ pub mod problem {
     pub const GRANT_NOT_HONOURED: &str = "grant_not_honoured";
     /// No `authorization_details` entry of the type a detail guard requires was accepted.
     pub const DETAIL_MISMATCH: &str = "insufficient_authorization_details";
+    /// A Web Bot Auth signature or nonce was presented again (`429`).
+    pub const SIGNATURE_REUSED: &str = "signature_reused";
+    /// A route admits verified Web Bot Auth bots only (`403`, with `Accept-Signature`).
+    pub const BOT_REQUIRED: &str = "bot_required";
+    /// A verified bot whose directory origin the route does not list (`403`).
+    pub const BOT_NOT_ADMITTED: &str = "bot_not_admitted";
+}
+
+/// The names of Web Bot Auth ([`crate::bot`]).
+pub mod bot {
+    /// The `tag` of a Web Bot Auth request signature.
+    pub const TAG: &str = "web-bot-auth";
+    /// The `tag` of a key directory's response signature.
+    pub const DIRECTORY_TAG: &str = "http-message-signatures-directory";
+    /// The field naming the signer's key directory.
+    pub const SIGNATURE_AGENT: &str = "signature-agent";
+    /// RFC 9421's request for a signature.
+    pub const ACCEPT_SIGNATURE: &str = "accept-signature";
+    /// Where an origin publishes its key directory.
+    pub const DIRECTORY_PATH: &str = "/.well-known/http-message-signatures-directory";
+    /// The key directory's media type.
+    pub const DIRECTORY_MEDIA_TYPE: &str = "application/http-message-signatures-directory+json";
+    /// The `alg` signature parameter value of Ed25519 in the HTTP Signature Algorithms registry.
+    pub const ED25519: &str = "ed25519";
 }
 
 /// `Signature-Error` codes (the registry of

@@ -68,6 +68,8 @@ pub(crate) struct Shared {
     pub(crate) endpoints: crate::endpoint::config::Endpoints,
     /// Sessions and pending interactions of resource-managed access ([`session`](crate::session)).
     pub(crate) sessions: crate::session::store::Sessions,
+    /// Web Bot Auth verification, when enabled ([`crate::bot`]).
+    pub(crate) bots: Option<Arc<crate::bot::Bots>>,
 }
 
 impl std::fmt::Debug for Shared {

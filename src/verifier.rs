@@ -529,7 +529,7 @@ impl Verifier<'_> {
 
     /// The canonical authority for `@authority`: one of the configured authorities, chosen
     /// by the request's `Host` (or absolute-form authority), never taken from it unchecked.
-    fn authority<'s>(&'s self, uri: &Uri, headers: &HeaderMap) -> Result<&'s str, Error> {
+    pub(crate) fn authority<'s>(&'s self, uri: &Uri, headers: &HeaderMap) -> Result<&'s str, Error> {
         let shared = self.shared;
         if shared.ignore_request_authority {
             return Ok(&shared.authorities[0]);

@@ -664,10 +664,14 @@ mod tests {
     impl MemoryFetch {
         fn publish(&self, url: &str, body: &serde_json::Value, max_age: Option<u64>) {
             let body = serde_json::to_vec(body).unwrap().into();
-            self.documents
-                .lock()
-                .unwrap()
-                .insert(url.to_owned(), FetchedDocument { body, max_age });
+            self.documents.lock().unwrap().insert(
+                url.to_owned(),
+                FetchedDocument {
+                    body,
+                    max_age,
+                    headers: http::HeaderMap::new(),
+                },
+            );
         }
 
         fn withdraw(&self, url: &str) {

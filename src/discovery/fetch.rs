@@ -40,6 +40,10 @@ pub struct FetchedDocument {
     pub body: Bytes,
     /// `Cache-Control: max-age`, when the server sent one (`no-store`/`no-cache` read as 0).
     pub max_age: Option<u64>,
+    /// The response fields a document's reader may check beyond the body: `Content-Type`,
+    /// and `Signature-Input` / `Signature` of a signed response (a Web Bot Auth key
+    /// directory, [`crate::bot`]), each at most 8 KiB. Empty when the fetcher keeps none.
+    pub headers: http::HeaderMap,
 }
 
 impl FetchedDocument {
@@ -54,7 +58,15 @@ impl FetchedDocument {
         FetchedDocument {
             body: body.into(),
             max_age: None,
+            headers: http::HeaderMap::new(),
         }
+    }
+
+    /// The same document, with the response fields its reader checks (see
+    /// [`FetchedDocument::headers`]).
+    pub fn with_headers(mut self, headers: http::HeaderMap) -> Self {
+        self.headers = headers;
+        self
     }
 }
 
@@ -349,6 +361,7 @@ impl Connector for ReqwestConnector {
                 response.content_length(),
                 request.max_bytes,
             )?;
+            let kept = kept_headers(response.headers());
             let mut body = Vec::new();
             while let Some(chunk) = response.chunk().await.map_err(transport)? {
                 if body.len() + chunk.len() > request.max_bytes {
@@ -359,9 +372,31 @@ impl Connector for ReqwestConnector {
             Ok(FetchedDocument {
                 body: Bytes::from(body),
                 max_age: document,
+                headers: kept,
             })
         })
     }
+}
+
+/// The response fields a reader may check (see [`FetchedDocument::headers`]), each kept
+/// only when it is at most 8 KiB.
+#[cfg(feature = "reqwest")]
+fn kept_headers(headers: &http::HeaderMap) -> http::HeaderMap {
+    const KEPT: [&str; 3] = ["content-type", "signature-input", "signature"];
+    const MAX_FIELD_BYTES: usize = 8 * 1024;
+    let mut kept = http::HeaderMap::new();
+    for name in KEPT {
+        let mut total = 0;
+        for value in headers.get_all(name) {
+            total += value.len();
+            if total > MAX_FIELD_BYTES {
+                kept.remove(name);
+                break;
+            }
+            kept.append(http::HeaderName::from_static(name), value.clone());
+        }
+    }
+    kept
 }
 
 /// Status, content type, encoding and declared length checks; returns the `max-age`.

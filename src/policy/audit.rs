@@ -31,9 +31,11 @@ pub const AUDIT_TARGET: &str = "tower_aauth::audit";
 /// | `method` | always | the request method |
 /// | `route` | always | the request path, without the query, cut at 256 bytes |
 /// | `detail` | refusals the crate made | the fixed explanation of [`crate::error::Error::detail`] |
+/// | `kind` | a verified caller | `agent` (an AAuth signature) or `bot` (a Web Bot Auth signature, [`crate::bot`]) |
+/// | `bot_origin` | a verified bot | the origin of its key directory |
 /// | `agent` | a known agent | its identifier ([`VerifiedRequest::agent`](crate::VerifiedRequest::agent)) |
 /// | `agent_provider` | a known agent | the provider that vouched for it (with `agent`, the identity) |
-/// | `key_thumbprint` | a verified signature | RFC 7638 thumbprint of the signing key |
+/// | `key_thumbprint` | a verified signature (a bot's included) | RFC 7638 thumbprint of the signing key |
 /// | `scheme` | a verified signature | `hwk`, `jwks_uri` or `jwt` |
 /// | `token_kind` | a verified token | its `typ` |
 /// | `issuer` | a verified token | its `iss` |
@@ -59,6 +61,10 @@ pub enum AuditField {
     Route,
     /// `detail`: the fixed explanation of a refusal.
     Detail,
+    /// `kind`: `agent` or `bot`.
+    Kind,
+    /// `bot_origin`: a verified bot's directory origin.
+    BotOrigin,
     /// `agent`: the agent identifier.
     Agent,
     /// `agent_provider`: the provider that vouched for the agent.
@@ -88,6 +94,8 @@ impl AuditField {
         AuditField::Method,
         AuditField::Route,
         AuditField::Detail,
+        AuditField::Kind,
+        AuditField::BotOrigin,
         AuditField::Agent,
         AuditField::AgentProvider,
         AuditField::KeyThumbprint,
@@ -108,6 +116,8 @@ impl AuditField {
             AuditField::Method => "method",
             AuditField::Route => "route",
             AuditField::Detail => "detail",
+            AuditField::Kind => "kind",
+            AuditField::BotOrigin => "bot_origin",
             AuditField::Agent => "agent",
             AuditField::AgentProvider => "agent_provider",
             AuditField::KeyThumbprint => "key_thumbprint",
@@ -132,6 +142,8 @@ pub(crate) struct AuditContext {
     pub(crate) method: Method,
     pub(crate) route: String,
     pub(crate) verified: Option<VerifiedRequest>,
+    /// A verified Web Bot Auth bot ([`crate::bot`]), instead of a verified request.
+    pub(crate) bot: Option<crate::bot::VerifiedBot>,
 }
 
 const MAX_ROUTE_BYTES: usize = 256;
@@ -146,12 +158,16 @@ impl AuditContext {
             method: method.clone(),
             route: path[..end].to_owned(),
             verified: None,
+            bot: None,
         }
     }
 
     /// The event for a response the inner service produced.
     pub(crate) fn response<B>(&self, response: &Response<B>) {
-        let outcome = classify(response, self.verified.is_some());
+        let mut outcome = classify(response, self.verified.is_some());
+        if self.bot.is_some() && outcome == (AuditDecision::Allow, "unsigned") {
+            outcome.1 = "bot";
+        }
         let detail = response.extensions().get::<AuditOutcome>().map(|o| o.detail);
         self.emit(outcome.0, outcome.1, response.status(), detail);
     }
@@ -170,6 +186,12 @@ impl AuditContext {
         let verified = self.verified.as_ref();
         let token = verified.and_then(|v| v.token.as_deref()).map(|t| &t.claims);
         let scopes = token.filter(|c| !c.scope.is_empty()).map(|c| c.scope.to_string());
+        let bot = self.bot.as_ref();
+        let kind = match (verified, bot) {
+            (Some(_), _) => Some("agent"),
+            (None, Some(_)) => Some("bot"),
+            (None, None) => None,
+        };
         tracing::info!(
             target: AUDIT_TARGET,
             decision = decision.as_str(),
@@ -180,7 +202,11 @@ impl AuditContext {
             detail,
             agent = verified.and_then(VerifiedRequest::agent).map(AgentId::id),
             agent_provider = verified.and_then(VerifiedRequest::agent).map(AgentId::provider),
-            key_thumbprint = verified.map(|v| &*v.key_thumbprint),
+            kind,
+            bot_origin = bot.map(crate::bot::VerifiedBot::directory_origin),
+            key_thumbprint = verified
+                .map(|v| &*v.key_thumbprint)
+                .or_else(|| bot.map(crate::bot::VerifiedBot::thumbprint)),
             scheme = verified.map(|v| v.scheme.as_str()),
             token_kind = token.map(|c| c.kind.typ()),
             issuer = token.map(|c| c.iss.as_str()),

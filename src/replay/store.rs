@@ -61,7 +61,8 @@ pub(crate) struct Refused(Option<ReplayKey>);
 impl Refused {
     /// The marker for the request with these extensions.
     pub(crate) fn of(extensions: &Extensions) -> Self {
-        Refused(extensions.get::<VerifiedRequest>().and_then(|v| v.replay))
+        let bot = || extensions.get::<crate::bot::VerifiedBot>().and_then(|b| b.replay);
+        Refused(extensions.get::<VerifiedRequest>().and_then(|v| v.replay).or_else(bot))
     }
 
     /// The marker for a request whose replay key is `key`.

@@ -107,6 +107,8 @@
 //!   [`TestAuthServer::deny`], or the HTML consent page at the interaction URL).
 //! * [`TestIssuer`] mints agent, person and auth tokens directly, for unit tests that need
 //!   no server at all.
+//! * [`BotSigner`] signs Web Bot Auth requests ([`crate::bot`]) and [`BotDirectory`]
+//!   serves its key directory on loopback.
 //! * [`demo`] wires all of them to a resource behind this crate's layer: the
 //!   `cargo run --example demo` scenario, which the crate's own flow tests also run.
 //!
@@ -115,6 +117,7 @@
 
 mod agent;
 mod auth_server;
+mod bot;
 pub mod demo;
 mod flow;
 mod harness;
@@ -123,6 +126,7 @@ mod issuer;
 pub use crate::clock::ManualClock;
 pub use agent::{KeySource, SignOptions, TestAgent};
 pub use auth_server::{Consent, PendingState, TestAuthServer, TestAuthServerBuilder};
+pub use bot::{BotDirectory, BotSignOptions, BotSigner, DirectoryFault};
 pub use flow::{AgentClient, Exchange, FlowError, FlowEvent, FlowOutcome, FlowStep};
 pub use harness::{HarnessError, TestHarness, TestHarnessBuilder};
 pub use issuer::TestIssuer;

@@ -29,6 +29,7 @@
 
 pub mod app;
 pub mod attack;
+pub mod bots;
 pub mod browser;
 pub mod discovery;
 pub mod fixtures;

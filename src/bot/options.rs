@@ -1,0 +1,61 @@
+//! [`WebBotAuthOptions`]: what turns Web Bot Auth verification on, and its limits.
+
+use std::time::Duration;
+
+/// Web Bot Auth verification ([`crate::bot`]), enabled with
+/// [`AAuthBuilder::web_bot_auth`](crate::AAuthBuilder::web_bot_auth); off by default.
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_aauth::bot::WebBotAuthOptions;
+///
+/// let options = WebBotAuthOptions::new().max_lifetime(Duration::from_secs(300)).require_nonce(true);
+/// # let _ = options;
+/// ```
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct WebBotAuthOptions {
+    pub(crate) max_lifetime: Duration,
+    pub(crate) require_nonce: bool,
+    pub(crate) legacy_agent_form: bool,
+}
+
+impl WebBotAuthOptions {
+    /// The defaults: signatures valid for at most one hour (`expires - created`), `nonce`
+    /// optional (remembered in the replay store when sent), the legacy bare-String
+    /// `Signature-Agent` accepted.
+    pub fn new() -> Self {
+        WebBotAuthOptions {
+            max_lifetime: Duration::from_secs(3600),
+            require_nonce: false,
+            legacy_agent_form: true,
+        }
+    }
+
+    /// The longest `expires - created` accepted (default one hour; the Web Bot Auth
+    /// libraries sign for five minutes). Rounded down to whole seconds.
+    pub fn max_lifetime(mut self, lifetime: Duration) -> Self {
+        self.max_lifetime = lifetime;
+        self
+    }
+
+    /// Whether a signature without `nonce` is refused (default: no).
+    pub fn require_nonce(mut self, required: bool) -> Self {
+        self.require_nonce = required;
+        self
+    }
+
+    /// Whether the legacy form of `Signature-Agent`, one bare String covered as the whole
+    /// field (`"signature-agent"`), is accepted besides the Dictionary form (default: yes,
+    /// since a large provider still sends it).
+    pub fn legacy_agent_form(mut self, accepted: bool) -> Self {
+        self.legacy_agent_form = accepted;
+        self
+    }
+}
+
+impl Default for WebBotAuthOptions {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,516 @@
+//! Attacks on the Web Bot Auth path (catalogue: `docs/attacks-web-bot-auth.md`). Every
+//! refusal asserts its status, its exact `Signature-Error` code, that the handler did not
+//! run, and, where a cheap check suffices, that nothing was fetched.
+
+mod support;
+
+use std::time::Duration;
+
+use axum::body::Body;
+use http::{Request, StatusCode};
+use support::bots::{BotWorld, NOW, assert_bot_refused, get, json_of};
+use support::fixtures::copy;
+use tower_aauth::bot::WebBotAuthOptions;
+use tower_aauth::testing::{BotDirectory, BotSignOptions, BotSigner, DirectoryFault};
+
+/// `/bot` signed by the world's signer with `adjust` applied to the default options.
+fn signed_with(world: &BotWorld, adjust: impl FnOnce(&mut BotSignOptions)) -> Request<Body> {
+    let mut options = BotSignOptions::default();
+    adjust(&mut options);
+    let mut request = get("/bot");
+    world.signer.sign_with(&mut request, NOW, &options);
+    request
+}
+
+// ---- Directory SSRF -------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_signature_agent_naming_a_private_or_unadmitted_origin_is_refused_without_a_fetch() {
+    for agent in [
+        "https://10.0.0.1",
+        "https://169.254.169.254",
+        "https://127.0.0.2",
+        "http://bots.example",
+        "https://metadata",
+        "https://bots.example:8443",
+        "https://user@bots.example",
+        "https://bots.example/other/path",
+        "ftp://bots.example",
+    ] {
+        let world = BotWorld::new().await;
+        let mut request = get("/bot");
+        BotSigner::new(support::bots::BOT_SEED, agent).sign(&mut request, NOW);
+        let response = world.send(request).await;
+        assert_bot_refused(&world, response, "invalid_key").await;
+        assert_eq!(world.fetches(), 0, "{agent}: refused before any fetch");
+    }
+}
+
+#[tokio::test]
+async fn a_loopback_directory_is_refused_without_the_loopback_fence() {
+    let directory = BotDirectory::spawn([42; 32]).await.unwrap();
+    let app = support::app::App::with(|b| {
+        b.person_server(support::fixtures::PS)
+            .web_bot_auth(WebBotAuthOptions::new())
+    });
+    let mut request = get("/agent");
+    directory.signer().sign(&mut request, NOW);
+    let response = app.send(request).await;
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(response.headers()["signature-error"], "error=invalid_key");
+    assert_eq!(app.calls(), 0);
+    assert_eq!(directory.requests(), 0);
+}
+
+#[tokio::test]
+async fn a_redirecting_directory_is_not_followed() {
+    let world = BotWorld::new().await;
+    let elsewhere = BotDirectory::spawn([42; 32]).await.unwrap();
+    world.directory.set_fault(DirectoryFault::Redirect(format!(
+        "{}/.well-known/http-message-signatures-directory",
+        elsewhere.origin()
+    )));
+    let response = world.send(world.signed("/bot")).await;
+    assert_bot_refused(&world, response, "invalid_key").await;
+    assert_eq!(elsewhere.requests(), 0, "the redirect was not followed");
+}
+
+#[tokio::test]
+async fn a_directory_answering_other_than_200_is_refused() {
+    for status in [201, 204, 304, 404, 500] {
+        let world = BotWorld::new().await;
+        world.directory.set_fault(DirectoryFault::Status(status));
+        let response = world.send(world.signed("/bot")).await;
+        assert_bot_refused(&world, response, "invalid_key").await;
+    }
+}
+
+#[tokio::test]
+async fn a_directory_of_another_media_type_is_refused() {
+    for content_type in ["application/json", "application/jwk-set+json", "text/html"] {
+        let world = BotWorld::new().await;
+        world
+            .directory
+            .set_fault(DirectoryFault::ContentType(content_type.to_owned()));
+        let response = world.send(world.signed("/bot")).await;
+        assert_bot_refused(&world, response, "invalid_key").await;
+    }
+}
+
+#[tokio::test]
+async fn a_slow_directory_is_cut_at_the_fetch_timeout() {
+    let world = BotWorld::new().await;
+    world.directory.set_fault(DirectoryFault::Delay(Duration::from_secs(3)));
+    let started = std::time::Instant::now();
+    let response = world.send(world.signed("/bot")).await;
+    assert!(started.elapsed() < Duration::from_secs(3), "the 1 s timeout applies");
+    assert_bot_refused(&world, response, "invalid_key").await;
+}
+
+#[tokio::test]
+async fn a_huge_directory_is_refused_at_the_body_cap() {
+    let world = BotWorld::new().await;
+    let padding = "x".repeat(300 * 1024);
+    let body = format!(r#"{{"keys":[],"padding":"{padding}"}}"#);
+    world.directory.set_fault(DirectoryFault::Body(body.into_bytes()));
+    let response = world.send(world.signed("/bot")).await;
+    assert_bot_refused(&world, response, "invalid_key").await;
+}
+
+#[tokio::test]
+async fn hostile_directory_json_is_refused_and_never_a_5xx() {
+    let deep = format!(r#"{{"keys":{}{}}}"#, "[".repeat(5000), "]".repeat(5000));
+    for body in [
+        b"not json".to_vec(),
+        b"\xff\xfe\x00".to_vec(),
+        br#"{"keys":{"kty":"OKP"}}"#.to_vec(),
+        br#"{"keys":[1,"two",null,{"kty":"OKP","crv":"Ed25519","x":"!!"}]}"#.to_vec(),
+        br#"[]"#.to_vec(),
+        deep.into_bytes(),
+    ] {
+        let world = BotWorld::new().await;
+        world.directory.set_fault(DirectoryFault::Body(body));
+        let response = world.send(world.signed("/bot")).await;
+        assert_bot_refused(&world, response, "invalid_key").await;
+    }
+}
+
+#[tokio::test]
+async fn an_unsigned_directory_is_refused() {
+    let world = BotWorld::new().await;
+    world.directory.set_fault(DirectoryFault::Unsigned);
+    let response = world.send(world.signed("/bot")).await;
+    assert_bot_refused(&world, response, "invalid_key").await;
+}
+
+#[tokio::test]
+async fn a_failed_directory_is_not_fetched_again_until_its_retry_time() {
+    let world = BotWorld::new().await;
+    world.directory.set_fault(DirectoryFault::Status(500));
+    assert_bot_refused(&world, world.send(world.signed("/bot")).await, "invalid_key").await;
+    world.directory.set_fault(DirectoryFault::None);
+    assert_bot_refused(&world, world.send(world.signed("/bot")).await, "invalid_key").await;
+    assert_eq!(world.directory.requests(), 1, "the failure is remembered");
+    world.app.clock.advance(31);
+    assert_eq!(world.send(world.signed("/bot")).await.status(), StatusCode::OK);
+    assert_eq!(world.directory.requests(), 2);
+}
+
+// ---- Key confusion between directories ------------------------------------------------
+
+#[tokio::test]
+async fn a_directory_listing_another_partys_key_does_not_vouch_for_it() {
+    let world = BotWorld::new().await;
+    let victim = BotSigner::new([7; 32], world.directory.origin());
+    world.directory.list_foreign_key(victim.public_jwk());
+    let mut request = get("/bot");
+    victim.sign(&mut request, NOW);
+    let response = world.send(request).await;
+    assert_bot_refused(&world, response, "unknown_key").await;
+}
+
+#[tokio::test]
+async fn a_key_of_one_directory_is_not_accepted_under_another() {
+    let world = BotWorld::new().await;
+    assert_eq!(world.send(world.signed("/bot")).await.status(), StatusCode::OK);
+    let other = BotDirectory::spawn_with_clock([9; 32], std::sync::Arc::new(world.app.clock.clone()))
+        .await
+        .unwrap();
+    // The world's key, cached for its own directory, claimed for another one.
+    let mut request = get("/bot");
+    BotSigner::new(support::bots::BOT_SEED, other.origin()).sign(&mut request, NOW);
+    let response = world.send(request).await;
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(response.headers()["signature-error"], "error=unknown_key");
+    assert_eq!(world.calls(), 1, "only the first, honest request was served");
+    assert_eq!(other.requests(), 1, "the other directory was asked, not the cache");
+}
+
+#[tokio::test]
+async fn an_unknown_thumbprint_refetches_at_most_once_a_minute() {
+    let world = BotWorld::new().await;
+    assert_eq!(world.send(world.signed("/bot")).await.status(), StatusCode::OK);
+    let stranger = BotSigner::new([8; 32], world.directory.origin());
+    for _ in 0..3 {
+        let mut request = get("/bot");
+        stranger.sign(&mut request, NOW);
+        let response = world.send(request).await;
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(response.headers()["signature-error"], "error=unknown_key");
+    }
+    assert_eq!(world.directory.requests(), 1, "within the floor nothing is refetched");
+    assert_eq!(world.calls(), 1);
+}
+
+#[tokio::test]
+async fn a_removed_key_stops_being_accepted_once_the_directory_is_refetched() {
+    let world = BotWorld::new().await;
+    world.directory.set_max_age(60);
+    assert_eq!(world.send(world.signed("/bot")).await.status(), StatusCode::OK);
+    world.directory.add_key([44; 32]);
+    world.directory.remove_key(&world.signer.thumbprint());
+    world.app.clock.advance(61);
+    let response = world.send(world.signed("/bot")).await;
+    assert_eq!(response.headers()["signature-error"], "error=unknown_key");
+    assert_eq!(world.calls(), 1);
+}
+
+// ---- Reuse ------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_replayed_request_is_429_signature_reused() {
+    let world = BotWorld::new().await;
+    let request = world.signed("/bot");
+    let replay = copy(&request);
+    assert_eq!(world.send(request).await.status(), StatusCode::OK);
+    let response = world.send(replay).await;
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(response.headers().get("signature-error").is_none());
+    assert_eq!(response.headers()["cache-control"], "no-store");
+    assert_eq!(json_of(response).await["error"], "signature_reused");
+    assert_eq!(world.calls(), 1);
+}
+
+#[tokio::test]
+async fn a_nonce_is_remembered_for_the_whole_accepted_lifetime() {
+    let world = BotWorld::new().await;
+    let mut first = get("/bot");
+    world
+        .signer
+        .clone()
+        .lifetime(3600)
+        .sign_with(&mut first, NOW, &nonce("n-1"));
+    let replay = copy(&first);
+    assert_eq!(world.send(first).await.status(), StatusCode::OK);
+    world.app.clock.advance(3000);
+    let response = world.send(replay).await;
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(world.calls(), 1);
+}
+
+#[tokio::test]
+async fn a_nonce_is_refused_when_required_and_absent() {
+    let world = BotWorld::with(WebBotAuthOptions::new().require_nonce(true), |b| b).await;
+    let request = signed_with(&world, |o| o.nonce = Some(None));
+    assert_bot_refused(&world, world.send(request).await, "invalid_signature").await;
+    assert_eq!(world.fetches(), 0);
+}
+
+fn nonce(value: &str) -> BotSignOptions {
+    let mut options = BotSignOptions::default();
+    options.nonce = Some(Some(value.to_owned()));
+    options
+}
+
+// ---- Missing coverage -------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_signature_not_covering_what_the_protocol_requires_is_invalid_input() {
+    let cases: &[(&str, &[&str])] = &[
+        ("no @authority", &[r#""signature-agent";key="agent1""#]),
+        ("no signature-agent", &[r#""@authority""#]),
+        (
+            "signature-agent re-serialised",
+            &[r#""@authority""#, r#""signature-agent";sf"#],
+        ),
+        (
+            "signature-agent twice",
+            &[
+                r#""@authority""#,
+                r#""signature-agent";key="agent1""#,
+                r#""signature-agent";key="agent2""#,
+            ],
+        ),
+        ("only @path", &[r#""@path""#]),
+    ];
+    for (case, components) in cases {
+        let world = BotWorld::new().await;
+        let request = signed_with(&world, |o| {
+            o.components = Some(components.iter().map(|c| (*c).to_owned()).collect());
+            o.signature_agent = Some(format!(r#"agent1="{0}", agent2="{0}""#, world.directory.origin()));
+        });
+        let response = world.send(request).await;
+        assert_bot_refused(&world, response, "invalid_input").await;
+        assert_eq!(world.fetches(), 0, "{case}: refused without a fetch");
+    }
+}
+
+#[tokio::test]
+async fn target_uri_coverage_stands_for_authority() {
+    let world = BotWorld::new().await;
+    let request = signed_with(&world, |o| {
+        o.components = Some(vec![
+            r#""@target-uri""#.to_owned(),
+            r#""signature-agent";key="agent1""#.to_owned(),
+        ]);
+    });
+    assert_eq!(world.send(request).await.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_covered_signature_agent_that_is_absent_is_refused() {
+    let world = BotWorld::new().await;
+    let mut request = world.signed("/bot");
+    request.headers_mut().remove("signature-agent");
+    let response = world.send(request).await;
+    assert_bot_refused(&world, response, "invalid_input").await;
+    assert_eq!(world.fetches(), 0);
+}
+
+#[tokio::test]
+async fn a_signature_agent_that_is_not_a_dictionary_is_refused_without_a_fetch() {
+    for value in [
+        r#""https://bots.example""#,
+        "https://bots.example",
+        r#"agent1=?1"#,
+        r#"agent2="https://bots.example""#,
+    ] {
+        let world = BotWorld::new().await;
+        let mut request = world.signed("/bot");
+        request.headers_mut().insert("signature-agent", value.parse().unwrap());
+        let response = world.send(request).await;
+        assert_bot_refused(&world, response, "invalid_signature").await;
+        assert_eq!(world.fetches(), 0, "{value}");
+    }
+}
+
+#[tokio::test]
+async fn a_swapped_signature_agent_member_breaks_the_signature() {
+    let world = BotWorld::new().await;
+    let other = BotDirectory::spawn_with_clock([42; 32], std::sync::Arc::new(world.app.clock.clone()))
+        .await
+        .unwrap();
+    let mut request = world.signed("/bot");
+    let swapped = format!(r#"agent1="{}""#, other.origin());
+    request
+        .headers_mut()
+        .insert("signature-agent", swapped.parse().unwrap());
+    let response = world.send(request).await;
+    assert_bot_refused(&world, response, "invalid_signature").await;
+}
+
+#[tokio::test]
+async fn a_tampered_request_is_refused() {
+    let world = BotWorld::new().await;
+    let request = world.signed("/bot");
+    let mut tampered = copy(&request);
+    *tampered.uri_mut() = format!("{}/bot", "https://other.example").parse().unwrap();
+    let response = world.send(tampered).await;
+    assert_bot_refused(&world, response, "invalid_signature").await;
+    let mut retargeted = get("/bot-name");
+    *retargeted.headers_mut() = request.headers().clone();
+    let response = world.send(retargeted).await;
+    assert_eq!(
+        response.status(),
+        StatusCode::OK,
+        "@path is not covered: another path of the same authority"
+    );
+}
+
+// ---- Lifetime ---------------------------------------------------------------------------
+
+#[tokio::test]
+async fn signature_times_outside_the_rules_are_refused_without_a_fetch() {
+    let cases: Vec<(&str, Box<dyn Fn(&mut BotSignOptions)>, &str)> = vec![
+        ("no expires", Box::new(|o| o.send_expires = false), "invalid_signature"),
+        ("expired", Box::new(|o| o.expires = Some(NOW)), "invalid_signature"),
+        (
+            "expires before created",
+            Box::new(|o| o.expires = Some(NOW - 10)),
+            "invalid_signature",
+        ),
+        (
+            "longer than an hour",
+            Box::new(|o| o.expires = Some(NOW + 3601)),
+            "invalid_signature",
+        ),
+    ];
+    for (case, adjust, code) in cases {
+        let world = BotWorld::new().await;
+        let request = signed_with(&world, |o| adjust(o));
+        let response = world.send(request).await;
+        assert_bot_refused(&world, response, code).await;
+        assert_eq!(world.fetches(), 0, "{case}");
+    }
+}
+
+#[tokio::test]
+async fn a_signature_created_in_the_future_is_clock_skew() {
+    let world = BotWorld::new().await;
+    let mut request = get("/bot");
+    world.signer.sign(&mut request, NOW + 120);
+    assert_bot_refused(&world, world.send(request).await, "clock_skew").await;
+}
+
+#[tokio::test]
+async fn the_maximum_lifetime_is_configurable() {
+    let world = BotWorld::with(WebBotAuthOptions::new().max_lifetime(Duration::from_secs(60)), |b| b).await;
+    let request = signed_with(&world, |o| o.expires = Some(NOW + 61));
+    assert_bot_refused(&world, world.send(request).await, "invalid_signature").await;
+}
+
+#[tokio::test]
+async fn a_signature_past_its_expiry_is_refused_after_being_accepted() {
+    let world = BotWorld::new().await;
+    let request = world.signed("/bot");
+    let later = copy(&request);
+    assert_eq!(world.send(request).await.status(), StatusCode::OK);
+    world.app.clock.advance(300);
+    assert_bot_refused_after_first(&world, world.send(later).await).await;
+}
+
+async fn assert_bot_refused_after_first(world: &BotWorld, response: http::Response<Body>) {
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(response.headers()["signature-error"], "error=invalid_signature");
+    assert_eq!(world.calls(), 1);
+}
+
+// ---- keyid, alg ----------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_keyid_of_the_wrong_shape_is_refused_without_a_fetch() {
+    for keyid in [
+        "",
+        "short",
+        &"A".repeat(44),
+        &format!("{}=", "A".repeat(42)),
+        "kid-1/../../x",
+    ] {
+        let world = BotWorld::new().await;
+        let keyid = keyid.to_owned();
+        let request = signed_with(&world, |o| o.keyid = Some(keyid.clone()));
+        assert_bot_refused(&world, world.send(request).await, "invalid_signature").await;
+        assert_eq!(world.fetches(), 0, "{keyid}");
+    }
+}
+
+#[tokio::test]
+async fn a_keyid_naming_another_key_of_the_directory_fails_the_signature() {
+    let world = BotWorld::new().await;
+    world.directory.add_key([45; 32]);
+    let other = BotSigner::new([45; 32], world.directory.origin()).thumbprint();
+    let request = signed_with(&world, |o| o.keyid = Some(other.clone()));
+    assert_bot_refused(&world, world.send(request).await, "invalid_signature").await;
+}
+
+#[tokio::test]
+async fn an_algorithm_other_than_ed25519_is_refused() {
+    for alg in ["rsa-pss-sha512", "ecdsa-p256-sha256", "hmac-sha256"] {
+        let world = BotWorld::new().await;
+        let request = signed_with(&world, |o| o.alg = Some(alg.to_owned()));
+        let response = world.send(request).await;
+        assert_eq!(response.headers()["accept-signature-alg"], "Ed25519");
+        assert_bot_refused(&world, response, "unsupported_algorithm").await;
+        assert_eq!(world.fetches(), 0);
+    }
+}
+
+#[tokio::test]
+async fn a_signature_without_alg_is_accepted() {
+    let world = BotWorld::new().await;
+    let request = signed_with(&world, |o| o.alg = None);
+    assert_eq!(world.send(request).await.status(), StatusCode::OK);
+}
+
+// ---- Dispatch -------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_signature_with_another_tag_stays_on_the_aauth_path() {
+    let world = BotWorld::new().await;
+    let request = signed_with(&world, |o| o.tag = "not-web-bot-auth".to_owned());
+    let response = world.send(request).await;
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(response.headers()["signature-error"], "error=invalid_signature");
+    assert_eq!(world.calls(), 0);
+    assert_eq!(world.fetches(), 0);
+}
+
+#[tokio::test]
+async fn garbage_signature_fields_are_never_a_5xx() {
+    let world = BotWorld::new().await;
+    for (input, signature) in [
+        (r#"sig1=("@authority");tag="web-bot-auth""#, "sig1=:AAAA:"),
+        (r#"sig1=();created=1;expires=2;tag="web-bot-auth""#, "sig1=:AAAA:"),
+        (
+            r#"sig1=("@authority" "signature-agent";key="agent1");created=1730217600;expires=1730217900;keyid="AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";tag="web-bot-auth""#,
+            "sig2=:AAAA:",
+        ),
+        (
+            r#"sig1=("@authority" "signature-agent";key="agent1");created=1730217600;expires=1730217900;keyid="AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";tag="web-bot-auth""#,
+            "sig1=?1",
+        ),
+    ] {
+        let mut request = get("/bot");
+        request.headers_mut().insert("signature-input", input.parse().unwrap());
+        request.headers_mut().insert("signature", signature.parse().unwrap());
+        request.headers_mut().insert(
+            "signature-agent",
+            format!(r#"agent1="{}""#, world.directory.origin()).parse().unwrap(),
+        );
+        let response = world.send(request).await;
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{input}");
+        assert!(response.headers().contains_key("signature-error"), "{input}");
+    }
+    assert_eq!(world.calls(), 0);
+    assert_eq!(world.fetches(), 0);
+}
