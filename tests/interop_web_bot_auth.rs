@@ -27,11 +27,11 @@ use axum::routing::any;
 use http::{Request, Response, StatusCode};
 use serde_json::{Value, json};
 use support::bot_peers::{
-    AGENT_MEMBER, AgentForm, BOT_SEED, BotKey, LIFETIME, Peer, STRANGER_SEED, crate_components, crate_sign,
+    AGENT_MEMBER, AgentForm, BOT_SEED, BotKey, LIFETIME, Peer, STRANGER_SEED, copy, crate_components, crate_sign,
     crate_verify, js_sign, js_verify, py_sign, py_verify, request_from,
 };
 use support::harness::body_json;
-use support::peers::with_flipped_signature;
+use support::peers::{signed_request, with_flipped_signature};
 use tower::ServiceExt;
 use tower_aauth::bot::{VerifiedBot, WebBotAuthOptions};
 use tower_aauth::testing::{BotDirectory, BotSigner, ManualClock};
@@ -107,7 +107,7 @@ fn npm_web_bot_auth_0_1_3_covers_authority_and_the_whole_signature_agent_with_a_
 #[test]
 fn regent_httpsig_0_7_3_sends_the_legacy_bare_string_and_no_nonce() {
     let py = Peer::WbaPy.launcher_path();
-    let signed = py_sign(&py, &BOT, URL, ORIGIN, CREATED);
+    let signed = py_sign(&py, "GET", &BOT, URL, ORIGIN, CREATED);
     let request = request_from(URL, &signed);
     assert_eq!(header(&request, "signature-agent"), format!(r#""{ORIGIN}""#));
     assert_eq!(
@@ -334,7 +334,10 @@ impl Signer {
                 let signed = js_sign(&js, key, url, Some(&AgentForm::Legacy.field(origin)), created, None);
                 request_from(url, &signed)
             }
-            Signer::Py => request_from(url, &py_sign(&Peer::WbaPy.launcher_path(), key, url, origin, created)),
+            Signer::Py => request_from(
+                url,
+                &py_sign(&Peer::WbaPy.launcher_path(), "GET", key, url, origin, created),
+            ),
         }
     }
 }
@@ -451,6 +454,55 @@ async fn regent_httpsig_signature_is_accepted_as_a_bot() {
 #[tokio::test]
 async fn regent_httpsig_tampered_expired_wrong_origin_and_unknown_key_variants_are_refused() {
     variants_refused(Signer::Py).await;
+}
+
+// --- reuse: the peers' nonces, or the signature itself, in the replay store -------------
+
+/// `request` is served once; the same request again is `429 signature_reused` and the
+/// handler does not run a second time.
+async fn served_once(world: &World, request: Request<Body>) {
+    let again = copy(&request);
+    world.assert_bot(request).await;
+    let response = world.send(again).await;
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(response.headers().get("signature-error").is_none());
+    assert_eq!(body_json(response).await["error"], "signature_reused");
+    assert_eq!(world.calls.load(Ordering::SeqCst), 1, "the handler ran once");
+}
+
+#[tokio::test]
+async fn web_bot_auth_crate_request_presented_twice_is_refused_as_reused() {
+    let world = World::new().await;
+    let request = Signer::Crate(AgentForm::Dictionary).sign(&BOT, TARGET, world.directory.origin(), world.now);
+    served_once(&world, request).await;
+}
+
+#[cfg_attr(
+    skip_peer_wba_js,
+    ignore = "interop peer peer-wba-js (npm web-bot-auth 0.1.3) not installed: bash tests/interop/setup.sh"
+)]
+#[tokio::test]
+async fn npm_web_bot_auth_request_presented_twice_is_refused_as_reused_by_its_nonce() {
+    let world = World::new().await;
+    let request = Signer::Js.sign(&BOT, TARGET, world.directory.origin(), world.now);
+    assert!(header(&request, "signature-input").contains(";nonce="));
+    served_once(&world, request).await;
+}
+
+#[cfg_attr(
+    skip_peer_wba_py,
+    ignore = "interop peer peer-wba-py (PyPI regent-httpsig 0.7.3) not installed: bash tests/interop/setup.sh"
+)]
+#[tokio::test]
+async fn regent_httpsig_post_presented_twice_is_refused_as_reused_without_a_nonce() {
+    // regent-httpsig sends no nonce: on a replay-checked method the signature itself is
+    // remembered.
+    let world = World::new().await;
+    let py = Peer::WbaPy.launcher_path();
+    let signed = py_sign(&py, "POST", &BOT, TARGET, world.directory.origin(), world.now);
+    let request = signed_request("POST", TARGET, &signed["headers"], None);
+    assert!(!header(&request, "signature-input").contains(";nonce="));
+    served_once(&world, request).await;
 }
 
 // --- npm web-bot-auth and the Dictionary form -----------------------------------------
@@ -586,19 +638,11 @@ async fn npm_web_bot_auth_refuses_bot_signer_dictionary_member_coverage_it_canno
 /// test's runtime, so it runs off the runtime's threads.
 async fn py_verdict(world: &World, request: &Request<Body>) -> Value {
     let py = Peer::WbaPy.launcher_path();
-    let (method, uri, headers, now) = (
-        request.method().clone(),
-        request.uri().clone(),
-        request.headers().clone(),
-        world.now,
-    );
-    tokio::task::spawn_blocking(move || {
-        let mut copy = Request::builder().method(method).uri(uri).body(Body::empty()).unwrap();
-        *copy.headers_mut() = headers;
-        py_verify(&py, &copy, now)
-    })
-    .await
-    .expect("the driver ran")
+    let now = world.now;
+    let request = copy(request);
+    tokio::task::spawn_blocking(move || py_verify(&py, &request, now))
+        .await
+        .expect("the driver ran")
 }
 
 #[cfg_attr(

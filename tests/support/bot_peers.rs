@@ -118,6 +118,17 @@ pub fn request_from(url: &str, signed: &Value) -> Request<Body> {
     signed_request("GET", url, &signed["headers"], None)
 }
 
+/// A body-less copy of `request` (method, URI, every header): the same request sent again.
+pub fn copy(request: &Request<Body>) -> Request<Body> {
+    let mut again = Request::builder()
+        .method(request.method().clone())
+        .uri(request.uri().clone())
+        .body(Body::empty())
+        .expect("a valid request");
+    *again.headers_mut() = request.headers().clone();
+    again
+}
+
 // --- npm web-bot-auth -----------------------------------------------------------------
 
 /// Has npm `web-bot-auth` sign `GET url` carrying `Signature-Agent: agent_field` (none when
@@ -164,11 +175,11 @@ pub fn js_verify(launcher: &PathBuf, request: &Request<Body>, keys: Value, now: 
 
 // --- regent-httpsig -------------------------------------------------------------------
 
-/// Has regent-httpsig's `EgressSigner` sign `GET url` for the directory at `origin`,
+/// Has regent-httpsig's `EgressSigner` sign `method url` for the directory at `origin`,
 /// valid from `created` for [`LIFETIME`] (its own `Signature-Agent`, legacy form).
-pub fn py_sign(launcher: &PathBuf, key: &BotKey, url: &str, origin: &str, created: u64) -> Value {
+pub fn py_sign(launcher: &PathBuf, method: &str, key: &BotKey, url: &str, origin: &str, created: u64) -> Value {
     let job = json!({
-        "method": "GET",
+        "method": method,
         "url": url,
         "private_jwk": key.private_jwk(),
         "signature_agent": origin,
