@@ -230,15 +230,20 @@ impl World {
     /// `request` is served as a bot of this world's directory with the bot's key, never as
     /// an agent.
     async fn assert_bot(&self, request: Request<Body>) {
+        self.assert_bot_case("", request).await;
+    }
+
+    /// [`World::assert_bot`] for the table row `case`, which every failure message names.
+    async fn assert_bot_case(&self, case: &str, request: Request<Body>) {
         let response = self.send(request).await;
         let status = response.status();
         let headers = format!("{:?}", response.headers());
         let body = body_json(response).await;
-        assert_eq!(status, StatusCode::OK, "{headers} {body}");
-        assert_eq!(self.calls.load(Ordering::SeqCst), 1, "the handler ran once");
-        assert_eq!(body["bot"]["origin"], self.directory.origin(), "{body}");
-        assert_eq!(body["bot"]["thumbprint"], BOT.thumbprint().as_str(), "{body}");
-        assert_eq!(body["agent"], false, "a bot is never an agent");
+        assert_eq!(status, StatusCode::OK, "{case}: {headers} {body}");
+        assert_eq!(self.calls.load(Ordering::SeqCst), 1, "{case}: the handler ran once");
+        assert_eq!(body["bot"]["origin"], self.directory.origin(), "{case}: {body}");
+        assert_eq!(body["bot"]["thumbprint"], BOT.thumbprint().as_str(), "{case}: {body}");
+        assert_eq!(body["agent"], false, "{case}: a bot is never an agent");
     }
 
     /// `request` is refused `401` with exactly one `Signature-Error: error=<code>` and a
@@ -413,6 +418,54 @@ async fn web_bot_auth_crate_signature_over_the_dictionary_member_is_accepted_as_
 #[tokio::test]
 async fn web_bot_auth_crate_signature_over_the_legacy_string_is_accepted_as_a_bot() {
     accepted(Signer::Crate(AgentForm::Legacy)).await;
+}
+
+#[tokio::test]
+async fn web_bot_auth_crate_signatures_in_other_shapes_the_draft_allows_are_accepted_as_a_bot() {
+    use web_bot_auth::components::{CoveredComponent, DerivedComponent};
+    let derived = |component| CoveredComponent::Derived(component);
+    let cases: [(&str, &str, Vec<CoveredComponent>); 4] = [
+        (
+            "the member keyed to the signature label, as the draft's example",
+            r#"sig1="{origin}""#,
+            crate_components(Some("sig1")),
+        ),
+        (
+            "another member before the covered one",
+            r#"agent0="https://elsewhere.example", agent1="{origin}""#,
+            crate_components(Some(AGENT_MEMBER)),
+        ),
+        (
+            "@target-uri in place of @authority",
+            r#"agent1="{origin}""#,
+            vec![
+                derived(DerivedComponent::TargetUri { req: false }),
+                crate_components(Some(AGENT_MEMBER)).remove(1),
+            ],
+        ),
+        (
+            "@method, @path and @query covered too",
+            r#"agent1="{origin}""#,
+            [
+                crate_components(Some(AGENT_MEMBER)),
+                vec![
+                    derived(DerivedComponent::Method { req: false }),
+                    derived(DerivedComponent::Path { req: false }),
+                    derived(DerivedComponent::Query { req: false }),
+                ],
+            ]
+            .concat(),
+        ),
+    ];
+    for (case, field, cover) in cases {
+        let world = World::new().await;
+        let mut request = Request::get(format!("{TARGET}?page=2"))
+            .header("signature-agent", field.replace("{origin}", world.directory.origin()))
+            .body(Body::empty())
+            .unwrap();
+        crate_sign(&mut request, &BOT, cover, &fresh_nonce(), Duration::from_secs(LIFETIME));
+        world.assert_bot_case(case, request).await;
+    }
 }
 
 #[tokio::test]
