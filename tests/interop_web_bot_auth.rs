@@ -649,6 +649,19 @@ async fn the_web_bot_auth_crate_verifies_bot_signer_requests_in_both_forms() {
 }
 
 #[tokio::test]
+async fn the_web_bot_auth_crate_0_7_0_verifies_an_expired_signature_and_only_advises_its_expiry() {
+    // 0.7.0's `verify` checks the signature alone; expiry is `possibly_insecure`'s advice,
+    // which an application must act on itself.
+    let world = World::new().await;
+    let directory = world.directory_document().await;
+    let mut request = Request::get(TARGET).body(Body::empty()).unwrap();
+    bot_signer(&world, AgentForm::Dictionary).sign(&mut request, world.now - 2 * LIFETIME);
+    let verdict = crate_verify(&request, &directory);
+    assert_eq!(verdict.expired, Some(true), "{verdict:?}");
+    assert!(verdict.verified.is_ok(), "{verdict:?}");
+}
+
+#[tokio::test]
 async fn the_web_bot_auth_crate_refuses_a_tampered_bot_signer_request() {
     let world = World::new().await;
     let directory = world.directory_document().await;
