@@ -34,7 +34,7 @@ use support::harness::body_json;
 use support::peers::{signed_request, with_flipped_signature};
 use tower::ServiceExt;
 use tower_aauth::bot::{VerifiedBot, WebBotAuthOptions};
-use tower_aauth::testing::{BotDirectory, BotSigner, ManualClock};
+use tower_aauth::testing::{BotDirectory, BotSigner, DirectoryFault, ManualClock};
 use tower_aauth::{AAuth, VerifiedRequest};
 
 const BOT: BotKey = BotKey::new(BOT_SEED);
@@ -743,4 +743,40 @@ async fn regent_httpsig_refuses_a_tampered_bot_signer_request() {
     let verdict = py_verdict(&world, &request).await;
     assert_eq!(verdict["verified"], false, "{verdict}");
     assert_eq!(verdict["error"], "invalid_signature", "{verdict}");
+}
+
+#[cfg_attr(
+    skip_peer_wba_py,
+    ignore = "interop peer peer-wba-py (PyPI regent-httpsig 0.7.3) not installed: bash tests/interop/setup.sh"
+)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_directory_unsigned_or_of_another_type_is_refused_by_our_layer_and_used_by_regent_httpsig() {
+    // regent-httpsig checks neither the directory's media type nor its response signature
+    // (tests/interop/README.md); our layer requires both.
+    let cases = [
+        (
+            DirectoryFault::Unsigned,
+            "the key directory carries no key it signed for itself",
+        ),
+        (
+            DirectoryFault::ContentType("application/json".to_owned()),
+            "the key directory is not of its media type",
+        ),
+    ];
+    for (fault, detail) in cases {
+        let world = World::new().await;
+        world.directory.set_fault(fault.clone());
+        let py = Peer::WbaPy.launcher_path();
+        let signed = py_sign(&py, "GET", &BOT, TARGET, world.directory.origin(), world.now);
+        world
+            .assert_refused(
+                &format!("{fault:?}"),
+                request_from(TARGET, &signed),
+                "invalid_key",
+                detail,
+            )
+            .await;
+        let verdict = py_verdict(&world, &bot_signed(&world, AgentForm::Dictionary)).await;
+        assert_eq!(verdict["verified"], true, "{fault:?}: {verdict}");
+    }
 }
