@@ -44,6 +44,7 @@
 //! | `AAUTH_PERSON_SERVER` | trusted person servers, comma-separated: their person tokens name the person in four-party resource tokens; in three-party their auth tokens are the grants honoured (required there) | — |
 //! | `AAUTH_PROFILE` | `draft-11` or `legacy` | `draft-11` |
 //! | `AAUTH_ALLOW_HTTP_LOOPBACK` | `1`: admit `http://127.0.0.1:PORT` identifiers (development) | off |
+//! | `AAUTH_WEB_BOT_AUTH` | `1`: verify Web Bot Auth signatures too; `GET /whoami` answers a verified bot `{"bot": {"origin", "thumbprint"}}` (no `agent` member) | off |
 //! | `AAUTH_SIGNING_KEYS` | directory of the resource's signing keys, shared by every replica (layout below); reloaded when it changes and on SIGHUP | unset: an ephemeral key, new at each start (development; said on stderr) |
 //! | `AAUTH_REDIS_URL` | `redis://host:port/`: the replay store, held (`202`) requests, the budget counters, and revocations, ceilings and key → agent bindings shared by every replica (needs `--features redis`) | per process |
 //! | `AAUTH_REVOCATIONS` | a revocation file, reloaded within 1 s of a change | — |
@@ -102,10 +103,11 @@ use http::request::Parts;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use tower_aauth::bot::{VerifiedBot, WebBotAuthOptions};
 use tower_aauth::budget::{BudgetOptions, Meter};
 use tower_aauth::policy::AccountDecision;
 use tower_aauth::replay::ReplayOptions;
-use tower_aauth::{AAuth, AuthGrant, DeferredOptions, Profile, VerifiedAgent};
+use tower_aauth::{AAuth, AuthGrant, DeferredOptions, ExtractRejection, Profile, VerifiedAgent};
 
 #[path = "fleet/policy.rs"]
 mod fleet_policy;
@@ -177,6 +179,11 @@ fn configure(
     };
     if let Some(replay) = replay {
         builder = builder.replay(replay);
+    }
+    match env("AAUTH_WEB_BOT_AUTH").as_deref() {
+        None | Some("0") => {}
+        Some("1") => builder = builder.web_bot_auth(WebBotAuthOptions::new()),
+        Some(other) => return Err(format!("AAUTH_WEB_BOT_AUTH must be 1 or 0, not {other:?}")),
     }
     let aauth = builder.build().map_err(|e| e.to_string())?;
     Ok((addr, aauth))
@@ -263,6 +270,35 @@ async fn report(agent: VerifiedAgent, grant: AuthGrant, meter: Meter) -> axum::J
 
 async fn whoami(agent: VerifiedAgent, grant: Option<AuthGrant>) -> axum::Json<Value> {
     axum::Json(describe(&agent, grant.as_ref()))
+}
+
+/// `GET /whoami`: any verified AAuth signature; with `AAUTH_WEB_BOT_AUTH=1` also a verified
+/// Web Bot Auth bot, answered as a bot.
+fn whoami_route(aauth: &AAuth) -> axum::routing::MethodRouter {
+    if env("AAUTH_WEB_BOT_AUTH").as_deref() == Some("1") {
+        get(whoami_or_bot)
+    } else {
+        get(whoami).route_layer(aauth.require_verified_agent())
+    }
+}
+
+/// A bot is named by its key directory's origin and its key's thumbprint, and is never an
+/// agent; any other caller needs a verified AAuth signature, answered as without bots (the
+/// extractor's refusal is the guard's challenge).
+async fn whoami_or_bot(
+    bot: Option<VerifiedBot>,
+    agent: Result<VerifiedAgent, ExtractRejection>,
+    grant: Option<AuthGrant>,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    match (bot, agent) {
+        (Some(bot), _) => axum::Json(json!({
+            "bot": { "origin": bot.directory_origin(), "thumbprint": bot.thumbprint() },
+        }))
+        .into_response(),
+        (None, Ok(agent)) => axum::Json(describe(&agent, grant.as_ref())).into_response(),
+        (None, Err(refusal)) => refusal.into_response(),
+    }
 }
 
 /// Histogram buckets of the `_seconds` metrics: 50 µs (a warm verification) to 2.5 s (a
@@ -353,7 +389,7 @@ async fn main() -> ExitCode {
             "/data",
             axum::routing::post(write_data).route_layer(aauth.require_scopes(["data.write"])),
         )
-        .route("/whoami", get(whoami).route_layer(aauth.require_verified_agent()))
+        .route("/whoami", whoami_route(&aauth))
         .route(
             "/report",
             get(report).route_layer(aauth.meter("USD", 6, 1000).scopes(["data.read"])),

@@ -287,3 +287,69 @@ async fn a_refused_bot_is_counted_as_refused() {
         1
     );
 }
+
+/// The `resource_server` example with `AAUTH_WEB_BOT_AUTH` set to `bots`, on a free port.
+fn example_server(bots: &str) -> (support::fleet::Replica, String) {
+    let port = support::fleet::free_port();
+    let resource = format!("http://127.0.0.1:{port}");
+    let replica = support::fleet::Replica::start(
+        port,
+        &[
+            ("AAUTH_RESOURCE", resource.clone()),
+            ("AAUTH_PERSON_SERVER", "https://ps.example".to_owned()),
+            ("AAUTH_ALLOW_HTTP_LOOPBACK", "1".to_owned()),
+            ("AAUTH_WEB_BOT_AUTH", bots.to_owned()),
+        ],
+    );
+    (replica, resource)
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// A bot's `GET {resource}/whoami` over HTTP, answered with status and JSON body.
+async fn bot_whoami(resource: &str, signer: &BotSigner) -> (StatusCode, serde_json::Value) {
+    let mut request = Request::get(format!("{resource}/whoami")).body(()).unwrap();
+    signer.sign(&mut request, now());
+    let mut outgoing = reqwest::Client::new().get(format!("{resource}/whoami"));
+    for (name, value) in request.headers() {
+        outgoing = outgoing.header(name, value);
+    }
+    let response = outgoing.send().await.unwrap();
+    let status = response.status();
+    let body = response.bytes().await.unwrap();
+    (status, serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null))
+}
+
+#[tokio::test]
+async fn the_example_names_a_bot_on_whoami_when_web_bot_auth_is_on() {
+    let directory = tower_aauth::testing::BotDirectory::spawn([42; 32]).await.unwrap();
+    let (_server, resource) = example_server("1");
+    let (status, body) = bot_whoami(&resource, &directory.signer()).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["bot"]["origin"], directory.origin());
+    assert_eq!(body["bot"]["thumbprint"], directory.signer().thumbprint());
+    assert!(body.get("agent").is_none(), "a bot is not an agent: {body}");
+}
+
+#[tokio::test]
+async fn the_example_refuses_bots_on_whoami_by_default() {
+    let directory = tower_aauth::testing::BotDirectory::spawn([42; 32]).await.unwrap();
+    let (_server, resource) = example_server("0");
+    let (status, body) = bot_whoami(&resource, &directory.signer()).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(body["error"], "invalid_signature");
+    assert_eq!(directory.requests(), 0);
+}
+
+#[tokio::test]
+async fn the_example_still_challenges_an_unsigned_whoami_with_web_bot_auth_on() {
+    let (_server, resource) = example_server("1");
+    let response = reqwest::get(format!("{resource}/whoami")).await.unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(response.headers()["aauth-requirement"], "requirement=agent-token");
+}

@@ -337,7 +337,7 @@ impl BotDirectory {
     pub fn remove_key(&self, thumbprint: &str) {
         self.lock()
             .signing
-            .retain(|k| k.public_jwk().thumbprint() != thumbprint);
+            .retain(|k| !crate::jose::thumbprints_match(k.public_jwk().thumbprint_shared(), thumbprint));
     }
 
     /// Misbehaves from now on (or behaves again, with [`DirectoryFault::None`]).

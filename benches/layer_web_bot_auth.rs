@@ -1,0 +1,69 @@
+//! A Web Bot Auth signed `GET /data` (`tag="web-bot-auth"`, `Signature-Agent` member,
+//! fresh nonce, directory cached), through `AAuthLayer` to an empty axum handler, against
+//! the Ed25519 limit measured in the same run. Goal: ≤ 1.10 ×. Each request is signed
+//! with its own nonce before its batch is timed, so the nonce's replay-store entry is part
+//! of what is measured.
+
+mod common;
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use common::{Goal, Limit, NOW, Resource, URL, benching, interleave, report};
+use http::{Request, StatusCode};
+use tower_aauth::bot::WebBotAuthOptions;
+use tower_aauth::testing::{BotDirectory, ManualClock};
+
+fn main() {
+    let limit = Limit::new();
+    let resource = Resource::with(
+        |b| {
+            b.dangerous()
+                .allow_http_loopback()
+                .web_bot_auth(WebBotAuthOptions::new())
+        },
+        |aauth, router| router.layer(aauth.layer()),
+    );
+    let directory = resource
+        .block_on(BotDirectory::spawn_with_clock(
+            [42; 32],
+            Arc::new(ManualClock::new(NOW)),
+        ))
+        .expect("a loopback port");
+    let signer = directory.signer();
+    let signed = |_: u64| {
+        let mut request = Request::get(URL).body(Body::empty()).expect("request");
+        signer.sign(&mut request, NOW);
+        request
+    };
+    // Warm: the first request fetches the directory, the rest find it cached.
+    for _ in 0..2 {
+        let router = resource.router.clone();
+        let status = resource.block_on(async move {
+            use tower::ServiceExt;
+            router.oneshot(signed(0)).await.expect("infallible").status()
+        });
+        assert_eq!(status, StatusCode::OK);
+    }
+    assert_eq!(directory.requests(), 1, "the directory is fetched once");
+
+    if common::profile(&limit, &mut |n| resource.run_with(n, signed)) {
+        return;
+    }
+    let mut c = common::criterion();
+    let mut group = c.benchmark_group("layer_web_bot_auth");
+    group.bench_function("verify_limit", |b| b.iter_custom(|iters| limit.run(iters)));
+    group.bench_function("layer_web_bot_auth", |b| {
+        b.iter_custom(|iters| resource.run_with(iters, signed))
+    });
+    group.finish();
+    c.final_summary();
+    if benching() {
+        report(
+            "layer_web_bot_auth",
+            "limit",
+            interleave(|n| limit.run(n), |n| resource.run_with(n, signed)),
+            Goal::AtMost(1.10),
+        );
+    }
+}
