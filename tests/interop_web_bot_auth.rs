@@ -180,6 +180,11 @@ struct World {
 
 impl World {
     async fn new() -> World {
+        World::with(WebBotAuthOptions::new()).await
+    }
+
+    /// A world whose layer verifies Web Bot Auth with `options`.
+    async fn with(options: WebBotAuthOptions) -> World {
         let now = unix_now();
         let clock = ManualClock::new(now);
         let directory = BotDirectory::spawn_with_clock(BOT_SEED, Arc::new(clock.clone()))
@@ -190,7 +195,7 @@ impl World {
             .expect("a loopback directory");
         let aauth = AAuth::builder("https://resource.example")
             .clock(clock.clone())
-            .web_bot_auth(WebBotAuthOptions::new())
+            .web_bot_auth(options)
             .dangerous()
             .allow_http_loopback()
             .build()
@@ -560,6 +565,27 @@ async fn regent_httpsig_post_presented_twice_is_refused_as_reused_without_a_nonc
     let request = signed_request("POST", TARGET, &signed["headers"], None);
     assert!(!header(&request, "signature-input").contains(";nonce="));
     served_once(&world, request).await;
+}
+
+#[cfg_attr(
+    skip_peer_wba_py,
+    ignore = "interop peer peer-wba-py (PyPI regent-httpsig 0.7.3) not installed: bash tests/interop/setup.sh"
+)]
+#[tokio::test]
+async fn a_resource_requiring_nonces_refuses_regent_httpsig_and_serves_the_crate_with_its_nonce() {
+    let world = World::with(WebBotAuthOptions::new().require_nonce(true)).await;
+    let request = Signer::Py.sign(&BOT, TARGET, world.directory.origin(), world.now);
+    world
+        .assert_refused(
+            "regent-httpsig, no nonce",
+            request,
+            "invalid_signature",
+            "the signature has no nonce",
+        )
+        .await;
+    let world = World::with(WebBotAuthOptions::new().require_nonce(true)).await;
+    let request = Signer::Crate(AgentForm::Dictionary).sign(&BOT, TARGET, world.directory.origin(), world.now);
+    world.assert_bot(request).await;
 }
 
 // --- npm web-bot-auth and the Dictionary form -----------------------------------------
