@@ -34,6 +34,17 @@ async fn approved_consent_gets_an_auth_token_and_the_data() {
 }
 
 #[tokio::test]
+async fn the_demo_ends_with_a_bot_verified_and_named_as_a_bot() {
+    let report = run(DemoOptions::for_person(PersonAction::Approve)).await;
+    let bot = report.checks.iter().find(|c| c.name.contains("Web Bot Auth bot"));
+    assert!(
+        bot.is_some_and(|c| c.ok),
+        "{:?}",
+        report.checks.iter().map(|c| &c.name).collect::<Vec<_>>()
+    );
+}
+
+#[tokio::test]
 async fn denied_consent_ends_with_403_denied() {
     let report = run(DemoOptions::for_person(PersonAction::Deny)).await;
     assert!(report.checks.iter().any(|c| c.name.contains("403 denied")));

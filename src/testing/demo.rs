@@ -14,7 +14,8 @@
 //! [`Profile::Legacy`], the auth server and the agent in the demo generation).
 //!
 //! [`run`] first sends one `hwk`-signed `GET /whoami` (a pseudonymous signature, accepted
-//! at the identity level), then drives an [`AgentClient`] through the flow, plays the
+//! at the identity level), ends with a Web Bot Auth bot verified on `GET /crawl` and named
+//! as a bot, and in between drives an [`AgentClient`] through the flow, plays the
 //! person (a browser opening the consent page and pressing Approve or Deny, or nobody for
 //! `expire`), prints every step through the caller's printer, and checks each step against
 //! the protocol.
@@ -234,6 +235,48 @@ pub enum DemoError {
 /// A printer for the demo's narration.
 pub type Printer = Arc<dyn Fn(&str) + Send + Sync>;
 
+/// A bot with its own key directory on loopback signs `GET {resource}/crawl` (Web Bot
+/// Auth); whether the resource named it as a bot of that directory and key, and what to
+/// print.
+async fn bot_step(resource: &str) -> (bool, String) {
+    let mut seed = [0u8; 32];
+    getrandom::fill(&mut seed).expect("the operating system has no usable random source");
+    let directory = match crate::testing::BotDirectory::spawn(seed).await {
+        Ok(directory) => directory,
+        Err(error) => return (false, format!("[bot] cannot serve its directory: {error}\n")),
+    };
+    let signer = directory.signer();
+    let url = format!("{resource}/crawl");
+    let mut request = http::Request::get(&url).body(()).expect("a valid URL");
+    signer.sign(&mut request, crate::clock::Clock::now(&crate::clock::SystemClock));
+    let mut outgoing = reqwest::Client::new().get(&url);
+    for (name, value) in request.headers() {
+        outgoing = outgoing.header(name, value);
+    }
+    let (status, body) = match outgoing.send().await {
+        Ok(response) => {
+            let status = response.status();
+            let body = response.bytes().await.unwrap_or_default();
+            (
+                status,
+                serde_json::from_slice::<serde_json::Value>(&body).unwrap_or_default(),
+            )
+        }
+        Err(error) => return (false, format!("[bot] GET /crawl failed: {error}\n")),
+    };
+    let ok = status == http::StatusCode::OK
+        && body["bot"]["origin"] == directory.origin()
+        && body["bot"]["thumbprint"] == signer.thumbprint().as_str()
+        && body.get("agent").is_none();
+    let text = format!(
+        "[bot] GET /crawl  Signature-Agent: agent1=\"{}\"  tag=\"web-bot-auth\"\n[resource] {} {}\n",
+        directory.origin(),
+        status.as_u16(),
+        body
+    );
+    (ok, text)
+}
+
 /// Runs the flow once and checks it (module docs). The report says whether every step
 /// behaved as the protocol says for the chosen [`PersonAction`].
 pub async fn run(options: DemoOptions, print: Printer) -> Result<DemoReport, DemoError> {
@@ -295,7 +338,14 @@ pub async fn run(options: DemoOptions, print: Printer) -> Result<DemoReport, Dem
         person: options.person,
         generation,
     };
-    let report = report::check(&expected, hwk, outcome);
+    let mut report = report::check(&expected, hwk, outcome);
+    print("\n--- a bot from the open web: a Web Bot Auth signature on GET /crawl\n");
+    let bot = bot_step(&demo.resource).await;
+    print(&bot.1);
+    report.expect(
+        bot.0,
+        "a Web Bot Auth bot was verified against its key directory and named as a bot (directory origin, key thumbprint, no agent)",
+    );
     print(&report.to_string());
     Ok(report)
 }

@@ -5,6 +5,7 @@
 //!   ([`AAuth::require_scopes`]); the guard answers the `auth-token` challenge with a
 //!   resource token for the configured auth server.
 //! * `GET /whoami` needs only a verified signature (pseudonymous `hwk` included).
+//! * `GET /crawl` admits verified Web Bot Auth bots only ([`crate::guard::require_bot`]).
 //! * `GET /report` is metered ([`AAuth::meter`]): 1000 `USD` at 6 decimals a call, for
 //!   an auth token granting `data.read` and a budget; its resource tokens offer 1 USD.
 //! * The well-known metadata and JWKS come from [`AAuth::well_known_router`].
@@ -34,6 +35,8 @@ pub(super) fn app(resource: &str, auth_server: &str, profile: Profile) -> Result
         .budgets(BudgetOptions::new().unit("USD", 6, Some(super::budget::OFFER)));
     // Every server of the demo lives on http://127.0.0.1.
     builder = builder.dangerous().allow_http_loopback();
+    // Bots from the open web too: Web Bot Auth signatures, verified as their own kind.
+    builder = builder.web_bot_auth(crate::bot::WebBotAuthOptions::new());
     let aauth = builder.build()?;
     let router = Router::new()
         .route(
@@ -41,6 +44,7 @@ pub(super) fn app(resource: &str, auth_server: &str, profile: Profile) -> Result
             get(data).route_layer(aauth.require_scopes(["data.read", "data.write"])),
         )
         .route("/whoami", get(whoami).route_layer(aauth.require_verified_agent()))
+        .route("/crawl", get(crawl).route_layer(crate::guard::require_bot()))
         .route(
             "/report",
             get(report).route_layer(aauth.meter("USD", 6, super::budget::PRICE).scopes(["data.read"])),
@@ -74,6 +78,13 @@ async fn data(method: Method, agent: VerifiedAgent, grant: AuthGrant) -> axum::J
     body.insert("sub".into(), json!(grant.subject));
     body.insert("scope".into(), grant.scopes.to_string().into());
     axum::Json(Value::Object(body))
+}
+
+/// A bot is named by its key directory's origin and key thumbprint, never as an agent.
+async fn crawl(bot: crate::bot::VerifiedBot) -> axum::Json<Value> {
+    axum::Json(json!({
+        "bot": { "origin": bot.directory_origin(), "thumbprint": bot.thumbprint() },
+    }))
 }
 
 async fn whoami(method: Method, agent: VerifiedAgent) -> axum::Json<Value> {
