@@ -34,7 +34,7 @@ use support::harness::body_json;
 use support::peers::{signed_request, with_flipped_signature};
 use tower::ServiceExt;
 use tower_aauth::bot::{VerifiedBot, WebBotAuthOptions};
-use tower_aauth::testing::{BotDirectory, BotSigner, DirectoryFault, ManualClock};
+use tower_aauth::testing::{BotDirectory, BotSignOptions, BotSigner, DirectoryFault, ManualClock};
 use tower_aauth::{AAuth, VerifiedRequest};
 
 const BOT: BotKey = BotKey::new(BOT_SEED);
@@ -805,4 +805,40 @@ async fn a_directory_unsigned_or_of_another_type_is_refused_by_our_layer_and_use
         let verdict = py_verdict(&world, &bot_signed(&world, AgentForm::Dictionary)).await;
         assert_eq!(verdict["verified"], true, "{fault:?}: {verdict}");
     }
+}
+
+#[cfg_attr(
+    skip_peer_wba_py,
+    ignore = "interop peer peer-wba-py (PyPI regent-httpsig 0.7.3) not installed: bash tests/interop/setup.sh"
+)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regent_httpsig_reads_the_first_signature_agent_member_where_our_layer_reads_the_covered_one() {
+    // `agent0` (another directory, uncovered) before `agent1` (the bot's, covered): the draft
+    // attributes a signature only to the member it covers. Our layer serves the bot of
+    // `agent1`; regent-httpsig fetches `agent0`'s directory, finds no key and refuses.
+    let world = World::new().await;
+    let field = format!(
+        r#"agent0="{}", {AGENT_MEMBER}="{}""#,
+        world.other.origin(),
+        world.directory.origin()
+    );
+    let mut options = BotSignOptions::default();
+    options.signature_agent = Some(field);
+    let mut request = Request::get(TARGET).body(Body::empty()).unwrap();
+    world.directory.signer().sign_with(&mut request, world.now, &options);
+    let verdict = py_verdict(&world, &request).await;
+    assert_eq!(verdict["verified"], false, "{verdict}");
+    assert_eq!(verdict["error"], "invalid_signature", "{verdict}");
+    assert_eq!(
+        world.other.requests(),
+        1,
+        "regent-httpsig fetched the uncovered member's directory"
+    );
+    assert_eq!(world.directory.requests(), 0, "and not the covered one's");
+    world.assert_bot(request).await;
+    assert_eq!(
+        world.other.requests(),
+        1,
+        "our layer fetched only the covered member's directory"
+    );
 }
