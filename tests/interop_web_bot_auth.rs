@@ -312,8 +312,9 @@ fn fresh_nonce() -> String {
 enum Signer {
     /// The `web-bot-auth` crate with `Signature-Agent` in this form.
     Crate(AgentForm),
-    /// npm `web-bot-auth` with the legacy bare String (see
-    /// `npm_web_bot_auth_dictionary_form_is_refused_*` for the Dictionary form).
+    /// npm `web-bot-auth` with the legacy bare String (its Dictionary form: see
+    /// `npm_web_bot_auth_dictionary_covered_whole_is_refused_since_the_draft_covers_the_member`
+    /// and `npm_web_bot_auth_member_coverage_signs_the_whole_field_and_is_refused`).
     Js,
     /// regent-httpsig (which only sends the legacy bare String).
     Py,
