@@ -13,7 +13,9 @@
 //! ```
 //!
 //! Every run starts with an `hwk`-signed `GET /whoami` (identity level), then the
-//! user-consent flow for `/data` with an agent signing under `jwks_uri`.
+//! user-consent flow for `/data` with an agent signing under `jwks_uri`; the consent run
+//! ends with a bot from the open web: a Web Bot Auth signature on `GET /crawl`, verified
+//! against the bot's key directory and named as a bot, never as an agent.
 //!
 //! Exits 0 only if every step behaved as the protocol says.
 

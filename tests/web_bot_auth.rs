@@ -109,8 +109,10 @@ async fn verification_is_off_by_default_and_a_bot_gets_todays_answer() {
 async fn a_request_with_signature_key_stays_on_the_aauth_path() {
     let world = BotWorld::new().await;
     let mut request = get("/verified");
-    let mut options = tower_aauth::testing::SignOptions::default();
-    options.extra_params = ";tag=\"web-bot-auth\"".to_owned();
+    let options = tower_aauth::testing::SignOptions {
+        extra_params: ";tag=\"web-bot-auth\"".to_owned(),
+        ..Default::default()
+    };
     world.app.agent.sign_with(&mut request, &KeySource::Hwk, NOW, &options);
     let response = world.send(request).await;
     assert_eq!(response.status(), StatusCode::OK, "verified as AAuth hwk");
