@@ -252,8 +252,9 @@ where
     let Some(key) = replay else {
         return call_inner(shared, inner, request, None, audit);
     };
-    let bot = request.extensions().get::<VerifiedBot>().is_some();
-    match shared.replay_store.try_insert(&key, replay_ttl(shared, bot)) {
+    let bot = request.extensions().get::<VerifiedBot>();
+    let (ttl, bot) = (replay_ttl(shared, bot), bot.is_some());
+    match shared.replay_store.try_insert(&key, ttl) {
         Some(Ok(Insertion::First)) => call_remembered(shared, inner, request, key, audit),
         Some(Ok(Insertion::Repeat)) => reject(shared, replayed(bot), audit),
         Some(Err(error)) => reject(shared, error, audit),
@@ -363,23 +364,24 @@ fn admit_now(shared: &Shared, verified: &mut VerifiedRequest) -> Result<Option<R
 
 /// The replay store's slow path (a networked store).
 async fn remember_later<B>(shared: Arc<Shared>, key: ReplayKey, request: Request<B>) -> Result<Next<B>, Refusal> {
-    let bot = request.extensions().get::<VerifiedBot>().is_some();
-    match shared.replay_store.insert(key, replay_ttl(&shared, bot)).await? {
+    let bot = request.extensions().get::<VerifiedBot>();
+    let (ttl, bot) = (replay_ttl(&shared, bot), bot.is_some());
+    match shared.replay_store.insert(key, ttl).await? {
         Insertion::First => Ok(Next::Call(request, key)),
         Insertion::Repeat => Err(replayed(bot).into()),
     }
 }
 
 /// How long a replay entry is kept: as long as the signature could be accepted again. A
-/// Web Bot Auth signature lives up to its configured lifetime, beyond the AAuth window.
-fn replay_ttl(shared: &Shared, bot: bool) -> std::time::Duration {
-    match &shared.bots {
-        Some(bots) if bot => {
-            let lifetime = bots.options.max_lifetime.as_secs();
-            let bot_ttl = std::time::Duration::from_secs(lifetime.saturating_add(shared.max_skew).saturating_add(1));
-            shared.replay_ttl.max(bot_ttl)
+/// Web Bot Auth signature is accepted until its own `expires` (plus the allowed skew), which
+/// may lie beyond the AAuth window; its entry lives exactly that long, no longer.
+fn replay_ttl(shared: &Shared, bot: Option<&VerifiedBot>) -> std::time::Duration {
+    match bot {
+        Some(bot) => {
+            let left = bot.expires.saturating_sub(shared.clock.now());
+            std::time::Duration::from_secs(left.saturating_add(shared.max_skew).saturating_add(1))
         }
-        _ => shared.replay_ttl,
+        None => shared.replay_ttl,
     }
 }
 

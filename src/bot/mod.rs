@@ -50,8 +50,8 @@
 //! 5. The signature over the rebuilt base with the key of thumbprint `keyid` in the
 //!    directory `{origin}/.well-known/http-message-signatures-directory`.
 //! 6. `nonce`, when sent, remembered in the replay store, keyed by key and nonce; without
-//!    a nonce the signature itself is remembered for replay-checked methods. Either for
-//!    as long as any accepted signature can live. A second use is `429 signature_reused`.
+//!    a nonce the signature itself is remembered for replay-checked methods. Either until
+//!    the signature's `expires` (plus the allowed skew), after which it is refused anyway. A second use is `429 signature_reused`.
 //!
 //! The directory is fetched through the discovery fetcher (see [`crate::discovery`]) and
 //! counts only when it is a `200` of media type

@@ -13,6 +13,8 @@ pub struct VerifiedBot {
     pub(crate) thumbprint: Arc<str>,
     /// The request's replay entry, released when a guard of this crate refuses it.
     pub(crate) replay: Option<crate::replay::key::ReplayKey>,
+    /// The signature's `expires`: how long its replay entry must live.
+    pub(crate) expires: u64,
 }
 
 impl VerifiedBot {

@@ -82,6 +82,7 @@ pub(crate) struct BotPending {
     base: SignatureBase,
     signature: Vec<u8>,
     nonce: Option<String>,
+    expires: u64,
     protect: bool,
 }
 
@@ -137,6 +138,7 @@ impl Bots {
             base,
             signature,
             nonce: input.params.nonce.clone(),
+            expires: input.params.expires.unwrap_or_default(),
             protect: limits.protect,
         };
         match self.cache.cached(&pending.directory.url, &pending.keyid, limits.now) {
@@ -234,6 +236,7 @@ impl BotPending {
             origin: Arc::from(self.directory.origin),
             thumbprint,
             replay,
+            expires: self.expires,
         };
         Ok(BotStep::Done(bot, replay))
     }
