@@ -10,9 +10,10 @@
 //!   `redis-server`);
 //! * `skip_chromium`: `chromium` or `chromedriver` is not on `PATH` (tests/browser.rs,
 //!   tests/session_browser.rs);
-//! * `skip_peer_v05`, `skip_peer_v03`, `skip_peer_js`, `skip_peer_introspection`: the
-//!   launcher `bin/<peer>` written by `tests/interop/setup.sh` is missing from the peer
-//!   directory (the tests/interop_*.rs files and one test of tests/resource_token.rs);
+//! * `skip_peer_v05`, `skip_peer_v03`, `skip_peer_js`, `skip_peer_introspection`,
+//!   `skip_peer_wba_py`, `skip_peer_wba_js`: the launcher `bin/<peer>` written by
+//!   `tests/interop/setup.sh` is missing from the peer directory (the tests/interop_*.rs
+//!   files and one test of tests/resource_token.rs);
 //! * `AAUTH_TEST_PEER_DIR` (compile-time environment): the peer directory the tests run the
 //!   launchers from: `$AAUTH_INTEROP_DIR`, else `$CARGO_TARGET_DIR/interop`, else
 //!   `target/interop` under the package root (where `tests/interop/setup.sh` installs them).
@@ -31,11 +32,13 @@ use std::env;
 use std::path::{Path, PathBuf};
 
 /// The launchers of `tests/interop/setup.sh` and the cfg that ignores their tests.
-const PEERS: [(&str, &str); 4] = [
+const PEERS: [(&str, &str); 6] = [
     ("peer-v05", "skip_peer_v05"),
     ("peer-v03", "skip_peer_v03"),
     ("peer-js", "skip_peer_js"),
     ("introspection-server", "skip_peer_introspection"),
+    ("peer-wba-py", "skip_peer_wba_py"),
+    ("peer-wba-js", "skip_peer_wba_js"),
 ];
 
 fn main() {

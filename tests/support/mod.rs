@@ -10,6 +10,8 @@
 //! * [`discovery`]: discovery test doubles (a loopback issuer, an in-memory fetcher, mocks);
 //! * [`metrics`]: a debugging recorder local to a test's futures, and what it counted;
 //! * [`peers`]: the real third-party peers of `tests/interop`;
+//! * [`bot_peers`]: the real Web Bot Auth peers (the `web-bot-auth` crate in process, the npm and
+//!   PyPI drivers of `tests/interop`);
 //! * [`policy`]: the policy attacks' world (attackers' issuers, a `whoami` router);
 //! * [`redis`]: a `redis-server` child process;
 //! * [`fleet`]: `resource_server` replicas behind a real `haproxy`;
@@ -29,6 +31,7 @@
 
 pub mod app;
 pub mod attack;
+pub mod bot_peers;
 pub mod bots;
 pub mod browser;
 pub mod discovery;

@@ -1,7 +1,8 @@
 //! Drives the real third-party AAuth peers of `tests/interop` (installed by
 //! `bash tests/interop/setup.sh`) and turns what they sign into requests for our layer.
 //!
-//! A peer missing: `build.rs` sets `skip_peer_v05` (`_v03`, `_js`, `_introspection`) and
+//! A peer missing: `build.rs` sets `skip_peer_v05` (`_v03`, `_js`, `_introspection`,
+//! `_wba_py`, `_wba_js`) and
 //! the tests that need it are reported ignored, with the reason; under `CI=true` they run
 //! and fail (CI installs every peer).
 
@@ -36,6 +37,11 @@ pub enum Peer {
     /// PyPI `introspection-aauth` 0.1.0: a Person Server and an Access Server, run as
     /// servers (`introspection-server person|access`), not through [`Peer::run`].
     Introspection,
+    /// PyPI `regent-httpsig` 0.7.3: a Web Bot Auth signer and verifier (`tests/support/bot_peers.rs`).
+    WbaPy,
+    /// npm `web-bot-auth` 0.1.3 over `http-message-sig` 0.2.0: Cloudflare's Web Bot Auth
+    /// signer and verifier (`tests/support/bot_peers.rs`).
+    WbaJs,
 }
 
 impl Peer {
@@ -45,6 +51,8 @@ impl Peer {
             Peer::V03 => "peer-v03",
             Peer::Js => "peer-js",
             Peer::Introspection => "introspection-server",
+            Peer::WbaPy => "peer-wba-py",
+            Peer::WbaJs => "peer-wba-js",
         }
     }
 
@@ -55,6 +63,8 @@ impl Peer {
             Peer::V03 => "aauth 0.3.4 / aauth-signing 0.1.2",
             Peer::Js => "@hellocoop/httpsig 2.2.0",
             Peer::Introspection => "introspection-aauth 0.1.0",
+            Peer::WbaPy => "regent-httpsig 0.7.3",
+            Peer::WbaJs => "web-bot-auth 0.1.3 / http-message-sig 0.2.0",
         }
     }
 
