@@ -24,7 +24,7 @@ UP_PORT=${UP_PORT:-18182}
 LAYER_PORT=${LAYER_PORT:-18183}
 ACCESS_PORT=${ACCESS_PORT:-18184}
 command -v wrk >/dev/null || { echo "wrk is not installed (apt-get install wrk)"; exit 1; }
-cargo build --release -p aauth-gateway --example verify_limit
+cargo build --release -p aauth-gateway --bins --example verify_limit
 cargo build --release -p tower-aauth --example load_server
 TARGET=${CARGO_TARGET_DIR:-target}
 work=$(mktemp -d)

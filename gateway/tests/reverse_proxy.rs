@@ -280,3 +280,41 @@ fn a_bad_configuration_stops_the_gateway_naming_the_line() {
         assert!(stderr.contains(expected), "{stderr}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_metrics_address_serves_the_layer_s_prometheus_text() {
+    bounded(async {
+        let parties = Parties::start().await;
+        let upstream = Upstream::start().await;
+        let keys = key_directory();
+        let port = free_port();
+        let metrics = free_port();
+        let text = config(
+            "reverse-proxy",
+            &format!("http://127.0.0.1:{port}"),
+            port,
+            keys.path(),
+            &parties.auth_origin,
+            &format!(
+                "upstream = \"http://127.0.0.1:{}\"\nmetrics = \"127.0.0.1:{metrics}\"",
+                upstream.port
+            ),
+        );
+        let gateway = Gateway::start(&text, port);
+        let mut request = Request::builder()
+            .uri(format!("{}/whoami", gateway.origin()))
+            .body(Vec::new())
+            .unwrap();
+        parties
+            .agent
+            .sign_with(&mut request, &parties.source(), now(), &SignOptions::default());
+        let (status, _, _) = send(request).await;
+        assert_eq!(status, StatusCode::OK);
+        let url = format!("http://127.0.0.1:{metrics}/metrics");
+        let (status, _, body) = send(Request::builder().uri(url).body(Vec::new()).unwrap()).await;
+        assert_eq!(status, StatusCode::OK);
+        let text = body.as_str().expect("Prometheus text");
+        assert!(text.contains("tower_aauth_requests_total"), "{text}");
+    })
+    .await;
+}
