@@ -65,6 +65,9 @@ struct RawConfig {
     limits: RawLimits,
     #[serde(default, rename = "route")]
     routes: Vec<RawRoute>,
+    /// Scope name → the description the resource metadata publishes.
+    #[serde(default)]
+    scopes: std::collections::BTreeMap<String, Spanned<String>>,
 }
 
 #[derive(Default, Deserialize)]
@@ -196,6 +199,8 @@ pub struct Config {
     pub trust: Trust,
     pub limits: Limits,
     pub routes: Arc<[Route]>,
+    /// Every scope a route requires, with its description (the name when none is given).
+    pub scopes: Vec<(String, String)>,
 }
 
 /// Where nginx sends its subrequests by default.
@@ -343,6 +348,29 @@ fn check(raw: RawConfig, lines: &Lines<'_>) -> Result<Config, ConfigError> {
     };
     let trust = check_trust(raw.trust, lines)?;
     let limits = check_limits(raw.limits, lines)?;
+    let mut scopes: Vec<(String, String)> = Vec::new();
+    for route in &raw.routes {
+        for scope in &route.scopes {
+            let name = scope.get_ref();
+            if !scopes.iter().any(|(known, _)| known == name) {
+                let description = raw
+                    .scopes
+                    .get(name)
+                    .map_or_else(|| name.clone(), |d| d.get_ref().clone());
+                scopes.push((name.clone(), description));
+            }
+        }
+    }
+    if let Some((name, description)) = raw
+        .scopes
+        .iter()
+        .find(|(name, _)| !scopes.iter().any(|(known, _)| known == *name))
+    {
+        return Err(lines.error(
+            description,
+            format!("scopes.{name} is described but no route requires it"),
+        ));
+    }
     let routes = check_routes(raw.routes, lines)?;
     Ok(Config {
         resource: resource.as_str().trim_end_matches('/').to_owned(),
@@ -358,6 +386,7 @@ fn check(raw: RawConfig, lines: &Lines<'_>) -> Result<Config, ConfigError> {
         trust,
         limits,
         routes: routes.into(),
+        scopes,
     })
 }
 
@@ -578,6 +607,7 @@ mod tests {
         assert_eq!(config.limits.max_body_bytes, 4096);
         assert_eq!(config.limits.upstream_timeout, Duration::from_millis(500));
         assert_eq!(config.routes.len(), 2);
+        assert_eq!(config.scopes, [("data.read".to_owned(), "data.read".to_owned())]);
         assert!(config.routes[1].matches(&Method::POST, "/api/x"));
         assert!(!config.routes[1].matches(&Method::GET, "/api/x"));
         assert!(!config.routes[1].matches(&Method::POST, "/apix"));

@@ -38,12 +38,8 @@ async fn build(config: &Config) -> Result<AAuth, String> {
         .signing_keys_from(config.signing_keys.clone())
         .max_body_bytes(usize::try_from(config.limits.max_body_bytes).unwrap_or(usize::MAX))
         .require_query_coverage(config.require_query_coverage);
-    let mut scopes: Vec<String> = Vec::new();
-    for route in config.routes.iter() {
-        collect_scopes(route.requirement.as_ref(), &mut scopes);
-    }
-    for scope in scopes {
-        builder = builder.scope(scope, "");
+    for (scope, description) in &config.scopes {
+        builder = builder.scope(scope.clone(), description.clone());
     }
     if let Some(server) = &config.trust.access_server {
         builder = builder.auth_server(server.clone());
@@ -61,25 +57,6 @@ async fn build(config: &Config) -> Result<AAuth, String> {
         builder = with_redis(builder, url).await?;
     }
     builder.build().map_err(|error| error.to_string())
-}
-
-fn collect_scopes(requirement: Option<&tower_aauth::guard::Requirement>, out: &mut Vec<String>) {
-    use tower_aauth::guard::Requirement;
-    match requirement {
-        Some(Requirement::Scopes(scopes)) => {
-            for scope in scopes.iter() {
-                if !out.iter().any(|known| known == scope) {
-                    out.push(scope.to_owned());
-                }
-            }
-        }
-        Some(Requirement::All(all)) => {
-            for part in all.iter() {
-                collect_scopes(Some(part), out);
-            }
-        }
-        _ => {}
-    }
 }
 
 #[cfg(feature = "redis")]

@@ -78,6 +78,8 @@ async fn the_well_known_documents_are_served_by_the_gateway_not_the_upstream() {
         let (status, _, metadata) = send(Request::builder().uri(url).body(Vec::new()).unwrap()).await;
         assert_eq!(status, StatusCode::OK);
         assert_eq!(metadata["issuer"], proxy.gateway.origin());
+        assert_eq!(metadata["scope_descriptions"]["data.read"], "Read your data");
+        assert_eq!(metadata["scope_descriptions"]["admin.all"], "admin.all");
         let url = format!("{}/.well-known/jwks.json", proxy.gateway.origin());
         let (status, _, jwks) = send(Request::builder().uri(url).body(Vec::new()).unwrap()).await;
         assert_eq!(status, StatusCode::OK);

@@ -231,6 +231,9 @@ signature = true
 [[route]]
 path = "/public/*"
 public = true
+
+[scopes]
+"data.read" = "Read your data"
 "#;
 
 /// A gateway process with its configuration file.
