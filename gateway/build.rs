@@ -1,6 +1,7 @@
-//! Tells the nginx test whether this machine has `nginx`: without it the test is reported
-//! `ignored` with the reason instead of passing without having run. Under `CI=true` no
-//! flag is emitted, so a missing `nginx` fails the test saying what is missing (`.ci/run`
+//! Tells the tests whether this machine has `nginx` (tests/nginx.rs) and `redis-server`
+//! (tests/replicas.rs): without one its tests are reported `ignored` with the reason
+//! instead of passing without having run. Under `CI=true` no
+//! flag is emitted, so a missing program fails its tests saying what is missing (`.ci/run`
 //! installs it first). Never fails a build.
 
 use std::env;
@@ -8,12 +9,16 @@ use std::path::Path;
 
 fn main() {
     println!("cargo::rustc-check-cfg=cfg(skip_nginx)");
+    println!("cargo::rustc-check-cfg=cfg(skip_redis)");
     println!("cargo::rerun-if-env-changed=PATH");
     println!("cargo::rerun-if-env-changed=CI");
     println!("cargo::rerun-if-changed=build.rs");
     let ci = env::var("CI").is_ok_and(|value| value == "true");
     if !ci && !on_path("nginx") {
         println!("cargo::rustc-cfg=skip_nginx");
+    }
+    if !ci && !on_path("redis-server") {
+        println!("cargo::rustc-cfg=skip_redis");
     }
 }
 

@@ -6,6 +6,8 @@
 
 pub mod envoy;
 pub mod nginx;
+#[path = "../../../tests/support/redis.rs"]
+pub mod redis;
 pub mod scenarios;
 
 use std::collections::BTreeMap;
