@@ -2,6 +2,7 @@
 # The reverse proxy's CPU per warm request against the Ed25519 limit, on loopback, bounded:
 #
 #   bash gateway/bench.sh [DURATION] [CONNECTIONS]      (defaults: 10 s, 8 connections)
+#   WORKERS=1 bash gateway/bench.sh                      (the gateway's `workers` setting)
 #
 # * upstream: examples/load_server's plain port (`GET /data` → "ok", no layer);
 # * access server: examples/load_server's access-server mode, which also writes the
@@ -58,6 +59,7 @@ mode = "reverse-proxy"
 listen = "127.0.0.1:$GW_PORT"
 upstream = "http://127.0.0.1:$UP_PORT"
 signing_keys = "$work/keys"
+${WORKERS:+workers = $WORKERS}
 
 [trust]
 access_server = "http://127.0.0.1:$ACCESS_PORT"
@@ -81,6 +83,9 @@ status=$(curl -s -o /dev/null -w '%{http_code}' "${args[@]}" "$url" || true)
 
 wrk -t1 -c"$CONNECTIONS" -d2s "${args[@]}" "$url" > /dev/null
 before_limit=$(limit)
+if [ -n "${PERF_OUT:-}" ]; then  # optional profile of the gateway during the load
+  perf record -F 499 -g -p "$gw" -o "$PERF_OUT" -- sleep "$DURATION" > /dev/null 2>&1 &
+fi
 t0=$(cpu_ticks "$gw")
 wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency "${args[@]}" "$url" | tee "$work/wrk.txt"
 t1=$(cpu_ticks "$gw")

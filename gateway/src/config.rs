@@ -59,6 +59,7 @@ struct RawConfig {
     metrics: Option<Spanned<String>>,
     redis_url: Option<Spanned<String>>,
     require_query_coverage: Option<bool>,
+    workers: Option<Spanned<u64>>,
     #[serde(default)]
     trust: RawTrust,
     #[serde(default)]
@@ -196,6 +197,8 @@ pub struct Config {
     /// A request with a query must cover `@query` (default on: the upstream cannot tell
     /// a signed query from one added on the way).
     pub require_query_coverage: bool,
+    /// Runtime threads (`None`: one per core; `1`: a single-threaded runtime).
+    pub workers: Option<usize>,
     pub trust: Trust,
     pub limits: Limits,
     pub routes: Arc<[Route]>,
@@ -346,6 +349,11 @@ fn check(raw: RawConfig, lines: &Lines<'_>) -> Result<Config, ConfigError> {
             Some(value.get_ref().clone())
         }
     };
+    let workers = match &raw.workers {
+        None => None,
+        Some(value) if (1..=256).contains(value.get_ref()) => usize::try_from(*value.get_ref()).ok(),
+        Some(value) => return Err(lines.error(value, "workers must be 1 to 256")),
+    };
     let trust = check_trust(raw.trust, lines)?;
     let limits = check_limits(raw.limits, lines)?;
     let mut scopes: Vec<(String, String)> = Vec::new();
@@ -383,6 +391,7 @@ fn check(raw: RawConfig, lines: &Lines<'_>) -> Result<Config, ConfigError> {
         metrics,
         redis_url,
         require_query_coverage: raw.require_query_coverage.unwrap_or(true),
+        workers,
         trust,
         limits,
         routes: routes.into(),
@@ -599,12 +608,13 @@ mod tests {
     #[test]
     fn a_complete_configuration_is_accepted() {
         let config = Config::parse(&document(
-            "metrics = \"127.0.0.1:9090\"\n[limits]\nmax_body_bytes = 4096\nupstream_timeout_ms = 500\n",
+            "metrics = \"127.0.0.1:9090\"\nworkers = 1\n[limits]\nmax_body_bytes = 4096\nupstream_timeout_ms = 500\n",
             &format!("{ROUTE}[[route]]\npath = \"/api/*\"\nmethods = [\"POST\"]\nagent = true\nperson = true\n"),
         ))
         .unwrap();
         assert_eq!(config.resource, "https://api.example");
         assert_eq!(config.limits.max_body_bytes, 4096);
+        assert_eq!(config.workers, Some(1));
         assert_eq!(config.limits.upstream_timeout, Duration::from_millis(500));
         assert_eq!(config.routes.len(), 2);
         assert_eq!(config.scopes, [("data.read".to_owned(), "data.read".to_owned())]);

@@ -177,8 +177,7 @@ async fn run(config: Config, aauth: AAuth) -> Result<(), String> {
     }
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -206,6 +205,27 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // One thread: no hand-offs between workers (less CPU per request, one core);
+    // otherwise a work-stealing runtime on that many threads (every core by default).
+    let runtime = match config.workers {
+        Some(1) => tokio::runtime::Builder::new_current_thread().enable_all().build(),
+        Some(n) => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(n)
+            .enable_all()
+            .build(),
+        None => tokio::runtime::Builder::new_multi_thread().enable_all().build(),
+    };
+    let runtime = match runtime {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("aauth-gateway: cannot start the runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(start(path, config, check_only))
+}
+
+async fn start(path: String, config: Config, check_only: bool) -> ExitCode {
     let aauth = match build(&config).await {
         Ok(aauth) => aauth,
         Err(error) => {

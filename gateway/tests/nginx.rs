@@ -32,7 +32,8 @@ impl Deployment {
             gateway_port,
             keys.path(),
             &parties.auth_origin,
-            "",
+            // The single-threaded runtime serves this deployment.
+            "workers = 1",
         );
         let gateway = Gateway::start(&text, gateway_port);
         let nginx = Nginx::start(nginx_port, gateway_port, upstream.port);
