@@ -43,8 +43,9 @@ limit() {
   "$TARGET/release/examples/verify_limit" 3 | awk '/limit_cpu_ns/ { print $2 }'
 }
 
-"$TARGET/release/examples/load_server" "$LAYER_PORT" "$UP_PORT" "$work/unused" > "$work/upstream.log" 2>&1 &
-pids+=($!)
+"$TARGET/release/examples/load_server" "$LAYER_PORT" "$UP_PORT" "$work/layer-headers" > "$work/upstream.log" 2>&1 &
+up=$!
+pids+=($up)
 wait_for "$work/upstream.log" listening
 "$TARGET/release/examples/load_server" access-server "$ACCESS_PORT" \
   "http://127.0.0.1:$GW_PORT" "$work/headers" > "$work/access.log" 2>&1 &
@@ -103,3 +104,18 @@ awk -v t0="$t0" -v t1="$t1" -v n="$requests" -v hz="$ticks_per_second" \
   printf "RATIO gateway CPU per request / limit = %.2f (goal <= 1.3)\n", cpu / limit
 }'
 awk '/ 99%/ { print "p99 latency " $2 }' "$work/wrk.txt"
+
+# Reference: the same warm request served in process (examples/load_server's layer port:
+# AAuthLayer + require_scopes + an empty handler, no proxying), same load, its CPU.
+args=()
+while IFS= read -r line; do args+=(-H "$line"); done < "$work/layer-headers"
+wrk -t1 -c"$CONNECTIONS" -d2s "${args[@]}" "http://127.0.0.1:$LAYER_PORT/data" > /dev/null
+u0=$(cpu_ticks "$up")
+wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency "${args[@]}" "http://127.0.0.1:$LAYER_PORT/data" > "$work/wrk-layer.txt"
+u1=$(cpu_ticks "$up")
+requests=$(awk '/requests in/ { print $1 }' "$work/wrk-layer.txt")
+awk -v t0="$u0" -v t1="$u1" -v n="$requests" -v hz="$ticks_per_second" -v l0="$before_limit" -v l1="$after_limit" 'BEGIN {
+  cpu = (t1 - t0) / hz * 1e9 / n
+  printf "in-process layer server: %.0f ns per request, %.2f x the limit\n", cpu, cpu / ((l0 + l1) / 2)
+}'
+awk '/ 99%/ { print "in-process p99 latency " $2 }' "$work/wrk-layer.txt"
