@@ -320,3 +320,39 @@ async fn the_metrics_address_serves_the_layer_s_prometheus_text() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_whose_subject_cannot_be_a_header_value_is_refused_before_forwarding() {
+    bounded(async {
+        // A trusted issuer's subject outside visible ASCII could not travel in
+        // x-aauth-person: the layer refuses such identifier claims (the gateway would
+        // refuse them too, 403 identity_unrepresentable), and nothing is forwarded.
+        let parties = Parties::start_with_person(Some("pérson")).await;
+        let upstream = Upstream::start().await;
+        let keys = key_directory();
+        let port = free_port();
+        let text = config(
+            "reverse-proxy",
+            &format!("http://127.0.0.1:{port}"),
+            port,
+            keys.path(),
+            &parties.auth_origin,
+            &format!("upstream = \"http://127.0.0.1:{}\"", upstream.port),
+        );
+        let gateway = Gateway::start(&text, port);
+        let outcome = parties
+            .client()
+            .fetch(Method::GET, &format!("{}/data", gateway.origin()), None)
+            .await
+            .unwrap();
+        assert_eq!(
+            outcome.response.status,
+            StatusCode::UNAUTHORIZED,
+            "{:?}",
+            outcome.response
+        );
+        assert_eq!(outcome.response.signature_error(), Some("error=invalid_jwt"));
+        assert_eq!(upstream.hits(), 0);
+    })
+    .await;
+}

@@ -155,6 +155,11 @@ pub struct Parties {
 
 impl Parties {
     pub async fn start() -> Parties {
+        Parties::start_with_person(None).await
+    }
+
+    /// The access server's tokens name `person` as their `sub` (default: the kit's).
+    pub async fn start_with_person(person: Option<&str>) -> Parties {
         let agent = TestAgent::generate();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let agent_id = format!("http://{}", listener.local_addr().unwrap());
@@ -164,12 +169,14 @@ impl Parties {
         });
         let auth_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let auth_origin = format!("http://{}", auth_listener.local_addr().unwrap());
-        let auth_server = TestAuthServer::builder(&auth_origin)
+        let mut builder = TestAuthServer::builder(&auth_origin)
             .consent(Consent::AutoApprove)
             .retry_after(0)
-            .signing_key(ResourceKey::generate().with_kid("gateway-as"))
-            .build()
-            .unwrap();
+            .signing_key(ResourceKey::generate().with_kid("gateway-as"));
+        if let Some(person) = person {
+            builder = builder.person(person);
+        }
+        let auth_server = builder.build().unwrap();
         let auth_router = auth_server.router();
         let auth_task = tokio::spawn(async move {
             axum::serve(auth_listener, auth_router).await.unwrap();
