@@ -1,7 +1,7 @@
 //! The reverse proxy's terminal: forwards an admitted request to the upstream.
 //!
 //! Headers: hop-by-hop fields go, every incoming `x-aauth-*` goes, the identity headers
-//! are set from the [`VerifiedRequest`]; `Host` becomes the upstream's, the original goes
+//! are set from the [`VerifiedRequest`](tower_aauth::VerifiedRequest) (or the [`VerifiedBot`](tower_aauth::bot::VerifiedBot)); `Host` becomes the upstream's, the original goes
 //! in `x-forwarded-host`. Bodies stream through within the cap: a declared length over it
 //! is `413` before anything is sent; a chunked body that grows past it aborts the upstream
 //! request and is answered `413`. A `Content-Digest`-covered body reaches here already
@@ -24,7 +24,6 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use tower::Service;
-use tower_aauth::VerifiedRequest;
 
 use crate::config::Limits;
 use crate::identity;
@@ -145,7 +144,7 @@ impl Forward {
         if declared.is_some_and(|length| length > cap) {
             return too_large();
         }
-        let identity = match identity::headers(parts.extensions.get::<VerifiedRequest>()) {
+        let identity = match identity::headers(&parts.extensions) {
             Ok(identity) => identity,
             Err(identity::Unrepresentable) => return unrepresentable(),
         };
