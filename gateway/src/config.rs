@@ -64,6 +64,8 @@ struct RawConfig {
     trust: RawTrust,
     #[serde(default)]
     limits: RawLimits,
+    #[serde(default)]
+    web_bot_auth: RawWebBotAuth,
     #[serde(default, rename = "route")]
     routes: Vec<RawRoute>,
     /// Scope name → the description the resource metadata publishes.
@@ -91,6 +93,23 @@ struct RawLimits {
     connect_timeout_ms: Option<Spanned<u64>>,
 }
 
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWebBotAuth {
+    #[serde(default)]
+    enabled: bool,
+    max_lifetime_secs: Option<Spanned<u64>>,
+    require_nonce: Option<Spanned<bool>>,
+}
+
+/// `bots = true` (any verified bot) or `bots = ["https://origin", ...]`.
+#[derive(Deserialize)]
+#[serde(untagged, expecting = "bots = true or bots = [\"https://origin\", ...]")]
+enum RawBots {
+    Any(bool),
+    From(Vec<String>),
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawRoute {
@@ -106,6 +125,7 @@ struct RawRoute {
     signature: bool,
     #[serde(default)]
     public: bool,
+    bots: Option<Spanned<RawBots>>,
 }
 
 /// Who the resource trusts.
@@ -115,6 +135,27 @@ pub struct Trust {
     pub person_servers: Vec<String>,
     pub agent_providers: Vec<String>,
     pub allow_http_loopback: bool,
+}
+
+/// Web Bot Auth verification (`[web_bot_auth]`, off unless `enabled = true`).
+#[derive(Debug, Clone, Copy)]
+pub struct WebBotAuth {
+    /// The longest `expires - created` accepted.
+    pub max_lifetime: Duration,
+    /// Whether a bot signature must carry a `nonce`.
+    pub require_nonce: bool,
+}
+
+/// Longest signature lifetime a configuration may allow: a day.
+const MAX_BOT_LIFETIME_SECS: u64 = 24 * 60 * 60;
+
+/// Which verified bots a route admits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Bots {
+    /// Every verified bot.
+    Any,
+    /// Bots whose key directory is on one of these origins.
+    From(Vec<String>),
 }
 
 /// Caps and timeouts.
@@ -170,8 +211,10 @@ pub struct Route {
     pub path: PathPattern,
     /// `None`: every method.
     pub methods: Option<Vec<Method>>,
-    /// `None`: public (forwarded unsigned; identity headers when signed).
+    /// `None`: public (forwarded unsigned; identity headers when signed) or a bot route.
     pub requirement: Option<Requirement>,
+    /// `Some`: a bot route (no AAuth requirement: a verified bot is never an agent).
+    pub bots: Option<Bots>,
     /// The configured line, for logs.
     pub line: usize,
 }
@@ -201,6 +244,8 @@ pub struct Config {
     pub workers: Option<usize>,
     pub trust: Trust,
     pub limits: Limits,
+    /// `None`: Web Bot Auth signatures are not verified (a bot is an unsigned request).
+    pub web_bot_auth: Option<WebBotAuth>,
     pub routes: Arc<[Route]>,
     /// Every scope a route requires, with its description (the name when none is given).
     pub scopes: Vec<(String, String)>,
@@ -379,7 +424,8 @@ fn check(raw: RawConfig, lines: &Lines<'_>) -> Result<Config, ConfigError> {
             format!("scopes.{name} is described but no route requires it"),
         ));
     }
-    let routes = check_routes(raw.routes, lines)?;
+    let web_bot_auth = check_web_bot_auth(&raw.web_bot_auth, lines)?;
+    let routes = check_routes(raw.routes, lines, web_bot_auth.is_some(), trust.allow_http_loopback)?;
     Ok(Config {
         resource: resource.as_str().trim_end_matches('/').to_owned(),
         mode: raw.mode,
@@ -394,6 +440,7 @@ fn check(raw: RawConfig, lines: &Lines<'_>) -> Result<Config, ConfigError> {
         workers,
         trust,
         limits,
+        web_bot_auth,
         routes: routes.into(),
         scopes,
     })
@@ -460,7 +507,90 @@ fn check_limits(raw: RawLimits, lines: &Lines<'_>) -> Result<Limits, ConfigError
     })
 }
 
-fn check_routes(raw: Vec<RawRoute>, lines: &Lines<'_>) -> Result<Vec<Route>, ConfigError> {
+fn check_web_bot_auth(raw: &RawWebBotAuth, lines: &Lines<'_>) -> Result<Option<WebBotAuth>, ConfigError> {
+    if !raw.enabled {
+        if let Some(value) = &raw.max_lifetime_secs {
+            return Err(lines.error(
+                value,
+                "web_bot_auth.max_lifetime_secs has no effect without enabled = true",
+            ));
+        }
+        if let Some(value) = &raw.require_nonce {
+            return Err(lines.error(value, "web_bot_auth.require_nonce has no effect without enabled = true"));
+        }
+        return Ok(None);
+    }
+    let max_lifetime = match &raw.max_lifetime_secs {
+        None => Duration::from_secs(60 * 60),
+        Some(value) if (1..=MAX_BOT_LIFETIME_SECS).contains(value.get_ref()) => Duration::from_secs(*value.get_ref()),
+        Some(value) => {
+            return Err(lines.error(
+                value,
+                format!("web_bot_auth.max_lifetime_secs must be 1 to {MAX_BOT_LIFETIME_SECS}"),
+            ));
+        }
+    };
+    Ok(Some(WebBotAuth {
+        max_lifetime,
+        require_nonce: raw.require_nonce.as_ref().is_some_and(|value| *value.get_ref()),
+    }))
+}
+
+/// A `bots = [...]` entry: an origin as a bot's `Signature-Agent` names its directory
+/// (`https`, a host, no path, query or userinfo; `http` on loopback only under
+/// `allow_http_loopback`), in its serialized form.
+fn bot_origin(text: &str, allow_http_loopback: bool) -> Option<String> {
+    let url = url::Url::parse(text).ok()?;
+    let loopback = matches!(url.host(), Some(url::Host::Ipv4(ip)) if ip.is_loopback())
+        || matches!(url.host(), Some(url::Host::Ipv6(ip)) if ip.is_loopback());
+    let scheme_ok = url.scheme() == "https" || (url.scheme() == "http" && allow_http_loopback && loopback);
+    let plain = url.path() == "/"
+        && !text.ends_with('/')
+        && url.query().is_none()
+        && url.fragment().is_none()
+        && url.username().is_empty()
+        && url.password().is_none();
+    (scheme_ok && plain && url.host().is_some()).then(|| url.origin().ascii_serialization())
+}
+
+fn check_bots(
+    spanned: &Spanned<RawBots>,
+    lines: &Lines<'_>,
+    web_bot_auth: bool,
+    allow_http_loopback: bool,
+) -> Result<Option<Bots>, ConfigError> {
+    let bots = match spanned.get_ref() {
+        RawBots::Any(false) => return Ok(None),
+        RawBots::Any(true) => Bots::Any,
+        RawBots::From(origins) if origins.is_empty() => {
+            return Err(lines.error(spanned, "bots = [] admits nobody: list origins or write bots = true"));
+        }
+        RawBots::From(origins) => Bots::From(
+            origins
+                .iter()
+                .map(|origin| {
+                    bot_origin(origin, allow_http_loopback).ok_or_else(|| {
+                        lines.error(
+                            spanned,
+                            "bots lists origins such as \"https://bots.example\" (https, no path, no trailing /)",
+                        )
+                    })
+                })
+                .collect::<Result<_, _>>()?,
+        ),
+    };
+    if !web_bot_auth {
+        return Err(lines.error(spanned, "bots needs [web_bot_auth] enabled = true"));
+    }
+    Ok(Some(bots))
+}
+
+fn check_routes(
+    raw: Vec<RawRoute>,
+    lines: &Lines<'_>,
+    web_bot_auth: bool,
+    allow_http_loopback: bool,
+) -> Result<Vec<Route>, ConfigError> {
     if raw.is_empty() {
         return Err(ConfigError {
             line: None,
@@ -542,7 +672,17 @@ fn check_routes(raw: Vec<RawRoute>, lines: &Lines<'_>) -> Result<Vec<Route>, Con
             }
             parts.push(Requirement::scopes(route.scopes.iter().map(|s| s.get_ref().clone())));
         }
-        let requirement = match (route.public, parts.len()) {
+        let bots = match &route.bots {
+            None => None,
+            Some(spanned) => check_bots(spanned, lines, web_bot_auth, allow_http_loopback)?,
+        };
+        if bots.is_some() && (route.public || !parts.is_empty()) {
+            return Err(lines.error(
+                route.bots.as_ref().expect("bots is set"),
+                "a bot route has no other requirement (a verified bot is never an agent: use two routes)",
+            ));
+        }
+        let requirement = match (route.public || bots.is_some(), parts.len()) {
             (true, 0) => None,
             (true, _) => {
                 return Err(ConfigError {
@@ -553,7 +693,7 @@ fn check_routes(raw: Vec<RawRoute>, lines: &Lines<'_>) -> Result<Vec<Route>, Con
             (false, 0) => {
                 return Err(ConfigError {
                     line: Some(line),
-                    message: "a route needs a requirement (scopes, agent, person, signature) or public = true"
+                    message: "a route needs a requirement (scopes, agent, person, signature, bots) or public = true"
                         .to_owned(),
                 });
             }
@@ -564,6 +704,7 @@ fn check_routes(raw: Vec<RawRoute>, lines: &Lines<'_>) -> Result<Vec<Route>, Con
             path: pattern,
             methods,
             requirement,
+            bots,
             line,
         };
         if let Some(earlier) = routes.iter().find(|earlier| {
@@ -695,6 +836,119 @@ mod tests {
         for (what, text, line, needle) in cases {
             let error = Config::parse(text).expect_err(what);
             assert_eq!(error.line, *line, "{what}: {error}");
+            assert!(error.message.contains(needle), "{what}: {error}");
+        }
+    }
+
+    const BOTS_ON: &str = "[web_bot_auth]\nenabled = true\nmax_lifetime_secs = 600\nrequire_nonce = true\n";
+
+    #[test]
+    fn bot_routes_admit_any_bot_or_listed_origins() {
+        let config = Config::parse(&document(
+            BOTS_ON,
+            "[[route]]\npath = \"/crawl/*\"\nbots = true\n\
+             [[route]]\npath = \"/partners/*\"\nbots = [\"https://Bots.Example\", \"https://b.example:8443\"]\n\
+             [[route]]\npath = \"/agents\"\nagent = true\nbots = false\n",
+        ))
+        .unwrap();
+        let bots = config.web_bot_auth.expect("enabled");
+        assert_eq!(bots.max_lifetime, Duration::from_secs(600));
+        assert!(bots.require_nonce);
+        assert_eq!(config.routes[0].bots, Some(Bots::Any));
+        assert!(config.routes[0].requirement.is_none());
+        assert_eq!(
+            config.routes[1].bots,
+            Some(Bots::From(vec![
+                "https://bots.example".to_owned(),
+                "https://b.example:8443".to_owned()
+            ]))
+        );
+        assert_eq!(config.routes[2].bots, None);
+        assert!(config.routes[2].requirement.is_some());
+    }
+
+    #[test]
+    fn web_bot_auth_is_off_unless_enabled() {
+        let config = Config::parse(&document("", ROUTE)).unwrap();
+        assert!(config.web_bot_auth.is_none());
+        assert!(config.routes.iter().all(|route| route.bots.is_none()));
+    }
+
+    /// Each bad bot configuration, the line the error must name, and a word the message must say.
+    #[test]
+    fn bad_bot_configurations_are_refused_naming_the_line() {
+        let route = |body: &str| format!("[[route]]\npath = \"/crawl\"\n{body}\n");
+        let cases: &[(&str, String, usize, &str)] = &[
+            (
+                "bots without web_bot_auth",
+                document("", &route("bots = true")),
+                12,
+                "[web_bot_auth] enabled = true",
+            ),
+            (
+                "bots with an agent requirement",
+                document(BOTS_ON, &route("agent = true\nbots = true")),
+                17,
+                "a bot route has no other requirement",
+            ),
+            (
+                "bots with scopes",
+                document(BOTS_ON, &route("bots = [\"https://bots.example\"]\nscopes = [\"a\"]")),
+                16,
+                "a bot route has no other requirement",
+            ),
+            (
+                "bots on a public route",
+                document(BOTS_ON, &route("public = true\nbots = true")),
+                17,
+                "a bot route has no other requirement",
+            ),
+            (
+                "an empty origin list",
+                document(BOTS_ON, &route("bots = []")),
+                16,
+                "admits nobody",
+            ),
+            (
+                "an origin with a path",
+                document(BOTS_ON, &route("bots = [\"https://bots.example/x\"]")),
+                16,
+                "bots lists origins",
+            ),
+            (
+                "a plain http origin",
+                document(BOTS_ON, &route("bots = [\"http://bots.example\"]")),
+                16,
+                "bots lists origins",
+            ),
+            (
+                "a wrong bots type",
+                document(BOTS_ON, &route("bots = \"yes\"")),
+                16,
+                "bots = true or bots = [",
+            ),
+            (
+                "a lifetime of zero",
+                document("[web_bot_auth]\nenabled = true\nmax_lifetime_secs = 0", ROUTE),
+                8,
+                "max_lifetime_secs must be",
+            ),
+            (
+                "options without enabled",
+                document("[web_bot_auth]\nrequire_nonce = true", ROUTE),
+                7,
+                "without enabled = true",
+            ),
+            (
+                "an unknown web_bot_auth key",
+                document("[web_bot_auth]\nenabled = true\nnonce = true", ROUTE),
+                8,
+                "unknown field",
+            ),
+        ];
+        for (what, text, line, needle) in cases {
+            let error = Config::parse(text).expect_err(what);
+            assert_eq!(error.line, Some(*line), "{what}: {error}");
             assert!(error.message.contains(needle), "{what}: {error}");
         }
     }

@@ -1,7 +1,7 @@
 //! The reverse proxy's terminal: forwards an admitted request to the upstream.
 //!
 //! Headers: hop-by-hop fields go, every incoming `x-aauth-*` goes, the identity headers
-//! are set from the [`VerifiedRequest`]; `Host` becomes the upstream's, the original goes
+//! are set from the [`VerifiedRequest`](tower_aauth::VerifiedRequest) (or the [`VerifiedBot`](tower_aauth::bot::VerifiedBot)); `Host` becomes the upstream's, the original goes
 //! in `x-forwarded-host`. Bodies stream through within the cap: a declared length over it
 //! is `413` before anything is sent; a chunked body that grows past it aborts the upstream
 //! request and is answered `413`. A `Content-Digest`-covered body reaches here already
@@ -12,6 +12,7 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -19,12 +20,12 @@ use axum::body::Body;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Request, Response, StatusCode, Uri};
+use http_body::Body as _;
 use http_body_util::{BodyExt, Limited};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use tower::Service;
-use tower_aauth::VerifiedRequest;
 
 use crate::config::Limits;
 use crate::identity;
@@ -32,9 +33,14 @@ use crate::service::{problem, unrepresentable};
 
 type UpstreamBody = http_body_util::combinators::UnsyncBoxBody<bytes::Bytes, Box<dyn std::error::Error + Send + Sync>>;
 
-/// Forwards to one upstream origin (with an optional base path).
+/// Forwards to one upstream origin (with an optional base path). Cloned per request (the
+/// service contract), so everything lives behind one `Arc`.
 #[derive(Clone)]
 pub struct Forward {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
     client: Client<HttpConnector, UpstreamBody>,
     authority: Authority,
     base_path: String,
@@ -62,11 +68,13 @@ impl Forward {
             "http"
         };
         Forward {
-            client,
-            authority: authority.parse().expect("a checked URL's host and port"),
-            base_path: upstream.path().trim_end_matches('/').to_owned(),
-            limits,
-            proto: HeaderValue::from_static(proto),
+            inner: Arc::new(Inner {
+                client,
+                authority: authority.parse().expect("a checked URL's host and port"),
+                base_path: upstream.path().trim_end_matches('/').to_owned(),
+                limits,
+                proto: HeaderValue::from_static(proto),
+            }),
         }
     }
 }
@@ -128,13 +136,13 @@ impl Service<Request<Body>> for Forward {
     }
 
     fn call(&mut self, request: Request<Body>) -> Self::Future {
-        let this = self.clone();
+        let this = self.inner.clone();
         Box::pin(async move { Ok(this.forward(request).await) })
     }
 }
 
-impl Forward {
-    async fn forward(self, request: Request<Body>) -> Response<Body> {
+impl Inner {
+    async fn forward(&self, request: Request<Body>) -> Response<Body> {
         let (mut parts, body) = request.into_parts();
         let cap = self.limits.max_body_bytes;
         let declared = parts
@@ -145,13 +153,19 @@ impl Forward {
         if declared.is_some_and(|length| length > cap) {
             return too_large();
         }
-        let identity = match identity::headers(parts.extensions.get::<VerifiedRequest>()) {
+        let identity = match identity::headers(&parts.extensions) {
             Ok(identity) => identity,
             Err(identity::Unrepresentable) => return unrepresentable(),
         };
-        let path_and_query = parts.uri.path_and_query().map_or("/", PathAndQuery::as_str);
-        let target = format!("{}{path_and_query}", self.base_path);
-        let Ok(path_and_query) = PathAndQuery::try_from(target) else {
+        // Without a base path the target is the client's, reused as parsed (no copy).
+        let path_and_query = match (self.base_path.is_empty(), parts.uri.path_and_query()) {
+            (true, Some(path_and_query)) => Ok(path_and_query.clone()),
+            (_, path_and_query) => {
+                let path_and_query = path_and_query.map_or("/", PathAndQuery::as_str);
+                PathAndQuery::try_from(format!("{}{path_and_query}", self.base_path))
+            }
+        };
+        let Ok(path_and_query) = path_and_query else {
             return problem(
                 StatusCode::BAD_REQUEST,
                 "invalid_request",
@@ -185,7 +199,13 @@ impl Forward {
         parts.version = http::Version::HTTP_11;
         parts.extensions = http::Extensions::new();
         let limit = usize::try_from(cap).unwrap_or(usize::MAX);
-        let body: UpstreamBody = Limited::new(body, limit).boxed_unsync();
+        // A request that has ended (no body, or a digest-checked one already read whole
+        // and empty) needs no cap to count against.
+        let body: UpstreamBody = if body.is_end_stream() {
+            UpstreamBody::default()
+        } else {
+            Limited::new(body, limit).boxed_unsync()
+        };
         let upstream = Request::from_parts(parts, body);
         let response = match tokio::time::timeout(self.limits.upstream_timeout, self.client.request(upstream)).await {
             Err(_elapsed) => {

@@ -2,7 +2,8 @@
 //! client sent. Every incoming header named `x-aauth-*` is removed before ours are set,
 //! so an upstream can trust any `x-aauth-*` header it sees to come from the gateway.
 
-use http::{HeaderMap, HeaderName, HeaderValue};
+use http::{Extensions, HeaderMap, HeaderName, HeaderValue};
+use tower_aauth::bot::VerifiedBot;
 use tower_aauth::{TokenKind, VerifiedRequest};
 
 /// The prefix of every header the gateway sets and strips.
@@ -15,9 +16,14 @@ pub const AGENT_PROVIDER: HeaderName = HeaderName::from_static("x-aauth-agent-pr
 pub const PERSON: HeaderName = HeaderName::from_static("x-aauth-person");
 pub const PERSON_ISSUER: HeaderName = HeaderName::from_static("x-aauth-person-issuer");
 pub const SCOPE: HeaderName = HeaderName::from_static("x-aauth-scope");
+pub const BOT_ORIGIN: HeaderName = HeaderName::from_static("x-aauth-bot-origin");
+pub const BOT_THUMBPRINT: HeaderName = HeaderName::from_static("x-aauth-bot-thumbprint");
+
+/// The `x-aauth-scheme` of a verified Web Bot Auth request.
+const BOT_SCHEME: HeaderValue = HeaderValue::from_static("web-bot-auth");
 
 /// Every header name the gateway may set, for deployments (Envoy) that remove by name.
-pub const ALL: [HeaderName; 7] = [
+pub const ALL: [HeaderName; 9] = [
     SCHEME,
     KEY_THUMBPRINT,
     AGENT,
@@ -25,6 +31,8 @@ pub const ALL: [HeaderName; 7] = [
     PERSON,
     PERSON_ISSUER,
     SCOPE,
+    BOT_ORIGIN,
+    BOT_THUMBPRINT,
 ];
 
 /// Removes every `x-aauth-*` header (any case: `http` stores names in lower case).
@@ -44,12 +52,21 @@ pub fn strip(headers: &mut HeaderMap) {
 #[derive(Debug)]
 pub struct Unrepresentable;
 
-/// The identity headers for a request, empty when it was not signed.
-pub fn headers(verified: Option<&VerifiedRequest>) -> Result<Vec<(HeaderName, HeaderValue)>, Unrepresentable> {
-    let Some(verified) = verified else {
-        return Ok(Vec::new());
-    };
+/// The identity headers for a request (from the layer's extensions): an AAuth caller's,
+/// a verified bot's (scheme, directory origin, key thumbprint: never agent or person
+/// headers), or none when it was not signed.
+pub fn headers(extensions: &Extensions) -> Result<Vec<(HeaderName, HeaderValue)>, Unrepresentable> {
     let value = |text: &str| HeaderValue::from_str(text).map_err(|_| Unrepresentable);
+    let Some(verified) = extensions.get::<VerifiedRequest>() else {
+        return match extensions.get::<VerifiedBot>() {
+            None => Ok(Vec::new()),
+            Some(bot) => Ok(vec![
+                (SCHEME, BOT_SCHEME),
+                (BOT_ORIGIN, value(bot.directory_origin())?),
+                (BOT_THUMBPRINT, value(bot.thumbprint())?),
+            ]),
+        };
+    };
     let mut out = Vec::with_capacity(7);
     out.push((SCHEME, HeaderValue::from_static(verified.scheme.as_str())));
     out.push((KEY_THUMBPRINT, value(&verified.key_thumbprint)?));
@@ -91,6 +108,6 @@ mod tests {
 
     #[test]
     fn an_unsigned_request_has_no_identity_headers() {
-        assert!(headers(None).unwrap().is_empty());
+        assert!(headers(&Extensions::new()).unwrap().is_empty());
     }
 }

@@ -50,6 +50,13 @@ async fn build(config: &Config) -> Result<AAuth, String> {
     if !config.trust.agent_providers.is_empty() {
         builder = builder.agent_providers(config.trust.agent_providers.iter().cloned());
     }
+    if let Some(bots) = &config.web_bot_auth {
+        builder = builder.web_bot_auth(
+            tower_aauth::bot::WebBotAuthOptions::new()
+                .max_lifetime(bots.max_lifetime)
+                .require_nonce(bots.require_nonce),
+        );
+    }
     if config.trust.allow_http_loopback {
         builder = builder.dangerous().allow_http_loopback();
     }

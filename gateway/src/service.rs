@@ -21,9 +21,10 @@ use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode, header};
 use tower::util::BoxCloneSyncService;
 use tower::{Layer, Service, ServiceExt};
-use tower_aauth::{AAuth, VerifiedRequest};
+use tower_aauth::AAuth;
+use tower_aauth::guard::{require_bot, require_bot_from};
 
-use crate::config::{Config, Route};
+use crate::config::{Bots, Config, Route};
 use crate::identity;
 
 /// A fully built request path.
@@ -75,7 +76,7 @@ impl Service<Request<Body>> for Allow {
     }
 
     fn call(&mut self, request: Request<Body>) -> Self::Future {
-        let identity = identity::headers(request.extensions().get::<VerifiedRequest>());
+        let identity = identity::headers(request.extensions());
         std::future::ready(Ok(match identity {
             Ok(identity) => {
                 let mut response = Response::new(Body::empty());
@@ -116,12 +117,16 @@ impl Dispatch {
             .routes
             .iter()
             .map(|route| {
-                let service = match &route.requirement {
-                    Some(requirement) => {
+                let service = match (&route.requirement, &route.bots) {
+                    (Some(requirement), _) => {
                         let guarded = aauth.require(requirement.clone()).layer(terminal.clone());
                         BoxCloneSyncService::new(guarded)
                     }
-                    None => terminal.clone(),
+                    (None, Some(Bots::Any)) => BoxCloneSyncService::new(require_bot().layer(terminal.clone())),
+                    (None, Some(Bots::From(origins))) => {
+                        BoxCloneSyncService::new(require_bot_from(origins.iter().cloned()).layer(terminal.clone()))
+                    }
+                    (None, None) => terminal.clone(),
                 };
                 Routed {
                     route: route.clone(),

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use support::envoy::{Envoy, check, check_request};
 use support::scenarios::Front;
 use support::{Gateway, Parties, TempDir, Upstream, bounded, config, free_port, key_directory, now};
-use tower_aauth::testing::{KeySource, SignOptions};
+use tower_aauth::testing::{BotDirectory, KeySource, SignOptions};
 
 struct Deployment {
     parties: Parties,
@@ -59,6 +59,7 @@ impl Deployment {
             upstream: &self.upstream,
             parties: &self.parties,
             strips_every_prefixed: true,
+            problem_codes: true,
         }
     }
 
@@ -342,6 +343,17 @@ async fn a_digest_covered_body_is_checked_when_envoy_sends_it() {
         assert_eq!(header(&headers, "signature-error"), Some("error=invalid_signature"));
         let (_, status, _, _) = denied(&check(deployment.grpc, check_request(&parts, &[b'x'; 4096])).await);
         assert_eq!(status, 413);
+    })
+    .await;
+}
+
+/// Web Bot Auth through `ext_authz`: see the bot scenarios.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bots_are_admitted_on_bot_routes_only_through_ext_authz() {
+    bounded(async {
+        let deployment = Deployment::start().await;
+        let directory = BotDirectory::spawn([42; 32]).await.unwrap();
+        deployment.front().bot_scenarios(&directory).await;
     })
     .await;
 }

@@ -10,6 +10,7 @@ use serde_json::json;
 use support::nginx::Nginx;
 use support::scenarios::Front;
 use support::{Gateway, Parties, TempDir, Upstream, bounded, config, free_port, key_directory, send};
+use tower_aauth::testing::BotDirectory;
 
 struct Deployment {
     parties: Parties,
@@ -52,6 +53,7 @@ impl Deployment {
             upstream: &self.upstream,
             parties: &self.parties,
             strips_every_prefixed: false,
+            problem_codes: false,
         }
     }
 }
@@ -113,6 +115,18 @@ async fn the_auth_request_endpoint_refuses_a_subrequest_without_the_original_req
         assert_eq!(status, StatusCode::FORBIDDEN);
         assert_eq!(headers["x-aauth-status"], "400");
         assert_eq!(body["error"], "invalid_request");
+    })
+    .await;
+}
+
+/// Web Bot Auth through nginx: see the bot scenarios (403 codes are nginx's fixed body).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(skip_nginx, ignore = "nginx not found on PATH (apt-get install nginx)")]
+async fn bots_are_admitted_on_bot_routes_only_through_nginx_auth_request() {
+    bounded(async {
+        let deployment = Deployment::start().await;
+        let directory = BotDirectory::spawn([42; 32]).await.unwrap();
+        deployment.front().bot_scenarios(&directory).await;
     })
     .await;
 }

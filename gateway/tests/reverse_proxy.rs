@@ -10,7 +10,7 @@ use http::{Method, Request, StatusCode};
 use serde_json::json;
 use support::scenarios::Front;
 use support::{Gateway, Parties, TempDir, Upstream, bounded, config, free_port, key_directory, now, send};
-use tower_aauth::testing::SignOptions;
+use tower_aauth::testing::{BotDirectory, SignOptions};
 
 struct ReverseProxy {
     parties: Parties,
@@ -48,6 +48,7 @@ impl ReverseProxy {
             upstream: &self.upstream,
             parties: &self.parties,
             strips_every_prefixed: true,
+            problem_codes: true,
         }
     }
 }
@@ -66,6 +67,17 @@ async fn the_seed_flow_and_every_refusal_behave_through_the_reverse_proxy() {
         front.unrouted_path_is_refused(StatusCode::NOT_FOUND).await;
         front.body_over_cap_is_refused().await;
         front.body_within_cap_is_forwarded().await;
+    })
+    .await;
+}
+
+/// Web Bot Auth through the reverse proxy: see the bot scenarios.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bots_are_admitted_on_bot_routes_only_through_the_reverse_proxy() {
+    bounded(async {
+        let proxy = ReverseProxy::start().await;
+        let directory = BotDirectory::spawn([42; 32]).await.unwrap();
+        proxy.front().bot_scenarios(&directory).await;
     })
     .await;
 }

@@ -211,6 +211,13 @@ impl Drop for Parties {
 /// The routes every test deployment protects.
 pub const ROUTES: &str = r#"
 [[route]]
+path = "/bots/*"
+bots = true
+
+[[route]]
+path = "/partners/*"
+bots = ["https://bots.example"]
+[[route]]
 path = "/data"
 methods = ["GET"]
 scopes = ["data.read"]
@@ -283,14 +290,15 @@ impl Drop for Gateway {
 }
 
 /// The configuration of a test gateway: `mode`, `resource`, `listen`, the keys, the access
-/// server, loopback identifiers allowed, a 1 KiB body cap, a 1 s upstream timeout, the
-/// routes, and `extra` top-level lines.
+/// server, loopback identifiers allowed, a 1 KiB body cap, a 1 s upstream timeout, Web
+/// Bot Auth on, the routes, and `extra` top-level lines.
 pub fn config(mode: &str, resource: &str, listen: u16, keys: &Path, auth_origin: &str, extra: &str) -> String {
     format!(
         "resource = \"{resource}\"\nmode = \"{mode}\"\nlisten = \"127.0.0.1:{listen}\"\n\
          signing_keys = \"{}\"\n{extra}\n\
          [trust]\naccess_server = \"{auth_origin}\"\nallow_http_loopback = true\n\n\
-         [limits]\nmax_body_bytes = 1024\nupstream_timeout_ms = 1000\nconnect_timeout_ms = 500\n{ROUTES}",
+         [limits]\nmax_body_bytes = 1024\nupstream_timeout_ms = 1000\nconnect_timeout_ms = 500\n\n\
+         [web_bot_auth]\nenabled = true\n{ROUTES}",
         keys.display()
     )
 }

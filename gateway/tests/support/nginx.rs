@@ -78,6 +78,8 @@ pub fn site(port: u16, gateway: u16, upstream: u16) -> String {
             auth_request_set $aauth_person $upstream_http_x_aauth_person;
             auth_request_set $aauth_person_issuer $upstream_http_x_aauth_person_issuer;
             auth_request_set $aauth_scope $upstream_http_x_aauth_scope;
+            auth_request_set $aauth_bot_origin $upstream_http_x_aauth_bot_origin;
+            auth_request_set $aauth_bot_thumbprint $upstream_http_x_aauth_bot_thumbprint;
             auth_request_set $aauth_requirement $upstream_http_aauth_requirement;
             auth_request_set $aauth_signature_error $upstream_http_signature_error;
             auth_request_set $aauth_accept_scheme $upstream_http_accept_signature_scheme;
@@ -94,6 +96,8 @@ pub fn site(port: u16, gateway: u16, upstream: u16) -> String {
             proxy_set_header x-aauth-person $aauth_person;
             proxy_set_header x-aauth-person-issuer $aauth_person_issuer;
             proxy_set_header x-aauth-scope $aauth_scope;
+            proxy_set_header x-aauth-bot-origin $aauth_bot_origin;
+            proxy_set_header x-aauth-bot-thumbprint $aauth_bot_thumbprint;
             proxy_set_header Host $http_host;
             proxy_pass http://app;
         }}

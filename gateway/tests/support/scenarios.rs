@@ -6,7 +6,7 @@
 
 use http::{Method, Request, StatusCode};
 use serde_json::Value;
-use tower_aauth::testing::{KeySource, SignOptions};
+use tower_aauth::testing::{BotDirectory, KeySource, SignOptions};
 
 use super::{Parties, Upstream, now, send};
 
@@ -18,6 +18,9 @@ pub struct Front<'a> {
     /// Whether the front removes every `x-aauth-*` a client sent (the gateway and Envoy),
     /// or only replaces the identity headers' names (nginx).
     pub strips_every_prefixed: bool,
+    /// Whether a `403` reaches the client with the gateway's problem body (the gateway and
+    /// Envoy), or as the front's own fixed body (nginx: `"error":"forbidden"`).
+    pub problem_codes: bool,
 }
 
 impl Front<'_> {
@@ -194,5 +197,109 @@ impl Front<'_> {
         assert_eq!(status, StatusCode::OK, "{echoed}");
         assert_eq!(echoed["body"], Value::String("y".repeat(1000)));
         assert_eq!(echoed["method"], "PUT");
+    }
+
+    /// A `GET` of `path` signed by `directory`'s bot, with `extra` headers.
+    fn bot_signed(&self, path: &str, directory: &BotDirectory, extra: &[(&str, &str)]) -> Request<Vec<u8>> {
+        let mut builder = Request::builder().uri(self.url(path));
+        for (name, value) in extra {
+            builder = builder.header(*name, *value);
+        }
+        let mut request = builder.body(Vec::new()).unwrap();
+        directory.signer().sign(&mut request, now());
+        request
+    }
+
+    /// Asserts a `403` refusal with problem code `code` (as the front shows it) that did
+    /// not reach the upstream.
+    fn assert_forbidden(&self, status: StatusCode, body: &Value, code: &str, before: usize) {
+        assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+        let shown = if self.problem_codes { code } else { "forbidden" };
+        assert_eq!(body["error"], shown, "{body}");
+        assert_eq!(self.upstream.hits(), before, "nothing reached the upstream");
+    }
+
+    /// A verified bot on a bot route reaches the upstream with the bot's identity
+    /// (`web-bot-auth`, its directory origin and key thumbprint) and no agent, person or
+    /// scope header, whatever `x-aauth-*` headers it sent itself.
+    pub async fn bot_is_forwarded_with_its_identity_only(&self, directory: &BotDirectory) {
+        let before = self.upstream.hits();
+        let request = self.bot_signed(
+            "/bots/crawl",
+            directory,
+            &[
+                ("x-aauth-bot-origin", "https://bots.example"),
+                ("x-aauth-bot-thumbprint", "forged"),
+                ("x-aauth-agent", "aauth:forged@evil.example"),
+                ("x-aauth-scope", "admin.all"),
+                ("x-aauth-key-thumbprint", "forged"),
+            ],
+        );
+        let (status, _, echoed) = send(request).await;
+        assert_eq!(status, StatusCode::OK, "{echoed}");
+        let headers = echoed["headers"].as_object().unwrap();
+        let mut names: Vec<&str> = headers
+            .keys()
+            .map(String::as_str)
+            .filter(|n| n.starts_with("x-aauth-"))
+            .collect();
+        names.sort_unstable();
+        assert_eq!(
+            names,
+            ["x-aauth-bot-origin", "x-aauth-bot-thumbprint", "x-aauth-scheme"],
+            "{echoed}"
+        );
+        assert_eq!(headers["x-aauth-scheme"], serde_json::json!(["web-bot-auth"]));
+        assert_eq!(headers["x-aauth-bot-origin"], serde_json::json!([directory.origin()]));
+        assert_eq!(
+            headers["x-aauth-bot-thumbprint"],
+            serde_json::json!([directory.signer().thumbprint()])
+        );
+        assert_eq!(self.upstream.hits(), before + 1);
+    }
+
+    /// A verified bot is never an agent: on a route needing a signature it gets the
+    /// unsigned request's `agent-token` challenge and nothing is forwarded.
+    pub async fn bot_on_an_agent_route_is_challenged(&self, directory: &BotDirectory) {
+        let before = self.upstream.hits();
+        let (status, headers, _) = send(self.bot_signed("/whoami", directory, &[])).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        let requirement = headers["aauth-requirement"].to_str().unwrap();
+        assert!(requirement.starts_with("requirement=agent-token"), "{requirement}");
+        assert!(headers.get("signature-error").is_none(), "{headers:?}");
+        assert_eq!(self.upstream.hits(), before);
+    }
+
+    /// An AAuth agent, and an unsigned request, on a bot route: `403 bot_required`.
+    pub async fn agent_and_unsigned_on_a_bot_route_are_refused(&self) {
+        let before = self.upstream.hits();
+        let agent = self.signed(Method::GET, "/bots/crawl", &self.parties.source(), &[]);
+        let unsigned = Request::builder()
+            .uri(self.url("/bots/crawl"))
+            .body(Vec::new())
+            .unwrap();
+        for request in [agent, unsigned] {
+            let (status, headers, body) = send(request).await;
+            self.assert_forbidden(status, &body, "bot_required", before);
+            if self.problem_codes {
+                let accept = headers["accept-signature"].to_str().unwrap();
+                assert!(accept.contains("web-bot-auth"), "{accept}");
+            }
+        }
+    }
+
+    /// A verified bot whose directory is not on the route's list: `403 bot_not_admitted`.
+    pub async fn bot_from_an_unlisted_origin_is_refused(&self, directory: &BotDirectory) {
+        let before = self.upstream.hits();
+        let (status, _, body) = send(self.bot_signed("/partners/feed", directory, &[])).await;
+        self.assert_forbidden(status, &body, "bot_not_admitted", before);
+    }
+
+    /// Every bot scenario above, with one directory.
+    pub async fn bot_scenarios(&self, directory: &BotDirectory) {
+        self.bot_is_forwarded_with_its_identity_only(directory).await;
+        self.bot_on_an_agent_route_is_challenged(directory).await;
+        self.agent_and_unsigned_on_a_bot_route_are_refused().await;
+        self.bot_from_an_unlisted_origin_is_refused(directory).await;
     }
 }
