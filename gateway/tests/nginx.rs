@@ -64,16 +64,8 @@ async fn the_seed_flow_and_every_refusal_behave_through_nginx_auth_request() {
     bounded(async {
         let deployment = Deployment::start().await;
         let front = deployment.front();
-        let token = front.seed_flow().await;
-        front.unsigned_is_challenged().await;
-        front.bad_signature_is_refused().await;
-        front.missing_scope_is_stepped_up(&token).await;
-        front.client_identity_headers_are_replaced(&token).await;
-        front.public_route_is_forwarded_without_identity().await;
         // No route: the gateway's 404 reaches nginx as 403 (nginx honours only 2xx, 401, 403).
-        front.unrouted_path_is_refused(StatusCode::FORBIDDEN).await;
-        front.body_over_cap_is_refused().await;
-        front.body_within_cap_is_forwarded().await;
+        front.seed_flow_and_every_refusal(StatusCode::FORBIDDEN).await;
     })
     .await;
 }

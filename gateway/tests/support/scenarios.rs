@@ -28,6 +28,20 @@ impl Front<'_> {
         format!("{}{path}", self.origin)
     }
 
+    /// The seed flow, then every refusal the three fronts share, in one order; `unrouted`
+    /// is the status a path no route matches reaches the client with.
+    pub async fn seed_flow_and_every_refusal(&self, unrouted: StatusCode) {
+        let token = self.seed_flow().await;
+        self.unsigned_is_challenged().await;
+        self.bad_signature_is_refused().await;
+        self.missing_scope_is_stepped_up(&token).await;
+        self.client_identity_headers_are_replaced(&token).await;
+        self.public_route_is_forwarded_without_identity().await;
+        self.unrouted_path_is_refused(unrouted).await;
+        self.body_over_cap_is_refused().await;
+        self.body_within_cap_is_forwarded().await;
+    }
+
     /// The seed flow (`GET /data`: challenge → token from the access server → retry);
     /// returns the auth token.
     pub async fn seed_flow(&self) -> String {
