@@ -483,7 +483,6 @@ impl AAuthBuilder {
                     options,
                     cache,
                     identifiers: identifiers.clone(),
-                    nonces: Arc::new(crate::replay::MemoryReplayStore::new(crate::bot::NONCE_CAPACITY)),
                 }))
             }
         };
@@ -560,6 +559,10 @@ impl AAuthBuilder {
                 endpoints: self.endpoints,
                 sessions,
                 batch: self.batch.map(|options| Arc::new(crate::batch::Batcher::new(options))),
+                bot_nonces: bots.as_ref().map(|_| {
+                    Arc::new(MemoryReplayStore::new(crate::bot::NONCE_CAPACITY))
+                        as Arc<dyn crate::replay::store::ReplayStore>
+                }),
                 bots,
             }),
         })

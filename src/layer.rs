@@ -416,8 +416,8 @@ async fn remember_later<B>(shared: Arc<Shared>, key: ReplayKey, request: Request
 /// Where a request's replay entry goes: the layer's replay store, except for the nonce of
 /// a bot on a method the layer does not protect, kept in the bots' own bounded store.
 fn replay_store<'a>(shared: &'a Shared, bot: Option<&VerifiedBot>) -> &'a Arc<dyn ReplayStore> {
-    match (&shared.bots, bot) {
-        (Some(bots), Some(bot)) if bot.unprotected => &bots.nonces,
+    match (&shared.bot_nonces, bot) {
+        (Some(nonces), Some(bot)) if bot.unprotected => nonces,
         _ => &shared.replay_store,
     }
 }

@@ -539,3 +539,26 @@ async fn two_signatures_tagged_web_bot_auth_are_not_a_bot() {
     assert_eq!(world.calls(), 0);
     assert_eq!(world.fetches(), 0);
 }
+
+#[tokio::test]
+async fn directory_fetches_are_counted_as_bot_directories_not_as_aauth_discovery() {
+    let world = BotWorld::new().await;
+    let recorded = Recorded::new();
+    recorded.scope(world.send(world.signed("/bot"))).await;
+    recorded.scope(world.send(world.signed("/bot-name"))).await;
+    assert_eq!(
+        recorded.count("tower_aauth_discovery_fetches_total", &[("document", "bot_directory")]),
+        1
+    );
+    assert_eq!(
+        recorded.count("tower_aauth_discovery_fetches_total", &[("document", "jwks")]),
+        0
+    );
+    for cache in ["hit", "miss"] {
+        assert_eq!(
+            recorded.count("tower_aauth_discovery_cache_lookups_total", &[("cache", cache)]),
+            0,
+            "{cache}"
+        );
+    }
+}

@@ -222,7 +222,7 @@ impl DirectoryCache {
     }
 
     async fn refresh(&self, url: &str, authority: &str, now: u64, previous: Option<&Entry>) -> Entry {
-        crate::metrics::discovery_fetch(true);
+        crate::metrics::bot_directory_fetch();
         let fetched = async {
             let document = self.fetch.get(url, self.config.max_jwks_bytes).await.map_err(|cause| {
                 tracing::debug!(cause = %cause, "web bot auth: directory fetch failed");
@@ -254,7 +254,6 @@ impl DirectoryCache {
                 }
             }
             Err(error) => {
-                crate::metrics::discovery_failure();
                 let streak = previous
                     .and_then(|p| p.failure.as_ref())
                     .map_or(1, |f| f.streak.saturating_add(1));

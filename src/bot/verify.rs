@@ -35,22 +35,11 @@ fn binds_request(input: &ParsedInput) -> bool {
 }
 
 /// Web Bot Auth as the layer runs it, built by the builder when enabled.
+#[derive(Debug)]
 pub(crate) struct Bots {
     pub(crate) options: WebBotAuthOptions,
     pub(crate) cache: DirectoryCache,
     pub(crate) identifiers: IdentifierPolicy,
-    /// The nonces of bots on methods the layer does not protect against replay: a store
-    /// of their own, so that bot traffic cannot fill the replay store AAuth requests need.
-    pub(crate) nonces: std::sync::Arc<dyn crate::replay::ReplayStore>,
-}
-
-impl std::fmt::Debug for Bots {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Bots")
-            .field("options", &self.options)
-            .field("cache", &self.cache)
-            .finish_non_exhaustive()
-    }
 }
 
 /// How many nonces of bots on unprotected methods are remembered at once; beyond it such
@@ -216,14 +205,8 @@ impl Bots {
             return Ok(BotStep::Fetch(Box::new(pending)));
         }
         match self.cache.cached(&pending.directory.url, &pending.keyid, limits.now) {
-            Some(key) => {
-                crate::metrics::discovery_cache(true);
-                pending.verify_with(&*key?)
-            }
-            None => {
-                crate::metrics::discovery_cache(false);
-                Ok(BotStep::Fetch(Box::new(pending)))
-            }
+            Some(key) => pending.verify_with(&*key?),
+            None => Ok(BotStep::Fetch(Box::new(pending))),
         }
     }
 
