@@ -419,6 +419,49 @@ mod tests {
     use super::*;
     use crate::jose::ResourceKey;
 
+    /// A fetcher that must never be reached.
+    struct NoFetch;
+
+    impl Fetch for NoFetch {
+        fn get<'a>(
+            &'a self,
+            _: &'a str,
+            _: usize,
+        ) -> crate::BoxFuture<'a, Result<crate::discovery::FetchedDocument, crate::discovery::FetchError>> {
+            panic!("over the budget nothing is fetched")
+        }
+    }
+
+    #[tokio::test]
+    async fn bot_directories_and_aauth_discovery_draw_on_one_budget() {
+        let mut config = DiscoveryConfig::default();
+        config.new_issuers_per_minute = 2;
+        let aauth = crate::aauth::AAuth::builder("https://resource.example")
+            .discovery(config)
+            .fetcher(NoFetch)
+            .web_bot_auth(crate::bot::WebBotAuthOptions::new())
+            .build()
+            .unwrap();
+        let bots = aauth.shared.bots.as_ref().unwrap();
+        bots.cache.charge_budget().unwrap();
+        bots.cache.charge_budget().unwrap();
+        // The two tokens went to bot directories: AAuth discovery of a new issuer waits.
+        let query = crate::discovery::KeyQuery {
+            issuer: "https://agents.example",
+            dwk: "aauth-agent.json",
+            kid: "k1",
+        };
+        let refused = aauth.shared.resolver.resolve(query).await.unwrap_err();
+        assert_eq!(refused.code(), "temporarily_unavailable");
+        assert_eq!(
+            refused.retry_after(),
+            Some(30),
+            "half a minute for one of two tokens a minute"
+        );
+        let refused = bots.cache.charge_budget().unwrap_err();
+        assert_eq!(refused.retry_after(), Some(30));
+    }
+
     const AUTHORITY: &str = "bots.example";
     const NOW: u64 = 1_800_000_000;
 
