@@ -434,8 +434,10 @@ mod tests {
 
     #[tokio::test]
     async fn bot_directories_and_aauth_discovery_draw_on_one_budget() {
-        let mut config = DiscoveryConfig::default();
-        config.new_issuers_per_minute = 2;
+        let config = DiscoveryConfig {
+            new_issuers_per_minute: 2,
+            ..DiscoveryConfig::default()
+        };
         let aauth = crate::aauth::AAuth::builder("https://resource.example")
             .discovery(config)
             .fetcher(NoFetch)
