@@ -457,6 +457,14 @@ impl AAuthBuilder {
             tokens.alg = AlgPolicy::Legacy;
             tokens.legacy = true;
         }
+        // One budget of new origins for AAuth discovery and bot directories together.
+        let new_origins = crate::discovery::cache::NewOrigins::new(
+            self.discovery.as_ref().map_or_else(
+                || crate::discovery::cache::DiscoveryConfig::default().new_issuers_per_minute,
+                |config| config.new_issuers_per_minute,
+            ),
+            self.clock.now(),
+        );
         let bots = match self.web_bot_auth {
             None => None,
             Some(options) => {
@@ -469,6 +477,7 @@ impl AAuthBuilder {
                     self.clock.clone(),
                     self.discovery.clone().unwrap_or_default(),
                     self.max_skew,
+                    new_origins.clone(),
                 );
                 Some(Arc::new(crate::bot::Bots {
                     options,
@@ -496,6 +505,7 @@ impl AAuthBuilder {
                         .config(self.discovery.unwrap_or_default())
                         .alg_policy(tokens.alg)
                         .clock(self.clock.clone())
+                        .new_origins(new_origins)
                         .build(),
                 )
             }
@@ -549,6 +559,10 @@ impl AAuthBuilder {
                 endpoints: self.endpoints,
                 sessions,
                 batch: self.batch.map(|options| Arc::new(crate::batch::Batcher::new(options))),
+                bot_nonces: bots.as_ref().map(|_| {
+                    Arc::new(MemoryReplayStore::new(crate::bot::NONCE_CAPACITY))
+                        as Arc<dyn crate::replay::store::ReplayStore>
+                }),
                 bots,
             }),
         })

@@ -294,8 +294,8 @@ where
         return call_inner(shared, inner, request, None, audit);
     };
     let bot = request.extensions().get::<VerifiedBot>();
-    let (ttl, bot) = (replay_ttl(shared, bot), bot.is_some());
-    match shared.replay_store.try_insert(&key, ttl) {
+    let (ttl, store, bot) = (replay_ttl(shared, bot), replay_store(shared, bot), bot.is_some());
+    match store.try_insert(&key, ttl) {
         Some(Ok(Insertion::First)) => call_remembered(shared, inner, request, key, audit),
         Some(Ok(Insertion::Repeat)) => reject(shared, replayed(bot), audit),
         Some(Err(error)) => reject(shared, error, audit),
@@ -321,7 +321,7 @@ where
 {
     let release = Release {
         key,
-        store: shared.replay_store.clone(),
+        store: replay_store(shared, request.extensions().get::<VerifiedBot>()).clone(),
     };
     call_inner(shared, inner, request, Some(release), audit)
 }
@@ -406,10 +406,19 @@ fn admit_now(shared: &Shared, verified: &mut VerifiedRequest) -> Result<Option<R
 /// The replay store's slow path (a networked store).
 async fn remember_later<B>(shared: Arc<Shared>, key: ReplayKey, request: Request<B>) -> Result<Next<B>, Refusal> {
     let bot = request.extensions().get::<VerifiedBot>();
-    let (ttl, bot) = (replay_ttl(&shared, bot), bot.is_some());
-    match shared.replay_store.insert(key, ttl).await? {
+    let (ttl, store, bot) = (replay_ttl(&shared, bot), replay_store(&shared, bot), bot.is_some());
+    match store.insert(key, ttl).await? {
         Insertion::First => Ok(Next::Call(request, key)),
         Insertion::Repeat => Err(replayed(bot).into()),
+    }
+}
+
+/// Where a request's replay entry goes: the layer's replay store, except for the nonce of
+/// a bot on a method the layer does not protect, kept in the bots' own bounded store.
+fn replay_store<'a>(shared: &'a Shared, bot: Option<&VerifiedBot>) -> &'a Arc<dyn ReplayStore> {
+    match (&shared.bot_nonces, bot) {
+        (Some(nonces), Some(bot)) if bot.unprotected => nonces,
+        _ => &shared.replay_store,
     }
 }
 
@@ -450,7 +459,9 @@ fn verify_bot<S, B, ResBody>(
 ) -> State<S, B>
 where
     S: Service<Request<B>, Response = Response<ResBody>>,
-    B: Send + 'static,
+    B: Body + From<Bytes> + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     ResBody: From<Bytes>,
 {
     let verifier = Verifier { shared };
@@ -487,12 +498,22 @@ where
         }
         Ok(crate::bot::BotStep::Fetch(pending)) => {
             let bots = bots.clone();
+            let shared_ = shared.clone();
             State::Verifying {
                 future: Box::pin(async move {
-                    let outcome = pending.finish(&bots).await;
+                    let outcome = async {
+                        if !pending.needs_body() {
+                            return pending.finish(&bots, None).await.map(|done| (request, done));
+                        }
+                        let endpoint = shared_.endpoints.serves(original_path(&request));
+                        let (parts, bytes) = read_body(&shared_, request, endpoint).await?;
+                        let done = pending.finish(&bots, Some(&bytes)).await?;
+                        Ok((rebuilt(parts, bytes, endpoint), done))
+                    }
+                    .await;
                     crate::metrics::verification(started, outcome.is_ok());
                     crate::metrics::bot_verification(outcome.is_ok());
-                    let (bot, replay) = outcome?;
+                    let (mut request, (bot, replay)) = outcome?;
                     request.extensions_mut().insert(bot);
                     Ok(Next::Gate(request, replay))
                 }),
@@ -526,25 +547,9 @@ where
             let verified: VerifiedRequest = pending.finish(shared.clone(), None).await?;
             return Ok((request, verified));
         }
-        let (parts, body) = request.into_parts();
-        let limit = if endpoint {
-            shared.max_body_bytes.min(crate::endpoint::MAX_BODY_BYTES)
-        } else {
-            shared.max_body_bytes
-        };
-        let bytes = match Limited::new(body, limit).collect().await {
-            Ok(collected) => collected.to_bytes(),
-            Err(error) if error.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
-                return Err(Error(crate::error::Kind::PayloadTooLarge));
-            }
-            Err(_) => return Err(Error::invalid_signature("the request body could not be read")),
-        };
+        let (parts, bytes) = read_body(&shared, request, endpoint).await?;
         let verified = pending.finish(shared.clone(), Some(&bytes)).await?;
-        let mut request = Request::from_parts(parts, B::from(bytes.clone()));
-        if endpoint {
-            request.extensions_mut().insert(crate::endpoint::VerifiedBody(bytes));
-        }
-        Ok((request, verified))
+        Ok::<_, Error>((rebuilt(parts, bytes, endpoint), verified))
     }
     .await;
     crate::metrics::verification(started, verification.is_ok());
@@ -560,6 +565,42 @@ where
             verified: Some(verified),
         }),
     }
+}
+
+/// The body of a request whose signature covers `content-digest`, read under the body
+/// cap (the endpoints' smaller one for a mounted endpoint).
+async fn read_body<B>(
+    shared: &Shared,
+    request: Request<B>,
+    endpoint: bool,
+) -> Result<(http::request::Parts, Bytes), Error>
+where
+    B: Body,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let (parts, body) = request.into_parts();
+    let limit = if endpoint {
+        shared.max_body_bytes.min(crate::endpoint::MAX_BODY_BYTES)
+    } else {
+        shared.max_body_bytes
+    };
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok((parts, collected.to_bytes())),
+        Err(error) if error.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
+            Err(Error(crate::error::Kind::PayloadTooLarge))
+        }
+        Err(_) => Err(Error::invalid_signature("the request body could not be read")),
+    }
+}
+
+/// The request again around the body [`read_body`] read, which an endpoint receives as
+/// verified.
+fn rebuilt<B: From<Bytes>>(parts: http::request::Parts, bytes: Bytes, endpoint: bool) -> Request<B> {
+    let mut request = Request::from_parts(parts, B::from(bytes.clone()));
+    if endpoint {
+        request.extensions_mut().insert(crate::endpoint::VerifiedBody(bytes));
+    }
+    request
 }
 
 fn reject<S, B, ResBody>(shared: &Shared, error: Error, audit: Option<&AuditContext>) -> State<S, B>

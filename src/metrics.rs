@@ -43,7 +43,7 @@ use crate::error::AuditDecision;
 /// | `code` | with `allow`: `verified`, `bot` (a verified Web Bot Auth bot), `unsigned`. With `challenge`: the requirement asked for, `agent-token`, `person-token`, `auth-token`, or `other`. With `reject`: a [`SignatureErrorCode`](crate::SignatureErrorCode) (`invalid_signature`, `unknown_key`, …), `temporarily_unavailable`, `payload_too_large`, `signature_reused` (a bot's `429`) or `server_error`. With `deny`: the problem code of the `403`: this crate's (`insufficient_scope`, `no_person_server`, `auth_token_required`, `invalid_request`, and those of [`crate::wire`]), `forbidden` for a `403` without one, or the code an application passes to [`Error::forbidden`](crate::Error::forbidden) (a `&'static str`: fixed when the application is compiled) |
 /// | `outcome` | `verified`, `refused` (verification); `ok`, `error` (stores) |
 /// | `cache` | `hit`, `miss` (a discovery hit is any answer given without a fetch: a key, or a remembered refusal) |
-/// | `document` | `metadata`, `jwks` |
+/// | `document` | `metadata`, `jwks`; `bot_directory` (a Web Bot Auth key directory, [`crate::bot`]: its fetches are counted only here, in no other `discovery` metric) |
 /// | `store` | `replay` (the replay store, also used for single-use grants), `pending` (held `202` requests and their results), `policy` (the shared revocations, ceilings and key bindings) |
 /// | `op` | `insert`, `release` (replay, and a new pending record); `read`, `write` (pending records, the policy sync) |
 ///
@@ -235,6 +235,11 @@ pub(crate) fn discovery_fetch(jwks: bool) {
     } else {
         metrics::counter!(DISCOVERY_FETCHES, "document" => "metadata").increment(1);
     }
+}
+
+/// A Web Bot Auth key directory about to be fetched.
+pub(crate) fn bot_directory_fetch() {
+    metrics::counter!(DISCOVERY_FETCHES, "document" => "bot_directory").increment(1);
 }
 
 /// A discovery refresh failed.

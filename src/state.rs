@@ -72,6 +72,10 @@ pub(crate) struct Shared {
     pub(crate) batch: Option<Arc<crate::batch::Batcher>>,
     /// Web Bot Auth verification, when enabled ([`crate::bot`]).
     pub(crate) bots: Option<Arc<crate::bot::Bots>>,
+    /// With Web Bot Auth on, where the nonces of bots on methods that are not
+    /// replay-protected are remembered: a bounded store of their own, so that bot traffic
+    /// cannot fill the replay store AAuth requests need.
+    pub(crate) bot_nonces: Option<Arc<dyn crate::replay::store::ReplayStore>>,
 }
 
 impl std::fmt::Debug for Shared {

@@ -10,7 +10,9 @@ use axum::body::Body;
 use http::{Request, StatusCode};
 use support::bots::{BotWorld, NOW, assert_bot_refused, get, json_of};
 use support::fixtures::copy;
+use tower_aauth::Clock;
 use tower_aauth::bot::WebBotAuthOptions;
+use tower_aauth::discovery::DiscoveryConfig;
 use tower_aauth::testing::{BotDirectory, BotSignOptions, BotSigner, DirectoryFault};
 
 /// `/bot` signed by the world's signer with `adjust` applied to the default options.
@@ -151,7 +153,14 @@ async fn a_failed_directory_is_not_fetched_again_until_its_retry_time() {
     world.directory.set_fault(DirectoryFault::None);
     assert_bot_refused(&world, world.send(world.signed("/bot")).await, "invalid_key").await;
     assert_eq!(world.directory.requests(), 1, "the failure is remembered");
-    world.app.clock.advance(31);
+    world.app.clock.advance(59);
+    assert_bot_refused(&world, world.send(world.signed("/bot")).await, "invalid_key").await;
+    assert_eq!(
+        world.directory.requests(),
+        1,
+        "never sooner than the once-a-minute floor"
+    );
+    world.app.clock.advance(2);
     assert_eq!(world.send(world.signed("/bot")).await.status(), StatusCode::OK);
     assert_eq!(world.directory.requests(), 2);
 }
@@ -508,4 +517,277 @@ async fn garbage_signature_fields_are_never_a_5xx() {
     }
     assert_eq!(world.calls(), 0);
     assert_eq!(world.fetches(), 0);
+}
+
+// ---- Body integrity ---------------------------------------------------------------------
+
+/// `"@authority"`, the `Signature-Agent` member, `@method`, `@path` and `content-digest`.
+fn with_digest(options: &mut BotSignOptions) {
+    options.components = Some(
+        [
+            r#""@authority""#,
+            r#""signature-agent";key="agent1""#,
+            r#""@method""#,
+            r#""@path""#,
+            r#""content-digest""#,
+        ]
+        .map(str::to_owned)
+        .to_vec(),
+    );
+}
+
+/// RFC 9530 Appendix D: `{"hello": "world"}` and its SHA-256 `Content-Digest`.
+const HELLO: &[u8] = br#"{"hello": "world"}"#;
+const HELLO_SHA256: &str = "sha-256=:X48E9qOokqqrvdts8nOJRJN3OWDUoyWxBf7kbu9DBPE=:";
+
+/// A `POST /bot` whose signature covers a `Content-Digest` of `HELLO`, carrying `body`.
+fn digest_post(world: &BotWorld, body: &'static [u8]) -> Request<Body> {
+    let mut request = world.signed_post("/bot", body, |_| {});
+    request
+        .headers_mut()
+        .insert("content-digest", http::HeaderValue::from_static(HELLO_SHA256));
+    let mut options = BotSignOptions::default();
+    with_digest(&mut options);
+    world.signer.sign_with(&mut request, NOW, &options);
+    request
+}
+
+#[tokio::test]
+async fn a_body_matching_its_covered_content_digest_is_served() {
+    let world = BotWorld::new().await;
+    let response = world.send(digest_post(&world, HELLO)).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(world.calls(), 1);
+}
+
+#[tokio::test]
+async fn a_swapped_body_under_a_covered_content_digest_is_refused_with_the_key_cached() {
+    let world = BotWorld::new().await;
+    // The directory's key is cached: the warm path must check the body too.
+    assert_eq!(world.send(world.signed("/bot")).await.status(), StatusCode::OK);
+    world.app.calls.store(0, std::sync::atomic::Ordering::SeqCst);
+    let response = world.send(digest_post(&world, br#"{"hello": "mallory"}"#)).await;
+    assert_bot_refused(&world, response, "invalid_signature").await;
+    assert_eq!(world.fetches(), 1, "the cached key served");
+}
+
+#[tokio::test]
+async fn a_swapped_body_under_a_covered_content_digest_is_refused_on_a_cold_cache() {
+    let world = BotWorld::new().await;
+    let response = world.send(digest_post(&world, br#"{"hello": "mallory"}"#)).await;
+    assert_bot_refused(&world, response, "invalid_signature").await;
+}
+
+#[tokio::test]
+async fn a_body_over_the_cap_under_a_covered_content_digest_is_413() {
+    let world = BotWorld::with(WebBotAuthOptions::new(), |b| b.max_body_bytes(8)).await;
+    let response = world.send(digest_post(&world, HELLO)).await;
+    assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(world.calls(), 0);
+}
+
+// ---- Binding on replay-protected methods ------------------------------------------------
+
+#[tokio::test]
+async fn a_nonceless_signature_on_a_protected_method_must_cover_method_and_path() {
+    let world = BotWorld::new().await;
+    let request = world.signed_post("/bot", b"", |o| o.nonce = Some(None));
+    let response = world.send(request).await;
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        response.headers()["signature-error"],
+        r#"error=invalid_input, required_input=("@method" "@path")"#
+    );
+    assert_eq!(json_of(response).await["error"], "invalid_input");
+    assert_eq!(world.calls(), 0);
+    assert_eq!(world.fetches(), 0, "refused before any fetch");
+}
+
+#[tokio::test]
+async fn a_nonceless_signature_on_a_protected_method_is_served_when_it_binds_the_request() {
+    for bound in [[r#""@method""#, r#""@path""#], [r#""@method""#, r#""@target-uri""#]] {
+        let world = BotWorld::new().await;
+        let request = world.signed_post("/bot", b"", |o| {
+            o.nonce = Some(None);
+            let mut components = vec![
+                r#""@authority""#.to_owned(),
+                r#""signature-agent";key="agent1""#.to_owned(),
+            ];
+            components.extend(bound.map(str::to_owned));
+            o.components = Some(components);
+        });
+        assert_eq!(world.send(request).await.status(), StatusCode::OK, "{bound:?}");
+        assert_eq!(world.calls(), 1);
+    }
+}
+
+#[tokio::test]
+async fn a_signature_with_a_nonce_on_a_protected_method_needs_no_method_or_path() {
+    let world = BotWorld::new().await;
+    let request = world.signed_post("/bot", b"", |_| {});
+    assert_eq!(world.send(request).await.status(), StatusCode::OK);
+    assert_eq!(world.calls(), 1);
+}
+
+#[tokio::test]
+async fn a_nonceless_get_is_served_for_attribution_only() {
+    let world = BotWorld::new().await;
+    let request = signed_with(&world, |o| o.nonce = Some(None));
+    assert_eq!(world.send(request).await.status(), StatusCode::OK);
+    assert_eq!(world.calls(), 1);
+}
+
+#[tokio::test]
+async fn under_the_loopback_fence_only_http_127_0_0_1_with_a_port_is_fetched() {
+    let world = BotWorld::new().await;
+    let port = world.directory.origin().rsplit(':').next().unwrap().to_owned();
+    for agent in [
+        format!("http://localhost:{port}"),
+        format!("https://localhost:{port}"),
+        format!("http://[::1]:{port}"),
+        format!("https://127.0.0.1:{port}"),
+        "http://127.0.0.1".to_owned(),
+    ] {
+        let mut request = get("/bot");
+        BotSigner::new(support::bots::BOT_SEED, agent.clone()).sign(&mut request, NOW);
+        let response = world.send(request).await;
+        assert_bot_refused(&world, response, "invalid_key").await;
+        assert_eq!(world.fetches(), 0, "{agent}: refused before any fetch");
+    }
+}
+
+// ---- A failing directory ----------------------------------------------------------------
+
+/// `/bot` signed now by the world's signer (the clock may have moved).
+fn signed_now(world: &BotWorld) -> Request<Body> {
+    let mut request = get("/bot");
+    world.signer.sign(&mut request, world.app.clock.now());
+    request
+}
+
+fn discovery(adjust: impl FnOnce(&mut DiscoveryConfig)) -> DiscoveryConfig {
+    let mut config = DiscoveryConfig::default();
+    adjust(&mut config);
+    config
+}
+
+#[tokio::test]
+async fn a_failing_directory_backs_off_doubling_up_to_the_ceiling() {
+    let config = discovery(|c| {
+        c.negative_ttl = Duration::from_secs(60);
+        c.max_negative_ttl = Duration::from_secs(240);
+    });
+    let world = BotWorld::with(WebBotAuthOptions::new(), |b| b.discovery(config)).await;
+    world.directory.set_fault(DirectoryFault::Status(500));
+    // Failures at t = 0, 60, 180, 420, 660: waits of 60, 120, 240, then the ceiling.
+    let mut at = 0;
+    for (wait, fetches) in [(0, 1), (60, 2), (120, 3), (240, 4), (240, 5)] {
+        // One second short of the retry time, nothing is fetched.
+        if wait > 0 {
+            world.app.clock.set(NOW + at + wait - 1);
+            assert_bot_refused(&world, world.send(signed_now(&world)).await, "invalid_key").await;
+            assert_eq!(world.fetches(), fetches - 1, "before t = {}", at + wait);
+        }
+        at += wait;
+        world.app.clock.set(NOW + at);
+        assert_bot_refused(&world, world.send(signed_now(&world)).await, "invalid_key").await;
+        assert_eq!(world.fetches(), fetches, "at t = {at}");
+    }
+}
+
+#[tokio::test]
+async fn a_refetch_after_a_failure_draws_on_the_new_origin_budget() {
+    let config = discovery(|c| c.new_issuers_per_minute = 1);
+    let world = BotWorld::with(WebBotAuthOptions::new(), |b| b.discovery(config)).await;
+    world.directory.set_fault(DirectoryFault::Status(500));
+    assert_bot_refused(&world, world.send(signed_now(&world)).await, "invalid_key").await;
+    world.app.clock.advance(60 - 1);
+    world.directory.set_fault(DirectoryFault::None);
+    // The retry time has not come: answered from memory, nothing charged.
+    assert_bot_refused(&world, world.send(signed_now(&world)).await, "invalid_key").await;
+    world.app.clock.advance(1);
+    // Retry time, and the bucket holds a full token again: refetched.
+    assert_eq!(world.send(signed_now(&world)).await.status(), StatusCode::OK);
+    assert_eq!(world.fetches(), 2);
+
+    // Failing again with an empty bucket: the refetch waits for the budget.
+    let world = BotWorld::with(WebBotAuthOptions::new(), |b| {
+        b.discovery(discovery(|c| {
+            c.new_issuers_per_minute = 1;
+            c.negative_ttl = Duration::from_secs(30);
+            c.min_ttl = Duration::from_secs(30);
+        }))
+    })
+    .await;
+    world.directory.set_fault(DirectoryFault::Status(500));
+    assert_bot_refused(&world, world.send(signed_now(&world)).await, "invalid_key").await;
+    world.app.clock.advance(30);
+    let response = world.send(signed_now(&world)).await;
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(response.headers()["retry-after"], "30", "half a token is back in 30 s");
+    assert!(response.headers().get("signature-error").is_none());
+    assert_eq!(world.calls(), 0);
+    assert_eq!(world.fetches(), 1, "not refetched over the budget");
+}
+
+#[tokio::test]
+async fn a_failed_refetch_keeps_the_previous_keys_until_they_would_go_stale() {
+    let config = discovery(|c| c.max_stale = Duration::from_secs(100));
+    let world = BotWorld::with(WebBotAuthOptions::new(), |b| b.discovery(config)).await;
+    world.directory.set_max_age(60);
+    assert_eq!(world.send(signed_now(&world)).await.status(), StatusCode::OK);
+    world.directory.set_fault(DirectoryFault::Status(500));
+    world.app.clock.advance(61);
+    assert_eq!(
+        world.send(signed_now(&world)).await.status(),
+        StatusCode::OK,
+        "stale key served"
+    );
+    assert_eq!(world.fetches(), 2, "the refetch was tried");
+    assert_eq!(world.calls(), 2);
+    world.app.calls.store(0, std::sync::atomic::Ordering::SeqCst);
+    // Past freshness (60 s) plus max_stale (100 s): the key can no longer be confirmed.
+    world.app.clock.set(NOW + 161);
+    assert_bot_refused(&world, world.send(signed_now(&world)).await, "invalid_key").await;
+}
+
+#[tokio::test]
+async fn a_flood_of_bot_nonces_on_safe_methods_leaves_the_replay_store_to_aauth() {
+    use tower_aauth::replay::{MemoryReplayStore, ReplayOptions};
+    let world = BotWorld::with(WebBotAuthOptions::new(), |b| {
+        b.replay(ReplayOptions::new().store(MemoryReplayStore::new(2)))
+    })
+    .await;
+    for n in 0..5 {
+        assert_eq!(
+            world.send(world.signed("/bot")).await.status(),
+            StatusCode::OK,
+            "bot {n}"
+        );
+    }
+    let router = axum::Router::new()
+        .route("/data", axum::routing::post(world.app.handler()))
+        .layer(world.app.aauth.layer());
+    for n in 0..2 {
+        let mut request = Request::post(format!("{}/data", support::bots::RESOURCE))
+            .body(Body::empty())
+            .unwrap();
+        world
+            .app
+            .agent
+            .sign(&mut request, &tower_aauth::testing::KeySource::Hwk, NOW - n);
+        let response = tower::ServiceExt::oneshot(router.clone(), request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "AAuth request {n}");
+    }
+    assert_eq!(world.calls(), 7);
+}
+
+#[tokio::test]
+async fn a_nonce_on_a_safe_method_is_still_refused_the_second_time() {
+    let world = BotWorld::new().await;
+    let request = world.signed("/bot");
+    let replay = copy(&request);
+    assert_eq!(world.send(request).await.status(), StatusCode::OK);
+    assert_eq!(world.send(replay).await.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(world.calls(), 1);
 }

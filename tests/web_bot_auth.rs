@@ -236,6 +236,17 @@ async fn without_a_nonce_a_replay_checked_method_still_refuses_the_second_use() 
         .unwrap();
     let mut options = tower_aauth::testing::BotSignOptions::default();
     options.nonce = Some(None);
+    // Without a nonce, a replay-checked method needs the method and path covered.
+    options.components = Some(
+        [
+            r#""@authority""#,
+            r#""signature-agent";key="agent1""#,
+            r#""@method""#,
+            r#""@path""#,
+        ]
+        .map(str::to_owned)
+        .to_vec(),
+    );
     world.signer.sign_with(&mut request, NOW, &options);
     let replay = copy(&request);
     let router = axum::Router::new()
@@ -445,5 +456,109 @@ mod audit {
         for field in [AuditField::Kind, AuditField::BotOrigin, AuditField::KeyThumbprint] {
             assert!(!event.contains_key(field.name()), "{}", field.name());
         }
+    }
+}
+
+#[tokio::test]
+async fn require_bot_from_normalises_its_origins() {
+    let world = BotWorld::new().await;
+    // Upper case and a trailing slash name the same origin as the bot's directory.
+    let spelled = format!("{}/", world.directory.origin().to_ascii_uppercase());
+    let listed = tower_aauth::guard::require_bot_from([spelled]);
+    let router = axum::Router::new()
+        .route("/listed", axum::routing::get(world.app.handler()).route_layer(listed))
+        .layer(world.app.aauth.layer());
+    let response = tower::ServiceExt::oneshot(router, world.signed("/listed"))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(world.calls(), 1);
+}
+
+#[test]
+fn require_bot_from_accepts_the_https_default_port_and_case() {
+    // Constructs without panicking: normalised to `https://bots.example`.
+    let _ = tower_aauth::guard::require_bot_from(["HTTPS://Bots.Example:443/", "http://127.0.0.1:8080"]);
+}
+
+#[test]
+fn require_bot_from_panics_on_an_origin_no_bot_can_have() {
+    for origin in [
+        "https://10.0.0.1",
+        "https://bots.example:8443",
+        "https://bots.example/path",
+        "https://user@bots.example",
+        "http://bots.example",
+        "http://localhost:8080",
+        "https://metadata",
+        "bots.example",
+        "",
+    ] {
+        let panicked = std::panic::catch_unwind(|| tower_aauth::guard::require_bot_from([origin]));
+        let message = panicked.expect_err(origin);
+        let message = message.downcast_ref::<String>().map(String::as_str).unwrap_or_default();
+        assert!(
+            message.contains("is not an origin a Web Bot Auth directory can have"),
+            "{origin}: {message}"
+        );
+    }
+}
+
+/// Appends a second signature (`cdn`, tagged `tag`) to a request the bot signed.
+fn with_second_signature(request: &mut Request<Body>, tag: &str) {
+    let headers = request.headers_mut();
+    let input = headers["signature-input"].to_str().unwrap().to_owned();
+    let signature = headers["signature"].to_str().unwrap().to_owned();
+    let extra = format!(r#"cdn=("@authority");created={NOW};keyid="edge";tag="{tag}""#);
+    headers.insert("signature-input", format!("{input}, {extra}").parse().unwrap());
+    headers.insert(
+        "signature",
+        format!("{signature}, cdn=:{}:", "A".repeat(86) + "==").parse().unwrap(),
+    );
+}
+
+#[tokio::test]
+async fn of_several_signatures_the_one_tagged_web_bot_auth_is_verified() {
+    let world = BotWorld::new().await;
+    let mut request = world.signed("/bot-name");
+    with_second_signature(&mut request, "cdn-edge");
+    let response = world.send(request).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(json_of(response).await["thumbprint"], world.signer.thumbprint());
+    assert_eq!(world.calls(), 1);
+}
+
+#[tokio::test]
+async fn two_signatures_tagged_web_bot_auth_are_not_a_bot() {
+    let world = BotWorld::new().await;
+    let mut request = world.signed("/bot");
+    with_second_signature(&mut request, "web-bot-auth");
+    let response = world.send(request).await;
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(response.headers()["signature-error"], "error=invalid_signature");
+    assert_eq!(world.calls(), 0);
+    assert_eq!(world.fetches(), 0);
+}
+
+#[tokio::test]
+async fn directory_fetches_are_counted_as_bot_directories_not_as_aauth_discovery() {
+    let world = BotWorld::new().await;
+    let recorded = Recorded::new();
+    recorded.scope(world.send(world.signed("/bot"))).await;
+    recorded.scope(world.send(world.signed("/bot-name"))).await;
+    assert_eq!(
+        recorded.count("tower_aauth_discovery_fetches_total", &[("document", "bot_directory")]),
+        1
+    );
+    assert_eq!(
+        recorded.count("tower_aauth_discovery_fetches_total", &[("document", "jwks")]),
+        0
+    );
+    for cache in ["hit", "miss"] {
+        assert_eq!(
+            recorded.count("tower_aauth_discovery_cache_lookups_total", &[("cache", cache)]),
+            0,
+            "{cache}"
+        );
     }
 }

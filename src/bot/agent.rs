@@ -76,12 +76,33 @@ fn directory_of(url: &str, identifiers: &IdentifierPolicy) -> Result<AgentDirect
         .strip_suffix(names::bot::DIRECTORY_PATH)
         .or_else(|| url.strip_suffix('/'))
         .unwrap_or(url);
-    if !identifiers.admits(origin) {
+    if !admitted_origin(origin, identifiers) {
         return Err(NOT_ADMITTED);
     }
     Ok(AgentDirectory {
         origin: origin.to_owned(),
         url: format!("{origin}{}", names::bot::DIRECTORY_PATH),
+    })
+}
+
+/// Whether `origin` may name a key directory: an `https` origin on a DNS name (the
+/// identifier grammar), or, under the loopback fence only, exactly
+/// `http://127.0.0.1:PORT`, not `localhost`, `[::1]` or `https` on loopback, so that a
+/// bot's origin has one spelling.
+pub(crate) fn admitted_origin(origin: &str, identifiers: &IdentifierPolicy) -> bool {
+    if IdentifierPolicy::strict().admits(origin) {
+        return true;
+    }
+    identifiers.allows_http_loopback() && identifiers.admits(origin) && is_fenced_loopback(origin)
+}
+
+/// `http://127.0.0.1:PORT`, the port one to five digits without a leading zero, 1 to 65535.
+fn is_fenced_loopback(origin: &str) -> bool {
+    origin.strip_prefix("http://127.0.0.1:").is_some_and(|port| {
+        (1..=5).contains(&port.len())
+            && port.bytes().all(|b| b.is_ascii_digit())
+            && !port.starts_with('0')
+            && port.parse::<u16>().is_ok()
     })
 }
 
@@ -145,6 +166,27 @@ mod tests {
             let refused = signature_agent_directory(value, *member, &strict()).unwrap_err();
             assert_eq!(refused.code(), *code, "{value}");
         }
+    }
+
+    #[test]
+    fn under_the_loopback_fence_only_http_on_127_0_0_1_with_a_port_is_admitted() {
+        let fence = IdentifierPolicy::allowing_http_loopback();
+        for origin in [
+            "http://localhost:8080",
+            "https://localhost:8080",
+            "http://[::1]:8080",
+            "https://[::1]:8080",
+            "https://127.0.0.1:8080",
+            "http://127.0.0.1",
+            "http://127.0.0.1:0",
+            "http://127.0.0.1:08080",
+        ] {
+            let value = format!("agent1=\"{origin}\"");
+            let refused = signature_agent_directory(&value, Some("agent1"), &fence).unwrap_err();
+            assert_eq!(refused.code(), "invalid_key", "{origin}");
+        }
+        let found = signature_agent_directory(r#"agent1="http://127.0.0.1:65535/""#, Some("agent1"), &fence);
+        assert_eq!(found.unwrap().origin, "http://127.0.0.1:65535");
     }
 
     #[test]

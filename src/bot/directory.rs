@@ -14,18 +14,23 @@
 //! `(directory URL, thumbprint)`. Lifetimes follow the discovery configuration: the
 //! response's `max-age` clamped to `[min_ttl, max_ttl]` (the once-a-minute floor), an
 //! unknown thumbprint refetches at most once per `unknown_kid_cooldown`, a failure is
-//! remembered for `negative_ttl`, a never-seen directory draws on a budget of
-//! `new_issuers_per_minute`, and the cache is bounded by `max_entries` and
-//! `max_weight_bytes`. Concurrent misses of one directory share one fetch.
+//! remembered for `negative_ttl`, doubling with each consecutive failure up to
+//! `max_negative_ttl` (never less than the floor), a failed refetch keeps the keys the
+//! directory vouched for until `max_stale` past their freshness (as AAuth discovery
+//! does), a never-seen directory and every refetch after a failure draw on the budget of
+//! `new_issuers_per_minute` shared with AAuth discovery (one bucket; over it `503` with
+//! the seconds until a token is back in `Retry-After`), and the cache is bounded by
+//! `max_entries` and `max_weight_bytes`. Concurrent misses of one directory share one
+//! fetch.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use sfv::{BareItem, ListEntry};
 
 use crate::clock::Clock;
-use crate::discovery::cache::DiscoveryConfig;
+use crate::discovery::cache::{DiscoveryConfig, NewOrigins};
 use crate::discovery::resolve::Fetch;
 use crate::error::{Error, SignatureErrorCode};
 use crate::httpsig::parse_dictionary_strict;
@@ -42,10 +47,22 @@ struct DirectoryKey {
 /// What the cache knows about one directory URL.
 #[derive(Debug)]
 struct Entry {
-    keys: HashMap<Arc<str>, DirectoryKey>,
+    keys: Arc<HashMap<Arc<str>, DirectoryKey>>,
     fresh_until: u64,
+    /// Until when the keys may still be used while refetches fail (`max_stale` past
+    /// freshness, as for AAuth discovery).
+    stale_until: u64,
     last_fetch: u64,
-    failure: Option<(Error, u64)>,
+    failure: Option<Failure>,
+}
+
+/// The last refetch failed: answered from memory until `retry_at`.
+#[derive(Debug)]
+struct Failure {
+    error: Error,
+    retry_at: u64,
+    /// Consecutive failures: the backoff doubles with each.
+    streak: u32,
 }
 
 impl Entry {
@@ -74,7 +91,7 @@ pub(crate) struct DirectoryCache {
     max_skew: u64,
     store: moka::sync::Cache<Arc<str>, Arc<Entry>>,
     flights: moka::future::Cache<Arc<str>, Arc<Entry>>,
-    budget: Mutex<(f64, u64)>,
+    budget: Arc<NewOrigins>,
 }
 
 impl std::fmt::Debug for DirectoryCache {
@@ -86,7 +103,13 @@ impl std::fmt::Debug for DirectoryCache {
 }
 
 impl DirectoryCache {
-    pub(crate) fn new(fetch: Arc<dyn Fetch>, clock: Arc<dyn Clock>, config: DiscoveryConfig, max_skew: u64) -> Self {
+    pub(crate) fn new(
+        fetch: Arc<dyn Fetch>,
+        clock: Arc<dyn Clock>,
+        config: DiscoveryConfig,
+        max_skew: u64,
+        budget: Arc<NewOrigins>,
+    ) -> Self {
         let entries = config.max_entries.max(1);
         let store = moka::sync::Cache::builder()
             .max_capacity(config.max_weight_bytes.max(entries))
@@ -94,6 +117,7 @@ impl DirectoryCache {
             .time_to_live(
                 config
                     .max_ttl
+                    .saturating_add(config.max_stale)
                     .saturating_add(config.max_negative_ttl)
                     .min(Duration::from_secs(365 * 24 * 3600)),
             )
@@ -102,7 +126,6 @@ impl DirectoryCache {
             .max_capacity(entries)
             .time_to_live(Duration::from_secs(60))
             .build();
-        let budget = Mutex::new((f64::from(config.new_issuers_per_minute), clock.now()));
         DirectoryCache {
             fetch,
             clock,
@@ -114,6 +137,11 @@ impl DirectoryCache {
         }
     }
 
+    /// The cache's clock.
+    pub(crate) fn now(&self) -> u64 {
+        self.clock.now()
+    }
+
     /// Answers from memory: `None` when the directory must be fetched.
     pub(crate) fn cached(&self, url: &str, thumbprint: &str, now: u64) -> Option<Result<Arc<Jwk>, Error>> {
         let entry = self.store.get(url)?;
@@ -121,10 +149,18 @@ impl DirectoryCache {
     }
 
     fn answer(&self, entry: &Entry, thumbprint: &str, now: u64, fetched: bool) -> Option<Result<Arc<Jwk>, Error>> {
-        if let Some((error, retry_at)) = &entry.failure
-            && (fetched || now < *retry_at)
+        if let Some(failure) = &entry.failure
+            && (fetched || now < failure.retry_at)
         {
-            return Some(Err(error.clone()));
+            // The directory is failing: the keys it vouched for before still serve until
+            // they would go stale (or their directory signature expires).
+            if now < entry.stale_until && !entry.keys.is_empty() {
+                return Some(match entry.keys.get(thumbprint) {
+                    Some(key) if now < key.valid_until => Ok(key.jwk.clone()),
+                    _ => Err(UNKNOWN_KEY),
+                });
+            }
+            return Some(Err(failure.error.clone()));
         }
         if now >= entry.fresh_until && !fetched {
             return None;
@@ -157,10 +193,12 @@ impl DirectoryCache {
                 {
                     return Ok(previous.clone());
                 }
-                if previous.is_none() {
+                // A never-seen directory, and every refetch after a failure, draws on the
+                // budget of new origins: a failing directory costs what a new one does.
+                if previous.as_ref().is_none_or(|p| p.failure.is_some()) {
                     self.charge_budget()?;
                 }
-                let entry = Arc::new(self.refresh(url, authority, now).await);
+                let entry = Arc::new(self.refresh(url, authority, now, previous.as_deref()).await);
                 self.store.insert(key.clone(), entry.clone());
                 Ok::<_, Error>(entry)
             })
@@ -171,27 +209,20 @@ impl DirectoryCache {
             .unwrap_or(Err(UNKNOWN_KEY))
     }
 
-    /// A never-seen directory draws one token from the bucket shared by all of them.
+    /// One token from the budget of new origins, shared with AAuth discovery.
     fn charge_budget(&self) -> Result<(), Error> {
-        let per_minute = f64::from(self.config.new_issuers_per_minute);
-        let now = self.clock.now();
-        let mut bucket = self.budget.lock().unwrap_or_else(|p| p.into_inner());
-        let elapsed = now.saturating_sub(bucket.1) as f64;
-        bucket.0 = (bucket.0 + elapsed * per_minute / 60.0).min(per_minute);
-        bucket.1 = now;
-        if bucket.0 >= 1.0 {
-            bucket.0 -= 1.0;
-            return Ok(());
-        }
-        crate::metrics::discovery_budget_refusal();
+        let retry_after = match self.budget.charge(self.config.new_issuers_per_minute, self.clock.now()) {
+            Ok(()) => return Ok(()),
+            Err(retry_after) => retry_after,
+        };
         Err(Error(crate::error::Kind::Unavailable {
-            retry_after: 60,
+            retry_after,
             detail: "too many new bot directories to discover right now",
         }))
     }
 
-    async fn refresh(&self, url: &str, authority: &str, now: u64) -> Entry {
-        crate::metrics::discovery_fetch(true);
+    async fn refresh(&self, url: &str, authority: &str, now: u64, previous: Option<&Entry>) -> Entry {
+        crate::metrics::bot_directory_fetch();
         let fetched = async {
             let document = self.fetch.get(url, self.config.max_jwks_bytes).await.map_err(|cause| {
                 tracing::debug!(cause = %cause, "web bot auth: directory fetch failed");
@@ -215,22 +246,46 @@ impl DirectoryCache {
                     self.config.max_ttl.as_secs().max(self.config.min_ttl.as_secs()),
                 );
                 Entry {
-                    keys,
+                    keys: Arc::new(keys),
                     fresh_until: now.saturating_add(ttl),
+                    stale_until: now.saturating_add(ttl).saturating_add(self.config.max_stale.as_secs()),
                     last_fetch: now,
                     failure: None,
                 }
             }
             Err(error) => {
-                crate::metrics::discovery_failure();
+                let streak = previous
+                    .and_then(|p| p.failure.as_ref())
+                    .map_or(1, |f| f.streak.saturating_add(1));
                 Entry {
-                    keys: HashMap::new(),
-                    fresh_until: 0,
+                    keys: previous.map_or_else(Default::default, |p| p.keys.clone()),
+                    fresh_until: previous.map_or(0, |p| p.fresh_until),
+                    stale_until: previous.map_or(0, |p| p.stale_until),
                     last_fetch: now,
-                    failure: Some((error, now.saturating_add(self.config.negative_ttl.as_secs()))),
+                    failure: Some(Failure {
+                        error,
+                        retry_at: now.saturating_add(self.backoff(streak)),
+                        streak,
+                    }),
                 }
             }
         }
+    }
+}
+
+impl DirectoryCache {
+    /// How long after the `streak`-th consecutive failure the directory is not fetched
+    /// again: `negative_ttl`, doubling with each failure up to `max_negative_ttl`, never
+    /// sooner than the refresh floor (`min_ttl`).
+    fn backoff(&self, streak: u32) -> u64 {
+        let config = &self.config;
+        let ceiling = config.max_negative_ttl.as_secs().max(config.negative_ttl.as_secs());
+        config
+            .negative_ttl
+            .as_secs()
+            .saturating_mul(1 << streak.saturating_sub(1).min(16))
+            .min(ceiling)
+            .max(config.min_ttl.as_secs().max(1))
     }
 }
 
@@ -363,6 +418,51 @@ fn directory_signature(inner: &sfv::InnerList, authority: &str, now: u64, max_sk
 mod tests {
     use super::*;
     use crate::jose::ResourceKey;
+
+    /// A fetcher that must never be reached.
+    struct NoFetch;
+
+    impl Fetch for NoFetch {
+        fn get<'a>(
+            &'a self,
+            _: &'a str,
+            _: usize,
+        ) -> crate::BoxFuture<'a, Result<crate::discovery::FetchedDocument, crate::discovery::FetchError>> {
+            panic!("over the budget nothing is fetched")
+        }
+    }
+
+    #[tokio::test]
+    async fn bot_directories_and_aauth_discovery_draw_on_one_budget() {
+        let config = DiscoveryConfig {
+            new_issuers_per_minute: 2,
+            ..DiscoveryConfig::default()
+        };
+        let aauth = crate::aauth::AAuth::builder("https://resource.example")
+            .discovery(config)
+            .fetcher(NoFetch)
+            .web_bot_auth(crate::bot::WebBotAuthOptions::new())
+            .build()
+            .unwrap();
+        let bots = aauth.shared.bots.as_ref().unwrap();
+        bots.cache.charge_budget().unwrap();
+        bots.cache.charge_budget().unwrap();
+        // The two tokens went to bot directories: AAuth discovery of a new issuer waits.
+        let query = crate::discovery::KeyQuery {
+            issuer: "https://agents.example",
+            dwk: "aauth-agent.json",
+            kid: "k1",
+        };
+        let refused = aauth.shared.resolver.resolve(query).await.unwrap_err();
+        assert_eq!(refused.code(), "temporarily_unavailable");
+        assert_eq!(
+            refused.retry_after(),
+            Some(30),
+            "half a minute for one of two tokens a minute"
+        );
+        let refused = bots.cache.charge_budget().unwrap_err();
+        assert_eq!(refused.retry_after(), Some(30));
+    }
 
     const AUTHORITY: &str = "bots.example";
     const NOW: u64 = 1_800_000_000;

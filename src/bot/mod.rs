@@ -3,8 +3,10 @@
 //!
 //! # Design
 //!
-//! A request with `Signature-Input` and `Signature`, **no** `Signature-Key`, whose one
-//! signature has `tag="web-bot-auth"`, is verified as Web Bot Auth when
+//! A request with `Signature-Input` and `Signature`, **no** `Signature-Key`, whose
+//! signature has `tag="web-bot-auth"` (of several signatures, the one member so tagged,
+//! when exactly one is: a CDN may add its own; two so tagged stay on the AAuth path), is
+//! verified as Web Bot Auth when
 //! [`AAuthBuilder::web_bot_auth`](crate::AAuthBuilder::web_bot_auth) enabled it (otherwise,
 //! and for every request with `Signature-Key`, nothing changes: the AAuth pipeline answers
 //! it). A verified bot becomes a [`VerifiedBot`] in the request's extensions (directory
@@ -38,20 +40,37 @@
 //!    (the Dictionary form), or whole (`"signature-agent"`, the legacy bare-String form a
 //!    large provider still sends; refusable with
 //!    [`WebBotAuthOptions::legacy_agent_form`]). Else `401 invalid_input`.
-//! 2. `created` and `expires` both present; `created` at most the configured skew ahead
+//! 2. On a method the layer protects against replay
+//!    ([`ReplayProtection`](crate::replay::ReplayProtection), by default every unsafe
+//!    method), a signature without `nonce` must cover `@method` and `@path` (or
+//!    `@target-uri`), else `401 invalid_input, required_input=("@method" "@path")`: a
+//!    signature over the authority alone, captured on a `GET`, would otherwise be replayed
+//!    as a `POST` to any path. **A nonce-less signature on a safe method (`GET`) gives
+//!    attribution only**: it names the bot, but it may be presented again within its
+//!    lifetime; a route for which that matters requires nonces
+//!    ([`WebBotAuthOptions::require_nonce`]) or protects every method.
+//! 3. `created` and `expires` both present; `created` at most the configured skew ahead
 //!    (`clock_skew`), `expires` not passed and at most
 //!    [`WebBotAuthOptions::max_lifetime`] after `created` (default one hour).
-//! 3. `alg`, when sent, `ed25519` (`unsupported_algorithm`); `keyid` a base64url JWK
+//! 4. `alg`, when sent, `ed25519` (`unsupported_algorithm`); `keyid` a base64url JWK
 //!    SHA-256 thumbprint (43 characters), else `invalid_signature`.
-//! 4. The covered `Signature-Agent` member an RFC 9651 String holding an `https` origin
+//! 5. The covered `Signature-Agent` member an RFC 9651 String holding an `https` origin
 //!    (optionally with `/` or the directory's well-known path), admitted by the same raw-string
 //!    grammar as AAuth identifiers (a DNS name, no port, no userinfo, no address literal;
 //!    `http://127.0.0.1:PORT` only under the loopback fence), else `invalid_key`.
-//! 5. The signature over the rebuilt base with the key of thumbprint `keyid` in the
-//!    directory `{origin}/.well-known/http-message-signatures-directory`.
-//! 6. `nonce`, when sent, remembered in the replay store, keyed by key and nonce; without
-//!    a nonce the signature itself is remembered for replay-checked methods. Either until
-//!    the signature's `expires` (plus the allowed skew), after which it is refused anyway. A second use is `429 signature_reused`.
+//! 6. The signature over the rebuilt base with the key of thumbprint `keyid` in the
+//!    directory `{origin}/.well-known/http-message-signatures-directory`; then, when the
+//!    signature covers `content-digest`, the body against it exactly as on the AAuth path
+//!    (read under the same body cap, `413` beyond it; a mismatch is `401
+//!    invalid_signature`), so such a request always takes the slow path.
+//! 7. `nonce`, when sent, remembered, keyed by key and nonce in a domain of its own;
+//!    without a nonce the signature itself is remembered for replay-checked methods.
+//!    Either until the signature's `expires` (plus the allowed skew), after which it is
+//!    refused anyway. A second use is `429 signature_reused`. On a replay-protected method
+//!    the entry goes to the layer's replay store (shared between replicas when it is);
+//!    on any other method the nonce goes to a store of the bots' own, in memory and bounded
+//!    (50 000 live nonces; beyond it such a bot gets `503`), so that a flood of bot
+//!    requests never fills the replay capacity AAuth requests need.
 //!
 //! The directory is fetched through the discovery fetcher (see [`crate::discovery`]) and
 //! counts only when it is a `200` of media type
@@ -81,4 +100,4 @@ pub use options::WebBotAuthOptions;
 pub use principal::VerifiedBot;
 
 pub(crate) use directory::DirectoryCache;
-pub(crate) use verify::{BotStep, Bots, Limits, REUSED, Selected, select};
+pub(crate) use verify::{BotStep, Bots, Limits, NONCE_CAPACITY, REUSED, Selected, select};

@@ -7,7 +7,10 @@ use std::sync::Arc;
 /// instead of a [`VerifiedRequest`](crate::VerifiedRequest), so that it never satisfies
 /// an agent, person, scope or detail requirement. With the `axum` feature it is an
 /// extractor, refusing a request without it like [`require_bot`](crate::guard::require_bot).
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// Two bots are equal when they are the same principal: the same directory origin and
+/// thumbprints that match (compared in constant time, as every thumbprint in the crate).
+#[derive(Debug, Clone)]
 pub struct VerifiedBot {
     pub(crate) origin: Arc<str>,
     pub(crate) thumbprint: Arc<str>,
@@ -15,6 +18,8 @@ pub struct VerifiedBot {
     pub(crate) replay: Option<crate::replay::key::ReplayKey>,
     /// The signature's `expires`: how long its replay entry must live.
     pub(crate) expires: u64,
+    /// Whether the method is not replay-protected: the nonce goes to the bots' own store.
+    pub(crate) unprotected: bool,
 }
 
 impl VerifiedBot {
@@ -28,5 +33,38 @@ impl VerifiedBot {
     /// `keyid`.
     pub fn thumbprint(&self) -> &str {
         &self.thumbprint
+    }
+}
+
+impl PartialEq for VerifiedBot {
+    fn eq(&self, other: &Self) -> bool {
+        let same_key = crate::jose::thumbprints_match(&self.thumbprint, &other.thumbprint);
+        same_key && self.origin == other.origin
+    }
+}
+
+impl Eq for VerifiedBot {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bot(origin: &str, thumbprint: &str, expires: u64) -> VerifiedBot {
+        VerifiedBot {
+            origin: Arc::from(origin),
+            thumbprint: Arc::from(thumbprint),
+            replay: None,
+            expires,
+            unprotected: true,
+        }
+    }
+
+    #[test]
+    fn bots_are_equal_when_origin_and_thumbprint_are() {
+        let a = "UDDReOZl1ipXAfp9wYsm13sDBMK5og--QWdBjzuf6o4";
+        let b = "VDDReOZl1ipXAfp9wYsm13sDBMK5og--QWdBjzuf6o4";
+        assert_eq!(bot("https://bots.example", a, 1), bot("https://bots.example", a, 2));
+        assert_ne!(bot("https://bots.example", a, 1), bot("https://bots.example", b, 1));
+        assert_ne!(bot("https://bots.example", a, 1), bot("https://other.example", a, 1));
     }
 }

@@ -25,6 +25,15 @@ pub(crate) const REUSED: Error = Error(crate::error::Kind::Reused {
 /// The components a Web Bot Auth signature must cover, as `invalid_input` names them.
 const REQUIRED: [&str; 2] = ["@authority", names::bot::SIGNATURE_AGENT];
 
+/// What a signature without `nonce` must cover on a replay-protected method.
+const BOUND: [&str; 2] = ["@method", "@path"];
+
+/// Whether the signature names the request it was made for: `@method`, and `@path` or
+/// `@target-uri`.
+fn binds_request(input: &ParsedInput) -> bool {
+    input.covers("@method") && (input.covers("@path") || input.covers("@target-uri"))
+}
+
 /// Web Bot Auth as the layer runs it, built by the builder when enabled.
 #[derive(Debug)]
 pub(crate) struct Bots {
@@ -32,6 +41,10 @@ pub(crate) struct Bots {
     pub(crate) cache: DirectoryCache,
     pub(crate) identifiers: IdentifierPolicy,
 }
+
+/// How many nonces of bots on unprotected methods are remembered at once; beyond it such
+/// a bot gets `503`, and nobody else does.
+pub(crate) const NONCE_CAPACITY: u64 = 50_000;
 
 /// A request whose one signature is tagged `web-bot-auth` and that has no
 /// `Signature-Key`: the bot path's.
@@ -41,19 +54,48 @@ pub(crate) struct Selected {
 }
 
 /// Whether the request goes to the bot path: `Signature-Input` and `Signature`, no
-/// `Signature-Key`, and its signature tagged `web-bot-auth`. Anything else (a malformed
-/// field included) stays on the AAuth path, which answers it as before.
+/// `Signature-Key`, and its signature tagged `web-bot-auth`; of several signatures, the
+/// one member tagged `web-bot-auth` when exactly one is (a CDN or proxy may have added
+/// its own). Anything else (a malformed field, two members tagged `web-bot-auth`
+/// included) stays on the AAuth path, which answers it as before.
 pub(crate) fn select(headers: &HeaderMap, cap: usize, max_components: usize) -> Option<Selected> {
     if headers.contains_key(names::header::SIGNATURE_KEY) {
         return None;
     }
     let input = field_value(headers, names::header::SIGNATURE_INPUT, cap).ok()??;
     let signature = field_value(headers, names::header::SIGNATURE, cap).ok()??;
-    let input = ParsedInput::parse(&input, max_components).ok()?;
-    (input.params.tag.as_deref() == Some(names::bot::TAG)).then(|| Selected {
-        input,
-        signature: signature.into_owned(),
-    })
+    let (input, signature) = match ParsedInput::parse(&input, max_components) {
+        Ok(input) => (input, signature.into_owned()),
+        Err(_) => {
+            let (input, signature) = tagged_member(&input, &signature)?;
+            (ParsedInput::parse(&input, max_components).ok()?, signature)
+        }
+    };
+    (input.params.tag.as_deref() == Some(names::bot::TAG)).then_some(Selected { input, signature })
+}
+
+/// Of several signatures, the `Signature-Input` and `Signature` members of the one tagged
+/// `web-bot-auth`, each serialized as a one-member Dictionary; `None` unless exactly one
+/// member carries the tag and `Signature` has a member of its label.
+fn tagged_member(input: &str, signature: &str) -> Option<(String, String)> {
+    let inputs = crate::httpsig::parse_dictionary_strict(input)?;
+    let signatures = crate::httpsig::parse_dictionary_strict(signature)?;
+    let mut tagged = inputs.iter().filter(|(_, entry)| match entry {
+        sfv::ListEntry::InnerList(inner) => inner.params.iter().any(|(name, value)| {
+            name.as_str() == "tag" && matches!(value, sfv::BareItem::String(tag) if tag.as_str() == names::bot::TAG)
+        }),
+        sfv::ListEntry::Item(_) => false,
+    });
+    let (Some((label, entry)), None) = (tagged.next(), tagged.next()) else {
+        return None;
+    };
+    let signed = signatures.get(label)?;
+    let one = |entry: &sfv::ListEntry| {
+        let mut serializer = sfv::DictSerializer::new();
+        serializer.members(std::iter::once((label, entry)));
+        serializer.finish()
+    };
+    Some((one(entry)?, one(signed)?))
 }
 
 /// What the head needs besides the request: the configuration of the layer.
@@ -84,6 +126,8 @@ pub(crate) struct BotPending {
     nonce: Option<String>,
     expires: u64,
     protect: bool,
+    /// The `Content-Digest` field to check against the body, when covered.
+    digest: Option<String>,
 }
 
 impl Bots {
@@ -98,6 +142,12 @@ impl Bots {
     ) -> Result<BotStep, Error> {
         let Selected { input, signature } = selected;
         let member = self.check_coverage(&input)?;
+        if limits.protect && input.params.nonce.is_none() && !binds_request(&input) {
+            // Without a nonce and without the method and path, a signature captured on
+            // one request could be replayed as another method on another path of this
+            // resource within its lifetime.
+            return Err(Error::invalid_input(BOUND));
+        }
         self.check_lifetime(&input, limits)?;
         if input
             .params
@@ -131,6 +181,15 @@ impl Bots {
         }
         let mut base = SignatureBase::new();
         base.build_capped(&input, target, headers, limits.header_cap)?;
+        // As on the AAuth path: a covered `Content-Digest` is checked against the body
+        // the layer reads, never taken on trust.
+        let digest = if input.mentions(names::header::CONTENT_DIGEST) {
+            let field = field_value(headers, names::header::CONTENT_DIGEST, limits.header_cap)?
+                .ok_or(Error::invalid_signature("a covered field is absent"))?;
+            Some(field.into_owned())
+        } else {
+            None
+        };
         let pending = BotPending {
             authority: directory_authority(&directory.origin).to_owned(),
             directory,
@@ -140,16 +199,14 @@ impl Bots {
             nonce: input.params.nonce.clone(),
             expires: input.params.expires.unwrap_or_default(),
             protect: limits.protect,
+            digest,
         };
+        if pending.needs_body() {
+            return Ok(BotStep::Fetch(Box::new(pending)));
+        }
         match self.cache.cached(&pending.directory.url, &pending.keyid, limits.now) {
-            Some(key) => {
-                crate::metrics::discovery_cache(true);
-                pending.verify_with(&*key?)
-            }
-            None => {
-                crate::metrics::discovery_cache(false);
-                Ok(BotStep::Fetch(Box::new(pending)))
-            }
+            Some(key) => pending.verify_with(&*key?),
+            None => Ok(BotStep::Fetch(Box::new(pending))),
         }
     }
 
@@ -206,16 +263,36 @@ impl Bots {
 }
 
 impl BotPending {
-    /// The tail: fetch the directory, then verify.
-    pub(crate) async fn finish(self, bots: &Bots) -> Result<(VerifiedBot, Option<ReplayKey>), Error> {
-        let key = bots
-            .cache
-            .resolve(&self.directory.url, &self.authority, &self.keyid)
-            .await?;
-        match self.verify_with(&key)? {
-            BotStep::Done(bot, replay) => Ok((bot, replay)),
-            BotStep::Fetch(_) => Err(super::directory::UNKNOWN_KEY),
+    /// Whether the signature covers `Content-Digest`, so that the tail needs the body.
+    pub(crate) fn needs_body(&self) -> bool {
+        self.digest.is_some()
+    }
+
+    /// The tail: the key (from memory, else fetched), the signature, then the body against
+    /// a covered `Content-Digest` (`body` is the request's, read when [`Self::needs_body`]).
+    pub(crate) async fn finish(
+        mut self,
+        bots: &Bots,
+        body: Option<&[u8]>,
+    ) -> Result<(VerifiedBot, Option<ReplayKey>), Error> {
+        let digest = self.digest.take();
+        let key = match bots.cache.cached(&self.directory.url, &self.keyid, bots.cache.now()) {
+            Some(key) => key?,
+            None => {
+                bots.cache
+                    .resolve(&self.directory.url, &self.authority, &self.keyid)
+                    .await?
+            }
+        };
+        let done = match self.verify_with(&key)? {
+            BotStep::Done(bot, replay) => (bot, replay),
+            BotStep::Fetch(_) => return Err(super::directory::UNKNOWN_KEY),
+        };
+        if let Some(field) = digest {
+            let body = body.ok_or(Error::invalid_signature("the body could not be read"))?;
+            crate::httpsig::digest::verify_content_digest(&field, body)?;
         }
+        Ok(done)
     }
 
     fn verify_with(self, key: &Jwk) -> Result<BotStep, Error> {
@@ -227,7 +304,7 @@ impl BotPending {
         verify_base(&self.base, &self.signature, key)?;
         let thumbprint = key.thumbprint_shared().clone();
         let replay = match &self.nonce {
-            Some(nonce) => Some(ReplayKey::jti(&format!("web-bot-auth {thumbprint}"), nonce)),
+            Some(nonce) => Some(ReplayKey::bot_nonce(&thumbprint, nonce)),
             None => self
                 .protect
                 .then(|| ReplayKey::signature(&thumbprint, self.base.as_bytes())),
@@ -237,6 +314,7 @@ impl BotPending {
             thumbprint,
             replay,
             expires: self.expires,
+            unprotected: !self.protect,
         };
         Ok(BotStep::Done(bot, replay))
     }

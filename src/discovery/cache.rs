@@ -162,7 +162,7 @@ struct Inner<F> {
     store: moka::sync::Cache<String, Arc<Entry>>,
     flights: moka::future::Cache<(String, u64), Arc<Entry>>,
     generations: AtomicU64,
-    budget: Mutex<Bucket>,
+    budget: Arc<NewOrigins>,
 }
 
 impl<F: Fetch> std::fmt::Debug for DiscoveryResolver<F> {
@@ -182,6 +182,7 @@ pub struct DiscoveryResolverBuilder<F: Fetch> {
     config: DiscoveryConfig,
     alg: AlgPolicy,
     clock: Arc<dyn Clock>,
+    budget: Option<Arc<NewOrigins>>,
 }
 
 impl<F: Fetch> std::fmt::Debug for DiscoveryResolverBuilder<F> {
@@ -221,6 +222,12 @@ impl<F: Fetch> DiscoveryResolverBuilder<F> {
         self
     }
 
+    /// Draws new origins from `budget`, shared with the Web Bot Auth directory cache.
+    pub(crate) fn new_origins(mut self, budget: Arc<NewOrigins>) -> Self {
+        self.budget = Some(budget);
+        self
+    }
+
     /// Builds the resolver.
     pub fn build(self) -> DiscoveryResolver<F> {
         let config = self.config;
@@ -256,10 +263,7 @@ impl<F: Fetch> DiscoveryResolverBuilder<F> {
                 store,
                 flights,
                 generations: AtomicU64::new(1),
-                budget: Mutex::new(Bucket {
-                    tokens: f64::from(per_minute),
-                    updated: now,
-                }),
+                budget: self.budget.unwrap_or_else(|| NewOrigins::new(per_minute, now)),
                 config,
             }),
         }
@@ -275,6 +279,7 @@ impl<F: Fetch> DiscoveryResolver<F> {
             config: DiscoveryConfig::default(),
             alg: AlgPolicy::Strict,
             clock: Arc::new(SystemClock),
+            budget: None,
         }
     }
 
@@ -397,21 +402,8 @@ impl<F: Fetch> Inner<F> {
         {
             return Ok(());
         }
-        let per_minute = f64::from(self.config.new_issuers_per_minute);
-        let now = self.clock.now();
-        let mut bucket = self.budget.lock().unwrap_or_else(|p| p.into_inner());
-        let elapsed = now.saturating_sub(bucket.updated) as f64;
-        bucket.tokens = (bucket.tokens + elapsed * per_minute / 60.0).min(per_minute);
-        bucket.updated = now;
-        if bucket.tokens >= 1.0 {
-            bucket.tokens -= 1.0;
+        let Err(retry_after) = self.budget.charge(self.config.new_issuers_per_minute, self.clock.now()) else {
             return Ok(());
-        }
-        crate::metrics::discovery_budget_refusal();
-        let retry_after = if per_minute > 0.0 {
-            ((1.0 - bucket.tokens) * 60.0 / per_minute).ceil().max(1.0) as u32
-        } else {
-            60
         };
         tracing::warn!(issuer = %Shown(issuer), retry_after, "discovery: new-issuer budget exhausted");
         Err(Error(crate::error::Kind::Unavailable {
@@ -558,9 +550,45 @@ fn memory_backstop(config: &DiscoveryConfig) -> Duration {
         .min(YEAR)
 }
 
+#[derive(Debug)]
 struct Bucket {
     tokens: f64,
     updated: u64,
+}
+
+/// The budget of never-seen origins to fetch from: one token bucket of
+/// `new_issuers_per_minute`, shared by AAuth discovery and the Web Bot Auth directory
+/// cache, so that the two together never fetch from more new origins than configured.
+#[derive(Debug)]
+pub(crate) struct NewOrigins(Mutex<Bucket>);
+
+impl NewOrigins {
+    /// A full bucket of `per_minute` tokens at `now`.
+    pub(crate) fn new(per_minute: u32, now: u64) -> Arc<Self> {
+        Arc::new(NewOrigins(Mutex::new(Bucket {
+            tokens: f64::from(per_minute),
+            updated: now,
+        })))
+    }
+
+    /// Draws one token, refilled at `per_minute`; else the seconds until one is back.
+    pub(crate) fn charge(&self, per_minute: u32, now: u64) -> Result<(), u32> {
+        let per_minute = f64::from(per_minute);
+        let mut bucket = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let elapsed = now.saturating_sub(bucket.updated) as f64;
+        bucket.tokens = (bucket.tokens + elapsed * per_minute / 60.0).min(per_minute);
+        bucket.updated = now;
+        if bucket.tokens >= 1.0 {
+            bucket.tokens -= 1.0;
+            return Ok(());
+        }
+        crate::metrics::discovery_budget_refusal();
+        Err(if per_minute > 0.0 {
+            ((1.0 - bucket.tokens) * 60.0 / per_minute).ceil().max(1.0) as u32
+        } else {
+            60
+        })
+    }
 }
 
 impl<F: Fetch> KeyResolver for DiscoveryResolver<F> {

@@ -61,18 +61,50 @@ pub fn require_bot() -> GuardLayer<BotPolicy> {
 }
 
 /// [`require_bot`], admitting only bots whose key directory is on one of `origins`
-/// (exact origins as [`VerifiedBot::directory_origin`] names them, such as
-/// `https://bots.example`; compared ASCII case-insensitively).
+/// (origins as [`VerifiedBot::directory_origin`] names them, such as
+/// `https://bots.example`). Each is normalised first: scheme and host lower-cased, a
+/// trailing `/` and the `https` default port `:443` dropped.
+///
+/// # Panics
+///
+/// At start-up, if an origin, once normalised, is not one a bot can be verified from: an
+/// `https` origin on a DNS name (no other port, path, query or userinfo, no address
+/// literal), or `http://127.0.0.1:PORT` (admitted by the layer only under its loopback
+/// fence).
 pub fn require_bot_from<I, S>(origins: I) -> GuardLayer<BotPolicy>
 where
     I: IntoIterator<Item = S>,
     S: Into<String>,
 {
-    let origins: Vec<String> = origins.into_iter().map(Into::into).collect();
+    let origins: Vec<String> = origins
+        .into_iter()
+        .map(|origin| {
+            let origin = origin.into();
+            let normalised = normalise_origin(&origin);
+            assert!(
+                crate::bot::agent::admitted_origin(
+                    &normalised,
+                    &crate::discovery::admission::IdentifierPolicy::allowing_http_loopback()
+                ),
+                "tower-aauth: {origin:?} is not an origin a Web Bot Auth directory can have"
+            );
+            normalised
+        })
+        .collect();
     GuardLayer {
         policy: BotPolicy {
             origins: Some(origins.into()),
         },
+    }
+}
+
+/// Scheme and host lower-cased, one trailing `/` and the `https` default port dropped.
+fn normalise_origin(origin: &str) -> String {
+    let lowered = origin.to_ascii_lowercase();
+    let trimmed = lowered.strip_suffix('/').unwrap_or(&lowered);
+    match trimmed.strip_suffix(":443") {
+        Some(bare) if bare.starts_with("https://") => bare.to_owned(),
+        _ => trimmed.to_owned(),
     }
 }
 

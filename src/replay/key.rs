@@ -34,6 +34,17 @@ impl ReplayKey {
         ReplayKey(hash.finalize().into())
     }
 
+    /// The key of a Web Bot Auth `nonce` under the bot key of thumbprint `key_thumbprint`,
+    /// in a domain of its own.
+    pub(crate) fn bot_nonce(key_thumbprint: &str, nonce: &str) -> Self {
+        let mut hash = Sha256::new();
+        hash.update(b"tower-aauth/replay/web-bot-auth-nonce\0");
+        hash.update(key_thumbprint.as_bytes());
+        hash.update([0]);
+        hash.update(nonce.as_bytes());
+        ReplayKey(hash.finalize().into())
+    }
+
     /// The raw hash.
     pub fn as_bytes(&self) -> &[u8; 32] {
         &self.0

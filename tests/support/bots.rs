@@ -15,7 +15,7 @@ use tower::ServiceExt;
 use tower_aauth::bot::{VerifiedBot, WebBotAuthOptions};
 use tower_aauth::discovery::{Fetch, FetchError, FetchPolicy, FetchedDocument, ReqwestFetch};
 use tower_aauth::guard::{Decision, Requirement, require_bot, require_bot_from};
-use tower_aauth::testing::{BotDirectory, BotSigner};
+use tower_aauth::testing::{BotDirectory, BotSignOptions, BotSigner};
 use tower_aauth::{AAuthBuilder, AuthGrant, BoxFuture, VerifiedAgent};
 
 pub use super::app::App;
@@ -118,7 +118,7 @@ impl BotWorld {
                     .route_layer(a.single_use())
                     .route_layer(a.require_scopes(["data.read"])),
             )
-            .route("/bot", route(h()).route_layer(require_bot()))
+            .route("/bot", route(h()).post(h()).route_layer(require_bot()))
             .route("/bot-from", route(h()).route_layer(require_bot_from([LISTED_ORIGIN])))
             .route(
                 "/bot-name",
@@ -161,6 +161,23 @@ impl BotWorld {
     pub fn signed(&self, path: &str) -> Request<Body> {
         let mut request = get(path);
         self.signer.sign(&mut request, NOW);
+        request
+    }
+
+    /// A `POST` of `body` to `path` signed by the directory's signer with `adjust`
+    /// applied to the default options.
+    pub fn signed_post(
+        &self,
+        path: &str,
+        body: &'static [u8],
+        adjust: impl FnOnce(&mut BotSignOptions),
+    ) -> Request<Body> {
+        let mut request = Request::post(format!("{RESOURCE}{path}"))
+            .body(Body::from(body))
+            .unwrap();
+        let mut options = BotSignOptions::default();
+        adjust(&mut options);
+        self.signer.sign_with(&mut request, NOW, &options);
         request
     }
 
