@@ -221,29 +221,7 @@ impl TestAgent {
             .join(" ");
         let input_value = format!("{label}=({list});created={created}{}", options.extra_params);
         let input = ParsedInput::parse(&input_value, 64).expect("test signature input parses");
-        let authority = options
-            .authority
-            .clone()
-            .or_else(|| request.uri().authority().map(|a| a.as_str().to_owned()))
-            .or_else(|| {
-                request
-                    .headers()
-                    .get(http::header::HOST)
-                    .and_then(|h| h.to_str().ok())
-                    .map(str::to_owned)
-            })
-            .unwrap_or_default();
-        let scheme = request.uri().scheme_str().unwrap_or("https").to_owned();
-        let target = RequestTarget {
-            method: request.method().as_str(),
-            scheme: &scheme,
-            authority: &authority,
-            path: request.uri().path(),
-            query: request.uri().query(),
-        };
-        let mut base = SignatureBase::new();
-        base.build(&input, &target, request.headers())
-            .expect("every covered component is present");
+        let base = signature_base_of(request, options.authority.clone(), &input);
         let signature = self.key.sign_bytes(base.as_bytes());
         let encoded = if options.base64url {
             crate::jose::b64url(signature)
@@ -311,4 +289,36 @@ pub(crate) fn revocation_request(
     };
     TestAgent { key: key.clone() }.sign_with_body(&mut request, &body, &source, created);
     request
+}
+
+/// The signature base of `request` for `input`, with `authority` or else the request's
+/// own (its URI, then its `Host`) as `@authority`: how every signer of the test kit
+/// builds what it signs.
+pub(crate) fn signature_base_of<B>(
+    request: &Request<B>,
+    authority: Option<String>,
+    input: &ParsedInput,
+) -> SignatureBase {
+    let authority = authority
+        .or_else(|| request.uri().authority().map(|a| a.as_str().to_owned()))
+        .or_else(|| {
+            request
+                .headers()
+                .get(http::header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .map(str::to_owned)
+        })
+        .unwrap_or_default();
+    let scheme = request.uri().scheme_str().unwrap_or("https");
+    let target = RequestTarget {
+        method: request.method().as_str(),
+        scheme,
+        authority: &authority,
+        path: request.uri().path(),
+        query: request.uri().query(),
+    };
+    let mut base = SignatureBase::new();
+    base.build(input, &target, request.headers())
+        .expect("every covered component is present");
+    base
 }

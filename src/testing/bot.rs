@@ -24,8 +24,9 @@ use std::time::Duration;
 use http::{HeaderValue, Request};
 use serde_json::{Value, json};
 
+use super::agent::signature_base_of;
 use crate::clock::{Clock, SystemClock};
-use crate::httpsig::{ParsedInput, RequestTarget, SignatureBase, encode_signature};
+use crate::httpsig::{ParsedInput, encode_signature};
 use crate::jose::{Jwk, ResourceKey, b64url};
 use crate::names;
 
@@ -182,29 +183,7 @@ impl BotSigner {
         params.push_str(&format!(";tag=\"{}\"", options.tag));
         let input_value = format!("sig1=({});{params}", components.join(" "));
         let input = ParsedInput::parse(&input_value, 64).expect("a bot signature input parses");
-        let authority = request
-            .uri()
-            .authority()
-            .map(|a| a.as_str().to_owned())
-            .or_else(|| {
-                request
-                    .headers()
-                    .get(http::header::HOST)
-                    .and_then(|h| h.to_str().ok())
-                    .map(str::to_owned)
-            })
-            .unwrap_or_default();
-        let scheme = request.uri().scheme_str().unwrap_or("https").to_owned();
-        let target = RequestTarget {
-            method: request.method().as_str(),
-            scheme: &scheme,
-            authority: &authority,
-            path: request.uri().path(),
-            query: request.uri().query(),
-        };
-        let mut base = SignatureBase::new();
-        base.build(&input, &target, request.headers())
-            .expect("every covered component is present");
+        let base = signature_base_of(request, None, &input);
         let signature = encode_signature(&self.key.sign_bytes(base.as_bytes()));
         let headers = request.headers_mut();
         headers.insert(
