@@ -286,7 +286,12 @@ pub(crate) struct Decided {
 /// `members[i]` (up to the corner in the module docs).
 pub(crate) fn decide(members: &[Prepared], verdicts: &mut [bool]) -> Decided {
     let mut decided = Decided::default();
-    let zs = coefficients(members.len());
+    // A batch of one needs no coefficients (nor the random source they come from).
+    let zs = if members.len() > 1 {
+        coefficients(members.len())
+    } else {
+        Vec::new()
+    };
     if zs.len() != members.len() || members.len() == 1 {
         for (member, verdict) in members.iter().zip(verdicts.iter_mut()) {
             *verdict = verify_single(member);
@@ -357,7 +362,7 @@ pub struct BatchStats {
     pub batched: u64,
     /// Batches run.
     pub batches: u64,
-    /// Batches that failed (held at least one bad member).
+    /// Batches that failed (their batch equation did not hold, or a member was bad).
     pub failed_batches: u64,
     /// Batch equations evaluated, bisection included.
     pub equations: u64,
@@ -432,6 +437,8 @@ impl Drop for Busy<'_> {
 /// A request's place in a batch; in flight until dropped.
 pub(crate) struct Ticket {
     verdict: oneshot::Receiver<bool>,
+    /// The batch it is in.
+    generation: u64,
     /// Set for the batch's first member, which runs it.
     lead: Option<Lead>,
     batcher: std::sync::Arc<Batcher>,
@@ -458,11 +465,6 @@ impl Drop for Lead {
 }
 
 impl Ticket {
-    /// The verdict: whether the signature verified.
-    pub(crate) async fn verdict(mut self) -> bool {
-        std::future::poll_fn(|cx| self.poll_verdict(cx)).await
-    }
-
     /// Polls for the verdict. The leader runs its batch when it is ready (see the module
     /// docs); until then it wakes itself, which puts its task behind the other ready
     /// ones, so that they may join first.
@@ -488,9 +490,21 @@ impl Ticket {
             self.lead = None;
         }
         // A dropped sender (the batch could not be run) is a refusal, never a pass.
-        Pin::new(&mut self.verdict)
-            .poll(cx)
-            .map(|verdict| verdict.unwrap_or(false))
+        if let Poll::Ready(verdict) = Pin::new(&mut self.verdict).poll(cx) {
+            return Poll::Ready(verdict.unwrap_or(false));
+        }
+        // Any member polled while its batch is overdue runs it: a leader whose request
+        // is not polled stalls nobody.
+        let max_wait = self.batcher.options.max_wait;
+        if self
+            .batcher
+            .take_and_run(self.generation, |forming| forming.opened.elapsed() >= max_wait)
+        {
+            return Pin::new(&mut self.verdict)
+                .poll(cx)
+                .map(|verdict| verdict.unwrap_or(false));
+        }
+        Poll::Pending
     }
 }
 
@@ -537,6 +551,12 @@ impl Batcher {
             verdict: sender,
         };
         let mut forming = self.lock();
+        // An overdue batch is run by the next submitter (after the lock is released), and
+        // this one opens the next: a leader that is not polled stalls nobody.
+        let overdue = (!forming.members.is_empty() && forming.opened.elapsed() >= self.options.max_wait).then(|| {
+            forming.generation = forming.generation.wrapping_add(1);
+            std::mem::replace(&mut forming.members, Vec::with_capacity(self.options.max_batch))
+        });
         let leader = forming.members.is_empty();
         if leader {
             forming.opened = Instant::now();
@@ -545,6 +565,9 @@ impl Batcher {
         let generation = forming.generation;
         let full = forming.members.len() >= self.options.max_batch;
         drop(forming);
+        if let Some(overdue) = overdue {
+            self.run(overdue);
+        }
         let lead = leader.then(|| Lead {
             batcher: self.clone(),
             generation,
@@ -556,6 +579,7 @@ impl Batcher {
         }
         Submitted::Queued(Ticket {
             verdict: receiver,
+            generation,
             lead,
             batcher: self.clone(),
         })
@@ -605,7 +629,11 @@ impl Batcher {
         counters.equations.fetch_add(decided.equations, Ordering::Relaxed);
         counters.singles.fetch_add(decided.singles, Ordering::Relaxed);
         counters.largest.fetch_max(size as u64, Ordering::Relaxed);
-        if verdicts.iter().all(|v| *v) {
+        // A failed batch equation starts or extends the backoff even when bisection then
+        // finds every member valid (keys with a torsion component fail the equation with
+        // valid signatures): what is paid for is the failure, whoever caused it.
+        let equation_failed = size > 1 && (decided.equations > 1 || decided.singles > 0);
+        if !equation_failed && verdicts.iter().all(|v| *v) {
             let len = self.backoff_len.load(Ordering::Acquire);
             self.backoff_len.store(len / 2, Ordering::Release);
         } else {

@@ -510,7 +510,7 @@ where
 
 /// The slow path's verification (`started` at the layer's call), then admission.
 async fn finish<B>(
-    pending: Pending,
+    mut pending: Pending,
     shared: Arc<Shared>,
     request: Request<B>,
     started: Instant,
@@ -526,6 +526,10 @@ where
             let verified: VerifiedRequest = pending.finish(shared.clone(), None).await?;
             return Ok((request, verified));
         }
+        // Signatures waiting in a batch are decided before the body is read: a request
+        // is polled for its batch while it waits, and a forged one is refused as it is
+        // without batching (not read, not answered by the body's size).
+        pending.settle().await?;
         let (parts, body) = request.into_parts();
         let limit = if endpoint {
             shared.max_body_bytes.min(crate::endpoint::MAX_BODY_BYTES)
