@@ -13,8 +13,14 @@
 //! batch when the batch stopped growing over one such round, reached
 //! [`BatchOptions::max_batch`], or is [`BatchOptions::max_wait_micros`] old. The member
 //! that fills a batch runs it at once. A leader dropped before it ran its batch runs it
-//! in its destructor, so no member ever waits for a request that went away. HTTP
-//! signatures and token (JWS) signatures share the one batch.
+//! in its destructor, so no member ever waits for a request that went away. A batch
+//! older than the wait bound is also run by any of its members that is polled, and by
+//! the next submission, which then opens the next batch: a leader whose request is not
+//! polled stalls no one past the wait bound and the next such poll or submission. The
+//! layer decides every signature of a request that waits in a batch (its own and a
+//! first-seen token's, polled together) before it awaits anything else, the body of a
+//! request covering `content-digest` included. HTTP signatures and token (JWS)
+//! signatures share the one batch.
 //!
 //! # Acceptance is `verify_strict`'s
 //!
@@ -88,8 +94,11 @@
 //! equations over `log₂ n` levels and `n` single checks, about `1 + 0.46·log₂ n` times
 //! the cost of verifying the batch singly (3.3 × for `n = 32`).
 //!
-//! Any failed batch therefore suspends batching for the next [`BACKOFF_INITIAL`]
-//! submissions, doubling with each further failure up to [`BACKOFF_MAX`] and halving
+//! Any batch whose batch equation fails therefore suspends batching for the next
+//! [`BACKOFF_INITIAL`] submissions, even when bisection then finds every member valid
+//! (valid signatures under keys with a torsion component fail it: the cost is the
+//! failure's, whoever caused it), doubling with each further failure up to
+//! [`BACKOFF_MAX`] and halving
 //! with each passing batch: a stream mixing bad signatures into honest traffic is
 //! verified singly, at once (cost `verify_strict`), but for one probing batch per backoff
 //! period, whose extra cost is spread over at least [`BACKOFF_INITIAL`] requests.
@@ -163,8 +172,14 @@ impl BatchOptions {
     }
 
     /// The longest a batch waits for more members after its first joined, in
-    /// microseconds (at most one second). A request waits at most this long plus the
-    /// verification of its batch.
+    /// microseconds (at most one second).
+    ///
+    /// The bound is checked, not timed: no timer is armed. A batch is run by its leader
+    /// (polled at each scheduling round while it waits), and once older than this bound
+    /// also by any of its members that is polled and by the next signature submitted. A
+    /// request therefore waits this long plus the verification of its batch, plus, when
+    /// the runtime is too busy to poll the leader in time, until the next of those
+    /// polls or submissions.
     pub fn max_wait_micros(mut self, micros: u64) -> Self {
         self.max_wait = Duration::from_micros(micros.min(1_000_000));
         self

@@ -750,13 +750,18 @@ impl Pending {
             ),
             work => (work, None),
         };
+        let token_queued = token.is_some();
         let (request_good, token_good) = verdicts(request, token).await;
         if !request_good {
             return Err(bad_signature());
         }
         self.work = match work {
             KeyWork::Refuse(error) => return Err(error),
-            KeyWork::TokenRekeyed { claims, hash, .. } if token_good => KeyWork::TokenVerified { claims, hash },
+            // Only a token whose signature was just decided in a batch: one that failed
+            // under its cached key without batching stays for the refetch.
+            KeyWork::TokenRekeyed { claims, hash, .. } if token_queued && token_good => {
+                KeyWork::TokenVerified { claims, hash }
+            }
             work => work,
         };
         Ok(())
