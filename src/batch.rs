@@ -13,8 +13,14 @@
 //! batch when the batch stopped growing over one such round, reached
 //! [`BatchOptions::max_batch`], or is [`BatchOptions::max_wait_micros`] old. The member
 //! that fills a batch runs it at once. A leader dropped before it ran its batch runs it
-//! in its destructor, so no member ever waits for a request that went away. HTTP
-//! signatures and token (JWS) signatures share the one batch.
+//! in its destructor, so no member ever waits for a request that went away. A batch
+//! older than the wait bound is also run by any of its members that is polled, and by
+//! the next submission, which then opens the next batch: a leader whose request is not
+//! polled stalls no one past the wait bound and the next such poll or submission. The
+//! layer decides every signature of a request that waits in a batch (its own and a
+//! first-seen token's, polled together) before it awaits anything else, the body of a
+//! request covering `content-digest` included. HTTP signatures and token (JWS)
+//! signatures share the one batch.
 //!
 //! # Acceptance is `verify_strict`'s
 //!
@@ -88,8 +94,11 @@
 //! equations over `log₂ n` levels and `n` single checks, about `1 + 0.46·log₂ n` times
 //! the cost of verifying the batch singly (3.3 × for `n = 32`).
 //!
-//! Any failed batch therefore suspends batching for the next [`BACKOFF_INITIAL`]
-//! submissions, doubling with each further failure up to [`BACKOFF_MAX`] and halving
+//! Any batch whose batch equation fails therefore suspends batching for the next
+//! [`BACKOFF_INITIAL`] submissions, even when bisection then finds every member valid
+//! (valid signatures under keys with a torsion component fail it: the cost is the
+//! failure's, whoever caused it), doubling with each further failure up to
+//! [`BACKOFF_MAX`] and halving
 //! with each passing batch: a stream mixing bad signatures into honest traffic is
 //! verified singly, at once (cost `verify_strict`), but for one probing batch per backoff
 //! period, whose extra cost is spread over at least [`BACKOFF_INITIAL`] requests.
@@ -163,8 +172,14 @@ impl BatchOptions {
     }
 
     /// The longest a batch waits for more members after its first joined, in
-    /// microseconds (at most one second). A request waits at most this long plus the
-    /// verification of its batch.
+    /// microseconds (at most one second).
+    ///
+    /// The bound is checked, not timed: no timer is armed. A batch is run by its leader
+    /// (polled at each scheduling round while it waits), and once older than this bound
+    /// also by any of its members that is polled and by the next signature submitted. A
+    /// request therefore waits this long plus the verification of its batch, plus, when
+    /// the runtime is too busy to poll the leader in time, until the next of those
+    /// polls or submissions.
     pub fn max_wait_micros(mut self, micros: u64) -> Self {
         self.max_wait = Duration::from_micros(micros.min(1_000_000));
         self
@@ -286,7 +301,12 @@ pub(crate) struct Decided {
 /// `members[i]` (up to the corner in the module docs).
 pub(crate) fn decide(members: &[Prepared], verdicts: &mut [bool]) -> Decided {
     let mut decided = Decided::default();
-    let zs = coefficients(members.len());
+    // A batch of one needs no coefficients (nor the random source they come from).
+    let zs = if members.len() > 1 {
+        coefficients(members.len())
+    } else {
+        Vec::new()
+    };
     if zs.len() != members.len() || members.len() == 1 {
         for (member, verdict) in members.iter().zip(verdicts.iter_mut()) {
             *verdict = verify_single(member);
@@ -357,7 +377,7 @@ pub struct BatchStats {
     pub batched: u64,
     /// Batches run.
     pub batches: u64,
-    /// Batches that failed (held at least one bad member).
+    /// Batches that failed (their batch equation did not hold, or a member was bad).
     pub failed_batches: u64,
     /// Batch equations evaluated, bisection included.
     pub equations: u64,
@@ -432,6 +452,8 @@ impl Drop for Busy<'_> {
 /// A request's place in a batch; in flight until dropped.
 pub(crate) struct Ticket {
     verdict: oneshot::Receiver<bool>,
+    /// The batch it is in.
+    generation: u64,
     /// Set for the batch's first member, which runs it.
     lead: Option<Lead>,
     batcher: std::sync::Arc<Batcher>,
@@ -458,11 +480,6 @@ impl Drop for Lead {
 }
 
 impl Ticket {
-    /// The verdict: whether the signature verified.
-    pub(crate) async fn verdict(mut self) -> bool {
-        std::future::poll_fn(|cx| self.poll_verdict(cx)).await
-    }
-
     /// Polls for the verdict. The leader runs its batch when it is ready (see the module
     /// docs); until then it wakes itself, which puts its task behind the other ready
     /// ones, so that they may join first.
@@ -488,9 +505,21 @@ impl Ticket {
             self.lead = None;
         }
         // A dropped sender (the batch could not be run) is a refusal, never a pass.
-        Pin::new(&mut self.verdict)
-            .poll(cx)
-            .map(|verdict| verdict.unwrap_or(false))
+        if let Poll::Ready(verdict) = Pin::new(&mut self.verdict).poll(cx) {
+            return Poll::Ready(verdict.unwrap_or(false));
+        }
+        // Any member polled while its batch is overdue runs it: a leader whose request
+        // is not polled stalls nobody.
+        let max_wait = self.batcher.options.max_wait;
+        if self
+            .batcher
+            .take_and_run(self.generation, |forming| forming.opened.elapsed() >= max_wait)
+        {
+            return Pin::new(&mut self.verdict)
+                .poll(cx)
+                .map(|verdict| verdict.unwrap_or(false));
+        }
+        Poll::Pending
     }
 }
 
@@ -537,6 +566,12 @@ impl Batcher {
             verdict: sender,
         };
         let mut forming = self.lock();
+        // An overdue batch is run by the next submitter (after the lock is released), and
+        // this one opens the next: a leader that is not polled stalls nobody.
+        let overdue = (!forming.members.is_empty() && forming.opened.elapsed() >= self.options.max_wait).then(|| {
+            forming.generation = forming.generation.wrapping_add(1);
+            std::mem::replace(&mut forming.members, Vec::with_capacity(self.options.max_batch))
+        });
         let leader = forming.members.is_empty();
         if leader {
             forming.opened = Instant::now();
@@ -545,6 +580,9 @@ impl Batcher {
         let generation = forming.generation;
         let full = forming.members.len() >= self.options.max_batch;
         drop(forming);
+        if let Some(overdue) = overdue {
+            self.run(overdue);
+        }
         let lead = leader.then(|| Lead {
             batcher: self.clone(),
             generation,
@@ -556,6 +594,7 @@ impl Batcher {
         }
         Submitted::Queued(Ticket {
             verdict: receiver,
+            generation,
             lead,
             batcher: self.clone(),
         })
@@ -605,7 +644,11 @@ impl Batcher {
         counters.equations.fetch_add(decided.equations, Ordering::Relaxed);
         counters.singles.fetch_add(decided.singles, Ordering::Relaxed);
         counters.largest.fetch_max(size as u64, Ordering::Relaxed);
-        if verdicts.iter().all(|v| *v) {
+        // A failed batch equation starts or extends the backoff even when bisection then
+        // finds every member valid (keys with a torsion component fail the equation with
+        // valid signatures): what is paid for is the failure, whoever caused it.
+        let equation_failed = size > 1 && (decided.equations > 1 || decided.singles > 0);
+        if !equation_failed && verdicts.iter().all(|v| *v) {
             let len = self.backoff_len.load(Ordering::Acquire);
             self.backoff_len.store(len / 2, Ordering::Release);
         } else {

@@ -531,7 +531,7 @@ where
 
 /// The slow path's verification (`started` at the layer's call), then admission.
 async fn finish<B>(
-    pending: Pending,
+    mut pending: Pending,
     shared: Arc<Shared>,
     request: Request<B>,
     started: Instant,
@@ -547,6 +547,10 @@ where
             let verified: VerifiedRequest = pending.finish(shared.clone(), None).await?;
             return Ok((request, verified));
         }
+        // Signatures waiting in a batch are decided before the body is read: a request
+        // is polled for its batch while it waits, and a forged one is refused as it is
+        // without batching (not read, not answered by the body's size).
+        pending.settle().await?;
         let (parts, bytes) = read_body(&shared, request, endpoint).await?;
         let verified = pending.finish(shared.clone(), Some(&bytes)).await?;
         Ok::<_, Error>((rebuilt(parts, bytes, endpoint), verified))

@@ -23,6 +23,7 @@
 //! token and a wrong signature never causes a fetch. Acceptance still requires both.
 
 use std::sync::Arc;
+use std::task::Poll;
 
 use http::{HeaderMap, Method, Uri};
 use sha2::{Digest, Sha256};
@@ -74,6 +75,9 @@ enum KeyWork {
         hash: [u8; 32],
         key: Arc<Jwk>,
     },
+    /// A new token whose signature verified while the request's waits in a batch: it
+    /// is remembered only once the request's verdict is in.
+    TokenVerified { claims: Box<TokenClaims>, hash: [u8; 32] },
     /// A `jwks_uri` signer's key, then the HTTP signature.
     Signer {
         issuer: String,
@@ -539,6 +543,15 @@ impl Verifier<'_> {
         };
         let (key, queued) = key;
         match self.token_signature(&jws, &key) {
+            Ok(None) if queued.is_some() => {
+                // Not cached before the request's own signature is decided: a token must
+                // not be taken as verified on the word of a request that may be forged.
+                let work = KeyWork::TokenVerified {
+                    claims: Box::new(claims),
+                    hash,
+                };
+                Ok((work, partial, queued))
+            }
             Ok(None) => {
                 let token = self.remember(claims, hash);
                 let mut verified = partial;
@@ -709,35 +722,69 @@ fn token_key_error(error: Error) -> Error {
 }
 
 impl Pending {
-    /// The slow path: fetch what is missing, verify, check the body digest.
-    pub(crate) async fn finish(self, shared: Arc<Shared>, body: Option<&[u8]>) -> Result<VerifiedRequest, Error> {
-        let Pending {
-            work,
-            queued,
-            mut verified,
-            digest,
-        } = self;
-        if let Some(ticket) = queued
-            && !ticket.verdict().await
-        {
-            return Err(bad_signature());
-        }
-        match work {
-            KeyWork::None => {}
-            KeyWork::Refuse(error) => return Err(error),
+    /// Decides every signature of this request that waits in a batch, the request's and
+    /// a new token's, before anything else is awaited (the body, a key fetch): both
+    /// tickets are polled together, so a ticket that leads its batch runs it whatever
+    /// the other one waits for, and a request whose signature fails is refused before
+    /// its body is read, as it is without batching. A token that failed under its cached
+    /// key is left for the one refetch, after the body as without batching.
+    pub(crate) async fn settle(&mut self) -> Result<(), Error> {
+        let request = self.queued.take();
+        let work = std::mem::replace(&mut self.work, KeyWork::None);
+        let (work, token) = match work {
             KeyWork::TokenQueued {
                 ticket,
                 token,
                 claims,
                 hash,
                 key,
-            } => {
-                let token = if ticket.verdict().await {
-                    Verifier { shared: &shared }.remember(*claims, hash)
-                } else {
-                    rekeyed(&shared, token, claims, hash, key, bad_token_signature()).await?
-                };
-                verified.token = Some(token);
+            } => (
+                KeyWork::TokenRekeyed {
+                    token,
+                    claims,
+                    hash,
+                    failed: key,
+                    failure: bad_token_signature(),
+                },
+                Some(ticket),
+            ),
+            work => (work, None),
+        };
+        let token_queued = token.is_some();
+        let (request_good, token_good) = verdicts(request, token).await;
+        if !request_good {
+            return Err(bad_signature());
+        }
+        self.work = match work {
+            KeyWork::Refuse(error) => return Err(error),
+            // Only a token whose signature was just decided in a batch: one that failed
+            // under its cached key without batching stays for the refetch.
+            KeyWork::TokenRekeyed { claims, hash, .. } if token_queued && token_good => {
+                KeyWork::TokenVerified { claims, hash }
+            }
+            work => work,
+        };
+        Ok(())
+    }
+
+    /// The slow path: fetch what is missing, verify, check the body digest.
+    pub(crate) async fn finish(mut self, shared: Arc<Shared>, body: Option<&[u8]>) -> Result<VerifiedRequest, Error> {
+        self.settle().await?;
+        let Pending {
+            work,
+            queued: _,
+            mut verified,
+            digest,
+        } = self;
+        match work {
+            KeyWork::None => {}
+            KeyWork::Refuse(error) => return Err(error),
+            KeyWork::TokenQueued { .. } => {
+                // `settle` turned it into one of the others.
+                return Err(bad_token_signature());
+            }
+            KeyWork::TokenVerified { claims, hash } => {
+                verified.token = Some(Verifier { shared: &shared }.remember(*claims, hash));
             }
             KeyWork::Signer {
                 issuer,
@@ -798,6 +845,30 @@ impl Pending {
         }
         Ok(verified)
     }
+}
+
+/// The verdicts of a request's ticket and its token's (`true` for one not queued),
+/// polled together; the token's is not awaited once the request's failed.
+async fn verdicts(mut request: Option<Ticket>, mut token: Option<Ticket>) -> (bool, bool) {
+    let mut request_good = request.is_none().then_some(true);
+    let mut token_good = token.is_none().then_some(true);
+    std::future::poll_fn(|cx| {
+        for (ticket, good) in [(&mut request, &mut request_good), (&mut token, &mut token_good)] {
+            if let Some(pending) = ticket
+                && let Poll::Ready(verdict) = pending.poll_verdict(cx)
+            {
+                *good = Some(verdict);
+                // Decided: out of flight at once (and never polled again).
+                *ticket = None;
+            }
+        }
+        match (request_good, token_good) {
+            (Some(false), _) => Poll::Ready((false, false)),
+            (Some(request), Some(token)) => Poll::Ready((request, token)),
+            _ => Poll::Pending,
+        }
+    })
+    .await
 }
 
 /// A token whose signature failed under the cached key of its `kid`: one refetch of the

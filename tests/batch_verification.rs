@@ -899,3 +899,181 @@ async fn a_batched_token_failing_under_a_re_keyed_kid_is_refetched_once_and_acce
         "request and token signatures batched: {stats:?}"
     );
 }
+
+#[tokio::test]
+async fn a_leader_reading_its_body_still_runs_its_batch_so_joiners_are_answered_promptly() {
+    // The first request's body never arrives: its signature, waiting in a batch, is
+    // decided before the body is read, so the batch it leads runs and a request that
+    // joined it is answered.
+    let harness =
+        Harness::with(|b| b.batch_verification(BatchOptions::new().join_when_idle(true).max_wait_micros(250)));
+    let agent = TestAgent::from_seed([99; 32]);
+    let body = futures::stream::pending::<Result<bytes::Bytes, std::io::Error>>();
+    let mut stalled = Request::post("https://resource.example/data/stalled")
+        .body(Body::from_stream(body))
+        .unwrap();
+    agent.sign_with_body(&mut stalled, b"never sent", &KeySource::Hwk, NOW);
+    let router = harness.router();
+    let stalled_task = tokio::spawn(async move { router.oneshot(stalled).await });
+    tokio::task::yield_now().await;
+    tokio::task::yield_now().await;
+    let honest = signed_requests(&agents(1)).pop().unwrap();
+    let answer = tokio::time::timeout(std::time::Duration::from_millis(50), harness.send(honest)).await;
+    let stats = harness.aauth.batch_stats();
+    assert_eq!(
+        answer.expect("answered within 50 ms").status(),
+        StatusCode::OK,
+        "{stats:?}"
+    );
+    assert!(stats.batches >= 1, "{stats:?}");
+    stalled_task.abort();
+}
+
+#[tokio::test]
+async fn an_overdue_batch_whose_leader_is_never_polled_is_run_by_a_polled_member_or_the_next_submitter() {
+    let harness = Harness::with(|b| {
+        b.batch_verification(
+            BatchOptions::new()
+                .join_when_idle(true)
+                .max_batch(8)
+                .max_wait_micros(50_000),
+        )
+    });
+    let mut service = service(&harness);
+    let mut requests = signed_requests(&agents(5)).into_iter();
+    let mut context = Context::from_waker(Waker::noop());
+
+    // A polled member runs its batch once overdue.
+    let _unpolled_leader = service.call(requests.next().unwrap());
+    let mut member = service.call(requests.next().unwrap());
+    assert!(Pin::new(&mut member).poll(&mut context).is_pending(), "not overdue yet");
+    std::thread::sleep(std::time::Duration::from_millis(60));
+    match Pin::new(&mut member).poll(&mut context) {
+        Poll::Ready(response) => assert_eq!(response.unwrap().status(), StatusCode::OK),
+        Poll::Pending => panic!("a member waited past the bound for an unpolled leader"),
+    }
+    assert_eq!(harness.aauth.batch_stats().batches, 1);
+
+    // The next submitter runs an overdue batch before opening its own.
+    let _unpolled_leader = service.call(requests.next().unwrap());
+    let mut member = service.call(requests.next().unwrap());
+    std::thread::sleep(std::time::Duration::from_millis(60));
+    let _next = service.call(requests.next().unwrap());
+    assert_eq!(harness.aauth.batch_stats().batches, 2, "run by the next submission");
+    match Pin::new(&mut member).poll(&mut context) {
+        Poll::Ready(response) => assert_eq!(response.unwrap().status(), StatusCode::OK),
+        Poll::Pending => panic!("a member waited for an unpolled leader"),
+    }
+}
+
+#[tokio::test]
+async fn a_forged_request_with_an_oversized_covered_body_is_refused_for_its_signature_as_without_batching() {
+    let body = vec![b'x'; 4096];
+    let forged = || {
+        let agent = TestAgent::from_seed([98; 32]);
+        let mut donor = Request::post("https://resource.example/data/other")
+            .body(Body::from(body.clone()))
+            .unwrap();
+        agent.sign_with_body(&mut donor, &body, &KeySource::Hwk, NOW);
+        let mut request = Request::post("https://resource.example/data/big")
+            .body(Body::from(body.clone()))
+            .unwrap();
+        agent.sign_with_body(&mut request, &body, &KeySource::Hwk, NOW);
+        let signature = donor.headers()[wire::SIGNATURE].clone();
+        request.headers_mut().insert(wire::SIGNATURE, signature);
+        request
+    };
+    for batching_on in [false, true] {
+        let harness = Harness::with(|b| {
+            let b = b.max_body_bytes(1024);
+            if batching_on {
+                b.batch_verification(BatchOptions::new().join_when_idle(true))
+            } else {
+                b
+            }
+        });
+        let response = harness.send(forged()).await;
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "batching {batching_on}");
+        assert_eq!(
+            error_code(&response),
+            Some("error=invalid_signature"),
+            "batching {batching_on}"
+        );
+        assert_eq!(harness.calls(), 0, "batching {batching_on}");
+        if batching_on {
+            assert_eq!(harness.aauth.batch_stats().batched, 1);
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_new_token_is_not_remembered_before_its_request_signature_is_decided() {
+    // The request's own submission fills a failing batch, so its token's signature is
+    // verified at once (backing off) while the request's verdict is still to be taken.
+    let harness = batching(BatchOptions::new().join_when_idle(true).max_batch(2));
+    let mut service = service(&harness);
+    let mut bad = signed_requests(&agents(2));
+    spoil(&mut bad, 0, 1);
+    let token = harness.auth_token("data.read");
+    let mut forged = get("/data/forged");
+    harness.agent.sign(&mut forged, &KeySource::Jwt(token.clone()), NOW);
+    let mut donor = get("/data/donor");
+    harness.agent.sign(&mut donor, &KeySource::Jwt(token), NOW);
+    let signature = donor.headers()[wire::SIGNATURE].clone();
+    forged.headers_mut().insert(wire::SIGNATURE, signature);
+
+    let mut leader = service.call(bad.remove(0));
+    let mut filler = service.call(forged);
+    let stats = harness.aauth.batch_stats();
+    assert_eq!(
+        (stats.batches, stats.backoffs, stats.backed_off),
+        (1, 1, 1),
+        "{stats:?}"
+    );
+    assert_eq!(
+        harness.aauth.cached_tokens(),
+        0,
+        "remembered before the request's verdict"
+    );
+    let mut context = Context::from_waker(Waker::noop());
+    for future in [&mut leader, &mut filler] {
+        match Pin::new(future).poll(&mut context) {
+            Poll::Ready(response) => {
+                let response = response.unwrap();
+                assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+                assert_eq!(error_code(&response), Some("error=invalid_signature"));
+            }
+            Poll::Pending => panic!("a member of a batch already run waited"),
+        }
+    }
+    assert_eq!(
+        harness.aauth.cached_tokens(),
+        0,
+        "a forged request's token is not remembered"
+    );
+}
+
+#[tokio::test]
+async fn a_failed_batch_equation_backs_off_even_when_every_member_is_valid() {
+    // Valid signatures under keys with a torsion component fail the batch equation;
+    // bisection finds them all valid, and batching backs off all the same.
+    let harness = batching(BatchOptions::new().join_when_idle(true));
+    let mut requests = Vec::new();
+    for i in 0..32usize {
+        let mixed = Crafted::new(60 + i as u8, EIGHT_TORSION[1]);
+        let unsigned = hwk_request(5000 + i, &mixed.public, &[0; 64]);
+        let signature = mixed.sign_strictly(EIGHT_TORSION[1], &base_of(&unsigned));
+        requests.push(hwk_request(5000 + i, &mixed.public, &signature));
+    }
+    let answers = send_concurrently(&harness, requests).await;
+    assert!(answers.iter().all(|r| r.status() == StatusCode::OK));
+    let stats = harness.aauth.batch_stats();
+    assert!(stats.backoffs >= 1, "{stats:?}");
+    assert!(stats.failed_batches >= 1, "{stats:?}");
+
+    let answers = send_concurrently(&harness, signed_requests(&agents(8))).await;
+    assert!(answers.iter().all(|r| r.status() == StatusCode::OK));
+    let after = harness.aauth.batch_stats();
+    assert_eq!(after.backed_off, stats.backed_off + 8, "{after:?}");
+    assert_eq!(after.batched, stats.batched, "{after:?}");
+}
