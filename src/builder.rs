@@ -483,6 +483,7 @@ impl AAuthBuilder {
                     options,
                     cache,
                     identifiers: identifiers.clone(),
+                    nonce_secret: Default::default(),
                 }))
             }
         };
@@ -559,8 +560,8 @@ impl AAuthBuilder {
                 endpoints: self.endpoints,
                 sessions,
                 batch: self.batch.map(|options| Arc::new(crate::batch::Batcher::new(options))),
-                bot_nonces: bots.as_ref().map(|_| {
-                    Arc::new(MemoryReplayStore::new(crate::bot::NONCE_CAPACITY))
+                bot_nonces: bots.as_ref().map(|bots| {
+                    Arc::new(MemoryReplayStore::new(bots.options.nonce_capacity))
                         as Arc<dyn crate::replay::store::ReplayStore>
                 }),
                 bots,

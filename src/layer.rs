@@ -117,6 +117,18 @@ enum Next<B> {
 struct Release {
     key: ReplayKey,
     store: Arc<dyn ReplayStore>,
+    /// A bot nonce's entry in the bots' own store besides (see [`remember_bot_nonce`]).
+    local: Option<(ReplayKey, Arc<dyn ReplayStore>)>,
+}
+
+impl Release {
+    /// Gives the entries back; the local one synchronously (an in-memory store).
+    fn release(self) -> Option<crate::replay::store::Releasing> {
+        if let Some((key, store)) = &self.local {
+            let _ = store.try_release(key);
+        }
+        crate::replay::store::release(&self.store, self.key)
+    }
 }
 
 /// A refusal from the slow path.
@@ -294,11 +306,21 @@ where
         return call_inner(shared, inner, request, None, audit);
     };
     let bot = request.extensions().get::<VerifiedBot>();
+    if let Err(error) = remember_bot_nonce(shared, bot) {
+        return reject(shared, error, audit);
+    }
+    let local = local_nonce(shared, bot);
     let (ttl, store, bot) = (replay_ttl(shared, bot), replay_store(shared, bot), bot.is_some());
     match store.try_insert(&key, ttl) {
         Some(Ok(Insertion::First)) => call_remembered(shared, inner, request, key, audit),
         Some(Ok(Insertion::Repeat)) => reject(shared, replayed(bot), audit),
-        Some(Err(error)) => reject(shared, error, audit),
+        Some(Err(error)) => {
+            // Not served: the nonce's local entry is given back.
+            if let Some((key, store)) = local {
+                let _ = store.try_release(&key);
+            }
+            reject(shared, error, audit)
+        }
         None => State::Verifying {
             future: Box::pin(remember_later(shared.clone(), key, request)),
             service: Some(inner),
@@ -319,9 +341,11 @@ where
     B: Send + 'static,
     ResBody: From<Bytes>,
 {
+    let bot = request.extensions().get::<VerifiedBot>();
     let release = Release {
         key,
-        store: replay_store(shared, request.extensions().get::<VerifiedBot>()).clone(),
+        store: replay_store(shared, bot).clone(),
+        local: local_nonce(shared, bot).map(|(key, store)| (key, store.clone())),
     };
     call_inner(shared, inner, request, Some(release), audit)
 }
@@ -406,11 +430,39 @@ fn admit_now(shared: &Shared, verified: &mut VerifiedRequest) -> Result<Option<R
 /// The replay store's slow path (a networked store).
 async fn remember_later<B>(shared: Arc<Shared>, key: ReplayKey, request: Request<B>) -> Result<Next<B>, Refusal> {
     let bot = request.extensions().get::<VerifiedBot>();
+    let local = local_nonce(&shared, bot).map(|(key, store)| (key, store.clone()));
     let (ttl, store, bot) = (replay_ttl(&shared, bot), replay_store(&shared, bot), bot.is_some());
-    match store.insert(key, ttl).await? {
-        Insertion::First => Ok(Next::Call(request, key)),
-        Insertion::Repeat => Err(replayed(bot).into()),
+    match store.insert(key, ttl).await {
+        Ok(Insertion::First) => Ok(Next::Call(request, key)),
+        Ok(Insertion::Repeat) => Err(replayed(bot).into()),
+        Err(error) => {
+            if let Some((key, store)) = local {
+                let _ = store.try_release(&key);
+            }
+            Err(error.into())
+        }
     }
+}
+
+/// A bot nonce on a replay-protected method is first remembered in the bots' own store,
+/// where the same nonce on a safe method went: one use in this process whatever the
+/// method, before the layer's store (shared by replicas) is asked.
+fn remember_bot_nonce(shared: &Shared, bot: Option<&VerifiedBot>) -> Result<(), Error> {
+    let Some((key, store)) = local_nonce(shared, bot) else {
+        return Ok(());
+    };
+    match store.try_insert(&key, replay_ttl(shared, bot)) {
+        Some(Ok(Insertion::First)) => Ok(()),
+        Some(Ok(Insertion::Repeat)) => Err(crate::bot::REUSED),
+        Some(Err(error)) => Err(error),
+        // The bots' store is in memory and always answers at once.
+        None => Err(crate::replay::store::unavailable("the nonce store did not answer")),
+    }
+}
+
+/// The local key and store of a bot nonce on a replay-protected method.
+fn local_nonce<'a>(shared: &'a Shared, bot: Option<&VerifiedBot>) -> Option<(ReplayKey, &'a Arc<dyn ReplayStore>)> {
+    Some((bot?.local?, shared.bot_nonces.as_ref()?))
 }
 
 /// Where a request's replay entry goes: the layer's replay store, except for the nonce of
@@ -730,7 +782,7 @@ where
                     }
                     match (result, release.take()) {
                         (Ok(response), Some(release)) if Refused::key(release.key).matches(&response) => {
-                            match crate::replay::store::release(&release.store, release.key) {
+                            match release.release() {
                                 None => return Poll::Ready(Ok(response)),
                                 // Awaited before answering: a resent copy meets the guard again.
                                 Some(future) => this.state.set(State::Releasing {

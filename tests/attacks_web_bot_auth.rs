@@ -783,6 +783,98 @@ async fn a_flood_of_bot_nonces_on_safe_methods_leaves_the_replay_store_to_aauth(
 }
 
 #[tokio::test]
+async fn a_full_bot_nonce_store_refuses_new_bot_nonces_with_503_and_nobody_else() {
+    let world = BotWorld::with(WebBotAuthOptions::new().nonce_capacity(2), |b| b).await;
+    for n in 0..2 {
+        assert_eq!(
+            world.send(world.signed("/bot")).await.status(),
+            StatusCode::OK,
+            "bot {n}"
+        );
+    }
+    let response = world.send(world.signed("/bot")).await;
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(response.headers().contains_key("retry-after"));
+    assert!(response.headers().get("signature-error").is_none());
+    assert_eq!(world.calls(), 2, "the third bot was not served");
+    // A signature without a nonce needs no entry, and AAuth requests have their own store.
+    let mut without_nonce = tower_aauth::testing::BotSignOptions::default();
+    without_nonce.nonce = Some(None);
+    let mut request = Request::get(format!("{}/bot", support::bots::RESOURCE))
+        .body(Body::empty())
+        .unwrap();
+    world.signer.sign_with(&mut request, NOW, &without_nonce);
+    assert_eq!(world.send(request).await.status(), StatusCode::OK);
+    let router = axum::Router::new()
+        .route("/data", axum::routing::post(world.app.handler()))
+        .layer(world.app.aauth.layer());
+    let mut request = Request::post(format!("{}/data", support::bots::RESOURCE))
+        .body(Body::empty())
+        .unwrap();
+    world
+        .app
+        .agent
+        .sign(&mut request, &tower_aauth::testing::KeySource::Hwk, NOW);
+    let response = tower::ServiceExt::oneshot(router, request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(world.calls(), 4);
+}
+
+/// The same headers on another method: a Web Bot Auth signature covering only
+/// `@authority` and `Signature-Agent` is valid on any method and path.
+fn as_method(request: &Request<Body>, method: http::Method) -> Request<Body> {
+    let mut again = copy(request);
+    *again.method_mut() = method;
+    again
+}
+
+#[tokio::test]
+async fn a_nonce_used_on_a_safe_method_is_refused_on_a_protected_one() {
+    let world = BotWorld::new().await;
+    let request = world.signed("/bot");
+    let replay = as_method(&request, http::Method::POST);
+    assert_eq!(world.send(request).await.status(), StatusCode::OK);
+    let response = world.send(replay).await;
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(response.headers().get("signature-error").is_none());
+    assert_eq!(json_of(response).await["error"], "signature_reused");
+    assert_eq!(world.calls(), 1, "the replay was not served");
+}
+
+#[tokio::test]
+async fn a_nonce_used_on_a_protected_method_is_refused_on_a_safe_one() {
+    let world = BotWorld::new().await;
+    let request = as_method(&world.signed("/bot"), http::Method::POST);
+    let replay = as_method(&request, http::Method::GET);
+    assert_eq!(world.send(request).await.status(), StatusCode::OK);
+    let response = world.send(replay).await;
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(response.headers().get("signature-error").is_none());
+    assert_eq!(json_of(response).await["error"], "signature_reused");
+    assert_eq!(world.calls(), 1, "the replay was not served");
+}
+
+#[tokio::test]
+async fn a_bot_refused_by_a_guard_on_a_protected_method_holds_no_nonce_entry() {
+    let world = BotWorld::with(WebBotAuthOptions::new().nonce_capacity(1), |b| b).await;
+    let router = axum::Router::new()
+        .route(
+            "/agent",
+            axum::routing::post(world.app.handler()).route_layer(world.app.aauth.require_agent_token()),
+        )
+        .layer(world.app.aauth.layer());
+    for _ in 0..3 {
+        let refused = as_method(&world.signed("/agent"), http::Method::POST);
+        let response = tower::ServiceExt::oneshot(router.clone(), refused).await.unwrap();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    }
+    assert_eq!(world.calls(), 0);
+    // The refused requests gave their entries back: the one slot is free for a bot served.
+    assert_eq!(world.send(world.signed("/bot")).await.status(), StatusCode::OK);
+    assert_eq!(world.calls(), 1);
+}
+
+#[tokio::test]
 async fn a_nonce_on_a_safe_method_is_still_refused_the_second_time() {
     let world = BotWorld::new().await;
     let request = world.signed("/bot");

@@ -38,8 +38,11 @@ pub fn signature_agent_directory(
     member: Option<&str>,
     identifiers: &IdentifierPolicy,
 ) -> Result<AgentDirectory, Error> {
-    let url = match member {
-        Some(member) => {
+    let fast = member.and_then(|member| crate::httpsig::string_member(field, member));
+    let url = match (member, fast) {
+        // A canonical Dictionary of Strings, read without allocating.
+        (_, Some(found)) => found.ok_or(NO_MEMBER)?.to_owned(),
+        (Some(member), None) => {
             let dictionary = parse_dictionary_strict(field).ok_or(NOT_A_DICTIONARY)?;
             let entry = dictionary
                 .iter()
@@ -54,7 +57,7 @@ pub fn signature_agent_directory(
                 ListEntry::InnerList(_) => return Err(NOT_A_STRING),
             }
         }
-        None => match Parser::new(field).parse::<sfv::Item>() {
+        (None, None) => match Parser::new(field).parse::<sfv::Item>() {
             Ok(item) => match item.bare_item {
                 BareItem::String(url) => url.as_str().to_owned(),
                 _ => return Err(NOT_A_STRING),
@@ -79,9 +82,12 @@ fn directory_of(url: &str, identifiers: &IdentifierPolicy) -> Result<AgentDirect
     if !admitted_origin(origin, identifiers) {
         return Err(NOT_ADMITTED);
     }
+    let mut url = String::with_capacity(origin.len() + names::bot::DIRECTORY_PATH.len());
+    url.push_str(origin);
+    url.push_str(names::bot::DIRECTORY_PATH);
     Ok(AgentDirectory {
         origin: origin.to_owned(),
-        url: format!("{origin}{}", names::bot::DIRECTORY_PATH),
+        url,
     })
 }
 

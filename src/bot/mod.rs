@@ -100,4 +100,4 @@ pub use options::WebBotAuthOptions;
 pub use principal::VerifiedBot;
 
 pub(crate) use directory::DirectoryCache;
-pub(crate) use verify::{BotStep, Bots, Limits, NONCE_CAPACITY, REUSED, Selected, select};
+pub(crate) use verify::{BotStep, Bots, Limits, REUSED, Selected, select};

@@ -18,17 +18,20 @@ pub struct WebBotAuthOptions {
     pub(crate) max_lifetime: Duration,
     pub(crate) require_nonce: bool,
     pub(crate) legacy_agent_form: bool,
+    pub(crate) nonce_capacity: u64,
 }
 
 impl WebBotAuthOptions {
     /// The defaults: signatures valid for at most one hour (`expires - created`), `nonce`
     /// optional (remembered in the replay store when sent), the legacy bare-String
-    /// `Signature-Agent` accepted.
+    /// `Signature-Agent` accepted, up to 50 000 nonces remembered on methods the replay
+    /// protection does not cover.
     pub fn new() -> Self {
         WebBotAuthOptions {
             max_lifetime: Duration::from_secs(3600),
             require_nonce: false,
             legacy_agent_form: true,
+            nonce_capacity: 50_000,
         }
     }
 
@@ -50,6 +53,20 @@ impl WebBotAuthOptions {
     /// since a large provider still sends it).
     pub fn legacy_agent_form(mut self, accepted: bool) -> Self {
         self.legacy_agent_form = accepted;
+        self
+    }
+}
+
+impl WebBotAuthOptions {
+    /// How many bot nonces sent on methods the layer's replay protection does not cover
+    /// (`GET` by default) are remembered at once, each until its signature expires
+    /// (default 50 000, at least 1). They have a store of their own, so that bots
+    /// cannot fill the one AAuth requests use; when it is full, a bot's new nonce is
+    /// answered `503` with `Retry-After` and nobody else is affected. An entry takes
+    /// about 100 bytes; size it for the bot requests per second times the signatures'
+    /// lifetime.
+    pub fn nonce_capacity(mut self, entries: u64) -> Self {
+        self.nonce_capacity = entries.max(1);
         self
     }
 }

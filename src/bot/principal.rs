@@ -20,6 +20,10 @@ pub struct VerifiedBot {
     pub(crate) expires: u64,
     /// Whether the method is not replay-protected: the nonce goes to the bots' own store.
     pub(crate) unprotected: bool,
+    /// On a replay-protected method, the nonce's key in this process's own nonce store as
+    /// well (`replay` is its key in the layer's store): a nonce first used on a safe
+    /// method is then still known when the same signature comes back on another.
+    pub(crate) local: Option<crate::replay::key::ReplayKey>,
 }
 
 impl VerifiedBot {
@@ -56,6 +60,7 @@ mod tests {
             replay: None,
             expires,
             unprotected: true,
+            local: None,
         }
     }
 

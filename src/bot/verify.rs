@@ -15,7 +15,7 @@ use crate::httpsig::{
 };
 use crate::jose::Jwk;
 use crate::names;
-use crate::replay::key::ReplayKey;
+use crate::replay::key::{LocalSecret, ReplayKey};
 
 /// The refusal of a signature or nonce presented again.
 pub(crate) const REUSED: Error = Error(crate::error::Kind::Reused {
@@ -40,11 +40,9 @@ pub(crate) struct Bots {
     pub(crate) options: WebBotAuthOptions,
     pub(crate) cache: DirectoryCache,
     pub(crate) identifiers: IdentifierPolicy,
+    /// Keys the nonces kept in this process's own store.
+    pub(crate) nonce_secret: LocalSecret,
 }
-
-/// How many nonces of bots on unprotected methods are remembered at once; beyond it such
-/// a bot gets `503`, and nobody else does.
-pub(crate) const NONCE_CAPACITY: u64 = 50_000;
 
 /// A request whose one signature is tagged `web-bot-auth` and that has no
 /// `Signature-Key`: the bot path's.
@@ -119,7 +117,6 @@ pub(crate) enum BotStep {
 /// What the tail needs to finish after the fetch.
 pub(crate) struct BotPending {
     directory: AgentDirectory,
-    authority: String,
     keyid: String,
     base: SignatureBase,
     signature: Vec<u8>,
@@ -191,7 +188,6 @@ impl Bots {
             None
         };
         let pending = BotPending {
-            authority: directory_authority(&directory.origin).to_owned(),
             directory,
             keyid,
             base,
@@ -205,7 +201,7 @@ impl Bots {
             return Ok(BotStep::Fetch(Box::new(pending)));
         }
         match self.cache.cached(&pending.directory.url, &pending.keyid, limits.now) {
-            Some(key) => pending.verify_with(&*key?),
+            Some(key) => pending.verify_with(&*key?, &self.nonce_secret),
             None => Ok(BotStep::Fetch(Box::new(pending))),
         }
     }
@@ -280,11 +276,15 @@ impl BotPending {
             Some(key) => key?,
             None => {
                 bots.cache
-                    .resolve(&self.directory.url, &self.authority, &self.keyid)
+                    .resolve(
+                        &self.directory.url,
+                        directory_authority(&self.directory.origin),
+                        &self.keyid,
+                    )
                     .await?
             }
         };
-        let done = match self.verify_with(&key)? {
+        let done = match self.verify_with(&key, &bots.nonce_secret)? {
             BotStep::Done(bot, replay) => (bot, replay),
             BotStep::Fetch(_) => return Err(super::directory::UNKNOWN_KEY),
         };
@@ -295,7 +295,7 @@ impl BotPending {
         Ok(done)
     }
 
-    fn verify_with(self, key: &Jwk) -> Result<BotStep, Error> {
+    fn verify_with(self, key: &Jwk, nonce_secret: &LocalSecret) -> Result<BotStep, Error> {
         // The directory keys by thumbprint, so this holds by construction; checked again
         // because the identity handed on is this string.
         if !crate::jose::thumbprints_match(key.thumbprint_shared(), &self.keyid) {
@@ -303,11 +303,22 @@ impl BotPending {
         }
         verify_base(&self.base, &self.signature, key)?;
         let thumbprint = key.thumbprint_shared().clone();
-        let replay = match &self.nonce {
-            Some(nonce) => Some(ReplayKey::bot_nonce(&thumbprint, nonce)),
-            None => self
-                .protect
-                .then(|| ReplayKey::signature(&thumbprint, self.base.as_bytes())),
+        // Every nonce goes to this process's own nonce store, whatever the method, so that
+        // a signature that does not cover the method cannot be used once per store; on a
+        // method the layer protects it also goes to the layer's replay store, which
+        // replicas may share.
+        let local = self
+            .nonce
+            .as_deref()
+            .map(|nonce| ReplayKey::local_bot_nonce(nonce_secret, &thumbprint, nonce));
+        let (replay, local) = match &self.nonce {
+            Some(nonce) if self.protect => (Some(ReplayKey::bot_nonce(&thumbprint, nonce)), local),
+            Some(_) => (local, None),
+            None => (
+                self.protect
+                    .then(|| ReplayKey::signature(&thumbprint, self.base.as_bytes())),
+                None,
+            ),
         };
         let bot = VerifiedBot {
             origin: Arc::from(self.directory.origin),
@@ -315,6 +326,7 @@ impl BotPending {
             replay,
             expires: self.expires,
             unprotected: !self.protect,
+            local,
         };
         Ok(BotStep::Done(bot, replay))
     }

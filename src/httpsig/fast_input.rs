@@ -24,6 +24,18 @@ use crate::error::Error;
 /// Largest integer RFC 9651 allows: 15 digits.
 const MAX_INTEGER_DIGITS: usize = 15;
 
+/// The one component parameter the fast path reads (Web Bot Auth's `Signature-Agent`
+/// member), in its canonical form up to the opening quote of its String.
+const KEY_PARAMETER: &str = ";key=\"";
+
+/// A covered component as written: its name and, for `"name";key="member"`, the member and
+/// the whole identifier.
+#[derive(Clone, Copy)]
+struct Name<'a> {
+    name: &'a str,
+    member: Option<(&'a str, &'a str)>,
+}
+
 /// Parses a canonical single-member `Signature-Input`, or `None` to use the general
 /// parser.
 pub(super) fn parse(field: &str, max_components: usize) -> Option<Result<ParsedInput, Error>> {
@@ -34,8 +46,9 @@ pub(super) fn parse(field: &str, max_components: usize) -> Option<Result<ParsedI
     }
     let value_start = label_end + 1;
 
-    // The inner list: `"a" "b" …` with single spaces, then `)`.
-    let mut names: Vec<&str> = Vec::with_capacity(8);
+    // The inner list: `"a" "b" …` with single spaces, then `)`; a field may carry one
+    // `;key="member"` parameter.
+    let mut names: Vec<Name<'_>> = Vec::with_capacity(8);
     let mut at = value_start + 1;
     if bytes.get(at) == Some(&b')') {
         at += 1;
@@ -46,8 +59,18 @@ pub(super) fn parse(field: &str, max_components: usize) -> Option<Result<ParsedI
             }
             let start = at + 1;
             let end = plain_string_end(bytes, start)?;
-            names.push(&field[start..end]);
+            let name = &field[start..end];
             at = end + 1;
+            let member = match bytes.get(at..at + KEY_PARAMETER.len()) {
+                Some(parameter) if parameter == KEY_PARAMETER.as_bytes() && !name.starts_with('@') => {
+                    let member_start = at + KEY_PARAMETER.len();
+                    let member_end = plain_string_end(bytes, member_start)?;
+                    at = member_end + 1;
+                    Some((&field[member_start..member_end], &field[start - 1..at]))
+                }
+                _ => None,
+            };
+            names.push(Name { name, member });
             match bytes.get(at) {
                 // One space, then the next string (the loop's first check wants its `"`).
                 Some(b' ') => at += 1,
@@ -114,7 +137,7 @@ fn build(
     field: &str,
     label_end: usize,
     value_start: usize,
-    names: &[&str],
+    names: &[Name<'_>],
     params: &[(&str, ParamValue<'_>)],
     max_components: usize,
 ) -> Result<ParsedInput, Error> {
@@ -122,16 +145,21 @@ fn build(
         return Err(Error::invalid_signature("too many covered components"));
     }
     let mut components: Vec<CoveredComponent> = Vec::with_capacity(names.len());
-    for name in names {
-        let (field_name, identifier) = bare_component(name);
+    for &Name { name, member } in names {
+        let (field_name, mut identifier) = bare_component(name);
         let component = if name.starts_with('@') {
             Component::Derived(Derived::from_name(name).ok_or(Error::invalid_signature("unknown derived component"))?)
         } else {
             check_field_name(name)?;
+            let key = member.map(|(member, written)| {
+                // Canonical as written: a plain String parameter serialises as itself.
+                identifier = written.to_owned().into();
+                member.to_owned()
+            });
             Component::Field {
                 name: field_name,
                 sf: false,
-                key: None,
+                key,
             }
         };
         if components.iter().any(|c| c.identifier == identifier) {
@@ -146,6 +174,47 @@ fn build(
         params,
         signature_params: field[value_start..].to_owned(),
     })
+}
+
+/// Most members [`string_member`] reads before leaving the field to the general parser.
+const MAX_FAST_MEMBERS: usize = 8;
+
+/// The content of member `key` of a Dictionary written canonically with String members
+/// only (`a="x", b="y"`: a comma and one space between members, no parameters, plain
+/// Strings, no key twice), `Some(None)` when it has no such member. `None` for any other
+/// shape, which the general parser decides: so a field is refused or read exactly as the
+/// general parser would.
+pub(crate) fn string_member<'a>(field: &'a str, key: &str) -> Option<Option<&'a str>> {
+    let bytes = field.as_bytes();
+    let mut keys = [""; MAX_FAST_MEMBERS];
+    let mut count = 0;
+    let mut found = None;
+    let mut at = 0;
+    loop {
+        let key_stop = key_end(bytes, at)?;
+        let name = &field[at..key_stop];
+        if bytes.get(key_stop..key_stop + 2) != Some(b"=\"")
+            || count == MAX_FAST_MEMBERS
+            || keys[..count].contains(&name)
+        {
+            return None;
+        }
+        keys[count] = name;
+        count += 1;
+        let start = key_stop + 2;
+        let end = plain_string_end(bytes, start)?;
+        if name == key {
+            found = Some(&field[start..end]);
+        }
+        at = end + 1;
+        if at == bytes.len() {
+            return Some(found);
+        }
+        if bytes.get(at..at + 2) != Some(b", ") {
+            return None;
+        }
+        at += 2;
+    }
 }
 
 /// The index of the closing quote of an sf-string whose content starts at `start`, when
@@ -309,6 +378,11 @@ mod tests {
             Just("content-digest".to_owned()),
             Just("@Method".to_owned()),
             "[ -~]{0,6}",
+            // Closed by the generator's own quotes: `"signature-agent";key="agent1"`.
+            Just(r#"signature-agent";key="agent1"#.to_owned()),
+            Just(r#"@authority";key="a"#.to_owned()),
+            Just(r#"x";key="a";sf"#.to_owned()),
+            "[ -~]{0,4}".prop_map(|member| format!(r#"signature-agent";key="{member}"#)),
         ]
     }
 
@@ -346,8 +420,121 @@ mod tests {
             })
     }
 
+    #[test]
+    fn a_field_narrowed_to_a_dictionary_member_takes_the_fast_path() {
+        let field = r#"sig=("@authority" "signature-agent";key="agent1");created=1;keyid="k";tag="web-bot-auth""#;
+        let parsed = parse(field, 24).unwrap().unwrap();
+        check(field);
+        let agent = &parsed.components[1];
+        assert_eq!(agent.identifier, r#""signature-agent";key="agent1""#);
+        assert_eq!(
+            agent.component,
+            Component::Field {
+                name: "signature-agent".into(),
+                sf: false,
+                key: Some("agent1".to_owned())
+            }
+        );
+        for field in [
+            r#"sig=("@method";key="a")"#,
+            r#"sig=("a";key="m";sf)"#,
+            r#"sig=("a";sf)"#,
+            r#"sig=("a";key=m)"#,
+            r#"sig=("a";key="m\"")"#,
+            r#"sig=("a";keys="m")"#,
+        ] {
+            assert!(parse(field, 24).is_none(), "{field}");
+        }
+    }
+
+    /// What the general parser reads as member `key` (`None` for a refusal, `Some(None)`
+    /// when absent), for the Dictionaries `string_member` reads.
+    fn general_member(field: &str, key: &str) -> Option<Option<String>> {
+        let dictionary = super::super::parse_dictionary_strict(field)?;
+        Some(
+            dictionary
+                .iter()
+                .find(|(k, _)| k.as_str() == key)
+                .map(|(_, entry)| match entry {
+                    sfv::ListEntry::Item(sfv::Item {
+                        bare_item: sfv::BareItem::String(s),
+                        ..
+                    }) => s.as_str().to_owned(),
+                    other => format!("{other:?}"),
+                }),
+        )
+    }
+
+    #[test]
+    fn a_canonical_dictionary_of_strings_is_read_without_the_general_parser() {
+        let field = r#"agent1="https://bots.example", other="https://evil.example""#;
+        assert_eq!(string_member(field, "agent1"), Some(Some("https://bots.example")));
+        assert_eq!(string_member(field, "agent2"), Some(None));
+        for field in [
+            r#"agent1="https://a.example",agent2="https://b.example""#,
+            r#"agent1="https://a.example",  agent2="https://b.example""#,
+            r#"agent1="https://a.example", agent1="https://b.example""#,
+            r#"agent1="https://a.example";p=1"#,
+            r#"agent1=?1"#,
+            r#"agent1="a\"b""#,
+            r#"Agent1="https://a.example""#,
+            r#"agent1="https://a.example" "#,
+            r#""https://a.example""#,
+            "",
+        ] {
+            assert_eq!(string_member(field, "agent1"), None, "{field}");
+        }
+    }
+
+    fn dictionary() -> impl Strategy<Value = String> {
+        let key = prop_oneof![Just("agent1"), Just("a"), Just("b"), Just("A"), Just("*x")];
+        let value = prop_oneof![
+            "[ -~]{0,6}".prop_map(|s| format!("\"{s}\"")),
+            Just("\"https://bots.example\"".to_owned()),
+            Just("?1".to_owned()),
+            Just("tok".to_owned()),
+            Just("\"x\";p=1".to_owned()),
+        ];
+        let separator = prop_oneof![Just(", "), Just(","), Just(" , "), Just(",  ")];
+        proptest::collection::vec((key, value, separator), 1..10).prop_map(|members| {
+            let mut field = String::new();
+            for (i, (key, value, separator)) in members.iter().enumerate() {
+                if i > 0 {
+                    field.push_str(separator);
+                }
+                field.push_str(&format!("{key}={value}"));
+            }
+            field
+        })
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(4096))]
+
+        #[test]
+        fn whatever_member_the_fast_reader_returns_the_general_parser_returns(
+            field in dictionary(),
+            key in prop_oneof![Just("agent1"), Just("a"), Just("c")],
+        ) {
+            if let Some(fast) = string_member(&field, key) {
+                prop_assert_eq!(Some(fast.map(str::to_owned)), general_member(&field, key), "{}", field);
+            }
+        }
+
+        #[test]
+        fn single_byte_mutations_never_make_the_member_readers_disagree(
+            field in dictionary(),
+            at in any::<proptest::sample::Index>(),
+            byte in 0x20u8..0x7f,
+        ) {
+            let mut bytes = field.into_bytes();
+            let i = at.index(bytes.len());
+            bytes[i] = byte;
+            let field = String::from_utf8(bytes).unwrap();
+            if let Some(fast) = string_member(&field, "agent1") {
+                prop_assert_eq!(Some(fast.map(str::to_owned)), general_member(&field, "agent1"), "{}", field);
+            }
+        }
 
         #[test]
         fn whatever_the_fast_path_accepts_the_general_parser_decides_identically(field in field()) {

@@ -20,7 +20,7 @@
 pub mod digest;
 mod fast_input;
 
-pub(crate) use fast_input::{key_end, plain_string_end};
+pub(crate) use fast_input::{key_end, plain_string_end, string_member};
 
 use std::borrow::Cow;
 
@@ -245,7 +245,7 @@ pub struct CoveredComponent {
 
 /// The components agents sign on nearly every request, with their identifiers, so that
 /// parsing them allocates nothing.
-const KNOWN_COMPONENTS: [(&str, &str); 12] = [
+const KNOWN_COMPONENTS: [(&str, &str); 13] = [
     ("@method", "\"@method\""),
     ("@authority", "\"@authority\""),
     ("@path", "\"@path\""),
@@ -258,6 +258,7 @@ const KNOWN_COMPONENTS: [(&str, &str); 12] = [
     ("content-type", "\"content-type\""),
     ("content-length", "\"content-length\""),
     ("authorization", "\"authorization\""),
+    (names::bot::SIGNATURE_AGENT, "\"signature-agent\""),
 ];
 
 /// The name and the identifier of a component covered without parameters: borrowed for
@@ -595,7 +596,7 @@ impl SignatureBase {
                     if *sf {
                         self.buffer.push_str(&strict_reserialize(&value)?);
                     } else if let Some(key) = key {
-                        self.buffer.push_str(&dictionary_member(&value, key)?);
+                        push_dictionary_member(&mut self.buffer, &value, key)?;
                     } else {
                         self.buffer.push_str(&value);
                     }
@@ -668,7 +669,19 @@ fn strict_reserialize(value: &str) -> Result<String, Error> {
 
 /// `;key="…"`: one Dictionary member, strictly serialised ([RFC 9421
 /// §2.1.2](https://www.rfc-editor.org/rfc/rfc9421#section-2.1.2)).
-fn dictionary_member(value: &str, key: &str) -> Result<String, Error> {
+fn push_dictionary_member(buffer: &mut String, value: &str, key: &str) -> Result<(), Error> {
+    const ABSENT: Error = Error::invalid_signature("a dictionary member covered with ;key is absent");
+    match fast_input::string_member(value, key) {
+        // A plain String serialises as itself between quotes.
+        Some(Some(member)) => {
+            buffer.push('"');
+            buffer.push_str(member);
+            buffer.push('"');
+            return Ok(());
+        }
+        Some(None) => return Err(ABSENT),
+        None => {}
+    }
     let dict = parse_dictionary_strict(value).ok_or(Error::invalid_signature(
         "a field covered with ;key is not a dictionary",
     ))?;
@@ -676,12 +689,11 @@ fn dictionary_member(value: &str, key: &str) -> Result<String, Error> {
         .iter()
         .find(|(k, _)| k.as_str() == key)
         .map(|(_, v)| v)
-        .ok_or(Error::invalid_signature(
-            "a dictionary member covered with ;key is absent",
-        ))?;
+        .ok_or(ABSENT)?;
     let mut serializer = sfv::ListSerializer::new();
     serializer.members(std::iter::once(member));
-    Ok(serializer.finish().unwrap_or_default())
+    buffer.push_str(&serializer.finish().unwrap_or_default());
+    Ok(())
 }
 
 /// Which alphabets a `Signature` byte sequence may arrive in.
@@ -1045,10 +1057,21 @@ mod tests {
 
     #[test]
     fn a_key_parameter_selects_its_own_dictionary_member() {
-        assert_eq!(dictionary_member("a=1, b=(x y);p, c=?0", "b").unwrap(), "(x y);p");
-        assert_eq!(dictionary_member("a=1, b=2", "a").unwrap(), "1");
-        assert!(dictionary_member("a=1, b=2", "c").is_err());
-        assert!(dictionary_member("a=1, =", "a").is_err());
+        let member = |value: &str, key: &str| {
+            let mut buffer = String::new();
+            push_dictionary_member(&mut buffer, value, key).map(|()| buffer)
+        };
+        assert_eq!(member("a=1, b=(x y);p, c=?0", "b").unwrap(), "(x y);p");
+        assert_eq!(member("a=1, b=2", "a").unwrap(), "1");
+        assert!(member("a=1, b=2", "c").is_err());
+        assert!(member("a=1, =", "a").is_err());
+        // The canonical String form, read without the general parser, serialises the same.
+        assert_eq!(
+            member(r#"a="x", b="https://b.example""#, "b").unwrap(),
+            r#""https://b.example""#
+        );
+        assert_eq!(member(r#"a="x",b="y""#, "b").unwrap(), r#""y""#);
+        assert!(member(r#"a="x", b="y""#, "c").is_err());
     }
 
     #[test]

@@ -1,49 +1,64 @@
-//! The in-process store (the default): a bounded moka cache with per-entry expiry.
+//! The in-process store (the default): a bounded map of 32-byte keys to their expiry,
+//! split into shards that each have their own lock.
+//!
+//! An insert is one lock of one shard and one hash-map probe: nothing on the request path
+//! waits for housekeeping. Expired entries stay until they are looked up again (then
+//! they count as absent and are overwritten) or until the store is full (then a sweep
+//! removes them all). Sweeps are what could cost: a full store under a flood would sweep
+//! on every insert, so a sweep runs only when some entry has expired since the last one
+//! and at most once per [`SWEEP_INTERVAL`].
 
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
-
-use moka::Expiry;
-use moka::sync::Cache;
 
 use super::key::ReplayKey;
 use super::store::{Insertion, ReplayStore, unavailable};
 use crate::error::Error;
 use crate::future::BoxFuture;
 
-/// Each entry lives for the time to live it was inserted with.
-struct PerEntryTtl;
+/// Independent locks; inserts of different keys rarely meet on one.
+const SHARDS: usize = 16;
 
-impl Expiry<ReplayKey, Duration> for PerEntryTtl {
-    fn expire_after_create(&self, _: &ReplayKey, ttl: &Duration, _: Instant) -> Option<Duration> {
-        Some(*ttl)
-    }
-}
+/// The least time between two sweeps of a full store.
+const SWEEP_INTERVAL: Duration = Duration::from_millis(50);
 
 /// A replay store for one process: bounded, 32-byte keys, entries expiring with their
 /// time to live.
 ///
-/// At `capacity` live entries it refuses new keys with a `503` [`Error`](crate::Error) (`503`)
-/// instead of evicting: an evicted entry would make its signature replayable.
-/// The count of live entries is kept exactly on insert and released when moka reports an
-/// expiry, so it can only overestimate; at the limit, pending expiries are processed before
-/// refusing. The underlying cache is sized at twice the capacity, a hard memory bound even
-/// if concurrent inserts race past the limit.
+/// At `capacity` live entries it refuses new keys with a `503` [`Error`](crate::Error)
+/// instead of evicting: an evicted entry would make its signature replayable. A key
+/// already remembered is still answered [`Insertion::Repeat`] when the store is full.
+/// Expired entries are removed when the store is full, at most every 50 ms, so memory
+/// never holds more than `capacity` entries.
 ///
 /// Several replicas need a shared store: see `RedisReplayStore` (feature `redis`).
 #[derive(Clone)]
 pub struct MemoryReplayStore {
-    cache: Cache<ReplayKey, Duration>,
-    live: Arc<AtomicU64>,
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    shards: [Mutex<HashMap<ReplayKey, u64>>; SHARDS],
+    /// Entries held, expired or not: never above `capacity`.
+    held: AtomicU64,
     capacity: u64,
+    /// The clock entries' expiries are counted on, in microseconds from this instant.
+    origin: Instant,
+    /// The earliest expiry among the entries held after the last sweep (or inserted since).
+    earliest: AtomicU64,
+    /// When the last sweep ran.
+    swept: AtomicU64,
+    /// [`SWEEP_INTERVAL`] in microseconds.
+    sweep_interval: u64,
 }
 
 impl std::fmt::Debug for MemoryReplayStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MemoryReplayStore")
-            .field("capacity", &self.capacity)
-            .field("live", &self.live.load(Ordering::Relaxed))
+            .field("capacity", &self.inner.capacity)
+            .field("held", &self.inner.held.load(Ordering::Relaxed))
             .finish()
     }
 }
@@ -54,54 +69,131 @@ impl MemoryReplayStore {
 
     /// A store holding at most `capacity` live entries (at least 1).
     pub fn new(capacity: u64) -> Self {
-        let capacity = capacity.max(1);
-        let live = Arc::new(AtomicU64::new(0));
-        let released = live.clone();
-        let cache = Cache::builder()
-            .max_capacity(capacity.saturating_mul(2))
-            .expire_after(PerEntryTtl)
-            .eviction_listener(move |_, _, _| {
-                // Saturating: never wrap below zero whatever order notifications arrive in.
-                let _ = released.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| Some(n.saturating_sub(1)));
-            })
-            .build();
-        MemoryReplayStore { cache, live, capacity }
+        Self::with_sweep_interval(capacity, SWEEP_INTERVAL)
+    }
+
+    fn with_sweep_interval(capacity: u64, interval: Duration) -> Self {
+        MemoryReplayStore {
+            inner: Arc::new(Inner {
+                shards: std::array::from_fn(|_| Mutex::new(HashMap::new())),
+                held: AtomicU64::new(0),
+                capacity: capacity.max(1),
+                origin: Instant::now(),
+                earliest: AtomicU64::new(u64::MAX),
+                swept: AtomicU64::new(0),
+                sweep_interval: u64::try_from(interval.as_micros()).unwrap_or(u64::MAX),
+            }),
+        }
     }
 
     /// The configured capacity.
     pub fn capacity(&self) -> u64 {
-        self.capacity
+        self.inner.capacity
     }
 
-    /// Live entries (after processing pending expiries).
+    /// Live entries (expired ones are removed first).
     pub fn len(&self) -> u64 {
-        self.cache.run_pending_tasks();
-        self.live.load(Ordering::Acquire)
+        self.inner.sweep(self.inner.now());
+        self.inner.held.load(Ordering::Acquire)
     }
 
     /// Whether nothing is remembered.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+}
+
+impl Inner {
+    /// Microseconds since `origin`.
+    fn now(&self) -> u64 {
+        u64::try_from(self.origin.elapsed().as_micros()).unwrap_or(u64::MAX)
+    }
+
+    fn shard(&self, key: &ReplayKey) -> MutexGuard<'_, HashMap<ReplayKey, u64>> {
+        // The key is a SHA-256 digest: any of its bytes picks a shard evenly.
+        let shard = &self.shards[usize::from(key.as_bytes()[0]) % SHARDS];
+        // A panic while holding the lock cannot leave a half-made entry: take the map.
+        shard.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
 
     fn insert_now(&self, key: &ReplayKey, ttl: Duration) -> Result<Insertion, Error> {
-        if self.live.load(Ordering::Acquire) >= self.capacity {
-            self.cache.run_pending_tasks();
-            if self.live.load(Ordering::Acquire) >= self.capacity {
-                // A replay is still a replay when the store is full.
-                if self.cache.contains_key(key) {
+        let now = self.now();
+        // Rounded up, so that an entry never expires before its time to live.
+        let expires = now
+            .saturating_add(u64::try_from(ttl.as_micros()).unwrap_or(u64::MAX))
+            .saturating_add(1);
+        for attempt in 0..2 {
+            let mut shard = self.shard(key);
+            if let Some(expiry) = shard.get_mut(key) {
+                if *expiry > now {
                     return Ok(Insertion::Repeat);
                 }
-                tracing::warn!(target: "tower_aauth", capacity = self.capacity, "replay cache full; refusing");
-                return Err(unavailable("the replay cache is full"));
+                // Expired: the slot is reused for the new entry.
+                *expiry = expires;
+                self.earliest.fetch_min(expires, Ordering::AcqRel);
+                return Ok(Insertion::First);
+            }
+            if self.reserve() {
+                shard.insert(*key, expires);
+                self.earliest.fetch_min(expires, Ordering::AcqRel);
+                return Ok(Insertion::First);
+            }
+            drop(shard);
+            if attempt == 0 && !self.sweep_if_due(now) {
+                break;
             }
         }
-        let entry = self.cache.entry(*key).or_insert_with(|| ttl);
-        if entry.is_fresh() {
-            self.live.fetch_add(1, Ordering::AcqRel);
-            Ok(Insertion::First)
-        } else {
-            Ok(Insertion::Repeat)
+        tracing::warn!(target: "tower_aauth", capacity = self.capacity, "replay cache full; refusing");
+        Err(unavailable("the replay cache is full"))
+    }
+
+    /// Takes one slot of the capacity, if any is left.
+    fn reserve(&self) -> bool {
+        self.held
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
+                (held < self.capacity).then_some(held + 1)
+            })
+            .is_ok()
+    }
+
+    /// Sweeps when an entry has expired since the last sweep and the last sweep is at least
+    /// [`SWEEP_INTERVAL`] old; whether it swept.
+    fn sweep_if_due(&self, now: u64) -> bool {
+        let last = self.swept.load(Ordering::Acquire);
+        if self.earliest.load(Ordering::Acquire) > now || (last != 0 && now.saturating_sub(last) < self.sweep_interval)
+        {
+            return false;
+        }
+        // One caller sweeps; the others refuse or retry later.
+        if self
+            .swept
+            .compare_exchange(last, now.max(1), Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            return false;
+        }
+        self.sweep(now);
+        true
+    }
+
+    /// Removes every expired entry and recomputes the earliest expiry.
+    fn sweep(&self, now: u64) {
+        self.earliest.store(u64::MAX, Ordering::Release);
+        let mut earliest = u64::MAX;
+        for shard in &self.shards {
+            let mut shard = shard.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let before = shard.len();
+            shard.retain(|_, expiry| *expiry > now);
+            earliest = shard.values().fold(earliest, |min, expiry| min.min(*expiry));
+            let removed = u64::try_from(before - shard.len()).unwrap_or(u64::MAX);
+            self.held.fetch_sub(removed, Ordering::AcqRel);
+        }
+        self.earliest.fetch_min(earliest, Ordering::AcqRel);
+    }
+
+    fn release(&self, key: &ReplayKey) {
+        if self.shard(key).remove(key).is_some() {
+            self.held.fetch_sub(1, Ordering::AcqRel);
         }
     }
 }
@@ -114,22 +206,21 @@ impl Default for MemoryReplayStore {
 
 impl ReplayStore for MemoryReplayStore {
     fn try_insert(&self, key: &ReplayKey, ttl: Duration) -> Option<Result<Insertion, Error>> {
-        Some(self.insert_now(key, ttl))
+        Some(self.inner.insert_now(key, ttl))
     }
 
     fn insert(&self, key: ReplayKey, ttl: Duration) -> BoxFuture<'_, Result<Insertion, Error>> {
-        let result = self.insert_now(&key, ttl);
+        let result = self.inner.insert_now(&key, ttl);
         Box::pin(std::future::ready(result))
     }
 
     fn try_release(&self, key: &ReplayKey) -> Option<Result<(), Error>> {
-        // The eviction listener gives the slot back (an explicit removal is notified too).
-        self.cache.invalidate(key);
+        self.inner.release(key);
         Some(Ok(()))
     }
 
     fn release(&self, key: ReplayKey) -> BoxFuture<'_, Result<(), Error>> {
-        self.cache.invalidate(&key);
+        self.inner.release(&key);
         Box::pin(std::future::ready(Ok(())))
     }
 }
@@ -176,8 +267,54 @@ mod tests {
             }
         }
         assert_eq!(refused, 19_000);
-        store.cache.run_pending_tasks();
-        assert!(store.cache.entry_count() <= 1000);
+        let held: usize = store.inner.shards.iter().map(|shard| shard.lock().unwrap().len()).sum();
+        assert_eq!(held, 1000);
+    }
+
+    #[test]
+    fn a_full_store_of_unexpired_entries_refuses_without_sweeping() {
+        let store = MemoryReplayStore::new(2);
+        for n in 0..2 {
+            assert_eq!(store.try_insert(&key(n), TTL).unwrap().unwrap(), Insertion::First);
+        }
+        for n in 2..100 {
+            assert!(store.try_insert(&key(n), TTL).unwrap().is_err());
+        }
+        // Nothing had expired, so no refusal paid for a sweep.
+        assert_eq!(store.inner.swept.load(Ordering::Acquire), 0);
+    }
+
+    #[test]
+    fn a_full_store_sweeps_at_most_once_per_interval() {
+        let store = MemoryReplayStore::with_sweep_interval(1, Duration::from_secs(3600));
+        let instant = Duration::from_micros(1);
+        assert_eq!(store.try_insert(&key(0), instant).unwrap().unwrap(), Insertion::First);
+        std::thread::sleep(Duration::from_millis(2));
+        // The expired entry is swept for the first newcomer, whose entry then fills the store.
+        assert_eq!(store.try_insert(&key(1), instant).unwrap().unwrap(), Insertion::First);
+        let swept = store.inner.swept.load(Ordering::Acquire);
+        assert_ne!(swept, 0);
+        std::thread::sleep(Duration::from_millis(2));
+        // Expired again, but the last sweep is younger than the interval: refused, unswept.
+        for n in 2..100 {
+            assert!(store.try_insert(&key(n), TTL).unwrap().is_err());
+        }
+        assert_eq!(store.inner.swept.load(Ordering::Acquire), swept);
+        // A remembered key is looked up, not swept: expired, it is new again.
+        assert_eq!(store.try_insert(&key(1), TTL).unwrap().unwrap(), Insertion::First);
+    }
+
+    #[test]
+    fn an_expired_entry_is_new_again_without_waiting_for_a_sweep() {
+        let store = MemoryReplayStore::new(10);
+        assert_eq!(
+            store.try_insert(&key(1), Duration::from_micros(1)).unwrap().unwrap(),
+            Insertion::First
+        );
+        std::thread::sleep(Duration::from_millis(2));
+        assert_eq!(store.try_insert(&key(1), TTL).unwrap().unwrap(), Insertion::First);
+        assert_eq!(store.try_insert(&key(1), TTL).unwrap().unwrap(), Insertion::Repeat);
+        assert_eq!(store.len(), 1);
     }
 
     #[test]
@@ -186,8 +323,7 @@ mod tests {
         let short = Duration::from_millis(50);
         assert_eq!(store.try_insert(&key(1), short).unwrap().unwrap(), Insertion::First);
         assert!(store.try_insert(&key(2), short).unwrap().is_err());
-        // moka's timer wheel processes per-entry expiry in buckets of about one second.
-        std::thread::sleep(Duration::from_millis(1500));
+        std::thread::sleep(Duration::from_millis(100));
         assert_eq!(store.try_insert(&key(2), TTL).unwrap().unwrap(), Insertion::First);
         assert_eq!(store.len(), 1);
     }
