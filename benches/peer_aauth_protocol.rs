@@ -10,7 +10,6 @@ mod common;
 
 use std::hint::black_box;
 use std::sync::Arc;
-use std::time::Instant;
 
 use aauth_protocol::discovery::{JwksResolver, NoKeys, StaticFetch};
 use aauth_protocol::httpsig::{Incoming, VerifyOptions};
@@ -75,7 +74,7 @@ fn main() {
 
     let peer_jwt = |iters: u64| {
         resource.block_on(async {
-            let start = Instant::now();
+            let start = common::Stopwatch::start();
             for i in 0..iters as usize {
                 let headers = &jwt[i % jwt.len()];
                 let result =
@@ -88,7 +87,7 @@ fn main() {
     };
     let peer_hwk = |iters: u64| {
         resource.block_on(async {
-            let start = Instant::now();
+            let start = common::Stopwatch::start();
             for i in 0..iters as usize {
                 let result = aauth_protocol::httpsig::verify(&incoming(&hwk[i % hwk.len()]), &options, &NoKeys).await;
                 black_box(result.is_ok());

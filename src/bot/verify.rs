@@ -17,6 +17,18 @@ use crate::jose::Jwk;
 use crate::names;
 use crate::replay::key::{LocalSecret, ReplayKey};
 
+thread_local! {
+    /// The base of the request being verified: reused, so that the usual request
+    /// allocates none.
+    static BASE: std::cell::RefCell<SignatureBase> = std::cell::RefCell::new(SignatureBase::new());
+}
+
+const SIGNATURE_KEY: http::HeaderName = http::HeaderName::from_static(names::header::SIGNATURE_KEY);
+const SIGNATURE_INPUT: http::HeaderName = http::HeaderName::from_static(names::header::SIGNATURE_INPUT);
+const SIGNATURE: http::HeaderName = http::HeaderName::from_static(names::header::SIGNATURE);
+const SIGNATURE_AGENT: http::HeaderName = http::HeaderName::from_static(names::bot::SIGNATURE_AGENT);
+const CONTENT_DIGEST: http::HeaderName = http::HeaderName::from_static(names::header::CONTENT_DIGEST);
+
 /// The refusal of a signature or nonce presented again.
 pub(crate) const REUSED: Error = Error(crate::error::Kind::Reused {
     detail: "the Web Bot Auth signature was already used",
@@ -57,11 +69,11 @@ pub(crate) struct Selected {
 /// its own). Anything else (a malformed field, two members tagged `web-bot-auth`
 /// included) stays on the AAuth path, which answers it as before.
 pub(crate) fn select(headers: &HeaderMap, cap: usize, max_components: usize) -> Option<Selected> {
-    if headers.contains_key(names::header::SIGNATURE_KEY) {
+    if headers.contains_key(&SIGNATURE_KEY) {
         return None;
     }
-    let input = field_value(headers, names::header::SIGNATURE_INPUT, cap).ok()??;
-    let signature = field_value(headers, names::header::SIGNATURE, cap).ok()??;
+    let input = field_value(headers, &SIGNATURE_INPUT, cap).ok()??;
+    let signature = field_value(headers, &SIGNATURE, cap).ok()??;
     let (input, signature) = match ParsedInput::parse(&input, max_components) {
         Ok(input) => (input, signature.into_owned()),
         Err(_) => {
@@ -164,51 +176,67 @@ impl Bots {
             .filter(|k| is_thumbprint(k))
             .ok_or(Error::invalid_signature(
                 "keyid is not a base64url JWK SHA-256 thumbprint",
-            ))?
-            .to_owned();
+            ))?;
         if self.options.require_nonce && input.params.nonce.is_none() {
             return Err(Error::invalid_signature("the signature has no nonce"));
         }
-        let field = field_value(headers, names::bot::SIGNATURE_AGENT, limits.header_cap)?
-            .ok_or(Error::invalid_input(REQUIRED))?;
-        let directory = signature_agent_directory(&field, member.as_deref(), &self.identifiers)?;
+        let field = field_value(headers, &SIGNATURE_AGENT, limits.header_cap)?.ok_or(Error::invalid_input(REQUIRED))?;
+        let directory = signature_agent_directory(&field, member, &self.identifiers)?;
         let signature = crate::httpsig::decode_signature(&signature, &input.label, limits.alphabet)?;
         if signature.len() != 64 {
             return Err(Error::invalid_signature("an Ed25519 signature is 64 bytes"));
         }
-        let mut base = SignatureBase::new();
-        base.build_capped(&input, target, headers, limits.header_cap)?;
-        // As on the AAuth path: a covered `Content-Digest` is checked against the body
-        // the layer reads, never taken on trust.
-        let digest = if input.mentions(names::header::CONTENT_DIGEST) {
-            let field = field_value(headers, names::header::CONTENT_DIGEST, limits.header_cap)?
-                .ok_or(Error::invalid_signature("a covered field is absent"))?;
-            Some(field.into_owned())
-        } else {
-            None
-        };
-        let pending = BotPending {
-            directory,
-            keyid,
-            base,
-            signature,
-            nonce: input.params.nonce.clone(),
-            expires: input.params.expires.unwrap_or_default(),
-            protect: limits.protect,
-            digest,
-        };
-        if pending.needs_body() {
-            return Ok(BotStep::Fetch(Box::new(pending)));
-        }
-        match self.cache.cached(&pending.directory.url, &pending.keyid, limits.now) {
-            Some(key) => pending.verify_with(&*key?, &self.nonce_secret),
-            None => Ok(BotStep::Fetch(Box::new(pending))),
-        }
+        BASE.with(|cell| {
+            // Re-entrancy cannot happen here; a fresh buffer keeps it harmless if it did.
+            let mut borrowed = cell.try_borrow_mut();
+            let mut fresh = SignatureBase::new();
+            let base = match borrowed.as_deref_mut() {
+                Ok(base) => base,
+                Err(_) => &mut fresh,
+            };
+            base.build_capped(&input, target, headers, limits.header_cap)?;
+            // As on the AAuth path: a covered `Content-Digest` is checked against the body
+            // the layer reads, never taken on trust.
+            let digest = if input.mentions(names::header::CONTENT_DIGEST) {
+                let field = field_value(headers, &CONTENT_DIGEST, limits.header_cap)?
+                    .ok_or(Error::invalid_signature("a covered field is absent"))?;
+                Some(field.into_owned())
+            } else {
+                None
+            };
+            let signed = Signed {
+                keyid,
+                base,
+                signature: &signature,
+                nonce: input.params.nonce.as_deref(),
+                origin: &directory.origin,
+                expires: input.params.expires.unwrap_or_default(),
+                protect: limits.protect,
+            };
+            // The usual case: no body to read and the key in memory, finished here
+            // without copying the request's parts.
+            if digest.is_none()
+                && let Some(key) = self.cache.cached(&directory.url, keyid, limits.now)
+            {
+                let (bot, replay) = signed.verify(&*key?, &self.nonce_secret)?;
+                return Ok(BotStep::Done(bot, replay));
+            }
+            Ok(BotStep::Fetch(Box::new(BotPending {
+                keyid: keyid.to_owned(),
+                base: base.clone(),
+                signature: signature.clone(),
+                nonce: input.params.nonce.clone(),
+                expires: signed.expires,
+                protect: limits.protect,
+                digest,
+                directory,
+            })))
+        })
     }
 
     /// `@authority` (or `@target-uri`) covered, and `Signature-Agent` covered exactly once:
     /// as one Dictionary member (`;key`), or whole in the legacy form. Returns the member.
-    fn check_coverage(&self, input: &ParsedInput) -> Result<Option<String>, Error> {
+    fn check_coverage<'a>(&self, input: &'a ParsedInput) -> Result<Option<&'a str>, Error> {
         if !(input.covers("@authority") || input.covers("@target-uri")) {
             return Err(Error::invalid_input(REQUIRED));
         }
@@ -224,7 +252,7 @@ impl Bots {
                 sf: false,
                 key: Some(key),
                 ..
-            } => Ok(Some(key.clone())),
+            } => Ok(Some(key)),
             Component::Field {
                 sf: false, key: None, ..
             } if self.options.legacy_agent_form => Ok(None),
@@ -296,12 +324,40 @@ impl BotPending {
     }
 
     fn verify_with(self, key: &Jwk, nonce_secret: &LocalSecret) -> Result<BotStep, Error> {
+        let signed = Signed {
+            keyid: &self.keyid,
+            base: &self.base,
+            signature: &self.signature,
+            nonce: self.nonce.as_deref(),
+            origin: &self.directory.origin,
+            expires: self.expires,
+            protect: self.protect,
+        };
+        let (bot, replay) = signed.verify(key, nonce_secret)?;
+        Ok(BotStep::Done(bot, replay))
+    }
+}
+
+/// A bot signature ready to verify: what both the head (key in memory) and the tail
+/// (key fetched) check.
+struct Signed<'a> {
+    keyid: &'a str,
+    base: &'a SignatureBase,
+    signature: &'a [u8],
+    nonce: Option<&'a str>,
+    origin: &'a str,
+    expires: u64,
+    protect: bool,
+}
+
+impl Signed<'_> {
+    fn verify(&self, key: &Jwk, nonce_secret: &LocalSecret) -> Result<(VerifiedBot, Option<ReplayKey>), Error> {
         // The directory keys by thumbprint, so this holds by construction; checked again
         // because the identity handed on is this string.
-        if !crate::jose::thumbprints_match(key.thumbprint_shared(), &self.keyid) {
+        if !crate::jose::thumbprints_match(key.thumbprint_shared(), self.keyid) {
             return Err(super::directory::UNKNOWN_KEY);
         }
-        verify_base(&self.base, &self.signature, key)?;
+        verify_base(self.base, self.signature, key)?;
         let thumbprint = key.thumbprint_shared().clone();
         // Every nonce goes to this process's own nonce store, whatever the method, so that
         // a signature that does not cover the method cannot be used once per store; on a
@@ -309,9 +365,8 @@ impl BotPending {
         // replicas may share.
         let local = self
             .nonce
-            .as_deref()
             .map(|nonce| ReplayKey::local_bot_nonce(nonce_secret, &thumbprint, nonce));
-        let (replay, local) = match &self.nonce {
+        let (replay, local) = match self.nonce {
             Some(nonce) if self.protect => (Some(ReplayKey::bot_nonce(&thumbprint, nonce)), local),
             Some(_) => (local, None),
             None => (
@@ -321,14 +376,14 @@ impl BotPending {
             ),
         };
         let bot = VerifiedBot {
-            origin: Arc::from(self.directory.origin),
+            origin: Arc::from(self.origin),
             thumbprint,
             replay,
             expires: self.expires,
             unprotected: !self.protect,
             local,
         };
-        Ok(BotStep::Done(bot, replay))
+        Ok((bot, replay))
     }
 }
 

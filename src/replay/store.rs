@@ -201,6 +201,24 @@ mod tests {
     }
 
     #[test]
+    fn local_bot_nonce_keys_depend_on_key_nonce_and_the_process_secret() {
+        use crate::replay::key::LocalSecret;
+        let secret = LocalSecret::default();
+        let a = ReplayKey::local_bot_nonce(&secret, "thumb-a", "n1");
+        assert_eq!(a, ReplayKey::local_bot_nonce(&secret, "thumb-a", "n1"));
+        assert_ne!(a, ReplayKey::local_bot_nonce(&secret, "thumb-b", "n1"));
+        assert_ne!(a, ReplayKey::local_bot_nonce(&secret, "thumb-a", "n2"));
+        // Unambiguous boundary, and a key of its own domain.
+        assert_ne!(
+            ReplayKey::local_bot_nonce(&secret, "ab", "c"),
+            ReplayKey::local_bot_nonce(&secret, "a", "bc")
+        );
+        assert_ne!(a, ReplayKey::bot_nonce("thumb-a", "n1"));
+        // Another process (another secret) computes another key.
+        assert_ne!(a, ReplayKey::local_bot_nonce(&LocalSecret::default(), "thumb-a", "n1"));
+    }
+
+    #[test]
     fn jti_keys_are_separate_from_signature_keys() {
         assert_ne!(ReplayKey::jti("iss", "x"), ReplayKey::signature("iss", b"x"));
         assert_ne!(ReplayKey::jti("https://a", "1"), ReplayKey::jti("https://b", "1"));
