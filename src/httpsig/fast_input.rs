@@ -24,6 +24,11 @@ use crate::error::Error;
 /// Largest integer RFC 9651 allows: 15 digits.
 const MAX_INTEGER_DIGITS: usize = 15;
 
+/// Most covered components and signature parameters the fast path holds (on the stack);
+/// more go to the general parser.
+const MAX_FAST_COMPONENTS: usize = 16;
+const MAX_FAST_PARAMETERS: usize = 12;
+
 /// The one component parameter the fast path reads (Web Bot Auth's `Signature-Agent`
 /// member), in its canonical form up to the opening quote of its String.
 const KEY_PARAMETER: &str = ";key=\"";
@@ -48,7 +53,8 @@ pub(super) fn parse(field: &str, max_components: usize) -> Option<Result<ParsedI
 
     // The inner list: `"a" "b" …` with single spaces, then `)`; a field may carry one
     // `;key="member"` parameter.
-    let mut names: Vec<Name<'_>> = Vec::with_capacity(8);
+    let mut names = [Name { name: "", member: None }; MAX_FAST_COMPONENTS];
+    let mut name_count = 0;
     let mut at = value_start + 1;
     if bytes.get(at) == Some(&b')') {
         at += 1;
@@ -70,7 +76,8 @@ pub(super) fn parse(field: &str, max_components: usize) -> Option<Result<ParsedI
                 }
                 _ => None,
             };
-            names.push(Name { name, member });
+            *names.get_mut(name_count)? = Name { name, member };
+            name_count += 1;
             match bytes.get(at) {
                 // One space, then the next string (the loop's first check wants its `"`).
                 Some(b' ') => at += 1,
@@ -85,7 +92,8 @@ pub(super) fn parse(field: &str, max_components: usize) -> Option<Result<ParsedI
     }
 
     // Signature parameters: `;key=integer`, `;key="string"` or `;key` (true).
-    let mut params: Vec<(&str, ParamValue<'_>)> = Vec::with_capacity(4);
+    let mut params = [("", ParamValue::Other); MAX_FAST_PARAMETERS];
+    let mut param_count = 0;
     while at < bytes.len() {
         if bytes[at] != b';' {
             return None;
@@ -93,12 +101,13 @@ pub(super) fn parse(field: &str, max_components: usize) -> Option<Result<ParsedI
         let key_start = at + 1;
         let key_stop = key_end(bytes, key_start)?;
         let key = &field[key_start..key_stop];
-        if params.iter().any(|(seen, _)| *seen == key) {
+        if params[..param_count].iter().any(|(seen, _)| *seen == key) {
             return None;
         }
         at = key_stop;
         if bytes.get(at) != Some(&b'=') {
-            params.push((key, ParamValue::Other));
+            *params.get_mut(param_count)? = (key, ParamValue::Other);
+            param_count += 1;
             continue;
         }
         at += 1;
@@ -106,7 +115,8 @@ pub(super) fn parse(field: &str, max_components: usize) -> Option<Result<ParsedI
             Some(b'"') => {
                 let start = at + 1;
                 let end = plain_string_end(bytes, start)?;
-                params.push((key, ParamValue::String(&field[start..end])));
+                *params.get_mut(param_count)? = (key, ParamValue::String(&field[start..end]));
+                param_count += 1;
                 at = end + 1;
             }
             Some(b'0'..=b'9') => {
@@ -122,14 +132,22 @@ pub(super) fn parse(field: &str, max_components: usize) -> Option<Result<ParsedI
                 if bytes.get(at) == Some(&b'.') {
                     return None;
                 }
-                params.push((key, ParamValue::Integer(digits.parse().ok()?)));
+                *params.get_mut(param_count)? = (key, ParamValue::Integer(digits.parse().ok()?));
+                param_count += 1;
             }
             // Negative numbers, tokens, byte sequences, booleans written out: general path.
             _ => return None,
         }
     }
 
-    Some(build(field, label_end, value_start, &names, &params, max_components))
+    Some(build(
+        field,
+        label_end,
+        value_start,
+        &names[..name_count],
+        &params[..param_count],
+        max_components,
+    ))
 }
 
 /// The same checks, in the same order, as the general path's `from_inner_list`.
@@ -334,6 +352,22 @@ mod tests {
         let sixteen = r#"sig=("@method");created=1234567890123456"#;
         assert!(parse(sixteen, 24).is_none());
         assert!(general(sixteen, 24).is_err());
+    }
+
+    #[test]
+    fn more_components_or_parameters_than_the_stack_holds_go_to_the_general_parser() {
+        let names = |n: usize| (0..n).map(|i| format!("\"h{i}\"")).collect::<Vec<_>>().join(" ");
+        let params = |n: usize| (0..n).map(|i| format!(";p{i}={i}")).collect::<String>();
+        let fits = format!("sig=({}){}", names(MAX_FAST_COMPONENTS), params(MAX_FAST_PARAMETERS));
+        assert!(parse(&fits, 64).is_some());
+        check(&fits);
+        for field in [
+            format!("sig=({})", names(MAX_FAST_COMPONENTS + 1)),
+            format!("sig=(){}", params(MAX_FAST_PARAMETERS + 1)),
+        ] {
+            assert!(parse(&field, 64).is_none(), "{field}");
+            assert!(general(&field, 64).is_ok(), "{field}");
+        }
     }
 
     #[test]
