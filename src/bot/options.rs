@@ -63,8 +63,8 @@ impl WebBotAuthOptions {
     /// (default 50 000, at least 1). They have a store of their own, so that bots
     /// cannot fill the one AAuth requests use; when it is full, a bot's new nonce is
     /// answered `503` with `Retry-After` and nobody else is affected. An entry takes
-    /// about 100 bytes; size it for the bot requests per second times the signatures'
-    /// lifetime.
+    /// at most 64 bytes; size it for the bot requests per second times the signatures'
+    /// lifetime plus the allowed clock skew.
     pub fn nonce_capacity(mut self, entries: u64) -> Self {
         self.nonce_capacity = entries.max(1);
         self
