@@ -306,7 +306,7 @@ where
         return call_inner(shared, inner, request, None, audit);
     };
     let bot = request.extensions().get::<VerifiedBot>();
-    if let Err(error) = remember_bot_nonce(shared, bot) {
+    if let Err(error) = still_acceptable(shared, &request).and_then(|()| remember_bot_nonce(shared, bot)) {
         return reject(shared, error, audit);
     }
     let local = local_nonce(shared, bot);
@@ -442,6 +442,26 @@ async fn remember_later<B>(shared: Arc<Shared>, key: ReplayKey, request: Request
             Err(error.into())
         }
     }
+}
+
+/// The signature's time, checked again when its replay entry is asked for. The head
+/// checked it when the request arrived, but a covered body is read in between, for as
+/// long as the client takes: a copy whose body arrives after the first use's entry
+/// expired would find the store empty. Every entry outlives the moment its signature
+/// stops being acceptable, so a signature still acceptable now always finds it.
+fn still_acceptable<B>(shared: &Shared, request: &Request<B>) -> Result<(), Error> {
+    let now = shared.clock.now();
+    if let Some(bot) = request.extensions().get::<VerifiedBot>()
+        && bot.expires <= now
+    {
+        return Err(Error::invalid_signature("the signature has expired"));
+    }
+    if let Some(verified) = request.extensions().get::<VerifiedRequest>()
+        && now.saturating_sub(verified.created) > shared.window
+    {
+        return Err(Error::invalid_signature("the signature is too old"));
+    }
+    Ok(())
 }
 
 /// A bot nonce on a replay-protected method is first remembered in the bots' own store,

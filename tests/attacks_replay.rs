@@ -7,7 +7,7 @@ mod support;
 use axum::body::Body;
 use http::{HeaderValue, Request, StatusCode};
 use support::attack::*;
-use support::fixtures::copy;
+use support::fixtures::{copy, late_body};
 use tower_aauth::replay::{MemoryReplayStore, ReplayOptions, ReplayProtection};
 use tower_aauth::testing::{KeySource, SignOptions};
 
@@ -358,4 +358,31 @@ async fn rpl_16_one_auth_token_serves_many_signed_requests_its_jti_is_not_single
         assert_eq!(h.send(signed).await.status(), StatusCode::OK, "{path}");
     }
     assert_eq!(h.calls(), 3);
+}
+
+const HELLO: &[u8] = br#"{"hello": "world"}"#;
+
+#[tokio::test]
+async fn an_aauth_copy_whose_body_arrives_after_the_window_is_refused() {
+    let app = support::app::App::with(|b| b.auth_server(AS).signature_window(1).max_clock_skew(0));
+    let router = axum::Router::new()
+        .route("/data", axum::routing::post(app.handler()))
+        .layer(app.aauth.layer());
+    let mut original = Request::post(format!("{}/data", RESOURCE))
+        .body(Body::from(HELLO))
+        .unwrap();
+    app.agent
+        .sign_with_body(&mut original, HELLO, &tower_aauth::testing::KeySource::Hwk, NOW);
+    let headers = original.headers().clone();
+    let response = tower::ServiceExt::oneshot(router.clone(), original).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    // The entry lives window + skew + 1 = 2 s; the copy's body comes after it.
+    let mut replay = Request::post(format!("{}/data", RESOURCE))
+        .body(late_body(app.clock.clone(), std::time::Duration::from_millis(2200), 3, HELLO))
+        .unwrap();
+    *replay.headers_mut() = headers;
+    let response = tower::ServiceExt::oneshot(router, replay).await.unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(response.headers()["signature-error"], "error=invalid_signature");
+    assert_eq!(app.calls(), 1, "the copy was not served");
 }

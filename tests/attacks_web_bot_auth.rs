@@ -9,7 +9,7 @@ use std::time::Duration;
 use axum::body::Body;
 use http::{Request, StatusCode};
 use support::bots::{BotWorld, NOW, assert_bot_refused, get, json_of};
-use support::fixtures::copy;
+use support::fixtures::{copy, late_body};
 use tower_aauth::Clock;
 use tower_aauth::bot::WebBotAuthOptions;
 use tower_aauth::discovery::DiscoveryConfig;
@@ -882,4 +882,37 @@ async fn a_nonce_on_a_safe_method_is_still_refused_the_second_time() {
     assert_eq!(world.send(request).await.status(), StatusCode::OK);
     assert_eq!(world.send(replay).await.status(), StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(world.calls(), 1);
+}
+
+
+#[tokio::test]
+async fn a_copy_whose_body_arrives_after_the_signature_expired_is_refused() {
+    let world = BotWorld::with(WebBotAuthOptions::new(), |b| b.max_clock_skew(0)).await;
+    let mut original = Request::post(format!("{}/bot", support::bots::RESOURCE))
+        .body(Body::from(HELLO))
+        .unwrap();
+    original
+        .headers_mut()
+        .insert("content-digest", http::HeaderValue::from_static(HELLO_SHA256));
+    let mut options = BotSignOptions::default();
+    options.components = Some(
+        [r#""@authority""#, r#""signature-agent";key="agent1""#, r#""content-digest""#]
+            .map(str::to_owned)
+            .to_vec(),
+    );
+    // The entry lives expires - now + skew + 1 = 2 s.
+    options.expires = Some(NOW + 1);
+    world.signer.sign_with(&mut original, NOW, &options);
+    let headers = original.headers().clone();
+    assert_eq!(world.send(original).await.status(), StatusCode::OK);
+    // Accepted by the head (the signature is still valid on arrival), its body trickled in
+    // past the first use's entry: the signature's time is checked again before the store.
+    let mut replay = Request::post(format!("{}/bot", support::bots::RESOURCE))
+        .body(late_body(world.app.clock.clone(), Duration::from_millis(2200), 3, HELLO))
+        .unwrap();
+    *replay.headers_mut() = headers;
+    let response = world.send(replay).await;
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(response.headers()["signature-error"], "error=invalid_signature");
+    assert_eq!(world.calls(), 1, "the copy was not served");
 }

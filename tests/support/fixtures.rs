@@ -89,3 +89,18 @@ pub fn decode(token: &str) -> (Value, Value) {
     let mut segment = || serde_json::from_slice(&b64url_decode(parts.next().unwrap()).unwrap()).unwrap();
     (segment(), segment())
 }
+
+/// A body of `bytes` that arrives after `delay`, `clock` moving `advance` seconds on
+/// meanwhile: a client trickling its body.
+pub fn late_body(
+    clock: tower_aauth::testing::ManualClock,
+    delay: std::time::Duration,
+    advance: u64,
+    bytes: &'static [u8],
+) -> axum::body::Body {
+    axum::body::Body::from_stream(futures::stream::once(async move {
+        tokio::time::sleep(delay).await;
+        clock.advance(advance);
+        Ok::<_, std::io::Error>(bytes::Bytes::from_static(bytes))
+    }))
+}
