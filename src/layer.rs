@@ -293,7 +293,7 @@ where
 fn remember<S, B, ResBody>(
     shared: &Arc<Shared>,
     inner: S,
-    request: Request<B>,
+    mut request: Request<B>,
     replay: Option<ReplayKey>,
     audit: Option<&AuditContext>,
 ) -> State<S, B>
@@ -305,10 +305,10 @@ where
     let Some(key) = replay else {
         return call_inner(shared, inner, request, None, audit);
     };
-    let bot = request.extensions().get::<VerifiedBot>();
-    if let Err(error) = still_acceptable(shared, &request).and_then(|()| remember_bot_nonce(shared, bot)) {
+    if let Err(error) = still_acceptable(shared, &request).and_then(|()| remember_bot_nonce(shared, &mut request)) {
         return reject(shared, error, audit);
     }
+    let bot = request.extensions().get::<VerifiedBot>();
     let local = local_nonce(shared, bot);
     let (ttl, store, bot) = (replay_ttl(shared, bot), replay_store(shared, bot), bot.is_some());
     match store.try_insert(&key, ttl) {
@@ -466,17 +466,23 @@ fn still_acceptable<B>(shared: &Shared, request: &Request<B>) -> Result<(), Erro
 
 /// A bot nonce on a replay-protected method is first remembered in the bots' own store,
 /// where the same nonce on a safe method went: one use in this process whatever the
-/// method, before the layer's store (shared by replicas) is asked.
-fn remember_bot_nonce(shared: &Shared, bot: Option<&VerifiedBot>) -> Result<(), Error> {
+/// method, before the layer's store (shared by replicas) is asked. A nonce found there is
+/// refused. A full bots' store (one bot can fill it) does not refuse the request: the
+/// layer's store still decides its reuse, and the entry it did not get is not released.
+fn remember_bot_nonce<B>(shared: &Shared, request: &mut Request<B>) -> Result<(), Error> {
+    let bot = request.extensions().get::<VerifiedBot>();
     let Some((key, store)) = local_nonce(shared, bot) else {
         return Ok(());
     };
     match store.try_insert(&key, replay_ttl(shared, bot)) {
         Some(Ok(Insertion::First)) => Ok(()),
         Some(Ok(Insertion::Repeat)) => Err(crate::bot::REUSED),
-        Some(Err(error)) => Err(error),
-        // The bots' store is in memory and always answers at once.
-        None => Err(crate::replay::store::unavailable("the nonce store did not answer")),
+        Some(Err(_)) | None => {
+            if let Some(bot) = request.extensions_mut().get_mut::<VerifiedBot>() {
+                bot.local = None;
+            }
+            Ok(())
+        }
     }
 }
 

@@ -378,7 +378,12 @@ async fn an_aauth_copy_whose_body_arrives_after_the_window_is_refused() {
     assert_eq!(response.status(), StatusCode::OK);
     // The entry lives window + skew + 1 = 2 s; the copy's body comes after it.
     let mut replay = Request::post(format!("{}/data", RESOURCE))
-        .body(late_body(app.clock.clone(), std::time::Duration::from_millis(2200), 3, HELLO))
+        .body(late_body(
+            app.clock.clone(),
+            std::time::Duration::from_millis(2200),
+            3,
+            HELLO,
+        ))
         .unwrap();
     *replay.headers_mut() = headers;
     let response = tower::ServiceExt::oneshot(router, replay).await.unwrap();

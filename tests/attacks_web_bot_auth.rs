@@ -829,6 +829,47 @@ fn as_method(request: &Request<Body>, method: http::Method) -> Request<Body> {
 }
 
 #[tokio::test]
+async fn a_bot_filling_the_nonce_store_leaves_other_bots_protected_methods_served() {
+    let world = BotWorld::with(WebBotAuthOptions::new().nonce_capacity(2), |b| b).await;
+    let first = world.signed("/bot");
+    let first_again = as_method(&first, http::Method::POST);
+    assert_eq!(world.send(first).await.status(), StatusCode::OK);
+    assert_eq!(world.send(world.signed("/bot")).await.status(), StatusCode::OK);
+    // Another bot, while the bots' store is full: its POST is judged by the layer's store.
+    let other = BotDirectory::spawn_with_clock([7; 32], std::sync::Arc::new(world.app.clock.clone()))
+        .await
+        .unwrap();
+    let mut post = Request::post(format!("{}/bot", support::bots::RESOURCE))
+        .body(Body::empty())
+        .unwrap();
+    other.signer().sign(&mut post, NOW);
+    let replay = copy(&post);
+    assert_eq!(world.send(post).await.status(), StatusCode::OK);
+    assert_eq!(world.send(replay).await.status(), StatusCode::TOO_MANY_REQUESTS);
+    // A nonce the full store holds is still refused on a protected method.
+    assert_eq!(world.send(first_again).await.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(world.calls(), 3);
+}
+
+#[tokio::test]
+async fn with_shared_nonces_a_get_used_on_one_replica_is_refused_on_another_whatever_the_method() {
+    use tower_aauth::replay::{MemoryReplayStore, ReplayOptions, ReplayStore};
+    let shared: std::sync::Arc<dyn ReplayStore> = std::sync::Arc::new(MemoryReplayStore::new(1000));
+    let replica = |store: std::sync::Arc<dyn ReplayStore>| {
+        BotWorld::with(WebBotAuthOptions::new().shared_nonces(true), move |b| {
+            b.replay(ReplayOptions::new().shared_store(store))
+        })
+    };
+    let (one, two) = (replica(shared.clone()).await, replica(shared).await);
+    let get = one.signed("/bot");
+    let (as_post, as_get) = (as_method(&get, http::Method::POST), copy(&get));
+    assert_eq!(one.send(get).await.status(), StatusCode::OK);
+    assert_eq!(two.send(as_post).await.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(two.send(as_get).await.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(two.calls(), 0, "the other replica served no copy");
+}
+
+#[tokio::test]
 async fn a_nonce_used_on_a_safe_method_is_refused_on_a_protected_one() {
     let world = BotWorld::new().await;
     let request = world.signed("/bot");
@@ -884,7 +925,6 @@ async fn a_nonce_on_a_safe_method_is_still_refused_the_second_time() {
     assert_eq!(world.calls(), 1);
 }
 
-
 #[tokio::test]
 async fn a_copy_whose_body_arrives_after_the_signature_expired_is_refused() {
     let world = BotWorld::with(WebBotAuthOptions::new(), |b| b.max_clock_skew(0)).await;
@@ -896,9 +936,13 @@ async fn a_copy_whose_body_arrives_after_the_signature_expired_is_refused() {
         .insert("content-digest", http::HeaderValue::from_static(HELLO_SHA256));
     let mut options = BotSignOptions::default();
     options.components = Some(
-        [r#""@authority""#, r#""signature-agent";key="agent1""#, r#""content-digest""#]
-            .map(str::to_owned)
-            .to_vec(),
+        [
+            r#""@authority""#,
+            r#""signature-agent";key="agent1""#,
+            r#""content-digest""#,
+        ]
+        .map(str::to_owned)
+        .to_vec(),
     );
     // The entry lives expires - now + skew + 1 = 2 s.
     options.expires = Some(NOW + 1);
@@ -908,7 +952,12 @@ async fn a_copy_whose_body_arrives_after_the_signature_expired_is_refused() {
     // Accepted by the head (the signature is still valid on arrival), its body trickled in
     // past the first use's entry: the signature's time is checked again before the store.
     let mut replay = Request::post(format!("{}/bot", support::bots::RESOURCE))
-        .body(late_body(world.app.clock.clone(), Duration::from_millis(2200), 3, HELLO))
+        .body(late_body(
+            world.app.clock.clone(),
+            Duration::from_millis(2200),
+            3,
+            HELLO,
+        ))
         .unwrap();
     *replay.headers_mut() = headers;
     let response = world.send(replay).await;

@@ -19,6 +19,7 @@ pub struct WebBotAuthOptions {
     pub(crate) require_nonce: bool,
     pub(crate) legacy_agent_form: bool,
     pub(crate) nonce_capacity: u64,
+    pub(crate) shared_nonces: bool,
 }
 
 impl WebBotAuthOptions {
@@ -32,6 +33,7 @@ impl WebBotAuthOptions {
             require_nonce: false,
             legacy_agent_form: true,
             nonce_capacity: 50_000,
+            shared_nonces: false,
         }
     }
 
@@ -58,15 +60,32 @@ impl WebBotAuthOptions {
 }
 
 impl WebBotAuthOptions {
-    /// How many bot nonces sent on methods the layer's replay protection does not cover
-    /// (`GET` by default) are remembered at once, each until its signature expires
-    /// (default 50 000, at least 1). They have a store of their own, so that bots
-    /// cannot fill the one AAuth requests use; when it is full, a bot's new nonce is
-    /// answered `503` with `Retry-After` and nobody else is affected. An entry takes
-    /// at most 64 bytes; size it for the bot requests per second times the signatures'
-    /// lifetime plus the allowed clock skew.
+    /// How many bot nonces this process remembers at once, each until its signature
+    /// expires (default 50 000, at least 1). Every bot nonce goes to this store of the
+    /// bots' own, whatever the method, so that a signature that covers neither `@method`
+    /// nor `@path` (the Web Bot Auth libraries' default) is used once, not once per
+    /// method; a nonce on a replay-protected method also goes to the layer's replay
+    /// store. Bots cannot fill the store AAuth requests use. When this one is full, a
+    /// bot's new nonce on a method the layer does not protect is answered `503` with
+    /// `Retry-After`, while nonce-less bots, AAuth requests and bots on protected methods
+    /// (judged by the layer's store) are served. An entry takes at most 64 bytes; size
+    /// it for the bot requests per second times the signatures' lifetime plus the
+    /// allowed clock skew.
     pub fn nonce_capacity(mut self, entries: u64) -> Self {
         self.nonce_capacity = entries.max(1);
+        self
+    }
+}
+
+impl WebBotAuthOptions {
+    /// Whether a nonce on a method the layer does not protect (`GET` by default) also
+    /// goes to the layer's replay store (default: no). Behind a load balancer with a
+    /// shared store (`RedisReplayStore`), turn it on: otherwise a nonce first used on a
+    /// `GET` is known only to the replica that served it, and another replica would serve
+    /// the same signature once as a `POST`. It costs a store round trip and a shared
+    /// entry per bot request with a nonce.
+    pub fn shared_nonces(mut self, shared: bool) -> Self {
+        self.shared_nonces = shared;
         self
     }
 }

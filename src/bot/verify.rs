@@ -135,6 +135,7 @@ pub(crate) struct BotPending {
     nonce: Option<String>,
     expires: u64,
     protect: bool,
+    share_nonce: bool,
     /// The `Content-Digest` field to check against the body, when covered.
     digest: Option<String>,
 }
@@ -186,14 +187,7 @@ impl Bots {
         if signature.len() != 64 {
             return Err(Error::invalid_signature("an Ed25519 signature is 64 bytes"));
         }
-        BASE.with(|cell| {
-            // Re-entrancy cannot happen here; a fresh buffer keeps it harmless if it did.
-            let mut borrowed = cell.try_borrow_mut();
-            let mut fresh = SignatureBase::new();
-            let base = match borrowed.as_deref_mut() {
-                Ok(base) => base,
-                Err(_) => &mut fresh,
-            };
+        let run = |base: &mut SignatureBase| -> Result<BotStep, Error> {
             base.build_capped(&input, target, headers, limits.header_cap)?;
             // As on the AAuth path: a covered `Content-Digest` is checked against the body
             // the layer reads, never taken on trust.
@@ -212,6 +206,7 @@ impl Bots {
                 origin: &directory.origin,
                 expires: input.params.expires.unwrap_or_default(),
                 protect: limits.protect,
+                share_nonce: self.options.shared_nonces,
             };
             // The usual case: no body to read and the key in memory, finished here
             // without copying the request's parts.
@@ -228,10 +223,23 @@ impl Bots {
                 nonce: input.params.nonce.clone(),
                 expires: signed.expires,
                 protect: limits.protect,
+                share_nonce: signed.share_nonce,
                 digest,
-                directory,
+                directory: directory.clone(),
             })))
-        })
+        };
+        // The per-thread buffer, emptied after use so that no covered value outlives the
+        // request; a fresh one where it is unavailable (in use, or the thread exiting).
+        let reused = BASE.try_with(|cell| {
+            let mut base = cell.try_borrow_mut().ok()?;
+            let step = run(&mut base);
+            base.clear();
+            Some(step)
+        });
+        match reused {
+            Ok(Some(step)) => step,
+            _ => run(&mut SignatureBase::new()),
+        }
     }
 
     /// `@authority` (or `@target-uri`) covered, and `Signature-Agent` covered exactly once:
@@ -332,6 +340,7 @@ impl BotPending {
             origin: &self.directory.origin,
             expires: self.expires,
             protect: self.protect,
+            share_nonce: self.share_nonce,
         };
         let (bot, replay) = signed.verify(key, nonce_secret)?;
         Ok(BotStep::Done(bot, replay))
@@ -348,6 +357,8 @@ struct Signed<'a> {
     origin: &'a str,
     expires: u64,
     protect: bool,
+    /// Whether a nonce on a method the layer does not protect goes to its store too.
+    share_nonce: bool,
 }
 
 impl Signed<'_> {
@@ -366,8 +377,9 @@ impl Signed<'_> {
         let local = self
             .nonce
             .map(|nonce| ReplayKey::local_bot_nonce(nonce_secret, &thumbprint, nonce));
+        let to_layer = self.protect || self.share_nonce;
         let (replay, local) = match self.nonce {
-            Some(nonce) if self.protect => (Some(ReplayKey::bot_nonce(&thumbprint, nonce)), local),
+            Some(nonce) if to_layer => (Some(ReplayKey::bot_nonce(&thumbprint, nonce)), local),
             Some(_) => (local, None),
             None => (
                 self.protect
@@ -380,7 +392,7 @@ impl Signed<'_> {
             thumbprint,
             replay,
             expires: self.expires,
-            unprotected: !self.protect,
+            unprotected: !(self.protect || (self.share_nonce && self.nonce.is_some())),
             local,
         };
         Ok((bot, replay))

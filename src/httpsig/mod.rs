@@ -558,6 +558,11 @@ impl SignatureBase {
         }
     }
 
+    /// Empties the buffer, keeping its allocation.
+    pub fn clear(&mut self) {
+        self.buffer.clear();
+    }
+
     /// The base bytes, as signed.
     pub fn as_bytes(&self) -> &[u8] {
         self.buffer.as_bytes()

@@ -37,6 +37,9 @@ fn slot(key: &ReplayKey) -> Slot {
     [half(0), half(8)]
 }
 
+/// `swept` while a sweep runs.
+const SWEEPING: u64 = u64::MAX;
+
 /// The least time between two sweeps of a full store.
 const SWEEP_INTERVAL: Duration = Duration::from_millis(50);
 
@@ -68,6 +71,8 @@ struct Inner {
     swept: AtomicU64,
     /// [`SWEEP_INTERVAL`] in microseconds.
     sweep_interval: u64,
+    /// Mixed into the choice of shard.
+    shard_secret: u64,
 }
 
 impl std::fmt::Debug for MemoryReplayStore {
@@ -98,6 +103,7 @@ impl MemoryReplayStore {
                 earliest: AtomicU64::new(u64::MAX),
                 swept: AtomicU64::new(0),
                 sweep_interval: u64::try_from(interval.as_micros()).unwrap_or(u64::MAX),
+                shard_secret: std::hash::BuildHasher::hash_one(&std::hash::RandomState::new(), 0u8),
             }),
         }
     }
@@ -109,7 +115,7 @@ impl MemoryReplayStore {
 
     /// Live entries (expired ones are removed first).
     pub fn len(&self) -> u64 {
-        self.inner.sweep(self.inner.now());
+        self.inner.sweep_unless_sweeping(self.inner.now());
         self.inner.held.load(Ordering::Acquire)
     }
 
@@ -126,8 +132,10 @@ impl Inner {
     }
 
     fn shard(&self, key: &ReplayKey) -> MutexGuard<'_, HashMap<Slot, u64>> {
-        // The key is a SHA-256 digest: any of its bytes picks a shard evenly.
-        let shard = &self.shards[usize::from(key.as_bytes()[0]) % SHARDS];
+        // Keys are hashes of what the client chose, so it could pick keys of one shard;
+        // mixed with a secret of the store, the shard is out of its reach.
+        let mixed = (slot(key)[0] ^ self.shard_secret).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        let shard = &self.shards[usize::try_from(mixed >> 60).unwrap_or(0) % SHARDS];
         // A panic while holding the lock cannot leave a half-made entry: take the map.
         shard.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
@@ -176,19 +184,33 @@ impl Inner {
     /// [`SWEEP_INTERVAL`] old; whether it swept.
     fn sweep_if_due(&self, now: u64) -> bool {
         let last = self.swept.load(Ordering::Acquire);
-        if self.earliest.load(Ordering::Acquire) > now || (last != 0 && now.saturating_sub(last) < self.sweep_interval)
+        if last == SWEEPING
+            || self.earliest.load(Ordering::Acquire) > now
+            || (last != 0 && now.saturating_sub(last) < self.sweep_interval)
         {
             return false;
         }
-        // One caller sweeps; the others refuse or retry later.
+        self.sweep_from(last, now)
+    }
+
+    /// Sweeps unless another caller is sweeping; whether it swept.
+    fn sweep_unless_sweeping(&self, now: u64) -> bool {
+        let last = self.swept.load(Ordering::Acquire);
+        last != SWEEPING && self.sweep_from(last, now)
+    }
+
+    /// One caller sweeps at a time, and the interval counts from the end of its sweep, so
+    /// that sweeps of a large store never overlap or follow each other back to back.
+    fn sweep_from(&self, last: u64, now: u64) -> bool {
         if self
             .swept
-            .compare_exchange(last, now.max(1), Ordering::AcqRel, Ordering::Acquire)
+            .compare_exchange(last, SWEEPING, Ordering::AcqRel, Ordering::Acquire)
             .is_err()
         {
             return false;
         }
         self.sweep(now);
+        self.swept.store(self.now().clamp(1, SWEEPING - 1), Ordering::Release);
         true
     }
 
@@ -318,6 +340,42 @@ mod tests {
         assert_eq!(store.inner.swept.load(Ordering::Acquire), swept);
         // A remembered key is looked up, not swept: expired, it is new again.
         assert_eq!(store.try_insert(&key(1), TTL).unwrap().unwrap(), Insertion::First);
+    }
+
+    #[test]
+    fn keys_a_client_could_steer_to_one_shard_still_spread_over_the_shards() {
+        let store = MemoryReplayStore::new(1000);
+        // Keys whose first byte agrees: what a client grinding its nonces could send.
+        let steered: Vec<ReplayKey> = (0..).map(key).filter(|key| key.as_bytes()[0] == 0).take(64).collect();
+        for key in &steered {
+            assert_eq!(store.try_insert(key, TTL).unwrap().unwrap(), Insertion::First);
+        }
+        let used = store
+            .inner
+            .shards
+            .iter()
+            .filter(|shard| !shard.lock().unwrap().is_empty())
+            .count();
+        assert!(used >= SHARDS / 2, "64 steered keys landed in {used} shards");
+    }
+
+    #[test]
+    fn a_sweep_is_never_started_while_another_runs() {
+        let store = MemoryReplayStore::with_sweep_interval(1, Duration::ZERO);
+        assert_eq!(
+            store.try_insert(&key(0), Duration::from_micros(1)).unwrap().unwrap(),
+            Insertion::First
+        );
+        std::thread::sleep(Duration::from_millis(2));
+        store.inner.swept.store(SWEEPING, Ordering::Release);
+        // Expired and due, but a sweep is marked running: refused, nothing swept.
+        assert!(store.try_insert(&key(1), TTL).unwrap().is_err());
+        assert_eq!(store.inner.held.load(Ordering::Acquire), 1);
+        assert_eq!(store.len(), 1, "len does not sweep either");
+        // Once it has ended, the interval counts from its end.
+        store.inner.swept.store(1, Ordering::Release);
+        assert_eq!(store.try_insert(&key(1), TTL).unwrap().unwrap(), Insertion::First);
+        assert_ne!(store.inner.swept.load(Ordering::Acquire), SWEEPING);
     }
 
     #[test]
