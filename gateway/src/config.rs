@@ -60,6 +60,7 @@ struct RawConfig {
     redis_url: Option<Spanned<String>>,
     require_query_coverage: Option<bool>,
     workers: Option<Spanned<u64>>,
+    batch_verification: Option<bool>,
     #[serde(default)]
     trust: RawTrust,
     #[serde(default)]
@@ -242,6 +243,9 @@ pub struct Config {
     pub require_query_coverage: bool,
     /// Runtime threads (`None`: one per core; `1`: a single-threaded runtime).
     pub workers: Option<usize>,
+    /// Whether concurrent requests' signatures are verified in one batch equation
+    /// (`AAuthBuilder::batch_verification`; default [`DEFAULT_BATCH_VERIFICATION`]).
+    pub batch_verification: bool,
     pub trust: Trust,
     pub limits: Limits,
     /// `None`: Web Bot Auth signatures are not verified (a bot is an unsigned request).
@@ -250,6 +254,9 @@ pub struct Config {
     /// Every scope a route requires, with its description (the name when none is given).
     pub scopes: Vec<(String, String)>,
 }
+
+/// Batch verification when the file does not say (see docs/gateway.md for the reason).
+pub const DEFAULT_BATCH_VERIFICATION: bool = false;
 
 /// Where nginx sends its subrequests by default.
 pub const DEFAULT_AUTH_REQUEST_PATH: &str = "/aauth/auth-request";
@@ -438,6 +445,7 @@ fn check(raw: RawConfig, lines: &Lines<'_>) -> Result<Config, ConfigError> {
         redis_url,
         require_query_coverage: raw.require_query_coverage.unwrap_or(true),
         workers,
+        batch_verification: raw.batch_verification.unwrap_or(DEFAULT_BATCH_VERIFICATION),
         trust,
         limits,
         web_bot_auth,
@@ -832,6 +840,12 @@ mod tests {
                 Some(6),
                 "invalid type",
             ),
+            (
+                "batch_verification not a boolean",
+                document("batch_verification = \"yes\"", ROUTE),
+                Some(6),
+                "invalid type",
+            ),
         ];
         for (what, text, line, needle) in cases {
             let error = Config::parse(text).expect_err(what);
@@ -865,6 +879,18 @@ mod tests {
         );
         assert_eq!(config.routes[2].bots, None);
         assert!(config.routes[2].requirement.is_some());
+    }
+
+    #[test]
+    fn batch_verification_is_read_and_defaults_to_the_documented_value() {
+        for (line, expected) in [
+            ("batch_verification = true", true),
+            ("batch_verification = false", false),
+            ("", DEFAULT_BATCH_VERIFICATION),
+        ] {
+            let config = Config::parse(&document(line, ROUTE)).unwrap();
+            assert_eq!(config.batch_verification, expected, "{line:?}");
+        }
     }
 
     #[test]

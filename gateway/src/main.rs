@@ -27,6 +27,10 @@ use metrics_exporter_prometheus::PrometheusBuilder;
 use tower::util::BoxCloneSyncService;
 use tower_aauth::AAuth;
 
+fn on_off(on: bool) -> &'static str {
+    if on { "on" } else { "off" }
+}
+
 fn usage() -> ExitCode {
     eprintln!("usage: aauth-gateway --config FILE [--check]");
     ExitCode::from(2)
@@ -56,6 +60,9 @@ async fn build(config: &Config) -> Result<AAuth, String> {
                 .max_lifetime(bots.max_lifetime)
                 .require_nonce(bots.require_nonce),
         );
+    }
+    if config.batch_verification {
+        builder = builder.batch_verification(tower_aauth::BatchOptions::new());
     }
     if config.trust.allow_http_loopback {
         builder = builder.dangerous().allow_http_loopback();
@@ -142,8 +149,10 @@ async fn run(config: Config, aauth: AAuth) -> Result<(), String> {
             let forward = forward::Forward::new(upstream, &config.resource, config.limits);
             let verified = service::verified_path(&aauth, &config, BoxCloneSyncService::new(forward));
             eprintln!(
-                "aauth-gateway: {} reverse proxy on http://{} → {upstream}",
-                config.resource, config.listen
+                "aauth-gateway: {} reverse proxy on http://{} → {upstream} (batch verification {})",
+                config.resource,
+                config.listen,
+                on_off(config.batch_verification)
             );
             serve_http(config.listen, verified).await
         }
@@ -242,9 +251,10 @@ async fn start(path: String, config: Config, check_only: bool) -> ExitCode {
     };
     if check_only {
         println!(
-            "{path}: ok ({} routes, signing kid {})",
+            "{path}: ok ({} routes, signing kid {}, batch verification {})",
             config.routes.len(),
-            aauth.active_kid()
+            aauth.active_kid(),
+            on_off(config.batch_verification)
         );
         return ExitCode::SUCCESS;
     }

@@ -1,0 +1,205 @@
+//! `batch_verification` in the gateway's configuration: the crate's batch verifier turned
+//! on (or off) for the verified path. With it on, the seed flow and every refusal behave
+//! as without it, and a concurrent burst holding one tampered signature refuses that
+//! request only, with the exact `Signature-Error` code, forwarding the others.
+
+mod support;
+
+use http::{Request, StatusCode};
+use support::scenarios::Front;
+use support::{Gateway, Parties, TempDir, Upstream, bounded, config, free_port, key_directory, now, send};
+use tower_aauth::testing::SignOptions;
+
+/// A reverse proxy whose file sets `batch_verification = {on}`.
+struct Batching {
+    parties: Parties,
+    upstream: Upstream,
+    gateway: Gateway,
+    _keys: TempDir,
+}
+
+impl Batching {
+    async fn start(on: bool) -> Batching {
+        let parties = Parties::start().await;
+        let upstream = Upstream::start().await;
+        let keys = key_directory();
+        let port = free_port();
+        let text = config(
+            "reverse-proxy",
+            &format!("http://127.0.0.1:{port}"),
+            port,
+            keys.path(),
+            &parties.auth_origin,
+            &format!(
+                "upstream = \"http://127.0.0.1:{}\"\nbatch_verification = {on}",
+                upstream.port
+            ),
+        );
+        let gateway = Gateway::start(&text, port);
+        Batching {
+            parties,
+            upstream,
+            gateway,
+            _keys: keys,
+        }
+    }
+
+    fn front(&self) -> Front<'_> {
+        Front {
+            origin: self.gateway.origin(),
+            upstream: &self.upstream,
+            parties: &self.parties,
+            strips_every_prefixed: true,
+            problem_codes: true,
+        }
+    }
+
+    /// A signed `GET /whoami`, its signature created `age` seconds ago (distinct ages:
+    /// distinct signatures).
+    fn whoami(&self, age: u64) -> Request<Vec<u8>> {
+        let mut request = Request::builder()
+            .uri(format!("{}/whoami", self.gateway.origin()))
+            .body(Vec::new())
+            .unwrap();
+        self.parties.agent.sign_with(
+            &mut request,
+            &self.parties.source(),
+            now() - age,
+            &SignOptions::default(),
+        );
+        request
+    }
+}
+
+/// Flips one base64 character inside the `Signature` byte sequence.
+fn tamper(request: &mut Request<Vec<u8>>) {
+    let signature = request.headers()["signature"].to_str().unwrap().to_owned();
+    let at = signature.find(':').unwrap() + 5;
+    let mut bytes = signature.into_bytes();
+    bytes[at] = if bytes[at] == b'A' { b'B' } else { b'A' };
+    request
+        .headers_mut()
+        .insert("signature", http::HeaderValue::from_bytes(&bytes).unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_batch_verification_on_the_seed_flow_and_every_refusal_behave() {
+    bounded(async {
+        let proxy = Batching::start(true).await;
+        proxy.front().seed_flow_and_every_refusal(StatusCode::NOT_FOUND).await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_batch_verification_off_the_seed_flow_and_every_refusal_behave() {
+    bounded(async {
+        let proxy = Batching::start(false).await;
+        proxy.front().seed_flow_and_every_refusal(StatusCode::NOT_FOUND).await;
+    })
+    .await;
+}
+
+/// 32 honest requests and one tampered, sent at once, for each setting: the tampered one
+/// is `401 invalid_signature` and never forwarded, every honest one is served (with
+/// batching on, whatever batch the tampered one fell into).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_concurrent_burst_with_one_tampered_signature_refuses_that_request_only() {
+    bounded(async {
+        for on in [true, false] {
+            let proxy = Batching::start(on).await;
+            // Warm: the agent's keys fetched and cached before the burst.
+            let (status, _, echoed) = send(proxy.whoami(40)).await;
+            assert_eq!(status, StatusCode::OK, "batching {on}: {echoed}");
+            let mut burst = tokio::task::JoinSet::new();
+            for age in 1..=33 {
+                let mut request = proxy.whoami(age);
+                let tampered = age == 17;
+                if tampered {
+                    tamper(&mut request);
+                }
+                burst.spawn(async move { (tampered, send(request).await) });
+            }
+            let mut served = 0;
+            while let Some(answer) = burst.join_next().await {
+                let (tampered, (status, headers, body)) = answer.unwrap();
+                if tampered {
+                    assert_eq!(status, StatusCode::UNAUTHORIZED, "batching {on}: {body}");
+                    assert_eq!(headers["signature-error"], "error=invalid_signature", "batching {on}");
+                } else {
+                    assert_eq!(status, StatusCode::OK, "batching {on}: {body}");
+                    assert_eq!(
+                        body["headers"]["x-aauth-agent"],
+                        serde_json::json!([proxy.parties.agent_id]),
+                        "batching {on}"
+                    );
+                    served += 1;
+                }
+            }
+            assert_eq!(served, 32, "batching {on}");
+            assert_eq!(
+                proxy.upstream.hits(),
+                1 + 32,
+                "batching {on}: the tampered request was not forwarded"
+            );
+        }
+    })
+    .await;
+}
+
+/// `--check` on `text` (a whole configuration file): exit status, stdout, stderr.
+fn check(text: &str) -> (Option<i32>, String, String) {
+    let dir = TempDir::new("batch-config");
+    let path = dir.path().join("gateway.toml");
+    std::fs::write(&path, text).unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_aauth-gateway"))
+        .arg("--config")
+        .arg(&path)
+        .arg("--check")
+        .output()
+        .unwrap();
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// A configuration with `extra` as its fifth line.
+fn file_with(keys: &TempDir, extra: &str) -> String {
+    config(
+        "reverse-proxy",
+        "http://127.0.0.1:8080",
+        8080,
+        keys.path(),
+        "http://127.0.0.1:9",
+        &format!("upstream = \"http://127.0.0.1:3000\"\n{extra}"),
+    )
+}
+
+#[test]
+fn the_check_reports_the_batch_verification_setting_and_its_default() {
+    let keys = key_directory();
+    for (extra, expected) in [
+        ("batch_verification = true", "batch verification on"),
+        ("batch_verification = false", "batch verification off"),
+        // The shipped default (docs/gateway.md gives the measurements behind it).
+        ("", "batch verification off"),
+    ] {
+        let (code, stdout, stderr) = check(&file_with(&keys, extra));
+        assert_eq!(code, Some(0), "{extra:?}: {stderr}");
+        assert!(stdout.contains(expected), "{extra:?}: {stdout}");
+    }
+}
+
+#[test]
+fn a_batch_verification_value_that_is_not_a_boolean_stops_the_gateway_naming_its_line() {
+    let keys = key_directory();
+    for value in ["\"yes\"", "1", "\"on\""] {
+        let (code, stdout, stderr) = check(&file_with(&keys, &format!("batch_verification = {value}")));
+        assert_eq!(code, Some(2), "{value}: {stdout}");
+        assert!(stderr.contains("line 6:"), "{value}: {stderr}");
+        assert!(stderr.contains("invalid type"), "{value}: {stderr}");
+        assert!(stdout.is_empty(), "{value}: {stdout}");
+    }
+}
