@@ -1,7 +1,8 @@
-//! `batch_verification` in the gateway's configuration: the crate's batch verifier turned
-//! on (or off) for the verified path. With it on, the seed flow and every refusal behave
-//! as without it, and a concurrent burst holding one tampered signature refuses that
-//! request only, with the exact `Signature-Error` code, forwarding the others.
+//! `batch_verification` in the gateway's configuration (`"off"`, `"concurrent"`,
+//! `"eager"`): the crate's batch verifier for the verified path. With each value the seed
+//! flow and every refusal behave the same, and a concurrent burst holding one tampered
+//! signature refuses that request only, with the exact `Signature-Error` code, forwarding
+//! the others.
 
 mod support;
 
@@ -10,7 +11,10 @@ use support::scenarios::Front;
 use support::{Gateway, Parties, TempDir, Upstream, bounded, config, free_port, key_directory, now, send};
 use tower_aauth::testing::SignOptions;
 
-/// A reverse proxy whose file sets `batch_verification = {on}`.
+/// The values, each with what `--check` reports for it.
+const VALUES: [&str; 3] = ["off", "concurrent", "eager"];
+
+/// A reverse proxy whose file sets `batch_verification = "{value}"`.
 struct Batching {
     parties: Parties,
     upstream: Upstream,
@@ -19,7 +23,7 @@ struct Batching {
 }
 
 impl Batching {
-    async fn start(on: bool) -> Batching {
+    async fn start(value: &str) -> Batching {
         let parties = Parties::start().await;
         let upstream = Upstream::start().await;
         let keys = key_directory();
@@ -31,7 +35,7 @@ impl Batching {
             keys.path(),
             &parties.auth_origin,
             &format!(
-                "upstream = \"http://127.0.0.1:{}\"\nbatch_verification = {on}",
+                "upstream = \"http://127.0.0.1:{}\"\nbatch_verification = \"{value}\"",
                 upstream.port
             ),
         );
@@ -83,34 +87,27 @@ fn tamper(request: &mut Request<Vec<u8>>) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn with_batch_verification_on_the_seed_flow_and_every_refusal_behave() {
+async fn with_each_batch_verification_value_the_seed_flow_and_every_refusal_behave() {
     bounded(async {
-        let proxy = Batching::start(true).await;
-        proxy.front().seed_flow_and_every_refusal(StatusCode::NOT_FOUND).await;
+        for value in VALUES {
+            let proxy = Batching::start(value).await;
+            proxy.front().seed_flow_and_every_refusal(StatusCode::NOT_FOUND).await;
+        }
     })
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn with_batch_verification_off_the_seed_flow_and_every_refusal_behave() {
-    bounded(async {
-        let proxy = Batching::start(false).await;
-        proxy.front().seed_flow_and_every_refusal(StatusCode::NOT_FOUND).await;
-    })
-    .await;
-}
-
-/// 32 honest requests and one tampered, sent at once, for each setting: the tampered one
-/// is `401 invalid_signature` and never forwarded, every honest one is served (with
-/// batching on, whatever batch the tampered one fell into).
+/// 32 honest requests and one tampered, sent at once, for each value: the tampered one is
+/// `401 invalid_signature` and never forwarded, every honest one is served (with batching,
+/// whatever batch the tampered one fell into).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_concurrent_burst_with_one_tampered_signature_refuses_that_request_only() {
     bounded(async {
-        for on in [true, false] {
-            let proxy = Batching::start(on).await;
+        for value in VALUES {
+            let proxy = Batching::start(value).await;
             // Warm: the agent's keys fetched and cached before the burst.
             let (status, _, echoed) = send(proxy.whoami(40)).await;
-            assert_eq!(status, StatusCode::OK, "batching {on}: {echoed}");
+            assert_eq!(status, StatusCode::OK, "batching {value}: {echoed}");
             let mut burst = tokio::task::JoinSet::new();
             for age in 1..=33 {
                 let mut request = proxy.whoami(age);
@@ -124,23 +121,26 @@ async fn a_concurrent_burst_with_one_tampered_signature_refuses_that_request_onl
             while let Some(answer) = burst.join_next().await {
                 let (tampered, (status, headers, body)) = answer.unwrap();
                 if tampered {
-                    assert_eq!(status, StatusCode::UNAUTHORIZED, "batching {on}: {body}");
-                    assert_eq!(headers["signature-error"], "error=invalid_signature", "batching {on}");
+                    assert_eq!(status, StatusCode::UNAUTHORIZED, "batching {value}: {body}");
+                    assert_eq!(
+                        headers["signature-error"], "error=invalid_signature",
+                        "batching {value}"
+                    );
                 } else {
-                    assert_eq!(status, StatusCode::OK, "batching {on}: {body}");
+                    assert_eq!(status, StatusCode::OK, "batching {value}: {body}");
                     assert_eq!(
                         body["headers"]["x-aauth-agent"],
                         serde_json::json!([proxy.parties.agent_id]),
-                        "batching {on}"
+                        "batching {value}"
                     );
                     served += 1;
                 }
             }
-            assert_eq!(served, 32, "batching {on}");
+            assert_eq!(served, 32, "batching {value}");
             assert_eq!(
                 proxy.upstream.hits(),
                 1 + 32,
-                "batching {on}: the tampered request was not forwarded"
+                "batching {value}: the tampered request was not forwarded"
             );
         }
     })
@@ -180,26 +180,37 @@ fn file_with(keys: &TempDir, extra: &str) -> String {
 #[test]
 fn the_check_reports_the_batch_verification_setting_and_its_default() {
     let keys = key_directory();
-    for (extra, expected) in [
-        ("batch_verification = true", "batch verification on"),
-        ("batch_verification = false", "batch verification off"),
-        // The shipped default (docs/gateway.md gives the measurements behind it).
-        ("", "batch verification off"),
-    ] {
-        let (code, stdout, stderr) = check(&file_with(&keys, extra));
+    let mut cases: Vec<(String, &str)> = VALUES
+        .iter()
+        .map(|value| (format!("batch_verification = \"{value}\""), *value))
+        .collect();
+    // The shipped default (docs/gateway.md gives the measurements behind it).
+    cases.push((String::new(), "eager"));
+    for (extra, value) in cases {
+        let expected = format!("batch verification {value})");
+        let (code, stdout, stderr) = check(&file_with(&keys, &extra));
         assert_eq!(code, Some(0), "{extra:?}: {stderr}");
-        assert!(stdout.contains(expected), "{extra:?}: {stdout}");
+        assert!(stdout.contains(&expected), "{extra:?}: {stdout}");
     }
 }
 
 #[test]
-fn a_batch_verification_value_that_is_not_a_boolean_stops_the_gateway_naming_its_line() {
+fn an_unknown_batch_verification_value_stops_the_gateway_naming_its_line() {
     let keys = key_directory();
-    for value in ["\"yes\"", "1", "\"on\""] {
+    for (value, message) in [
+        (
+            "\"yes\"",
+            "batch_verification must be \"off\", \"concurrent\" or \"eager\"",
+        ),
+        ("\"Eager\"", "batch_verification must be"),
+        ("\"\"", "batch_verification must be"),
+        ("true", "invalid type: boolean `true`, expected a string"),
+        ("1", "invalid type"),
+    ] {
         let (code, stdout, stderr) = check(&file_with(&keys, &format!("batch_verification = {value}")));
         assert_eq!(code, Some(2), "{value}: {stdout}");
         assert!(stderr.contains("line 6:"), "{value}: {stderr}");
-        assert!(stderr.contains("invalid type"), "{value}: {stderr}");
+        assert!(stderr.contains(message), "{value}: {stderr}");
         assert!(stdout.is_empty(), "{value}: {stdout}");
     }
 }
