@@ -12,9 +12,9 @@
 //! Upstream connections: each downstream connection gets its own upstream HTTP/1
 //! connection ([`PerConnection`] puts an empty [`Pinned`] slot in every request of that
 //! connection), opened on its first forwarded request and reused for the next ones; no
-//! pool is consulted and no connection is handed between downstream connections. A
-//! request whose pinned connection is still busy (concurrent HTTP/2 streams) takes the
-//! shared pool instead. A pinned connection the upstream closed is replaced by a fresh
+//! pool is consulted and no connection is handed between downstream connections. HTTP/2
+//! clients' requests (concurrent streams), and a request whose pinned connection is
+//! still busy, take the shared pool instead. A pinned connection the upstream closed is replaced by a fresh
 //! one, and a request it could not take is sent again on the fresh one (it was not
 //! sent); a failed or abandoned exchange leaves the slot empty.
 
@@ -314,7 +314,12 @@ impl Inner {
         headers.insert(HeaderName::from_static("x-forwarded-proto"), self.proto.clone());
         headers.extend(identity.into_iter().map(|(name, value)| (Some(name), value)));
         headers.insert(header::HOST, self.host.clone());
-        let pinned = parts.extensions.remove::<Pinned>();
+        // An HTTP/2 client's streams run concurrently: one HTTP/1 upstream connection
+        // would make each wait for the previous one's response body. They take the pool.
+        let pinned = parts
+            .extensions
+            .remove::<Pinned>()
+            .filter(|_| parts.version <= http::Version::HTTP_11);
         // Origin form, as sent on the wire.
         parts.uri = Uri::from(path_and_query);
         parts.version = http::Version::HTTP_11;
