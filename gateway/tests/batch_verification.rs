@@ -147,22 +147,42 @@ async fn a_concurrent_burst_with_one_tampered_signature_refuses_that_request_onl
     .await;
 }
 
-/// `--check` on `text` (a whole configuration file): exit status, stdout, stderr.
-fn check(text: &str) -> (Option<i32>, String, String) {
+/// The gateway on `text` (a whole configuration file), with `--check` or started for
+/// real: exit status, stdout, stderr. A gateway that keeps running past 20 s is killed
+/// and reported as exit status `None`.
+fn run(text: &str, check_only: bool) -> (Option<i32>, String, String) {
     let dir = TempDir::new("batch-config");
     let path = dir.path().join("gateway.toml");
     std::fs::write(&path, text).unwrap();
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_aauth-gateway"))
-        .arg("--config")
-        .arg(&path)
-        .arg("--check")
-        .output()
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_aauth-gateway"));
+    command.arg("--config").arg(&path);
+    if check_only {
+        command.arg("--check");
+    }
+    let mut child = command
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return (None, String::new(), "still running".to_owned());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let output = child.wait_with_output().unwrap();
     (
         output.status.code(),
         String::from_utf8_lossy(&output.stdout).into_owned(),
         String::from_utf8_lossy(&output.stderr).into_owned(),
     )
+}
+
+fn check(text: &str) -> (Option<i32>, String, String) {
+    run(text, true)
 }
 
 /// A configuration with `extra` as its fifth line.
@@ -207,10 +227,13 @@ fn an_unknown_batch_verification_value_stops_the_gateway_naming_its_line() {
         ("true", "invalid type: boolean `true`, expected a string"),
         ("1", "invalid type"),
     ] {
-        let (code, stdout, stderr) = check(&file_with(&keys, &format!("batch_verification = {value}")));
-        assert_eq!(code, Some(2), "{value}: {stdout}");
-        assert!(stderr.contains("line 6:"), "{value}: {stderr}");
-        assert!(stderr.contains(message), "{value}: {stderr}");
-        assert!(stdout.is_empty(), "{value}: {stdout}");
+        let text = file_with(&keys, &format!("batch_verification = {value}"));
+        for check_only in [true, false] {
+            let (code, stdout, stderr) = run(&text, check_only);
+            assert_eq!(code, Some(2), "{value} (--check {check_only}): {stderr}");
+            assert!(stderr.contains("line 6:"), "{value}: {stderr}");
+            assert!(stderr.contains(message), "{value}: {stderr}");
+            assert!(stdout.is_empty(), "{value}: {stdout}");
+        }
     }
 }
