@@ -3,6 +3,8 @@
 #
 #   bash gateway/bench.sh [DURATION] [CONNECTIONS]      (defaults: 10 s, 8 connections)
 #   WORKERS=1 bash gateway/bench.sh                      (the gateway's `workers` setting)
+#   BATCH=eager bash gateway/bench.sh                    (its `batch_verification` setting:
+#                                                         off, concurrent, eager; unset: the default)
 #
 # * upstream: examples/load_server's plain port (`GET /data` → "ok", no layer);
 # * access server: examples/load_server's access-server mode, which also writes the
@@ -61,6 +63,7 @@ listen = "127.0.0.1:$GW_PORT"
 upstream = "http://127.0.0.1:$UP_PORT"
 signing_keys = "$work/keys"
 ${WORKERS:+workers = $WORKERS}
+${BATCH:+batch_verification = \"$BATCH\"}
 
 [trust]
 access_server = "http://127.0.0.1:$ACCESS_PORT"

@@ -60,6 +60,7 @@ struct RawConfig {
     redis_url: Option<Spanned<String>>,
     require_query_coverage: Option<bool>,
     workers: Option<Spanned<u64>>,
+    batch_verification: Option<Spanned<String>>,
     #[serde(default)]
     trust: RawTrust,
     #[serde(default)]
@@ -242,6 +243,9 @@ pub struct Config {
     pub require_query_coverage: bool,
     /// Runtime threads (`None`: one per core; `1`: a single-threaded runtime).
     pub workers: Option<usize>,
+    /// Whether and when requests' signatures are verified in one batch equation
+    /// (`AAuthBuilder::batch_verification`; default [`DEFAULT_BATCH_VERIFICATION`]).
+    pub batch_verification: Batching,
     pub trust: Trust,
     pub limits: Limits,
     /// `None`: Web Bot Auth signatures are not verified (a bot is an unsigned request).
@@ -250,6 +254,34 @@ pub struct Config {
     /// Every scope a route requires, with its description (the name when none is given).
     pub scopes: Vec<(String, String)>,
 }
+
+/// `batch_verification`: when Ed25519 signatures are verified together (see
+/// docs/gateway.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Batching {
+    /// Every signature verified on its own (`verify_strict`).
+    Off,
+    /// A signature arriving while another verification is in flight joins a batch; at an
+    /// idle gateway it is verified at once (`BatchOptions::new()`).
+    Concurrent,
+    /// Every signature joins a batch and waits one scheduling round for others
+    /// (`BatchOptions::new().join_when_idle(true)`).
+    Eager,
+}
+
+impl Batching {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Batching::Off => "off",
+            Batching::Concurrent => "concurrent",
+            Batching::Eager => "eager",
+        }
+    }
+}
+
+/// Batch verification when the file does not say (docs/gateway.md gives the
+/// measurements behind it).
+pub const DEFAULT_BATCH_VERIFICATION: Batching = Batching::Eager;
 
 /// Where nginx sends its subrequests by default.
 pub const DEFAULT_AUTH_REQUEST_PATH: &str = "/aauth/auth-request";
@@ -399,6 +431,17 @@ fn check(raw: RawConfig, lines: &Lines<'_>) -> Result<Config, ConfigError> {
         Some(value) if (1..=256).contains(value.get_ref()) => usize::try_from(*value.get_ref()).ok(),
         Some(value) => return Err(lines.error(value, "workers must be 1 to 256")),
     };
+    let batch_verification = match &raw.batch_verification {
+        None => DEFAULT_BATCH_VERIFICATION,
+        Some(value) => match value.get_ref().as_str() {
+            "off" => Batching::Off,
+            "concurrent" => Batching::Concurrent,
+            "eager" => Batching::Eager,
+            _ => {
+                return Err(lines.error(value, "batch_verification must be \"off\", \"concurrent\" or \"eager\""));
+            }
+        },
+    };
     let trust = check_trust(raw.trust, lines)?;
     let limits = check_limits(raw.limits, lines)?;
     let mut scopes: Vec<(String, String)> = Vec::new();
@@ -438,6 +481,7 @@ fn check(raw: RawConfig, lines: &Lines<'_>) -> Result<Config, ConfigError> {
         redis_url,
         require_query_coverage: raw.require_query_coverage.unwrap_or(true),
         workers,
+        batch_verification,
         trust,
         limits,
         web_bot_auth,
@@ -832,6 +876,18 @@ mod tests {
                 Some(6),
                 "invalid type",
             ),
+            (
+                "an unknown batch_verification value",
+                document("batch_verification = \"yes\"", ROUTE),
+                Some(6),
+                "batch_verification must be \"off\", \"concurrent\" or \"eager\"",
+            ),
+            (
+                "a boolean batch_verification",
+                document("batch_verification = true", ROUTE),
+                Some(6),
+                "invalid type",
+            ),
         ];
         for (what, text, line, needle) in cases {
             let error = Config::parse(text).expect_err(what);
@@ -865,6 +921,19 @@ mod tests {
         );
         assert_eq!(config.routes[2].bots, None);
         assert!(config.routes[2].requirement.is_some());
+    }
+
+    #[test]
+    fn batch_verification_is_read_and_defaults_to_the_documented_value() {
+        for (line, expected) in [
+            ("batch_verification = \"off\"", Batching::Off),
+            ("batch_verification = \"concurrent\"", Batching::Concurrent),
+            ("batch_verification = \"eager\"", Batching::Eager),
+            ("", DEFAULT_BATCH_VERIFICATION),
+        ] {
+            let config = Config::parse(&document(line, ROUTE)).unwrap();
+            assert_eq!(config.batch_verification, expected, "{line:?}");
+        }
     }
 
     #[test]

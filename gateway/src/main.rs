@@ -21,7 +21,7 @@ mod service;
 use std::process::ExitCode;
 
 use axum::serve::ListenerExt;
-use config::{Config, Mode};
+use config::{Batching, Config, Mode};
 use envoy_types::ext_authz::v3::pb::AuthorizationServer;
 use metrics_exporter_prometheus::PrometheusBuilder;
 use tower::util::BoxCloneSyncService;
@@ -56,6 +56,13 @@ async fn build(config: &Config) -> Result<AAuth, String> {
                 .max_lifetime(bots.max_lifetime)
                 .require_nonce(bots.require_nonce),
         );
+    }
+    match config.batch_verification {
+        Batching::Off => {}
+        Batching::Concurrent => builder = builder.batch_verification(tower_aauth::BatchOptions::new()),
+        Batching::Eager => {
+            builder = builder.batch_verification(tower_aauth::BatchOptions::new().join_when_idle(true));
+        }
     }
     if config.trust.allow_http_loopback {
         builder = builder.dangerous().allow_http_loopback();
@@ -115,19 +122,31 @@ async fn serve_metrics(addr: std::net::SocketAddr) -> Result<(), String> {
     Ok(())
 }
 
-async fn serve_http(addr: std::net::SocketAddr, service: service::HttpService) -> Result<(), String> {
+async fn listen(
+    addr: std::net::SocketAddr,
+) -> Result<impl axum::serve::Listener<Io = tokio::net::TcpStream, Addr = std::net::SocketAddr>, String> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|error| format!("cannot listen on {addr}: {error}"))?;
-    let listener = listener.tap_io(|tcp| {
+    Ok(listener.tap_io(|tcp| {
         let _ = tcp.set_nodelay(true);
-    });
+    }))
+}
+
+async fn serve_http(addr: std::net::SocketAddr, service: service::HttpService) -> Result<(), String> {
     axum::serve(
-        listener,
+        listen(addr).await?,
         axum::ServiceExt::<http::Request<axum::body::Body>>::into_make_service(service),
     )
     .await
     .map_err(|error| error.to_string())
+}
+
+/// The reverse proxy: each downstream connection with its own upstream connection.
+async fn serve_proxy(addr: std::net::SocketAddr, service: service::HttpService) -> Result<(), String> {
+    axum::serve(listen(addr).await?, forward::PerConnection(service))
+        .await
+        .map_err(|error| error.to_string())
 }
 
 async fn run(config: Config, aauth: AAuth) -> Result<(), String> {
@@ -142,10 +161,12 @@ async fn run(config: Config, aauth: AAuth) -> Result<(), String> {
             let forward = forward::Forward::new(upstream, &config.resource, config.limits);
             let verified = service::verified_path(&aauth, &config, BoxCloneSyncService::new(forward));
             eprintln!(
-                "aauth-gateway: {} reverse proxy on http://{} → {upstream}",
-                config.resource, config.listen
+                "aauth-gateway: {} reverse proxy on http://{} → {upstream} (batch verification {})",
+                config.resource,
+                config.listen,
+                config.batch_verification.as_str()
             );
-            serve_http(config.listen, verified).await
+            serve_proxy(config.listen, verified).await
         }
         Mode::AuthRequest => {
             let verified = service::verified_path(&aauth, &config, allow);
@@ -242,9 +263,10 @@ async fn start(path: String, config: Config, check_only: bool) -> ExitCode {
     };
     if check_only {
         println!(
-            "{path}: ok ({} routes, signing kid {})",
+            "{path}: ok ({} routes, signing kid {}, batch verification {})",
             config.routes.len(),
-            aauth.active_kid()
+            aauth.active_kid(),
+            config.batch_verification.as_str()
         );
         return ExitCode::SUCCESS;
     }

@@ -352,3 +352,90 @@ async fn a_token_whose_subject_cannot_be_a_header_value_is_refused_before_forwar
     })
     .await;
 }
+
+/// Sends `request` on `client` (whose kept-alive connection is one downstream
+/// connection) and returns the status and the upstream's echo.
+async fn send_on(client: &reqwest::Client, request: Request<Vec<u8>>) -> (StatusCode, serde_json::Value) {
+    let response = client
+        .execute(reqwest::Request::try_from(request).unwrap())
+        .await
+        .unwrap();
+    let status = response.status();
+    let bytes = response.bytes().await.unwrap();
+    (status, serde_json::from_slice(&bytes).unwrap_or_default())
+}
+
+/// A client keeping one connection to the gateway.
+fn one_connection() -> reqwest::Client {
+    reqwest::Client::builder()
+        .pool_max_idle_per_host(1)
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_downstream_connection_keeps_its_own_upstream_connection() {
+    bounded(async {
+        let proxy = ReverseProxy::start().await;
+        let (first, second) = (one_connection(), one_connection());
+        let signed = |age: u64| {
+            let mut request = Request::builder()
+                .uri(format!("{}/whoami", proxy.gateway.origin()))
+                .body(Vec::new())
+                .unwrap();
+            proxy.parties.agent.sign_with(
+                &mut request,
+                &proxy.parties.source(),
+                now() - age,
+                &SignOptions::default(),
+            );
+            request
+        };
+        // Alternating: with a shared pool the second connection's request would take the
+        // upstream connection the first one left idle.
+        let mut ports = Vec::new();
+        for (age, client) in [(1, &first), (2, &second), (3, &first), (4, &second)] {
+            let (status, echoed) = send_on(client, signed(age)).await;
+            assert_eq!(status, StatusCode::OK, "{echoed}");
+            ports.push(echoed["peer_port"].as_u64().expect("the upstream's peer port"));
+        }
+        assert_eq!(
+            ports[0], ports[2],
+            "the first connection's requests share one upstream connection"
+        );
+        assert_eq!(
+            ports[1], ports[3],
+            "the second connection's requests share one upstream connection"
+        );
+        assert_ne!(
+            ports[0], ports[1],
+            "each downstream connection has its own upstream connection"
+        );
+        assert_eq!(proxy.upstream.hits(), 4);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_connection_the_upstream_closed_is_replaced_on_the_next_request() {
+    bounded(async {
+        let proxy = ReverseProxy::start().await;
+        let client = one_connection();
+        let get = |path: &str| {
+            Request::builder()
+                .uri(format!("{}{path}", proxy.gateway.origin()))
+                .body(Vec::new())
+                .unwrap()
+        };
+        let (status, closed) = send_on(&client, get("/public/close")).await;
+        assert_eq!(status, StatusCode::OK, "{closed}");
+        for _ in 0..3 {
+            let (status, echoed) = send_on(&client, get("/public/page")).await;
+            assert_eq!(status, StatusCode::OK, "{echoed}");
+            assert_ne!(echoed["peer_port"], closed["peer_port"], "a new upstream connection");
+        }
+        assert_eq!(proxy.upstream.hits(), 4);
+    })
+    .await;
+}

@@ -77,8 +77,10 @@ pub fn key_directory() -> TempDir {
 }
 
 /// The echoing upstream: answers every request with JSON naming its method, path, query,
-/// body length and every `x-aauth-*` / `x-forwarded-*` header (all values, in order).
-/// `/slow` answers after 5 s. It counts the requests it received.
+/// body length, every `x-aauth-*` / `x-forwarded-*` header (all values, in order) and
+/// the port its connection came from (`peer_port`). `/slow` answers after 5 s; a path
+/// ending in `/close` is answered with `Connection: close`. It counts the requests it
+/// received.
 pub struct Upstream {
     pub port: u16,
     pub hits: Arc<AtomicUsize>,
@@ -99,7 +101,12 @@ impl Upstream {
             }
         });
         let task = tokio::spawn(async move {
-            axum::serve(listener, app).await.unwrap();
+            axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+            )
+            .await
+            .unwrap();
         });
         Upstream { port, hits, task }
     }
@@ -130,18 +137,25 @@ async fn echo(request: Request<Body>) -> Response<Body> {
                 .push(value.to_str().unwrap_or("<binary>").to_owned());
         }
     }
+    let peer_port = parts
+        .extensions
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|info| info.0.port());
     let answer = json!({
+        "peer_port": peer_port,
         "method": parts.method.as_str(),
         "path": parts.uri.path(),
         "query": parts.uri.query(),
         "body": String::from_utf8_lossy(&body),
         "headers": headers,
     });
-    Response::builder()
+    let mut response = Response::builder()
         .status(StatusCode::OK)
-        .header("content-type", "application/json")
-        .body(Body::from(answer.to_string()))
-        .unwrap()
+        .header("content-type", "application/json");
+    if parts.uri.path().ends_with("/close") {
+        response = response.header("connection", "close");
+    }
+    response.body(Body::from(answer.to_string())).unwrap()
 }
 
 /// The access server and the agent (with its published `jwks_uri` identity).
