@@ -128,9 +128,31 @@ async fn listen(
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|error| format!("cannot listen on {addr}: {error}"))?;
-    Ok(listener.tap_io(|tcp| {
+    Ok(without_delay(listener))
+}
+
+fn without_delay(
+    listener: tokio::net::TcpListener,
+) -> impl axum::serve::Listener<Io = tokio::net::TcpStream, Addr = std::net::SocketAddr> {
+    listener.tap_io(|tcp| {
         let _ = tcp.set_nodelay(true);
-    }))
+    })
+}
+
+/// A listener on `addr` that other threads of this process may open on the same address
+/// (`SO_REUSEPORT`): the kernel spreads new connections over them.
+fn shared_listener(addr: std::net::SocketAddr) -> Result<tokio::net::TcpListener, String> {
+    let failed = |error: std::io::Error| format!("cannot listen on {addr}: {error}");
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()
+    } else {
+        tokio::net::TcpSocket::new_v6()
+    }
+    .map_err(failed)?;
+    socket.set_reuseaddr(true).map_err(failed)?;
+    socket.set_reuseport(true).map_err(failed)?;
+    socket.bind(addr).map_err(failed)?;
+    socket.listen(1024).map_err(failed)
 }
 
 async fn serve_http(addr: std::net::SocketAddr, service: service::HttpService) -> Result<(), String> {
@@ -142,11 +164,57 @@ async fn serve_http(addr: std::net::SocketAddr, service: service::HttpService) -
     .map_err(|error| error.to_string())
 }
 
-/// The reverse proxy: each downstream connection with its own upstream connection.
-async fn serve_proxy(addr: std::net::SocketAddr, service: service::HttpService) -> Result<(), String> {
-    axum::serve(listen(addr).await?, forward::PerConnection(service))
+/// The reverse proxy: each downstream connection with its own upstream connection, on
+/// `workers` single-threaded runtimes (this one and `workers - 1` threads), each
+/// accepting on its own listener of the one address. A connection's requests, its
+/// upstream connection and its verifications then stay on one thread: no hand-offs
+/// between threads, and the signatures of the requests that thread has ready are
+/// verified together (batch verification), as with `workers = 1`, on every core.
+async fn serve_proxy(addr: std::net::SocketAddr, service: service::HttpService, workers: usize) -> Result<(), String> {
+    let first = shared_listener(addr)?;
+    // The port actually bound (the configured one may be 0) is the others' address.
+    let addr = first.local_addr().map_err(|error| error.to_string())?;
+    for worker in 1..workers {
+        let service = service.clone();
+        let (ready, started) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name(format!("aauth-gateway-{worker}"))
+            .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                    Ok(runtime) => runtime,
+                    Err(error) => {
+                        let _ = ready.send(Err(format!("cannot start a runtime: {error}")));
+                        return;
+                    }
+                };
+                runtime.block_on(async move {
+                    let listener = match shared_listener(addr) {
+                        Ok(listener) => listener,
+                        Err(error) => {
+                            let _ = ready.send(Err(error));
+                            return;
+                        }
+                    };
+                    let _ = ready.send(Ok(()));
+                    if let Err(error) = axum::serve(without_delay(listener), forward::PerConnection(service)).await {
+                        eprintln!("aauth-gateway: worker {worker}: {error}");
+                    }
+                });
+            })
+            .map_err(|error| format!("cannot start a worker thread: {error}"))?;
+        // Every worker listens before the gateway says it does.
+        started.recv().map_err(|_| "a worker thread stopped".to_owned())??;
+    }
+    axum::serve(without_delay(first), forward::PerConnection(service))
         .await
         .map_err(|error| error.to_string())
+}
+
+/// Runtime threads: the configured `workers`, else one per core.
+fn worker_count(config: &Config) -> usize {
+    config
+        .workers
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, std::num::NonZero::get))
 }
 
 async fn run(config: Config, aauth: AAuth) -> Result<(), String> {
@@ -166,7 +234,7 @@ async fn run(config: Config, aauth: AAuth) -> Result<(), String> {
                 config.listen,
                 config.batch_verification.as_str()
             );
-            serve_proxy(config.listen, verified).await
+            serve_proxy(config.listen, verified, worker_count(&config)).await
         }
         Mode::AuthRequest => {
             let verified = service::verified_path(&aauth, &config, allow);
@@ -233,15 +301,17 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    // One thread: no hand-offs between workers (less CPU per request, one core);
-    // otherwise a work-stealing runtime on that many threads (every core by default).
-    let runtime = match config.workers {
-        Some(1) => tokio::runtime::Builder::new_current_thread().enable_all().build(),
-        Some(n) => tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(n)
+    // The reverse proxy runs one single-threaded runtime per worker (see `serve_proxy`);
+    // the other modes a work-stealing runtime on that many threads (every core by
+    // default), or one thread.
+    let workers = worker_count(&config);
+    let runtime = if workers == 1 || config.mode == Mode::ReverseProxy {
+        tokio::runtime::Builder::new_current_thread().enable_all().build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(workers)
             .enable_all()
-            .build(),
-        None => tokio::runtime::Builder::new_multi_thread().enable_all().build(),
+            .build()
     };
     let runtime = match runtime {
         Ok(runtime) => runtime,

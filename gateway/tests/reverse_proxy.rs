@@ -374,6 +374,69 @@ fn one_connection() -> reqwest::Client {
         .unwrap()
 }
 
+/// Sockets listening on `port` (IPv4), from the kernel's table.
+fn listeners_on(port: u16) -> usize {
+    let table = std::fs::read_to_string("/proc/net/tcp").expect("/proc/net/tcp");
+    let local = format!(":{port:04X}");
+    table
+        .lines()
+        .skip(1)
+        .filter(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            fields.get(1).is_some_and(|address| address.ends_with(&local)) && fields.get(3) == Some(&"0A")
+        })
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_worker_accepts_on_its_own_listener_of_the_one_address() {
+    bounded(async {
+        for workers in [1, 3] {
+            let parties = Parties::start().await;
+            let upstream = Upstream::start().await;
+            let keys = key_directory();
+            let port = free_port();
+            let text = config(
+                "reverse-proxy",
+                &format!("http://127.0.0.1:{port}"),
+                port,
+                keys.path(),
+                &parties.auth_origin,
+                &format!("upstream = \"http://127.0.0.1:{}\"\nworkers = {workers}", upstream.port),
+            );
+            let gateway = Gateway::start(&text, port);
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while listeners_on(port) < workers && std::time::Instant::now() < deadline {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            assert_eq!(listeners_on(port), workers, "one listener per worker");
+            // Connections spread over the workers are all served.
+            let proxy = ReverseProxy {
+                parties,
+                upstream,
+                gateway,
+                _keys: keys,
+            };
+            for age in 1..=6 {
+                let client = one_connection();
+                let mut request = Request::builder()
+                    .uri(format!("{}/whoami", proxy.gateway.origin()))
+                    .body(Vec::new())
+                    .unwrap();
+                proxy.parties.agent.sign_with(
+                    &mut request,
+                    &proxy.parties.source(),
+                    now() - age,
+                    &SignOptions::default(),
+                );
+                let (status, echoed) = send_on(&client, request).await;
+                assert_eq!(status, StatusCode::OK, "{echoed}");
+            }
+        }
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_downstream_connection_keeps_its_own_upstream_connection() {
     bounded(async {
