@@ -25,6 +25,11 @@ impl ReverseProxy {
     }
 
     async fn start_for(parties: Parties) -> ReverseProxy {
+        ReverseProxy::start_with(parties, "").await
+    }
+
+    /// With `extra` configuration lines.
+    async fn start_with(parties: Parties, extra: &str) -> ReverseProxy {
         let upstream = Upstream::start().await;
         let keys = key_directory();
         let port = free_port();
@@ -34,7 +39,7 @@ impl ReverseProxy {
             port,
             keys.path(),
             &parties.auth_origin,
-            &format!("upstream = \"http://127.0.0.1:{}\"", upstream.port),
+            &format!("upstream = \"http://127.0.0.1:{}\"\n{extra}", upstream.port),
         );
         let gateway = Gateway::start(&text, port);
         ReverseProxy {
@@ -392,31 +397,14 @@ fn listeners_on(port: u16) -> usize {
 async fn each_worker_accepts_on_its_own_listener_of_the_one_address() {
     bounded(async {
         for workers in [1, 3] {
-            let parties = Parties::start().await;
-            let upstream = Upstream::start().await;
-            let keys = key_directory();
-            let port = free_port();
-            let text = config(
-                "reverse-proxy",
-                &format!("http://127.0.0.1:{port}"),
-                port,
-                keys.path(),
-                &parties.auth_origin,
-                &format!("upstream = \"http://127.0.0.1:{}\"\nworkers = {workers}", upstream.port),
-            );
-            let gateway = Gateway::start(&text, port);
+            let proxy = ReverseProxy::start_with(Parties::start().await, &format!("workers = {workers}")).await;
+            let port = proxy.gateway.port;
             let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
             while listeners_on(port) < workers && std::time::Instant::now() < deadline {
                 tokio::time::sleep(std::time::Duration::from_millis(20)).await;
             }
             assert_eq!(listeners_on(port), workers, "one listener per worker");
             // Connections spread over the workers are all served.
-            let proxy = ReverseProxy {
-                parties,
-                upstream,
-                gateway,
-                _keys: keys,
-            };
             for age in 1..=6 {
                 let client = one_connection();
                 let mut request = Request::builder()
