@@ -7,72 +7,14 @@
 mod support;
 
 use http::{Request, StatusCode};
-use support::scenarios::Front;
-use support::{Gateway, Parties, TempDir, Upstream, bounded, config, free_port, key_directory, now, send};
-use tower_aauth::testing::SignOptions;
+use support::{Parties, ReverseProxy, TempDir, bounded, config, key_directory, send};
 
 /// The values, each with what `--check` reports for it.
 const VALUES: [&str; 3] = ["off", "concurrent", "eager"];
 
 /// A reverse proxy whose file sets `batch_verification = "{value}"`.
-struct Batching {
-    parties: Parties,
-    upstream: Upstream,
-    gateway: Gateway,
-    _keys: TempDir,
-}
-
-impl Batching {
-    async fn start(value: &str) -> Batching {
-        let parties = Parties::start().await;
-        let upstream = Upstream::start().await;
-        let keys = key_directory();
-        let port = free_port();
-        let text = config(
-            "reverse-proxy",
-            &format!("http://127.0.0.1:{port}"),
-            port,
-            keys.path(),
-            &parties.auth_origin,
-            &format!(
-                "upstream = \"http://127.0.0.1:{}\"\nbatch_verification = \"{value}\"",
-                upstream.port
-            ),
-        );
-        let gateway = Gateway::start(&text, port);
-        Batching {
-            parties,
-            upstream,
-            gateway,
-            _keys: keys,
-        }
-    }
-
-    fn front(&self) -> Front<'_> {
-        Front {
-            origin: self.gateway.origin(),
-            upstream: &self.upstream,
-            parties: &self.parties,
-            strips_every_prefixed: true,
-            problem_codes: true,
-        }
-    }
-
-    /// A signed `GET /whoami`, its signature created `age` seconds ago (distinct ages:
-    /// distinct signatures).
-    fn whoami(&self, age: u64) -> Request<Vec<u8>> {
-        let mut request = Request::builder()
-            .uri(format!("{}/whoami", self.gateway.origin()))
-            .body(Vec::new())
-            .unwrap();
-        self.parties.agent.sign_with(
-            &mut request,
-            &self.parties.source(),
-            now() - age,
-            &SignOptions::default(),
-        );
-        request
-    }
+async fn batching(value: &str) -> ReverseProxy {
+    ReverseProxy::start_with(Parties::start().await, &format!("batch_verification = \"{value}\"")).await
 }
 
 /// Flips one base64 character inside the `Signature` byte sequence.
@@ -90,7 +32,7 @@ fn tamper(request: &mut Request<Vec<u8>>) {
 async fn with_each_batch_verification_value_the_seed_flow_and_every_refusal_behave() {
     bounded(async {
         for value in VALUES {
-            let proxy = Batching::start(value).await;
+            let proxy = batching(value).await;
             proxy.front().seed_flow_and_every_refusal(StatusCode::NOT_FOUND).await;
         }
     })
@@ -104,7 +46,7 @@ async fn with_each_batch_verification_value_the_seed_flow_and_every_refusal_beha
 async fn a_concurrent_burst_with_one_tampered_signature_refuses_that_request_only() {
     bounded(async {
         for value in VALUES {
-            let proxy = Batching::start(value).await;
+            let proxy = batching(value).await;
             // Warm: the agent's keys fetched and cached before the burst.
             let (status, _, echoed) = send(proxy.whoami(40)).await;
             assert_eq!(status, StatusCode::OK, "batching {value}: {echoed}");

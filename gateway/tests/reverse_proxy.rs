@@ -8,58 +8,10 @@ use std::time::Duration;
 
 use http::{Method, Request, StatusCode};
 use serde_json::json;
-use support::scenarios::Front;
-use support::{Gateway, Parties, TempDir, Upstream, bounded, config, free_port, key_directory, now, send};
+use support::{
+    Gateway, Parties, ReverseProxy, TempDir, Upstream, bounded, config, free_port, key_directory, now, send,
+};
 use tower_aauth::testing::{BotDirectory, SignOptions};
-
-struct ReverseProxy {
-    parties: Parties,
-    upstream: Upstream,
-    gateway: Gateway,
-    _keys: TempDir,
-}
-
-impl ReverseProxy {
-    async fn start() -> ReverseProxy {
-        ReverseProxy::start_for(Parties::start().await).await
-    }
-
-    async fn start_for(parties: Parties) -> ReverseProxy {
-        ReverseProxy::start_with(parties, "").await
-    }
-
-    /// With `extra` configuration lines.
-    async fn start_with(parties: Parties, extra: &str) -> ReverseProxy {
-        let upstream = Upstream::start().await;
-        let keys = key_directory();
-        let port = free_port();
-        let text = config(
-            "reverse-proxy",
-            &format!("http://127.0.0.1:{port}"),
-            port,
-            keys.path(),
-            &parties.auth_origin,
-            &format!("upstream = \"http://127.0.0.1:{}\"\n{extra}", upstream.port),
-        );
-        let gateway = Gateway::start(&text, port);
-        ReverseProxy {
-            parties,
-            upstream,
-            gateway,
-            _keys: keys,
-        }
-    }
-
-    fn front(&self) -> Front<'_> {
-        Front {
-            origin: self.gateway.origin(),
-            upstream: &self.upstream,
-            parties: &self.parties,
-            strips_every_prefixed: true,
-            problem_codes: true,
-        }
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_seed_flow_and_every_refusal_behave_through_the_reverse_proxy() {
@@ -407,16 +359,7 @@ async fn each_worker_accepts_on_its_own_listener_of_the_one_address() {
             // Connections spread over the workers are all served.
             for age in 1..=6 {
                 let client = one_connection();
-                let mut request = Request::builder()
-                    .uri(format!("{}/whoami", proxy.gateway.origin()))
-                    .body(Vec::new())
-                    .unwrap();
-                proxy.parties.agent.sign_with(
-                    &mut request,
-                    &proxy.parties.source(),
-                    now() - age,
-                    &SignOptions::default(),
-                );
+                let request = proxy.whoami(age);
                 let (status, echoed) = send_on(&client, request).await;
                 assert_eq!(status, StatusCode::OK, "{echoed}");
             }

@@ -345,3 +345,69 @@ pub async fn bounded<F: std::future::Future>(future: F) -> F::Output {
         .await
         .expect("the scenario finished within 90 s")
 }
+
+/// The gateway as a reverse proxy in front of an echo upstream, for the parties.
+pub struct ReverseProxy {
+    pub parties: Parties,
+    pub upstream: Upstream,
+    pub gateway: Gateway,
+    _keys: TempDir,
+}
+
+impl ReverseProxy {
+    pub async fn start() -> ReverseProxy {
+        ReverseProxy::start_for(Parties::start().await).await
+    }
+
+    pub async fn start_for(parties: Parties) -> ReverseProxy {
+        ReverseProxy::start_with(parties, "").await
+    }
+
+    /// With `extra` top-level configuration lines.
+    pub async fn start_with(parties: Parties, extra: &str) -> ReverseProxy {
+        let upstream = Upstream::start().await;
+        let keys = key_directory();
+        let port = free_port();
+        let text = config(
+            "reverse-proxy",
+            &format!("http://127.0.0.1:{port}"),
+            port,
+            keys.path(),
+            &parties.auth_origin,
+            &format!("upstream = \"http://127.0.0.1:{}\"\n{extra}", upstream.port),
+        );
+        let gateway = Gateway::start(&text, port);
+        ReverseProxy {
+            parties,
+            upstream,
+            gateway,
+            _keys: keys,
+        }
+    }
+
+    pub fn front(&self) -> scenarios::Front<'_> {
+        scenarios::Front {
+            origin: self.gateway.origin(),
+            upstream: &self.upstream,
+            parties: &self.parties,
+            strips_every_prefixed: true,
+            problem_codes: true,
+        }
+    }
+
+    /// A signed `GET /whoami`, its signature created `age` seconds ago (distinct ages:
+    /// distinct signatures).
+    pub fn whoami(&self, age: u64) -> Request<Vec<u8>> {
+        let mut request = Request::builder()
+            .uri(format!("{}/whoami", self.gateway.origin()))
+            .body(Vec::new())
+            .unwrap();
+        self.parties.agent.sign_with(
+            &mut request,
+            &self.parties.source(),
+            now() - age,
+            &tower_aauth::testing::SignOptions::default(),
+        );
+        request
+    }
+}
