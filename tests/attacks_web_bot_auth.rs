@@ -929,15 +929,7 @@ async fn a_copy_whose_body_arrives_after_the_signature_expired_is_refused() {
         .headers_mut()
         .insert("content-digest", http::HeaderValue::from_static(HELLO_SHA256));
     let mut options = BotSignOptions::default();
-    options.components = Some(
-        [
-            r#""@authority""#,
-            r#""signature-agent";key="agent1""#,
-            r#""content-digest""#,
-        ]
-        .map(str::to_owned)
-        .to_vec(),
-    );
+    with_digest(&mut options);
     // The entry lives expires - now + skew + 1 = 2 s.
     options.expires = Some(NOW + 1);
     world.signer.sign_with(&mut original, NOW, &options);

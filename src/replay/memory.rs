@@ -113,7 +113,8 @@ impl MemoryReplayStore {
         self.inner.capacity
     }
 
-    /// Live entries (expired ones are removed first).
+    /// Entries held: expired ones are removed first, unless a sweep is already running
+    /// (then some of them may still be counted).
     pub fn len(&self) -> u64 {
         self.inner.sweep_unless_sweeping(self.inner.now());
         self.inner.held.load(Ordering::Acquire)
