@@ -111,9 +111,9 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use curve25519_dalek::constants::ED25519_BASEPOINT_POINT;
-use curve25519_dalek::edwards::{CompressedEdwardsY, EdwardsPoint};
+use curve25519_dalek::edwards::{CompressedEdwardsY, EdwardsPoint, VartimeEdwardsPrecomputation};
 use curve25519_dalek::scalar::Scalar;
-use curve25519_dalek::traits::{IsIdentity, VartimeMultiscalarMul};
+use curve25519_dalek::traits::{IsIdentity, VartimeMultiscalarMul, VartimePrecomputedMultiscalarMul};
 use ed25519_dalek::VerifyingKey;
 use sha2::{Digest, Sha512};
 use tokio::sync::oneshot;
@@ -240,6 +240,14 @@ fn is_canonical_y(bytes: &[u8; 32]) -> bool {
     // (the last one with the sign bit masked) and the first is ≥ 0xed.
     let top = bytes[31] & 0x7f;
     !(top == 0x7f && bytes[1..31].iter().all(|&b| b == 0xff) && bytes[0] >= 0xed)
+}
+
+impl Prepared {
+    /// `verify_strict`'s equation, `[s]B − [k]A = R`, through a table of `B` and `−A`
+    /// built for this signature's key ([`crate::key_table`]).
+    pub(crate) fn equation_holds_with(&self, table: &VartimeEdwardsPrecomputation) -> bool {
+        table.vartime_multiscalar_mul([self.s, self.k]) == self.r
+    }
 }
 
 /// `verify_strict`'s equation for one prepared signature: `[s]B − [k]A = R`.

@@ -28,6 +28,7 @@ mod extract;
 mod future;
 mod httpsig;
 mod jose;
+mod key_table;
 mod keyring;
 mod layer;
 mod legacy;
@@ -115,6 +116,7 @@ pub mod engine {
         AlgPolicy, MAX_JSON_DEPTH, MAX_JWT_LEN, UnverifiedJws, b64url, b64url_decode, parse_json_object,
         thumbprint_of_x, thumbprints_match,
     };
+    pub use crate::key_table::verify_through_table;
     pub use crate::legacy::{LegacyMember, is_legacy_signature_key, signature_key_member};
     pub use crate::names::{alg, claim, code, dwk, header, path, poll, problem, requirement, scheme, typ};
     pub use crate::policy::identity::is_agent_identifier;

@@ -1,6 +1,6 @@
-//! Batch verification (`AAuthBuilder::batch_verification`): the same decisions as
-//! `verify_strict` on every published vector and on crafted small-order and mixed-order
-//! signatures, batches formed by concurrent requests through the layer, bisection that
+//! Batch verification (`AAuthBuilder::batch_verification`) and per-key tables: the same
+//! decisions as `verify_strict` on every published vector and on crafted small-order and
+//! mixed-order signatures, batches formed by concurrent requests through the layer, bisection that
 //! refuses exactly the bad members, backoff under failures, and no request waiting on
 //! one that went away. Counters (`AAuth::batch_stats`) show what happened, not timing.
 
@@ -21,7 +21,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha512};
 use support::harness::*;
 use tower::{Layer, Service, ServiceExt};
-use tower_aauth::engine::{BatchStats, decide_batch};
+use tower_aauth::engine::{BatchStats, decide_batch, verify_through_table};
 use tower_aauth::testing::{KeySource, ManualClock, TestAgent, TestIssuer};
 use tower_aauth::{AAuth, BatchOptions, wire};
 
@@ -169,6 +169,38 @@ fn all_published_vectors_in_one_batch_are_decided_as_verify_strict_decides_them(
     assert_batch_agrees(&members, "all vectors");
 }
 
+#[test]
+fn every_published_vector_is_decided_through_a_key_table_as_verify_strict_decides_it() {
+    let mut decided = 0;
+    for (i, (public_key, message, signature)) in published_vectors().into_iter().enumerate() {
+        let Ok(public_key) = <[u8; 32]>::try_from(public_key.as_slice()) else {
+            continue;
+        };
+        let Ok(key) = VerifyingKey::from_bytes(&public_key) else {
+            continue;
+        };
+        let through_table = verify_through_table(&key, &message, &signature).expect("a table");
+        assert_eq!(through_table, strict(&key, &message, &signature), "vector {i}");
+        decided += 1;
+    }
+    assert!(decided >= 150, "the keys of almost every case decompress ({decided})");
+}
+
+#[test]
+fn crafted_small_order_and_mixed_order_cases_are_decided_through_a_key_table_as_verify_strict_decides_them() {
+    let mut strict_accepted = 0;
+    for (name, key, signature) in crafted_cases() {
+        let strict = strict(&key, CRAFTED_MESSAGE, &signature);
+        strict_accepted += usize::from(strict);
+        let through_table = verify_through_table(&key, CRAFTED_MESSAGE, &signature).expect("a table");
+        assert_eq!(through_table, strict, "{name}");
+    }
+    assert!(
+        strict_accepted >= 7,
+        "the seven strict-valid mixed-order-key signatures at least"
+    );
+}
+
 /// A signer whose public point may carry a torsion component: `A = [a]B + T`.
 struct Crafted {
     a: Scalar,
@@ -223,10 +255,13 @@ impl Crafted {
     }
 }
 
-#[test]
-fn crafted_small_order_and_mixed_order_cases_are_decided_as_verify_strict_decides_them() {
+/// The message every crafted case signs.
+const CRAFTED_MESSAGE: &[u8] = b"crafted";
+
+/// Small-order, mixed-order and non-canonical signatures over [`CRAFTED_MESSAGE`], named.
+fn crafted_cases() -> Vec<(String, VerifyingKey, Vec<u8>)> {
     let identity = EdwardsPoint::default();
-    let message = b"crafted".as_slice();
+    let message = CRAFTED_MESSAGE;
     let mut cases: Vec<(String, VerifyingKey, Vec<u8>)> = Vec::new();
     // Small-order public keys with the trivial signature (R = identity, s = 0) and with
     // R of small order.
@@ -271,6 +306,13 @@ fn crafted_small_order_and_mixed_order_cases_are_decided_as_verify_strict_decide
     let l_plus = (num_add_l(s.to_bytes())).to_vec();
     malleated[32..].copy_from_slice(&l_plus);
     cases.push(("s + ℓ".into(), honest_key.verifying_key(), malleated.to_vec()));
+    cases
+}
+
+#[test]
+fn crafted_small_order_and_mixed_order_cases_are_decided_as_verify_strict_decides_them() {
+    let message = CRAFTED_MESSAGE;
+    let cases = crafted_cases();
 
     let mut strict_accepted = 0;
     for (name, key, signature) in &cases {
