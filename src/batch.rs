@@ -42,20 +42,23 @@
 //! not decompressed again and the coefficients are secret and have the residue we need
 //! (`verify_batch` derives them deterministically from the batch's own contents).
 //!
-//! The multiscalar multiplication works with scalars reduced mod `ℓ`: the coefficient of
-//! `Aᵢ` is `cᵢ = zᵢkᵢ mod ℓ`, not the integer `zᵢkᵢ`. On the prime-order subgroup that
-//! is the same; on a torsion component of `Aᵢ` (order dividing 8, and `ℓ` is odd) it is
-//! not. Write `Eᵢ = Pᵢ + Tᵢ` (prime-order part, torsion part) and `T(X)` for the torsion
-//! component of a point `X`. What a batch checks is `Σ zᵢPᵢ = 0` and
-//! `Σ (zᵢ·T(Rᵢ) + cᵢ·T(Aᵢ)) = 0`.
+//! The multiscalar multiplication works with scalars reduced mod `ℓ`, and members that
+//! share a key share one term (a busy agent's requests often fill a batch): the
+//! coefficient of a distinct key `A` is `c_A = Σ zᵢkᵢ mod ℓ` over the members signed by
+//! `A`, not the integer sum of the `zᵢkᵢ`. On the prime-order subgroup that is the same;
+//! on a torsion component of `A` (order dividing 8, and `ℓ` is odd) it is not. Write
+//! `Eᵢ = Pᵢ + Tᵢ` (prime-order part, torsion part) and `T(X)` for the torsion component
+//! of a point `X`. What a batch checks is `Σ zᵢPᵢ = 0` and
+//! `Σᵢ zᵢ·T(Rᵢ) + Σ_A c_A·T(A) = 0`. When every member has one key and that key has a
+//! table ([`crate::key_table`]), the same sum is computed through the table.
 //!
 //! * The prime-order parts of members `verify_strict` refuses cancel with probability
 //!   about 2⁻¹²⁰ over the secret `wᵢ`: a batch with such a member fails.
 //! * A member `verify_strict` accepts has `Pᵢ = 0` and `T(Rᵢ) = −kᵢ·T(Aᵢ)`. When its
 //!   key is torsion-free (every key made by Ed25519 key generation is) its torsion term
 //!   is 0 too. When its key has a torsion component (a "mixed-order" key, which
-//!   `verify_strict` accepts), its torsion term is `(cᵢ − zᵢkᵢ)·T(Aᵢ)`, usually not 0:
-//!   the batch fails.
+//!   `verify_strict` accepts), the torsion terms of that key's members add up to
+//!   `(c_A − Σ zᵢkᵢ)·T(A)`, usually not 0: the batch fails.
 //! * So a failed batch proves nothing about any one member. It is bisected (below) and
 //!   every member of a part of one is decided by `[s]B − [k]A = R` — `verify_strict`'s
 //!   own equation — whatever the bisection suggested: a strictly valid signature is
@@ -68,7 +71,7 @@
 //! never when it is the only such member and its key is torsion-free (its term is then
 //! `zᵢ·T(Rᵢ)` with `zᵢ ≡ 1 mod 8`, never 0); sometimes when two or more such members
 //! cancel (two with the same order-2 `T(Rᵢ)` do), or when its key has a torsion
-//! component (its term `cᵢ·T(Aᵢ)` is 0 with probability `1/ord T(Aᵢ)` over the secret
+//! component (its key's term is 0 with probability about `1/ord T(A)` over the secret
 //! coefficients). Then it is accepted where `verify_strict` refuses it.
 //!
 //! Making `Pᵢ = 0` means solving `[s]B = R' + [k]A'` for the prime-order parts `R'`,
@@ -105,8 +108,8 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -117,6 +120,9 @@ use curve25519_dalek::traits::{IsIdentity, VartimeMultiscalarMul, VartimePrecomp
 use ed25519_dalek::VerifyingKey;
 use sha2::{Digest, Sha512};
 use tokio::sync::oneshot;
+
+use crate::jose::Jwk;
+use crate::key_table::KeyTable;
 
 /// Submissions verified singly after a first failed batch.
 pub(crate) const BACKOFF_INITIAL: u64 = 1024;
@@ -197,12 +203,16 @@ impl BatchOptions {
 
 /// A signature that passed every check `verify_strict` makes besides its equation,
 /// with its challenge computed.
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 pub(crate) struct Prepared {
     r: EdwardsPoint,
     a: EdwardsPoint,
     s: Scalar,
     k: Scalar,
+    /// The key's encoding: members of one key share its term of a batch equation.
+    key: [u8; 32],
+    /// The key's table state ([`crate::key_table`]), when the key came with one.
+    table: Option<Arc<KeyTable>>,
 }
 
 /// `verify_strict`'s checks other than its equation, in its order (see the module docs);
@@ -231,7 +241,28 @@ pub(crate) fn prepare(key: &VerifyingKey, message: &[u8], signature: &[u8; 64]) 
         a: key.to_edwards(),
         s,
         k,
+        key: *key.as_bytes(),
+        table: None,
     })
+}
+
+impl Prepared {
+    /// `verify_strict`'s equation, `[s]B − [k]A = R`, through a table of `B` and `−A`
+    /// built for this signature's key ([`crate::key_table`]).
+    pub(crate) fn equation_holds_with(&self, table: &VartimeEdwardsPrecomputation) -> bool {
+        table.vartime_multiscalar_mul([self.s, self.k]) == self.r
+    }
+
+    /// This signature with its key's table state, which the batch uses when the key has
+    /// a table and which the batch's verdict counts toward one.
+    pub(crate) fn with_table(mut self, table: &Arc<KeyTable>) -> Self {
+        self.table = Some(table.clone());
+        self
+    }
+
+    fn built_table(&self) -> Option<&VartimeEdwardsPrecomputation> {
+        self.table.as_deref().and_then(KeyTable::built)
+    }
 }
 
 /// Whether the 255-bit `y` of an Edwards point encoding is below `p = 2²⁵⁵ − 19`.
@@ -242,21 +273,18 @@ fn is_canonical_y(bytes: &[u8; 32]) -> bool {
     !(top == 0x7f && bytes[1..31].iter().all(|&b| b == 0xff) && bytes[0] >= 0xed)
 }
 
-impl Prepared {
-    /// `verify_strict`'s equation, `[s]B − [k]A = R`, through a table of `B` and `−A`
-    /// built for this signature's key ([`crate::key_table`]).
-    pub(crate) fn equation_holds_with(&self, table: &VartimeEdwardsPrecomputation) -> bool {
-        table.vartime_multiscalar_mul([self.s, self.k]) == self.r
-    }
-}
-
 /// `verify_strict`'s equation for one prepared signature: `[s]B − [k]A = R`.
 pub(crate) fn verify_single(prepared: &Prepared) -> bool {
+    if let Some(table) = prepared.built_table() {
+        return prepared.equation_holds_with(table);
+    }
     let recomputed = EdwardsPoint::vartime_double_scalar_mul_basepoint(&prepared.k, &(-prepared.a), &prepared.s);
     recomputed == prepared.r
 }
 
-/// `Σ zᵢ(Rᵢ + kᵢAᵢ − sᵢB) = 0` over `members` with their coefficients.
+/// `Σ zᵢ(Rᵢ + kᵢAᵢ − sᵢB) = 0` over `members` with their coefficients, computed as
+/// `Σ zᵢRᵢ + Σⱼ (Σ_{i: Aᵢ = Aⱼ} zᵢkᵢ) Aⱼ − (Σ zᵢsᵢ) B`: one term per distinct key, and
+/// through the key's table when every member has the one key and it has a table.
 fn equation_holds(
     members: &[Prepared],
     zs: &[Scalar],
@@ -266,12 +294,42 @@ fn equation_holds(
     scalars.clear();
     points.clear();
     let mut b = Scalar::ZERO;
+    let Some(first) = members.first() else {
+        return true;
+    };
+    if let Some(table) = first.built_table()
+        && members.iter().all(|member| member.key == first.key)
+    {
+        let mut c = Scalar::ZERO;
+        for (member, z) in members.iter().zip(zs) {
+            b += z * member.s;
+            c += z * member.k;
+            scalars.push(*z);
+            points.push(member.r);
+        }
+        // The table holds `B` and `−A`: `[−b]B + [−c](−A) + Σ zᵢRᵢ`.
+        return table
+            .vartime_mixed_multiscalar_mul([-b, -c], scalars.iter(), points.iter())
+            .is_identity();
+    }
     for (member, z) in members.iter().zip(zs) {
         b += z * member.s;
         scalars.push(*z);
         points.push(member.r);
-        scalars.push(z * member.k);
-        points.push(member.a);
+    }
+    // Each distinct key's term after the `R` terms; a batch holds at most a few
+    // hundred members, so a scan finds a key's term.
+    let mut keys: Vec<&[u8; 32]> = Vec::new();
+    for (member, z) in members.iter().zip(zs) {
+        let c = z * member.k;
+        match keys.iter().position(|key| **key == member.key) {
+            Some(j) => scalars[members.len() + j] += c,
+            None => {
+                keys.push(&member.key);
+                scalars.push(c);
+                points.push(member.a);
+            }
+        }
     }
     scalars.push(-b);
     points.push(ED25519_BASEPOINT_POINT);
@@ -550,7 +608,7 @@ impl Batcher {
     /// Submits a signature (`signature` of 64 bytes).
     pub(crate) fn submit<'b>(
         self: &'b std::sync::Arc<Self>,
-        key: &VerifyingKey,
+        key: &Jwk,
         message: &[u8],
         signature: &[u8; 64],
     ) -> Submitted<'b> {
@@ -563,10 +621,11 @@ impl Batcher {
             self.counters.backed_off.fetch_add(1, Ordering::Relaxed);
             return Submitted::Now(Busy(self));
         }
-        let Some(prepared) = prepare(key, message, signature) else {
+        let Some(prepared) = prepare(key.verifying_key(), message, signature) else {
             self.busy.fetch_sub(1, Ordering::AcqRel);
             return Submitted::Refused;
         };
+        let prepared = prepared.with_table(key.key_table());
         self.counters.batched.fetch_add(1, Ordering::Relaxed);
         let (sender, receiver) = oneshot::channel();
         let member = Member {
@@ -644,9 +703,14 @@ impl Batcher {
         if size == 0 {
             return;
         }
-        let prepared: Vec<Prepared> = members.iter().map(|m| m.prepared).collect();
+        let prepared: Vec<Prepared> = members.iter().map(|m| m.prepared.clone()).collect();
         let mut verdicts = vec![false; size];
         let decided = decide(&prepared, &mut verdicts);
+        for (member, _) in prepared.iter().zip(&verdicts).filter(|(_, valid)| **valid) {
+            if let Some(table) = &member.table {
+                table.count_verified(&member.a);
+            }
+        }
         let counters = &self.counters;
         counters.batches.fetch_add(1, Ordering::Relaxed);
         counters.equations.fetch_add(decided.equations, Ordering::Relaxed);
@@ -693,17 +757,40 @@ impl Batcher {
 /// Decides `signatures` (key, message, signature) as one batch, through the checks and
 /// the batch equation with bisection: the engine's answer, for the conformance tests.
 pub fn decide_batch(signatures: &[(VerifyingKey, &[u8], &[u8])]) -> Vec<bool> {
+    decide_batch_with(signatures, false)
+}
+
+/// [`decide_batch`] with every key's table built first, as a key that has verified a few
+/// signatures has one: the table paths of the batch equation and of single checks.
+pub fn decide_batch_through_tables(signatures: &[(VerifyingKey, &[u8], &[u8])]) -> Vec<bool> {
+    decide_batch_with(signatures, true)
+}
+
+fn decide_batch_with(signatures: &[(VerifyingKey, &[u8], &[u8])], tables: bool) -> Vec<bool> {
     let mut verdicts = vec![false; signatures.len()];
     let mut members = Vec::new();
     let mut places = Vec::new();
+    let mut built: Vec<([u8; 32], Arc<KeyTable>)> = Vec::new();
     for (i, (key, message, signature)) in signatures.iter().enumerate() {
         let Ok(signature) = <&[u8; 64]>::try_from(*signature) else {
             continue;
         };
-        if let Some(prepared) = prepare(key, message, signature) {
-            members.push(prepared);
-            places.push(i);
+        let Some(mut prepared) = prepare(key, message, signature) else {
+            continue;
+        };
+        if tables {
+            let table = match built.iter().find(|(bytes, _)| bytes == key.as_bytes()) {
+                Some((_, table)) => table.clone(),
+                None => {
+                    let table = Arc::new(crate::key_table::built_without_budget(&key.to_edwards()));
+                    built.push((*key.as_bytes(), table.clone()));
+                    table
+                }
+            };
+            prepared = prepared.with_table(&table);
         }
+        members.push(prepared);
+        places.push(i);
     }
     let mut decided = vec![false; members.len()];
     decide(&members, &mut decided);

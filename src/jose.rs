@@ -308,6 +308,11 @@ impl Jwk {
         self.table.verify(&self.key, message, &bytes)
     }
 
+    /// The table state every copy of this key shares.
+    pub(crate) fn key_table(&self) -> &Arc<KeyTable> {
+        &self.table
+    }
+
     /// Whether this key (any copy of it) verifies through its own table.
     #[cfg(test)]
     pub(crate) fn has_table(&self) -> bool {

@@ -25,7 +25,8 @@
 //! # Bounded
 //!
 //! Only signatures that verified count toward [`TABLE_AFTER`], so a flood of forgeries
-//! builds nothing. At most [`MAX_TABLES`] tables exist in the process at once; a table
+//! builds nothing. At most [`MAX_TABLES`] tables exist in the process at once (about
+//! 10 MiB: the tables' memory is bounded whatever the caches holding keys weigh); a table
 //! is freed with the last copy of its key (when the caches holding the key drop it), and
 //! a key that finds the bound reached verifies with `verify_strict` and asks again every
 //! [`RETRY_EVERY`] verifications. Someone with many keys of their own can hold tables up
@@ -36,7 +37,7 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 
 use curve25519_dalek::constants::ED25519_BASEPOINT_POINT;
-use curve25519_dalek::edwards::VartimeEdwardsPrecomputation;
+use curve25519_dalek::edwards::{EdwardsPoint, VartimeEdwardsPrecomputation};
 use curve25519_dalek::traits::VartimePrecomputedMultiscalarMul;
 use ed25519_dalek::{Signature, VerifyingKey};
 
@@ -126,9 +127,14 @@ impl KeyTable {
         }
         let valid = key.verify_strict(message, &Signature::from_bytes(signature)).is_ok();
         if valid {
-            self.count_verified(key);
+            self.count_verified(&key.to_edwards());
         }
         valid
+    }
+
+    /// The table, once built.
+    pub(crate) fn built(&self) -> Option<&VartimeEdwardsPrecomputation> {
+        self.table.get()
     }
 
     /// Whether this key verifies through a table.
@@ -137,7 +143,9 @@ impl KeyTable {
         self.table.get().is_some()
     }
 
-    fn count_verified(&self, key: &VerifyingKey) {
+    /// Counts one signature verified with the key `a` (outside [`KeyTable::verify`]: in
+    /// a batch), building the table when it is due.
+    pub(crate) fn count_verified(&self, a: &EdwardsPoint) {
         let before = self
             .verified
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_add(1))
@@ -146,29 +154,36 @@ impl KeyTable {
         // One caller sees each count, so at most one builds at a time for a key.
         let due = count == TABLE_AFTER || (count > TABLE_AFTER && (count - TABLE_AFTER).is_multiple_of(RETRY_EVERY));
         if due {
-            self.build(key);
+            self.build(a);
         }
     }
 
     /// Builds the table now, within the budget.
-    fn build(&self, key: &VerifyingKey) {
+    fn build(&self, a: &EdwardsPoint) {
         if !self.budget.reserve() {
             return;
         }
-        let table = VartimeEdwardsPrecomputation::new([ED25519_BASEPOINT_POINT, -key.to_edwards()]);
+        let table = VartimeEdwardsPrecomputation::new([ED25519_BASEPOINT_POINT, -a]);
         if self.table.set(table).is_err() {
             self.budget.release();
         }
     }
 }
 
+/// A key table built at once, within no budget: for the conformance tests, which must
+/// reach the table paths whatever the process's budget holds.
+pub(crate) fn built_without_budget(a: &EdwardsPoint) -> KeyTable {
+    static UNBOUNDED: TableBudget = TableBudget::new(usize::MAX);
+    let table = KeyTable::with_budget(&UNBOUNDED);
+    table.build(a);
+    table
+}
+
 /// Verifies through a table built for `key` at once (within no budget): the table path
 /// alone, for the conformance tests. `None` when no table could be built.
 pub fn verify_through_table(key: &VerifyingKey, message: &[u8], signature: &[u8]) -> Option<bool> {
-    static UNBOUNDED: TableBudget = TableBudget::new(usize::MAX);
-    let table = KeyTable::with_budget(&UNBOUNDED);
-    table.build(key);
-    table.table.get()?;
+    let table = built_without_budget(&key.to_edwards());
+    table.built()?;
     let Ok(signature) = <&[u8; 64]>::try_from(signature) else {
         return Some(false);
     };

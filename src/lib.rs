@@ -101,7 +101,7 @@ pub mod wire {
 /// **Not part of the stable API**: anything here may change or go in any release.
 #[doc(hidden)]
 pub mod engine {
-    pub use crate::batch::{BatchStats, decide_batch};
+    pub use crate::batch::{BatchStats, decide_batch, decide_batch_through_tables};
     pub use crate::bot::agent::{AgentDirectory, MAX_AGENT_URL, signature_agent_directory};
     pub use crate::bot::verify::is_thumbprint;
     pub use crate::discovery::admission::{admit_url, is_dns_name, is_public_address};

@@ -21,7 +21,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha512};
 use support::harness::*;
 use tower::{Layer, Service, ServiceExt};
-use tower_aauth::engine::{BatchStats, decide_batch, verify_through_table};
+use tower_aauth::engine::{BatchStats, decide_batch, decide_batch_through_tables, verify_through_table};
 use tower_aauth::testing::{KeySource, ManualClock, TestAgent, TestIssuer};
 use tower_aauth::{AAuth, BatchOptions, wire};
 
@@ -84,9 +84,13 @@ fn assert_batch_agrees(members: &[(VerifyingKey, Vec<u8>, Vec<u8>)], what: &str)
         .iter()
         .map(|(k, m, s)| (*k, m.as_slice(), s.as_slice()))
         .collect();
-    let decided = decide_batch(&view);
-    for (i, ((key, message, signature), batch)) in members.iter().zip(decided).enumerate() {
-        assert_eq!(batch, strict(key, message, signature), "{what}: member {i}");
+    for (decider, decided) in [
+        ("batch", decide_batch(&view)),
+        ("batch through tables", decide_batch_through_tables(&view)),
+    ] {
+        for (i, ((key, message, signature), batch)) in members.iter().zip(decided).enumerate() {
+            assert_eq!(batch, strict(key, message, signature), "{what}, {decider}: member {i}");
+        }
     }
 }
 
@@ -122,12 +126,16 @@ fn assert_batch_agrees_but_for_the_corner(members: &[(VerifyingKey, Vec<u8>, Vec
         .iter()
         .map(|(k, m, s)| (*k, m.as_slice(), s.as_slice()))
         .collect();
-    let decided = decide_batch(&view);
-    for (i, ((key, message, signature), batch)) in members.iter().zip(decided).enumerate() {
-        let strict = strict(key, message, signature);
-        let corner = !strict && !key.to_edwards().is_torsion_free() && cofactored_valid(key, message, signature);
-        if !corner {
-            assert_eq!(batch, strict, "{what}: member {i}");
+    for (decider, decided) in [
+        ("batch", decide_batch(&view)),
+        ("batch through tables", decide_batch_through_tables(&view)),
+    ] {
+        for (i, ((key, message, signature), batch)) in members.iter().zip(decided).enumerate() {
+            let strict = strict(key, message, signature);
+            let corner = !strict && !key.to_edwards().is_torsion_free() && cofactored_valid(key, message, signature);
+            if !corner {
+                assert_eq!(batch, strict, "{what}, {decider}: member {i}");
+            }
         }
     }
 }
@@ -199,6 +207,68 @@ fn crafted_small_order_and_mixed_order_cases_are_decided_through_a_key_table_as_
         strict_accepted >= 7,
         "the seven strict-valid mixed-order-key signatures at least"
     );
+}
+
+/// Signatures of one key over distinct messages.
+fn one_key(seed: u8, count: usize) -> Vec<(VerifyingKey, Vec<u8>, Vec<u8>)> {
+    let key = SigningKey::from_bytes(&[seed; 32]);
+    (0..count)
+        .map(|i| {
+            let message = format!("one key, message {i}").into_bytes();
+            let signature = key.sign(&message).to_bytes().to_vec();
+            (key.verifying_key(), message, signature)
+        })
+        .collect()
+}
+
+#[test]
+fn a_batch_of_one_key_is_decided_as_verify_strict_decides_it_with_bad_members_anywhere() {
+    // One key: a single term for the key, and through its table when it has one.
+    assert_batch_agrees(&one_key(60, 16), "16 honest");
+    for bad in [vec![0], vec![7], vec![15], vec![3, 4, 12], (0..16).collect()] {
+        let mut members = one_key(60, 16);
+        for &i in &bad {
+            members[i].2[40] ^= 1;
+        }
+        assert_batch_agrees(&members, &format!("bad {bad:?}"));
+    }
+    // A signature of the key over another member's message: right key, wrong term.
+    let mut members = one_key(60, 8);
+    members[5].1 = members[2].1.clone();
+    assert_batch_agrees(&members, "a message swapped");
+}
+
+#[test]
+fn keys_repeated_among_others_are_decided_as_verify_strict_decides_them() {
+    let mut members: Vec<_> = (0..4u8).flat_map(|seed| one_key(70 + seed, 6)).collect();
+    members.extend(honest(5));
+    assert_batch_agrees(&members, "four keys six times and five others");
+    for bad in [0, 6, 13, 23, 28] {
+        let mut tampered = members.clone();
+        tampered[bad].2[40] ^= 1;
+        assert_batch_agrees(&tampered, &format!("bad {bad}"));
+    }
+}
+
+#[test]
+fn a_mixed_order_key_signing_a_whole_batch_is_never_refused_where_verify_strict_accepts() {
+    for (i, torsion) in EIGHT_TORSION.iter().enumerate().skip(1) {
+        let mixed = Crafted::new(30 + i as u8, *torsion);
+        let mut members: Vec<_> = (0..6)
+            .map(|n| {
+                let message = format!("mixed {n}").into_bytes();
+                (mixed.key(), message.clone(), mixed.sign_strictly(*torsion, &message))
+            })
+            .collect();
+        members.push((
+            mixed.key(),
+            b"cofactored".to_vec(),
+            mixed.sign(9, EdwardsPoint::default(), b"cofactored"),
+        ));
+        for _ in 0..8 {
+            assert_batch_agrees_but_for_the_corner(&members, &format!("torsion #{i}"));
+        }
+    }
 }
 
 /// A signer whose public point may carry a torsion component: `A = [a]B + T`.
