@@ -824,6 +824,35 @@ mod tests {
     }
 
     #[test]
+    fn valid_batch_verdicts_count_toward_the_key_table_and_refused_ones_do_not() {
+        let signer = crate::ResourceKey::from_seed([21; 32]);
+        let key = signer.public_jwk();
+        let batcher = Batcher::new(BatchOptions::new());
+        let members = |count: usize, forged: bool| -> Vec<Member> {
+            (0..count)
+                .map(|i| {
+                    let message = format!("member {i}").into_bytes();
+                    let signed = if forged {
+                        b"another message".to_vec()
+                    } else {
+                        message.clone()
+                    };
+                    let signature = signer.sign_bytes(&signed);
+                    let prepared = prepare(key.verifying_key(), &message, &signature)
+                        .expect("well formed")
+                        .with_table(key.key_table());
+                    let (verdict, _) = oneshot::channel();
+                    Member { prepared, verdict }
+                })
+                .collect()
+        };
+        batcher.run(members(2 * crate::key_table::TABLE_AFTER as usize, true));
+        assert!(!key.has_table(), "refused members count nothing");
+        batcher.run(members(crate::key_table::TABLE_AFTER as usize, false));
+        assert!(key.has_table(), "a batch of valid members earns the table");
+    }
+
+    #[test]
     fn y_at_or_above_p_is_not_canonical() {
         let mut p = [0xff; 32];
         p[0] = 0xed;
