@@ -100,8 +100,8 @@ pub enum AlgPolicy {
 
 /// An Ed25519 public key in JWK form (`kty` `OKP`, `crv` `Ed25519`).
 ///
-/// Copies share one [`KeyTable`]: a key that keeps verifying signatures gets a table that
-/// makes its verifications cheaper (equality ignores it).
+/// Copies share one verification table: a key that keeps verifying signatures gets a
+/// table of its own that makes its verifications cheaper (equality ignores it).
 #[derive(Clone)]
 pub struct Jwk {
     key: VerifyingKey,
