@@ -54,7 +54,7 @@ static PARSED_KEYS: std::sync::LazyLock<moka::sync::Cache<String, Jwk>> = std::s
         .build()
 });
 
-/// Bytes [`PARSED_KEYS`] may hold: about 4 000 keys of the usual size.
+/// Bytes [`PARSED_KEYS`] may hold: about 3 400 keys of the usual size.
 pub(crate) const PARSED_KEY_CACHE_BYTES: u64 = 2 * 1024 * 1024;
 
 /// Longest key text cached. An Ed25519 JWK with `kid`, `alg` and `use` is about 150 bytes
@@ -63,8 +63,9 @@ pub(crate) const PARSED_KEY_CACHE_BYTES: u64 = 2 * 1024 * 1024;
 const MAX_CACHED_KEY_TEXT: usize = 512;
 
 /// What an entry costs besides its text and the key's strings: the `Jwk` itself (the
-/// decompressed point included), the `Arc` of its thumbprint and moka's node.
-const PARSED_KEY_OVERHEAD: usize = 320;
+/// decompressed point included), the `Arc`s of its thumbprint and of its table state
+/// (a built table is bounded apart, by the tables' own budget) and moka's node.
+const PARSED_KEY_OVERHEAD: usize = 400;
 
 /// What [`PARSED_KEYS`] holds, in bytes, added up from its entries after pending
 /// evictions (so it does not take the weigher's word for it).
