@@ -49,8 +49,7 @@
 //! on a torsion component of `A` (order dividing 8, and `ℓ` is odd) it is not. Write
 //! `Eᵢ = Pᵢ + Tᵢ` (prime-order part, torsion part) and `T(X)` for the torsion component
 //! of a point `X`. What a batch checks is `Σ zᵢPᵢ = 0` and
-//! `Σᵢ zᵢ·T(Rᵢ) + Σ_A c_A·T(A) = 0`. When every member has one key and that key has a
-//! table ([`crate::key_table`]), the same sum is computed through the table.
+//! `Σᵢ zᵢ·T(Rᵢ) + Σ_A c_A·T(A) = 0`.
 //!
 //! * The prime-order parts of members `verify_strict` refuses cancel with probability
 //!   about 2⁻¹²⁰ over the secret `wᵢ`: a batch with such a member fails.
@@ -67,12 +66,15 @@
 //! **The one difference** is in the other direction: a member `verify_strict` refuses with
 //! `Pᵢ = 0 ≠ Tᵢ`, a signature valid under the cofactored equation only, whose `R` or
 //! `A` has a torsion component (a mixed-order point; small-order points are refused by
-//! the checks above). It passes a batch when the torsion terms of the batch sum to zero:
-//! never when it is the only such member and its key is torsion-free (its term is then
-//! `zᵢ·T(Rᵢ)` with `zᵢ ≡ 1 mod 8`, never 0); sometimes when two or more such members
-//! cancel (two with the same order-2 `T(Rᵢ)` do), or when its key has a torsion
+//! the checks above). It passes a batch when the torsion terms of the batch sum to zero.
+//! That never happens when its key is torsion-free and no other member of the batch has
+//! a torsion component in its `R` or its key (its term is then `zᵢ·T(Rᵢ)` with
+//! `zᵢ ≡ 1 mod 8`, never 0). It happens sometimes otherwise: when two or more such
+//! members cancel (two with the same order-2 `T(Rᵢ)` do); when its own key has a torsion
 //! component (its key's term is 0 with probability about `1/ord T(A)` over the secret
-//! coefficients). Then it is accepted where `verify_strict` refuses it.
+//! coefficients); and when another member's key has one, even a member whose signature
+//! `verify_strict` accepts (that key's term can cancel this member's). Then it is accepted
+//! where `verify_strict` refuses it.
 //!
 //! Making `Pᵢ = 0` means solving `[s]B = R' + [k]A'` for the prime-order parts `R'`,
 //! `A'`: an ordinary Ed25519 signature under `A'` with the nonce `R'`, which needs the
@@ -108,21 +110,18 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use curve25519_dalek::constants::ED25519_BASEPOINT_POINT;
-use curve25519_dalek::edwards::{CompressedEdwardsY, EdwardsPoint, VartimeEdwardsPrecomputation};
+use curve25519_dalek::edwards::{CompressedEdwardsY, EdwardsPoint};
 use curve25519_dalek::scalar::Scalar;
-use curve25519_dalek::traits::{IsIdentity, VartimeMultiscalarMul, VartimePrecomputedMultiscalarMul};
+use curve25519_dalek::traits::{IsIdentity, VartimeMultiscalarMul};
 use ed25519_dalek::VerifyingKey;
 use sha2::{Digest, Sha512};
 use tokio::sync::oneshot;
-
-use crate::jose::Jwk;
-use crate::key_table::KeyTable;
 
 /// Submissions verified singly after a first failed batch.
 pub(crate) const BACKOFF_INITIAL: u64 = 1024;
@@ -203,7 +202,7 @@ impl BatchOptions {
 
 /// A signature that passed every check `verify_strict` makes besides its equation,
 /// with its challenge computed.
-#[derive(Clone)]
+#[derive(Clone, Copy)]
 pub(crate) struct Prepared {
     r: EdwardsPoint,
     a: EdwardsPoint,
@@ -211,8 +210,6 @@ pub(crate) struct Prepared {
     k: Scalar,
     /// The key's encoding: members of one key share its term of a batch equation.
     key: [u8; 32],
-    /// The key's table state ([`crate::key_table`]), when the key came with one.
-    table: Option<Arc<KeyTable>>,
 }
 
 /// `verify_strict`'s checks other than its equation, in its order (see the module docs);
@@ -242,27 +239,7 @@ pub(crate) fn prepare(key: &VerifyingKey, message: &[u8], signature: &[u8; 64]) 
         s,
         k,
         key: *key.as_bytes(),
-        table: None,
     })
-}
-
-impl Prepared {
-    /// `verify_strict`'s equation, `[s]B − [k]A = R`, through a table of `B` and `−A`
-    /// built for this signature's key ([`crate::key_table`]).
-    pub(crate) fn equation_holds_with(&self, table: &VartimeEdwardsPrecomputation) -> bool {
-        table.vartime_multiscalar_mul([self.s, self.k]) == self.r
-    }
-
-    /// This signature with its key's table state, which the batch uses when the key has
-    /// a table and which the batch's verdict counts toward one.
-    pub(crate) fn with_table(mut self, table: &Arc<KeyTable>) -> Self {
-        self.table = Some(table.clone());
-        self
-    }
-
-    fn built_table(&self) -> Option<&VartimeEdwardsPrecomputation> {
-        self.table.as_deref().and_then(KeyTable::built)
-    }
 }
 
 /// Whether the 255-bit `y` of an Edwards point encoding is below `p = 2²⁵⁵ − 19`.
@@ -273,18 +250,17 @@ fn is_canonical_y(bytes: &[u8; 32]) -> bool {
     !(top == 0x7f && bytes[1..31].iter().all(|&b| b == 0xff) && bytes[0] >= 0xed)
 }
 
-/// `verify_strict`'s equation for one prepared signature: `[s]B − [k]A = R`.
+/// `verify_strict`'s equation for one prepared signature: `[s]B − [k]A = R`, compared
+/// as points (`verify_strict` encodes the recomputed point and compares bytes: the same
+/// answer for a canonically encoded `R`, which [`prepare`] requires, without the field
+/// inversion an encoding costs).
 pub(crate) fn verify_single(prepared: &Prepared) -> bool {
-    if let Some(table) = prepared.built_table() {
-        return prepared.equation_holds_with(table);
-    }
     let recomputed = EdwardsPoint::vartime_double_scalar_mul_basepoint(&prepared.k, &(-prepared.a), &prepared.s);
     recomputed == prepared.r
 }
 
 /// `Σ zᵢ(Rᵢ + kᵢAᵢ − sᵢB) = 0` over `members` with their coefficients, computed as
-/// `Σ zᵢRᵢ + Σⱼ (Σ_{i: Aᵢ = Aⱼ} zᵢkᵢ) Aⱼ − (Σ zᵢsᵢ) B`: one term per distinct key, and
-/// through the key's table when every member has the one key and it has a table.
+/// `Σ zᵢRᵢ + Σⱼ (Σ_{i: Aᵢ = Aⱼ} zᵢkᵢ) Aⱼ − (Σ zᵢsᵢ) B`: one term per distinct key.
 fn equation_holds(
     members: &[Prepared],
     zs: &[Scalar],
@@ -294,24 +270,6 @@ fn equation_holds(
     scalars.clear();
     points.clear();
     let mut b = Scalar::ZERO;
-    let Some(first) = members.first() else {
-        return true;
-    };
-    if let Some(table) = first.built_table()
-        && members.iter().all(|member| member.key == first.key)
-    {
-        let mut c = Scalar::ZERO;
-        for (member, z) in members.iter().zip(zs) {
-            b += z * member.s;
-            c += z * member.k;
-            scalars.push(*z);
-            points.push(member.r);
-        }
-        // The table holds `B` and `−A`: `[−b]B + [−c](−A) + Σ zᵢRᵢ`.
-        return table
-            .vartime_mixed_multiscalar_mul([-b, -c], scalars.iter(), points.iter())
-            .is_identity();
-    }
     for (member, z) in members.iter().zip(zs) {
         b += z * member.s;
         scalars.push(*z);
@@ -608,7 +566,7 @@ impl Batcher {
     /// Submits a signature (`signature` of 64 bytes).
     pub(crate) fn submit<'b>(
         self: &'b std::sync::Arc<Self>,
-        key: &Jwk,
+        key: &VerifyingKey,
         message: &[u8],
         signature: &[u8; 64],
     ) -> Submitted<'b> {
@@ -621,11 +579,10 @@ impl Batcher {
             self.counters.backed_off.fetch_add(1, Ordering::Relaxed);
             return Submitted::Now(Busy(self));
         }
-        let Some(prepared) = prepare(key.verifying_key(), message, signature) else {
+        let Some(prepared) = prepare(key, message, signature) else {
             self.busy.fetch_sub(1, Ordering::AcqRel);
             return Submitted::Refused;
         };
-        let prepared = prepared.with_table(key.key_table());
         self.counters.batched.fetch_add(1, Ordering::Relaxed);
         let (sender, receiver) = oneshot::channel();
         let member = Member {
@@ -703,14 +660,9 @@ impl Batcher {
         if size == 0 {
             return;
         }
-        let prepared: Vec<Prepared> = members.iter().map(|m| m.prepared.clone()).collect();
+        let prepared: Vec<Prepared> = members.iter().map(|m| m.prepared).collect();
         let mut verdicts = vec![false; size];
         let decided = decide(&prepared, &mut verdicts);
-        for (member, _) in prepared.iter().zip(&verdicts).filter(|(_, valid)| **valid) {
-            if let Some(table) = &member.table {
-                table.count_verified(&member.a);
-            }
-        }
         let counters = &self.counters;
         counters.batches.fetch_add(1, Ordering::Relaxed);
         counters.equations.fetch_add(decided.equations, Ordering::Relaxed);
@@ -754,43 +706,32 @@ impl Batcher {
     }
 }
 
+/// Verifies one signature with [`prepare`]'s checks and [`verify_single`]'s equation:
+/// what `Jwk::verify` runs. It accepts exactly what `ed25519_dalek`'s `verify_strict`
+/// accepts (in the default features of that crate; its `legacy_compatibility` feature,
+/// should another crate turn it on, makes `verify_strict` accept some non-canonical `S`,
+/// which this still refuses).
+pub fn verify_like_strict(key: &VerifyingKey, message: &[u8], signature: &[u8]) -> bool {
+    let Ok(signature) = <&[u8; 64]>::try_from(signature) else {
+        return false;
+    };
+    prepare(key, message, signature).is_some_and(|prepared| verify_single(&prepared))
+}
+
 /// Decides `signatures` (key, message, signature) as one batch, through the checks and
 /// the batch equation with bisection: the engine's answer, for the conformance tests.
 pub fn decide_batch(signatures: &[(VerifyingKey, &[u8], &[u8])]) -> Vec<bool> {
-    decide_batch_with(signatures, false)
-}
-
-/// [`decide_batch`] with every key's table built first, as a key that has verified a few
-/// signatures has one: the table paths of the batch equation and of single checks.
-pub fn decide_batch_through_tables(signatures: &[(VerifyingKey, &[u8], &[u8])]) -> Vec<bool> {
-    decide_batch_with(signatures, true)
-}
-
-fn decide_batch_with(signatures: &[(VerifyingKey, &[u8], &[u8])], tables: bool) -> Vec<bool> {
     let mut verdicts = vec![false; signatures.len()];
     let mut members = Vec::new();
     let mut places = Vec::new();
-    let mut built: Vec<([u8; 32], Arc<KeyTable>)> = Vec::new();
     for (i, (key, message, signature)) in signatures.iter().enumerate() {
         let Ok(signature) = <&[u8; 64]>::try_from(*signature) else {
             continue;
         };
-        let Some(mut prepared) = prepare(key, message, signature) else {
-            continue;
-        };
-        if tables {
-            let table = match built.iter().find(|(bytes, _)| bytes == key.as_bytes()) {
-                Some((_, table)) => table.clone(),
-                None => {
-                    let table = Arc::new(crate::key_table::built_without_budget(&key.to_edwards()));
-                    built.push((*key.as_bytes(), table.clone()));
-                    table
-                }
-            };
-            prepared = prepared.with_table(&table);
+        if let Some(prepared) = prepare(key, message, signature) {
+            members.push(prepared);
+            places.push(i);
         }
-        members.push(prepared);
-        places.push(i);
     }
     let mut decided = vec![false; members.len()];
     decide(&members, &mut decided);
@@ -823,33 +764,56 @@ mod tests {
             .collect()
     }
 
+    /// Signatures of `keys` distinct keys taking turns, `count` in all.
+    fn signed_by(keys: usize, count: usize) -> Vec<(VerifyingKey, Vec<u8>, [u8; 64])> {
+        let signers: Vec<SigningKey> = (0..keys)
+            .map(|i| SigningKey::from_bytes(&[i as u8 + 200; 32]))
+            .collect();
+        (0..count)
+            .map(|i| {
+                let signer = &signers[i % keys];
+                let message = format!("message {i}").into_bytes();
+                (
+                    signer.verifying_key(),
+                    message.clone(),
+                    signer.sign(&message).to_bytes(),
+                )
+            })
+            .collect()
+    }
+
     #[test]
-    fn valid_batch_verdicts_count_toward_the_key_table_and_refused_ones_do_not() {
-        let signer = crate::ResourceKey::from_seed([21; 32]);
-        let key = signer.public_jwk();
-        let batcher = Batcher::new(BatchOptions::new());
-        let members = |count: usize, forged: bool| -> Vec<Member> {
-            (0..count)
-                .map(|i| {
-                    let message = format!("member {i}").into_bytes();
-                    let signed = if forged {
-                        b"another message".to_vec()
-                    } else {
-                        message.clone()
-                    };
-                    let signature = signer.sign_bytes(&signed);
-                    let prepared = prepare(key.verifying_key(), &message, &signature)
-                        .expect("well formed")
-                        .with_table(key.key_table());
-                    let (verdict, _) = oneshot::channel();
-                    Member { prepared, verdict }
-                })
-                .collect()
-        };
-        batcher.run(members(2 * crate::key_table::TABLE_AFTER as usize, true));
-        assert!(!key.has_table(), "refused members count nothing");
-        batcher.run(members(crate::key_table::TABLE_AFTER as usize, false));
-        assert!(key.has_table(), "a batch of valid members earns the table");
+    fn honest_batches_sharing_keys_pass_their_one_equation() {
+        // A wrong term for a shared key would fail the equation and show as more
+        // equations and single checks, with the verdicts unchanged.
+        for (keys, count) in [(1, 2), (1, 32), (2, 32), (5, 32), (31, 32)] {
+            let members = prepared(&signed_by(keys, count));
+            let mut verdicts = vec![false; count];
+            let decided = decide(&members, &mut verdicts);
+            assert!(verdicts.iter().all(|v| *v), "{keys} keys");
+            assert_eq!(
+                decided,
+                Decided {
+                    equations: 1,
+                    singles: 0
+                },
+                "{keys} keys"
+            );
+        }
+    }
+
+    #[test]
+    fn a_bad_member_among_members_of_its_own_key_is_found() {
+        for bad in [0, 9, 31] {
+            let mut members = signed_by(1, 32);
+            members[bad].2[40] ^= 1;
+            let members = prepared(&members);
+            let mut verdicts = vec![false; 32];
+            decide(&members, &mut verdicts);
+            for (i, verdict) in verdicts.iter().enumerate() {
+                assert_eq!(*verdict, i != bad, "member {i} with {bad} bad");
+            }
+        }
     }
 
     #[test]

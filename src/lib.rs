@@ -28,7 +28,6 @@ mod extract;
 mod future;
 mod httpsig;
 mod jose;
-mod key_table;
 mod keyring;
 mod layer;
 mod legacy;
@@ -101,7 +100,7 @@ pub mod wire {
 /// **Not part of the stable API**: anything here may change or go in any release.
 #[doc(hidden)]
 pub mod engine {
-    pub use crate::batch::{BatchStats, decide_batch, decide_batch_through_tables};
+    pub use crate::batch::{BatchStats, decide_batch, verify_like_strict};
     pub use crate::bot::agent::{AgentDirectory, MAX_AGENT_URL, signature_agent_directory};
     pub use crate::bot::verify::is_thumbprint;
     pub use crate::discovery::admission::{admit_url, is_dns_name, is_public_address};
@@ -116,7 +115,6 @@ pub mod engine {
         AlgPolicy, MAX_JSON_DEPTH, MAX_JWT_LEN, UnverifiedJws, b64url, b64url_decode, parse_json_object,
         thumbprint_of_x, thumbprints_match,
     };
-    pub use crate::key_table::verify_through_table;
     pub use crate::legacy::{LegacyMember, is_legacy_signature_key, signature_key_member};
     pub use crate::names::{alg, claim, code, dwk, header, path, poll, problem, requirement, scheme, typ};
     pub use crate::policy::identity::is_agent_identifier;

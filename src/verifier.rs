@@ -415,7 +415,7 @@ impl Verifier<'_> {
             verify_base(signed.base, &signed.signature, key)?;
             return Ok(None);
         };
-        match batcher.submit(key, signed.base.as_bytes(), signature) {
+        match batcher.submit(key.verifying_key(), signed.base.as_bytes(), signature) {
             Submitted::Now(_busy) => verify_base(signed.base, &signed.signature, key).map(|()| None),
             Submitted::Refused => Err(bad_signature()),
             Submitted::Queued(ticket) => Ok(Some(ticket)),
@@ -429,7 +429,7 @@ impl Verifier<'_> {
             return jws.verify_with(key).map(|()| None);
         };
         let (message, signature) = jws.signed_parts();
-        match batcher.submit(key, message, signature) {
+        match batcher.submit(key.verifying_key(), message, signature) {
             Submitted::Now(_busy) => jws.verify_with(key).map(|()| None),
             Submitted::Refused => Err(bad_token_signature()),
             Submitted::Queued(ticket) => Ok(Some(ticket)),
