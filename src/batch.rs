@@ -706,8 +706,8 @@ impl Batcher {
     }
 }
 
-/// Verifies one signature with [`prepare`]'s checks and [`verify_single`]'s equation:
-/// what `Jwk::verify` runs. It accepts exactly what `ed25519_dalek`'s `verify_strict`
+/// Verifies one signature with `verify_strict`'s checks and its equation, the recomputed
+/// `R` compared as a point: what `Jwk::verify` runs. It accepts exactly what `ed25519_dalek`'s `verify_strict`
 /// accepts (in the default features of that crate; its `legacy_compatibility` feature,
 /// should another crate turn it on, makes `verify_strict` accept some non-canonical `S`,
 /// which this still refuses).
