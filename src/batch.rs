@@ -9,8 +9,11 @@
 //! the verdict in the layer's response future (one `oneshot` per request; a first-seen
 //! token's or a covered body's request takes the boxed slow path as before). The first
 //! member of a batch leads it: each time its request is polled it lets the runtime run
-//! the other ready requests first (a yield to the back of the run queue), and it runs the
-//! batch when the batch stopped growing over one such round, reached
+//! the other ready requests first and poll for I/O (`tokio::task::yield_now`, which
+//! resumes a task only after the runtime's next I/O poll, so a request whose bytes arrived
+//! meanwhile is read and can join; a plain wake would resume the leader before any
+//! socket is looked at, and half the batches of a loaded server held one signature), and
+//! it runs the batch when the batch stopped growing over one such round, reached
 //! [`BatchOptions::max_batch`], or is [`BatchOptions::max_wait_micros`] old. The member
 //! that fills a batch runs it at once. A leader dropped before it ran its batch runs it
 //! in its destructor, so no member ever waits for a request that went away. A batch
@@ -493,6 +496,10 @@ struct Lead {
     batcher: std::sync::Arc<Batcher>,
     generation: u64,
     seen: usize,
+    /// The scheduling round the leader is waiting out: `tokio::task::yield_now`, which
+    /// on a Tokio runtime resumes only after the runtime has polled for I/O, so requests
+    /// that arrived meanwhile are read and can join.
+    round: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
 }
 
 impl Drop for Lead {
@@ -512,8 +519,15 @@ impl Ticket {
             batcher,
             generation,
             seen,
+            round,
         }) = &mut self.lead
         {
+            if let Some(waiting) = round {
+                if waiting.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                *round = None;
+            }
             let options = batcher.options;
             let ran = batcher.take_and_run(*generation, |forming| {
                 let size = forming.members.len();
@@ -522,7 +536,12 @@ impl Ticket {
                 ready
             });
             if !ran {
-                cx.waker().wake_by_ref();
+                let mut waiting: Pin<Box<dyn Future<Output = ()> + Send>> = Box::pin(tokio::task::yield_now());
+                if waiting.as_mut().poll(cx).is_pending() {
+                    *round = Some(waiting);
+                } else {
+                    cx.waker().wake_by_ref();
+                }
                 return Poll::Pending;
             }
             // Run (here or by the member that filled it): nothing left to lead.
@@ -611,6 +630,7 @@ impl Batcher {
             batcher: self.clone(),
             generation,
             seen: 0,
+            round: None,
         });
         if full {
             // The member that fills a batch runs it.
@@ -814,6 +834,55 @@ mod tests {
                 assert_eq!(*verdict, i != bad, "member {i} with {bad} bad");
             }
         }
+    }
+
+    /// The verdict of a submission: queued ones awaited, refused ones `false`.
+    async fn verdict(batcher: &std::sync::Arc<Batcher>, member: &(VerifyingKey, Vec<u8>, [u8; 64])) -> bool {
+        match batcher.submit(&member.0, &member.1, &member.2) {
+            Submitted::Queued(mut ticket) => std::future::poll_fn(|cx| ticket.poll_verdict(cx)).await,
+            Submitted::Now(_busy) => member
+                .0
+                .verify_strict(&member.1, &ed25519_dalek::Signature::from_bytes(&member.2))
+                .is_ok(),
+            Submitted::Refused => false,
+        }
+    }
+
+    #[test]
+    fn a_leader_lets_the_runtime_poll_for_io_so_a_request_read_meanwhile_joins_its_batch() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .build()
+            .expect("a runtime");
+        runtime.block_on(async {
+            let batcher = std::sync::Arc::new(Batcher::new(BatchOptions::new().join_when_idle(true)));
+            let members = signed(2);
+            let (mut client, mut server) = tokio::net::UnixStream::pair().expect("a socket pair");
+            // The second request is read from a socket, as a server reads one.
+            let second = {
+                let batcher = batcher.clone();
+                let member = members[1].clone();
+                tokio::spawn(async move {
+                    let mut byte = [0u8; 1];
+                    server.read_exact(&mut byte).await.expect("a byte");
+                    verdict(&batcher, &member).await
+                })
+            };
+            // It waits for its byte; the byte arrives, and only an I/O poll tells. The
+            // first request leads a batch (from a task, as each connection is one).
+            tokio::task::yield_now().await;
+            client.write_all(b"x").await.expect("written");
+            let first = {
+                let batcher = batcher.clone();
+                let member = members[0].clone();
+                tokio::spawn(async move { verdict(&batcher, &member).await })
+            };
+            assert!(first.await.expect("led"));
+            assert!(second.await.expect("joined"));
+            let stats = batcher.stats();
+            assert_eq!((stats.batches, stats.largest), (1, 2), "{stats:?}");
+        });
     }
 
     #[test]
