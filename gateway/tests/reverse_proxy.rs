@@ -9,7 +9,8 @@ use std::time::Duration;
 use http::{Method, Request, StatusCode};
 use serde_json::json;
 use support::{
-    Gateway, Parties, ReverseProxy, TempDir, Upstream, bounded, config, free_port, key_directory, now, send,
+    Gateway, Parties, ReverseProxy, TempDir, Upstream, bounded, config, free_port, key_directory, now,
+    reverse_proxy_gateway, send,
 };
 use tower_aauth::testing::{BotDirectory, SignOptions};
 
@@ -150,17 +151,8 @@ async fn an_upstream_that_is_down_is_502_and_a_slow_one_504() {
     bounded(async {
         let parties = Parties::start().await;
         let keys = key_directory();
-        let port = free_port();
         let closed = free_port();
-        let text = config(
-            "reverse-proxy",
-            &format!("http://127.0.0.1:{port}"),
-            port,
-            keys.path(),
-            &parties.auth_origin,
-            &format!("upstream = \"http://127.0.0.1:{closed}\""),
-        );
-        let gateway = Gateway::start(&text, port);
+        let gateway = reverse_proxy_gateway(keys.path(), &parties.auth_origin, closed, "");
         let mut request = Request::builder()
             .uri(format!("{}/whoami", gateway.origin()))
             .body(Vec::new())
@@ -174,16 +166,7 @@ async fn an_upstream_that_is_down_is_502_and_a_slow_one_504() {
         drop(gateway);
 
         let upstream = Upstream::start().await;
-        let port = free_port();
-        let text = config(
-            "reverse-proxy",
-            &format!("http://127.0.0.1:{port}"),
-            port,
-            keys.path(),
-            &parties.auth_origin,
-            &format!("upstream = \"http://127.0.0.1:{}\"", upstream.port),
-        );
-        let gateway = Gateway::start(&text, port);
+        let gateway = reverse_proxy_gateway(keys.path(), &parties.auth_origin, upstream.port, "");
         let mut request = Request::builder()
             .uri(format!("{}/slow", gateway.origin()))
             .body(Vec::new())

@@ -354,6 +354,21 @@ pub struct ReverseProxy {
     _keys: TempDir,
 }
 
+/// A reverse-proxy gateway on a free port in front of the upstream on `upstream_port`,
+/// signing with the keys in `keys`, with `extra` top-level configuration lines.
+pub fn reverse_proxy_gateway(keys: &Path, auth_origin: &str, upstream_port: u16, extra: &str) -> Gateway {
+    let port = free_port();
+    let text = config(
+        "reverse-proxy",
+        &format!("http://127.0.0.1:{port}"),
+        port,
+        keys,
+        auth_origin,
+        &format!("upstream = \"http://127.0.0.1:{upstream_port}\"\n{extra}"),
+    );
+    Gateway::start(&text, port)
+}
+
 impl ReverseProxy {
     pub async fn start() -> ReverseProxy {
         ReverseProxy::start_for(Parties::start().await).await
@@ -367,16 +382,7 @@ impl ReverseProxy {
     pub async fn start_with(parties: Parties, extra: &str) -> ReverseProxy {
         let upstream = Upstream::start().await;
         let keys = key_directory();
-        let port = free_port();
-        let text = config(
-            "reverse-proxy",
-            &format!("http://127.0.0.1:{port}"),
-            port,
-            keys.path(),
-            &parties.auth_origin,
-            &format!("upstream = \"http://127.0.0.1:{}\"\n{extra}", upstream.port),
-        );
-        let gateway = Gateway::start(&text, port);
+        let gateway = reverse_proxy_gateway(keys.path(), &parties.auth_origin, upstream.port, extra);
         ReverseProxy {
             parties,
             upstream,
